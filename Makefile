@@ -1,0 +1,66 @@
+# Slipway: continuous delivery for Docker fleets.
+# `make run` starts the guided demo; `make test` runs every test.
+
+SHELL := /bin/bash
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+GO ?= go
+MODULES := proto platform services/coordinator services/nodeagent services/edge cli deployments/demo
+COMMANDS := \
+	services/coordinator/cmd/slipway-coordinator \
+	services/nodeagent/cmd/slipway-nodeagent \
+	services/edge/cmd/slipway-edge \
+	cli/cmd/slipctl
+# Tests of packages in parallel; each test starts what it needs on free ports.
+TEST_FLAGS ?= -race -count=1 -timeout 25m
+
+.PHONY: help tools proto proto-check lint fmt-check vet build images check test bench run clean
+
+help: ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+tools: ## Install pinned tools into ./bin (buf, protoc plugins, grpcurl, consul) and nginx/wrk from Debian.
+	@scripts/tools.sh
+
+proto: ## Regenerate the Go code from proto/ (committed).
+	@test -x $(BIN)/buf || scripts/tools.sh
+	$(BIN)/buf generate
+
+proto-check: proto ## Fail if the committed generated code is stale.
+	@git diff --exit-code --stat -- proto || { echo "generated code is stale: run 'make proto' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto; echo "generated code is stale: run 'make proto' and commit" >&2; exit 1; }
+
+lint: ## buf lint (STANDARD).
+	@test -x $(BIN)/buf || scripts/tools.sh
+	$(BIN)/buf lint
+
+fmt-check: ## Fail if any Go file is not gofmt-clean.
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+vet: ## go vet every module.
+	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
+
+build: ## Build the binaries into ./bin.
+	@mkdir -p $(BIN)
+	@for c in $(COMMANDS); do $(GO) build -o $(BIN)/ ./$$c || exit 1; done
+
+images: build ## Build the demo images slipway/demo:v1..v4 FROM scratch.
+	@scripts/demo-images.sh
+
+check: fmt-check vet lint ## Fast inner loop: gofmt, vet, buf lint, unit tests (-short).
+	@for m in $(MODULES); do (cd $$m && $(GO) test -short -count=1 ./...) || exit 1; done
+
+test: tools proto-check fmt-check vet lint build ## Every test, with the race detector, against real Consul, Docker, nginx and raft.
+	@set -o pipefail; fail=0; for m in $(MODULES); do \
+		echo "==> go test $$m"; \
+		(cd $$m && SLIPWAY_BIN=$(BIN) $(GO) test $(TEST_FLAGS) ./...) || fail=1; \
+	done; exit $$fail
+
+bench: tools build ## Benchmarks against peers measured in the same run, printed as tables.
+	@scripts/bench.sh
+
+run: tools build ## The guided demo on the embedded default stack (ONCE=1 exits after it).
+	@scripts/run.sh
+
+clean: ## Remove build output and demo state.
+	rm -rf $(BIN) .run

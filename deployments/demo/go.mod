@@ -1,0 +1,3 @@
+module slipway.dev/demo
+
+go 1.26.0

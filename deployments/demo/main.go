@@ -1,0 +1,129 @@
+// Command demo is the tiny HTTP service Slipway's demo and tests deploy: it
+// answers with its version and colour and serves a health check that can be
+// told to fail.
+//
+// Settings come from the environment: PORT (default 8080), VERSION and
+// COLOUR (defaults baked in at build time with -ldflags "-X main.version=v2"),
+// FAIL_HEALTH=1 to fail /healthz, HEALTH_FAIL_AFTER (a duration) to start
+// failing it that long after start, and GREETING for the reply's first word.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Set with -ldflags "-X main.version=v1 -X main.colour=blue".
+var (
+	version = "dev"
+	colour  = "none"
+)
+
+func main() {
+	if err := run(); err != nil {
+		log.Fatalf("demo: %v", err)
+	}
+}
+
+func run() error {
+	cfg, err := configFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: newHandler(cfg, time.Now()), ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	log.Printf("demo %s (%s) listening on %s", cfg.version, cfg.colour, lis.Addr())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Finish in-flight requests, as a well-behaved service does on SIGTERM.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+type config struct {
+	port            int
+	version, colour string
+	greeting        string
+	failHealth      bool
+	failAfter       time.Duration
+}
+
+func configFromEnv(getenv func(string) string) (config, error) {
+	c := config{port: 8080, version: version, colour: colour, greeting: "hello"}
+	if v := getenv("PORT"); v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return c, fmt.Errorf("PORT %q: want a port number 1-65535", v)
+		}
+		c.port = p
+	}
+	if v := getenv("VERSION"); v != "" {
+		c.version = v
+	}
+	if v := getenv("COLOUR"); v != "" {
+		c.colour = v
+	}
+	if v := getenv("GREETING"); v != "" {
+		c.greeting = v
+	}
+	if v := getenv("FAIL_HEALTH"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("FAIL_HEALTH %q: want true or false", v)
+		}
+		c.failHealth = b
+	}
+	if v := getenv("HEALTH_FAIL_AFTER"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("HEALTH_FAIL_AFTER %q: want a duration such as 10s", v)
+		}
+		c.failAfter = d
+	}
+	return c, nil
+}
+
+func newHandler(c config, started time.Time) http.Handler {
+	var served atomic.Int64
+	host, _ := os.Hostname()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		failing := c.failHealth || (c.failAfter > 0 && time.Since(started) > c.failAfter)
+		if failing {
+			http.Error(w, "unhealthy (FAIL_HEALTH)", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		n := served.Add(1)
+		w.Header().Set("X-Slipway-Version", c.version)
+		w.Header().Set("X-Slipway-Colour", c.colour)
+		fmt.Fprintf(w, "%s from %s (%s) on %s, request %d\n", c.greeting, c.version, c.colour, host, n)
+	})
+	return mux
+}

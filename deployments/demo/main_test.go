@@ -1,0 +1,49 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigFromEnvRejectsBadValues(t *testing.T) {
+	for _, tc := range []map[string]string{
+		{"PORT": "0"}, {"PORT": "x"}, {"FAIL_HEALTH": "maybe"}, {"HEALTH_FAIL_AFTER": "soon"},
+	} {
+		if _, err := configFromEnv(env(tc)); err == nil {
+			t.Errorf("configFromEnv(%v) = nil error, want one", tc)
+		}
+	}
+}
+
+func TestHandlerReportsVersionAndHealth(t *testing.T) {
+	cfg, err := configFromEnv(env(map[string]string{"VERSION": "v2", "COLOUR": "green"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(cfg, time.Now())
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if got := rec.Header().Get("X-Slipway-Version"); got != "v2" {
+		t.Errorf("version header = %q, want v2", got)
+	}
+	if !strings.Contains(rec.Body.String(), "v2 (green)") {
+		t.Errorf("body = %q, want it to name v2 (green)", rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("healthz = %d, want 200", rec.Code)
+	}
+
+	cfg.failHealth = true
+	rec = httptest.NewRecorder()
+	newHandler(cfg, time.Now()).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("healthz with FAIL_HEALTH = %d, want 503", rec.Code)
+	}
+}

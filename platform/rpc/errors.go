@@ -1,0 +1,55 @@
+package rpc
+
+import (
+	"fmt"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// FieldViolation names one invalid field and says what is wrong with it.
+type FieldViolation struct {
+	// Field is the path of the field, e.g. "spec.update.canary.steps[1].weight".
+	Field string
+	// Description says what is wrong.
+	Description string
+}
+
+// String renders the violation as "field: description".
+func (v FieldViolation) String() string { return v.Field + ": " + v.Description }
+
+// InvalidArgument returns an INVALID_ARGUMENT status whose message lists every
+// violation and whose details carry a google.rpc.BadRequest.
+func InvalidArgument(what string, vs []FieldViolation) error {
+	parts := make([]string, len(vs))
+	br := &errdetails.BadRequest{}
+	for i, v := range vs {
+		parts[i] = v.String()
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+	}
+	st := status.New(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", what, strings.Join(parts, "; ")))
+	if ds, err := st.WithDetails(br); err == nil {
+		st = ds
+	}
+	return st.Err()
+}
+
+// Violations extracts the field violations from an INVALID_ARGUMENT error,
+// or nil if it carries none.
+func Violations(err error) []FieldViolation {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	var out []FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, fv := range br.GetFieldViolations() {
+				out = append(out, FieldViolation{Field: fv.GetField(), Description: fv.GetDescription()})
+			}
+		}
+	}
+	return out
+}

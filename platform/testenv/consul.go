@@ -1,0 +1,143 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+)
+
+// Consul is a real Consul agent in -dev mode (server and client in one, state
+// in memory) on free loopback ports.
+type Consul struct {
+	tb      testing.TB
+	bin     string
+	ports   []int // http, serf lan, serf wan, server
+	logPath string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// StartConsul starts a Consul dev agent and waits until it has elected itself
+// leader. It is stopped when the test ends.
+func StartConsul(tb testing.TB) *Consul {
+	tb.Helper()
+	ports, err := freePorts(4)
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	c := &Consul{tb: tb, bin: Binary(tb, "consul"), ports: ports, logPath: filepath.Join(tb.TempDir(), "consul.log")}
+	tb.Cleanup(func() {
+		c.Stop()
+		if tb.Failed() {
+			if b, err := os.ReadFile(c.logPath); err == nil {
+				tb.Logf("consul log (last 4KiB):\n%s", tail(b, 4096))
+			}
+		}
+	})
+	c.Start()
+	return c
+}
+
+// Addr is the agent's HTTP API address, host:port (for consul/api's Config.Address).
+func (c *Consul) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.ports[0]) }
+
+// URL is the agent's HTTP API base URL.
+func (c *Consul) URL() string { return "http://" + c.Addr() }
+
+// Start (re)starts the agent on the same ports and waits for a leader. A
+// dev agent keeps nothing across a restart.
+func (c *Consul) Start() {
+	c.tb.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd != nil {
+		return
+	}
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.tb.Fatalf("testenv: %v", err)
+	}
+	cmd := exec.Command(c.bin, "agent", "-dev",
+		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(c.ports[0]),
+		"-serf-lan-port", strconv.Itoa(c.ports[1]),
+		"-serf-wan-port", strconv.Itoa(c.ports[2]),
+		"-server-port", strconv.Itoa(c.ports[3]),
+		"-dns-port", "-1", "-grpc-port", "-1",
+		"-node", fmt.Sprintf("test-%d", c.ports[0]),
+		"-log-level", "warn",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		c.tb.Fatalf("testenv: start consul: %v", err)
+	}
+	go func() { cmd.Wait(); logf.Close() }()
+	c.cmd = cmd
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if leaderKnown(ctx, c.URL()) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.tb.Fatalf("testenv: consul at %s elected no leader within 30s (log: %s)", c.Addr(), c.logPath)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop kills the agent. It may be started again with Start.
+func (c *Consul) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	for i := 0; i < 200; i++ {
+		if c.cmd.ProcessState != nil || syscall.Kill(c.cmd.Process.Pid, 0) != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.cmd = nil
+}
+
+func leaderKnown(ctx context.Context, base string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status/leader", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == http.StatusOK && len(b) > 4 // `""` when no leader
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
