@@ -3,20 +3,394 @@
 package spec
 
 import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/distribution/reference"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"slipway.dev/platform/rpc"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
+// Defaults applied by Normalize. They are the contract documented in
+// proto/slipway/deploy/v1/spec.proto.
+var (
+	// DefaultCPUMHz is the CPU reservation of an instance without one.
+	DefaultCPUMHz int32 = 100
+	// DefaultMemoryMB is the memory limit of an instance without one.
+	DefaultMemoryMB int32 = 64
+	// DefaultCheckInterval is the time between health probes.
+	DefaultCheckInterval = durationpb.New(1e9)
+	// DefaultCheckTimeout is the timeout of one health probe.
+	DefaultCheckTimeout = durationpb.New(1e9)
+	// DefaultRoutePath is the path prefix routed to a service.
+	DefaultRoutePath = "/"
+	// DefaultMaxParallel is how many instances a rolling update replaces at once.
+	DefaultMaxParallel int32 = 1
+	// DefaultMinHealthyTime is how long an instance must be healthy to count.
+	DefaultMinHealthyTime = durationpb.New(3e9)
+	// DefaultHealthyDeadline is how long an instance has to become healthy.
+	DefaultHealthyDeadline = durationpb.New(60e9)
+	// DefaultProgressDeadline is how long a rollout may go without progress.
+	DefaultProgressDeadline = durationpb.New(300e9)
+	// DefaultScaleDownDelay is how long blue/green keeps the old colour warm.
+	DefaultScaleDownDelay = durationpb.New(30e9)
+	// DefaultKillTimeout is the time between SIGTERM and SIGKILL.
+	DefaultKillTimeout = durationpb.New(5e9)
+	// DefaultCanaryPause is the pause of each default canary step but the last.
+	DefaultCanaryPause = durationpb.New(30e9)
+	// DefaultPreviewHeader is the header routing requests to a blue/green preview.
+	DefaultPreviewHeader = "X-Slipway-Preview"
+)
+
+// DefaultCanarySteps returns the canary steps used when a canary spec lists
+// none: 10% and 50% held 30s each, then 100%.
+func DefaultCanarySteps() []*deployv1.CanaryStep {
+	return []*deployv1.CanaryStep{
+		{Weight: 10, Pause: proto.Clone(DefaultCanaryPause).(*durationpb.Duration)},
+		{Weight: 50, Pause: proto.Clone(DefaultCanaryPause).(*durationpb.Duration)},
+		{Weight: 100},
+	}
+}
+
+// Operators lists the constraint operators Validate accepts.
+var Operators = []string{"=", "==", "!=", "regexp"}
+
+var (
+	dnsLabelRE = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	hostLabel  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// headerRE is an RFC 9110 token.
+	headerRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// violations collects field violations.
+type violations []rpc.FieldViolation
+
+func (v *violations) add(field, format string, args ...any) {
+	*v = append(*v, rpc.FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
 // Validate returns every violation in s, each naming its field path (e.g.
-// "spec.update.canary.steps[1].weight"); nil means s is valid.
+// "spec.update.canary.steps[1].weight"); nil means s is valid. A spec Validate
+// accepts is still accepted after Normalize.
 func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	if s == nil {
 		return []rpc.FieldViolation{{Field: "spec", Description: "is required"}}
 	}
-	return nil
+	var v violations
+	validateName(&v, s.GetName())
+	validateImage(&v, s.GetImage())
+	if s.GetCount() < 0 {
+		v.add("spec.count", "must be zero or more, got %d", s.GetCount())
+	}
+	if p := s.GetPort(); p < 1 || p > 65535 {
+		if p == 0 {
+			v.add("spec.port", "is required (1-65535)")
+		} else {
+			v.add("spec.port", "must be between 1 and 65535, got %d", p)
+		}
+	}
+	keys := make([]string, 0, len(s.GetEnv()))
+	for k := range s.GetEnv() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !envNameRE.MatchString(k) {
+			v.add(fmt.Sprintf("spec.env[%q]", k), "is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
+		}
+	}
+	if r := s.GetResources(); r != nil {
+		if r.GetCpuMhz() < 0 {
+			v.add("spec.resources.cpu_mhz", "must be zero (default %d) or more, got %d", DefaultCPUMHz, r.GetCpuMhz())
+		}
+		if r.GetMemoryMb() < 0 {
+			v.add("spec.resources.memory_mb", "must be zero (default %d) or more, got %d", DefaultMemoryMB, r.GetMemoryMb())
+		}
+	}
+	validateCheck(&v, s.GetCheck())
+	validateRoute(&v, s.GetRoute())
+	for i, c := range s.GetConstraints() {
+		validateConstraint(&v, fmt.Sprintf("spec.constraints[%d]", i), c)
+	}
+	validateUpdate(&v, s.GetUpdate())
+	validDuration(&v, "spec.kill_timeout", s.GetKillTimeout())
+	if len(v) == 0 {
+		return nil
+	}
+	return v
 }
 
-// Normalize returns a copy of s with defaults filled in. s must be valid.
+func validateName(v *violations, name string) {
+	switch {
+	case name == "":
+		v.add("spec.name", "is required")
+	case len(name) > 63:
+		v.add("spec.name", "must be at most 63 characters, got %d", len(name))
+	case !dnsLabelRE.MatchString(name):
+		v.add("spec.name", "%q is not a DNS label (lower-case letters, digits and '-', starting with a letter and not ending with '-')", name)
+	}
+}
+
+func validateImage(v *violations, image string) {
+	if image == "" {
+		v.add("spec.image", "is required")
+		return
+	}
+	if strings.TrimSpace(image) != image {
+		v.add("spec.image", "%q has leading or trailing spaces", image)
+		return
+	}
+	if _, err := reference.ParseNormalizedNamed(image); err != nil {
+		v.add("spec.image", "%q is not a valid image reference: %v", image, err)
+	}
+}
+
+func validateCheck(v *violations, c *deployv1.HealthCheck) {
+	if c == nil {
+		return
+	}
+	switch {
+	case c.GetHttp() != "" && c.GetTcp():
+		v.add("spec.check", "http and tcp are exclusive; set one")
+	case c.GetHttp() == "" && !c.GetTcp():
+		v.add("spec.check", "needs http (a path) or tcp: true; omit check for none")
+	}
+	if h := c.GetHttp(); h != "" {
+		if !strings.HasPrefix(h, "/") {
+			v.add("spec.check.http", "%q must be a path starting with \"/\"", h)
+		} else if strings.ContainsFunc(h, isSpaceOrControl) {
+			v.add("spec.check.http", "%q must not contain spaces or control characters", h)
+		}
+	}
+	okI := validDuration(v, "spec.check.interval", c.GetInterval())
+	okT := validDuration(v, "spec.check.timeout", c.GetTimeout())
+	if okI && okT {
+		interval := orDefault(c.GetInterval(), DefaultCheckInterval)
+		timeout := orDefault(c.GetTimeout(), DefaultCheckTimeout)
+		if compare(timeout, interval) > 0 {
+			v.add("spec.check.timeout", "%s must not exceed the interval (%s)", show(timeout), show(interval))
+		}
+	}
+}
+
+func validateRoute(v *violations, r *deployv1.Route) {
+	if r == nil {
+		return
+	}
+	if h := r.GetHost(); h != "" && !validHostname(h) {
+		v.add("spec.route.host", "%q is not a valid lower-case hostname", h)
+	}
+	if p := r.GetPath(); p != "" {
+		if !strings.HasPrefix(p, "/") {
+			v.add("spec.route.path", "%q must start with \"/\"", p)
+		} else if strings.ContainsFunc(p, isSpaceOrControl) {
+			v.add("spec.route.path", "%q must not contain spaces or control characters", p)
+		}
+	}
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if !hostLabel.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+func validateConstraint(v *violations, path string, c *deployv1.Constraint) {
+	if strings.TrimSpace(c.GetAttribute()) == "" {
+		v.add(path+".attribute", "is required, e.g. \"node.label.zone\" or \"node.id\"")
+	}
+	switch op := c.GetOperator(); op {
+	case "=", "==", "!=":
+	case "regexp":
+		if _, err := regexp.Compile(c.GetValue()); err != nil {
+			v.add(path+".value", "is not a valid regular expression: %v", err)
+		}
+	case "":
+		v.add(path+".operator", "is required, one of %s", strings.Join(Operators, ", "))
+	default:
+		v.add(path+".operator", "%q is not one of %s", op, strings.Join(Operators, ", "))
+	}
+}
+
+func validateUpdate(v *violations, u *deployv1.UpdateStrategy) {
+	if u == nil {
+		// Defaults are valid and ordered.
+		return
+	}
+	if _, ok := deployv1.Strategy_name[int32(u.GetStrategy())]; !ok {
+		v.add("spec.update.strategy", "unknown strategy %d (want rolling, blue_green or canary)", int32(u.GetStrategy()))
+	}
+	if u.GetMaxParallel() < 0 {
+		v.add("spec.update.max_parallel", "must be zero (default %d) or more, got %d", DefaultMaxParallel, u.GetMaxParallel())
+	}
+	okM := validDuration(v, "spec.update.min_healthy_time", u.GetMinHealthyTime())
+	okH := validDuration(v, "spec.update.healthy_deadline", u.GetHealthyDeadline())
+	okP := validDuration(v, "spec.update.progress_deadline", u.GetProgressDeadline())
+	validDuration(v, "spec.update.scale_down_delay", u.GetScaleDownDelay())
+	minHealthy := orDefault(u.GetMinHealthyTime(), DefaultMinHealthyTime)
+	healthy := orDefault(u.GetHealthyDeadline(), DefaultHealthyDeadline)
+	progress := orDefault(u.GetProgressDeadline(), DefaultProgressDeadline)
+	if okM && okH && compare(minHealthy, healthy) >= 0 {
+		v.add("spec.update.min_healthy_time", "%s must be less than healthy_deadline (%s)", show(minHealthy), show(healthy))
+	}
+	if okH && okP && compare(healthy, progress) >= 0 {
+		v.add("spec.update.healthy_deadline", "%s must be less than progress_deadline (%s)", show(healthy), show(progress))
+	}
+	prev := int32(-1)
+	for i, st := range u.GetCanary().GetSteps() {
+		path := fmt.Sprintf("spec.update.canary.steps[%d]", i)
+		w := st.GetWeight()
+		switch {
+		case w < 0 || w > 100:
+			v.add(path+".weight", "must be between 0 and 100, got %d", w)
+		case w <= prev:
+			v.add(path+".weight", "%d must be greater than the previous step's weight (%d)", w, prev)
+		}
+		if w >= 0 && w <= 100 {
+			prev = w
+		}
+		if validDuration(v, path+".pause", st.GetPause()) && st.GetManual() && !isZero(st.GetPause()) {
+			v.add(path+".pause", "a step is either paused for a duration or manual, not both")
+		}
+	}
+	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" && !headerRE.MatchString(h) {
+		v.add("spec.update.blue_green.preview_header", "%q is not a valid HTTP header name", h)
+	}
+}
+
+// validDuration reports whether d is unset, or a valid duration that is not
+// negative, adding a violation otherwise.
+func validDuration(v *violations, path string, d *durationpb.Duration) bool {
+	if d == nil {
+		return true
+	}
+	if err := d.CheckValid(); err != nil {
+		// The error text of protobuf varies by design; describe it ourselves.
+		v.add(path, "is not a valid duration (seconds %d, nanos %d: out of range or of different signs)", d.GetSeconds(), d.GetNanos())
+		return false
+	}
+	if d.GetSeconds() < 0 || d.GetNanos() < 0 {
+		v.add(path, "must not be negative, got %s", show(d))
+		return false
+	}
+	return true
+}
+
+func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+func isZero(d *durationpb.Duration) bool { return d.GetSeconds() == 0 && d.GetNanos() == 0 }
+
+// orDefault returns d, or def when d is unset or zero.
+func orDefault(d, def *durationpb.Duration) *durationpb.Duration {
+	if isZero(d) {
+		return def
+	}
+	return d
+}
+
+// compare orders two valid durations without overflowing time.Duration.
+func compare(a, b *durationpb.Duration) int {
+	switch {
+	case a.GetSeconds() != b.GetSeconds():
+		if a.GetSeconds() < b.GetSeconds() {
+			return -1
+		}
+		return 1
+	case a.GetNanos() != b.GetNanos():
+		if a.GetNanos() < b.GetNanos() {
+			return -1
+		}
+		return 1
+	}
+	return 0
+}
+
+// show renders a duration for people, e.g. "1m30s".
+func show(d *durationpb.Duration) string {
+	const maxSeconds = 9_000_000_000 // beyond time.Duration's range
+	if d.GetSeconds() > maxSeconds || d.GetSeconds() < -maxSeconds {
+		return fmt.Sprintf("%ds", d.GetSeconds())
+	}
+	return d.AsDuration().String()
+}
+
+// Normalize returns a copy of s with defaults filled in; s is not modified.
+// s must be valid (see Validate). Normalize is idempotent, and zero durations
+// count as unset.
 func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
-	return s
+	if s == nil {
+		return nil
+	}
+	n := proto.Clone(s).(*deployv1.ServiceSpec)
+	if n.Resources == nil {
+		n.Resources = &deployv1.Resources{}
+	}
+	if n.Resources.CpuMhz == 0 {
+		n.Resources.CpuMhz = DefaultCPUMHz
+	}
+	if n.Resources.MemoryMb == 0 {
+		n.Resources.MemoryMb = DefaultMemoryMB
+	}
+	if c := n.Check; c != nil {
+		c.Interval = durationOr(c.Interval, DefaultCheckInterval)
+		c.Timeout = durationOr(c.Timeout, DefaultCheckTimeout)
+	}
+	if n.Route == nil {
+		n.Route = &deployv1.Route{}
+	}
+	if n.Route.Path == "" {
+		n.Route.Path = DefaultRoutePath
+	}
+	n.KillTimeout = durationOr(n.KillTimeout, DefaultKillTimeout)
+	if n.Update == nil {
+		n.Update = &deployv1.UpdateStrategy{}
+	}
+	u := n.Update
+	if u.Strategy == deployv1.Strategy_STRATEGY_UNSPECIFIED {
+		u.Strategy = deployv1.Strategy_STRATEGY_ROLLING
+	}
+	if u.MaxParallel == 0 {
+		u.MaxParallel = DefaultMaxParallel
+	}
+	u.MinHealthyTime = durationOr(u.MinHealthyTime, DefaultMinHealthyTime)
+	u.HealthyDeadline = durationOr(u.HealthyDeadline, DefaultHealthyDeadline)
+	u.ProgressDeadline = durationOr(u.ProgressDeadline, DefaultProgressDeadline)
+	u.ScaleDownDelay = durationOr(u.ScaleDownDelay, DefaultScaleDownDelay)
+	switch u.Strategy {
+	case deployv1.Strategy_STRATEGY_CANARY:
+		if u.Canary == nil {
+			u.Canary = &deployv1.CanaryStrategy{}
+		}
+		if len(u.Canary.Steps) == 0 {
+			u.Canary.Steps = DefaultCanarySteps()
+		}
+	case deployv1.Strategy_STRATEGY_BLUE_GREEN:
+		if u.BlueGreen == nil {
+			u.BlueGreen = &deployv1.BlueGreenStrategy{}
+		}
+		if u.BlueGreen.PreviewHeader == "" {
+			u.BlueGreen.PreviewHeader = DefaultPreviewHeader
+		}
+	}
+	return n
+}
+
+// durationOr returns d, or a copy of def when d is unset or zero.
+func durationOr(d, def *durationpb.Duration) *durationpb.Duration {
+	if isZero(d) {
+		return proto.Clone(def).(*durationpb.Duration)
+	}
+	return d
 }
