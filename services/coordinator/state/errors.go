@@ -1,0 +1,22 @@
+package state
+
+import "errors"
+
+// Domain errors returned by FSM reads and carried in Apply responses. The gRPC
+// adapter maps them to status codes in one place.
+var (
+	// ErrNotFound: the named service, release, rollout or node does not exist.
+	ErrNotFound = errors.New("state: not found")
+	// ErrActiveRollout: the service already has an active rollout and the
+	// request did not ask to supersede it.
+	ErrActiveRollout = errors.New("state: service has an active rollout")
+	// ErrRolloutFinal: the rollout has reached a final state and takes no
+	// more commands.
+	ErrRolloutFinal = errors.New("state: rollout is in a final state")
+	// ErrInvalid: the entry is malformed (a bug in the caller: the API
+	// validates before proposing).
+	ErrInvalid = errors.New("state: invalid entry")
+	// ErrUnsupportedVersion: the entry or snapshot was written by a newer
+	// coordinator than this one.
+	ErrUnsupportedVersion = errors.New("state: unsupported schema version")
+)

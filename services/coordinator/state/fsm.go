@@ -1,0 +1,549 @@
+// Package state is the coordinator's replicated state: a deterministic raft
+// FSM holding services, releases, rollouts, nodes, allocations, the
+// idempotency index, rollout events and the audit log.
+//
+// Apply must be deterministic: it depends only on the entry and the state
+// before it (never on a clock, randomness or map order), so every replica that
+// applies the same log reaches the same state, byte for byte.
+package state
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// CurrentVersion is the newest schema version of log entries and snapshots
+// this code understands and writes.
+const CurrentVersion = 1
+
+// DeployResult is the Apply response of a deploy or rollback entry.
+type DeployResult struct {
+	// Release is the release created, or found again on a replay.
+	Release *deployv1.Release
+	// Rollout is the rollout to it.
+	Rollout *deployv1.Rollout
+	// Replayed is true when the request_id had been seen and nothing changed.
+	Replayed bool
+}
+
+// RolloutResult is the Apply response of an operator command.
+type RolloutResult struct {
+	// Rollout is the rollout after the command was recorded.
+	Rollout *deployv1.Rollout
+}
+
+// NodeResult is the Apply response of a node entry.
+type NodeResult struct {
+	// Node is the node after the change.
+	Node *clusterv1.Node
+}
+
+// IndexResult is the Apply response of entries that return nothing else.
+type IndexResult struct {
+	// Index is the raft index of the entry.
+	Index uint64
+}
+
+type serviceRecord struct {
+	svc      *deployv1.Service
+	releases []*deployv1.Release // releases[i].Number == i+1
+}
+
+// FSM is the coordinator's state machine. It implements raft.FSM; its read
+// methods are safe to call concurrently with Apply and return copies.
+type FSM struct {
+	mu           sync.RWMutex
+	lastIndex    uint64
+	services     map[string]*serviceRecord
+	rollouts     map[string]*deployv1.Rollout
+	rolloutOrder []string
+	nodes        map[string]*clusterv1.Node
+	allocations  map[string][]*agentv1.Allocation // by node id
+	requests     map[string]*statev1.RequestRecord
+	events       []*deployv1.RolloutEvent
+	eventsByRoll map[string][]int // rollout id -> positions in events
+	audit        []*deployv1.AuditEvent
+	peers        map[string]*statev1.PeerAddress
+	changed      chan struct{} // closed and replaced after every Apply/Restore
+}
+
+// Interface guards.
+var _ raft.FSM = (*FSM)(nil)
+
+// New returns an empty FSM.
+func New() *FSM {
+	f := &FSM{changed: make(chan struct{})}
+	f.reset()
+	return f
+}
+
+func (f *FSM) reset() {
+	f.lastIndex = 0
+	f.services = map[string]*serviceRecord{}
+	f.rollouts = map[string]*deployv1.Rollout{}
+	f.rolloutOrder = nil
+	f.nodes = map[string]*clusterv1.Node{}
+	f.allocations = map[string][]*agentv1.Allocation{}
+	f.requests = map[string]*statev1.RequestRecord{}
+	f.events = nil
+	f.eventsByRoll = map[string][]int{}
+	f.audit = nil
+	f.peers = map[string]*statev1.PeerAddress{}
+}
+
+// EncodeCommand marshals a log entry deterministically.
+func EncodeCommand(cmd *statev1.Command) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("state: encode command: %w", err)
+	}
+	return b, nil
+}
+
+// Apply decodes and applies one raft log entry. The response is one of the
+// *Result types or an error wrapping one of the package's sentinel errors.
+func (f *FSM) Apply(l *raft.Log) any {
+	cmd := &statev1.Command{}
+	if err := proto.Unmarshal(l.Data, cmd); err != nil {
+		f.mu.Lock()
+		f.lastIndex = l.Index
+		f.mu.Unlock()
+		return fmt.Errorf("decode entry %d: %v: %w", l.Index, err, ErrInvalid)
+	}
+	return f.ApplyCommand(l.Index, cmd)
+}
+
+// ApplyCommand applies a decoded entry committed at index.
+func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
+	f.mu.Lock()
+	defer func() {
+		f.lastIndex = index
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.mu.Unlock()
+	}()
+	if cmd.GetVersion() == 0 || cmd.GetVersion() > CurrentVersion {
+		return fmt.Errorf("entry %d has version %d, this coordinator reads up to %d: %w", index, cmd.GetVersion(), CurrentVersion, ErrUnsupportedVersion)
+	}
+	at := cmd.GetAt()
+	if at == nil {
+		return fmt.Errorf("entry %d has no timestamp: %w", index, ErrInvalid)
+	}
+	switch op := cmd.GetOp().(type) {
+	case *statev1.Command_Deploy:
+		return f.applyDeploy(index, at, op.Deploy)
+	case *statev1.Command_Rollback:
+		return f.applyRollback(index, at, op.Rollback)
+	case *statev1.Command_Operator:
+		return f.applyOperator(index, at, op.Operator)
+	case *statev1.Command_RegisterPeer:
+		p := op.RegisterPeer.GetPeer()
+		if p.GetId() == "" {
+			return fmt.Errorf("register peer: id is empty: %w", ErrInvalid)
+		}
+		f.peers[p.GetId()] = proto.CloneOf(p)
+		return IndexResult{Index: index}
+	case *statev1.Command_UpsertNode:
+		return f.applyUpsertNode(index, at, op.UpsertNode)
+	case *statev1.Command_DrainNode:
+		return f.applyDrainNode(index, at, op.DrainNode)
+	case *statev1.Command_PutAllocations:
+		id := op.PutAllocations.GetNodeId()
+		if id == "" {
+			return fmt.Errorf("put allocations: node_id is empty: %w", ErrInvalid)
+		}
+		allocs := make([]*agentv1.Allocation, 0, len(op.PutAllocations.GetAllocations()))
+		for _, a := range op.PutAllocations.GetAllocations() {
+			allocs = append(allocs, proto.CloneOf(a))
+		}
+		sort.Slice(allocs, func(i, j int) bool { return allocs[i].GetId() < allocs[j].GetId() })
+		if len(allocs) == 0 {
+			delete(f.allocations, id)
+		} else {
+			f.allocations[id] = allocs
+		}
+		return IndexResult{Index: index}
+	case *statev1.Command_Noop:
+		return IndexResult{Index: index}
+	default:
+		return fmt.Errorf("entry %d has no known operation (written by a newer coordinator?): %w", index, ErrInvalid)
+	}
+}
+
+// IsFinal reports whether a rollout in state s takes no more commands.
+func IsFinal(s deployv1.RolloutState) bool {
+	switch s {
+	case deployv1.RolloutState_ROLLOUT_STATE_PENDING, deployv1.RolloutState_ROLLOUT_STATE_RUNNING, deployv1.RolloutState_ROLLOUT_STATE_PAUSED:
+		return false
+	default:
+		return true
+	}
+}
+
+// RolloutID is the id of the rollout to release number of service.
+func RolloutID(service string, release uint64) string {
+	return service + "-" + strconv.FormatUint(release, 10)
+}
+
+func (f *FSM) replay(rid string) (DeployResult, bool) {
+	rec, ok := f.requests[rid]
+	if !ok {
+		return DeployResult{}, false
+	}
+	sr := f.services[rec.GetService()]
+	res := DeployResult{Replayed: true}
+	if sr != nil && rec.GetRelease() >= 1 && int(rec.GetRelease()) <= len(sr.releases) {
+		res.Release = proto.CloneOf(sr.releases[rec.GetRelease()-1])
+	}
+	if r := f.rollouts[rec.GetRolloutId()]; r != nil {
+		res.Rollout = proto.CloneOf(r)
+	}
+	return res, true
+}
+
+func (f *FSM) applyDeploy(index uint64, at *timestamppb.Timestamp, op *statev1.DeployOp) any {
+	if op.GetRequestId() == "" {
+		return fmt.Errorf("deploy: request_id is empty: %w", ErrInvalid)
+	}
+	if res, ok := f.replay(op.GetRequestId()); ok {
+		return res
+	}
+	spec := op.GetSpec()
+	if spec.GetName() == "" {
+		return fmt.Errorf("deploy: spec.name is empty: %w", ErrInvalid)
+	}
+	return f.release(index, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetReason(), "deploy")
+}
+
+func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1.RollbackOp) any {
+	if op.GetRequestId() == "" {
+		return fmt.Errorf("rollback: request_id is empty: %w", ErrInvalid)
+	}
+	if res, ok := f.replay(op.GetRequestId()); ok {
+		return res
+	}
+	sr := f.services[op.GetService()]
+	if sr == nil {
+		return fmt.Errorf("service %q: %w", op.GetService(), ErrNotFound)
+	}
+	latest := uint64(len(sr.releases))
+	target := op.GetToRelease()
+	if target == 0 {
+		if latest < 2 {
+			return fmt.Errorf("rollback %s: release %d is its only release, nothing earlier to return to: %w", op.GetService(), latest, ErrInvalid)
+		}
+		target = latest - 1
+	}
+	if target > latest {
+		return fmt.Errorf("release %d of service %q (latest is %d): %w", target, op.GetService(), latest, ErrNotFound)
+	}
+	spec := sr.releases[target-1].GetSpec()
+	reason := op.GetReason()
+	if reason == "" {
+		reason = fmt.Sprintf("rollback to release %d", target)
+	}
+	return f.release(index, at, spec, target, op.GetRequestId(), op.GetSupersede(), op.GetBy(), reason, "rollback")
+}
+
+// release creates release latest+1 of spec and a pending rollout to it.
+func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.ServiceSpec, rollbackOf uint64, rid string, supersede bool, by, reason, action string) any {
+	name := spec.GetName()
+	sr := f.services[name]
+	if sr != nil && sr.svc.GetActiveRollout() != "" {
+		active := f.rollouts[sr.svc.GetActiveRollout()]
+		if active != nil && !IsFinal(active.GetState()) {
+			if !supersede {
+				return fmt.Errorf("service %q has active rollout %s (%s); retry with supersede to replace it: %w",
+					name, active.GetId(), active.GetState(), ErrActiveRollout)
+			}
+		}
+	}
+	if sr == nil {
+		sr = &serviceRecord{svc: &deployv1.Service{Name: name}}
+		f.services[name] = sr
+	}
+	number := uint64(len(sr.releases)) + 1
+	newID := RolloutID(name, number)
+	if active := f.rollouts[sr.svc.GetActiveRollout()]; active != nil && !IsFinal(active.GetState()) {
+		active.State = deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED
+		active.Message = "superseded by " + newID
+		active.UpdatedAt = at
+		active.History = append(active.History, &deployv1.RolloutStep{
+			Index: active.GetStep(), Description: "superseded by " + newID, At: at,
+			Weights: cloneWeights(active.GetWeights()), State: active.GetState(),
+		})
+		f.addEvent(active, at, "superseded", "superseded by "+newID)
+	}
+	rel := &deployv1.Release{
+		Service: name, Number: number, Spec: proto.CloneOf(spec), CreatedAt: at,
+		CreatedBy: by, Reason: reason, RequestId: rid, RollbackOf: rollbackOf,
+	}
+	sr.releases = append(sr.releases, rel)
+	from := sr.svc.GetStableRelease()
+	weights := map[string]int32{}
+	if from != 0 {
+		weights[strconv.FormatUint(from, 10)] = 100
+	}
+	desc := fmt.Sprintf("created release %d", number)
+	if rollbackOf != 0 {
+		desc = fmt.Sprintf("created release %d as a rollback to release %d", number, rollbackOf)
+	}
+	ro := &deployv1.Rollout{
+		Id: newID, Service: name, FromRelease: from, ToRelease: number,
+		Strategy: spec.GetUpdate().GetStrategy(), State: deployv1.RolloutState_ROLLOUT_STATE_PENDING,
+		Weights: weights, CreatedAt: at, UpdatedAt: at, CreatedBy: by,
+		History: []*deployv1.RolloutStep{{Index: 0, Description: desc, At: at, Weights: cloneWeights(weights), State: deployv1.RolloutState_ROLLOUT_STATE_PENDING}},
+	}
+	f.rollouts[newID] = ro
+	f.rolloutOrder = append(f.rolloutOrder, newID)
+	f.addEvent(ro, at, "created", desc)
+	sr.svc.LatestRelease = number
+	sr.svc.ActiveRollout = newID
+	sr.svc.Spec = rel.Spec
+	sr.svc.UpdatedAt = at
+	f.requests[rid] = &statev1.RequestRecord{RequestId: rid, Service: name, Release: number, RolloutId: newID}
+	detail := desc
+	if reason != "" {
+		detail += ": " + reason
+	}
+	f.addAudit(index, at, by, action, name, detail)
+	return DeployResult{Release: proto.CloneOf(rel), Rollout: proto.CloneOf(ro)}
+}
+
+func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1.OperatorOp) any {
+	ro := f.rollouts[op.GetRolloutId()]
+	if ro == nil {
+		return fmt.Errorf("rollout %q: %w", op.GetRolloutId(), ErrNotFound)
+	}
+	var verb string
+	switch op.GetKind() {
+	case deployv1.CommandKind_COMMAND_KIND_PROMOTE:
+		verb = "promote"
+		if op.GetFull() {
+			verb = "promote (full)"
+		}
+	case deployv1.CommandKind_COMMAND_KIND_PAUSE:
+		verb = "pause"
+	case deployv1.CommandKind_COMMAND_KIND_RESUME:
+		verb = "resume"
+	case deployv1.CommandKind_COMMAND_KIND_ABORT:
+		verb = "abort"
+	default:
+		return fmt.Errorf("operator command on %s: kind %v: %w", ro.GetId(), op.GetKind(), ErrInvalid)
+	}
+	if IsFinal(ro.GetState()) {
+		return fmt.Errorf("cannot %s rollout %s: it is %s: %w", verb, ro.GetId(), ro.GetState(), ErrRolloutFinal)
+	}
+	ro.Commands = append(ro.Commands, &deployv1.OperatorCommand{
+		Kind: op.GetKind(), By: op.GetBy(), Reason: op.GetReason(), At: at, Full: op.GetFull(),
+	})
+	ro.UpdatedAt = at
+	msg := verb + " requested"
+	if op.GetBy() != "" {
+		msg += " by " + op.GetBy()
+	}
+	if op.GetReason() != "" {
+		msg += ": " + op.GetReason()
+	}
+	f.addEvent(ro, at, "command", msg)
+	f.addAudit(index, at, op.GetBy(), verb, ro.GetService(), fmt.Sprintf("%s %s", verb, ro.GetId()))
+	return RolloutResult{Rollout: proto.CloneOf(ro)}
+}
+
+func (f *FSM) applyUpsertNode(index uint64, at *timestamppb.Timestamp, op *statev1.UpsertNodeOp) any {
+	n := op.GetNode()
+	if n.GetId() == "" {
+		return fmt.Errorf("upsert node: id is empty: %w", ErrInvalid)
+	}
+	nn := proto.CloneOf(n)
+	if old := f.nodes[n.GetId()]; old != nil {
+		nn.Draining = old.GetDraining()
+	}
+	if nn.LastSeen == nil {
+		nn.LastSeen = at
+	}
+	f.nodes[n.GetId()] = nn
+	return NodeResult{Node: proto.CloneOf(nn)}
+}
+
+func (f *FSM) applyDrainNode(index uint64, at *timestamppb.Timestamp, op *statev1.DrainNodeOp) any {
+	n := f.nodes[op.GetNodeId()]
+	if n == nil {
+		return fmt.Errorf("node %q: %w", op.GetNodeId(), ErrNotFound)
+	}
+	n.Draining = op.GetEnable()
+	action := "drain"
+	if !op.GetEnable() {
+		action = "undrain"
+	}
+	f.addAudit(index, at, op.GetBy(), action, "", action+" node "+n.GetId())
+	return NodeResult{Node: proto.CloneOf(n)}
+}
+
+func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, msg string) {
+	var idx uint64 = 1
+	if n := len(f.events); n > 0 {
+		idx = f.events[n-1].GetIndex() + 1
+	}
+	ev := &deployv1.RolloutEvent{
+		Index: idx, RolloutId: ro.GetId(), At: at, Kind: kind, Message: msg,
+		State: ro.GetState(), Step: ro.GetStep(), Weights: cloneWeights(ro.GetWeights()),
+	}
+	f.eventsByRoll[ro.GetId()] = append(f.eventsByRoll[ro.GetId()], len(f.events))
+	f.events = append(f.events, ev)
+}
+
+func (f *FSM) addAudit(index uint64, at *timestamppb.Timestamp, actor, action, service, detail string) {
+	f.audit = append(f.audit, &deployv1.AuditEvent{
+		Index: index, At: at, Actor: actor, Action: action, Service: service, Detail: detail,
+	})
+}
+
+func cloneWeights(w map[string]int32) map[string]int32 {
+	if w == nil {
+		return nil
+	}
+	out := make(map[string]int32, len(w))
+	for k, v := range w {
+		out[k] = v
+	}
+	return out
+}
+
+// Snapshot captures the state for raft; Persist writes it as a
+// statev1.Snapshot.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	b, err := f.MarshalSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	return snapshot(b), nil
+}
+
+// MarshalSnapshot returns the state as a deterministic statev1.Snapshot
+// encoding: equal states give equal bytes.
+func (f *FSM) MarshalSnapshot() ([]byte, error) {
+	f.mu.RLock()
+	s := f.snapshotLocked()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	f.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("state: encode snapshot: %w", err)
+	}
+	return b, nil
+}
+
+func (f *FSM) snapshotLocked() *statev1.Snapshot {
+	s := &statev1.Snapshot{Version: CurrentVersion, LastIndex: f.lastIndex}
+	for _, name := range sortedKeys(f.services) {
+		sr := f.services[name]
+		s.Services = append(s.Services, &statev1.ServiceRecord{Service: sr.svc, Releases: sr.releases})
+	}
+	for _, id := range f.rolloutOrder {
+		s.Rollouts = append(s.Rollouts, f.rollouts[id])
+	}
+	for _, id := range sortedKeys(f.nodes) {
+		s.Nodes = append(s.Nodes, f.nodes[id])
+	}
+	for _, id := range sortedKeys(f.allocations) {
+		s.Allocations = append(s.Allocations, f.allocations[id]...)
+	}
+	for _, id := range sortedKeys(f.requests) {
+		s.Requests = append(s.Requests, f.requests[id])
+	}
+	s.Events = f.events
+	s.Audit = f.audit
+	for _, id := range sortedKeys(f.peers) {
+		s.Peers = append(s.Peers, f.peers[id])
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Restore replaces the state with a snapshot written by Persist.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("state: read snapshot: %w", err)
+	}
+	return f.RestoreBytes(b)
+}
+
+// RestoreBytes replaces the state with an encoded statev1.Snapshot. On error
+// the state is unchanged.
+func (f *FSM) RestoreBytes(b []byte) error {
+	s := &statev1.Snapshot{}
+	if err := proto.Unmarshal(b, s); err != nil {
+		return fmt.Errorf("state: decode snapshot: %v: %w", err, ErrInvalid)
+	}
+	if s.GetVersion() == 0 || s.GetVersion() > CurrentVersion {
+		return fmt.Errorf("state: snapshot version %d, this coordinator reads up to %d: %w", s.GetVersion(), CurrentVersion, ErrUnsupportedVersion)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reset()
+	f.lastIndex = s.GetLastIndex()
+	for _, sr := range s.GetServices() {
+		f.services[sr.GetService().GetName()] = &serviceRecord{svc: sr.GetService(), releases: sr.GetReleases()}
+	}
+	for _, r := range s.GetRollouts() {
+		f.rollouts[r.GetId()] = r
+		f.rolloutOrder = append(f.rolloutOrder, r.GetId())
+	}
+	for _, n := range s.GetNodes() {
+		f.nodes[n.GetId()] = n
+	}
+	for _, a := range s.GetAllocations() {
+		f.allocations[a.GetNodeId()] = append(f.allocations[a.GetNodeId()], a)
+	}
+	for _, r := range s.GetRequests() {
+		f.requests[r.GetRequestId()] = r
+	}
+	for i, ev := range s.GetEvents() {
+		f.eventsByRoll[ev.GetRolloutId()] = append(f.eventsByRoll[ev.GetRolloutId()], i)
+	}
+	f.events = s.GetEvents()
+	f.audit = s.GetAudit()
+	for _, p := range s.GetPeers() {
+		f.peers[p.GetId()] = p
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("state: write snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("state: close snapshot: %w", err)
+	}
+	return nil
+}
+
+func (s snapshot) Release() {}

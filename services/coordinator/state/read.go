@@ -1,0 +1,158 @@
+package state
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// LastIndex is the raft index of the last applied entry.
+func (f *FSM) LastIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastIndex
+}
+
+// Service returns a copy of the named service.
+func (f *FSM) Service(name string) (*deployv1.Service, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sr := f.services[name]
+	if sr == nil {
+		return nil, fmt.Errorf("service %q: %w", name, ErrNotFound)
+	}
+	return proto.CloneOf(sr.svc), nil
+}
+
+// Services returns copies of every service, sorted by name.
+func (f *FSM) Services() []*deployv1.Service {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*deployv1.Service, 0, len(f.services))
+	for _, name := range sortedKeys(f.services) {
+		out = append(out, proto.CloneOf(f.services[name].svc))
+	}
+	return out
+}
+
+// Releases returns the service's releases and its audit trail, newest first;
+// limit > 0 caps the number of releases.
+func (f *FSM) Releases(service string, limit int) ([]*deployv1.Release, []*deployv1.AuditEvent, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sr := f.services[service]
+	if sr == nil {
+		return nil, nil, fmt.Errorf("service %q: %w", service, ErrNotFound)
+	}
+	var rels []*deployv1.Release
+	for i := len(sr.releases) - 1; i >= 0; i-- {
+		if limit > 0 && len(rels) == limit {
+			break
+		}
+		rels = append(rels, proto.CloneOf(sr.releases[i]))
+	}
+	var audit []*deployv1.AuditEvent
+	for i := len(f.audit) - 1; i >= 0; i-- {
+		if f.audit[i].GetService() == service {
+			audit = append(audit, proto.CloneOf(f.audit[i]))
+		}
+	}
+	return rels, audit, nil
+}
+
+// Rollout returns a copy of the rollout.
+func (f *FSM) Rollout(id string) (*deployv1.Rollout, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	r := f.rollouts[id]
+	if r == nil {
+		return nil, fmt.Errorf("rollout %q: %w", id, ErrNotFound)
+	}
+	return proto.CloneOf(r), nil
+}
+
+// Rollouts returns rollouts newest first, of one service when service is set,
+// only active ones when activeOnly; limit > 0 caps the answer.
+func (f *FSM) Rollouts(service string, activeOnly bool, limit int) []*deployv1.Rollout {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*deployv1.Rollout
+	for i := len(f.rolloutOrder) - 1; i >= 0; i-- {
+		if limit > 0 && len(out) == limit {
+			break
+		}
+		r := f.rollouts[f.rolloutOrder[i]]
+		if service != "" && r.GetService() != service {
+			continue
+		}
+		if activeOnly && IsFinal(r.GetState()) {
+			continue
+		}
+		out = append(out, proto.CloneOf(r))
+	}
+	return out
+}
+
+// RolloutEvents is what a watcher of one rollout sees at one moment.
+type RolloutEvents struct {
+	// Events are the rollout's events after the requested index, oldest
+	// first, each paired with the rollout as it is now.
+	Events []*deployv1.RolloutEvent
+	// Rollout is the rollout now.
+	Rollout *deployv1.Rollout
+	// Final is true when the rollout has reached a final state: no event
+	// will follow the ones returned.
+	Final bool
+	// Changed is closed at the next change of the state.
+	Changed <-chan struct{}
+}
+
+// EventsAfter returns the events of rollout id with an index above from.
+func (f *FSM) EventsAfter(id string, from uint64) (RolloutEvents, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	r := f.rollouts[id]
+	if r == nil {
+		return RolloutEvents{}, fmt.Errorf("rollout %q: %w", id, ErrNotFound)
+	}
+	res := RolloutEvents{Rollout: proto.CloneOf(r), Final: IsFinal(r.GetState()), Changed: f.changed}
+	for _, pos := range f.eventsByRoll[id] {
+		if ev := f.events[pos]; ev.GetIndex() > from {
+			res.Events = append(res.Events, proto.CloneOf(ev))
+		}
+	}
+	return res, nil
+}
+
+// Nodes returns copies of every node, sorted by id.
+func (f *FSM) Nodes() []*clusterv1.Node {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*clusterv1.Node, 0, len(f.nodes))
+	for _, id := range sortedKeys(f.nodes) {
+		out = append(out, proto.CloneOf(f.nodes[id]))
+	}
+	return out
+}
+
+// Peer returns the recorded addresses of coordinator id.
+func (f *FSM) Peer(id string) (*statev1.PeerAddress, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	p, ok := f.peers[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.CloneOf(p), true
+}
+
+// Changed returns a channel closed at the next change of the state.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
