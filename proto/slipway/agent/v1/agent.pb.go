@@ -364,7 +364,10 @@ type Allocation struct {
 	// kill_timeout is the grace between SIGTERM and SIGKILL.
 	KillTimeout *durationpb.Duration `protobuf:"bytes,13,opt,name=kill_timeout,json=killTimeout,proto3" json:"kill_timeout,omitempty"`
 	// args are extra arguments for the entrypoint.
-	Args          []string `protobuf:"bytes,14,rep,name=args,proto3" json:"args,omitempty"`
+	Args []string `protobuf:"bytes,14,rep,name=args,proto3" json:"args,omitempty"`
+	// host_port, when set, is a static host port to bind instead of an
+	// ephemeral one; a port already in use fails this allocation only.
+	HostPort      int32 `protobuf:"varint,15,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,6 +498,13 @@ func (x *Allocation) GetArgs() []string {
 		return x.Args
 	}
 	return nil
+}
+
+func (x *Allocation) GetHostPort() int32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
 }
 
 // AllocationStatus is what the agent reached for one allocation.
@@ -1013,7 +1023,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x96\x04\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb3\x04\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1030,7 +1040,8 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x05check\x18\v \x01(\v2\x17.slipway.agent.v1.CheckR\x05check\x12C\n" +
 	"\rdesired_state\x18\f \x01(\x0e2\x1e.slipway.agent.v1.DesiredStateR\fdesiredState\x12<\n" +
 	"\fkill_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\vkillTimeout\x12\x12\n" +
-	"\x04args\x18\x0e \x03(\tR\x04args\x1a6\n" +
+	"\x04args\x18\x0e \x03(\tR\x04args\x12\x1b\n" +
+	"\thost_port\x18\x0f \x01(\x05R\bhostPort\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x03\n" +
