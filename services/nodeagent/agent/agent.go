@@ -1,0 +1,585 @@
+// Package agent converges a host's instances and their Consul registrations
+// to the desired set of allocations the coordinator sends, and reports what
+// it reached.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/consul"
+	"slipway.dev/nodeagent/reconcile"
+)
+
+// ErrStaleToken is returned by Sync for a fencing token older than the
+// newest seen.
+var ErrStaleToken = errors.New("agent: stale fencing token")
+
+// ErrWrongNode is returned by Sync for a desired set addressed to another
+// node.
+var ErrWrongNode = errors.New("agent: sync addressed to another node")
+
+// Driver runs instances: containers or processes. Start leaves nothing
+// behind on error; Stop stops and removes; List returns every instance of
+// this node, running or exited; Watch calls exited with the allocation and
+// instance id of each instance that exits, until ctx ends.
+type Driver interface {
+	Name() string
+	Start(ctx context.Context, s allocation.Spec) (allocation.Instance, error)
+	Stop(ctx context.Context, inst allocation.Instance, grace time.Duration) error
+	List(ctx context.Context) ([]allocation.Instance, error)
+	Watch(ctx context.Context, exited func(allocID, instanceID string))
+}
+
+// Registry is the service catalog (Consul).
+type Registry interface {
+	Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string) error
+	Deregister(ctx context.Context, allocID string) error
+	Owned(ctx context.Context) (ids map[string]bool, self bool, err error)
+	Checks(ctx context.Context) (map[string]consul.Health, error)
+	WaitRoutes(ctx context.Context, service, allocID string, timeout, window time.Duration) error
+	RegisterAgent(ctx context.Context, n consul.Node) error
+}
+
+// Interface guard.
+var _ Registry = (*consul.Registry)(nil)
+
+// Token is a fencing token: raft term, then index.
+type Token struct {
+	Term  uint64 `json:"term"`
+	Index uint64 `json:"index"`
+}
+
+// Less orders tokens.
+func (t Token) Less(o Token) bool {
+	if t.Term != o.Term {
+		return t.Term < o.Term
+	}
+	return t.Index < o.Index
+}
+
+// State is where an allocation is on the node.
+type State int
+
+// The allocation states, as in the API.
+const (
+	Pending State = iota + 1
+	Starting
+	Running
+	Draining
+	Stopped
+	Failed
+)
+
+var stateNames = map[State]string{Pending: "pending", Starting: "starting", Running: "running", Draining: "draining", Stopped: "stopped", Failed: "failed"}
+
+func (s State) String() string { return stateNames[s] }
+
+// Status is what the agent reached for one allocation.
+type Status struct {
+	AllocID      string
+	Service      string
+	Release      uint64
+	Track        string
+	State        State
+	Health       consul.Health // "" while unknown
+	HealthySince time.Time
+	InstanceID   string
+	HostPort     int
+	Address      string
+	Restarts     int
+	Error        string
+	UpdatedAt    time.Time
+}
+
+// Event is one allocation change.
+type Event struct {
+	Status  Status
+	Message string
+}
+
+// Config configures an agent.
+type Config struct {
+	NodeID   string
+	Labels   map[string]string
+	CPUMHz   int
+	MemoryMB int
+	// Address is where instances are reachable (host ports bind there).
+	Address string
+	// GRPCAddr is the agent's own gRPC address, registered in Consul.
+	GRPCAddr string
+	// DataDir keeps the fencing token and the last desired set.
+	DataDir string
+	// DrainTimeout bounds the route barrier; DrainWindow is the wait when
+	// no edge is live.
+	DrainTimeout, DrainWindow time.Duration
+	// AntiEntropy is the period of the full resync with the driver and
+	// Consul (default 1s).
+	AntiEntropy time.Duration
+	// HealthPoll is the period of reading check results (default 250ms).
+	HealthPoll time.Duration
+	Logger     *slog.Logger
+}
+
+// Agent is the node agent's core.
+type Agent struct {
+	cfg Config
+	drv Driver
+	reg Registry
+	log *slog.Logger
+
+	kick chan struct{}
+
+	mu         sync.Mutex
+	token      Token
+	desired    map[string]allocation.Spec // valid desired allocations
+	invalid    map[string]Status          // desired allocations refused as bad input
+	status     map[string]*Status
+	instances  map[string]allocation.Instance
+	registered map[string]bool
+	selfReg    bool
+	busy       map[string]bool
+	failures   map[string]reconcile.Failure
+	retryAt    time.Time
+	changed    chan struct{} // closed and replaced on every change
+	subs       map[chan Event]struct{}
+}
+
+// New returns an agent; it loads the persisted token and desired set from
+// cfg.DataDir. Call Run to converge.
+func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.AntiEntropy <= 0 {
+		cfg.AntiEntropy = time.Second
+	}
+	if cfg.HealthPoll <= 0 {
+		cfg.HealthPoll = 250 * time.Millisecond
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	a := &Agent{
+		cfg: cfg, drv: drv, reg: reg, log: cfg.Logger,
+		kick:       make(chan struct{}, 1),
+		desired:    map[string]allocation.Spec{},
+		invalid:    map[string]Status{},
+		status:     map[string]*Status{},
+		instances:  map[string]allocation.Instance{},
+		registered: map[string]bool{},
+		busy:       map[string]bool{},
+		failures:   map[string]reconcile.Failure{},
+		changed:    make(chan struct{}),
+		subs:       map[chan Event]struct{}{},
+	}
+	st, err := loadState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a.token = st.Token
+	for _, s := range st.Desired {
+		a.setDesiredLocked(s)
+	}
+	return a, nil
+}
+
+func (a *Agent) setDesiredLocked(s allocation.Spec) {
+	a.desired[s.ID] = s
+	if _, ok := a.status[s.ID]; !ok {
+		a.status[s.ID] = &Status{AllocID: s.ID, Service: s.Service, Release: s.Release, Track: s.Track, State: Pending, Address: a.cfg.Address, UpdatedAt: time.Now()}
+	}
+}
+
+// Driver returns the driver's name.
+func (a *Agent) Driver() string { return a.drv.Name() }
+
+// Config returns the agent's configuration.
+func (a *Agent) Config() Config { return a.cfg }
+
+// Token returns the newest fencing token seen.
+func (a *Agent) Token() Token {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.token
+}
+
+// SyncResult is the answer to a sync.
+type SyncResult struct {
+	Allocations []Status
+}
+
+// Sync replaces the desired set. A token older than the newest seen fails
+// with ErrStaleToken and changes nothing. Invalid allocations are reported
+// failed with the violations and not started; the others converge. Sync
+// waits until every desired allocation is running (registered) or failed,
+// or ctx ends, and returns the statuses reached.
+func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allocation.Spec) (SyncResult, error) {
+	if nodeID != a.cfg.NodeID {
+		return SyncResult{}, fmt.Errorf("sync for node %q on node %q: %w", nodeID, a.cfg.NodeID, ErrWrongNode)
+	}
+	a.mu.Lock()
+	if tok.Less(a.token) {
+		cur := a.token
+		a.mu.Unlock()
+		return SyncResult{}, fmt.Errorf("token %d/%d older than %d/%d: %w", tok.Term, tok.Index, cur.Term, cur.Index, ErrStaleToken)
+	}
+	desired := map[string]allocation.Spec{}
+	invalid := map[string]Status{}
+	now := time.Now()
+	for _, s := range specs {
+		vs := s.Validate(a.cfg.NodeID)
+		if _, dup := desired[s.ID]; dup || invalid[s.ID].AllocID != "" && s.ID != "" {
+			vs = append(vs, allocation.Violation{Field: "id", Description: "appears more than once in the desired set"})
+		}
+		if len(vs) > 0 {
+			delete(desired, s.ID)
+			invalid[s.ID] = Status{AllocID: s.ID, Service: s.Service, Release: s.Release, Track: s.Track, State: Failed,
+				Error: allocation.Error(vs).Error(), UpdatedAt: now}
+			continue
+		}
+		desired[s.ID] = s
+	}
+	if err := saveState(a.cfg.DataDir, persisted{Token: tok, Desired: slices.Collect(maps.Values(desired))}); err != nil {
+		a.mu.Unlock()
+		return SyncResult{}, err
+	}
+	a.token = tok
+	changed := !maps.EqualFunc(a.desired, desired, func(x, y allocation.Spec) bool {
+		return x.Fingerprint() == y.Fingerprint() && x.Stopped == y.Stopped
+	})
+	a.desired = map[string]allocation.Spec{}
+	for _, s := range desired {
+		a.setDesiredLocked(s)
+	}
+	for id, st := range invalid {
+		if old, ok := a.invalid[id]; !ok || old.Error != st.Error {
+			a.emitLocked(st, "refused: "+st.Error)
+		}
+	}
+	a.invalid = invalid
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("desired set changed", "allocations", len(desired), "refused", len(invalid), "term", tok.Term, "index", tok.Index)
+	}
+	a.poke()
+
+	// Wait for the starts this sync asked for.
+	for {
+		a.mu.Lock()
+		done := true
+		for id, s := range a.desired {
+			st := a.status[id]
+			if s.Stopped {
+				continue
+			}
+			if a.busy[id] || st == nil || (st.State != Running && st.State != Failed) {
+				done = false
+				break
+			}
+		}
+		ch := a.changed
+		a.mu.Unlock()
+		if done {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return SyncResult{Allocations: a.Statuses()}, nil
+		}
+	}
+	return SyncResult{Allocations: a.Statuses()}, nil
+}
+
+// Statuses returns every allocation's status, refused ones included, in id
+// order.
+func (a *Agent) Statuses() []Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.statusesLocked()
+}
+
+func (a *Agent) statusesLocked() []Status {
+	out := make([]Status, 0, len(a.status)+len(a.invalid))
+	for _, s := range a.status {
+		out = append(out, *s)
+	}
+	for _, s := range a.invalid {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(x, y Status) int {
+		if x.AllocID < y.AllocID {
+			return -1
+		}
+		if x.AllocID > y.AllocID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Subscribe returns the current statuses and a channel of every later
+// change; cancel ends the subscription. A slow subscriber loses events
+// rather than blocking the agent.
+func (a *Agent) Subscribe() ([]Status, <-chan Event, func()) {
+	ch := make(chan Event, 256)
+	a.mu.Lock()
+	a.subs[ch] = struct{}{}
+	cur := a.statusesLocked()
+	a.mu.Unlock()
+	return cur, ch, func() {
+		a.mu.Lock()
+		delete(a.subs, ch)
+		a.mu.Unlock()
+	}
+}
+
+func (a *Agent) emitLocked(st Status, msg string) {
+	for ch := range a.subs {
+		select {
+		case ch <- Event{Status: st, Message: msg}:
+		default:
+		}
+	}
+	a.wakeLocked()
+}
+
+func (a *Agent) wakeLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// update changes an allocation's status under the lock and emits an event.
+func (a *Agent) update(id string, msg string, f func(s *Status)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.updateLocked(id, msg, f)
+}
+
+func (a *Agent) updateLocked(id string, msg string, f func(s *Status)) {
+	st, ok := a.status[id]
+	if !ok {
+		st = &Status{AllocID: id, Address: a.cfg.Address}
+		if s, ok := a.desired[id]; ok {
+			st.Service, st.Release, st.Track = s.Service, s.Release, s.Track
+		} else if in, ok := a.instances[id]; ok {
+			st.Service, st.Release, st.Track = in.Service, in.Release, in.Track
+		}
+		a.status[id] = st
+	}
+	f(st)
+	st.UpdatedAt = time.Now()
+	a.log.Info(msg, "alloc", id, "state", st.State.String(), "err", st.Error)
+	a.emitLocked(*st, msg)
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run converges until ctx ends: it watches the driver for exits, resyncs
+// with the driver and Consul every AntiEntropy, polls check results and
+// executes reconcile plans.
+func (a *Agent) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); a.drv.Watch(ctx, a.onExit) }()
+	go func() { defer wg.Done(); a.pollHealth(ctx) }()
+
+	a.refresh(ctx)
+	ae := time.NewTicker(a.cfg.AntiEntropy)
+	defer ae.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		a.step(ctx, &wg)
+		a.mu.Lock()
+		if !a.retryAt.IsZero() {
+			retry.Reset(max(time.Until(a.retryAt), time.Millisecond))
+		}
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.kick:
+		case <-retry.C:
+		case <-ae.C:
+			a.refresh(ctx)
+		}
+	}
+}
+
+// refresh replaces the observed instances and registrations with what the
+// driver and Consul report, for allocations without an operation in flight,
+// and re-registers the agent itself when Consul lost it.
+func (a *Agent) refresh(ctx context.Context) {
+	insts, err := a.drv.List(ctx)
+	if err != nil {
+		a.log.Warn("list instances", "err", err)
+	}
+	owned, self, rerr := a.reg.Owned(ctx)
+	if rerr != nil {
+		a.log.Debug("list registrations", "err", rerr)
+	}
+	a.mu.Lock()
+	if err == nil {
+		seen := map[string]bool{}
+		for _, in := range insts {
+			seen[in.AllocID] = true
+			if a.busy[in.AllocID] {
+				continue
+			}
+			old, had := a.instances[in.AllocID]
+			a.instances[in.AllocID] = in
+			if !had {
+				a.updateLocked(in.AllocID, "adopted instance", func(s *Status) {
+					s.InstanceID, s.HostPort = in.ID, in.HostPort
+					if s.State == 0 || s.State == Pending {
+						s.State = Starting
+					}
+				})
+			} else if old.Running && !in.Running {
+				a.exitedLocked(in.AllocID, "instance exited (noticed by resync)")
+			}
+		}
+		for id := range a.instances {
+			if !seen[id] && !a.busy[id] {
+				delete(a.instances, id)
+			}
+		}
+	}
+	if rerr == nil {
+		for id := range a.registered {
+			if !owned[id] && !a.busy[id] {
+				delete(a.registered, id)
+			}
+		}
+		for id := range owned {
+			if !a.busy[id] {
+				a.registered[id] = true
+			}
+		}
+		a.selfReg = self
+	}
+	needSelf := rerr == nil && !self
+	a.mu.Unlock()
+	if needSelf && a.cfg.GRPCAddr != "" {
+		if err := a.reg.RegisterAgent(ctx, consul.Node{ID: a.cfg.NodeID, GRPCAddr: a.cfg.GRPCAddr, Labels: a.cfg.Labels,
+			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name()}); err != nil {
+			a.log.Warn("register node agent", "err", err)
+		} else {
+			a.log.Info("registered node agent in Consul", "id", a.cfg.NodeID)
+		}
+	}
+}
+
+func (a *Agent) onExit(id, instanceID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	in, ok := a.instances[id]
+	if !ok || !in.Running || a.busy[id] || in.ID != instanceID {
+		return // not ours to report, or an operation (a stop) is on it
+	}
+	a.exitedLocked(id, "instance exited")
+	a.poke()
+}
+
+func (a *Agent) exitedLocked(id, msg string) {
+	in := a.instances[id]
+	in.Running = false
+	a.instances[id] = in
+	spec, want := a.desired[id]
+	if want {
+		f := a.failures[id]
+		if f.Fingerprint != spec.Fingerprint() {
+			f = reconcile.Failure{Fingerprint: spec.Fingerprint()}
+		}
+		f.Count++
+		f.At = time.Now()
+		a.failures[id] = f
+	}
+	a.updateLocked(id, msg, func(s *Status) {
+		s.State, s.Health, s.HealthySince = Failed, "", time.Time{}
+		s.Error = "instance exited unexpectedly"
+	})
+}
+
+func (a *Agent) pollHealth(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HealthPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		hs, err := a.reg.Checks(ctx)
+		if err != nil {
+			continue
+		}
+		a.mu.Lock()
+		for id, st := range a.status {
+			h, ok := hs[id]
+			if !ok || st.State != Running || h == st.Health {
+				continue
+			}
+			a.updateLocked(id, "health "+string(h), func(s *Status) {
+				s.Health = h
+				if h == consul.Passing {
+					s.HealthySince = time.Now()
+					delete(a.failures, id) // healthy again: the crash count starts afresh
+				} else {
+					s.HealthySince = time.Time{}
+				}
+			})
+		}
+		a.mu.Unlock()
+	}
+}
+
+// step plans and launches actions; each runs in its own goroutine and pokes
+// the loop when done.
+func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
+	a.mu.Lock()
+	obs := reconcile.Observed{
+		Instances:  map[string]reconcile.Instance{},
+		Registered: maps.Clone(a.registered),
+		Busy:       maps.Clone(a.busy),
+		Failures:   maps.Clone(a.failures),
+		Now:        time.Now(),
+	}
+	for id, in := range a.instances {
+		obs.Instances[id] = reconcile.Instance{Fingerprint: in.Fingerprint, Running: in.Running}
+	}
+	plan := reconcile.Reconcile(a.desired, obs)
+	a.retryAt = plan.RetryAt
+	for _, act := range plan.Actions {
+		a.busy[act.AllocID] = true
+	}
+	a.mu.Unlock()
+	for _, act := range plan.Actions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.execute(ctx, act)
+			a.mu.Lock()
+			delete(a.busy, act.AllocID)
+			a.wakeLocked() // Sync waits for busy allocations
+			a.mu.Unlock()
+			a.poke()
+		}()
+	}
+}

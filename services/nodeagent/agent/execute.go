@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/reconcile"
+)
+
+// opTimeout bounds one driver or Consul call.
+const opTimeout = 60 * time.Second
+
+func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
+	a.mu.Lock()
+	spec := a.desired[act.AllocID]
+	inst, haveInst := a.instances[act.AllocID]
+	a.mu.Unlock()
+	id := act.AllocID
+	switch act.Kind {
+	case reconcile.Start:
+		a.deregister(ctx, id)
+		a.start(ctx, spec, 0)
+	case reconcile.Restart:
+		a.deregister(ctx, id)
+		if err := a.stopInstance(ctx, inst, 0); err != nil {
+			a.fail(id, spec, err, true)
+			return
+		}
+		a.mu.Lock()
+		restarts := 0
+		if st := a.status[id]; st != nil {
+			restarts = st.Restarts + 1
+		}
+		a.mu.Unlock()
+		a.start(ctx, spec, restarts)
+	case reconcile.Register:
+		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address); err != nil {
+			a.log.Warn("register", "alloc", id, "err", err)
+			return
+		}
+		a.mu.Lock()
+		a.registered[id] = true
+		a.updateLocked(id, "registered in Consul", func(s *Status) {
+			s.State, s.Error, s.InstanceID, s.HostPort = Running, "", inst.ID, inst.HostPort
+		})
+		a.mu.Unlock()
+	case reconcile.Deregister:
+		a.deregister(ctx, id)
+	case reconcile.GiveUp:
+		a.deregister(ctx, id)
+		err := a.stopInstance(ctx, inst, 0)
+		a.fail(id, spec, fmt.Errorf("instance exited %d times in a row; not restarting until the spec changes", reconcile.MaxRestarts+1), true)
+		if err != nil {
+			a.log.Warn("remove failed instance", "alloc", id, "err", err)
+		}
+	case reconcile.Stop:
+		if !haveInst {
+			return
+		}
+		a.drain(ctx, id, inst, act)
+	}
+}
+
+func (a *Agent) drain(ctx context.Context, id string, inst allocation.Instance, act reconcile.Action) {
+	grace := allocation.DefaultKillTimeout
+	a.mu.Lock()
+	if s, ok := a.desired[id]; ok {
+		grace = s.Grace()
+	}
+	service := inst.Service
+	a.mu.Unlock()
+	if act.Drain {
+		a.update(id, "draining: "+act.Reason, func(s *Status) { s.State, s.Health, s.HealthySince = Draining, "", time.Time{} })
+		a.deregister(ctx, id)
+		if err := a.reg.WaitRoutes(ctx, service, id, a.cfg.DrainTimeout, a.cfg.DrainWindow); err != nil {
+			a.log.Warn("route barrier not reached; stopping anyway", "alloc", id, "err", err)
+		}
+	}
+	if err := a.stopInstance(ctx, inst, grace); err != nil {
+		a.update(id, "stop failed", func(s *Status) { s.Error = err.Error() })
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	spec, want := a.desired[id]
+	a.updateLocked(id, "stopped: "+act.Reason, func(s *Status) {
+		s.State, s.InstanceID, s.HostPort, s.Health, s.HealthySince = Stopped, "", 0, "", time.Time{}
+	})
+	if !want {
+		delete(a.status, id)
+		delete(a.failures, id)
+	} else if !spec.Stopped {
+		a.status[id].State = Pending // replaced: the next step starts the new spec
+	}
+}
+
+// stopInstance stops and removes an instance and forgets it.
+func (a *Agent) stopInstance(ctx context.Context, inst allocation.Instance, grace time.Duration) error {
+	if inst.ID == "" {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, grace+opTimeout)
+	defer cancel()
+	if err := a.drv.Stop(sctx, inst, grace); err != nil && !errors.Is(err, allocation.ErrNotFound) {
+		return fmt.Errorf("agent: stop %s: %w", inst.AllocID, err)
+	}
+	a.mu.Lock()
+	delete(a.instances, inst.AllocID)
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Agent) deregister(ctx context.Context, id string) {
+	a.mu.Lock()
+	reg := a.registered[id]
+	a.mu.Unlock()
+	if !reg {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := a.reg.Deregister(dctx, id); err != nil {
+		a.log.Warn("deregister", "alloc", id, "err", err)
+		return
+	}
+	a.mu.Lock()
+	delete(a.registered, id)
+	a.mu.Unlock()
+	a.update(id, "deregistered from Consul", func(*Status) {})
+}
+
+func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
+	id := spec.ID
+	a.update(id, "starting", func(s *Status) {
+		s.State, s.Error, s.Restarts, s.Health, s.HealthySince = Starting, "", restarts, "", time.Time{}
+	})
+	sctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	inst, err := a.drv.Start(sctx, spec)
+	if err != nil {
+		a.fail(id, spec, err, true)
+		return
+	}
+	inst.Service, inst.Release, inst.Track = spec.Service, spec.Release, spec.Track
+	a.mu.Lock()
+	a.instances[id] = inst
+	a.updateLocked(id, "instance started", func(s *Status) { s.InstanceID, s.HostPort = inst.ID, inst.HostPort })
+	a.mu.Unlock()
+	if err := a.reg.Register(sctx, spec, inst, a.cfg.Address); err != nil {
+		// Running but unregistered: the next step retries the registration.
+		a.update(id, "registration failed", func(s *Status) { s.Error = err.Error() })
+		return
+	}
+	a.mu.Lock()
+	a.registered[id] = true
+	a.updateLocked(id, "running and registered", func(s *Status) { s.State, s.Error = Running, "" })
+	a.mu.Unlock()
+}
+
+// fail records a failure of the current spec; permanent failures are not
+// retried until the spec changes.
+func (a *Agent) fail(id string, spec allocation.Spec, err error, permanent bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.failures[id]
+	if f.Fingerprint != spec.Fingerprint() {
+		f = reconcile.Failure{Fingerprint: spec.Fingerprint()}
+	}
+	f.Count++
+	f.At = time.Now()
+	f.Permanent = f.Permanent || permanent
+	a.failures[id] = f
+	a.updateLocked(id, "failed", func(s *Status) {
+		s.State, s.Error, s.Health, s.HealthySince = Failed, err.Error(), "", time.Time{}
+	})
+}

@@ -1,0 +1,185 @@
+// Package allocation defines the node agent's view of one allocation: its
+// spec as the coordinator sent it, validation, and a stable fingerprint.
+package allocation
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// ErrInvalid marks a spec that fails validation.
+var ErrInvalid = errors.New("allocation: invalid spec")
+
+// Check is an allocation's health check.
+type Check struct {
+	// HTTP is a path probed with GET; 2xx passes.
+	HTTP string `json:"http,omitempty"`
+	// TCP makes the check a TCP connect.
+	TCP bool `json:"tcp,omitempty"`
+	// Interval between probes.
+	Interval time.Duration `json:"interval,omitempty"`
+	// Timeout of one probe.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Spec is one allocation as the coordinator wants it on this node.
+type Spec struct {
+	ID          string            `json:"id"`
+	NodeID      string            `json:"node_id"`
+	Service     string            `json:"service"`
+	Release     uint64            `json:"release"`
+	Track       string            `json:"track,omitempty"`
+	Image       string            `json:"image"`
+	Env         map[string]string `json:"env,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Port        int               `json:"port"`
+	HostPort    int               `json:"host_port,omitempty"`
+	CPUMHz      int               `json:"cpu_mhz,omitempty"`
+	MemoryMB    int               `json:"memory_mb,omitempty"`
+	Check       Check             `json:"check"`
+	KillTimeout time.Duration     `json:"kill_timeout,omitempty"`
+	// Stopped is true when the coordinator wants the allocation drained and
+	// stopped while still naming it.
+	Stopped bool `json:"stopped,omitempty"`
+}
+
+// DefaultKillTimeout is the grace between SIGTERM and SIGKILL when the spec
+// names none.
+const DefaultKillTimeout = 5 * time.Second
+
+// Grace returns the kill timeout, defaulted.
+func (s Spec) Grace() time.Duration {
+	if s.KillTimeout > 0 {
+		return s.KillTimeout
+	}
+	return DefaultKillTimeout
+}
+
+// CheckInterval returns the check interval, defaulted to 1s.
+func (s Spec) CheckInterval() time.Duration {
+	if s.Check.Interval > 0 {
+		return s.Check.Interval
+	}
+	return time.Second
+}
+
+// CheckTimeout returns the check timeout, defaulted to 1s.
+func (s Spec) CheckTimeout() time.Duration {
+	if s.Check.Timeout > 0 {
+		return s.Check.Timeout
+	}
+	return time.Second
+}
+
+// Fingerprint is a stable hash of everything that shapes the running
+// instance; two specs with the same fingerprint need no restart between them.
+// Stopped is not part of it.
+func (s Spec) Fingerprint() string {
+	c := s
+	c.Stopped = false
+	b, err := json.Marshal(c) // map keys are sorted by encoding/json
+	if err != nil {
+		panic(fmt.Sprintf("allocation: marshal spec: %v", err)) // unreachable: plain types
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Violation is one invalid field of a spec.
+type Violation struct {
+	Field       string
+	Description string
+}
+
+// Validate checks a spec for this node and returns every violation, with
+// field names as in the API (e.g. "env[FOO=BAR]").
+func (s Spec) Validate(nodeID string) []Violation {
+	var vs []Violation
+	add := func(f, d string) { vs = append(vs, Violation{f, d}) }
+	if s.ID == "" {
+		add("id", "must not be empty")
+	} else if !validName(s.ID) {
+		add("id", "only letters, digits, '.', '_' and '-' are allowed")
+	}
+	if s.NodeID != nodeID {
+		add("node_id", fmt.Sprintf("allocation is for node %q, this is node %q", s.NodeID, nodeID))
+	}
+	if s.Service == "" {
+		add("service", "must not be empty")
+	} else if !validName(s.Service) {
+		add("service", "only letters, digits, '.', '_' and '-' are allowed")
+	}
+	if s.Image == "" {
+		add("image", "must not be empty")
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		add("port", fmt.Sprintf("%d is not a port number 1-65535", s.Port))
+	}
+	if s.HostPort < 0 || s.HostPort > 65535 {
+		add("host_port", fmt.Sprintf("%d is not 0 (ephemeral) or a port number", s.HostPort))
+	}
+	if s.CPUMHz < 0 {
+		add("cpu_mhz", "must not be negative")
+	}
+	if s.MemoryMB < 0 {
+		add("memory_mb", "must not be negative")
+	} else if s.MemoryMB > 0 && s.MemoryMB < 6 {
+		add("memory_mb", "Docker needs at least 6 MB")
+	}
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsAny(s.Env[k], "\x00") {
+			add("env["+k+"]", "name must be non-empty without '=' or NUL, value without NUL")
+		} else if k == "PORT" {
+			add("env[PORT]", "PORT is set by the agent")
+		}
+	}
+	for i, a := range s.Args {
+		if strings.ContainsRune(a, 0) {
+			add(fmt.Sprintf("args[%d]", i), "must not contain NUL")
+		}
+	}
+	if s.Check.HTTP != "" && !strings.HasPrefix(s.Check.HTTP, "/") {
+		add("check.http", "must be a path starting with '/'")
+	}
+	if s.Check.HTTP != "" && s.Check.TCP {
+		add("check", "http and tcp are exclusive")
+	}
+	if s.Check.Interval < 0 || s.Check.Timeout < 0 || s.KillTimeout < 0 {
+		add("check", "durations must not be negative")
+	}
+	return vs
+}
+
+// Error turns violations into one error wrapping ErrInvalid, or nil.
+func Error(vs []Violation) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.Field + ": " + v.Description
+	}
+	return fmt.Errorf("%s: %w", strings.Join(parts, "; "), ErrInvalid)
+}
+
+func validName(s string) bool {
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return len(s) <= 128
+}

@@ -1,0 +1,44 @@
+package allocation
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestValidate(t *testing.T) {
+	good := Spec{ID: "web-1", NodeID: "n1", Service: "web", Image: "slipway/demo:v1", Port: 8080}
+	if vs := good.Validate("n1"); len(vs) != 0 {
+		t.Fatalf("good spec: %v", vs)
+	}
+	bad := good
+	bad.NodeID = "n2"
+	bad.Env = map[string]string{"A=B": "x", "PORT": "1"}
+	bad.Port = 0
+	bad.Check.HTTP = "healthz"
+	got := bad.Validate("n1")
+	var fields []string
+	for _, v := range got {
+		fields = append(fields, v.Field)
+	}
+	want := []string{"node_id", "port", "env[A=B]", "env[PORT]", "check.http"}
+	if diff := cmp.Diff(want, fields); diff != "" {
+		t.Errorf("violations (-want +got):\n%s", diff)
+	}
+	if err := Error(got); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Error() = %v, want ErrInvalid", err)
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	a := Spec{ID: "a", Image: "x", Env: map[string]string{"A": "1", "B": "2"}}
+	b := Spec{ID: "a", Image: "x", Env: map[string]string{"B": "2", "A": "1"}, Stopped: true}
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Error("same spec, different fingerprints")
+	}
+	b.Image = "y"
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Error("different image, same fingerprint")
+	}
+}

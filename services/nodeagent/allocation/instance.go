@@ -1,0 +1,33 @@
+package allocation
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned by drivers for an instance that no longer exists.
+var ErrNotFound = errors.New("allocation: instance not found")
+
+// Instance is what a driver runs for an allocation: a container or a
+// process.
+type Instance struct {
+	// AllocID is the allocation it runs.
+	AllocID string
+	// Service, Release and Track are copied from the spec (recovered from
+	// labels after a restart).
+	Service string
+	Release uint64
+	Track   string
+	// ID is the container id or process id.
+	ID string
+	// Fingerprint is the spec fingerprint it was started from.
+	Fingerprint string
+	// HostPort is the host port bound to the instance's port.
+	HostPort int
+	// Running is false once the instance exited.
+	Running bool
+	// ExitCode is set once it exited.
+	ExitCode int
+	// StartedAt is when it started.
+	StartedAt time.Time
+}

@@ -1,0 +1,198 @@
+// Command slipway-nodeagent runs on every host: it converges the host's
+// containers (or processes) and their Consul registrations to the desired
+// set the coordinator sends over slipway.agent.v1.NodeAgentService.
+//
+// Every flag can also be set by environment variable SLIPWAY_<FLAG> with
+// dashes as underscores, e.g. SLIPWAY_NODE_ID; flags win.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"slipway.dev/nodeagent/agent"
+	"slipway.dev/nodeagent/consul"
+	"slipway.dev/nodeagent/docker"
+	"slipway.dev/nodeagent/grpcapi"
+	"slipway.dev/nodeagent/process"
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/telemetry"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+)
+
+type options struct {
+	nodeID, grpcAddr, consulAddr, driver, processDir, labels, advertise string
+	dataDir, metricsAddr, logLevel, logFormat                           string
+	cpuMHz, memoryMB                                                    int
+	drainTimeout, drainWindow                                           time.Duration
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "slipway-nodeagent:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	host, _ := os.Hostname()
+	var o options
+	fs := flag.NewFlagSet("slipway-nodeagent", flag.ContinueOnError)
+	fs.StringVar(&o.nodeID, "node-id", host, "this node's id (default: the host name)")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", ":7410", "gRPC listen address")
+	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "local Consul agent HTTP address")
+	fs.StringVar(&o.driver, "driver", "", "docker or process (default: docker when the Engine answers, else process)")
+	fs.StringVar(&o.processDir, "process-dir", "bin/images", "process driver: directory of executables; image a/b:c runs <dir>/a_b_c")
+	fs.StringVar(&o.labels, "labels", "", "node labels k=v,k2=v2")
+	fs.IntVar(&o.cpuMHz, "cpu-mhz", 4000, "CPU offered to allocations")
+	fs.IntVar(&o.memoryMB, "memory-mb", 4096, "memory offered to allocations")
+	fs.StringVar(&o.advertise, "advertise", "127.0.0.1", "address instances are reachable on (host ports bind there)")
+	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/slipway/nodeagent", "state: newest fencing token, last desired set, process driver state")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "longest wait for the edges to stop routing to a stopping instance")
+	fs.DurationVar(&o.drainWindow, "drain-window", 2*time.Second, "wait after deregistering when no edge is live")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus metrics listen address (empty: off)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv("SLIPWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); ok {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("env SLIPWAY_%s: %w", strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return o, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.nodeID == "" {
+		return o, errors.New("-node-id: must not be empty")
+	}
+	if o.driver != "" && o.driver != "docker" && o.driver != "process" {
+		return o, fmt.Errorf("-driver %q: want docker or process", o.driver)
+	}
+	if _, err := parseLabels(o.labels); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("-labels: %q is not k=v", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	logger, err := telemetry.NewLogger(os.Stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	labels, _ := parseLabels(o.labels)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	var drv agent.Driver
+	if o.driver == "" || o.driver == "docker" {
+		cli, err := docker.Dial(ctx, 2*time.Second)
+		switch {
+		case err == nil:
+			drv = docker.New(cli, o.nodeID, o.advertise, logger)
+			defer cli.Close()
+		case o.driver == "docker":
+			return err
+		default:
+			logger.Info("Docker Engine does not answer; using the process driver", "err", err)
+		}
+	}
+	if drv == nil {
+		pd, err := process.New(o.processDir, o.dataDir+"/process", o.advertise, logger)
+		if err != nil {
+			return err
+		}
+		drv = pd
+	}
+
+	reg := telemetry.NewRegistry()
+	if o.metricsAddr != "" {
+		ms, err := telemetry.ServeMetrics(o.metricsAddr, reg, logger)
+		if err != nil {
+			return err
+		}
+		defer ms.Close(context.Background())
+	}
+	lis, err := rpc.Listen(o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	cons, err := consul.New(o.consulAddr, o.nodeID, logger)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{
+		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
+		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
+		DrainTimeout: o.drainTimeout, DrainWindow: o.drainWindow, Logger: logger,
+	}, drv, cons)
+	if err != nil {
+		return err
+	}
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "nodeagent", Logger: logger, Registerer: reg})
+	agentv1.RegisterNodeAgentServiceServer(srv, grpcapi.New(a))
+	srv.SetServing("", true)
+	srv.SetServing(agentv1.NodeAgentService_ServiceDesc.ServiceName, true)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(lis) }()
+	go func() { errc <- a.Run(ctx) }()
+	logger.Info("node agent up", "node", o.nodeID, "grpc", lis.Addr().String(), "driver", drv.Name(), "consul", o.consulAddr)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	logger.Info("node agent stopped; instances keep running and are adopted on restart")
+	return nil
+}
+
+// advertisedAddr is the gRPC address registered in Consul: the listener's,
+// with the advertise address when it listens on all interfaces.
+func advertisedAddr(a net.Addr, advertise string) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = advertise
+	}
+	p, _ := strconv.Atoi(port)
+	return net.JoinHostPort(host, strconv.Itoa(p))
+}

@@ -1,0 +1,272 @@
+// Package consul registers the node agent and its allocations in the local
+// Consul agent and waits on the edges' route barrier.
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/platform/catalog"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+// DeregisterAfter is how long a critical instance stays registered before
+// Consul removes it on its own (a dead host's entries disappear).
+var DeregisterAfter = time.Minute
+
+// ErrBarrierTimeout is returned when edges still route to an instance after
+// the drain timeout.
+var ErrBarrierTimeout = errors.New("consul: edges still route to the instance")
+
+// Health is the aggregated status of an instance's checks.
+type Health string
+
+// Check statuses as Consul reports them.
+const (
+	Passing  Health = api.HealthPassing
+	Warning  Health = api.HealthWarning
+	Critical Health = api.HealthCritical
+)
+
+// Registry talks to the local Consul agent for one node.
+type Registry struct {
+	client *api.Client
+	node   string
+	logger *slog.Logger
+}
+
+// New returns a registry for node through the Consul agent at addr
+// (host:port).
+func New(addr, node string, logger *slog.Logger) (*Registry, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul: client for %s: %w", addr, err)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Registry{client: c, node: node, logger: logger}, nil
+}
+
+// Client is the underlying Consul client.
+func (r *Registry) Client() *api.Client { return r.client }
+
+// Node describes the agent itself.
+type Node struct {
+	ID       string
+	GRPCAddr string // host:port the coordinator dials
+	Labels   map[string]string
+	CPUMHz   int
+	MemoryMB int
+	Driver   string
+}
+
+// RegisterAgent registers the node agent as catalog.AgentService with a gRPC
+// health check on its own port.
+func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
+	host, portStr, err := net.SplitHostPort(n.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("consul: agent address %q: %w", n.GRPCAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("consul: agent port %q: %w", portStr, err)
+	}
+	meta := map[string]string{
+		catalog.MetaNodeID: n.ID,
+		catalog.MetaCPU:    strconv.Itoa(n.CPUMHz),
+		catalog.MetaMemory: strconv.Itoa(n.MemoryMB),
+		catalog.MetaDriver: n.Driver,
+	}
+	for k, v := range n.Labels {
+		meta[catalog.MetaLabelPrefix+k] = v
+	}
+	reg := &api.AgentServiceRegistration{
+		ID:      catalog.AgentServiceID(n.ID),
+		Name:    catalog.AgentService,
+		Address: host,
+		Port:    port,
+		Meta:    meta,
+		Check: &api.AgentServiceCheck{
+			Name:                           "node agent gRPC health",
+			GRPC:                           n.GRPCAddr,
+			Interval:                       "1s",
+			Timeout:                        "1s",
+			DeregisterCriticalServiceAfter: DeregisterAfter.String(),
+		},
+	}
+	if err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: register node agent %s: %w", n.ID, err)
+	}
+	return nil
+}
+
+// DeregisterAgent removes the agent's own registration.
+func (r *Registry) DeregisterAgent(ctx context.Context) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := r.client.Agent().ServiceDeregisterOpts(catalog.AgentServiceID(r.node), q); err != nil {
+		return fmt.Errorf("consul: deregister node agent: %w", err)
+	}
+	return nil
+}
+
+// Register registers a running instance of spec reachable on address and
+// inst.HostPort; the service id is the allocation id.
+func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string) error {
+	target := net.JoinHostPort(address, strconv.Itoa(inst.HostPort))
+	check := &api.AgentServiceCheck{
+		Name:                           s.ID + " health",
+		Interval:                       s.CheckInterval().String(),
+		Timeout:                        s.CheckTimeout().String(),
+		DeregisterCriticalServiceAfter: DeregisterAfter.String(),
+	}
+	if s.Check.HTTP != "" {
+		check.HTTP = "http://" + target + s.Check.HTTP
+	} else {
+		check.TCP = target
+	}
+	reg := &api.AgentServiceRegistration{
+		ID:      s.ID,
+		Name:    s.Service,
+		Tags:    []string{catalog.Tag, catalog.ReleaseTag(s.Release), catalog.TrackTag(s.Track)},
+		Address: address,
+		Port:    inst.HostPort,
+		Meta: map[string]string{
+			catalog.MetaRelease:    strconv.FormatUint(s.Release, 10),
+			catalog.MetaTrack:      s.Track,
+			catalog.MetaAllocation: s.ID,
+			catalog.MetaNode:       r.node,
+		},
+		Check: check,
+	}
+	if err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: register %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// Deregister removes an instance's registration; a missing one is fine.
+func (r *Registry) Deregister(ctx context.Context, allocID string) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	err := r.client.Agent().ServiceDeregisterOpts(allocID, q)
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == 404 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("consul: deregister %s: %w", allocID, err)
+	}
+	return nil
+}
+
+// Owned returns the ids of the instances this node registered in the local
+// agent, and whether the agent's own registration is present.
+func (r *Registry) Owned(ctx context.Context) (map[string]bool, bool, error) {
+	svcs, err := r.client.Agent().ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, false, fmt.Errorf("consul: list services: %w", err)
+	}
+	out := map[string]bool{}
+	self := false
+	for id, s := range svcs {
+		if id == catalog.AgentServiceID(r.node) {
+			self = true
+			continue
+		}
+		if s.Meta[catalog.MetaNode] == r.node && slices.Contains(s.Tags, catalog.Tag) {
+			out[id] = true
+		}
+	}
+	return out, self, nil
+}
+
+// Checks returns the aggregated check status of each instance registered
+// in the local agent, by service id.
+func (r *Registry) Checks(ctx context.Context) (map[string]Health, error) {
+	cs, err := r.client.Agent().ChecksWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: list checks: %w", err)
+	}
+	rank := map[Health]int{Passing: 0, Warning: 1, Critical: 2}
+	out := map[string]Health{}
+	for _, c := range cs {
+		if c.ServiceID == "" {
+			continue
+		}
+		h := Health(c.Status)
+		if cur, ok := out[c.ServiceID]; !ok || rank[h] > rank[cur] {
+			out[c.ServiceID] = h
+		}
+	}
+	return out, nil
+}
+
+// WaitRoutes is the route barrier: it returns once no live edge
+// acknowledgement (a session-bound key under catalog.EdgesPrefix) lists the
+// instance among the service's routed instances. With no live edges at all
+// it waits window instead. After timeout it gives up with
+// ErrBarrierTimeout.
+func (r *Registry) WaitRoutes(ctx context.Context, service, allocID string, timeout, window time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var index uint64
+	for {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: timeout}).WithContext(ctx)
+		kvs, meta, err := r.client.KV().List(catalog.EdgesPrefix, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("consul: route barrier for %s after %s: %w", allocID, timeout, ErrBarrierTimeout)
+			}
+			r.logger.Warn("route barrier query failed; retrying", "alloc", allocID, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		live, routed := 0, false
+		for _, kv := range kvs {
+			if kv.Session == "" {
+				continue // its edge is gone
+			}
+			live++
+			var ack edgev1.EdgeAck
+			if err := protojson.Unmarshal(kv.Value, &ack); err != nil {
+				r.logger.Warn("undecodable edge ack", "key", kv.Key, "err", err)
+				continue
+			}
+			if slices.Contains(ack.GetInstances()[service].GetIds(), allocID) {
+				routed = true
+			}
+		}
+		if live == 0 {
+			t := time.NewTimer(window)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return nil
+			case <-ctx.Done():
+				return nil // the window is the bound when no edge exists
+			}
+		}
+		if !routed {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("consul: route barrier for %s after %s: %w", allocID, timeout, ErrBarrierTimeout)
+		}
+		index = meta.LastIndex
+	}
+}

@@ -1,0 +1,312 @@
+// Package process runs allocations as local executables, for hosts without
+// Docker: the allocation's image names an executable in a directory.
+//
+// Image to executable: every '/' and ':' of the image name becomes '_', so
+// "slipway/demo:v2" runs <dir>/slipway_demo_v2. The process gets the spec's
+// env plus PORT=<host port> (it must listen there: there is no port
+// mapping) and runs in its own process group, so it survives an agent
+// restart and is adopted from the state file the driver keeps per
+// allocation in its state directory.
+package process
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"slipway.dev/nodeagent/allocation"
+)
+
+// ErrNoExecutable is returned when an image names no executable.
+var ErrNoExecutable = errors.New("process: no executable for image")
+
+// ErrPortInUse is returned when a static host port is taken.
+var ErrPortInUse = errors.New("process: host port in use")
+
+// Executable maps an image name to its executable under dir.
+func Executable(dir, image string) (string, error) {
+	if image == "" || strings.Contains(image, "..") {
+		return "", fmt.Errorf("image %q: %w", image, ErrNoExecutable)
+	}
+	name := strings.NewReplacer("/", "_", ":", "_").Replace(image)
+	p := filepath.Join(dir, name)
+	fi, err := os.Stat(p)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("image %q: no executable file %s: %w", image, p, ErrNoExecutable)
+	}
+	return p, nil
+}
+
+// record is the state file of one allocation's process.
+type record struct {
+	AllocID     string    `json:"alloc_id"`
+	Service     string    `json:"service"`
+	Release     uint64    `json:"release"`
+	Track       string    `json:"track"`
+	Fingerprint string    `json:"fingerprint"`
+	PID         int       `json:"pid"`
+	StartTicks  string    `json:"start_ticks"` // /proc/<pid>/stat field 22, against pid reuse
+	HostPort    int       `json:"host_port"`
+	StartedAt   time.Time `json:"started_at"`
+}
+
+// Driver runs allocations as processes.
+type Driver struct {
+	dir, stateDir, address string
+	logger                 *slog.Logger
+
+	mu      sync.Mutex
+	exited  map[int]int // pid -> exit code of children we reaped
+	notify  func(allocID, pid string)
+}
+
+// New returns a driver running executables from dir, keeping state in
+// stateDir, and binding host ports on address.
+func New(dir, stateDir, address string, logger *slog.Logger) (*Driver, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("process: state dir: %w", err)
+	}
+	return &Driver{dir: dir, stateDir: stateDir, address: address, logger: logger, exited: map[int]int{}}, nil
+}
+
+// Name is "process".
+func (d *Driver) Name() string { return "process" }
+
+func (d *Driver) statePath(id string) string { return filepath.Join(d.stateDir, id+".json") }
+
+// LogPath is where an allocation's output goes.
+func (d *Driver) LogPath(id string) string { return filepath.Join(d.stateDir, id+".log") }
+
+func (d *Driver) hostPort(s allocation.Spec) (int, error) {
+	addr := net.JoinHostPort(d.address, strconv.Itoa(s.HostPort))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if s.HostPort > 0 {
+			return 0, fmt.Errorf("host port %s: %w", addr, ErrPortInUse)
+		}
+		return 0, fmt.Errorf("process: pick a port on %s: %w", d.address, err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return p, nil
+}
+
+// Start runs the allocation's executable.
+func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Instance, error) {
+	exe, err := Executable(d.dir, s.Image)
+	if err != nil {
+		return allocation.Instance{}, err
+	}
+	port, err := d.hostPort(s)
+	if err != nil {
+		return allocation.Instance{}, err
+	}
+	logf, err := os.OpenFile(d.LogPath(s.ID), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return allocation.Instance{}, fmt.Errorf("process: log file: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, s.Args...)
+	cmd.Env = []string{"PORT=" + strconv.Itoa(port), "PATH=/usr/bin:/bin"}
+	for k, v := range s.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return allocation.Instance{}, fmt.Errorf("process: start %s: %w", exe, err)
+	}
+	r := record{AllocID: s.ID, Service: s.Service, Release: s.Release, Track: s.Track, Fingerprint: s.Fingerprint(),
+		PID: cmd.Process.Pid, StartTicks: startTicks(cmd.Process.Pid), HostPort: port, StartedAt: time.Now()}
+	if err := d.write(r); err != nil {
+		_ = syscall.Kill(-r.PID, syscall.SIGKILL)
+		_ = cmd.Wait()
+		return allocation.Instance{}, err
+	}
+	go func() {
+		err := cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		if err != nil && code == 0 {
+			code = -1
+		}
+		d.mu.Lock()
+		d.exited[r.PID] = code
+		notify := d.notify
+		d.mu.Unlock()
+		if notify != nil {
+			notify(s.ID, strconv.Itoa(r.PID))
+		}
+	}()
+	return r.instance(true), nil
+}
+
+func (r record) instance(running bool) allocation.Instance {
+	return allocation.Instance{AllocID: r.AllocID, Service: r.Service, Release: r.Release, Track: r.Track,
+		ID: strconv.Itoa(r.PID), Fingerprint: r.Fingerprint, HostPort: r.HostPort, Running: running, StartedAt: r.StartedAt}
+}
+
+func (d *Driver) write(r record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("process: encode state: %w", err)
+	}
+	tmp := d.statePath(r.AllocID) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("process: write state: %w", err)
+	}
+	if err := os.Rename(tmp, d.statePath(r.AllocID)); err != nil {
+		return fmt.Errorf("process: write state: %w", err)
+	}
+	return nil
+}
+
+// startTicks reads a process's start time in clock ticks since boot.
+func startTicks(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may contain spaces; fields after ')' are
+	// plain. Field 3 is the state, field 22 the start time.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return ""
+	}
+	return f[19]
+}
+
+// alive reports whether the recorded process still runs (not a zombie,
+// not a reused pid).
+func (r record) alive() bool {
+	t := startTicks(r.PID)
+	return t != "" && t == r.StartTicks
+}
+
+// Stop sends SIGTERM to the process group, waits up to grace, kills it and
+// forgets the allocation.
+func (d *Driver) Stop(ctx context.Context, inst allocation.Instance, grace time.Duration) error {
+	r, err := d.read(inst.AllocID)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if r.alive() {
+		_ = syscall.Kill(-r.PID, syscall.SIGTERM)
+		deadline := time.Now().Add(grace)
+		for r.alive() && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if r.alive() {
+			_ = syscall.Kill(-r.PID, syscall.SIGKILL)
+			for i := 0; i < 250 && r.alive(); i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	if err := os.Remove(d.statePath(inst.AllocID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("process: remove state: %w", err)
+	}
+	_ = os.Remove(d.LogPath(inst.AllocID))
+	d.mu.Lock()
+	delete(d.exited, r.PID)
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *Driver) read(id string) (record, error) {
+	var r record
+	b, err := os.ReadFile(d.statePath(id))
+	if err != nil {
+		return r, fmt.Errorf("process: read state of %s: %w", id, err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("process: decode state of %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// List returns every allocation with a state file, running or not.
+func (d *Driver) List(ctx context.Context) ([]allocation.Instance, error) {
+	ents, err := os.ReadDir(d.stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("process: list state: %w", err)
+	}
+	var out []allocation.Instance
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		r, err := d.read(id)
+		if err != nil {
+			d.logger.Warn("skip unreadable state", "err", err)
+			continue
+		}
+		d.mu.Lock()
+		_, reaped := d.exited[r.PID]
+		d.mu.Unlock()
+		out = append(out, r.instance(!reaped && r.alive()))
+	}
+	return out, nil
+}
+
+// Watch reports exits of the processes this driver started and polls the
+// ones it adopted, until ctx ends.
+func (d *Driver) Watch(ctx context.Context, exited func(allocID, pid string)) {
+	d.mu.Lock()
+	d.notify = exited
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.notify = nil
+		d.mu.Unlock()
+	}()
+	// Adopted processes are not our children: poll them.
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	gone := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		insts, err := d.List(ctx)
+		if err != nil {
+			continue
+		}
+		for _, in := range insts {
+			if !in.Running && !gone[in.AllocID+"/"+in.ID] {
+				gone[in.AllocID+"/"+in.ID] = true
+				d.mu.Lock()
+				pid, _ := strconv.Atoi(in.ID)
+				_, reaped := d.exited[pid]
+				d.mu.Unlock()
+				if !reaped {
+					exited(in.AllocID, in.ID)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package reconcile
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"slipway.dev/nodeagent/allocation"
+)
+
+func spec(id, image string) allocation.Spec {
+	return allocation.Spec{ID: id, NodeID: "n1", Service: "web", Release: 1, Image: image, Port: 8080}
+}
+
+func TestReconcile(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b := spec("a", "img:v1"), spec("b", "img:v1")
+	stopped := spec("c", "img:v1")
+	stopped.Stopped = true
+	fa := a.Fingerprint()
+	tests := []struct {
+		name    string
+		desired []allocation.Spec
+		obs     Observed
+		want    Plan
+	}{
+		{
+			name:    "empty host starts everything",
+			desired: []allocation.Spec{b, a},
+			want: Plan{Actions: []Action{
+				{Kind: Start, AllocID: "a", Reason: "desired and not running"},
+				{Kind: Start, AllocID: "b", Reason: "desired and not running"},
+			}},
+		},
+		{
+			name:    "converged is a no-op",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances:  map[string]Instance{"a": {Fingerprint: fa, Running: true}},
+				Registered: map[string]bool{"a": true},
+			},
+		},
+		{
+			name: "unwanted registered instance is drained",
+			obs: Observed{
+				Instances:  map[string]Instance{"a": {Fingerprint: fa, Running: true}},
+				Registered: map[string]bool{"a": true},
+			},
+			want: Plan{Actions: []Action{{Kind: Stop, AllocID: "a", Drain: true, Reason: "not in the desired set"}}},
+		},
+		{
+			name: "unwanted exited instance is removed without drain",
+			obs:  Observed{Instances: map[string]Instance{"a": {Fingerprint: fa}}},
+			want: Plan{Actions: []Action{{Kind: Stop, AllocID: "a", Reason: "not in the desired set"}}},
+		},
+		{
+			name:    "desired stopped drains",
+			desired: []allocation.Spec{stopped},
+			obs: Observed{
+				Instances:  map[string]Instance{"c": {Fingerprint: stopped.Fingerprint(), Running: true}},
+				Registered: map[string]bool{"c": true},
+			},
+			want: Plan{Actions: []Action{{Kind: Stop, AllocID: "c", Drain: true, Reason: "desired state stopped"}}},
+		},
+		{
+			name: "orphan registration is removed",
+			obs:  Observed{Registered: map[string]bool{"x": true}},
+			want: Plan{Actions: []Action{{Kind: Deregister, AllocID: "x", Reason: "registered without an instance"}}},
+		},
+		{
+			name:    "running but unregistered (Consul restarted) is registered",
+			desired: []allocation.Spec{a},
+			obs:     Observed{Instances: map[string]Instance{"a": {Fingerprint: fa, Running: true}}},
+			want:    Plan{Actions: []Action{{Kind: Register, AllocID: "a", Reason: "running but not registered"}}},
+		},
+		{
+			name:    "changed spec replaces the instance",
+			desired: []allocation.Spec{spec("a", "img:v2")},
+			obs: Observed{
+				Instances:  map[string]Instance{"a": {Fingerprint: fa, Running: true}},
+				Registered: map[string]bool{"a": true},
+			},
+			want: Plan{Actions: []Action{{Kind: Stop, AllocID: "a", Drain: true, Reason: "spec changed"}}},
+		},
+		{
+			name:    "busy allocations are left alone",
+			desired: []allocation.Spec{a},
+			obs:     Observed{Busy: map[string]bool{"a": true}},
+		},
+		{
+			name:    "crashed instance is restarted at once",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances:  map[string]Instance{"a": {Fingerprint: fa}},
+				Registered: map[string]bool{"a": true},
+			},
+			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited"}}},
+		},
+		{
+			name:    "first recorded crash restarts at once",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances: map[string]Instance{"a": {Fingerprint: fa}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 1, At: now}},
+				Now:       now,
+			},
+			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited"}}},
+		},
+		{
+			name:    "second crash waits for the backoff",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances: map[string]Instance{"a": {Fingerprint: fa}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 2, At: now}},
+				Now:       now.Add(500 * time.Millisecond),
+			},
+			want: Plan{RetryAt: now.Add(time.Second)},
+		},
+		{
+			name:    "second crash restarts after the backoff",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances: map[string]Instance{"a": {Fingerprint: fa}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 2, At: now}},
+				Now:       now.Add(time.Second),
+			},
+			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited"}}},
+		},
+		{
+			name:    "too many crashes gives up",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances: map[string]Instance{"a": {Fingerprint: fa}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: MaxRestarts + 1, At: now}},
+				Now:       now.Add(time.Hour),
+			},
+			want: Plan{Actions: []Action{{Kind: GiveUp, AllocID: "a", Reason: "exited too often"}}},
+		},
+		{
+			name:    "permanent failure is not retried, stale registration removed",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Registered: map[string]bool{"a": true},
+				Failures:   map[string]Failure{"a": {Fingerprint: fa, Count: 1, Permanent: true, At: now}},
+				Now:        now.Add(time.Hour),
+			},
+			want: Plan{Actions: []Action{{Kind: Deregister, AllocID: "a", Reason: "allocation failed"}}},
+		},
+		{
+			name:    "a failure of an older spec does not block the new one",
+			desired: []allocation.Spec{spec("a", "img:v2")},
+			obs: Observed{
+				Failures: map[string]Failure{"a": {Fingerprint: fa, Count: 1, Permanent: true, At: now}},
+				Now:      now,
+			},
+			want: Plan{Actions: []Action{{Kind: Start, AllocID: "a", Reason: "desired and not running"}}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			desired := map[string]allocation.Spec{}
+			for _, s := range tt.desired {
+				desired[s.ID] = s
+			}
+			got := Reconcile(desired, tt.obs)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Reconcile() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	got := []time.Duration{Backoff(1), Backoff(2), Backoff(3), Backoff(50)}
+	want := []time.Duration{0, time.Second, 2 * time.Second, 10 * time.Second}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Backoff mismatch (-want +got):\n%s", diff)
+	}
+}
