@@ -1,0 +1,751 @@
+package rollout
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// Phases used by the machine, shortened.
+const (
+	phasePending    = deployv1.RolloutState_ROLLOUT_STATE_PENDING
+	phaseRunning    = deployv1.RolloutState_ROLLOUT_STATE_RUNNING
+	phasePaused     = deployv1.RolloutState_ROLLOUT_STATE_PAUSED
+	phaseSucceeded  = deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
+	phaseFailed     = deployv1.RolloutState_ROLLOUT_STATE_FAILED
+	phaseReverted   = deployv1.RolloutState_ROLLOUT_STATE_REVERTED
+	phaseAborted    = deployv1.RolloutState_ROLLOUT_STATE_ABORTED
+	phaseSuperseded = deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED
+)
+
+// maxTransitions bounds the transitions one Step may take; a rollout has
+// far fewer stages than this.
+const maxTransitions = 256
+
+// Terminal reports whether a phase is final: succeeded, failed, reverted,
+// aborted or superseded.
+func Terminal(p deployv1.RolloutState) bool {
+	switch p {
+	case phaseSucceeded, phaseFailed, phaseReverted, phaseAborted, phaseSuperseded:
+		return true
+	}
+	return false
+}
+
+// Done reports whether the rollout is final and has no stop left to issue;
+// the caller may stop calling Step for it.
+func Done(s State) bool {
+	return Terminal(s.Phase) && len(s.PendingStops) == 0
+}
+
+// Step advances the rollout given what the caller observes, and returns the
+// next State with the decisions taken. It is a pure function: the same state
+// and observation always give the same result. Step runs to a fixed point, so
+// stepping the returned State again with the same observation decides
+// nothing; every decision is therefore taken exactly once provided the
+// caller commits the returned State together with the Plan before acting.
+func Step(s State, obs Observation) (State, Plan) {
+	r := &run{s: s.clone(), obs: obs, now: obs.Now}
+	r.step()
+	return r.s, r.plan
+}
+
+// Supersede ends an active rollout because a newer Deploy replaces it. The
+// new rollout (started with Spec.Generation and Spec.Weights taken from the
+// returned State) drains the superseded release's instances itself; pending
+// stops of this rollout are dropped so that nothing is stopped behind its
+// back.
+func Supersede(s State, by string) (State, Plan) {
+	if Terminal(s.Phase) {
+		return s, Plan{}
+	}
+	s = s.clone()
+	s.Phase = phaseSuperseded
+	s.Stage = StageDone
+	s.OperatorPaused = false
+	s.PendingStops = nil
+	s.Message = "superseded by " + by
+	return s, Plan{Events: []Event{{Kind: "superseded", Message: s.Message}}}
+}
+
+// run is one Step in progress.
+type run struct {
+	s     State
+	obs   Observation
+	now   time.Time
+	plan  Plan
+	dirty bool // traffic changed: a new generation is due
+}
+
+func (r *run) step() {
+	r.flush()
+	if Terminal(r.s.Phase) {
+		return
+	}
+	if r.s.Phase == phasePending || r.s.Phase == deployv1.RolloutState_ROLLOUT_STATE_UNSPECIFIED {
+		r.start()
+	}
+	r.commands()
+	if !Terminal(r.s.Phase) && r.s.Stage != StageRestore {
+		r.judgeHealth()
+	}
+	if !Terminal(r.s.Phase) {
+		r.drainStrays()
+		for range maxTransitions {
+			if Terminal(r.s.Phase) || !r.advance() {
+				break
+			}
+		}
+	}
+	r.finish()
+	r.flush()
+}
+
+func (r *run) start() {
+	r.s.Phase = phaseRunning
+	r.s.StartedAt, r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now, r.now
+	if r.s.From == 0 {
+		r.event("started", "first deploy of v%d: %d instances (%s)", r.s.To, r.s.Count, strategyName(r.s.Config.Strategy))
+		return
+	}
+	r.event("started", "%s v%d -> v%d: %d instances", strategyName(r.s.Config.Strategy), r.s.From, r.s.To, r.s.Count)
+	r.setTraffic(map[uint64]int{r.s.From: 100}, nil)
+}
+
+// commands applies the operator commands not applied yet, in Seq order.
+func (r *run) commands() {
+	cmds := slices.Clone(r.obs.Commands)
+	sort.SliceStable(cmds, func(i, j int) bool { return cmds[i].Seq < cmds[j].Seq })
+	for _, c := range cmds {
+		if c.Seq <= r.s.LastCommand {
+			continue
+		}
+		r.s.LastCommand = c.Seq
+		r.apply(c)
+	}
+}
+
+func (r *run) apply(c Command) {
+	who := c.By
+	if who == "" {
+		who = "operator"
+	}
+	if c.Reason != "" {
+		who += " (" + c.Reason + ")"
+	}
+	kind := strings.ToLower(strings.TrimPrefix(c.Kind.String(), "COMMAND_KIND_"))
+	if Terminal(r.s.Phase) {
+		r.event("ignored", "%s by %s: rollout already %s", kind, who, phaseName(r.s.Phase))
+		return
+	}
+	switch c.Kind {
+	case deployv1.CommandKind_COMMAND_KIND_PAUSE:
+		switch {
+		case r.s.Stage == StageRestore:
+			r.event("ignored", "pause by %s: rollback in progress", who)
+		case r.s.OperatorPaused:
+			r.event("ignored", "pause by %s: already paused", who)
+		default:
+			r.s.OperatorPaused = true
+			r.s.PausedAt = r.now
+			r.s.Phase = phasePaused
+			r.s.Message = "paused by " + who
+			r.event("paused", "paused by %s", who)
+		}
+	case deployv1.CommandKind_COMMAND_KIND_RESUME:
+		if !r.s.OperatorPaused {
+			r.event("ignored", "resume by %s: not paused by an operator", who)
+			return
+		}
+		r.unpause()
+		r.event("resumed", "resumed by %s", who)
+	case deployv1.CommandKind_COMMAND_KIND_PROMOTE:
+		if r.s.Stage == StageRestore {
+			r.event("ignored", "promote by %s: rollback in progress", who)
+			return
+		}
+		if r.s.OperatorPaused {
+			r.unpause()
+		}
+		if c.Full && r.s.Stage != StageWarm {
+			r.s.Promoted = true
+			r.event("promoted", "full promotion by %s", who)
+		} else {
+			r.s.StepPromoted = true
+			r.event("promoted", "promoted by %s", who)
+		}
+		r.s.ProgressAt = r.now
+	case deployv1.CommandKind_COMMAND_KIND_ABORT:
+		r.rollback(phaseAborted, "aborted by "+who)
+	default:
+		r.event("ignored", "unknown command %d by %s", c.Kind, who)
+	}
+}
+
+func (r *run) unpause() {
+	d := r.now.Sub(r.s.PausedAt)
+	r.s.StepStartedAt = r.s.StepStartedAt.Add(d)
+	if !r.s.SwitchedAt.IsZero() {
+		r.s.SwitchedAt = r.s.SwitchedAt.Add(d)
+	}
+	r.s.ProgressAt = r.now
+	r.s.OperatorPaused = false
+	r.s.PausedAt = time.Time{}
+	r.s.Phase = phaseRunning
+	r.s.Message = ""
+}
+
+// judgeHealth records To instances reaching health and fails the rollout on
+// an exited instance, one not healthy by healthy_deadline, or one critical
+// for longer than the flap tolerance after having been healthy.
+func (r *run) judgeHealth() {
+	c := r.s.Config
+	for _, in := range r.live(r.s.To) {
+		ever := contains(r.s.Healthy, in.ID)
+		if r.healthyNow(in) && !ever {
+			r.s.Healthy = insertSorted(r.s.Healthy, in.ID)
+			r.s.ProgressAt = r.now
+			r.event("health", "%s healthy (passing for %s)", in.ID, r.now.Sub(in.Since))
+			continue
+		}
+		switch {
+		case in.Health == HealthDead:
+			r.fail(fmt.Sprintf("instance %s of v%d exited", in.ID, in.Release))
+		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline:
+			r.fail(fmt.Sprintf("instance %s of v%d not healthy within healthy_deadline %s", in.ID, in.Release, c.HealthyDeadline))
+		case ever && in.Health != HealthPassing && r.now.Sub(in.Since) > c.FlapTolerance:
+			r.fail(fmt.Sprintf("instance %s of v%d %s for %s after being healthy (tolerance %s)", in.ID, in.Release, in.Health, r.now.Sub(in.Since), c.FlapTolerance))
+		}
+		if Terminal(r.s.Phase) || r.s.Stage == StageRestore {
+			return
+		}
+	}
+}
+
+// drainStrays takes instances of releases other than From and To (left by a
+// superseded rollout) out of traffic.
+func (r *run) drainStrays() {
+	var ids []Instance
+	for _, in := range r.liveAll() {
+		if in.Release != r.s.From && in.Release != r.s.To {
+			ids = append(ids, in)
+		}
+	}
+	r.drain(ids)
+}
+
+// advance takes one transition of the current stage; it reports whether it
+// did (and the loop should try the next one).
+func (r *run) advance() bool {
+	if r.s.OperatorPaused && r.s.Stage != StageRestore {
+		return false
+	}
+	switch r.s.Stage {
+	case StageRestore:
+		return r.restore()
+	case StageDeploy:
+		if r.s.From == 0 {
+			return r.firstDeploy()
+		}
+		switch r.s.Config.Strategy {
+		case deployv1.Strategy_STRATEGY_CANARY:
+			return r.canaryStep()
+		case deployv1.Strategy_STRATEGY_BLUE_GREEN:
+			return r.blueGreenDeploy()
+		default:
+			return r.rollingBatch()
+		}
+	case StageFinal:
+		return r.canaryFinal()
+	case StagePreview:
+		return r.blueGreenPreview()
+	case StageWarm:
+		return r.blueGreenWarm()
+	}
+	return false
+}
+
+func (r *run) firstDeploy() bool {
+	r.ensure(r.s.To, TrackStable, r.s.Count)
+	if !r.waitHealthy(r.s.Count) {
+		return false
+	}
+	r.setTraffic(map[uint64]int{r.s.To: 100}, nil)
+	r.succeed(fmt.Sprintf("v%d serving with %d healthy instances", r.s.To, r.s.Count))
+	return true
+}
+
+// rollingBatch places the next max_parallel instances of To; once they are
+// healthy it drains as many of From and moves traffic in proportion.
+func (r *run) rollingBatch() bool {
+	p := r.s.Config.MaxParallel
+	k := r.s.Step
+	newTarget := min(r.s.Count, (k+1)*p)
+	r.ensure(r.s.To, TrackStable, newTarget)
+	if !r.waitHealthy(newTarget) {
+		return false
+	}
+	drainTarget := min(r.s.FromCount, (k+1)*p)
+	if newTarget >= r.s.Count {
+		drainTarget = r.s.FromCount
+	}
+	n := drainTarget - r.s.Stopped[r.s.From] - r.pending(r.s.From)
+	old := r.live(r.s.From)
+	// Unhealthy old instances go first.
+	sort.SliceStable(old, func(i, j int) bool { return r.healthyNow(old[i]) != r.healthyNow(old[j]) && !r.healthyNow(old[i]) })
+	if n > len(old) {
+		n = len(old)
+	}
+	if n > 0 {
+		r.drain(old[:n])
+	}
+	remaining := r.s.FromCount - drainTarget
+	weights := map[uint64]int{r.s.To: 100}
+	if total := newTarget + remaining; total > 0 && remaining > 0 {
+		w := (100*newTarget + total/2) / total
+		weights = map[uint64]int{r.s.To: w, r.s.From: 100 - w}
+	}
+	r.setTraffic(dropZero(weights), nil)
+	batches := (r.s.Count + p - 1) / p
+	r.event("step", "batch %d/%d: %d/%d of v%d healthy, weights %s", k+1, max(batches, 1), newTarget, r.s.Count, r.s.To, formatWeights(r.s.Weights))
+	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
+	if newTarget >= r.s.Count {
+		r.succeed(fmt.Sprintf("v%d serving with %d healthy instances", r.s.To, r.s.Count))
+		return true
+	}
+	r.s.Step++
+	return true
+}
+
+// canaryStep runs step Step: enough instances for its weight, healthy, then
+// the weight, then its pause.
+func (r *run) canaryStep() bool {
+	steps := r.s.Config.Steps
+	if r.s.Promoted || r.s.Step >= len(steps) {
+		r.s.Stage, r.s.Step, r.s.StepApplied = StageFinal, len(steps), false
+		return true
+	}
+	st := steps[r.s.Step]
+	target := canaryCount(r.s.Count, st.Weight)
+	r.ensure(r.s.To, TrackCanary, target)
+	if !r.s.StepApplied {
+		if !r.waitHealthy(target) {
+			return false
+		}
+		r.setTraffic(dropZero(map[uint64]int{r.s.To: st.Weight, r.s.From: 100 - st.Weight}), nil)
+		r.s.StepApplied = true
+		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
+		r.event("step", "step %d/%d: v%d at %d%% with %d instances", r.s.Step+1, len(steps), r.s.To, st.Weight, target)
+	}
+	switch {
+	case st.Manual && !r.s.StepPromoted:
+		return r.waitPromote(fmt.Sprintf("step %d/%d (v%d at %d%%) waits for promote", r.s.Step+1, len(steps), r.s.To, st.Weight))
+	case !r.s.StepPromoted && r.now.Before(r.s.StepStartedAt.Add(st.Pause)):
+		return false
+	}
+	r.running()
+	r.s.Step++
+	r.s.StepApplied, r.s.StepPromoted = false, false
+	r.s.ProgressAt = r.now
+	return true
+}
+
+// canaryFinal brings To to full count and all traffic, then drains From.
+func (r *run) canaryFinal() bool {
+	steps := r.s.Config.Steps
+	last := steps[len(steps)-1]
+	if !(last.Weight == 100 || last.Manual || r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
+		return r.waitPromote(fmt.Sprintf("all steps done (v%d at %d%%); waits for promote", r.s.To, last.Weight))
+	}
+	r.running()
+	r.ensure(r.s.To, TrackCanary, r.s.Count)
+	if !r.waitHealthy(r.s.Count) {
+		return false
+	}
+	r.setTraffic(map[uint64]int{r.s.To: 100}, nil)
+	r.drain(r.live(r.s.From))
+	r.succeed(fmt.Sprintf("v%d at 100%% with %d healthy instances", r.s.To, r.s.Count))
+	return true
+}
+
+func (r *run) blueGreenDeploy() bool {
+	r.ensure(r.s.To, TrackPreview, r.s.Count)
+	if !r.waitHealthy(r.s.Count) {
+		return false
+	}
+	h := r.s.Config.PreviewHeader
+	r.setTraffic(map[uint64]int{r.s.From: 100}, []Pin{{Header: h, Release: r.s.To}})
+	r.s.Stage, r.s.Step = StagePreview, 1
+	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
+	r.event("step", "v%d healthy with %d instances; preview with header %s", r.s.To, r.s.Count, h)
+	return true
+}
+
+func (r *run) blueGreenPreview() bool {
+	if !(r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
+		return r.waitPromote(fmt.Sprintf("v%d in preview; waits for promote", r.s.To))
+	}
+	r.running()
+	r.s.StepPromoted = false
+	r.setTraffic(map[uint64]int{r.s.To: 100}, nil)
+	r.s.SwitchedAt = r.now
+	r.s.Stage, r.s.Step = StageWarm, 2
+	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
+	r.event("step", "switched all traffic to v%d; v%d kept warm for %s", r.s.To, r.s.From, r.s.Config.ScaleDownDelay)
+	return true
+}
+
+func (r *run) blueGreenWarm() bool {
+	if !r.s.StepPromoted && r.now.Before(r.s.SwitchedAt.Add(r.s.Config.ScaleDownDelay)) {
+		return false
+	}
+	r.s.StepPromoted = false
+	r.drain(r.live(r.s.From))
+	r.succeed(fmt.Sprintf("v%d serving all traffic; v%d scaled down", r.s.To, r.s.From))
+	return true
+}
+
+// fail handles a failed release: revert when asked and possible, else stop
+// where it is.
+func (r *run) fail(reason string) {
+	if r.s.Config.AutoRevert && r.s.From != 0 {
+		r.event("failed", "%s; reverting to v%d", reason, r.s.From)
+		r.rollback(phaseReverted, "reverted to v"+fmt.Sprint(r.s.From)+": "+reason)
+		return
+	}
+	if r.s.Config.AutoRevert {
+		reason += " (no previous release to revert to)"
+	}
+	r.s.Phase, r.s.Stage, r.s.Message = phaseFailed, StageDone, reason
+	r.s.OperatorPaused = false
+	r.event("failed", "%s", reason)
+}
+
+// rollback returns all traffic to From: at once when every From instance is
+// still running, after replacing the stopped ones otherwise (rolling).
+func (r *run) rollback(outcome deployv1.RolloutState, msg string) {
+	r.s.OperatorPaused = false
+	if r.s.From == 0 {
+		r.setTraffic(map[uint64]int{}, nil)
+		r.drain(r.liveAll())
+		r.end(outcome, msg)
+		return
+	}
+	// Old instances drained but not stopped yet are kept.
+	kept := r.s.PendingStops[:0:0]
+	for _, ps := range r.s.PendingStops {
+		if ps.Release != r.s.From {
+			kept = append(kept, ps)
+		} else {
+			r.dirty = true
+		}
+	}
+	r.s.PendingStops = nilIfEmpty(kept)
+	if missing := r.s.Stopped[r.s.From] - r.s.Ordered[r.s.From]; missing > 0 {
+		r.ensure(r.s.From, TrackStable, r.s.Ordered[r.s.From]+missing)
+		r.s.Stage, r.s.Outcome, r.s.Message = StageRestore, outcome, msg
+		r.s.Phase = phaseRunning
+		r.s.RestoreStartedAt = r.now
+		r.event("restoring", "%s: restoring %d stopped instances of v%d before moving traffic back", msg, missing, r.s.From)
+		return
+	}
+	r.finishRollback(outcome, msg)
+}
+
+func (r *run) restore() bool {
+	if r.countHealthy(r.s.From) >= r.s.FromCount {
+		r.finishRollback(r.s.Outcome, r.s.Message)
+		return true
+	}
+	if r.now.Sub(r.s.RestoreStartedAt) > r.s.Config.HealthyDeadline {
+		msg := fmt.Sprintf("%s; rollback failed: %d/%d instances of v%d healthy within healthy_deadline %s",
+			r.s.Message, r.countHealthy(r.s.From), r.s.FromCount, r.s.From, r.s.Config.HealthyDeadline)
+		r.s.Phase, r.s.Stage, r.s.Message = phaseFailed, StageDone, msg
+		r.event("failed", "%s", msg)
+	}
+	return false
+}
+
+func (r *run) finishRollback(outcome deployv1.RolloutState, msg string) {
+	r.setTraffic(map[uint64]int{r.s.From: 100}, nil)
+	var out []Instance
+	for _, in := range r.liveAll() {
+		if in.Release != r.s.From {
+			out = append(out, in)
+		}
+	}
+	r.drain(out)
+	r.end(outcome, msg)
+}
+
+func (r *run) end(outcome deployv1.RolloutState, msg string) {
+	r.s.Phase, r.s.Stage, r.s.Message = outcome, StageDone, msg
+	r.event(phaseName(outcome), "%s", msg)
+}
+
+func (r *run) succeed(msg string) {
+	r.s.Phase, r.s.Stage, r.s.Message = phaseSucceeded, StageDone, msg
+	r.event("succeeded", "%s", msg)
+}
+
+// waitPromote parks the rollout in PAUSED until a promote command.
+func (r *run) waitPromote(msg string) bool {
+	if r.s.Phase != phasePaused {
+		r.s.Phase, r.s.Message = phasePaused, msg
+		r.event("paused", "%s", msg)
+	}
+	return false
+}
+
+// running leaves a promote-wait pause.
+func (r *run) running() {
+	if r.s.Phase == phasePaused && !r.s.OperatorPaused {
+		r.s.Phase, r.s.Message = phaseRunning, ""
+	}
+}
+
+// waitHealthy reports whether target instances of To are healthy; while
+// they are not, it fails the rollout once progress_deadline has passed
+// without progress.
+func (r *run) waitHealthy(target int) bool {
+	n := r.countHealthy(r.s.To)
+	if n >= target {
+		return true
+	}
+	if d := r.s.Config.ProgressDeadline; r.now.Sub(r.s.ProgressAt) > d {
+		r.fail(fmt.Sprintf("no progress within progress_deadline %s: %d/%d instances of v%d healthy", d, n, target, r.s.To))
+	}
+	return false
+}
+
+// ensure orders instances of release until target were ordered in all.
+func (r *run) ensure(release uint64, track string, target int) {
+	if n := target - r.s.Ordered[release]; n > 0 {
+		r.plan.Place = append(r.plan.Place, Placement{Release: release, Track: track, Count: n})
+		if r.s.Ordered == nil {
+			r.s.Ordered = map[uint64]int{}
+		}
+		r.s.Ordered[release] = target
+		r.event("placed", "v%d x%d on track %s", release, n, track)
+	}
+}
+
+func (r *run) setTraffic(w map[uint64]int, pins []Pin) {
+	if maps.Equal(w, r.s.Weights) && slices.Equal(pins, r.s.Pins) {
+		return
+	}
+	r.s.Weights, r.s.Pins = w, pins
+	r.dirty = true
+}
+
+// drain takes instances out of traffic; they are stopped once the next
+// generation is acknowledged.
+func (r *run) drain(ins []Instance) {
+	for _, in := range ins {
+		if r.isPending(in.ID) || contains(r.s.StoppedIDs, in.ID) {
+			continue
+		}
+		r.s.PendingStops = append(r.s.PendingStops, PendingStop{ID: in.ID, Release: in.Release})
+		r.dirty = true
+	}
+	sort.Slice(r.s.PendingStops, func(i, j int) bool { return r.s.PendingStops[i].ID < r.s.PendingStops[j].ID })
+}
+
+// finish issues the new traffic generation if anything changed.
+func (r *run) finish() {
+	if !r.dirty {
+		return
+	}
+	r.s.Generation++
+	drain := []string{}
+	for i := range r.s.PendingStops {
+		if r.s.PendingStops[i].After == 0 {
+			r.s.PendingStops[i].After = r.s.Generation
+		}
+		drain = append(drain, r.s.PendingStops[i].ID)
+	}
+	r.plan.Traffic = &Traffic{
+		Generation: r.s.Generation,
+		Weights:    copyWeights(r.s.Weights),
+		Pins:       slices.Clone(r.s.Pins),
+		Drain:      drain,
+	}
+	r.event("traffic", "generation %d: %s%s", r.s.Generation, formatWeights(r.s.Weights), formatPins(r.s.Pins))
+}
+
+// flush stops drained instances whose generation the edges acknowledged.
+func (r *run) flush() {
+	var stop []string
+	kept := r.s.PendingStops[:0:0]
+	for _, ps := range r.s.PendingStops {
+		if ps.After != 0 && ps.After <= r.obs.AckedGeneration {
+			stop = append(stop, ps.ID)
+			if r.s.Stopped == nil {
+				r.s.Stopped = map[uint64]int{}
+			}
+			r.s.Stopped[ps.Release]++
+			r.s.StoppedIDs = insertSorted(r.s.StoppedIDs, ps.ID)
+			continue
+		}
+		kept = append(kept, ps)
+	}
+	if len(stop) == 0 {
+		return
+	}
+	r.s.PendingStops = nilIfEmpty(kept)
+	sort.Strings(stop)
+	r.plan.Stop = append(r.plan.Stop, stop...)
+	r.event("stopped", "%s (generation %d acknowledged)", strings.Join(stop, " "), r.obs.AckedGeneration)
+}
+
+func (r *run) event(kind, format string, args ...any) {
+	r.plan.Events = append(r.plan.Events, Event{Kind: kind, Message: fmt.Sprintf(format, args...)})
+}
+
+// liveAll returns the observed instances neither stopped nor pending a
+// stop, sorted by id.
+func (r *run) liveAll() []Instance {
+	var out []Instance
+	for _, in := range r.obs.Instances {
+		if contains(r.s.StoppedIDs, in.ID) || r.isPending(in.ID) {
+			continue
+		}
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (r *run) live(release uint64) []Instance {
+	var out []Instance
+	for _, in := range r.liveAll() {
+		if in.Release == release {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func (r *run) healthyNow(in Instance) bool {
+	return in.Health == HealthPassing && !r.now.Before(in.Since.Add(r.s.Config.MinHealthyTime))
+}
+
+func (r *run) countHealthy(release uint64) int {
+	n := 0
+	for _, in := range r.live(release) {
+		if r.healthyNow(in) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *run) pending(release uint64) int {
+	n := 0
+	for _, ps := range r.s.PendingStops {
+		if ps.Release == release {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *run) isPending(id string) bool {
+	for _, ps := range r.s.PendingStops {
+		if ps.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// canaryCount is the number of instances a canary needs for weight percent
+// of traffic: in proportion, at least one.
+func canaryCount(count, weight int) int {
+	if weight <= 0 || count == 0 {
+		return 0
+	}
+	return max(1, (count*weight+99)/100)
+}
+
+func (s State) clone() State {
+	c := s
+	c.Config.Steps = slices.Clone(s.Config.Steps)
+	c.Ordered = maps.Clone(s.Ordered)
+	c.Stopped = maps.Clone(s.Stopped)
+	c.StoppedIDs = slices.Clone(s.StoppedIDs)
+	c.Healthy = slices.Clone(s.Healthy)
+	c.Weights = copyWeights(s.Weights)
+	c.Pins = slices.Clone(s.Pins)
+	c.PendingStops = slices.Clone(s.PendingStops)
+	return c
+}
+
+func copyWeights(w map[uint64]int) map[uint64]int {
+	if w == nil {
+		return nil
+	}
+	return maps.Clone(w)
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+func dropZero(w map[uint64]int) map[uint64]int {
+	for k, v := range w {
+		if v == 0 {
+			delete(w, k)
+		}
+	}
+	return w
+}
+
+func contains(sorted []string, id string) bool {
+	_, ok := slices.BinarySearch(sorted, id)
+	return ok
+}
+
+func insertSorted(sorted []string, id string) []string {
+	i, ok := slices.BinarySearch(sorted, id)
+	if ok {
+		return sorted
+	}
+	return slices.Insert(sorted, i, id)
+}
+
+func formatWeights(w map[uint64]int) string {
+	keys := slices.Sorted(maps.Keys(w))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("v%d=%d", k, w[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
+func formatPins(pins []Pin) string {
+	var b strings.Builder
+	for _, p := range pins {
+		fmt.Fprintf(&b, " pin %s->v%d", p.Header, p.Release)
+	}
+	return b.String()
+}
+
+func strategyName(s deployv1.Strategy) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STRATEGY_"))
+}
+
+func phaseName(p deployv1.RolloutState) string {
+	return strings.ToLower(strings.TrimPrefix(p.String(), "ROLLOUT_STATE_"))
+}

@@ -1,0 +1,629 @@
+package rollout
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// The scripts in testdata/*.txt drive the machine the way the leader engine
+// does and assert on what it decides. One command per line; '#' starts a
+// comment. Every command that changes the world runs Step once, and after
+// each Step the runner checks the machine's contracts (determinism, JSON
+// round trip, fixed point, weights summing to 100, stops only after the
+// route barrier, nothing placed or stopped twice).
+//
+// World commands:
+//
+//	stable v1 x4                  4 healthy instances of release 1 serving all traffic
+//	deploy <rolling|blue_green|canary> v2 [count=N] [max_parallel=N]
+//	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
+//	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
+//	       [auto_revert] [auto_promote] [supersede]
+//	report <id|vN> <starting|passing|critical|dead>
+//	tick <duration>
+//	ack [gen=N]                   edges acknowledge generation N (default: latest)
+//	promote [full] | pause | resume | abort   operator commands
+//	step                          Step with nothing changed
+//
+// Assertions (on the last Step's plan, or on the state):
+//
+//	expect state <phase>          expect stage <stage>     expect step <n>
+//	expect weights v1=90 v2=10    expect weights none      expect gen <n>
+//	expect pins <header>=vN | none
+//	expect place vN xK [track=T] | none
+//	expect stop <ids...> | none   expect drain <ids...> | none
+//	expect traffic none           expect idle
+//	expect event <kind> [text]    expect message <text>
+//	expect live v1=4 v2=1         expect pending <ids...> | none
+func TestScripts(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no scripts in testdata")
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := newWorld(t)
+			if err := w.runScript(f, string(data)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRunnerRejectsUnknownCommands(t *testing.T) {
+	for _, script := range []string{
+		"frobnicate",
+		"stable v1 x2\nexpect colour blue",
+		"deploy canary v2 shiny=yes",
+	} {
+		w := newWorld(t)
+		err := w.runScript("inline", script)
+		if err == nil || !strings.Contains(err.Error(), "unknown") {
+			t.Errorf("script %q: got error %v, want an unknown command/argument error", script, err)
+		}
+	}
+}
+
+func TestRunnerFailsOnWrongExpectation(t *testing.T) {
+	w := newWorld(t)
+	err := w.runScript("inline", "stable v1 x2\ndeploy canary v2 count=2\nexpect place v2 x2")
+	if err == nil || !strings.Contains(err.Error(), "placed") {
+		t.Fatalf("got %v, want a failed expectation about placements", err)
+	}
+}
+
+type world struct {
+	t         testing.TB
+	now       time.Time
+	state     []byte // the State as committed: JSON
+	started   bool
+	instances map[string]*Instance
+	counter   map[uint64]int
+	acked     uint64
+	gen       uint64
+	weights   map[uint64]int
+	stable    uint64
+	cmds      []Command
+	last      Plan
+	lastPlace map[uint64]string // release -> track of the last placement
+	issued    map[uint64]*Traffic
+}
+
+func newWorld(t testing.TB) *world {
+	return &world{
+		t:         t,
+		now:       time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		instances: map[string]*Instance{},
+		counter:   map[uint64]int{},
+		issued:    map[uint64]*Traffic{},
+		lastPlace: map[uint64]string{},
+	}
+}
+
+func (w *world) runScript(name, script string) error {
+	sc := bufio.NewScanner(strings.NewReader(script))
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if i := strings.Index(text, "#"); i >= 0 {
+			text = strings.TrimSpace(text[:i])
+		}
+		if text == "" {
+			continue
+		}
+		if err := w.exec(strings.Fields(text)); err != nil {
+			return fmt.Errorf("%s:%d: %s: %w", name, line, text, err)
+		}
+	}
+	return sc.Err()
+}
+
+func (w *world) current() State {
+	var s State
+	if w.state == nil {
+		return s
+	}
+	if err := json.Unmarshal(w.state, &s); err != nil {
+		w.t.Fatalf("decode state: %v", err)
+	}
+	return s
+}
+
+func (w *world) exec(f []string) error {
+	cmd, args := f[0], f[1:]
+	switch cmd {
+	case "stable":
+		return w.cmdStable(args)
+	case "deploy":
+		return w.cmdDeploy(args)
+	case "report":
+		return w.cmdReport(args)
+	case "tick":
+		if len(args) != 1 {
+			return fmt.Errorf("tick takes one duration")
+		}
+		d, err := time.ParseDuration(args[0])
+		if err != nil {
+			return err
+		}
+		w.now = w.now.Add(d)
+		return w.step()
+	case "ack":
+		w.acked = w.gen
+		for _, a := range args {
+			v, ok := strings.CutPrefix(a, "gen=")
+			if !ok {
+				return fmt.Errorf("unknown argument %q", a)
+			}
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return err
+			}
+			w.acked = n
+		}
+		return w.step()
+	case "promote", "pause", "resume", "abort":
+		c := Command{Seq: uint64(len(w.cmds) + 1), Kind: deployv1.CommandKind(deployv1.CommandKind_value["COMMAND_KIND_"+strings.ToUpper(cmd)])}
+		for _, a := range args {
+			switch {
+			case a == "full" && cmd == "promote":
+				c.Full = true
+			case strings.HasPrefix(a, "by="):
+				c.By = strings.TrimPrefix(a, "by=")
+			default:
+				return fmt.Errorf("unknown argument %q", a)
+			}
+		}
+		w.cmds = append(w.cmds, c)
+		return w.step()
+	case "step":
+		return w.step()
+	case "expect":
+		if len(args) == 0 {
+			return fmt.Errorf("expect what?")
+		}
+		return w.expect(args[0], args[1:])
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func parseRelease(s string) (uint64, error) {
+	v, ok := strings.CutPrefix(s, "v")
+	if !ok {
+		return 0, fmt.Errorf("release %q: want vN", s)
+	}
+	return strconv.ParseUint(v, 10, 64)
+}
+
+func (w *world) cmdStable(args []string) error {
+	if len(args) != 2 || !strings.HasPrefix(args[1], "x") {
+		return fmt.Errorf("usage: stable vN xK")
+	}
+	rel, err := parseRelease(args[0])
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(args[1][1:])
+	if err != nil {
+		return err
+	}
+	for range n {
+		w.counter[rel]++
+		id := fmt.Sprintf("v%d-%d", rel, w.counter[rel])
+		w.instances[id] = &Instance{ID: id, Release: rel, Health: HealthPassing, Since: w.now.Add(-time.Hour), CreatedAt: w.now.Add(-time.Hour)}
+	}
+	w.stable = rel
+	w.gen, w.acked = 1, 1
+	w.weights = map[uint64]int{rel: 100}
+	return nil
+}
+
+func (w *world) cmdDeploy(args []string) error {
+	if len(args) < 2 {
+		return fmt.Errorf("usage: deploy <strategy> vN [options]")
+	}
+	var cfg Config
+	switch args[0] {
+	case "rolling":
+		cfg.Strategy = deployv1.Strategy_STRATEGY_ROLLING
+	case "blue_green":
+		cfg.Strategy = deployv1.Strategy_STRATEGY_BLUE_GREEN
+	case "canary":
+		cfg.Strategy = deployv1.Strategy_STRATEGY_CANARY
+	default:
+		return fmt.Errorf("unknown strategy %q", args[0])
+	}
+	to, err := parseRelease(args[1])
+	if err != nil {
+		return err
+	}
+	spec := Spec{Service: "web", To: to, Count: 4}
+	supersede := false
+	for _, a := range args[2:] {
+		k, v, _ := strings.Cut(a, "=")
+		dur := func(d *time.Duration) error {
+			var err error
+			*d, err = time.ParseDuration(v)
+			return err
+		}
+		var err error
+		switch k {
+		case "count":
+			spec.Count, err = strconv.Atoi(v)
+		case "max_parallel":
+			cfg.MaxParallel, err = strconv.Atoi(v)
+		case "min_healthy":
+			err = dur(&cfg.MinHealthyTime)
+		case "healthy_deadline":
+			err = dur(&cfg.HealthyDeadline)
+		case "progress_deadline":
+			err = dur(&cfg.ProgressDeadline)
+		case "flap":
+			err = dur(&cfg.FlapTolerance)
+		case "scale_down_delay":
+			err = dur(&cfg.ScaleDownDelay)
+		case "header":
+			cfg.PreviewHeader = v
+		case "steps":
+			cfg.Steps, err = parseSteps(v)
+		case "auto_revert":
+			cfg.AutoRevert = true
+		case "auto_promote":
+			cfg.AutoPromote = true
+		case "supersede":
+			supersede = true
+		default:
+			return fmt.Errorf("unknown deploy argument %q", a)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", a, err)
+		}
+	}
+	if w.started {
+		prev := w.current()
+		switch {
+		case !Terminal(prev.Phase) && !supersede:
+			return fmt.Errorf("rollout to v%d is active; add supersede", prev.To)
+		case !Terminal(prev.Phase):
+			next, plan := Supersede(prev, fmt.Sprintf("v%d", to))
+			if err := w.commit(next, plan); err != nil {
+				return err
+			}
+		}
+	}
+	spec.From = w.stable
+	for _, in := range w.instances {
+		if in.Release == w.stable && w.stable != 0 {
+			spec.FromCount++
+		}
+	}
+	spec.Config = cfg
+	spec.Generation = w.gen
+	spec.Weights = maps.Clone(w.weights)
+	s, err := New(spec)
+	if err != nil {
+		return err
+	}
+	w.cmds = nil
+	w.started = true
+	w.state, err = json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return w.step()
+}
+
+func parseSteps(v string) ([]CanaryStep, error) {
+	var steps []CanaryStep
+	for _, part := range strings.Split(v, ",") {
+		weight, pause, _ := strings.Cut(part, ":")
+		n, err := strconv.Atoi(weight)
+		if err != nil {
+			return nil, err
+		}
+		st := CanaryStep{Weight: n}
+		switch pause {
+		case "":
+		case "manual":
+			st.Manual = true
+		default:
+			if st.Pause, err = time.ParseDuration(pause); err != nil {
+				return nil, err
+			}
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}
+
+func (w *world) cmdReport(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("usage: report <id|vN> <health>")
+	}
+	h := Health(args[1])
+	switch h {
+	case HealthStarting, HealthPassing, HealthCritical, HealthDead:
+	default:
+		return fmt.Errorf("unknown health %q", args[1])
+	}
+	var targets []*Instance
+	if in, ok := w.instances[args[0]]; ok {
+		targets = append(targets, in)
+	} else if rel, err := parseRelease(args[0]); err == nil {
+		for _, in := range w.instances {
+			if in.Release == rel {
+				targets = append(targets, in)
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("no instance %q", args[0])
+	}
+	for _, in := range targets {
+		if in.Health != h {
+			in.Health, in.Since = h, w.now
+		}
+	}
+	return w.step()
+}
+
+func (w *world) observe() Observation {
+	obs := Observation{Now: w.now, AckedGeneration: w.acked, Commands: slices.Clone(w.cmds)}
+	for _, id := range slices.Sorted(maps.Keys(w.instances)) {
+		obs.Instances = append(obs.Instances, *w.instances[id])
+	}
+	return obs
+}
+
+func (w *world) step() error {
+	if !w.started {
+		return fmt.Errorf("no rollout: deploy first")
+	}
+	s := w.current()
+	obs := w.observe()
+	next, plan := Step(s, obs)
+
+	// Contract: deterministic, and the same from the committed JSON as from
+	// the in-memory value.
+	var mem State
+	if err := json.Unmarshal(w.state, &mem); err != nil {
+		return err
+	}
+	next2, plan2 := Step(mem, w.observe())
+	if a, b := mustJSON(next, plan), mustJSON(next2, plan2); !bytes.Equal(a, b) {
+		return fmt.Errorf("Step is not deterministic:\n%s\n%s", a, b)
+	}
+	// Contract: a fixed point; stepping again with the same observation
+	// decides nothing, so nothing is started or stopped twice.
+	if _, again := Step(next, obs); !again.Empty() {
+		return fmt.Errorf("Step is not a fixed point: second run decided %+v", again)
+	}
+	return w.commit(next, plan)
+}
+
+func mustJSON(v ...any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// commit stores the state as the leader would and acts on the plan.
+func (w *world) commit(next State, plan Plan) error {
+	b, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	w.state = b
+	w.last = plan
+	for _, e := range plan.Events {
+		w.t.Logf("  %-10s %s", e.Kind, e.Message)
+	}
+	if tr := plan.Traffic; tr != nil {
+		if tr.Generation != w.gen+1 {
+			return fmt.Errorf("traffic generation %d after %d", tr.Generation, w.gen)
+		}
+		sum := 0
+		for _, v := range tr.Weights {
+			if v <= 0 || v > 100 {
+				return fmt.Errorf("weight %d out of range in %v", v, tr.Weights)
+			}
+			sum += v
+		}
+		if len(tr.Weights) > 0 && sum != 100 {
+			return fmt.Errorf("weights %v sum to %d", tr.Weights, sum)
+		}
+		w.gen = tr.Generation
+		w.weights = maps.Clone(tr.Weights)
+		w.issued[tr.Generation] = tr
+	}
+	clear(w.lastPlace)
+	for _, p := range plan.Place {
+		if p.Count <= 0 {
+			return fmt.Errorf("placement of %d instances", p.Count)
+		}
+		w.lastPlace[p.Release] = p.Track
+		for range p.Count {
+			w.counter[p.Release]++
+			id := fmt.Sprintf("v%d-%d", p.Release, w.counter[p.Release])
+			w.instances[id] = &Instance{ID: id, Release: p.Release, Health: HealthStarting, Since: w.now, CreatedAt: w.now}
+		}
+	}
+	for _, id := range plan.Stop {
+		if _, ok := w.instances[id]; !ok {
+			return fmt.Errorf("stop of %s, which is not running (stopped twice?)", id)
+		}
+		barrier := false
+		for g, tr := range w.issued {
+			if g <= w.acked && slices.Contains(tr.Drain, id) {
+				barrier = true
+			}
+		}
+		if !barrier {
+			return fmt.Errorf("stop of %s before the edges acknowledged a generation without it (acked %d)", id, w.acked)
+		}
+		delete(w.instances, id)
+	}
+	if next.Phase == phaseSucceeded {
+		w.stable = next.To
+	}
+	return nil
+}
+
+func (w *world) expect(what string, args []string) error {
+	s := w.current()
+	p := w.last
+	none := len(args) == 1 && args[0] == "none"
+	switch what {
+	case "state":
+		if len(args) != 1 || phaseName(s.Phase) != args[0] {
+			return fmt.Errorf("state is %s (%s), want %v", phaseName(s.Phase), s.Message, args)
+		}
+	case "stage":
+		if len(args) != 1 || string(s.Stage) != args[0] {
+			return fmt.Errorf("stage is %s, want %v", s.Stage, args)
+		}
+	case "step":
+		if len(args) != 1 || strconv.Itoa(s.Step) != args[0] {
+			return fmt.Errorf("step is %d, want %v", s.Step, args)
+		}
+	case "gen":
+		if len(args) != 1 || strconv.FormatUint(s.Generation, 10) != args[0] {
+			return fmt.Errorf("generation is %d, want %v", s.Generation, args)
+		}
+	case "weights":
+		want := "none"
+		if !none {
+			want = strings.Join(args, " ")
+		}
+		if got := formatWeights(s.Weights); got != want {
+			return fmt.Errorf("weights are %s, want %s", got, want)
+		}
+	case "pins":
+		var got []string
+		for _, pin := range s.Pins {
+			got = append(got, fmt.Sprintf("%s=v%d", pin.Header, pin.Release))
+		}
+		if none && len(got) == 0 {
+			return nil
+		}
+		if !slices.Equal(got, args) {
+			return fmt.Errorf("pins are %v, want %v", got, args)
+		}
+	case "place":
+		total := map[uint64]int{}
+		for _, pl := range p.Place {
+			total[pl.Release] += pl.Count
+		}
+		if none {
+			if len(total) != 0 {
+				return fmt.Errorf("placed %v, want none", p.Place)
+			}
+			return nil
+		}
+		if len(args) < 2 {
+			return fmt.Errorf("usage: expect place vN xK [track=T]")
+		}
+		rel, err := parseRelease(args[0])
+		if err != nil {
+			return err
+		}
+		if got := fmt.Sprintf("x%d", total[rel]); got != args[1] || len(total) != 1 {
+			return fmt.Errorf("placed %+v, want v%d %s only", p.Place, rel, args[1])
+		}
+		if len(args) > 2 {
+			if tr := strings.TrimPrefix(args[2], "track="); w.lastPlace[rel] != tr {
+				return fmt.Errorf("placed on track %q, want %q", w.lastPlace[rel], tr)
+			}
+		}
+	case "stop":
+		if (none && len(p.Stop) != 0) || (!none && !slices.Equal(p.Stop, args)) {
+			return fmt.Errorf("stopped %v, want %v", p.Stop, args)
+		}
+	case "drain":
+		var got []string
+		if p.Traffic != nil {
+			got = p.Traffic.Drain
+		}
+		if (none && len(got) != 0) || (!none && !slices.Equal(got, args)) {
+			return fmt.Errorf("drained %v, want %v", got, args)
+		}
+	case "pending":
+		var got []string
+		for _, ps := range s.PendingStops {
+			got = append(got, ps.ID)
+		}
+		if (none && len(got) != 0) || (!none && !slices.Equal(got, args)) {
+			return fmt.Errorf("pending stops %v, want %v", got, args)
+		}
+	case "traffic":
+		if !none {
+			return fmt.Errorf("usage: expect traffic none")
+		}
+		if p.Traffic != nil {
+			return fmt.Errorf("traffic changed to generation %d %v", p.Traffic.Generation, p.Traffic.Weights)
+		}
+	case "idle":
+		if !p.Empty() {
+			return fmt.Errorf("plan is not empty: %+v", p)
+		}
+	case "event":
+		if len(args) == 0 {
+			return fmt.Errorf("usage: expect event <kind> [text]")
+		}
+		text := strings.Join(args[1:], " ")
+		for _, e := range p.Events {
+			if e.Kind == args[0] && strings.Contains(e.Message, text) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event containing %q in %+v", args[0], text, p.Events)
+	case "message":
+		if text := strings.Join(args, " "); !strings.Contains(s.Message, text) {
+			return fmt.Errorf("message is %q, want it to contain %q", s.Message, text)
+		}
+	case "live":
+		got := map[uint64]int{}
+		for _, in := range w.instances {
+			got[in.Release]++
+		}
+		want := map[uint64]int{}
+		for _, a := range args {
+			k, v, _ := strings.Cut(a, "=")
+			rel, err := parseRelease(k)
+			if err != nil {
+				return err
+			}
+			if want[rel], err = strconv.Atoi(v); err != nil {
+				return err
+			}
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("live instances %s, want %s", formatWeights(got), formatWeights(want))
+		}
+	default:
+		return fmt.Errorf("unknown expectation %q", what)
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package rollout
+
+import (
+	"time"
+
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// Tracks label the instances a rollout places (the catalog's "track=" tag).
+const (
+	// TrackStable is the track of instances placed by a first deploy, a
+	// rolling update or a rollback that restores the stable release.
+	TrackStable = "stable"
+	// TrackCanary is the track of a canary release's instances.
+	TrackCanary = "canary"
+	// TrackPreview is the track of a blue/green rollout's new colour.
+	TrackPreview = "preview"
+)
+
+// Stage is where a rollout is inside its strategy; together with State.Step
+// it says exactly what the machine waits for.
+type Stage string
+
+// Stages of a rollout.
+const (
+	// StageDeploy places the new release and waits for it to be healthy
+	// (first deploys, rolling batches, canary steps, the blue/green colour).
+	StageDeploy Stage = "deploy"
+	// StageFinal is a canary's last stage: full count, all traffic, old
+	// release drained.
+	StageFinal Stage = "final"
+	// StagePreview is a blue/green rollout's new colour healthy and reachable
+	// by the preview header, waiting for promotion.
+	StagePreview Stage = "preview"
+	// StageWarm is a blue/green rollout after the switch, the old colour kept
+	// running for scale_down_delay.
+	StageWarm Stage = "warm"
+	// StageRestore replaces stopped instances of the stable release before
+	// traffic returns to it (rolling revert or abort).
+	StageRestore Stage = "restore"
+	// StageDone is a final state; only pending stops remain to be issued.
+	StageDone Stage = "done"
+)
+
+// Health is what the caller observed of one instance.
+type Health string
+
+// Instance health values.
+const (
+	// HealthStarting: allocated, no check result yet.
+	HealthStarting Health = "starting"
+	// HealthPassing: container running and its check passing.
+	HealthPassing Health = "passing"
+	// HealthCritical: the check is failing.
+	HealthCritical Health = "critical"
+	// HealthDead: the container exited and will not come back.
+	HealthDead Health = "dead"
+)
+
+// CanaryStep is one weighted step of a canary rollout.
+type CanaryStep struct {
+	// Weight is the traffic percentage of the new release, 0-100.
+	Weight int
+	// Pause holds the step this long once its weight is applied.
+	Pause time.Duration
+	// Manual holds the step until an operator promotes.
+	Manual bool
+}
+
+// Config is a rollout's update strategy with every default applied.
+type Config struct {
+	// Strategy is rolling, blue/green or canary.
+	Strategy deployv1.Strategy
+	// MaxParallel is how many instances a rolling batch replaces.
+	MaxParallel int
+	// MinHealthyTime is how long a check must pass continuously before an
+	// instance counts as healthy.
+	MinHealthyTime time.Duration
+	// HealthyDeadline fails an instance that is not healthy this long after
+	// it was created.
+	HealthyDeadline time.Duration
+	// ProgressDeadline fails a rollout that waits this long for instances
+	// without any becoming healthy.
+	ProgressDeadline time.Duration
+	// FlapTolerance is how long an instance that was healthy may be critical
+	// before the rollout fails (hysteresis against flapping checks).
+	FlapTolerance time.Duration
+	// AutoRevert returns traffic to the previous release on failure.
+	AutoRevert bool
+	// AutoPromote finishes blue/green and canary rollouts without an
+	// operator.
+	AutoPromote bool
+	// ScaleDownDelay keeps the old blue/green colour running after the
+	// switch.
+	ScaleDownDelay time.Duration
+	// Steps are the canary steps.
+	Steps []CanaryStep
+	// PreviewHeader routes requests carrying it to the new blue/green colour.
+	PreviewHeader string
+}
+
+// Spec describes the rollout to start.
+type Spec struct {
+	// Service is the service name.
+	Service string
+	// From is the stable release being replaced, zero for a first deploy.
+	From uint64
+	// FromCount is how many instances of From run now.
+	FromCount int
+	// To is the release being rolled out.
+	To uint64
+	// Count is the desired number of instances of To.
+	Count int
+	// Config is the update strategy (see ConfigFromSpec).
+	Config Config
+	// Generation is the last traffic generation issued for the service, so
+	// that generations keep increasing across rollouts.
+	Generation uint64
+	// Weights and Pins are the traffic currently in force for the service.
+	Weights map[uint64]int
+	// Pins are the pins currently in force.
+	Pins []Pin
+}
+
+// Pin routes requests carrying Header (any value) to Release.
+type Pin struct {
+	// Header is the HTTP header name.
+	Header string
+	// Release is the release it selects.
+	Release uint64
+}
+
+// PendingStop is an instance taken out of traffic, to be stopped once the
+// edges have acknowledged generation After.
+type PendingStop struct {
+	// ID is the allocation id.
+	ID string
+	// Release is its release.
+	Release uint64
+	// After is the traffic generation that no longer routes to it.
+	After uint64
+}
+
+// State is the whole persistent state of one rollout. It is a plain value:
+// the leader commits it through raft (encoding/json is deterministic for it)
+// and a new leader resumes from the last committed State.
+type State struct {
+	// Service is the service name.
+	Service string
+	// From and To are the stable and new releases.
+	From, To uint64
+	// FromCount and Count are the instance counts of From and To.
+	FromCount, Count int
+	// Config is the update strategy.
+	Config Config
+	// Phase is the rollout's state as the API reports it.
+	Phase deployv1.RolloutState
+	// Stage and Step locate the rollout inside its strategy.
+	Stage Stage
+	// Step is the rolling batch, canary step or blue/green stage index.
+	Step int
+	// StepApplied is set once the current canary step's weight is in force.
+	StepApplied bool
+	// StepPromoted is set when an operator promoted the current step.
+	StepPromoted bool
+	// Promoted is set by a full promotion.
+	Promoted bool
+	// OperatorPaused is set between a pause and a resume command.
+	OperatorPaused bool
+	// Message explains the phase.
+	Message string
+	// Outcome is the final phase a rollback in StageRestore ends in.
+	Outcome deployv1.RolloutState
+	// StartedAt is when the first Step ran.
+	StartedAt time.Time
+	// StepStartedAt is when the current step's weight took effect.
+	StepStartedAt time.Time
+	// ProgressAt is the last time the rollout made progress.
+	ProgressAt time.Time
+	// PausedAt is when the operator paused.
+	PausedAt time.Time
+	// SwitchedAt is when blue/green traffic switched to the new colour.
+	SwitchedAt time.Time
+	// RestoreStartedAt is when StageRestore began.
+	RestoreStartedAt time.Time
+	// Ordered counts the instances ordered per release (cumulative).
+	Ordered map[uint64]int
+	// Stopped counts the instances stopped per release.
+	Stopped map[uint64]int
+	// StoppedIDs lists every allocation this rollout stopped, sorted.
+	StoppedIDs []string
+	// Healthy lists the To allocations that have counted as healthy at least
+	// once, sorted.
+	Healthy []string
+	// Weights are the traffic weights last issued, per release.
+	Weights map[uint64]int
+	// Pins are the pins last issued.
+	Pins []Pin
+	// Generation is the last traffic generation issued.
+	Generation uint64
+	// PendingStops are instances out of traffic waiting for the route
+	// barrier before they are stopped.
+	PendingStops []PendingStop
+	// LastCommand is the sequence number of the last operator command
+	// applied.
+	LastCommand uint64
+}
+
+// Instance is one allocation of the service as the caller observes it.
+type Instance struct {
+	// ID is the allocation id.
+	ID string
+	// Release is its release number.
+	Release uint64
+	// Health is its current health.
+	Health Health
+	// Since is when Health last changed (for passing: passing since).
+	Since time.Time
+	// CreatedAt is when the allocation was created (committed).
+	CreatedAt time.Time
+}
+
+// Command is an operator command recorded for the rollout.
+type Command struct {
+	// Seq orders commands; the machine applies each Seq once.
+	Seq uint64
+	// Kind is promote, pause, resume or abort.
+	Kind deployv1.CommandKind
+	// Full, for a promote, skips every remaining step.
+	Full bool
+	// By names the operator.
+	By string
+	// Reason says why.
+	Reason string
+}
+
+// Observation is the world as the caller sees it when it calls Step.
+type Observation struct {
+	// Now is the current time.
+	Now time.Time
+	// Instances are every live allocation of the service, of any release.
+	Instances []Instance
+	// AckedGeneration is the lowest traffic generation acknowledged by every
+	// live edge (the route barrier).
+	AckedGeneration uint64
+	// Commands are the rollout's operator commands; those with Seq at most
+	// State.LastCommand were applied already and are skipped.
+	Commands []Command
+}
+
+// Placement asks for Count new instances of Release on Track.
+type Placement struct {
+	// Release is the release to run.
+	Release uint64
+	// Track is the catalog track of the new instances.
+	Track string
+	// Count is how many new instances to create.
+	Count int
+}
+
+// Traffic is a new traffic intent for the edges.
+type Traffic struct {
+	// Generation is the intent's generation, higher than any before.
+	Generation uint64
+	// Weights are traffic percentages per release, summing to 100 (empty
+	// when the service has no release left to serve).
+	Weights map[uint64]int
+	// Pins route requests carrying a header to one release.
+	Pins []Pin
+	// Drain lists allocations that must receive no traffic from this
+	// generation on; they are stopped once it is acknowledged.
+	Drain []string
+}
+
+// Event is one thing that happened, for the audit trail and WatchRollout.
+type Event struct {
+	// Kind is e.g. "started", "placed", "health", "step", "paused",
+	// "resumed", "promoted", "stopped", "succeeded", "failed", "reverted",
+	// "aborted", "superseded", "ignored".
+	Kind string
+	// Message describes it for people.
+	Message string
+}
+
+// Plan is what one Step decided. The caller commits it with the new State,
+// then acts on it.
+type Plan struct {
+	// Place lists new instances to create.
+	Place []Placement
+	// Stop lists allocations to stop; each was drained by an acknowledged
+	// generation.
+	Stop []string
+	// Traffic is the new traffic intent, nil when it did not change.
+	Traffic *Traffic
+	// Events describe the Step.
+	Events []Event
+}
+
+// Empty reports whether the plan decides nothing.
+func (p Plan) Empty() bool {
+	return len(p.Place) == 0 && len(p.Stop) == 0 && p.Traffic == nil && len(p.Events) == 0
+}
