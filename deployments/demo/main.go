@@ -6,6 +6,9 @@
 // COLOUR (defaults baked in at build time with -ldflags "-X main.version=v2"),
 // FAIL_HEALTH=1 to fail /healthz, HEALTH_FAIL_AFTER (a duration) to start
 // failing it that long after start, and GREETING for the reply's first word.
+//
+// "demo -healthcheck" probes http://127.0.0.1:$PORT/healthz once and exits 0
+// when it passes, 1 otherwise: the HEALTHCHECK of the FROM-scratch image.
 package main
 
 import (
@@ -30,6 +33,13 @@ var (
 )
 
 func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "-healthcheck" || os.Args[1] == "--healthcheck") {
+		if err := healthcheck(os.Getenv); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: healthcheck:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		log.Fatalf("demo: %v", err)
 	}
@@ -60,6 +70,24 @@ func run() error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+// healthcheck probes the local /healthz once.
+func healthcheck(getenv func(string) string) error {
+	cfg, err := configFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(cfg.port) + "/healthz")
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %d", resp.StatusCode)
 	}
 	return nil
 }

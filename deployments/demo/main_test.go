@@ -47,3 +47,17 @@ func TestHandlerReportsVersionAndHealth(t *testing.T) {
 		t.Errorf("healthz with FAIL_HEALTH = %d, want 503", rec.Code)
 	}
 }
+
+func TestHealthcheckProbesHealthz(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		cfg, _ := configFromEnv(env(map[string]string{}))
+		cfg.failHealth = fail
+		srv := httptest.NewServer(newHandler(cfg, time.Now()))
+		port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
+		err := healthcheck(env(map[string]string{"PORT": port}))
+		srv.Close()
+		if (err != nil) != fail {
+			t.Errorf("failHealth=%v: healthcheck() = %v", fail, err)
+		}
+	}
+}
