@@ -1,0 +1,112 @@
+// Command slipway-coordinator runs one member of the raft-replicated
+// Slipway coordinator: it accepts releases over gRPC (DeployService), manages
+// its cluster (ClusterService) and replicates every change through raft.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"slipway.dev/coordinator/server"
+	"slipway.dev/platform/telemetry"
+)
+
+const usage = `slipway-coordinator runs one member of the Slipway coordinator cluster.
+
+Every flag can also be set in the environment as SLIPWAY_<FLAG>, e.g.
+SLIPWAY_DATA_DIR or SLIPWAY_BOOTSTRAP_EXPECT; a flag on the command line wins.
+
+Forming a cluster (nothing to do when -data-dir already holds raft state: the
+node restarts as the member it was):
+  single node     slipway-coordinator -bootstrap
+  N new nodes     start each with -bootstrap-expect N -join A,B,C (the gRPC
+                  addresses of all N servers; a node skips its own). Each node
+                  asks the others who they are; once N servers without state
+                  answer, each bootstraps the same sorted list of all N as
+                  voters (identical bootstrap configurations are safe). If one
+                  of them already belongs to a cluster, it joins that instead.
+  add a node      start it with -join A (any member's gRPC address): the member
+                  forwards the request to the leader, which adds it as a voter.
+                  Or start it without -join and call ClusterService.AddPeer.
+
+Writes sent to a follower are forwarded to the leader, whose gRPC address is
+kept in the replicated state (each leader records its own on election).
+
+Flags:
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "slipway-coordinator:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("slipway-coordinator", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	var (
+		cfg       server.Config
+		join      string
+		logLevel  string
+		logFormat string
+	)
+	fs.StringVar(&cfg.ID, "id", server.DefaultID(), "raft server id, unique in the cluster")
+	fs.StringVar(&cfg.DataDir, "data-dir", "slipway-data", "directory for the raft log, stable store and snapshots")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":7400", "gRPC listen address")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", ":7401", "raft TCP listen address")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "host or IP other coordinators use to reach this one (default: the listen host, or 127.0.0.1 when unspecified)")
+	fs.BoolVar(&cfg.Bootstrap, "bootstrap", false, "bootstrap a single-node cluster when there is no state")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers (listed in -join) are up")
+	fs.StringVar(&join, "join", "", "comma-separated gRPC addresses of other coordinators")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	if err := envDefaults(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, a := range strings.Split(join, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Join = append(cfg.Join, a)
+		}
+	}
+	logger, err := telemetry.NewLogger(os.Stderr, logLevel, logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	cfg.LogLevel = "warn"
+	if logLevel == "debug" {
+		cfg.LogLevel = "debug"
+	}
+	cfg.LogJSON = logFormat == "json"
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return server.Run(ctx, cfg)
+}
+
+// envDefaults sets each flag from SLIPWAY_<NAME> when that is set.
+func envDefaults(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "SLIPWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && err == nil {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, serr)
+			}
+		}
+	})
+	return err
+}

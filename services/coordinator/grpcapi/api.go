@@ -1,0 +1,212 @@
+// Package grpcapi serves the coordinator's gRPC services (DeployService,
+// ClusterService and the private InternalService) over the replicated state:
+// writes go through raft on the leader (followers forward them), reads are
+// local unless the caller asks for a leader-verified read.
+package grpcapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/rpc"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// Raft is what the API needs from the consensus layer (*raftnode.Node).
+type Raft interface {
+	ID() string
+	Addr() string
+	HadState() bool
+	IsLeader() bool
+	Leader() (id, addr string)
+	Apply(ctx context.Context, cmd *statev1.Command) (any, error)
+	VerifyLeader(ctx context.Context) error
+	AddServer(ctx context.Context, s raftnode.Server) error
+	RemoveServer(ctx context.Context, id string) error
+	TransferLeadership(ctx context.Context, id string) error
+	Status() (raftnode.Status, error)
+}
+
+// Interface guards.
+var _ Raft = (*raftnode.Node)(nil)
+
+// forwardedKey marks a request a follower forwarded, so that a node that
+// lost leadership meanwhile answers UNAVAILABLE instead of forwarding again.
+const forwardedKey = "x-slipway-forwarded"
+
+// leaderWait is how long a follower waits for a leader (and its gRPC
+// address) to be known before answering UNAVAILABLE.
+const leaderWait = 5 * time.Second
+
+// API holds what the services share.
+type API struct {
+	raft     Raft
+	fsm      *state.FSM
+	grpcAddr string
+	logger   *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// New returns the API of the node r applying to fsm; grpcAddr is this node's
+// advertised gRPC address.
+func New(r Raft, fsm *state.FSM, grpcAddr string, logger *slog.Logger) *API {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &API{raft: r, fsm: fsm, grpcAddr: grpcAddr, logger: logger, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Register registers DeployService, ClusterService and InternalService on s.
+func (a *API) Register(s *rpc.Server) {
+	registerDeploy(s, a)
+	registerCluster(s, a)
+	registerInternal(s, a)
+}
+
+// Close closes the connections opened to forward requests.
+func (a *API) Close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for addr, c := range a.conns {
+		_ = c.Close()
+		delete(a.conns, addr)
+	}
+}
+
+// Self is this node's addresses, as registered in the state.
+func (a *API) Self() *statev1.PeerAddress {
+	return &statev1.PeerAddress{Id: a.raft.ID(), RaftAddress: a.raft.Addr(), GrpcAddress: a.grpcAddr}
+}
+
+// toStatus maps domain and raft errors to gRPC status codes. It is the only
+// place that does.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status (validation, or forwarded from the leader)
+	}
+	var c codes.Code
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		c = codes.NotFound
+	case errors.Is(err, state.ErrActiveRollout), errors.Is(err, state.ErrRolloutFinal):
+		c = codes.FailedPrecondition
+	case errors.Is(err, state.ErrInvalid):
+		c = codes.InvalidArgument
+	case errors.Is(err, state.ErrUnsupportedVersion):
+		c = codes.FailedPrecondition
+	case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, errNoLeader):
+		c = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		c = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		c = codes.Canceled
+	default:
+		c = codes.Internal
+	}
+	return status.Error(c, err.Error())
+}
+
+var errNoLeader = errors.New("grpcapi: no leader known")
+
+// leaderConn returns a connection to the leader's gRPC address, waiting up
+// to leaderWait for one to be known. It fails with errNoLeader when this
+// request was already forwarded once.
+func (a *API) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return nil, fmt.Errorf("%s is not the leader and the request was already forwarded: %w", a.raft.ID(), errNoLeader)
+	}
+	deadline := time.Now().Add(leaderWait)
+	for {
+		id, _ := a.raft.Leader()
+		if id != "" && id != a.raft.ID() {
+			if p, ok := a.fsm.Peer(id); ok && p.GetGrpcAddress() != "" {
+				return a.dial(p.GetGrpcAddress())
+			}
+		}
+		if id == a.raft.ID() && a.raft.IsLeader() {
+			return nil, nil // became leader meanwhile: serve locally
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s knows no leader (or not its gRPC address) after %s: %w", a.raft.ID(), leaderWait, errNoLeader)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *API) dial(addr string) (*grpc.ClientConn, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c, ok := a.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := rpc.Dial(addr)
+	if err != nil {
+		return nil, fmt.Errorf("grpcapi: dial leader: %w", err)
+	}
+	a.conns[addr] = c
+	return c, nil
+}
+
+// onLeader runs local on the leader, or forward with a connection to the
+// leader on a follower. Errors come back as gRPC statuses.
+func onLeader[Resp any](ctx context.Context, a *API, local func(context.Context) (Resp, error), forward func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	var zero Resp
+	if !a.raft.IsLeader() {
+		conn, err := a.leaderConn(ctx)
+		if err != nil {
+			return zero, toStatus(err)
+		}
+		if conn != nil {
+			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, a.raft.ID())
+			resp, err := forward(fctx, conn)
+			return resp, err // already a status from the leader
+		}
+	}
+	resp, err := local(ctx)
+	if err != nil {
+		return zero, toStatus(err)
+	}
+	return resp, nil
+}
+
+// apply commits cmd and returns the FSM response as type T.
+func apply[T any](ctx context.Context, a *API, cmd *statev1.Command) (T, error) {
+	var zero T
+	res, err := a.raft.Apply(ctx, cmd)
+	if err != nil {
+		return zero, err
+	}
+	t, ok := res.(T)
+	if !ok {
+		return zero, fmt.Errorf("grpcapi: unexpected apply response %T", res)
+	}
+	return t, nil
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "gen-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,203 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/rpc"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+type clusterServer struct {
+	clusterv1.UnimplementedClusterServiceServer
+	a *API
+}
+
+func registerCluster(s *rpc.Server, a *API) {
+	clusterv1.RegisterClusterServiceServer(s, &clusterServer{a: a})
+}
+
+func peers(st raftnode.Status) []*clusterv1.Peer {
+	out := make([]*clusterv1.Peer, 0, len(st.Servers))
+	for _, s := range st.Servers {
+		role := clusterv1.PeerRole_PEER_ROLE_FOLLOWER
+		switch {
+		case s.ID == st.LeaderID:
+			role = clusterv1.PeerRole_PEER_ROLE_LEADER
+		case !s.Voter:
+			role = clusterv1.PeerRole_PEER_ROLE_NONVOTER
+		}
+		out = append(out, &clusterv1.Peer{Id: s.ID, RaftAddress: s.Address, Role: role, Voter: s.Voter})
+	}
+	return out
+}
+
+func (s *clusterServer) ListPeers(ctx context.Context, req *clusterv1.ListPeersRequest) (*clusterv1.ListPeersResponse, error) {
+	st, err := s.a.raft.Status()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clusterv1.ListPeersResponse{Peers: peers(st), LeaderId: st.LeaderID, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}, nil
+}
+
+func (s *clusterServer) AddPeer(ctx context.Context, req *clusterv1.AddPeerRequest) (*clusterv1.AddPeerResponse, error) {
+	var vs []rpc.FieldViolation
+	if req.GetId() == "" {
+		vs = append(vs, rpc.FieldViolation{Field: "id", Description: "is required"})
+	}
+	if req.GetRaftAddress() == "" {
+		vs = append(vs, rpc.FieldViolation{Field: "raft_address", Description: "is required (host:port)"})
+	}
+	if len(vs) > 0 {
+		return nil, rpc.InvalidArgument("request", vs)
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.AddPeerResponse, error) {
+		if err := s.a.raft.AddServer(ctx, raftnode.Server{ID: req.GetId(), Address: req.GetRaftAddress(), Voter: !req.GetNonVoter()}); err != nil {
+			return nil, err
+		}
+		st, err := s.a.raft.Status()
+		if err != nil {
+			return nil, err
+		}
+		return &clusterv1.AddPeerResponse{Peers: peers(st)}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*clusterv1.AddPeerResponse, error) {
+		return clusterv1.NewClusterServiceClient(c).AddPeer(ctx, req)
+	})
+}
+
+func (s *clusterServer) RemovePeer(ctx context.Context, req *clusterv1.RemovePeerRequest) (*clusterv1.RemovePeerResponse, error) {
+	if req.GetId() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.RemovePeerResponse, error) {
+		st, err := s.a.raft.Status()
+		if err != nil {
+			return nil, err
+		}
+		found := false
+		for _, p := range st.Servers {
+			found = found || p.ID == req.GetId()
+		}
+		if !found {
+			return nil, fmt.Errorf("peer %q: %w", req.GetId(), state.ErrNotFound)
+		}
+		if err := s.a.raft.RemoveServer(ctx, req.GetId()); err != nil {
+			return nil, err
+		}
+		if st, err = s.a.raft.Status(); err != nil {
+			return nil, err
+		}
+		return &clusterv1.RemovePeerResponse{Peers: peers(st)}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*clusterv1.RemovePeerResponse, error) {
+		return clusterv1.NewClusterServiceClient(c).RemovePeer(ctx, req)
+	})
+}
+
+func (s *clusterServer) TransferLeadership(ctx context.Context, req *clusterv1.TransferLeadershipRequest) (*clusterv1.TransferLeadershipResponse, error) {
+	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.TransferLeadershipResponse, error) {
+		if err := s.a.raft.TransferLeadership(ctx, req.GetId()); err != nil {
+			return nil, err
+		}
+		// Wait until the new leader is known here.
+		for {
+			if id, _ := s.a.raft.Leader(); id != "" && id != s.a.raft.ID() {
+				return &clusterv1.TransferLeadershipResponse{LeaderId: id}, nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}, func(ctx context.Context, c *grpc.ClientConn) (*clusterv1.TransferLeadershipResponse, error) {
+		return clusterv1.NewClusterServiceClient(c).TransferLeadership(ctx, req)
+	})
+}
+
+func (s *clusterServer) GetLeader(ctx context.Context, req *clusterv1.GetLeaderRequest) (*clusterv1.GetLeaderResponse, error) {
+	id, addr := s.a.raft.Leader()
+	resp := &clusterv1.GetLeaderResponse{LeaderId: id, RaftAddress: addr, SelfId: s.a.raft.ID()}
+	if p, ok := s.a.fsm.Peer(id); ok && id != "" {
+		resp.GrpcAddress = p.GetGrpcAddress()
+	}
+	return resp, nil
+}
+
+func (s *clusterServer) ListNodes(ctx context.Context, req *clusterv1.ListNodesRequest) (*clusterv1.ListNodesResponse, error) {
+	return &clusterv1.ListNodesResponse{Nodes: s.a.fsm.Nodes()}, nil
+}
+
+func (s *clusterServer) DrainNode(ctx context.Context, req *clusterv1.DrainNodeRequest) (*clusterv1.DrainNodeResponse, error) {
+	if req.GetId() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.DrainNodeResponse, error) {
+		res, err := apply[state.NodeResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{
+			NodeId: req.GetId(), Enable: req.GetEnable(), By: req.GetBy(),
+		}}})
+		if err != nil {
+			return nil, err
+		}
+		return &clusterv1.DrainNodeResponse{Node: res.Node}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*clusterv1.DrainNodeResponse, error) {
+		return clusterv1.NewClusterServiceClient(c).DrainNode(ctx, req)
+	})
+}
+
+type internalServer struct {
+	statev1.UnimplementedInternalServiceServer
+	a *API
+}
+
+func registerInternal(s *rpc.Server, a *API) {
+	statev1.RegisterInternalServiceServer(s, &internalServer{a: a})
+}
+
+func (s *internalServer) GetPeerInfo(ctx context.Context, req *statev1.GetPeerInfoRequest) (*statev1.GetPeerInfoResponse, error) {
+	id, _ := s.a.raft.Leader()
+	has := s.a.raft.HadState() || id != "" || s.a.fsm.LastIndex() > 0
+	return &statev1.GetPeerInfoResponse{Peer: s.a.Self(), HasState: has, LeaderId: id}, nil
+}
+
+func (s *internalServer) Join(ctx context.Context, req *statev1.JoinRequest) (*statev1.JoinResponse, error) {
+	p := req.GetPeer()
+	var vs []rpc.FieldViolation
+	if p.GetId() == "" {
+		vs = append(vs, rpc.FieldViolation{Field: "peer.id", Description: "is required"})
+	}
+	if p.GetRaftAddress() == "" {
+		vs = append(vs, rpc.FieldViolation{Field: "peer.raft_address", Description: "is required"})
+	}
+	if len(vs) > 0 {
+		return nil, rpc.InvalidArgument("request", vs)
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*statev1.JoinResponse, error) {
+		if err := s.a.raft.AddServer(ctx, raftnode.Server{ID: p.GetId(), Address: p.GetRaftAddress(), Voter: true}); err != nil {
+			return nil, err
+		}
+		if _, err := s.a.raft.Apply(ctx, &statev1.Command{Op: &statev1.Command_RegisterPeer{RegisterPeer: &statev1.RegisterPeerOp{Peer: p}}}); err != nil {
+			return nil, err
+		}
+		return &statev1.JoinResponse{LeaderId: s.a.raft.ID()}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*statev1.JoinResponse, error) {
+		return statev1.NewInternalServiceClient(c).Join(ctx, req)
+	})
+}
+
+func (s *internalServer) ApplyNoop(ctx context.Context, req *statev1.ApplyNoopRequest) (*statev1.ApplyNoopResponse, error) {
+	return onLeader(ctx, s.a, func(ctx context.Context) (*statev1.ApplyNoopResponse, error) {
+		res, err := apply[state.IndexResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Noop{Noop: &statev1.NoopOp{Payload: req.GetPayload()}}})
+		if err != nil {
+			return nil, err
+		}
+		return &statev1.ApplyNoopResponse{Index: res.Index}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*statev1.ApplyNoopResponse, error) {
+		return statev1.NewInternalServiceClient(c).ApplyNoop(ctx, req)
+	})
+}

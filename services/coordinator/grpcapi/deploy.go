@@ -1,0 +1,237 @@
+package grpcapi
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	"slipway.dev/coordinator/spec"
+	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/rpc"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// defaultRolloutLimit caps ListRollouts when the request gives no limit.
+const defaultRolloutLimit = 100
+
+type deployServer struct {
+	deployv1.UnimplementedDeployServiceServer
+	a *API
+}
+
+func registerDeploy(s *rpc.Server, a *API) {
+	deployv1.RegisterDeployServiceServer(s, &deployServer{a: a})
+}
+
+// read serves a read locally, or on the leader after it verified its
+// leadership when c is READ_CONSISTENCY_LEADER.
+func read[Resp any](ctx context.Context, a *API, c deployv1.ReadConsistency, local func() (Resp, error), forward func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	if c != deployv1.ReadConsistency_READ_CONSISTENCY_LEADER {
+		resp, err := local()
+		return resp, toStatus(err)
+	}
+	return onLeader(ctx, a, func(ctx context.Context) (Resp, error) {
+		var zero Resp
+		if err := a.raft.VerifyLeader(ctx); err != nil {
+			return zero, err
+		}
+		return local()
+	}, forward)
+}
+
+func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) (*deployv1.DeployResponse, error) {
+	if vs := spec.Validate(req.GetSpec()); len(vs) > 0 {
+		return nil, rpc.InvalidArgument("spec", vs)
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.DeployResponse, error) {
+		rid := req.GetRequestId()
+		if rid == "" {
+			rid = newRequestID()
+		}
+		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{
+			Spec: spec.Normalize(req.GetSpec()), RequestId: rid, Supersede: req.GetSupersede(),
+			CreatedBy: req.GetCreatedBy(), Reason: req.GetReason(),
+		}}})
+		if err != nil {
+			return nil, err
+		}
+		return &deployv1.DeployResponse{Release: res.Release, Rollout: res.Rollout, Replayed: res.Replayed}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.DeployResponse, error) {
+		return deployv1.NewDeployServiceClient(c).Deploy(ctx, req)
+	})
+}
+
+func (s *deployServer) RollbackService(ctx context.Context, req *deployv1.RollbackServiceRequest) (*deployv1.RollbackServiceResponse, error) {
+	if req.GetService() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "service", Description: "is required"}})
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.RollbackServiceResponse, error) {
+		rid := req.GetRequestId()
+		if rid == "" {
+			rid = newRequestID()
+		}
+		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Rollback{Rollback: &statev1.RollbackOp{
+			Service: req.GetService(), ToRelease: req.GetToRelease(), RequestId: rid,
+			Supersede: req.GetSupersede(), By: req.GetBy(), Reason: req.GetReason(),
+		}}})
+		if err != nil {
+			return nil, err
+		}
+		return &deployv1.RollbackServiceResponse{Release: res.Release, Rollout: res.Rollout, Replayed: res.Replayed}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.RollbackServiceResponse, error) {
+		return deployv1.NewDeployServiceClient(c).RollbackService(ctx, req)
+	})
+}
+
+// command records an operator command on rollout id.
+func (s *deployServer) command(ctx context.Context, op *statev1.OperatorOp, forward func(context.Context, *grpc.ClientConn) (*deployv1.Rollout, error)) (*deployv1.Rollout, error) {
+	if op.GetRolloutId() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
+	}
+	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.Rollout, error) {
+		res, err := apply[state.RolloutResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Operator{Operator: op}})
+		if err != nil {
+			return nil, err
+		}
+		return res.Rollout, nil
+	}, forward)
+}
+
+func (s *deployServer) PromoteRollout(ctx context.Context, req *deployv1.PromoteRolloutRequest) (*deployv1.PromoteRolloutResponse, error) {
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_PROMOTE, Full: req.GetFull(), By: req.GetBy(), Reason: req.GetReason()},
+		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
+			resp, err := deployv1.NewDeployServiceClient(c).PromoteRollout(ctx, req)
+			return resp.GetRollout(), err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &deployv1.PromoteRolloutResponse{Rollout: r}, nil
+}
+
+func (s *deployServer) PauseRollout(ctx context.Context, req *deployv1.PauseRolloutRequest) (*deployv1.PauseRolloutResponse, error) {
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_PAUSE, By: req.GetBy(), Reason: req.GetReason()},
+		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
+			resp, err := deployv1.NewDeployServiceClient(c).PauseRollout(ctx, req)
+			return resp.GetRollout(), err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &deployv1.PauseRolloutResponse{Rollout: r}, nil
+}
+
+func (s *deployServer) ResumeRollout(ctx context.Context, req *deployv1.ResumeRolloutRequest) (*deployv1.ResumeRolloutResponse, error) {
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_RESUME, By: req.GetBy(), Reason: req.GetReason()},
+		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
+			resp, err := deployv1.NewDeployServiceClient(c).ResumeRollout(ctx, req)
+			return resp.GetRollout(), err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &deployv1.ResumeRolloutResponse{Rollout: r}, nil
+}
+
+func (s *deployServer) AbortRollout(ctx context.Context, req *deployv1.AbortRolloutRequest) (*deployv1.AbortRolloutResponse, error) {
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_ABORT, By: req.GetBy(), Reason: req.GetReason()},
+		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
+			resp, err := deployv1.NewDeployServiceClient(c).AbortRollout(ctx, req)
+			return resp.GetRollout(), err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &deployv1.AbortRolloutResponse{Rollout: r}, nil
+}
+
+func (s *deployServer) GetRollout(ctx context.Context, req *deployv1.GetRolloutRequest) (*deployv1.GetRolloutResponse, error) {
+	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.GetRolloutResponse, error) {
+		r, err := s.a.fsm.Rollout(req.GetId())
+		if err != nil {
+			return nil, err
+		}
+		return &deployv1.GetRolloutResponse{Rollout: r}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.GetRolloutResponse, error) {
+		return deployv1.NewDeployServiceClient(c).GetRollout(ctx, req)
+	})
+}
+
+func (s *deployServer) ListRollouts(ctx context.Context, req *deployv1.ListRolloutsRequest) (*deployv1.ListRolloutsResponse, error) {
+	if req.GetLimit() < 0 {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "limit", Description: "must not be negative"}})
+	}
+	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.ListRolloutsResponse, error) {
+		limit := int(req.GetLimit())
+		if limit == 0 {
+			limit = defaultRolloutLimit
+		}
+		return &deployv1.ListRolloutsResponse{Rollouts: s.a.fsm.Rollouts(req.GetService(), req.GetActiveOnly(), limit)}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.ListRolloutsResponse, error) {
+		return deployv1.NewDeployServiceClient(c).ListRollouts(ctx, req)
+	})
+}
+
+func (s *deployServer) GetService(ctx context.Context, req *deployv1.GetServiceRequest) (*deployv1.GetServiceResponse, error) {
+	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.GetServiceResponse, error) {
+		svc, err := s.a.fsm.Service(req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		return &deployv1.GetServiceResponse{Service: svc}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.GetServiceResponse, error) {
+		return deployv1.NewDeployServiceClient(c).GetService(ctx, req)
+	})
+}
+
+func (s *deployServer) ListServices(ctx context.Context, req *deployv1.ListServicesRequest) (*deployv1.ListServicesResponse, error) {
+	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.ListServicesResponse, error) {
+		return &deployv1.ListServicesResponse{Services: s.a.fsm.Services()}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.ListServicesResponse, error) {
+		return deployv1.NewDeployServiceClient(c).ListServices(ctx, req)
+	})
+}
+
+func (s *deployServer) ListReleases(ctx context.Context, req *deployv1.ListReleasesRequest) (*deployv1.ListReleasesResponse, error) {
+	if req.GetLimit() < 0 {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "limit", Description: "must not be negative"}})
+	}
+	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.ListReleasesResponse, error) {
+		rels, audit, err := s.a.fsm.Releases(req.GetService(), int(req.GetLimit()))
+		if err != nil {
+			return nil, err
+		}
+		return &deployv1.ListReleasesResponse{Releases: rels, Audit: audit}, nil
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.ListReleasesResponse, error) {
+		return deployv1.NewDeployServiceClient(c).ListReleases(ctx, req)
+	})
+}
+
+// WatchRollout streams the rollout's events from the local state: every
+// recorded event after from_index, then new ones as they are applied, until
+// the rollout is final and every event was sent.
+func (s *deployServer) WatchRollout(req *deployv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[deployv1.WatchRolloutResponse]) error {
+	ctx := stream.Context()
+	from := req.GetFromIndex()
+	for {
+		evs, err := s.a.fsm.EventsAfter(req.GetId(), from)
+		if err != nil {
+			return toStatus(err)
+		}
+		for _, ev := range evs.Events {
+			if err := stream.Send(&deployv1.WatchRolloutResponse{Event: ev, Rollout: evs.Rollout}); err != nil {
+				return err
+			}
+			from = ev.GetIndex()
+		}
+		if evs.Final {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return toStatus(ctx.Err())
+		case <-evs.Changed:
+		}
+	}
+}

@@ -1,0 +1,372 @@
+// Package raftnode runs the coordinator's hashicorp/raft instance: bolt log
+// and stable stores, file snapshots, the TCP transport, and Apply with the
+// leader's clock stamped on every entry.
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"slipway.dev/coordinator/state"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// ErrNotLeader: this node is not the leader (or lost leadership while the
+// entry was in flight, in which case it may or may not have been committed:
+// retry with the same request_id).
+var ErrNotLeader = errors.New("raftnode: not the leader")
+
+// defaultApplyTimeout bounds an Apply whose context has no deadline.
+const defaultApplyTimeout = 10 * time.Second
+
+// Config configures a Node.
+type Config struct {
+	// ID is the raft server id.
+	ID string
+	// DataDir holds raft.db and snapshots/. Empty keeps everything in memory
+	// (tests).
+	DataDir string
+	// BindAddr is the raft TCP listen address; ignored when Transport is set.
+	BindAddr string
+	// Advertise is the raft address other servers dial; empty means BindAddr.
+	Advertise string
+	// Transport replaces the TCP transport (raft.InmemTransport in tests).
+	Transport raft.Transport
+	// Logger receives raft's logs at LogLevel in LogFormat.
+	Logger *slog.Logger
+	// LogLevel is "debug", "info", "warn" or "error"; default "warn".
+	LogLevel string
+	// LogJSON writes raft's logs as JSON.
+	LogJSON bool
+	// LogOutput is where raft's own logger writes; default stderr.
+	LogOutput io.Writer
+	// Registerer receives the raft metrics; nil means none.
+	Registerer prometheus.Registerer
+	// Tune, when set, adjusts the raft configuration (timeouts in tests).
+	Tune func(*raft.Config)
+}
+
+// Server is one member of the raft configuration.
+type Server struct {
+	// ID is the raft server id.
+	ID string
+	// Address is its raft address.
+	Address string
+	// Voter is true for voters.
+	Voter bool
+}
+
+// Status is this node's view of the cluster.
+type Status struct {
+	// Servers is the raft configuration, sorted by id.
+	Servers []Server
+	// LeaderID is the leader's id, empty if unknown.
+	LeaderID string
+	// Term, CommitIndex and AppliedIndex are this node's raft indexes.
+	Term, CommitIndex, AppliedIndex uint64
+}
+
+// Node is a running raft member applying entries to a state.FSM.
+type Node struct {
+	id        string
+	addr      string
+	raft      *raft.Raft
+	fsm       *state.FSM
+	hasState  bool
+	closers   []io.Closer
+	transport raft.Transport
+	applies   *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+// New starts raft for fsm. It neither bootstraps nor joins: see Bootstrap.
+func New(cfg Config, fsm *state.FSM) (*Node, error) {
+	if cfg.ID == "" {
+		return nil, errors.New("raftnode: id is empty")
+	}
+	out := cfg.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	level := cfg.LogLevel
+	if level == "" {
+		level = "warn"
+	}
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.LevelFromString(level), Output: out, JSONFormat: cfg.LogJSON})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hl
+	if cfg.Tune != nil {
+		cfg.Tune(rc)
+	}
+	n := &Node{id: cfg.ID, fsm: fsm}
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.DataDir == "" {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("raftnode: data dir: %w", err)
+		}
+		bolt, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+		if err != nil {
+			return nil, fmt.Errorf("raftnode: open %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+		}
+		n.closers = append(n.closers, bolt)
+		fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl)
+		if err != nil {
+			n.closeAll()
+			return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
+		}
+		logs, stable, snaps = bolt, bolt, fss
+	}
+
+	trans := cfg.Transport
+	if trans == nil {
+		adv := cfg.Advertise
+		if adv == "" {
+			adv = cfg.BindAddr
+		}
+		advAddr, err := net.ResolveTCPAddr("tcp", adv)
+		if err != nil {
+			n.closeAll()
+			return nil, fmt.Errorf("raftnode: advertise address %q: %w", adv, err)
+		}
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advAddr, 3, 10*time.Second, hl)
+		if err != nil {
+			n.closeAll()
+			return nil, fmt.Errorf("raftnode: raft transport on %s: %w", cfg.BindAddr, err)
+		}
+		n.closers = append(n.closers, tcp)
+		trans = tcp
+	}
+	n.transport = trans
+	n.addr = string(trans.LocalAddr())
+
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		n.closeAll()
+		return nil, fmt.Errorf("raftnode: inspect state: %w", err)
+	}
+	n.hasState = has
+	r, err := raft.NewRaft(rc, fsm, logs, stable, snaps, trans)
+	if err != nil {
+		n.closeAll()
+		return nil, fmt.Errorf("raftnode: start raft: %w", err)
+	}
+	n.raft = r
+	n.registerMetrics(cfg.Registerer)
+	return n, nil
+}
+
+func (n *Node) registerMetrics(reg prometheus.Registerer) {
+	n.applies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "slipway", Subsystem: "coordinator", Name: "raft_applies_total",
+		Help: "Entries proposed through raft by this node, by result (ok, rejected: committed but refused by the FSM, error: not committed).",
+	}, []string{"result"})
+	n.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "slipway", Subsystem: "coordinator", Name: "raft_apply_seconds",
+		Help:    "Time from proposing an entry to its application on the leader.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+	})
+	stateGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "slipway", Subsystem: "coordinator", Name: "raft_state",
+		Help: "This node's raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
+	}, func() float64 { return float64(n.raft.State()) })
+	if reg != nil {
+		reg.MustRegister(n.applies, n.latency, stateGauge)
+	}
+}
+
+func (n *Node) closeAll() {
+	for _, c := range n.closers {
+		_ = c.Close()
+	}
+}
+
+// ID is this node's raft id.
+func (n *Node) ID() string { return n.id }
+
+// Addr is this node's advertised raft address.
+func (n *Node) Addr() string { return n.addr }
+
+// HadState reports whether the node found raft state on disk at start (it
+// was bootstrapped or joined before).
+func (n *Node) HadState() bool { return n.hasState }
+
+// Bootstrap makes servers the initial configuration. Every server of a new
+// cluster may call it with the identical list; it fails with
+// raft.ErrCantBootstrap once the node has state.
+func (n *Node) Bootstrap(servers []Server) error {
+	cfg := raft.Configuration{}
+	for _, s := range servers {
+		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address)})
+	}
+	if err := n.raft.BootstrapCluster(cfg).Error(); err != nil {
+		return fmt.Errorf("raftnode: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the leader's id and raft address as this node knows them.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+func timeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return defaultApplyTimeout
+}
+
+func notLeader(err error) error {
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown) {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
+}
+
+// Apply stamps cmd with the schema version and the leader's clock, commits it
+// and returns the FSM's response. A response that is an error (a domain
+// error of package state) is returned as the error.
+func (n *Node) Apply(ctx context.Context, cmd *statev1.Command) (any, error) {
+	cmd.Version = state.CurrentVersion
+	cmd.At = timestamppb.Now()
+	b, err := state.EncodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	fut := n.raft.Apply(b, timeout(ctx))
+	if err := fut.Error(); err != nil {
+		n.applies.WithLabelValues("error").Inc()
+		return nil, fmt.Errorf("raftnode: apply: %w", notLeader(err))
+	}
+	n.latency.Observe(time.Since(start).Seconds())
+	resp := fut.Response()
+	if err, ok := resp.(error); ok {
+		n.applies.WithLabelValues("rejected").Inc()
+		return nil, err
+	}
+	n.applies.WithLabelValues("ok").Inc()
+	return resp, nil
+}
+
+// VerifyLeader confirms with a quorum that this node still leads, so a read
+// of the local state reflects every acknowledged write.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return fmt.Errorf("raftnode: verify leader: %w", notLeader(err))
+	}
+	// VerifyLeader does not wait for the FSM: make sure everything committed
+	// before the read is applied.
+	if err := n.raft.Barrier(timeout(ctx)).Error(); err != nil {
+		return fmt.Errorf("raftnode: barrier: %w", notLeader(err))
+	}
+	return nil
+}
+
+// AddServer adds a voter (or non-voter) to the configuration; leader only.
+func (n *Node) AddServer(ctx context.Context, s Server) error {
+	var fut raft.IndexFuture
+	if s.Voter {
+		fut = n.raft.AddVoter(raft.ServerID(s.ID), raft.ServerAddress(s.Address), 0, timeout(ctx))
+	} else {
+		fut = n.raft.AddNonvoter(raft.ServerID(s.ID), raft.ServerAddress(s.Address), 0, timeout(ctx))
+	}
+	if err := fut.Error(); err != nil {
+		return fmt.Errorf("raftnode: add %s at %s: %w", s.ID, s.Address, notLeader(err))
+	}
+	return nil
+}
+
+// RemoveServer removes a server from the configuration; leader only.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, timeout(ctx)).Error(); err != nil {
+		return fmt.Errorf("raftnode: remove %s: %w", id, notLeader(err))
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to id (any voter when empty) and
+// waits until this node has stepped down; leader only.
+func (n *Node) TransferLeadership(ctx context.Context, id string) error {
+	var fut raft.Future
+	if id == "" {
+		fut = n.raft.LeadershipTransfer()
+	} else {
+		st, err := n.Status()
+		if err != nil {
+			return err
+		}
+		addr := ""
+		for _, s := range st.Servers {
+			if s.ID == id {
+				addr = s.Address
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("raftnode: transfer to %q: no such server: %w", id, state.ErrNotFound)
+		}
+		fut = n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	}
+	if err := fut.Error(); err != nil {
+		return fmt.Errorf("raftnode: transfer leadership: %w", notLeader(err))
+	}
+	return nil
+}
+
+// Status returns the configuration and this node's indexes.
+func (n *Node) Status() (Status, error) {
+	fut := n.raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return Status{}, fmt.Errorf("raftnode: configuration: %w", err)
+	}
+	st := Status{CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex()}
+	st.Term, _ = strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
+	st.LeaderID, _ = n.Leader()
+	for _, s := range fut.Configuration().Servers {
+		st.Servers = append(st.Servers, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	sort.Slice(st.Servers, func(i, j int) bool { return st.Servers[i].ID < st.Servers[j].ID })
+	return st, nil
+}
+
+// Shutdown stops raft and closes the stores and transport.
+func (n *Node) Shutdown() error {
+	err := n.raft.Shutdown().Error()
+	n.closeAll()
+	if err != nil {
+		return fmt.Errorf("raftnode: shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,348 @@
+// Package server wires a coordinator together: raft node, FSM, gRPC API,
+// metrics, cluster formation (bootstrap, bootstrap-expect, join) and
+// graceful shutdown.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"slipway.dev/coordinator/grpcapi"
+	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/telemetry"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// deployServiceName is the health-service name reported NOT_SERVING while
+// no leader is known.
+const deployServiceName = "slipway.deploy.v1.DeployService"
+
+// Config is a coordinator's configuration.
+type Config struct {
+	// ID is the raft server id; unique in the cluster.
+	ID string
+	// DataDir holds the raft log, stable store and snapshots.
+	DataDir string
+	// GRPCAddr is the gRPC listen address.
+	GRPCAddr string
+	// RaftAddr is the raft TCP listen address.
+	RaftAddr string
+	// Advertise is the host (or IP) other coordinators use to reach this one;
+	// empty means the listen host, or 127.0.0.1 when that is unspecified.
+	Advertise string
+	// Bootstrap makes a new single-node cluster when there is no state.
+	Bootstrap bool
+	// BootstrapExpect, with Join, forms a new cluster of that many servers.
+	BootstrapExpect int
+	// Join lists gRPC addresses of other coordinators.
+	Join []string
+	// MetricsAddr serves /metrics when set.
+	MetricsAddr string
+	// Logger receives the coordinator's logs.
+	Logger *slog.Logger
+	// LogLevel and LogJSON configure raft's own logger.
+	LogLevel string
+	// LogJSON writes raft's logs as JSON.
+	LogJSON bool
+	// LogOutput is where raft's logger writes; default stderr.
+	LogOutput io.Writer
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("id: is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: is required"))
+	}
+	if c.Bootstrap && c.BootstrapExpect > 0 {
+		errs = append(errs, errors.New("bootstrap: cannot be combined with bootstrap-expect"))
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, errors.New("bootstrap-expect: must not be negative"))
+	}
+	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
+		errs = append(errs, errors.New("join: is required with bootstrap-expect > 1 (the other servers' gRPC addresses)"))
+	}
+	return errors.Join(errs...)
+}
+
+// advertised returns host:port with host replaced by adv when set, or by
+// 127.0.0.1 when the bound host is unspecified.
+func advertised(bound, adv string) (string, error) {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", bound, err)
+	}
+	switch {
+	case adv != "":
+		host = adv
+	case host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified():
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// Run runs a coordinator until ctx ends, then shuts it down gracefully:
+// leadership is handed over first when this node leads.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("server: config: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("id", cfg.ID)
+	reg := telemetry.NewRegistry()
+	ms, err := telemetry.ServeMetrics(cfg.MetricsAddr, reg, logger)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	defer ms.Close(context.Background())
+
+	lis, err := rpc.Listen(cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	grpcAdv, err := advertised(lis.Addr().String(), cfg.Advertise)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("server: grpc %w", err)
+	}
+	raftAdv, err := advertised(cfg.RaftAddr, cfg.Advertise)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("server: raft %w", err)
+	}
+
+	fsm := state.New()
+	node, err := raftnode.New(raftnode.Config{
+		ID: cfg.ID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Advertise: raftAdv,
+		Logger: logger, LogLevel: cfg.LogLevel, LogJSON: cfg.LogJSON, LogOutput: cfg.LogOutput, Registerer: reg,
+	}, fsm)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("server: %w", err)
+	}
+	api := grpcapi.New(node, fsm, grpcAdv, logger)
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg})
+	api.Register(srv)
+	srv.SetServing(deployServiceName, false)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr())
+
+	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger}
+	loops, cancelLoops := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { c.form(loops); done <- struct{}{} }()
+	go func() { c.watchLeader(loops); done <- struct{}{} }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("server: grpc serve: %w", err)
+	}
+	cancelLoops()
+	<-done
+	<-done
+	c.shutdown()
+	return runErr
+}
+
+type coordinator struct {
+	cfg    Config
+	node   *raftnode.Node
+	fsm    *state.FSM
+	api    *grpcapi.API
+	srv    *rpc.Server
+	logger *slog.Logger
+}
+
+func (c *coordinator) shutdown() {
+	if c.node.IsLeader() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.node.TransferLeadership(ctx, ""); err != nil {
+			c.logger.Warn("leadership transfer on shutdown failed", "err", err)
+		} else {
+			id, _ := c.node.Leader()
+			c.logger.Info("leadership transferred on shutdown", "to", id)
+		}
+		cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c.srv.Shutdown(ctx)
+	cancel()
+	c.api.Close()
+	if err := c.node.Shutdown(); err != nil {
+		c.logger.Warn("raft shutdown", "err", err)
+	}
+	c.logger.Info("coordinator stopped")
+}
+
+// watchLeader keeps the health service in step with leadership and, on the
+// leader, registers this node's gRPC address in the replicated state so that
+// followers can forward writes to it.
+func (c *coordinator) watchLeader(ctx context.Context) {
+	self := c.api.Self()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	serving := false
+	for {
+		id, _ := c.node.Leader()
+		if (id != "") != serving {
+			serving = id != ""
+			c.srv.SetServing(deployServiceName, serving)
+			c.logger.Info("leader changed", "leader", id, "self_leads", id == self.GetId())
+		}
+		if c.node.IsLeader() {
+			if p, ok := c.fsm.Peer(self.GetId()); !ok || p.GetGrpcAddress() != self.GetGrpcAddress() || p.GetRaftAddress() != self.GetRaftAddress() {
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := c.node.Apply(actx, &statev1.Command{Op: &statev1.Command_RegisterPeer{RegisterPeer: &statev1.RegisterPeerOp{Peer: self}}})
+				cancel()
+				if err != nil {
+					c.logger.Debug("register own address", "err", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// form brings a node without raft state into a cluster:
+//   - -bootstrap: a single-node cluster of itself;
+//   - -join without -bootstrap-expect: asks the listed coordinators, in
+//     turn, to add it (a follower forwards the request to its leader);
+//   - -bootstrap-expect N -join ...: asks every listed coordinator who it
+//     is; as soon as one of them belongs to a cluster it joins that one,
+//     and once N servers without state (itself included) answer, it
+//     bootstraps all N as voters. Every server computes the same sorted
+//     list, and identical bootstrap configurations are safe in raft.
+//
+// A node with state restarts as the member it was and does nothing here.
+func (c *coordinator) form(ctx context.Context) {
+	if c.node.HadState() {
+		return
+	}
+	self := c.api.Self()
+	if c.cfg.Bootstrap || c.cfg.BootstrapExpect == 1 {
+		if err := c.node.Bootstrap([]raftnode.Server{{ID: self.GetId(), Address: self.GetRaftAddress(), Voter: true}}); err != nil {
+			c.logger.Error("bootstrap", "err", err)
+		}
+		return
+	}
+	if len(c.cfg.Join) == 0 {
+		c.logger.Info("no state, no -bootstrap and no -join: waiting to be added with ClusterService.AddPeer")
+		return
+	}
+	for {
+		if id, _ := c.node.Leader(); id != "" {
+			return // added by someone (or bootstrapped by the others)
+		}
+		if c.tryForm(ctx, self) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// tryForm makes one attempt to join or bootstrap; true means done.
+func (c *coordinator) tryForm(ctx context.Context, self *statev1.PeerAddress) bool {
+	servers := map[string]raftnode.Server{self.GetId(): {ID: self.GetId(), Address: self.GetRaftAddress(), Voter: true}}
+	var inCluster []string
+	for _, addr := range c.cfg.Join {
+		if addr == self.GetGrpcAddress() {
+			continue
+		}
+		info, err := c.peerInfo(ctx, addr)
+		if err != nil {
+			c.logger.Debug("join: peer not reachable yet", "addr", addr, "err", err)
+			continue
+		}
+		if info.GetPeer().GetId() == self.GetId() {
+			continue
+		}
+		if info.GetHasState() || c.cfg.BootstrapExpect == 0 {
+			inCluster = append(inCluster, addr)
+		}
+		servers[info.GetPeer().GetId()] = raftnode.Server{ID: info.GetPeer().GetId(), Address: info.GetPeer().GetRaftAddress(), Voter: true}
+	}
+	for _, addr := range inCluster {
+		if err := c.join(ctx, addr, self); err != nil {
+			c.logger.Info("join failed, will retry", "via", addr, "err", err)
+			continue
+		}
+		c.logger.Info("joined cluster", "via", addr)
+		return true
+	}
+	if c.cfg.BootstrapExpect > 1 && len(inCluster) == 0 && len(servers) >= c.cfg.BootstrapExpect {
+		list := make([]raftnode.Server, 0, len(servers))
+		for _, s := range servers {
+			list = append(list, s)
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+		if len(list) > c.cfg.BootstrapExpect {
+			c.logger.Warn("more servers answered than -bootstrap-expect; bootstrapping all of them", "expect", c.cfg.BootstrapExpect, "found", len(list))
+		}
+		if err := c.node.Bootstrap(list); err != nil {
+			c.logger.Error("bootstrap", "err", err)
+		} else {
+			c.logger.Info("bootstrapped cluster", "servers", len(list))
+		}
+		return true
+	}
+	return false
+}
+
+func (c *coordinator) peerInfo(ctx context.Context, addr string) (*statev1.GetPeerInfoResponse, error) {
+	conn, err := rpc.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return statev1.NewInternalServiceClient(conn).GetPeerInfo(cctx, &statev1.GetPeerInfoRequest{})
+}
+
+func (c *coordinator) join(ctx context.Context, addr string, self *statev1.PeerAddress) error {
+	conn, err := rpc.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	_, err = statev1.NewInternalServiceClient(conn).Join(cctx, &statev1.JoinRequest{Peer: self})
+	return err
+}
+
+// DefaultID is the default raft id: the host name.
+func DefaultID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "coordinator-" + strconv.Itoa(os.Getpid())
+	}
+	return h
+}
