@@ -85,6 +85,7 @@ type run struct {
 func (r *run) step() {
 	r.flush()
 	if Terminal(r.s.Phase) {
+		r.commands() // recorded as ignored
 		return
 	}
 	if r.s.Phase == phasePending || r.s.Phase == deployv1.RolloutState_ROLLOUT_STATE_UNSPECIFIED {

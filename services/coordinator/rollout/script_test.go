@@ -35,6 +35,7 @@ import (
 //	tick <duration>
 //	ack [gen=N]                   edges acknowledge generation N (default: latest)
 //	promote [full] | pause | resume | abort   operator commands
+//	lose <id>                     the instance vanishes (its node went away)
 //	step                          Step with nothing changed
 //
 // Assertions (on the last Step's plan, or on the state):
@@ -195,6 +196,12 @@ func (w *world) exec(f []string) error {
 			}
 		}
 		w.cmds = append(w.cmds, c)
+		return w.step()
+	case "lose":
+		if len(args) != 1 || w.instances[args[0]] == nil {
+			return fmt.Errorf("usage: lose <existing instance id>")
+		}
+		delete(w.instances, args[0])
 		return w.step()
 	case "step":
 		return w.step()
