@@ -1,0 +1,317 @@
+// Package command implements slipctl's commands: flags, help, calls to the
+// coordinator's API and their output.
+package command
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	"slipway.dev/slipctl/exitcode"
+	"slipway.dev/slipctl/render"
+)
+
+// DefaultAddr is the coordinator address used without --addr or SLIPWAY_ADDR.
+const DefaultAddr = "localhost:7400"
+
+// Env is what a run of slipctl sees of the world.
+type Env struct {
+	// Stdout receives results; Stderr receives errors and notes.
+	Stdout, Stderr io.Writer
+	// Getenv reads environment variables.
+	Getenv func(string) string
+	// Terminal is true when Stdout is a terminal: live progress is drawn.
+	Terminal bool
+	// Now is the clock.
+	Now func() time.Time
+}
+
+// globals are the flags every command accepts.
+type globals struct {
+	addr    string
+	output  string
+	timeout time.Duration
+	by      string
+}
+
+// app is one run of slipctl.
+type app struct {
+	env  Env
+	g    globals
+	conn *grpc.ClientConn
+}
+
+// command is one slipctl command or group of subcommands.
+type command struct {
+	name     string
+	args     string // e.g. "SERVICE"
+	summary  string
+	help     string // long description, flags and examples follow
+	examples string
+	flags    func(fs *flag.FlagSet, o *opts)
+	run      func(ctx context.Context, a *app, o *opts, args []string) error
+	subs     []*command
+	// minArgs and maxArgs bound the positional arguments.
+	minArgs, maxArgs int
+}
+
+// opts holds every command-specific flag.
+type opts struct {
+	file, requestID, reason, service string
+	supersede, wait, full, active    bool
+	disable, nonVoter                bool
+	to                               uint64
+	limit                            int
+	leaderRead                       bool
+}
+
+func addGlobals(fs *flag.FlagSet, g *globals, env Env) {
+	addr := env.Getenv("SLIPWAY_ADDR")
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	if g.addr == "" {
+		g.addr = addr
+	}
+	if g.output == "" {
+		g.output = "text"
+	}
+	if g.timeout == 0 {
+		g.timeout = 30 * time.Second
+	}
+	if g.by == "" {
+		g.by = defaultActor(env)
+	}
+	fs.StringVar(&g.addr, "addr", g.addr, "coordinator gRPC `address` (env SLIPWAY_ADDR)")
+	fs.StringVar(&g.output, "o", g.output, "output `format`: text (for people) or json (protojson of the response, for scripts)")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call to the coordinator")
+	fs.StringVar(&g.by, "by", g.by, "who is asking, recorded in the audit trail (env SLIPWAY_ACTOR, default $USER)")
+}
+
+func defaultActor(env Env) string {
+	if a := env.Getenv("SLIPWAY_ACTOR"); a != "" {
+		return a
+	}
+	if u := env.Getenv("USER"); u != "" {
+		return u
+	}
+	return "slipctl"
+}
+
+// Main runs slipctl with args (without the program name) and returns the
+// exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	a := &app{env: env}
+	defer func() {
+		if a.conn != nil {
+			a.conn.Close()
+		}
+	}()
+	err := a.dispatch(ctx, root(), args, "slipctl")
+	if errors.Is(err, flag.ErrHelp) {
+		return exitcode.OK
+	}
+	if err != nil {
+		render.Error(env.Stderr, err)
+	}
+	return exitcode.FromError(err)
+}
+
+// dispatch parses the flags of cmd and runs it or one of its subcommands.
+func (a *app) dispatch(ctx context.Context, cmd *command, args []string, path string) error {
+	fs := flag.NewFlagSet(path, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o := &opts{}
+	addGlobals(fs, &a.g, a.env)
+	if cmd.flags != nil {
+		cmd.flags(fs, o)
+	}
+	var pos []string
+	var err error
+	if cmd.subs != nil {
+		// Flags may come before the subcommand; the rest is the subcommand's.
+		err = fs.Parse(args)
+		pos = fs.Args()
+	} else {
+		pos, err = parseInterleaved(fs, args)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		a.help(cmd, fs, path)
+		return flag.ErrHelp
+	}
+	if err != nil {
+		return exitcode.Usagef("%s: %v (see %s --help)", path, err, path)
+	}
+	if a.g.output != "text" && a.g.output != "json" {
+		return exitcode.Usagef("%s: -o must be text or json, got %q", path, a.g.output)
+	}
+	if cmd.subs != nil {
+		if len(pos) == 0 {
+			return exitcode.Usagef("%s: missing command (see %s --help)", path, path)
+		}
+		if pos[0] == "help" {
+			if len(pos) > 1 {
+				return a.dispatch(ctx, cmd, append(pos[1:], "--help"), path)
+			}
+			a.help(cmd, fs, path)
+			return flag.ErrHelp
+		}
+		for _, sub := range cmd.subs {
+			if sub.name == pos[0] {
+				return a.dispatch(ctx, sub, pos[1:], path+" "+sub.name)
+			}
+		}
+		return exitcode.Usagef("%s: unknown command %q (see %s --help)", path, pos[0], path)
+	}
+	if len(pos) < cmd.minArgs || len(pos) > cmd.maxArgs {
+		return exitcode.Usagef("usage: %s %s (see %s --help)", path, cmd.args, path)
+	}
+	return cmd.run(ctx, a, o, pos)
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, and returns the positional arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// After "--" everything is positional.
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func (a *app) help(cmd *command, fs *flag.FlagSet, path string) {
+	w := a.env.Stdout
+	if cmd.subs != nil {
+		fmt.Fprintf(w, "Usage: %s [flags] COMMAND [args]\n\n%s\n\nCommands:\n", path, strings.TrimSpace(cmd.help))
+		for _, sub := range cmd.subs {
+			fmt.Fprintf(w, "  %-34s %s\n", strings.TrimSpace(sub.name+" "+sub.args), sub.summary)
+		}
+		fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags and examples.\n", path)
+	} else {
+		fmt.Fprintf(w, "Usage: %s\n\n%s\n", strings.TrimSpace(path+" [flags] "+cmd.args), strings.TrimSpace(cmd.help))
+	}
+	fmt.Fprintf(w, "\nFlags:\n")
+	printFlags(w, fs)
+	fmt.Fprintf(w, "\nEnvironment:\n  SLIPWAY_ADDR   coordinator address (default %s); --addr overrides it\n  SLIPWAY_ACTOR  name recorded in the audit trail (default $USER); --by overrides it\n", DefaultAddr)
+	if cmd.examples != "" {
+		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(cmd.examples, "\n"))
+	}
+	fmt.Fprintf(w, "\n%s\n", exitcode.Help)
+}
+
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	var fl []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { fl = append(fl, f) })
+	sort.Slice(fl, func(i, j int) bool { return fl[i].Name < fl[j].Name })
+	for _, f := range fl {
+		name, usage := flag.UnquoteUsage(f)
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		left := dash + f.Name
+		if name != "" {
+			left += " " + name
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  %-22s %s%s\n", left, usage, def)
+	}
+}
+
+// client returns the connection to the coordinator, dialling it once.
+func (a *app) client() (*grpc.ClientConn, error) {
+	if a.conn != nil {
+		return a.conn, nil
+	}
+	conn, err := grpc.NewClient(a.g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, exitcode.Usagef("bad coordinator address %q: %v", a.g.addr, err)
+	}
+	a.conn = conn
+	return conn, nil
+}
+
+func (a *app) deploy() (deployv1.DeployServiceClient, error) {
+	conn, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	return deployv1.NewDeployServiceClient(conn), nil
+}
+
+func (a *app) cluster() (clusterv1.ClusterServiceClient, error) {
+	conn, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	return clusterv1.NewClusterServiceClient(conn), nil
+}
+
+// call runs one RPC under the --timeout deadline.
+func call[Req, Resp any](ctx context.Context, a *app, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.g.timeout)
+	defer cancel()
+	return fn(ctx, req)
+}
+
+// show prints resp as JSON with -o json, or with text otherwise.
+func (a *app) show(resp proto.Message, text func(io.Writer) error) error {
+	if a.g.output == "json" {
+		return render.JSON(a.env.Stdout, resp)
+	}
+	return text(a.env.Stdout)
+}
+
+// showLine is show with JSON on one line, for output followed by a stream.
+func (a *app) showLine(resp proto.Message, text func(io.Writer) error) error {
+	if a.g.output == "json" {
+		return render.JSONLine(a.env.Stdout, resp)
+	}
+	return text(a.env.Stdout)
+}
+
+// note prints a line for people on stderr.
+func (a *app) note(format string, args ...any) {
+	fmt.Fprintf(a.env.Stderr, format+"\n", args...)
+}
+
+// NewRequestID returns a fresh random request id.
+func NewRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "slipctl-" + hex.EncodeToString(b)
+}

@@ -1,0 +1,131 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	"slipway.dev/slipctl/exitcode"
+	"slipway.dev/slipctl/render"
+)
+
+// Final reports whether a rollout in state s has ended.
+func Final(s deployv1.RolloutState) bool {
+	switch s {
+	case deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, deployv1.RolloutState_ROLLOUT_STATE_FAILED,
+		deployv1.RolloutState_ROLLOUT_STATE_REVERTED, deployv1.RolloutState_ROLLOUT_STATE_ABORTED,
+		deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED:
+		return true
+	}
+	return false
+}
+
+// Outcome turns a rollout's final state into the command's result: nil
+// only for SUCCEEDED.
+func Outcome(r *deployv1.Rollout) error {
+	if r.GetState() == deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+		return nil
+	}
+	msg := ""
+	if r.GetMessage() != "" {
+		msg = ": " + r.GetMessage()
+	}
+	return exitcode.With(exitcode.Failed, fmt.Errorf("rollout %s ended %s%s", r.GetId(), render.State(r.GetState()), msg))
+}
+
+// watch follows rollout id until it ends, resuming a dropped stream from the
+// last event seen, and returns Outcome of its final state.
+func (a *app) watch(ctx context.Context, id string) error {
+	c, err := a.deploy()
+	if err != nil {
+		return err
+	}
+	json := a.g.output == "json"
+	// In JSON mode stdout carries only JSON lines; people's notes go to stderr.
+	notes := a.env.Stdout
+	if json {
+		notes = a.env.Stderr
+	}
+	p := render.NewProgress(notes, a.env.Terminal && !json, a.env.Now)
+	var (
+		last      *deployv1.Rollout
+		from      uint64
+		failingAt time.Time
+		backoff   = 100 * time.Millisecond
+	)
+	for {
+		err := a.follow(ctx, c, id, &from, func(resp *deployv1.WatchRolloutResponse) error {
+			failingAt = time.Time{}
+			backoff = 100 * time.Millisecond
+			if resp.GetRollout() != nil {
+				last = resp.GetRollout()
+			}
+			if json {
+				return render.JSONLine(a.env.Stdout, resp)
+			}
+			p.Event(resp)
+			return nil
+		})
+		if errors.Is(err, io.EOF) {
+			if last == nil || !Final(last.GetState()) {
+				// The stream ended early; ask for the rollout itself.
+				if resp, gerr := call(ctx, a, c.GetRollout, &deployv1.GetRolloutRequest{Id: id}); gerr == nil {
+					last = resp.GetRollout()
+				}
+			}
+			if last != nil && Final(last.GetState()) {
+				p.Done(last)
+				return Outcome(last)
+			}
+			err = status.Error(codes.Unavailable, "watch stream ended before the rollout did")
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("watch rollout %s: %w", id, ctx.Err())
+		}
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		now := a.env.Now()
+		if failingAt.IsZero() {
+			failingAt = now
+		} else if now.Sub(failingAt) > a.g.timeout {
+			return fmt.Errorf("watch rollout %s: no coordinator answered for %s: %w", id, a.g.timeout, err)
+		}
+		p.Note("watch interrupted (%s); resuming after event %d", status.Convert(err).Message(), from)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("watch rollout %s: %w", id, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// follow streams the rollout's events after *from to fn, advancing *from.
+// It returns io.EOF when the server ended the stream.
+func (a *app) follow(ctx context.Context, c deployv1.DeployServiceClient, id string, from *uint64, fn func(*deployv1.WatchRolloutResponse) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.WatchRollout(ctx, &deployv1.WatchRolloutRequest{Id: id, FromIndex: *from})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if idx := resp.GetEvent().GetIndex(); idx > *from {
+			*from = idx
+		}
+		if err := fn(resp); err != nil {
+			return err
+		}
+	}
+}

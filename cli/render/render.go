@@ -1,0 +1,439 @@
+// Package render prints API responses for people (aligned tables) and for
+// scripts (protojson).
+package render
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// JSON writes m as indented protojson, for scripts.
+func JSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// JSONLine writes m as protojson on one line, for streams (JSON lines).
+func JSONLine(w io.Writer, m proto.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// table is a tabwriter with the settings every table uses.
+func table(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+func row(tw io.Writer, cols ...string) {
+	for i, c := range cols {
+		if c == "" {
+			cols[i] = "-"
+		}
+	}
+	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+}
+
+// Time renders a timestamp in UTC, "-" when unset.
+func Time(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// Strategy renders a strategy as users write it: rolling, blue_green, canary.
+func Strategy(s deployv1.Strategy) string {
+	switch s {
+	case deployv1.Strategy_STRATEGY_UNSPECIFIED:
+		return "rolling"
+	default:
+		return strings.ToLower(strings.TrimPrefix(s.String(), "STRATEGY_"))
+	}
+}
+
+// State renders a rollout state, e.g. "RUNNING".
+func State(s deployv1.RolloutState) string {
+	return strings.TrimPrefix(s.String(), "ROLLOUT_STATE_")
+}
+
+// Weights renders release weights ordered by release number, e.g.
+// "r1=90% r2=10%".
+func Weights(w map[string]int32) string {
+	keys := sortedNumeric(w)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("r%s=%d%%", k, w[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+// Healthy renders healthy instance counts per release, e.g. "r2=3".
+func Healthy(h map[string]int32) string {
+	keys := sortedNumeric(h)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("r%s=%d", k, h[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func sortedNumeric(m map[string]int32) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, errA := strconv.ParseUint(keys[i], 10, 64)
+		b, errB := strconv.ParseUint(keys[j], 10, 64)
+		if errA == nil && errB == nil && a != b {
+			return a < b
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+func release(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	return "#" + strconv.FormatUint(n, 10)
+}
+
+// Deploy prints what a Deploy or a rollback created.
+func Deploy(w io.Writer, rel *deployv1.Release, ro *deployv1.Rollout, replayed bool) error {
+	verb := "created"
+	if replayed {
+		verb = "already created by this request id (replayed)"
+	}
+	from := "first release"
+	if ro.GetFromRelease() != 0 {
+		from = "from " + release(ro.GetFromRelease())
+	}
+	_, err := fmt.Fprintf(w, "release %s %s %s\nrollout %s %s (%s, %s to %s)\n",
+		rel.GetService(), release(rel.GetNumber()), verb,
+		ro.GetId(), State(ro.GetState()), Strategy(ro.GetStrategy()), from, release(ro.GetToRelease()))
+	return err
+}
+
+// Services prints services as a table.
+func Services(w io.Writer, ss []*deployv1.Service) error {
+	tw := table(w)
+	row(tw, "NAME", "LATEST", "STABLE", "ACTIVE ROLLOUT", "IMAGE", "COUNT", "STRATEGY", "UPDATED")
+	for _, s := range ss {
+		row(tw, s.GetName(), release(s.GetLatestRelease()), release(s.GetStableRelease()), s.GetActiveRollout(),
+			s.GetSpec().GetImage(), strconv.Itoa(int(s.GetSpec().GetCount())),
+			Strategy(s.GetSpec().GetUpdate().GetStrategy()), Time(s.GetUpdatedAt()))
+	}
+	return tw.Flush()
+}
+
+// Service prints one service.
+func Service(w io.Writer, s *deployv1.Service) error {
+	tw := table(w)
+	sp := s.GetSpec()
+	row(tw, "name:", s.GetName())
+	row(tw, "latest release:", release(s.GetLatestRelease()))
+	row(tw, "stable release:", release(s.GetStableRelease()))
+	row(tw, "active rollout:", s.GetActiveRollout())
+	row(tw, "image:", sp.GetImage())
+	row(tw, "count:", strconv.Itoa(int(sp.GetCount())))
+	row(tw, "port:", strconv.Itoa(int(sp.GetPort())))
+	route := sp.GetRoute().GetHost()
+	if route != "" {
+		route += sp.GetRoute().GetPath()
+	}
+	row(tw, "route:", route)
+	row(tw, "strategy:", Strategy(sp.GetUpdate().GetStrategy()))
+	row(tw, "updated:", Time(s.GetUpdatedAt()))
+	return tw.Flush()
+}
+
+// History prints a service's releases and audit trail.
+func History(w io.Writer, rels []*deployv1.Release, audit []*deployv1.AuditEvent) error {
+	tw := table(w)
+	row(tw, "RELEASE", "CREATED", "BY", "IMAGE", "STRATEGY", "ROLLBACK OF", "REASON")
+	for _, r := range rels {
+		row(tw, release(r.GetNumber()), Time(r.GetCreatedAt()), r.GetCreatedBy(), r.GetSpec().GetImage(),
+			Strategy(r.GetSpec().GetUpdate().GetStrategy()), release(r.GetRollbackOf()), r.GetReason())
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(audit) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = table(w)
+	row(tw, "INDEX", "AT", "ACTOR", "ACTION", "DETAIL")
+	for _, a := range audit {
+		row(tw, strconv.FormatUint(a.GetIndex(), 10), Time(a.GetAt()), a.GetActor(), a.GetAction(), a.GetDetail())
+	}
+	return tw.Flush()
+}
+
+// Rollouts prints rollouts as a table.
+func Rollouts(w io.Writer, ros []*deployv1.Rollout) error {
+	tw := table(w)
+	row(tw, "ID", "SERVICE", "FROM", "TO", "STRATEGY", "STATE", "STEP", "WEIGHTS", "CREATED")
+	for _, r := range ros {
+		row(tw, r.GetId(), r.GetService(), release(r.GetFromRelease()), release(r.GetToRelease()),
+			Strategy(r.GetStrategy()), State(r.GetState()), strconv.Itoa(int(r.GetStep())), Weights(r.GetWeights()),
+			Time(r.GetCreatedAt()))
+	}
+	return tw.Flush()
+}
+
+// Rollout prints one rollout with its steps and operator commands.
+func Rollout(w io.Writer, r *deployv1.Rollout) error {
+	tw := table(w)
+	row(tw, "rollout:", r.GetId())
+	row(tw, "service:", r.GetService())
+	row(tw, "releases:", release(r.GetFromRelease())+" -> "+release(r.GetToRelease()))
+	row(tw, "strategy:", Strategy(r.GetStrategy()))
+	row(tw, "state:", State(r.GetState()))
+	row(tw, "step:", strconv.Itoa(int(r.GetStep())))
+	row(tw, "weights:", Weights(r.GetWeights()))
+	row(tw, "message:", r.GetMessage())
+	row(tw, "created:", Time(r.GetCreatedAt())+" by "+orDash(r.GetCreatedBy()))
+	row(tw, "updated:", Time(r.GetUpdatedAt()))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.GetHistory()) > 0 {
+		fmt.Fprintln(w)
+		tw = table(w)
+		row(tw, "STEP", "AT", "STATE", "WEIGHTS", "DESCRIPTION")
+		for _, s := range r.GetHistory() {
+			row(tw, strconv.Itoa(int(s.GetIndex())), Time(s.GetAt()), State(s.GetState()), Weights(s.GetWeights()), s.GetDescription())
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(r.GetCommands()) > 0 {
+		fmt.Fprintln(w)
+		tw = table(w)
+		row(tw, "COMMAND", "AT", "BY", "APPLIED", "REASON")
+		for _, c := range r.GetCommands() {
+			kind := strings.ToLower(strings.TrimPrefix(c.GetKind().String(), "COMMAND_KIND_"))
+			if c.GetFull() {
+				kind += " (full)"
+			}
+			row(tw, kind, Time(c.GetAt()), c.GetBy(), strconv.FormatBool(c.GetApplied()), c.GetReason())
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// Peers prints the raft configuration.
+func Peers(w io.Writer, r *clusterv1.ListPeersResponse) error {
+	if err := peerTable(w, r.GetPeers()); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nleader %s, term %d, commit index %d, applied index %d\n",
+		orDash(r.GetLeaderId()), r.GetTerm(), r.GetCommitIndex(), r.GetAppliedIndex())
+	return err
+}
+
+// PeerList prints peers as a table.
+func PeerList(w io.Writer, ps []*clusterv1.Peer) error { return peerTable(w, ps) }
+
+func peerTable(w io.Writer, ps []*clusterv1.Peer) error {
+	tw := table(w)
+	row(tw, "ID", "RAFT ADDRESS", "ROLE", "VOTER")
+	for _, p := range ps {
+		role := strings.ToLower(strings.TrimPrefix(p.GetRole().String(), "PEER_ROLE_"))
+		if p.GetRole() == clusterv1.PeerRole_PEER_ROLE_UNSPECIFIED {
+			role = "unknown"
+		}
+		row(tw, p.GetId(), p.GetRaftAddress(), role, strconv.FormatBool(p.GetVoter()))
+	}
+	return tw.Flush()
+}
+
+// Leader prints the leader as the answering node sees it.
+func Leader(w io.Writer, r *clusterv1.GetLeaderResponse) error {
+	if r.GetLeaderId() == "" {
+		_, err := fmt.Fprintf(w, "no leader known (answered by %s)\n", orDash(r.GetSelfId()))
+		return err
+	}
+	_, err := fmt.Fprintf(w, "leader %s (raft %s, grpc %s), answered by %s\n",
+		r.GetLeaderId(), orDash(r.GetRaftAddress()), orDash(r.GetGrpcAddress()), orDash(r.GetSelfId()))
+	return err
+}
+
+// Nodes prints workload nodes as a table.
+func Nodes(w io.Writer, ns []*clusterv1.Node) error {
+	tw := table(w)
+	row(tw, "ID", "ADDRESS", "STATUS", "DRAINING", "DRIVER", "CPU MHZ", "MEMORY MB", "LABELS", "LAST SEEN")
+	for _, n := range ns {
+		keys := make([]string, 0, len(n.GetLabels()))
+		for k := range n.GetLabels() {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		labels := make([]string, len(keys))
+		for i, k := range keys {
+			labels[i] = k + "=" + n.GetLabels()[k]
+		}
+		row(tw, n.GetId(), n.GetAddress(), strings.ToLower(strings.TrimPrefix(n.GetStatus().String(), "NODE_STATUS_")),
+			strconv.FormatBool(n.GetDraining()), n.GetDriver(), strconv.Itoa(int(n.GetCpuMhz())),
+			strconv.Itoa(int(n.GetMemoryMb())), strings.Join(labels, ","), Time(n.GetLastSeen()))
+	}
+	return tw.Flush()
+}
+
+// Error prints err for people: the message, then for INVALID_ARGUMENT
+// every field violation on its own line.
+func Error(w io.Writer, err error) {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		fmt.Fprintf(w, "slipctl: %v\n", err)
+		return
+	}
+	st := se.GRPCStatus()
+	var vs []*errdetails.BadRequest_FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			vs = append(vs, br.GetFieldViolations()...)
+		}
+	}
+	if len(vs) == 0 {
+		fmt.Fprintf(w, "slipctl: %s: %s\n", codeName(st.Code()), st.Message())
+		return
+	}
+	fmt.Fprintf(w, "slipctl: %s: %d violation(s):\n", codeName(st.Code()), len(vs))
+	for _, v := range vs {
+		fmt.Fprintf(w, "  %s: %s\n", v.GetField(), v.GetDescription())
+	}
+}
+
+// codeName renders a code as words: "invalid argument", "not found".
+func codeName(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(r)
+	}
+	return strings.ToLower(b.String())
+}
+
+// Since renders the time since t for progress lines.
+func Since(now, t time.Time) string {
+	return now.Sub(t).Round(time.Second).String()
+}
+
+// Progress shows the events of a watched rollout: one plain line per event,
+// and on a terminal a progress line kept at the bottom and redrawn.
+type Progress struct {
+	w     io.Writer
+	live  bool
+	now   func() time.Time
+	start time.Time
+	shown bool
+}
+
+// NewProgress returns a Progress writing to w; live draws the progress line
+// (use it only on a terminal); now is the clock.
+func NewProgress(w io.Writer, live bool, now func() time.Time) *Progress {
+	return &Progress{w: w, live: live, now: now, start: now()}
+}
+
+// EventLine renders one rollout event on one line.
+func EventLine(e *deployv1.RolloutEvent) string {
+	parts := []string{
+		Time(e.GetAt()),
+		fmt.Sprintf("%-10s", orDash(e.GetKind())),
+		fmt.Sprintf("%-10s", State(e.GetState())),
+		fmt.Sprintf("step %d", e.GetStep()),
+	}
+	if w := Weights(e.GetWeights()); w != "" {
+		parts = append(parts, "weights "+w)
+	}
+	if h := Healthy(e.GetHealthy()); h != "" {
+		parts = append(parts, "healthy "+h)
+	}
+	if e.GetMessage() != "" {
+		parts = append(parts, e.GetMessage())
+	}
+	return strings.Join(parts, "  ")
+}
+
+// Bar renders the new release's share of traffic as a bar 20 cells wide.
+func Bar(r *deployv1.Rollout) string {
+	pct := int(r.GetWeights()[strconv.FormatUint(r.GetToRelease(), 10)])
+	pct = max(0, min(100, pct))
+	cells := pct / 5
+	return fmt.Sprintf("[%s%s] %3d%% to %s", strings.Repeat("#", cells), strings.Repeat(".", 20-cells), pct, release(r.GetToRelease()))
+}
+
+// Event shows one event and the rollout after it.
+func (p *Progress) Event(resp *deployv1.WatchRolloutResponse) {
+	p.clear()
+	fmt.Fprintln(p.w, EventLine(resp.GetEvent()))
+	if p.live && resp.GetRollout() != nil {
+		r := resp.GetRollout()
+		fmt.Fprintf(p.w, "%s  step %d  %s  %s", Bar(r), r.GetStep(), State(r.GetState()), Since(p.now(), p.start))
+		p.shown = true
+	}
+}
+
+// Note shows a line that is not an event, such as a reconnect.
+func (p *Progress) Note(format string, args ...any) {
+	p.clear()
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+// Done shows the rollout's final state.
+func (p *Progress) Done(r *deployv1.Rollout) {
+	p.clear()
+	msg := ""
+	if r.GetMessage() != "" {
+		msg = ": " + r.GetMessage()
+	}
+	fmt.Fprintf(p.w, "rollout %s %s after %s%s\n", r.GetId(), State(r.GetState()), Since(p.now(), p.start), msg)
+}
+
+func (p *Progress) clear() {
+	if p.shown {
+		fmt.Fprint(p.w, "\r\033[K")
+		p.shown = false
+	}
+}
