@@ -240,8 +240,10 @@ func (w *world) cmdStable(args []string) error {
 		w.instances[id] = &Instance{ID: id, Release: rel, Health: HealthPassing, Since: w.now.Add(-time.Hour), CreatedAt: w.now.Add(-time.Hour)}
 	}
 	w.stable = rel
-	w.gen, w.acked = 1, 1
-	w.weights = map[uint64]int{rel: 100}
+	if w.gen == 0 { // an intent serving the stable release exists
+		w.gen, w.acked = 1, 1
+		w.weights = map[uint64]int{rel: 100}
+	}
 	return nil
 }
 
