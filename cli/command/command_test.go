@@ -1,0 +1,183 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"slipway.dev/slipctl/exitcode"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// run runs slipctl with args and returns its exit code, stdout and stderr.
+func run(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), args, Env{
+		Stdout: &out, Stderr: &errOut,
+		Getenv: func(k string) string { return env[k] },
+		Now:    time.Now,
+	})
+	return code, out.String(), errOut.String()
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestHelpForEveryCommand(t *testing.T) {
+	var walk func(c *command, path []string)
+	walk = func(c *command, path []string) {
+		t.Run(strings.Join(path, " "), func(t *testing.T) {
+			code, out, errOut := run(t, nil, append(path[1:], "--help")...)
+			if code != exitcode.OK || errOut != "" {
+				t.Fatalf("--help: exit %d, stderr %q", code, errOut)
+			}
+			for _, want := range []string{"Usage: " + strings.Join(path, " "), "Flags:", "--addr", "SLIPWAY_ADDR", "Examples:", "Exit codes:", "4  conflict"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("help lacks %q:\n%s", want, out)
+				}
+			}
+		})
+		for _, s := range c.subs {
+			walk(s, append(append([]string{}, path...), s.name))
+		}
+	}
+	walk(root(), []string{"slipctl"})
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"no command", nil, "slipctl: missing command"},
+		{"unknown command", []string{"deplyo"}, `unknown command "deplyo"`},
+		{"unknown subcommand", []string{"rollout", "frobnicate"}, `slipctl rollout: unknown command "frobnicate"`},
+		{"unknown flag", []string{"services", "--bogus"}, "flag provided but not defined: -bogus"},
+		{"missing argument", []string{"history"}, "usage: slipctl history SERVICE"},
+		{"extra argument", []string{"rollout", "get", "a", "b"}, "usage: slipctl rollout get ID"},
+		{"cluster add needs two", []string{"cluster", "add", "c4"}, "usage: slipctl cluster add ID RAFTADDR"},
+		{"bad output", []string{"-o", "yaml", "services"}, `-o must be text or json, got "yaml"`},
+		{"deploy without file", []string{"deploy"}, "deploy: -f FILE is required"},
+		{"deploy missing file", []string{"deploy", "-f", "/nonexistent/spec.yaml"}, "no such file"},
+		{"bad limit", []string{"rollout", "list", "--limit", "-1"}, "--limit must be zero or more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := run(t, map[string]string{"SLIPWAY_ADDR": closedAddr(t)}, tt.args...)
+			if code != exitcode.Usage {
+				t.Errorf("exit code = %d, want %d; stderr %q", code, exitcode.Usage, errOut)
+			}
+			if !strings.Contains(errOut, tt.wantErr) {
+				t.Errorf("stderr = %q, want it to contain %q", errOut, tt.wantErr)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want nothing on a usage error", out)
+			}
+		})
+	}
+}
+
+func TestDeployBadSpecFileNamesEveryField(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "web.yaml")
+	if err := os.WriteFile(f, []byte("name: web\nimage: slipway/demo:v2\nport: 8080\nupdate:\n  strategy: zigzag\n  canary: {steps: [{weight: 10, pause: forever}]}\ncolour: red\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, map[string]string{"SLIPWAY_ADDR": closedAddr(t)}, "deploy", "-f", f)
+	if code != exitcode.Usage {
+		t.Errorf("exit code = %d, want %d", code, exitcode.Usage)
+	}
+	if out != "" {
+		t.Errorf("stdout = %q, want nothing", out)
+	}
+	for _, want := range []string{
+		f + `:5: update.strategy: unknown strategy "zigzag"`,
+		f + `:6: update.canary.steps[0].pause: "forever" is not a duration`,
+		f + `:7: colour: unknown field "colour"`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+func TestUnavailableExitCode(t *testing.T) {
+	addr := closedAddr(t)
+	for _, args := range [][]string{
+		{"services"},
+		{"--addr", addr, "cluster", "peers"},
+		{"rollout", "watch", "web-1", "--timeout", "300ms"},
+	} {
+		code, _, errOut := run(t, map[string]string{"SLIPWAY_ADDR": addr}, args...)
+		if code != exitcode.Unavailable {
+			t.Errorf("%v: exit code = %d, want %d; stderr %q", args, code, exitcode.Unavailable, errOut)
+		}
+		if !strings.Contains(errOut, "slipctl: unavailable") && !strings.Contains(errOut, "no coordinator answered") {
+			t.Errorf("%v: stderr = %q, want it to say the coordinator is unavailable", args, errOut)
+		}
+	}
+}
+
+func TestParseInterleaved(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	to := fs.Uint64("to", 0, "")
+	wait := fs.Bool("wait", false, "")
+	pos, err := parseInterleaved(fs, []string{"web", "--to", "3", "extra", "--wait", "--", "--not-a-flag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"web", "extra", "--not-a-flag"}, pos); diff != "" {
+		t.Errorf("positional mismatch (-want +got):\n%s", diff)
+	}
+	if *to != 3 || !*wait {
+		t.Errorf("flags after arguments not parsed: to=%d wait=%v", *to, *wait)
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	for s := range deployv1.RolloutState_name {
+		state := deployv1.RolloutState(s)
+		err := Outcome(&deployv1.Rollout{Id: "web-2", State: state, Message: "why"})
+		want := exitcode.Failed
+		if state == deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+			want = exitcode.OK
+		}
+		if got := exitcode.FromError(err); got != want {
+			t.Errorf("Outcome(%v) exit code = %d, want %d", state, got, want)
+		}
+	}
+	final := map[deployv1.RolloutState]bool{
+		deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED: true, deployv1.RolloutState_ROLLOUT_STATE_FAILED: true,
+		deployv1.RolloutState_ROLLOUT_STATE_REVERTED: true, deployv1.RolloutState_ROLLOUT_STATE_ABORTED: true,
+		deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED: true,
+	}
+	for s := range deployv1.RolloutState_name {
+		if got := Final(deployv1.RolloutState(s)); got != final[deployv1.RolloutState(s)] {
+			t.Errorf("Final(%v) = %v", deployv1.RolloutState(s), got)
+		}
+	}
+}
+
+func TestNewRequestIDIsFresh(t *testing.T) {
+	a, b := NewRequestID(), NewRequestID()
+	if a == b || !strings.HasPrefix(a, "slipctl-") || len(a) != len("slipctl-")+24 {
+		t.Errorf("NewRequestID() = %q, %q; want two different slipctl-<24 hex> ids", a, b)
+	}
+}

@@ -1,0 +1,218 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+var t0 = time.Date(2026, 11, 26, 7, 30, 0, 0, time.UTC)
+
+func ts(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(t0.Add(d)) }
+
+func lines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
+
+func TestWeightsSortNumerically(t *testing.T) {
+	got := Weights(map[string]int32{"10": 5, "2": 95, "x": 0})
+	if want := "r2=95% r10=5% rx=0%"; got != want {
+		t.Errorf("Weights() = %q, want %q", got, want)
+	}
+	if got := Weights(nil); got != "" {
+		t.Errorf("Weights(nil) = %q, want empty", got)
+	}
+}
+
+func TestServicesTable(t *testing.T) {
+	var b bytes.Buffer
+	err := Services(&b, []*deployv1.Service{
+		{Name: "web", LatestRelease: 3, StableRelease: 2, ActiveRollout: "web-3", UpdatedAt: ts(0),
+			Spec: &deployv1.ServiceSpec{Image: "slipway/demo:v2", Count: 4, Update: &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY}}},
+		{Name: "api-long-name", LatestRelease: 1, Spec: &deployv1.ServiceSpec{Image: "slipway/demo:v1"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"NAME           LATEST  STABLE  ACTIVE ROLLOUT  IMAGE            COUNT  STRATEGY  UPDATED",
+		"web            #3      #2      web-3           slipway/demo:v2  4      canary    2026-11-26 07:30:00Z",
+		"api-long-name  #1      -       -               slipway/demo:v1  0      rolling   -",
+	}
+	if diff := cmp.Diff(want, lines(b.String())); diff != "" {
+		t.Errorf("Services() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestRolloutDetail(t *testing.T) {
+	var b bytes.Buffer
+	err := Rollout(&b, &deployv1.Rollout{
+		Id: "web-3", Service: "web", FromRelease: 2, ToRelease: 3, Strategy: deployv1.Strategy_STRATEGY_CANARY,
+		State: deployv1.RolloutState_ROLLOUT_STATE_PAUSED, Step: 1, Weights: map[string]int32{"2": 90, "3": 10},
+		CreatedAt: ts(0), UpdatedAt: ts(time.Minute), CreatedBy: "ci",
+		History: []*deployv1.RolloutStep{{Index: 0, At: ts(time.Second), Description: "weight r3=10",
+			Weights: map[string]int32{"2": 90, "3": 10}, State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING}},
+		Commands: []*deployv1.OperatorCommand{{Kind: deployv1.CommandKind_COMMAND_KIND_PROMOTE, Full: true, By: "ann", At: ts(time.Minute), Reason: "ok"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"rollout:   web-3",
+		"service:   web",
+		"releases:  #2 -> #3",
+		"strategy:  canary",
+		"state:     PAUSED",
+		"step:      1",
+		"weights:   r2=90% r3=10%",
+		"message:   -",
+		"created:   2026-11-26 07:30:00Z by ci",
+		"updated:   2026-11-26 07:31:00Z",
+		"",
+		"STEP  AT                    STATE    WEIGHTS        DESCRIPTION",
+		"0     2026-11-26 07:30:01Z  RUNNING  r2=90% r3=10%  weight r3=10",
+		"",
+		"COMMAND         AT                    BY   APPLIED  REASON",
+		"promote (full)  2026-11-26 07:31:00Z  ann  false    ok",
+	}
+	if diff := cmp.Diff(want, lines(b.String())); diff != "" {
+		t.Errorf("Rollout() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestPeers(t *testing.T) {
+	var b bytes.Buffer
+	err := Peers(&b, &clusterv1.ListPeersResponse{
+		Peers: []*clusterv1.Peer{
+			{Id: "c1", RaftAddress: "127.0.0.1:7401", Role: clusterv1.PeerRole_PEER_ROLE_LEADER, Voter: true},
+			{Id: "c2", RaftAddress: "127.0.0.1:7411", Role: clusterv1.PeerRole_PEER_ROLE_NONVOTER},
+		},
+		LeaderId: "c1", Term: 2, CommitIndex: 10, AppliedIndex: 9,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"ID  RAFT ADDRESS    ROLE      VOTER",
+		"c1  127.0.0.1:7401  leader    true",
+		"c2  127.0.0.1:7411  nonvoter  false",
+		"",
+		"leader c1, term 2, commit index 10, applied index 9",
+	}
+	if diff := cmp.Diff(want, lines(b.String())); diff != "" {
+		t.Errorf("Peers() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestErrorPrintsEveryViolation(t *testing.T) {
+	st, err := status.New(codes.InvalidArgument, "invalid spec: a; b").WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{
+			{Field: "spec.name", Description: "is required"},
+			{Field: "spec.update.canary.steps[1].weight", Description: "must be between 0 and 100, got 101"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	Error(&b, fmt.Errorf("deploy: %w", st.Err()))
+	want := []string{
+		"slipctl: invalid argument: 2 violation(s):",
+		"  spec.name: is required",
+		"  spec.update.canary.steps[1].weight: must be between 0 and 100, got 101",
+	}
+	if diff := cmp.Diff(want, lines(b.String())); diff != "" {
+		t.Errorf("Error() mismatch (-want +got):\n%s", diff)
+	}
+
+	b.Reset()
+	Error(&b, status.Error(codes.FailedPrecondition, "service web has active rollout web-3"))
+	if got, want := b.String(), "slipctl: failed precondition: service web has active rollout web-3\n"; got != want {
+		t.Errorf("Error(status) = %q, want %q", got, want)
+	}
+	b.Reset()
+	Error(&b, errors.New("read spec: no such file"))
+	if got, want := b.String(), "slipctl: read spec: no such file\n"; got != want {
+		t.Errorf("Error(plain) = %q, want %q", got, want)
+	}
+}
+
+func TestJSONIsProtojson(t *testing.T) {
+	var b bytes.Buffer
+	if err := JSON(&b, &deployv1.ListServicesResponse{Services: []*deployv1.Service{{Name: "web", LatestRelease: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Services []struct {
+			Name          string `json:"name"`
+			LatestRelease string `json:"latestRelease"`
+		} `json:"services"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, b.String())
+	}
+	if len(got.Services) != 1 || got.Services[0].Name != "web" || got.Services[0].LatestRelease != "3" {
+		t.Errorf("JSON() = %s, want the service with protojson field names", b.String())
+	}
+	b.Reset()
+	if err := JSONLine(&b, &deployv1.ListServicesResponse{Services: []*deployv1.Service{{Name: "a"}, {Name: "b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "\n"); n != 1 {
+		t.Errorf("JSONLine() wrote %d lines, want 1: %q", n, b.String())
+	}
+}
+
+func TestProgress(t *testing.T) {
+	now := t0
+	clock := func() time.Time { return now }
+	ev := &deployv1.WatchRolloutResponse{
+		Event: &deployv1.RolloutEvent{Index: 7, At: ts(0), Kind: "step", State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING, Step: 1,
+			Weights: map[string]int32{"2": 50, "3": 50}, Healthy: map[string]int32{"3": 2}, Message: "weight r3=50"},
+		Rollout: &deployv1.Rollout{Id: "web-3", ToRelease: 3, Step: 1, State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING,
+			Weights: map[string]int32{"2": 50, "3": 50}},
+	}
+	done := &deployv1.Rollout{Id: "web-3", State: deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED}
+
+	var plain bytes.Buffer
+	p := NewProgress(&plain, false, clock)
+	p.Event(ev)
+	now = now.Add(42 * time.Second)
+	p.Done(done)
+	want := "2026-11-26 07:30:00Z  step        RUNNING     step 1  weights r2=50% r3=50%  healthy r3=2  weight r3=50\n" +
+		"rollout web-3 SUCCEEDED after 42s\n"
+	if diff := cmp.Diff(want, plain.String()); diff != "" {
+		t.Errorf("plain progress mismatch (-want +got):\n%s", diff)
+	}
+	if strings.Contains(plain.String(), "\r") {
+		t.Errorf("plain progress must not redraw lines")
+	}
+
+	var live bytes.Buffer
+	now = t0
+	p = NewProgress(&live, true, clock)
+	p.Event(ev)
+	p.Event(ev)
+	p.Done(done)
+	out := live.String()
+	if got := strings.Count(out, "[##########..........]  50% to #3  step 1  RUNNING"); got != 2 {
+		t.Errorf("live progress drew the bar %d times, want 2:\n%q", got, out)
+	}
+	if got := strings.Count(out, "\r\x1b[K"); got != 2 {
+		t.Errorf("live progress cleared the bar %d times, want 2 (before the next event and before done):\n%q", got, out)
+	}
+	if !strings.HasSuffix(out, "\r\x1b[Krollout web-3 SUCCEEDED after 0s\n") {
+		t.Errorf("live progress should end with the final line, got %q", out)
+	}
+}
