@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"slipway.dev/slipctl/exitcode"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	"slipway.dev/slipctl/exitcode"
 )
 
 // run runs slipctl with args and returns its exit code, stdout and stderr.
