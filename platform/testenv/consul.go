@@ -28,8 +28,9 @@ type Consul struct {
 	ports   []int // http, serf lan, serf wan, server
 	logPath string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has been waited for
 }
 
 // StartConsul starts a Consul dev agent and waits until it has elected itself
@@ -88,8 +89,9 @@ func (c *Consul) Start() {
 		logf.Close()
 		c.tb.Fatalf("testenv: start consul: %v", err)
 	}
-	go func() { cmd.Wait(); logf.Close() }()
-	c.cmd = cmd
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	c.cmd, c.exited = cmd, exited
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
@@ -112,11 +114,10 @@ func (c *Consul) Stop() {
 		return
 	}
 	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-	for i := 0; i < 200; i++ {
-		if c.cmd.ProcessState != nil || syscall.Kill(c.cmd.Process.Pid, 0) != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	// Reading cmd.ProcessState here would race with the Wait goroutine.
+	select {
+	case <-c.exited:
+	case <-time.After(2 * time.Second):
 	}
 	c.cmd = nil
 }
