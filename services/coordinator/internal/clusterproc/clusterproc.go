@@ -1,0 +1,233 @@
+// Package clusterproc runs a cluster of real slipway-coordinator processes
+// on loopback, for the integration test and the benchmark.
+package clusterproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"slipway.dev/platform/rpc"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+)
+
+// Proc is one coordinator process.
+type Proc struct {
+	// ID is its raft id.
+	ID string
+	// GRPCAddr and RaftAddr are its loopback addresses.
+	GRPCAddr, RaftAddr string
+	// DataDir is its data directory, kept across restarts.
+	DataDir string
+	// LogPath is the file its stderr goes to.
+	LogPath string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	conn    *grpc.ClientConn
+	exitErr error
+}
+
+// Cluster is a set of coordinator processes formed with -bootstrap-expect.
+type Cluster struct {
+	// Bin is the slipway-coordinator executable.
+	Bin string
+	// Procs are the coordinators, in start order.
+	Procs []*Proc
+	join  string
+}
+
+// New prepares n coordinators with free loopback ports and data directories
+// under dir. Start them with StartAll.
+func New(bin, dir string, n int) (*Cluster, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Bin: bin}
+	var join []string
+	for i := range n {
+		id := "c" + strconv.Itoa(i)
+		p := &Proc{
+			ID:       id,
+			GRPCAddr: "127.0.0.1:" + strconv.Itoa(ports[2*i]),
+			RaftAddr: "127.0.0.1:" + strconv.Itoa(ports[2*i+1]),
+			DataDir:  filepath.Join(dir, id),
+			LogPath:  filepath.Join(dir, id+".log"),
+		}
+		conn, err := rpc.Dial(p.GRPCAddr)
+		if err != nil {
+			return nil, err
+		}
+		p.conn = conn
+		join = append(join, p.GRPCAddr)
+		c.Procs = append(c.Procs, p)
+	}
+	c.join = strings.Join(join, ",")
+	return c, nil
+}
+
+// StartAll starts every coordinator.
+func (c *Cluster) StartAll() error {
+	for i := range c.Procs {
+		if err := c.Start(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start starts (or restarts) coordinator i with its data directory.
+func (c *Cluster) Start(i int) error {
+	p := c.Procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return fmt.Errorf("clusterproc: %s already running", p.ID)
+	}
+	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("clusterproc: %w", err)
+	}
+	cmd := exec.Command(c.Bin, "-id", p.ID, "-data-dir", p.DataDir, "-grpc-addr", p.GRPCAddr, "-raft-addr", p.RaftAddr,
+		"-bootstrap-expect", strconv.Itoa(len(c.Procs)), "-join", c.join, "-log-level", "info")
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("clusterproc: start %s: %w", p.ID, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		p.exitErr = err
+		logf.Close()
+		close(done)
+	}()
+	p.cmd, p.done = cmd, done
+	return nil
+}
+
+// Signal sends sig to coordinator i, waits up to 10s for it to exit and
+// returns how it exited (nil for status 0; an error for SIGKILL).
+func (c *Cluster) Signal(i int, sig syscall.Signal) error {
+	p := c.Procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		p.cmd, p.done = nil, nil
+		return fmt.Errorf("clusterproc: %s did not exit within 10s of %v", p.ID, sig)
+	}
+	p.cmd, p.done = nil, nil
+	return p.exitErr
+}
+
+// Close kills every coordinator and closes the client connections.
+func (c *Cluster) Close() {
+	for i, p := range c.Procs {
+		_ = c.Signal(i, syscall.SIGKILL)
+		if p.conn != nil {
+			p.conn.Close()
+		}
+	}
+}
+
+// Conn is a client connection to coordinator i.
+func (c *Cluster) Conn(i int) *grpc.ClientConn { return c.Procs[i].conn }
+
+// Index returns the position of the coordinator with raft id id, or -1.
+func (c *Cluster) Index(id string) int {
+	for i, p := range c.Procs {
+		if p.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitLeader polls the coordinators in among until all of them name the same
+// leader, itself one of them, and returns its index.
+func (c *Cluster) WaitLeader(ctx context.Context, among []int) (int, error) {
+	var last error
+	for {
+		leader, err := c.agreedLeader(ctx, among)
+		if err == nil {
+			return leader, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return -1, fmt.Errorf("clusterproc: no agreed leader: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) agreedLeader(ctx context.Context, among []int) (int, error) {
+	leader := ""
+	for _, i := range among {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := clusterv1.NewClusterServiceClient(c.Conn(i)).GetLeader(cctx, &clusterv1.GetLeaderRequest{})
+		cancel()
+		if err != nil {
+			return -1, err
+		}
+		switch {
+		case resp.GetLeaderId() == "":
+			return -1, fmt.Errorf("%s knows no leader", c.Procs[i].ID)
+		case resp.GetGrpcAddress() == "":
+			return -1, fmt.Errorf("%s does not know the leader's gRPC address yet", c.Procs[i].ID)
+		case leader == "":
+			leader = resp.GetLeaderId()
+		case leader != resp.GetLeaderId():
+			return -1, fmt.Errorf("leaders differ: %s and %s", leader, resp.GetLeaderId())
+		}
+	}
+	idx := c.Index(leader)
+	for _, i := range among {
+		if i == idx {
+			return idx, nil
+		}
+	}
+	return -1, fmt.Errorf("leader %s is not among the live coordinators", leader)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, errors.Join(errors.New("clusterproc: no free port"), err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
