@@ -67,9 +67,9 @@ type Driver struct {
 	dir, stateDir, address string
 	logger                 *slog.Logger
 
-	mu      sync.Mutex
-	exited  map[int]int // pid -> exit code of children we reaped
-	notify  func(allocID, pid string)
+	mu     sync.Mutex
+	exited map[int]int // pid -> exit code of children we reaped
+	notify func(allocID, pid string)
 }
 
 // New returns a driver running executables from dir, keeping state in

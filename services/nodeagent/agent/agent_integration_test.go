@@ -1,0 +1,440 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"slipway.dev/nodeagent/agent"
+	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/consul"
+	"slipway.dev/nodeagent/docker"
+	"slipway.dev/nodeagent/internal/nodetest"
+	"slipway.dev/nodeagent/process"
+	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/testenv"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+var drivers = []string{"docker", "process"}
+
+type harness struct {
+	t       *testing.T
+	node    string
+	consul  *testenv.Consul
+	reg     *consul.Registry
+	drv     agent.Driver
+	a       *agent.Agent
+	docker  *client.Client
+	service string
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	events []agent.Event
+}
+
+type opts struct {
+	drainWindow time.Duration
+	grpcAddr    string
+}
+
+func newHarness(t *testing.T, driver string, o opts) *harness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration: real Consul and Docker; skipped by -short")
+	}
+	imgDir := nodetest.ImagesDir(t)
+	h := &harness{t: t, node: nodetest.NodeID(t), consul: testenv.StartConsul(t)}
+	h.service = "web-" + h.node
+	var err error
+	h.log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.reg, err = consul.New(h.consul.Addr(), h.node, h.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch driver {
+	case "docker":
+		h.docker = nodetest.Docker(t)
+		nodetest.CleanupContainers(t, h.docker, h.node)
+		h.drv = docker.New(h.docker, h.node, "127.0.0.1", h.log)
+	case "process":
+		stateDir := filepath.Join(t.TempDir(), "process")
+		nodetest.CleanupProcesses(t, stateDir)
+		h.drv, err = process.New(imgDir, stateDir, "127.0.0.1", h.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.a = h.newAgent(o)
+	return h
+}
+
+func (h *harness) newAgent(o opts) *agent.Agent {
+	h.t.Helper()
+	window := o.drainWindow
+	if window == 0 {
+		window = 300 * time.Millisecond
+	}
+	a, err := agent.New(agent.Config{
+		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: filepath.Join(h.t.TempDir(), "data"),
+		DrainTimeout: 10 * time.Second, DrainWindow: window, CPUMHz: 1000, MemoryMB: 1024, Logger: h.log,
+	}, h.drv, h.reg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	_, ch, cancelSub := a.Subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-ch:
+				h.mu.Lock()
+				h.events = append(h.events, ev)
+				h.mu.Unlock()
+			}
+		}
+	}()
+	h.t.Cleanup(func() { cancelSub(); cancel(); <-done })
+	return a
+}
+
+func (h *harness) spec(id, image string) allocation.Spec {
+	return allocation.Spec{ID: h.node + "-" + id, NodeID: h.node, Service: h.service, Release: 1, Track: "stable",
+		Image: image, Port: 8080, MemoryMB: 64, CPUMHz: 100, KillTimeout: 2 * time.Second,
+		Check: allocation.Check{HTTP: "/healthz", Interval: time.Second, Timeout: time.Second}}
+}
+
+func (h *harness) sync(tok uint64, specs ...allocation.Spec) (map[string]agent.Status, error) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := h.a.Sync(ctx, h.node, agent.Token{Term: 1, Index: tok}, specs)
+	out := map[string]agent.Status{}
+	for _, s := range res.Allocations {
+		out[s.AllocID] = s
+	}
+	return out, err
+}
+
+// instances returns the Consul instances of the test service by id.
+func (h *harness) instances() map[string]*api.ServiceEntry {
+	h.t.Helper()
+	es, _, err := h.reg.Client().Health().Service(h.service, "", false, nil)
+	if err != nil {
+		return nil
+	}
+	out := map[string]*api.ServiceEntry{}
+	for _, e := range es {
+		out[e.Service.ID] = e
+	}
+	return out
+}
+
+func passing(e *api.ServiceEntry) bool { return e != nil && e.Checks.AggregatedStatus() == api.HealthPassing }
+
+// running returns the driver's running instances by allocation id.
+func (h *harness) running() map[string]allocation.Instance {
+	h.t.Helper()
+	is, err := h.drv.List(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]allocation.Instance{}
+	for _, i := range is {
+		if i.Running {
+			out[i.AllocID] = i
+		}
+	}
+	return out
+}
+
+func (h *harness) status(id string) agent.Status {
+	for _, s := range h.a.Statuses() {
+		if s.AllocID == id {
+			return s
+		}
+	}
+	return agent.Status{}
+}
+
+func (h *harness) eventCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.events)
+}
+
+func TestLifecycle(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, driver, opts{})
+			a, b, c := h.spec("a", "slipway/demo:v1"), h.spec("b", "slipway/demo:v1"), h.spec("c", "slipway/demo:v2")
+
+			// Three allocations: three healthy instances registered with the
+			// right tags and meta.
+			st, err := h.sync(5, a, b, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []allocation.Spec{a, b, c} {
+				if st[s.ID].State != agent.Running || st[s.ID].HostPort == 0 || st[s.ID].InstanceID == "" {
+					t.Fatalf("after sync %s = %+v, want running with a host port", s.ID, st[s.ID])
+				}
+			}
+			nodetest.Eventually(t, 15*time.Second, "three passing instances in Consul", func() bool {
+				in := h.instances()
+				return len(in) == 3 && passing(in[a.ID]) && passing(in[b.ID]) && passing(in[c.ID])
+			})
+			e := h.instances()[c.ID]
+			wantTags := []string{catalog.Tag, catalog.ReleaseTag(1), catalog.TrackTag("stable")}
+			if !slices.Equal(e.Service.Tags, wantTags) || e.Service.Meta[catalog.MetaAllocation] != c.ID ||
+				e.Service.Meta[catalog.MetaNode] != h.node || e.Service.Meta[catalog.MetaRelease] != "1" ||
+				e.Service.Meta[catalog.MetaTrack] != "stable" || e.Service.Port != st[c.ID].HostPort {
+				t.Errorf("registration of %s: tags %v meta %v port %d", c.ID, e.Service.Tags, e.Service.Meta, e.Service.Port)
+			}
+			if len(h.running()) != 3 {
+				t.Fatalf("driver runs %d instances, want 3", len(h.running()))
+			}
+			nodetest.Eventually(t, 10*time.Second, "agent reports passing health", func() bool {
+				return h.status(c.ID).Health == consul.Passing && !h.status(c.ID).HealthySince.IsZero()
+			})
+
+			// Repeating the sync is a no-op: same instances, no events.
+			before := h.running()
+			n := h.eventCount()
+			if _, err := h.sync(5, a, b, c); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.running(); fmt.Sprint(got) != fmt.Sprint(before) {
+				t.Errorf("repeat sync changed instances:\n%v\n%v", before, got)
+			}
+			if h.eventCount() != n {
+				t.Errorf("repeat sync emitted %d events", h.eventCount()-n)
+			}
+
+			// A stale token is refused and changes nothing.
+			if _, err := h.sync(4); !errors.Is(err, agent.ErrStaleToken) {
+				t.Fatalf("stale sync = %v, want ErrStaleToken", err)
+			}
+			if len(h.running()) != 3 || len(h.instances()) != 3 {
+				t.Fatalf("stale sync changed things: %d running, %d registered", len(h.running()), len(h.instances()))
+			}
+
+			// A live edge still routes to c: removing c deregisters it first,
+			// then holds it running until the edge stops routing to it.
+			kv := h.reg.Client().KV()
+			sid, _, err := h.reg.Client().Session().Create(&api.SessionEntry{Name: "edge-test", TTL: "30s", Behavior: api.SessionBehaviorDelete}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			putAck := func(ids ...string) {
+				ack := &edgev1.EdgeAck{EdgeId: "e1", Instances: map[string]*edgev1.InstanceList{h.service: {Ids: ids}}}
+				b, _ := protojson.Marshal(ack)
+				if ok, _, err := kv.Acquire(&api.KVPair{Key: catalog.EdgeKey("e1-" + h.node), Value: b, Session: sid}, nil); err != nil || !ok {
+					t.Fatalf("put edge ack: %v %v", ok, err)
+				}
+			}
+			putAck(a.ID, b.ID, c.ID)
+
+			type obs struct{ deregistered, stopped time.Time }
+			var o obs
+			if _, err := h.sync(6, a, b); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 10*time.Second, "c deregistered", func() bool {
+				_, ok := h.instances()[c.ID]
+				return !ok
+			})
+			o.deregistered = time.Now()
+			if _, ok := h.running()[c.ID]; !ok {
+				t.Fatal("c stopped before (or as) it was deregistered")
+			}
+			if s := h.status(c.ID); s.State != agent.Draining {
+				t.Errorf("c state = %v while edges route to it, want draining", s.State)
+			}
+			// Longer than the drain window: the barrier, not the window, holds it.
+			for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if _, ok := h.running()[c.ID]; !ok {
+					t.Fatal("c stopped while a live edge still routed to it")
+				}
+			}
+			putAck(a.ID, b.ID)
+			nodetest.Eventually(t, 10*time.Second, "c stopped after the edge acked", func() bool {
+				_, ok := h.running()[c.ID]
+				return !ok
+			})
+			o.stopped = time.Now()
+			if !o.deregistered.Before(o.stopped) {
+				t.Errorf("order: deregistered %v, stopped %v", o.deregistered, o.stopped)
+			}
+			nodetest.Eventually(t, 10*time.Second, "c forgotten", func() bool { return h.status(c.ID).AllocID == "" })
+			if len(h.running()) != 2 || len(h.instances()) != 2 {
+				t.Errorf("after shrink: %d running, %d registered; want 2, 2", len(h.running()), len(h.instances()))
+			}
+			if driver == "docker" {
+				if cs := nodetest.Containers(t, h.docker, h.node); len(cs) != 2 {
+					t.Errorf("%d containers left, want 2", len(cs))
+				}
+			}
+		})
+	}
+}
+
+func TestCrashBehindTheAgentsBack(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, driver, opts{})
+			a := h.spec("a", "slipway/demo:v1")
+			if _, err := h.sync(1, a); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 15*time.Second, "a passing", func() bool { return passing(h.instances()[a.ID]) })
+			old := h.running()[a.ID]
+			_, events, cancel := h.a.Subscribe()
+			defer cancel()
+
+			killed := time.Now()
+			if driver == "docker" {
+				if err := h.docker.ContainerKill(context.Background(), old.ID, "KILL"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				pid, _ := strconv.Atoi(old.ID)
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Noticed (and reported) within a second.
+			timeout := time.After(time.Second)
+		wait:
+			for {
+				select {
+				case ev := <-events:
+					if ev.Status.AllocID == a.ID && strings.Contains(ev.Message, "exited") {
+						t.Logf("exit reported %s after the kill", time.Since(killed))
+						break wait
+					}
+				case <-timeout:
+					t.Fatal("exit not reported within a second")
+				}
+			}
+			// Restarted: a new instance, registered and passing again.
+			nodetest.Eventually(t, 20*time.Second, "a restarted and passing", func() bool {
+				s := h.status(a.ID)
+				n, ok := h.running()[a.ID]
+				return ok && n.ID != old.ID && s.State == agent.Running && s.Restarts == 1 && passing(h.instances()[a.ID]) &&
+					h.instances()[a.ID].Service.Port == n.HostPort
+			})
+		})
+	}
+}
+
+func TestBadInputFailsOnlyThatAllocation(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, driver, opts{})
+			good := h.spec("good", "slipway/demo:v1")
+			unknown := h.spec("unknown", "slipway/nope:v9")
+			badEnv := h.spec("badenv", "slipway/demo:v1")
+			badEnv.Env = map[string]string{"A=B": "x"}
+			other := h.spec("other", "slipway/demo:v1")
+			other.NodeID = "someone-else"
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			clash := h.spec("clash", "slipway/demo:v1")
+			clash.HostPort = l.Addr().(*net.TCPAddr).Port
+
+			st, err := h.sync(1, good, unknown, badEnv, other, clash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st[good.ID].State != agent.Running {
+				t.Errorf("good = %+v, want running", st[good.ID])
+			}
+			for id, want := range map[string]string{unknown.ID: "slipway/nope:v9", badEnv.ID: "env[A=B]", other.ID: "node_id", clash.ID: strconv.Itoa(clash.HostPort)} {
+				if s := st[id]; s.State != agent.Failed || !strings.Contains(s.Error, want) {
+					t.Errorf("%s = %v %q, want failed naming %q", id, s.State, s.Error, want)
+				}
+			}
+			if r := h.running(); len(r) != 1 {
+				t.Errorf("running %v, want only good", r)
+			}
+			nodetest.Eventually(t, 15*time.Second, "good passing", func() bool { return passing(h.instances()[good.ID]) })
+			if len(h.instances()) != 1 {
+				t.Errorf("registered %d, want 1", len(h.instances()))
+			}
+			if driver == "docker" {
+				if cs := nodetest.Containers(t, h.docker, h.node); len(cs) != 1 {
+					t.Errorf("%d containers, want 1 (failed starts leave nothing)", len(cs))
+				}
+			}
+		})
+	}
+}
+
+func TestConsulRestartRestoresRegistrations(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, driver, opts{grpcAddr: testenv.FreeAddr(t)})
+			a, b := h.spec("a", "slipway/demo:v1"), h.spec("b", "slipway/demo:v2")
+			if _, err := h.sync(1, a, b); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 15*time.Second, "two passing", func() bool {
+				in := h.instances()
+				return passing(in[a.ID]) && passing(in[b.ID])
+			})
+			before := h.running()
+			h.consul.Stop()
+			h.consul.Start() // a dev agent forgets everything
+			nodetest.Eventually(t, 15*time.Second, "registrations restored and passing", func() bool {
+				in := h.instances()
+				return len(in) == 2 && passing(in[a.ID]) && passing(in[b.ID])
+			})
+			svcs, err := h.reg.Client().Agent().Services()
+			if err != nil {
+				t.Fatal(err)
+			}
+			self, ok := svcs[catalog.AgentServiceID(h.node)]
+			if !ok || self.Meta[catalog.MetaNodeID] != h.node || self.Meta[catalog.MetaDriver] != driver {
+				t.Errorf("agent's own registration after restart: %+v", self)
+			}
+			if got := h.running(); fmt.Sprint(got) != fmt.Sprint(before) {
+				t.Errorf("instances changed across a Consul restart:\n%v\n%v", before, got)
+			}
+		})
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}
