@@ -1,0 +1,389 @@
+// Package proxy is the edge's built-in HTTP reverse proxy: host and path
+// routing, smooth weighted round robin across releases and instances, pins,
+// retries, passive ejection and an atomically swapped route table.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"slipway.dev/edge/routetable"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// AccessLog logs every request at info level.
+	AccessLog bool
+	// EjectFor is how long an instance that failed a connection is skipped
+	// (default 5s).
+	EjectFor time.Duration
+	// MaxIdleConnsPerHost is the keep-alive pool size per upstream (default 256).
+	MaxIdleConnsPerHost int
+}
+
+// Proxy routes requests by the table last given to Apply. It is an
+// http.Handler.
+type Proxy struct {
+	log       *slog.Logger
+	accessLog bool
+	ejectFor  time.Duration
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	table     atomic.Pointer[table]
+	m         *metrics
+
+	ejectMu sync.Mutex
+	ejected map[string]time.Time // address -> until
+	now     func() time.Time
+}
+
+// Interface guards.
+var _ http.Handler = (*Proxy)(nil)
+
+// New returns a proxy with an empty table.
+func New(cfg Config) *Proxy {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.EjectFor == 0 {
+		cfg.EjectFor = 5 * time.Second
+	}
+	if cfg.MaxIdleConnsPerHost == 0 {
+		cfg.MaxIdleConnsPerHost = 256
+	}
+	p := &Proxy{
+		log:       cfg.Logger,
+		accessLog: cfg.AccessLog,
+		ejectFor:  cfg.EjectFor,
+		ejected:   map[string]time.Time{},
+		now:       time.Now,
+		m:         newMetrics(cfg.Registerer),
+		transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          4096,
+			MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+	}
+	p.table.Store(compile(routetable.Table{}))
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:    &retrier{p: p},
+		ErrorHandler: p.proxyError,
+		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return p
+}
+
+// Apply swaps in a new route table. Requests already in flight finish on the
+// table they started with. It is in effect when Apply returns.
+func (p *Proxy) Apply(_ context.Context, t routetable.Table) error {
+	p.table.Store(compile(t))
+	return nil
+}
+
+// Close releases idle upstream connections.
+func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+
+type table struct {
+	routes []*route // longest path first within a host
+	byHost map[string][]*route
+}
+
+type route struct {
+	rt       routetable.Route
+	backends []*backend
+	weights  []int
+
+	mu      sync.Mutex
+	current []int
+}
+
+type backend struct {
+	release   uint64
+	relLabel  string
+	upstreams []routetable.Upstream
+	next      atomic.Uint64
+}
+
+func compile(t routetable.Table) *table {
+	ct := &table{byHost: map[string][]*route{}}
+	for _, svc := range t.Services() {
+		r := t.Routes[svc]
+		cr := &route{rt: r}
+		for _, b := range r.Backends {
+			cr.backends = append(cr.backends, &backend{release: b.Release, relLabel: strconv.FormatUint(b.Release, 10), upstreams: b.Upstreams})
+			cr.weights = append(cr.weights, b.Weight)
+		}
+		cr.current = make([]int, len(cr.weights))
+		ct.byHost[r.Host] = append(ct.byHost[r.Host], cr)
+	}
+	for h, rs := range ct.byHost {
+		slices.SortFunc(rs, func(a, b *route) int { return len(b.rt.Path) - len(a.rt.Path) })
+		ct.byHost[h] = rs
+	}
+	return ct
+}
+
+func (t *table) match(host, path string) *route {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	for _, r := range t.byHost[strings.ToLower(host)] {
+		if pathMatch(r.rt.Path, path) {
+			return r
+		}
+	}
+	return nil
+}
+
+func pathMatch(prefix, path string) bool {
+	if prefix == "/" || path == prefix {
+		return true
+	}
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// pickBackend chooses the release for a request: a matching pin, else smooth
+// weighted round robin by intent weight.
+func (r *route) pickBackend(req *http.Request) *backend {
+	for _, pin := range r.rt.Pins {
+		var v string
+		var ok bool
+		switch pin.Kind {
+		case routetable.PinHeader:
+			vs := req.Header.Values(pin.Name)
+			if len(vs) > 0 {
+				v, ok = vs[0], true
+			}
+		case routetable.PinCookie:
+			if c, err := req.Cookie(pin.Name); err == nil {
+				v, ok = c.Value, true
+			}
+		}
+		if ok && (pin.Value == "" || pin.Value == v) {
+			for _, b := range r.backends {
+				if b.release == pin.Release {
+					return b
+				}
+			}
+		}
+	}
+	r.mu.Lock()
+	i := smoothWeighted(r.weights, r.current, nil)
+	r.mu.Unlock()
+	if i < 0 {
+		return nil
+	}
+	return r.backends[i]
+}
+
+type pickKey struct{}
+
+type pick struct {
+	route   *route
+	backend *backend
+	// upstream is the instance of the last attempt.
+	upstream string
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	t := p.table.Load()
+	r := t.match(req.Host, req.URL.Path)
+	if r == nil {
+		p.m.requests.WithLabelValues("", "", "404").Inc()
+		http.Error(w, "slipway edge: no route for "+req.Host+req.URL.Path, http.StatusNotFound)
+		return
+	}
+	b := r.pickBackend(req)
+	if b == nil || len(b.upstreams) == 0 {
+		p.m.requests.WithLabelValues(r.rt.Service, "", "503").Inc()
+		http.Error(w, "slipway edge: no backend for "+r.rt.Service, http.StatusServiceUnavailable)
+		return
+	}
+	pk := &pick{route: r, backend: b}
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	p.rp.ServeHTTP(sw, req.WithContext(context.WithValue(req.Context(), pickKey{}, pk)))
+	took := time.Since(start)
+	code := strconv.Itoa(sw.code)
+	p.m.requests.WithLabelValues(r.rt.Service, b.relLabel, code).Inc()
+	p.m.latency.WithLabelValues(r.rt.Service).Observe(took.Seconds())
+	if p.accessLog {
+		p.log.Info("access", "service", r.rt.Service, "release", b.release, "upstream", pk.upstream,
+			"method", req.Method, "host", req.Host, "path", req.URL.Path, "status", sw.code, "took", took, "remote", req.RemoteAddr)
+	}
+}
+
+func (p *Proxy) proxyError(w http.ResponseWriter, req *http.Request, err error) {
+	code := http.StatusBadGateway
+	if errors.Is(err, context.Canceled) {
+		code = 499
+	}
+	p.log.Warn("upstream request failed", "host", req.Host, "path", req.URL.Path, "err", err)
+	w.WriteHeader(code)
+}
+
+// retrier sends a request to an instance of the chosen release and, when the
+// connection fails, marks the instance ejected and retries idempotent
+// requests (and any request that never reached the instance) on another.
+type retrier struct{ p *Proxy }
+
+func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	pk, _ := req.Context().Value(pickKey{}).(*pick)
+	if pk == nil {
+		return nil, errors.New("proxy: request without a route")
+	}
+	b := pk.backend
+	n := len(b.upstreams)
+	tried := make([]bool, n)
+	attempts := min(n, 3)
+	var lastErr error
+	for a := 0; a < attempts; a++ {
+		start := int(b.next.Add(1)-1) % n
+		i := roundRobin(n, start, func(i int) bool { return tried[i] || rt.p.isEjected(b.upstreams[i].Address) })
+		if i < 0 {
+			i = roundRobin(n, start, func(i int) bool { return tried[i] })
+		}
+		if i < 0 {
+			break
+		}
+		tried[i] = true
+		u := b.upstreams[i]
+		out := req
+		if a > 0 {
+			out = req.Clone(req.Context())
+		}
+		out.URL.Host = u.Address
+		pk.upstream = u.ID
+		resp, err := rt.p.transport.RoundTrip(out)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if req.Context().Err() != nil {
+			return nil, err
+		}
+		dialErr := isDialError(err)
+		if dialErr {
+			rt.p.eject(u, pk.route.rt.Service)
+		}
+		if !dialErr && !idempotent(req) {
+			return nil, err
+		}
+		rt.p.m.retries.WithLabelValues(pk.route.rt.Service).Inc()
+	}
+	return nil, fmt.Errorf("proxy: %s release %d: %w", pk.route.rt.Service, b.release, lastErr)
+}
+
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return req.Body == nil || req.Body == http.NoBody
+	}
+	return false
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (p *Proxy) isEjected(addr string) bool {
+	p.ejectMu.Lock()
+	defer p.ejectMu.Unlock()
+	until, ok := p.ejected[addr]
+	if ok && p.now().After(until) {
+		delete(p.ejected, addr)
+		return false
+	}
+	return ok
+}
+
+func (p *Proxy) eject(u routetable.Upstream, service string) {
+	p.ejectMu.Lock()
+	p.ejected[u.Address] = p.now().Add(p.ejectFor)
+	p.ejectMu.Unlock()
+	p.m.ejections.WithLabelValues(service).Inc()
+	p.log.Warn("instance ejected after connection failure", "service", service, "instance", u.ID, "address", u.Address, "for", p.ejectFor)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+	done bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.done && code >= 200 {
+		s.code, s.done = code, true
+	}
+	if code == http.StatusSwitchingProtocols {
+		s.code, s.done = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.done = true
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Hijack and Flush.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+type metrics struct {
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	retries   *prometheus.CounterVec
+	ejections *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "slipway", Subsystem: "edge", Name: "requests_total",
+			Help: "Requests proxied, by service, release and status code."}, []string{"service", "release", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "slipway", Subsystem: "edge", Name: "request_seconds",
+			Help: "Request latency through the edge, by service.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"service"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "slipway", Subsystem: "edge", Name: "retries_total",
+			Help: "Requests retried on another instance after a connection failure."}, []string{"service"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "slipway", Subsystem: "edge", Name: "ejections_total",
+			Help: "Instances passively ejected after a connection failure."}, []string{"service"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency, m.retries, m.ejections)
+	}
+	return m
+}
+
+// NewServer returns an HTTP server for h speaking HTTP/1.1 and h2c.
+func NewServer(h http.Handler) *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	return &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+}
