@@ -1,0 +1,148 @@
+// Command coordbench measures committed Deploys per second and their latency
+// on a 3-node loopback cluster of real slipway-coordinator processes, against
+// the peer measured in the same run: raw raft applies of a no-op entry of the
+// same size through the same gRPC path (InternalService.ApplyNoop).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/coordinator/spec"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+func main() {
+	bin := flag.String("bin", "", "slipway-coordinator executable")
+	dur := flag.Duration("duration", 5*time.Second, "measuring time per row")
+	flag.Parse()
+	if err := run(*bin, *dur); err != nil {
+		fmt.Fprintln(os.Stderr, "coordbench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	ops      int
+	errs     int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+}
+
+func run(bin string, dur time.Duration) error {
+	if bin == "" {
+		return fmt.Errorf("-bin is required")
+	}
+	dir, err := os.MkdirTemp("", "coordbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	c, err := clusterproc.New(bin, dir, 3)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.StartAll(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	leader, err := c.WaitLeader(ctx, []int{0, 1, 2})
+	cancel()
+	if err != nil {
+		return err
+	}
+	dc := deployv1.NewDeployServiceClient(c.Conn(leader))
+	ic := statev1.NewInternalServiceClient(c.Conn(leader))
+
+	base := &deployv1.ServiceSpec{Name: "bench", Image: "slipway/demo:v1", Count: 3, Port: 8080,
+		Env: map[string]string{"GREETING": "hello"}}
+	entry := &statev1.Command{Version: 1, Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{
+		Spec: spec.Normalize(base), RequestId: "bench-00-0000000", Supersede: true, CreatedBy: "bench"}}}
+	payload := make([]byte, proto.Size(entry))
+
+	deploy := func(ctx context.Context, client, i int) error {
+		s := proto.CloneOf(base)
+		s.Name = "bench-" + strconv.Itoa(client)
+		_, err := dc.Deploy(ctx, &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
+		return err
+	}
+	noop := func(ctx context.Context, client, i int) error {
+		_, err := ic.ApplyNoop(ctx, &statev1.ApplyNoopRequest{Payload: payload})
+		return err
+	}
+
+	fmt.Printf("coordinator: 3 processes on loopback, requests sent to the leader, %s per row, entry ~%d bytes\n", dur, len(payload))
+	fmt.Printf("%-8s %-24s %10s %10s %10s %8s\n", "clients", "operation", "ops/s", "p50", "p99", "errors")
+	for _, clients := range []int{1, 32} {
+		d := measure(clients, dur, deploy)
+		r := measure(clients, dur, noop)
+		row(clients, "Deploy (committed)", d)
+		row(clients, "raw raft apply (peer)", r)
+		fmt.Printf("%-8d %-24s %9.2fx %9.2fx %9.2fx\n", clients, "ratio Deploy/raw", rate(d)/rate(r),
+			float64(d.p50)/float64(r.p50), float64(d.p99)/float64(r.p99))
+	}
+	return nil
+}
+
+func rate(r result) float64 { return float64(r.ops) / r.elapsed.Seconds() }
+
+func row(clients int, name string, r result) {
+	fmt.Printf("%-8d %-24s %10.0f %10s %10s %8d\n", clients, name, rate(r),
+		r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.errs)
+}
+
+// measure runs op from clients goroutines for dur and reports throughput
+// and latency percentiles of the successful calls.
+func measure(clients int, dur time.Duration, op func(ctx context.Context, client, i int) error) result {
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		errs int
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	stop := start.Add(dur)
+	for cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local []time.Duration
+			e := 0
+			for i := 0; time.Now().Before(stop); i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				t := time.Now()
+				err := op(ctx, cl, i)
+				cancel()
+				if err != nil {
+					e++
+					continue
+				}
+				local = append(local, time.Since(t))
+			}
+			mu.Lock()
+			lats = append(lats, local...)
+			errs += e
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	res := result{ops: len(lats), errs: errs, elapsed: elapsed}
+	if len(lats) > 0 {
+		res.p50 = lats[len(lats)*50/100]
+		res.p99 = lats[len(lats)*99/100]
+	}
+	return res
+}
