@@ -48,6 +48,7 @@ import (
 //	expect traffic none           expect idle
 //	expect event <kind> [text]    expect message <text>
 //	expect live v1=4 v2=1         expect pending <ids...> | none
+//	expect done yes|no
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
 	if err != nil {
@@ -592,6 +593,14 @@ func (w *world) expect(what string, args []string) error {
 		}
 		if p.Traffic != nil {
 			return fmt.Errorf("traffic changed to generation %d %v", p.Traffic.Generation, p.Traffic.Weights)
+		}
+	case "done":
+		want := len(args) == 1 && args[0] == "yes"
+		if len(args) != 1 || (args[0] != "yes" && args[0] != "no") {
+			return fmt.Errorf("usage: expect done yes|no")
+		}
+		if Done(s) != want {
+			return fmt.Errorf("Done is %v (phase %s, %d pending stops), want %v", Done(s), phaseName(s.Phase), len(s.PendingStops), want)
 		}
 	case "idle":
 		if !p.Empty() {
