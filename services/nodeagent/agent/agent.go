@@ -146,6 +146,8 @@ type Agent struct {
 	registered map[string]bool
 	selfReg    bool
 	busy       map[string]bool
+	opSeq      uint64            // counts finished operations
+	lastOp     map[string]uint64 // opSeq when an allocation's last operation finished
 	failures   map[string]reconcile.Failure
 	retryAt    time.Time
 	changed    chan struct{} // closed and replaced on every change
@@ -176,6 +178,7 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 		instances:  map[string]allocation.Instance{},
 		registered: map[string]bool{},
 		busy:       map[string]bool{},
+		lastOp:     map[string]uint64{},
 		failures:   map[string]reconcile.Failure{},
 		changed:    make(chan struct{}),
 		subs:       map[chan Event]struct{}{},
@@ -426,6 +429,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // driver and Consul report, for allocations without an operation in flight,
 // and re-registers the agent itself when Consul lost it.
 func (a *Agent) refresh(ctx context.Context) {
+	a.mu.Lock()
+	since := a.opSeq
+	a.mu.Unlock()
+	// An allocation whose operation ran while we listed may be missing
+	// from (or stale in) the lists: leave it to the next resync.
+	stale := func(id string) bool { return a.busy[id] || a.lastOp[id] > since }
 	insts, err := a.drv.List(ctx)
 	if err != nil {
 		a.log.Warn("list instances", "err", err)
@@ -435,11 +444,24 @@ func (a *Agent) refresh(ctx context.Context) {
 		a.log.Debug("list registrations", "err", rerr)
 	}
 	a.mu.Lock()
+	if rerr == nil {
+		for id := range a.registered {
+			if !owned[id] && !stale(id) {
+				delete(a.registered, id)
+			}
+		}
+		for id := range owned {
+			if !stale(id) {
+				a.registered[id] = true
+			}
+		}
+		a.selfReg = self
+	}
 	if err == nil {
 		seen := map[string]bool{}
 		for _, in := range insts {
 			seen[in.AllocID] = true
-			if a.busy[in.AllocID] {
+			if stale(in.AllocID) {
 				continue
 			}
 			old, had := a.instances[in.AllocID]
@@ -447,7 +469,10 @@ func (a *Agent) refresh(ctx context.Context) {
 			if !had {
 				a.updateLocked(in.AllocID, "adopted instance", func(s *Status) {
 					s.InstanceID, s.HostPort = in.ID, in.HostPort
-					if s.State == 0 || s.State == Pending {
+					switch {
+					case in.Running && a.registered[in.AllocID]:
+						s.State = Running
+					case s.State == 0 || s.State == Pending:
 						s.State = Starting
 					}
 				})
@@ -456,23 +481,10 @@ func (a *Agent) refresh(ctx context.Context) {
 			}
 		}
 		for id := range a.instances {
-			if !seen[id] && !a.busy[id] {
+			if !seen[id] && !stale(id) {
 				delete(a.instances, id)
 			}
 		}
-	}
-	if rerr == nil {
-		for id := range a.registered {
-			if !owned[id] && !a.busy[id] {
-				delete(a.registered, id)
-			}
-		}
-		for id := range owned {
-			if !a.busy[id] {
-				a.registered[id] = true
-			}
-		}
-		a.selfReg = self
 	}
 	needSelf := rerr == nil && !self
 	a.mu.Unlock()
@@ -577,6 +589,8 @@ func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
 			a.execute(ctx, act)
 			a.mu.Lock()
 			delete(a.busy, act.AllocID)
+			a.opSeq++
+			a.lastOp[act.AllocID] = a.opSeq
 			a.wakeLocked() // Sync waits for busy allocations
 			a.mu.Unlock()
 			a.poke()

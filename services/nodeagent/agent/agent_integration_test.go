@@ -149,7 +149,9 @@ func (h *harness) instances() map[string]*api.ServiceEntry {
 	return out
 }
 
-func passing(e *api.ServiceEntry) bool { return e != nil && e.Checks.AggregatedStatus() == api.HealthPassing }
+func passing(e *api.ServiceEntry) bool {
+	return e != nil && e.Checks.AggregatedStatus() == api.HealthPassing
+}
 
 // running returns the driver's running instances by allocation id.
 func (h *harness) running() map[string]allocation.Instance {

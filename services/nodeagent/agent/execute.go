@@ -127,9 +127,13 @@ func (a *Agent) deregister(ctx context.Context, id string) {
 		return
 	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	delete(a.registered, id)
-	a.mu.Unlock()
-	a.update(id, "deregistered from Consul", func(*Status) {})
+	if _, known := a.status[id]; known {
+		a.updateLocked(id, "deregistered from Consul", func(*Status) {})
+	} else {
+		a.log.Info("removed orphan registration", "alloc", id)
+	}
 }
 
 func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
