@@ -93,6 +93,25 @@ func (a *API) Self() *statev1.PeerAddress {
 	return &statev1.PeerAddress{Id: a.raft.ID(), RaftAddress: a.raft.Addr(), GrpcAddress: a.grpcAddr}
 }
 
+// RegisterSelf records this node's addresses in the replicated state when it
+// leads and they are missing or stale there, so that followers can forward
+// writes to it. It does nothing on a follower.
+func (a *API) RegisterSelf(ctx context.Context) error {
+	if !a.raft.IsLeader() {
+		return nil
+	}
+	self := a.Self()
+	if p, ok := a.fsm.Peer(self.GetId()); ok && p.GetGrpcAddress() == self.GetGrpcAddress() && p.GetRaftAddress() == self.GetRaftAddress() {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := a.raft.Apply(actx, &statev1.Command{Op: &statev1.Command_RegisterPeer{RegisterPeer: &statev1.RegisterPeerOp{Peer: self}}}); err != nil {
+		return fmt.Errorf("grpcapi: register %s: %w", self.GetId(), err)
+	}
+	return nil
+}
+
 // toStatus maps domain and raft errors to gRPC status codes. It is the only
 // place that does.
 func toStatus(err error) error {

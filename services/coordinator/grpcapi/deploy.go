@@ -2,6 +2,8 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -11,6 +13,10 @@ import (
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
+
+// followerLag is how long WatchRollout on a follower waits for an unknown
+// rollout to be replicated before answering NOT_FOUND.
+const followerLag = 2 * time.Second
 
 // defaultRolloutLimit caps ListRollouts when the request gives no limit.
 const defaultRolloutLimit = 100
@@ -214,8 +220,20 @@ func (s *deployServer) ListReleases(ctx context.Context, req *deployv1.ListRelea
 func (s *deployServer) WatchRollout(req *deployv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[deployv1.WatchRolloutResponse]) error {
 	ctx := stream.Context()
 	from := req.GetFromIndex()
+	// A follower may not have applied a rollout the leader just created:
+	// give it a moment before answering NOT_FOUND.
+	appear := time.Now().Add(followerLag)
 	for {
 		evs, err := s.a.fsm.EventsAfter(req.GetId(), from)
+		if errors.Is(err, state.ErrNotFound) && !s.a.raft.IsLeader() && time.Now().Before(appear) {
+			select {
+			case <-ctx.Done():
+				return toStatus(ctx.Err())
+			case <-s.a.fsm.Changed():
+			case <-time.After(time.Until(appear)):
+			}
+			continue
+		}
 		if err != nil {
 			return toStatus(err)
 		}

@@ -208,15 +208,8 @@ func (c *coordinator) watchLeader(ctx context.Context) {
 			c.srv.SetServing(deployServiceName, serving)
 			c.logger.Info("leader changed", "leader", id, "self_leads", id == self.GetId())
 		}
-		if c.node.IsLeader() {
-			if p, ok := c.fsm.Peer(self.GetId()); !ok || p.GetGrpcAddress() != self.GetGrpcAddress() || p.GetRaftAddress() != self.GetRaftAddress() {
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err := c.node.Apply(actx, &statev1.Command{Op: &statev1.Command_RegisterPeer{RegisterPeer: &statev1.RegisterPeerOp{Peer: self}}})
-				cancel()
-				if err != nil {
-					c.logger.Debug("register own address", "err", err)
-				}
-			}
+		if err := c.api.RegisterSelf(ctx); err != nil {
+			c.logger.Debug("register own address", "err", err)
 		}
 		select {
 		case <-ctx.Done():
