@@ -35,9 +35,9 @@
 //     in plan.Stop. A new leader re-acts the last committed plan (acting is
 //     declarative and idempotent: desired sets and intents are overwritten,
 //     not appended).
-//  6. Repeat from 2 whenever an observation changes and at least every
-//     second while the rollout is not Done (time drives pauses, deadlines
-//     and min_healthy_time).
+//  6. Repeat from 2 whenever an observation changes, and at the time Wake
+//     returns (pauses, deadlines and min_healthy_time are driven by time),
+//     until Done. Stepping more often is harmless.
 //
 // Because Step is deterministic and runs to a fixed point, stepping a
 // committed State again with the same observation decides nothing: a leader
@@ -53,7 +53,8 @@
 // passed continuously for min_healthy_time. An instance not healthy within
 // healthy_deadline of its creation, one whose container exited, or one that
 // was healthy and then stayed critical for longer than Config.FlapTolerance
-// fails the rollout; a shorter flap only holds progress. A rollout waiting
+// fails the rollout; a shorter flap only holds progress. Instance deadlines
+// keep running while the rollout is paused. A rollout waiting
 // for instances for progress_deadline without any becoming healthy fails.
 // On failure with auto_revert, all traffic returns to the stable release at
 // once (canary, blue/green) or after the stopped stable instances were

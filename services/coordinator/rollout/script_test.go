@@ -48,7 +48,7 @@ import (
 //	expect traffic none           expect idle
 //	expect event <kind> [text]    expect message <text>
 //	expect live v1=4 v2=1         expect pending <ids...> | none
-//	expect done yes|no
+//	expect done yes|no            expect wake <duration from now> | none
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
 	if err != nil {
@@ -428,7 +428,24 @@ func (w *world) step() error {
 	if _, again := Step(next, obs); !again.Empty() {
 		return fmt.Errorf("Step is not a fixed point: second run decided %+v", again)
 	}
-	return w.commit(next, plan)
+	if err := w.commit(next, plan); err != nil {
+		return err
+	}
+	// Contract of Wake: with nothing else changing, Step decides nothing
+	// before the wake time (or ever, without one).
+	wake, ok := Wake(next, obs)
+	quiet := obs
+	quiet.Now = obs.Now.Add(100 * time.Hour)
+	if ok {
+		if !wake.After(obs.Now) {
+			return fmt.Errorf("wake %s is not after now %s", wake, obs.Now)
+		}
+		quiet.Now = wake.Add(-time.Nanosecond)
+	}
+	if _, early := Step(next, quiet); !early.Empty() {
+		return fmt.Errorf("Step decides %+v at %s, before the wake time (%v, %v)", early, quiet.Now.Sub(obs.Now), wake.Sub(obs.Now), ok)
+	}
+	return nil
 }
 
 func mustJSON(v ...any) []byte {
@@ -593,6 +610,15 @@ func (w *world) expect(what string, args []string) error {
 		}
 		if p.Traffic != nil {
 			return fmt.Errorf("traffic changed to generation %d %v", p.Traffic.Generation, p.Traffic.Weights)
+		}
+	case "wake":
+		wake, ok := Wake(s, w.observe())
+		got := "none"
+		if ok {
+			got = wake.Sub(w.now).String()
+		}
+		if len(args) != 1 || got != args[0] {
+			return fmt.Errorf("wake in %s, want %v", got, args)
 		}
 	case "done":
 		want := len(args) == 1 && args[0] == "yes"
