@@ -9,6 +9,18 @@
 // node is told to start anything. The result is deterministic for a given
 // State and seed: nodes are considered in id order shuffled by the seed, and
 // the shuffle only decides between nodes that rank equal.
+//
+// How the leader uses it: when the rollout machine decides to place N
+// instances of a release, the leader builds a State from its committed FSM
+// (nodes discovered from Consul with their readiness, drain flag, labels and
+// capacity; every allocation not yet stopped), names the N allocations
+// deterministically, and calls Run with a seed taken from the raft index of
+// the decision. The Planner commits the resulting placements together with
+// the rollout state; only then are the nodes sent their desired sets.
+// Failures carry a Reason for the rollout's events; allocations that failed
+// are asked for again on a later pass (e.g. when a node joins). To replace
+// the allocations of a node that went away, mark it not ready (or leave it
+// out) and ask for new allocation ids.
 package placement
 
 import (
