@@ -40,7 +40,7 @@ type Driver interface {
 
 // Registry is the service catalog (Consul).
 type Registry interface {
-	Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string) error
+	Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string, passing bool) error
 	Deregister(ctx context.Context, allocID string) error
 	Owned(ctx context.Context) (ids map[string]bool, self bool, err error)
 	Checks(ctx context.Context) (map[string]consul.Health, error)
@@ -125,6 +125,10 @@ type Config struct {
 	AntiEntropy time.Duration
 	// HealthPoll is the period of reading check results (default 250ms).
 	HealthPoll time.Duration
+	// ReadyWithin bounds the agent's own probing of a fresh instance
+	// before it registers it (default 5s); an instance that passes is
+	// registered passing, one that does not is registered critical.
+	ReadyWithin time.Duration
 	Logger     *slog.Logger
 }
 
@@ -165,6 +169,9 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 	}
 	if cfg.HealthPoll <= 0 {
 		cfg.HealthPoll = 250 * time.Millisecond
+	}
+	if cfg.ReadyWithin <= 0 {
+		cfg.ReadyWithin = 5 * time.Second
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second

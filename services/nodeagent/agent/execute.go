@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/probe"
 	"slipway.dev/nodeagent/reconcile"
 )
 
@@ -37,7 +38,7 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
 		a.mu.Unlock()
 		a.start(ctx, spec, restarts)
 	case reconcile.Register:
-		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address); err != nil {
+		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address, false); err != nil {
 			a.log.Warn("register", "alloc", id, "err", err)
 			return
 		}
@@ -153,7 +154,9 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
 	a.instances[id] = inst
 	a.updateLocked(id, "instance started", func(s *Status) { s.InstanceID, s.HostPort = inst.ID, inst.HostPort })
 	a.mu.Unlock()
-	if err := a.reg.Register(sctx, spec, inst, a.cfg.Address); err != nil {
+	// Probe it ourselves so it is registered as soon as it is ready.
+	passing := probe.Until(sctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond) == nil
+	if err := a.reg.Register(sctx, spec, inst, a.cfg.Address, passing); err != nil {
 		// Running but unregistered: the next step retries the registration.
 		a.update(id, "registration failed", func(s *Status) { s.Error = err.Error() })
 		return

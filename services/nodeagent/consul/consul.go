@@ -123,14 +123,20 @@ func (r *Registry) DeregisterAgent(ctx context.Context) error {
 }
 
 // Register registers a running instance of spec reachable on address and
-// inst.HostPort; the service id is the allocation id.
-func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string) error {
+// inst.HostPort; the service id is the allocation id. passing says the
+// agent has just seen the check pass, so the check starts passing instead
+// of critical (Consul's first run of the check is staggered up to an
+// interval).
+func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string, passing bool) error {
 	target := net.JoinHostPort(address, strconv.Itoa(inst.HostPort))
 	check := &api.AgentServiceCheck{
 		Name:                           s.ID + " health",
 		Interval:                       s.CheckInterval().String(),
 		Timeout:                        s.CheckTimeout().String(),
 		DeregisterCriticalServiceAfter: DeregisterAfter.String(),
+	}
+	if passing {
+		check.Status = api.HealthPassing
 	}
 	if s.Check.HTTP != "" {
 		check.HTTP = "http://" + target + s.Check.HTTP
