@@ -1,0 +1,163 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{ID: "a", DataDir: "/tmp/x"}
+	if err := ok.validate(); err != nil {
+		t.Errorf("minimal config: %v", err)
+	}
+	bad := Config{Bootstrap: true, BootstrapExpect: 3}
+	err := bad.validate()
+	for _, field := range []string{"id:", "data-dir:", "bootstrap:", "join:"} {
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("validate(%+v) = %v, want it to name %s", bad, err, field)
+		}
+	}
+}
+
+func TestAdvertised(t *testing.T) {
+	for _, tc := range []struct{ bound, adv, want string }{
+		{"[::]:7400", "", "127.0.0.1:7400"},
+		{"0.0.0.0:7401", "", "127.0.0.1:7401"},
+		{":7401", "", "127.0.0.1:7401"},
+		{"10.1.2.3:7400", "", "10.1.2.3:7400"},
+		{"0.0.0.0:7400", "coord-1.internal", "coord-1.internal:7400"},
+	} {
+		got, err := advertised(tc.bound, tc.adv)
+		if err != nil || got != tc.want {
+			t.Errorf("advertised(%q, %q) = %q, %v; want %q", tc.bound, tc.adv, got, err, tc.want)
+		}
+	}
+	if _, err := advertised("nonsense", ""); err == nil {
+		t.Error("advertised(nonsense) did not fail")
+	}
+}
+
+type running struct {
+	cfg  Config
+	conn *grpc.ClientConn
+	done chan error
+	stop context.CancelFunc
+}
+
+func start(t *testing.T, id string, mut func(*Config)) *running {
+	t.Helper()
+	cfg := Config{
+		ID: id, DataDir: filepath.Join(t.TempDir(), id), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
+		Logger: slog.New(slog.DiscardHandler), LogOutput: io.Discard,
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cfg: cfg, done: make(chan error, 1), stop: cancel}
+	go func() { r.done <- Run(ctx, cfg) }()
+	conn, err := rpc.Dial(cfg.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.conn = conn
+	t.Cleanup(func() {
+		r.stop()
+		<-r.done
+		conn.Close()
+	})
+	return r
+}
+
+// waitHealth polls the health service until the deploy service reports want.
+func waitHealth(t *testing.T, r *running, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := healthpb.NewHealthClient(r.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: deployServiceName})
+		cancel()
+		if err == nil && resp.GetStatus() == want {
+			return
+		}
+		last = resp.GetStatus().String()
+		if err != nil {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: deploy service health is %s after 20s, want %s", r.cfg.ID, last, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFormationAndHealth starts coordinators in-process on real TCP raft:
+// one without bootstrap or join (not serving until added), one bootstrapped
+// alone, then AddPeer and -join grow it to three.
+func TestFormationAndHealth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft over TCP")
+	}
+	idle := start(t, "idle", nil)
+	waitHealth(t, idle, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	boot := start(t, "boot", func(c *Config) { c.Bootstrap = true })
+	waitHealth(t, boot, healthpb.HealthCheckResponse_SERVING)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := clusterv1.NewClusterServiceClient(boot.conn).AddPeer(ctx, &clusterv1.AddPeerRequest{Id: "idle", RaftAddress: idle.cfg.RaftAddr}); err != nil {
+		t.Fatalf("add peer: %v", err)
+	}
+	waitHealth(t, idle, healthpb.HealthCheckResponse_SERVING)
+
+	// A third node joins through the (follower) idle node.
+	joiner := start(t, "joiner", func(c *Config) { c.Join = []string{idle.cfg.GRPCAddr} })
+	waitHealth(t, joiner, healthpb.HealthCheckResponse_SERVING)
+	peers, err := clusterv1.NewClusterServiceClient(boot.conn).ListPeers(ctx, &clusterv1.ListPeersRequest{})
+	if err != nil || len(peers.GetPeers()) != 3 {
+		t.Fatalf("peers = %v, %v; want 3", peers, err)
+	}
+	gl, err := clusterv1.NewClusterServiceClient(joiner.conn).GetLeader(ctx, &clusterv1.GetLeaderRequest{})
+	if err != nil || gl.GetLeaderId() != "boot" || gl.GetGrpcAddress() != boot.cfg.GRPCAddr {
+		t.Errorf("leader seen by joiner = %v, %v", gl, err)
+	}
+	// A write through the joiner is forwarded and committed.
+	if _, err := deployv1.NewDeployServiceClient(joiner.conn).Deploy(ctx, &deployv1.DeployRequest{
+		Spec: &deployv1.ServiceSpec{Name: "web", Image: "slipway/demo:v1", Count: 1, Port: 8080}, RequestId: "j1",
+	}); err != nil {
+		t.Fatalf("deploy through joiner: %v", err)
+	}
+
+	// Graceful stop of the leader hands leadership over and Run returns nil.
+	boot.stop()
+	if err := <-boot.done; err != nil {
+		t.Errorf("Run returned %v on shutdown", err)
+	}
+	boot.done <- nil // for the cleanup
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		gl, err := clusterv1.NewClusterServiceClient(idle.conn).GetLeader(ctx, &clusterv1.GetLeaderRequest{})
+		if err == nil && gl.GetLeaderId() != "" && gl.GetLeaderId() != "boot" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new leader after the leader stopped: %v, %v", gl, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
