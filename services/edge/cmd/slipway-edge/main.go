@@ -1,0 +1,181 @@
+// Command slipway-edge routes HTTP traffic to Slipway-managed services from
+// Consul's passing instances and the coordinator's traffic intents, in its
+// own proxy or through nginx, and acknowledges each route generation.
+//
+// Every flag can also be set from the environment as SLIPWAY_<FLAG> with
+// dashes as underscores, e.g. SLIPWAY_CONSUL_ADDR.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"slipway.dev/edge/consul"
+	"slipway.dev/edge/controller"
+	"slipway.dev/edge/grpcapi"
+	"slipway.dev/edge/nginx"
+	"slipway.dev/edge/proxy"
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/telemetry"
+)
+
+type options struct {
+	id, consulAddr, mode, httpAddr, grpcAddr, metricsAddr, logLevel, logFormat string
+	nginxBinary, nginxDir, nginxControl                                        string
+	nginxWorkers                                                               int
+	nginxExternal, accessLog                                                   bool
+	sessionTTL                                                                 time.Duration
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "slipway-edge:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("slipway-edge", flag.ContinueOnError)
+	fs.StringVar(&o.id, "id", host, "edge id (its ack key is slipway/edges/<id>)")
+	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul HTTP API address")
+	fs.StringVar(&o.mode, "mode", "proxy", "data plane: proxy (built-in) or nginx")
+	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "client HTTP listener")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", ":7420", "RouteService gRPC listener")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus /metrics listener (empty: off)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&o.accessLog, "access-log", false, "log every request (proxy: to the log; nginx: DIR/logs/access.log)")
+	fs.StringVar(&o.nginxBinary, "nginx-binary", "/usr/sbin/nginx", "nginx executable (mode nginx)")
+	fs.StringVar(&o.nginxDir, "nginx-dir", "/var/lib/slipway-edge/nginx", "nginx prefix directory (mode nginx)")
+	fs.StringVar(&o.nginxControl, "nginx-control-addr", "127.0.0.1:7421", "nginx's loopback control endpoint (mode nginx)")
+	fs.IntVar(&o.nginxWorkers, "nginx-workers", 2, "nginx worker_processes (mode nginx)")
+	fs.BoolVar(&o.nginxExternal, "nginx-external", false, "drive an nginx master already running from -nginx-dir instead of starting one")
+	fs.DurationVar(&o.sessionTTL, "session-ttl", 10*time.Second, "TTL of the Consul session holding the edge's ack")
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv("SLIPWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); ok {
+			fs.Set(f.Name, v)
+		}
+	})
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.id == "" {
+		return o, errors.New("-id: required")
+	}
+	if o.mode != "proxy" && o.mode != "nginx" {
+		return o, fmt.Errorf("-mode %q: want proxy or nginx", o.mode)
+	}
+	return o, nil
+}
+
+func run(args []string) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	logger, err := telemetry.NewLogger(os.Stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	logger = logger.With("edge", o.id)
+	reg := telemetry.NewRegistry()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	ccfg := api.DefaultConfig()
+	ccfg.Address = o.consulAddr
+	client, err := api.NewClient(ccfg)
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
+	metrics, err := telemetry.ServeMetrics(o.metricsAddr, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close(context.Background())
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dpCtx, dpCancel := context.WithCancel(context.Background())
+	defer dpCancel()
+
+	var applier controller.Applier
+	switch o.mode {
+	case "proxy":
+		p := proxy.New(proxy.Config{Logger: logger, Registerer: reg, AccessLog: o.accessLog})
+		lis, err := rpc.Listen(o.httpAddr)
+		if err != nil {
+			return fmt.Errorf("http listen: %w", err)
+		}
+		srv := proxy.NewServer(p)
+		wg.Go(func() {
+			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http server stopped", "err", err)
+			}
+		})
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+			p.Close()
+		}()
+		applier = p
+		logger.Info("built-in proxy listening", "addr", lis.Addr().String())
+	case "nginx":
+		r, err := nginx.New(nginx.Config{Binary: o.nginxBinary, Dir: o.nginxDir, Listen: o.httpAddr, ControlAddr: o.nginxControl,
+			Workers: o.nginxWorkers, External: o.nginxExternal, AccessLog: o.accessLog, Logger: logger, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		if err := r.Start(dpCtx); err != nil {
+			return err
+		}
+		defer func() { dpCancel(); r.Wait() }()
+		applier = r
+	}
+
+	routes := grpcapi.New()
+	gs := rpc.NewServer(rpc.ServerConfig{Name: "edge", Logger: logger, Registerer: reg})
+	routes.Register(gs)
+	glis, err := rpc.Listen(o.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	wg.Go(func() {
+		if err := gs.Serve(glis); err != nil {
+			logger.Error("grpc server stopped", "err", err)
+		}
+	})
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gs.Shutdown(sctx)
+	}()
+	logger.Info("RouteService listening", "addr", glis.Addr().String())
+
+	watcher := consul.NewWatcher(client, logger)
+	acker := consul.NewAcker(client, o.id, o.sessionTTL, logger)
+	ctl := controller.New(controller.Config{EdgeID: o.id, Source: watcher, Applier: applier, Publisher: acker,
+		Observer: routes, Logger: logger, Registerer: reg})
+	var loops sync.WaitGroup
+	loops.Go(func() { watcher.Run(ctx) })
+	loops.Go(func() { acker.Run(ctx) })
+	loops.Go(func() { ctl.Run(ctx) })
+	<-ctx.Done()
+	logger.Info("shutting down")
+	loops.Wait()
+	return nil
+}
