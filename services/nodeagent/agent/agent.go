@@ -129,7 +129,7 @@ type Config struct {
 	// before it registers it (default 5s); an instance that passes is
 	// registered passing, one that does not is registered critical.
 	ReadyWithin time.Duration
-	Logger     *slog.Logger
+	Logger      *slog.Logger
 }
 
 // Agent is the node agent's core.
