@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/nodeagent/consul"
 	"slipway.dev/nodeagent/reconcile"
@@ -130,11 +132,14 @@ type Config struct {
 	// registered passing, one that does not is registered critical.
 	ReadyWithin time.Duration
 	Logger      *slog.Logger
+	// Registerer receives the agent's metrics (nil: not exported).
+	Registerer prometheus.Registerer
 }
 
 // Agent is the node agent's core.
 type Agent struct {
 	cfg Config
+	met *metrics
 	drv Driver
 	reg Registry
 	log *slog.Logger
@@ -190,6 +195,7 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 		changed:    make(chan struct{}),
 		subs:       map[chan Event]struct{}{},
 	}
+	a.met = newMetrics(a, cfg.Registerer)
 	st, err := loadState(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -233,12 +239,14 @@ type SyncResult struct {
 // or ctx ends, and returns the statuses reached.
 func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allocation.Spec) (SyncResult, error) {
 	if nodeID != a.cfg.NodeID {
+		a.met.syncs.WithLabelValues("refused").Inc()
 		return SyncResult{}, fmt.Errorf("sync for node %q on node %q: %w", nodeID, a.cfg.NodeID, ErrWrongNode)
 	}
 	a.mu.Lock()
 	if tok.Less(a.token) {
 		cur := a.token
 		a.mu.Unlock()
+		a.met.syncs.WithLabelValues("stale").Inc()
 		return SyncResult{}, fmt.Errorf("token %d/%d older than %d/%d: %w", tok.Term, tok.Index, cur.Term, cur.Index, ErrStaleToken)
 	}
 	desired := map[string]allocation.Spec{}
@@ -259,6 +267,7 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 	}
 	if err := saveState(a.cfg.DataDir, persisted{Token: tok, Desired: slices.Collect(maps.Values(desired))}); err != nil {
 		a.mu.Unlock()
+		a.met.syncs.WithLabelValues("error").Inc()
 		return SyncResult{}, err
 	}
 	a.token = tok
@@ -280,6 +289,7 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 		a.log.Info("desired set changed", "allocations", len(desired), "refused", len(invalid), "term", tok.Term, "index", tok.Index)
 	}
 	a.poke()
+	a.met.syncs.WithLabelValues("ok").Inc()
 
 	// Wait for the starts this sync asked for.
 	for {
@@ -513,6 +523,7 @@ func (a *Agent) onExit(id, instanceID string) {
 		return // not ours to report, or an operation (a stop) is on it
 	}
 	a.exitedLocked(id, "instance exited")
+	a.met.exits.Inc()
 	a.poke()
 }
 

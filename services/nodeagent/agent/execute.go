@@ -36,6 +36,7 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
 			restarts = st.Restarts + 1
 		}
 		a.mu.Unlock()
+		a.met.restarts.Inc()
 		a.start(ctx, spec, restarts)
 	case reconcile.Register:
 		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address, false); err != nil {
@@ -76,9 +77,11 @@ func (a *Agent) drain(ctx context.Context, id string, inst allocation.Instance, 
 	if act.Drain {
 		a.update(id, "draining: "+act.Reason, func(s *Status) { s.State, s.Health, s.HealthySince = Draining, "", time.Time{} })
 		a.deregister(ctx, id)
+		t0 := time.Now()
 		if err := a.reg.WaitRoutes(ctx, service, id, a.cfg.DrainTimeout, a.cfg.DrainWindow); err != nil {
 			a.log.Warn("route barrier not reached; stopping anyway", "alloc", id, "err", err)
 		}
+		a.met.drain.Observe(time.Since(t0).Seconds())
 	}
 	if err := a.stopInstance(ctx, inst, grace); err != nil {
 		a.update(id, "stop failed", func(s *Status) { s.Error = err.Error() })
@@ -144,6 +147,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
 	})
 	sctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	t0 := time.Now()
 	inst, err := a.drv.Start(sctx, spec)
 	if err != nil {
 		a.fail(id, spec, err, true)
@@ -161,6 +165,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
 		a.update(id, "registration failed", func(s *Status) { s.Error = err.Error() })
 		return
 	}
+	a.met.start.Observe(time.Since(t0).Seconds())
 	a.mu.Lock()
 	a.registered[id] = true
 	a.updateLocked(id, "running and registered", func(s *Status) { s.State, s.Error = Running, "" })

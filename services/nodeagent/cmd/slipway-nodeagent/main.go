@@ -156,7 +156,7 @@ func run(args []string) error {
 	a, err := agent.New(agent.Config{
 		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
 		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
-		DrainTimeout: o.drainTimeout, DrainWindow: o.drainWindow, Logger: logger,
+		DrainTimeout: o.drainTimeout, DrainWindow: o.drainWindow, Logger: logger, Registerer: reg,
 	}, drv, cons)
 	if err != nil {
 		return err
