@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"slipway.dev/coordinator/state"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -89,8 +90,38 @@ func scenario(t *testing.T) *log {
 	l.add(rollback("web", 0, "r4", true))
 	l.add(&statev1.Command{Op: &statev1.Command_UpsertNode{UpsertNode: &statev1.UpsertNodeOp{Node: &clusterv1.Node{Id: "n1", Labels: map[string]string{"zone": "a", "rack": "1"}}}}})
 	l.add(&statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{NodeId: "n1", Enable: true, By: "ops"}}})
+	l.add(putAllocs("n1", "a2", "a1"))
 	l.add(&statev1.Command{Op: &statev1.Command_Noop{Noop: &statev1.NoopOp{Payload: []byte("x")}}})
 	return l
+}
+
+func putAllocs(node string, ids ...string) *statev1.Command {
+	op := &statev1.PutAllocationsOp{NodeId: node}
+	for _, id := range ids {
+		op.Allocations = append(op.Allocations, &agentv1.Allocation{Id: id, NodeId: node, Service: "web", Release: 1, Env: map[string]string{"X": id}})
+	}
+	return &statev1.Command{Op: &statev1.Command_PutAllocations{PutAllocations: op}}
+}
+
+func TestAllocationsStored(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(putAllocs("n1", "b", "a")))
+	apply(t, f, l.add(putAllocs("n2", "c")))
+	got := f.Allocations("n1")
+	if len(got) != 2 || got[0].GetId() != "a" || got[1].GetId() != "b" {
+		t.Errorf("allocations of n1 = %v, want a, b", got)
+	}
+	apply(t, f, l.add(putAllocs("n1")))
+	if got := f.Allocations("n1"); len(got) != 0 {
+		t.Errorf("allocations of n1 after clearing = %v", got)
+	}
+	if got := f.Allocations("n2"); len(got) != 1 {
+		t.Errorf("allocations of n2 = %v, want c", got)
+	}
+	if err := applyErr(f, l.add(putAllocs(""))); !errors.Is(err, state.ErrInvalid) {
+		t.Errorf("allocations without node: err = %v, want ErrInvalid", err)
+	}
 }
 
 func TestDeterminism(t *testing.T) {
@@ -158,6 +189,9 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	if d := cmp.Diff(f.Rollouts("", false, 0), g.Rollouts("", false, 0), opts); d != "" {
 		t.Errorf("rollouts differ (-orig +restored):\n%s", d)
+	}
+	if d := cmp.Diff(f.Allocations("n1"), g.Allocations("n1"), opts); d != "" || len(g.Allocations("n1")) != 2 {
+		t.Errorf("allocations differ (-orig +restored):\n%s", d)
 	}
 	// The restored FSM keeps working: the next entry gets the next release
 	// and event index, exactly as on the original.

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -135,6 +136,18 @@ func (f *FSM) Nodes() []*clusterv1.Node {
 	out := make([]*clusterv1.Node, 0, len(f.nodes))
 	for _, id := range sortedKeys(f.nodes) {
 		out = append(out, proto.CloneOf(f.nodes[id]))
+	}
+	return out
+}
+
+// Allocations returns copies of the stored allocations of a node, sorted by
+// id.
+func (f *FSM) Allocations(nodeID string) []*agentv1.Allocation {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*agentv1.Allocation, 0, len(f.allocations[nodeID]))
+	for _, a := range f.allocations[nodeID] {
+		out = append(out, proto.CloneOf(a))
 	}
 	return out
 }

@@ -63,6 +63,7 @@ func run(bin string, dur time.Duration) error {
 		return err
 	}
 	dc := deployv1.NewDeployServiceClient(c.Conn(leader))
+	fc := deployv1.NewDeployServiceClient(c.Conn((leader + 1) % 3))
 	ic := statev1.NewInternalServiceClient(c.Conn(leader))
 
 	base := &deployv1.ServiceSpec{Name: "bench", Image: "slipway/demo:v1", Count: 3, Port: 8080,
@@ -77,18 +78,25 @@ func run(bin string, dur time.Duration) error {
 		_, err := dc.Deploy(ctx, &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
 		return err
 	}
+	viaFollower := func(ctx context.Context, client, i int) error {
+		s := proto.CloneOf(base)
+		s.Name = "bench-f" + strconv.Itoa(client)
+		_, err := fc.Deploy(ctx, &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-f%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
+		return err
+	}
 	noop := func(ctx context.Context, client, i int) error {
 		_, err := ic.ApplyNoop(ctx, &statev1.ApplyNoopRequest{Payload: payload})
 		return err
 	}
 
-	fmt.Printf("coordinator: 3 processes on loopback, requests sent to the leader, %s per row, entry ~%d bytes\n", dur, len(payload))
+	fmt.Printf("coordinator: 3 processes on loopback, requests sent to the leader unless stated, %s per row, entry ~%d bytes\n", dur, len(payload))
 	fmt.Printf("%-8s %-24s %10s %10s %10s %8s\n", "clients", "operation", "ops/s", "p50", "p99", "errors")
 	for _, clients := range []int{1, 32} {
 		d := measure(clients, dur, deploy)
 		r := measure(clients, dur, noop)
 		row(clients, "Deploy (committed)", d)
 		row(clients, "raw raft apply (peer)", r)
+		row(clients, "Deploy via follower", measure(clients, dur, viaFollower))
 		fmt.Printf("%-8d %-24s %9.2fx %9.2fx %9.2fx\n", clients, "ratio Deploy/raw", rate(d)/rate(r),
 			float64(d.p50)/float64(r.p50), float64(d.p99)/float64(r.p99))
 	}
