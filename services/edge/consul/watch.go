@@ -37,6 +37,7 @@ type Watcher struct {
 	watching  map[string]context.CancelFunc
 	pending   int // loops that have not answered once yet
 	ready     chan struct{}
+	isReady   bool
 }
 
 // NewWatcher returns a watcher; Run starts it.
@@ -93,7 +94,8 @@ func (w *Watcher) answered(first *bool) {
 	}
 	*first = false
 	w.pending--
-	if w.pending == 0 {
+	if w.pending == 0 && !w.isReady {
+		w.isReady = true
 		close(w.ready)
 	}
 }

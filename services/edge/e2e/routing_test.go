@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"testing"
+	"time"
+
+	"slipway.dev/edge/loadgen"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+var modes = []string{"proxy", "nginx"}
+
+// TestRouting: instances and intent written into Consul are routed by
+// weight (90/10 over 2,000 requests) and pins, and a deregistered instance
+// gets no request once the edge's ack no longer lists it.
+func TestRouting(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ed := e.startEdge(mode)
+			a1, a2 := e.startInstance("web", 1), e.startInstance("web", 1)
+			b1 := e.startInstance("web", 2)
+			e.writeIntent("web", intent{gen: 1, host: "web.test", weights: map[uint64]int32{1: 90, 2: 10}, pins: []*edgev1.Pin{
+				{Header: "X-Canary", Value: "yes", Release: 2}, {Cookie: "stable", Release: 1}}})
+			e.ackedGen(ed.id, "web", 1, a1, a2, b1)
+
+			client := &http.Client{Timeout: 5 * time.Second}
+			versions := map[string]int{}
+			for i := 0; i < 2000; i++ {
+				code, _, v, err := get(client, ed, "web.test", nil)
+				if err != nil || code != 200 {
+					t.Fatalf("request %d: %d %v", i, code, err)
+				}
+				versions[v]++
+			}
+			share := float64(versions["v2"]) / 2000
+			t.Logf("%s: 2,000 requests at 90/10: %v (v2 share %.3f)", mode, versions, share)
+			if math.Abs(share-0.10) > 0.03 || versions["v1"]+versions["v2"] != 2000 {
+				t.Fatalf("v2 share %.3f, want 0.10 ± 0.03 (%v)", share, versions)
+			}
+			for i := 0; i < 50; i++ {
+				if _, _, v, _ := get(client, ed, "web.test", map[string]string{"X-Canary": "yes"}); v != "v2" {
+					t.Fatalf("header pin routed to %q", v)
+				}
+				if _, _, v, _ := get(client, ed, "web.test", map[string]string{"Cookie": "stable=1"}); v != "v1" {
+					t.Fatalf("cookie pin routed to %q", v)
+				}
+			}
+			if code, _, _, _ := get(client, ed, "unknown.test", nil); code != 404 {
+				t.Fatalf("unknown host: status %d, want 404", code)
+			}
+
+			a2.remove(ed.id)
+			e.client.Agent().ServiceDeregister(a2.id)
+			for i := 0; i < 300; i++ {
+				code, who, _, err := get(client, ed, "web.test", nil)
+				if err != nil || code != 200 {
+					t.Fatalf("after removal, request %d: %d %v", i, code, err)
+				}
+				if who == a2.id {
+					t.Fatalf("request %d reached %s after the ack dropped it", i, a2.id)
+				}
+			}
+		})
+	}
+}
+
+// TestSafetyFloors: a bad intent or one naming a release without instances
+// keeps the last good routes, and one broken service does not affect another.
+func TestSafetyFloors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ed := e.startEdge("proxy")
+	w1 := e.startInstance("web", 1)
+	p1 := e.startInstance("api", 1)
+	e.writeIntent("web", intent{gen: 1, host: "web.test", weights: map[uint64]int32{1: 100}})
+	e.writeIntent("api", intent{gen: 1, host: "api.test", weights: map[uint64]int32{1: 100}})
+	e.ackedGen(ed.id, "web", 1, w1)
+	e.ackedGen(ed.id, "api", 1, p1)
+
+	if _, err := e.client.KV().Put(kv("web", `{"generation":2,"host":"web.test","weights":{"1":50}}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	e.writeIntent("api", intent{gen: 2, host: "api.test", weights: map[uint64]int32{7: 100}})
+	p2 := e.startInstance("api", 1)
+	// A healthy change to a third service still goes through.
+	x1 := e.startInstance("other", 1)
+	e.writeIntent("other", intent{gen: 1, host: "other.test", weights: map[uint64]int32{1: 100}})
+	e.ackedGen(ed.id, "other", 1, x1)
+	ack := e.ack(ed.id)
+	if ack.GetGenerations()["web"] != 1 || ack.GetGenerations()["api"] != 1 {
+		t.Fatalf("ack generations %v: want web and api kept at 1", ack.GetGenerations())
+	}
+	_ = p2
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, h := range []string{"web.test", "api.test", "other.test"} {
+		if code, _, v, err := get(client, ed, h, nil); err != nil || code != 200 || v != "v1" {
+			t.Fatalf("%s: %d %q %v", h, code, v, err)
+		}
+	}
+}
+
+// TestZeroDowntime: steady keep-alive load while the intent flips between
+// two releases 10 times and instances come and go: every request succeeds.
+func TestZeroDowntime(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ed := e.startEdge(mode)
+			blue := []*instance{e.startInstance("web", 1), e.startInstance("web", 1)}
+			green := []*instance{e.startInstance("web", 2), e.startInstance("web", 2)}
+			gen := uint64(1)
+			e.writeIntent("web", intent{gen: gen, host: "web.test", weights: map[uint64]int32{1: 100, 2: 0}})
+			e.ackedGen(ed.id, "web", gen, append(append([]*instance{}, blue...), green...)...)
+
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan loadgen.Result, 1)
+			go func() {
+				done <- loadgen.Run(ctx, loadgen.Config{URL: "http://" + ed.httpAddr + "/", Host: "web.test", Conns: 32, Rate: 800})
+			}()
+			defer cancel()
+			all := func() []*instance { return append(append([]*instance{}, blue...), green...) }
+			for flip := 0; flip < 10; flip++ {
+				gen++
+				w := map[uint64]int32{1: 100, 2: 0}
+				if flip%2 == 0 {
+					w = map[uint64]int32{1: 0, 2: 100}
+				}
+				e.writeIntent("web", intent{gen: gen, host: "web.test", weights: w})
+				e.ackedGen(ed.id, "web", gen, all()...)
+				// Replace one instance of the idle colour: add a new one,
+				// then remove the oldest the way the node agent does.
+				idle := &blue
+				if flip%2 == 1 {
+					idle = &green
+				}
+				rel := (*idle)[0].release
+				n := e.startInstance("web", rel)
+				*idle = append(*idle, n)
+				e.ackedGen(ed.id, "web", gen, all()...)
+				old := (*idle)[0]
+				*idle = (*idle)[1:]
+				old.remove(ed.id)
+			}
+			time.Sleep(500 * time.Millisecond) // keep load running past the last change
+			cancel()
+			res := <-done
+			fmt.Printf("zero-downtime %s: %s\n", mode, res)
+			t.Logf("zero-downtime %s: %s", mode, res)
+			if res.Non2xx != 0 || res.TransportErrors != 0 || res.OK < 500 {
+				t.Fatalf("%s: want 0 failures: %s errors=%v", mode, res, res.Errors)
+			}
+			if res.ByValue["v1"] == 0 || res.ByValue["v2"] == 0 {
+				t.Fatalf("traffic never reached both releases: %v", res.ByValue)
+			}
+		})
+	}
+}
