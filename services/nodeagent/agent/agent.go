@@ -30,14 +30,14 @@ var ErrWrongNode = errors.New("agent: sync addressed to another node")
 
 // Driver runs instances: containers or processes. Start leaves nothing
 // behind on error; Stop stops and removes; List returns every instance of
-// this node, running or exited; Watch calls exited with the allocation and
-// instance id of each instance that exits, until ctx ends.
+// this node, running or exited; Watch reports each instance that exits or
+// whose image health check verdict changes, until ctx ends.
 type Driver interface {
 	Name() string
 	Start(ctx context.Context, s allocation.Spec) (allocation.Instance, error)
 	Stop(ctx context.Context, inst allocation.Instance, grace time.Duration) error
 	List(ctx context.Context) ([]allocation.Instance, error)
-	Watch(ctx context.Context, exited func(allocID, instanceID string))
+	Watch(ctx context.Context, report func(allocation.Event))
 }
 
 // Registry is the service catalog (Consul).
@@ -48,6 +48,7 @@ type Registry interface {
 	Checks(ctx context.Context) (map[string]consul.Health, error)
 	WaitRoutes(ctx context.Context, service, allocID string, timeout, window time.Duration) error
 	RegisterAgent(ctx context.Context, n consul.Node) error
+	SetImageHealth(ctx context.Context, allocID, verdict string) error
 }
 
 // Interface guard.
@@ -154,6 +155,7 @@ type Agent struct {
 	instances  map[string]allocation.Instance
 	registered map[string]bool
 	selfReg    bool
+	ttlAt      time.Time // last refresh of the image health TTL checks
 	busy       map[string]bool
 	opSeq      uint64            // counts finished operations
 	lastOp     map[string]uint64 // opSeq when an allocation's last operation finished
@@ -416,7 +418,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(2)
-	go func() { defer wg.Done(); a.drv.Watch(ctx, a.onExit) }()
+	go func() { defer wg.Done(); a.drv.Watch(ctx, func(ev allocation.Event) { a.onEvent(ctx, ev) }) }()
 	go func() { defer wg.Done(); a.pollHealth(ctx) }()
 
 	a.refresh(ctx)
@@ -504,13 +506,54 @@ func (a *Agent) refresh(ctx context.Context) {
 		}
 	}
 	needSelf := rerr == nil && !self
+	var ttl map[string]string
+	if time.Since(a.ttlAt) > consul.ImageCheckTTL/6 {
+		a.ttlAt = time.Now()
+		ttl = map[string]string{}
+		for id, in := range a.instances {
+			if in.ImageHealth != "" && in.Running && a.registered[id] && !a.busy[id] {
+				ttl[id] = in.ImageHealth
+			}
+		}
+	}
 	a.mu.Unlock()
+	for id, v := range ttl {
+		if err := a.reg.SetImageHealth(ctx, id, v); err != nil {
+			a.log.Debug("refresh image health check", "alloc", id, "err", err)
+		}
+	}
 	if needSelf && a.cfg.GRPCAddr != "" {
 		if err := a.reg.RegisterAgent(ctx, consul.Node{ID: a.cfg.NodeID, GRPCAddr: a.cfg.GRPCAddr, Labels: a.cfg.Labels,
 			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name()}); err != nil {
 			a.log.Warn("register node agent", "err", err)
 		} else {
 			a.log.Info("registered node agent in Consul", "id", a.cfg.NodeID)
+		}
+	}
+}
+
+func (a *Agent) onEvent(ctx context.Context, ev allocation.Event) {
+	if ev.Exited {
+		a.onExit(ev.AllocID, ev.InstanceID)
+		return
+	}
+	if ev.ImageHealth == "" {
+		return
+	}
+	a.mu.Lock()
+	in, ok := a.instances[ev.AllocID]
+	if !ok || in.ID != ev.InstanceID {
+		a.mu.Unlock()
+		return
+	}
+	in.ImageHealth = ev.ImageHealth
+	a.instances[ev.AllocID] = in
+	reg := a.registered[ev.AllocID] && !a.busy[ev.AllocID]
+	a.mu.Unlock()
+	a.log.Info("image health check", "alloc", ev.AllocID, "verdict", ev.ImageHealth)
+	if reg {
+		if err := a.reg.SetImageHealth(ctx, ev.AllocID, ev.ImageHealth); err != nil {
+			a.log.Warn("update image health check", "alloc", ev.AllocID, "err", err)
 		}
 	}
 }

@@ -440,3 +440,32 @@ func TestConsulRestartRestoresRegistrations(t *testing.T) {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
+
+func TestImageHealthcheckReachesConsul(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "docker", opts{})
+	ok, sick := h.spec("ok", "slipway/demo:v1"), h.spec("sick", "slipway/demo:v1")
+	// Only a TCP check in the spec: the image's HEALTHCHECK (GET /healthz,
+	// failed by FAIL_HEALTH) is what finds the sick one.
+	ok.Check = allocation.Check{TCP: true, Interval: time.Second}
+	sick.Check = ok.Check
+	sick.Env = map[string]string{"FAIL_HEALTH": "1"}
+	if _, err := h.sync(1, ok, sick); err != nil {
+		t.Fatal(err)
+	}
+	imageCheck := func(id string) string {
+		for _, c := range h.instances()[id].Checks {
+			if c.CheckID == consul.ImageCheckID(id) {
+				return c.Status
+			}
+		}
+		return ""
+	}
+	nodetest.Eventually(t, 20*time.Second, "image check critical for sick, passing for ok", func() bool {
+		return imageCheck(sick.ID) == api.HealthCritical && imageCheck(ok.ID) == api.HealthPassing
+	})
+	if passing(h.instances()[sick.ID]) || !passing(h.instances()[ok.ID]) {
+		t.Errorf("aggregated: sick passing=%v ok passing=%v", passing(h.instances()[sick.ID]), passing(h.instances()[ok.ID]))
+	}
+	nodetest.Eventually(t, 5*time.Second, "agent reports sick critical", func() bool { return h.status(sick.ID).Health == consul.Critical })
+}

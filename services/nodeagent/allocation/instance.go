@@ -30,4 +30,25 @@ type Instance struct {
 	ExitCode int
 	// StartedAt is when it started.
 	StartedAt time.Time
+	// ImageHealth is the verdict of the image's own health check (Docker
+	// HEALTHCHECK): "" when it has none, else ImageStarting, ImageHealthy
+	// or ImageUnhealthy.
+	ImageHealth string
+}
+
+// Image health check verdicts.
+const (
+	ImageStarting  = "starting"
+	ImageHealthy   = "healthy"
+	ImageUnhealthy = "unhealthy"
+)
+
+// Event is a driver's report about one instance.
+type Event struct {
+	AllocID    string
+	InstanceID string
+	// Exited is set when the instance exited.
+	Exited bool
+	// ImageHealth is set when the image's health check verdict changed.
+	ImageHealth string
 }

@@ -130,6 +130,7 @@ func (r *Registry) DeregisterAgent(ctx context.Context) error {
 func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string, passing bool) error {
 	target := net.JoinHostPort(address, strconv.Itoa(inst.HostPort))
 	check := &api.AgentServiceCheck{
+		CheckID:                        s.ID + ":check",
 		Name:                           s.ID + " health",
 		Interval:                       s.CheckInterval().String(),
 		Timeout:                        s.CheckTimeout().String(),
@@ -155,10 +156,47 @@ func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocat
 			catalog.MetaAllocation: s.ID,
 			catalog.MetaNode:       r.node,
 		},
-		Check: check,
+		Checks: api.AgentServiceChecks{check},
+	}
+	if inst.ImageHealth != "" {
+		// The image's own HEALTHCHECK, fed by the agent from Docker events.
+		// "starting" is no verdict yet: it follows the agent's own probe.
+		st := api.HealthCritical
+		if inst.ImageHealth == allocation.ImageHealthy || inst.ImageHealth == allocation.ImageStarting && passing {
+			st = api.HealthPassing
+		}
+		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
+			CheckID:                        ImageCheckID(s.ID),
+			Name:                           s.ID + " image HEALTHCHECK",
+			TTL:                            ImageCheckTTL.String(),
+			Status:                         st,
+			Notes:                          "the image's own health check, as Docker reports it",
+			DeregisterCriticalServiceAfter: DeregisterAfter.String(),
+		})
 	}
 	if err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return fmt.Errorf("consul: register %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// ImageCheckTTL is the TTL of the check carrying an image HEALTHCHECK
+// verdict; the agent refreshes it well within.
+var ImageCheckTTL = time.Minute
+
+// ImageCheckID is the Consul check id of an instance's image HEALTHCHECK.
+func ImageCheckID(allocID string) string { return allocID + ":image" }
+
+// SetImageHealth records an image HEALTHCHECK verdict on the instance's TTL
+// check: unhealthy is critical, healthy and starting are passing.
+func (r *Registry) SetImageHealth(ctx context.Context, allocID, verdict string) error {
+	st := api.HealthPassing
+	if verdict == allocation.ImageUnhealthy {
+		st = api.HealthCritical
+	}
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := r.client.Agent().UpdateTTLOpts(ImageCheckID(allocID), "docker health: "+verdict, st, q); err != nil {
+		return fmt.Errorf("consul: update image check of %s: %w", allocID, err)
 	}
 	return nil
 }

@@ -208,6 +208,7 @@ func (d *Driver) List(ctx context.Context) ([]allocation.Instance, error) {
 			Fingerprint: c.Labels[LabelFingerprint],
 			Running:     c.State == container.StateRunning,
 			StartedAt:   time.Unix(c.Created, 0),
+			ImageHealth: healthFromStatus(c.Status),
 		}
 		for _, p := range c.Ports {
 			if p.PublicPort != 0 && p.Type == "tcp" {
@@ -231,6 +232,9 @@ func fromInspect(c container.InspectResponse) allocation.Instance {
 		inst.AllocID, inst.Service, inst.Release, inst.Track, inst.Fingerprint = l[LabelAllocation], l[LabelService], rel, l[LabelTrack], l[LabelFingerprint]
 	}
 	if c.State != nil {
+		if c.State.Health != nil && c.State.Health.Status != container.NoHealthcheck {
+			inst.ImageHealth = c.State.Health.Status
+		}
 		inst.Running = c.State.Running
 		inst.ExitCode = c.State.ExitCode
 		inst.StartedAt, _ = time.Parse(time.RFC3339Nano, c.State.StartedAt)
@@ -250,12 +254,14 @@ func fromInspect(c container.InspectResponse) allocation.Instance {
 	return inst
 }
 
-// Watch calls exited with the allocation id of every container of this node
-// that dies, until ctx ends. It reconnects when the event stream breaks.
-func (d *Driver) Watch(ctx context.Context, exited func(allocID, containerID string)) {
+// Watch reports every container of this node that dies and every change of
+// an image HEALTHCHECK verdict, until ctx ends. It reconnects when the event
+// stream breaks (the agent's periodic List catches what was missed).
+func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
 	f := filters.NewArgs(
 		filters.Arg("type", string(events.ContainerEventType)),
 		filters.Arg("event", string(events.ActionDie)),
+		filters.Arg("event", string(events.ActionHealthStatus)),
 		filters.Arg("label", LabelNode+"="+d.node),
 	)
 	for ctx.Err() == nil {
@@ -266,8 +272,17 @@ func (d *Driver) Watch(ctx context.Context, exited func(allocID, containerID str
 			case <-ctx.Done():
 				return
 			case m := <-msgs:
-				if id := m.Actor.Attributes[LabelAllocation]; id != "" {
-					exited(id, m.Actor.ID)
+				id := m.Actor.Attributes[LabelAllocation]
+				if id == "" {
+					continue
+				}
+				switch {
+				case m.Action == events.ActionDie:
+					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, Exited: true})
+				case m.Action == events.ActionHealthStatusHealthy:
+					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, ImageHealth: allocation.ImageHealthy})
+				case m.Action == events.ActionHealthStatusUnhealthy:
+					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, ImageHealth: allocation.ImageUnhealthy})
 				}
 			case err := <-errs:
 				if ctx.Err() == nil {
@@ -281,6 +296,20 @@ func (d *Driver) Watch(ctx context.Context, exited func(allocID, containerID str
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// healthFromStatus reads the HEALTHCHECK verdict from a container list
+// status such as "Up 3 seconds (health: starting)".
+func healthFromStatus(s string) string {
+	switch {
+	case strings.HasSuffix(s, "(healthy)"):
+		return allocation.ImageHealthy
+	case strings.HasSuffix(s, "(unhealthy)"):
+		return allocation.ImageUnhealthy
+	case strings.HasSuffix(s, "(health: starting)"):
+		return allocation.ImageStarting
+	}
+	return ""
 }
 
 // portInUse reports whether err is the Engine's complaint about a host port

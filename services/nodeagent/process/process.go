@@ -273,7 +273,8 @@ func (d *Driver) List(ctx context.Context) ([]allocation.Instance, error) {
 
 // Watch reports exits of the processes this driver started and polls the
 // ones it adopted, until ctx ends.
-func (d *Driver) Watch(ctx context.Context, exited func(allocID, pid string)) {
+func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
+	exited := func(allocID, pid string) { report(allocation.Event{AllocID: allocID, InstanceID: pid, Exited: true}) }
 	d.mu.Lock()
 	d.notify = exited
 	d.mu.Unlock()
