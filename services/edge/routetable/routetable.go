@@ -129,8 +129,8 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 	host := strings.ToLower(strings.TrimSpace(pb.GetHost()))
 	if host == "" {
 		vs = append(vs, "host: required")
-	} else if strings.ContainsAny(host, " \t\r\n/;{}\"'\\") {
-		vs = append(vs, fmt.Sprintf("host: %q has forbidden characters", pb.GetHost()))
+	} else if !hostname(host) {
+		vs = append(vs, fmt.Sprintf("host: %q is not a DNS name (letters, digits, '-' and '.')", pb.GetHost()))
 	}
 	path := pb.GetPath()
 	if path == "" {
@@ -205,6 +205,18 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 		return Intent{}, fmt.Errorf("%w: %s: %s", ErrInvalidIntent, service, strings.Join(vs, "; "))
 	}
 	return Intent{Service: service, Generation: pb.GetGeneration(), Host: host, Path: path, Weights: weights, Pins: pins}, nil
+}
+
+func hostname(h string) bool {
+	if h == "" || len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") || strings.Contains(h, "..") {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func token(s string) bool {

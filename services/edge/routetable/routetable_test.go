@@ -18,6 +18,8 @@ func TestParseIntentRejects(t *testing.T) {
 	}{
 		{"malformed", `{"host":`, "json"},
 		{"no host", `{"weights":{"1":100}}`, "host: required"},
+		{"regex host", `{"host":"~(","weights":{"1":100}}`, "not a DNS name"},
+		{"host with port", `{"host":"a.b:80","weights":{"1":100}}`, "not a DNS name"},
 		{"sum", `{"host":"a","weights":{"1":90,"2":20}}`, "sum to 110"},
 		{"no weights", `{"host":"a"}`, "weights: required"},
 		{"bad release", `{"host":"a","weights":{"x":100}}`, `weights["x"]`},

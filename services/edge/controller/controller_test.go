@@ -1,0 +1,178 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"slipway.dev/edge/routetable"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+// fakeSource is a hand-written Source whose input the test sets.
+type fakeSource struct {
+	mu      sync.Mutex
+	in      routetable.Input
+	changes chan struct{}
+	ready   chan struct{}
+}
+
+func newSource() *fakeSource {
+	s := &fakeSource{changes: make(chan struct{}, 1), ready: make(chan struct{}),
+		in: routetable.Input{Instances: map[string][]routetable.Instance{}, Intents: map[string][]byte{}}}
+	close(s.ready)
+	return s
+}
+
+func (s *fakeSource) Changes() <-chan struct{} { return s.changes }
+func (s *fakeSource) Ready() <-chan struct{}   { return s.ready }
+func (s *fakeSource) Snapshot() routetable.Input {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return routetable.Input{Instances: cloneMap(s.in.Instances), Intents: cloneMap(s.in.Intents)}
+}
+
+func cloneMap[V any](m map[string]V) map[string]V {
+	out := map[string]V{}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *fakeSource) set(f func(in *routetable.Input)) {
+	s.mu.Lock()
+	f(&s.in)
+	s.mu.Unlock()
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+}
+
+// recorder is a hand-written Applier and Publisher that records calls in
+// order.
+type recorder struct {
+	mu       sync.Mutex
+	calls    []string
+	applied  []routetable.Table
+	acks     []*edgev1.EdgeAck
+	applyErr error
+}
+
+func (r *recorder) Apply(_ context.Context, t routetable.Table) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "apply")
+	if r.applyErr != nil {
+		return r.applyErr
+	}
+	r.applied = append(r.applied, t)
+	return nil
+}
+
+func (r *recorder) Publish(_ context.Context, a *edgev1.EdgeAck) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "ack")
+	r.acks = append(r.acks, a)
+	return nil
+}
+
+func (r *recorder) lastAck() *edgev1.EdgeAck {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.acks) == 0 {
+		return nil
+	}
+	return r.acks[len(r.acks)-1]
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func start(t *testing.T, src Source, rec *recorder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := New(Config{EdgeID: "e1", Source: src, Applier: rec, Publisher: rec, Quiet: 30 * time.Millisecond, MaxDelay: time.Second})
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestAppliesThenAcksWithInstances(t *testing.T) {
+	src, rec := newSource(), &recorder{}
+	start(t, src, rec)
+	waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	src.set(func(in *routetable.Input) {
+		in.Instances["web"] = []routetable.Instance{{ID: "w2", Address: "a:2", Release: 1}, {ID: "w1", Address: "a:1", Release: 1}}
+		in.Intents["web"] = []byte(`{"generation":5,"host":"web","weights":{"1":100}}`)
+	})
+	waitFor(t, "ack of generation 5", func() bool { return rec.lastAck().GetGenerations()["web"] == 5 })
+	if got := rec.lastAck().GetInstances()["web"].GetIds(); !slices.Equal(got, []string{"w1", "w2"}) {
+		t.Fatalf("ack ids %v", got)
+	}
+	rec.mu.Lock()
+	calls := slices.Clone(rec.calls)
+	rec.mu.Unlock()
+	if d := cmp.Diff([]string{"apply", "ack", "apply", "ack"}, calls); d != "" {
+		t.Fatalf("calls (-want +got):\n%s", d)
+	}
+}
+
+func TestCoalescesBurst(t *testing.T) {
+	src, rec := newSource(), &recorder{}
+	start(t, src, rec)
+	waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	for i := 1; i <= 5; i++ {
+		src.set(func(in *routetable.Input) {
+			in.Instances["web"] = append(in.Instances["web"], routetable.Instance{ID: string(rune('a' + i)), Address: "x:1", Release: 1})
+			in.Intents["web"] = []byte(`{"generation":1,"host":"web","weights":{"1":100}}`)
+		})
+		time.Sleep(5 * time.Millisecond) // changes arriving close together
+	}
+	waitFor(t, "ack with 5 instances", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == 5 })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.applied) > 3 {
+		t.Fatalf("%d applies for a burst of 5 changes: not coalesced", len(rec.applied))
+	}
+}
+
+func TestFailedApplyIsNotAcked(t *testing.T) {
+	src, rec := newSource(), &recorder{}
+	start(t, src, rec)
+	waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	rec.mu.Lock()
+	rec.applyErr = errors.New("nginx down")
+	rec.mu.Unlock()
+	src.set(func(in *routetable.Input) {
+		in.Instances["web"] = []routetable.Instance{{ID: "w1", Address: "a:1", Release: 1}}
+		in.Intents["web"] = []byte(`{"generation":2,"host":"web","weights":{"1":100}}`)
+	})
+	waitFor(t, "a failed apply", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.calls) >= 3
+	})
+	if _, ok := rec.lastAck().GetGenerations()["web"]; ok {
+		t.Fatal("acked a table that was never applied")
+	}
+	rec.mu.Lock()
+	rec.applyErr = nil
+	rec.mu.Unlock()
+	waitFor(t, "ack after the retry", func() bool { return rec.lastAck().GetGenerations()["web"] == 2 })
+}
