@@ -21,7 +21,11 @@
 //     (Instance.Since, "passing since" for a passing check) and when the
 //     allocation was created; AckedGeneration, the lowest route generation
 //     acknowledged by every live edge for the service (the route barrier);
-//     and the rollout's operator commands, numbered by Seq.
+//     and the rollout's operator commands, numbered by Seq. Instances
+//     include allocations committed but not started yet; an instance missing
+//     from the list is gone (a drained one then needs no stop). Replacing
+//     the allocations of a node that went away is the caller's job: the
+//     machine counts the instances of a release it sees, not their ids.
 //  3. Step: next, plan := Step(state, obs).
 //  4. Commit: if plan is not Empty, commit next together with plan through
 //     raft, turning each Placement into concrete allocations (ids, nodes:

@@ -180,7 +180,6 @@ func (r *run) apply(c Command) {
 			r.s.StepPromoted = true
 			r.event("promoted", "promoted by %s", who)
 		}
-		r.s.ProgressAt = r.now
 	case deployv1.CommandKind_COMMAND_KIND_ABORT:
 		r.rollback(phaseAborted, "aborted by "+who)
 	default:
@@ -580,28 +579,43 @@ func (r *run) finish() {
 }
 
 // flush stops drained instances whose generation the edges acknowledged.
+// A drained instance that is no longer observed (its node went away) counts
+// as stopped without a stop decision.
 func (r *run) flush() {
-	var stop []string
+	observed := make(map[string]bool, len(r.obs.Instances))
+	for _, in := range r.obs.Instances {
+		observed[in.ID] = true
+	}
+	var stop, gone []string
 	kept := r.s.PendingStops[:0:0]
 	for _, ps := range r.s.PendingStops {
-		if ps.After != 0 && ps.After <= r.obs.AckedGeneration {
+		switch {
+		case !observed[ps.ID]:
+			gone = append(gone, ps.ID)
+		case ps.After != 0 && ps.After <= r.obs.AckedGeneration:
 			stop = append(stop, ps.ID)
-			if r.s.Stopped == nil {
-				r.s.Stopped = map[uint64]int{}
-			}
-			r.s.Stopped[ps.Release]++
-			r.s.StoppedIDs = insertSorted(r.s.StoppedIDs, ps.ID)
+		default:
+			kept = append(kept, ps)
 			continue
 		}
-		kept = append(kept, ps)
+		if r.s.Stopped == nil {
+			r.s.Stopped = map[uint64]int{}
+		}
+		r.s.Stopped[ps.Release]++
+		r.s.StoppedIDs = insertSorted(r.s.StoppedIDs, ps.ID)
 	}
-	if len(stop) == 0 {
+	if len(stop)+len(gone) == 0 {
 		return
 	}
 	r.s.PendingStops = nilIfEmpty(kept)
-	sort.Strings(stop)
-	r.plan.Stop = append(r.plan.Stop, stop...)
-	r.event("stopped", "%s (generation %d acknowledged)", strings.Join(stop, " "), r.obs.AckedGeneration)
+	if len(gone) > 0 {
+		r.event("gone", "%s no longer running; nothing to stop", strings.Join(gone, " "))
+	}
+	if len(stop) > 0 {
+		sort.Strings(stop)
+		r.plan.Stop = append(r.plan.Stop, stop...)
+		r.event("stopped", "%s (generation %d acknowledged)", strings.Join(stop, " "), r.obs.AckedGeneration)
+	}
 }
 
 func (r *run) event(kind, format string, args ...any) {

@@ -85,8 +85,10 @@ func TestRandomScripts(t *testing.T) {
 				} else {
 					do("promote")
 				}
-			case k < 18:
+			case k < 18 && rng.IntN(3) == 0:
 				do("abort")
+			case k < 18 && len(ids) > 0:
+				do("lose", ids[rng.IntN(len(ids))]) // its node went away
 			case k < 19:
 				deploy()
 			}
