@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,10 @@ func (a *Acker) putLocked(ctx context.Context) error {
 		ok, _, err := a.client.KV().Acquire(&api.KVPair{Key: catalog.EdgeKey(a.edgeID), Value: a.last, Session: a.session},
 			(&api.WriteOptions{}).WithContext(ctx))
 		if err != nil {
+			if attempt == 0 && strings.Contains(err.Error(), "invalid session") {
+				a.session = "" // expired: start a new one
+				continue
+			}
 			return fmt.Errorf("consul: write %s: %w", catalog.EdgeKey(a.edgeID), err)
 		}
 		if ok {

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"slipway.dev/edge/controller"
 	"slipway.dev/edge/routetable"
@@ -73,9 +75,7 @@ func (s *Server) WatchRoutes(_ *edgev1.WatchRoutesRequest, stream grpc.ServerStr
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if _, ok := s.subs[ch]; ok {
-			delete(s.subs, ch)
-		}
+		delete(s.subs, ch)
 		s.mu.Unlock()
 	}()
 	if err := stream.Send(snap); err != nil {
@@ -87,7 +87,7 @@ func (s *Server) WatchRoutes(_ *edgev1.WatchRoutesRequest, stream grpc.ServerStr
 			return nil
 		case msg, ok := <-ch:
 			if !ok {
-				return context.DeadlineExceeded
+				return status.Error(codes.ResourceExhausted, "watcher fell more than 64 generations behind; watch again")
 			}
 			if err := stream.Send(msg); err != nil {
 				return err
