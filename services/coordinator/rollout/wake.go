@@ -1,6 +1,10 @@
 package rollout
 
-import "time"
+import (
+	"time"
+
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
 
 // Wake returns the earliest time after obs.Now at which Step would decide
 // something even if nothing else is observed to change (a pause ending, an
@@ -14,7 +18,7 @@ func Wake(s State, obs Observation) (time.Time, bool) {
 	w := waker{now: obs.Now}
 	r := &run{s: s, obs: obs, now: obs.Now}
 	c := s.Config
-	if s.Phase == phasePending || s.Phase == deployv1Unspecified {
+	if s.Phase == phasePending || s.Phase == deployv1.RolloutState_ROLLOUT_STATE_UNSPECIFIED {
 		w.at(obs.Now.Add(time.Nanosecond))
 	}
 	if s.Stage == StageRestore {
@@ -52,9 +56,6 @@ func Wake(s State, obs Observation) (time.Time, bool) {
 	}
 	return w.result()
 }
-
-// deployv1Unspecified is the zero RolloutState, treated as pending.
-const deployv1Unspecified = 0
 
 type waker struct {
 	now  time.Time
