@@ -31,7 +31,7 @@ import (
 //	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
 //	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
 //	       [auto_revert] [auto_promote] [supersede]
-//	report <id|vN> <starting|passing|critical|dead>
+//	report <id|vN> <starting|passing|critical|dead> (healthy, unhealthy: aliases)
 //	tick <duration>
 //	ack [gen=N]                   edges acknowledge generation N (default: latest)
 //	promote [full] | pause | resume | abort   operator commands
@@ -371,6 +371,12 @@ func (w *world) cmdReport(args []string) error {
 		return fmt.Errorf("usage: report <id|vN> <health>")
 	}
 	h := Health(args[1])
+	switch args[1] { // the words
+	case "healthy":
+		h = HealthPassing
+	case "unhealthy":
+		h = HealthCritical
+	}
 	switch h {
 	case HealthStarting, HealthPassing, HealthCritical, HealthDead:
 	default:
