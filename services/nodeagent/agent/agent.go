@@ -156,6 +156,8 @@ type Agent struct {
 	registered map[string]bool
 	selfReg    bool
 	ttlAt      time.Time // last refresh of the image health TTL checks
+	gen        uint64    // counts accepted syncs
+	planned    uint64    // gen as of the last plan
 	busy       map[string]bool
 	opSeq      uint64            // counts finished operations
 	lastOp     map[string]uint64 // opSeq when an allocation's last operation finished
@@ -237,8 +239,10 @@ type SyncResult struct {
 // Sync replaces the desired set. A token older than the newest seen fails
 // with ErrStaleToken and changes nothing. Invalid allocations are reported
 // failed with the violations and not started; the others converge. Sync
-// waits until every desired allocation is running (registered) or failed,
-// or ctx ends, and returns the statuses reached.
+// waits until every desired allocation is running (registered), failed, or
+// started but not registrable (Consul down; retried every resync), or ctx
+// ends, and returns the statuses reached. Stops are not waited for: they
+// are reported draining.
 func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allocation.Spec) (SyncResult, error) {
 	if nodeID != a.cfg.NodeID {
 		a.met.syncs.WithLabelValues("refused").Inc()
@@ -286,6 +290,8 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 		}
 	}
 	a.invalid = invalid
+	a.gen++
+	gen := a.gen
 	a.mu.Unlock()
 	if changed {
 		a.log.Info("desired set changed", "allocations", len(desired), "refused", len(invalid), "term", tok.Term, "index", tok.Index)
@@ -296,13 +302,15 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 	// Wait for the starts this sync asked for.
 	for {
 		a.mu.Lock()
-		done := true
+		done := a.planned >= gen
 		for id, s := range a.desired {
 			st := a.status[id]
-			if s.Stopped {
+			if s.Stopped || !done {
 				continue
 			}
-			if a.busy[id] || st == nil || (st.State != Running && st.State != Failed) {
+			attempted := st != nil && (st.State == Failed || st.State == Starting && st.Error != "" ||
+				st.State == Running && a.instances[id].Fingerprint == s.Fingerprint())
+			if a.busy[id] || !attempted {
 				done = false
 				break
 			}
@@ -638,6 +646,8 @@ func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
 		obs.Instances[id] = reconcile.Instance{Fingerprint: in.Fingerprint, Running: in.Running}
 	}
 	plan := reconcile.Reconcile(a.desired, obs)
+	a.planned = a.gen
+	a.wakeLocked()
 	a.retryAt = plan.RetryAt
 	for _, act := range plan.Actions {
 		a.busy[act.AllocID] = true
@@ -647,14 +657,16 @@ func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.execute(ctx, act)
+			progress := a.execute(ctx, act)
 			a.mu.Lock()
 			delete(a.busy, act.AllocID)
 			a.opSeq++
 			a.lastOp[act.AllocID] = a.opSeq
 			a.wakeLocked() // Sync waits for busy allocations
 			a.mu.Unlock()
-			a.poke()
+			if progress {
+				a.poke()
+			}
 		}()
 	}
 }

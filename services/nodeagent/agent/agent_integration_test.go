@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -477,4 +478,56 @@ func TestImageHealthcheckReachesConsul(t *testing.T) {
 		t.Errorf("aggregated: sick passing=%v ok passing=%v", passing(h.instances()[sick.ID]), passing(h.instances()[ok.ID]))
 	}
 	nodetest.Eventually(t, 5*time.Second, "agent reports sick critical", func() bool { return h.status(sick.ID).Health == consul.Critical })
+}
+
+func TestReplaceAndDesiredStopped(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, driver, opts{})
+			a := h.spec("a", "slipway/demo:v1")
+			if _, err := h.sync(1, a); err != nil {
+				t.Fatal(err)
+			}
+			old := h.running()[a.ID]
+			version := func() string {
+				resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(h.running()[a.ID].HostPort) + "/")
+				if err != nil {
+					return ""
+				}
+				resp.Body.Close()
+				return resp.Header.Get("X-Slipway-Version")
+			}
+			if v := version(); v != "v1" {
+				t.Fatalf("version = %q, want v1", v)
+			}
+
+			// Same allocation id, new spec: the old instance is drained and
+			// replaced.
+			a2 := a
+			a2.Image = "slipway/demo:v2"
+			st, err := h.sync(2, a2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st[a.ID].State != agent.Running || st[a.ID].InstanceID == old.ID {
+				t.Fatalf("after replace: %+v (old instance %s)", st[a.ID], old.ID)
+			}
+			if v := version(); v != "v2" {
+				t.Errorf("version after replace = %q, want v2", v)
+			}
+			nodetest.Eventually(t, 10*time.Second, "replacement passing", func() bool { return passing(h.instances()[a.ID]) })
+
+			// Desired state stopped: drained and stopped but still reported.
+			a3 := a2
+			a3.Stopped = true
+			if _, err := h.sync(3, a3); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 10*time.Second, "a stopped", func() bool {
+				return h.status(a.ID).State == agent.Stopped && len(h.running()) == 0 && len(h.instances()) == 0
+			})
+		})
+	}
 }

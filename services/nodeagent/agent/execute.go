@@ -14,7 +14,10 @@ import (
 // opTimeout bounds one driver or Consul call.
 const opTimeout = 60 * time.Second
 
-func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
+// execute runs one action; it returns false when the action failed in a
+// way worth retrying only later (Consul unreachable), so the loop waits for
+// the next resync instead of spinning.
+func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 	a.mu.Lock()
 	spec := a.desired[act.AllocID]
 	inst, haveInst := a.instances[act.AllocID]
@@ -23,12 +26,12 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
 	switch act.Kind {
 	case reconcile.Start:
 		a.deregister(ctx, id)
-		a.start(ctx, spec, 0)
+		return a.start(ctx, spec, 0)
 	case reconcile.Restart:
 		a.deregister(ctx, id)
 		if err := a.stopInstance(ctx, inst, 0); err != nil {
 			a.fail(id, spec, err, true)
-			return
+			return true
 		}
 		a.mu.Lock()
 		restarts := 0
@@ -37,11 +40,11 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
 		}
 		a.mu.Unlock()
 		a.met.restarts.Inc()
-		a.start(ctx, spec, restarts)
+		return a.start(ctx, spec, restarts)
 	case reconcile.Register:
 		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address, false); err != nil {
 			a.log.Warn("register", "alloc", id, "err", err)
-			return
+			return false
 		}
 		a.mu.Lock()
 		a.registered[id] = true
@@ -50,7 +53,7 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
 		})
 		a.mu.Unlock()
 	case reconcile.Deregister:
-		a.deregister(ctx, id)
+		return a.deregister(ctx, id)
 	case reconcile.GiveUp:
 		a.deregister(ctx, id)
 		err := a.stopInstance(ctx, inst, 0)
@@ -59,11 +62,11 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) {
 			a.log.Warn("remove failed instance", "alloc", id, "err", err)
 		}
 	case reconcile.Stop:
-		if !haveInst {
-			return
+		if haveInst {
+			a.drain(ctx, id, inst, act)
 		}
-		a.drain(ctx, id, inst, act)
 	}
+	return true
 }
 
 func (a *Agent) drain(ctx context.Context, id string, inst allocation.Instance, act reconcile.Action) {
@@ -117,18 +120,20 @@ func (a *Agent) stopInstance(ctx context.Context, inst allocation.Instance, grac
 	return nil
 }
 
-func (a *Agent) deregister(ctx context.Context, id string) {
+// deregister removes the allocation's registration if it has one; false
+// when Consul refused.
+func (a *Agent) deregister(ctx context.Context, id string) bool {
 	a.mu.Lock()
 	reg := a.registered[id]
 	a.mu.Unlock()
 	if !reg {
-		return
+		return true
 	}
 	dctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	if err := a.reg.Deregister(dctx, id); err != nil {
 		a.log.Warn("deregister", "alloc", id, "err", err)
-		return
+		return false
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -138,9 +143,12 @@ func (a *Agent) deregister(ctx context.Context, id string) {
 	} else {
 		a.log.Info("removed orphan registration", "alloc", id)
 	}
+	return true
 }
 
-func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
+// start starts and registers an instance; false when it runs but Consul
+// refused the registration.
+func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) bool {
 	id := spec.ID
 	a.update(id, "starting", func(s *Status) {
 		s.State, s.Error, s.Restarts, s.Health, s.HealthySince = Starting, "", restarts, "", time.Time{}
@@ -151,7 +159,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
 	inst, err := a.drv.Start(sctx, spec)
 	if err != nil {
 		a.fail(id, spec, err, true)
-		return
+		return true
 	}
 	inst.Service, inst.Release, inst.Track = spec.Service, spec.Release, spec.Track
 	a.mu.Lock()
@@ -163,13 +171,14 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) {
 	if err := a.reg.Register(sctx, spec, inst, a.cfg.Address, passing); err != nil {
 		// Running but unregistered: the next step retries the registration.
 		a.update(id, "registration failed", func(s *Status) { s.Error = err.Error() })
-		return
+		return false
 	}
 	a.met.start.Observe(time.Since(t0).Seconds())
 	a.mu.Lock()
 	a.registered[id] = true
 	a.updateLocked(id, "running and registered", func(s *Status) { s.State, s.Error = Running, "" })
 	a.mu.Unlock()
+	return true
 }
 
 // fail records a failure of the current spec; permanent failures are not
