@@ -300,10 +300,19 @@ func (r *Runner) reloadLocked(ctx context.Context, hosts []string) error {
 		r.cfg.Logger.Error("nginx config rejected; keeping the last good one", "err", err)
 		return err
 	}
-	if err := r.signal(syscall.SIGHUP); err != nil {
+	master, err := r.masterPID()
+	if err != nil {
 		return err
 	}
+	oldWorkers := children(master)
+	if err := syscall.Kill(master, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("nginx: reload: %w", err)
+	}
 	if err := r.waitVersion(ctx, version); err != nil {
+		r.mReloads.WithLabelValues("unverified").Inc()
+		return err
+	}
+	if err := waitShuttingDown(ctx, oldWorkers); err != nil {
 		r.mReloads.WithLabelValues("unverified").Inc()
 		return err
 	}
@@ -313,22 +322,74 @@ func (r *Runner) reloadLocked(ctx context.Context, hosts []string) error {
 	return nil
 }
 
-func (r *Runner) signal(sig syscall.Signal) error {
+func (r *Runner) masterPID() (int, error) {
 	if !r.cfg.External {
 		if r.cmd == nil {
-			return errors.New("nginx: not running")
+			return 0, errors.New("nginx: not running")
 		}
-		return r.cmd.Process.Signal(sig)
+		return r.cmd.Process.Pid, nil
 	}
 	b, err := os.ReadFile(filepath.Join(r.cfg.Dir, "nginx.pid"))
 	if err != nil {
-		return fmt.Errorf("nginx: external master: %w", err)
+		return 0, fmt.Errorf("nginx: external master: %w", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return fmt.Errorf("nginx: external master pid %q: %w", b, err)
+		return 0, fmt.Errorf("nginx: external master pid %q: %w", b, err)
 	}
-	return syscall.Kill(pid, sig)
+	return pid, nil
+}
+
+// children lists the processes whose parent is pid (from /proc).
+func children(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// waitShuttingDown waits until every old worker has exited or taken its
+// QUIT (its title says "shutting down"), after which it has closed its
+// listening sockets and every new connection reaches a new worker.
+func waitShuttingDown(ctx context.Context, workers []int) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		pending := 0
+		for _, w := range workers {
+			b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(w), "cmdline"))
+			if err != nil || len(b) == 0 || bytes.Contains(b, []byte("shutting down")) {
+				continue
+			}
+			pending++
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nginx: %d old workers still accepting after reload: %w", pending, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // waitVersion polls the control endpoint until it serves config version.

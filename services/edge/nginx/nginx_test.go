@@ -1,0 +1,147 @@
+package nginx
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"slipway.dev/edge/routetable"
+	"slipway.dev/platform/testenv"
+)
+
+func startRunner(t *testing.T) (*Runner, string) {
+	t.Helper()
+	if _, err := exec.LookPath("/usr/sbin/nginx"); err != nil {
+		t.Skip("nginx not installed (make tools)")
+	}
+	listen := testenv.FreeAddr(t)
+	r, err := New(Config{Dir: t.TempDir(), Listen: listen, ControlAddr: testenv.FreeAddr(t), Workers: 1,
+		WorkerShutdownTimeout: 5 * time.Second, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); r.Wait() })
+	return r, listen
+}
+
+func backend(t *testing.T, name string) routetable.Upstream {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }))
+	t.Cleanup(s.Close)
+	return routetable.Upstream{ID: name, Address: strings.TrimPrefix(s.URL, "http://")}
+}
+
+func tableFor(hosts map[string]routetable.Upstream) routetable.Table {
+	t := routetable.Table{Routes: map[string]routetable.Route{}}
+	for h, u := range hosts {
+		t.Routes[h] = routetable.Route{Service: h, Host: h, Path: "/", Generation: 1,
+			Backends: []routetable.Backend{{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{u}}}}
+	}
+	return t
+}
+
+func fetch(listen, host string) (int, string) {
+	req, _ := http.NewRequest("GET", "http://"+listen+"/", nil)
+	req.Host = host
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestRunnerReloadsOnlyWhenHostsChange(t *testing.T) {
+	r, listen := startRunner(t)
+	ctx := context.Background()
+	a, b := backend(t, "a"), backend(t, "b")
+	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": a})); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := fetch(listen, "one.test"); code != 200 || body != "a" {
+		t.Fatalf("one.test: %d %q", code, body)
+	}
+	reloads := testutil.ToFloat64(r.mReloads.WithLabelValues("ok"))
+	// Same host, new instance: posted at run time, no reload.
+	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": b})); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(r.mReloads.WithLabelValues("ok")); got != reloads {
+		t.Fatalf("reloads %v -> %v for an instance change", reloads, got)
+	}
+	if code, body := fetch(listen, "one.test"); code != 200 || body != "b" {
+		t.Fatalf("after instance change: %d %q", code, body)
+	}
+	// New host: one reload, verified.
+	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": b, "two.test": a})); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(r.mReloads.WithLabelValues("ok")); got != reloads+1 {
+		t.Fatalf("reloads %v -> %v for a new host", reloads, got)
+	}
+	if code, body := fetch(listen, "two.test"); code != 200 || body != "a" {
+		t.Fatalf("two.test: %d %q", code, body)
+	}
+}
+
+func TestRunnerKeepsLastGoodConfigWhenRejected(t *testing.T) {
+	r, listen := startRunner(t)
+	a := backend(t, "a")
+	if err := r.Apply(context.Background(), tableFor(map[string]routetable.Upstream{"one.test": a})); err != nil {
+		t.Fatal(err)
+	}
+	version := r.version
+	r.mu.Lock()
+	err := r.reloadLocked(context.Background(), []string{"one.test", "~("}) // an invalid regex server_name
+	r.mu.Unlock()
+	if !errors.Is(err, ErrConfigRejected) {
+		t.Fatalf("err = %v, want ErrConfigRejected", err)
+	}
+	if r.version != version || testutil.ToFloat64(r.mReloads.WithLabelValues("rejected")) != 1 {
+		t.Fatalf("version %d (was %d), rejected metric not counted", r.version, version)
+	}
+	if code, body := fetch(listen, "one.test"); code != 200 || body != "a" {
+		t.Fatalf("after rejection: %d %q", code, body)
+	}
+}
+
+func TestRunnerRestartsDeadNginx(t *testing.T) {
+	r, listen := startRunner(t)
+	a := backend(t, "a")
+	if err := r.Apply(context.Background(), tableFor(map[string]routetable.Upstream{"one.test": a})); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	pid := r.cmd.Process.Pid
+	r.mu.Unlock()
+	syscall.Kill(-pid, syscall.SIGKILL) // master and workers
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := fetch(listen, "one.test")
+		if code == 200 && body == "a" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx not restarted with its routes: %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if testutil.ToFloat64(r.mRestart) != 1 {
+		t.Fatal("restart not counted")
+	}
+}
