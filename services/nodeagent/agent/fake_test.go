@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/consul"
+)
+
+// recorder is the call log shared by the fakes, in order.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.calls = append(r.calls, s)
+	r.mu.Unlock()
+}
+
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.calls
+	r.calls = nil
+	return c
+}
+
+// fakeDriver runs instances in memory.
+type fakeDriver struct {
+	rec  *recorder
+	mu   sync.Mutex
+	n    int
+	inst map[string]allocation.Instance
+}
+
+func (d *fakeDriver) Name() string { return "fake" }
+
+func (d *fakeDriver) Start(_ context.Context, s allocation.Spec) (allocation.Instance, error) {
+	d.rec.add("start " + s.ID)
+	if s.Image == "missing" {
+		return allocation.Instance{}, errors.New("no such image")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n++
+	in := allocation.Instance{AllocID: s.ID, Service: s.Service, ID: "i" + strconv.Itoa(d.n), Fingerprint: s.Fingerprint(), HostPort: 1000 + d.n, Running: true}
+	d.inst[s.ID] = in
+	return in, nil
+}
+
+func (d *fakeDriver) Stop(_ context.Context, in allocation.Instance, _ time.Duration) error {
+	d.rec.add("stop " + in.AllocID)
+	d.mu.Lock()
+	delete(d.inst, in.AllocID)
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *fakeDriver) List(context.Context) ([]allocation.Instance, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []allocation.Instance
+	for _, in := range d.inst {
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+func (d *fakeDriver) Watch(ctx context.Context, _ func(allocation.Event)) { <-ctx.Done() }
+
+// fakeRegistry is Consul in memory.
+type fakeRegistry struct {
+	rec *recorder
+	mu  sync.Mutex
+	reg map[string]bool
+}
+
+func (r *fakeRegistry) Register(_ context.Context, s allocation.Spec, _ allocation.Instance, _ string, _ bool) error {
+	r.rec.add("register " + s.ID)
+	r.mu.Lock()
+	r.reg[s.ID] = true
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *fakeRegistry) Deregister(_ context.Context, id string) error {
+	r.rec.add("deregister " + id)
+	r.mu.Lock()
+	delete(r.reg, id)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *fakeRegistry) Owned(context.Context) (map[string]bool, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]bool{}
+	for id := range r.reg {
+		out[id] = true
+	}
+	return out, true, nil
+}
+
+func (r *fakeRegistry) Checks(context.Context) (map[string]consul.Health, error) { return nil, nil }
+
+func (r *fakeRegistry) WaitRoutes(_ context.Context, _, id string, _, _ time.Duration) error {
+	r.rec.add("barrier " + id)
+	return nil
+}
+
+func (r *fakeRegistry) RegisterAgent(context.Context, consul.Node) error { return nil }
+
+func (r *fakeRegistry) SetImageHealth(context.Context, string, string) error { return nil }
+
+func spec(id, image string) allocation.Spec {
+	return allocation.Spec{ID: id, NodeID: "n1", Service: "web", Release: 1, Image: image, Port: 8080, Check: allocation.Check{TCP: true}}
+}
+
+func TestSyncWithFakes(t *testing.T) {
+	rec := &recorder{}
+	drv := &fakeDriver{rec: rec, inst: map[string]allocation.Instance{}}
+	reg := &fakeRegistry{rec: rec, reg: map[string]bool{}}
+	dir := t.TempDir()
+	a, err := New(Config{NodeID: "n1", Address: "127.0.0.1", DataDir: dir, ReadyWithin: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, drv, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	sync := func(idx uint64, specs ...allocation.Spec) (map[string]Status, error) {
+		res, err := a.Sync(ctx, "n1", Token{Term: 1, Index: idx}, specs)
+		out := map[string]Status{}
+		for _, s := range res.Allocations {
+			out[s.AllocID] = s
+		}
+		return out, err
+	}
+
+	st, err := sync(2, spec("a", "img"), spec("b", "missing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["a"].State != Running || st["b"].State != Failed || st["b"].Error != "no such image" {
+		t.Errorf("statuses: %+v", st)
+	}
+	got := rec.take()
+	// Starts run in parallel: compare as a set per allocation.
+	if !cmp.Equal(order(got, "a"), []string{"start a", "register a"}) || !cmp.Equal(order(got, "b"), []string{"start b"}) {
+		t.Errorf("calls = %v", got)
+	}
+
+	// Same set again: nothing happens; the failed one is not retried.
+	if _, err := sync(2, spec("a", "img"), spec("b", "missing")); err != nil {
+		t.Fatal(err)
+	}
+	if c := rec.take(); len(c) != 0 {
+		t.Errorf("repeat sync made calls %v", c)
+	}
+
+	// Stale token: refused, nothing happens, state unchanged.
+	if _, err := sync(1); !errors.Is(err, ErrStaleToken) {
+		t.Fatalf("stale sync: %v", err)
+	}
+	if _, err := a.Sync(ctx, "n2", Token{Term: 9}, nil); !errors.Is(err, ErrWrongNode) {
+		t.Fatalf("wrong node: %v", err)
+	}
+	if c := rec.take(); len(c) != 0 {
+		t.Errorf("refused syncs made calls %v", c)
+	}
+
+	// Shrink: deregister, barrier, then stop, in that order.
+	if _, err := sync(3); err != nil {
+		t.Fatal(err)
+	}
+	waitCalls(t, rec, []string{"deregister a", "barrier a", "stop a"})
+
+	// The token and desired set survive a restart.
+	p, err := loadState(dir)
+	if err != nil || p.Token != (Token{Term: 1, Index: 3}) || len(p.Desired) != 0 {
+		t.Errorf("persisted %+v, %v", p, err)
+	}
+}
+
+func order(calls []string, id string) []string {
+	var out []string
+	for _, c := range calls {
+		if c[len(c)-len(id)-1:] == " "+id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func waitCalls(t *testing.T, rec *recorder, want []string) {
+	t.Helper()
+	var got []string
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < len(want) && time.Now().Before(deadline) {
+		got = append(got, rec.take()...)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+}
+
+func TestTokenLess(t *testing.T) {
+	for _, tc := range []struct {
+		a, b Token
+		want bool
+	}{
+		{Token{1, 5}, Token{2, 0}, true},
+		{Token{2, 0}, Token{1, 5}, false},
+		{Token{2, 3}, Token{2, 4}, true},
+		{Token{2, 4}, Token{2, 4}, false},
+	} {
+		if got := tc.a.Less(tc.b); got != tc.want {
+			t.Errorf("%v.Less(%v) = %v", tc.a, tc.b, got)
+		}
+	}
+}
+
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	want := persisted{Token: Token{3, 7}, Desired: []allocation.Spec{spec("a", "img")}}
+	if err := saveState(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadState(dir); err == nil {
+		t.Error("corrupt state: want an error")
+	}
+	if p, err := loadState(t.TempDir()); err != nil || p.Token != (Token{}) {
+		t.Errorf("no state: %+v, %v", p, err)
+	}
+}
