@@ -215,10 +215,12 @@ func (e *env) startEdge(mode string) *edge {
 	}
 	ed.stop = startProcess(t, ed.id, bin, args)
 	t.Cleanup(func() {
-		// Safety net: never leave an nginx master behind.
+		// Stop the edge (which stops its nginx gracefully), then, as a
+		// safety net, kill any nginx process group still there.
+		ed.stop()
 		if b, err := os.ReadFile(filepath.Join(ed.dir, "nginx.pid")); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
+				syscall.Kill(-pid, syscall.SIGKILL)
 			}
 		}
 	})
