@@ -9,6 +9,7 @@ require (
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 	slipway.dev/coordinator v0.0.0
+	slipway.dev/platform v0.0.0
 	slipway.dev/proto v0.0.0
 )
 
@@ -26,7 +27,6 @@ require (
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
-	slipway.dev/platform v0.0.0 // indirect
 )
 
 replace (

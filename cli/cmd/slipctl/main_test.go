@@ -1,0 +1,376 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"slipway.dev/platform/testenv"
+)
+
+// coordinator is a real slipway-coordinator process.
+type coordinator struct {
+	addr string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+// startCoordinator starts a single-node coordinator on free loopback ports
+// and stops it when the test ends.
+func startCoordinator(t *testing.T) *coordinator {
+	t.Helper()
+	bin := testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator")
+	c := &coordinator{addr: testenv.FreeAddr(t), log: &syncBuffer{}, done: make(chan struct{})}
+	c.cmd = exec.Command(bin, "-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
+		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn")
+	c.cmd.Env = cleanEnv()
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start coordinator: %v", err)
+	}
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			t.Logf("coordinator log:\n%s", c.log.String())
+		}
+	})
+	return c
+}
+
+// stop ends the coordinator with SIGTERM, then SIGKILL if it lingers.
+func (c *coordinator) stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// cleanEnv is the test's environment without SLIPWAY_* variables, which
+// both binaries read.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SLIPWAY_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cli runs the slipctl binary against one coordinator.
+type cli struct {
+	t    *testing.T
+	bin  string
+	addr string
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (c *cli) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(cleanEnv(), "SLIPWAY_ADDR="+c.addr, "SLIPWAY_ACTOR=e2e")
+	cmd.Dir = testenv.RepoRoot(c.t)
+	return cmd
+}
+
+func (c *cli) run(args ...string) result {
+	c.t.Helper()
+	cmd := c.command(args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("run slipctl %v: %v", args, err)
+	}
+	return result{code: code, stdout: out.String(), stderr: errOut.String()}
+}
+
+// must runs slipctl and fails the test unless it exits with code.
+func (c *cli) must(code int, args ...string) result {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != code {
+		c.t.Fatalf("slipctl %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// mustJSON runs slipctl with -o json, expecting exit 0, and decodes stdout.
+func (c *cli) mustJSON(v any, args ...string) {
+	c.t.Helper()
+	r := c.must(0, append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		c.t.Fatalf("slipctl %s -o json: %v\n%s", strings.Join(args, " "), err, r.stdout)
+	}
+}
+
+func contains(t *testing.T, what, got string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(got, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, got)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type rolloutJSON struct {
+	ID       string `json:"id"`
+	Service  string `json:"service"`
+	State    string `json:"state"`
+	Strategy string `json:"strategy"`
+	Commands []struct {
+		Kind   string `json:"kind"`
+		By     string `json:"by"`
+		Reason string `json:"reason"`
+	} `json:"commands"`
+}
+
+type deployJSON struct {
+	Release struct {
+		Service   string `json:"service"`
+		Number    string `json:"number"`
+		RequestID string `json:"requestId"`
+	} `json:"release"`
+	Rollout  rolloutJSON `json:"rollout"`
+	Replayed bool        `json:"replayed"`
+}
+
+// TestSlipctlAgainstCoordinator drives the real slipctl binary against a
+// real single-node coordinator, in both output modes, checking output and
+// exit codes.
+func TestSlipctlAgainstCoordinator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the coordinator")
+	}
+	coord := startCoordinator(t)
+	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
+
+	waitFor(t, "a raft leader", 30*time.Second, func() bool {
+		r := c.run("cluster", "leader", "-o", "json", "--timeout", "1s")
+		var leader struct {
+			LeaderID string `json:"leaderId"`
+		}
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &leader) == nil && leader.LeaderID == "e2e-c1"
+	})
+
+	// cluster peers, both modes.
+	r := c.must(0, "cluster", "peers")
+	contains(t, "cluster peers", r.stdout, "ID", "RAFT ADDRESS", "e2e-c1", "leader", "leader e2e-c1, term")
+	var peers struct {
+		Peers []struct {
+			ID   string `json:"id"`
+			Role string `json:"role"`
+		} `json:"peers"`
+		LeaderID string `json:"leaderId"`
+	}
+	c.mustJSON(&peers, "cluster", "peers")
+	if len(peers.Peers) != 1 || peers.Peers[0].ID != "e2e-c1" || peers.Peers[0].Role != "PEER_ROLE_LEADER" || peers.LeaderID != "e2e-c1" {
+		t.Errorf("cluster peers -o json = %+v, want e2e-c1 as the only peer and leader", peers)
+	}
+
+	// deploy, then its idempotent retry.
+	canary := filepath.Join("deployments", "examples", "canary.yaml")
+	r = c.must(0, "deploy", "-f", canary, "--request-id", "ci-42", "--reason", "first release")
+	contains(t, "deploy stdout", r.stdout, "release api #1 created", "rollout api-1 PENDING (canary")
+	contains(t, "deploy stderr", r.stderr, "request id ci-42")
+	var dep deployJSON
+	c.mustJSON(&dep, "deploy", "-f", canary, "--request-id", "ci-42")
+	if !dep.Replayed || dep.Release.Number != "1" || dep.Rollout.ID != "api-1" || dep.Release.RequestID != "ci-42" {
+		t.Errorf("retried deploy -o json = %+v, want release 1 replayed", dep)
+	}
+
+	// A second rollout while one is active is a conflict.
+	r = c.must(4, "deploy", "-f", canary)
+	contains(t, "conflicting deploy stderr", r.stderr, "failed precondition", "api-1")
+
+	// A spec the server rejects lists every violation, one per line.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("name: Bad_Name\nimage: slipway/demo:v2\ncount: -1\nport: 70000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = c.must(2, "deploy", "-f", bad)
+	contains(t, "invalid deploy stderr", r.stderr, "invalid argument: 3 violation(s):\n",
+		"\n  spec.name: \"Bad_Name\" is not a DNS label", "\n  spec.count: must be zero or more, got -1\n", "\n  spec.port: must be between 1 and 65535, got 70000\n")
+	// A spec file with an unknown field never reaches the server.
+	if err := os.WriteFile(bad, []byte("name: web\nimage: slipway/demo:v2\nport: 80\nreplicas: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = c.must(2, "deploy", "-f", bad)
+	contains(t, "unknown field stderr", r.stderr, bad+`:4: replicas: unknown field "replicas"`)
+
+	var web deployJSON
+	c.mustJSON(&web, "deploy", "-f", filepath.Join("deployments", "examples", "rolling.yaml"))
+	if web.Rollout.ID != "web-1" || web.Rollout.Strategy != "STRATEGY_ROLLING" || web.Replayed {
+		t.Errorf("deploy rolling.yaml -o json = %+v, want new rollout web-1", web)
+	}
+
+	// services and service.
+	r = c.must(0, "services")
+	contains(t, "services", r.stdout, "NAME", "ACTIVE ROLLOUT", "api-1", "web-1", "slipway/demo:v2")
+	var svcs struct {
+		Services []struct {
+			Name          string `json:"name"`
+			LatestRelease string `json:"latestRelease"`
+			ActiveRollout string `json:"activeRollout"`
+		} `json:"services"`
+	}
+	c.mustJSON(&svcs, "services")
+	if len(svcs.Services) != 2 || svcs.Services[0].Name != "api" || svcs.Services[1].Name != "web" || svcs.Services[0].ActiveRollout != "api-1" {
+		t.Errorf("services -o json = %+v, want api (active api-1) and web", svcs)
+	}
+	r = c.must(0, "service", "api")
+	contains(t, "service api", r.stdout, "active rollout:  api-1", "route:           api.local/", "strategy:        canary")
+	c.must(3, "service", "nope")
+
+	// history.
+	r = c.must(0, "history", "api")
+	contains(t, "history", r.stdout, "RELEASE", "#1", "e2e", "first release", "ACTION", "deploy")
+	var hist struct {
+		Releases []struct {
+			Number    string `json:"number"`
+			CreatedBy string `json:"createdBy"`
+			Reason    string `json:"reason"`
+		} `json:"releases"`
+		Audit []struct {
+			Action string `json:"action"`
+		} `json:"audit"`
+	}
+	c.mustJSON(&hist, "history", "api")
+	if len(hist.Releases) != 1 || hist.Releases[0].CreatedBy != "e2e" || hist.Releases[0].Reason != "first release" || len(hist.Audit) == 0 {
+		t.Errorf("history api -o json = %+v, want release 1 by e2e with its audit trail", hist)
+	}
+
+	// rollout get, list, pause.
+	r = c.must(0, "rollout", "get", "api-1")
+	contains(t, "rollout get", r.stdout, "rollout:   api-1", "strategy:  canary", "state:     PENDING", "STEP", "created release 1")
+	r = c.must(0, "rollout", "list")
+	contains(t, "rollout list", r.stdout, "ID", "STATE", "api-1", "web-1")
+	var list struct {
+		Rollouts []rolloutJSON `json:"rollouts"`
+	}
+	c.mustJSON(&list, "rollout", "list", "--service", "api", "--active")
+	if len(list.Rollouts) != 1 || list.Rollouts[0].ID != "api-1" {
+		t.Errorf("rollout list --service api --active = %+v, want only api-1", list)
+	}
+	r = c.must(0, "rollout", "pause", "api-1", "--reason", "hold on")
+	contains(t, "rollout pause", r.stdout, "pause recorded for rollout api-1")
+	var got struct {
+		Rollout rolloutJSON `json:"rollout"`
+	}
+	c.mustJSON(&got, "rollout", "get", "api-1")
+	if cmds := got.Rollout.Commands; len(cmds) != 1 || cmds[0].Kind != "COMMAND_KIND_PAUSE" || cmds[0].By != "e2e" || cmds[0].Reason != "hold on" {
+		t.Errorf("rollout get api-1 commands = %+v, want the pause by e2e", cmds)
+	}
+	c.must(3, "rollout", "get", "api-404")
+	c.must(3, "rollout", "pause", "api-404")
+
+	// deploy --wait follows the rollout and fails when it is superseded.
+	waitCmd := c.command("deploy", "-f", canary, "--supersede", "--wait")
+	waitOut, waitErr := &syncBuffer{}, &syncBuffer{}
+	waitCmd.Stdout, waitCmd.Stderr = waitOut, waitErr
+	if err := waitCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitResult error
+	waitDone := make(chan struct{})
+	go func() { waitResult = waitCmd.Wait(); close(waitDone) }()
+	t.Cleanup(func() {
+		select {
+		case <-waitDone:
+		default:
+			_ = waitCmd.Process.Kill()
+			<-waitDone
+		}
+	})
+	waitFor(t, "deploy --wait to show its rollout", 20*time.Second, func() bool {
+		return strings.Contains(waitOut.String(), "created release 2")
+	})
+	c.must(0, "deploy", "-f", canary, "--supersede", "--reason", "newer")
+	select {
+	case <-waitDone:
+		var ee *exec.ExitError
+		if !errors.As(waitResult, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("deploy --wait on a superseded rollout: %v, want exit code 1", waitResult)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("deploy --wait did not end after its rollout was superseded; stdout:\n%s", waitOut.String())
+	}
+	contains(t, "deploy --wait stdout", waitOut.String(), "release api #2 created", "superseded", "rollout api-2 SUPERSEDED after")
+	contains(t, "deploy --wait stderr", waitErr.String(), "rollout api-2 ended SUPERSEDED: superseded by api-3")
+
+	// rollout watch of a finished rollout replays its events and exits 1.
+	r = c.must(1, "rollout", "watch", "api-1")
+	contains(t, "rollout watch", r.stdout, "created", "command", "pause requested", "rollout api-1 SUPERSEDED")
+	r = c.must(1, "rollout", "watch", "api-1", "-o", "json")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var last struct {
+		Event struct {
+			Kind  string `json:"kind"`
+			State string `json:"state"`
+		} `json:"event"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Event.State != "ROLLOUT_STATE_SUPERSEDED" || len(lines) < 3 {
+		t.Errorf("rollout watch -o json: %v; want JSON lines ending with the superseded event, got:\n%s", err, r.stdout)
+	}
+
+	// Without a coordinator: exit code 5.
+	coord.stop()
+	r = c.must(5, "services", "--timeout", "2s")
+	contains(t, "services without coordinator", r.stderr, "unavailable")
+}
