@@ -90,6 +90,7 @@ func New(cfg Config) *Proxy {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport:    &retrier{p: p},
+		BufferPool:   bufferPool{},
 		ErrorHandler: p.proxyError,
 		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
@@ -331,6 +332,14 @@ func (p *Proxy) eject(u routetable.Upstream, service string) {
 	p.m.ejections.WithLabelValues(service).Inc()
 	p.log.Warn("instance ejected after connection failure", "service", service, "instance", u.ID, "address", u.Address, "for", p.ejectFor)
 }
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 type statusWriter struct {
 	http.ResponseWriter
