@@ -290,7 +290,7 @@ func (r *Runner) Apply(ctx context.Context, t routetable.Table) error {
 func (r *Runner) reloadLocked(ctx context.Context, hosts []string) error {
 	version := r.version + 1
 	if r.cfg.External && r.version == 0 {
-		version = uint64(time.Now().UnixNano())
+		version = uint64(time.Now().UnixMilli()) // above any version a previous edge rendered; exact in Lua
 	}
 	conf, err := r.render(version, hosts)
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -143,5 +145,62 @@ func TestRunnerRestartsDeadNginx(t *testing.T) {
 	}
 	if testutil.ToFloat64(r.mRestart) != 1 {
 		t.Fatal("restart not counted")
+	}
+}
+
+// TestRunnerDrivesExternalMaster: with External the runner does not start
+// nginx; it re-renders the config of a master already running from Dir,
+// reloads it by the pid file and posts routes to it.
+func TestRunnerDrivesExternalMaster(t *testing.T) {
+	if _, err := exec.LookPath("/usr/sbin/nginx"); err != nil {
+		t.Skip("nginx not installed (make tools)")
+	}
+	dir, listen, control := t.TempDir(), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	// An operator's nginx, started from the same template.
+	seed, err := New(Config{Dir: dir, Listen: listen, ControlAddr: control, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := seed.render(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"lua", "logs", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lua", "slipway.lua"), luaModule, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := seed.install(conf); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/usr/sbin/nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	if err := seed.waitVersion(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := New(Config{Dir: dir, Listen: listen, ControlAddr: control, Workers: 1, External: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := backend(t, "a")
+	if err := r.Apply(context.Background(), tableFor(map[string]routetable.Upstream{"ext.test": a})); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := fetch(listen, "ext.test"); code != 200 || body != "a" {
+		t.Fatalf("ext.test: %d %q", code, body)
+	}
+	if cmd.ProcessState != nil {
+		t.Fatal("external master exited")
 	}
 }
