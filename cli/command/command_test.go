@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
@@ -179,5 +181,25 @@ func TestNewRequestIDIsFresh(t *testing.T) {
 	a, b := NewRequestID(), NewRequestID()
 	if a == b || !strings.HasPrefix(a, "slipctl-") || len(a) != len("slipctl-")+24 {
 		t.Errorf("NewRequestID() = %q, %q; want two different slipctl-<24 hex> ids", a, b)
+	}
+}
+
+func TestWatchRetryable(t *testing.T) {
+	tests := []struct {
+		code codes.Code
+		seen uint64
+		want bool
+	}{
+		{codes.Unavailable, 0, true},
+		{codes.Unavailable, 5, true},
+		{codes.NotFound, 0, false},
+		{codes.NotFound, 5, true},
+		{codes.InvalidArgument, 5, false},
+		{codes.Internal, 5, false},
+	}
+	for _, tt := range tests {
+		if got := retryable(status.Error(tt.code, "x"), tt.seen); got != tt.want {
+			t.Errorf("retryable(%v, seen %d) = %v, want %v", tt.code, tt.seen, got, tt.want)
+		}
 	}
 }

@@ -88,7 +88,7 @@ func (a *app) watch(ctx context.Context, id string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("watch rollout %s: %w", id, ctx.Err())
 		}
-		if status.Code(err) != codes.Unavailable {
+		if !retryable(err, from) {
 			return err
 		}
 		now := a.env.Now()
@@ -105,6 +105,20 @@ func (a *app) watch(ctx context.Context, id string) error {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// retryable reports whether a watch that failed with err should be resumed:
+// when no coordinator answered, and also when the rollout is not found after
+// events of it were seen (a restarted or lagging coordinator that has not
+// replayed its log yet).
+func retryable(err error, seen uint64) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.NotFound:
+		return seen > 0
+	}
+	return false
 }
 
 // follow streams the rollout's events after *from to fn, advancing *from.

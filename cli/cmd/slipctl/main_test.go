@@ -18,9 +18,12 @@ import (
 
 // coordinator is a real slipway-coordinator process.
 type coordinator struct {
+	t    *testing.T
+	bin  string
+	args []string
 	addr string
-	cmd  *exec.Cmd
 	log  *syncBuffer
+	cmd  *exec.Cmd
 	done chan struct{}
 }
 
@@ -28,16 +31,15 @@ type coordinator struct {
 // and stops it when the test ends.
 func startCoordinator(t *testing.T) *coordinator {
 	t.Helper()
-	bin := testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator")
-	c := &coordinator{addr: testenv.FreeAddr(t), log: &syncBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(bin, "-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
-		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn")
-	c.cmd.Env = cleanEnv()
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start coordinator: %v", err)
+	c := &coordinator{
+		t:    t,
+		bin:  testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator"),
+		addr: testenv.FreeAddr(t),
+		log:  &syncBuffer{},
 	}
-	go func() { _ = c.cmd.Wait(); close(c.done) }()
+	c.args = []string{"-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
+		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn"}
+	c.start()
 	t.Cleanup(func() {
 		c.stop()
 		if t.Failed() {
@@ -45,6 +47,21 @@ func startCoordinator(t *testing.T) *coordinator {
 		}
 	})
 	return c
+}
+
+// start starts the process, again after stop with the same data and ports.
+func (c *coordinator) start() {
+	c.t.Helper()
+	c.cmd = exec.Command(c.bin, c.args...)
+	c.cmd.Env = cleanEnv()
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatalf("start coordinator: %v", err)
+	}
+	done := make(chan struct{})
+	c.done = done
+	cmd := c.cmd
+	go func() { _ = cmd.Wait(); close(done) }()
 }
 
 // stop ends the coordinator with SIGTERM, then SIGKILL if it lingers.
@@ -155,6 +172,53 @@ func contains(t *testing.T, what, got string, wants ...string) {
 			t.Errorf("%s lacks %q:\n%s", what, w, got)
 		}
 	}
+}
+
+// background is a slipctl process running while the test goes on.
+type background struct {
+	cmd         *exec.Cmd
+	out, errOut *syncBuffer
+	done        chan struct{}
+	err         error
+}
+
+// start runs slipctl in the background, killed at the end of the test if
+// it is still running.
+func (c *cli) start(args ...string) *background {
+	c.t.Helper()
+	b := &background{cmd: c.command(args...), out: &syncBuffer{}, errOut: &syncBuffer{}, done: make(chan struct{})}
+	b.cmd.Stdout, b.cmd.Stderr = b.out, b.errOut
+	if err := b.cmd.Start(); err != nil {
+		c.t.Fatalf("start slipctl %v: %v", args, err)
+	}
+	go func() { b.err = b.cmd.Wait(); close(b.done) }()
+	c.t.Cleanup(func() {
+		select {
+		case <-b.done:
+		default:
+			_ = b.cmd.Process.Kill()
+			<-b.done
+		}
+	})
+	return b
+}
+
+// exitCode waits for the process to end and returns its exit code.
+func (b *background) exitCode(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-b.done:
+	case <-time.After(timeout):
+		t.Fatalf("slipctl %v still running after %s; stdout:\n%s\nstderr:\n%s", b.cmd.Args[1:], timeout, b.out.String(), b.errOut.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(b.err, &ee) {
+		return ee.ExitCode()
+	}
+	if b.err != nil {
+		t.Fatalf("slipctl %v: %v", b.cmd.Args[1:], b.err)
+	}
+	return 0
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -321,38 +385,65 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	c.must(3, "rollout", "pause", "api-404")
 
 	// deploy --wait follows the rollout and fails when it is superseded.
-	waitCmd := c.command("deploy", "-f", canary, "--supersede", "--wait")
-	waitOut, waitErr := &syncBuffer{}, &syncBuffer{}
-	waitCmd.Stdout, waitCmd.Stderr = waitOut, waitErr
-	if err := waitCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waitResult error
-	waitDone := make(chan struct{})
-	go func() { waitResult = waitCmd.Wait(); close(waitDone) }()
-	t.Cleanup(func() {
-		select {
-		case <-waitDone:
-		default:
-			_ = waitCmd.Process.Kill()
-			<-waitDone
-		}
-	})
+	wait := c.start("deploy", "-f", canary, "--supersede", "--wait")
 	waitFor(t, "deploy --wait to show its rollout", 20*time.Second, func() bool {
-		return strings.Contains(waitOut.String(), "created release 2")
+		return strings.Contains(wait.out.String(), "created release 2")
 	})
 	c.must(0, "deploy", "-f", canary, "--supersede", "--reason", "newer")
-	select {
-	case <-waitDone:
-		var ee *exec.ExitError
-		if !errors.As(waitResult, &ee) || ee.ExitCode() != 1 {
-			t.Errorf("deploy --wait on a superseded rollout: %v, want exit code 1", waitResult)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("deploy --wait did not end after its rollout was superseded; stdout:\n%s", waitOut.String())
+	if code := wait.exitCode(t, 20*time.Second); code != 1 {
+		t.Errorf("deploy --wait on a superseded rollout: exit %d, want 1", code)
 	}
-	contains(t, "deploy --wait stdout", waitOut.String(), "release api #2 created", "superseded", "rollout api-2 SUPERSEDED after")
-	contains(t, "deploy --wait stderr", waitErr.String(), "rollout api-2 ended SUPERSEDED: superseded by api-3")
+	contains(t, "deploy --wait stdout", wait.out.String(), "release api #2 created", "superseded", "rollout api-2 SUPERSEDED after")
+	contains(t, "deploy --wait stderr", wait.errOut.String(), "rollout api-2 ended SUPERSEDED: superseded by api-3")
+
+	// rollout watch survives a coordinator restart: it resumes after the
+	// last event it saw, without repeating one.
+	watch := c.start("rollout", "watch", "api-3", "--timeout", "60s")
+	waitFor(t, "rollout watch to show api-3", 20*time.Second, func() bool {
+		return strings.Contains(watch.out.String(), "created release 3")
+	})
+	coord.stop()
+	waitFor(t, "rollout watch to notice the coordinator is gone", 20*time.Second, func() bool {
+		return strings.Contains(watch.out.String(), "watch interrupted")
+	})
+	coord.start()
+	waitFor(t, "the restarted coordinator to lead", 30*time.Second, func() bool {
+		return c.run("deploy", "-f", canary, "--supersede", "--request-id", "after-restart", "--timeout", "1s").code == 0
+	})
+	if code := watch.exitCode(t, 30*time.Second); code != 1 {
+		t.Errorf("rollout watch of a superseded rollout: exit %d, want 1", code)
+	}
+	if out := watch.out.String(); strings.Count(out, "created release 3") != 1 || !strings.Contains(out, "superseded by api-4") {
+		t.Errorf("rollout watch across a restart should show each event once and end superseded by api-4:\n%s", out)
+	}
+
+	// rollback, and the operator commands on its rollout.
+	var rb struct {
+		Release struct {
+			Number     string `json:"number"`
+			RollbackOf string `json:"rollbackOf"`
+		} `json:"release"`
+		Rollout rolloutJSON `json:"rollout"`
+	}
+	c.mustJSON(&rb, "rollback", "api", "--to", "1", "--supersede", "--reason", "back to one")
+	if rb.Release.Number != "5" || rb.Release.RollbackOf != "1" || rb.Rollout.ID != "api-5" {
+		t.Errorf("rollback api --to 1 -o json = %+v, want release 5 re-deploying release 1", rb)
+	}
+	c.must(4, "rollback", "api")
+	c.must(3, "rollback", "nope")
+	r = c.must(0, "rollout", "promote", "api-5", "--full")
+	contains(t, "rollout promote", r.stdout, "full promote recorded for rollout api-5")
+	c.must(0, "rollout", "resume", "api-5")
+	r = c.must(0, "rollout", "abort", "api-5", "--reason", "stop")
+	contains(t, "rollout abort", r.stdout, "abort recorded for rollout api-5")
+	r = c.must(0, "rollout", "get", "api-5")
+	contains(t, "rollout get api-5", r.stdout, "COMMAND", "promote (full)", "resume", "abort", "stop")
+
+	r = c.must(0, "cluster", "leader")
+	contains(t, "cluster leader", r.stdout, "leader e2e-c1 (raft 127.0.0.1:", "grpc "+coord.addr)
+	r = c.must(0, "cluster", "nodes")
+	contains(t, "cluster nodes", r.stdout, "ID", "STATUS", "DRAINING")
+	c.must(3, "cluster", "drain", "nope")
 
 	// rollout watch of a finished rollout replays its events and exits 1.
 	r = c.must(1, "rollout", "watch", "api-1")
