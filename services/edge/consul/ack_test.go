@@ -29,6 +29,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // a lost session is recreated and the ack republished; stopping the edge
 // deletes it.
 func TestAckIsSessionBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: real Consul")
+	}
 	c := testenv.StartConsul(t)
 	cfg := api.DefaultConfig()
 	cfg.Address = c.Addr()

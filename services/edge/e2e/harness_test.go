@@ -35,6 +35,9 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: real Consul, nginx and backends")
+	}
 	c := testenv.StartConsul(t)
 	cfg := api.DefaultConfig()
 	cfg.Address = c.Addr()

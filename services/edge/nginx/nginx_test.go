@@ -1,9 +1,11 @@
 package nginx
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +25,9 @@ import (
 
 func startRunner(t *testing.T) (*Runner, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: real nginx")
+	}
 	if _, err := exec.LookPath("/usr/sbin/nginx"); err != nil {
 		t.Skip("nginx not installed (make tools)")
 	}
@@ -152,6 +157,9 @@ func TestRunnerRestartsDeadNginx(t *testing.T) {
 // nginx; it re-renders the config of a master already running from Dir,
 // reloads it by the pid file and posts routes to it.
 func TestRunnerDrivesExternalMaster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: real nginx")
+	}
 	if _, err := exec.LookPath("/usr/sbin/nginx"); err != nil {
 		t.Skip("nginx not installed (make tools)")
 	}
@@ -202,5 +210,47 @@ func TestRunnerDrivesExternalMaster(t *testing.T) {
 	}
 	if cmd.ProcessState != nil {
 		t.Fatal("external master exited")
+	}
+}
+
+func TestRunnerPassesUpgrade(t *testing.T) {
+	r, listen := startRunner(t)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want upgrade", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "echo")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo:" + line)
+		brw.Flush()
+	}))
+	t.Cleanup(s.Close)
+	up := routetable.Upstream{ID: "ws", Address: strings.TrimPrefix(s.URL, "http://")}
+	if err := r.Apply(context.Background(), tableFor(map[string]routetable.Upstream{"ws.test": up})); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo:ping\n" {
+		t.Fatalf("echo = %q, %v", line, err)
 	}
 }
