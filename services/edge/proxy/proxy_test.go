@@ -190,3 +190,37 @@ func TestH2C(t *testing.T) {
 		t.Fatalf("proto %s body %q", resp.Proto, body)
 	}
 }
+
+func TestInFlightRequestFinishesOnItsTable(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "slow")
+	}))
+	defer slow.Close()
+	fast := startBackend(t, "fast")
+	p := New(Config{})
+	defer p.Close()
+	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(slow, "slow")}}))
+	type reply struct {
+		code int
+		body string
+	}
+	done := make(chan reply, 1)
+	go func() {
+		req := httptest.NewRequest("GET", "http://w/", nil)
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		done <- reply{rec.Code, rec.Body.String()}
+	}()
+	<-entered
+	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 2, Weight: 100, Upstreams: []routetable.Upstream{up(fast, "fast")}}))
+	if _, body := get(t, p, "w", nil); body != "fast" {
+		t.Fatalf("new request went to %q after the swap", body)
+	}
+	close(release)
+	if r := <-done; r.code != 200 || r.body != "slow" {
+		t.Fatalf("in-flight request: %d %q", r.code, r.body)
+	}
+}

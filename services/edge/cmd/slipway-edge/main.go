@@ -109,6 +109,16 @@ func run(args []string) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+
+	// The ack outlives the data plane: it is withdrawn (session destroyed)
+	// only after in-flight requests have drained, so no agent stops an
+	// instance this edge is still sending a request to.
+	acker := consul.NewAcker(client, o.id, o.sessionTTL, logger)
+	ackCtx, ackCancel := context.WithCancel(context.Background())
+	ackDone := make(chan struct{})
+	go func() { acker.Run(ackCtx); close(ackDone) }()
+	defer func() { ackCancel(); <-ackDone }()
+
 	dpCtx, dpCancel := context.WithCancel(context.Background())
 	defer dpCancel()
 
@@ -167,12 +177,10 @@ func run(args []string) error {
 	logger.Info("RouteService listening", "addr", glis.Addr().String())
 
 	watcher := consul.NewWatcher(client, logger)
-	acker := consul.NewAcker(client, o.id, o.sessionTTL, logger)
 	ctl := controller.New(controller.Config{EdgeID: o.id, Source: watcher, Applier: applier, Publisher: acker,
 		Observer: routes, Logger: logger, Registerer: reg})
 	var loops sync.WaitGroup
 	loops.Go(func() { watcher.Run(ctx) })
-	loops.Go(func() { acker.Run(ctx) })
 	loops.Go(func() { ctl.Run(ctx) })
 	<-ctx.Done()
 	logger.Info("shutting down")
