@@ -202,7 +202,7 @@ func (e *env) ackedGen(edgeID, service string, gen uint64, want ...*instance) {
 }
 
 type edge struct {
-	id, mode, httpAddr, grpcAddr, dir string
+	id, mode, httpAddr, grpcAddr, metricsAddr, dir string
 	stop                              func()
 }
 
@@ -210,9 +210,9 @@ func (e *env) startEdge(mode string) *edge {
 	t := e.t
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
-	ed := &edge{id: fmt.Sprintf("edge-%s-%d", mode, seq.Add(1)), mode: mode, httpAddr: testenv.FreeAddr(t), grpcAddr: testenv.FreeAddr(t), dir: t.TempDir()}
+	ed := &edge{id: fmt.Sprintf("edge-%s-%d", mode, seq.Add(1)), mode: mode, httpAddr: testenv.FreeAddr(t), grpcAddr: testenv.FreeAddr(t), metricsAddr: testenv.FreeAddr(t), dir: t.TempDir()}
 	args := []string{"-id", ed.id, "-consul-addr", e.consul.Addr(), "-mode", mode, "-http-addr", ed.httpAddr,
-		"-grpc-addr", ed.grpcAddr, "-log-level", "debug", "-session-ttl", "10s"}
+		"-grpc-addr", ed.grpcAddr, "-metrics-addr", ed.metricsAddr, "-log-level", "debug", "-session-ttl", "10s"}
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", ed.dir, "-nginx-control-addr", testenv.FreeAddr(t))
 	}

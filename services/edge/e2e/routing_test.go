@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,6 +110,21 @@ func TestSafetyFloors(t *testing.T) {
 		t.Fatalf("ack generations %v: want web and api kept at 1", ack.GetGenerations())
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + ed.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`slipway_edge_route_rejections_total{kind="invalid_intent",service="web"} 1`,
+		`slipway_edge_route_rejections_total{kind="no_instances",service="api"} 1`,
+		`slipway_edge_route_degraded{service="api"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	for _, h := range []string{"web.test", "api.test", "other.test"} {
 		if code, _, v, err := get(client, ed, h, nil); err != nil || code != 200 || v != "v1" {
 			t.Fatalf("%s: %d %q %v", h, code, v, err)
