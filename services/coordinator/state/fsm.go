@@ -21,6 +21,7 @@ import (
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
 
@@ -76,6 +77,9 @@ type FSM struct {
 	eventsByRoll map[string][]int // rollout id -> positions in events
 	audit        []*deployv1.AuditEvent
 	peers        map[string]*statev1.PeerAddress
+	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
+	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
+	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
 	changed      chan struct{} // closed and replaced after every Apply/Restore
 }
 
@@ -101,6 +105,9 @@ func (f *FSM) reset() {
 	f.eventsByRoll = map[string][]int{}
 	f.audit = nil
 	f.peers = map[string]*statev1.PeerAddress{}
+	f.machines = map[string][]byte{}
+	f.allocCreated = map[string]*timestamppb.Timestamp{}
+	f.intents = map[string]*edgev1.TrafficIntent{}
 }
 
 // EncodeCommand marshals a log entry deterministically.
@@ -175,6 +182,8 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 			f.allocations[id] = allocs
 		}
 		return IndexResult{Index: index}
+	case *statev1.Command_RolloutStep:
+		return f.applyRolloutStep(index, at, op.RolloutStep)
 	case *statev1.Command_Noop:
 		return IndexResult{Index: index}
 	default:
@@ -468,6 +477,15 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 	for _, id := range sortedKeys(f.peers) {
 		s.Peers = append(s.Peers, f.peers[id])
 	}
+	for _, id := range sortedKeys(f.machines) {
+		s.Machines = append(s.Machines, &statev1.MachineRecord{RolloutId: id, State: f.machines[id]})
+	}
+	for _, id := range sortedKeys(f.allocCreated) {
+		s.AllocationRecords = append(s.AllocationRecords, &statev1.AllocationRecord{Id: id, CreatedAt: f.allocCreated[id]})
+	}
+	for _, svc := range sortedKeys(f.intents) {
+		s.Intents = append(s.Intents, f.intents[svc])
+	}
 	return s
 }
 
@@ -527,6 +545,15 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	f.audit = s.GetAudit()
 	for _, p := range s.GetPeers() {
 		f.peers[p.GetId()] = p
+	}
+	for _, m := range s.GetMachines() {
+		f.machines[m.GetRolloutId()] = m.GetState()
+	}
+	for _, a := range s.GetAllocationRecords() {
+		f.allocCreated[a.GetId()] = a.GetCreatedAt()
+	}
+	for _, in := range s.GetIntents() {
+		f.intents[in.GetService()] = in
 	}
 	close(f.changed)
 	f.changed = make(chan struct{})

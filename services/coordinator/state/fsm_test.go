@@ -92,6 +92,7 @@ func scenario(t *testing.T) *log {
 	l.add(&statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{NodeId: "n1", Enable: true, By: "ops"}}})
 	l.add(putAllocs("n1", "a2", "a1"))
 	l.add(&statev1.Command{Op: &statev1.Command_Noop{Noop: &statev1.NoopOp{Payload: []byte("x")}}})
+	l.add(stepCmd("api", "api-1", []string{"api-1-a@n3", "api-1-b@n4"}, nil, nil, 1))
 	return l
 }
 

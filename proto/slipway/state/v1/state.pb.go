@@ -14,6 +14,7 @@ import (
 	v12 "slipway.dev/proto/slipway/agent/v1"
 	v11 "slipway.dev/proto/slipway/cluster/v1"
 	v1 "slipway.dev/proto/slipway/deploy/v1"
+	v13 "slipway.dev/proto/slipway/edge/v1"
 	sync "sync"
 	unsafe "unsafe"
 )
@@ -46,6 +47,7 @@ type Command struct {
 	//	*Command_DrainNode
 	//	*Command_PutAllocations
 	//	*Command_Noop
+	//	*Command_RolloutStep
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -174,6 +176,15 @@ func (x *Command) GetNoop() *NoopOp {
 	return nil
 }
 
+func (x *Command) GetRolloutStep() *RolloutStepOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RolloutStep); ok {
+			return x.RolloutStep
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -218,6 +229,12 @@ type Command_Noop struct {
 	Noop *NoopOp `protobuf:"bytes,17,opt,name=noop,proto3,oneof"`
 }
 
+type Command_RolloutStep struct {
+	// rollout_step commits one decision of the leader engine: the rollout
+	// machine's next state with its plan made concrete.
+	RolloutStep *RolloutStepOp `protobuf:"bytes,18,opt,name=rollout_step,json=rolloutStep,proto3,oneof"`
+}
+
 func (*Command_Deploy) isCommand_Op() {}
 
 func (*Command_Rollback) isCommand_Op() {}
@@ -233,6 +250,8 @@ func (*Command_DrainNode) isCommand_Op() {}
 func (*Command_PutAllocations) isCommand_Op() {}
 
 func (*Command_Noop) isCommand_Op() {}
+
+func (*Command_RolloutStep) isCommand_Op() {}
 
 // DeployOp creates a release of spec and a pending rollout to it.
 type DeployOp struct {
@@ -702,6 +721,339 @@ func (x *PutAllocationsOp) GetAllocations() []*v12.Allocation {
 	return nil
 }
 
+// RolloutStepOp is one decision of the leader engine, committed before the
+// engine acts on it: the rollout machine's state after a Step together with
+// the concrete allocations placed, the allocations drained and stopped, the
+// new traffic intent and the events. With an empty rollout_id it only
+// replaces allocations (those of a node that went away).
+type RolloutStepOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// service is the service name.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// rollout_id is the rollout stepped; empty for a replacement only.
+	RolloutId string `protobuf:"bytes,2,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// machine is the rollout machine's State after the step, as JSON.
+	Machine []byte `protobuf:"bytes,3,opt,name=machine,proto3" json:"machine,omitempty"`
+	// place are new allocations, each with its node.
+	Place []*v12.Allocation `protobuf:"bytes,4,rep,name=place,proto3" json:"place,omitempty"`
+	// drain are allocations taken out of traffic: their desired state becomes
+	// STOPPED (the agent deregisters and drains them).
+	Drain []string `protobuf:"bytes,5,rep,name=drain,proto3" json:"drain,omitempty"`
+	// stop are allocations removed from the desired state.
+	Stop []string `protobuf:"bytes,6,rep,name=stop,proto3" json:"stop,omitempty"`
+	// intent is the service's new traffic intent; unset when unchanged.
+	Intent *v13.TrafficIntent `protobuf:"bytes,7,opt,name=intent,proto3" json:"intent,omitempty"`
+	// events describe the step, in order.
+	Events []*StepEvent `protobuf:"bytes,8,rep,name=events,proto3" json:"events,omitempty"`
+	// healthy counts the healthy instances per release (decimal) seen.
+	Healthy map[string]int32 `protobuf:"bytes,9,rep,name=healthy,proto3" json:"healthy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// phase, step and message are the rollout's public state after the step.
+	Phase   v1.RolloutState `protobuf:"varint,10,opt,name=phase,proto3,enum=slipway.deploy.v1.RolloutState" json:"phase,omitempty"`
+	Step    int32           `protobuf:"varint,11,opt,name=step,proto3" json:"step,omitempty"`
+	Message string          `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	// weights are the traffic weights in force after the step.
+	Weights map[string]int32 `protobuf:"bytes,13,rep,name=weights,proto3" json:"weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// last_command is the Seq (1-based position in Rollout.commands) of the
+	// last operator command the machine applied.
+	LastCommand   uint64 `protobuf:"varint,14,opt,name=last_command,json=lastCommand,proto3" json:"last_command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutStepOp) Reset() {
+	*x = RolloutStepOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutStepOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutStepOp) ProtoMessage() {}
+
+func (x *RolloutStepOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutStepOp.ProtoReflect.Descriptor instead.
+func (*RolloutStepOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RolloutStepOp) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *RolloutStepOp) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *RolloutStepOp) GetMachine() []byte {
+	if x != nil {
+		return x.Machine
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetPlace() []*v12.Allocation {
+	if x != nil {
+		return x.Place
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetDrain() []string {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetStop() []string {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetIntent() *v13.TrafficIntent {
+	if x != nil {
+		return x.Intent
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetEvents() []*StepEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetHealthy() map[string]int32 {
+	if x != nil {
+		return x.Healthy
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetPhase() v1.RolloutState {
+	if x != nil {
+		return x.Phase
+	}
+	return v1.RolloutState(0)
+}
+
+func (x *RolloutStepOp) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RolloutStepOp) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RolloutStepOp) GetWeights() map[string]int32 {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+func (x *RolloutStepOp) GetLastCommand() uint64 {
+	if x != nil {
+		return x.LastCommand
+	}
+	return 0
+}
+
+// StepEvent is one event of a rollout step.
+type StepEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is e.g. "placed", "traffic", "stopped", "succeeded".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// message describes it for people.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepEvent) Reset() {
+	*x = StepEvent{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepEvent) ProtoMessage() {}
+
+func (x *StepEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepEvent.ProtoReflect.Descriptor instead.
+func (*StepEvent) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StepEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *StepEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// MachineRecord is the rollout machine state of one rollout.
+type MachineRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rollout_id is the rollout.
+	RolloutId string `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// state is the machine's State as JSON.
+	State         []byte `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MachineRecord) Reset() {
+	*x = MachineRecord{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MachineRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MachineRecord) ProtoMessage() {}
+
+func (x *MachineRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MachineRecord.ProtoReflect.Descriptor instead.
+func (*MachineRecord) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MachineRecord) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *MachineRecord) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+// AllocationRecord is what the coordinator remembers of an allocation
+// besides its spec.
+type AllocationRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the allocation id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// created_at is when the allocation was committed.
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocationRecord) Reset() {
+	*x = AllocationRecord{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocationRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocationRecord) ProtoMessage() {}
+
+func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocationRecord.ProtoReflect.Descriptor instead.
+func (*AllocationRecord) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AllocationRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AllocationRecord) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 // NoopOp carries an opaque payload and changes nothing.
 type NoopOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -713,7 +1065,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1077,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1090,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NoopOp) GetPayload() []byte {
@@ -763,7 +1115,7 @@ type PeerAddress struct {
 
 func (x *PeerAddress) Reset() {
 	*x = PeerAddress{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1127,7 @@ func (x *PeerAddress) String() string {
 func (*PeerAddress) ProtoMessage() {}
 
 func (x *PeerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1140,7 @@ func (x *PeerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAddress.ProtoReflect.Descriptor instead.
 func (*PeerAddress) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PeerAddress) GetId() string {
@@ -825,7 +1177,7 @@ type ServiceRecord struct {
 
 func (x *ServiceRecord) Reset() {
 	*x = ServiceRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1189,7 @@ func (x *ServiceRecord) String() string {
 func (*ServiceRecord) ProtoMessage() {}
 
 func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1202,7 @@ func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRecord.ProtoReflect.Descriptor instead.
 func (*ServiceRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceRecord) GetService() *v1.Service {
@@ -884,7 +1236,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1248,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1261,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -963,14 +1315,20 @@ type Snapshot struct {
 	// audit, in index order.
 	Audit []*v1.AuditEvent `protobuf:"bytes,9,rep,name=audit,proto3" json:"audit,omitempty"`
 	// peers, sorted by id.
-	Peers         []*PeerAddress `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"`
+	Peers []*PeerAddress `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"`
+	// machines, sorted by rollout id.
+	Machines []*MachineRecord `protobuf:"bytes,11,rep,name=machines,proto3" json:"machines,omitempty"`
+	// allocation_records, sorted by id.
+	AllocationRecords []*AllocationRecord `protobuf:"bytes,12,rep,name=allocation_records,json=allocationRecords,proto3" json:"allocation_records,omitempty"`
+	// intents are the traffic intents, sorted by service.
+	Intents       []*v13.TrafficIntent `protobuf:"bytes,13,rep,name=intents,proto3" json:"intents,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1340,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1353,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1068,6 +1426,27 @@ func (x *Snapshot) GetPeers() []*PeerAddress {
 	return nil
 }
 
+func (x *Snapshot) GetMachines() []*MachineRecord {
+	if x != nil {
+		return x.Machines
+	}
+	return nil
+}
+
+func (x *Snapshot) GetAllocationRecords() []*AllocationRecord {
+	if x != nil {
+		return x.AllocationRecords
+	}
+	return nil
+}
+
+func (x *Snapshot) GetIntents() []*v13.TrafficIntent {
+	if x != nil {
+		return x.Intents
+	}
+	return nil
+}
+
 // GetPeerInfoRequest asks for a coordinator's description.
 type GetPeerInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1077,7 +1456,7 @@ type GetPeerInfoRequest struct {
 
 func (x *GetPeerInfoRequest) Reset() {
 	*x = GetPeerInfoRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1468,7 @@ func (x *GetPeerInfoRequest) String() string {
 func (*GetPeerInfoRequest) ProtoMessage() {}
 
 func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1481,7 @@ func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 // GetPeerInfoResponse describes a coordinator.
@@ -1120,7 +1499,7 @@ type GetPeerInfoResponse struct {
 
 func (x *GetPeerInfoResponse) Reset() {
 	*x = GetPeerInfoResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1511,7 @@ func (x *GetPeerInfoResponse) String() string {
 func (*GetPeerInfoResponse) ProtoMessage() {}
 
 func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1524,7 @@ func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPeerInfoResponse) GetPeer() *PeerAddress {
@@ -1180,7 +1559,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1571,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1584,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinRequest) GetPeer() *PeerAddress {
@@ -1226,7 +1605,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1617,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1630,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1272,7 +1651,7 @@ type ApplyNoopRequest struct {
 
 func (x *ApplyNoopRequest) Reset() {
 	*x = ApplyNoopRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1663,7 @@ func (x *ApplyNoopRequest) String() string {
 func (*ApplyNoopRequest) ProtoMessage() {}
 
 func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1676,7 @@ func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNoopRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyNoopRequest) GetPayload() []byte {
@@ -1318,7 +1697,7 @@ type ApplyNoopResponse struct {
 
 func (x *ApplyNoopResponse) Reset() {
 	*x = ApplyNoopResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1709,7 @@ func (x *ApplyNoopResponse) String() string {
 func (*ApplyNoopResponse) ProtoMessage() {}
 
 func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1722,7 @@ func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNoopResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyNoopResponse) GetIndex() uint64 {
@@ -1357,7 +1736,7 @@ var File_slipway_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1cslipway/deploy/v1/spec.proto\"\xce\x04\n" +
+	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\x94\x05\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x124\n" +
@@ -1371,7 +1750,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"drain_node\x18\x0f \x01(\v2\x1d.slipway.state.v1.DrainNodeOpH\x00R\tdrainNode\x12M\n" +
 	"\x0fput_allocations\x18\x10 \x01(\v2\".slipway.state.v1.PutAllocationsOpH\x00R\x0eputAllocations\x12.\n" +
-	"\x04noop\x18\x11 \x01(\v2\x18.slipway.state.v1.NoopOpH\x00R\x04noopB\x04\n" +
+	"\x04noop\x18\x11 \x01(\v2\x18.slipway.state.v1.NoopOpH\x00R\x04noop\x12D\n" +
+	"\frollout_step\x18\x12 \x01(\v2\x1f.slipway.state.v1.RolloutStepOpH\x00R\vrolloutStepB\x04\n" +
 	"\x02op\"\xb2\x01\n" +
 	"\bDeployOp\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
@@ -1409,7 +1789,41 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x02by\x18\x03 \x01(\tR\x02by\"k\n" +
 	"\x10PutAllocationsOp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
-	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\"\n" +
+	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\xbd\x05\n" +
+	"\rRolloutStepOp\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x02 \x01(\tR\trolloutId\x12\x18\n" +
+	"\amachine\x18\x03 \x01(\fR\amachine\x122\n" +
+	"\x05place\x18\x04 \x03(\v2\x1c.slipway.agent.v1.AllocationR\x05place\x12\x14\n" +
+	"\x05drain\x18\x05 \x03(\tR\x05drain\x12\x12\n" +
+	"\x04stop\x18\x06 \x03(\tR\x04stop\x126\n" +
+	"\x06intent\x18\a \x01(\v2\x1e.slipway.edge.v1.TrafficIntentR\x06intent\x123\n" +
+	"\x06events\x18\b \x03(\v2\x1b.slipway.state.v1.StepEventR\x06events\x12F\n" +
+	"\ahealthy\x18\t \x03(\v2,.slipway.state.v1.RolloutStepOp.HealthyEntryR\ahealthy\x125\n" +
+	"\x05phase\x18\n" +
+	" \x01(\x0e2\x1f.slipway.deploy.v1.RolloutStateR\x05phase\x12\x12\n" +
+	"\x04step\x18\v \x01(\x05R\x04step\x12\x18\n" +
+	"\amessage\x18\f \x01(\tR\amessage\x12F\n" +
+	"\aweights\x18\r \x03(\v2,.slipway.state.v1.RolloutStepOp.WeightsEntryR\aweights\x12!\n" +
+	"\flast_command\x18\x0e \x01(\x04R\vlastCommand\x1a:\n" +
+	"\fHealthyEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +
+	"\fWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"9\n" +
+	"\tStepEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"D\n" +
+	"\rMachineRecord\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\fR\x05state\"]\n" +
+	"\x10AllocationRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\"\n" +
 	"\x06NoopOp\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\"c\n" +
 	"\vPeerAddress\x12\x0e\n" +
@@ -1425,7 +1839,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\x88\x04\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xd2\x05\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1438,7 +1852,10 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x06events\x18\b \x03(\v2\x1f.slipway.deploy.v1.RolloutEventR\x06events\x123\n" +
 	"\x05audit\x18\t \x03(\v2\x1d.slipway.deploy.v1.AuditEventR\x05audit\x123\n" +
 	"\x05peers\x18\n" +
-	" \x03(\v2\x1d.slipway.state.v1.PeerAddressR\x05peers\"\x14\n" +
+	" \x03(\v2\x1d.slipway.state.v1.PeerAddressR\x05peers\x12;\n" +
+	"\bmachines\x18\v \x03(\v2\x1f.slipway.state.v1.MachineRecordR\bmachines\x12Q\n" +
+	"\x12allocation_records\x18\f \x03(\v2\".slipway.state.v1.AllocationRecordR\x11allocationRecords\x128\n" +
+	"\aintents\x18\r \x03(\v2\x1e.slipway.edge.v1.TrafficIntentR\aintents\"\x14\n" +
 	"\x12GetPeerInfoRequest\"\x82\x01\n" +
 	"\x13GetPeerInfoResponse\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\x12\x1b\n" +
@@ -1469,7 +1886,7 @@ func file_slipway_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_slipway_state_v1_state_proto_rawDescData
 }
 
-var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*Command)(nil),               // 0: slipway.state.v1.Command
 	(*DeployOp)(nil),              // 1: slipway.state.v1.DeployOp
@@ -1479,30 +1896,38 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*UpsertNodeOp)(nil),          // 5: slipway.state.v1.UpsertNodeOp
 	(*DrainNodeOp)(nil),           // 6: slipway.state.v1.DrainNodeOp
 	(*PutAllocationsOp)(nil),      // 7: slipway.state.v1.PutAllocationsOp
-	(*NoopOp)(nil),                // 8: slipway.state.v1.NoopOp
-	(*PeerAddress)(nil),           // 9: slipway.state.v1.PeerAddress
-	(*ServiceRecord)(nil),         // 10: slipway.state.v1.ServiceRecord
-	(*RequestRecord)(nil),         // 11: slipway.state.v1.RequestRecord
-	(*Snapshot)(nil),              // 12: slipway.state.v1.Snapshot
-	(*GetPeerInfoRequest)(nil),    // 13: slipway.state.v1.GetPeerInfoRequest
-	(*GetPeerInfoResponse)(nil),   // 14: slipway.state.v1.GetPeerInfoResponse
-	(*JoinRequest)(nil),           // 15: slipway.state.v1.JoinRequest
-	(*JoinResponse)(nil),          // 16: slipway.state.v1.JoinResponse
-	(*ApplyNoopRequest)(nil),      // 17: slipway.state.v1.ApplyNoopRequest
-	(*ApplyNoopResponse)(nil),     // 18: slipway.state.v1.ApplyNoopResponse
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*v1.ServiceSpec)(nil),        // 20: slipway.deploy.v1.ServiceSpec
-	(v1.CommandKind)(0),           // 21: slipway.deploy.v1.CommandKind
-	(*v11.Node)(nil),              // 22: slipway.cluster.v1.Node
-	(*v12.Allocation)(nil),        // 23: slipway.agent.v1.Allocation
-	(*v1.Service)(nil),            // 24: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 25: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 26: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 27: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 28: slipway.deploy.v1.AuditEvent
+	(*RolloutStepOp)(nil),         // 8: slipway.state.v1.RolloutStepOp
+	(*StepEvent)(nil),             // 9: slipway.state.v1.StepEvent
+	(*MachineRecord)(nil),         // 10: slipway.state.v1.MachineRecord
+	(*AllocationRecord)(nil),      // 11: slipway.state.v1.AllocationRecord
+	(*NoopOp)(nil),                // 12: slipway.state.v1.NoopOp
+	(*PeerAddress)(nil),           // 13: slipway.state.v1.PeerAddress
+	(*ServiceRecord)(nil),         // 14: slipway.state.v1.ServiceRecord
+	(*RequestRecord)(nil),         // 15: slipway.state.v1.RequestRecord
+	(*Snapshot)(nil),              // 16: slipway.state.v1.Snapshot
+	(*GetPeerInfoRequest)(nil),    // 17: slipway.state.v1.GetPeerInfoRequest
+	(*GetPeerInfoResponse)(nil),   // 18: slipway.state.v1.GetPeerInfoResponse
+	(*JoinRequest)(nil),           // 19: slipway.state.v1.JoinRequest
+	(*JoinResponse)(nil),          // 20: slipway.state.v1.JoinResponse
+	(*ApplyNoopRequest)(nil),      // 21: slipway.state.v1.ApplyNoopRequest
+	(*ApplyNoopResponse)(nil),     // 22: slipway.state.v1.ApplyNoopResponse
+	nil,                           // 23: slipway.state.v1.RolloutStepOp.HealthyEntry
+	nil,                           // 24: slipway.state.v1.RolloutStepOp.WeightsEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*v1.ServiceSpec)(nil),        // 26: slipway.deploy.v1.ServiceSpec
+	(v1.CommandKind)(0),           // 27: slipway.deploy.v1.CommandKind
+	(*v11.Node)(nil),              // 28: slipway.cluster.v1.Node
+	(*v12.Allocation)(nil),        // 29: slipway.agent.v1.Allocation
+	(*v13.TrafficIntent)(nil),     // 30: slipway.edge.v1.TrafficIntent
+	(v1.RolloutState)(0),          // 31: slipway.deploy.v1.RolloutState
+	(*v1.Service)(nil),            // 32: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 33: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 34: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 35: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 36: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
-	19, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
+	25, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
 	1,  // 1: slipway.state.v1.Command.deploy:type_name -> slipway.state.v1.DeployOp
 	2,  // 2: slipway.state.v1.Command.rollback:type_name -> slipway.state.v1.RollbackOp
 	3,  // 3: slipway.state.v1.Command.operator:type_name -> slipway.state.v1.OperatorOp
@@ -1510,35 +1935,46 @@ var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	5,  // 5: slipway.state.v1.Command.upsert_node:type_name -> slipway.state.v1.UpsertNodeOp
 	6,  // 6: slipway.state.v1.Command.drain_node:type_name -> slipway.state.v1.DrainNodeOp
 	7,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
-	8,  // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
-	20, // 9: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	21, // 10: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
-	9,  // 11: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
-	22, // 12: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
-	23, // 13: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
-	24, // 14: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	25, // 15: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	10, // 16: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	26, // 17: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	22, // 18: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	23, // 19: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	11, // 20: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	27, // 21: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	28, // 22: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	9,  // 23: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	9,  // 24: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	9,  // 25: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	13, // 26: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	15, // 27: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	17, // 28: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	14, // 29: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	16, // 30: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	18, // 31: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	29, // [29:32] is the sub-list for method output_type
-	26, // [26:29] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	12, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
+	8,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
+	26, // 10: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	27, // 11: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
+	13, // 12: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
+	28, // 13: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
+	29, // 14: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
+	29, // 15: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
+	30, // 16: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
+	9,  // 17: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
+	23, // 18: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
+	31, // 19: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
+	24, // 20: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
+	25, // 21: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	32, // 22: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	33, // 23: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	14, // 24: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	34, // 25: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	28, // 26: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	29, // 27: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	15, // 28: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	35, // 29: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	36, // 30: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	13, // 31: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	10, // 32: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	11, // 33: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	30, // 34: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	13, // 35: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	13, // 36: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	17, // 37: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	19, // 38: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	21, // 39: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	18, // 40: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	20, // 41: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	22, // 42: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	40, // [40:43] is the sub-list for method output_type
+	37, // [37:40] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }
@@ -1555,6 +1991,7 @@ func file_slipway_state_v1_state_proto_init() {
 		(*Command_DrainNode)(nil),
 		(*Command_PutAllocations)(nil),
 		(*Command_Noop)(nil),
+		(*Command_RolloutStep)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1562,7 +1999,7 @@ func file_slipway_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_state_v1_state_proto_rawDesc), len(file_slipway_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,240 @@
+package state
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// EngineActor is the actor recorded in the audit log for the leader engine's
+// verdicts.
+const EngineActor = "engine"
+
+// StepResult is the Apply response of a rollout step entry.
+type StepResult struct {
+	// Index is the raft index of the entry (the decision's fencing index).
+	Index uint64
+	// Rollout is the rollout after the step, nil for a replacement only.
+	Rollout *deployv1.Rollout
+}
+
+// validateStep checks a step entry against the state without changing it, so
+// that a bad entry leaves no partial state.
+func (f *FSM) validateStep(op *statev1.RolloutStepOp) error {
+	if op.GetService() == "" {
+		return fmt.Errorf("rollout step: service is empty: %w", ErrInvalid)
+	}
+	if id := op.GetRolloutId(); id != "" {
+		ro := f.rollouts[id]
+		if ro == nil {
+			return fmt.Errorf("rollout step: rollout %q: %w", id, ErrNotFound)
+		}
+		if ro.GetService() != op.GetService() {
+			return fmt.Errorf("rollout step: rollout %q belongs to %q, not %q: %w", id, ro.GetService(), op.GetService(), ErrInvalid)
+		}
+		if len(op.GetMachine()) == 0 {
+			return fmt.Errorf("rollout step %s: machine is empty: %w", id, ErrInvalid)
+		}
+		if lc := op.GetLastCommand(); lc > uint64(len(ro.GetCommands())) {
+			return fmt.Errorf("rollout step %s: last_command %d but only %d commands recorded: %w", id, lc, len(ro.GetCommands()), ErrInvalid)
+		}
+	}
+	seen := map[string]bool{}
+	for i, a := range op.GetPlace() {
+		switch {
+		case a.GetId() == "":
+			return fmt.Errorf("rollout step: place[%d].id is empty: %w", i, ErrInvalid)
+		case a.GetNodeId() == "":
+			return fmt.Errorf("rollout step: place[%d].node_id is empty: %w", i, ErrInvalid)
+		case a.GetService() != op.GetService():
+			return fmt.Errorf("rollout step: place[%d].service is %q, not %q: %w", i, a.GetService(), op.GetService(), ErrInvalid)
+		case seen[a.GetId()] || f.allocCreated[a.GetId()] != nil:
+			return fmt.Errorf("rollout step: place[%d].id %q is already used: %w", i, a.GetId(), ErrInvalid)
+		}
+		seen[a.GetId()] = true
+	}
+	if in := op.GetIntent(); in != nil {
+		if in.GetService() != op.GetService() {
+			return fmt.Errorf("rollout step: intent.service is %q, not %q: %w", in.GetService(), op.GetService(), ErrInvalid)
+		}
+		if old := f.intents[op.GetService()]; old != nil && in.GetGeneration() <= old.GetGeneration() {
+			return fmt.Errorf("rollout step: intent.generation %d is not above the current %d: %w", in.GetGeneration(), old.GetGeneration(), ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *statev1.RolloutStepOp) any {
+	if err := f.validateStep(op); err != nil {
+		return err
+	}
+	// Allocations: place, drain, stop.
+	touched := map[string]bool{}
+	for _, a := range op.GetPlace() {
+		a = proto.CloneOf(a)
+		if a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_UNSPECIFIED {
+			a.DesiredState = agentv1.DesiredState_DESIRED_STATE_RUNNING
+		}
+		f.allocations[a.GetNodeId()] = append(f.allocations[a.GetNodeId()], a)
+		f.allocCreated[a.GetId()] = at
+		touched[a.GetNodeId()] = true
+	}
+	drain := toSet(op.GetDrain())
+	stop := toSet(op.GetStop())
+	for node, allocs := range f.allocations {
+		kept := allocs[:0]
+		for _, a := range allocs {
+			if stop[a.GetId()] {
+				delete(f.allocCreated, a.GetId())
+				continue
+			}
+			if drain[a.GetId()] {
+				a.DesiredState = agentv1.DesiredState_DESIRED_STATE_STOPPED
+			}
+			kept = append(kept, a)
+		}
+		if len(kept) == 0 {
+			delete(f.allocations, node)
+		} else {
+			f.allocations[node] = kept
+		}
+		touched[node] = true
+	}
+	for node := range touched {
+		allocs := f.allocations[node]
+		sort.Slice(allocs, func(i, j int) bool { return allocs[i].GetId() < allocs[j].GetId() })
+	}
+	if in := op.GetIntent(); in != nil {
+		f.intents[op.GetService()] = proto.CloneOf(in)
+	}
+	id := op.GetRolloutId()
+	if id == "" {
+		for _, ev := range op.GetEvents() {
+			f.addAudit(index, at, EngineActor, ev.GetKind(), op.GetService(), ev.GetMessage())
+		}
+		return StepResult{Index: index}
+	}
+	f.machines[id] = append([]byte(nil), op.GetMachine()...)
+	ro := f.rollouts[id]
+	prevState, prevStep := ro.GetState(), ro.GetStep()
+	// A rollout superseded by a Deploy keeps its SUPERSEDED state: the
+	// machine only catches up with it.
+	if ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
+		ro.State = op.GetPhase()
+	}
+	ro.Step = op.GetStep()
+	ro.Message = op.GetMessage()
+	ro.Weights = cloneWeights(op.GetWeights())
+	ro.UpdatedAt = at
+	for i := 0; i < len(ro.GetCommands()) && uint64(i) < op.GetLastCommand(); i++ {
+		ro.Commands[i].Applied = true
+	}
+	if ro.GetState() != prevState || ro.GetStep() != prevStep {
+		ro.History = append(ro.History, &deployv1.RolloutStep{
+			Index: ro.GetStep(), Description: ro.GetMessage(), At: at, Weights: cloneWeights(ro.GetWeights()), State: ro.GetState(),
+		})
+	}
+	for _, ev := range op.GetEvents() {
+		f.addEvent(ro, at, ev.GetKind(), ev.GetMessage())
+		f.events[len(f.events)-1].Healthy = cloneWeights(op.GetHealthy())
+	}
+	if sr := f.services[ro.GetService()]; sr != nil && ro.GetState() != prevState {
+		switch ro.GetState() {
+		case deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED:
+			sr.svc.StableRelease = ro.GetToRelease()
+			sr.svc.UpdatedAt = at
+		}
+		if IsFinal(ro.GetState()) && ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
+			f.addAudit(index, at, EngineActor, "rollout "+verdict(ro.GetState()), ro.GetService(), ro.GetId()+": "+ro.GetMessage())
+		}
+	}
+	return StepResult{Index: index, Rollout: proto.CloneOf(ro)}
+}
+
+func verdict(s deployv1.RolloutState) string {
+	switch s {
+	case deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED:
+		return "succeeded"
+	case deployv1.RolloutState_ROLLOUT_STATE_FAILED:
+		return "failed"
+	case deployv1.RolloutState_ROLLOUT_STATE_REVERTED:
+		return "reverted"
+	case deployv1.RolloutState_ROLLOUT_STATE_ABORTED:
+		return "aborted"
+	}
+	return s.String()
+}
+
+func toSet(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+// Machine returns the committed rollout machine State (JSON) of a rollout,
+// false when no step was committed for it yet.
+func (f *FSM) Machine(rolloutID string) ([]byte, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, ok := f.machines[rolloutID]
+	return append([]byte(nil), b...), ok
+}
+
+// Intent returns a copy of the service's committed traffic intent, nil when
+// none was committed.
+func (f *FSM) Intent(service string) *edgev1.TrafficIntent {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if in := f.intents[service]; in != nil {
+		return proto.CloneOf(in)
+	}
+	return nil
+}
+
+// Intents returns copies of every committed traffic intent, sorted by
+// service.
+func (f *FSM) Intents() []*edgev1.TrafficIntent {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*edgev1.TrafficIntent, 0, len(f.intents))
+	for _, svc := range sortedKeys(f.intents) {
+		out = append(out, proto.CloneOf(f.intents[svc]))
+	}
+	return out
+}
+
+// StoredAllocation is an allocation with the time it was committed.
+type StoredAllocation struct {
+	// Allocation is the allocation as sent to its node.
+	Allocation *agentv1.Allocation
+	// CreatedAt is when it was committed (zero for allocations written by
+	// PutAllocations).
+	CreatedAt *timestamppb.Timestamp
+}
+
+// AllAllocations returns copies of every stored allocation, sorted by node id
+// then allocation id.
+func (f *FSM) AllAllocations() []StoredAllocation {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []StoredAllocation
+	for _, node := range sortedKeys(f.allocations) {
+		for _, a := range f.allocations[node] {
+			out = append(out, StoredAllocation{Allocation: proto.CloneOf(a), CreatedAt: f.allocCreated[a.GetId()]})
+		}
+	}
+	return out
+}
+
+// WeightKey is the string key of a release in weight maps.
+func WeightKey(release uint64) string { return strconv.FormatUint(release, 10) }

@@ -1,0 +1,128 @@
+package state_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"slipway.dev/coordinator/state"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+// stepCmd builds a rollout step entry; place items are "id@node"; gen > 0
+// sets an intent of that generation with 100% to release 1.
+func stepCmd(svc, rollout string, place, drain, stop []string, gen uint64) *statev1.Command {
+	op := &statev1.RolloutStepOp{Service: svc, RolloutId: rollout, Drain: drain, Stop: stop,
+		Phase: deployv1.RolloutState_ROLLOUT_STATE_RUNNING, Step: 1, Message: "step",
+		Weights: map[string]int32{"1": 100}, Healthy: map[string]int32{"1": int32(len(place))},
+		Events: []*statev1.StepEvent{{Kind: "placed", Message: "placed"}}}
+	if rollout != "" {
+		op.Machine = []byte(`{"Service":"` + svc + `"}`)
+	}
+	for _, p := range place {
+		id, node, _ := strings.Cut(p, "@")
+		op.Place = append(op.Place, &agentv1.Allocation{Id: id, NodeId: node, Service: svc, Release: 1, Track: "stable"})
+	}
+	if gen > 0 {
+		op.Intent = &edgev1.TrafficIntent{Service: svc, Generation: gen, Weights: map[string]int32{"1": 100}}
+	}
+	return &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: op}}
+}
+
+func TestRolloutStepPlacesDrainsStops(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+	res := apply(t, f, l.add(stepCmd("web", "web-1", []string{"a@n1", "b@n2", "c@n1"}, nil, nil, 1))).(state.StepResult)
+	if res.Index != 2 || res.Rollout.GetState() != deployv1.RolloutState_ROLLOUT_STATE_RUNNING || res.Rollout.GetStep() != 1 {
+		t.Fatalf("step result = %+v", res)
+	}
+	if got := f.Allocations("n1"); len(got) != 2 || got[0].GetId() != "a" || got[1].GetId() != "c" ||
+		got[0].GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_RUNNING {
+		t.Fatalf("n1 allocations = %v", got)
+	}
+	all := f.AllAllocations()
+	if len(all) != 3 || all[0].CreatedAt.AsTime() != t0.Add(2e9) {
+		t.Fatalf("AllAllocations = %v", all)
+	}
+	if in := f.Intent("web"); in.GetGeneration() != 1 || in.GetWeights()["1"] != 100 {
+		t.Fatalf("intent = %v", in)
+	}
+	if m, ok := f.Machine("web-1"); !ok || !strings.Contains(string(m), "web") {
+		t.Fatalf("machine = %q, %v", m, ok)
+	}
+	ev, _ := f.EventsAfter("web-1", 0)
+	last := ev.Events[len(ev.Events)-1]
+	if last.GetKind() != "placed" || last.GetHealthy()["1"] != 3 || last.GetWeights()["1"] != 100 {
+		t.Fatalf("last event = %v", last)
+	}
+
+	// Drain marks desired STOPPED; stop removes.
+	apply(t, f, l.add(stepCmd("web", "web-1", nil, []string{"a"}, []string{"b"}, 2)))
+	if got := f.Allocations("n1"); got[0].GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED || got[1].GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_RUNNING {
+		t.Fatalf("n1 after drain = %v", got)
+	}
+	if got := f.Allocations("n2"); len(got) != 0 {
+		t.Fatalf("n2 after stop = %v", got)
+	}
+
+	// A verdict makes the release stable and is audited.
+	cmd := stepCmd("web", "web-1", nil, nil, nil, 0)
+	cmd.GetRolloutStep().Phase = deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
+	apply(t, f, l.add(cmd))
+	svc, _ := f.Service("web")
+	if svc.GetStableRelease() != 1 {
+		t.Fatalf("stable = %d", svc.GetStableRelease())
+	}
+	_, audit, _ := f.Releases("web", 0)
+	if audit[0].GetActor() != state.EngineActor || !strings.Contains(audit[0].GetAction(), "succeeded") {
+		t.Fatalf("audit = %v", audit[0])
+	}
+}
+
+func TestRolloutStepRejectsBadEntriesWithoutPartialState(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+	apply(t, f, l.add(stepCmd("web", "web-1", []string{"a@n1"}, nil, nil, 5)))
+	before, _ := f.MarshalSnapshot()
+	for name, c := range map[string]*statev1.Command{
+		"duplicate id":       stepCmd("web", "web-1", []string{"b@n1", "a@n2"}, nil, nil, 6),
+		"stale generation":   stepCmd("web", "web-1", []string{"b@n1"}, nil, nil, 5),
+		"unknown rollout":    stepCmd("web", "web-9", []string{"b@n1"}, nil, nil, 0),
+		"no node":            stepCmd("web", "web-1", []string{"b@"}, nil, nil, 0),
+		"no service":         stepCmd("", "", []string{"b@n1"}, nil, nil, 0),
+		"other service":      stepCmd("api", "web-1", nil, nil, nil, 0),
+		"command not issued": func() *statev1.Command { c := stepCmd("web", "web-1", nil, nil, nil, 0); c.GetRolloutStep().LastCommand = 1; return c }(),
+	} {
+		err := applyErr(f, l.add(c))
+		if !errors.Is(err, state.ErrInvalid) && !errors.Is(err, state.ErrNotFound) {
+			t.Errorf("%s: err = %v, want ErrInvalid or ErrNotFound", name, err)
+		}
+		after, _ := f.MarshalSnapshot()
+		// Only the last index moves.
+		if len(after) != len(before) {
+			t.Errorf("%s: state changed", name)
+		}
+	}
+	if got := f.Allocations("n1"); len(got) != 1 {
+		t.Fatalf("allocations = %v", got)
+	}
+}
+
+func TestSupersededRolloutKeepsItsState(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v2"), "r2", true)))
+	cmd := stepCmd("web", "web-1", nil, nil, nil, 0)
+	cmd.GetRolloutStep().Phase = deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED
+	apply(t, f, l.add(cmd))
+	ro, _ := f.Rollout("web-1")
+	if ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
+		t.Fatalf("state = %v", ro.GetState())
+	}
+}
