@@ -156,8 +156,10 @@ type Agent struct {
 	registered map[string]bool
 	selfReg    bool
 	ttlAt      time.Time // last refresh of the image health TTL checks
-	gen        uint64    // counts accepted syncs
-	planned    uint64    // gen as of the last plan
+	starting   map[string]*startWatch
+	dead       map[string]bool // instance ids known to have exited, until removed
+	gen        uint64          // counts accepted syncs
+	planned    uint64          // gen as of the last plan
 	busy       map[string]bool
 	opSeq      uint64            // counts finished operations
 	lastOp     map[string]uint64 // opSeq when an allocation's last operation finished
@@ -195,6 +197,8 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 		registered: map[string]bool{},
 		busy:       map[string]bool{},
 		lastOp:     map[string]uint64{},
+		starting:   map[string]*startWatch{},
+		dead:       map[string]bool{},
 		failures:   map[string]reconcile.Failure{},
 		changed:    make(chan struct{}),
 		subs:       map[chan Event]struct{}{},
@@ -491,6 +495,9 @@ func (a *Agent) refresh(ctx context.Context) {
 			if stale(in.AllocID) {
 				continue
 			}
+			if a.dead[in.ID] {
+				in.Running = false // a list can lag behind the exit event
+			}
 			old, had := a.instances[in.AllocID]
 			a.instances[in.AllocID] = in
 			if !had {
@@ -569,6 +576,13 @@ func (a *Agent) onEvent(ctx context.Context, ev allocation.Event) {
 func (a *Agent) onExit(id, instanceID string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if w := a.starting[id]; w != nil {
+		w.exited[instanceID] = true
+		select {
+		case w.sig <- struct{}{}:
+		default:
+		}
+	}
 	in, ok := a.instances[id]
 	if !ok || !in.Running || a.busy[id] || in.ID != instanceID {
 		return // not ours to report, or an operation (a stop) is on it
@@ -580,6 +594,7 @@ func (a *Agent) onExit(id, instanceID string) {
 
 func (a *Agent) exitedLocked(id, msg string) {
 	in := a.instances[id]
+	a.dead[in.ID] = true
 	in.Running = false
 	a.instances[id] = in
 	spec, want := a.desired[id]

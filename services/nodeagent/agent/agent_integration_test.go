@@ -94,6 +94,7 @@ func (h *harness) newAgent(o opts) *agent.Agent {
 	a, err := agent.New(agent.Config{
 		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: filepath.Join(h.t.TempDir(), "data"),
 		DrainTimeout: 10 * time.Second, DrainWindow: window, CPUMHz: 1000, MemoryMB: 1024, Logger: h.log,
+		ReadyWithin: 20 * time.Second, // long, so that a start held by its probe shows
 	}, h.drv, h.reg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -327,7 +328,6 @@ func TestCrashBehindTheAgentsBack(t *testing.T) {
 			_, events, cancel := h.a.Subscribe()
 			defer cancel()
 
-			killed := time.Now()
 			if driver == "docker" {
 				if err := h.docker.ContainerKill(context.Background(), old.ID, "KILL"); err != nil {
 					t.Fatal(err)
@@ -338,6 +338,7 @@ func TestCrashBehindTheAgentsBack(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			killed := time.Now() // the kill has been delivered
 			// Noticed (and reported) within a second.
 			timeout := time.After(time.Second)
 		wait:
@@ -528,6 +529,40 @@ func TestReplaceAndDesiredStopped(t *testing.T) {
 			nodetest.Eventually(t, 10*time.Second, "a stopped", func() bool {
 				return h.status(a.ID).State == agent.Stopped && len(h.running()) == 0 && len(h.instances()) == 0
 			})
+		})
+	}
+}
+
+func TestCrashLoopIsReportedFailed(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, driver, opts{})
+			good, bad := h.spec("good", "slipway/demo:v1"), h.spec("bad", "slipway/demo:v1")
+			bad.Env = map[string]string{"HEALTH_FAIL_AFTER": "soon"} // the demo exits at once on bad config
+			t0 := time.Now()
+			st, err := h.sync(1, good, bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st[good.ID].State != agent.Running || st[bad.ID].State != agent.Failed {
+				t.Fatalf("after sync: good %v, bad %v %q", st[good.ID].State, st[bad.ID].State, st[bad.ID].Error)
+			}
+			if d := time.Since(t0); d > 15*time.Second {
+				t.Errorf("sync took %s: a crashing instance must not hold it for the probe's 20s", d)
+			}
+			nodetest.Eventually(t, 30*time.Second, "bad given up after its restarts", func() bool {
+				s := h.status(bad.ID)
+				return s.State == agent.Failed && s.Restarts == 3 && strings.Contains(s.Error, "in a row")
+			})
+			if _, ok := h.running()[bad.ID]; ok {
+				t.Error("given-up instance still running")
+			}
+			if _, ok := h.instances()[bad.ID]; ok {
+				t.Error("given-up instance still registered")
+			}
+			nodetest.Eventually(t, 10*time.Second, "good passing", func() bool { return passing(h.instances()[good.ID]) })
 		})
 	}
 }

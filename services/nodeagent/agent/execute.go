@@ -116,6 +116,7 @@ func (a *Agent) stopInstance(ctx context.Context, inst allocation.Instance, grac
 	}
 	a.mu.Lock()
 	delete(a.instances, inst.AllocID)
+	delete(a.dead, inst.ID)
 	a.mu.Unlock()
 	return nil
 }
@@ -155,6 +156,17 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	})
 	sctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	// Exits seen while starting: the loop ignores busy allocations, so the
+	// start itself must notice an instance that dies at once.
+	w := &startWatch{exited: map[string]bool{}, sig: make(chan struct{}, 1)}
+	a.mu.Lock()
+	a.starting[id] = w
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.starting, id)
+		a.mu.Unlock()
+	}()
 	t0 := time.Now()
 	inst, err := a.drv.Start(sctx, spec)
 	if err != nil {
@@ -166,8 +178,31 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	a.instances[id] = inst
 	a.updateLocked(id, "instance started", func(s *Status) { s.InstanceID, s.HostPort = inst.ID, inst.HostPort })
 	a.mu.Unlock()
-	// Probe it ourselves so it is registered as soon as it is ready.
-	passing := probe.Until(sctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond) == nil
+	// Probe it ourselves so it is registered as soon as it is ready, unless
+	// it exits meanwhile.
+	pctx, pcancel := context.WithCancel(sctx)
+	go func() {
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-w.sig:
+				if w.hasExited(a, inst.ID) {
+					pcancel()
+					return
+				}
+			}
+		}
+	}()
+	passing := inst.Running && probe.Until(pctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond) == nil
+	pcancel()
+	if !inst.Running || w.hasExited(a, inst.ID) {
+		a.mu.Lock()
+		a.exitedLocked(id, "instance exited while starting")
+		a.mu.Unlock()
+		a.met.exits.Inc()
+		return true
+	}
 	if err := a.reg.Register(sctx, spec, inst, a.cfg.Address, passing); err != nil {
 		// Running but unregistered: the next step retries the registration.
 		a.update(id, "registration failed", func(s *Status) { s.Error = err.Error() })
@@ -179,6 +214,19 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	a.updateLocked(id, "running and registered", func(s *Status) { s.State, s.Error = Running, "" })
 	a.mu.Unlock()
 	return true
+}
+
+// startWatch collects the exits of an allocation's instances while it is
+// being started.
+type startWatch struct {
+	exited map[string]bool // instance ids; guarded by Agent.mu
+	sig    chan struct{}
+}
+
+func (w *startWatch) hasExited(a *Agent, instanceID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return w.exited[instanceID]
 }
 
 // fail records a failure of the current spec; permanent failures are not

@@ -141,6 +141,9 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		return allocation.Instance{}, fmt.Errorf("docker: inspect %s: %w", name, err)
 	}
 	inst := fromInspect(ins)
+	if !inst.Running {
+		return inst, nil // exited at once: the agent reports and restarts it
+	}
 	if inst.HostPort == 0 {
 		d.remove(created.ID)
 		return allocation.Instance{}, fmt.Errorf("docker: %s: no host port bound to %s", name, port)
