@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,10 +96,11 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 			node := nodetest.NodeID(t)
 			dataDir := t.TempDir()
 			grpcAddr := testenv.FreeAddr(t)
+			metricsAddr := testenv.FreeAddr(t)
 			p := &agentProc{t: t, bin: bin, log: filepath.Join(t.TempDir(), "agent.log"), args: []string{
 				"-node-id", node, "-grpc-addr", grpcAddr, "-consul-addr", c.Addr(), "-driver", driver,
 				"-process-dir", imgDir, "-data-dir", dataDir, "-drain-window", "200ms", "-labels", "zone=a",
-				"-log-level", "debug",
+				"-log-level", "debug", "-metrics-addr", metricsAddr,
 			}}
 			cli := nodetest.Docker(t)
 			nodetest.CleanupContainers(t, cli, node)
@@ -165,6 +168,22 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 				self.Meta[catalog.MetaDriver] != driver || self.Meta[catalog.MetaLabelPrefix+"zone"] != "a" {
 				t.Fatalf("agent self-registration: %+v", self)
 			}
+
+			// The agent's own gRPC health check passes in Consul.
+			nodetest.Eventually(t, 15*time.Second, "agent's own check passing", func() bool {
+				es, _, err := c2(c).Health().Service(catalog.AgentService, "", true, nil)
+				return err == nil && len(es) == 1 && es[0].Service.ID == catalog.AgentServiceID(node)
+			})
+			nodetest.Eventually(t, 5*time.Second, "metrics show three running", func() bool {
+				resp, err := http.Get("http://" + metricsAddr + "/metrics")
+				if err != nil {
+					return false
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return strings.Contains(string(b), "slipway_nodeagent_allocations_running 3") &&
+					strings.Contains(string(b), `slipway_nodeagent_syncs_total{result="ok"} 1`)
+			})
 
 			// SIGKILL, then leave an orphan registration and a stray instance
 			// behind, as a crash mid-operation would.
