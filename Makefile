@@ -5,7 +5,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 GO ?= go
-MODULES := proto platform services/coordinator services/nodeagent services/edge cli deployments/demo
+MODULES := proto platform services/coordinator services/nodeagent services/edge cli deployments/demo deployments/guide
 COMMANDS := \
 	services/coordinator/cmd/slipway-coordinator \
 	services/nodeagent/cmd/slipway-nodeagent \
