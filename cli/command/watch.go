@@ -52,7 +52,23 @@ func (a *app) watch(ctx context.Context, id string) error {
 	if json {
 		notes = a.env.Stderr
 	}
-	p := render.NewProgress(notes, a.env.Terminal && !json, a.env.Now)
+	live := a.env.Terminal && !json
+	p := render.NewProgress(notes, live, a.env.Now)
+	if live {
+		tick := time.NewTicker(time.Second)
+		stop := make(chan struct{})
+		defer func() { tick.Stop(); close(stop) }()
+		go func() {
+			for {
+				select {
+				case <-tick.C:
+					p.Tick()
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
 	var (
 		last      *deployv1.Rollout
 		from      uint64

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -361,13 +362,16 @@ func Since(now, t time.Time) string {
 }
 
 // Progress shows the events of a watched rollout: one plain line per event,
-// and on a terminal a progress line kept at the bottom and redrawn.
+// and on a terminal a progress line kept at the bottom and redrawn. It is
+// safe for concurrent use, so a ticker may call Tick while events arrive.
 type Progress struct {
+	mu    sync.Mutex
 	w     io.Writer
 	live  bool
 	now   func() time.Time
 	start time.Time
 	shown bool
+	last  *deployv1.Rollout
 }
 
 // NewProgress returns a Progress writing to w; live draws the progress line
@@ -406,29 +410,54 @@ func Bar(r *deployv1.Rollout) string {
 
 // Event shows one event and the rollout after it.
 func (p *Progress) Event(resp *deployv1.WatchRolloutResponse) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.clear()
 	fmt.Fprintln(p.w, EventLine(resp.GetEvent()))
-	if p.live && resp.GetRollout() != nil {
-		r := resp.GetRollout()
-		fmt.Fprintf(p.w, "%s  step %d  %s  %s", Bar(r), r.GetStep(), State(r.GetState()), Since(p.now(), p.start))
-		p.shown = true
+	if resp.GetRollout() != nil {
+		p.last = resp.GetRollout()
+	}
+	p.draw()
+}
+
+// Tick redraws the progress line, so the elapsed time moves between events.
+func (p *Progress) Tick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		p.clear()
+		p.draw()
 	}
 }
 
 // Note shows a line that is not an event, such as a reconnect.
 func (p *Progress) Note(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.clear()
 	fmt.Fprintf(p.w, format+"\n", args...)
+	p.draw()
 }
 
 // Done shows the rollout's final state.
 func (p *Progress) Done(r *deployv1.Rollout) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.clear()
 	msg := ""
 	if r.GetMessage() != "" {
 		msg = ": " + r.GetMessage()
 	}
 	fmt.Fprintf(p.w, "rollout %s %s after %s%s\n", r.GetId(), State(r.GetState()), Since(p.now(), p.start), msg)
+}
+
+func (p *Progress) draw() {
+	if !p.live || p.last == nil {
+		return
+	}
+	r := p.last
+	fmt.Fprintf(p.w, "%s  step %d  %s  %s", Bar(r), r.GetStep(), State(r.GetState()), Since(p.now(), p.start))
+	p.shown = true
 }
 
 func (p *Progress) clear() {

@@ -204,15 +204,21 @@ func TestProgress(t *testing.T) {
 	p = NewProgress(&live, true, clock)
 	p.Event(ev)
 	p.Event(ev)
+	now = now.Add(5 * time.Second)
+	p.Tick()
 	p.Done(done)
+	p.Tick() // after Done there is nothing to redraw
 	out := live.String()
-	if got := strings.Count(out, "[##########..........]  50% to #3  step 1  RUNNING"); got != 2 {
-		t.Errorf("live progress drew the bar %d times, want 2:\n%q", got, out)
+	if got := strings.Count(out, "[##########..........]  50% to #3  step 1  RUNNING  0s"); got != 2 {
+		t.Errorf("live progress drew the bar %d times at 0s, want 2:\n%q", got, out)
 	}
-	if got := strings.Count(out, "\r\x1b[K"); got != 2 {
-		t.Errorf("live progress cleared the bar %d times, want 2 (before the next event and before done):\n%q", got, out)
+	if got := strings.Count(out, "\r\x1b[K[##########..........]  50% to #3  step 1  RUNNING  5s"); got != 1 {
+		t.Errorf("Tick should redraw the bar with the elapsed time once:\n%q", out)
 	}
-	if !strings.HasSuffix(out, "\r\x1b[Krollout web-3 SUCCEEDED after 0s\n") {
+	if got := strings.Count(out, "\r\x1b[K"); got != 3 {
+		t.Errorf("live progress cleared the bar %d times, want 3 (next event, tick, done):\n%q", got, out)
+	}
+	if !strings.HasSuffix(out, "\r\x1b[Krollout web-3 SUCCEEDED after 5s\n") {
 		t.Errorf("live progress should end with the final line, got %q", out)
 	}
 }
