@@ -30,6 +30,8 @@ const DefaultAddr = "localhost:7400"
 
 // Env is what a run of slipctl sees of the world.
 type Env struct {
+	// Stdin is read by "deploy -f -".
+	Stdin io.Reader
 	// Stdout receives results; Stderr receives errors and notes.
 	Stdout, Stderr io.Writer
 	// Getenv reads environment variables.

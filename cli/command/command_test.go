@@ -120,6 +120,21 @@ func TestDeployBadSpecFileNamesEveryField(t *testing.T) {
 	}
 }
 
+func TestDeployReadsStdin(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"deploy", "-f", "-"}, Env{
+		Stdin:  strings.NewReader("name: web\nimage: slipway/demo:v2\nport: 8080\nreplicas: 2\n"),
+		Stdout: &out, Stderr: &errOut,
+		Getenv: func(string) string { return "" },
+	})
+	if code != exitcode.Usage {
+		t.Errorf("exit code = %d, want %d", code, exitcode.Usage)
+	}
+	if want := `<stdin>:4: replicas: unknown field "replicas"`; !strings.Contains(errOut.String(), want) {
+		t.Errorf("stderr = %q, want it to contain %q", errOut.String(), want)
+	}
+}
+
 func TestUnavailableExitCode(t *testing.T) {
 	addr := closedAddr(t)
 	for _, args := range [][]string{

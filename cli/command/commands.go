@@ -95,7 +95,17 @@ func runDeploy(ctx context.Context, a *app, o *opts, _ []string) error {
 	if o.file == "" {
 		return exitcode.Usagef("deploy: -f FILE is required (see slipctl deploy --help)")
 	}
-	spec, err := specfile.ReadFile(o.file)
+	var spec *deployv1.ServiceSpec
+	var err error
+	if o.file == "-" && a.env.Stdin != nil {
+		var data []byte
+		if data, err = io.ReadAll(a.env.Stdin); err != nil {
+			return fmt.Errorf("read spec from stdin: %w", err)
+		}
+		spec, err = specfile.Parse("-", data)
+	} else {
+		spec, err = specfile.ReadFile(o.file)
+	}
 	if err != nil {
 		return exitcode.With(exitcode.Usage, err)
 	}
