@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/distribution/reference"
 	"google.golang.org/protobuf/proto"
@@ -18,31 +19,31 @@ import (
 
 // Defaults applied by Normalize. They are the contract documented in
 // proto/slipway/deploy/v1/spec.proto.
-var (
+const (
 	// DefaultCPUMHz is the CPU reservation of an instance without one.
 	DefaultCPUMHz int32 = 100
 	// DefaultMemoryMB is the memory limit of an instance without one.
 	DefaultMemoryMB int32 = 64
 	// DefaultCheckInterval is the time between health probes.
-	DefaultCheckInterval = durationpb.New(1e9)
+	DefaultCheckInterval = time.Second
 	// DefaultCheckTimeout is the timeout of one health probe.
-	DefaultCheckTimeout = durationpb.New(1e9)
+	DefaultCheckTimeout = time.Second
 	// DefaultRoutePath is the path prefix routed to a service.
 	DefaultRoutePath = "/"
 	// DefaultMaxParallel is how many instances a rolling update replaces at once.
 	DefaultMaxParallel int32 = 1
 	// DefaultMinHealthyTime is how long an instance must be healthy to count.
-	DefaultMinHealthyTime = durationpb.New(3e9)
+	DefaultMinHealthyTime = 3 * time.Second
 	// DefaultHealthyDeadline is how long an instance has to become healthy.
-	DefaultHealthyDeadline = durationpb.New(60e9)
+	DefaultHealthyDeadline = 60 * time.Second
 	// DefaultProgressDeadline is how long a rollout may go without progress.
-	DefaultProgressDeadline = durationpb.New(300e9)
+	DefaultProgressDeadline = 5 * time.Minute
 	// DefaultScaleDownDelay is how long blue/green keeps the old colour warm.
-	DefaultScaleDownDelay = durationpb.New(30e9)
+	DefaultScaleDownDelay = 30 * time.Second
 	// DefaultKillTimeout is the time between SIGTERM and SIGKILL.
-	DefaultKillTimeout = durationpb.New(5e9)
+	DefaultKillTimeout = 5 * time.Second
 	// DefaultCanaryPause is the pause of each default canary step but the last.
-	DefaultCanaryPause = durationpb.New(30e9)
+	DefaultCanaryPause = 30 * time.Second
 	// DefaultPreviewHeader is the header routing requests to a blue/green preview.
 	DefaultPreviewHeader = "X-Slipway-Preview"
 )
@@ -51,8 +52,8 @@ var (
 // none: 10% and 50% held 30s each, then 100%.
 func DefaultCanarySteps() []*deployv1.CanaryStep {
 	return []*deployv1.CanaryStep{
-		{Weight: 10, Pause: proto.Clone(DefaultCanaryPause).(*durationpb.Duration)},
-		{Weight: 50, Pause: proto.Clone(DefaultCanaryPause).(*durationpb.Duration)},
+		{Weight: 10, Pause: durationpb.New(DefaultCanaryPause)},
+		{Weight: 50, Pause: durationpb.New(DefaultCanaryPause)},
 		{Weight: 100},
 	}
 }
@@ -293,9 +294,9 @@ func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
 func isZero(d *durationpb.Duration) bool { return d.GetSeconds() == 0 && d.GetNanos() == 0 }
 
 // orDefault returns d, or def when d is unset or zero.
-func orDefault(d, def *durationpb.Duration) *durationpb.Duration {
+func orDefault(d *durationpb.Duration, def time.Duration) *durationpb.Duration {
 	if isZero(d) {
-		return def
+		return durationpb.New(def)
 	}
 	return d
 }
@@ -344,8 +345,8 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		n.Resources.MemoryMb = DefaultMemoryMB
 	}
 	if c := n.Check; c != nil {
-		c.Interval = durationOr(c.Interval, DefaultCheckInterval)
-		c.Timeout = durationOr(c.Timeout, DefaultCheckTimeout)
+		c.Interval = orDefault(c.Interval, DefaultCheckInterval)
+		c.Timeout = orDefault(c.Timeout, DefaultCheckTimeout)
 	}
 	if n.Route == nil {
 		n.Route = &deployv1.Route{}
@@ -353,7 +354,7 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 	if n.Route.Path == "" {
 		n.Route.Path = DefaultRoutePath
 	}
-	n.KillTimeout = durationOr(n.KillTimeout, DefaultKillTimeout)
+	n.KillTimeout = orDefault(n.KillTimeout, DefaultKillTimeout)
 	if n.Update == nil {
 		n.Update = &deployv1.UpdateStrategy{}
 	}
@@ -364,10 +365,10 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 	if u.MaxParallel == 0 {
 		u.MaxParallel = DefaultMaxParallel
 	}
-	u.MinHealthyTime = durationOr(u.MinHealthyTime, DefaultMinHealthyTime)
-	u.HealthyDeadline = durationOr(u.HealthyDeadline, DefaultHealthyDeadline)
-	u.ProgressDeadline = durationOr(u.ProgressDeadline, DefaultProgressDeadline)
-	u.ScaleDownDelay = durationOr(u.ScaleDownDelay, DefaultScaleDownDelay)
+	u.MinHealthyTime = orDefault(u.MinHealthyTime, DefaultMinHealthyTime)
+	u.HealthyDeadline = orDefault(u.HealthyDeadline, DefaultHealthyDeadline)
+	u.ProgressDeadline = orDefault(u.ProgressDeadline, DefaultProgressDeadline)
+	u.ScaleDownDelay = orDefault(u.ScaleDownDelay, DefaultScaleDownDelay)
 	switch u.Strategy {
 	case deployv1.Strategy_STRATEGY_CANARY:
 		if u.Canary == nil {
@@ -385,12 +386,4 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		}
 	}
 	return n
-}
-
-// durationOr returns d, or a copy of def when d is unset or zero.
-func durationOr(d, def *durationpb.Duration) *durationpb.Duration {
-	if isZero(d) {
-		return proto.Clone(def).(*durationpb.Duration)
-	}
-	return d
 }
