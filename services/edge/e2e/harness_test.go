@@ -203,7 +203,7 @@ func (e *env) ackedGen(edgeID, service string, gen uint64, want ...*instance) {
 
 type edge struct {
 	id, mode, httpAddr, grpcAddr, metricsAddr, dir string
-	stop                              func()
+	stop                                           func()
 }
 
 func (e *env) startEdge(mode string) *edge {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +69,14 @@ func TestRouting(t *testing.T) {
 				t.Fatalf("GetRoutes = %v, %v", routes, err)
 			}
 
-			a2.remove(ed.id)
-			e.client.Agent().ServiceDeregister(a2.id)
+			// Deregister a2 but keep it running, so a request routed to it
+			// would still be answered (and seen) rather than retried.
+			if err := e.client.Agent().ServiceDeregister(a2.id); err != nil {
+				t.Fatal(err)
+			}
+			e.waitAck(ed.id, "ack without "+a2.id, func(a *edgev1.EdgeAck) bool {
+				return !slices.Contains(a.GetInstances()["web"].GetIds(), a2.id)
+			})
 			for i := 0; i < 300; i++ {
 				code, who, _, err := get(client, ed, "web.test", nil)
 				if err != nil || code != 200 {
