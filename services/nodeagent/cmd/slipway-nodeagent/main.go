@@ -165,20 +165,29 @@ func run(args []string) error {
 	agentv1.RegisterNodeAgentServiceServer(srv, grpcapi.New(a))
 	srv.SetServing("", true)
 	srv.SetServing(agentv1.NodeAgentService_ServiceDesc.ServiceName, true)
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(lis) }()
-	go func() { errc <- a.Run(ctx) }()
+	serveErr := make(chan error, 1)
+	runDone := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	go func() { runDone <- a.Run(ctx) }()
 	logger.Info("node agent up", "node", o.nodeID, "grpc", lis.Addr().String(), "driver", drv.Name(), "consul", o.consulAddr)
+	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-errc:
-		if err != nil {
-			return err
-		}
+	case runErr = <-serveErr:
+		stop()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	// Let operations in flight finish or give up (they see ctx end).
+	select {
+	case <-runDone:
+	case <-time.After(10 * time.Second):
+		logger.Warn("operations still in flight at exit; the next start adopts or removes what they left")
+	}
+	if runErr != nil {
+		return fmt.Errorf("serve gRPC: %w", runErr)
+	}
 	logger.Info("node agent stopped; instances keep running and are adopted on restart")
 	return nil
 }

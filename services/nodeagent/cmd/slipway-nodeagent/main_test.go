@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -283,6 +284,39 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 					t.Fatal(err)
 				}
 				seen[ev.GetAllocation().GetAllocationId()] = true
+			}
+			wcancel()
+
+			// SIGTERM: the agent exits cleanly and leaves the workloads running.
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("agent did not exit within 20s of SIGTERM")
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("exit code after SIGTERM = %d", code)
+			}
+			p.cmd = nil
+			if driver == "docker" {
+				running := 0
+				for _, cn := range nodetest.Containers(t, cli, node) {
+					if cn.State == "running" {
+						running++
+					}
+				}
+				if running != 3 {
+					t.Errorf("%d containers running after the agent stopped, want 3", running)
+				}
+			} else {
+				for id, pid := range before {
+					n, _ := strconv.Atoi(pid)
+					if err := syscall.Kill(n, 0); err != nil {
+						t.Errorf("process %s of %s gone after the agent stopped: %v", pid, id, err)
+					}
+				}
 			}
 		})
 	}
