@@ -35,7 +35,7 @@ type options struct {
 	nginxBinary, nginxDir, nginxControl                                        string
 	nginxWorkers                                                               int
 	nginxExternal, accessLog                                                   bool
-	sessionTTL                                                                 time.Duration
+	sessionTTL, nginxShutdown                                                  time.Duration
 }
 
 func main() {
@@ -63,6 +63,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.nginxControl, "nginx-control-addr", "127.0.0.1:7421", "nginx's loopback control endpoint (mode nginx)")
 	fs.IntVar(&o.nginxWorkers, "nginx-workers", 2, "nginx worker_processes (mode nginx)")
 	fs.BoolVar(&o.nginxExternal, "nginx-external", false, "drive an nginx master already running from -nginx-dir instead of starting one")
+	fs.DurationVar(&o.nginxShutdown, "nginx-worker-shutdown-timeout", 30*time.Second, "nginx worker_shutdown_timeout: how long old workers may finish requests after a reload (mode nginx)")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 10*time.Second, "TTL of the Consul session holding the edge's ack")
 	fs.VisitAll(func(f *flag.Flag) {
 		if v, ok := os.LookupEnv("SLIPWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); ok {
@@ -146,7 +147,7 @@ func run(args []string) error {
 		logger.Info("built-in proxy listening", "addr", lis.Addr().String())
 	case "nginx":
 		r, err := nginx.New(nginx.Config{Binary: o.nginxBinary, Dir: o.nginxDir, Listen: o.httpAddr, ControlAddr: o.nginxControl,
-			Workers: o.nginxWorkers, External: o.nginxExternal, AccessLog: o.accessLog, Logger: logger, Registerer: reg})
+			Workers: o.nginxWorkers, WorkerShutdownTimeout: o.nginxShutdown, External: o.nginxExternal, AccessLog: o.accessLog, Logger: logger, Registerer: reg})
 		if err != nil {
 			return err
 		}
