@@ -131,13 +131,13 @@ func Deploy(w io.Writer, rel *deployv1.Release, ro *deployv1.Rollout, replayed b
 	if replayed {
 		verb = "already created by this request id (replayed)"
 	}
-	from := "first release"
+	move := "to " + release(ro.GetToRelease()) + ", no stable release before"
 	if ro.GetFromRelease() != 0 {
-		from = "from " + release(ro.GetFromRelease())
+		move = release(ro.GetFromRelease()) + " -> " + release(ro.GetToRelease())
 	}
-	_, err := fmt.Fprintf(w, "release %s %s %s\nrollout %s %s (%s, %s to %s)\n",
+	_, err := fmt.Fprintf(w, "release %s %s %s\nrollout %s %s (%s, %s)\n",
 		rel.GetService(), release(rel.GetNumber()), verb,
-		ro.GetId(), State(ro.GetState()), Strategy(ro.GetStrategy()), from, release(ro.GetToRelease()))
+		ro.GetId(), State(ro.GetState()), Strategy(ro.GetStrategy()), move)
 	return err
 }
 

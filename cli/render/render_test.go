@@ -35,6 +35,27 @@ func TestWeightsSortNumerically(t *testing.T) {
 	}
 }
 
+func TestDeploy(t *testing.T) {
+	var b bytes.Buffer
+	if err := Deploy(&b, &deployv1.Release{Service: "web", Number: 4},
+		&deployv1.Rollout{Id: "web-4", FromRelease: 3, ToRelease: 4, State: deployv1.RolloutState_ROLLOUT_STATE_PENDING, Strategy: deployv1.Strategy_STRATEGY_BLUE_GREEN}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := Deploy(&b, &deployv1.Release{Service: "web", Number: 1},
+		&deployv1.Rollout{Id: "web-1", ToRelease: 1, State: deployv1.RolloutState_ROLLOUT_STATE_PENDING}, true); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"release web #4 created",
+		"rollout web-4 PENDING (blue_green, #3 -> #4)",
+		"release web #1 already created by this request id (replayed)",
+		"rollout web-1 PENDING (rolling, to #1, no stable release before)",
+	}
+	if diff := cmp.Diff(want, lines(b.String())); diff != "" {
+		t.Errorf("Deploy() mismatch (-want +got):\n%s", diff)
+	}
+}
+
 func TestServicesTable(t *testing.T) {
 	var b bytes.Buffer
 	err := Services(&b, []*deployv1.Service{
