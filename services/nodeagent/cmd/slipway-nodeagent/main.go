@@ -79,6 +79,11 @@ func parseFlags(args []string) (options, error) {
 	if o.nodeID == "" {
 		return o, errors.New("-node-id: must not be empty")
 	}
+	for _, r := range o.nodeID {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return o, fmt.Errorf("-node-id %q: only letters, digits, '.', '_' and '-' are allowed", o.nodeID)
+		}
+	}
 	if o.driver != "" && o.driver != "docker" && o.driver != "process" {
 		return o, fmt.Errorf("-driver %q: want docker or process", o.driver)
 	}
