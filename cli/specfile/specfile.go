@@ -11,6 +11,7 @@
 package specfile
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,8 +99,17 @@ func ReadFile(name string) (*deployv1.ServiceSpec, error) {
 // Every field problem is reported at once, as Errors.
 func Parse(name string, data []byte) (*deployv1.ServiceSpec, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %w: %v", displayName(name), ErrSyntax, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		line := next.Line
+		if len(next.Content) > 0 {
+			line = next.Content[0].Line
+		}
+		return nil, Errors{{File: displayName(name), Line: line, Message: "a spec file holds one spec; found a second YAML document"}}
 	}
 	root := &doc
 	if root.Kind == 0 || root.Kind == yaml.DocumentNode {

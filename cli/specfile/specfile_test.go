@@ -150,6 +150,7 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{`spec.yaml:1: spec: must be a mapping of fields, got a list`}},
 		{name: "empty", in: "", want: []string{`spec.yaml: the file is empty; a spec needs at least name, image and port`}},
+		{name: "two documents", in: "name: a\n---\nname: b\n", want: []string{`spec.yaml:3: a spec file holds one spec; found a second YAML document`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
