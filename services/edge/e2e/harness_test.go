@@ -51,6 +51,12 @@ func newEnv(t *testing.T) *env {
 // startProcess runs bin with env and stops it (SIGTERM, then SIGKILL) at
 // cleanup. It returns a stop function that is safe to call twice.
 func startProcess(t *testing.T, name, bin string, args []string, environ ...string) func() {
+	stop, _ := startProcessKill(t, name, bin, args, environ...)
+	return stop
+}
+
+// startProcessKill is startProcess that also returns a SIGKILL function.
+func startProcessKill(t *testing.T, name, bin string, args []string, environ ...string) (stop, kill func()) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), environ...)
@@ -65,7 +71,7 @@ func startProcess(t *testing.T, name, bin string, args []string, environ ...stri
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	stop := func() {
+	stop = func() {
 		select {
 		case <-done:
 			return
@@ -89,7 +95,11 @@ func startProcess(t *testing.T, name, bin string, args []string, environ ...stri
 			t.Logf("%s log (tail):\n%s", name, b)
 		}
 	})
-	return stop
+	kill = func() {
+		cmd.Process.Kill()
+		<-done
+	}
+	return stop, kill
 }
 
 // instance is a demo backend registered in Consul as a node agent would.
@@ -203,7 +213,7 @@ func (e *env) ackedGen(edgeID, service string, gen uint64, want ...*instance) {
 
 type edge struct {
 	id, mode, httpAddr, grpcAddr, metricsAddr, dir string
-	stop                                           func()
+	stop, kill                                     func()
 }
 
 func (e *env) startEdge(mode string) *edge {
@@ -216,7 +226,7 @@ func (e *env) startEdge(mode string) *edge {
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", ed.dir, "-nginx-control-addr", testenv.FreeAddr(t))
 	}
-	ed.stop = startProcess(t, ed.id, bin, args)
+	ed.stop, ed.kill = startProcessKill(t, ed.id, bin, args)
 	t.Cleanup(func() {
 		// Stop the edge (which stops its nginx gracefully), then, as a
 		// safety net, kill any nginx process group still there.

@@ -198,3 +198,44 @@ func TestZeroDowntime(t *testing.T) {
 		})
 	}
 }
+
+// TestConsulOutage: while Consul is down the edge keeps routing with its
+// last table; when Consul is back (a dev agent comes back empty) the edge
+// picks up the new registrations and intent and acknowledges them under a
+// new session.
+func TestConsulOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ed := e.startEdge("proxy")
+	w1 := e.startInstance("web", 1)
+	e.writeIntent("web", intent{gen: 1, host: "web.test", weights: map[uint64]int32{1: 100}})
+	e.ackedGen(ed.id, "web", 1, w1)
+
+	e.consul.Stop()
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; i < 100; i++ {
+		if code, _, v, err := get(client, ed, "web.test", nil); err != nil || code != 200 || v != "v1" {
+			t.Fatalf("request %d with Consul down: %d %q %v", i, code, v, err)
+		}
+	}
+	e.consul.Start()
+	w2 := e.startInstance("web", 2)
+	e.writeIntent("web", intent{gen: 2, host: "web.test", weights: map[uint64]int32{2: 100}})
+	e.ackedGen(ed.id, "web", 2, w2)
+	if code, who, _, err := get(client, ed, "web.test", nil); err != nil || code != 200 || who != w2.id {
+		t.Fatalf("after Consul came back: %d %q %v", code, who, err)
+	}
+}
+
+// TestDeadEdgeAckDisappears: an edge killed without a chance to clean up
+// loses its ack when its Consul session's TTL lapses.
+func TestDeadEdgeAckDisappears(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ed := e.startEdge("proxy")
+	w1 := e.startInstance("web", 1)
+	e.writeIntent("web", intent{gen: 1, host: "web.test", weights: map[uint64]int32{1: 100}})
+	e.ackedGen(ed.id, "web", 1, w1)
+	ed.kill()
+	waitFor(t, 45*time.Second, "the dead edge's ack to expire", func() bool { return e.ack(ed.id) == nil })
+}
