@@ -334,7 +334,7 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 			ActiveRollout string `json:"activeRollout"`
 		} `json:"services"`
 	}
-	c.mustJSON(&svcs, "services")
+	c.mustJSON(&svcs, "services", "--leader-read")
 	if len(svcs.Services) != 2 || svcs.Services[0].Name != "api" || svcs.Services[1].Name != "web" || svcs.Services[0].ActiveRollout != "api-1" {
 		t.Errorf("services -o json = %+v, want api (active api-1) and web", svcs)
 	}
