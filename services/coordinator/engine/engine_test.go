@@ -1,0 +1,383 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"slipway.dev/coordinator/engine"
+	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/rollout"
+	"slipway.dev/coordinator/state"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
+)
+
+type harness struct {
+	t      *testing.T
+	clock  *clock
+	fsm    *state.FSM
+	raft   *fakeRaft
+	nodes  *fakeNodes
+	routes *fakeRoutes
+	agents *fakeAgents
+	eng    *engine.Engine
+}
+
+func newHarness(t *testing.T, nodes ...string) *harness {
+	h := &harness{t: t, clock: &clock{now: t0}, fsm: state.New(), nodes: &fakeNodes{}, routes: &fakeRoutes{}}
+	h.raft = &fakeRaft{fsm: h.fsm, clock: h.clock, term: 1}
+	h.agents = newAgents(h.fsm, h.clock)
+	var ns []engine.Node
+	for _, id := range nodes {
+		ns = append(ns, engine.Node{ID: id, Addr: id + ":7410", CPU: 4000, MemoryMB: 4096, Driver: "process"})
+	}
+	h.nodes.set(ns...)
+	h.newLeader()
+	t.Cleanup(func() { h.agents.check(t) })
+	return h
+}
+
+// newLeader replaces the engine with a fresh one, as a new leader would
+// start, in a higher term.
+func (h *harness) newLeader() {
+	h.raft.mu.Lock()
+	h.raft.term++
+	h.raft.mu.Unlock()
+	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
+		Now: h.clock.Now, NodeGrace: 5 * time.Second})
+}
+
+func (h *harness) pass() {
+	h.t.Helper()
+	if _, err := h.eng.Pass(context.Background()); err != nil {
+		h.t.Fatalf("pass: %v", err)
+	}
+}
+
+// run passes, advancing the clock by step each time, until cond holds.
+func (h *harness) run(step time.Duration, what string, cond func() bool) {
+	h.t.Helper()
+	for range 200 {
+		h.pass()
+		if cond() {
+			return
+		}
+		h.clock.Add(step)
+	}
+	ro := h.fsm.Rollouts("", false, 1)
+	h.t.Fatalf("never reached: %s (latest rollout %v)", what, ro)
+}
+
+func (h *harness) deploy(s *deployv1.ServiceSpec) string {
+	h.t.Helper()
+	res, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{Spec: s, RequestId: s.GetImage(), Supersede: true}}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res.(state.DeployResult).Rollout.GetId()
+}
+
+func (h *harness) command(id string, kind deployv1.CommandKind) {
+	h.t.Helper()
+	if _, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_Operator{Operator: &statev1.OperatorOp{RolloutId: id, Kind: kind, By: "op"}}}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) rollout(id string) *deployv1.Rollout {
+	h.t.Helper()
+	ro, err := h.fsm.Rollout(id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ro
+}
+
+func (h *harness) phase(id string, want deployv1.RolloutState) func() bool {
+	return func() bool { return h.rollout(id).GetState() == want }
+}
+
+func (h *harness) allocs(release uint64) []*agentv1.Allocation {
+	var out []*agentv1.Allocation
+	for _, sa := range h.fsm.AllAllocations() {
+		if sa.Allocation.GetRelease() == release {
+			out = append(out, sa.Allocation)
+		}
+	}
+	return out
+}
+
+func webSpec(image string, count int32, u *deployv1.UpdateStrategy) *deployv1.ServiceSpec {
+	return &deployv1.ServiceSpec{Name: "web", Image: image, Count: count, Port: 8080,
+		Resources: &deployv1.Resources{CpuMhz: 100, MemoryMb: 64},
+		Check:     &deployv1.HealthCheck{Http: "/healthz"},
+		Route:     &deployv1.Route{Host: "web.test", Path: "/"}, Update: u}
+}
+
+func fast(u *deployv1.UpdateStrategy) *deployv1.UpdateStrategy {
+	u.MinHealthyTime = durationpb.New(time.Second)
+	u.HealthyDeadline = durationpb.New(10 * time.Second)
+	return u
+}
+
+func TestFirstDeployPlacesSpreadsAndRoutes(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	id := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(id, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+
+	as := h.allocs(1)
+	if len(as) != 2 || as[0].GetNodeId() == as[1].GetNodeId() {
+		t.Fatalf("allocations = %v, want 2 on distinct nodes", as)
+	}
+	if as[0].GetImage() != "slipway/demo:v1" || as[0].GetCheck().GetHttp() != "/healthz" || as[0].GetTrack() != rollout.TrackStable {
+		t.Errorf("allocation spec = %v", as[0])
+	}
+	in := h.routes.last("web")
+	if in.GetWeights()["1"] != 100 || len(in.GetWeights()) != 1 || in.GetHost() != "web.test" || in.GetGeneration() == 0 {
+		t.Errorf("intent = %v, want 100%% to release 1 on web.test", in)
+	}
+	if svc, _ := h.fsm.Service("web"); svc.GetStableRelease() != 1 {
+		t.Errorf("stable release = %d, want 1", svc.GetStableRelease())
+	}
+	// Events carry weights and healthy counts for WatchRollout.
+	ev, _ := h.fsm.EventsAfter(id, 0)
+	last := ev.Events[len(ev.Events)-1]
+	if last.GetHealthy()["1"] != 2 || last.GetWeights()["1"] != 100 {
+		t.Errorf("last event = %v, want healthy 2 and weight 100 for release 1", last)
+	}
+	// Nodes were recorded.
+	if ns := h.fsm.Nodes(); len(ns) != 2 || ns[0].GetAddress() != "n1:7410" {
+		t.Errorf("nodes = %v", ns)
+	}
+}
+
+func TestNoNodeViewNoDecision(t *testing.T) {
+	h := newHarness(t, "n1")
+	h.nodes.err = errConsulDown
+	h.deploy(webSpec("slipway/demo:v1", 1, nil))
+	before := len(h.raft.steps())
+	if _, err := h.eng.Pass(context.Background()); !errors.Is(err, errConsulDown) {
+		t.Fatalf("pass err = %v, want consul down", err)
+	}
+	if len(h.raft.steps()) != before || len(h.agents.calls) != 0 {
+		t.Fatal("decided or acted without a view of the nodes")
+	}
+}
+
+func TestNotLeaderStopsThePass(t *testing.T) {
+	h := newHarness(t, "n1")
+	h.deploy(webSpec("slipway/demo:v1", 1, nil))
+	h.raft.notLead = true
+	if _, err := h.eng.Pass(context.Background()); !errors.Is(err, raftnode.ErrNotLeader) {
+		t.Fatalf("pass err = %v, want ErrNotLeader", err)
+	}
+	if len(h.agents.calls) != 0 {
+		t.Fatal("acted on a decision that was not committed")
+	}
+}
+
+func canary() *deployv1.UpdateStrategy {
+	return fast(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY, Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{
+		{Weight: 25, Manual: true}, {Weight: 50, Pause: durationpb.New(2 * time.Second)}, {Weight: 100}}}})
+}
+
+func TestCanaryResumesOnNewLeaderWithoutReplacing(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, canary()))
+	h.run(500*time.Millisecond, "canary at 25%", func() bool { return h.routes.last("web").GetWeights()["2"] == 25 })
+	h.pass()
+	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_PAUSED {
+		t.Fatalf("at a manual step the rollout is %v, want PAUSED", ro.GetState())
+	}
+	placed := len(h.allocs(2))
+	gen := h.routes.last("web").GetGeneration()
+	syncs := len(h.agents.calls)
+
+	// The leader dies; a new one re-acts the committed state (every node,
+	// same allocations, same intent) and decides nothing new.
+	h.newLeader()
+	h.clock.Add(time.Second)
+	steps := len(h.raft.steps())
+	h.pass()
+	if len(h.raft.steps()) != steps {
+		t.Errorf("new leader committed %d steps at a manual pause, want none", len(h.raft.steps())-steps)
+	}
+	if got := len(h.agents.calls) - syncs; got != 2 {
+		t.Errorf("new leader synced %d nodes, want both", got)
+	}
+	if h.routes.last("web").GetGeneration() != gen || len(h.routes.intents) < 2 {
+		t.Errorf("new leader did not re-write intent generation %d", gen)
+	}
+	if len(h.allocs(2)) != placed {
+		t.Fatalf("new leader placed again: %d allocations of v2, had %d", len(h.allocs(2)), placed)
+	}
+
+	// Pause and promote act on the new leader.
+	h.command(v2, deployv1.CommandKind_COMMAND_KIND_PROMOTE)
+	h.run(500*time.Millisecond, "canary at 50%", func() bool { return h.routes.last("web").GetWeights()["2"] == 50 })
+	h.command(v2, deployv1.CommandKind_COMMAND_KIND_PAUSE)
+	h.pass()
+	h.clock.Add(10 * time.Second) // beyond the step's pause
+	h.pass()
+	if w := h.routes.last("web").GetWeights()["2"]; w != 50 {
+		t.Fatalf("paused rollout moved traffic to %d%%", w)
+	}
+	h.command(v2, deployv1.CommandKind_COMMAND_KIND_RESUME)
+	h.run(500*time.Millisecond, "v2 succeeded", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	if in := h.routes.last("web"); in.GetWeights()["2"] != 100 || len(in.GetWeights()) != 1 {
+		t.Errorf("final intent = %v", in)
+	}
+	h.run(500*time.Millisecond, "v1 stopped", func() bool { return len(h.allocs(1)) == 0 })
+	if n := h.agents.ever(2); n != 2 {
+		t.Errorf("%d allocations of v2 were ever started, want 2", n)
+	}
+	if got := h.agents.running(); len(got) != 2 {
+		t.Errorf("running = %v, want the 2 v2 instances", got)
+	}
+	ro := h.rollout(v2)
+	for _, c := range ro.GetCommands() {
+		if !c.GetApplied() {
+			t.Errorf("command %v not marked applied", c)
+		}
+	}
+}
+
+func TestRouteBarrierHoldsStops(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	h.routes.acks = []*edgev1.EdgeAck{{EdgeId: "e1"}, {EdgeId: "e2"}}
+	ack := func(gen uint64) {
+		h.routes.mu.Lock()
+		h.routes.acks[0].Generations = map[string]uint64{"web": gen}
+		h.routes.acks[1].Generations = map[string]uint64{"web": gen}
+		h.routes.mu.Unlock()
+	}
+	v1 := h.deploy(webSpec("slipway/demo:v1", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	ack(h.routes.last("web").GetGeneration())
+	v2 := h.deploy(webSpec("slipway/demo:v2", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 drained", func() bool {
+		as := h.allocs(1)
+		return len(as) == 1 && as[0].GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED
+	})
+	gen := h.routes.last("web").GetGeneration()
+	for range 5 {
+		h.clock.Add(time.Second)
+		h.pass()
+	}
+	if len(h.allocs(1)) != 1 {
+		t.Fatal("v1 instance removed before the edges acknowledged the generation without it")
+	}
+	// One edge acks; the other lags: still held.
+	h.routes.mu.Lock()
+	h.routes.acks[0].Generations = map[string]uint64{"web": gen}
+	h.routes.mu.Unlock()
+	h.pass()
+	if len(h.allocs(1)) != 1 {
+		t.Fatal("v1 instance removed while one edge had not acknowledged")
+	}
+	ack(gen)
+	h.run(500*time.Millisecond, "v1 stopped after the barrier", func() bool { return len(h.allocs(1)) == 0 })
+	h.run(500*time.Millisecond, "v2 succeeded", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+}
+
+func TestLostNodeAllocationsReplaced(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	h.nodes.set(engine.Node{ID: "n1", Addr: "n1:7410", CPU: 4000, MemoryMB: 4096})
+	h.pass()
+	if len(h.allocs(1)) != 2 || h.allocs(1)[0].GetNodeId() == h.allocs(1)[1].GetNodeId() {
+		t.Fatal("allocations moved before the node's grace period")
+	}
+	if ns := h.fsm.Nodes(); ns[1].GetStatus().String() != "NODE_STATUS_DOWN" {
+		t.Errorf("n2 = %v, want DOWN", ns[1])
+	}
+	h.clock.Add(6 * time.Second)
+	h.pass()
+	as := h.allocs(1)
+	if len(as) != 2 || as[0].GetNodeId() != "n1" || as[1].GetNodeId() != "n1" {
+		t.Fatalf("after grace: %v, want both on n1", as)
+	}
+	if got := h.agents.running(); len(got) < 2 {
+		t.Errorf("n1 runs %v", got)
+	}
+}
+
+func TestAutoRevertReturnsTrafficToStable(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	h.agents.critical[2] = true
+	u := canary()
+	u.AutoRevert = true
+	u.Canary.Steps[0].Manual = false
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, u))
+	h.run(time.Second, "v2 reverted", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_REVERTED))
+	if in := h.routes.last("web"); in.GetWeights()["1"] != 100 || len(in.GetWeights()) != 1 {
+		t.Errorf("intent after revert = %v, want 100%% v1", in)
+	}
+	h.run(500*time.Millisecond, "v2 stopped", func() bool { return len(h.allocs(2)) == 0 })
+	if svc, _ := h.fsm.Service("web"); svc.GetStableRelease() != 1 {
+		t.Errorf("stable = %d, want 1", svc.GetStableRelease())
+	}
+}
+
+func TestSupersededRolloutHandsOver(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	v2 := h.deploy(webSpec("slipway/demo:v2", 1, canary()))
+	h.run(500*time.Millisecond, "v2 at 25%", func() bool { return h.routes.last("web").GetWeights()["2"] == 25 })
+	v3 := h.deploy(webSpec("slipway/demo:v3", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v3 succeeded", h.phase(v3, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	h.run(500*time.Millisecond, "v1 and v2 stopped", func() bool { return len(h.allocs(1))+len(h.allocs(2)) == 0 })
+	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
+		t.Errorf("v2 = %v", ro.GetState())
+	}
+	if in := h.routes.last("web"); in.GetWeights()["3"] != 100 {
+		t.Errorf("intent = %v", in)
+	}
+}
+
+func TestAckedGeneration(t *testing.T) {
+	if g := engine.AckedGeneration("web", nil, 7); g != 7 {
+		t.Errorf("no edges: %d, want 7 (treated as acknowledged)", g)
+	}
+	acks := []*edgev1.EdgeAck{{Generations: map[string]uint64{"web": 5}}, {Generations: map[string]uint64{"web": 3, "api": 9}}}
+	if g := engine.AckedGeneration("web", acks, 7); g != 3 {
+		t.Errorf("min over edges = %d, want 3", g)
+	}
+	if g := engine.AckedGeneration("api", acks, 9); g != 0 {
+		t.Errorf("an edge without the service = %d, want 0", g)
+	}
+}
+
+func TestInstanceHealth(t *testing.T) {
+	created := timestamppb.New(t0)
+	sa := state.StoredAllocation{Allocation: &agentv1.Allocation{Id: "a", Release: 2}, CreatedAt: created}
+	if in := engine.Instance(sa, nil); in.Health != rollout.HealthStarting || !in.Since.Equal(t0) || !in.CreatedAt.Equal(t0) {
+		t.Errorf("unreported = %+v", in)
+	}
+	passing := &agentv1.AllocationStatus{State: agentv1.AllocationState_ALLOCATION_STATE_RUNNING, Health: agentv1.Health_HEALTH_PASSING,
+		HealthySince: timestamppb.New(t0.Add(3 * time.Second))}
+	if in := engine.Instance(sa, passing); in.Health != rollout.HealthPassing || !in.Since.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("passing = %+v", in)
+	}
+	crit := &agentv1.AllocationStatus{State: agentv1.AllocationState_ALLOCATION_STATE_RUNNING, Health: agentv1.Health_HEALTH_CRITICAL, UpdatedAt: timestamppb.New(t0.Add(time.Second))}
+	if in := engine.Instance(sa, crit); in.Health != rollout.HealthCritical || !in.Since.Equal(t0.Add(time.Second)) {
+		t.Errorf("critical = %+v", in)
+	}
+	failed := &agentv1.AllocationStatus{State: agentv1.AllocationState_ALLOCATION_STATE_FAILED, UpdatedAt: timestamppb.New(t0.Add(time.Second))}
+	if in := engine.Instance(sa, failed); in.Health != rollout.HealthDead {
+		t.Errorf("failed = %+v", in)
+	}
+}
