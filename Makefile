@@ -14,7 +14,7 @@ COMMANDS := \
 # Tests of packages in parallel; each test starts what it needs on free ports.
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: help tools proto proto-check lint fmt-check vet build images check test bench run clean
+.PHONY: help tools proto proto-check lint fmt-check vet build images check test bench run compose-up compose-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,12 @@ bench: tools build ## Benchmarks against peers measured in the same run, printed
 
 run: tools build ## The guided demo on the embedded default stack (ONCE=1 exits after it).
 	@scripts/run.sh
+
+compose-up: build ## Build the FROM-scratch images locally and start the compose cluster (3 coordinators, Consul, 2 agents, edge).
+	@scripts/compose.sh up
+
+compose-down: ## Stop the compose cluster, remove its volumes and the demo containers its agents started.
+	@scripts/compose.sh down
 
 clean: ## Remove build output and demo state.
 	rm -rf $(BIN) .run
