@@ -80,7 +80,7 @@ type FSM struct {
 	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
 	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
 	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
-	changed      chan struct{} // closed and replaced after every Apply/Restore
+	changed      chan struct{}                     // closed and replaced after every Apply/Restore
 }
 
 // Interface guards.

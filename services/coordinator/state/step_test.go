@@ -90,13 +90,17 @@ func TestRolloutStepRejectsBadEntriesWithoutPartialState(t *testing.T) {
 	apply(t, f, l.add(stepCmd("web", "web-1", []string{"a@n1"}, nil, nil, 5)))
 	before, _ := f.MarshalSnapshot()
 	for name, c := range map[string]*statev1.Command{
-		"duplicate id":       stepCmd("web", "web-1", []string{"b@n1", "a@n2"}, nil, nil, 6),
-		"stale generation":   stepCmd("web", "web-1", []string{"b@n1"}, nil, nil, 5),
-		"unknown rollout":    stepCmd("web", "web-9", []string{"b@n1"}, nil, nil, 0),
-		"no node":            stepCmd("web", "web-1", []string{"b@"}, nil, nil, 0),
-		"no service":         stepCmd("", "", []string{"b@n1"}, nil, nil, 0),
-		"other service":      stepCmd("api", "web-1", nil, nil, nil, 0),
-		"command not issued": func() *statev1.Command { c := stepCmd("web", "web-1", nil, nil, nil, 0); c.GetRolloutStep().LastCommand = 1; return c }(),
+		"duplicate id":     stepCmd("web", "web-1", []string{"b@n1", "a@n2"}, nil, nil, 6),
+		"stale generation": stepCmd("web", "web-1", []string{"b@n1"}, nil, nil, 5),
+		"unknown rollout":  stepCmd("web", "web-9", []string{"b@n1"}, nil, nil, 0),
+		"no node":          stepCmd("web", "web-1", []string{"b@"}, nil, nil, 0),
+		"no service":       stepCmd("", "", []string{"b@n1"}, nil, nil, 0),
+		"other service":    stepCmd("api", "web-1", nil, nil, nil, 0),
+		"command not issued": func() *statev1.Command {
+			c := stepCmd("web", "web-1", nil, nil, nil, 0)
+			c.GetRolloutStep().LastCommand = 1
+			return c
+		}(),
 	} {
 		err := applyErr(f, l.add(c))
 		if !errors.Is(err, state.ErrInvalid) && !errors.Is(err, state.ErrNotFound) {
