@@ -42,7 +42,11 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 		a.met.restarts.Inc()
 		return a.start(ctx, spec, restarts)
 	case reconcile.Register:
-		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address, false); err != nil {
+		// A running instance (adopted, or Consul lost it) keeps passing if it
+		// passes now, so edges do not drop it while Consul's first check is
+		// still pending.
+		passing := probe.Once(ctx, spec, a.cfg.Address, inst.HostPort) == nil
+		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address, passing); err != nil {
 			a.log.Warn("register", "alloc", id, "err", err)
 			return false
 		}
