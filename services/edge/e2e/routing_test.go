@@ -6,8 +6,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -238,4 +242,27 @@ func TestDeadEdgeAckDisappears(t *testing.T) {
 	e.ackedGen(ed.id, "web", 1, w1)
 	ed.kill()
 	waitFor(t, 45*time.Second, "the dead edge's ack to expire", func() bool { return e.ack(ed.id) == nil })
+}
+
+// TestKilledEdgeTakesNginxDown: an nginx-mode edge killed outright does not
+// leave its nginx routing on with nobody maintaining routes or the ack.
+func TestKilledEdgeTakesNginxDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ed := e.startEdge("nginx")
+	w1 := e.startInstance("web", 1)
+	e.writeIntent("web", intent{gen: 1, host: "web.test", weights: map[uint64]int32{1: 100}})
+	e.ackedGen(ed.id, "web", 1, w1)
+	b, err := os.ReadFile(filepath.Join(ed.dir, "nginx.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed.kill()
+	waitFor(t, 20*time.Second, "nginx master to exit", func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
 }

@@ -176,7 +176,10 @@ func (r *Runner) install(conf []byte) error {
 
 func (r *Runner) spawnLocked() error {
 	cmd := exec.Command(r.cfg.Binary, "-p", r.cfg.Dir, "-c", r.confPath())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group (signals to the edge's group don't hit nginx);
+	// if the edge dies, nginx finishes in-flight requests and exits rather
+	// than routing on without anyone maintaining its routes or the ack.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT}
 	logf, err := os.OpenFile(filepath.Join(r.cfg.Dir, "logs", "stderr.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return fmt.Errorf("nginx: %w", err)
