@@ -5,11 +5,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"slipway.dev/edge/routetable"
 )
@@ -223,4 +228,40 @@ func TestInFlightRequestFinishesOnItsTable(t *testing.T) {
 	if r := <-done; r.code != 200 || r.body != "slow" {
 		t.Fatalf("in-flight request: %d %q", r.code, r.body)
 	}
+}
+
+func TestAccessLogAndMetricsPerRoute(t *testing.T) {
+	b := startBackend(t, "a")
+	var buf syncBuffer
+	reg := prometheus.NewRegistry()
+	p := New(Config{AccessLog: true, Logger: slog.New(slog.NewTextHandler(&buf, nil)), Registerer: reg})
+	defer p.Close()
+	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 3, Weight: 100, Upstreams: []routetable.Upstream{up(b, "inst-a")}}))
+	get(t, p, "w", nil)
+	line := buf.String()
+	for _, want := range []string{"msg=access", "service=web", "release=3", "upstream=inst-a", "status=200"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("access log %q lacks %s", line, want)
+		}
+	}
+	if got := testutil.ToFloat64(p.m.requests.WithLabelValues("web", "3", "200")); got != 1 {
+		t.Fatalf("requests_total{web,3,200} = %v", got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
