@@ -362,8 +362,9 @@ func (a *Agent) statusesLocked() []Status {
 }
 
 // Subscribe returns the current statuses and a channel of every later
-// change; cancel ends the subscription. A slow subscriber loses events
-// rather than blocking the agent.
+// change; cancel ends the subscription. A subscriber that falls more than
+// 256 events behind is dropped: its channel is closed (it never blocks the
+// agent) and it should subscribe again for a fresh picture.
 func (a *Agent) Subscribe() ([]Status, <-chan Event, func()) {
 	ch := make(chan Event, 256)
 	a.mu.Lock()
@@ -382,6 +383,8 @@ func (a *Agent) emitLocked(st Status, msg string) {
 		select {
 		case ch <- Event{Status: st, Message: msg}:
 		default:
+			delete(a.subs, ch)
+			close(ch)
 		}
 	}
 	a.wakeLocked()

@@ -108,7 +108,10 @@ func (h *harness) newAgent(o opts) *agent.Agent {
 			select {
 			case <-ctx.Done():
 				return
-			case ev := <-ch:
+			case ev, ok := <-ch:
+				if !ok {
+					return
+				}
 				h.mu.Lock()
 				h.events = append(h.events, ev)
 				h.mu.Unlock()
@@ -352,7 +355,10 @@ func TestCrashBehindTheAgentsBack(t *testing.T) {
 		wait:
 			for {
 				select {
-				case ev := <-events:
+				case ev, ok := <-events:
+					if !ok {
+						t.Fatal("subscription dropped")
+					}
 					if ev.Status.AllocID == a.ID && strings.Contains(ev.Message, "exited") {
 						t.Logf("exit reported %s after the kill", time.Since(killed))
 						break wait

@@ -259,3 +259,23 @@ func TestStateFile(t *testing.T) {
 		t.Errorf("no state: %+v, %v", p, err)
 	}
 }
+
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	a, err := New(Config{NodeID: "n1", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &fakeDriver{rec: &recorder{}, inst: map[string]allocation.Instance{}},
+		&fakeRegistry{rec: &recorder{}, reg: map[string]bool{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ch, cancel := a.Subscribe()
+	defer cancel()
+	for i := 0; i < 300; i++ {
+		a.update("x", "tick", func(s *Status) { s.Restarts = i })
+	}
+	n := 0
+	for range ch { // ends: the channel was closed
+		n++
+	}
+	if n != 256 {
+		t.Errorf("received %d events before the drop, want the 256 buffered", n)
+	}
+}

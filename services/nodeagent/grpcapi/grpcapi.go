@@ -94,7 +94,10 @@ func (s *Server) WatchAllocations(_ *agentv1.WatchAllocationsRequest, stream age
 		select {
 		case <-stream.Context().Done():
 			return nil
-		case ev := <-ch:
+		case ev, ok := <-ch:
+			if !ok {
+				return status.Error(codes.ResourceExhausted, "watch fell behind the agent's changes; watch again for a fresh picture")
+			}
 			if err := stream.Send(&agentv1.WatchAllocationsResponse{Allocation: StatusToProto(ev.Status), Message: ev.Message}); err != nil {
 				return err
 			}

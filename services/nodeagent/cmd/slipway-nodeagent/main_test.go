@@ -285,6 +285,21 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 				}
 				seen[ev.GetAllocation().GetAllocationId()] = true
 			}
+			// ... then each change.
+			d := alloc("d", "slipway/demo:v4")
+			if _, err := ac.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node, Token: &agentv1.FencingToken{Term: 2, Index: 11},
+				Allocations: append(want, d)}); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				ev, err := ws.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a := ev.GetAllocation(); a.GetAllocationId() == d.GetId() && a.GetState() == agentv1.AllocationState_ALLOCATION_STATE_RUNNING {
+					break
+				}
+			}
 			wcancel()
 
 			// SIGTERM: the agent exits cleanly and leaves the workloads running.
@@ -307,8 +322,8 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 						running++
 					}
 				}
-				if running != 3 {
-					t.Errorf("%d containers running after the agent stopped, want 3", running)
+				if running != 4 {
+					t.Errorf("%d containers running after the agent stopped, want 4", running)
 				}
 			} else {
 				for id, pid := range before {
