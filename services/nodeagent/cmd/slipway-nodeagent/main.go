@@ -87,6 +87,9 @@ func parseFlags(args []string) (options, error) {
 	if o.driver != "" && o.driver != "docker" && o.driver != "process" {
 		return o, fmt.Errorf("-driver %q: want docker or process", o.driver)
 	}
+	if ip := net.ParseIP(o.advertise); ip == nil || ip.IsUnspecified() {
+		return o, fmt.Errorf("-advertise %q: want the IP address instances are reachable on", o.advertise)
+	}
 	if _, err := parseLabels(o.labels); err != nil {
 		return o, err
 	}

@@ -40,7 +40,7 @@ func TestParseFlags(t *testing.T) {
 	if o.nodeID != "from-env" || o.drainWindow != 4*time.Second {
 		t.Errorf("node %q window %s: want env node id and the flag over the env", o.nodeID, o.drainWindow)
 	}
-	for _, bad := range [][]string{{"-driver", "podman"}, {"-labels", "novalue"}, {"-node-id", ""}, {"-node-id", "a/b"}} {
+	for _, bad := range [][]string{{"-driver", "podman"}, {"-labels", "novalue"}, {"-node-id", ""}, {"-node-id", "a/b"}, {"-advertise", "0.0.0.0"}, {"-advertise", "host"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%v) = nil error", bad)
 		}
