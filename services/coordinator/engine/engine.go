@@ -56,7 +56,8 @@ type NodeSource interface {
 }
 
 // Routes is where traffic intents are written and the edges' acknowledgements
-// read (the route barrier).
+// read (the route barrier). When it also has a Changed() <-chan struct{}
+// method, Run wakes up as soon as an acknowledgement changes.
 type Routes interface {
 	// WriteIntent writes a service's traffic intent.
 	WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) error
@@ -150,8 +151,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.failures = map[string]string{}
 	e.log.Info("engine started: re-acting the committed state")
 	defer e.log.Info("engine stopped")
+	notifier, _ := e.cfg.Routes.(interface{ Changed() <-chan struct{} })
 	for {
 		changed := e.cfg.FSM.Changed()
+		var acked <-chan struct{}
+		if notifier != nil {
+			acked = notifier.Changed()
+		}
 		wake, err := e.Pass(ctx)
 		if errors.Is(err, raftnode.ErrNotLeader) {
 			return err
@@ -171,6 +177,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-changed:
+		case <-acked:
 		case <-t.C:
 		}
 		t.Stop()

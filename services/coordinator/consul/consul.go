@@ -1,0 +1,238 @@
+// Package consul is the leader engine's adapter to Consul: it discovers
+// workload nodes from the passing instances of the node agents' service,
+// writes traffic intents to the KV store for the edges, and follows the
+// edges' acknowledgements (the route barrier) with blocking queries.
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"slipway.dev/coordinator/engine"
+	"slipway.dev/platform/catalog"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+// ErrNoAcks is returned by Acks before the first acknowledgement query
+// answered.
+var ErrNoAcks = errors.New("consul: edge acknowledgements not loaded yet")
+
+// Client implements engine.NodeSource and engine.Routes.
+type Client struct {
+	api    *api.Client
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	acks    []*edgev1.EdgeAck
+	loaded  bool
+	changed chan struct{}
+}
+
+// Interface guards.
+var (
+	_ engine.NodeSource = (*Client)(nil)
+	_ engine.Routes     = (*Client)(nil)
+)
+
+// New returns a client of the Consul agent at addr (host:port).
+func New(addr string, logger *slog.Logger) (*Client, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul: client for %s: %w", addr, err)
+	}
+	return &Client{api: c, logger: logger, changed: make(chan struct{})}, nil
+}
+
+// Nodes returns every node whose agent instance passes its checks.
+func (c *Client) Nodes(ctx context.Context) ([]engine.Node, error) {
+	entries, _, err := c.api.Health().Service(catalog.AgentService, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: list %s instances: %w", catalog.AgentService, err)
+	}
+	var out []engine.Node
+	for _, e := range entries {
+		n, err := NodeFromService(e.Service, e.Node)
+		if err != nil {
+			c.logger.Warn("ignoring node agent instance", "service_id", e.Service.ID, "err", err)
+			continue
+		}
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// NodeFromService reads a node from its agent's Consul service instance:
+// id, capacity, driver and labels from the meta, gRPC address from the
+// service address (the Consul node's address when empty) and port.
+func NodeFromService(s *api.AgentService, node *api.Node) (engine.Node, error) {
+	if s == nil {
+		return engine.Node{}, errors.New("consul: no service")
+	}
+	n := engine.Node{ID: s.Meta[catalog.MetaNodeID], Driver: s.Meta[catalog.MetaDriver], Labels: map[string]string{}}
+	if n.ID == "" {
+		return engine.Node{}, fmt.Errorf("consul: instance %s: meta %s is empty", s.ID, catalog.MetaNodeID)
+	}
+	var err error
+	if n.CPU, err = metaInt(s.Meta, catalog.MetaCPU); err != nil {
+		return engine.Node{}, fmt.Errorf("consul: instance %s: %w", s.ID, err)
+	}
+	if n.MemoryMB, err = metaInt(s.Meta, catalog.MetaMemory); err != nil {
+		return engine.Node{}, fmt.Errorf("consul: instance %s: %w", s.ID, err)
+	}
+	for k, v := range s.Meta {
+		if l, ok := strings.CutPrefix(k, catalog.MetaLabelPrefix); ok {
+			n.Labels[l] = v
+		}
+	}
+	host := s.Address
+	if host == "" && node != nil {
+		host = node.Address
+	}
+	if host == "" || s.Port == 0 {
+		return engine.Node{}, fmt.Errorf("consul: instance %s: no address:port (%q:%d)", s.ID, host, s.Port)
+	}
+	n.Addr = net.JoinHostPort(host, strconv.Itoa(s.Port))
+	return n, nil
+}
+
+func metaInt(meta map[string]string, key string) (int, error) {
+	v, ok := meta[key]
+	if !ok {
+		return 0, fmt.Errorf("meta %s is missing", key)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("meta %s=%q: %w", key, v, err)
+	}
+	return n, nil
+}
+
+// WriteIntent writes the service's traffic intent as protojson under
+// catalog.RouteKey.
+func (c *Client) WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) error {
+	if in.GetService() == "" {
+		return errors.New("consul: write intent: service is empty")
+	}
+	b, err := protojson.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("consul: encode intent of %s: %w", in.GetService(), err)
+	}
+	if _, err := c.api.KV().Put(&api.KVPair{Key: catalog.RouteKey(in.GetService()), Value: b}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: write intent of %s: %w", in.GetService(), err)
+	}
+	return nil
+}
+
+// ReadIntent reads a service's traffic intent; nil when there is none.
+func (c *Client) ReadIntent(ctx context.Context, service string) (*edgev1.TrafficIntent, error) {
+	kv, _, err := c.api.KV().Get(catalog.RouteKey(service), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: read intent of %s: %w", service, err)
+	}
+	if kv == nil {
+		return nil, nil
+	}
+	in := &edgev1.TrafficIntent{}
+	if err := protojson.Unmarshal(kv.Value, in); err != nil {
+		return nil, fmt.Errorf("consul: decode intent of %s: %w", service, err)
+	}
+	return in, nil
+}
+
+// Acks returns the acknowledgements of the live edges as last seen by
+// WatchAcks; without a running watch it queries Consul directly.
+func (c *Client) Acks(ctx context.Context) ([]*edgev1.EdgeAck, error) {
+	c.mu.Lock()
+	if c.loaded {
+		acks := c.acks
+		c.mu.Unlock()
+		return acks, nil
+	}
+	c.mu.Unlock()
+	acks, _, err := c.listAcks(ctx, 0, 0)
+	return acks, err
+}
+
+// Changed returns a channel closed at the next change of the edges'
+// acknowledgements seen by WatchAcks.
+func (c *Client) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// WatchAcks follows the edges' acknowledgements with blocking queries until
+// ctx ends, so that Acks answers from memory and Changed fires as soon as an
+// edge acknowledges.
+func (c *Client) WatchAcks(ctx context.Context) {
+	var index uint64
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		acks, next, err := c.listAcks(ctx, index, 30*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.logger.Debug("edge acks query failed", "err", err)
+			c.mu.Lock()
+			c.loaded = false // fall back to direct queries
+			c.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			index = 0
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if next < index {
+			next = 0 // the index went backwards (Consul restarted): start over
+		}
+		index = next
+		c.mu.Lock()
+		c.acks, c.loaded = acks, true
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) listAcks(ctx context.Context, index uint64, wait time.Duration) ([]*edgev1.EdgeAck, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+	kvs, meta, err := c.api.KV().List(catalog.EdgesPrefix, q)
+	if err != nil {
+		return nil, 0, fmt.Errorf("consul: list %s: %w", catalog.EdgesPrefix, err)
+	}
+	var out []*edgev1.EdgeAck
+	for _, kv := range kvs {
+		if kv.Session == "" {
+			continue // not bound to a live edge's session
+		}
+		a := &edgev1.EdgeAck{}
+		if err := protojson.Unmarshal(kv.Value, a); err != nil {
+			c.logger.Warn("ignoring malformed edge ack", "key", kv.Key, "err", err)
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, meta.LastIndex, nil
+}

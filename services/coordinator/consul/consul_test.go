@@ -1,0 +1,161 @@
+package consul_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"slipway.dev/coordinator/consul"
+	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/testenv"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+func start(t *testing.T) (*consul.Client, *api.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a Consul agent")
+	}
+	c := testenv.StartConsul(t)
+	cl, err := consul.New(c.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = c.Addr()
+	raw, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, raw
+}
+
+func registerAgent(t *testing.T, raw *api.Client, id, status string, port int) {
+	t.Helper()
+	err := raw.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: catalog.AgentServiceID(id), Name: catalog.AgentService, Address: "127.0.0.1", Port: port,
+		Meta: map[string]string{catalog.MetaNodeID: id, catalog.MetaCPU: "2000", catalog.MetaMemory: "1024",
+			catalog.MetaDriver: "process", catalog.MetaLabelPrefix + "zone": "a"},
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: status},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNodesFromPassingAgents(t *testing.T) {
+	cl, raw := start(t)
+	ctx := context.Background()
+	registerAgent(t, raw, "n1", api.HealthPassing, 7410)
+	registerAgent(t, raw, "n2", api.HealthCritical, 7411)
+	nodes, err := cl.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 {
+		t.Fatalf("nodes = %+v, want only the passing n1", nodes)
+	}
+	n := nodes[0]
+	if n.ID != "n1" || n.Addr != "127.0.0.1:7410" || n.CPU != 2000 || n.MemoryMB != 1024 || n.Driver != "process" || n.Labels["zone"] != "a" {
+		t.Errorf("node = %+v", n)
+	}
+	// A node whose agent fails its check goes away.
+	if err := raw.Agent().UpdateTTL("service:"+catalog.AgentServiceID("n1"), "", api.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, err := cl.Nodes(ctx); err != nil || len(nodes) != 0 {
+		t.Errorf("after n1 failed: %+v, %v", nodes, err)
+	}
+}
+
+func TestNodeFromServiceRejectsBadMeta(t *testing.T) {
+	for name, s := range map[string]*api.AgentService{
+		"no id":      {ID: "x", Address: "h", Port: 1, Meta: map[string]string{catalog.MetaCPU: "1", catalog.MetaMemory: "1"}},
+		"bad cpu":    {ID: "x", Address: "h", Port: 1, Meta: map[string]string{catalog.MetaNodeID: "n", catalog.MetaCPU: "x", catalog.MetaMemory: "1"}},
+		"no memory":  {ID: "x", Address: "h", Port: 1, Meta: map[string]string{catalog.MetaNodeID: "n", catalog.MetaCPU: "1"}},
+		"no address": {ID: "x", Port: 1, Meta: map[string]string{catalog.MetaNodeID: "n", catalog.MetaCPU: "1", catalog.MetaMemory: "1"}},
+	} {
+		if _, err := consul.NodeFromService(s, nil); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestIntentRoundTrip(t *testing.T) {
+	cl, raw := start(t)
+	ctx := context.Background()
+	in := &edgev1.TrafficIntent{Service: "web", Generation: 4, Host: "web.test", Path: "/", Weights: map[string]int32{"1": 75, "2": 25},
+		Pins: []*edgev1.Pin{{Header: "X-Preview", Release: 2}}}
+	if err := cl.WriteIntent(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	kv, _, err := raw.KV().Get(catalog.RouteKey("web"), nil)
+	if err != nil || kv == nil {
+		t.Fatalf("get: %v %v", kv, err)
+	}
+	got := &edgev1.TrafficIntent{}
+	if err := protojson.Unmarshal(kv.Value, got); err != nil {
+		t.Fatalf("stored value is not protojson: %v: %s", err, kv.Value)
+	}
+	if got.GetGeneration() != 4 || got.GetWeights()["2"] != 25 || got.GetPins()[0].GetRelease() != 2 {
+		t.Errorf("stored = %v", got)
+	}
+	if back, err := cl.ReadIntent(ctx, "web"); err != nil || back.GetGeneration() != 4 {
+		t.Errorf("ReadIntent = %v, %v", back, err)
+	}
+}
+
+func TestWatchAcksFollowsLiveEdges(t *testing.T) {
+	cl, raw := start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { cl.WatchAcks(ctx); close(done) }()
+
+	// A key without a session (a dead edge's leftover) is ignored.
+	stale, _ := protojson.Marshal(&edgev1.EdgeAck{EdgeId: "old", Generations: map[string]uint64{"web": 1}})
+	if _, err := raw.KV().Put(&api.KVPair{Key: catalog.EdgeKey("old"), Value: stale}, nil); err != nil {
+		t.Fatal(err)
+	}
+	changed := cl.Changed()
+	sess, _, err := raw.Session().Create(&api.SessionEntry{Name: "edge-e1", TTL: "30s", Behavior: api.SessionBehaviorDelete}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := protojson.Marshal(&edgev1.EdgeAck{EdgeId: "e1", Generations: map[string]uint64{"web": 7}})
+	if ok, _, err := raw.KV().Acquire(&api.KVPair{Key: catalog.EdgeKey("e1"), Value: b, Session: sess}, nil); err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		acks, err := cl.Acks(ctx)
+		if err == nil && len(acks) == 1 && acks[0].GetEdgeId() == "e1" && acks[0].GetGenerations()["web"] == 7 {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("acks = %v, %v; want e1 at generation 7 only", acks, err)
+		case <-changed:
+			changed = cl.Changed()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// The edge's session ends: its ack disappears.
+	if _, err := raw.Session().Destroy(sess, nil); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		acks, err := cl.Acks(ctx)
+		if err == nil && len(acks) == 0 {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("acks after session end = %v, %v", acks, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
