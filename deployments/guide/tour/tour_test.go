@@ -1,0 +1,278 @@
+package tour
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// fakeDeploy is a hand-written DeployServiceClient: each Deploy creates a
+// rollout whose WatchRollout stream replays a script of events; a paused
+// "waits for promote" event blocks the script until PromoteRollout. It
+// records every call. The served version switches when a rollout ends
+// SUCCEEDED, as the edge would.
+type fakeDeploy struct {
+	deployv1.DeployServiceClient // unimplemented methods panic
+
+	final   map[string]deployv1.RolloutState // by image version
+	served  *atomic.Value                    // version the "edge" serves
+	mu      sync.Mutex
+	calls   []string
+	n       int
+	promote map[string]chan struct{}
+	states  map[string]deployv1.RolloutState
+	version map[string]string
+}
+
+func newFake(served *atomic.Value, final map[string]deployv1.RolloutState) *fakeDeploy {
+	return &fakeDeploy{final: final, served: served, promote: map[string]chan struct{}{}, states: map[string]deployv1.RolloutState{}, version: map[string]string{}}
+}
+
+func (f *fakeDeploy) record(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, s)
+}
+
+func (f *fakeDeploy) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeDeploy) Deploy(ctx context.Context, in *deployv1.DeployRequest, _ ...grpc.CallOption) (*deployv1.DeployResponse, error) {
+	f.mu.Lock()
+	f.n++
+	id := fmt.Sprintf("r%d", f.n)
+	v := strings.TrimPrefix(in.GetSpec().GetImage(), "slipway/demo:")
+	f.promote[id] = make(chan struct{})
+	f.version[id] = v
+	f.mu.Unlock()
+	f.record("deploy " + v + " " + in.GetSpec().GetUpdate().GetStrategy().String())
+	return &deployv1.DeployResponse{
+		Release: &deployv1.Release{Service: Service, Number: uint64(f.n)},
+		Rollout: &deployv1.Rollout{Id: id, State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING, Strategy: in.GetSpec().GetUpdate().GetStrategy()},
+	}, nil
+}
+
+func (f *fakeDeploy) PromoteRollout(ctx context.Context, in *deployv1.PromoteRolloutRequest, _ ...grpc.CallOption) (*deployv1.PromoteRolloutResponse, error) {
+	f.record("promote " + in.GetId())
+	f.mu.Lock()
+	close(f.promote[in.GetId()])
+	f.mu.Unlock()
+	return &deployv1.PromoteRolloutResponse{}, nil
+}
+
+func (f *fakeDeploy) GetRollout(ctx context.Context, in *deployv1.GetRolloutRequest, _ ...grpc.CallOption) (*deployv1.GetRolloutResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &deployv1.GetRolloutResponse{Rollout: &deployv1.Rollout{Id: in.GetId(), State: f.states[in.GetId()], Message: "done"}}, nil
+}
+
+func (f *fakeDeploy) WatchRollout(ctx context.Context, in *deployv1.WatchRolloutRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[deployv1.WatchRolloutResponse], error) {
+	f.mu.Lock()
+	v, promote := f.version[in.GetId()], f.promote[in.GetId()]
+	f.mu.Unlock()
+	final := f.final[v]
+	paused := deployv1.RolloutState_ROLLOUT_STATE_PAUSED
+	running := deployv1.RolloutState_ROLLOUT_STATE_RUNNING
+	evs := []*deployv1.RolloutEvent{
+		{Kind: "placed", State: running, Message: "placed " + v},
+	}
+	if v == "v2" || v == "v3" {
+		evs = append(evs, &deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "step 2/3 waits for promote", Weights: map[string]int32{"v2": 50}})
+	}
+	evs = append(evs, &deployv1.RolloutEvent{Kind: "end", State: final, Message: "end"})
+	return &fakeStream{ctx: ctx, f: f, id: in.GetId(), version: v, evs: evs, promote: promote}, nil
+}
+
+type fakeStream struct {
+	grpc.ClientStream
+	ctx     context.Context
+	f       *fakeDeploy
+	id      string
+	version string
+	evs     []*deployv1.RolloutEvent
+	i       int
+	promote chan struct{}
+}
+
+func (s *fakeStream) Recv() (*deployv1.WatchRolloutResponse, error) {
+	if s.i > 0 && NeedsPromote(s.evs[s.i-1]) {
+		select {
+		case <-s.promote:
+		case <-s.ctx.Done():
+			return nil, s.ctx.Err()
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("fake: no promote within 10s")
+		}
+	}
+	if s.i == len(s.evs) {
+		return nil, io.EOF
+	}
+	ev := s.evs[s.i]
+	s.i++
+	ev.Index = uint64(s.i)
+	if s.i == len(s.evs) {
+		s.f.mu.Lock()
+		s.f.states[s.id] = ev.GetState()
+		s.f.mu.Unlock()
+		if ev.GetState() == deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+			s.f.served.Store(s.version)
+		}
+	}
+	return &deployv1.WatchRolloutResponse{Event: ev}, nil
+}
+
+func edge(t *testing.T, served *atomic.Value) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := served.Load().(string)
+		if r.Host != Host || v == "" {
+			http.Error(w, "no route", http.StatusBadGateway)
+			return
+		}
+		if r.Header.Get(PreviewHeader) != "" {
+			v = "preview"
+		}
+		w.Header().Set("X-Slipway-Version", v)
+		fmt.Fprintln(w, "hello from", v)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
+	served := &atomic.Value{}
+	served.Store("")
+	f := newFake(served, map[string]deployv1.RolloutState{
+		"v1": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, "v2": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
+		"v3": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, "v4": deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
+	})
+	srv := edge(t, served)
+	var out strings.Builder
+	res, err := Run(context.Background(), Config{
+		Client: f, EdgeURL: srv.URL + "/", Rate: 200, Workers: 4, ActTimeout: 20 * time.Second, Out: &out, Start: time.Now(),
+	}, Acts())
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	want := []string{
+		"deploy v1 STRATEGY_ROLLING",
+		"deploy v2 STRATEGY_CANARY", "promote r2",
+		"deploy v3 STRATEGY_BLUE_GREEN", "promote r3",
+		"deploy v4 STRATEGY_ROLLING",
+	}
+	if d := cmp.Diff(want, f.Calls()); d != "" {
+		t.Fatalf("calls (-want +got):\n%s", d)
+	}
+	var names []string
+	for _, p := range res.Phases {
+		names = append(names, p.Name+":"+p.Outcome)
+	}
+	wantPhases := []string{"deploy v1:succeeded", "steady:", "canary v2:succeeded", "steady:", "blue/green v3:succeeded", "steady:", "bad v4:reverted", "steady:"}
+	if d := cmp.Diff(wantPhases, names); d != "" {
+		t.Fatalf("phases (-want +got):\n%s", d)
+	}
+	if len(res.Samples) == 0 {
+		t.Fatal("no traffic recorded")
+	}
+	seen := map[string]bool{}
+	for _, s := range res.Samples {
+		if !s.OK() {
+			t.Fatalf("failed request %+v", s)
+		}
+		seen[s.Version] = true
+	}
+	// Traffic starts once v1 answers; v4 never serves.
+	if !seen["v3"] || seen["v4"] || seen["preview"] {
+		t.Fatalf("versions served = %v", seen)
+	}
+	if d := cmp.Diff(map[string]string{"deploy v1": "r1", "canary v2": "r2", "blue/green v3": "r3", "bad v4": "r4"}, res.Rollouts); d != "" {
+		t.Fatalf("rollouts (-want +got):\n%s", d)
+	}
+	for _, want := range []string{"bin/slipctl rollout promote r2", "-> served by preview", "weights v2=50%"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRunStopsOnUnexpectedOutcome(t *testing.T) {
+	served := &atomic.Value{}
+	served.Store("")
+	f := newFake(served, map[string]deployv1.RolloutState{
+		"v1": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, "v2": deployv1.RolloutState_ROLLOUT_STATE_FAILED,
+	})
+	srv := edge(t, served)
+	res, err := Run(context.Background(), Config{
+		Client: f, EdgeURL: srv.URL + "/", Rate: 50, Workers: 2, ActTimeout: 20 * time.Second, Out: io.Discard, Start: time.Now(),
+	}, Acts())
+	if !errors.Is(err, ErrOutcome) {
+		t.Fatalf("err = %v, want ErrOutcome", err)
+	}
+	if calls := f.Calls(); len(calls) != 3 || calls[2] != "promote r2" {
+		t.Fatalf("calls = %v: the tour must stop after the failed canary", calls)
+	}
+	if last := res.Phases[len(res.Phases)-1]; last.Name != "canary v2" || last.Outcome != "failed" {
+		t.Fatalf("last phase = %+v", last)
+	}
+}
+
+func TestRunFailsWhenTheEdgeNeverServes(t *testing.T) {
+	served := &atomic.Value{}
+	served.Store("")
+	f := newFake(served, map[string]deployv1.RolloutState{"v1": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED})
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := Run(ctx, Config{Client: f, EdgeURL: srv.URL + "/", Rate: 10, Workers: 1, ActTimeout: time.Minute, Out: io.Discard, Start: time.Now()}, Acts()[:1])
+	if err == nil || !strings.Contains(err.Error(), "did not serve v1") {
+		t.Fatalf("err = %v, want the edge-not-serving error", err)
+	}
+}
+
+func TestNeedsPromote(t *testing.T) {
+	paused, running := deployv1.RolloutState_ROLLOUT_STATE_PAUSED, deployv1.RolloutState_ROLLOUT_STATE_RUNNING
+	for _, tc := range []struct {
+		ev   *deployv1.RolloutEvent
+		want bool
+	}{
+		{&deployv1.RolloutEvent{State: paused, Message: "step 2/3 (v2 at 50%) waits for promote"}, true},
+		{&deployv1.RolloutEvent{State: paused, Message: "v3 in preview; waits for promote"}, true},
+		{&deployv1.RolloutEvent{State: paused, Message: "paused by alice"}, false},
+		{&deployv1.RolloutEvent{State: running, Message: "promoted"}, false},
+	} {
+		if got := NeedsPromote(tc.ev); got != tc.want {
+			t.Errorf("NeedsPromote(%v) = %v, want %v", tc.ev, got, tc.want)
+		}
+	}
+}
+
+func TestActsAreConsistent(t *testing.T) {
+	acts := Acts()
+	if len(acts) != 4 {
+		t.Fatalf("%d acts", len(acts))
+	}
+	for _, a := range acts {
+		if a.Spec.GetImage() != "slipway/demo:"+a.Version || a.Spec.GetRoute().GetHost() != Host || a.Spec.GetName() != Service {
+			t.Errorf("act %s: spec %v", a.Name, a.Spec)
+		}
+	}
+	if acts[3].Spec.GetEnv()["FAIL_HEALTH"] != "1" || acts[3].Want != deployv1.RolloutState_ROLLOUT_STATE_REVERTED || !acts[3].Spec.GetUpdate().GetAutoRevert() {
+		t.Errorf("the bad act must fail its health check and be reverted: %v", acts[3].Spec)
+	}
+}
