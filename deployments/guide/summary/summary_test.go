@@ -11,7 +11,7 @@ import (
 
 const s = time.Second
 
-func ok(at time.Duration, v string) Sample { return Sample{At: at, Version: v} }
+func ok(at time.Duration, v string) Sample  { return Sample{At: at, Version: v} }
 func bad(at time.Duration, e string) Sample { return Sample{At: at, Err: e} }
 
 func TestTimelineBookkeeping(t *testing.T) {
