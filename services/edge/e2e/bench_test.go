@@ -71,7 +71,7 @@ func TestBenchEdge(t *testing.T) {
 
 	// (b) propagation: flip the intent and time the first request that
 	// reaches the new release, probing continuously through each edge.
-	const flips = 40
+	const flips = 100
 	lat := map[string][]time.Duration{}
 	client := &http.Client{Timeout: 5 * time.Second}
 	for i := 0; i < flips; i++ {

@@ -35,7 +35,7 @@ type options struct {
 	nginxBinary, nginxDir, nginxControl                                        string
 	nginxWorkers                                                               int
 	nginxExternal, accessLog                                                   bool
-	sessionTTL, nginxShutdown                                                  time.Duration
+	sessionTTL, nginxShutdown, coalesce                                        time.Duration
 }
 
 func main() {
@@ -64,6 +64,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.nginxWorkers, "nginx-workers", 2, "nginx worker_processes (mode nginx)")
 	fs.BoolVar(&o.nginxExternal, "nginx-external", false, "drive an nginx master already running from -nginx-dir instead of starting one")
 	fs.DurationVar(&o.nginxShutdown, "nginx-worker-shutdown-timeout", 30*time.Second, "nginx worker_shutdown_timeout: how long old workers may finish requests after a reload (mode nginx)")
+	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "wait this long for more Consul changes before building a table (bounded by 10x)")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 10*time.Second, "TTL of the Consul session holding the edge's ack")
 	fs.VisitAll(func(f *flag.Flag) {
 		if v, ok := os.LookupEnv("SLIPWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); ok {
@@ -179,7 +180,7 @@ func run(args []string) error {
 
 	watcher := consul.NewWatcher(client, logger)
 	ctl := controller.New(controller.Config{EdgeID: o.id, Source: watcher, Applier: applier, Publisher: acker,
-		Observer: routes, Logger: logger, Registerer: reg})
+		Observer: routes, Logger: logger, Registerer: reg, Quiet: o.coalesce, MaxDelay: 10 * o.coalesce})
 	var loops sync.WaitGroup
 	loops.Go(func() { watcher.Run(ctx) })
 	loops.Go(func() { ctl.Run(ctx) })
