@@ -1,0 +1,87 @@
+// Package agentclient is the leader engine's adapter to node agents: it
+// sends each node its whole desired set with a fencing token and reads the
+// status of its allocations, over gRPC connections built by platform/rpc
+// and kept per agent address.
+package agentclient
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"slipway.dev/coordinator/engine"
+	"slipway.dev/platform/rpc"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+)
+
+// Client implements engine.Agents.
+type Client struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by address
+}
+
+// Interface guard.
+var _ engine.Agents = (*Client)(nil)
+
+// New returns a client with no connection yet.
+func New() *Client { return &Client{conns: map[string]*grpc.ClientConn{}} }
+
+func (c *Client) client(addr string) (agentv1.NodeAgentServiceClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conns == nil {
+		c.conns = map[string]*grpc.ClientConn{}
+	}
+	conn, ok := c.conns[addr]
+	if !ok {
+		var err error
+		conn, err = rpc.Dial(addr)
+		if err != nil {
+			return nil, fmt.Errorf("agentclient: dial %s: %w", addr, err)
+		}
+		c.conns[addr] = conn
+	}
+	return agentv1.NewNodeAgentServiceClient(conn), nil
+}
+
+// Sync sends node its whole desired set, fenced by token.
+func (c *Client) Sync(ctx context.Context, node engine.Node, token *agentv1.FencingToken, allocs []*agentv1.Allocation) ([]*agentv1.AllocationStatus, error) {
+	cl, err := c.client(node.Addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node.ID, Token: token, Allocations: allocs})
+	if err != nil {
+		return nil, fmt.Errorf("agentclient: sync %s at %s: %w", node.ID, node.Addr, err)
+	}
+	return resp.GetAllocations(), nil
+}
+
+// Status returns the node's allocations as its agent reports them.
+func (c *Client) Status(ctx context.Context, node engine.Node) ([]*agentv1.AllocationStatus, error) {
+	cl, err := c.client(node.Addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("agentclient: status of %s at %s: %w", node.ID, node.Addr, err)
+	}
+	if resp.GetNodeId() != "" && resp.GetNodeId() != node.ID {
+		return nil, fmt.Errorf("agentclient: %s answers as node %q, not %q", node.Addr, resp.GetNodeId(), node.ID)
+	}
+	return resp.GetAllocations(), nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, conn := range c.conns {
+		_ = conn.Close()
+		delete(c.conns, addr)
+	}
+	return nil
+}
