@@ -343,7 +343,10 @@ func (a *Agent) Statuses() []Status {
 
 func (a *Agent) statusesLocked() []Status {
 	out := make([]Status, 0, len(a.status)+len(a.invalid))
-	for _, s := range a.status {
+	for id, s := range a.status {
+		if _, refused := a.invalid[id]; refused {
+			continue // one entry per id: the refusal (an old instance still stopping shows in events)
+		}
 		out = append(out, *s)
 	}
 	for _, s := range a.invalid {
