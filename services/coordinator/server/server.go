@@ -15,6 +15,9 @@ import (
 	"strconv"
 	"time"
 
+	"slipway.dev/coordinator/agentclient"
+	"slipway.dev/coordinator/consul"
+	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
@@ -56,6 +59,18 @@ type Config struct {
 	LogJSON bool
 	// LogOutput is where raft's logger writes; default stderr.
 	LogOutput io.Writer
+	// Engine runs the leader engine while this node leads (rollouts act:
+	// placements, agent syncs, traffic intents). Off in the zero Config.
+	Engine bool
+	// ConsulAddr is the Consul agent the engine uses (host:port); default
+	// 127.0.0.1:8500.
+	ConsulAddr string
+	// EnginePoll is the engine's longest time between passes; default
+	// 500ms.
+	EnginePoll time.Duration
+	// NodeGrace is how long a node may be missing from Consul before its
+	// allocations are replaced; default 10s.
+	NodeGrace time.Duration
 }
 
 func (c Config) validate() error {
@@ -145,10 +160,23 @@ func Run(ctx context.Context, cfg Config) error {
 	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr())
 
 	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger}
+	if cfg.Engine {
+		addr := cfg.ConsulAddr
+		if addr == "" {
+			addr = "127.0.0.1:8500"
+		}
+		cc, err := consul.New(addr, logger)
+		if err != nil {
+			c.shutdown()
+			return fmt.Errorf("server: %w", err)
+		}
+		c.consul, c.agents = cc, agentclient.New()
+		defer c.agents.Close()
+	}
 	loops, cancelLoops := context.WithCancel(ctx)
 	done := make(chan struct{}, 2)
 	go func() { c.form(loops); done <- struct{}{} }()
-	go func() { c.watchLeader(loops); done <- struct{}{} }()
+	go func() { c.watchLeader(loops); c.stopEngine(); done <- struct{}{} }()
 
 	var runErr error
 	select {
@@ -170,6 +198,73 @@ type coordinator struct {
 	api    *grpcapi.API
 	srv    *rpc.Server
 	logger *slog.Logger
+
+	consul       *consul.Client
+	agents       *agentclient.Client
+	engineStop   context.CancelFunc
+	engineDone   chan struct{}
+	engineFailed time.Time
+}
+
+// runEngine keeps the leader engine running exactly while this node leads:
+// started after a raft barrier (so that it sees every committed entry),
+// stopped as soon as leadership is lost.
+func (c *coordinator) runEngine(ctx context.Context) {
+	if c.consul == nil {
+		return
+	}
+	leads := c.node.IsLeader()
+	running := c.engineDone != nil
+	if running {
+		select {
+		case <-c.engineDone: // exited by itself (leadership lost)
+			c.engineStop()
+			c.engineStop, c.engineDone = nil, nil
+			running = false
+		default:
+		}
+	}
+	switch {
+	case leads && !running:
+		if time.Since(c.engineFailed) < time.Second {
+			return
+		}
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.node.VerifyLeader(bctx) // raft barrier: every committed entry applied
+		cancel()
+		if err != nil {
+			c.engineFailed = time.Now()
+			c.logger.Warn("engine not started: barrier failed", "err", err)
+			return
+		}
+		ectx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		c.engineStop, c.engineDone = stop, done
+		eng := engine.New(engine.Config{Raft: c.node, FSM: c.fsm, Nodes: c.consul, Routes: c.consul, Agents: c.agents,
+			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace})
+		go func() {
+			defer close(done)
+			acks := make(chan struct{})
+			go func() { c.consul.WatchAcks(ectx); close(acks) }()
+			if err := eng.Run(ectx); err != nil {
+				c.logger.Info("engine ended", "err", err)
+			}
+			stop()
+			<-acks
+		}()
+	case !leads && running:
+		c.logger.Info("leadership lost: stopping the engine")
+		c.stopEngine()
+	}
+}
+
+func (c *coordinator) stopEngine() {
+	if c.engineStop == nil {
+		return
+	}
+	c.engineStop()
+	<-c.engineDone
+	c.engineStop, c.engineDone = nil, nil
 }
 
 func (c *coordinator) shutdown() {
@@ -211,6 +306,7 @@ func (c *coordinator) watchLeader(ctx context.Context) {
 		if err := c.api.RegisterSelf(ctx); err != nil {
 			c.logger.Debug("register own address", "err", err)
 		}
+		c.runEngine(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"slipway.dev/coordinator/server"
 	"slipway.dev/platform/telemetry"
@@ -68,6 +69,9 @@ func run(args []string) error {
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers (listed in -join) are up")
 	fs.StringVar(&join, "join", "", "comma-separated gRPC addresses of other coordinators")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
+	fs.BoolVar(&cfg.Engine, "engine", true, "run the leader engine while leading (rollouts act on nodes and edges); -engine=false only records")
+	fs.StringVar(&cfg.ConsulAddr, "consul-addr", "127.0.0.1:8500", "Consul agent HTTP address used by the leader engine")
+	fs.DurationVar(&cfg.NodeGrace, "node-grace", 10*time.Second, "how long a node may be missing from Consul before its allocations are replaced")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	if err := envDefaults(fs); err != nil {
