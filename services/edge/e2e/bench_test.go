@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -107,7 +108,7 @@ func TestBenchEdge(t *testing.T) {
 	for _, mode := range []string{"proxy", "nginx"} {
 		ds := lat[mode]
 		slices.Sort(ds)
-		q := func(f float64) time.Duration { return ds[min(len(ds)-1, int(f*float64(len(ds))))] }
+		q := func(f float64) time.Duration { return ds[max(0, int(math.Ceil(f*float64(len(ds))))-1)] }
 		fmt.Printf("%-22s %10v %10v %10v\n", mode, q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), ds[len(ds)-1].Round(100*time.Microsecond))
 	}
 	fmt.Println("(includes the edge's 20ms coalescing window)")

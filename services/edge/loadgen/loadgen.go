@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -47,7 +48,7 @@ func (r Result) Quantile(q float64) time.Duration {
 	if len(r.Latencies) == 0 {
 		return 0
 	}
-	return r.Latencies[min(len(r.Latencies)-1, int(q*float64(len(r.Latencies))))]
+	return r.Latencies[max(0, int(math.Ceil(q*float64(len(r.Latencies))))-1)]
 }
 
 func (r Result) String() string {
