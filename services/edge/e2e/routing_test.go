@@ -167,6 +167,13 @@ func TestZeroDowntime(t *testing.T) {
 			defer cancel()
 			all := func() []*instance { return append(append([]*instance{}, blue...), green...) }
 			for flip := 0; flip < 10; flip++ {
+				if flip == 5 {
+					// A new service with a new host: nginx mode reloads
+					// under load; web's traffic must not notice.
+					x := e.startInstance("extra", 1)
+					e.writeIntent("extra", intent{gen: 1, host: "extra.test", weights: map[uint64]int32{1: 100}})
+					e.ackedGen(ed.id, "extra", 1, x)
+				}
 				gen++
 				w := map[uint64]int32{1: 100, 2: 0}
 				if flip%2 == 0 {
@@ -195,6 +202,18 @@ func TestZeroDowntime(t *testing.T) {
 			t.Logf("zero-downtime %s: %s", mode, res)
 			if res.Non2xx != 0 || res.TransportErrors != 0 || res.OK < 500 {
 				t.Fatalf("%s: want 0 failures: %s errors=%v", mode, res, res.Errors)
+			}
+			if mode == "nginx" {
+				resp, err := http.Get("http://" + ed.metricsAddr + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				// One reload for web.test at start, one for extra.test under load.
+				if !strings.Contains(string(body), `slipway_edge_nginx_reloads_total{result="ok"} 2`) {
+					t.Errorf("want exactly 2 nginx reloads (hosts changed twice), metrics:\n%s", grepLines(string(body), "nginx_reloads"))
+				}
 			}
 			if res.ByValue["v1"] == 0 || res.ByValue["v2"] == 0 {
 				t.Fatalf("traffic never reached both releases: %v", res.ByValue)
@@ -265,4 +284,14 @@ func TestKilledEdgeTakesNginxDown(t *testing.T) {
 	waitFor(t, 20*time.Second, "nginx master to exit", func() bool {
 		return syscall.Kill(pid, 0) != nil
 	})
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
