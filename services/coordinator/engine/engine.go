@@ -104,6 +104,9 @@ type Config struct {
 	NodeGrace time.Duration
 	// CallTimeout bounds each call to an agent, Consul or raft; default 30s.
 	CallTimeout time.Duration
+	// Resync re-sends a node its unchanged desired set after this long
+	// (anti-entropy); default 30s.
+	Resync time.Duration
 }
 
 // Engine is the leader engine. Create it with New and run it with Run; it
@@ -114,8 +117,11 @@ type Engine struct {
 
 	// What was last acted, so that unchanged things are not re-sent. Reset
 	// on every Run: a new leader re-acts everything.
-	synced    map[string]string // node id -> fingerprint of the desired set sent
-	written   map[string]uint64 // service -> generation written
+	synced    map[string]string    // node id -> fingerprint of the desired set sent
+	syncedAt  map[string]time.Time // node id -> when it was sent
+	done      map[string]bool      // rollouts final and done: never stepped again
+	lastErr   string               // last pass error logged
+	written   map[string]uint64    // service -> generation written
 	lostSince map[string]time.Time
 	failures  map[string]string // rollout id -> last placement failure reported
 	statuses  map[string]*agentv1.AllocationStatus
@@ -139,16 +145,16 @@ func New(cfg Config) *Engine {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
 	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "engine")}
 }
 
 // Run drives rollouts until ctx ends or leadership is lost (then it returns
 // an error wrapping raftnode.ErrNotLeader).
 func (e *Engine) Run(ctx context.Context) error {
-	e.synced = map[string]string{}
-	e.written = map[string]uint64{}
-	e.lostSince = map[string]time.Time{}
-	e.failures = map[string]string{}
+	e.reset()
 	e.log.Info("engine started: re-acting the committed state")
 	defer e.log.Info("engine stopped")
 	notifier, _ := e.cfg.Routes.(interface{ Changed() <-chan struct{} })
@@ -162,8 +168,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		if errors.Is(err, raftnode.ErrNotLeader) {
 			return err
 		}
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err != nil && ctx.Err() == nil && err.Error() != e.lastErr:
+			e.lastErr = err.Error() // the same error again is not logged again
 			e.log.Warn("engine pass", "err", err)
+		case err == nil && e.lastErr != "":
+			e.lastErr = ""
+			e.log.Info("engine pass succeeded again")
 		}
 		d := e.cfg.Poll
 		if !wake.IsZero() {
@@ -189,7 +200,7 @@ func (e *Engine) Run(ctx context.Context) error {
 // calls it in a loop; tests call it directly.
 func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 	if e.synced == nil {
-		e.synced, e.written, e.lostSince, e.failures = map[string]string{}, map[string]uint64{}, map[string]time.Time{}, map[string]string{}
+		e.reset()
 	}
 	nodes, err := e.call(ctx, func(c context.Context) (any, error) { return e.cfg.Nodes.Nodes(c) })
 	if err != nil {
@@ -217,6 +228,13 @@ func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return wake, e.act(ctx)
+}
+
+// reset forgets what was acted: the next pass re-acts everything.
+func (e *Engine) reset() {
+	e.synced, e.syncedAt, e.written = map[string]string{}, map[string]time.Time{}, map[string]uint64{}
+	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
+	e.lastErr = ""
 }
 
 func (e *Engine) call(ctx context.Context, f func(context.Context) (any, error)) (any, error) {

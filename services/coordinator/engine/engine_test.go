@@ -381,3 +381,44 @@ func TestInstanceHealth(t *testing.T) {
 		t.Errorf("failed = %+v", in)
 	}
 }
+
+func TestPlacementWaitsForANode(t *testing.T) {
+	h := newHarness(t)
+	id := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.pass()
+	h.pass() // the same reason is reported once
+	ev, _ := h.fsm.EventsAfter(id, 0)
+	n := 0
+	for _, e := range ev.Events {
+		if e.GetKind() == "placement_failed" {
+			n++
+		}
+	}
+	if n != 1 || len(h.allocs(1)) != 0 || len(h.agents.calls) != 0 {
+		t.Fatalf("without nodes: %d placement_failed events (want 1), %d allocations, %d syncs", n, len(h.allocs(1)), len(h.agents.calls))
+	}
+	if ro := h.rollout(id); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_PENDING {
+		t.Fatalf("rollout = %v, want PENDING while nothing is placed", ro.GetState())
+	}
+	h.nodes.set(engine.Node{ID: "n1", Addr: "n1:7410", CPU: 4000, MemoryMB: 4096})
+	h.run(500*time.Millisecond, "v1 succeeded once a node joined", h.phase(id, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	if len(h.allocs(1)) != 2 {
+		t.Errorf("allocations = %v", h.allocs(1))
+	}
+}
+
+func TestUnchangedDesiredSetResentAfterResync(t *testing.T) {
+	h := newHarness(t, "n1")
+	id := h.deploy(webSpec("slipway/demo:v1", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(id, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	calls := len(h.agents.calls)
+	h.pass()
+	if len(h.agents.calls) != calls {
+		t.Fatal("unchanged desired set re-sent at once")
+	}
+	h.clock.Add(31 * time.Second)
+	h.pass()
+	if len(h.agents.calls) != calls+1 {
+		t.Fatalf("after the resync interval: %d syncs, want %d", len(h.agents.calls), calls+1)
+	}
+}

@@ -29,17 +29,26 @@ func (e *Engine) stepRollouts(ctx context.Context, acks []*edgev1.EdgeAck) (time
 	var wake time.Time
 	for i := len(all) - 1; i >= 0; i-- {
 		ro := all[i]
+		if e.done[ro.GetId()] {
+			continue
+		}
 		st, ok, err := e.machine(ro)
 		if err != nil {
 			e.log.Error("cannot start rollout", "rollout", ro.GetId(), "err", err)
 			continue
 		}
-		if !ok || rollout.Done(st) {
+		if !ok {
+			continue
+		}
+		if rollout.Done(st) {
+			if state.IsFinal(ro.GetState()) {
+				e.done[ro.GetId()] = true // nothing will change it again
+			}
 			continue
 		}
 		if ro.GetState() == deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED && !rollout.Terminal(st.Phase) {
 			next, plan := rollout.Supersede(st, strings.TrimPrefix(ro.GetMessage(), "superseded by "))
-			if err := e.commit(ctx, ro, next, plan, nil); err != nil {
+			if err := e.commit(ctx, ro, st, next, plan, nil); err != nil {
 				return time.Time{}, err
 			}
 			continue
@@ -47,7 +56,7 @@ func (e *Engine) stepRollouts(ctx context.Context, acks []*edgev1.EdgeAck) (time
 		obs := e.observation(ro, st, acks)
 		next, plan := rollout.Step(st, obs)
 		if !plan.Empty() {
-			if err := e.commit(ctx, ro, next, plan, obs.Instances); err != nil {
+			if err := e.commit(ctx, ro, st, next, plan, obs.Instances); err != nil {
 				return time.Time{}, err
 			}
 		}
@@ -217,7 +226,7 @@ func weightsProto(w map[uint64]int) map[string]int32 {
 
 // commit turns a plan into a step entry (placing its allocations) and
 // commits it; nothing is acted on here.
-func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, next rollout.State, plan rollout.Plan, seen []rollout.Instance) error {
+func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, prev, next rollout.State, plan rollout.Plan, seen []rollout.Instance) error {
 	raw, err := json.Marshal(next)
 	if err != nil {
 		return fmt.Errorf("engine: encode machine of %s: %w", ro.GetId(), err)
@@ -239,19 +248,23 @@ func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, next rollout.
 		if reason != "" {
 			// Not committed: the machine asks again on a later pass (e.g.
 			// when a node joins). Report each distinct reason once.
-			if e.failures[ro.GetId()] != reason {
-				e.failures[ro.GetId()] = reason
-				e.log.Warn("placement failed", "rollout", ro.GetId(), "reason", reason)
-				old, _ := e.cfg.FSM.Machine(ro.GetId())
-				if len(old) > 0 {
-					cur := ro
-					_, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: &statev1.RolloutStepOp{
-						Service: ro.GetService(), RolloutId: ro.GetId(), Machine: old, Phase: cur.GetState(), Step: cur.GetStep(),
-						Message: cur.GetMessage(), Weights: cur.GetWeights(), LastCommand: appliedCommands(cur),
-						Events: []*statev1.StepEvent{{Kind: "placement_failed", Message: reason}},
-					}}})
-					return err
-				}
+			if e.failures[ro.GetId()] == reason {
+				return nil
+			}
+			e.failures[ro.GetId()] = reason
+			e.log.Warn("placement failed", "rollout", ro.GetId(), "reason", reason)
+			// Record the reason for WatchRollout with the state before the
+			// step (which still decides the same placement later).
+			old, err := json.Marshal(prev)
+			if err != nil {
+				return fmt.Errorf("engine: encode machine of %s: %w", ro.GetId(), err)
+			}
+			if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: &statev1.RolloutStepOp{
+				Service: ro.GetService(), RolloutId: ro.GetId(), Machine: old, Phase: ro.GetState(), Step: ro.GetStep(),
+				Message: "waiting for placement: " + reason, Weights: ro.GetWeights(), LastCommand: prev.LastCommand,
+				Events: []*statev1.StepEvent{{Kind: "placement_failed", Message: reason}},
+			}}}); err != nil {
+				return fmt.Errorf("engine: record placement failure of %s: %w", ro.GetId(), err)
 			}
 			return nil
 		}
@@ -276,16 +289,6 @@ func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, next rollout.
 	e.log.Info("rollout step committed", "rollout", ro.GetId(), "phase", next.Phase, "step", next.Step,
 		"placed", len(op.Place), "drain", len(op.Drain), "stop", len(op.Stop), "generation", op.GetIntent().GetGeneration(), "message", next.Message)
 	return nil
-}
-
-func appliedCommands(ro *deployv1.Rollout) uint64 {
-	var n uint64
-	for i, c := range ro.GetCommands() {
-		if c.GetApplied() {
-			n = uint64(i + 1)
-		}
-	}
-	return n
 }
 
 func healthyCounts(ins []rollout.Instance) map[string]int32 {
@@ -465,7 +468,7 @@ func (e *Engine) act(ctx context.Context) error {
 	n := 0
 	for id, node := range e.nodes {
 		fp := fingerprint(desired[id])
-		if e.synced[id] == fp {
+		if e.synced[id] == fp && e.cfg.Now().Sub(e.syncedAt[id]) < e.cfg.Resync {
 			continue
 		}
 		n++
@@ -487,6 +490,7 @@ func (e *Engine) act(ctx context.Context) error {
 			continue
 		}
 		e.synced[r.node] = r.fp
+		e.syncedAt[r.node] = e.cfg.Now()
 	}
 	for _, in := range e.cfg.FSM.Intents() {
 		if g, ok := e.written[in.GetService()]; ok && g == in.GetGeneration() {
