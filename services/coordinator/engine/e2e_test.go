@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,6 +189,23 @@ func (e *e2e) waitWeights(want string, d time.Duration) {
 	})
 }
 
+// instanceIDs returns the sorted ids of the release's instances registered
+// in Consul.
+func (e *e2e) instanceIDs(release uint64) []string {
+	entries, _, err := e.consul.Health().Service(e.name, catalog.Tag, false, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var ids []string
+	for _, en := range entries {
+		if r, err := catalog.ReleaseFromTags(en.Service.Tags); err == nil && r == release {
+			ids = append(ids, en.Service.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // passing returns the releases of the service's passing instances in Consul.
 func (e *e2e) passing() map[uint64]int {
 	entries, _, err := e.consul.Health().Service(e.name, catalog.Tag, true, nil)
@@ -237,13 +255,35 @@ func TestEngineEndToEnd(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Bootstrap: true, Engine: true, ConsulAddr: c.Addr(), EnginePoll: 200 * time.Millisecond, Logger: logger, LogOutput: &bytes.Buffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg) }()
+	// The coordinator can be restarted on the same data dir (a new term: a
+	// new leader re-acts and resumes).
+	var (
+		mu     sync.Mutex
+		cancel context.CancelFunc
+		done   chan error
+	)
+	startCoord := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		ctx, c := context.WithCancel(context.Background())
+		cancel, done = c, make(chan error, 1)
+		go func(d chan error) { d <- server.Run(ctx, cfg) }(done)
+	}
+	stopCoord := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if cancel != nil {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("coordinator: %v", err)
+			}
+			cancel = nil
+		}
+	}
+	startCoord()
 	var conn *grpc.ClientConn
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		stopCoord()
 		if conn != nil {
 			conn.Close()
 		}
@@ -312,9 +352,23 @@ func TestEngineEndToEnd(t *testing.T) {
 	}
 	e.waitWeights("1:50 2:50", 30*time.Second)
 	e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_PAUSED, 10*time.Second) // manual step
-	if _, err := e.deploy.PromoteRollout(cctx, &deployv1.PromoteRolloutRequest{Id: v2, By: "e2e"}); err != nil {
-		t.Fatal(err)
+	before := e.instanceIDs(2)
+	if len(before) != 1 {
+		t.Fatalf("v2 instances at 50%% of 2 = %v, want 1", before)
 	}
+
+	// The coordinator restarts in the middle of the canary: the new leader
+	// resumes the same step without placing anything again.
+	stopCoord()
+	startCoord()
+	poll(t, 30*time.Second, "promote through the new leader", func() string {
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer pcancel()
+		if _, err := e.deploy.PromoteRollout(pctx, &deployv1.PromoteRolloutRequest{Id: v2, By: "e2e"}); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
 	e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
 	e.waitWeights("2:100", 5*time.Second)
 	poll(t, 30*time.Second, "only v2 in Consul", func() string {
@@ -323,6 +377,10 @@ func TestEngineEndToEnd(t *testing.T) {
 		}
 		return ""
 	})
+	after := e.instanceIDs(2)
+	if len(after) != 2 || !slices.Contains(after, before[0]) {
+		t.Errorf("v2 instances after the restart = %v, want 2 including %s (placed before it)", after, before[0])
+	}
 
 	// WatchRollout shows the steps with weights and healthy counts.
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
