@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
@@ -45,32 +47,39 @@ func buildDemo(t *testing.T, dir string, versions ...string) {
 	}
 }
 
-// startAgent runs a real node agent with the process driver. Cleanup stops
-// its instances (an empty desired set under a token no leader reaches), then
-// the agent.
-func startAgent(t *testing.T, consulAddr, processDir string) string {
+// agentProc is a real node agent process with the process driver.
+type agentProc struct {
+	t                        *testing.T
+	bin, addr, nodeID        string
+	consulAddr, dir, dataDir string
+	logf                     *os.File
+	cmd                      *exec.Cmd
+	exited                   chan struct{}
+}
+
+// startAgent runs a real node agent with the process driver. Cleanup
+// restarts it if it was killed (it adopts its instances), stops its
+// instances (an empty desired set under a token no leader reaches), then
+// stops the agent.
+func startAgent(t *testing.T, consulAddr, processDir string) *agentProc {
 	t.Helper()
-	bin := testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent")
-	addr := testenv.FreeAddr(t)
-	dataDir := t.TempDir()
+	a := &agentProc{t: t, bin: testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent"), addr: testenv.FreeAddr(t),
+		consulAddr: consulAddr, dir: processDir, dataDir: t.TempDir(), nodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()%1e6)}
 	logPath := filepath.Join(t.TempDir(), "agent.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeID := fmt.Sprintf("node-%d", time.Now().UnixNano()%1e6)
-	cmd := exec.Command(bin, "-node-id", nodeID, "-grpc-addr", addr, "-consul-addr", consulAddr, "-driver", "process",
-		"-process-dir", processDir, "-data-dir", dataDir, "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a.logf = logf
+	a.start()
 	t.Cleanup(func() {
-		if conn, err := rpc.Dial(addr); err == nil {
+		if a.cmd == nil {
+			a.start()
+		}
+		if conn, err := rpc.Dial(a.addr); err == nil {
 			cl := agentv1.NewNodeAgentServiceClient(conn)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: nodeID, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
+			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: a.nodeID, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
 				t.Logf("cleanup: empty sync: %v", err)
 			}
 			for ctx.Err() == nil {
@@ -83,22 +92,41 @@ func startAgent(t *testing.T, consulAddr, processDir string) string {
 			cancel()
 			conn.Close()
 		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-a.exited:
 		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+			<-a.exited
 		}
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("node agent log:\n%s", tailBytes(b, 8000))
+			t.Logf("node agent %s log:\n%s", a.nodeID, tailBytes(b, 8000))
 		}
 	})
-	return addr
+	return a
+}
+
+func (a *agentProc) start() {
+	a.t.Helper()
+	cmd := exec.Command(a.bin, "-node-id", a.nodeID, "-grpc-addr", a.addr, "-consul-addr", a.consulAddr, "-driver", "process",
+		"-process-dir", a.dir, "-data-dir", a.dataDir, "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
+	cmd.Stdout, cmd.Stderr = a.logf, a.logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.cmd, a.exited = cmd, make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(cmd, a.exited)
+}
+
+// kill SIGKILLs the agent alone: its instances keep running, as when a
+// host's agent dies.
+func (a *agentProc) kill() {
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.exited
+	a.cmd = nil
 }
 
 func tailBytes(b []byte, n int) []byte {
@@ -251,65 +279,8 @@ func TestEngineEndToEnd(t *testing.T) {
 	buildDemo(t, imgDir, "v1", "v2", "v3")
 	startAgent(t, c.Addr(), imgDir)
 
-	var logs bytes.Buffer
-	logger := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
-		Bootstrap: true, Engine: true, ConsulAddr: c.Addr(), EnginePoll: 200 * time.Millisecond, Logger: logger, LogOutput: &bytes.Buffer{}}
-	// The coordinator can be restarted on the same data dir (a new term: a
-	// new leader re-acts and resumes).
-	var (
-		mu     sync.Mutex
-		cancel context.CancelFunc
-		done   chan error
-	)
-	startCoord := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		ctx, c := context.WithCancel(context.Background())
-		cancel, done = c, make(chan error, 1)
-		go func(d chan error) { d <- server.Run(ctx, cfg) }(done)
-	}
-	stopCoord := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if cancel != nil {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("coordinator: %v", err)
-			}
-			cancel = nil
-		}
-	}
-	startCoord()
-	var conn *grpc.ClientConn
-	t.Cleanup(func() {
-		stopCoord()
-		if conn != nil {
-			conn.Close()
-		}
-		if t.Failed() {
-			t.Logf("coordinator log:\n%s", tailBytes(logs.Bytes(), 12000))
-		}
-	})
-	conn, err := rpc.Dial(cfg.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acfg := api.DefaultConfig()
-	acfg.Address = c.Addr()
-	raw, err := api.NewClient(acfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &e2e{t: t, deploy: deployv1.NewDeployServiceClient(conn), consul: raw, name: fmt.Sprintf("web%d", time.Now().UnixNano()%1e6)}
-	poll(t, 30*time.Second, "coordinator serving", func() string {
-		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
-		defer ccancel()
-		if _, err := e.deploy.ListServices(cctx, &deployv1.ListServicesRequest{}); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	co := startCoordinator(t, c.Addr())
+	e := newE2E(t, co, c.Addr())
 
 	quick := func(u *deployv1.UpdateStrategy) *deployv1.UpdateStrategy {
 		u.MinHealthyTime = durationpb.New(500 * time.Millisecond)
@@ -359,8 +330,8 @@ func TestEngineEndToEnd(t *testing.T) {
 
 	// The coordinator restarts in the middle of the canary: the new leader
 	// resumes the same step without placing anything again.
-	stopCoord()
-	startCoord()
+	co.stop()
+	co.start()
 	poll(t, 30*time.Second, "promote through the new leader", func() string {
 		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer pcancel()
@@ -412,7 +383,7 @@ func TestEngineEndToEnd(t *testing.T) {
 	e.waitState(v3, deployv1.RolloutState_ROLLOUT_STATE_REVERTED, 60*time.Second)
 	e.waitWeights("2:100", 5*time.Second)
 	poll(t, 30*time.Second, "v3 gone, v2 still serving", func() string {
-		entries, _, err := raw.Health().Service(e.name, catalog.Tag, false, nil)
+		entries, _, err := e.consul.Health().Service(e.name, catalog.Tag, false, nil)
 		if err != nil {
 			return err.Error()
 		}
@@ -447,4 +418,150 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// coordProc is an in-process single-node coordinator with the engine on; it
+// can be restarted on the same data dir (a new term: a new leader re-acts
+// and resumes).
+type coordProc struct {
+	t      *testing.T
+	cfg    server.Config
+	logs   *syncWriter
+	conn   *grpc.ClientConn
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startCoordinator(t *testing.T, consulAddr string) *coordProc {
+	t.Helper()
+	co := &coordProc{t: t, logs: &syncWriter{w: &bytes.Buffer{}}}
+	logger := slog.New(slog.NewTextHandler(co.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	co.cfg = server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
+		Bootstrap: true, Engine: true, ConsulAddr: consulAddr, EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
+		Logger: logger, LogOutput: io.Discard}
+	co.start()
+	t.Cleanup(func() {
+		co.stop()
+		if co.conn != nil {
+			co.conn.Close()
+		}
+		if t.Failed() {
+			co.logs.mu.Lock()
+			t.Logf("coordinator log:\n%s", tailBytes(co.logs.w.Bytes(), 12000))
+			co.logs.mu.Unlock()
+		}
+	})
+	conn, err := rpc.Dial(co.cfg.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co.conn = conn
+	return co
+}
+
+func (co *coordProc) start() {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	co.cancel, co.done = cancel, make(chan error, 1)
+	go func(d chan error) { d <- server.Run(ctx, co.cfg) }(co.done)
+}
+
+func (co *coordProc) stop() {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.cancel == nil {
+		return
+	}
+	co.cancel()
+	if err := <-co.done; err != nil {
+		co.t.Errorf("coordinator: %v", err)
+	}
+	co.cancel = nil
+}
+
+func newE2E(t *testing.T, co *coordProc, consulAddr string) *e2e {
+	t.Helper()
+	acfg := api.DefaultConfig()
+	acfg.Address = consulAddr
+	raw, err := api.NewClient(acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, deploy: deployv1.NewDeployServiceClient(co.conn), consul: raw, name: fmt.Sprintf("web%d", time.Now().UnixNano()%1e6)}
+	poll(t, 30*time.Second, "coordinator serving", func() string {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		defer ccancel()
+		if _, err := e.deploy.ListServices(cctx, &deployv1.ListServicesRequest{}); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	return e
+}
+
+func quick(u *deployv1.UpdateStrategy) *deployv1.UpdateStrategy {
+	u.MinHealthyTime = durationpb.New(500 * time.Millisecond)
+	u.HealthyDeadline = durationpb.New(8 * time.Second)
+	return u
+}
+
+// TestEngineReplacesLostNode runs two real node agents; when one dies its
+// allocation is placed again on the other.
+func TestEngineReplacesLostNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul, two node agents and demo processes")
+	}
+	c := testenv.StartConsul(t)
+	imgDir := t.TempDir()
+	buildDemo(t, imgDir, "v1")
+	a := startAgent(t, c.Addr(), imgDir)
+	b := startAgent(t, c.Addr(), imgDir)
+	co := startCoordinator(t, c.Addr())
+	e := newE2E(t, co, c.Addr())
+	poll(t, 30*time.Second, "both nodes known", func() string {
+		resp, err := clusterv1.NewClusterServiceClient(co.conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
+		if err != nil || len(resp.GetNodes()) != 2 {
+			return fmt.Sprintf("nodes %v, %v", resp.GetNodes(), err)
+		}
+		return ""
+	})
+	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
+	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
+	if got := e.passingOn(); got[a.nodeID] != 1 || got[b.nodeID] != 1 {
+		t.Fatalf("passing instances per node = %v, want one on each", got)
+	}
+	b.kill()
+	poll(t, 60*time.Second, "the lost node's instance replaced on the other", func() string {
+		if got := e.passingOn(); got[a.nodeID] != 2 {
+			return fmt.Sprintf("passing per node %v", got)
+		}
+		return ""
+	})
+	resp, err := clusterv1.NewClusterServiceClient(co.conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range resp.GetNodes() {
+		if n.GetId() == b.nodeID && n.GetStatus() != clusterv1.NodeStatus_NODE_STATUS_DOWN {
+			t.Errorf("lost node = %v, want DOWN", n)
+		}
+	}
+	if w := e.weights(); w != "1:100" {
+		t.Errorf("weights = %s", w)
+	}
+}
+
+// passingOn counts the service's passing instances per node.
+func (e *e2e) passingOn() map[string]int {
+	entries, _, err := e.consul.Health().Service(e.name, catalog.Tag, true, nil)
+	if err != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for _, en := range entries {
+		out[en.Service.Meta[catalog.MetaNode]]++
+	}
+	return out
 }
