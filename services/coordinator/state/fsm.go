@@ -26,8 +26,10 @@ import (
 )
 
 // CurrentVersion is the newest schema version of log entries and snapshots
-// this code understands and writes.
-const CurrentVersion = 1
+// this code understands and writes. Version 2 added the leader engine's
+// rollout step entry and snapshot fields (machines, allocation records,
+// intents); version 1 entries and snapshots are still read.
+const CurrentVersion = 2
 
 // DeployResult is the Apply response of a deploy or rollback entry.
 type DeployResult struct {

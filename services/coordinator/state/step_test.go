@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"slipway.dev/coordinator/state"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -128,5 +130,24 @@ func TestSupersededRolloutKeepsItsState(t *testing.T) {
 	ro, _ := f.Rollout("web-1")
 	if ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
 		t.Fatalf("state = %v", ro.GetState())
+	}
+}
+
+func TestVersionOneEntriesStillApply(t *testing.T) {
+	l := &log{tb: t}
+	e := l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false))
+	cmd := &statev1.Command{}
+	if err := proto.Unmarshal(e.Data, cmd); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Version = 1 // written by a coordinator before the engine existed
+	b, err := state.EncodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Data = b
+	f := state.New()
+	if _, ok := apply(t, f, e).(state.DeployResult); !ok {
+		t.Fatal("version 1 deploy entry not applied")
 	}
 }

@@ -31,7 +31,8 @@ const (
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the schema version the entry was written with; an FSM refuses
-	// entries newer than it understands (CURRENT_VERSION is 1).
+	// entries newer than it understands (CURRENT_VERSION is 2: version 2
+	// added rollout_step and the engine's snapshot fields).
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// at is the leader's time when it proposed the entry.
 	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
