@@ -422,3 +422,51 @@ func TestUnchangedDesiredSetResentAfterResync(t *testing.T) {
 		t.Fatalf("after the resync interval: %d syncs, want %d", len(h.agents.calls), calls+1)
 	}
 }
+
+func TestBlueGreenPreviewPinThenSwitch(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	u := fast(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_BLUE_GREEN, ScaleDownDelay: durationpb.New(5 * time.Second),
+		BlueGreen: &deployv1.BlueGreenStrategy{PreviewHeader: "X-Preview"}})
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, u))
+	h.run(500*time.Millisecond, "preview pinned", func() bool {
+		in := h.routes.last("web")
+		return len(in.GetPins()) == 1 && in.GetPins()[0].GetHeader() == "X-Preview" && in.GetPins()[0].GetRelease() == 2
+	})
+	if w := h.routes.last("web").GetWeights(); w["1"] != 100 {
+		t.Fatalf("weights during preview = %v, want all on v1", w)
+	}
+	if len(h.allocs(2)) != 2 {
+		t.Fatalf("new colour = %d instances, want 2 (full count)", len(h.allocs(2)))
+	}
+	h.command(v2, deployv1.CommandKind_COMMAND_KIND_PROMOTE)
+	h.run(500*time.Millisecond, "switched", func() bool { return h.routes.last("web").GetWeights()["2"] == 100 })
+	if len(h.allocs(1)) != 2 {
+		t.Fatal("old colour stopped before scale_down_delay")
+	}
+	h.run(time.Second, "old colour stopped after the delay", func() bool { return len(h.allocs(1)) == 0 })
+	h.run(500*time.Millisecond, "v2 succeeded", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+}
+
+func TestRollbackDeploysTheEarlierSpec(t *testing.T) {
+	h := newHarness(t, "n1")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	v2 := h.deploy(webSpec("slipway/demo:v2", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v2 succeeded", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	res, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_Rollback{Rollback: &statev1.RollbackOp{Service: "web", ToRelease: 1, RequestId: "rb"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3 := res.(state.DeployResult).Rollout.GetId()
+	h.run(500*time.Millisecond, "rollback succeeded", h.phase(v3, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	h.run(500*time.Millisecond, "v2 stopped", func() bool { return len(h.allocs(2)) == 0 })
+	as := h.allocs(3)
+	if len(as) != 1 || as[0].GetImage() != "slipway/demo:v1" {
+		t.Fatalf("release 3 allocations = %v, want one running the v1 image", as)
+	}
+	if w := h.routes.last("web").GetWeights(); w["3"] != 100 {
+		t.Errorf("weights = %v", w)
+	}
+}

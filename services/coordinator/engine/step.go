@@ -432,7 +432,11 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 			op.Place = append(op.Place, a)
 		}
 		for _, f := range plan.Failures {
-			e.log.Warn("cannot replace allocation of a lost node yet", "service", svc, "was", old[f.AllocID].GetId(), "reason", f.Reason)
+			was := old[f.AllocID].GetId()
+			if e.failures[was] != f.Reason { // each reason once
+				e.failures[was] = f.Reason
+				e.log.Warn("cannot replace allocation of a lost node yet", "service", svc, "was", was, "reason", f.Reason)
+			}
 		}
 		if len(op.Stop) == 0 {
 			continue
