@@ -130,8 +130,9 @@ type Report struct {
 	FirstErrors []string
 }
 
-// Compute builds the report. Samples need not be sorted; bucket <= 0 picks a
-// width giving at most maxRows rows (see BucketFor).
+// Compute builds the report. Samples need not be sorted; the timeline runs
+// from the first sample's bucket to the last's; bucket <= 0 picks a width
+// giving at most maxRows rows over the samples' span (see BucketFor).
 func Compute(samples []Sample, phases []Phase, bucket time.Duration, maxRows int) Report {
 	var r Report
 	var last time.Duration
@@ -157,22 +158,28 @@ func Compute(samples []Sample, phases []Phase, bucket time.Duration, maxRows int
 	}
 	sort.Strings(r.Versions)
 	if bucket <= 0 {
-		bucket = BucketFor(last, maxRows)
+		first := last
+		for _, s := range samples {
+			first = min(first, s.At)
+		}
+		bucket = BucketFor(last-first, maxRows)
 	}
 	r.Bucket = bucket
 	if len(samples) > 0 {
-		n := int(last/bucket) + 1
+		// Rows run from the first sample's bucket to the last's.
+		first := last
+		for _, s := range samples {
+			first = min(first, max(s.At, 0))
+		}
+		lo := int(first / bucket)
+		n := int(last/bucket) + 1 - lo
 		r.Timeline = make([]Row, n)
 		for i := range r.Timeline {
-			start := time.Duration(i) * bucket
+			start := time.Duration(lo+i) * bucket
 			r.Timeline[i] = Row{Label: fmtOffset(start), Start: start, End: start + bucket, Served: map[string]int{}}
 		}
 		for _, s := range samples {
-			i := int(s.At / bucket)
-			if i < 0 {
-				i = 0
-			}
-			add(&r.Timeline[i], s)
+			add(&r.Timeline[int(max(s.At, 0)/bucket)-lo], s)
 		}
 	}
 	for _, p := range phases {

@@ -2,6 +2,7 @@ package summary
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,20 @@ func TestComputeBucketsAndPhases(t *testing.T) {
 	}
 	if r.Phases[1].Outcome != "succeeded" {
 		t.Fatalf("phase outcome = %q", r.Phases[1].Outcome)
+	}
+}
+
+func TestTimelineStartsAtTheFirstSample(t *testing.T) {
+	r := Compute([]Sample{ok(61*s, "v1"), ok(65*s, "v2"), ok(63*s, "v1")}, nil, 0, 3)
+	if r.Bucket != 2*s {
+		t.Fatalf("bucket = %s, want 2s (4s span in at most 3 rows)", r.Bucket)
+	}
+	var labels []string
+	for _, row := range r.Timeline {
+		labels = append(labels, fmt.Sprintf("%s:%d", row.Label, row.Requests))
+	}
+	if d := cmp.Diff([]string{"+1m0s:1", "+1m2s:1", "+1m4s:1"}, labels); d != "" {
+		t.Fatalf("timeline (-want +got):\n%s", d)
 	}
 }
 

@@ -54,7 +54,7 @@ type Result struct {
 // answers through the edge and stops after the last act (plus a short
 // steady tail). The result is filled as far as the tour got, also on error.
 func Run(ctx context.Context, c Config, acts []Act) (Result, error) {
-	t := &tourRun{cfg: c, res: Result{Rollouts: map[string]string{}}}
+	t := &tourRun{cfg: c, res: Result{Rollouts: map[string]string{}}, versions: map[string]string{}}
 	err := t.run(ctx, acts)
 	now := time.Since(c.Start)
 	if t.gen != nil {
@@ -69,6 +69,11 @@ type tourRun struct {
 	res Result
 	tl  summary.Timeline
 	gen *traffic.Generator
+	// versions maps release numbers (the keys of rollout weights) to the
+	// version each act deployed.
+	versions map[string]string
+	// weights is the last weight line printed.
+	weights string
 }
 
 func (t *tourRun) since() time.Duration { return time.Since(t.cfg.Start) }
@@ -94,6 +99,9 @@ func (t *tourRun) run(ctx context.Context, acts []Act) error {
 		}
 	}
 	// A short steady tail shows where the traffic settled.
+	if err := t.tl.Begin("after", t.since()); err != nil {
+		return err
+	}
 	select {
 	case <-ctx.Done():
 	case <-time.After(3 * time.Second):
@@ -130,11 +138,6 @@ func (t *tourRun) startTraffic(ctx context.Context, version string) error {
 }
 
 func (t *tourRun) act(ctx context.Context, a Act) error {
-	if t.tl.Current() != "" {
-		if err := t.tl.End(t.since(), ""); err != nil {
-			return err
-		}
-	}
 	if err := t.tl.Begin(a.Name, t.since()); err != nil {
 		return err
 	}
@@ -150,6 +153,7 @@ func (t *tourRun) act(ctx context.Context, a Act) error {
 	}
 	ro := resp.GetRollout()
 	t.res.Rollouts[a.Name] = ro.GetId()
+	t.versions[fmt.Sprint(resp.GetRelease().GetNumber())] = a.Version
 	t.printf("Deploy -> release %d, rollout %s (%s), %s", resp.GetRelease().GetNumber(), ro.GetId(), strategyName(ro.GetStrategy()), stateName(ro.GetState()))
 	final, err := t.follow(ctx, a, ro.GetId())
 	outcome := stateName(final.GetState())
@@ -165,7 +169,7 @@ func (t *tourRun) act(ctx context.Context, a Act) error {
 	if final.GetState() != a.Want {
 		return fmt.Errorf("%w: %s ended %s, want %s", ErrOutcome, a.Name, outcome, stateName(a.Want))
 	}
-	return t.tl.Begin("steady", t.since())
+	return nil
 }
 
 func (t *tourRun) lastPhaseDuration() time.Duration {
@@ -184,7 +188,7 @@ func (t *tourRun) trafficNote(sent, failed int) string {
 	if t.gen == nil {
 		return ""
 	}
-	return fmt.Sprintf("  [traffic: %d sent, %d failed]", sent, failed)
+	return fmt.Sprintf("  [%d requests, %d failed]", sent, failed)
 }
 
 // follow streams the rollout's events until it is terminal, promoting each
@@ -218,7 +222,14 @@ func (t *tourRun) follow(ctx context.Context, a Act, id string) (*deployv1.Rollo
 			ev := msg.GetEvent()
 			from = ev.GetIndex()
 			sent, failed := t.counts()
-			t.printf("%-10s %s%s%s", ev.GetKind(), ev.GetMessage(), fmtWeights("weights", ev.GetWeights()), t.trafficNote(sent, failed))
+			w := FormatWeights(ev.GetWeights(), t.versions)
+			if w == t.weights {
+				w = ""
+			} else {
+				t.weights = w
+				w = "  weights " + w
+			}
+			t.printf("%-10s %s%s%s", ev.GetKind(), ev.GetMessage(), w, t.trafficNote(sent, failed))
 			if NeedsPromote(ev) && !promoted[ev.GetMessage()] {
 				promoted[ev.GetMessage()] = true
 				if err := t.promote(ctx, a, id); err != nil {
@@ -237,14 +248,23 @@ func (t *tourRun) follow(ctx context.Context, a Act, id string) (*deployv1.Rollo
 // NeedsPromote reports whether an event says the rollout waits for an
 // operator's promote.
 func NeedsPromote(ev *deployv1.RolloutEvent) bool {
-	return ev.GetState() == deployv1.RolloutState_ROLLOUT_STATE_PAUSED && strings.Contains(ev.GetMessage(), "promote")
+	return ev.GetKind() == "paused" && ev.GetState() == deployv1.RolloutState_ROLLOUT_STATE_PAUSED &&
+		strings.Contains(ev.GetMessage(), "waits for promote")
 }
 
 func (t *tourRun) promote(ctx context.Context, a Act, id string) error {
 	if a.Spec.GetUpdate().GetBlueGreen().GetPreviewHeader() != "" && t.gen != nil {
 		h := a.Spec.GetUpdate().GetBlueGreen().GetPreviewHeader()
 		client := traffic.NewClient(1, 2*time.Second)
-		s := traffic.Once(ctx, client, traffic.Config{URL: t.cfg.EdgeURL, Host: Host, Header: http.Header{h: []string{"1"}}})
+		// The pin reaches the edge a moment after the pause is recorded.
+		var s summary.Sample
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			s = traffic.Once(ctx, client, traffic.Config{URL: t.cfg.EdgeURL, Host: Host, Header: http.Header{h: []string{"1"}}})
+			if s.Version == a.Version || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // poll interval
+		}
 		client.CloseIdleConnections()
 		t.printf("\033[1mpreview\033[0m    curl -H 'Host: %s' -H '%s: 1' %s -> %s", Host, h, t.cfg.EdgeURL, describe(s))
 	}
@@ -263,8 +283,9 @@ func describe(s summary.Sample) string {
 	return "served by " + s.Version
 }
 
-// fmtWeights renders a weight map sorted by key, or "" when empty.
-func fmtWeights(label string, w map[string]int32) string {
+// FormatWeights renders a weight map (keyed by release number) sorted by
+// key, naming each release by its version when known, or "" when empty.
+func FormatWeights(w map[string]int32, versions map[string]string) string {
 	if len(w) == 0 {
 		return ""
 	}
@@ -275,9 +296,13 @@ func fmtWeights(label string, w map[string]int32) string {
 	sort.Strings(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d%%", k, w[k])
+		name := "release " + k
+		if v, ok := versions[k]; ok {
+			name = v
+		}
+		parts[i] = fmt.Sprintf("%s=%d%%", name, w[k])
 	}
-	return "  " + label + " " + strings.Join(parts, " ")
+	return strings.Join(parts, " ")
 }
 
 func stateName(s deployv1.RolloutState) string {

@@ -93,7 +93,7 @@ func (f *fakeDeploy) WatchRollout(ctx context.Context, in *deployv1.WatchRollout
 		{Kind: "placed", State: running, Message: "placed " + v},
 	}
 	if v == "v2" || v == "v3" {
-		evs = append(evs, &deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "step 2/3 waits for promote", Weights: map[string]int32{"v2": 50}})
+		evs = append(evs, &deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "step 2/3 waits for promote", Weights: map[string]int32{"2": 50, "1": 50}})
 	}
 	evs = append(evs, &deployv1.RolloutEvent{Kind: "end", State: final, Message: "end"})
 	return &fakeStream{ctx: ctx, f: f, id: in.GetId(), version: v, evs: evs, promote: promote}, nil
@@ -145,7 +145,7 @@ func edge(t *testing.T, served *atomic.Value) *httptest.Server {
 			return
 		}
 		if r.Header.Get(PreviewHeader) != "" {
-			v = "preview"
+			v = "v3" // the only act with a preview pin
 		}
 		w.Header().Set("X-Slipway-Version", v)
 		fmt.Fprintln(w, "hello from", v)
@@ -182,7 +182,7 @@ func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
 	for _, p := range res.Phases {
 		names = append(names, p.Name+":"+p.Outcome)
 	}
-	wantPhases := []string{"deploy v1:succeeded", "steady:", "canary v2:succeeded", "steady:", "blue/green v3:succeeded", "steady:", "bad v4:reverted", "steady:"}
+	wantPhases := []string{"deploy v1:succeeded", "canary v2:succeeded", "blue/green v3:succeeded", "bad v4:reverted", "after:"}
 	if d := cmp.Diff(wantPhases, names); d != "" {
 		t.Fatalf("phases (-want +got):\n%s", d)
 	}
@@ -203,7 +203,7 @@ func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
 	if d := cmp.Diff(map[string]string{"deploy v1": "r1", "canary v2": "r2", "blue/green v3": "r3", "bad v4": "r4"}, res.Rollouts); d != "" {
 		t.Fatalf("rollouts (-want +got):\n%s", d)
 	}
-	for _, want := range []string{"bin/slipctl rollout promote r2", "-> served by preview", "weights v2=50%"} {
+	for _, want := range []string{"bin/slipctl rollout promote r2", "-> served by v3", "weights v1=50% v2=50%"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -251,13 +251,30 @@ func TestNeedsPromote(t *testing.T) {
 		ev   *deployv1.RolloutEvent
 		want bool
 	}{
-		{&deployv1.RolloutEvent{State: paused, Message: "step 2/3 (v2 at 50%) waits for promote"}, true},
-		{&deployv1.RolloutEvent{State: paused, Message: "v3 in preview; waits for promote"}, true},
-		{&deployv1.RolloutEvent{State: paused, Message: "paused by alice"}, false},
+		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "step 2/3 (v2 at 50%) waits for promote"}, true},
+		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "v3 in preview; waits for promote"}, true},
+		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "paused by alice"}, false},
+		{&deployv1.RolloutEvent{Kind: "command", State: paused, Message: "promote requested by bob"}, false},
 		{&deployv1.RolloutEvent{State: running, Message: "promoted"}, false},
 	} {
 		if got := NeedsPromote(tc.ev); got != tc.want {
 			t.Errorf("NeedsPromote(%v) = %v, want %v", tc.ev, got, tc.want)
+		}
+	}
+}
+
+func TestFormatWeights(t *testing.T) {
+	versions := map[string]string{"1": "v1", "2": "v2"}
+	for _, tc := range []struct {
+		w    map[string]int32
+		want string
+	}{
+		{nil, ""},
+		{map[string]int32{"2": 20, "1": 80}, "v1=80% v2=20%"},
+		{map[string]int32{"3": 100}, "release 3=100%"},
+	} {
+		if got := FormatWeights(tc.w, versions); got != tc.want {
+			t.Errorf("FormatWeights(%v) = %q, want %q", tc.w, got, tc.want)
 		}
 	}
 }
