@@ -187,19 +187,29 @@ func (e *e2e) weights() string {
 }
 
 func (e *e2e) rollout(id string) *deployv1.Rollout {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := e.deploy.GetRollout(ctx, &deployv1.GetRolloutRequest{Id: id})
+	ro, err := e.getRollout(id)
 	if err != nil {
 		e.t.Fatalf("get rollout %s: %v", id, err)
 	}
-	return resp.GetRollout()
+	return ro
+}
+
+// getRollout reads a rollout from the leader (through whichever
+// coordinator the client talks to).
+func (e *e2e) getRollout(id string) (*deployv1.Rollout, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := e.deploy.GetRollout(ctx, &deployv1.GetRolloutRequest{Id: id, Consistency: deployv1.ReadConsistency_READ_CONSISTENCY_LEADER})
+	return resp.GetRollout(), err
 }
 
 func (e *e2e) waitState(id string, want deployv1.RolloutState, d time.Duration) {
 	e.t.Helper()
 	poll(e.t, d, id+" "+want.String(), func() string {
-		ro := e.rollout(id)
+		ro, err := e.getRollout(id)
+		if err != nil {
+			return err.Error()
+		}
 		if ro.GetState() == want {
 			return ""
 		}

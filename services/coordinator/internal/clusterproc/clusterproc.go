@@ -46,7 +46,10 @@ type Cluster struct {
 	Bin string
 	// Procs are the coordinators, in start order.
 	Procs []*Proc
-	join  string
+	// Args are extra flags given to every coordinator after the defaults
+	// (a later flag wins, e.g. "-engine=true").
+	Args []string
+	join string
 }
 
 // New prepares n coordinators with free loopback ports and data directories
@@ -106,6 +109,7 @@ func (c *Cluster) Start(i int) error {
 		// Only the raft/API core is exercised: no engine acting on whatever
 		// Consul answers at the default address.
 		"-engine=false")
+	cmd.Args = append(cmd.Args, c.Args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
