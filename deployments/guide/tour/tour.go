@@ -37,6 +37,10 @@ type Config struct {
 	Rate, Workers int
 	// ActTimeout bounds each rollout.
 	ActTimeout time.Duration
+	// PromoteAfter is how long a step waiting for an operator is held
+	// under live traffic before the guide promotes it (so that the split
+	// shows in the summary).
+	PromoteAfter time.Duration
 	Out        io.Writer
 	// Start is the run's time zero (summary offsets count from it).
 	Start time.Time
@@ -267,6 +271,14 @@ func (t *tourRun) promote(ctx context.Context, a Act, id string) error {
 		}
 		client.CloseIdleConnections()
 		t.printf("\033[1mpreview\033[0m    curl -H 'Host: %s' -H '%s: 1' %s -> %s", Host, h, t.cfg.EdgeURL, describe(s))
+	}
+	if t.cfg.PromoteAfter > 0 {
+		t.printf("\033[1moperator\033[0m   holding this step %s under live traffic, then promoting", t.cfg.PromoteAfter)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tour: %s: %w", a.Name, ctx.Err())
+		case <-time.After(t.cfg.PromoteAfter):
+		}
 	}
 	t.printf("\033[1moperator\033[0m   promoting, as you would with: bin/slipctl rollout promote %s", id)
 	_, err := t.cfg.Client.PromoteRollout(ctx, &deployv1.PromoteRolloutRequest{Id: id, By: "slipway-guide", Reason: "make run promotes the manual step"})

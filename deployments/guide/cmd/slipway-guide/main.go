@@ -37,6 +37,7 @@ func run(args []string) int {
 		rate       int
 		workers    int
 		actTimeout time.Duration
+		hold       time.Duration
 	)
 	fs.StringVar(&cfg.BinDir, "bin", "bin", "directory of consul, slipway-* and slipctl")
 	fs.StringVar(&cfg.StateDir, "state", ".run", "directory for logs and data (wiped on start)")
@@ -52,6 +53,7 @@ func run(args []string) int {
 	fs.IntVar(&rate, "rate", 50, "live traffic, requests per second")
 	fs.IntVar(&workers, "workers", 8, "live traffic, requests in flight at most")
 	fs.DurationVar(&actTimeout, "act-timeout", 3*time.Minute, "longest wait for one rollout")
+	fs.DurationVar(&hold, "hold", 4*time.Second, "how long a step waiting for promote is held under traffic before the guide promotes it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -126,7 +128,7 @@ func run(args []string) int {
 	}()
 	res, tourErr := tour.Run(tctx, tour.Config{
 		Client: deployv1.NewDeployServiceClient(conn), EdgeURL: cfg.EdgeURL(),
-		Rate: rate, Workers: workers, ActTimeout: actTimeout, Out: os.Stdout, Start: start,
+		Rate: rate, Workers: workers, ActTimeout: actTimeout, PromoteAfter: hold, Out: os.Stdout, Start: start,
 	}, acts)
 
 	rep := summary.Compute(res.Samples, res.Phases, 0, 30)
