@@ -41,7 +41,7 @@ type Config struct {
 	// under live traffic before the guide promotes it (so that the split
 	// shows in the summary).
 	PromoteAfter time.Duration
-	Out        io.Writer
+	Out          io.Writer
 	// Start is the run's time zero (summary offsets count from it).
 	Start time.Time
 }
