@@ -2,8 +2,8 @@
 # The compose cluster (deployments/compose/docker-compose.yml):
 #   scripts/compose.sh up     build the static binaries and the FROM-scratch
 #                             images locally (no registry), start the cluster
-#                             and wait until raft has a leader and both node
-#                             agents are registered in Consul
+#                             and wait until raft has a leader whose engine
+#                             sees both node agents (discovered in Consul)
 #   scripts/compose.sh down   stop it, remove its volumes and every demo
 #                             container the node agents started
 # `make compose-up` / `make compose-down` call it.
@@ -48,7 +48,8 @@ build_images() {
 wait_ready() {
 	local deadline=$((SECONDS + 90))
 	until [ "$(curl -fsS http://127.0.0.1:18500/v1/catalog/service/slipway-nodeagent 2>/dev/null | grep -o '"node_id"' | wc -l)" -ge 2 ] &&
-		bin/slipctl --addr 127.0.0.1:17400 cluster leader 2>/dev/null | grep -q '^leader [^-]'; do
+		bin/slipctl --addr 127.0.0.1:17400 cluster leader 2>/dev/null | grep -q '^leader [^-]' &&
+		[ "$(bin/slipctl --addr 127.0.0.1:17400 cluster nodes 2>/dev/null | grep -c ' ready ')" -ge 2 ]; do
 		if [ $SECONDS -ge $deadline ]; then
 			"${COMPOSE[@]}" ps >&2
 			"${COMPOSE[@]}" logs --tail 20 >&2
@@ -64,9 +65,10 @@ up)
 	[ -x bin/slipctl ] || make build
 	build_images
 	"${COMPOSE[@]}" up -d
-	say "waiting for a raft leader and both node agents in Consul"
+	say "waiting for a raft leader that sees both node agents (through Consul)"
 	wait_ready
 	bin/slipctl --addr 127.0.0.1:17400 cluster peers
+	bin/slipctl --addr 127.0.0.1:17400 cluster nodes
 	cat <<'TXT'
 ==> the cluster is up:
   export SLIPWAY_ADDR=127.0.0.1:17400      # coordinator-1 (17402, 17403: the others)
