@@ -124,7 +124,7 @@ type Engine struct {
 	written   map[string]uint64    // service -> generation written
 	lostSince map[string]time.Time
 	failures  map[string]string // rollout id -> last placement failure reported
-	statuses  map[string]*agentv1.AllocationStatus
+	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
 	nodes     map[string]Node
 }
 
@@ -235,6 +235,7 @@ func (e *Engine) reset() {
 	e.synced, e.syncedAt, e.written = map[string]string{}, map[string]time.Time{}, map[string]uint64{}
 	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
 	e.lastErr = ""
+	e.statuses = map[string]*agentv1.AllocationStatus{}
 }
 
 func (e *Engine) call(ctx context.Context, f func(context.Context) (any, error)) (any, error) {
@@ -308,8 +309,19 @@ func (e *Engine) upsertNodes(ctx context.Context) error {
 }
 
 // observe collects the status of every allocation from the live agents.
+// The last status of an allocation whose agent does not answer (or whose
+// node is missing, within its grace period) is kept: a node that blinks
+// does not make its instances look like new ones.
 func (e *Engine) observe(ctx context.Context) {
-	e.statuses = map[string]*agentv1.AllocationStatus{}
+	stored := map[string]bool{}
+	for _, sa := range e.cfg.FSM.AllAllocations() {
+		stored[sa.Allocation.GetId()] = true
+	}
+	for id := range e.statuses {
+		if !stored[id] {
+			delete(e.statuses, id)
+		}
+	}
 	type result struct {
 		node string
 		sts  []*agentv1.AllocationStatus
@@ -330,8 +342,18 @@ func (e *Engine) observe(ctx context.Context) {
 			e.log.Warn("agent status", "node", r.node, "err", r.err)
 			continue
 		}
+		reported := map[string]bool{}
 		for _, s := range r.sts {
-			e.statuses[s.GetAllocationId()] = s
+			reported[s.GetAllocationId()] = true
+			if stored[s.GetAllocationId()] {
+				e.statuses[s.GetAllocationId()] = s
+			}
+		}
+		// An allocation of this node the agent no longer reports is gone.
+		for _, sa := range e.cfg.FSM.AllAllocations() {
+			if a := sa.Allocation; a.GetNodeId() == r.node && !reported[a.GetId()] {
+				delete(e.statuses, a.GetId())
+			}
 		}
 	}
 }

@@ -470,3 +470,28 @@ func TestRollbackDeploysTheEarlierSpec(t *testing.T) {
 		t.Errorf("weights = %v", w)
 	}
 }
+
+func TestNodeBlinkKeepsLastStatus(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	u := canary()
+	u.Canary.Steps[0].Manual = false
+	u.Canary.Steps[0].Pause = durationpb.New(time.Minute)
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, u))
+	h.run(500*time.Millisecond, "canary at 25%", func() bool { return h.routes.last("web").GetWeights()["2"] == 25 })
+	all := []engine.Node{{ID: "n1", Addr: "n1:7410", CPU: 4000, MemoryMB: 4096}, {ID: "n2", Addr: "n2:7410", CPU: 4000, MemoryMB: 4096}}
+	h.nodes.set(all[0]) // n2 blinks for less than its grace period
+	for range 8 {
+		h.clock.Add(500 * time.Millisecond)
+		h.pass()
+	}
+	h.nodes.set(all...)
+	h.pass()
+	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_RUNNING {
+		t.Fatalf("after a blink: %v (%s), want still RUNNING", ro.GetState(), ro.GetMessage())
+	}
+	if n := len(h.allocs(1)) + len(h.allocs(2)); n != 3 {
+		t.Errorf("%d allocations after a blink, want 3 (nothing replaced)", n)
+	}
+}

@@ -240,6 +240,9 @@ func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, prev, next ro
 	for _, ev := range plan.Events {
 		op.Events = append(op.Events, &statev1.StepEvent{Kind: ev.Kind, Message: ev.Message})
 	}
+	if op.Message == "" && len(plan.Events) > 0 {
+		op.Message = plan.Events[len(plan.Events)-1].Message
+	}
 	if len(plan.Place) > 0 {
 		allocs, reason, err := e.place(ro.GetService(), plan.Place)
 		if err != nil {
