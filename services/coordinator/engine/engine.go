@@ -123,7 +123,7 @@ type Engine struct {
 	lastErr   string               // last pass error logged
 	written   map[string]uint64    // service -> generation written
 	lostSince map[string]time.Time
-	failures  map[string]string // rollout id -> last placement failure reported
+	failures  map[string]string                    // rollout id -> last placement failure reported
 	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
 	nodes     map[string]Node
 }
