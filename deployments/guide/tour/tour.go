@@ -162,7 +162,14 @@ func (t *tourRun) act(ctx context.Context, a Act) error {
 	final, err := t.follow(ctx, a, ro.GetId())
 	outcome := stateName(final.GetState())
 	if err != nil {
-		_ = t.tl.End(t.since(), "timeout")
+		end := "error"
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			end = "timeout"
+		case ctx.Err() != nil:
+			end = "interrupted"
+		}
+		_ = t.tl.End(t.since(), end)
 		return err
 	}
 	if err := t.tl.End(t.since(), outcome); err != nil {
@@ -216,7 +223,7 @@ func (t *tourRun) follow(ctx context.Context, a Act, id string) (*deployv1.Rollo
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return nil, fmt.Errorf("tour: %s did not finish within %s: %w", a.Name, t.cfg.ActTimeout, ctx.Err())
+					return nil, t.stopped(ctx, a)
 				}
 				if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
 					break // reconnect from the last index
@@ -243,10 +250,19 @@ func (t *tourRun) follow(ctx context.Context, a Act, id string) (*deployv1.Rollo
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("tour: %s did not finish within %s: %w", a.Name, t.cfg.ActTimeout, ctx.Err())
+			return nil, t.stopped(ctx, a)
 		case <-time.After(200 * time.Millisecond): // reconnect back-off
 		}
 	}
+}
+
+// stopped explains why following a rollout stopped: its act's timeout, or
+// an interrupt.
+func (t *tourRun) stopped(ctx context.Context, a Act) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("tour: %s did not finish within %s: %w", a.Name, t.cfg.ActTimeout, ctx.Err())
+	}
+	return fmt.Errorf("tour: %s interrupted: %w", a.Name, ctx.Err())
 }
 
 // NeedsPromote reports whether an event says the rollout waits for an
@@ -276,7 +292,7 @@ func (t *tourRun) promote(ctx context.Context, a Act, id string) error {
 		t.printf("\033[1moperator\033[0m   holding this step %s under live traffic, then promoting", t.cfg.PromoteAfter)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("tour: %s: %w", a.Name, ctx.Err())
+			return t.stopped(ctx, a)
 		case <-time.After(t.cfg.PromoteAfter):
 		}
 	}

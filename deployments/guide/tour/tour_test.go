@@ -231,6 +231,56 @@ func TestRunStopsOnUnexpectedOutcome(t *testing.T) {
 	}
 }
 
+func TestRunInterruptedWhileHoldingAManualStep(t *testing.T) {
+	served := &atomic.Value{}
+	served.Store("")
+	f := newFake(served, map[string]deployv1.RolloutState{
+		"v1": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, "v2": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
+	})
+	srv := edge(t, served)
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for !strings.Contains(out.String(), "holding this step") {
+			time.Sleep(10 * time.Millisecond) // polling the tour's output
+		}
+		cancel()
+	}()
+	res, err := Run(ctx, Config{
+		Client: f, EdgeURL: srv.URL + "/", Rate: 50, Workers: 2, ActTimeout: time.Minute, PromoteAfter: time.Minute, Out: &out, Start: time.Now(),
+	}, Acts())
+	if err == nil || !strings.Contains(err.Error(), "canary v2 interrupted") {
+		t.Fatalf("err = %v, want canary v2 interrupted", err)
+	}
+	if last := res.Phases[len(res.Phases)-1]; last.Name != "canary v2" || last.Outcome != "interrupted" {
+		t.Fatalf("last phase = %+v", last)
+	}
+	for _, c := range f.Calls() {
+		if strings.HasPrefix(c, "promote") {
+			t.Fatalf("promoted after the interrupt: %v", f.Calls())
+		}
+	}
+}
+
+// syncBuffer is a strings.Builder safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 func TestRunFailsWhenTheEdgeNeverServes(t *testing.T) {
 	served := &atomic.Value{}
 	served.Store("")

@@ -159,7 +159,7 @@ func run(args []string) int {
   bin/slipctl rollout list
   bin/slipctl rollout get %[3]s
   bin/slipctl cluster nodes
-  bin/slipctl rollback %[2]s
+  bin/slipctl rollback %[2]s --to 1 --wait          # back to v1, rolling
   bin/slipctl deploy -f deployments/examples/canary.yaml --wait   # service api, Host: api.local
   curl -s -H 'Host: %[4]s' %[5]s
   bin/grpcurl -plaintext %[1]s list
