@@ -76,18 +76,20 @@ func (c Config) bin(name string) string { return filepath.Join(c.BinDir, name) }
 // fixedPorts lists the ports the stack listens on, with their owner.
 func (c Config) fixedPorts() []portUse {
 	return []portUse{
-		{c.ConsulHTTP, "Consul HTTP API"},
-		{c.Coordinator, "coordinator gRPC"},
-		{c.Coordinator + 1, "coordinator raft"},
-		{c.Agent, "node agent gRPC"},
-		{c.EdgeGRPC, "edge gRPC (RouteService)"},
-		{c.EdgeHTTP, "edge HTTP"},
+		{c.ConsulHTTP, "Consul HTTP API", "-consul-port"},
+		{c.Coordinator, "coordinator gRPC", "-coordinator-port"},
+		{c.Coordinator + 1, "coordinator raft", "-coordinator-port"},
+		{c.Agent, "node agent gRPC", "-agent-port"},
+		{c.EdgeGRPC, "edge gRPC (RouteService)", "-edge-grpc-port"},
+		{c.EdgeHTTP, "edge HTTP", "-edge-port"},
 	}
 }
 
 type portUse struct {
 	port int
 	what string
+	// flag moves it elsewhere.
+	flag string
 }
 
 // Preflight checks binaries, images and ports, and returns one error
@@ -125,7 +127,7 @@ func BusyPorts(uses []portUse) []string {
 	for _, u := range uses {
 		l, err := net.Listen("tcp", addr(u.port))
 		if err != nil {
-			out = append(out, fmt.Sprintf("port %d (%s) is busy: find the process with `ss -ltnp 'sport = :%d'` (or `lsof -i :%d`) and stop it, e.g. a previous `make run` or `make compose-down`", u.port, u.what, u.port, u.port))
+			out = append(out, fmt.Sprintf("port %d (%s) is busy: find its process with `ss -ltnp 'sport = :%d'` (or `lsof -i :%d`) and stop it (a previous `make run` still running?), or run bin/slipway-guide %s <free port>", u.port, u.what, u.port, u.port, u.flag))
 			continue
 		}
 		l.Close()
