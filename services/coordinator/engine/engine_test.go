@@ -495,3 +495,33 @@ func TestNodeBlinkKeepsLastStatus(t *testing.T) {
 		t.Errorf("%d allocations after a blink, want 3 (nothing replaced)", n)
 	}
 }
+
+func TestAbortReturnsTrafficAtOnce(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, canary()))
+	h.run(500*time.Millisecond, "canary at 25%", func() bool { return h.routes.last("web").GetWeights()["2"] == 25 })
+	h.command(v2, deployv1.CommandKind_COMMAND_KIND_ABORT)
+	h.pass()
+	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_ABORTED {
+		t.Fatalf("after abort: %v", ro.GetState())
+	}
+	if in := h.routes.last("web"); in.GetWeights()["1"] != 100 || len(in.GetWeights()) != 1 {
+		t.Fatalf("intent after abort = %v, want 100%% v1 in the same pass", in)
+	}
+	h.run(500*time.Millisecond, "v2 stopped", func() bool { return len(h.allocs(2)) == 0 })
+	if len(h.allocs(1)) != 2 {
+		t.Errorf("v1 instances = %d, want 2 kept", len(h.allocs(1)))
+	}
+	_, audit, _ := h.fsm.Releases("web", 0)
+	found := false
+	for _, a := range audit {
+		if a.GetActor() == state.EngineActor && a.GetAction() == "rollout aborted" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no engine audit entry for the abort: %v", audit)
+	}
+}
