@@ -314,8 +314,11 @@ func (e *Engine) upsertNodes(ctx context.Context) error {
 // does not make its instances look like new ones.
 func (e *Engine) observe(ctx context.Context) {
 	stored := map[string]bool{}
+	byNode := map[string][]string{}
 	for _, sa := range e.cfg.FSM.AllAllocations() {
-		stored[sa.Allocation.GetId()] = true
+		a := sa.Allocation
+		stored[a.GetId()] = true
+		byNode[a.GetNodeId()] = append(byNode[a.GetNodeId()], a.GetId())
 	}
 	for id := range e.statuses {
 		if !stored[id] {
@@ -350,9 +353,9 @@ func (e *Engine) observe(ctx context.Context) {
 			}
 		}
 		// An allocation of this node the agent no longer reports is gone.
-		for _, sa := range e.cfg.FSM.AllAllocations() {
-			if a := sa.Allocation; a.GetNodeId() == r.node && !reported[a.GetId()] {
-				delete(e.statuses, a.GetId())
+		for _, id := range byNode[r.node] {
+			if !reported[id] {
+				delete(e.statuses, id)
 			}
 		}
 	}

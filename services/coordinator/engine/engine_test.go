@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 )
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	clock  *clock
 	fsm    *state.FSM
 	raft   *fakeRaft
@@ -30,7 +31,7 @@ type harness struct {
 	eng    *engine.Engine
 }
 
-func newHarness(t *testing.T, nodes ...string) *harness {
+func newHarness(t testing.TB, nodes ...string) *harness {
 	h := &harness{t: t, clock: &clock{now: t0}, fsm: state.New(), nodes: &fakeNodes{}, routes: &fakeRoutes{}}
 	h.raft = &fakeRaft{fsm: h.fsm, clock: h.clock, term: 1}
 	h.agents = newAgents(h.fsm, h.clock)
@@ -51,7 +52,7 @@ func (h *harness) newLeader() {
 	h.raft.term++
 	h.raft.mu.Unlock()
 	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
-		Now: h.clock.Now, NodeGrace: 5 * time.Second})
+		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 }
 
 func (h *harness) pass() {
@@ -77,7 +78,7 @@ func (h *harness) run(step time.Duration, what string, cond func() bool) {
 
 func (h *harness) deploy(s *deployv1.ServiceSpec) string {
 	h.t.Helper()
-	res, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{Spec: s, RequestId: s.GetImage(), Supersede: true}}})
+	res, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{Spec: s, RequestId: s.GetName() + "/" + s.GetImage(), Supersede: true}}})
 	if err != nil {
 		h.t.Fatal(err)
 	}

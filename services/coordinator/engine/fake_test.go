@@ -232,7 +232,7 @@ func (f *fakeAgents) running() []string {
 	return out
 }
 
-func (f *fakeAgents) check(t *testing.T) {
+func (f *fakeAgents) check(t testing.TB) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
