@@ -34,7 +34,7 @@ import (
 
 // buildDemo builds the demo app as process-driver executables
 // <dir>/slipway_demo_<v> for image slipway/demo:<v>.
-func buildDemo(t *testing.T, dir string, versions ...string) {
+func buildDemo(t testing.TB, dir string, versions ...string) {
 	t.Helper()
 	root := testenv.RepoRoot(t)
 	for _, v := range versions {
@@ -49,7 +49,7 @@ func buildDemo(t *testing.T, dir string, versions ...string) {
 
 // agentProc is a real node agent process with the process driver.
 type agentProc struct {
-	t                        *testing.T
+	t                        testing.TB
 	bin, addr, nodeID        string
 	consulAddr, dir, dataDir string
 	logf                     *os.File
@@ -61,7 +61,7 @@ type agentProc struct {
 // restarts it if it was killed (it adopts its instances), stops its
 // instances (an empty desired set under a token no leader reaches), then
 // stops the agent.
-func startAgent(t *testing.T, consulAddr, processDir string) *agentProc {
+func startAgent(t testing.TB, consulAddr, processDir string) *agentProc {
 	t.Helper()
 	a := &agentProc{t: t, bin: testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent"), addr: testenv.FreeAddr(t),
 		consulAddr: consulAddr, dir: processDir, dataDir: t.TempDir(), nodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()%1e6)}
@@ -138,7 +138,12 @@ func tailBytes(b []byte, n int) []byte {
 
 // poll calls cond every 100ms until it returns "" or the deadline passes; the
 // last non-empty answer is reported.
-func poll(t *testing.T, d time.Duration, what string, cond func() string) {
+func poll(t testing.TB, d time.Duration, what string, cond func() string) {
+	t.Helper()
+	pollEvery(t, d, 100*time.Millisecond, what, cond)
+}
+
+func pollEvery(t testing.TB, d, every time.Duration, what string, cond func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -149,12 +154,12 @@ func poll(t *testing.T, d time.Duration, what string, cond func() string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not reached after %s: %s", what, d, msg)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	deploy deployv1.DeployServiceClient
 	consul *api.Client
 	name   string
@@ -205,7 +210,12 @@ func (e *e2e) getRollout(id string) (*deployv1.Rollout, error) {
 
 func (e *e2e) waitState(id string, want deployv1.RolloutState, d time.Duration) {
 	e.t.Helper()
-	poll(e.t, d, id+" "+want.String(), func() string {
+	e.waitStatePoll(id, want, d, 100*time.Millisecond)
+}
+
+func (e *e2e) waitStatePoll(id string, want deployv1.RolloutState, d, every time.Duration) {
+	e.t.Helper()
+	pollEvery(e.t, d, every, id+" "+want.String(), func() string {
 		ro, err := e.getRollout(id)
 		if err != nil {
 			return err.Error()
@@ -261,15 +271,25 @@ func (e *e2e) passing() map[uint64]int {
 
 func (e *e2e) doDeploy(image string, env map[string]string, u *deployv1.UpdateStrategy) string {
 	e.t.Helper()
+	return e.deployWith(image, 2, env, u)
+}
+
+func (e *e2e) doDeployCount(image string, count int32, u *deployv1.UpdateStrategy) string {
+	e.t.Helper()
+	return e.deployWith(image, count, nil, u)
+}
+
+func (e *e2e) deployWith(image string, count int32, env map[string]string, u *deployv1.UpdateStrategy) string {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := e.deploy.Deploy(ctx, &deployv1.DeployRequest{Spec: &deployv1.ServiceSpec{
-		Name: e.name, Image: image, Count: 2, Port: 8080, Env: env,
+		Name: e.name, Image: image, Count: count, Port: 8080, Env: env,
 		Check:       &deployv1.HealthCheck{Http: "/healthz", Interval: durationpb.New(time.Second), Timeout: durationpb.New(500 * time.Millisecond)},
 		Route:       &deployv1.Route{Host: e.name + ".test"},
 		KillTimeout: durationpb.New(time.Second),
 		Update:      u,
-	}, RequestId: image, CreatedBy: "e2e"})
+	}, RequestId: e.name + "/" + image, CreatedBy: "e2e"})
 	if err != nil {
 		e.t.Fatalf("deploy %s: %v", image, err)
 	}
@@ -434,7 +454,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 // can be restarted on the same data dir (a new term: a new leader re-acts
 // and resumes).
 type coordProc struct {
-	t      *testing.T
+	t      testing.TB
 	cfg    server.Config
 	logs   *syncWriter
 	conn   *grpc.ClientConn
@@ -443,7 +463,7 @@ type coordProc struct {
 	done   chan error
 }
 
-func startCoordinator(t *testing.T, consulAddr string) *coordProc {
+func startCoordinator(t testing.TB, consulAddr string) *coordProc {
 	t.Helper()
 	co := &coordProc{t: t, logs: &syncWriter{w: &bytes.Buffer{}}}
 	logger := slog.New(slog.NewTextHandler(co.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -491,7 +511,7 @@ func (co *coordProc) stop() {
 	co.cancel = nil
 }
 
-func newE2E(t *testing.T, co *coordProc, consulAddr string) *e2e {
+func newE2E(t testing.TB, co *coordProc, consulAddr string) *e2e {
 	t.Helper()
 	acfg := api.DefaultConfig()
 	acfg.Address = consulAddr
