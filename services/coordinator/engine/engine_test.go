@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -524,5 +525,20 @@ func TestAbortReturnsTrafficAtOnce(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no engine audit entry for the abort: %v", audit)
+	}
+}
+
+func TestSpecTheMachineCannotRunFailsTheRollout(t *testing.T) {
+	h := newHarness(t, "n1")
+	u := &deployv1.UpdateStrategy{MinHealthyTime: durationpb.New(time.Minute), HealthyDeadline: durationpb.New(time.Second)}
+	id := h.deploy(webSpec("slipway/demo:v1", 1, u))
+	h.pass()
+	ro := h.rollout(id)
+	if ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_FAILED || !strings.Contains(ro.GetMessage(), "min_healthy_time") {
+		t.Fatalf("rollout = %v %q, want FAILED naming min_healthy_time", ro.GetState(), ro.GetMessage())
+	}
+	h.pass()
+	if len(h.allocs(1)) != 0 || len(h.raft.steps()) != 1 {
+		t.Errorf("placed %d, committed %d steps; want nothing placed and one verdict", len(h.allocs(1)), len(h.raft.steps()))
 	}
 }

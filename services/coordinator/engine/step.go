@@ -33,8 +33,19 @@ func (e *Engine) stepRollouts(ctx context.Context, acks []*edgev1.EdgeAck) (time
 			continue
 		}
 		st, ok, err := e.machine(ro)
+		if errors.Is(err, rollout.ErrInvalidSpec) {
+			// The machine cannot run this spec: the rollout fails at once,
+			// naming the field, and nothing is placed.
+			if err := e.reject(ctx, ro, err); err != nil {
+				return time.Time{}, err
+			}
+			continue
+		}
 		if err != nil {
-			e.log.Error("cannot start rollout", "rollout", ro.GetId(), "err", err)
+			if e.failures[ro.GetId()] != err.Error() {
+				e.failures[ro.GetId()] = err.Error()
+				e.log.Error("cannot start rollout", "rollout", ro.GetId(), "err", err)
+			}
 			continue
 		}
 		if !ok {
@@ -65,6 +76,25 @@ func (e *Engine) stepRollouts(ctx context.Context, acks []*edgev1.EdgeAck) (time
 		}
 	}
 	return wake, nil
+}
+
+// reject commits a failed verdict for a rollout the machine cannot run.
+func (e *Engine) reject(ctx context.Context, ro *deployv1.Rollout, cause error) error {
+	msg := "rejected: " + cause.Error()
+	st := rollout.State{Service: ro.GetService(), From: ro.GetFromRelease(), To: ro.GetToRelease(),
+		Phase: deployv1.RolloutState_ROLLOUT_STATE_FAILED, Stage: rollout.StageDone, Message: msg}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("engine: encode machine of %s: %w", ro.GetId(), err)
+	}
+	if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: &statev1.RolloutStepOp{
+		Service: ro.GetService(), RolloutId: ro.GetId(), Machine: raw, Phase: st.Phase, Message: msg, Weights: ro.GetWeights(),
+		Events: []*statev1.StepEvent{{Kind: "failed", Message: msg}},
+	}}}); err != nil {
+		return fmt.Errorf("engine: reject %s: %w", ro.GetId(), err)
+	}
+	e.log.Warn("rollout rejected", "rollout", ro.GetId(), "err", cause)
+	return nil
 }
 
 // machine returns the committed machine State of a rollout, or a new one for
