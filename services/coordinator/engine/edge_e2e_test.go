@@ -1,0 +1,182 @@
+package engine_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"slipway.dev/platform/testenv"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// startEdge runs a real edge (built-in proxy) and returns its HTTP address.
+func startEdge(t *testing.T, consulAddr string) string {
+	t.Helper()
+	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
+	httpAddr := testenv.FreeAddr(t)
+	logPath := filepath.Join(t.TempDir(), "edge.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-id", fmt.Sprintf("edge-%d", time.Now().UnixNano()%1e6), "-consul-addr", consulAddr,
+		"-http-addr", httpAddr, "-grpc-addr", testenv.FreeAddr(t), "-mode", "proxy")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("edge log:\n%s", tailBytes(b, 6000))
+		}
+	})
+	return httpAddr
+}
+
+// load sends requests through the edge until stopped and counts answers
+// per version and failures.
+type load struct {
+	mu       sync.Mutex
+	versions map[string]int
+	failures []string
+	stop     chan struct{}
+	done     sync.WaitGroup
+}
+
+func startLoad(edge, host string, workers int) *load {
+	l := &load{versions: map[string]int{}, stop: make(chan struct{})}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range workers {
+		l.done.Add(1)
+		go func() {
+			defer l.done.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
+				req.Host = host
+				resp, err := client.Do(req)
+				l.mu.Lock()
+				switch {
+				case err != nil:
+					l.failures = append(l.failures, err.Error())
+				case resp.StatusCode != http.StatusOK:
+					l.failures = append(l.failures, resp.Status)
+				default:
+					l.versions[resp.Header.Get("X-Slipway-Version")]++
+				}
+				l.mu.Unlock()
+				if resp != nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// total counts the answers and failures so far.
+func (l *load) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.failures)
+	for _, c := range l.versions {
+		n += c
+	}
+	return n
+}
+
+func (l *load) end() (map[string]int, []string) {
+	close(l.stop)
+	l.done.Wait()
+	return l.versions, l.failures
+}
+
+// TestEngineWithEdgeNoFailedRequests runs a canary from v1 to v2 through a
+// real edge under continuous traffic: no request fails, old instances are
+// stopped only after the edge acknowledged the generation without them.
+func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul, a node agent, an edge and demo processes")
+	}
+	c := testenv.StartConsul(t)
+	imgDir := t.TempDir()
+	buildDemo(t, imgDir, "v1", "v2")
+	// The edge starts first so that it is stopped last: the agent's cleanup
+	// drains against a live edge.
+	edge := startEdge(t, c.Addr())
+	startAgent(t, c.Addr(), imgDir)
+	co := startCoordinator(t, c.Addr())
+	e := newE2E(t, co, c.Addr())
+	host := e.name + ".test"
+
+	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
+	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
+	poll(t, 30*time.Second, "edge serves v1", func() string {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		if v := resp.Header.Get("X-Slipway-Version"); resp.StatusCode != 200 || v != "v1" {
+			return fmt.Sprintf("%s version %q", resp.Status, v)
+		}
+		return ""
+	})
+
+	began := time.Now()
+	l := startLoad(edge, host, 4)
+	v2 := e.doDeploy("slipway/demo:v2", nil, quick(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY,
+		Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{{Weight: 50, Pause: durationpb.New(2 * time.Second)}, {Weight: 100}}}}))
+	e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
+	t.Logf("v2 succeeded after %s", time.Since(began).Round(time.Millisecond))
+	poll(t, 30*time.Second, "v1 stopped", func() string {
+		if got := e.instanceIDs(1); len(got) != 0 {
+			return fmt.Sprintf("v1 instances %v", got)
+		}
+		return ""
+	})
+	t.Logf("v1 stopped after %s", time.Since(began).Round(time.Millisecond))
+	// Traffic keeps flowing after the last stop: 500 more answers.
+	after := l.total() + 500
+	poll(t, 30*time.Second, "500 more requests after v1 stopped", func() string {
+		if n := l.total(); n < after {
+			return fmt.Sprintf("%d answers", n)
+		}
+		return ""
+	})
+	versions, failures := l.end()
+	t.Logf("requests per version %v, failures %d", versions, len(failures))
+	if len(failures) > 0 {
+		t.Errorf("%d requests failed during the rollout, first: %v", len(failures), failures[:min(5, len(failures))])
+	}
+	if versions["v1"] == 0 || versions["v2"] == 0 {
+		t.Errorf("versions served = %v, want both", versions)
+	}
+}
