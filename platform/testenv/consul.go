@@ -28,9 +28,10 @@ type Consul struct {
 	ports   []int // http, serf lan, serf wan, server
 	logPath string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once cmd has been waited for
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once cmd has been waited for
+	started bool          // ports are fixed once the agent has run
 }
 
 // StartConsul starts a Consul dev agent and waits until it has elected itself
@@ -60,8 +61,11 @@ func (c *Consul) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.ports[0]) 
 // URL is the agent's HTTP API base URL.
 func (c *Consul) URL() string { return "http://" + c.Addr() }
 
-// Start (re)starts the agent on the same ports and waits for a leader. A
-// dev agent keeps nothing across a restart.
+// Start (re)starts the agent and waits for a leader. A restart keeps the
+// same ports; a dev agent keeps nothing else across it. An agent that exits
+// while starting (another process took one of its ports in the meantime) is
+// started again: on fresh ports the first time, on the same ports after a
+// Stop, since callers already hold its address.
 func (c *Consul) Start() {
 	c.tb.Helper()
 	c.mu.Lock()
@@ -69,9 +73,35 @@ func (c *Consul) Start() {
 	if c.cmd != nil {
 		return
 	}
+	const attempts = 5
+	for i := 1; ; i++ {
+		err := c.startOnce()
+		if err == nil {
+			c.started = true
+			return
+		}
+		if i == attempts {
+			c.tb.Fatalf("testenv: consul: %v (log: %s)", err, c.logPath)
+		}
+		c.tb.Logf("testenv: consul attempt %d: %v; retrying", i, err)
+		if !c.started {
+			ports, perr := freePorts(4)
+			if perr != nil {
+				c.tb.Fatalf("testenv: %v", perr)
+			}
+			c.ports = ports
+		} else {
+			time.Sleep(200 * time.Millisecond) // let the port holder go; bounded by attempts
+		}
+	}
+}
+
+// startOnce starts the agent on c.ports and waits until it has a leader, or
+// reports why not. c.mu is held.
+func (c *Consul) startOnce() error {
 	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		c.tb.Fatalf("testenv: %v", err)
+		return err
 	}
 	cmd := exec.Command(c.bin, "agent", "-dev",
 		"-bind", "127.0.0.1", "-client", "127.0.0.1",
@@ -87,7 +117,7 @@ func (c *Consul) Start() {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		c.tb.Fatalf("testenv: start consul: %v", err)
+		return fmt.Errorf("start: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(exited) }()
@@ -96,11 +126,15 @@ func (c *Consul) Start() {
 	defer cancel()
 	for {
 		if leaderKnown(ctx, c.URL()) {
-			return
+			return nil
 		}
 		select {
+		case <-exited:
+			c.cmd = nil
+			return fmt.Errorf("agent on %s exited while starting", c.Addr())
 		case <-ctx.Done():
-			c.tb.Fatalf("testenv: consul at %s elected no leader within 30s (log: %s)", c.Addr(), c.logPath)
+			c.killLocked()
+			return fmt.Errorf("agent on %s elected no leader within 30s", c.Addr())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -110,6 +144,10 @@ func (c *Consul) Start() {
 func (c *Consul) Stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.killLocked()
+}
+
+func (c *Consul) killLocked() {
 	if c.cmd == nil {
 		return
 	}

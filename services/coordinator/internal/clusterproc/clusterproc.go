@@ -4,9 +4,7 @@ package clusterproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 )
 
@@ -55,7 +54,7 @@ type Cluster struct {
 // New prepares n coordinators with free loopback ports and data directories
 // under dir. Start them with StartAll.
 func New(bin, dir string, n int) (*Cluster, error) {
-	ports, err := freePorts(2 * n)
+	ports, err := testenv.FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -218,23 +217,4 @@ func (c *Cluster) agreedLeader(ctx context.Context, among []int) (int, error) {
 		}
 	}
 	return -1, fmt.Errorf("leader %s is not among the live coordinators", leader)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, errors.Join(errors.New("clusterproc: no free port"), err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
