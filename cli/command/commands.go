@@ -387,7 +387,7 @@ func clusterCmd() *command {
 				help: "List the coordinators in the raft configuration with their roles, and the leader, term and indexes.", examples: "  slipctl cluster peers",
 				run: runPeers},
 			{name: "leader", summary: "show the current leader", maxArgs: 0,
-				help: "Show the leader as the answering coordinator sees it.", examples: "  slipctl cluster leader",
+				help: "Show the leader as the answering coordinator sees it. Exits 5 while it knows no leader, so scripts can wait for one.", examples: "  slipctl cluster leader",
 				run: runLeader},
 			{name: "add", args: "ID RAFTADDR", summary: "add a coordinator to the raft configuration", minArgs: 2, maxArgs: 2,
 				help:     "Add a coordinator, started with -join or without -bootstrap, as a voter (or a non-voter).",
@@ -435,7 +435,21 @@ func runLeader(ctx context.Context, a *app, _ *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
-	return a.show(resp, func(w io.Writer) error { return render.Leader(w, resp) })
+	if err := a.show(resp, func(w io.Writer) error { return render.Leader(w, resp) }); err != nil {
+		return err
+	}
+	if resp.GetLeaderId() == "" {
+		// Scripts wait for a leader with this command: no leader is not ok.
+		return exitcode.With(exitcode.Unavailable, fmt.Errorf("%s knows no leader yet", orSelf(resp.GetSelfId())))
+	}
+	return nil
+}
+
+func orSelf(id string) string {
+	if id == "" {
+		return "the coordinator"
+	}
+	return "coordinator " + id
 }
 
 func runAddPeer(ctx context.Context, a *app, o *opts, args []string) error {

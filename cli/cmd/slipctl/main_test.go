@@ -465,3 +465,31 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	r = c.must(5, "services", "--timeout", "2s")
 	contains(t, "services without coordinator", r.stderr, "unavailable")
 }
+
+func TestClusterLeaderExitsUnavailableWithoutLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the coordinator")
+	}
+	// A coordinator that neither bootstraps nor joins never has a leader.
+	coord := &coordinator{
+		t:    t,
+		bin:  testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator"),
+		addr: testenv.FreeAddr(t),
+		log:  &syncBuffer{},
+	}
+	coord.args = []string{"-id", "lonely", "-data-dir", t.TempDir(),
+		"-grpc-addr", coord.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn"}
+	coord.start()
+	t.Cleanup(coord.stop)
+	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
+
+	var r result
+	waitFor(t, "the coordinator to answer", 30*time.Second, func() bool {
+		r = c.run("cluster", "leader", "--timeout", "1s")
+		return strings.Contains(r.stdout, "leader")
+	})
+	if r.code != 5 {
+		t.Fatalf("cluster leader with no leader: exit %d, want 5\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	contains(t, "cluster leader stderr", r.stderr, "lonely knows no leader yet")
+}
