@@ -38,7 +38,7 @@ func startCoordinator(t *testing.T) *coordinator {
 		log:  &syncBuffer{},
 	}
 	c.args = []string{"-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
-		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn"}
+		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}
 	c.start()
 	t.Cleanup(func() {
 		c.stop()
@@ -478,7 +478,7 @@ func TestClusterLeaderExitsUnavailableWithoutLeader(t *testing.T) {
 		log:  &syncBuffer{},
 	}
 	coord.args = []string{"-id", "lonely", "-data-dir", t.TempDir(),
-		"-grpc-addr", coord.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn"}
+		"-grpc-addr", coord.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}
 	coord.start()
 	t.Cleanup(coord.stop)
 	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
