@@ -557,6 +557,13 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	for _, in := range s.GetIntents() {
 		f.intents[in.GetService()] = in
 	}
+	// Snapshots written before final rollouts were cleared from their
+	// service may still name one as active.
+	for _, sr := range f.services {
+		if ro := f.rollouts[sr.svc.GetActiveRollout()]; ro != nil && IsFinal(ro.GetState()) {
+			sr.svc.ActiveRollout = ""
+		}
+	}
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil

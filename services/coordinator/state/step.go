@@ -152,6 +152,12 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 			sr.svc.StableRelease = ro.GetToRelease()
 			sr.svc.UpdatedAt = at
 		}
+		// A rollout that reached a final state is no longer the service's
+		// active one (a superseded rollout was replaced there already).
+		if IsFinal(ro.GetState()) && sr.svc.GetActiveRollout() == ro.GetId() {
+			sr.svc.ActiveRollout = ""
+			sr.svc.UpdatedAt = at
+		}
 		if IsFinal(ro.GetState()) && ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
 			f.addAudit(index, at, EngineActor, "rollout "+verdict(ro.GetState()), ro.GetService(), ro.GetId()+": "+ro.GetMessage())
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -149,5 +150,68 @@ func TestVersionOneEntriesStillApply(t *testing.T) {
 	f := state.New()
 	if _, ok := apply(t, f, e).(state.DeployResult); !ok {
 		t.Fatal("version 1 deploy entry not applied")
+	}
+}
+
+// TestFinalRolloutIsNoLongerActive: every final verdict the engine commits
+// clears the service's active rollout (and only when it is that rollout).
+func TestFinalRolloutIsNoLongerActive(t *testing.T) {
+	for _, phase := range []deployv1.RolloutState{
+		deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
+		deployv1.RolloutState_ROLLOUT_STATE_FAILED,
+		deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
+		deployv1.RolloutState_ROLLOUT_STATE_ABORTED,
+	} {
+		t.Run(phase.String(), func(t *testing.T) {
+			l := &log{tb: t}
+			f := state.New()
+			apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+			apply(t, f, l.add(stepCmd("web", "web-1", []string{"a@n1"}, nil, nil, 1)))
+			if svc, _ := f.Service("web"); svc.GetActiveRollout() != "web-1" {
+				t.Fatalf("running: active rollout = %q, want web-1", svc.GetActiveRollout())
+			}
+			if phase == deployv1.RolloutState_ROLLOUT_STATE_ABORTED {
+				apply(t, f, l.add(operator("web-1", deployv1.CommandKind_COMMAND_KIND_ABORT)))
+			}
+			cmd := stepCmd("web", "web-1", nil, nil, nil, 0)
+			cmd.GetRolloutStep().Phase = phase
+			apply(t, f, l.add(cmd))
+			svc, _ := f.Service("web")
+			if svc.GetActiveRollout() != "" {
+				t.Fatalf("after %v: active rollout = %q, want none", phase, svc.GetActiveRollout())
+			}
+			if want := t0.Add(time.Duration(len(l.entries)) * time.Second); !svc.GetUpdatedAt().AsTime().Equal(want) {
+				t.Errorf("updated_at = %v, not moved by the verdict", svc.GetUpdatedAt().AsTime())
+			}
+			// A snapshot round trip keeps it cleared, and a new deploy
+			// needs no supersede.
+			b, _ := f.MarshalSnapshot()
+			g := state.New()
+			if err := g.RestoreBytes(b); err != nil {
+				t.Fatal(err)
+			}
+			if svc, _ := g.Service("web"); svc.GetActiveRollout() != "" {
+				t.Fatalf("restored: active rollout = %q", svc.GetActiveRollout())
+			}
+			res := apply(t, f, l.add(deploy(spec("web", "slipway/demo:v2"), "r2", false))).(state.DeployResult)
+			if svc, _ := f.Service("web"); svc.GetActiveRollout() != res.Rollout.GetId() {
+				t.Fatalf("after a new deploy: active rollout = %q, want %s", svc.GetActiveRollout(), res.Rollout.GetId())
+			}
+		})
+	}
+}
+
+// TestSupersededVerdictKeepsTheNewActiveRollout: the machine of a superseded
+// rollout catching up must not clear the rollout that replaced it.
+func TestSupersededVerdictKeepsTheNewActiveRollout(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v2"), "r2", true)))
+	cmd := stepCmd("web", "web-1", nil, nil, nil, 0)
+	cmd.GetRolloutStep().Phase = deployv1.RolloutState_ROLLOUT_STATE_REVERTED
+	apply(t, f, l.add(cmd))
+	if svc, _ := f.Service("web"); svc.GetActiveRollout() != "web-2" {
+		t.Fatalf("active rollout = %q, want web-2", svc.GetActiveRollout())
 	}
 }
