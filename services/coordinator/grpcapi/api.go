@@ -125,8 +125,13 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		c = codes.NotFound
-	case errors.Is(err, state.ErrActiveRollout), errors.Is(err, state.ErrRolloutFinal):
+	case errors.Is(err, state.ErrActiveRollout), errors.Is(err, state.ErrRolloutFinal), errors.Is(err, state.ErrNoEarlierRelease),
+		errors.Is(err, errFailedPrecondition):
 		c = codes.FailedPrecondition
+	case errors.Is(err, errAlreadyExists):
+		c = codes.AlreadyExists
+	case errors.Is(err, raftnode.ErrTimeout):
+		c = codes.Unavailable
 	case errors.Is(err, state.ErrInvalid):
 		c = codes.InvalidArgument
 	case errors.Is(err, state.ErrUnsupportedVersion):
@@ -143,7 +148,14 @@ func toStatus(err error) error {
 	return status.Error(c, err.Error())
 }
 
-var errNoLeader = errors.New("grpcapi: no leader known")
+var (
+	errNoLeader = errors.New("grpcapi: no leader known")
+	// errFailedPrecondition: the cluster's state does not allow the request
+	// (transfer without another voter, removing the last voter).
+	errFailedPrecondition = errors.New("grpcapi: failed precondition")
+	// errAlreadyExists: the request would duplicate a member of the cluster.
+	errAlreadyExists = errors.New("grpcapi: already exists")
+)
 
 // leaderConn returns a connection to the leader's gRPC address, waiting up
 // to leaderWait for one to be known. It fails with errNoLeader when this

@@ -48,7 +48,7 @@ func startCluster(t *testing.T, n int) *tcluster {
 	t.Helper()
 	var trans []*raft.InmemTransport
 	for i := range n {
-		_, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("raft-%d", i)))
+		_, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("raft-%d:7000", i)))
 		trans = append(trans, tr)
 	}
 	for i := range trans {

@@ -3,6 +3,8 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -51,17 +53,22 @@ func (s *clusterServer) AddPeer(ctx context.Context, req *clusterv1.AddPeerReque
 	if req.GetId() == "" {
 		vs = append(vs, rpc.FieldViolation{Field: "id", Description: "is required"})
 	}
-	if req.GetRaftAddress() == "" {
-		vs = append(vs, rpc.FieldViolation{Field: "raft_address", Description: "is required (host:port)"})
-	}
+	vs = append(vs, addressViolations("raft_address", req.GetRaftAddress())...)
 	if len(vs) > 0 {
 		return nil, rpc.InvalidArgument("request", vs)
 	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.AddPeerResponse, error) {
+		st, err := s.a.raft.Status()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkAdd(st, req.GetId(), req.GetRaftAddress()); err != nil {
+			return nil, err
+		}
 		if err := s.a.raft.AddServer(ctx, raftnode.Server{ID: req.GetId(), Address: req.GetRaftAddress(), Voter: !req.GetNonVoter()}); err != nil {
 			return nil, err
 		}
-		st, err := s.a.raft.Status()
+		st, err = s.a.raft.Status()
 		if err != nil {
 			return nil, err
 		}
@@ -80,12 +87,8 @@ func (s *clusterServer) RemovePeer(ctx context.Context, req *clusterv1.RemovePee
 		if err != nil {
 			return nil, err
 		}
-		found := false
-		for _, p := range st.Servers {
-			found = found || p.ID == req.GetId()
-		}
-		if !found {
-			return nil, fmt.Errorf("peer %q: %w", req.GetId(), state.ErrNotFound)
+		if err := checkRemove(st, req.GetId()); err != nil {
+			return nil, err
 		}
 		if err := s.a.raft.RemoveServer(ctx, req.GetId()); err != nil {
 			return nil, err
@@ -101,6 +104,13 @@ func (s *clusterServer) RemovePeer(ctx context.Context, req *clusterv1.RemovePee
 
 func (s *clusterServer) TransferLeadership(ctx context.Context, req *clusterv1.TransferLeadershipRequest) (*clusterv1.TransferLeadershipResponse, error) {
 	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.TransferLeadershipResponse, error) {
+		st, err := s.a.raft.Status()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkTransfer(st, s.a.raft.ID(), req.GetId()); err != nil {
+			return nil, err
+		}
 		if err := s.a.raft.TransferLeadership(ctx, req.GetId()); err != nil {
 			return nil, err
 		}
@@ -171,13 +181,21 @@ func (s *internalServer) Join(ctx context.Context, req *statev1.JoinRequest) (*s
 	if p.GetId() == "" {
 		vs = append(vs, rpc.FieldViolation{Field: "peer.id", Description: "is required"})
 	}
-	if p.GetRaftAddress() == "" {
-		vs = append(vs, rpc.FieldViolation{Field: "peer.raft_address", Description: "is required"})
+	vs = append(vs, addressViolations("peer.raft_address", p.GetRaftAddress())...)
+	if p.GetGrpcAddress() != "" {
+		vs = append(vs, addressViolations("peer.grpc_address", p.GetGrpcAddress())...)
 	}
 	if len(vs) > 0 {
 		return nil, rpc.InvalidArgument("request", vs)
 	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*statev1.JoinResponse, error) {
+		st, err := s.a.raft.Status()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkAdd(st, p.GetId(), p.GetRaftAddress()); err != nil {
+			return nil, err
+		}
 		if err := s.a.raft.AddServer(ctx, raftnode.Server{ID: p.GetId(), Address: p.GetRaftAddress(), Voter: true}); err != nil {
 			return nil, err
 		}
@@ -200,4 +218,86 @@ func (s *internalServer) ApplyNoop(ctx context.Context, req *statev1.ApplyNoopRe
 	}, func(ctx context.Context, c *grpc.ClientConn) (*statev1.ApplyNoopResponse, error) {
 		return statev1.NewInternalServiceClient(c).ApplyNoop(ctx, req)
 	})
+}
+
+// addressViolations checks that addr is host:port with a port in 1-65535.
+func addressViolations(field, addr string) []rpc.FieldViolation {
+	if addr == "" {
+		return []rpc.FieldViolation{{Field: field, Description: "is required (host:port)"}}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return []rpc.FieldViolation{{Field: field, Description: fmt.Sprintf("%q is not host:port", addr)}}
+	}
+	var vs []rpc.FieldViolation
+	if host == "" {
+		vs = append(vs, rpc.FieldViolation{Field: field, Description: fmt.Sprintf("%q has no host", addr)})
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		vs = append(vs, rpc.FieldViolation{Field: field, Description: fmt.Sprintf("%q: port must be a number in 1-65535", addr)})
+	}
+	return vs
+}
+
+// checkAdd refuses to add id at addr when another server already uses addr
+// (raft would refuse the configuration). Re-adding a server as it is, or
+// under a new address, is allowed.
+func checkAdd(st raftnode.Status, id, addr string) error {
+	for _, s := range st.Servers {
+		if s.Address == addr && s.ID != id {
+			return fmt.Errorf("raft address %s is already used by peer %q: %w", addr, s.ID, errAlreadyExists)
+		}
+	}
+	return nil
+}
+
+// checkRemove refuses to remove an unknown peer or the last voter.
+func checkRemove(st raftnode.Status, id string) error {
+	var target *raftnode.Server
+	voters := 0
+	for i, s := range st.Servers {
+		if s.ID == id {
+			target = &st.Servers[i]
+		}
+		if s.Voter {
+			voters++
+		}
+	}
+	if target == nil {
+		return fmt.Errorf("peer %q: %w", id, state.ErrNotFound)
+	}
+	if target.Voter && voters == 1 {
+		return fmt.Errorf("peer %q is the last voter; removing it would leave no cluster: %w", id, errFailedPrecondition)
+	}
+	return nil
+}
+
+// checkTransfer refuses a leadership transfer raft cannot carry out: to an
+// unknown peer (NOT_FOUND), to self or a non-voter, or with no other voter.
+func checkTransfer(st raftnode.Status, self, to string) error {
+	others := 0
+	for _, s := range st.Servers {
+		if s.Voter && s.ID != self {
+			others++
+		}
+	}
+	if to == "" {
+		if others == 0 {
+			return fmt.Errorf("no other voter to transfer leadership to: %w", errFailedPrecondition)
+		}
+		return nil
+	}
+	if to == self {
+		return fmt.Errorf("peer %q is already the leader: %w", to, errFailedPrecondition)
+	}
+	for _, s := range st.Servers {
+		if s.ID != to {
+			continue
+		}
+		if !s.Voter {
+			return fmt.Errorf("peer %q is a non-voter and cannot lead: %w", to, errFailedPrecondition)
+		}
+		return nil
+	}
+	return fmt.Errorf("transfer leadership to peer %q: %w", to, state.ErrNotFound)
 }

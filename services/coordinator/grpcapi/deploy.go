@@ -153,6 +153,9 @@ func (s *deployServer) AbortRollout(ctx context.Context, req *deployv1.AbortRoll
 }
 
 func (s *deployServer) GetRollout(ctx context.Context, req *deployv1.GetRolloutRequest) (*deployv1.GetRolloutResponse, error) {
+	if req.GetId() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
+	}
 	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.GetRolloutResponse, error) {
 		r, err := s.a.fsm.Rollout(req.GetId())
 		if err != nil {
@@ -180,6 +183,9 @@ func (s *deployServer) ListRollouts(ctx context.Context, req *deployv1.ListRollo
 }
 
 func (s *deployServer) GetService(ctx context.Context, req *deployv1.GetServiceRequest) (*deployv1.GetServiceResponse, error) {
+	if req.GetName() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "name", Description: "is required"}})
+	}
 	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.GetServiceResponse, error) {
 		svc, err := s.a.fsm.Service(req.GetName())
 		if err != nil {
@@ -200,6 +206,9 @@ func (s *deployServer) ListServices(ctx context.Context, req *deployv1.ListServi
 }
 
 func (s *deployServer) ListReleases(ctx context.Context, req *deployv1.ListReleasesRequest) (*deployv1.ListReleasesResponse, error) {
+	if req.GetService() == "" {
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "service", Description: "is required"}})
+	}
 	if req.GetLimit() < 0 {
 		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "limit", Description: "must not be negative"}})
 	}
@@ -218,6 +227,9 @@ func (s *deployServer) ListReleases(ctx context.Context, req *deployv1.ListRelea
 // recorded event after from_index, then new ones as they are applied, until
 // the rollout is final and every event was sent.
 func (s *deployServer) WatchRollout(req *deployv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[deployv1.WatchRolloutResponse]) error {
+	if req.GetId() == "" {
+		return rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
+	}
 	ctx := stream.Context()
 	from := req.GetFromIndex()
 	// A follower may not have applied a rollout the leader just created:

@@ -31,6 +31,10 @@ import (
 // retry with the same request_id).
 var ErrNotLeader = errors.New("raftnode: not the leader")
 
+// ErrTimeout: raft could not take the operation in time (no quorum, or a
+// leader overloaded); the operation was not committed and may be retried.
+var ErrTimeout = errors.New("raftnode: timed out")
+
 // defaultApplyTimeout bounds an Apply whose context has no deadline.
 const defaultApplyTimeout = 10 * time.Second
 
@@ -251,6 +255,9 @@ func timeout(ctx context.Context) time.Duration {
 func notLeader(err error) error {
 	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown) {
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	if errors.Is(err, raft.ErrEnqueueTimeout) {
+		return fmt.Errorf("%w: %v", ErrTimeout, err)
 	}
 	return err
 }

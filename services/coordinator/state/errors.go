@@ -13,6 +13,9 @@ var (
 	// ErrRolloutFinal: the rollout has reached a final state and takes no
 	// more commands.
 	ErrRolloutFinal = errors.New("state: rollout is in a final state")
+	// ErrNoEarlierRelease: a rollback without a target was asked of a
+	// service that has a single release.
+	ErrNoEarlierRelease = errors.New("state: no earlier release to roll back to")
 	// ErrInvalid: the entry is malformed (a bug in the caller: the API
 	// validates before proposing).
 	ErrInvalid = errors.New("state: invalid entry")

@@ -253,7 +253,7 @@ func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1
 	target := op.GetToRelease()
 	if target == 0 {
 		if latest < 2 {
-			return fmt.Errorf("rollback %s: release %d is its only release, nothing earlier to return to: %w", op.GetService(), latest, ErrInvalid)
+			return fmt.Errorf("rollback %s: release %d is its only release: %w", op.GetService(), latest, ErrNoEarlierRelease)
 		}
 		target = latest - 1
 	}

@@ -349,8 +349,8 @@ func TestRollbackCopiesEarlierSpec(t *testing.T) {
 	}
 	g := state.New()
 	apply(t, g, l.add(deploy(spec("solo", "slipway/demo:v1"), "s1", false)))
-	if err := applyErr(g, l.add(rollback("solo", 0, "s2", true))); !errors.Is(err, state.ErrInvalid) {
-		t.Errorf("rollback of a single release: err = %v, want ErrInvalid", err)
+	if err := applyErr(g, l.add(rollback("solo", 0, "s2", true))); !errors.Is(err, state.ErrNoEarlierRelease) {
+		t.Errorf("rollback of a single release: err = %v, want ErrNoEarlierRelease", err)
 	}
 }
 
