@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -210,8 +211,7 @@ func onLeader[Resp any](ctx context.Context, a *API, local func(context.Context)
 			return zero, toStatus(err)
 		}
 		if conn != nil {
-			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, a.raft.ID())
-			resp, err := forward(fctx, conn)
+			resp, err := forward(forwardContext(ctx, a.raft.ID()), conn)
 			return resp, err // already a status from the leader
 		}
 	}
@@ -220,6 +220,31 @@ func onLeader[Resp any](ctx context.Context, a *API, local func(context.Context)
 		return zero, toStatus(err)
 	}
 	return resp, nil
+}
+
+// hopByHop are request headers that describe one connection or call, not
+// the caller's request, so they are not copied onto a forwarded call.
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true,
+	"upgrade": true, "te": true, "host": true, "content-type": true, "user-agent": true,
+	"content-length": true, "proxy-authenticate": true, "proxy-authorization": true, "trailer": true,
+}
+
+// forwardContext is ctx (deadline and cancellation included) with the
+// caller's metadata as outgoing metadata, minus hop-by-hop headers, pseudo
+// headers and keys reserved by gRPC, plus the forwarded marker naming self.
+func forwardContext(ctx context.Context, self string) context.Context {
+	in, _ := metadata.FromIncomingContext(ctx)
+	out := metadata.MD{}
+	for k, vs := range in {
+		k = strings.ToLower(k)
+		if hopByHop[k] || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == forwardedKey {
+			continue
+		}
+		out[k] = append(out[k], vs...)
+	}
+	out.Set(forwardedKey, self)
+	return metadata.NewOutgoingContext(ctx, out)
 }
 
 // apply commits cmd and returns the FSM response as type T.
