@@ -276,13 +276,13 @@ func PeerList(w io.Writer, ps []*clusterv1.Peer) error { return peerTable(w, ps)
 
 func peerTable(w io.Writer, ps []*clusterv1.Peer) error {
 	tw := table(w)
-	row(tw, "ID", "RAFT ADDRESS", "ROLE", "VOTER")
+	row(tw, "ID", "RAFT ADDRESS", "GRPC ADDRESS", "ROLE", "VOTER")
 	for _, p := range ps {
 		role := strings.ToLower(strings.TrimPrefix(p.GetRole().String(), "PEER_ROLE_"))
 		if p.GetRole() == clusterv1.PeerRole_PEER_ROLE_UNSPECIFIED {
 			role = "unknown"
 		}
-		row(tw, p.GetId(), p.GetRaftAddress(), role, strconv.FormatBool(p.GetVoter()))
+		row(tw, p.GetId(), p.GetRaftAddress(), orDash(p.GetGrpcAddress()), role, strconv.FormatBool(p.GetVoter()))
 	}
 	return tw.Flush()
 }

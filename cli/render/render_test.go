@@ -116,7 +116,7 @@ func TestPeers(t *testing.T) {
 	var b bytes.Buffer
 	err := Peers(&b, &clusterv1.ListPeersResponse{
 		Peers: []*clusterv1.Peer{
-			{Id: "c1", RaftAddress: "127.0.0.1:7401", Role: clusterv1.PeerRole_PEER_ROLE_LEADER, Voter: true},
+			{Id: "c1", RaftAddress: "127.0.0.1:7401", GrpcAddress: "127.0.0.1:7400", Role: clusterv1.PeerRole_PEER_ROLE_LEADER, Voter: true},
 			{Id: "c2", RaftAddress: "127.0.0.1:7411", Role: clusterv1.PeerRole_PEER_ROLE_NONVOTER},
 		},
 		LeaderId: "c1", Term: 2, CommitIndex: 10, AppliedIndex: 9,
@@ -125,9 +125,9 @@ func TestPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"ID  RAFT ADDRESS    ROLE      VOTER",
-		"c1  127.0.0.1:7401  leader    true",
-		"c2  127.0.0.1:7411  nonvoter  false",
+		"ID  RAFT ADDRESS    GRPC ADDRESS    ROLE      VOTER",
+		"c1  127.0.0.1:7401  127.0.0.1:7400  leader    true",
+		"c2  127.0.0.1:7411  -               nonvoter  false",
 		"",
 		"leader c1, term 2, commit index 10, applied index 9",
 	}

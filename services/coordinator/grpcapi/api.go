@@ -48,6 +48,10 @@ var _ Raft = (*raftnode.Node)(nil)
 // lost leadership meanwhile answers UNAVAILABLE instead of forwarding again.
 const forwardedKey = "x-slipway-forwarded"
 
+// registerRetry is the least time between a follower's attempts to register
+// its addresses with the leader.
+const registerRetry = 2 * time.Second
+
 // leaderWait is how long a follower waits for a leader (and its gRPC
 // address) to be known before answering UNAVAILABLE.
 const leaderWait = 5 * time.Second
@@ -59,8 +63,9 @@ type API struct {
 	grpcAddr string
 	logger   *slog.Logger
 
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu         sync.Mutex
+	conns      map[string]*grpc.ClientConn
+	registered time.Time // last registration attempt of a follower
 }
 
 // New returns the API of the node r applying to fsm; grpcAddr is this node's
@@ -94,15 +99,38 @@ func (a *API) Self() *statev1.PeerAddress {
 	return &statev1.PeerAddress{Id: a.raft.ID(), RaftAddress: a.raft.Addr(), GrpcAddress: a.grpcAddr}
 }
 
-// RegisterSelf records this node's addresses in the replicated state when it
-// leads and they are missing or stale there, so that followers can forward
-// writes to it. It does nothing on a follower.
+// RegisterSelf records this node's addresses in the replicated state when
+// they are missing or stale there: directly on the leader (so that followers
+// can forward writes to it), through the leader's InternalService.Join on a
+// follower (so that ListPeers shows every peer's gRPC address). A follower
+// tries at most every registerRetry.
 func (a *API) RegisterSelf(ctx context.Context) error {
-	if !a.raft.IsLeader() {
-		return nil
-	}
 	self := a.Self()
 	if p, ok := a.fsm.Peer(self.GetId()); ok && p.GetGrpcAddress() == self.GetGrpcAddress() && p.GetRaftAddress() == self.GetRaftAddress() {
+		return nil
+	}
+	if !a.raft.IsLeader() {
+		if id, _ := a.raft.Leader(); id == "" {
+			return nil
+		}
+		a.mu.Lock()
+		wait := time.Until(a.registered.Add(registerRetry))
+		if wait <= 0 {
+			a.registered = time.Now()
+		}
+		a.mu.Unlock()
+		if wait > 0 {
+			return nil
+		}
+		jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		conn, err := a.leaderConn(jctx)
+		if err != nil || conn == nil {
+			return fmt.Errorf("grpcapi: register %s with the leader: %w", self.GetId(), errors.Join(err, errNoLeader))
+		}
+		if _, err := statev1.NewInternalServiceClient(conn).Join(forwardContext(jctx, self.GetId()), &statev1.JoinRequest{Peer: self}); err != nil {
+			return fmt.Errorf("grpcapi: register %s with the leader: %w", self.GetId(), err)
+		}
 		return nil
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -337,6 +337,37 @@ func TestClusterService(t *testing.T) {
 	if len(peers.GetPeers()) != 3 || leaders != 1 || peers.GetLeaderId() != leader.id || peers.GetTerm() == 0 {
 		t.Errorf("peers = %v", peers)
 	}
+	// Followers register their gRPC addresses through the leader; ListPeers
+	// then shows every peer's, on any node.
+	byID := map[string]*tnode{}
+	for _, n := range c.nodes {
+		byID[n.id] = n
+		if err := n.api.RegisterSelf(ctx); err != nil {
+			t.Fatalf("register %s: %v", n.id, err)
+		}
+	}
+	for {
+		changed := fn.fsm.Changed()
+		peers, err = f.ListPeers(ctx, &clusterv1.ListPeersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := len(peers.GetPeers()) == 3
+		for _, p := range peers.GetPeers() {
+			ok = ok && p.GetGrpcAddress() == byID[p.GetId()].addr
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("peers never showed every gRPC address: %v", peers)
+		case <-changed:
+		}
+	}
+	if st, _ := leader.node.Status(); len(st.Servers) != 3 {
+		t.Errorf("registration changed the configuration: %v", st.Servers)
+	}
 	gl, err := f.GetLeader(ctx, &clusterv1.GetLeaderRequest{})
 	if err != nil || gl.GetLeaderId() != leader.id || gl.GetGrpcAddress() != leader.addr || gl.GetSelfId() != fn.id {
 		t.Errorf("get leader = %v, %v; want %s at %s", gl, err, leader.id, leader.addr)

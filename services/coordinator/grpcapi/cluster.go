@@ -25,7 +25,9 @@ func registerCluster(s *rpc.Server, a *API) {
 	clusterv1.RegisterClusterServiceServer(s, &clusterServer{a: a})
 }
 
-func peers(st raftnode.Status) []*clusterv1.Peer {
+// peers is the raft configuration st with each peer's gRPC address from the
+// replicated peer records of fsm.
+func peers(st raftnode.Status, fsm *state.FSM) []*clusterv1.Peer {
 	out := make([]*clusterv1.Peer, 0, len(st.Servers))
 	for _, s := range st.Servers {
 		role := clusterv1.PeerRole_PEER_ROLE_FOLLOWER
@@ -35,7 +37,11 @@ func peers(st raftnode.Status) []*clusterv1.Peer {
 		case !s.Voter:
 			role = clusterv1.PeerRole_PEER_ROLE_NONVOTER
 		}
-		out = append(out, &clusterv1.Peer{Id: s.ID, RaftAddress: s.Address, Role: role, Voter: s.Voter})
+		p := &clusterv1.Peer{Id: s.ID, RaftAddress: s.Address, Role: role, Voter: s.Voter}
+		if rec, ok := fsm.Peer(s.ID); ok {
+			p.GrpcAddress = rec.GetGrpcAddress()
+		}
+		out = append(out, p)
 	}
 	return out
 }
@@ -45,7 +51,7 @@ func (s *clusterServer) ListPeers(ctx context.Context, req *clusterv1.ListPeersR
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &clusterv1.ListPeersResponse{Peers: peers(st), LeaderId: st.LeaderID, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}, nil
+	return &clusterv1.ListPeersResponse{Peers: peers(st, s.a.fsm), LeaderId: st.LeaderID, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}, nil
 }
 
 func (s *clusterServer) AddPeer(ctx context.Context, req *clusterv1.AddPeerRequest) (*clusterv1.AddPeerResponse, error) {
@@ -72,7 +78,7 @@ func (s *clusterServer) AddPeer(ctx context.Context, req *clusterv1.AddPeerReque
 		if err != nil {
 			return nil, err
 		}
-		return &clusterv1.AddPeerResponse{Peers: peers(st)}, nil
+		return &clusterv1.AddPeerResponse{Peers: peers(st, s.a.fsm)}, nil
 	}, func(ctx context.Context, c *grpc.ClientConn) (*clusterv1.AddPeerResponse, error) {
 		return clusterv1.NewClusterServiceClient(c).AddPeer(ctx, req)
 	})
@@ -96,7 +102,7 @@ func (s *clusterServer) RemovePeer(ctx context.Context, req *clusterv1.RemovePee
 		if st, err = s.a.raft.Status(); err != nil {
 			return nil, err
 		}
-		return &clusterv1.RemovePeerResponse{Peers: peers(st)}, nil
+		return &clusterv1.RemovePeerResponse{Peers: peers(st, s.a.fsm)}, nil
 	}, func(ctx context.Context, c *grpc.ClientConn) (*clusterv1.RemovePeerResponse, error) {
 		return clusterv1.NewClusterServiceClient(c).RemovePeer(ctx, req)
 	})
@@ -196,8 +202,19 @@ func (s *internalServer) Join(ctx context.Context, req *statev1.JoinRequest) (*s
 		if err := checkAdd(st, p.GetId(), p.GetRaftAddress()); err != nil {
 			return nil, err
 		}
-		if err := s.a.raft.AddServer(ctx, raftnode.Server{ID: p.GetId(), Address: p.GetRaftAddress(), Voter: true}); err != nil {
-			return nil, err
+		// A member (re)registering its addresses keeps its suffrage; the
+		// configuration only changes when it is new or moved.
+		srv, known := raftnode.Server{ID: p.GetId(), Address: p.GetRaftAddress(), Voter: true}, false
+		for _, m := range st.Servers {
+			if m.ID == p.GetId() {
+				known = m.Address == p.GetRaftAddress()
+				srv.Voter = m.Voter
+			}
+		}
+		if !known {
+			if err := s.a.raft.AddServer(ctx, srv); err != nil {
+				return nil, err
+			}
 		}
 		if _, err := s.a.raft.Apply(ctx, &statev1.Command{Op: &statev1.Command_RegisterPeer{RegisterPeer: &statev1.RegisterPeerOp{Peer: p}}}); err != nil {
 			return nil, err

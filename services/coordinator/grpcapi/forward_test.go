@@ -56,13 +56,14 @@ func TestForwardKeepsCallerMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
+		changed := fn.fsm.Changed()
 		if p, _ := fn.fsm.Peer(leader.id); p.GetGrpcAddress() == lis.Addr().String() {
 			break
 		}
 		select {
 		case <-ctx.Done():
 			t.Fatal("follower never applied the leader's new address")
-		case <-fn.fsm.Changed():
+		case <-changed:
 		}
 	}
 

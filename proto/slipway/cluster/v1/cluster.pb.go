@@ -142,7 +142,10 @@ type Peer struct {
 	// role is the peer's role.
 	Role PeerRole `protobuf:"varint,3,opt,name=role,proto3,enum=slipway.cluster.v1.PeerRole" json:"role,omitempty"`
 	// voter is true for voters.
-	Voter         bool `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Voter bool `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	// grpc_address is the peer's advertised gRPC address (host:port) as
+	// recorded in the replicated state, empty until the peer registered it.
+	GrpcAddress   string `protobuf:"bytes,5,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -203,6 +206,13 @@ func (x *Peer) GetVoter() bool {
 		return x.Voter
 	}
 	return false
+}
+
+func (x *Peer) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
 }
 
 // ListPeersRequest lists raft peers.
@@ -1044,12 +1054,13 @@ var File_slipway_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_slipway_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	" slipway/cluster/v1/cluster.proto\x12\x12slipway.cluster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n" +
+	" slipway/cluster/v1/cluster.proto\x12\x12slipway.cluster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x120\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x1c.slipway.cluster.v1.PeerRoleR\x04role\x12\x14\n" +
-	"\x05voter\x18\x04 \x01(\bR\x05voter\"\x12\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\x12!\n" +
+	"\fgrpc_address\x18\x05 \x01(\tR\vgrpcAddress\"\x12\n" +
 	"\x10ListPeersRequest\"\xbc\x01\n" +
 	"\x11ListPeersResponse\x12.\n" +
 	"\x05peers\x18\x01 \x03(\v2\x18.slipway.cluster.v1.PeerR\x05peers\x12\x1b\n" +
