@@ -1,0 +1,447 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"slipway.dev/coordinator/server"
+	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+// seq makes node, edge and service names unique within the test binary; the
+// process id makes them unique across binaries running at the same time.
+var seq atomic.Int64
+
+func unique(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid()%100000, seq.Add(1))
+}
+
+// demoVersions are the demo images the tests deploy.
+var demoVersions = []string{"v1", "v2", "v3", "v4"}
+
+// requireDocker skips when no Docker Engine answers and builds the demo
+// images with scripts/demo-images.sh when any is missing.
+func requireDocker(t *testing.T) {
+	t.Helper()
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		t.Skipf("Docker Engine not answering (docker info: %v)", err)
+	}
+	for _, v := range demoVersions {
+		if exec.Command("docker", "image", "inspect", "slipway/demo:"+v).Run() == nil {
+			continue
+		}
+		cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(t), "scripts", "demo-images.sh"))
+		cmd.Dir = testenv.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("scripts/demo-images.sh: %v\n%s", err, out)
+		}
+		return
+	}
+}
+
+// removeContainers removes every container of a node (label
+// slipway.node=<id>), whatever state the test left them in.
+func removeContainers(t *testing.T, node string) {
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=slipway.node="+node).Output()
+	if err != nil {
+		t.Logf("cleanup: list containers of %s: %v", node, err)
+		return
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return
+	}
+	if out, err := exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
+		t.Logf("cleanup: docker rm %v: %v\n%s", ids, err, out)
+	}
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// proc is a child process whose output goes to a log file shown on failure.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
+}
+
+// startProc starts bin in its own process group; stop sends SIGTERM, then
+// SIGKILL to the group after 15s.
+func startProc(t *testing.T, name, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, logPath: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.exited) }()
+	return p
+}
+
+func (p *proc) stop(t *testing.T) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		t.Logf("%s did not exit on SIGTERM; killing its process group", p.name)
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	}
+	if t.Failed() {
+		b, _ := os.ReadFile(p.logPath)
+		t.Logf("%s log:\n%s", p.name, tail(b, 6000))
+	}
+}
+
+// edge is a running slipway-edge.
+type edge struct {
+	id, httpAddr string
+}
+
+// startEdge runs a real slipway-edge in mode (proxy or nginx).
+func startEdge(t *testing.T, consulAddr, mode string) *edge {
+	t.Helper()
+	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
+	ed := &edge{id: unique("edge-" + mode), httpAddr: testenv.FreeAddr(t)}
+	dir := t.TempDir()
+	args := []string{"-id", ed.id, "-consul-addr", consulAddr, "-mode", mode, "-http-addr", ed.httpAddr,
+		"-grpc-addr", testenv.FreeAddr(t), "-session-ttl", "10s"}
+	if mode == "nginx" {
+		args = append(args, "-nginx-dir", dir, "-nginx-control-addr", testenv.FreeAddr(t), "-nginx-worker-shutdown-timeout", "5s")
+	}
+	p := startProc(t, ed.id, bin, args...)
+	t.Cleanup(func() {
+		p.stop(t)
+		// Safety net: an nginx master left behind is killed with its group.
+		if b, err := os.ReadFile(filepath.Join(dir, "nginx.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return ed
+}
+
+// ack returns the edge's acknowledgement from Consul KV, nil when absent.
+func (ed *edge) ack(t *testing.T, c *api.Client) *edgev1.EdgeAck {
+	kv, _, err := c.KV().Get(catalog.EdgeKey(ed.id), nil)
+	if err != nil || kv == nil {
+		return nil
+	}
+	a := &edgev1.EdgeAck{}
+	if err := protojson.Unmarshal(kv.Value, a); err != nil {
+		t.Fatalf("edge ack is not protojson: %v", err)
+	}
+	return a
+}
+
+// startAgent runs a real node agent with the Docker driver. Its containers
+// are removed by label when the test ends, also on failure.
+func startAgent(t *testing.T, consulAddr string) string {
+	t.Helper()
+	bin := testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent")
+	node, addr := unique("node"), testenv.FreeAddr(t)
+	// Registered first so that it runs last, after the agent stopped.
+	t.Cleanup(func() { removeContainers(t, node) })
+	p := startProc(t, node, bin, "-node-id", node, "-grpc-addr", addr, "-consul-addr", consulAddr, "-driver", "docker",
+		"-data-dir", t.TempDir(), "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
+	t.Cleanup(func() {
+		// An empty desired set under a token no leader reaches stops the
+		// instances through the agent (deregistered, drained), then the
+		// agent stops.
+		if conn, err := rpc.Dial(addr); err == nil {
+			cl := agentv1.NewNodeAgentServiceClient(conn)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
+				t.Logf("cleanup: empty sync: %v", err)
+			}
+			for ctx.Err() == nil {
+				st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
+				if err == nil && len(st.GetAllocations()) == 0 {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			cancel()
+			conn.Close()
+		}
+		p.stop(t)
+	})
+	return node
+}
+
+// syncWriter serialises writes to a buffer shared by goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// startCoordinator runs a real single-node coordinator in-process with its
+// engine on and returns a DeployService client once it serves.
+func startCoordinator(t *testing.T, consulAddr string) deployv1.DeployServiceClient {
+	t.Helper()
+	logs := &syncWriter{}
+	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
+		Bootstrap: true, Engine: true, ConsulAddr: consulAddr, EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx, cfg) }()
+	conn, err := rpc.Dial(cfg.GRPCAddr)
+	if err != nil {
+		cancel()
+		<-done
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+		if t.Failed() {
+			logs.mu.Lock()
+			t.Logf("coordinator log:\n%s", tail(logs.w.Bytes(), 12000))
+			logs.mu.Unlock()
+		}
+	})
+	cl := deployv1.NewDeployServiceClient(conn)
+	poll(t, 30*time.Second, "coordinator serving", func() string {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		defer ccancel()
+		if _, err := cl.ListServices(cctx, &deployv1.ListServicesRequest{}); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	return cl
+}
+
+// poll calls cond every 50ms until it returns "" and fails the test with
+// cond's last answer when d passes first.
+func poll(t *testing.T, d time.Duration, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached after %s: %s", what, d, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sample is one request of the load: when it was sent and what answered.
+type sample struct {
+	sent    time.Time
+	version string
+}
+
+// traffic sends requests at a steady rate over keep-alive connections
+// through the edge and records every answer with the time it was sent, so
+// that a window holds exactly the requests sent inside it.
+type traffic struct {
+	mu                    sync.Mutex
+	samples               []sample
+	ok, non2xx, transport int
+	byVersion             map[string]int
+	errors                []string
+	cancel                context.CancelFunc
+	wg                    sync.WaitGroup
+	stopOnce              sync.Once
+}
+
+// startTraffic starts conns workers sending rate requests/s in total to
+// the edge with the given Host header.
+func startTraffic(edgeAddr, host string, conns, rate int) *traffic {
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &traffic{byVersion: map[string]int{}, cancel: cancel}
+	interval := time.Duration(float64(time.Second) * float64(conns) / float64(rate))
+	for range conns {
+		tr.wg.Go(func() {
+			transport := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1,
+				DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
+			defer transport.CloseIdleConnections()
+			client := &http.Client{Transport: transport, Timeout: 5 * time.Second}
+			tick := time.NewTicker(interval)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				tr.record(do(client, edgeAddr, host, nil))
+			}
+		})
+	}
+	return tr
+}
+
+// result is one request's outcome.
+type result struct {
+	sent    time.Time
+	status  int
+	version string
+	err     error
+}
+
+func do(client *http.Client, edgeAddr, host string, hdr map[string]string) result {
+	r := result{sent: time.Now()}
+	req, err := http.NewRequest(http.MethodGet, "http://"+edgeAddr+"/", nil)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	req.Host = host
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		r.err = fmt.Errorf("read body: %w", err)
+		return r
+	}
+	r.status, r.version = resp.StatusCode, resp.Header.Get("X-Slipway-Version")
+	return r
+}
+
+// record counts an outcome; only 2xx answers become samples.
+func (tr *traffic) record(r result) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	switch {
+	case r.err != nil:
+		tr.transport++
+		if len(tr.errors) < 10 {
+			tr.errors = append(tr.errors, r.sent.Format("15:04:05.000")+" "+r.err.Error())
+		}
+	case r.status < 200 || r.status > 299:
+		tr.non2xx++
+		if len(tr.errors) < 10 {
+			tr.errors = append(tr.errors, fmt.Sprintf("%s status %d", r.sent.Format("15:04:05.000"), r.status))
+		}
+	default:
+		tr.ok++
+		tr.byVersion[r.version]++
+		tr.samples = append(tr.samples, sample{sent: r.sent, version: r.version})
+	}
+}
+
+// since counts the 2xx answers per version of requests sent at or after
+// from.
+func (tr *traffic) since(from time.Time) (map[string]int, int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	// Samples are appended as answers arrive, not quite in send order.
+	out, n := map[string]int{}, 0
+	for _, s := range tr.samples {
+		if !s.sent.Before(from) {
+			out[s.version]++
+			n++
+		}
+	}
+	return out, n
+}
+
+// failures returns the failure counts so far and the first errors.
+func (tr *traffic) failures() (int, int, []string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.non2xx, tr.transport, append([]string(nil), tr.errors...)
+}
+
+// summary describes the counts so far.
+func (tr *traffic) summary() string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	vs := make([]string, 0, len(tr.byVersion))
+	for v, n := range tr.byVersion {
+		vs = append(vs, fmt.Sprintf("%s=%d", v, n))
+	}
+	sort.Strings(vs)
+	return fmt.Sprintf("requests=%d ok=%d non2xx=%d transport_errors=%d by_version{%s}",
+		tr.ok+tr.non2xx+tr.transport, tr.ok, tr.non2xx, tr.transport, strings.Join(vs, " "))
+}
+
+// stop ends the load and waits for the requests in flight; it may be
+// called more than once.
+func (tr *traffic) stop() {
+	tr.stopOnce.Do(func() {
+		tr.cancel()
+		tr.wg.Wait()
+	})
+}
+
+// probe sends n requests with extra headers on a fresh client, counts their
+// failures with the load's (they are not samples of the load) and returns
+// the answers per version.
+func (tr *traffic) probe(edgeAddr, host string, hdr map[string]string, n int) map[string]int {
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	out := map[string]int{}
+	for range n {
+		r := do(client, edgeAddr, host, hdr)
+		if r.err != nil || r.status < 200 || r.status > 299 {
+			tr.record(r)
+			continue
+		}
+		tr.mu.Lock()
+		tr.ok++
+		tr.mu.Unlock()
+		out[r.version]++
+	}
+	return out
+}
