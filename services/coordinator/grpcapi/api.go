@@ -31,6 +31,9 @@ type Raft interface {
 	ID() string
 	Addr() string
 	HadState() bool
+	BootIndex() uint64
+	AppliedIndex() uint64
+	CaughtUp() bool
 	IsLeader() bool
 	Leader() (id, addr string)
 	Apply(ctx context.Context, cmd *statev1.Command) (any, error)
@@ -141,6 +144,49 @@ func (a *API) RegisterSelf(ctx context.Context) error {
 	return nil
 }
 
+// catchUpWait bounds the wait for the log replay of a local read whose
+// context has no deadline.
+const catchUpWait = 10 * time.Second
+
+// errCatchingUp: the node is still replaying its raft log after a restart.
+var errCatchingUp = errors.New("grpcapi: still replaying the raft log")
+
+// awaitCaughtUp returns once this node has replayed the log it had at start
+// (see raftnode.Node.CaughtUp), so that a local read does not miss state it
+// had before a restart. It waits until shortly before ctx's deadline
+// (catchUpWait without one) and then fails with errCatchingUp.
+func (a *API) awaitCaughtUp(ctx context.Context) error {
+	if a.raft.CaughtUp() {
+		return nil
+	}
+	// Give up a little before the caller's deadline, so that it gets the
+	// reason rather than DEADLINE_EXCEEDED.
+	until := time.Now().Add(catchUpWait)
+	if dl, ok := ctx.Deadline(); ok {
+		until = dl.Add(-min(time.Until(dl)/10, 200*time.Millisecond))
+	}
+	wctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		changed := a.fsm.Changed()
+		if a.raft.CaughtUp() {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s has applied index %d of the %d it had at start; retry: %w",
+				a.raft.ID(), a.raft.AppliedIndex(), a.raft.BootIndex(), errCatchingUp)
+		case <-changed:
+		case <-tick.C: // the leader's commit index moves without a change here
+		}
+	}
+}
+
 // toStatus maps domain and raft errors to gRPC status codes. It is the only
 // place that does.
 func toStatus(err error) error {
@@ -165,7 +211,7 @@ func toStatus(err error) error {
 		c = codes.InvalidArgument
 	case errors.Is(err, state.ErrUnsupportedVersion):
 		c = codes.FailedPrecondition
-	case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, errNoLeader):
+	case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, errNoLeader), errors.Is(err, errCatchingUp):
 		c = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		c = codes.DeadlineExceeded

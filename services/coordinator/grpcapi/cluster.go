@@ -146,6 +146,9 @@ func (s *clusterServer) GetLeader(ctx context.Context, req *clusterv1.GetLeaderR
 }
 
 func (s *clusterServer) ListNodes(ctx context.Context, req *clusterv1.ListNodesRequest) (*clusterv1.ListNodesResponse, error) {
+	if err := s.a.awaitCaughtUp(ctx); err != nil {
+		return nil, toStatus(err)
+	}
 	return &clusterv1.ListNodesResponse{Nodes: s.a.fsm.Nodes()}, nil
 }
 

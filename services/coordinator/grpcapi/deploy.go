@@ -34,6 +34,10 @@ func registerDeploy(s *rpc.Server, a *API) {
 // leadership when c is READ_CONSISTENCY_LEADER.
 func read[Resp any](ctx context.Context, a *API, c deployv1.ReadConsistency, local func() (Resp, error), forward func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
 	if c != deployv1.ReadConsistency_READ_CONSISTENCY_LEADER {
+		if err := a.awaitCaughtUp(ctx); err != nil {
+			var zero Resp
+			return zero, toStatus(err)
+		}
 		resp, err := local()
 		return resp, toStatus(err)
 	}
@@ -231,6 +235,9 @@ func (s *deployServer) WatchRollout(req *deployv1.WatchRolloutRequest, stream gr
 		return rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
 	}
 	ctx := stream.Context()
+	if err := s.a.awaitCaughtUp(ctx); err != nil {
+		return toStatus(err)
+	}
 	from := req.GetFromIndex()
 	// A follower may not have applied a rollout the leader just created:
 	// give it a moment before answering NOT_FOUND.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -92,6 +93,11 @@ type Node struct {
 	raft      *raft.Raft
 	fsm       *state.FSM
 	hasState  bool
+	logs      raft.LogStore
+	bootIndex uint64 // highest index on disk at start
+	bootCmd   uint64 // index of the last command entry in the log at start
+	bootTerm  uint64 // its term
+	caughtUp  atomic.Bool
 	closers   []io.Closer
 	transport raft.Transport
 	applies   *prometheus.CounterVec
@@ -174,6 +180,15 @@ func New(cfg Config, fsm *state.FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: inspect state: %w", err)
 	}
 	n.hasState = has
+	n.logs = logs
+	if n.bootIndex, err = lastIndexAtBoot(logs, snaps); err != nil {
+		n.closeAll()
+		return nil, fmt.Errorf("raftnode: inspect state: %w", err)
+	}
+	if n.bootCmd, n.bootTerm, err = lastCommand(logs, n.bootIndex); err != nil {
+		n.closeAll()
+		return nil, fmt.Errorf("raftnode: inspect state: %w", err)
+	}
 	r, err := raft.NewRaft(rc, fsm, logs, stable, snaps, trans)
 	if err != nil {
 		n.closeAll()
@@ -218,6 +233,82 @@ func (n *Node) Addr() string { return n.addr }
 // HadState reports whether the node found raft state on disk at start (it
 // was bootstrapped or joined before).
 func (n *Node) HadState() bool { return n.hasState }
+
+// lastIndexAtBoot is the highest raft index found on disk: the last log
+// entry or the latest snapshot, whichever is higher.
+func lastIndexAtBoot(logs raft.LogStore, snaps raft.SnapshotStore) (uint64, error) {
+	idx, err := logs.LastIndex()
+	if err != nil {
+		return 0, fmt.Errorf("last log index: %w", err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return 0, fmt.Errorf("list snapshots: %w", err)
+	}
+	for _, m := range metas {
+		idx = max(idx, m.Index)
+	}
+	return idx, nil
+}
+
+// lastCommand returns the index and term of the last command entry at or
+// below from in logs; zero when there is none (the snapshot, restored
+// before raft starts, holds everything).
+func lastCommand(logs raft.LogStore, from uint64) (index, term uint64, err error) {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return 0, 0, fmt.Errorf("first log index: %w", err)
+	}
+	for i := from; i >= first && i > 0; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				return 0, 0, nil // compacted meanwhile: covered by a snapshot
+			}
+			return 0, 0, fmt.Errorf("read log %d: %w", i, err)
+		}
+		if l.Type == raft.LogCommand {
+			return i, l.Term, nil
+		}
+	}
+	return 0, 0, nil
+}
+
+// BootIndex is the highest raft index this node had on disk when it started
+// (zero for a new node).
+func (n *Node) BootIndex() uint64 { return n.bootIndex }
+
+// AppliedIndex is the index of the last command entry the FSM applied.
+func (n *Node) AppliedIndex() uint64 { return n.fsm.LastIndex() }
+
+// CaughtUp reports whether the FSM has replayed the state this node had
+// before a restart, so that local reads see everything it had: the FSM has
+// applied the last command entry of the log found at start. When that entry
+// was never committed and a leader replaced it, the target becomes the last
+// command entry raft has handed to the FSM since. Once true it stays true.
+func (n *Node) CaughtUp() bool {
+	if n.caughtUp.Load() {
+		return true
+	}
+	ok := n.fsm.LastIndex() >= n.bootCmd
+	if !ok {
+		// raft has handed the FSM everything up to AppliedIndex, in order.
+		if dispatched := n.raft.AppliedIndex(); dispatched >= n.bootCmd {
+			var l raft.Log
+			err := n.logs.GetLog(n.bootCmd, &l)
+			if err == nil && (l.Type != raft.LogCommand || l.Term != n.bootTerm) {
+				// Replaced: wait for the last command handed over since.
+				if idx, _, err := lastCommand(n.logs, dispatched); err == nil {
+					ok = n.fsm.LastIndex() >= idx
+				}
+			}
+		}
+	}
+	if ok {
+		n.caughtUp.Store(true)
+	}
+	return ok
+}
 
 // Bootstrap makes servers the initial configuration. Every server of a new
 // cluster may call it with the identical list; it fails with

@@ -56,8 +56,8 @@ func TestDiskStateSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.HadState() {
-		t.Fatal("fresh dir reported existing state")
+	if n.HadState() || n.BootIndex() != 0 || !n.CaughtUp() {
+		t.Fatalf("fresh dir: had state %v, boot index %d, caught up %v; want false, 0, true", n.HadState(), n.BootIndex(), n.CaughtUp())
 	}
 	if err := n.Bootstrap([]Server{{ID: "a", Address: n.Addr(), Voter: true}}); err != nil {
 		t.Fatal(err)
@@ -99,6 +99,7 @@ func TestDiskStateSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := fsm.MarshalSnapshot()
+	lastIndex := fsm.LastIndex()
 	if err := n.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +117,15 @@ func TestDiskStateSurvivesRestart(t *testing.T) {
 	if !n2.HadState() {
 		t.Fatal("restart did not find the state on disk")
 	}
+	if n2.BootIndex() < lastIndex {
+		t.Errorf("boot index = %d, want at least the last applied index %d", n2.BootIndex(), lastIndex)
+	}
 	waitLeader(t, n2)
 	if err := n2.VerifyLeader(ctx); err != nil { // barrier: the log tail is applied
 		t.Fatal(err)
+	}
+	if !n2.CaughtUp() || n2.AppliedIndex() < lastIndex {
+		t.Errorf("after the barrier: caught up %v, applied %d; want true, >= %d", n2.CaughtUp(), n2.AppliedIndex(), lastIndex)
 	}
 	got, _ := fsm2.MarshalSnapshot()
 	if !bytes.Equal(want, got) {

@@ -27,7 +27,7 @@ import (
 )
 
 // deployServiceName is the health-service name reported NOT_SERVING while
-// no leader is known.
+// no leader is known or the node is still replaying its raft log.
 const deployServiceName = "slipway.deploy.v1.DeployService"
 
 // Config is a coordinator's configuration.
@@ -297,11 +297,15 @@ func (c *coordinator) watchLeader(ctx context.Context) {
 	defer tick.Stop()
 	serving := false
 	for {
+		// DeployService serves once a leader is known and this node has
+		// replayed the log it had at start (local reads would miss state
+		// before that).
 		id, _ := c.node.Leader()
-		if (id != "") != serving {
-			serving = id != ""
+		if ready := id != "" && c.node.CaughtUp(); ready != serving {
+			serving = ready
 			c.srv.SetServing(deployServiceName, serving)
-			c.logger.Info("leader changed", "leader", id, "self_leads", id == self.GetId())
+			c.logger.Info("deploy service serving changed", "serving", serving, "leader", id, "self_leads", id == self.GetId(),
+				"applied_index", c.node.AppliedIndex(), "boot_index", c.node.BootIndex())
 		}
 		if err := c.api.RegisterSelf(ctx); err != nil {
 			c.logger.Debug("register own address", "err", err)

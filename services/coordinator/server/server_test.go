@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
@@ -66,6 +68,13 @@ func start(t *testing.T, id string, mut func(*Config)) *running {
 	if mut != nil {
 		mut(&cfg)
 	}
+	return startConfig(t, cfg)
+}
+
+// startConfig runs a coordinator with cfg (a restart when cfg.DataDir holds
+// state) until the test ends.
+func startConfig(t *testing.T, cfg Config) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cfg: cfg, done: make(chan error, 1), stop: cancel}
 	go func() { r.done <- Run(ctx, cfg) }()
@@ -160,4 +169,71 @@ func TestFormationAndHealth(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stopNow stops r and waits for Run to return.
+func (r *running) stopNow(t *testing.T) {
+	t.Helper()
+	r.stop()
+	if err := <-r.done; err != nil {
+		t.Errorf("%s: Run returned %v on shutdown", r.cfg.ID, err)
+	}
+	r.done <- nil // for the cleanup
+}
+
+// TestRestartedNodeReadsWaitForLogReplay restarts a coordinator whose state
+// lives only in its raft log while the rest of its cluster is down: it
+// cannot replay the log until a leader is elected, so a local read must not
+// answer NOT_FOUND (or an empty list) for things that exist. It answers
+// UNAVAILABLE at the request's deadline, its DeployService health stays
+// NOT_SERVING, and once the cluster is back the same read waits for the
+// replay and finds the service.
+func TestRestartedNodeReadsWaitForLogReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts raft over TCP")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := start(t, "a", func(c *Config) { c.Bootstrap = true })
+	waitHealth(t, a, healthpb.HealthCheckResponse_SERVING)
+	b := start(t, "b", nil)
+	if _, err := clusterv1.NewClusterServiceClient(a.conn).AddPeer(ctx, &clusterv1.AddPeerRequest{Id: "b", RaftAddress: b.cfg.RaftAddr}); err != nil {
+		t.Fatalf("add peer: %v", err)
+	}
+	waitHealth(t, b, healthpb.HealthCheckResponse_SERVING)
+	if _, err := deployv1.NewDeployServiceClient(a.conn).Deploy(ctx, &deployv1.DeployRequest{
+		Spec: &deployv1.ServiceSpec{Name: "web", Image: "slipway/demo:v1", Count: 1, Port: 8080}, RequestId: "restart-1",
+	}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	b.stopNow(t)
+	a.stopNow(t)
+
+	// a alone: no leader, so nothing of its log is applied.
+	a2 := startConfig(t, a.cfg)
+	d := deployv1.NewDeployServiceClient(a2.conn)
+	rctx, rcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	_, err := d.GetService(rctx, &deployv1.GetServiceRequest{Name: "web"}, grpc.WaitForReady(true))
+	rcancel()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "replaying") {
+		t.Fatalf("get service before the log replay: %v, want UNAVAILABLE (still replaying)", err)
+	}
+	rctx, rcancel = context.WithTimeout(ctx, time.Second)
+	ls, err := d.ListServices(rctx, &deployv1.ListServicesRequest{})
+	rcancel()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("list services before the log replay = %v, %v; want UNAVAILABLE", ls, err)
+	}
+	waitHealth(t, a2, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	// b back: a leader is elected, a replays its log; a read issued now
+	// waits for that instead of failing.
+	startConfig(t, b.cfg)
+	rctx, rcancel = context.WithTimeout(ctx, 20*time.Second)
+	svc, err := d.GetService(rctx, &deployv1.GetServiceRequest{Name: "web"})
+	rcancel()
+	if err != nil || svc.GetService().GetLatestRelease() != 1 {
+		t.Fatalf("get service after the cluster came back = %v, %v", svc, err)
+	}
+	waitHealth(t, a2, healthpb.HealthCheckResponse_SERVING)
 }
