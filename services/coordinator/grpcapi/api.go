@@ -113,8 +113,8 @@ func (a *API) RegisterSelf(ctx context.Context) error {
 		return nil
 	}
 	if !a.raft.IsLeader() {
-		if id, _ := a.raft.Leader(); id == "" {
-			return nil
+		if id, _ := a.raft.Leader(); id == "" || !a.member() {
+			return nil // a removed node must not add itself back
 		}
 		a.mu.Lock()
 		wait := time.Until(a.registered.Add(registerRetry))
@@ -142,6 +142,21 @@ func (a *API) RegisterSelf(ctx context.Context) error {
 		return fmt.Errorf("grpcapi: register %s: %w", self.GetId(), err)
 	}
 	return nil
+}
+
+// member reports whether this node is in its view of the raft
+// configuration.
+func (a *API) member() bool {
+	st, err := a.raft.Status()
+	if err != nil {
+		return false
+	}
+	for _, s := range st.Servers {
+		if s.ID == a.raft.ID() {
+			return true
+		}
+	}
+	return false
 }
 
 // catchUpWait bounds the wait for the log replay of a local read whose
