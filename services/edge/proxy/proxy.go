@@ -43,13 +43,18 @@ type Proxy struct {
 	accessLog bool
 	ejectFor  time.Duration
 	transport *http.Transport
-	rp        *httputil.ReverseProxy
-	table     atomic.Pointer[table]
-	m         *metrics
+	// h1 carries bodyless idempotent requests (see fastPath).
+	h1    *h1Transport
+	rp    *httputil.ReverseProxy
+	table atomic.Pointer[table]
+	m     *metrics
 
 	ejectMu sync.Mutex
 	ejected map[string]time.Time // address -> until
-	now     func() time.Time
+	// nEjected mirrors len(ejected) so the hot path skips the lock when no
+	// instance is ejected.
+	nEjected atomic.Int64
+	now      func() time.Time
 }
 
 // Interface guards.
@@ -66,6 +71,7 @@ func New(cfg Config) *Proxy {
 	if cfg.MaxIdleConnsPerHost == 0 {
 		cfg.MaxIdleConnsPerHost = 256
 	}
+	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	p := &Proxy{
 		log:       cfg.Logger,
 		accessLog: cfg.AccessLog,
@@ -74,15 +80,19 @@ func New(cfg Config) *Proxy {
 		now:       time.Now,
 		m:         newMetrics(cfg.Registerer),
 		transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           dialer.DialContext,
 			MaxIdleConns:          4096,
 			MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
 			IdleConnTimeout:       90 * time.Second,
 			ResponseHeaderTimeout: 60 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			// Pass Accept-Encoding through untouched: never ask upstreams
+			// for gzip only to decompress it here.
+			DisableCompression: true,
 		},
+		h1: newH1Transport(dialer.DialContext, cfg.MaxIdleConnsPerHost, 60*time.Second),
 	}
-	p.table.Store(compile(routetable.Table{}))
+	p.table.Store(p.compile(routetable.Table{}))
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -100,12 +110,15 @@ func New(cfg Config) *Proxy {
 // Apply swaps in a new route table. Requests already in flight finish on the
 // table they started with. It is in effect when Apply returns.
 func (p *Proxy) Apply(_ context.Context, t routetable.Table) error {
-	p.table.Store(compile(t))
+	p.table.Store(p.compile(t))
 	return nil
 }
 
 // Close releases idle upstream connections.
-func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+func (p *Proxy) Close() {
+	p.transport.CloseIdleConnections()
+	p.h1.CloseIdleConnections()
+}
 
 type table struct {
 	routes []*route // longest path first within a host
@@ -116,6 +129,14 @@ type route struct {
 	rt       routetable.Route
 	backends []*backend
 	weights  []int
+	// only is the single backend with a positive weight, if there is
+	// exactly one: smooth weighted round robin then always picks it, so the
+	// lock is skipped.
+	only *backend
+
+	latency  prometheus.Observer
+	retries  prometheus.Counter
+	notFound prometheus.Counter // 503 with no backend
 
 	mu      sync.Mutex
 	current []int
@@ -126,16 +147,48 @@ type backend struct {
 	relLabel  string
 	upstreams []routetable.Upstream
 	next      atomic.Uint64
+
+	// codes caches requests_total children of this route and release by
+	// status code, so the hot path does no label lookup.
+	codes   [600]atomic.Pointer[prometheus.Counter]
+	service string
+	m       *metrics
 }
 
-func compile(t routetable.Table) *table {
+// requests returns the requests_total counter for code.
+func (b *backend) requests(code int) prometheus.Counter {
+	if code < 0 || code >= len(b.codes) {
+		return b.m.requests.WithLabelValues(b.service, b.relLabel, strconv.Itoa(code))
+	}
+	if c := b.codes[code].Load(); c != nil {
+		return *c
+	}
+	c := b.m.requests.WithLabelValues(b.service, b.relLabel, strconv.Itoa(code))
+	b.codes[code].Store(&c)
+	return c
+}
+
+func (p *Proxy) compile(t routetable.Table) *table {
 	ct := &table{byHost: map[string][]*route{}}
 	for _, svc := range t.Services() {
 		r := t.Routes[svc]
-		cr := &route{rt: r}
+		cr := &route{rt: r,
+			latency:  p.m.latency.WithLabelValues(r.Service),
+			retries:  p.m.retries.WithLabelValues(r.Service),
+			notFound: p.m.requests.WithLabelValues(r.Service, "", "503"),
+		}
+		positive := 0
 		for _, b := range r.Backends {
-			cr.backends = append(cr.backends, &backend{release: b.Release, relLabel: strconv.FormatUint(b.Release, 10), upstreams: b.Upstreams})
+			cb := &backend{release: b.Release, relLabel: strconv.FormatUint(b.Release, 10), upstreams: b.Upstreams, service: r.Service, m: p.m}
+			cr.backends = append(cr.backends, cb)
 			cr.weights = append(cr.weights, b.Weight)
+			if b.Weight > 0 {
+				positive++
+				cr.only = cb
+			}
+		}
+		if positive != 1 {
+			cr.only = nil
 		}
 		cr.current = make([]int, len(cr.weights))
 		ct.byHost[r.Host] = append(ct.byHost[r.Host], cr)
@@ -194,6 +247,9 @@ func (r *route) pickBackend(req *http.Request) *backend {
 			}
 		}
 	}
+	if r.only != nil {
+		return r.only
+	}
 	r.mu.Lock()
 	i := smoothWeighted(r.weights, r.current, nil)
 	r.mu.Unlock()
@@ -204,6 +260,12 @@ func (r *route) pickBackend(req *http.Request) *backend {
 }
 
 type pickKey struct{}
+
+// state is one request's bookkeeping, allocated once.
+type state struct {
+	pick pick
+	sw   statusWriter
+}
 
 type pick struct {
 	route   *route
@@ -223,17 +285,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	b := r.pickBackend(req)
 	if b == nil || len(b.upstreams) == 0 {
-		p.m.requests.WithLabelValues(r.rt.Service, "", "503").Inc()
+		r.notFound.Inc()
 		http.Error(w, "slipway edge: no backend for "+r.rt.Service, http.StatusServiceUnavailable)
 		return
 	}
-	pk := &pick{route: r, backend: b}
-	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	st := &state{pick: pick{route: r, backend: b}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
+	pk, sw := &st.pick, &st.sw
 	p.rp.ServeHTTP(sw, req.WithContext(context.WithValue(req.Context(), pickKey{}, pk)))
 	took := time.Since(start)
-	code := strconv.Itoa(sw.code)
-	p.m.requests.WithLabelValues(r.rt.Service, b.relLabel, code).Inc()
-	p.m.latency.WithLabelValues(r.rt.Service).Observe(took.Seconds())
+	b.requests(sw.code).Inc()
+	r.latency.Observe(took.Seconds())
 	if p.accessLog {
 		p.log.Info("access", "service", r.rt.Service, "release", b.release, "upstream", pk.upstream,
 			"method", req.Method, "host", req.Host, "path", req.URL.Path, "status", sw.code, "took", took, "remote", req.RemoteAddr)
@@ -261,14 +322,25 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	b := pk.backend
 	n := len(b.upstreams)
-	tried := make([]bool, n)
+	var tried0 [8]bool
+	tried := tried0[:0]
+	if n <= len(tried0) {
+		tried = tried0[:n]
+	} else {
+		tried = make([]bool, n)
+	}
 	attempts := min(n, 3)
 	var lastErr error
 	for a := 0; a < attempts; a++ {
 		start := int(b.next.Add(1)-1) % n
-		i := roundRobin(n, start, func(i int) bool { return tried[i] || rt.p.isEjected(b.upstreams[i].Address) })
-		if i < 0 {
-			i = roundRobin(n, start, func(i int) bool { return tried[i] })
+		i := -1
+		if n == 1 && a == 0 {
+			i = 0 // the only instance is tried even when ejected
+		} else {
+			i = roundRobin(n, start, func(i int) bool { return tried[i] || rt.p.isEjected(b.upstreams[i].Address) })
+			if i < 0 {
+				i = roundRobin(n, start, func(i int) bool { return tried[i] })
+			}
 		}
 		if i < 0 {
 			break
@@ -281,7 +353,13 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out.URL.Host = u.Address
 		pk.upstream = u.ID
-		resp, err := rt.p.transport.RoundTrip(out)
+		var resp *http.Response
+		var err error
+		if fastPath(out) {
+			resp, err = rt.p.h1.RoundTrip(out)
+		} else {
+			resp, err = rt.p.transport.RoundTrip(out)
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -296,7 +374,7 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !dialErr && !idempotent(req) {
 			return nil, err
 		}
-		rt.p.m.retries.WithLabelValues(pk.route.rt.Service).Inc()
+		pk.route.retries.Inc()
 	}
 	return nil, fmt.Errorf("proxy: %s release %d: %w", pk.route.rt.Service, b.release, lastErr)
 }
@@ -315,11 +393,15 @@ func isDialError(err error) bool {
 }
 
 func (p *Proxy) isEjected(addr string) bool {
+	if p.nEjected.Load() == 0 {
+		return false
+	}
 	p.ejectMu.Lock()
 	defer p.ejectMu.Unlock()
 	until, ok := p.ejected[addr]
 	if ok && p.now().After(until) {
 		delete(p.ejected, addr)
+		p.nEjected.Store(int64(len(p.ejected)))
 		return false
 	}
 	return ok
@@ -328,6 +410,7 @@ func (p *Proxy) isEjected(addr string) bool {
 func (p *Proxy) eject(u routetable.Upstream, service string) {
 	p.ejectMu.Lock()
 	p.ejected[u.Address] = p.now().Add(p.ejectFor)
+	p.nEjected.Store(int64(len(p.ejected)))
 	p.ejectMu.Unlock()
 	p.m.ejections.WithLabelValues(service).Inc()
 	p.log.Warn("instance ejected after connection failure", "service", service, "instance", u.ID, "address", u.Address, "for", p.ejectFor)

@@ -1,0 +1,246 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// h1Transport is a lean HTTP/1.1 client for the proxy's hot path: bodyless
+// idempotent requests (GET, HEAD, OPTIONS, TRACE) that are not upgrades. It
+// writes the request and reads the response on the caller's goroutine over a
+// pooled keep-alive connection, without http.Transport's per-connection
+// read/write goroutines, channels and per-request context plumbing. Every
+// other request (bodies, Upgrade, Expect, other methods) goes through the
+// shared http.Transport; fastPath decides.
+//
+// A pooled connection the upstream closed while idle fails before any
+// response byte arrives; such a request is replayed on another connection
+// (safe: it is idempotent and has no body), as http.Transport does.
+type h1Transport struct {
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle       int
+	headerTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn
+	closed bool
+}
+
+type h1Conn struct {
+	t    *h1Transport
+	addr string
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	// rdl is the read deadline set on nc (zero: none). Setting a deadline
+	// costs a runtime timer update, so it is set lazily (see roundTrip).
+	rdl time.Time
+}
+
+// fastPath reports whether h1Transport can carry req.
+func fastPath(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		return false
+	}
+	if (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 || len(req.TransferEncoding) > 0 {
+		return false
+	}
+	h := req.Header
+	return len(h["Upgrade"]) == 0 && len(h["Expect"]) == 0 && len(h["Connection"]) == 0 && req.URL.Scheme == "http"
+}
+
+func newH1Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxIdle int, headerTimeout time.Duration) *h1Transport {
+	return &h1Transport{dial: dial, maxIdle: maxIdle, headerTimeout: headerTimeout, idle: map[string][]*h1Conn{}}
+}
+
+// get returns an idle connection to addr, or dials one. reused tells which.
+func (t *h1Transport) get(ctx context.Context, addr string) (c *h1Conn, reused bool, err error) {
+	t.mu.Lock()
+	if cs := t.idle[addr]; len(cs) > 0 {
+		c = cs[len(cs)-1]
+		cs[len(cs)-1] = nil
+		t.idle[addr] = cs[:len(cs)-1]
+		t.mu.Unlock()
+		return c, true, nil
+	}
+	t.mu.Unlock()
+	nc, err := t.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}, false, nil
+}
+
+// put returns c to the idle pool, or closes it when the pool is full.
+func (t *h1Transport) put(c *h1Conn) {
+	t.mu.Lock()
+	if !t.closed && len(t.idle[c.addr]) < t.maxIdle {
+		t.idle[c.addr] = append(t.idle[c.addr], c)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	c.nc.Close()
+}
+
+// CloseIdleConnections closes every pooled connection; connections in use
+// are closed when their response ends.
+func (t *h1Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = map[string][]*h1Conn{}
+	t.mu.Unlock()
+	for _, cs := range idle {
+		for _, c := range cs {
+			c.nc.Close()
+		}
+	}
+}
+
+var errH1Upgrade = errors.New("proxy: upstream switched protocols on a request that asked for no upgrade")
+
+// RoundTrip sends req (for which fastPath is true) to req.URL.Host.
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	for {
+		c, reused, err := t.get(ctx, req.URL.Host)
+		if err != nil {
+			return nil, err
+		}
+		resp, sent, err := c.roundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("proxy: %w: %w", ctx.Err(), err)
+		}
+		if reused && !sent {
+			// The upstream closed this idle connection; replay on another.
+			continue
+		}
+		return nil, err
+	}
+}
+
+// roundTrip writes req and reads the response head. sent is true once any
+// byte of a response arrived. On error the connection is closed.
+func (c *h1Conn) roundTrip(req *http.Request) (resp *http.Response, sent bool, err error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, bool, error) {
+		stop()
+		c.nc.Close()
+		return nil, sent, err
+	}
+	if err := req.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	if c.t.headerTimeout > 0 {
+		// The response head must arrive within headerTimeout; the
+		// deadline is moved only when less than 3/4 of it remains, so a
+		// busy connection rarely touches its timer: the effective limit
+		// is between 3/4 and all of headerTimeout.
+		if now := time.Now(); c.rdl.Sub(now) < c.t.headerTimeout*3/4 {
+			c.rdl = now.Add(c.t.headerTimeout)
+			c.nc.SetReadDeadline(c.rdl)
+		}
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return fail(err)
+	}
+	sent = true
+	for {
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			return fail(err)
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return fail(errH1Upgrade)
+		}
+		if resp.StatusCode >= 200 {
+			break
+		}
+		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
+			if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if !c.rdl.IsZero() && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
+		// The body needs more reads, which have no time limit (streams).
+		// A body already buffered leaves the deadline for the next head.
+		c.rdl = time.Time{}
+		c.nc.SetReadDeadline(c.rdl)
+		if ctx.Err() != nil {
+			// Canceled while the deadline was being cleared.
+			return fail(ctx.Err())
+		}
+	}
+	keep := !resp.Close
+	if resp.Body == http.NoBody || resp.Body == nil {
+		c.release(stop, keep)
+		return resp, true, nil
+	}
+	resp.Body = &h1Body{c: c, rc: resp.Body, stop: stop, keep: keep}
+	return resp, true, nil
+}
+
+// release returns the connection to the pool when the exchange ended cleanly
+// and the request context did not interrupt it; else closes it.
+func (c *h1Conn) release(stop func() bool, keep bool) {
+	if stop() && keep && c.br.Buffered() == 0 {
+		c.t.put(c)
+		return
+	}
+	c.nc.Close()
+}
+
+// h1Body is a response body that gives its connection back on EOF. Read
+// is not called concurrently; Close may race with it.
+type h1Body struct {
+	c    *h1Conn
+	rc   io.ReadCloser
+	stop func() bool
+	keep bool
+	done atomic.Bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err != nil && b.done.CompareAndSwap(false, true) {
+		if err == io.EOF {
+			b.c.release(b.stop, b.keep)
+		} else {
+			b.stop()
+			b.c.nc.Close()
+		}
+	}
+	return n, err
+}
+
+// Close ends the exchange; a body not read to its end closes the connection.
+func (b *h1Body) Close() error {
+	if b.done.CompareAndSwap(false, true) {
+		b.stop()
+		b.c.nc.Close()
+	}
+	return nil
+}
