@@ -46,7 +46,7 @@ var demoVersions = []string{"v1", "v2", "v3", "v4"}
 
 // requireDocker skips when no Docker Engine answers and builds the demo
 // images with scripts/demo-images.sh when any is missing.
-func requireDocker(t *testing.T) {
+func requireDocker(t testing.TB) {
 	t.Helper()
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		t.Skipf("Docker Engine not answering (docker info: %v)", err)
@@ -66,7 +66,7 @@ func requireDocker(t *testing.T) {
 
 // removeContainers removes every container of a node (label
 // slipway.node=<id>), whatever state the test left them in.
-func removeContainers(t *testing.T, node string) {
+func removeContainers(t testing.TB, node string) {
 	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=slipway.node="+node).Output()
 	if err != nil {
 		t.Logf("cleanup: list containers of %s: %v", node, err)
@@ -98,7 +98,7 @@ type proc struct {
 
 // startProc starts bin in its own process group; stop sends SIGTERM, then
 // SIGKILL to the group after 15s.
-func startProc(t *testing.T, name, bin string, args ...string) *proc {
+func startProc(t testing.TB, name, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, logPath: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
 	logf, err := os.Create(p.logPath)
@@ -116,7 +116,7 @@ func startProc(t *testing.T, name, bin string, args ...string) *proc {
 	return p
 }
 
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -137,7 +137,7 @@ type edge struct {
 }
 
 // startEdge runs a real slipway-edge in mode (proxy or nginx).
-func startEdge(t *testing.T, consulAddr, mode string) *edge {
+func startEdge(t testing.TB, consulAddr, mode string) *edge {
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
 	ed := &edge{id: unique("edge-" + mode), httpAddr: testenv.FreeAddr(t)}
@@ -161,7 +161,7 @@ func startEdge(t *testing.T, consulAddr, mode string) *edge {
 }
 
 // ack returns the edge's acknowledgement from Consul KV, nil when absent.
-func (ed *edge) ack(t *testing.T, c *api.Client) *edgev1.EdgeAck {
+func (ed *edge) ack(t testing.TB, c *api.Client) *edgev1.EdgeAck {
 	kv, _, err := c.KV().Get(catalog.EdgeKey(ed.id), nil)
 	if err != nil || kv == nil {
 		return nil
@@ -175,7 +175,7 @@ func (ed *edge) ack(t *testing.T, c *api.Client) *edgev1.EdgeAck {
 
 // startAgent runs a real node agent with the Docker driver. Its containers
 // are removed by label when the test ends, also on failure.
-func startAgent(t *testing.T, consulAddr string) string {
+func startAgent(t testing.TB, consulAddr string) string {
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent")
 	node, addr := unique("node"), testenv.FreeAddr(t)
@@ -222,7 +222,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 
 // startCoordinator runs a real single-node coordinator in-process with its
 // engine on and returns a DeployService client once it serves.
-func startCoordinator(t *testing.T, consulAddr string) deployv1.DeployServiceClient {
+func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceClient {
 	t.Helper()
 	logs := &syncWriter{}
 	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
@@ -263,7 +263,7 @@ func startCoordinator(t *testing.T, consulAddr string) deployv1.DeployServiceCli
 
 // poll calls cond every 50ms until it returns "" and fails the test with
 // cond's last answer when d passes first.
-func poll(t *testing.T, d time.Duration, what string, cond func() string) {
+func poll(t testing.TB, d time.Duration, what string, cond func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
