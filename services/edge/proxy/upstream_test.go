@@ -1,0 +1,297 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"slipway.dev/edge/routetable"
+)
+
+func newTestH1(headerTimeout time.Duration) *h1Transport {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	return newH1Transport(d.DialContext, 4, headerTimeout)
+}
+
+func (t *h1Transport) idleCount(addr string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.idle[addr])
+}
+
+func TestFastPathChoosesBodylessIdempotentRequests(t *testing.T) {
+	mk := func(method, body string, hdr ...string) *http.Request {
+		var r io.Reader
+		if body != "" {
+			r = strings.NewReader(body)
+		}
+		req := httptest.NewRequest(method, "http://w/", r)
+		if body == "" {
+			req.Body = nil
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		return req
+	}
+	cases := []struct {
+		req  *http.Request
+		want bool
+	}{
+		{mk("GET", ""), true},
+		{mk("HEAD", ""), true},
+		{mk("OPTIONS", ""), true},
+		{mk("POST", ""), false},
+		{mk("DELETE", ""), false},
+		{mk("GET", "body"), false},
+		{mk("GET", "", "Upgrade", "websocket", "Connection", "Upgrade"), false},
+		{mk("GET", "", "Expect", "100-continue"), false},
+	}
+	for i, c := range cases {
+		if got := fastPath(c.req); got != c.want {
+			t.Errorf("case %d %s %v: fastPath = %v, want %v", i, c.req.Method, c.req.Header, got, c.want)
+		}
+	}
+}
+
+// TestProxyReusesUpstreamConnections checks keep-alive through the fast
+// path for sized, chunked, HEAD and 204 responses, and that a POST with a
+// body (the http.Transport path) still works.
+func TestProxyReusesUpstreamConnections(t *testing.T) {
+	var conns atomic.Int64
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/chunked":
+			w.Write([]byte("part1-"))
+			http.NewResponseController(w).Flush()
+			w.Write([]byte("part2"))
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/post":
+			b, _ := io.ReadAll(r.Body)
+			w.Write(append([]byte("got:"), b...))
+		default:
+			w.Header().Set("Content-Length", "5")
+			w.Write([]byte("sized"))
+		}
+	}))
+	be.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	be.Start()
+	t.Cleanup(be.Close)
+	p := New(Config{})
+	t.Cleanup(p.Close)
+	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(be, "a")}}))
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		var r io.Reader
+		if body != "" {
+			r = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, srv.URL+path, r)
+		req.Host = "w"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for i := 0; i < 20; i++ {
+		if code, body := do("GET", "/", ""); code != 200 || body != "sized" {
+			t.Fatalf("sized: %d %q", code, body)
+		}
+		if code, body := do("GET", "/chunked", ""); code != 200 || body != "part1-part2" {
+			t.Fatalf("chunked: %d %q", code, body)
+		}
+		if code, body := do("HEAD", "/", ""); code != 200 || body != "" {
+			t.Fatalf("head: %d %q", code, body)
+		}
+		if code, _ := do("GET", "/empty", ""); code != 204 {
+			t.Fatalf("no content: %d", code)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("sequential fast-path requests used %d upstream connections, want 1", n)
+	}
+	if code, body := do("POST", "/post", "hello"); code != 200 || body != "got:hello" {
+		t.Fatalf("post: %d %q", code, body)
+	}
+}
+
+// rawServer answers every request on a connection with "ok" and closes the
+// connection after `per` responses without saying so (as an upstream that
+// drops idle keep-alive connections does).
+func rawServer(t *testing.T, per int) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	accepted = &atomic.Int64{}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; i < per; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return lis.Addr().String(), accepted
+}
+
+func TestH1ReplaysOnConnectionClosedWhileIdle(t *testing.T) {
+	addr, accepted := rawServer(t, 1)
+	tr := newTestH1(time.Minute)
+	t.Cleanup(tr.CloseIdleConnections)
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "ok" {
+			t.Fatalf("request %d: %q %v", i, b, err)
+		}
+	}
+	if n := accepted.Load(); n < 5 {
+		t.Fatalf("%d connections for 5 requests on an upstream closing each one", n)
+	}
+}
+
+func TestH1BodyNotReadToEndClosesConnection(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(strings.Repeat("x", 64<<10)))
+	}))
+	t.Cleanup(be.Close)
+	addr := strings.TrimPrefix(be.URL, "http://")
+	tr := newTestH1(time.Minute)
+	t.Cleanup(tr.CloseIdleConnections)
+	get := func() *http.Response {
+		req, _ := http.NewRequest("GET", be.URL+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get()
+	resp.Body.Read(make([]byte, 10))
+	resp.Body.Close()
+	if n := tr.idleCount(addr); n != 0 {
+		t.Fatalf("%d idle connections after an abandoned body, want 0", n)
+	}
+	resp = get()
+	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != 64<<10 {
+		t.Fatalf("body %d bytes, %v", len(b), err)
+	}
+	resp.Body.Close()
+	if n := tr.idleCount(addr); n != 1 {
+		t.Fatalf("%d idle connections after a full body, want 1", n)
+	}
+}
+
+func TestH1CancelAndHeaderTimeout(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() { // accept and never answer
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	url := "http://" + lis.Addr().String() + "/"
+
+	tr := newTestH1(200 * time.Millisecond)
+	t.Cleanup(tr.CloseIdleConnections)
+	req, _ := http.NewRequest("GET", url, nil)
+	start := time.Now()
+	var ne net.Error
+	if _, err := tr.RoundTrip(req); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("silent upstream: err %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("header timeout took %v", d)
+	}
+
+	tr = newTestH1(time.Hour)
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", url, nil)
+	errc := make(chan error, 1)
+	go func() { _, err := tr.RoundTrip(req); errc <- err }()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled request: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("canceled request still waiting for the upstream")
+	}
+}
+
+func TestH1Forwards1xx(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Write([]byte("final"))
+	}))
+	t.Cleanup(be.Close)
+	tr := newTestH1(time.Minute)
+	t.Cleanup(tr.CloseIdleConnections)
+	var got []int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error { got = append(got, code); return nil },
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", be.URL+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "final" || len(got) != 1 || got[0] != 103 {
+		t.Fatalf("status %d body %q 1xx %v", resp.StatusCode, b, got)
+	}
+}
