@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,11 +42,19 @@ func TestBenchEdge(t *testing.T) {
 	}
 
 	// (a) throughput and p99.
+	// CPU is measured as utime+stime of the serving processes (the edge and
+	// its descendants, i.e. nginx master and workers in nginx mode; the demo
+	// process for "backend direct") across the wrk run, so each target's
+	// cost per request is visible even though wrk, the backend and the
+	// proxy share the machine's cores.
 	type result struct {
-		rps float64
-		p99 string
+		rps    float64
+		p99    string
+		cpu    float64 // CPU-seconds of the target's processes during the run
+		perCPU float64 // requests per CPU-second of those processes
 	}
-	run := func(addr, host string) result {
+	run := func(addr, host string, pids func() []int) result {
+		cpu0 := cpuSeconds(pids())
 		out, err := exec.Command(wrk, "-t2", "-c64", "-d"+dur, "--latency", "-H", "Host: "+host, "http://"+addr+"/").CombinedOutput()
 		if err != nil {
 			t.Fatalf("wrk: %v\n%s", err, out)
@@ -58,17 +68,30 @@ func TestBenchEdge(t *testing.T) {
 		if non2xx != nil {
 			t.Logf("wrk %s: %s non-2xx responses", addr, non2xx[1])
 		}
+		cpu := cpuSeconds(pids()) - cpu0
+		total := regexp.MustCompile(`(\d+) requests in`).FindSubmatch(out)
 		v, _ := strconv.ParseFloat(string(rps[1]), 64)
-		return result{v, string(p99[1])}
+		r := result{rps: v, p99: string(p99[1]), cpu: cpu}
+		if n, err := strconv.ParseFloat(string(total[1]), 64); err == nil && cpu > 0 {
+			r.perCPU = n / cpu
+		}
+		return r
 	}
-	direct := run("127.0.0.1:"+strconv.Itoa(blue.port), "web.test")
-	nginx := run(edges["nginx"].httpAddr, "web.test")
-	proxy := run(edges["proxy"].httpAddr, "web.test")
-	fmt.Printf("\n(a) throughput, wrk -t2 -c64 -d%s, same demo backend, same run\n", dur)
-	fmt.Printf("%-22s %12s %10s %14s\n", "target", "req/s", "p99", "vs nginx")
-	fmt.Printf("%-22s %12.0f %10s %13.2fx\n", "backend direct", direct.rps, direct.p99, direct.rps/nginx.rps)
-	fmt.Printf("%-22s %12.0f %10s %13.2fx\n", "nginx mode (lua)", nginx.rps, nginx.p99, 1.0)
-	fmt.Printf("%-22s %12.0f %10s %13.2fx\n", "built-in proxy", proxy.rps, proxy.p99, proxy.rps/nginx.rps)
+	direct := run("127.0.0.1:"+strconv.Itoa(blue.port), "web.test", func() []int { return pidsWithEnv("PORT=" + strconv.Itoa(blue.port)) })
+	nginx := run(edges["nginx"].httpAddr, "web.test", func() []int { return withDescendants(pidsWithArg(edges["nginx"].id)) })
+	proxy := run(edges["proxy"].httpAddr, "web.test", func() []int { return withDescendants(pidsWithArg(edges["proxy"].id)) })
+	fmt.Printf("\n(a) throughput, wrk -t2 -c64 -d%s, same demo backend, same run; CPU = utime+stime of the target's processes\n", dur)
+	fmt.Printf("%-18s %9s %9s %9s %8s %11s %9s\n", "target", "req/s", "p99", "vs nginx", "CPU-s", "req/CPU-s", "vs nginx")
+	for _, row := range []struct {
+		name string
+		r    result
+	}{{"backend direct", direct}, {"nginx mode (lua)", nginx}, {"built-in proxy", proxy}} {
+		eff := 0.0
+		if nginx.perCPU > 0 {
+			eff = row.r.perCPU / nginx.perCPU
+		}
+		fmt.Printf("%-18s %9.0f %9s %8.2fx %8.2f %11.0f %8.2fx\n", row.name, row.r.rps, row.r.p99, row.r.rps/nginx.rps, row.r.cpu, row.r.perCPU, eff)
+	}
 
 	// (b) propagation: flip the intent and time the first request that
 	// reaches the new release, probing continuously through each edge.
@@ -112,4 +135,94 @@ func TestBenchEdge(t *testing.T) {
 		fmt.Printf("%-22s %10v %10v %10v\n", mode, q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), ds[len(ds)-1].Round(100*time.Microsecond))
 	}
 	fmt.Println("(includes the edge's 20ms coalescing window)")
+}
+
+// cpuSeconds sums utime+stime of pids from /proc (processes gone count 0).
+func cpuSeconds(pids []int) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command name; utime and stime are
+		// fields 14 and 15 of the whole line.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return float64(ticks) / 100 // USER_HZ
+}
+
+// procs lists the pids in /proc.
+func procs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// pidsWithArg returns the processes with arg among their arguments.
+func pidsWithArg(arg string) []int {
+	var out []int
+	for _, pid := range procs() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err == nil && slices.Contains(strings.Split(string(b), "\x00"), arg) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// pidsWithEnv returns the processes whose environment holds kv.
+func pidsWithEnv(kv string) []int {
+	var out []int
+	for _, pid := range procs() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err == nil && slices.Contains(strings.Split(string(b), "\x00"), kv) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// withDescendants adds every descendant process of roots.
+func withDescendants(roots []int) []int {
+	parent := map[int]int{}
+	for _, pid := range procs() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 {
+			parent[pid], _ = strconv.Atoi(f[1])
+		}
+	}
+	in := map[int]bool{}
+	for _, r := range roots {
+		in[r] = true
+	}
+	for changed := true; changed; {
+		changed = false
+		for pid, pp := range parent {
+			if !in[pid] && in[pp] {
+				in[pid], changed = true, true
+			}
+		}
+	}
+	out := make([]int, 0, len(in))
+	for pid := range in {
+		out = append(out, pid)
+	}
+	return out
 }
