@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -293,5 +294,19 @@ func TestH1Forwards1xx(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(b) != "final" || len(got) != 1 || got[0] != 103 {
 		t.Fatalf("status %d body %q 1xx %v", resp.StatusCode, b, got)
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	prev := TuneGC()
+	if got := debug.SetGCPercent(prev); got != DefaultGCPercent {
+		t.Fatalf("GOGC unset: GC percent %d, want %d", got, DefaultGCPercent)
+	}
+	t.Setenv("GOGC", "150")
+	debug.SetGCPercent(150)
+	TuneGC()
+	if got := debug.SetGCPercent(prev); got != 150 {
+		t.Fatalf("GOGC=150 in the environment: GC percent %d, want 150 kept", got)
 	}
 }
