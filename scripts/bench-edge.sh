@@ -5,8 +5,9 @@
 # (utime+stime from /proc: the edge and its nginx master/workers, or the demo
 # backend for "backend direct") and requests per CPU-second, also as ratios
 # to nginx: on a small machine wrk, the backend and the proxy share the
-# cores, so req/CPU-s is the steadier measure of the proxy's cost; (b) propagation latency from a Consul KV change to the first
-# request routed by the new table, p50/p99, per mode.
+# cores, so req/CPU-s is the steadier measure of the proxy's cost;
+# (b) propagation latency from a Consul KV change to the first request routed
+# by the new table, p50/p99, per mode.
 # SLIPWAY_BENCH_DURATION sets each wrk run (default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
