@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -187,18 +188,27 @@ func startAgent(t testing.TB, consulAddr string) string {
 		// An empty desired set under a token no leader reaches stops the
 		// instances through the agent (deregistered, drained), then the
 		// agent stops.
+		began := time.Now()
+		defer func() {
+			t.Logf("cleanup: node agent %s and its instances stopped in %s", node, time.Since(began).Round(time.Millisecond))
+		}()
 		if conn, err := rpc.Dial(addr); err == nil {
 			cl := agentv1.NewNodeAgentServiceClient(conn)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
 				t.Logf("cleanup: empty sync: %v", err)
 			}
+			var last string
 			for ctx.Err() == nil {
 				st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
-				if err == nil && len(st.GetAllocations()) == 0 {
+				if err == nil && !slices.ContainsFunc(st.GetAllocations(), live) {
 					break
 				}
+				last = fmt.Sprint(st.GetAllocations(), err)
 				time.Sleep(100 * time.Millisecond)
+			}
+			if ctx.Err() != nil {
+				t.Logf("cleanup: node agent %s still has live allocations: %s", node, last)
 			}
 			cancel()
 			conn.Close()
@@ -206,6 +216,17 @@ func startAgent(t testing.TB, consulAddr string) string {
 		p.stop(t)
 	})
 	return node
+}
+
+// live reports whether an allocation may still have a running instance.
+// (A stopped allocation that left the desired set while already stopped
+// can stay listed as STOPPED by the agent; it has no instance.)
+func live(a *agentv1.AllocationStatus) bool {
+	switch a.GetState() {
+	case agentv1.AllocationState_ALLOCATION_STATE_STOPPED, agentv1.AllocationState_ALLOCATION_STATE_FAILED:
+		return false
+	}
+	return true
 }
 
 // syncWriter serialises writes to a buffer shared by goroutines.

@@ -31,8 +31,9 @@ const previewHeader = "X-Slipway-Preview"
 // held by pause/resume, a manual 50% step promoted by the operator) with
 // the weights checked from the traffic itself, switches blue/green to v3
 // (the preview header reaches v3 first), aborts in the warm period (traffic
-// back to v2), and deploys a v4 whose health check fails (auto-reverted,
-// never served). No request may fail.
+// back to v2), deploys a v4 whose health check fails (auto-reverted, never
+// served) and rolls back to release 1 with RollbackService. No request may
+// fail.
 func TestRolloutsUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a coordinator, a node agent with Docker containers and an edge")
@@ -192,6 +193,22 @@ func runRollouts(t *testing.T, mode string) *traffic {
 		}
 		return ""
 	})
+
+	// 5. RollbackService to release 1: v1 again as release 5, rolled out
+	// with release 1's (rolling) strategy under the same load.
+	var back *deployv1.RollbackServiceResponse
+	s.rpc("rollback to release 1", func(ctx context.Context) error {
+		var err error
+		back, err = s.deploy.RollbackService(ctx, &deployv1.RollbackServiceRequest{Service: s.name, ToRelease: 1,
+			RequestId: s.name + "/rollback", By: "e2e", Reason: "back to v1"})
+		return err
+	})
+	if rel := back.GetRelease(); rel.GetNumber() != 5 || rel.GetSpec().GetImage() != "slipway/demo:v1" {
+		t.Fatalf("rollback release = %d %q, want 5 slipway/demo:v1", rel.GetNumber(), rel.GetSpec().GetImage())
+	}
+	s.waitState(back.GetRollout().GetId(), deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
+	s.checkShares("5:100", map[string]float64{"v1": 1}, 150)
+	s.waitStable(5)
 
 	s.tr.stop()
 	s.tr.mu.Lock()
