@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -270,6 +271,9 @@ type state struct {
 	sw   statusWriter
 	rt   retrier
 	rp   httputil.ReverseProxy
+	// out and url are the outbound request of the lean path (see forward).
+	out http.Request
+	url url.URL
 }
 
 type pick struct {
@@ -297,9 +301,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	st := &state{pick: pick{route: r, backend: b}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
 	pk, sw := &st.pick, &st.sw
 	st.rt = retrier{p: p, pk: pk}
-	st.rp = p.rp
-	st.rp.Transport = &st.rt
-	st.rp.ServeHTTP(sw, req)
+	if leanPath(req) {
+		p.forward(sw, req, st)
+	} else {
+		st.rp = p.rp
+		st.rp.Transport = &st.rt
+		st.rp.ServeHTTP(sw, req)
+	}
 	took := time.Since(start)
 	b.requests(sw.code).Inc()
 	r.latency.Observe(took.Seconds())
@@ -324,6 +332,8 @@ func (p *Proxy) proxyError(w http.ResponseWriter, req *http.Request, err error) 
 type retrier struct {
 	p  *Proxy
 	pk *pick
+	// got1xx, when set, receives 1xx responses of the fast upstream path.
+	got1xx func(int, http.Header)
 }
 
 func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -367,7 +377,7 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		var resp *http.Response
 		var err error
 		if fastPath(out) {
-			resp, err = rt.p.h1.RoundTrip(out)
+			resp, err = rt.p.h1.roundTrip(out, rt.got1xx)
 		} else {
 			resp, err = rt.p.transport.RoundTrip(out)
 		}

@@ -111,15 +111,22 @@ func (t *h1Transport) CloseIdleConnections() {
 
 var errH1Upgrade = errors.New("proxy: upstream switched protocols on a request that asked for no upgrade")
 
-// RoundTrip sends req (for which fastPath is true) to req.URL.Host.
+// RoundTrip sends req (for which fastPath is true) to req.URL.Host. 1xx
+// responses go to the request context's httptrace Got1xxResponse.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req, nil)
+}
+
+// roundTrip is RoundTrip with got1xx, when not nil, receiving 1xx responses
+// instead of the context's trace.
+func (t *h1Transport) roundTrip(req *http.Request, got1xx func(int, http.Header)) (*http.Response, error) {
 	ctx := req.Context()
 	for {
 		c, reused, err := t.get(ctx, req.URL.Host)
 		if err != nil {
 			return nil, err
 		}
-		resp, sent, err := c.roundTrip(req)
+		resp, sent, err := c.roundTrip(req, got1xx)
 		if err == nil {
 			return resp, nil
 		}
@@ -136,7 +143,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // roundTrip writes req and reads the response head. sent is true once any
 // byte of a response arrived. On error the connection is closed.
-func (c *h1Conn) roundTrip(req *http.Request) (resp *http.Response, sent bool, err error) {
+func (c *h1Conn) roundTrip(req *http.Request, got1xx func(int, http.Header)) (resp *http.Response, sent bool, err error) {
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
 	fail := func(err error) (*http.Response, bool, error) {
@@ -175,7 +182,9 @@ func (c *h1Conn) roundTrip(req *http.Request) (resp *http.Response, sent bool, e
 		if resp.StatusCode >= 200 {
 			break
 		}
-		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
+		if got1xx != nil {
+			got1xx(resp.StatusCode, resp.Header)
+		} else if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
 			if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 				return fail(err)
 			}
