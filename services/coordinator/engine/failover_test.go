@@ -379,8 +379,8 @@ type timedLoad struct {
 	mu       sync.Mutex
 	answers  []answer
 	newConns int
-	stop    chan struct{}
-	done    sync.WaitGroup
+	stop     chan struct{}
+	done     sync.WaitGroup
 }
 
 func startTimedLoad(edge, host string, workers int) *timedLoad {
