@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -115,6 +116,15 @@ func New(cfg Config) *Proxy {
 // table they started with. It is in effect when Apply returns.
 func (p *Proxy) Apply(_ context.Context, t routetable.Table) error {
 	p.table.Store(p.compile(t))
+	live := map[string]bool{}
+	for _, r := range t.Routes {
+		for _, b := range r.Backends {
+			for _, u := range b.Upstreams {
+				live[u.Address] = true
+			}
+		}
+	}
+	p.h1.keepOnly(live)
 	return nil
 }
 
@@ -153,22 +163,35 @@ type backend struct {
 	next      atomic.Uint64
 
 	// codes caches requests_total children of this route and release by
-	// status code, so the hot path does no label lookup.
-	codes   [600]atomic.Pointer[prometheus.Counter]
+	// status code (copy on write), so the hot path does no label lookup.
+	codes   atomic.Pointer[map[int]prometheus.Counter]
+	codesMu sync.Mutex
 	service string
 	m       *metrics
 }
 
 // requests returns the requests_total counter for code.
 func (b *backend) requests(code int) prometheus.Counter {
-	if code < 0 || code >= len(b.codes) {
-		return b.m.requests.WithLabelValues(b.service, b.relLabel, strconv.Itoa(code))
+	if m := b.codes.Load(); m != nil {
+		if c, ok := (*m)[code]; ok {
+			return c
+		}
 	}
-	if c := b.codes[code].Load(); c != nil {
-		return *c
+	b.codesMu.Lock()
+	defer b.codesMu.Unlock()
+	old := b.codes.Load()
+	if old != nil {
+		if c, ok := (*old)[code]; ok {
+			return c
+		}
+	}
+	m := make(map[int]prometheus.Counter, 1)
+	if old != nil {
+		maps.Copy(m, *old)
 	}
 	c := b.m.requests.WithLabelValues(b.service, b.relLabel, strconv.Itoa(code))
-	b.codes[code].Store(&c)
+	m[code] = c
+	b.codes.Store(&m)
 	return c
 }
 

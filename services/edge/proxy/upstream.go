@@ -31,9 +31,11 @@ type h1Transport struct {
 	maxIdle       int
 	headerTimeout time.Duration
 
-	mu     sync.Mutex
-	idle   map[string][]*h1Conn
-	closed bool
+	mu   sync.Mutex
+	idle map[string][]*h1Conn
+	// live, when set, holds the addresses connections may be pooled for
+	// (the current route table's instances); see keepOnly.
+	live map[string]bool
 }
 
 type h1Conn struct {
@@ -86,13 +88,32 @@ func (t *h1Transport) get(ctx context.Context, addr string) (c *h1Conn, reused b
 // put returns c to the idle pool, or closes it when the pool is full.
 func (t *h1Transport) put(c *h1Conn) {
 	t.mu.Lock()
-	if !t.closed && len(t.idle[c.addr]) < t.maxIdle {
+	if (t.live == nil || t.live[c.addr]) && len(t.idle[c.addr]) < t.maxIdle {
 		t.idle[c.addr] = append(t.idle[c.addr], c)
 		t.mu.Unlock()
 		return
 	}
 	t.mu.Unlock()
 	c.nc.Close()
+}
+
+// keepOnly closes the idle connections to addresses not in live and stops
+// pooling connections to them, so instances that left the route table leave
+// no open connections behind.
+func (t *h1Transport) keepOnly(live map[string]bool) {
+	var drop []*h1Conn
+	t.mu.Lock()
+	t.live = live
+	for addr, cs := range t.idle {
+		if !live[addr] {
+			drop = append(drop, cs...)
+			delete(t.idle, addr)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range drop {
+		c.nc.Close()
+	}
 }
 
 // CloseIdleConnections closes every pooled connection; connections in use

@@ -310,3 +310,27 @@ func TestTuneGC(t *testing.T) {
 		t.Fatalf("GOGC=150 in the environment: GC percent %d, want 150 kept", got)
 	}
 }
+
+func TestApplyClosesIdleConnectionsToRemovedInstances(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	p := New(Config{})
+	t.Cleanup(p.Close)
+	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(a, "a")}}))
+	if code, body := get(t, p, "w", nil); code != 200 || body != "a" {
+		t.Fatalf("%d %q", code, body)
+	}
+	addrA := up(a, "a").Address
+	if n := p.h1.idleCount(addrA); n != 1 {
+		t.Fatalf("%d idle connections to a, want 1", n)
+	}
+	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 2, Weight: 100, Upstreams: []routetable.Upstream{up(b, "b")}}))
+	if n := p.h1.idleCount(addrA); n != 0 {
+		t.Fatalf("%d idle connections to a removed instance, want 0", n)
+	}
+	if code, body := get(t, p, "w", nil); code != 200 || body != "b" {
+		t.Fatalf("%d %q", code, body)
+	}
+	if n := p.h1.idleCount(up(b, "b").Address); n != 1 {
+		t.Fatalf("%d idle connections to b, want 1", n)
+	}
+}
