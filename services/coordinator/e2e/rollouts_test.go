@@ -102,11 +102,11 @@ func runRollouts(t *testing.T, mode string) *traffic {
 	t.Cleanup(s.tr.stop)
 	s.checkShares("1:100", map[string]float64{"v1": 1}, 150)
 
-	// 2. Canary to v2: 20% for 3s (held by a pause well beyond that), 50%
+	// 2. Canary to v2: 20% for 4s (held by a pause well beyond that), 50%
 	// until promoted, then 100%.
 	canary := quick(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY,
 		Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{
-			{Weight: 20, Pause: durationpb.New(3 * time.Second)}, {Weight: 50, Manual: true}, {Weight: 100}}}})
+			{Weight: 20, Pause: durationpb.New(4 * time.Second)}, {Weight: 50, Manual: true}, {Weight: 100}}}})
 	v2 := s.deployVersion("v2", nil, canary)
 	s.waitWeights("1:80 2:20", 60*time.Second)
 	at20 := time.Now()
@@ -116,10 +116,10 @@ func runRollouts(t *testing.T, mode string) *traffic {
 	})
 	s.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_PAUSED, 10*time.Second)
 	s.checkShares("1:80 2:20", map[string]float64{"v1": 0.8, "v2": 0.2}, 400)
-	// Held past the step's 3s pause while paused: still 20%, from the
+	// Held past the step's 4s pause while paused: still 20%, from the
 	// traffic of a second window.
-	poll(t, 10*time.Second, "4s at 20%", func() string {
-		if d := time.Since(at20); d < 4*time.Second {
+	poll(t, 10*time.Second, "5s at 20%", func() string {
+		if d := time.Since(at20); d < 5*time.Second {
 			return "at 20% for " + d.String()
 		}
 		return ""
