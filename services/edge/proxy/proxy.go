@@ -1,6 +1,12 @@
 // Package proxy is the edge's built-in HTTP reverse proxy: host and path
 // routing, smooth weighted round robin across releases and instances, pins,
 // retries, passive ejection and an atomically swapped route table.
+//
+// Hot path: bodyless GET/HEAD/OPTIONS/TRACE requests without upgrade are
+// forwarded by forward (ReverseProxy's header rules without its per-request
+// cost) over h1Transport, a pooled HTTP/1.1 client working on the handler's
+// goroutine; every other request goes through httputil.ReverseProxy and
+// http.Transport. Metric children are resolved when a table is compiled.
 package proxy
 
 import (
