@@ -222,6 +222,22 @@ func (a *Agent) setDesiredLocked(s allocation.Spec) {
 	}
 }
 
+// forgetUnwantedLocked drops the status of allocations that left the
+// desired set with nothing left to stop or deregister (already stopped, or
+// never started): no later step acts on them, so nothing else would.
+func (a *Agent) forgetUnwantedLocked() {
+	for id := range a.status {
+		if _, want := a.desired[id]; want {
+			continue
+		}
+		if _, running := a.instances[id]; running || a.registered[id] || a.busy[id] {
+			continue
+		}
+		delete(a.status, id)
+		delete(a.failures, id)
+	}
+}
+
 // Driver returns the driver's name.
 func (a *Agent) Driver() string { return a.drv.Name() }
 
@@ -288,6 +304,7 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 	for _, s := range desired {
 		a.setDesiredLocked(s)
 	}
+	a.forgetUnwantedLocked()
 	for id, st := range invalid {
 		if old, ok := a.invalid[id]; !ok || old.Error != st.Error {
 			a.emitLocked(st, "refused: "+st.Error)

@@ -545,6 +545,16 @@ func TestReplaceAndDesiredStopped(t *testing.T) {
 			nodetest.Eventually(t, 10*time.Second, "a stopped", func() bool {
 				return h.status(a.ID).State == agent.Stopped && len(h.running()) == 0 && len(h.instances()) == 0
 			})
+
+			// Leaving the desired set once stopped: forgotten at once, not
+			// listed as stopped forever.
+			st, err = h.sync(4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, listed := st[a.ID]; listed {
+				t.Errorf("after leaving the desired set stopped, still listed: %+v", got)
+			}
 		})
 	}
 }
