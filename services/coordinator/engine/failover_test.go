@@ -19,12 +19,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
 // TestEngineFailoverMidCanary runs three real coordinator processes with the
@@ -45,6 +48,9 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	// agent's cleanup drains against a live edge.
 	edge := startEdge(t, c.Addr())
 	agent := startAgent(t, c.Addr(), imgDir)
+	// Stop the node's instances while the edge is still up and wait until
+	// the agent has none left, before the agent's own cleanup.
+	t.Cleanup(func() { emptyNode(t, agent) })
 	starts := watchStarts(t, agent.addr)
 
 	bin := testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator")
@@ -175,9 +181,12 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 		}
 		return ""
 	})
-	// The last window: requests started once v1 is gone from Consul.
+	// The last window: requests sent once the edge acknowledged the final
+	// generation (100% v2, routing to the v2 instances only).
+	after := e.instanceIDs(2)
+	poll(t, 10*time.Second, "edge acknowledged 2:100", func() string { return e.edgeRoutesOnly(after) })
 	lastFrom := time.Now()
-	poll(t, 30*time.Second, "300 requests after v1 left", func() string {
+	poll(t, 30*time.Second, "300 requests after the edge acknowledged 2:100", func() string {
 		if n := len(l.since(lastFrom)); n < 300 {
 			return fmt.Sprintf("%d requests", n)
 		}
@@ -191,7 +200,8 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	var failures []string
 	for _, r := range all {
 		if r.failure != "" {
-			failures = append(failures, r.failure)
+			failures = append(failures, fmt.Sprintf("%s (sent %s after the promote, answered after %s)", r.failure,
+				r.at.Sub(promotedAt).Round(time.Millisecond), r.took.Round(time.Millisecond)))
 		}
 	}
 	t.Logf("requests %d over %s on %d keep-alive connections: per version %v, non-2xx/transport failures %d", len(all),
@@ -209,13 +219,12 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	}
 	last := l.sinceOf(all, lastFrom)
 	lv := countVersions(last)
-	t.Logf("last window (%d requests after v1 left): %v", len(last), lv)
+	t.Logf("last window (%d requests after the edge acknowledged 2:100): %v", len(last), lv)
 	if lv["v2"] != len(last) {
 		t.Errorf("last window = %v, want 100%% v2", lv)
 	}
 
 	// Placement: v2 placed once per slot, the canary instance kept.
-	after := e.instanceIDs(2)
 	if len(after) != 2 || !slices.Contains(after, before[0]) {
 		t.Errorf("v2 instances = %v, want 2 including %s placed by the old leader", after, before[0])
 	}
@@ -256,6 +265,69 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	}
 	t.Logf("allocation starts seen by the node agent: %s", summarize(got))
 	t.Logf("whole test %s", time.Since(began).Round(time.Millisecond))
+}
+
+// edgeRoutesOnly returns "" once every live edge acknowledged the service's
+// current intent generation with exactly the instances ids routed.
+func (e *e2e) edgeRoutesOnly(ids []string) string {
+	in := e.intent()
+	if in == nil {
+		return "no intent"
+	}
+	kvs, _, err := e.consul.KV().List(catalog.EdgesPrefix, nil)
+	if err != nil {
+		return err.Error()
+	}
+	live := 0
+	for _, kv := range kvs {
+		if kv.Session == "" {
+			continue
+		}
+		live++
+		ack := &edgev1.EdgeAck{}
+		if err := protojson.Unmarshal(kv.Value, ack); err != nil {
+			return fmt.Sprintf("edge ack %s: %v", kv.Key, err)
+		}
+		g := ack.GetGenerations()[e.name]
+		routed := slices.Sorted(slices.Values(ack.GetInstances()[e.name].GetIds()))
+		if g < in.GetGeneration() || !slices.Equal(routed, ids) {
+			return fmt.Sprintf("edge %s acked generation %d routing %v; intent generation %d, want %v", ack.GetEdgeId(), g, routed, in.GetGeneration(), ids)
+		}
+	}
+	if live == 0 {
+		return "no live edge ack"
+	}
+	return ""
+}
+
+// emptyNode sends the agent an empty desired set under a token no leader
+// reaches and waits until it reports no allocation.
+func emptyNode(t *testing.T, a *agentProc) {
+	conn, err := rpc.Dial(a.addr)
+	if err != nil {
+		t.Errorf("cleanup: dial node agent: %v", err)
+		return
+	}
+	defer conn.Close()
+	cl := agentv1.NewNodeAgentServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: a.nodeID, Token: &agentv1.FencingToken{Term: 1 << 62}},
+		grpc.WaitForReady(true)); err != nil {
+		t.Logf("cleanup: empty sync: %v", err)
+		return
+	}
+	for {
+		st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
+		if err == nil && len(st.GetAllocations()) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Logf("cleanup: node agent still reports %v (%v)", st.GetAllocations(), err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // allocStarts is what the node agent reported about one allocation.
@@ -369,6 +441,7 @@ func summarize(m map[string]allocStarts) string {
 // that answered or why it failed.
 type answer struct {
 	at      time.Time
+	took    time.Duration
 	version string
 	failure string
 }
@@ -379,6 +452,7 @@ type timedLoad struct {
 	mu       sync.Mutex
 	answers  []answer
 	newConns int
+	client   *http.Client
 	stop     chan struct{}
 	done     sync.WaitGroup
 }
@@ -387,6 +461,7 @@ func startTimedLoad(edge, host string, workers int) *timedLoad {
 	l := &timedLoad{stop: make(chan struct{})}
 	tr := &http.Transport{MaxIdleConnsPerHost: workers}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	l.client = client
 	for range workers {
 		l.done.Add(1)
 		go func() {
@@ -424,6 +499,7 @@ func startTimedLoad(edge, host string, workers int) *timedLoad {
 						a.version = resp.Header.Get("X-Slipway-Version")
 					}
 				}
+				a.took = time.Since(at)
 				l.mu.Lock()
 				l.answers = append(l.answers, a)
 				l.mu.Unlock()
@@ -461,6 +537,7 @@ func (l *timedLoad) connections() int {
 func (l *timedLoad) end() []answer {
 	close(l.stop)
 	l.done.Wait()
+	l.client.CloseIdleConnections()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := slices.Clone(l.answers)
