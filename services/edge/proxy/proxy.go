@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -306,10 +307,42 @@ type state struct {
 }
 
 type pick struct {
+	// table is the route table the pick was made from.
+	table   *table
 	route   *route
 	backend *backend
+	// host and path are the inbound request's, to pick again from a newer
+	// table.
+	host, path string
 	// upstream is the instance of the last attempt.
 	upstream string
+	// attempts counts the instances tried.
+	attempts int
+}
+
+// attemptBody carries a request body through one attempt. A transport
+// closes the body even when it failed before reading any of it (a refused
+// connection); then the client's body is left open for the next attempt.
+type attemptBody struct {
+	rc     io.ReadCloser
+	read   atomic.Bool
+	closed atomic.Bool
+}
+
+func (b *attemptBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	b.read.Store(true)
+	return b.rc.Read(p)
+}
+
+func (b *attemptBody) Close() error {
+	b.closed.Store(true)
+	if b.read.Load() {
+		return b.rc.Close()
+	}
+	return nil
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -327,7 +360,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "slipway edge: no backend for "+r.rt.Service, http.StatusServiceUnavailable)
 		return
 	}
-	st := &state{pick: pick{route: r, backend: b}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
+	st := &state{pick: pick{table: t, route: r, backend: b, host: req.Host, path: req.URL.Path}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
 	pk, sw := &st.pick, &st.sw
 	st.rt = retrier{p: p, pk: pk}
 	if leanPath(req) {
@@ -338,6 +371,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		st.rp.ServeHTTP(sw, req)
 	}
 	took := time.Since(start)
+	b = pk.backend // the retrier may have picked again from a newer table
 	b.requests(sw.code).Inc()
 	r.latency.Observe(took.Seconds())
 	if p.accessLog {
@@ -370,6 +404,51 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 	if pk == nil {
 		return nil, errors.New("proxy: request without a route")
 	}
+	var lastErr error
+	// A request picked from an older table whose connection fails is picked
+	// again from the newest one (at most twice): the edge may have applied
+	// and acknowledged routes without the chosen instance while this request
+	// was on its way, and the node agent stops such an instance as soon as
+	// every edge has acknowledged. The request never reached it, so any
+	// method may go elsewhere.
+	for repick := 0; ; repick++ {
+		resp, retry, err := rt.tryBackend(req, pk)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if !retry || repick == 2 || !rt.repick(req, pk) {
+			break
+		}
+		pk.route.retries.Inc()
+	}
+	return nil, fmt.Errorf("proxy: %s release %d: %w", pk.route.rt.Service, pk.backend.release, lastErr)
+}
+
+// repick moves pk to the newest table when it is not the one pk was made
+// from; false when there is nothing newer or nothing to pick there.
+func (rt *retrier) repick(req *http.Request, pk *pick) bool {
+	t := rt.p.table.Load()
+	if t == pk.table {
+		return false
+	}
+	r := t.match(pk.host, pk.path)
+	if r == nil {
+		return false
+	}
+	b := r.pickBackend(req)
+	if b == nil || len(b.upstreams) == 0 {
+		return false
+	}
+	pk.table, pk.route, pk.backend = t, r, b
+	return true
+}
+
+// tryBackend sends req to instances of pk's backend, moving to another
+// instance after a connection failure (any request) or another transport
+// error (idempotent requests). retry reports that every attempt failed to
+// connect, so the request may go to another backend.
+func (rt *retrier) tryBackend(req *http.Request, pk *pick) (resp *http.Response, retry bool, err error) {
 	b := pk.backend
 	n := len(b.upstreams)
 	var tried0 [8]bool
@@ -380,7 +459,6 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		tried = make([]bool, n)
 	}
 	attempts := min(n, 3)
-	var lastErr error
 	for a := 0; a < attempts; a++ {
 		start := int(b.next.Add(1)-1) % n
 		i := -1
@@ -398,35 +476,45 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		tried[i] = true
 		u := b.upstreams[i]
 		out := req
-		if a > 0 {
+		var body *attemptBody
+		if req.Body != nil && req.Body != http.NoBody {
+			// req keeps the client's body; each attempt gets its own wrapper.
+			body = &attemptBody{rc: req.Body}
+			out = req.Clone(req.Context())
+			out.Body = body
+		} else if a > 0 || pk.attempts > 0 {
 			out = req.Clone(req.Context())
 		}
+		pk.attempts++
 		out.URL.Host = u.Address
 		pk.upstream = u.ID
-		var resp *http.Response
-		var err error
 		if fastPath(out) {
 			resp, err = rt.p.h1.roundTrip(out, rt.got1xx)
 		} else {
 			resp, err = rt.p.transport.RoundTrip(out)
 		}
 		if err == nil {
-			return resp, nil
+			return resp, false, nil
 		}
-		lastErr = err
 		if req.Context().Err() != nil {
-			return nil, err
+			return nil, false, err
 		}
 		dialErr := isDialError(err)
 		if dialErr {
 			rt.p.eject(u, pk.route.rt.Service)
 		}
-		if !dialErr && !idempotent(req) {
-			return nil, err
+		if body != nil && body.read.Load() {
+			return nil, false, err // part of the body is gone: nothing to send again
 		}
-		pk.route.retries.Inc()
+		if !dialErr && !idempotent(req) {
+			return nil, false, err
+		}
+		retry = dialErr
+		if a+1 < attempts {
+			pk.route.retries.Inc()
+		}
 	}
-	return nil, fmt.Errorf("proxy: %s release %d: %w", pk.route.rt.Service, b.release, lastErr)
+	return nil, retry, err
 }
 
 func idempotent(req *http.Request) bool {
