@@ -542,3 +542,37 @@ func TestSpecTheMachineCannotRunFailsTheRollout(t *testing.T) {
 		t.Errorf("placed %d, committed %d steps; want nothing placed and one verdict", len(h.allocs(1)), len(h.raft.steps()))
 	}
 }
+
+func TestDrainedNodeAllocationsMigrate(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	before := map[string]string{}
+	for _, a := range h.allocs(1) {
+		before[a.GetId()] = a.GetNodeId()
+	}
+	if len(before) != 2 {
+		t.Fatalf("allocations %v, want 2", before)
+	}
+	if _, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{NodeId: "n2", Enable: true, By: "ops"}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	as := h.allocs(1)
+	if len(as) != 2 || as[0].GetNodeId() != "n1" || as[1].GetNodeId() != "n1" {
+		t.Fatalf("after draining n2: %v, want both on n1", as)
+	}
+	for _, a := range as {
+		if was, ok := before[a.GetId()]; ok && was != "n1" {
+			t.Errorf("allocation %s still on %s", a.GetId(), was)
+		}
+	}
+	// Draining the only other node leaves nowhere to go: nothing moves.
+	if _, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{NodeId: "n1", Enable: true, By: "ops"}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	if after := h.allocs(1); len(after) != 2 || after[0].GetId() != as[0].GetId() || after[1].GetId() != as[1].GetId() {
+		t.Errorf("with every node drained: %v, want the allocations kept %v", after, as)
+	}
+}

@@ -414,8 +414,12 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 }
 
 // replaceLost replaces the allocations of nodes missing for longer than
-// NodeGrace: each running one gets a new allocation elsewhere, committed in
-// the same entry that removes the old ones.
+// NodeGrace, and migrates those of nodes an operator drains: each running
+// one gets a new allocation elsewhere, committed in the same entry that
+// removes the old ones. A lost node's old allocations are gone; a drained
+// node's are drained by its agent (deregistered, route barrier, graceful
+// stop), so their traffic moves without a failed request. An allocation
+// with nowhere to go stays where it is.
 func (e *Engine) replaceLost(ctx context.Context) error {
 	now := e.cfg.Now()
 	lost := map[string]bool{}
@@ -424,13 +428,21 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 			lost[id] = true
 		}
 	}
-	if len(lost) == 0 {
+	drained := map[string]bool{}
+	for _, n := range e.cfg.FSM.Nodes() {
+		if n.GetDraining() && !lost[n.GetId()] {
+			drained[n.GetId()] = true
+		}
+	}
+	if len(lost) == 0 && len(drained) == 0 {
 		return nil
 	}
 	byService := map[string][]*agentv1.Allocation{}
 	for _, sa := range e.cfg.FSM.AllAllocations() {
-		if lost[sa.Allocation.GetNodeId()] {
-			byService[sa.Allocation.GetService()] = append(byService[sa.Allocation.GetService()], sa.Allocation)
+		a := sa.Allocation
+		onDrained := drained[a.GetNodeId()] && a.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED
+		if lost[a.GetNodeId()] || onDrained {
+			byService[a.GetService()] = append(byService[a.GetService()], a)
 		}
 	}
 	services := make([]string, 0, len(byService))
@@ -468,7 +480,7 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 			was := old[f.AllocID].GetId()
 			if e.failures[was] != f.Reason { // each reason once
 				e.failures[was] = f.Reason
-				e.log.Warn("cannot replace allocation of a lost node yet", "service", svc, "was", was, "reason", f.Reason)
+				e.log.Warn("cannot move allocation off a lost or drained node yet", "service", svc, "was", was, "reason", f.Reason)
 			}
 		}
 		if len(op.Stop) == 0 {
@@ -476,11 +488,14 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 		}
 		if len(msgs) > 0 {
 			op.Events = []*statev1.StepEvent{{Kind: "replaced", Message: strings.Join(msgs, "; ")}}
+			if !lost[byService[svc][0].GetNodeId()] {
+				op.Events[0].Kind = "migrated"
+			}
 		}
 		if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: op}}); err != nil {
 			return fmt.Errorf("engine: commit replacement for %s: %w", svc, err)
 		}
-		e.log.Info("replaced allocations of lost nodes", "service", svc, "replaced", len(op.Place), "removed", len(op.Stop))
+		e.log.Info("moved allocations off lost or drained nodes", "service", svc, "placed", len(op.Place), "removed", len(op.Stop))
 	}
 	return nil
 }
