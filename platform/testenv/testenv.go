@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -67,7 +69,8 @@ func Binary(tb testing.TB, name string) string {
 // BuildBinary builds the Go main package pkg (an import path or a path
 // relative to the repo root, e.g. "./services/edge/cmd/slipway-edge") into a
 // temporary directory and returns the executable's path. Built once per test
-// binary and package.
+// binary and package. The directory belongs to this test process; the next
+// test process to build removes those of processes that have ended.
 func BuildBinary(tb testing.TB, pkg string, ldflags ...string) string {
 	tb.Helper()
 	key := pkg + fmt.Sprint(ldflags)
@@ -76,8 +79,10 @@ func BuildBinary(tb testing.TB, pkg string, ldflags ...string) string {
 	if p, ok := built[key]; ok {
 		return p
 	}
-	dir, err := os.MkdirTemp("", "slipway-bin-")
-	if err != nil {
+	parent := filepath.Join(os.TempDir(), "slipway-test-bin")
+	pruneEnded(parent)
+	dir := filepath.Join(parent, strconv.Itoa(os.Getpid()), strconv.Itoa(len(built)))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
@@ -93,6 +98,23 @@ func BuildBinary(tb testing.TB, pkg string, ldflags ...string) string {
 	}
 	built[key] = out
 	return out
+}
+
+// pruneEnded removes the build directories of test processes that ended.
+func pruneEnded(parent string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
 }
 
 func joinSpace(s []string) string {
