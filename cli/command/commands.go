@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
@@ -260,55 +263,51 @@ func runRolloutList(ctx context.Context, a *app, o *opts, _ []string) error {
 }
 
 func runPromote(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.PromoteRollout, &deployv1.PromoteRolloutRequest{Id: args[0], Full: o.full, By: a.g.by, Reason: o.reason})
-	if err != nil {
-		return err
-	}
 	what := "promote"
 	if o.full {
 		what = "full promote"
 	}
-	return a.show(resp, func(w io.Writer) error { return commandDone(w, what, resp.GetRollout()) })
+	return operatorCommand(ctx, a, what, deployv1.DeployServiceClient.PromoteRollout,
+		&deployv1.PromoteRolloutRequest{Id: args[0], Full: o.full, By: a.g.by, Reason: o.reason})
 }
 
 func runPause(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.PauseRollout, &deployv1.PauseRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return commandDone(w, "pause", resp.GetRollout()) })
+	return operatorCommand(ctx, a, "pause", deployv1.DeployServiceClient.PauseRollout,
+		&deployv1.PauseRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
 }
 
 func runResume(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.ResumeRollout, &deployv1.ResumeRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return commandDone(w, "resume", resp.GetRollout()) })
+	return operatorCommand(ctx, a, "resume", deployv1.DeployServiceClient.ResumeRollout,
+		&deployv1.ResumeRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
 }
 
 func runAbort(ctx context.Context, a *app, o *opts, args []string) error {
+	return operatorCommand(ctx, a, "abort", deployv1.DeployServiceClient.AbortRollout,
+		&deployv1.AbortRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
+}
+
+// rolloutResponse is the answer of every operator command.
+type rolloutResponse interface {
+	proto.Message
+	GetRollout() *deployv1.Rollout
+}
+
+// operatorCommand sends one operator command (promote, pause, resume,
+// abort) and prints what the coordinator recorded.
+func operatorCommand[Req any, Resp rolloutResponse](ctx context.Context, a *app, what string,
+	method func(deployv1.DeployServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) error {
 	c, err := a.deploy()
 	if err != nil {
 		return err
 	}
-	resp, err := call(ctx, a, c.AbortRollout, &deployv1.AbortRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
+	bound := func(ctx context.Context, req Req, opts ...grpc.CallOption) (Resp, error) {
+		return method(c, ctx, req, opts...)
+	}
+	resp, err := call(ctx, a, bound, req)
 	if err != nil {
 		return err
 	}
-	return a.show(resp, func(w io.Writer) error { return commandDone(w, "abort", resp.GetRollout()) })
+	return a.show(resp, func(w io.Writer) error { return commandDone(w, what, resp.GetRollout()) })
 }
 
 func commandDone(w io.Writer, what string, r *deployv1.Rollout) error {
