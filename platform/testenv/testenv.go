@@ -6,8 +6,6 @@ package testenv
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,68 +124,4 @@ func joinSpace(s []string) string {
 		out += x
 	}
 	return out
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(tb testing.TB) int {
-	tb.Helper()
-	ports, err := freePorts(1)
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	return ports[0]
-}
-
-// FreeAddr returns "127.0.0.1:<free port>".
-func FreeAddr(tb testing.TB) string {
-	tb.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
-}
-
-// Ports are drawn below the kernel's ephemeral range (32768 and up on
-// Linux), so an outgoing connection can never take one between the moment it
-// is picked and the moment the component binds it; tests running in
-// parallel draw at random and are told apart by the bind check.
-const (
-	portLow  = 20000
-	portHigh = 32000
-)
-
-// FreePorts returns n distinct TCP (and UDP) ports on 127.0.0.1 that were
-// free a moment ago, for programs such as benchmarks that have no testing.TB.
-func FreePorts(n int) ([]int, error) { return freePorts(n) }
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	seen := map[int]bool{}
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			return nil, errors.New("testenv: no free port in 20000-32000")
-		}
-		p := portLow + rand.IntN(portHigh-portLow)
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		// Consul's serf ports are UDP too.
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		u.Close()
-		ls = append(ls, l)
-		ports = append(ports, p)
-	}
-	return ports, nil
 }

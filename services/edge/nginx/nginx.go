@@ -27,6 +27,11 @@ import (
 // config stays in place.
 var ErrConfigRejected = errors.New("nginx: config rejected")
 
+// ErrExited means the supervised nginx exited before it served the config
+// the runner waited for (a listen address already in use, say); the error
+// carries the end of nginx's error log.
+var ErrExited = errors.New("nginx: exited")
+
 // Config configures a Runner.
 type Config struct {
 	// Binary is the nginx executable (default /usr/sbin/nginx).
@@ -139,6 +144,8 @@ func (r *Runner) Start(ctx context.Context) error {
 		return err
 	}
 	if err := r.waitVersion(ctx, 1); err != nil {
+		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL) // never left running unsupervised
+		<-r.exited
 		return err
 	}
 	r.version = 1
@@ -400,6 +407,10 @@ func (r *Runner) waitVersion(ctx context.Context, version uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	want := strconv.FormatUint(version, 10)
+	var exited <-chan struct{} // nil for an external master: never fires
+	if !r.cfg.External {
+		exited = r.exited
+	}
 	var last string
 	for {
 		got, err := r.get(ctx, "/config")
@@ -408,11 +419,34 @@ func (r *Runner) waitVersion(ctx context.Context, version uint64) error {
 		}
 		last = fmt.Sprint(strings.TrimSpace(got), err)
 		select {
+		case <-exited:
+			return fmt.Errorf("%w before serving config version %s: %s", ErrExited, want, r.logTail())
 		case <-ctx.Done():
 			return fmt.Errorf("nginx: config version %s not served (last: %s): %w", want, last, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// logTail returns the last lines nginx wrote to its error log and stderr,
+// for an error that says why it stopped.
+func (r *Runner) logTail() string {
+	var lines []string
+	for _, name := range []string{"error.log", "stderr.log"} {
+		b, _ := os.ReadFile(filepath.Join(r.cfg.Dir, "logs", name))
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" {
+				lines = append(lines, l)
+			}
+		}
+	}
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	if len(lines) == 0 {
+		return "no log output"
+	}
+	return strings.Join(lines, "; ")
 }
 
 func (r *Runner) get(ctx context.Context, path string) (string, error) {

@@ -127,6 +127,85 @@ func TestRunnerKeepsLastGoodConfigWhenRejected(t *testing.T) {
 	}
 }
 
+// TestRunnerRetriesOnNewerTable: a request routed on one table whose
+// connection fails after a newer table was posted is chosen again from the
+// newer one. This is the route barrier's race: the edge acknowledged the
+// newer table and the agent stopped the old instance while the request was
+// on its way to it. Expect: 100-continue holds the request between routing
+// (nginx answers 100 after the rewrite phase) and connecting (after the
+// body), so the table changes exactly in that window.
+func TestRunnerRetriesOnNewerTable(t *testing.T) {
+	r, listen := startRunner(t)
+	ctx := context.Background()
+	oldSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "old") }))
+	defer oldSrv.Close()
+	old := routetable.Upstream{ID: "old", Address: strings.TrimPrefix(oldSrv.URL, "http://")}
+	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": old})); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	io.WriteString(conn, "PUT / HTTP/1.1\r\nHost: one.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(line, " 100 ") {
+		t.Fatalf("want 100 Continue, got %q, %v", line, err)
+	}
+	br.ReadString('\n') // blank line after the interim response
+
+	oldSrv.Close() // the old instance is gone: connections to it are refused
+	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": backend(t, "new")})); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "new" {
+		t.Fatalf("request routed before the table changed: %d %q, want 200 \"new\"", resp.StatusCode, body)
+	}
+}
+
+// TestRunnerStartFailsWhenListenTaken: nginx that cannot bind exits at
+// once; Start says so with nginx's own reason instead of waiting out its
+// deadline, and leaves nothing running.
+func TestRunnerStartFailsWhenListenTaken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: real nginx")
+	}
+	if _, err := exec.LookPath("/usr/sbin/nginx"); err != nil {
+		t.Skip("nginx not installed (make tools)")
+	}
+	taken, err := net.Listen("tcp", testenv.FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	r, err := New(Config{Dir: t.TempDir(), Listen: taken.Addr().String(), ControlAddr: testenv.FreeAddr(t), Workers: 1,
+		Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = r.Start(ctx)
+	if !errors.Is(err, ErrExited) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("Start = %v, want ErrExited naming the address in use", err)
+	}
+	select {
+	case <-r.exited:
+	default:
+		t.Fatal("nginx still running after a failed Start")
+	}
+}
+
 func TestRunnerRestartsDeadNginx(t *testing.T) {
 	r, listen := startRunner(t)
 	a := backend(t, "a")

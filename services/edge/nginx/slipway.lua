@@ -75,16 +75,22 @@ local function swrr(route)
   return best
 end
 
+-- find_route returns the route of host and uri in the current table.
+local function find_route(host, uri)
+  local list = load()[string.lower(host or "")]
+  if not list then return nil end
+  for _, r in ipairs(list) do
+    if path_match(r.path, uri) then return r end
+  end
+  return nil
+end
+
 -- rewrite chooses the route and the release of a request.
 function M.rewrite()
-  local list = load()[string.lower(ngx.var.host or "")]
-  if not list then return ngx.exit(404) end
-  local uri, route = ngx.var.uri, nil
-  for _, r in ipairs(list) do
-    if path_match(r.path, uri) then route = r break end
-  end
+  local host, uri = ngx.var.host, ngx.var.uri
+  local route = find_route(host, uri)
   if not route then return ngx.exit(404) end
-  local chosen = nil
+  local chosen, pinned = nil, nil
   for _, p in ipairs(route.pins) do
     local v
     if p.kind == "header" then
@@ -95,32 +101,56 @@ function M.rewrite()
     end
     if v and (p.value == "" or p.value == v) then
       chosen = route.byrel[p.release]
-      if chosen and #chosen.peers > 0 then break end
+      if chosen and #chosen.peers > 0 then pinned = p.release break end
       chosen = nil
     end
   end
   chosen = chosen or swrr(route)
   if not chosen then return ngx.exit(503) end
-  ngx.ctx.slipway = { backend = chosen, tried = {} }
+  ngx.ctx.slipway = { backend = chosen, tried = {}, version = cached_version, host = host, uri = uri, pinned = pinned }
   ngx.var.slipway_service = route.service
   ngx.var.slipway_release = chosen.release
 end
 
--- balance picks an instance of the chosen release, another one on retry.
+-- rechoose runs when a connection failed: if a newer table arrived since
+-- the request was routed, the instance it tried may be one the edge has
+-- since drained (the route barrier acknowledged the newer table), so the
+-- release and instance are chosen again from the newer table.
+local function rechoose(c)
+  local v = dict:get("version")
+  if v == c.version then return false end
+  c.version = v
+  local route = find_route(c.host, c.uri)
+  if not route then return false end
+  local b = c.pinned and route.byrel[c.pinned]
+  if not b or #b.peers == 0 then b = swrr(route) end
+  if not b then return false end
+  c.backend, c.tried = b, {}
+  pcall(function() ngx.var.slipway_release = b.release end)
+  return true
+end
+
+-- balance picks an instance of the chosen release; after a failed
+-- connection, another instance of it, or the release chosen again from a
+-- newer table (up to proxy_next_upstream_tries in all).
 function M.balance()
   local c = ngx.ctx.slipway
-  local b = c.backend
-  local n = #b.peers
   if not c.started then
     c.started = true
-    if n > 1 then balancer.set_more_tries(math.min(n, 3) - 1) end
+    balancer.set_more_tries(2)
+  else
+    rechoose(c)
   end
+  local b = c.backend
+  local n = #b.peers
   local pick = nil
   for _ = 1, n do
     b.rr = b.rr % n + 1
     if not c.tried[b.rr] then pick = b.rr break end
   end
-  pick = pick or (b.rr % n + 1)
+  -- every instance tried and no newer table: the request fails as nginx
+  -- would fail it once its tries are spent.
+  if not pick then return ngx.exit(502) end
   c.tried[pick] = true
   local peer = b.peers[pick]
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
