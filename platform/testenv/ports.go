@@ -81,9 +81,29 @@ func freePorts(n int) ([]int, error) {
 // the process that received it: an exclusive flock on a file named after
 // the port, which the kernel drops when the process ends, however it ends.
 // A port is never handed out twice, in one process or across processes.
+// The files of ended processes are removed by the next process to reserve.
 var ports struct {
 	sync.Mutex
-	held map[int]*os.File // open for the life of the process: the lock
+	swept bool
+	held  map[int]*os.File // open for the life of the process: the lock
+}
+
+// sweepPorts removes the reservation files nobody holds. A file is removed
+// only under its own lock, and a reserver checks that the file it locked is
+// still the one at the path, so removal cannot hand a port out twice.
+func sweepPorts(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		path := filepath.Join(dir, e.Name())
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.Remove(path)
+		}
+		f.Close()
+	}
 }
 
 // reservePort reports whether this process now holds port p, which no
@@ -98,13 +118,26 @@ func reservePort(p int) bool {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return true // no shared directory: fall back to the bind probe alone
 	}
-	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o644)
+	if !ports.swept {
+		ports.swept = true
+		sweepPorts(dir)
+	}
+	path := filepath.Join(dir, strconv.Itoa(p))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return true
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		return !errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	// A sweeper may have removed the file between open and lock: then the
+	// lock guards nothing, and another process may hold the new file.
+	locked, err1 := f.Stat()
+	current, err2 := os.Stat(path)
+	if err1 != nil || err2 != nil || !os.SameFile(locked, current) {
+		f.Close()
+		return false
 	}
 	if ports.held == nil {
 		ports.held = map[int]*os.File{}
