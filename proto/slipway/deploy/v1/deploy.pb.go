@@ -357,9 +357,14 @@ type Rollout struct {
 	// commands lists operator commands recorded for the engine, oldest first.
 	Commands []*OperatorCommand `protobuf:"bytes,13,rep,name=commands,proto3" json:"commands,omitempty"`
 	// created_by names who asked for it.
-	CreatedBy     string `protobuf:"bytes,14,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreatedBy string `protobuf:"bytes,14,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// awaiting_promote is true while the rollout is paused waiting for
+	// PromoteRollout: a manual canary step, the end of manual canary steps, or
+	// a blue/green preview. It is false while an operator's pause holds the
+	// rollout (ResumeRollout continues it).
+	AwaitingPromote bool `protobuf:"varint,15,opt,name=awaiting_promote,json=awaitingPromote,proto3" json:"awaiting_promote,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -488,6 +493,13 @@ func (x *Rollout) GetCreatedBy() string {
 		return x.CreatedBy
 	}
 	return ""
+}
+
+func (x *Rollout) GetAwaitingPromote() bool {
+	if x != nil {
+		return x.AwaitingPromote
+	}
+	return false
 }
 
 // RolloutStep records one step a rollout took.
@@ -685,9 +697,13 @@ type RolloutEvent struct {
 	// weights are the traffic weights after the event.
 	Weights map[string]int32 `protobuf:"bytes,8,rep,name=weights,proto3" json:"weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// healthy counts healthy instances per release number after the event.
-	Healthy       map[string]int32 `protobuf:"bytes,9,rep,name=healthy,proto3" json:"healthy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Healthy map[string]int32 `protobuf:"bytes,9,rep,name=healthy,proto3" json:"healthy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// awaiting_promote is true while the rollout is paused waiting for
+	// PromoteRollout: a manual canary step, the end of manual canary steps, or
+	// a blue/green preview. Like state, it is the rollout's after the event.
+	AwaitingPromote bool `protobuf:"varint,10,opt,name=awaiting_promote,json=awaitingPromote,proto3" json:"awaiting_promote,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RolloutEvent) Reset() {
@@ -781,6 +797,13 @@ func (x *RolloutEvent) GetHealthy() map[string]int32 {
 		return x.Healthy
 	}
 	return nil
+}
+
+func (x *RolloutEvent) GetAwaitingPromote() bool {
+	if x != nil {
+		return x.AwaitingPromote
+	}
+	return false
 }
 
 // Service is the current state of one service.
@@ -2378,7 +2401,7 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestId\x12\x1f\n" +
 	"\vrollback_of\x18\b \x01(\x04R\n" +
-	"rollbackOf\"\xa1\x05\n" +
+	"rollbackOf\"\xcc\x05\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -2398,7 +2421,8 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\ahistory\x18\f \x03(\v2\x1e.slipway.deploy.v1.RolloutStepR\ahistory\x12>\n" +
 	"\bcommands\x18\r \x03(\v2\".slipway.deploy.v1.OperatorCommandR\bcommands\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\x0e \x01(\tR\tcreatedBy\x1a:\n" +
+	"created_by\x18\x0e \x01(\tR\tcreatedBy\x12)\n" +
+	"\x10awaiting_promote\x18\x0f \x01(\bR\x0fawaitingPromote\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xab\x02\n" +
@@ -2417,7 +2441,7 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
 	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aapplied\x18\x05 \x01(\bR\aapplied\x12\x12\n" +
-	"\x04full\x18\x06 \x01(\bR\x04full\"\xf0\x03\n" +
+	"\x04full\x18\x06 \x01(\bR\x04full\"\x9b\x04\n" +
 	"\fRolloutEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
 	"\n" +
@@ -2428,7 +2452,9 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x05state\x18\x06 \x01(\x0e2\x1f.slipway.deploy.v1.RolloutStateR\x05state\x12\x12\n" +
 	"\x04step\x18\a \x01(\x05R\x04step\x12F\n" +
 	"\aweights\x18\b \x03(\v2,.slipway.deploy.v1.RolloutEvent.WeightsEntryR\aweights\x12F\n" +
-	"\ahealthy\x18\t \x03(\v2,.slipway.deploy.v1.RolloutEvent.HealthyEntryR\ahealthy\x1a:\n" +
+	"\ahealthy\x18\t \x03(\v2,.slipway.deploy.v1.RolloutEvent.HealthyEntryR\ahealthy\x12)\n" +
+	"\x10awaiting_promote\x18\n" +
+	" \x01(\bR\x0fawaitingPromote\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +

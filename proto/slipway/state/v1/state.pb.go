@@ -756,9 +756,12 @@ type RolloutStepOp struct {
 	Weights map[string]int32 `protobuf:"bytes,13,rep,name=weights,proto3" json:"weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// last_command is the Seq (1-based position in Rollout.commands) of the
 	// last operator command the machine applied.
-	LastCommand   uint64 `protobuf:"varint,14,opt,name=last_command,json=lastCommand,proto3" json:"last_command,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastCommand uint64 `protobuf:"varint,14,opt,name=last_command,json=lastCommand,proto3" json:"last_command,omitempty"`
+	// awaiting_promote is true when the rollout is left paused waiting for an
+	// operator's promote (Rollout.awaiting_promote).
+	AwaitingPromote bool `protobuf:"varint,15,opt,name=awaiting_promote,json=awaitingPromote,proto3" json:"awaiting_promote,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RolloutStepOp) Reset() {
@@ -887,6 +890,13 @@ func (x *RolloutStepOp) GetLastCommand() uint64 {
 		return x.LastCommand
 	}
 	return 0
+}
+
+func (x *RolloutStepOp) GetAwaitingPromote() bool {
+	if x != nil {
+		return x.AwaitingPromote
+	}
+	return false
 }
 
 // StepEvent is one event of a rollout step.
@@ -1322,9 +1332,13 @@ type Snapshot struct {
 	// allocation_records, sorted by id.
 	AllocationRecords []*AllocationRecord `protobuf:"bytes,12,rep,name=allocation_records,json=allocationRecords,proto3" json:"allocation_records,omitempty"`
 	// intents are the traffic intents, sorted by service.
-	Intents       []*v13.TrafficIntent `protobuf:"bytes,13,rep,name=intents,proto3" json:"intents,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Intents []*v13.TrafficIntent `protobuf:"bytes,13,rep,name=intents,proto3" json:"intents,omitempty"`
+	// last_event_index is the index of the last rollout event issued, which
+	// retention may have dropped from events; zero in snapshots written before
+	// events were trimmed (the last of events is the last issued there).
+	LastEventIndex uint64 `protobuf:"varint,14,opt,name=last_event_index,json=lastEventIndex,proto3" json:"last_event_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -1446,6 +1460,13 @@ func (x *Snapshot) GetIntents() []*v13.TrafficIntent {
 		return x.Intents
 	}
 	return nil
+}
+
+func (x *Snapshot) GetLastEventIndex() uint64 {
+	if x != nil {
+		return x.LastEventIndex
+	}
+	return 0
 }
 
 // GetPeerInfoRequest asks for a coordinator's description.
@@ -1790,7 +1811,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x02by\x18\x03 \x01(\tR\x02by\"k\n" +
 	"\x10PutAllocationsOp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
-	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\xbd\x05\n" +
+	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\xe8\x05\n" +
 	"\rRolloutStepOp\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
@@ -1807,7 +1828,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x04step\x18\v \x01(\x05R\x04step\x12\x18\n" +
 	"\amessage\x18\f \x01(\tR\amessage\x12F\n" +
 	"\aweights\x18\r \x03(\v2,.slipway.state.v1.RolloutStepOp.WeightsEntryR\aweights\x12!\n" +
-	"\flast_command\x18\x0e \x01(\x04R\vlastCommand\x1a:\n" +
+	"\flast_command\x18\x0e \x01(\x04R\vlastCommand\x12)\n" +
+	"\x10awaiting_promote\x18\x0f \x01(\bR\x0fawaitingPromote\x1a:\n" +
 	"\fHealthyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +
@@ -1840,7 +1862,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xd2\x05\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xfc\x05\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1856,7 +1878,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	" \x03(\v2\x1d.slipway.state.v1.PeerAddressR\x05peers\x12;\n" +
 	"\bmachines\x18\v \x03(\v2\x1f.slipway.state.v1.MachineRecordR\bmachines\x12Q\n" +
 	"\x12allocation_records\x18\f \x03(\v2\".slipway.state.v1.AllocationRecordR\x11allocationRecords\x128\n" +
-	"\aintents\x18\r \x03(\v2\x1e.slipway.edge.v1.TrafficIntentR\aintents\"\x14\n" +
+	"\aintents\x18\r \x03(\v2\x1e.slipway.edge.v1.TrafficIntentR\aintents\x12(\n" +
+	"\x10last_event_index\x18\x0e \x01(\x04R\x0elastEventIndex\"\x14\n" +
 	"\x12GetPeerInfoRequest\"\x82\x01\n" +
 	"\x13GetPeerInfoResponse\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\x12\x1b\n" +
