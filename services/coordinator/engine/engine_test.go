@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -197,8 +198,11 @@ func TestCanaryResumesOnNewLeaderWithoutReplacing(t *testing.T) {
 	v2 := h.deploy(webSpec("slipway/demo:v2", 2, canary()))
 	h.run(500*time.Millisecond, "canary at 25%", func() bool { return h.routes.last("web").GetWeights()["2"] == 25 })
 	h.pass()
-	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_PAUSED {
-		t.Fatalf("at a manual step the rollout is %v, want PAUSED", ro.GetState())
+	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_PAUSED || !ro.GetAwaitingPromote() {
+		t.Fatalf("at a manual step the rollout is %v (awaiting promote %v), want PAUSED awaiting promote", ro.GetState(), ro.GetAwaitingPromote())
+	}
+	if evs, _ := h.fsm.EventsAfter(v2, 0); !evs.Events[len(evs.Events)-1].GetAwaitingPromote() {
+		t.Fatalf("last event %v does not say it awaits promote", evs.Events[len(evs.Events)-1])
 	}
 	placed := len(h.allocs(2))
 	gen := h.routes.last("web").GetGeneration()
@@ -226,8 +230,14 @@ func TestCanaryResumesOnNewLeaderWithoutReplacing(t *testing.T) {
 	// Pause and promote act on the new leader.
 	h.command(v2, deployv1.CommandKind_COMMAND_KIND_PROMOTE)
 	h.run(500*time.Millisecond, "canary at 50%", func() bool { return h.routes.last("web").GetWeights()["2"] == 50 })
+	if h.rollout(v2).GetAwaitingPromote() {
+		t.Fatal("promoted rollout still awaits promote")
+	}
 	h.command(v2, deployv1.CommandKind_COMMAND_KIND_PAUSE)
 	h.pass()
+	if ro := h.rollout(v2); ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_PAUSED || ro.GetAwaitingPromote() {
+		t.Fatalf("operator-paused rollout is %v, awaiting promote %v; want PAUSED, not awaiting promote", ro.GetState(), ro.GetAwaitingPromote())
+	}
 	h.clock.Add(10 * time.Second) // beyond the step's pause
 	h.pass()
 	if w := h.routes.last("web").GetWeights()["2"]; w != 50 {
@@ -250,6 +260,47 @@ func TestCanaryResumesOnNewLeaderWithoutReplacing(t *testing.T) {
 		if !c.GetApplied() {
 			t.Errorf("command %v not marked applied", c)
 		}
+	}
+}
+
+// TestAwaitingPromoteSetForAnOlderMachineState: a rollout left waiting by a
+// coordinator that did not record awaiting_promote gets it on the next pass,
+// in a step of its own, and only once.
+func TestAwaitingPromoteSetForAnOlderMachineState(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, canary()))
+	h.run(500*time.Millisecond, "manual step", func() bool { return h.rollout(v2).GetAwaitingPromote() })
+
+	// Rewrite the committed step as an older coordinator wrote it.
+	raw, _ := h.fsm.Machine(v2)
+	var st rollout.State
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	st.AwaitingPromote = false
+	old, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := h.rollout(v2)
+	if _, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: &statev1.RolloutStepOp{
+		Service: "web", RolloutId: v2, Machine: old, Phase: ro.GetState(), Step: ro.GetStep(), Message: ro.GetMessage(),
+		Weights: ro.GetWeights(), LastCommand: st.LastCommand}}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.rollout(v2).GetAwaitingPromote() {
+		t.Fatal("setup: the rewritten step still records awaiting promote")
+	}
+	steps := len(h.raft.steps())
+	h.pass()
+	if !h.rollout(v2).GetAwaitingPromote() {
+		t.Fatal("the next pass did not record awaiting promote")
+	}
+	h.pass()
+	if got := len(h.raft.steps()) - steps; got != 1 {
+		t.Errorf("committed %d steps for the flag, want 1", got)
 	}
 }
 

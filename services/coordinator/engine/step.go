@@ -66,7 +66,10 @@ func (e *Engine) stepRollouts(ctx context.Context, acks []*edgev1.EdgeAck) (time
 		}
 		obs := e.observation(ro, st, acks)
 		next, plan := rollout.Step(st, obs)
-		if !plan.Empty() {
+		// A machine state committed before AwaitingPromote existed may wait
+		// without the flag: its first Step sets it, with nothing else to
+		// commit.
+		if !plan.Empty() || next.AwaitingPromote != ro.GetAwaitingPromote() {
 			if err := e.commit(ctx, ro, st, next, plan, obs.Instances); err != nil {
 				return time.Time{}, err
 			}
@@ -265,7 +268,7 @@ func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, prev, next ro
 		Service: ro.GetService(), RolloutId: ro.GetId(), Machine: raw,
 		Phase: next.Phase, Step: int32(next.Step), Message: next.Message,
 		Weights: weightsProto(next.Weights), LastCommand: next.LastCommand,
-		Stop: plan.Stop, Healthy: healthyCounts(seen),
+		Stop: plan.Stop, Healthy: healthyCounts(seen), AwaitingPromote: next.AwaitingPromote,
 	}
 	for _, ev := range plan.Events {
 		op.Events = append(op.Events, &statev1.StepEvent{Kind: ev.Kind, Message: ev.Message})
@@ -295,7 +298,7 @@ func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, prev, next ro
 			if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: &statev1.RolloutStepOp{
 				Service: ro.GetService(), RolloutId: ro.GetId(), Machine: old, Phase: ro.GetState(), Step: ro.GetStep(),
 				Message: "waiting for placement: " + reason, Weights: ro.GetWeights(), LastCommand: prev.LastCommand,
-				Events: []*statev1.StepEvent{{Kind: "placement_failed", Message: reason}},
+				AwaitingPromote: prev.AwaitingPromote, Events: []*statev1.StepEvent{{Kind: "placement_failed", Message: reason}},
 			}}}); err != nil {
 				return fmt.Errorf("engine: record placement failure of %s: %w", ro.GetId(), err)
 			}

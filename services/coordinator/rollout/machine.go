@@ -68,6 +68,7 @@ func Supersede(s State, by string) (State, Plan) {
 	s.Phase = phaseSuperseded
 	s.Stage = StageDone
 	s.OperatorPaused = false
+	s.AwaitingPromote = false
 	s.PendingStops = nil
 	s.Message = "superseded by " + by
 	return s, Plan{Events: []Event{{Kind: "superseded", Message: s.Message}}}
@@ -83,6 +84,9 @@ type run struct {
 }
 
 func (r *run) step() {
+	// Only waitPromote sets it again, when the rollout is still waiting at
+	// the end of this Step.
+	r.s.AwaitingPromote = false
 	r.flush()
 	if Terminal(r.s.Phase) {
 		r.commands() // recorded as ignored
@@ -493,17 +497,20 @@ func (r *run) succeed(msg string) {
 	r.event("succeeded", "%s", msg)
 }
 
-// waitPromote parks the rollout in PAUSED until a promote command.
+// waitPromote parks the rollout in PAUSED until a promote command, marking
+// it AwaitingPromote.
 func (r *run) waitPromote(msg string) bool {
 	if r.s.Phase != phasePaused {
 		r.s.Phase, r.s.Message = phasePaused, msg
 		r.event("paused", "%s", msg)
 	}
+	r.s.AwaitingPromote = true
 	return false
 }
 
 // running leaves a promote-wait pause.
 func (r *run) running() {
+	r.s.AwaitingPromote = false
 	if r.s.Phase == phasePaused && !r.s.OperatorPaused {
 		r.s.Phase, r.s.Message = phaseRunning, ""
 	}

@@ -47,6 +47,7 @@ import (
 //	expect stop <ids...> | none   expect drain <ids...> | none
 //	expect traffic none           expect idle
 //	expect event <kind> [text]    expect message <text>
+//	expect awaiting yes|no        the state is (not) waiting for a promote
 //	expect live v1=4 v2=1         expect pending <ids...> | none
 //	expect done yes|no            expect wake <duration from now> | none
 func TestScripts(t *testing.T) {
@@ -434,6 +435,15 @@ func (w *world) step() error {
 	if _, again := Step(next, obs); !again.Empty() {
 		return fmt.Errorf("Step is not a fixed point: second run decided %+v", again)
 	}
+	// Contract: AwaitingPromote is exactly a pause that is not an
+	// operator's, and it changes only with an event, so the leader (which
+	// commits only plans that are not empty) always records the change.
+	if want := next.Phase == phasePaused && !next.OperatorPaused; next.AwaitingPromote != want {
+		return fmt.Errorf("AwaitingPromote is %v in phase %s (operator paused: %v)", next.AwaitingPromote, phaseName(next.Phase), next.OperatorPaused)
+	}
+	if next.AwaitingPromote != s.AwaitingPromote && len(plan.Events) == 0 {
+		return fmt.Errorf("AwaitingPromote changed to %v without an event", next.AwaitingPromote)
+	}
 	if err := w.commit(next, plan); err != nil {
 		return err
 	}
@@ -649,6 +659,13 @@ func (w *world) expect(what string, args []string) error {
 			}
 		}
 		return fmt.Errorf("no %s event containing %q in %+v", args[0], text, p.Events)
+	case "awaiting":
+		if len(args) != 1 || (args[0] != "yes" && args[0] != "no") {
+			return fmt.Errorf("usage: expect awaiting yes|no")
+		}
+		if want := args[0] == "yes"; s.AwaitingPromote != want {
+			return fmt.Errorf("AwaitingPromote is %v (phase %s: %s), want %v", s.AwaitingPromote, phaseName(s.Phase), s.Message, want)
+		}
 	case "message":
 		if text := strings.Join(args, " "); !strings.Contains(s.Message, text) {
 			return fmt.Errorf("message is %q, want it to contain %q", s.Message, text)

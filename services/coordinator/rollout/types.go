@@ -167,6 +167,12 @@ type State struct {
 	Promoted bool
 	// OperatorPaused is set between a pause and a resume command.
 	OperatorPaused bool
+	// AwaitingPromote is set while the rollout is paused waiting for an
+	// operator's promote: a manual canary step, the end of manual canary
+	// steps, or a blue/green preview. Step recomputes it every time, so it is
+	// never set while an operator's pause holds the rollout or once it is
+	// final.
+	AwaitingPromote bool
 	// Message explains the phase.
 	Message string
 	// Outcome is the final phase a rollback in StageRestore ends in.

@@ -289,6 +289,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	newID := RolloutID(name, number)
 	if active := f.rollouts[sr.svc.GetActiveRollout()]; active != nil && !IsFinal(active.GetState()) {
 		active.State = deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED
+		active.AwaitingPromote = false
 		active.Message = "superseded by " + newID
 		active.UpdatedAt = at
 		active.History = append(active.History, &deployv1.RolloutStep{
@@ -411,6 +412,7 @@ func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, ms
 	ev := &deployv1.RolloutEvent{
 		Index: idx, RolloutId: ro.GetId(), At: at, Kind: kind, Message: msg,
 		State: ro.GetState(), Step: ro.GetStep(), Weights: cloneWeights(ro.GetWeights()),
+		AwaitingPromote: ro.GetAwaitingPromote(),
 	}
 	f.eventsByRoll[ro.GetId()] = append(f.eventsByRoll[ro.GetId()], len(f.events))
 	f.events = append(f.events, ev)

@@ -132,6 +132,7 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 	}
 	ro.Step = op.GetStep()
 	ro.Message = op.GetMessage()
+	ro.AwaitingPromote = op.GetAwaitingPromote() && !IsFinal(ro.GetState())
 	ro.Weights = cloneWeights(op.GetWeights())
 	ro.UpdatedAt = at
 	for i := 0; i < len(ro.GetCommands()) && uint64(i) < op.GetLastCommand(); i++ {

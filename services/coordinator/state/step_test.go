@@ -215,3 +215,51 @@ func TestSupersededVerdictKeepsTheNewActiveRollout(t *testing.T) {
 		t.Fatalf("active rollout = %q, want web-2", svc.GetActiveRollout())
 	}
 }
+
+// TestAwaitingPromoteRecorded: the step entry's awaiting_promote reaches the
+// rollout and the events committed with it, and a supersede or a final
+// verdict clears it.
+func TestAwaitingPromoteRecorded(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+	wait := stepCmd("web", "web-1", nil, nil, nil, 0)
+	wait.GetRolloutStep().Phase = deployv1.RolloutState_ROLLOUT_STATE_PAUSED
+	wait.GetRolloutStep().AwaitingPromote = true
+	wait.GetRolloutStep().Events = []*statev1.StepEvent{{Kind: "paused", Message: "v1 in preview"}}
+	res := apply(t, f, l.add(wait)).(state.StepResult)
+	if !res.Rollout.GetAwaitingPromote() {
+		t.Fatal("rollout not awaiting promote after a step that waits")
+	}
+	ev, _ := f.EventsAfter("web-1", 0)
+	last := ev.Events[len(ev.Events)-1]
+	if last.GetKind() != "paused" || !last.GetAwaitingPromote() || ev.Events[0].GetAwaitingPromote() {
+		t.Fatalf("events = %v, want only the paused one awaiting promote", ev.Events)
+	}
+	// The operator's command is recorded while the rollout still waits.
+	apply(t, f, l.add(operator("web-1", deployv1.CommandKind_COMMAND_KIND_PROMOTE)))
+	ev, _ = f.EventsAfter("web-1", last.GetIndex())
+	if len(ev.Events) != 1 || !ev.Events[0].GetAwaitingPromote() {
+		t.Fatalf("command events = %v, want one still awaiting promote", ev.Events)
+	}
+	// The machine's next step leaves the wait.
+	apply(t, f, l.add(stepCmd("web", "web-1", nil, nil, nil, 0)))
+	if ro, _ := f.Rollout("web-1"); ro.GetAwaitingPromote() {
+		t.Fatal("rollout still awaiting promote after a running step")
+	}
+	// A supersede clears it at once.
+	apply(t, f, l.add(wait))
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v2"), "r2", true)))
+	ro, _ := f.Rollout("web-1")
+	ev, _ = f.EventsAfter("web-1", 0)
+	if ro.GetAwaitingPromote() || ev.Events[len(ev.Events)-1].GetAwaitingPromote() {
+		t.Fatalf("superseded rollout still awaiting promote: %v", ro)
+	}
+	// A final verdict never awaits promote.
+	final := stepCmd("web", "web-2", nil, nil, nil, 0)
+	final.GetRolloutStep().Phase = deployv1.RolloutState_ROLLOUT_STATE_ABORTED
+	final.GetRolloutStep().AwaitingPromote = true
+	if res := apply(t, f, l.add(final)).(state.StepResult); res.Rollout.GetAwaitingPromote() {
+		t.Fatal("aborted rollout awaiting promote")
+	}
+}
