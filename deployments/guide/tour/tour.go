@@ -206,7 +206,7 @@ func (t *tourRun) trafficNote(sent, failed int) string {
 // step that waits for an operator, and returns the final rollout.
 func (t *tourRun) follow(ctx context.Context, a Act, id string) (*deployv1.Rollout, error) {
 	var from uint64
-	promoted := map[string]bool{}
+	promoted := map[int32]bool{} // steps promoted: one promote per wait
 	for {
 		stream, err := t.cfg.Client.WatchRollout(ctx, &deployv1.WatchRolloutRequest{Id: id, FromIndex: from})
 		if err != nil {
@@ -241,8 +241,8 @@ func (t *tourRun) follow(ctx context.Context, a Act, id string) (*deployv1.Rollo
 				w = "  weights " + w
 			}
 			t.printf("%-10s %s%s%s", ev.GetKind(), ev.GetMessage(), w, t.trafficNote(sent, failed))
-			if NeedsPromote(ev) && !promoted[ev.GetMessage()] {
-				promoted[ev.GetMessage()] = true
+			if NeedsPromote(ev) && !promoted[ev.GetStep()] {
+				promoted[ev.GetStep()] = true
 				if err := t.promote(ctx, a, id); err != nil {
 					return nil, err
 				}
@@ -265,11 +265,11 @@ func (t *tourRun) stopped(ctx context.Context, a Act) error {
 	return fmt.Errorf("tour: %s interrupted: %w", a.Name, ctx.Err())
 }
 
-// NeedsPromote reports whether an event says the rollout waits for an
-// operator's promote.
+// NeedsPromote reports whether the rollout waits for an operator's promote
+// after an event (every event committed during the wait says so, the
+// promote's own command event included; each wait is at its own step).
 func NeedsPromote(ev *deployv1.RolloutEvent) bool {
-	return ev.GetKind() == "paused" && ev.GetState() == deployv1.RolloutState_ROLLOUT_STATE_PAUSED &&
-		strings.Contains(ev.GetMessage(), "waits for promote")
+	return ev.GetAwaitingPromote()
 }
 
 func (t *tourRun) promote(ctx context.Context, a Act, id string) error {

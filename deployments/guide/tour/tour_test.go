@@ -20,10 +20,12 @@ import (
 )
 
 // fakeDeploy is a hand-written DeployServiceClient: each Deploy creates a
-// rollout whose WatchRollout stream replays a script of events; a paused
-// "waits for promote" event blocks the script until PromoteRollout. It
-// records every call. The served version switches when a rollout ends
-// SUCCEEDED, as the edge would.
+// rollout whose WatchRollout stream replays a script of events; the event
+// that starts a wait for promote (awaiting_promote set, its message not
+// saying so) blocks the script until PromoteRollout, after which the
+// promote's command event still awaits promote, as the coordinator records
+// it. It records every call and refuses a second promote of one wait. The
+// served version switches when a rollout ends SUCCEEDED, as the edge would.
 type fakeDeploy struct {
 	deployv1.DeployServiceClient // unimplemented methods panic
 
@@ -71,8 +73,13 @@ func (f *fakeDeploy) Deploy(ctx context.Context, in *deployv1.DeployRequest, _ .
 func (f *fakeDeploy) PromoteRollout(ctx context.Context, in *deployv1.PromoteRolloutRequest, _ ...grpc.CallOption) (*deployv1.PromoteRolloutResponse, error) {
 	f.record("promote " + in.GetId())
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.promote[in.GetId()]:
+		return nil, fmt.Errorf("fake: %s promoted twice in one wait", in.GetId())
+	default:
+	}
 	close(f.promote[in.GetId()])
-	f.mu.Unlock()
 	return &deployv1.PromoteRolloutResponse{}, nil
 }
 
@@ -92,11 +99,17 @@ func (f *fakeDeploy) WatchRollout(ctx context.Context, in *deployv1.WatchRollout
 	evs := []*deployv1.RolloutEvent{
 		{Kind: "placed", State: running, Message: "placed " + v},
 	}
+	wait := -1
 	if v == "v2" || v == "v3" {
-		evs = append(evs, &deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "step 2/3 waits for promote", Weights: map[string]int32{"2": 50, "1": 50}})
+		w := map[string]int32{"2": 50, "1": 50}
+		wait = len(evs)
+		evs = append(evs,
+			&deployv1.RolloutEvent{Kind: "paused", State: paused, Step: 1, AwaitingPromote: true, Message: "step 2/3 holds", Weights: w},
+			&deployv1.RolloutEvent{Kind: "command", State: paused, Step: 1, AwaitingPromote: true, Message: "promote requested by slipway-guide", Weights: w},
+			&deployv1.RolloutEvent{Kind: "promoted", State: running, Step: 2, Message: "promoted by slipway-guide", Weights: w})
 	}
 	evs = append(evs, &deployv1.RolloutEvent{Kind: "end", State: final, Message: "end"})
-	return &fakeStream{ctx: ctx, f: f, id: in.GetId(), version: v, evs: evs, promote: promote}, nil
+	return &fakeStream{ctx: ctx, f: f, id: in.GetId(), version: v, evs: evs, wait: wait, promote: promote}, nil
 }
 
 type fakeStream struct {
@@ -106,12 +119,13 @@ type fakeStream struct {
 	id      string
 	version string
 	evs     []*deployv1.RolloutEvent
+	wait    int // position of the event after which the script waits for a promote, -1 for none
 	i       int
 	promote chan struct{}
 }
 
 func (s *fakeStream) Recv() (*deployv1.WatchRolloutResponse, error) {
-	if s.i > 0 && NeedsPromote(s.evs[s.i-1]) {
+	if s.i > 0 && s.i-1 == s.wait {
 		select {
 		case <-s.promote:
 		case <-s.ctx.Done():
@@ -301,10 +315,11 @@ func TestNeedsPromote(t *testing.T) {
 		ev   *deployv1.RolloutEvent
 		want bool
 	}{
-		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "step 2/3 (v2 at 50%) waits for promote"}, true},
-		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "v3 in preview; waits for promote"}, true},
+		{&deployv1.RolloutEvent{Kind: "paused", State: paused, AwaitingPromote: true, Message: "step 2/3 (v2 at 50%) waits for promote"}, true},
+		{&deployv1.RolloutEvent{Kind: "traffic", State: paused, AwaitingPromote: true, Message: "generation 3"}, true},
+		// The text alone does not count: only the field does.
+		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "v3 in preview; waits for promote"}, false},
 		{&deployv1.RolloutEvent{Kind: "paused", State: paused, Message: "paused by alice"}, false},
-		{&deployv1.RolloutEvent{Kind: "command", State: paused, Message: "promote requested by bob"}, false},
 		{&deployv1.RolloutEvent{State: running, Message: "promoted"}, false},
 	} {
 		if got := NeedsPromote(tc.ev); got != tc.want {
