@@ -216,7 +216,11 @@ func Rollout(w io.Writer, r *deployv1.Rollout) error {
 	row(tw, "service:", r.GetService())
 	row(tw, "releases:", release(r.GetFromRelease())+" -> "+release(r.GetToRelease()))
 	row(tw, "strategy:", Strategy(r.GetStrategy()))
-	row(tw, "state:", State(r.GetState()))
+	state := State(r.GetState())
+	if r.GetAwaitingPromote() {
+		state += " (" + awaitingPromote + ")"
+	}
+	row(tw, "state:", state)
 	row(tw, "step:", strconv.Itoa(int(r.GetStep())))
 	row(tw, "weights:", Weights(r.GetWeights()))
 	row(tw, "message:", r.GetMessage())
@@ -380,6 +384,9 @@ func NewProgress(w io.Writer, live bool, now func() time.Time) *Progress {
 	return &Progress{w: w, live: live, now: now, start: now()}
 }
 
+// awaitingPromote marks a rollout paused until an operator promotes it.
+const awaitingPromote = "awaiting promote"
+
 // EventLine renders one rollout event on one line.
 func EventLine(e *deployv1.RolloutEvent) string {
 	parts := []string{
@@ -387,6 +394,9 @@ func EventLine(e *deployv1.RolloutEvent) string {
 		fmt.Sprintf("%-10s", orDash(e.GetKind())),
 		fmt.Sprintf("%-10s", State(e.GetState())),
 		fmt.Sprintf("step %d", e.GetStep()),
+	}
+	if e.GetAwaitingPromote() {
+		parts = append(parts, awaitingPromote)
 	}
 	if w := Weights(e.GetWeights()); w != "" {
 		parts = append(parts, "weights "+w)
@@ -456,7 +466,11 @@ func (p *Progress) draw() {
 		return
 	}
 	r := p.last
-	fmt.Fprintf(p.w, "%s  step %d  %s  %s", Bar(r), r.GetStep(), State(r.GetState()), Since(p.now(), p.start))
+	state := State(r.GetState())
+	if r.GetAwaitingPromote() {
+		state += "  " + awaitingPromote
+	}
+	fmt.Fprintf(p.w, "%s  step %d  %s  %s", Bar(r), r.GetStep(), state, Since(p.now(), p.start))
 	p.shown = true
 }
 

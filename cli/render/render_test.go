@@ -80,7 +80,7 @@ func TestRolloutDetail(t *testing.T) {
 	var b bytes.Buffer
 	err := Rollout(&b, &deployv1.Rollout{
 		Id: "web-3", Service: "web", FromRelease: 2, ToRelease: 3, Strategy: deployv1.Strategy_STRATEGY_CANARY,
-		State: deployv1.RolloutState_ROLLOUT_STATE_PAUSED, Step: 1, Weights: map[string]int32{"2": 90, "3": 10},
+		State: deployv1.RolloutState_ROLLOUT_STATE_PAUSED, AwaitingPromote: true, Step: 1, Weights: map[string]int32{"2": 90, "3": 10},
 		CreatedAt: ts(0), UpdatedAt: ts(time.Minute), CreatedBy: "ci",
 		History: []*deployv1.RolloutStep{{Index: 0, At: ts(time.Second), Description: "weight r3=10",
 			Weights: map[string]int32{"2": 90, "3": 10}, State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING}},
@@ -94,7 +94,7 @@ func TestRolloutDetail(t *testing.T) {
 		"service:   web",
 		"releases:  #2 -> #3",
 		"strategy:  canary",
-		"state:     PAUSED",
+		"state:     PAUSED (awaiting promote)",
 		"step:      1",
 		"weights:   r2=90% r3=10%",
 		"message:   -",
@@ -241,5 +241,28 @@ func TestProgress(t *testing.T) {
 	}
 	if !strings.HasSuffix(out, "\r\x1b[Krollout web-3 SUCCEEDED after 5s\n") {
 		t.Errorf("live progress should end with the final line, got %q", out)
+	}
+}
+
+func TestProgressShowsAwaitingPromote(t *testing.T) {
+	paused := deployv1.RolloutState_ROLLOUT_STATE_PAUSED
+	ev := &deployv1.WatchRolloutResponse{
+		Event: &deployv1.RolloutEvent{Index: 8, At: ts(0), Kind: "paused", State: paused, Step: 1, AwaitingPromote: true,
+			Weights: map[string]int32{"2": 50, "3": 50}, Message: "step 2/3 (v3 at 50%) waits for promote"},
+		Rollout: &deployv1.Rollout{Id: "web-3", ToRelease: 3, Step: 1, State: paused, AwaitingPromote: true,
+			Weights: map[string]int32{"2": 50, "3": 50}},
+	}
+	var b bytes.Buffer
+	p := NewProgress(&b, true, func() time.Time { return t0 })
+	p.Event(ev)
+	want := "2026-11-26 07:30:00Z  paused      PAUSED      step 1  awaiting promote  weights r2=50% r3=50%  step 2/3 (v3 at 50%) waits for promote\n" +
+		"[##########..........]  50% to #3  step 1  PAUSED  awaiting promote  0s"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("progress mismatch (-want +got):\n%s", diff)
+	}
+	// An operator's pause is not a wait for promote.
+	ev.Event.AwaitingPromote, ev.Rollout.AwaitingPromote = false, false
+	if line := EventLine(ev.GetEvent()); strings.Contains(line, "awaiting") {
+		t.Errorf("EventLine without the flag = %q", line)
 	}
 }
