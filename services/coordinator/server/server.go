@@ -71,6 +71,14 @@ type Config struct {
 	// NodeGrace is how long a node may be missing from Consul before its
 	// allocations are replaced; default 10s.
 	NodeGrace time.Duration
+	// KeepEventRollouts is how many of each service's newest rollouts keep
+	// their events, and KeepAudit how many audit entries each service keeps
+	// (zero: state.DefaultKeepEventRollouts, state.DefaultKeepAudit). They
+	// shape the replicated state: every coordinator of a cluster must use
+	// the same values.
+	KeepEventRollouts int
+	// KeepAudit: see KeepEventRollouts.
+	KeepAudit int
 }
 
 func (c Config) validate() error {
@@ -86,6 +94,12 @@ func (c Config) validate() error {
 	}
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, errors.New("bootstrap-expect: must not be negative"))
+	}
+	if c.KeepEventRollouts < 0 {
+		errs = append(errs, fmt.Errorf("keep-events-rollouts: must not be negative, got %d", c.KeepEventRollouts))
+	}
+	if c.KeepAudit < 0 {
+		errs = append(errs, fmt.Errorf("keep-audit: must not be negative, got %d", c.KeepAudit))
 	}
 	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
 		errs = append(errs, errors.New("join: is required with bootstrap-expect > 1 (the other servers' gRPC addresses)"))
@@ -142,7 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("server: raft %w", err)
 	}
 
-	fsm := state.New()
+	fsm := state.New(state.WithRetention(state.Retention{EventRollouts: cfg.KeepEventRollouts, Audit: cfg.KeepAudit}))
 	node, err := raftnode.New(raftnode.Config{
 		ID: cfg.ID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Advertise: raftAdv,
 		Logger: logger, LogLevel: cfg.LogLevel, LogJSON: cfg.LogJSON, LogOutput: cfg.LogOutput, Registerer: reg,

@@ -25,9 +25,9 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.validate(); err != nil {
 		t.Errorf("minimal config: %v", err)
 	}
-	bad := Config{Bootstrap: true, BootstrapExpect: 3}
+	bad := Config{Bootstrap: true, BootstrapExpect: 3, KeepEventRollouts: -1, KeepAudit: -2}
 	err := bad.validate()
-	for _, field := range []string{"id:", "data-dir:", "bootstrap:", "join:"} {
+	for _, field := range []string{"id:", "data-dir:", "bootstrap:", "join:", "keep-events-rollouts:", "keep-audit:"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("validate(%+v) = %v, want it to name %s", bad, err, field)
 		}

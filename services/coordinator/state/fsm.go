@@ -2,9 +2,10 @@
 // FSM holding services, releases, rollouts, nodes, allocations, the
 // idempotency index, rollout events and the audit log.
 //
-// Apply must be deterministic: it depends only on the entry and the state
-// before it (never on a clock, randomness or map order), so every replica that
-// applies the same log reaches the same state, byte for byte.
+// Apply must be deterministic: it depends only on the entry, the state
+// before it and the FSM's Retention (never on a clock, randomness or map
+// order), so every replica that applies the same log with the same Retention
+// reaches the same state, byte for byte.
 package state
 
 import (
@@ -59,6 +60,53 @@ type IndexResult struct {
 	Index uint64
 }
 
+// Default retention limits (see Retention).
+const (
+	// DefaultKeepEventRollouts is how many of each service's newest rollouts
+	// keep their events.
+	DefaultKeepEventRollouts = 50
+	// DefaultKeepAudit is how many of each service's newest audit entries
+	// are kept.
+	DefaultKeepAudit = 1000
+)
+
+// Retention bounds the rollout events and the audit log. It is applied
+// inside Apply, by counts only, so it is part of the replicated state
+// machine: every coordinator of a cluster must run with the same Retention,
+// or their states diverge. Releases and rollouts (with their step history)
+// are always kept.
+type Retention struct {
+	// EventRollouts is how many of each service's newest rollouts keep their
+	// events; the events of older rollouts are dropped once they are final
+	// (an active rollout always keeps its events). Zero or less means
+	// DefaultKeepEventRollouts.
+	EventRollouts int
+	// Audit is how many of each service's newest audit entries are kept
+	// (entries about no service, such as node drains, count as one more
+	// service); the oldest goes when a new one is appended. Zero or less
+	// means DefaultKeepAudit.
+	Audit int
+}
+
+func (r Retention) withDefaults() Retention {
+	if r.EventRollouts <= 0 {
+		r.EventRollouts = DefaultKeepEventRollouts
+	}
+	if r.Audit <= 0 {
+		r.Audit = DefaultKeepAudit
+	}
+	return r
+}
+
+// Option configures an FSM.
+type Option func(*FSM)
+
+// WithRetention sets how much of the rollout events and the audit log the
+// FSM keeps; zero fields keep their defaults.
+func WithRetention(r Retention) Option {
+	return func(f *FSM) { f.retention = r.withDefaults() }
+}
+
 type serviceRecord struct {
 	svc      *deployv1.Service
 	releases []*deployv1.Release // releases[i].Number == i+1
@@ -68,6 +116,7 @@ type serviceRecord struct {
 // methods are safe to call concurrently with Apply and return copies.
 type FSM struct {
 	mu           sync.RWMutex
+	retention    Retention
 	lastIndex    uint64
 	services     map[string]*serviceRecord
 	rollouts     map[string]*deployv1.Rollout
@@ -77,7 +126,9 @@ type FSM struct {
 	requests     map[string]*statev1.RequestRecord
 	events       []*deployv1.RolloutEvent
 	eventsByRoll map[string][]int // rollout id -> positions in events
+	lastEvent    uint64           // index of the last event issued (it may be trimmed)
 	audit        []*deployv1.AuditEvent
+	auditCount   map[string]int // service -> entries in audit
 	peers        map[string]*statev1.PeerAddress
 	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
 	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
@@ -88,9 +139,13 @@ type FSM struct {
 // Interface guards.
 var _ raft.FSM = (*FSM)(nil)
 
-// New returns an empty FSM.
-func New() *FSM {
-	f := &FSM{changed: make(chan struct{})}
+// New returns an empty FSM with the default Retention unless an option
+// sets one.
+func New(opts ...Option) *FSM {
+	f := &FSM{changed: make(chan struct{}), retention: Retention{}.withDefaults()}
+	for _, o := range opts {
+		o(f)
+	}
 	f.reset()
 	return f
 }
@@ -105,7 +160,9 @@ func (f *FSM) reset() {
 	f.requests = map[string]*statev1.RequestRecord{}
 	f.events = nil
 	f.eventsByRoll = map[string][]int{}
+	f.lastEvent = 0
 	f.audit = nil
+	f.auditCount = map[string]int{}
 	f.peers = map[string]*statev1.PeerAddress{}
 	f.machines = map[string][]byte{}
 	f.allocCreated = map[string]*timestamppb.Timestamp{}
@@ -321,6 +378,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	f.rollouts[newID] = ro
 	f.rolloutOrder = append(f.rolloutOrder, newID)
 	f.addEvent(ro, at, "created", desc)
+	f.trimEvents(name)
 	sr.svc.LatestRelease = number
 	sr.svc.ActiveRollout = newID
 	sr.svc.Spec = rel.Spec
@@ -404,24 +462,98 @@ func (f *FSM) applyDrainNode(index uint64, at *timestamppb.Timestamp, op *statev
 	return NodeResult{Node: proto.CloneOf(n)}
 }
 
-func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, msg string) {
-	var idx uint64 = 1
-	if n := len(f.events); n > 0 {
-		idx = f.events[n-1].GetIndex() + 1
+// addEvent records an event of ro as it is now and returns it, or returns
+// nil when retention drops it at once: ro is final and no longer one of its
+// service's newest Retention.EventRollouts rollouts (its events are gone).
+func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, msg string) *deployv1.RolloutEvent {
+	if IsFinal(ro.GetState()) && ro.GetToRelease() <= f.eventCutoff(ro.GetService()) {
+		return nil
 	}
+	f.lastEvent++
 	ev := &deployv1.RolloutEvent{
-		Index: idx, RolloutId: ro.GetId(), At: at, Kind: kind, Message: msg,
+		Index: f.lastEvent, RolloutId: ro.GetId(), At: at, Kind: kind, Message: msg,
 		State: ro.GetState(), Step: ro.GetStep(), Weights: cloneWeights(ro.GetWeights()),
 		AwaitingPromote: ro.GetAwaitingPromote(),
 	}
 	f.eventsByRoll[ro.GetId()] = append(f.eventsByRoll[ro.GetId()], len(f.events))
 	f.events = append(f.events, ev)
+	return ev
 }
 
+// eventCutoff is the newest release of service whose rollout is too old to
+// keep events: zero while the service has at most Retention.EventRollouts
+// releases.
+func (f *FSM) eventCutoff(service string) uint64 {
+	sr := f.services[service]
+	if sr == nil {
+		return 0
+	}
+	n, keep := uint64(len(sr.releases)), uint64(f.retention.EventRollouts)
+	if n <= keep {
+		return 0
+	}
+	return n - keep
+}
+
+// trimEvents drops the events of the service's final rollouts older than its
+// newest Retention.EventRollouts, and renumbers the positions in
+// eventsByRoll.
+func (f *FSM) trimEvents(service string) {
+	cutoff := f.eventCutoff(service)
+	drop := map[string]bool{}
+	for n := uint64(1); n <= cutoff; n++ {
+		id := RolloutID(service, n)
+		if len(f.eventsByRoll[id]) == 0 {
+			continue
+		}
+		if ro := f.rollouts[id]; ro != nil && !IsFinal(ro.GetState()) {
+			continue // never the events of an active rollout
+		}
+		drop[id] = true
+	}
+	if len(drop) == 0 {
+		return
+	}
+	kept := make([]*deployv1.RolloutEvent, 0, len(f.events))
+	for _, ev := range f.events {
+		if !drop[ev.GetRolloutId()] {
+			kept = append(kept, ev)
+		}
+	}
+	f.events = kept
+	f.indexEvents()
+}
+
+// indexEvents rebuilds eventsByRoll from events.
+func (f *FSM) indexEvents() {
+	f.eventsByRoll = map[string][]int{}
+	for i, ev := range f.events {
+		f.eventsByRoll[ev.GetRolloutId()] = append(f.eventsByRoll[ev.GetRolloutId()], i)
+	}
+}
+
+// addAudit appends an audit entry, then drops the service's oldest entries
+// beyond Retention.Audit.
 func (f *FSM) addAudit(index uint64, at *timestamppb.Timestamp, actor, action, service, detail string) {
 	f.audit = append(f.audit, &deployv1.AuditEvent{
 		Index: index, At: at, Actor: actor, Action: action, Service: service, Detail: detail,
 	})
+	f.auditCount[service]++
+	excess := f.auditCount[service] - f.retention.Audit
+	if excess <= 0 {
+		return
+	}
+	kept := f.audit[:0]
+	for _, a := range f.audit {
+		if excess > 0 && a.GetService() == service {
+			excess--
+			continue
+		}
+		kept = append(kept, a)
+	}
+	clear(f.audit[len(kept):]) // let the dropped entries be collected
+	f.audit = kept
+	f.auditCount[service] = f.retention.Audit
 }
 
 func cloneWeights(w map[string]int32) map[string]int32 {
@@ -477,6 +609,7 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 		s.Requests = append(s.Requests, f.requests[id])
 	}
 	s.Events = f.events
+	s.LastEventIndex = f.lastEvent
 	s.Audit = f.audit
 	for _, id := range sortedKeys(f.peers) {
 		s.Peers = append(s.Peers, f.peers[id])
@@ -542,11 +675,18 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	for _, r := range s.GetRequests() {
 		f.requests[r.GetRequestId()] = r
 	}
-	for i, ev := range s.GetEvents() {
-		f.eventsByRoll[ev.GetRolloutId()] = append(f.eventsByRoll[ev.GetRolloutId()], i)
-	}
+	// A snapshot keeps what retention kept when it was taken; restoring it
+	// trims nothing (the next Apply trims as it always does).
 	f.events = s.GetEvents()
+	f.indexEvents()
+	f.lastEvent = s.GetLastEventIndex()
+	if n := len(f.events); n > 0 && f.events[n-1].GetIndex() > f.lastEvent {
+		f.lastEvent = f.events[n-1].GetIndex() // written before last_event_index
+	}
 	f.audit = s.GetAudit()
+	for _, a := range f.audit {
+		f.auditCount[a.GetService()]++
+	}
 	for _, p := range s.GetPeers() {
 		f.peers[p.GetId()] = p
 	}

@@ -144,8 +144,9 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 		})
 	}
 	for _, ev := range op.GetEvents() {
-		f.addEvent(ro, at, ev.GetKind(), ev.GetMessage())
-		f.events[len(f.events)-1].Healthy = cloneWeights(op.GetHealthy())
+		if e := f.addEvent(ro, at, ev.GetKind(), ev.GetMessage()); e != nil {
+			e.Healthy = cloneWeights(op.GetHealthy())
+		}
 	}
 	if sr := f.services[ro.GetService()]; sr != nil && ro.GetState() != prevState {
 		switch ro.GetState() {
