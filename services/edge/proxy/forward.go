@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"mime"
@@ -49,45 +50,12 @@ func leanPath(req *http.Request) bool {
 
 var emptyValue = []string{""}
 
-// forward proxies req (leanPath is true) through st's retrier.
+// forward proxies req (leanPath is true) through st's retrier. The outbound
+// request shares in's header: writeLeanHead applies ReverseProxy's header
+// rules while writing it, so no header map is copied.
 func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
-	h := make(http.Header, len(in.Header)+3)
-	for k, vv := range in.Header {
-		switch k {
-		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-			continue
-		}
-		h[k] = vv
-	}
-	removeHopByHop(h, in.Header["Connection"])
-	xf := make([]string, 3)
-	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		xf[0] = ip
-		h["X-Forwarded-For"] = xf[0:1:1]
-	}
-	xf[1] = in.Host
-	h["X-Forwarded-Host"] = xf[1:2:2]
-	xf[2] = "http"
-	if in.TLS != nil {
-		xf[2] = "https"
-	}
-	h["X-Forwarded-Proto"] = xf[2:3:3]
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = emptyValue
-	}
-
-	st.out = *in // keeps in's context
-	out := &st.out
-	st.url = *in.URL
-	st.url.Scheme = "http"
-	out.URL = &st.url
-	out.Header = h
-	out.Body = nil
-	out.ContentLength = 0
-	out.Close = false
-	out.RequestURI = ""
-	out.Trailer = nil
-	out.Form, out.PostForm, out.MultipartForm = nil, nil, nil
+	out := st.leanRequest(in)
+	st.rt.lean = true
 
 	done := false
 	st.rt.got1xx = func(code int, hdr http.Header) {
@@ -110,7 +78,11 @@ func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
 	removeHopByHop(res.Header, res.Header["Connection"])
 	wh := w.Header()
 	for k, vv := range res.Header {
-		wh[k] = append(wh[k], vv...)
+		if len(wh[k]) == 0 {
+			wh[k] = vv // res.Header is not used again
+		} else {
+			wh[k] = append(wh[k], vv...)
+		}
 	}
 	if len(res.Trailer) > 0 {
 		keys := make([]string, 0, len(res.Trailer))
@@ -131,6 +103,217 @@ func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
 			wh[http.TrailerPrefix+k] = vv
 		}
 	}
+}
+
+// leanRequest makes st.out the outbound request for in: in's context and
+// header (writeLeanHead filters it), scheme http, no body.
+func (st *state) leanRequest(in *http.Request) *http.Request {
+	st.out = *in
+	out := &st.out
+	st.url = *in.URL
+	st.url.Scheme = "http"
+	out.URL = &st.url
+	out.Body = nil
+	out.ContentLength = 0
+	out.Close = false
+	out.RequestURI = ""
+	out.Trailer = nil
+	out.Form, out.PostForm, out.MultipartForm = nil, nil, nil
+	return out
+}
+
+// writeLeanHead writes the head of req, a lean-path outbound request whose
+// Header is still the inbound one, as req.Write would write the request
+// ReverseProxy makes of it: hop-by-hop headers and those named by Connection
+// dropped, Forwarded and X-Forwarded-* replaced by X-Forwarded-For, -Host and
+// -Proto, the first User-Agent only (none when absent or empty), values with
+// line breaks turned to spaces and trimmed, invalid field names skipped.
+// Fields are not sorted. A host that req.Write would rewrite (non-ASCII,
+// zone, invalid bytes) or an opaque URL is left to req.Write itself.
+func writeLeanHead(bw *bufio.Writer, req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if req.URL.Opaque != "" || !plainHost(host) {
+		return leanOutbound(req).Write(bw)
+	}
+	path := req.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	query := req.URL.ForceQuery || req.URL.RawQuery != ""
+	if hasCTL(path) || (query && hasCTL(req.URL.RawQuery)) {
+		return errors.New("net/http: can't write control character in Request.URL")
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(path)
+	if query {
+		bw.WriteByte('?')
+		bw.WriteString(req.URL.RawQuery)
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	h := req.Header
+	if ua := h["User-Agent"]; len(ua) > 0 {
+		if v := cleanValue(ua[0]); v != "" {
+			writeField(bw, "User-Agent", v)
+		}
+	}
+	conn := h["Connection"]
+	for k, vv := range h {
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer",
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+			"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+			"Proxy-Authorization", "Te", "Upgrade":
+			continue
+		}
+		if !validFieldName(k) || (len(conn) > 0 && namedBy(conn, k)) {
+			continue
+		}
+		for _, v := range vv {
+			writeField(bw, k, cleanValue(v))
+		}
+	}
+	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		writeField(bw, "X-Forwarded-For", cleanValue(ip))
+	}
+	writeField(bw, "X-Forwarded-Host", cleanValue(req.Host))
+	if req.TLS != nil {
+		bw.WriteString("X-Forwarded-Proto: https\r\n\r\n")
+	} else {
+		bw.WriteString("X-Forwarded-Proto: http\r\n\r\n")
+	}
+	return nil
+}
+
+func writeField(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
+
+// leanOutbound returns the request ReverseProxy would send for req (a
+// lean-path outbound request still carrying the inbound header), with a
+// header of its own; writeLeanHead's fallback.
+func leanOutbound(req *http.Request) *http.Request {
+	h := make(http.Header, len(req.Header)+3)
+	for k, vv := range req.Header {
+		switch k {
+		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+			continue
+		}
+		h[k] = vv
+	}
+	removeHopByHop(h, req.Header["Connection"])
+	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	h["X-Forwarded-Host"] = []string{req.Host}
+	h["X-Forwarded-Proto"] = []string{"http"}
+	if req.TLS != nil {
+		h["X-Forwarded-Proto"] = []string{"https"}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = emptyValue
+	}
+	out := *req
+	out.Header = h
+	return &out
+}
+
+// plainHost reports whether host has only bytes that req.Write sends
+// unchanged (no punycode, zone or invalid byte to deal with).
+func plainHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == ':' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
+}
+
+func hasCTL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanValue is what Header.Write does to a value: line breaks become
+// spaces, surrounding whitespace is trimmed.
+func cleanValue(v string) string {
+	if strings.ContainsAny(v, "\r\n") {
+		b := []byte(v)
+		for i, c := range b {
+			if c == '\r' || c == '\n' {
+				b[i] = ' '
+			}
+		}
+		v = string(b)
+	}
+	return textproto.TrimString(v)
+}
+
+// validFieldName reports whether k is an RFC 7230 token.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if c >= 0x80 || !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// namedBy reports whether the canonical header key k is among the
+// comma-separated names of conn (Connection values), as Header.Del of each
+// name would find it.
+func namedBy(conn []string, k string) bool {
+	for _, f := range conn {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); asciiEqualFold(sf, k) && validFieldName(sf) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // removeHopByHop deletes the hop-by-hop headers and those listed in conn

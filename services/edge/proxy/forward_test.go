@@ -2,12 +2,17 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -186,3 +191,77 @@ func TestLeanPathRelays1xx(t *testing.T) {
 		t.Fatalf("body %q early hints %v", body, links)
 	}
 }
+
+// TestLeanHeadMatchesReverseProxy checks that writeLeanHead sends what
+// ReverseProxy (the proxy's own configuration of it) would send for the
+// same inbound request, field by field.
+func TestLeanHeadMatchesReverseProxy(t *testing.T) {
+	p := New(Config{})
+	t.Cleanup(p.Close)
+	cases := []struct {
+		raw string
+		tls bool
+	}{
+		{raw: "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: w\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"},
+		{raw: "GET / HTTP/1.1\r\nHost: w\r\n\r\n"},
+		{raw: "HEAD /x HTTP/1.1\r\nHost: w:8080\r\nUser-Agent:\r\nCookie: a=1\r\nCookie: b=2\r\nAccept: a\r\nAccept: b\r\n\r\n"},
+		{raw: "GET /h HTTP/1.1\r\nHost: w\r\nConnection: keep-alive, X-Hop ,x-other\r\nX-Hop: 1\r\nX-Other: 2\r\nX-Kept: 3\r\n" +
+			"Keep-Alive: 5\r\nProxy-Authorization: secret\r\nProxy-Connection: keep-alive\r\nX-Forwarded-For: 6.6.6.6\r\n" +
+			"X-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\nUser-Agent: one\r\nUser-Agent: two\r\n\r\n"},
+		{raw: "GET /a%20b/c%2Fd?q HTTP/1.1\r\nHost: w\r\nX-Sp:   padded   \r\n\r\n", tls: true},
+		{raw: "GET /forced? HTTP/1.1\r\nHost: w\r\n\r\n"},
+		{raw: "OPTIONS * HTTP/1.1\r\nHost: w\r\n\r\n"},
+		{raw: "TRACE /t HTTP/1.0\r\n\r\n"},
+		{raw: "GET /z HTTP/1.1\r\nHost: [fe80::1%25en0]:80\r\n\r\n"},
+	}
+	for i, c := range cases {
+		in, err := http.ReadRequest(bufio.NewReader(strings.NewReader(c.raw)))
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		in.RemoteAddr = "127.0.0.9:5555"
+		if c.tls {
+			in.TLS = &tls.ConnectionState{}
+		}
+		if !leanPath(in) {
+			t.Fatalf("case %d: not a lean-path request", i)
+		}
+
+		var want bytes.Buffer
+		rp := p.rp
+		rp.Transport = roundTripFunc(func(out *http.Request) (*http.Response, error) {
+			out.URL.Host = "upstream:80"
+			if err := out.Write(&want); err != nil {
+				t.Fatalf("case %d: reference write: %v", i, err)
+			}
+			return nil, errors.New("captured")
+		})
+		rp.ServeHTTP(httptest.NewRecorder(), in.Clone(context.Background()))
+
+		var got bytes.Buffer
+		st := &state{}
+		out := st.leanRequest(in)
+		out.URL.Host = "upstream:80"
+		bw := bufio.NewWriter(&got)
+		if err := writeLeanHead(bw, out); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		bw.Flush()
+
+		wr, err := http.ReadRequest(bufio.NewReader(&want))
+		if err != nil {
+			t.Fatalf("case %d: reference %q: %v", i, want.String(), err)
+		}
+		gr, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(got.Bytes())))
+		if err != nil {
+			t.Fatalf("case %d: lean head %q: %v", i, got.String(), err)
+		}
+		if gr.Method != wr.Method || gr.RequestURI != wr.RequestURI || gr.Host != wr.Host || !reflect.DeepEqual(gr.Header, wr.Header) {
+			t.Errorf("case %d:\nlean head:\n%s\nReverseProxy:\n%s", i, got.String(), wr.Method+" "+wr.RequestURI+" "+wr.Host+fmt.Sprint(wr.Header))
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

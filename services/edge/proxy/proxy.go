@@ -397,6 +397,9 @@ type retrier struct {
 	pk *pick
 	// got1xx, when set, receives 1xx responses of the fast upstream path.
 	got1xx func(int, http.Header)
+	// lean marks a lean-path request (see forward): its Header is the
+	// inbound one, written by writeLeanHead over h1Transport.
+	lean bool
 }
 
 func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -488,8 +491,10 @@ func (rt *retrier) tryBackend(req *http.Request, pk *pick) (resp *http.Response,
 		pk.attempts++
 		out.URL.Host = u.Address
 		pk.upstream = u.ID
-		if fastPath(out) {
-			resp, err = rt.p.h1.roundTrip(out, rt.got1xx)
+		if rt.lean {
+			resp, err = rt.p.h1.roundTrip(out, rt.got1xx, writeLeanHead)
+		} else if fastPath(out) {
+			resp, err = rt.p.h1.roundTrip(out, rt.got1xx, nil)
 		} else {
 			resp, err = rt.p.transport.RoundTrip(out)
 		}

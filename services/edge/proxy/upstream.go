@@ -135,19 +135,20 @@ var errH1Upgrade = errors.New("proxy: upstream switched protocols on a request t
 // RoundTrip sends req (for which fastPath is true) to req.URL.Host. 1xx
 // responses go to the request context's httptrace Got1xxResponse.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(req, nil)
+	return t.roundTrip(req, nil, nil)
 }
 
 // roundTrip is RoundTrip with got1xx, when not nil, receiving 1xx responses
-// instead of the context's trace.
-func (t *h1Transport) roundTrip(req *http.Request, got1xx func(int, http.Header)) (*http.Response, error) {
+// instead of the context's trace, and writeHead, when not nil, writing the
+// request head instead of req.Write.
+func (t *h1Transport) roundTrip(req *http.Request, got1xx func(int, http.Header), writeHead func(*bufio.Writer, *http.Request) error) (*http.Response, error) {
 	ctx := req.Context()
 	for {
 		c, reused, err := t.get(ctx, req.URL.Host)
 		if err != nil {
 			return nil, err
 		}
-		resp, sent, err := c.roundTrip(req, got1xx)
+		resp, sent, err := c.roundTrip(req, got1xx, writeHead)
 		if err == nil {
 			return resp, nil
 		}
@@ -164,7 +165,7 @@ func (t *h1Transport) roundTrip(req *http.Request, got1xx func(int, http.Header)
 
 // roundTrip writes req and reads the response head. sent is true once any
 // byte of a response arrived. On error the connection is closed.
-func (c *h1Conn) roundTrip(req *http.Request, got1xx func(int, http.Header)) (resp *http.Response, sent bool, err error) {
+func (c *h1Conn) roundTrip(req *http.Request, got1xx func(int, http.Header), writeHead func(*bufio.Writer, *http.Request) error) (resp *http.Response, sent bool, err error) {
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
 	fail := func(err error) (*http.Response, bool, error) {
@@ -172,7 +173,12 @@ func (c *h1Conn) roundTrip(req *http.Request, got1xx func(int, http.Header)) (re
 		c.nc.Close()
 		return nil, sent, err
 	}
-	if err := req.Write(c.bw); err != nil {
+	if writeHead == nil {
+		err = req.Write(c.bw)
+	} else {
+		err = writeHead(c.bw, req)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	if err := c.bw.Flush(); err != nil {
