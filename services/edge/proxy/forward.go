@@ -57,20 +57,9 @@ func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
 	out := st.leanRequest(in)
 	st.rt.lean = true
 
-	done := false
-	st.rt.got1xx = func(code int, hdr http.Header) {
-		if done {
-			return
-		}
-		wh := w.Header()
-		for k, vv := range hdr {
-			wh[k] = append(wh[k], vv...)
-		}
-		w.WriteHeader(code)
-		clear(wh)
-	}
+	st.rt.w = w
 	res, err := st.rt.RoundTrip(out)
-	done = true
+	st.rt.finalSeen = true
 	if err != nil {
 		p.proxyError(w, out, err)
 		return
@@ -103,6 +92,20 @@ func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
 			wh[http.TrailerPrefix+k] = vv
 		}
 	}
+}
+
+// relay1xx writes a 1xx response of the upstream to the client, until the
+// final response arrived.
+func (rt *retrier) relay1xx(code int, hdr http.Header) {
+	if rt.finalSeen {
+		return
+	}
+	wh := rt.w.Header()
+	for k, vv := range hdr {
+		wh[k] = append(wh[k], vv...)
+	}
+	rt.w.WriteHeader(code)
+	clear(wh)
 }
 
 // leanRequest makes st.out the outbound request for in: in's context and

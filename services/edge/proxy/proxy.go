@@ -235,8 +235,12 @@ func (p *Proxy) compile(t routetable.Table) *table {
 }
 
 func (t *table) match(host, path string) *route {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	// Only a host with a colon can carry a port (SplitHostPort's error for
+	// one without allocates).
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	for _, r := range t.byHost[strings.ToLower(host)] {
 		if pathMatch(r.rt.Path, path) {
@@ -374,9 +378,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	b = pk.backend // the retrier may have picked again from a newer table
 	b.requests(sw.code).Inc()
 	r.latency.Observe(took.Seconds())
-	if p.accessLog {
-		p.log.Info("access", "service", r.rt.Service, "release", b.release, "upstream", pk.upstream,
-			"method", req.Method, "host", req.Host, "path", req.URL.Path, "status", sw.code, "took", took, "remote", req.RemoteAddr)
+	if p.accessLog && p.log.Enabled(req.Context(), slog.LevelInfo) {
+		p.log.LogAttrs(req.Context(), slog.LevelInfo, "access", slog.String("service", r.rt.Service), slog.Uint64("release", b.release),
+			slog.String("upstream", pk.upstream), slog.String("method", req.Method), slog.String("host", req.Host),
+			slog.String("path", req.URL.Path), slog.Int("status", sw.code), slog.Duration("took", took), slog.String("remote", req.RemoteAddr))
 	}
 }
 
@@ -395,8 +400,10 @@ func (p *Proxy) proxyError(w http.ResponseWriter, req *http.Request, err error) 
 type retrier struct {
 	p  *Proxy
 	pk *pick
-	// got1xx, when set, receives 1xx responses of the fast upstream path.
-	got1xx func(int, http.Header)
+	// w receives a lean-path request's 1xx responses until the final
+	// response (see relay1xx).
+	w         http.ResponseWriter
+	finalSeen bool
 	// lean marks a lean-path request (see forward): its Header is the
 	// inbound one, written by writeLeanHead over h1Transport.
 	lean bool
@@ -492,9 +499,9 @@ func (rt *retrier) tryBackend(req *http.Request, pk *pick) (resp *http.Response,
 		out.URL.Host = u.Address
 		pk.upstream = u.ID
 		if rt.lean {
-			resp, err = rt.p.h1.roundTrip(out, rt.got1xx, writeLeanHead)
+			resp, err = rt.p.h1.roundTrip(out, rt.relay1xx, writeLeanHead)
 		} else if fastPath(out) {
-			resp, err = rt.p.h1.roundTrip(out, rt.got1xx, nil)
+			resp, err = rt.p.h1.roundTrip(out, nil, nil)
 		} else {
 			resp, err = rt.p.transport.RoundTrip(out)
 		}
