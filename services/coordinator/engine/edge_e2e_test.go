@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"slipway.dev/platform/testenv"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -178,5 +180,93 @@ func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
 	}
 	if versions["v1"] == 0 || versions["v2"] == 0 {
 		t.Errorf("versions served = %v, want both", versions)
+	}
+}
+
+// TestEngineDrainNodeNoFailedRequests drains the node running a service's
+// only instance while traffic flows through a real edge: the instance keeps
+// serving until its replacement on the other node passes its check, and
+// only then is drained behind the route barrier, so no request fails.
+func TestEngineDrainNodeNoFailedRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul, two node agents, an edge and demo processes")
+	}
+	c := testenv.StartConsul(t)
+	imgDir := t.TempDir()
+	buildDemo(t, imgDir, "v1")
+	edge := startEdge(t, c.Addr())
+	a := startAgent(t, c.Addr(), imgDir)
+	b := startAgent(t, c.Addr(), imgDir)
+	co := startCoordinator(t, c.Addr())
+	e := newE2E(t, co, c.Addr())
+	cluster := clusterv1.NewClusterServiceClient(co.conn)
+	poll(t, 30*time.Second, "both nodes known", func() string {
+		resp, err := cluster.ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
+		if err != nil || len(resp.GetNodes()) != 2 {
+			return fmt.Sprintf("nodes %v, %v", resp.GetNodes(), err)
+		}
+		return ""
+	})
+	v1 := e.deployWith("slipway/demo:v1", 1, nil, quick(&deployv1.UpdateStrategy{}))
+	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
+	from, to := a.nodeID, b.nodeID
+	if e.passingOn()[b.nodeID] == 1 {
+		from, to = b.nodeID, a.nodeID
+	}
+	host := e.name + ".test"
+	poll(t, 30*time.Second, "edge serves v1", func() string {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return resp.Status
+		}
+		return ""
+	})
+
+	l := startLoad(edge, host, 4)
+	defer func() {
+		select {
+		case <-l.stop:
+		default:
+			l.end()
+		}
+	}()
+	if _, err := cluster.DrainNode(context.Background(), &clusterv1.DrainNodeRequest{Id: from, Enable: true, By: "e2e"}); err != nil {
+		t.Fatal(err)
+	}
+	// Capacity never dips: Consul shows a passing instance all along. (With
+	// the process driver a replacement passes within a sample or two, so
+	// TestDrainedNodeAllocationsMigrate is what pins the order; this checks
+	// it end to end.)
+	var gaps []string
+	poll(t, 60*time.Second, "the instance moved to "+to, func() string {
+		got := e.passingOn()
+		if got != nil && got[to]+got[from] == 0 {
+			gaps = append(gaps, time.Now().Format("15:04:05.000"))
+		}
+		if got[to] != 1 || got[from] != 0 {
+			return fmt.Sprintf("passing per node %v", got)
+		}
+		return ""
+	})
+	if len(gaps) > 0 {
+		t.Errorf("no passing instance at %d samples while the node drained (first at %s): the old one stopped before its replacement was healthy", len(gaps), gaps[0])
+	}
+	after := l.total() + 300
+	poll(t, 30*time.Second, "300 more requests after the move", func() string {
+		if n := l.total(); n < after {
+			return fmt.Sprintf("%d answers", n)
+		}
+		return ""
+	})
+	versions, failures := l.end()
+	t.Logf("requests %v, failures %d", versions, len(failures))
+	if len(failures) > 0 {
+		t.Errorf("%d requests failed while the node drained, first: %v", len(failures), failures[:min(5, len(failures))])
 	}
 }

@@ -102,6 +102,10 @@ type Config struct {
 	// NodeGrace is how long a node may be missing before its allocations
 	// are replaced; default 10s.
 	NodeGrace time.Duration
+	// DrainDeadline is how long an allocation on a draining node waits for
+	// its replacement to pass its health check before it is stopped anyway;
+	// default 5m.
+	DrainDeadline time.Duration
 	// CallTimeout bounds each call to an agent, Consul or raft; default 30s.
 	CallTimeout time.Duration
 	// Resync re-sends a node its unchanged desired set after this long
@@ -141,6 +145,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.NodeGrace <= 0 {
 		cfg.NodeGrace = 10 * time.Second
+	}
+	if cfg.DrainDeadline <= 0 {
+		cfg.DrainDeadline = 5 * time.Minute
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second

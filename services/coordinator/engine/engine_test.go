@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -608,10 +609,37 @@ func TestDrainedNodeAllocationsMigrate(t *testing.T) {
 	if _, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{NodeId: "n2", Enable: true, By: "ops"}}}); err != nil {
 		t.Fatal(err)
 	}
-	h.pass()
+	// The replacement on n1 fails its check: the allocation on n2 keeps
+	// serving, and the machine never sees it (nor its replacement) twice.
+	h.agents.mu.Lock()
+	h.agents.sick["n1"] = true
+	h.agents.mu.Unlock()
+	for range 5 {
+		h.pass()
+		h.clock.Add(time.Second)
+	}
+	if as := h.allocs(1); len(as) != 3 {
+		t.Fatalf("with the replacement unhealthy: %v, want the old allocation kept beside its replacement", as)
+	}
+	var onN2 string
+	for id, node := range before {
+		if node == "n2" {
+			onN2 = id
+		}
+	}
+	if !slices.Contains(h.agents.running(), onN2) {
+		t.Fatalf("%s on the draining node stopped before its replacement was healthy (running %v)", onN2, h.agents.running())
+	}
+	h.agents.mu.Lock()
+	h.agents.sick["n1"] = false
+	h.agents.mu.Unlock()
+	h.pass() // sees the replacement passing: the old one goes
 	as := h.allocs(1)
 	if len(as) != 2 || as[0].GetNodeId() != "n1" || as[1].GetNodeId() != "n1" {
 		t.Fatalf("after draining n2: %v, want both on n1", as)
+	}
+	if slices.Contains(h.agents.running(), onN2) {
+		t.Fatalf("%s still running after its replacement passed", onN2)
 	}
 	for _, a := range as {
 		if was, ok := before[a.GetId()]; ok && was != "n1" {
@@ -625,5 +653,49 @@ func TestDrainedNodeAllocationsMigrate(t *testing.T) {
 	h.pass()
 	if after := h.allocs(1); len(after) != 2 || after[0].GetId() != as[0].GetId() || after[1].GetId() != as[1].GetId() {
 		t.Errorf("with every node drained: %v, want the allocations kept %v", after, as)
+	}
+}
+
+// TestDrainWaitsForReplacementUntilDeadline: a replacement that never
+// passes does not keep a drained node's allocation forever: after
+// DrainDeadline it is stopped anyway, and the audit trail says why.
+func TestDrainWaitsForReplacementUntilDeadline(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 1, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	as := h.allocs(1)
+	if len(as) != 1 {
+		t.Fatalf("allocations %v, want 1", as)
+	}
+	from := as[0].GetNodeId()
+	other := map[string]string{"n1": "n2", "n2": "n1"}[from]
+	h.agents.mu.Lock()
+	h.agents.sick[other] = true
+	h.agents.mu.Unlock()
+	if _, err := h.raft.Apply(context.Background(), &statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{NodeId: from, Enable: true, By: "ops"}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	h.clock.Add(4 * time.Minute)
+	h.pass()
+	if got := h.allocs(1); len(got) != 2 {
+		t.Fatalf("before the drain deadline: %v, want the old allocation and its replacement", got)
+	}
+	h.clock.Add(2 * time.Minute) // past the default 5m
+	h.pass()
+	got := h.allocs(1)
+	if len(got) != 1 || got[0].GetNodeId() != other {
+		t.Fatalf("after the drain deadline: %v, want only the replacement on %s", got, other)
+	}
+	_, audit, err := h.fsm.Releases("web", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range audit {
+		found = found || strings.Contains(a.GetDetail(), "drain deadline")
+	}
+	if !found {
+		t.Errorf("no audit entry names the drain deadline: %v", audit)
 	}
 }

@@ -155,12 +155,13 @@ type fakeAgents struct {
 	since      map[string]time.Time // allocation id -> passing since
 	desired    map[string][]*agentv1.Allocation
 	critical   map[uint64]bool // releases whose checks fail
+	sick       map[string]bool // nodes where every check fails
 	violations []string
 }
 
 func newAgents(fsm *state.FSM, c *clock) *fakeAgents {
 	return &fakeAgents{fsm: fsm, clock: c, started: map[string]int{}, since: map[string]time.Time{},
-		desired: map[string][]*agentv1.Allocation{}, critical: map[uint64]bool{}}
+		desired: map[string][]*agentv1.Allocation{}, critical: map[uint64]bool{}, sick: map[string]bool{}}
 }
 
 func (f *fakeAgents) Sync(_ context.Context, n engine.Node, tok *agentv1.FencingToken, allocs []*agentv1.Allocation) ([]*agentv1.AllocationStatus, error) {
@@ -205,7 +206,7 @@ func (f *fakeAgents) Status(_ context.Context, n engine.Node) ([]*agentv1.Alloca
 		st := &agentv1.AllocationStatus{AllocationId: a.GetId(), Service: a.GetService(), Release: a.GetRelease(),
 			State: agentv1.AllocationState_ALLOCATION_STATE_RUNNING, Health: agentv1.Health_HEALTH_PASSING,
 			HealthySince: timestamppb.New(f.since[a.GetId()]), UpdatedAt: timestamppb.New(f.since[a.GetId()])}
-		if f.critical[a.GetRelease()] {
+		if f.critical[a.GetRelease()] || f.sick[n.ID] {
 			st.Health, st.HealthySince = agentv1.Health_HEALTH_CRITICAL, nil
 		}
 		if a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED {

@@ -159,8 +159,15 @@ func (e *Engine) releaseSpec(service string, number uint64) (*deployv1.ServiceSp
 // observation builds what the machine sees of a rollout's service.
 func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, acks []*edgev1.EdgeAck) rollout.Observation {
 	obs := rollout.Observation{Now: e.cfg.Now()}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
-		if sa.Allocation.GetService() != ro.GetService() {
+	all := e.cfg.FSM.AllAllocations()
+	leaving := map[string]bool{} // on a draining node, replaced: invisible to the machine
+	for _, sa := range all {
+		if sa.Replaces != "" {
+			leaving[sa.Replaces] = true
+		}
+	}
+	for _, sa := range all {
+		if sa.Allocation.GetService() != ro.GetService() || leaving[sa.Allocation.GetId()] {
 			continue
 		}
 		obs.Instances = append(obs.Instances, Instance(sa, e.statuses[sa.Allocation.GetId()]))
@@ -417,12 +424,17 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 }
 
 // replaceLost replaces the allocations of nodes missing for longer than
-// NodeGrace, and migrates those of nodes an operator drains: each running
-// one gets a new allocation elsewhere, committed in the same entry that
-// removes the old ones. A lost node's old allocations are gone; a drained
-// node's are drained by its agent (deregistered, route barrier, graceful
-// stop), so their traffic moves without a failed request. An allocation
-// with nowhere to go stays where it is.
+// NodeGrace, and migrates those of nodes an operator drains.
+//
+// A lost node's allocations are gone: each running one gets a new
+// allocation elsewhere, committed in the same entry that removes it. A
+// drained node's allocations still serve, so they move in two entries: the
+// first places each one's replacement (linked to it), and the old one keeps
+// running until its replacement passes its health check (or DrainDeadline
+// passes); the second removes it, and its agent drains it (deregistered,
+// route barrier, graceful stop). Capacity never dips and traffic moves
+// without a failed request. An allocation with nowhere to go stays where
+// it is.
 func (e *Engine) replaceLost(ctx context.Context) error {
 	now := e.cfg.Now()
 	lost := map[string]bool{}
@@ -440,8 +452,15 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 	if len(lost) == 0 && len(drained) == 0 {
 		return nil
 	}
+	all := e.cfg.FSM.AllAllocations()
+	replacement := map[string]state.StoredAllocation{} // old id -> its replacement
+	for _, sa := range all {
+		if sa.Replaces != "" {
+			replacement[sa.Replaces] = sa
+		}
+	}
 	byService := map[string][]*agentv1.Allocation{}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
+	for _, sa := range all {
 		a := sa.Allocation
 		onDrained := drained[a.GetNodeId()] && a.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED
 		if lost[a.GetNodeId()] || onDrained {
@@ -455,45 +474,66 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 	sort.Strings(services)
 	for _, svc := range services {
 		base := e.cfg.FSM.LastIndex()
-		op := &statev1.RolloutStepOp{Service: svc}
+		op := &statev1.RolloutStepOp{Service: svc, Replaces: map[string]string{}}
 		var asks []placement.Ask
 		old := map[string]*agentv1.Allocation{}
+		var replaced, migrated []string
 		for k, a := range byService[svc] {
 			if a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED {
 				op.Stop = append(op.Stop, a.GetId()) // draining anyway: gone
 				continue
 			}
+			if r, ok := replacement[a.GetId()]; ok {
+				switch {
+				case lost[a.GetNodeId()]:
+					op.Stop = append(op.Stop, a.GetId())
+					replaced = append(replaced, fmt.Sprintf("%s on %s gone with its node; %s on %s replaces it", a.GetId(), a.GetNodeId(),
+						r.Allocation.GetId(), r.Allocation.GetNodeId()))
+				case e.replacementReady(r, now):
+					op.Stop = append(op.Stop, a.GetId())
+					migrated = append(migrated, fmt.Sprintf("%s on %s stopped: %s on %s %s", a.GetId(), a.GetNodeId(),
+						r.Allocation.GetId(), r.Allocation.GetNodeId(), e.readiness(r, now)))
+				}
+				continue // its replacement is starting
+			}
 			id := fmt.Sprintf("%s-v%d-%d-%d", svc, a.GetRelease(), base, k)
 			old[id] = a
 			asks = append(asks, placement.Ask{Service: svc, Release: a.GetRelease(), IDs: []string{id}, CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb())})
 		}
-		plan, err := placement.Place(e.placementState(), asks, base)
-		if err != nil {
-			return fmt.Errorf("engine: replace allocations of %s: %w", svc, err)
-		}
-		var msgs []string
-		for _, p := range plan.Placements {
-			a := proto.CloneOf(old[p.AllocID])
-			msgs = append(msgs, fmt.Sprintf("%s on %s replaced by %s on %s", a.GetId(), a.GetNodeId(), p.AllocID, p.NodeID))
-			op.Stop = append(op.Stop, a.GetId())
-			a.Id, a.NodeId = p.AllocID, p.NodeID
-			op.Place = append(op.Place, a)
-		}
-		for _, f := range plan.Failures {
-			was := old[f.AllocID].GetId()
-			if e.failures[was] != f.Reason { // each reason once
-				e.failures[was] = f.Reason
-				e.log.Warn("cannot move allocation off a lost or drained node yet", "service", svc, "was", was, "reason", f.Reason)
+		if len(asks) > 0 {
+			plan, err := placement.Place(e.placementState(), asks, base)
+			if err != nil {
+				return fmt.Errorf("engine: replace allocations of %s: %w", svc, err)
+			}
+			for _, p := range plan.Placements {
+				a := proto.CloneOf(old[p.AllocID])
+				was := a.GetId()
+				if lost[a.GetNodeId()] {
+					replaced = append(replaced, fmt.Sprintf("%s on %s replaced by %s on %s", was, a.GetNodeId(), p.AllocID, p.NodeID))
+					op.Stop = append(op.Stop, was)
+				} else {
+					migrated = append(migrated, fmt.Sprintf("%s on %s: replacement %s placed on %s; it stops once that one is healthy", was, a.GetNodeId(), p.AllocID, p.NodeID))
+					op.Replaces[p.AllocID] = was
+				}
+				a.Id, a.NodeId = p.AllocID, p.NodeID
+				op.Place = append(op.Place, a)
+			}
+			for _, f := range plan.Failures {
+				was := old[f.AllocID].GetId()
+				if e.failures[was] != f.Reason { // each reason once
+					e.failures[was] = f.Reason
+					e.log.Warn("cannot move allocation off a lost or drained node yet", "service", svc, "was", was, "reason", f.Reason)
+				}
 			}
 		}
-		if len(op.Stop) == 0 {
+		if len(op.Stop) == 0 && len(op.Place) == 0 {
 			continue
 		}
-		if len(msgs) > 0 {
-			op.Events = []*statev1.StepEvent{{Kind: "replaced", Message: strings.Join(msgs, "; ")}}
-			if !lost[byService[svc][0].GetNodeId()] {
-				op.Events[0].Kind = "migrated"
-			}
+		if len(replaced) > 0 {
+			op.Events = append(op.Events, &statev1.StepEvent{Kind: "replaced", Message: strings.Join(replaced, "; ")})
+		}
+		if len(migrated) > 0 {
+			op.Events = append(op.Events, &statev1.StepEvent{Kind: "migrated", Message: strings.Join(migrated, "; ")})
 		}
 		if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: op}}); err != nil {
 			return fmt.Errorf("engine: commit replacement for %s: %w", svc, err)
@@ -501,6 +541,22 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 		e.log.Info("moved allocations off lost or drained nodes", "service", svc, "placed", len(op.Place), "removed", len(op.Stop))
 	}
 	return nil
+}
+
+// replacementReady reports whether the allocation it replaces may stop:
+// the replacement passes its health check, or DrainDeadline has passed
+// since it was placed.
+func (e *Engine) replacementReady(r state.StoredAllocation, now time.Time) bool {
+	in := Instance(r, e.statuses[r.Allocation.GetId()])
+	return in.Health == rollout.HealthPassing || r.CreatedAt != nil && now.Sub(in.CreatedAt) >= e.cfg.DrainDeadline
+}
+
+// readiness says why a replacement counts as ready, for the audit trail.
+func (e *Engine) readiness(r state.StoredAllocation, now time.Time) string {
+	if Instance(r, e.statuses[r.Allocation.GetId()]).Health == rollout.HealthPassing {
+		return "passes its check"
+	}
+	return fmt.Sprintf("still not healthy after %s (drain deadline)", now.Sub(r.CreatedAt.AsTime()).Round(time.Second))
 }
 
 // act sends every live node whose desired set changed since it was last

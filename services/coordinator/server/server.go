@@ -71,6 +71,9 @@ type Config struct {
 	// NodeGrace is how long a node may be missing from Consul before its
 	// allocations are replaced; default 10s.
 	NodeGrace time.Duration
+	// DrainDeadline is how long an allocation on a draining node waits for
+	// its replacement to pass its health check before it is stopped anyway.
+	DrainDeadline time.Duration
 	// KeepEventRollouts is how many of each service's newest rollouts keep
 	// their events, and KeepAudit how many audit entries each service keeps
 	// (zero: state.DefaultKeepEventRollouts, state.DefaultKeepAudit). They
@@ -255,7 +258,7 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		done := make(chan struct{})
 		c.engineStop, c.engineDone = stop, done
 		eng := engine.New(engine.Config{Raft: c.node, FSM: c.fsm, Nodes: c.consul, Routes: c.consul, Agents: c.agents,
-			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace})
+			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline})
 		go func() {
 			defer close(done)
 			acks := make(chan struct{})

@@ -132,6 +132,7 @@ type FSM struct {
 	peers        map[string]*statev1.PeerAddress
 	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
 	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
+	replaces     map[string]string                 // allocation id -> the draining-node allocation it replaces
 	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
 	changed      chan struct{}                     // closed and replaced after every Apply/Restore
 }
@@ -166,6 +167,7 @@ func (f *FSM) reset() {
 	f.peers = map[string]*statev1.PeerAddress{}
 	f.machines = map[string][]byte{}
 	f.allocCreated = map[string]*timestamppb.Timestamp{}
+	f.replaces = map[string]string{}
 	f.intents = map[string]*edgev1.TrafficIntent{}
 }
 
@@ -618,7 +620,7 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 		s.Machines = append(s.Machines, &statev1.MachineRecord{RolloutId: id, State: f.machines[id]})
 	}
 	for _, id := range sortedKeys(f.allocCreated) {
-		s.AllocationRecords = append(s.AllocationRecords, &statev1.AllocationRecord{Id: id, CreatedAt: f.allocCreated[id]})
+		s.AllocationRecords = append(s.AllocationRecords, &statev1.AllocationRecord{Id: id, CreatedAt: f.allocCreated[id], Replaces: f.replaces[id]})
 	}
 	for _, svc := range sortedKeys(f.intents) {
 		s.Intents = append(s.Intents, f.intents[svc])
@@ -695,6 +697,9 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	}
 	for _, a := range s.GetAllocationRecords() {
 		f.allocCreated[a.GetId()] = a.GetCreatedAt()
+		if r := a.GetReplaces(); r != "" {
+			f.replaces[a.GetId()] = r
+		}
 	}
 	for _, in := range s.GetIntents() {
 		f.intents[in.GetService()] = in

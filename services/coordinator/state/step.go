@@ -61,6 +61,14 @@ func (f *FSM) validateStep(op *statev1.RolloutStepOp) error {
 		}
 		seen[a.GetId()] = true
 	}
+	for id, old := range op.GetReplaces() {
+		switch {
+		case !seen[id]:
+			return fmt.Errorf("rollout step: replaces[%q]: not placed by this step: %w", id, ErrInvalid)
+		case f.allocCreated[old] == nil && !f.hasAllocation(old):
+			return fmt.Errorf("rollout step: replaces[%q] = %q: no such allocation: %w", id, old, ErrInvalid)
+		}
+	}
 	if in := op.GetIntent(); in != nil {
 		if in.GetService() != op.GetService() {
 			return fmt.Errorf("rollout step: intent.service is %q, not %q: %w", in.GetService(), op.GetService(), ErrInvalid)
@@ -85,15 +93,38 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 		}
 		f.allocations[a.GetNodeId()] = append(f.allocations[a.GetNodeId()], a)
 		f.allocCreated[a.GetId()] = at
+		if old := op.GetReplaces()[a.GetId()]; old != "" {
+			f.replaces[a.GetId()] = old
+		}
 		touched[a.GetNodeId()] = true
 	}
 	drain := toSet(op.GetDrain())
 	stop := toSet(op.GetStop())
+	// An allocation still waiting for its replacement to be healthy leaves
+	// with it: the rollout that drains or stops the new one means the old
+	// one too.
+	for changed := true; changed; { // to a fixed point: replacements may chain
+		changed = false
+		for id, old := range f.replaces {
+			if stop[id] && !stop[old] {
+				stop[old], changed = true, true
+			}
+			if drain[id] && !drain[old] {
+				drain[old], changed = true, true
+			}
+		}
+	}
+	for id, old := range f.replaces {
+		if stop[old] { // the old one is gone: the link has done its work
+			delete(f.replaces, id)
+		}
+	}
 	for node, allocs := range f.allocations {
 		kept := allocs[:0]
 		for _, a := range allocs {
 			if stop[a.GetId()] {
 				delete(f.allocCreated, a.GetId())
+				delete(f.replaces, a.GetId())
 				continue
 			}
 			if drain[a.GetId()] {
@@ -228,6 +259,9 @@ type StoredAllocation struct {
 	// CreatedAt is when it was committed (zero for allocations written by
 	// PutAllocations).
 	CreatedAt *timestamppb.Timestamp
+	// Replaces is the allocation on a draining node this one replaces,
+	// empty for none.
+	Replaces string
 }
 
 // AllAllocations returns copies of every stored allocation, sorted by node id
@@ -238,7 +272,7 @@ func (f *FSM) AllAllocations() []StoredAllocation {
 	var out []StoredAllocation
 	for _, node := range sortedKeys(f.allocations) {
 		for _, a := range f.allocations[node] {
-			out = append(out, StoredAllocation{Allocation: proto.CloneOf(a), CreatedAt: f.allocCreated[a.GetId()]})
+			out = append(out, StoredAllocation{Allocation: proto.CloneOf(a), CreatedAt: f.allocCreated[a.GetId()], Replaces: f.replaces[a.GetId()]})
 		}
 	}
 	return out
@@ -246,3 +280,15 @@ func (f *FSM) AllAllocations() []StoredAllocation {
 
 // WeightKey is the string key of a release in weight maps.
 func WeightKey(release uint64) string { return strconv.FormatUint(release, 10) }
+
+// hasAllocation reports whether an allocation with id is stored.
+func (f *FSM) hasAllocation(id string) bool {
+	for _, allocs := range f.allocations {
+		for _, a := range allocs {
+			if a.GetId() == id {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -263,3 +263,60 @@ func TestAwaitingPromoteRecorded(t *testing.T) {
 		t.Fatal("aborted rollout awaiting promote")
 	}
 }
+
+// TestReplacementLinksOldAllocation: a step may place an allocation that
+// replaces one on a draining node. The link survives a snapshot; draining
+// or stopping the replacement takes the old one with it; a link to an
+// unknown allocation, or from one the step does not place, is refused
+// and changes nothing.
+func TestReplacementLinksOldAllocation(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false)))
+	apply(t, f, l.add(stepCmd("web", "", []string{"old@n2"}, nil, nil, 0)))
+
+	bad := stepCmd("web", "", []string{"new@n1"}, nil, nil, 0)
+	bad.GetRolloutStep().Replaces = map[string]string{"new": "nope"}
+	if err := applyErr(f, l.add(bad)); !errors.Is(err, state.ErrInvalid) || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("replacing an unknown allocation: %v, want ErrInvalid naming it", err)
+	}
+	bad = stepCmd("web", "", []string{"new@n1"}, nil, nil, 0)
+	bad.GetRolloutStep().Replaces = map[string]string{"other": "old"}
+	if err := applyErr(f, l.add(bad)); !errors.Is(err, state.ErrInvalid) {
+		t.Fatalf("a link from an allocation not placed: %v, want ErrInvalid", err)
+	}
+	if got := f.AllAllocations(); len(got) != 1 {
+		t.Fatalf("refused steps changed allocations: %v", got)
+	}
+
+	ok := stepCmd("web", "", []string{"new@n1"}, nil, nil, 0)
+	ok.GetRolloutStep().Replaces = map[string]string{"new": "old"}
+	apply(t, f, l.add(ok))
+	b, err := f.MarshalSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := state.New()
+	if err := g.RestoreBytes(b); err != nil {
+		t.Fatal(err)
+	}
+	for name, fsm := range map[string]*state.FSM{"applied": f, "restored": g} {
+		all := fsm.AllAllocations()
+		if len(all) != 2 || all[0].Allocation.GetId() != "new" || all[0].Replaces != "old" || all[1].Replaces != "" {
+			t.Fatalf("%s: allocations %v, want new replacing old", name, all)
+		}
+	}
+
+	// Draining the replacement drains the old one; stopping it stops both
+	// and drops the link.
+	apply(t, f, l.add(stepCmd("web", "", nil, []string{"new"}, nil, 0)))
+	for _, sa := range f.AllAllocations() {
+		if sa.Allocation.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED {
+			t.Fatalf("%s still wanted running after its replacement was drained", sa.Allocation.GetId())
+		}
+	}
+	apply(t, f, l.add(stepCmd("web", "", nil, nil, []string{"new"}, 0)))
+	if got := f.AllAllocations(); len(got) != 0 {
+		t.Fatalf("after stopping the replacement: %v, want the old one gone too", got)
+	}
+}

@@ -51,7 +51,10 @@ type ClusterServiceClient interface {
 	// ListNodes returns the workload nodes the cluster knows.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	// DrainNode marks a node draining (no new placements, allocations moved
-	// elsewhere) or clears the mark.
+	// elsewhere) or clears the mark. Each allocation on it keeps serving
+	// until its replacement on another node passes its health check (or the
+	// coordinator's -drain-deadline passes), then it is drained behind the
+	// route barrier, so no request fails.
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 }
 
@@ -156,7 +159,10 @@ type ClusterServiceServer interface {
 	// ListNodes returns the workload nodes the cluster knows.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	// DrainNode marks a node draining (no new placements, allocations moved
-	// elsewhere) or clears the mark.
+	// elsewhere) or clears the mark. Each allocation on it keeps serving
+	// until its replacement on another node passes its health check (or the
+	// coordinator's -drain-deadline passes), then it is drained behind the
+	// route barrier, so no request fails.
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }

@@ -760,8 +760,13 @@ type RolloutStepOp struct {
 	// awaiting_promote is true when the rollout is left paused waiting for an
 	// operator's promote (Rollout.awaiting_promote).
 	AwaitingPromote bool `protobuf:"varint,15,opt,name=awaiting_promote,json=awaitingPromote,proto3" json:"awaiting_promote,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// replaces maps a placed allocation's id to the allocation on a draining
+	// node it replaces. The old allocation keeps running until the engine
+	// stops it (once the new one is healthy); draining or stopping the new one
+	// drains or stops the old one with it.
+	Replaces      map[string]string `protobuf:"bytes,16,rep,name=replaces,proto3" json:"replaces,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutStepOp) Reset() {
@@ -899,6 +904,13 @@ func (x *RolloutStepOp) GetAwaitingPromote() bool {
 	return false
 }
 
+func (x *RolloutStepOp) GetReplaces() map[string]string {
+	if x != nil {
+		return x.Replaces
+	}
+	return nil
+}
+
 // StepEvent is one event of a rollout step.
 type StepEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1016,7 +1028,10 @@ type AllocationRecord struct {
 	// id is the allocation id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// created_at is when the allocation was committed.
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// replaces is the allocation on a draining node this one replaces, empty
+	// for none; the old one runs until this one is healthy.
+	Replaces      string `protobuf:"bytes,3,opt,name=replaces,proto3" json:"replaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1063,6 +1078,13 @@ func (x *AllocationRecord) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *AllocationRecord) GetReplaces() string {
+	if x != nil {
+		return x.Replaces
+	}
+	return ""
 }
 
 // NoopOp carries an opaque payload and changes nothing.
@@ -1811,7 +1833,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x02by\x18\x03 \x01(\tR\x02by\"k\n" +
 	"\x10PutAllocationsOp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
-	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\xe8\x05\n" +
+	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\xf0\x06\n" +
 	"\rRolloutStepOp\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
@@ -1829,24 +1851,29 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\f \x01(\tR\amessage\x12F\n" +
 	"\aweights\x18\r \x03(\v2,.slipway.state.v1.RolloutStepOp.WeightsEntryR\aweights\x12!\n" +
 	"\flast_command\x18\x0e \x01(\x04R\vlastCommand\x12)\n" +
-	"\x10awaiting_promote\x18\x0f \x01(\bR\x0fawaitingPromote\x1a:\n" +
+	"\x10awaiting_promote\x18\x0f \x01(\bR\x0fawaitingPromote\x12I\n" +
+	"\breplaces\x18\x10 \x03(\v2-.slipway.state.v1.RolloutStepOp.ReplacesEntryR\breplaces\x1a:\n" +
 	"\fHealthyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a;\n" +
+	"\rReplacesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
 	"\tStepEvent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"D\n" +
 	"\rMachineRecord\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\fR\x05state\"]\n" +
+	"\x05state\x18\x02 \x01(\fR\x05state\"y\n" +
 	"\x10AllocationRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
+	"\breplaces\x18\x03 \x01(\tR\breplaces\"\"\n" +
 	"\x06NoopOp\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\"c\n" +
 	"\vPeerAddress\x12\x0e\n" +
@@ -1910,7 +1937,7 @@ func file_slipway_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_slipway_state_v1_state_proto_rawDescData
 }
 
-var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*Command)(nil),               // 0: slipway.state.v1.Command
 	(*DeployOp)(nil),              // 1: slipway.state.v1.DeployOp
@@ -1937,21 +1964,22 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*ApplyNoopResponse)(nil),     // 22: slipway.state.v1.ApplyNoopResponse
 	nil,                           // 23: slipway.state.v1.RolloutStepOp.HealthyEntry
 	nil,                           // 24: slipway.state.v1.RolloutStepOp.WeightsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*v1.ServiceSpec)(nil),        // 26: slipway.deploy.v1.ServiceSpec
-	(v1.CommandKind)(0),           // 27: slipway.deploy.v1.CommandKind
-	(*v11.Node)(nil),              // 28: slipway.cluster.v1.Node
-	(*v12.Allocation)(nil),        // 29: slipway.agent.v1.Allocation
-	(*v13.TrafficIntent)(nil),     // 30: slipway.edge.v1.TrafficIntent
-	(v1.RolloutState)(0),          // 31: slipway.deploy.v1.RolloutState
-	(*v1.Service)(nil),            // 32: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 33: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 34: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 35: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 36: slipway.deploy.v1.AuditEvent
+	nil,                           // 25: slipway.state.v1.RolloutStepOp.ReplacesEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*v1.ServiceSpec)(nil),        // 27: slipway.deploy.v1.ServiceSpec
+	(v1.CommandKind)(0),           // 28: slipway.deploy.v1.CommandKind
+	(*v11.Node)(nil),              // 29: slipway.cluster.v1.Node
+	(*v12.Allocation)(nil),        // 30: slipway.agent.v1.Allocation
+	(*v13.TrafficIntent)(nil),     // 31: slipway.edge.v1.TrafficIntent
+	(v1.RolloutState)(0),          // 32: slipway.deploy.v1.RolloutState
+	(*v1.Service)(nil),            // 33: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 34: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 35: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 36: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 37: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
-	25, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
+	26, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
 	1,  // 1: slipway.state.v1.Command.deploy:type_name -> slipway.state.v1.DeployOp
 	2,  // 2: slipway.state.v1.Command.rollback:type_name -> slipway.state.v1.RollbackOp
 	3,  // 3: slipway.state.v1.Command.operator:type_name -> slipway.state.v1.OperatorOp
@@ -1961,44 +1989,45 @@ var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	7,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
 	12, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
 	8,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
-	26, // 10: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	27, // 11: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
+	27, // 10: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	28, // 11: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
 	13, // 12: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
-	28, // 13: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
-	29, // 14: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
-	29, // 15: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
-	30, // 16: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
+	29, // 13: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
+	30, // 14: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
+	30, // 15: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
+	31, // 16: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
 	9,  // 17: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
 	23, // 18: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
-	31, // 19: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
+	32, // 19: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
 	24, // 20: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
-	25, // 21: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
-	32, // 22: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	33, // 23: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	14, // 24: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	34, // 25: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	28, // 26: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	29, // 27: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	15, // 28: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	35, // 29: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	36, // 30: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	13, // 31: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	10, // 32: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
-	11, // 33: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
-	30, // 34: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
-	13, // 35: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	13, // 36: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	17, // 37: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	19, // 38: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	21, // 39: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	18, // 40: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	20, // 41: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	22, // 42: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	40, // [40:43] is the sub-list for method output_type
-	37, // [37:40] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	25, // 21: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
+	26, // 22: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	33, // 23: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	34, // 24: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	14, // 25: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	35, // 26: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	29, // 27: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	30, // 28: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	15, // 29: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	36, // 30: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	37, // 31: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	13, // 32: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	10, // 33: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	11, // 34: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	31, // 35: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	13, // 36: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	13, // 37: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	17, // 38: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	19, // 39: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	21, // 40: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	18, // 41: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	20, // 42: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	22, // 43: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	41, // [41:44] is the sub-list for method output_type
+	38, // [38:41] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }
@@ -2023,7 +2052,7 @@ func file_slipway_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_state_v1_state_proto_rawDesc), len(file_slipway_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

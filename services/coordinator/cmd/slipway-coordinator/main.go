@@ -73,6 +73,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.Engine, "engine", true, "run the leader engine while leading (rollouts act on nodes and edges); -engine=false only records")
 	fs.StringVar(&cfg.ConsulAddr, "consul-addr", "127.0.0.1:8500", "Consul agent HTTP address used by the leader engine")
 	fs.DurationVar(&cfg.NodeGrace, "node-grace", 10*time.Second, "how long a node may be missing from Consul before its allocations are replaced")
+	fs.DurationVar(&cfg.DrainDeadline, "drain-deadline", 5*time.Minute, "how long an allocation on a draining node keeps serving while its replacement elsewhere is not yet healthy; after it, the allocation is stopped anyway")
 	fs.IntVar(&cfg.KeepEventRollouts, "keep-events-rollouts", state.DefaultKeepEventRollouts, "how many of each service's newest rollouts keep their events (older, finished rollouts keep their record and history, not their events); use the same value on every coordinator of a cluster")
 	fs.IntVar(&cfg.KeepAudit, "keep-audit", state.DefaultKeepAudit, "how many audit entries each service keeps (the oldest go first); use the same value on every coordinator of a cluster")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
