@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,7 +201,10 @@ func (c *h1Conn) roundTrip(req *http.Request, got1xx func(int, http.Header), wri
 	}
 	sent = true
 	for {
-		resp, err = http.ReadResponse(c.br, req)
+		var fast bool
+		if resp, fast = readSimpleResponse(c.br, req); !fast {
+			resp, err = http.ReadResponse(c.br, req)
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -232,6 +237,11 @@ func (c *h1Conn) roundTrip(req *http.Request, got1xx func(int, http.Header), wri
 		c.release(stop, keep)
 		return resp, true, nil
 	}
+	if sb, ok := resp.Body.(*simpleBody); ok {
+		// The Content-Length reader lives in h1Body: one allocation less.
+		resp.Body = &h1Body{c: c, stop: stop, keep: keep, n: sb.n}
+		return resp, true, nil
+	}
 	resp.Body = &h1Body{c: c, rc: resp.Body, stop: stop, keep: keep}
 	return resp, true, nil
 }
@@ -249,8 +259,10 @@ func (c *h1Conn) release(stop func() bool, keep bool) {
 // h1Body is a response body that gives its connection back on EOF. Read
 // is not called concurrently; Close may race with it.
 type h1Body struct {
-	c    *h1Conn
-	rc   io.ReadCloser
+	c  *h1Conn
+	rc io.ReadCloser
+	// n, when rc is nil, is the number of body bytes left on c.br.
+	n    int64
 	stop func() bool
 	keep bool
 	done atomic.Bool
@@ -260,7 +272,13 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done.Load() {
 		return 0, io.EOF
 	}
-	n, err := b.rc.Read(p)
+	var n int
+	var err error
+	if b.rc != nil {
+		n, err = b.rc.Read(p)
+	} else {
+		n, err = b.readN(p)
+	}
 	if err != nil && b.done.CompareAndSwap(false, true) {
 		if err == io.EOF {
 			b.c.release(b.stop, b.keep)
@@ -279,4 +297,153 @@ func (b *h1Body) Close() error {
 		b.c.nc.Close()
 	}
 	return nil
+}
+
+// readN reads the rest of a body of known length from the connection, as
+// http's body over an io.LimitedReader does: io.EOF with the last bytes,
+// io.ErrUnexpectedEOF when the connection ends early.
+func (b *h1Body) readN(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.c.br.Read(p)
+	b.n -= int64(n)
+	if b.n == 0 {
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// simpleBody marks a response body of n bytes still on the connection's
+// reader; h1Conn.roundTrip replaces it by an h1Body reading them.
+type simpleBody struct {
+	n int64
+}
+
+func (*simpleBody) Read([]byte) (int, error) { return 0, errors.New("proxy: simpleBody is a marker") }
+func (*simpleBody) Close() error             { return nil }
+
+// readSimpleResponse parses the common response to a GET without
+// http.ReadResponse's per-field allocations: a complete head already
+// buffered in br, HTTP/1.1, a status with a body (200-599 but 204 and 304),
+// exactly one plain Content-Length, no Transfer-Encoding, Trailer or Pragma,
+// no Connection but keep-alive, no folded line and only bytes ReadResponse
+// accepts.
+// The head becomes one string that the status and fields slice. ok is false,
+// with br untouched, for anything else: ReadResponse then reads it.
+func readSimpleResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, ok bool) {
+	if req.Method != http.MethodGet {
+		return nil, false
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 || !bytes.HasPrefix(buf, http11) {
+		return nil, false
+	}
+	head := string(buf[:end+2]) // status line and fields, each ending in CRLF
+	line, rest, _ := strings.Cut(head, "\r\n")
+	status := line[len(http11):]
+	if len(status) < 3 || (len(status) > 3 && status[3] != ' ') || hasCTL(status) {
+		return nil, false
+	}
+	code := 0
+	for i := 0; i < 3; i++ {
+		c := status[i]
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil, false
+	}
+	n := strings.Count(rest, "\r\n")
+	if n != strings.Count(rest, "\n") {
+		return nil, false // a bare LF
+	}
+	h := make(http.Header, n)
+	strs := make([]string, n)
+	length := int64(-1)
+	for rest != "" {
+		var kv string
+		kv, rest, _ = strings.Cut(rest, "\r\n")
+		k, v, found := strings.Cut(kv, ":")
+		if !found || !validFieldName(k) {
+			return nil, false
+		}
+		v = strings.TrimRight(strings.TrimLeft(v, " \t"), " \t")
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+				return nil, false
+			}
+		}
+		if !canonicalKey(k) {
+			k = textproto.CanonicalMIMEHeaderKey(k)
+		}
+		switch k {
+		case "Transfer-Encoding", "Trailer", "Pragma":
+			return nil, false
+		case "Connection":
+			// Only the keep-alive that some servers send on every
+			// response; close and anything else go to ReadResponse.
+			if !asciiEqualFold(v, "keep-alive") {
+				return nil, false
+			}
+		case "Content-Length":
+			if length >= 0 || v == "" || len(v) > 18 {
+				return nil, false
+			}
+			length = 0
+			for i := 0; i < len(v); i++ {
+				if v[i] < '0' || v[i] > '9' {
+					return nil, false
+				}
+				length = length*10 + int64(v[i]-'0')
+			}
+		}
+		if vv := h[k]; vv == nil {
+			vv, strs = strs[:1:1], strs[1:]
+			vv[0] = v
+			h[k] = vv
+		} else {
+			h[k] = append(vv, v)
+		}
+	}
+	if length < 0 {
+		return nil, false
+	}
+	br.Discard(end + 4)
+	resp = &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: length, Request: req}
+	if length == 0 {
+		resp.Body = http.NoBody
+	} else {
+		resp.Body = &simpleBody{n: length}
+	}
+	return resp, true
+}
+
+var (
+	crlfcrlf = []byte("\r\n\r\n")
+	http11   = []byte("HTTP/1.1 ")
+)
+
+// canonicalKey reports whether k (a valid field name) is already in
+// textproto's canonical form.
+func canonicalKey(k string) bool {
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
 }

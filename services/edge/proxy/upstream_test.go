@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -334,3 +335,98 @@ func TestApplyClosesIdleConnectionsToRemovedInstances(t *testing.T) {
 		t.Fatalf("%d idle connections to b, want 1", n)
 	}
 }
+
+// TestSimpleResponseMatchesReadResponse checks readSimpleResponse against
+// http.ReadResponse on the same bytes: the same status, fields, length and
+// body where it parses, and the reader untouched where it declines.
+func TestSimpleResponseMatchesReadResponse(t *testing.T) {
+	get, _ := http.NewRequest("GET", "http://w/", nil)
+	head, _ := http.NewRequest("HEAD", "http://w/", nil)
+	cases := []struct {
+		raw  string
+		req  *http.Request
+		fast bool
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-A: 1\r\nx-a:  2 \r\nset-cookie: a\r\nSet-Cookie: b\r\n\r\nhello", get, true},
+		{"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\n\r\n", get, true},
+		{"HTTP/1.1 200\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Obs: caf\xc3\xa9\r\n\r\nok", get, true},
+		{"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nX-Empty:\r\n\r\nbad", get, true},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", head, false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", get, false},
+		{"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\n\r\nuntil close", get, false},
+		{"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", get, false},
+		{"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n", get, false},
+		{"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nTrailer: X\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Fold: a\r\n b\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\nContent-Length: 2\n\nok\r\n\r\n", get, false},
+		{"HTTP/1.1 200 OK\r\nBad Key: 1\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok", get, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", get, false}, // head not complete
+	}
+	for i, c := range cases {
+		br := bufio.NewReader(strings.NewReader(c.raw))
+		br.Peek(1) // buffer what there is, as roundTrip's Peek does
+		got, fast := readSimpleResponse(br, c.req)
+		if fast != c.fast {
+			t.Fatalf("case %d: fast = %v, want %v", i, fast, c.fast)
+		}
+		if !fast {
+			if br.Buffered() != len(c.raw) {
+				t.Fatalf("case %d: declined after consuming %d bytes", i, len(c.raw)-br.Buffered())
+			}
+			continue
+		}
+		want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(c.raw)), c.req)
+		if err != nil {
+			t.Fatalf("case %d: ReadResponse: %v", i, err)
+		}
+		if got.Status != want.Status || got.StatusCode != want.StatusCode || got.Proto != want.Proto ||
+			got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor || got.ContentLength != want.ContentLength ||
+			got.Close != want.Close || !reflect.DeepEqual(got.Header, want.Header) || got.Request != want.Request {
+			t.Errorf("case %d:\n got %+v\nwant %+v", i, got, want)
+		}
+		wantBody, _ := io.ReadAll(want.Body)
+		var gotBody []byte
+		if sb, ok := got.Body.(*simpleBody); ok {
+			b := &h1Body{c: &h1Conn{br: br}, n: sb.n}
+			for {
+				buf := make([]byte, 2) // small reads: the length is tracked across them
+				n, err := b.readN(buf)
+				gotBody = append(gotBody, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("case %d: body: %v", i, err)
+				}
+			}
+		} else if got.Body != http.NoBody || want.Body != http.NoBody {
+			t.Errorf("case %d: body %T, ReadResponse's %T", i, got.Body, want.Body)
+		}
+		if string(gotBody) != string(wantBody) {
+			t.Errorf("case %d: body %q, want %q", i, gotBody, wantBody)
+		}
+	}
+	// A body cut short is an unexpected EOF, as ReadResponse's body says.
+	br := bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf"))
+	br.Peek(1)
+	got, fast := readSimpleResponse(br, get)
+	if !fast {
+		t.Fatal("declined a simple response")
+	}
+	b := &h1Body{c: &h1Conn{br: br}, n: got.Body.(*simpleBody).n}
+	if body, err := io.ReadAll(readerFunc(b.readN)); string(body) != "half" || err != io.ErrUnexpectedEOF {
+		t.Fatalf("short body %q, %v", body, err)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
