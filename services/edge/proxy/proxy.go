@@ -5,8 +5,11 @@
 // Hot path: bodyless GET/HEAD/OPTIONS/TRACE requests without upgrade are
 // forwarded by forward (ReverseProxy's header rules without its per-request
 // cost) over h1Transport, a pooled HTTP/1.1 client working on the handler's
-// goroutine; every other request goes through httputil.ReverseProxy and
-// http.Transport. Metric children are resolved when a table is compiled.
+// goroutine: the request head is written straight from the inbound header
+// (writeLeanHead) and the common response head is parsed without
+// http.ReadResponse (readSimpleResponse); every other request goes through
+// httputil.ReverseProxy and http.Transport. Metric children are resolved when
+// a table is compiled.
 package proxy
 
 import (

@@ -363,10 +363,9 @@ func readSimpleResponse(br *bufio.Reader, req *http.Request) (resp *http.Respons
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
 		return nil, false
 	}
-	n := strings.Count(rest, "\r\n")
-	if n != strings.Count(rest, "\n") {
-		return nil, false // a bare LF
-	}
+	// A bare LF ends up inside a field line, where the checks below
+	// decline it.
+	n := strings.Count(rest, "\n")
 	h := make(http.Header, n)
 	strs := make([]string, n)
 	length := int64(-1)
