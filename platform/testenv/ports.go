@@ -43,36 +43,51 @@ const (
 func FreePorts(n int) ([]int, error) { return freePorts(n) }
 
 func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
 	var ports []int
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 2000 {
 			return nil, fmt.Errorf("testenv: no free port in %d-%d", portLow, portHigh)
 		}
-		p := portLow + rand.IntN(portHigh-portLow)
-		if !reservePort(p) {
-			continue
+		// Consul's serf ports are UDP too, hence the UDP probe.
+		if p := portLow + rand.IntN(portHigh-portLow); reservePort(p) && probe(p) {
+			ports = append(ports, p)
 		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		// Consul's serf ports are UDP too.
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		u.Close()
-		ls = append(ls, l)
-		ports = append(ports, p)
 	}
 	return ports, nil
+}
+
+// FreePortBlock returns the first of n consecutive TCP ports on 127.0.0.1,
+// all free a moment ago and reserved like FreePort's, for programs that
+// derive ports from a base (a coordinator's raft port is its gRPC port + 1).
+func FreePortBlock(tb testing.TB, n int) int {
+	tb.Helper()
+	for tries := 0; tries < 2000; tries++ {
+		p := portLow + rand.IntN(portHigh-portLow-n)
+		ok := true
+		for q := p; q < p+n && ok; q++ {
+			ok = reservePort(q) && probe(q)
+		}
+		if ok {
+			return p
+		}
+	}
+	tb.Fatalf("testenv: no %d consecutive free ports in %d-%d", n, portLow, portHigh)
+	return 0
+}
+
+// probe reports whether port p can be bound on 127.0.0.1 (TCP and UDP).
+func probe(p int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
 }
 
 // Test packages run as parallel processes, and a port that is free when

@@ -42,3 +42,17 @@ func TestPortsNotSharedAcrossProcesses(t *testing.T) {
 		t.Fatalf("held reservation swept: %v", err)
 	}
 }
+
+// TestFreePortBlock: the ports of a block are consecutive, bindable and
+// never handed out again.
+func TestFreePortBlock(t *testing.T) {
+	p := FreePortBlock(t, 3)
+	for q := p; q < p+3; q++ {
+		if !probe(q) {
+			t.Fatalf("port %d of the block is not free", q)
+		}
+		if reservePort(q) {
+			t.Fatalf("port %d of the block handed out again", q)
+		}
+	}
+}

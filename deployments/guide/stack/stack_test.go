@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"slipway.dev/platform/testenv"
 )
 
 func TestPreflightNamesEveryProblem(t *testing.T) {
@@ -67,13 +69,14 @@ func TestPreflightNamesEveryProblem(t *testing.T) {
 	}
 }
 
-// freeTestPorts returns n distinct free loopback ports, none of which is
-// followed by a busy one (the coordinator's raft port is the next one).
+// freeTestPorts returns n distinct free loopback ports, each followed by a
+// free one (the coordinator's raft port is the next one), reserved so that
+// no other test process takes them meanwhile.
 func freeTestPorts(t *testing.T, n int) []int {
 	t.Helper()
-	ports, err := freePorts(n)
-	if err != nil {
-		t.Fatal(err)
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = testenv.FreePortBlock(t, 2)
 	}
 	return ports
 }
