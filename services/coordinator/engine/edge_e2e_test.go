@@ -112,6 +112,25 @@ func (l *load) total() int {
 	return n
 }
 
+// finish waits for n more answers, ends the load and fails the test if any
+// request failed (during names when); it returns the answers per version.
+func (l *load) finish(t *testing.T, n int, during string) map[string]int {
+	t.Helper()
+	after := l.total() + n
+	poll(t, 30*time.Second, fmt.Sprintf("%d more requests", n), func() string {
+		if got := l.total(); got < after {
+			return fmt.Sprintf("%d answers", got)
+		}
+		return ""
+	})
+	versions, failures := l.end()
+	t.Logf("requests per version %v, failures %d", versions, len(failures))
+	if len(failures) > 0 {
+		t.Errorf("%d requests failed %s, first: %v", len(failures), during, failures[:min(5, len(failures))])
+	}
+	return versions
+}
+
 func (l *load) end() (map[string]int, []string) {
 	close(l.stop)
 	l.done.Wait()
@@ -166,18 +185,7 @@ func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
 	})
 	t.Logf("v1 stopped after %s", time.Since(began).Round(time.Millisecond))
 	// Traffic keeps flowing after the last stop: 500 more answers.
-	after := l.total() + 500
-	poll(t, 30*time.Second, "500 more requests after v1 stopped", func() string {
-		if n := l.total(); n < after {
-			return fmt.Sprintf("%d answers", n)
-		}
-		return ""
-	})
-	versions, failures := l.end()
-	t.Logf("requests per version %v, failures %d", versions, len(failures))
-	if len(failures) > 0 {
-		t.Errorf("%d requests failed during the rollout, first: %v", len(failures), failures[:min(5, len(failures))])
-	}
+	versions := l.finish(t, 500, "during the rollout")
 	if versions["v1"] == 0 || versions["v2"] == 0 {
 		t.Errorf("versions served = %v, want both", versions)
 	}
@@ -257,16 +265,5 @@ func TestEngineDrainNodeNoFailedRequests(t *testing.T) {
 	if len(gaps) > 0 {
 		t.Errorf("no passing instance at %d samples while the node drained (first at %s): the old one stopped before its replacement was healthy", len(gaps), gaps[0])
 	}
-	after := l.total() + 300
-	poll(t, 30*time.Second, "300 more requests after the move", func() string {
-		if n := l.total(); n < after {
-			return fmt.Sprintf("%d answers", n)
-		}
-		return ""
-	})
-	versions, failures := l.end()
-	t.Logf("requests %v, failures %d", versions, len(failures))
-	if len(failures) > 0 {
-		t.Errorf("%d requests failed while the node drained, first: %v", len(failures), failures[:min(5, len(failures))])
-	}
+	l.finish(t, 300, "while the node drained")
 }
