@@ -290,6 +290,31 @@ func call[Req, Resp any](ctx context.Context, a *app, fn func(context.Context, R
 	return fn(ctx, req)
 }
 
+// ask calls one method of a coordinator service (client is a.deploy or
+// a.cluster, method a method expression of its client) within the global
+// timeout.
+func ask[C, Req, Resp any](ctx context.Context, a *app, client func() (C, error),
+	method func(C, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	c, err := client()
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	return call(ctx, a, func(ctx context.Context, req Req, opts ...grpc.CallOption) (Resp, error) {
+		return method(c, ctx, req, opts...)
+	}, req)
+}
+
+// query asks and shows the answer: JSON with -o json, text otherwise.
+func query[C, Req any, Resp proto.Message](ctx context.Context, a *app, client func() (C, error),
+	method func(C, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req, text func(io.Writer, Resp) error) error {
+	resp, err := ask(ctx, a, client, method, req)
+	if err != nil {
+		return err
+	}
+	return a.show(resp, func(w io.Writer) error { return text(w, resp) })
+}
+
 // show prints resp as JSON with -o json, or with text otherwise.
 func (a *app) show(resp proto.Message, text func(io.Writer) error) error {
 	if a.g.output == "json" {

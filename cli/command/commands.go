@@ -112,17 +112,29 @@ func runDeploy(ctx context.Context, a *app, o *opts, _ []string) error {
 	if err != nil {
 		return exitcode.With(exitcode.Usage, err)
 	}
+	return newRelease(ctx, a, o, deployv1.DeployServiceClient.Deploy, func(rid string) *deployv1.DeployRequest {
+		return &deployv1.DeployRequest{Spec: spec, RequestId: rid, Supersede: o.supersede, CreatedBy: a.g.by, Reason: o.reason}
+	})
+}
+
+// releaseResponse is the answer of Deploy and RollbackService.
+type releaseResponse interface {
+	rolloutResponse
+	GetRelease() *deployv1.Release
+	GetReplayed() bool
+}
+
+// newRelease sends a Deploy or RollbackService carrying o's request id (a
+// fresh one unless --request-id gave it; printed so a CI job can retry it
+// safely), shows the release and its rollout and, with --wait, follows the
+// rollout to its end.
+func newRelease[Req any, Resp releaseResponse](ctx context.Context, a *app, o *opts,
+	method func(deployv1.DeployServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req func(requestID string) Req) error {
 	if o.requestID == "" {
 		o.requestID = NewRequestID()
 	}
 	a.note("request id %s (retry with --request-id %s)", o.requestID, o.requestID)
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.Deploy, &deployv1.DeployRequest{
-		Spec: spec, RequestId: o.requestID, Supersede: o.supersede, CreatedBy: a.g.by, Reason: o.reason,
-	})
+	resp, err := ask(ctx, a, a.deploy, method, req(o.requestID))
 	if err != nil {
 		return err
 	}
@@ -143,44 +155,24 @@ func runDeploy(ctx context.Context, a *app, o *opts, _ []string) error {
 }
 
 func runServices(ctx context.Context, a *app, o *opts, _ []string) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.ListServices, &deployv1.ListServicesRequest{Consistency: o.consistency()})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.Services(w, resp.GetServices()) })
+	return query(ctx, a, a.deploy, deployv1.DeployServiceClient.ListServices, &deployv1.ListServicesRequest{Consistency: o.consistency()},
+		func(w io.Writer, r *deployv1.ListServicesResponse) error { return render.Services(w, r.GetServices()) })
 }
 
 func runService(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.GetService, &deployv1.GetServiceRequest{Name: args[0], Consistency: o.consistency()})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.Service(w, resp.GetService()) })
+	return query(ctx, a, a.deploy, deployv1.DeployServiceClient.GetService, &deployv1.GetServiceRequest{Name: args[0], Consistency: o.consistency()},
+		func(w io.Writer, r *deployv1.GetServiceResponse) error { return render.Service(w, r.GetService()) })
 }
 
 func runHistory(ctx context.Context, a *app, o *opts, args []string) error {
 	if o.limit < 0 {
 		return exitcode.Usagef("history: --limit must be zero or more")
 	}
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.ListReleases, &deployv1.ListReleasesRequest{
-		Service: args[0], Limit: int32(min(o.limit, 1<<30)), Consistency: o.consistency(),
-	})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.History(w, resp.GetReleases(), resp.GetAudit()) })
+	req := &deployv1.ListReleasesRequest{Service: args[0], Limit: int32(min(o.limit, 1<<30)), Consistency: o.consistency()}
+	return query(ctx, a, a.deploy, deployv1.DeployServiceClient.ListReleases, req,
+		func(w io.Writer, r *deployv1.ListReleasesResponse) error {
+			return render.History(w, r.GetReleases(), r.GetAudit())
+		})
 }
 
 func rolloutCmd() *command {
@@ -234,32 +226,17 @@ A dropped stream is resumed from the last event seen.`,
 }
 
 func runRolloutGet(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.GetRollout, &deployv1.GetRolloutRequest{Id: args[0], Consistency: o.consistency()})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.Rollout(w, resp.GetRollout()) })
+	return query(ctx, a, a.deploy, deployv1.DeployServiceClient.GetRollout, &deployv1.GetRolloutRequest{Id: args[0], Consistency: o.consistency()},
+		func(w io.Writer, r *deployv1.GetRolloutResponse) error { return render.Rollout(w, r.GetRollout()) })
 }
 
 func runRolloutList(ctx context.Context, a *app, o *opts, _ []string) error {
 	if o.limit < 0 {
 		return exitcode.Usagef("rollout list: --limit must be zero or more")
 	}
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.ListRollouts, &deployv1.ListRolloutsRequest{
-		Service: o.service, ActiveOnly: o.active, Limit: int32(min(o.limit, 1<<30)), Consistency: o.consistency(),
-	})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.Rollouts(w, resp.GetRollouts()) })
+	req := &deployv1.ListRolloutsRequest{Service: o.service, ActiveOnly: o.active, Limit: int32(min(o.limit, 1<<30)), Consistency: o.consistency()}
+	return query(ctx, a, a.deploy, deployv1.DeployServiceClient.ListRollouts, req,
+		func(w io.Writer, r *deployv1.ListRolloutsResponse) error { return render.Rollouts(w, r.GetRollouts()) })
 }
 
 func runPromote(ctx context.Context, a *app, o *opts, args []string) error {
@@ -296,18 +273,7 @@ type rolloutResponse interface {
 // abort) and prints what the coordinator recorded.
 func operatorCommand[Req any, Resp rolloutResponse](ctx context.Context, a *app, what string,
 	method func(deployv1.DeployServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) error {
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	bound := func(ctx context.Context, req Req, opts ...grpc.CallOption) (Resp, error) {
-		return method(c, ctx, req, opts...)
-	}
-	resp, err := call(ctx, a, bound, req)
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return commandDone(w, what, resp.GetRollout()) })
+	return query(ctx, a, a.deploy, method, req, func(w io.Writer, r Resp) error { return commandDone(w, what, r.GetRollout()) })
 }
 
 func commandDone(w io.Writer, what string, r *deployv1.Rollout) error {
@@ -343,34 +309,9 @@ request id like deploy. With --wait, follow the rollout like deploy --wait.`,
 }
 
 func runRollback(ctx context.Context, a *app, o *opts, args []string) error {
-	if o.requestID == "" {
-		o.requestID = NewRequestID()
-	}
-	a.note("request id %s (retry with --request-id %s)", o.requestID, o.requestID)
-	c, err := a.deploy()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.RollbackService, &deployv1.RollbackServiceRequest{
-		Service: args[0], ToRelease: o.to, RequestId: o.requestID, Supersede: o.supersede, By: a.g.by, Reason: o.reason,
+	return newRelease(ctx, a, o, deployv1.DeployServiceClient.RollbackService, func(rid string) *deployv1.RollbackServiceRequest {
+		return &deployv1.RollbackServiceRequest{Service: args[0], ToRelease: o.to, RequestId: rid, Supersede: o.supersede, By: a.g.by, Reason: o.reason}
 	})
-	if err != nil {
-		return err
-	}
-	show := a.show
-	if o.wait {
-		// JSON lines throughout: the response, then one line per event.
-		show = a.showLine
-	}
-	if err := show(resp, func(w io.Writer) error {
-		return render.Deploy(w, resp.GetRelease(), resp.GetRollout(), resp.GetReplayed())
-	}); err != nil {
-		return err
-	}
-	if !o.wait {
-		return nil
-	}
-	return a.watch(ctx, resp.GetRollout().GetId())
 }
 
 func clusterCmd() *command {
@@ -414,15 +355,7 @@ func clusterCmd() *command {
 }
 
 func runPeers(ctx context.Context, a *app, _ *opts, _ []string) error {
-	c, err := a.cluster()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.ListPeers, &clusterv1.ListPeersRequest{})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.Peers(w, resp) })
+	return query(ctx, a, a.cluster, clusterv1.ClusterServiceClient.ListPeers, &clusterv1.ListPeersRequest{}, render.Peers)
 }
 
 func runLeader(ctx context.Context, a *app, _ *opts, _ []string) error {
@@ -452,75 +385,40 @@ func orSelf(id string) string {
 }
 
 func runAddPeer(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.cluster()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.AddPeer, &clusterv1.AddPeerRequest{Id: args[0], RaftAddress: args[1], NonVoter: o.nonVoter})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.PeerList(w, resp.GetPeers()) })
+	return query(ctx, a, a.cluster, clusterv1.ClusterServiceClient.AddPeer, &clusterv1.AddPeerRequest{Id: args[0], RaftAddress: args[1], NonVoter: o.nonVoter},
+		func(w io.Writer, r *clusterv1.AddPeerResponse) error { return render.PeerList(w, r.GetPeers()) })
 }
 
 func runRemovePeer(ctx context.Context, a *app, _ *opts, args []string) error {
-	c, err := a.cluster()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.RemovePeer, &clusterv1.RemovePeerRequest{Id: args[0]})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.PeerList(w, resp.GetPeers()) })
+	return query(ctx, a, a.cluster, clusterv1.ClusterServiceClient.RemovePeer, &clusterv1.RemovePeerRequest{Id: args[0]},
+		func(w io.Writer, r *clusterv1.RemovePeerResponse) error { return render.PeerList(w, r.GetPeers()) })
 }
 
 func runTransfer(ctx context.Context, a *app, _ *opts, args []string) error {
-	c, err := a.cluster()
-	if err != nil {
-		return err
-	}
 	req := &clusterv1.TransferLeadershipRequest{}
 	if len(args) == 1 {
 		req.Id = args[0]
 	}
-	resp, err := call(ctx, a, c.TransferLeadership, req)
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "leadership transferred to %s\n", resp.GetLeaderId())
-		return err
-	})
+	return query(ctx, a, a.cluster, clusterv1.ClusterServiceClient.TransferLeadership, req,
+		func(w io.Writer, r *clusterv1.TransferLeadershipResponse) error {
+			_, err := fmt.Fprintf(w, "leadership transferred to %s\n", r.GetLeaderId())
+			return err
+		})
 }
 
 func runNodes(ctx context.Context, a *app, _ *opts, _ []string) error {
-	c, err := a.cluster()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.ListNodes, &clusterv1.ListNodesRequest{})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error { return render.Nodes(w, resp.GetNodes()) })
+	return query(ctx, a, a.cluster, clusterv1.ClusterServiceClient.ListNodes, &clusterv1.ListNodesRequest{},
+		func(w io.Writer, r *clusterv1.ListNodesResponse) error { return render.Nodes(w, r.GetNodes()) })
 }
 
 func runDrain(ctx context.Context, a *app, o *opts, args []string) error {
-	c, err := a.cluster()
-	if err != nil {
-		return err
-	}
-	resp, err := call(ctx, a, c.DrainNode, &clusterv1.DrainNodeRequest{Id: args[0], Enable: !o.disable, By: a.g.by})
-	if err != nil {
-		return err
-	}
-	return a.show(resp, func(w io.Writer) error {
-		state := "draining"
-		if !resp.GetNode().GetDraining() {
-			state = "not draining"
-		}
-		_, err := fmt.Fprintf(w, "node %s is %s\n", resp.GetNode().GetId(), state)
-		return err
-	})
+	return query(ctx, a, a.cluster, clusterv1.ClusterServiceClient.DrainNode, &clusterv1.DrainNodeRequest{Id: args[0], Enable: !o.disable, By: a.g.by},
+		func(w io.Writer, r *clusterv1.DrainNodeResponse) error {
+			state := "draining"
+			if !r.GetNode().GetDraining() {
+				state = "not draining"
+			}
+			_, err := fmt.Fprintf(w, "node %s is %s\n", r.GetNode().GetId(), state)
+			return err
+		})
 }
