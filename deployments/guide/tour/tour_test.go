@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 
+	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -255,15 +256,25 @@ func TestRunInterruptedWhileHoldingAManualStep(t *testing.T) {
 	var out syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Interrupt once the tour holds the manual step (or stop looking once
+	// Run has returned without it).
+	held := make(chan error, 1)
 	go func() {
-		for !strings.Contains(out.String(), "holding this step") {
-			time.Sleep(10 * time.Millisecond) // polling the tour's output
-		}
+		held <- testenv.Poll(2*time.Minute, func() error {
+			if ctx.Err() != nil || strings.Contains(out.String(), "holding this step") {
+				return nil
+			}
+			return errors.New(`the tour has not printed "holding this step"`)
+		})
 		cancel()
 	}()
 	res, err := Run(ctx, Config{
 		Client: f, EdgeURL: srv.URL + "/", Rate: 50, Workers: 2, ActTimeout: time.Minute, PromoteAfter: time.Minute, Out: &out, Start: time.Now(),
 	}, Acts())
+	cancel()
+	if werr := <-held; werr != nil {
+		t.Fatalf("waiting for the manual step to be held: %v; output:\n%s", werr, out.String())
+	}
 	if err == nil || !strings.Contains(err.Error(), "canary v2 interrupted") {
 		t.Fatalf("err = %v, want canary v2 interrupted", err)
 	}

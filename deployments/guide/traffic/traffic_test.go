@@ -1,11 +1,14 @@
 package traffic
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"slipway.dev/platform/testenv"
 )
 
 func TestGeneratorRecordsVersionsAndFailures(t *testing.T) {
@@ -26,13 +29,12 @@ func TestGeneratorRecordsVersionsAndFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for sent, _ := g.Counts(); sent < 20; sent, _ = g.Counts() {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d requests in 10s", sent)
+	testenv.Eventually(t, 10*time.Second, "20 requests sent", func() error {
+		if sent, _ := g.Counts(); sent < 20 {
+			return fmt.Errorf("only %d sent", sent)
 		}
-		time.Sleep(10 * time.Millisecond) // polling the generator's progress
-	}
+		return nil
+	})
 	samples := g.Stop()
 	var ok, failed int
 	for _, s := range samples {
@@ -53,7 +55,7 @@ func TestGeneratorRecordsVersionsAndFailures(t *testing.T) {
 	}
 	// Stopped means stopped.
 	before := n.Load()
-	time.Sleep(50 * time.Millisecond) // nothing may arrive after Stop
+	time.Sleep(50 * time.Millisecond) // a deliberate window in which nothing may arrive after Stop (not a wait)
 	if n.Load() != before {
 		t.Fatalf("requests after Stop")
 	}
