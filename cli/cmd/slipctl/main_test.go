@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,16 +222,20 @@ func (b *background) exitCode(t *testing.T, timeout time.Duration) int {
 	return 0
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+// waitOutput waits until b has printed want on stdout.
+func (b *background) waitOutput(t *testing.T, want string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	testenv.Eventually(t, timeout, fmt.Sprintf("slipctl %v to print %q", b.cmd.Args[1:], want), func() error {
+		if out := b.out.String(); !strings.Contains(out, want) {
+			return fmt.Errorf("stdout so far:\n%s\nstderr so far:\n%s", out, b.errOut.String())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+}
+
+// failed describes a slipctl run for a wait that is not over yet.
+func (r result) failed() error {
+	return fmt.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
 type rolloutJSON struct {
@@ -265,12 +270,15 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	coord := startCoordinator(t)
 	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
 
-	waitFor(t, "a raft leader", 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, "a raft leader", func() error {
 		r := c.run("cluster", "leader", "-o", "json", "--timeout", "1s")
 		var leader struct {
 			LeaderID string `json:"leaderId"`
 		}
-		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &leader) == nil && leader.LeaderID == "e2e-c1"
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &leader) != nil || leader.LeaderID != "e2e-c1" {
+			return r.failed()
+		}
+		return nil
 	})
 
 	// cluster peers, both modes.
@@ -386,9 +394,7 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 
 	// deploy --wait follows the rollout and fails when it is superseded.
 	wait := c.start("deploy", "-f", canary, "--supersede", "--wait")
-	waitFor(t, "deploy --wait to show its rollout", 20*time.Second, func() bool {
-		return strings.Contains(wait.out.String(), "created release 2")
-	})
+	wait.waitOutput(t, "created release 2", 20*time.Second)
 	c.must(0, "deploy", "-f", canary, "--supersede", "--reason", "newer")
 	if code := wait.exitCode(t, 20*time.Second); code != 1 {
 		t.Errorf("deploy --wait on a superseded rollout: exit %d, want 1", code)
@@ -399,16 +405,15 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	// rollout watch survives a coordinator restart: it resumes after the
 	// last event it saw, without repeating one.
 	watch := c.start("rollout", "watch", "api-3", "--timeout", "60s")
-	waitFor(t, "rollout watch to show api-3", 20*time.Second, func() bool {
-		return strings.Contains(watch.out.String(), "created release 3")
-	})
+	watch.waitOutput(t, "created release 3", 20*time.Second)
 	coord.stop()
-	waitFor(t, "rollout watch to notice the coordinator is gone", 20*time.Second, func() bool {
-		return strings.Contains(watch.out.String(), "watch interrupted")
-	})
+	watch.waitOutput(t, "watch interrupted", 20*time.Second) // the coordinator is gone
 	coord.start()
-	waitFor(t, "the restarted coordinator to lead", 30*time.Second, func() bool {
-		return c.run("deploy", "-f", canary, "--supersede", "--request-id", "after-restart", "--timeout", "1s").code == 0
+	testenv.Eventually(t, 30*time.Second, "the restarted coordinator to lead", func() error {
+		if r := c.run("deploy", "-f", canary, "--supersede", "--request-id", "after-restart", "--timeout", "1s"); r.code != 0 {
+			return r.failed()
+		}
+		return nil
 	})
 	if code := watch.exitCode(t, 30*time.Second); code != 1 {
 		t.Errorf("rollout watch of a superseded rollout: exit %d, want 1", code)
@@ -484,9 +489,12 @@ func TestClusterLeaderExitsUnavailableWithoutLeader(t *testing.T) {
 	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
 
 	var r result
-	waitFor(t, "the coordinator to answer", 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, "the coordinator to answer", func() error {
 		r = c.run("cluster", "leader", "--timeout", "1s")
-		return strings.Contains(r.stdout, "leader")
+		if !strings.Contains(r.stdout, "leader") {
+			return r.failed()
+		}
+		return nil
 	})
 	if r.code != 5 {
 		t.Fatalf("cluster leader with no leader: exit %d, want 5\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
