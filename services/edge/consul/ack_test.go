@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -13,17 +14,6 @@ import (
 	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestAckIsSessionBound: the ack lives only as long as the edge's session;
 // a lost session is recreated and the ack republished; stopping the edge
@@ -72,8 +62,18 @@ func TestAckIsSessionBound(t *testing.T) {
 	if _, err := client.Session().Destroy(session, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "ack deleted with its session", func() bool { g, _ := read(); return g == nil })
-	waitFor(t, "ack republished under a new session", func() bool { g, s := read(); return g != nil && s != session })
+	testenv.Eventually(t, 20*time.Second, "ack deleted with its session", func() error {
+		if g, s := read(); g != nil {
+			return fmt.Errorf("ack %v still present under session %q", g, s)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 20*time.Second, "ack republished under a new session", func() error {
+		if g, s := read(); g == nil || s == session {
+			return fmt.Errorf("ack %v under session %q (the destroyed one is %q)", g, s, session)
+		}
+		return nil
+	})
 
 	cancel()
 	<-done

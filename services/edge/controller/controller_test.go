@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"slipway.dev/edge/routetable"
+	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -93,15 +95,22 @@ func (r *recorder) lastAck() *edgev1.EdgeAck {
 	return r.acks[len(r.acks)-1]
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitFor waits until cond holds, reporting the calls and the last ack
+// recorded if it does not.
+func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testenv.Eventually(t, 5*time.Second, what, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var last *edgev1.EdgeAck
+		if len(r.acks) > 0 {
+			last = r.acks[len(r.acks)-1]
+		}
+		return fmt.Errorf("calls %v, last ack %v", r.calls, last)
+	})
 }
 
 func start(t *testing.T, src Source, rec *recorder) {
@@ -116,12 +125,12 @@ func start(t *testing.T, src Source, rec *recorder) {
 func TestAppliesThenAcksWithInstances(t *testing.T) {
 	src, rec := newSource(), &recorder{}
 	start(t, src, rec)
-	waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
 	src.set(func(in *routetable.Input) {
 		in.Instances["web"] = []routetable.Instance{{ID: "w2", Address: "a:2", Release: 1}, {ID: "w1", Address: "a:1", Release: 1}}
 		in.Intents["web"] = []byte(`{"generation":5,"host":"web","weights":{"1":100}}`)
 	})
-	waitFor(t, "ack of generation 5", func() bool { return rec.lastAck().GetGenerations()["web"] == 5 })
+	rec.waitFor(t, "ack of generation 5", func() bool { return rec.lastAck().GetGenerations()["web"] == 5 })
 	if got := rec.lastAck().GetInstances()["web"].GetIds(); !slices.Equal(got, []string{"w1", "w2"}) {
 		t.Fatalf("ack ids %v", got)
 	}
@@ -136,15 +145,15 @@ func TestAppliesThenAcksWithInstances(t *testing.T) {
 func TestCoalescesBurst(t *testing.T) {
 	src, rec := newSource(), &recorder{}
 	start(t, src, rec)
-	waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
 	for i := 1; i <= 5; i++ {
 		src.set(func(in *routetable.Input) {
 			in.Instances["web"] = append(in.Instances["web"], routetable.Instance{ID: string(rune('a' + i)), Address: "x:1", Release: 1})
 			in.Intents["web"] = []byte(`{"generation":1,"host":"web","weights":{"1":100}}`)
 		})
-		time.Sleep(5 * time.Millisecond) // changes arriving close together
+		time.Sleep(5 * time.Millisecond) // the burst is the input: changes 5ms apart, inside the 30ms quiet period (not a wait)
 	}
-	waitFor(t, "ack with 5 instances", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == 5 })
+	rec.waitFor(t, "ack with 5 instances", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == 5 })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.applied) > 3 {
@@ -155,7 +164,7 @@ func TestCoalescesBurst(t *testing.T) {
 func TestFailedApplyIsNotAcked(t *testing.T) {
 	src, rec := newSource(), &recorder{}
 	start(t, src, rec)
-	waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
 	rec.mu.Lock()
 	rec.applyErr = errors.New("nginx down")
 	rec.mu.Unlock()
@@ -163,7 +172,7 @@ func TestFailedApplyIsNotAcked(t *testing.T) {
 		in.Instances["web"] = []routetable.Instance{{ID: "w1", Address: "a:1", Release: 1}}
 		in.Intents["web"] = []byte(`{"generation":2,"host":"web","weights":{"1":100}}`)
 	})
-	waitFor(t, "a failed apply", func() bool {
+	rec.waitFor(t, "a failed apply", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		return len(rec.calls) >= 3
@@ -174,5 +183,5 @@ func TestFailedApplyIsNotAcked(t *testing.T) {
 	rec.mu.Lock()
 	rec.applyErr = nil
 	rec.mu.Unlock()
-	waitFor(t, "ack after the retry", func() bool { return rec.lastAck().GetGenerations()["web"] == 2 })
+	rec.waitFor(t, "ack after the retry", func() bool { return rec.lastAck().GetGenerations()["web"] == 2 })
 }

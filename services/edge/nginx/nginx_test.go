@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -216,17 +217,12 @@ func TestRunnerRestartsDeadNginx(t *testing.T) {
 	pid := r.cmd.Process.Pid
 	r.mu.Unlock()
 	syscall.Kill(-pid, syscall.SIGKILL) // master and workers
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, body := fetch(listen, "one.test")
-		if code == 200 && body == "a" {
-			break
+	testenv.Eventually(t, 20*time.Second, "nginx restarted with its routes", func() error {
+		if code, body := fetch(listen, "one.test"); code != 200 || body != "a" {
+			return fmt.Errorf("one.test answers %d %q", code, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx not restarted with its routes: %d %q", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if testutil.ToFloat64(r.mRestart) != 1 {
 		t.Fatal("restart not counted")
 	}
