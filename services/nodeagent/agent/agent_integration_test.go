@@ -297,7 +297,10 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("c state = %v while edges route to it, want draining", s.State)
 			}
 			// Longer than the drain window: the barrier, not the window, holds it.
-			for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			// The 1s (over three 300ms drain windows) is the test's input: c
+			// must stay running through all of it, so there is no condition to
+			// wait for, only a window to sample.
+			for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) { // samples a deliberate window, not a wait
 				if _, ok := h.running()[c.ID]; !ok {
 					t.Fatal("c stopped while a live edge still routed to it")
 				}

@@ -16,6 +16,7 @@ import (
 
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/nodeagent/consul"
+	"slipway.dev/platform/testenv"
 )
 
 // recorder is the call log shared by the fakes, in order.
@@ -210,11 +211,14 @@ func order(calls []string, id string) []string {
 func waitCalls(t *testing.T, rec *recorder, want []string) {
 	t.Helper()
 	var got []string
-	deadline := time.Now().Add(5 * time.Second)
-	for len(got) < len(want) && time.Now().Before(deadline) {
+	// A shortfall after 5s is reported by the diff below, with every call.
+	_ = testenv.Poll(5*time.Second, func() error {
 		got = append(got, rec.take()...)
-		time.Sleep(5 * time.Millisecond)
-	}
+		if len(got) < len(want) {
+			return errors.New("too few calls")
+		}
+		return nil
+	})
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}

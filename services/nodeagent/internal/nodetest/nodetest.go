@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,14 +119,13 @@ func CleanupProcesses(t testing.TB, stateDir string) {
 	})
 }
 
-// Eventually polls cond every 20ms until it holds or timeout passes.
+// Eventually is testenv.Eventually for a condition that is a bool.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	testenv.Eventually(t, timeout, what, func() error {
+		if !cond() {
+			return errors.New("still false")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
