@@ -27,13 +27,15 @@ import (
 var seq atomic.Int64
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	consul *testenv.Consul
 	client *api.Client
 	demo   string
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts a Consul agent and builds the demo backend for a test or
+// benchmark; everything it starts is stopped at t's cleanup.
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: real Consul, nginx and backends")
@@ -50,13 +52,13 @@ func newEnv(t *testing.T) *env {
 
 // startProcess runs bin with env and stops it (SIGTERM, then SIGKILL) at
 // cleanup. It returns a stop function that is safe to call twice.
-func startProcess(t *testing.T, name, bin string, args []string, environ ...string) func() {
+func startProcess(t testing.TB, name, bin string, args []string, environ ...string) func() {
 	stop, _ := startProcessKill(t, name, bin, args, environ...)
 	return stop
 }
 
 // startProcessKill is startProcess that also returns a SIGKILL function.
-func startProcessKill(t *testing.T, name, bin string, args []string, environ ...string) (stop, kill func()) {
+func startProcessKill(t testing.TB, name, bin string, args []string, environ ...string) (stop, kill func()) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), environ...)
@@ -109,6 +111,7 @@ type instance struct {
 	port        int
 	stop        func()
 	env         *env
+	probes      int64 // requests served() sent to it directly
 }
 
 // startInstance runs a demo backend whose X-Slipway-Colour is its id and
@@ -132,9 +135,15 @@ func (e *env) startInstance(service string, release uint64) *instance {
 		t.Fatalf("register %s: %v", id, err)
 	}
 	t.Cleanup(func() { e.client.Agent().ServiceDeregister(id) })
-	waitFor(t, 20*time.Second, "instance "+id+" passing", func() bool {
+	testenv.Eventually(t, 20*time.Second, "instance "+id+" passing", func() error {
 		status, _, err := e.client.Agent().AgentHealthServiceByID(id)
-		return err == nil && status == api.HealthPassing
+		if err != nil {
+			return err
+		}
+		if status != api.HealthPassing {
+			return fmt.Errorf("Consul reports %s", status)
+		}
+		return nil
 	})
 	return inst
 }
@@ -150,6 +159,33 @@ func (i *instance) remove(edgeID string) {
 		return !slices.Contains(a.GetInstances()[i.service].GetIds(), i.id)
 	})
 	i.stop()
+}
+
+// served returns how many requests on "/" the instance has answered apart
+// from served's own: the demo backend numbers its answers ("..., request N")
+// and counts the one request served sends it directly too.
+func (i *instance) served(client *http.Client) (int64, error) {
+	resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(i.port) + "/")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", i.id, err)
+	}
+	i.probes++ // answered, so counted by the backend
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, fmt.Errorf("%s: read body: %w", i.id, err)
+	}
+	const mark = ", request "
+	text := strings.TrimSpace(string(body))
+	k := strings.LastIndex(text, mark)
+	if k < 0 {
+		return 0, fmt.Errorf("%s: no request count in %q", i.id, body)
+	}
+	n, err := strconv.ParseInt(text[k+len(mark):], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: bad request count in %q: %w", i.id, body, err)
+	}
+	return n - i.probes, nil
 }
 
 type intent struct {
@@ -190,9 +226,15 @@ func (e *env) ack(edgeID string) *edgev1.EdgeAck {
 func (e *env) waitAck(edgeID, what string, ok func(*edgev1.EdgeAck) bool) *edgev1.EdgeAck {
 	e.t.Helper()
 	var got *edgev1.EdgeAck
-	waitFor(e.t, 20*time.Second, what, func() bool {
+	testenv.Eventually(e.t, 20*time.Second, what, func() error {
 		got = e.ack(edgeID)
-		return got != nil && ok(got)
+		switch {
+		case got == nil:
+			return fmt.Errorf("no ack from %s", edgeID)
+		case !ok(got):
+			return fmt.Errorf("last ack: %v", got)
+		}
+		return nil
 	})
 	return got
 }
@@ -260,17 +302,6 @@ func get(client *http.Client, ed *edge, host string, hdr map[string]string) (int
 		return 0, "", "", err
 	}
 	return resp.StatusCode, resp.Header.Get("X-Slipway-Colour"), resp.Header.Get("X-Slipway-Version"), nil
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func kv(service, value string) *api.KVPair {

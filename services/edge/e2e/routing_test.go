@@ -17,6 +17,7 @@ import (
 
 	"slipway.dev/edge/loadgen"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -195,7 +196,35 @@ func TestZeroDowntime(t *testing.T) {
 				*idle = (*idle)[1:]
 				old.remove(ed.id)
 			}
-			time.Sleep(500 * time.Millisecond) // keep load running past the last change
+			// Keep the load running past the last change: until the
+			// backends have answered another 300 of its requests.
+			probe := &http.Client{Timeout: 5 * time.Second}
+			defer probe.CloseIdleConnections()
+			servedByAll := func() (int64, error) {
+				var sum int64
+				for _, in := range all() {
+					n, err := in.served(probe)
+					if err != nil {
+						return 0, err
+					}
+					sum += n
+				}
+				return sum, nil
+			}
+			base, err := servedByAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 30*time.Second, "300 more requests answered after the last change", func() error {
+				n, err := servedByAll()
+				if err != nil {
+					return err
+				}
+				if n < base+300 {
+					return fmt.Errorf("%d answered since the last change", n-base)
+				}
+				return nil
+			})
 			cancel()
 			res := <-done
 			fmt.Printf("zero-downtime %s: %s\n", mode, res)
@@ -260,7 +289,12 @@ func TestDeadEdgeAckDisappears(t *testing.T) {
 	e.writeIntent("web", intent{gen: 1, host: "web.test", weights: map[uint64]int32{1: 100}})
 	e.ackedGen(ed.id, "web", 1, w1)
 	ed.kill()
-	waitFor(t, 45*time.Second, "the dead edge's ack to expire", func() bool { return e.ack(ed.id) == nil })
+	testenv.Eventually(t, 45*time.Second, "the dead edge's ack to expire", func() error {
+		if a := e.ack(ed.id); a != nil {
+			return fmt.Errorf("ack still there: %v", a)
+		}
+		return nil
+	})
 }
 
 // TestKilledEdgeTakesNginxDown: an nginx-mode edge killed outright does not
@@ -281,8 +315,11 @@ func TestKilledEdgeTakesNginxDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	ed.kill()
-	waitFor(t, 20*time.Second, "nginx master to exit", func() bool {
-		return syscall.Kill(pid, 0) != nil
+	testenv.Eventually(t, 20*time.Second, "nginx master to exit", func() error {
+		if syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("nginx master (pid %d) still running", pid)
+		}
+		return nil
 	})
 }
 
