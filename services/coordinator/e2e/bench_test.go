@@ -56,13 +56,25 @@ func BenchmarkRollingFiveDocker(b *testing.B) {
 	b.ResetTimer()
 	began := time.Now()
 	v2 := s.deployCount("v2", 5, roll())
-	s.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 180*time.Second)
-	total := time.Since(began)
+	total := succeededAt(b, s.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 180*time.Second)).Sub(began)
 	b.StopTimer()
 	b.ReportMetric(total.Seconds(), "s_total")
 	b.ReportMetric(starts.Seconds()/5, "s_container_start")
 	b.ReportMetric(ideal.Seconds(), "s_sum")
 	b.ReportMetric(total.Seconds()/ideal.Seconds(), "ratio_vs_sum")
+}
+
+// succeededAt is when ro's success was committed, from its history: the
+// measurement does not depend on how often the wait looked.
+func succeededAt(b *testing.B, ro *deployv1.Rollout) time.Time {
+	b.Helper()
+	for _, h := range ro.GetHistory() {
+		if h.GetState() == deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+			return h.GetAt().AsTime()
+		}
+	}
+	b.Fatalf("rollout %s has no SUCCEEDED step in its history: %v", ro.GetId(), ro.GetHistory())
+	return time.Time{}
 }
 
 // containerStart runs image with docker run (labelled for the node so the

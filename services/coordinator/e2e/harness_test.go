@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -198,17 +199,18 @@ func startAgent(t testing.TB, consulAddr string) string {
 			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
 				t.Logf("cleanup: empty sync: %v", err)
 			}
-			var last string
-			for ctx.Err() == nil {
+			deadline, _ := ctx.Deadline()
+			if err := testenv.Poll(time.Until(deadline), func() error {
 				st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
-				if err == nil && !slices.ContainsFunc(st.GetAllocations(), live) {
-					break
+				if err != nil {
+					return err
 				}
-				last = fmt.Sprint(st.GetAllocations(), err)
-				time.Sleep(100 * time.Millisecond)
-			}
-			if ctx.Err() != nil {
-				t.Logf("cleanup: node agent %s still has live allocations: %s", node, last)
+				if slices.ContainsFunc(st.GetAllocations(), live) {
+					return fmt.Errorf("allocations %v", st.GetAllocations())
+				}
+				return nil
+			}); err != nil {
+				t.Logf("cleanup: node agent %s still has live allocations: %v", node, err)
 			}
 			cancel()
 			conn.Close()
@@ -282,21 +284,16 @@ func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceCli
 	return cl
 }
 
-// poll calls cond every 50ms until it returns "" and fails the test with
-// cond's last answer when d passes first.
+// poll waits until cond returns "" and fails the test with cond's last
+// answer when d passes first.
 func poll(t testing.TB, d time.Duration, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
+	testenv.Eventually(t, d, what, func() error {
+		if msg := cond(); msg != "" {
+			return errors.New(msg)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached after %s: %s", what, d, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // sample is one request of the load: when it was sent and what answered.

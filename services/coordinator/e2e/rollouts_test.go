@@ -282,14 +282,19 @@ func (s *scenario) rollout(id string) *deployv1.Rollout {
 	return ro
 }
 
-func (s *scenario) waitState(id string, want deployv1.RolloutState, d time.Duration) {
+// waitState waits until rollout id is in state want and returns it.
+func (s *scenario) waitState(id string, want deployv1.RolloutState, d time.Duration) *deployv1.Rollout {
 	s.t.Helper()
+	var last *deployv1.Rollout
 	poll(s.t, d, id+" "+want.String(), func() string {
-		if ro := s.rollout(id); ro.GetState() != want {
+		ro := s.rollout(id)
+		if ro.GetState() != want {
 			return fmt.Sprintf("%s (%s), weights %s", ro.GetState(), ro.GetMessage(), weights(s.intent()))
 		}
+		last = ro
 		return ""
 	})
+	return last
 }
 
 func (s *scenario) waitStable(release uint64) {

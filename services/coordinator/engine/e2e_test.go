@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,22 +77,7 @@ func startAgent(t testing.TB, consulAddr, processDir string) *agentProc {
 		if a.cmd == nil {
 			a.start()
 		}
-		if conn, err := rpc.Dial(a.addr); err == nil {
-			cl := agentv1.NewNodeAgentServiceClient(conn)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: a.nodeID, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
-				t.Logf("cleanup: empty sync: %v", err)
-			}
-			for ctx.Err() == nil {
-				st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
-				if err == nil && len(st.GetAllocations()) == 0 {
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			cancel()
-			conn.Close()
-		}
+		a.empty(t, 30*time.Second)
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-a.exited:
@@ -121,6 +107,39 @@ func (a *agentProc) start() {
 	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(cmd, a.exited)
 }
 
+// empty sends the agent an empty desired set under a token no leader
+// reaches and waits, within timeout, until it reports no allocation. It
+// runs in cleanups: what goes wrong is logged.
+func (a *agentProc) empty(t testing.TB, timeout time.Duration) {
+	conn, err := rpc.Dial(a.addr)
+	if err != nil {
+		t.Errorf("cleanup: dial node agent: %v", err)
+		return
+	}
+	defer conn.Close()
+	cl := agentv1.NewNodeAgentServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: a.nodeID, Token: &agentv1.FencingToken{Term: 1 << 62}},
+		grpc.WaitForReady(true)); err != nil {
+		t.Logf("cleanup: empty sync: %v", err)
+		return
+	}
+	deadline, _ := ctx.Deadline()
+	if err := testenv.Poll(time.Until(deadline), func() error {
+		st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if len(st.GetAllocations()) > 0 {
+			return fmt.Errorf("it still reports %v", st.GetAllocations())
+		}
+		return nil
+	}); err != nil {
+		t.Logf("cleanup: node agent %s not emptied: %v", a.nodeID, err)
+	}
+}
+
 // kill SIGKILLs the agent alone: its instances keep running, as when a
 // host's agent dies.
 func (a *agentProc) kill() {
@@ -136,26 +155,16 @@ func tailBytes(b []byte, n int) []byte {
 	return b
 }
 
-// poll calls cond every 100ms until it returns "" or the deadline passes; the
-// last non-empty answer is reported.
+// poll waits until cond returns "", reporting its last answer if it never
+// does.
 func poll(t testing.TB, d time.Duration, what string, cond func() string) {
 	t.Helper()
-	pollEvery(t, d, 100*time.Millisecond, what, cond)
-}
-
-func pollEvery(t testing.TB, d, every time.Duration, what string, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
+	testenv.Eventually(t, d, what, func() error {
+		if msg := cond(); msg != "" {
+			return errors.New(msg)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached after %s: %s", what, d, msg)
-		}
-		time.Sleep(every)
-	}
+		return nil
+	})
 }
 
 type e2e struct {
@@ -208,23 +217,22 @@ func (e *e2e) getRollout(id string) (*deployv1.Rollout, error) {
 	return resp.GetRollout(), err
 }
 
-func (e *e2e) waitState(id string, want deployv1.RolloutState, d time.Duration) {
+// waitState waits until rollout id is in state want and returns it.
+func (e *e2e) waitState(id string, want deployv1.RolloutState, d time.Duration) *deployv1.Rollout {
 	e.t.Helper()
-	e.waitStatePoll(id, want, d, 100*time.Millisecond)
-}
-
-func (e *e2e) waitStatePoll(id string, want deployv1.RolloutState, d, every time.Duration) {
-	e.t.Helper()
-	pollEvery(e.t, d, every, id+" "+want.String(), func() string {
+	var last *deployv1.Rollout
+	poll(e.t, d, id+" "+want.String(), func() string {
 		ro, err := e.getRollout(id)
 		if err != nil {
 			return err.Error()
 		}
 		if ro.GetState() == want {
+			last = ro
 			return ""
 		}
 		return fmt.Sprintf("%s (%s), weights %s", ro.GetState(), ro.GetMessage(), e.weights())
 	})
+	return last
 }
 
 func (e *e2e) waitWeights(want string, d time.Duration) {
@@ -340,13 +348,14 @@ func TestEngineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_PAUSED, 10*time.Second)
-	// Held beyond the step's 3s pause while paused.
+	// Held beyond the step's 3s pause while paused: the 4s window is the
+	// test's input (no condition to wait for), sampled every 200ms.
 	held := time.Now().Add(4 * time.Second)
 	for time.Now().Before(held) {
 		if w := e.weights(); w != "1:75 2:25" {
 			t.Fatalf("paused rollout moved traffic to %s", w)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // spacing of the samples in the held window, not a wait
 	}
 	if _, err := e.deploy.ResumeRollout(cctx, &deployv1.ResumeRolloutRequest{Id: v2, By: "e2e"}); err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	agent := startAgent(t, c.Addr(), imgDir)
 	// Stop the node's instances while the edge is still up and wait until
 	// the agent has none left, before the agent's own cleanup.
-	t.Cleanup(func() { emptyNode(t, agent) })
+	t.Cleanup(func() { agent.empty(t, 15*time.Second) })
 	starts := watchStarts(t, agent.addr)
 
 	bin := testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator")
@@ -298,36 +298,6 @@ func (e *e2e) edgeRoutesOnly(ids []string) string {
 		return "no live edge ack"
 	}
 	return ""
-}
-
-// emptyNode sends the agent an empty desired set under a token no leader
-// reaches and waits until it reports no allocation.
-func emptyNode(t *testing.T, a *agentProc) {
-	conn, err := rpc.Dial(a.addr)
-	if err != nil {
-		t.Errorf("cleanup: dial node agent: %v", err)
-		return
-	}
-	defer conn.Close()
-	cl := agentv1.NewNodeAgentServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: a.nodeID, Token: &agentv1.FencingToken{Term: 1 << 62}},
-		grpc.WaitForReady(true)); err != nil {
-		t.Logf("cleanup: empty sync: %v", err)
-		return
-	}
-	for {
-		st, err := cl.GetNodeStatus(ctx, &agentv1.GetNodeStatusRequest{})
-		if err == nil && len(st.GetAllocations()) == 0 {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Logf("cleanup: node agent still reports %v (%v)", st.GetAllocations(), err)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // allocStarts is what the node agent reported about one allocation.

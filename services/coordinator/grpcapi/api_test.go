@@ -18,6 +18,7 @@ import (
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -104,29 +105,31 @@ func startCluster(t *testing.T, n int) *tcluster {
 // address is registered and applied everywhere.
 func (c *tcluster) leader() *tnode {
 	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var leader *tnode
+	testenv.Eventually(c.t, 20*time.Second, "a leader known to every node", func() error {
+		last := fmt.Errorf("no node leads")
+	nodes:
 		for _, n := range c.nodes {
-			if n.node.IsLeader() {
-				if err := n.api.RegisterSelf(context.Background()); err != nil {
-					break
-				}
-				ok := true
-				for _, m := range c.nodes {
-					id, _ := m.node.Leader()
-					p, has := m.fsm.Peer(n.id)
-					ok = ok && id == n.id && has && p.GetGrpcAddress() == n.addr
-				}
-				if ok {
-					return n
+			if !n.node.IsLeader() {
+				continue
+			}
+			if err := n.api.RegisterSelf(context.Background()); err != nil {
+				return fmt.Errorf("%s leads but cannot register itself: %w", n.id, err)
+			}
+			for _, m := range c.nodes {
+				id, _ := m.node.Leader()
+				p, has := m.fsm.Peer(n.id)
+				if id != n.id || !has || p.GetGrpcAddress() != n.addr {
+					last = fmt.Errorf("%s leads; %s sees leader %q and its peer entry %v (present %v)", n.id, m.id, id, p, has)
+					continue nodes
 				}
 			}
+			leader = n
+			return nil
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatal("no leader known to every node after 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return last
+	})
+	return leader
 }
 
 func (c *tcluster) follower() *tnode {

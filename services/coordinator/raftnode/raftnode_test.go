@@ -28,13 +28,12 @@ func fast(rc *raft.Config) {
 
 func waitLeader(t *testing.T, n *Node) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("single node did not become leader in 10s")
+	testenv.Eventually(t, 10*time.Second, "single node leader", func() error {
+		if !n.IsLeader() {
+			return errors.New("not leader")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func deployCmd(i int) *statev1.Command {

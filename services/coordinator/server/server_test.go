@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -94,24 +95,18 @@ func startConfig(t *testing.T, cfg Config) *running {
 // waitHealth polls the health service until the deploy service reports want.
 func waitHealth(t *testing.T, r *running, want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var last string
-	for {
+	testenv.Eventually(t, 20*time.Second, r.cfg.ID+": deploy service health "+want.String(), func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		resp, err := healthpb.NewHealthClient(r.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: deployServiceName})
-		cancel()
-		if err == nil && resp.GetStatus() == want {
-			return
-		}
-		last = resp.GetStatus().String()
 		if err != nil {
-			last = err.Error()
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: deploy service health is %s after 20s, want %s", r.cfg.ID, last, want)
+		if resp.GetStatus() != want {
+			return fmt.Errorf("health is %s", resp.GetStatus())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestFormationAndHealth starts coordinators in-process on real TCP raft:
@@ -158,17 +153,16 @@ func TestFormationAndHealth(t *testing.T) {
 		t.Errorf("Run returned %v on shutdown", err)
 	}
 	boot.done <- nil // for the cleanup
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.Eventually(t, 20*time.Second, "a new leader after the leader stopped", func() error {
 		gl, err := clusterv1.NewClusterServiceClient(idle.conn).GetLeader(ctx, &clusterv1.GetLeaderRequest{})
-		if err == nil && gl.GetLeaderId() != "" && gl.GetLeaderId() != "boot" {
-			break
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new leader after the leader stopped: %v, %v", gl, err)
+		if gl.GetLeaderId() == "" || gl.GetLeaderId() == "boot" {
+			return fmt.Errorf("idle sees leader %q", gl.GetLeaderId())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // stopNow stops r and waits for Run to return.

@@ -225,23 +225,22 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	oc := deployv1.NewDeployServiceClient(c.Conn(leader))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		missing := 0
+	testenv.Eventually(t, 30*time.Second, "restarted "+c.Procs[leader].ID+" has every acknowledged release", func() error {
+		missing, lastErr := 0, error(nil)
 		for _, a := range acked {
 			rels, err := oc.ListReleases(ctx, &deployv1.ListReleasesRequest{Service: a.service})
+			if err != nil {
+				lastErr = err
+			}
 			if err != nil || !hasRelease(rels.GetReleases(), a.release) {
 				missing++
 			}
 		}
-		if missing == 0 {
-			break
+		if missing > 0 {
+			return fmt.Errorf("%d acknowledged releases missing (last read error: %v)", missing, lastErr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restarted %s still misses %d acknowledged releases after 30s", c.Procs[leader].ID, missing)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	peers, err := clusterv1.NewClusterServiceClient(c.Conn(newLeader)).ListPeers(ctx, &clusterv1.ListPeersRequest{})
 	if err != nil {
 		t.Fatal(err)
