@@ -55,6 +55,25 @@ func startEdge(t *testing.T, consulAddr string) string {
 	return httpAddr
 }
 
+// waitServes waits until the edge answers host with version.
+func waitServes(t testing.TB, edge, host, version string) {
+	t.Helper()
+	poll(t, 30*time.Second, "edge serves "+version, func() string {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if v := resp.Header.Get("X-Slipway-Version"); resp.StatusCode != http.StatusOK || v != version {
+			return fmt.Sprintf("%s version %q", resp.Status, v)
+		}
+		return ""
+	})
+}
+
 // load sends requests through the edge until stopped and counts answers
 // per version and failures.
 type load struct {
@@ -157,19 +176,7 @@ func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
 
 	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
-	poll(t, 30*time.Second, "edge serves v1", func() string {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
-		req.Host = host
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		resp.Body.Close()
-		if v := resp.Header.Get("X-Slipway-Version"); resp.StatusCode != 200 || v != "v1" {
-			return fmt.Sprintf("%s version %q", resp.Status, v)
-		}
-		return ""
-	})
+	waitServes(t, edge, host, "v1")
 
 	began := time.Now()
 	l := startLoad(edge, host, 4)
@@ -222,19 +229,7 @@ func TestEngineDrainNodeNoFailedRequests(t *testing.T) {
 		from, to = b.nodeID, a.nodeID
 	}
 	host := e.name + ".test"
-	poll(t, 30*time.Second, "edge serves v1", func() string {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
-		req.Host = host
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return resp.Status
-		}
-		return ""
-	})
+	waitServes(t, edge, host, "v1")
 
 	l := startLoad(edge, host, 4)
 	defer func() {

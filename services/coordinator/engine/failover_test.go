@@ -88,20 +88,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
 	v1IDs := e.instanceIDs(1)
-	poll(t, 30*time.Second, "edge serves v1", func() string {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
-		req.Host = host
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err.Error()
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if v := resp.Header.Get("X-Slipway-Version"); resp.StatusCode != http.StatusOK || v != "v1" {
-			return fmt.Sprintf("%s version %q", resp.Status, v)
-		}
-		return ""
-	})
+	waitServes(t, edge, host, "v1")
 
 	// Load runs from before the canary starts until after the rollout
 	// succeeded on the new leader.
