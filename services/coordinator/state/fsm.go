@@ -9,8 +9,10 @@
 package state
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -124,11 +126,10 @@ type FSM struct {
 	nodes        map[string]*clusterv1.Node
 	allocations  map[string][]*agentv1.Allocation // by node id
 	requests     map[string]*statev1.RequestRecord
-	events       []*deployv1.RolloutEvent
-	eventsByRoll map[string][]int // rollout id -> positions in events
-	lastEvent    uint64           // index of the last event issued (it may be trimmed)
-	audit        []*deployv1.AuditEvent
-	auditCount   map[string]int // service -> entries in audit
+	events       map[string][]*deployv1.RolloutEvent // rollout id -> its events, oldest first
+	eventRolls   map[string][]string                 // service -> ids of its rollouts that hold events
+	lastEvent    uint64                              // index of the last event issued (it may be trimmed)
+	audit        map[string][]*deployv1.AuditEvent   // service -> its audit trail, oldest first
 	peers        map[string]*statev1.PeerAddress
 	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
 	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
@@ -159,11 +160,10 @@ func (f *FSM) reset() {
 	f.nodes = map[string]*clusterv1.Node{}
 	f.allocations = map[string][]*agentv1.Allocation{}
 	f.requests = map[string]*statev1.RequestRecord{}
-	f.events = nil
-	f.eventsByRoll = map[string][]int{}
+	f.events = map[string][]*deployv1.RolloutEvent{}
+	f.eventRolls = map[string][]string{}
 	f.lastEvent = 0
-	f.audit = nil
-	f.auditCount = map[string]int{}
+	f.audit = map[string][]*deployv1.AuditEvent{}
 	f.peers = map[string]*statev1.PeerAddress{}
 	f.machines = map[string][]byte{}
 	f.allocCreated = map[string]*timestamppb.Timestamp{}
@@ -477,8 +477,11 @@ func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, ms
 		State: ro.GetState(), Step: ro.GetStep(), Weights: cloneWeights(ro.GetWeights()),
 		AwaitingPromote: ro.GetAwaitingPromote(),
 	}
-	f.eventsByRoll[ro.GetId()] = append(f.eventsByRoll[ro.GetId()], len(f.events))
-	f.events = append(f.events, ev)
+	id := ro.GetId()
+	if len(f.events[id]) == 0 {
+		f.eventRolls[ro.GetService()] = append(f.eventRolls[ro.GetService()], id)
+	}
+	f.events[id] = append(f.events[id], ev)
 	return ev
 }
 
@@ -498,64 +501,39 @@ func (f *FSM) eventCutoff(service string) uint64 {
 }
 
 // trimEvents drops the events of the service's final rollouts older than its
-// newest Retention.EventRollouts, and renumbers the positions in
-// eventsByRoll.
+// newest Retention.EventRollouts. It looks only at the service's rollouts
+// that still hold events (about Retention.EventRollouts of them), so a
+// Deploy costs the same however long the history.
 func (f *FSM) trimEvents(service string) {
 	cutoff := f.eventCutoff(service)
-	drop := map[string]bool{}
-	for n := uint64(1); n <= cutoff; n++ {
-		id := RolloutID(service, n)
-		if len(f.eventsByRoll[id]) == 0 {
-			continue
-		}
-		if ro := f.rollouts[id]; ro != nil && !IsFinal(ro.GetState()) {
-			continue // never the events of an active rollout
-		}
-		drop[id] = true
-	}
-	if len(drop) == 0 {
+	if cutoff == 0 {
 		return
 	}
-	kept := make([]*deployv1.RolloutEvent, 0, len(f.events))
-	for _, ev := range f.events {
-		if !drop[ev.GetRolloutId()] {
-			kept = append(kept, ev)
+	ids := f.eventRolls[service]
+	kept := ids[:0]
+	for _, id := range ids {
+		// never the events of an active rollout
+		if ro := f.rollouts[id]; ro.GetToRelease() <= cutoff && IsFinal(ro.GetState()) {
+			delete(f.events, id)
+			continue
 		}
+		kept = append(kept, id)
 	}
-	f.events = kept
-	f.indexEvents()
-}
-
-// indexEvents rebuilds eventsByRoll from events.
-func (f *FSM) indexEvents() {
-	f.eventsByRoll = map[string][]int{}
-	for i, ev := range f.events {
-		f.eventsByRoll[ev.GetRolloutId()] = append(f.eventsByRoll[ev.GetRolloutId()], i)
-	}
+	clear(ids[len(kept):])
+	f.eventRolls[service] = kept
 }
 
 // addAudit appends an audit entry, then drops the service's oldest entries
 // beyond Retention.Audit.
 func (f *FSM) addAudit(index uint64, at *timestamppb.Timestamp, actor, action, service, detail string) {
-	f.audit = append(f.audit, &deployv1.AuditEvent{
+	trail := append(f.audit[service], &deployv1.AuditEvent{
 		Index: index, At: at, Actor: actor, Action: action, Service: service, Detail: detail,
 	})
-	f.auditCount[service]++
-	excess := f.auditCount[service] - f.retention.Audit
-	if excess <= 0 {
-		return
+	if excess := len(trail) - f.retention.Audit; excess > 0 {
+		clear(trail[:excess])  // let the dropped entries be collected
+		trail = trail[excess:] // append reallocates once the front is used up
 	}
-	kept := f.audit[:0]
-	for _, a := range f.audit {
-		if excess > 0 && a.GetService() == service {
-			excess--
-			continue
-		}
-		kept = append(kept, a)
-	}
-	clear(f.audit[len(kept):]) // let the dropped entries be collected
-	f.audit = kept
-	f.auditCount[service] = f.retention.Audit
+	f.audit[service] = trail
 }
 
 func cloneWeights(w map[string]int32) map[string]int32 {
@@ -610,9 +588,17 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 	for _, id := range sortedKeys(f.requests) {
 		s.Requests = append(s.Requests, f.requests[id])
 	}
-	s.Events = f.events
+	// Events and audit entries in the order they were written (indexes
+	// increase; entries of one raft entry keep their order).
+	for _, id := range sortedKeys(f.events) {
+		s.Events = append(s.Events, f.events[id]...)
+	}
+	slices.SortStableFunc(s.Events, func(a, b *deployv1.RolloutEvent) int { return cmp.Compare(a.GetIndex(), b.GetIndex()) })
 	s.LastEventIndex = f.lastEvent
-	s.Audit = f.audit
+	for _, svc := range sortedKeys(f.audit) {
+		s.Audit = append(s.Audit, f.audit[svc]...)
+	}
+	slices.SortStableFunc(s.Audit, func(a, b *deployv1.AuditEvent) int { return cmp.Compare(a.GetIndex(), b.GetIndex()) })
 	for _, id := range sortedKeys(f.peers) {
 		s.Peers = append(s.Peers, f.peers[id])
 	}
@@ -679,15 +665,18 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	}
 	// A snapshot keeps what retention kept when it was taken; restoring it
 	// trims nothing (the next Apply trims as it always does).
-	f.events = s.GetEvents()
-	f.indexEvents()
 	f.lastEvent = s.GetLastEventIndex()
-	if n := len(f.events); n > 0 && f.events[n-1].GetIndex() > f.lastEvent {
-		f.lastEvent = f.events[n-1].GetIndex() // written before last_event_index
+	for _, ev := range s.GetEvents() {
+		id := ev.GetRolloutId()
+		if len(f.events[id]) == 0 {
+			svc := f.rollouts[id].GetService()
+			f.eventRolls[svc] = append(f.eventRolls[svc], id)
+		}
+		f.events[id] = append(f.events[id], ev)
+		f.lastEvent = max(f.lastEvent, ev.GetIndex()) // snapshots written before last_event_index
 	}
-	f.audit = s.GetAudit()
-	for _, a := range f.audit {
-		f.auditCount[a.GetService()]++
+	for _, a := range s.GetAudit() {
+		f.audit[a.GetService()] = append(f.audit[a.GetService()], a)
 	}
 	for _, p := range s.GetPeers() {
 		f.peers[p.GetId()] = p

@@ -56,11 +56,10 @@ func (f *FSM) Releases(service string, limit int) ([]*deployv1.Release, []*deplo
 		}
 		rels = append(rels, proto.CloneOf(sr.releases[i]))
 	}
-	var audit []*deployv1.AuditEvent
-	for i := len(f.audit) - 1; i >= 0; i-- {
-		if f.audit[i].GetService() == service {
-			audit = append(audit, proto.CloneOf(f.audit[i]))
-		}
+	trail := f.audit[service]
+	audit := make([]*deployv1.AuditEvent, 0, len(trail))
+	for i := len(trail) - 1; i >= 0; i-- {
+		audit = append(audit, proto.CloneOf(trail[i]))
 	}
 	return rels, audit, nil
 }
@@ -121,8 +120,8 @@ func (f *FSM) EventsAfter(id string, from uint64) (RolloutEvents, error) {
 		return RolloutEvents{}, fmt.Errorf("rollout %q: %w", id, ErrNotFound)
 	}
 	res := RolloutEvents{Rollout: proto.CloneOf(r), Final: IsFinal(r.GetState()), Changed: f.changed}
-	for _, pos := range f.eventsByRoll[id] {
-		if ev := f.events[pos]; ev.GetIndex() > from {
+	for _, ev := range f.events[id] {
+		if ev.GetIndex() > from {
 			res.Events = append(res.Events, proto.CloneOf(ev))
 		}
 	}
