@@ -10,16 +10,20 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"slipway.dev/platform/pki"
 )
 
 // ServerConfig configures a gRPC server.
@@ -30,34 +34,84 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// Creds are the server's transport credentials (NewCreds); required.
+	Creds *Creds
+	// Access names, per gRPC service (e.g. "slipway.agent.v1.NodeAgentService"),
+	// the certificate roles allowed to call it. A service not listed is
+	// refused to everyone (default deny); health and reflection are open to
+	// every authenticated peer. Not checked on insecure credentials.
+	Access map[string][]pki.Role
+	// UnaryInterceptors and StreamInterceptors run after the built-in ones
+	// (recovery, metrics and logs, the role check), e.g. token checks.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
 }
 
 // Server is a gRPC server with the standard health service and reflection
 // registered.
 type Server struct {
 	*grpc.Server
-	health *health.Server
-	logger *slog.Logger
+	health   *health.Server
+	logger   *slog.Logger
+	stopWarn chan struct{}
+	warnOnce sync.Once
 }
 
 // NewServer returns a server with logging, metrics and panic-recovery
-// interceptors, reflection and the standard health service. Register the
-// service implementations on it, then call Serve.
+// interceptors, mutual TLS with a per-service role check (cfg.Access),
+// reflection and the standard health service. Register the service
+// implementations on it, then call Serve. Insecure credentials are logged as
+// a warning at start and every minute until Shutdown.
 func NewServer(cfg ServerConfig) *Server {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
+	if cfg.Creds == nil {
+		panic("rpc: ServerConfig.Creds is required (NewCreds or InsecureCreds)")
+	}
 	m := newServerMetrics(cfg.Name, cfg.Registerer)
-	gs := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(unaryRecover(logger), unaryObserve(logger, m)),
-		grpc.ChainStreamInterceptor(streamRecover(logger), streamObserve(logger, m)),
+	unary := []grpc.UnaryServerInterceptor{unaryRecover(logger), unaryObserve(logger, m)}
+	stream := []grpc.StreamServerInterceptor{streamRecover(logger), streamObserve(logger, m)}
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+		grpc.MaxRecvMsgSize(MaxMsgSize),
+		grpc.MaxSendMsgSize(MaxMsgSize),
+	}
+	if !cfg.Creds.Insecure() {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.Creds.ServerTLS())))
+		acc := newAccess(cfg.Access)
+		unary = append(unary, acc.unary)
+		stream = append(stream, acc.stream)
+	}
+	unary = append(unary, cfg.UnaryInterceptors...)
+	stream = append(stream, cfg.StreamInterceptors...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{Server: gs, health: hs, logger: logger}
+	s := &Server{Server: gs, health: hs, logger: logger, stopWarn: make(chan struct{})}
+	if cfg.Creds.Insecure() {
+		go warnInsecure(logger, cfg.Name, s.stopWarn)
+	}
+	return s
+}
+
+// warnInsecure logs that the server runs plaintext, now and every minute.
+func warnInsecure(logger *slog.Logger, name string, stop <-chan struct{}) {
+	const msg = "INSECURE: gRPC is plaintext with no peer authentication (-insecure); anyone who reaches this port can call it"
+	logger.Warn(msg, "component", name)
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			logger.Warn(msg, "component", name)
+		}
+	}
 }
 
 // SetServing marks the named service (empty for the whole server) serving or
@@ -73,6 +127,7 @@ func (s *Server) SetServing(service string, serving bool) {
 // Shutdown marks every service not serving, then stops gracefully, forcing
 // the stop when ctx ends first.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.warnOnce.Do(func() { close(s.stopWarn) })
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {
