@@ -174,6 +174,13 @@ func (r *run) apply(c Command) {
 			r.event("ignored", "promote by %s: rollback in progress", who)
 			return
 		}
+		if r.s.Phase == phasePaused {
+			// Like a resume, a promote that ends a wait for the operator
+			// (a manual step, the final promote, a preview) restarts the
+			// progress clock: waiting for a person is no lack of progress,
+			// and what the promote places gets a whole progress_deadline.
+			r.s.ProgressAt = r.now
+		}
 		if r.s.OperatorPaused {
 			r.unpause()
 		}
@@ -332,6 +339,7 @@ func (r *run) canaryStep() bool {
 	steps := r.s.Config.Steps
 	if r.s.Promoted || r.s.Step >= len(steps) {
 		r.s.Stage, r.s.Step, r.s.StepApplied = StageFinal, len(steps), false
+		r.s.ProgressAt = r.now // a full promote out of a long timed pause
 		return true
 	}
 	st := steps[r.s.Step]
@@ -417,6 +425,9 @@ func (r *run) blueGreenWarm() bool {
 // fail handles a failed release: revert when asked and possible, else stop
 // where it is.
 func (r *run) fail(reason string) {
+	if !r.s.Config.AutoRevert || r.s.From == 0 {
+		r.cancelPlacements(0) // stop where it is: nothing more starts
+	}
 	if r.s.Config.AutoRevert && r.s.From != 0 {
 		r.event("failed", "%s; reverting to v%d", reason, r.s.From)
 		r.rollback(phaseReverted, "reverted to v"+fmt.Sprint(r.s.From)+": "+reason)
@@ -434,6 +445,7 @@ func (r *run) fail(reason string) {
 // still running, after replacing the stopped ones otherwise (rolling).
 func (r *run) rollback(outcome deployv1.RolloutState, msg string) {
 	r.s.OperatorPaused = false
+	r.cancelPlacements(r.s.From)
 	if r.s.From == 0 {
 		r.setTraffic(map[uint64]int{}, nil)
 		r.drain(r.liveAll())
@@ -459,6 +471,24 @@ func (r *run) rollback(outcome deployv1.RolloutState, msg string) {
 		return
 	}
 	r.finishRollback(outcome, msg)
+}
+
+// cancelPlacements withdraws the placements this Step decided for any
+// release but keep, before the rollout ends or rolls back in the same Step:
+// they are not committed yet, so nothing was started, and once the rollout
+// is over nothing would drain them (their instances are not observed before
+// the plan is committed).
+func (r *run) cancelPlacements(keep uint64) {
+	kept := r.plan.Place[:0:0]
+	for _, p := range r.plan.Place {
+		if p.Release == keep {
+			kept = append(kept, p)
+			continue
+		}
+		r.s.Ordered[p.Release] -= p.Count
+		r.event("unplaced", "v%d x%d withdrawn before it started", p.Release, p.Count)
+	}
+	r.plan.Place = nilIfEmpty(kept)
 }
 
 func (r *run) restore() bool {

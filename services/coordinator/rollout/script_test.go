@@ -444,6 +444,14 @@ func (w *world) step() error {
 	if next.AwaitingPromote != s.AwaitingPromote && len(plan.Events) == 0 {
 		return fmt.Errorf("AwaitingPromote changed to %v without an event", next.AwaitingPromote)
 	}
+	// Contract: a rollout that ends, or rolls back, in this Step starts
+	// nothing it would then leave running: only a rollback restoring the
+	// stable release places instances.
+	for _, pl := range plan.Place {
+		if Terminal(next.Phase) || (next.Stage == StageRestore && pl.Release != next.From) {
+			return fmt.Errorf("placed v%d x%d in a Step that ends %s in stage %s", pl.Release, pl.Count, phaseName(next.Phase), next.Stage)
+		}
+	}
 	if err := w.commit(next, plan); err != nil {
 		return err
 	}
