@@ -131,10 +131,11 @@ func (e Expect) check(id pki.Identity) error {
 }
 
 // ServerTLS is the TLS configuration of a server: TLS 1.3, a client
-// certificate from the Slipway CA required. Which roles may call what is
-// checked per service by NewServer's interceptor (or by the caller, for the
-// raft stream layer). It panics on insecure credentials.
-func (c *Creds) ServerTLS() *tls.Config {
+// certificate from the Slipway CA required and, when roles are given, one of
+// those roles (the handshake fails otherwise: the raft stream layer). Without
+// roles, which roles may call what is checked per service by NewServer's
+// interceptor. It panics on insecure credentials.
+func (c *Creds) ServerTLS(roles ...pki.Role) *tls.Config {
 	if c.insecure {
 		panic("rpc: ServerTLS on insecure credentials")
 	}
@@ -150,8 +151,11 @@ func (c *Creds) ServerTLS() *tls.Config {
 			return &m.cert, nil
 		},
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, err := src.verify(raw, x509.ExtKeyUsageClientAuth)
-			return err
+			id, err := src.verify(raw, x509.ExtKeyUsageClientAuth)
+			if err != nil {
+				return err
+			}
+			return Expect{Roles: roles}.check(id)
 		},
 	}
 }

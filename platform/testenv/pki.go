@@ -3,6 +3,7 @@ package testenv
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -18,8 +19,9 @@ type PKI struct {
 	// CAFile is the CA certificate's path.
 	CAFile string
 
-	ca *pki.CA
-	mu sync.Mutex
+	ca     *pki.CA
+	mu     sync.Mutex
+	issued map[string]TLSFiles
 }
 
 // TLSFiles are the three PEM files a component is started with.
@@ -37,23 +39,78 @@ func (f TLSFiles) Security() rpc.Security {
 	return rpc.Security{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key}
 }
 
-// NewPKI makes a CA for the test.
+// NewPKI makes a CA of the test's own, removed when the test ends.
 func NewPKI(tb testing.TB) *PKI {
 	tb.Helper()
-	dir := tb.TempDir()
-	certPEM, keyPEM, err := pki.CreateCA(pki.CAOptions{CommonName: "Slipway test CA"})
+	p, err := newPKI(tb.TempDir())
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
+	}
+	return p
+}
+
+var (
+	processMu  sync.Mutex
+	processPKI *PKI
+)
+
+// ProcessPKI is the CA shared by every test of this test process, so that the
+// coordinators, agents, edges and clients one test starts through different
+// helpers trust each other. Its directory belongs to this process; the next
+// test process removes those of processes that have ended.
+func ProcessPKI(tb testing.TB) *PKI {
+	tb.Helper()
+	processMu.Lock()
+	defer processMu.Unlock()
+	if processPKI == nil {
+		parent := filepath.Join(os.TempDir(), "slipway-test-pki")
+		pruneEnded(parent)
+		p, err := newPKI(filepath.Join(parent, strconv.Itoa(os.Getpid())))
+		if err != nil {
+			tb.Fatalf("testenv: %v", err)
+		}
+		processPKI = p
+	}
+	return processPKI
+}
+
+// TLSFlags issues a certificate for role/name from ProcessPKI and returns
+// the flags that start a component with it.
+func TLSFlags(tb testing.TB, role pki.Role, name string) []string {
+	tb.Helper()
+	return ProcessPKI(tb).Files(tb, role, name).Flags()
+}
+
+// Creds are credentials for role/name from ProcessPKI.
+func Creds(tb testing.TB, role pki.Role, name string) *rpc.Creds {
+	tb.Helper()
+	return ProcessPKI(tb).Creds(tb, role, name)
+}
+
+// ClientCreds are client credentials from ProcessPKI, for a test calling
+// the components it started.
+func ClientCreds(tb testing.TB) *rpc.Creds {
+	tb.Helper()
+	return Creds(tb, pki.RoleClient, "test")
+}
+
+func newPKI(dir string) (*PKI, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	certPEM, keyPEM, err := pki.CreateCA(pki.CAOptions{CommonName: "Slipway test CA"})
+	if err != nil {
+		return nil, err
 	}
 	ca, err := pki.LoadCA(certPEM, keyPEM)
 	if err != nil {
-		tb.Fatalf("testenv: %v", err)
+		return nil, err
 	}
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
-		tb.Fatalf("testenv: %v", err)
+		return nil, err
 	}
-	return &PKI{Dir: dir, CAFile: caFile, ca: ca}
+	return &PKI{Dir: dir, CAFile: caFile, ca: ca}, nil
 }
 
 // Issue writes a certificate for role/name (options may set SANs or an
@@ -74,13 +131,31 @@ func (p *PKI) Issue(tb testing.TB, role pki.Role, name string, opts ...func(*pki
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
-	return TLSFiles{CA: p.CAFile, Cert: cert, Key: key}
+	f := TLSFiles{CA: p.CAFile, Cert: cert, Key: key}
+	if p.issued == nil {
+		p.issued = map[string]TLSFiles{}
+	}
+	p.issued[string(role)+"/"+name] = f
+	return f
 }
 
-// Creds issues a certificate for role/name and loads it as credentials.
+// Files are the files of role/name, issued on first use.
+func (p *PKI) Files(tb testing.TB, role pki.Role, name string) TLSFiles {
+	tb.Helper()
+	p.mu.Lock()
+	files, ok := p.issued[string(role)+"/"+name]
+	p.mu.Unlock()
+	if ok {
+		return files
+	}
+	return p.Issue(tb, role, name)
+}
+
+// Creds issues a certificate for role/name and loads it as credentials
+// (issued once per PKI and identity: later calls reuse the files).
 func (p *PKI) Creds(tb testing.TB, role pki.Role, name string) *rpc.Creds {
 	tb.Helper()
-	c, err := rpc.NewCreds(p.Issue(tb, role, name).Security(), nil)
+	c, err := rpc.NewCreds(p.Files(tb, role, name).Security(), nil)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
