@@ -22,4 +22,7 @@ var (
 	// ErrUnsupportedVersion: the entry or snapshot was written by a newer
 	// coordinator than this one.
 	ErrUnsupportedVersion = errors.New("state: unsupported schema version")
+	// ErrACLBootstrapped: the ACL bootstrap was done already (it works once
+	// per cluster).
+	ErrACLBootstrapped = errors.New("state: ACL bootstrap already done")
 )

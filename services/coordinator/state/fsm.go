@@ -1,6 +1,6 @@
 // Package state is the coordinator's replicated state: a deterministic raft
 // FSM holding services, releases, rollouts, nodes, allocations, the
-// idempotency index, rollout events and the audit log.
+// idempotency index, rollout events, the audit log and the ACL tokens.
 //
 // Apply must be deterministic: it depends only on the entry, the state
 // before it and the FSM's Retention (never on a clock, randomness or map
@@ -31,8 +31,9 @@ import (
 // CurrentVersion is the newest schema version of log entries and snapshots
 // this code understands and writes. Version 2 added the leader engine's
 // rollout step entry and snapshot fields (machines, allocation records,
-// intents); version 1 entries and snapshots are still read.
-const CurrentVersion = 2
+// intents), version 3 the ACL token entries and snapshot fields; older
+// entries and snapshots are still read.
+const CurrentVersion = 3
 
 // DeployResult is the Apply response of a deploy or rollback entry.
 type DeployResult struct {
@@ -135,6 +136,9 @@ type FSM struct {
 	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
 	replaces     map[string]string                 // allocation id -> the draining-node allocation it replaces
 	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
+	tokens       map[string]*statev1.TokenRecord   // accessor id -> token
+	tokenHashes  map[[32]byte]string               // secret SHA-256 -> accessor id
+	aclBooted    bool                              // the ACL bootstrap entry was applied
 	changed      chan struct{}                     // closed and replaced after every Apply/Restore
 }
 
@@ -169,6 +173,9 @@ func (f *FSM) reset() {
 	f.allocCreated = map[string]*timestamppb.Timestamp{}
 	f.replaces = map[string]string{}
 	f.intents = map[string]*edgev1.TrafficIntent{}
+	f.tokens = map[string]*statev1.TokenRecord{}
+	f.tokenHashes = map[[32]byte]string{}
+	f.aclBooted = false
 }
 
 // EncodeCommand marshals a log entry deterministically.
@@ -247,6 +254,12 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 		return f.applyRolloutStep(index, at, op.RolloutStep)
 	case *statev1.Command_Noop:
 		return IndexResult{Index: index}
+	case *statev1.Command_AclBootstrap:
+		return f.applyACLBootstrap(index, at, op.AclBootstrap)
+	case *statev1.Command_CreateToken:
+		return f.applyCreateToken(index, at, op.CreateToken)
+	case *statev1.Command_RevokeToken:
+		return f.applyRevokeToken(index, at, op.RevokeToken)
 	default:
 		return fmt.Errorf("entry %d has no known operation (written by a newer coordinator?): %w", index, ErrInvalid)
 	}
@@ -294,7 +307,7 @@ func (f *FSM) applyDeploy(index uint64, at *timestamppb.Timestamp, op *statev1.D
 	if spec.GetName() == "" {
 		return fmt.Errorf("deploy: spec.name is empty: %w", ErrInvalid)
 	}
-	return f.release(index, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetReason(), "deploy")
+	return f.release(index, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetAccessorId(), op.GetReason(), "deploy")
 }
 
 func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1.RollbackOp) any {
@@ -324,11 +337,11 @@ func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1
 	if reason == "" {
 		reason = fmt.Sprintf("rollback to release %d", target)
 	}
-	return f.release(index, at, spec, target, op.GetRequestId(), op.GetSupersede(), op.GetBy(), reason, "rollback")
+	return f.release(index, at, spec, target, op.GetRequestId(), op.GetSupersede(), op.GetBy(), op.GetAccessorId(), reason, "rollback")
 }
 
 // release creates release latest+1 of spec and a pending rollout to it.
-func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.ServiceSpec, rollbackOf uint64, rid string, supersede bool, by, reason, action string) any {
+func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.ServiceSpec, rollbackOf uint64, rid string, supersede bool, by, accessor, reason, action string) any {
 	name := spec.GetName()
 	sr := f.services[name]
 	if sr != nil && sr.svc.GetActiveRollout() != "" {
@@ -390,7 +403,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	if reason != "" {
 		detail += ": " + reason
 	}
-	f.addAudit(index, at, by, action, name, detail)
+	f.addAudit(index, at, by, accessor, action, name, detail)
 	return DeployResult{Release: proto.CloneOf(rel), Rollout: proto.CloneOf(ro)}
 }
 
@@ -430,7 +443,7 @@ func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1
 		msg += ": " + op.GetReason()
 	}
 	f.addEvent(ro, at, "command", msg)
-	f.addAudit(index, at, op.GetBy(), verb, ro.GetService(), fmt.Sprintf("%s %s", verb, ro.GetId()))
+	f.addAudit(index, at, op.GetBy(), op.GetAccessorId(), verb, ro.GetService(), fmt.Sprintf("%s %s", verb, ro.GetId()))
 	return RolloutResult{Rollout: proto.CloneOf(ro)}
 }
 
@@ -460,7 +473,7 @@ func (f *FSM) applyDrainNode(index uint64, at *timestamppb.Timestamp, op *statev
 	if !op.GetEnable() {
 		action = "undrain"
 	}
-	f.addAudit(index, at, op.GetBy(), action, "", action+" node "+n.GetId())
+	f.addAudit(index, at, op.GetBy(), op.GetAccessorId(), action, "", action+" node "+n.GetId())
 	return NodeResult{Node: proto.CloneOf(n)}
 }
 
@@ -524,10 +537,11 @@ func (f *FSM) trimEvents(service string) {
 }
 
 // addAudit appends an audit entry, then drops the service's oldest entries
-// beyond Retention.Audit.
-func (f *FSM) addAudit(index uint64, at *timestamppb.Timestamp, actor, action, service, detail string) {
+// beyond Retention.Audit. accessor is the accessor id of the token that
+// asked (empty for the engine's own entries and with ACLs disabled).
+func (f *FSM) addAudit(index uint64, at *timestamppb.Timestamp, actor, accessor, action, service, detail string) {
 	trail := append(f.audit[service], &deployv1.AuditEvent{
-		Index: index, At: at, Actor: actor, Action: action, Service: service, Detail: detail,
+		Index: index, At: at, Actor: actor, Action: action, Service: service, Detail: detail, AccessorId: accessor,
 	})
 	if excess := len(trail) - f.retention.Audit; excess > 0 {
 		clear(trail[:excess])  // let the dropped entries be collected
@@ -611,6 +625,10 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 	for _, svc := range sortedKeys(f.intents) {
 		s.Intents = append(s.Intents, f.intents[svc])
 	}
+	for _, id := range sortedKeys(f.tokens) {
+		s.Tokens = append(s.Tokens, f.tokens[id])
+	}
+	s.AclBootstrapped = f.aclBooted
 	return s
 }
 
@@ -693,6 +711,10 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	for _, in := range s.GetIntents() {
 		f.intents[in.GetService()] = in
 	}
+	for _, t := range s.GetTokens() {
+		f.putToken(t)
+	}
+	f.aclBooted = s.GetAclBootstrapped()
 	// Snapshots written before final rollouts were cleared from their
 	// service may still name one as active.
 	for _, sr := range f.services {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"slipway.dev/coordinator/state"
+	aclv1 "slipway.dev/proto/slipway/acl/v1"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -93,6 +94,11 @@ func scenario(t *testing.T) *log {
 	l.add(putAllocs("n1", "a2", "a1"))
 	l.add(&statev1.Command{Op: &statev1.Command_Noop{Noop: &statev1.NoopOp{Payload: []byte("x")}}})
 	l.add(stepCmd("api", "api-1", []string{"api-1-a@n3", "api-1-b@n4"}, nil, nil, 1))
+	l.add(bootstrapCmd(tokenRecord("acc-admin", "admin-secret", "bootstrap token", aclv1.Policy_POLICY_ADMIN)))
+	l.add(bootstrapCmd(tokenRecord("acc-2", "other", "again", aclv1.Policy_POLICY_ADMIN))) // refused: done
+	l.add(createTokenCmd(tokenRecord("acc-ci", "ci-secret", "ci", aclv1.Policy_POLICY_DEPLOY), "acc-admin"))
+	l.add(createTokenCmd(tokenRecord("acc-ro", "ro-secret", "ro", aclv1.Policy_POLICY_READ), "acc-admin"))
+	l.add(revokeCmd("acc-ro", "acc-admin"))
 	return l
 }
 

@@ -149,7 +149,7 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 	id := op.GetRolloutId()
 	if id == "" {
 		for _, ev := range op.GetEvents() {
-			f.addAudit(index, at, EngineActor, ev.GetKind(), op.GetService(), ev.GetMessage())
+			f.addAudit(index, at, EngineActor, "", ev.GetKind(), op.GetService(), ev.GetMessage())
 		}
 		return StepResult{Index: index}
 	}
@@ -192,7 +192,7 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 			sr.svc.UpdatedAt = at
 		}
 		if IsFinal(ro.GetState()) && ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
-			f.addAudit(index, at, EngineActor, "rollout "+verdict(ro.GetState()), ro.GetService(), ro.GetId()+": "+ro.GetMessage())
+			f.addAudit(index, at, EngineActor, "", "rollout "+verdict(ro.GetState()), ro.GetService(), ro.GetId()+": "+ro.GetMessage())
 		}
 	}
 	return StepResult{Index: index, Rollout: proto.CloneOf(ro)}

@@ -912,7 +912,11 @@ type AuditEvent struct {
 	// service is the service concerned, if any.
 	Service string `protobuf:"bytes,5,opt,name=service,proto3" json:"service,omitempty"`
 	// detail describes it for people.
-	Detail        string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	// accessor_id is the accessor of the token that asked (see
+	// slipway.acl.v1.Token): who, where actor is only the caller's free text.
+	// Empty for the engine's own entries and with ACLs disabled.
+	AccessorId    string `protobuf:"bytes,7,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -985,6 +989,13 @@ func (x *AuditEvent) GetService() string {
 func (x *AuditEvent) GetDetail() string {
 	if x != nil {
 		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
 	}
 	return ""
 }
@@ -2468,7 +2479,7 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x0eactive_rollout\x18\x04 \x01(\tR\ractiveRollout\x122\n" +
 	"\x04spec\x18\x05 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x129\n" +
 	"\n" +
-	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xae\x01\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcf\x01\n" +
 	"\n" +
 	"AuditEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12*\n" +
@@ -2476,7 +2487,9 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06action\x18\x04 \x01(\tR\x06action\x12\x18\n" +
 	"\aservice\x18\x05 \x01(\tR\aservice\x12\x16\n" +
-	"\x06detail\x18\x06 \x01(\tR\x06detail\"\xb7\x01\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1f\n" +
+	"\vaccessor_id\x18\a \x01(\tR\n" +
+	"accessorId\"\xb7\x01\n" +
 	"\rDeployRequest\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
 	"\n" +

@@ -11,6 +11,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
+	v14 "slipway.dev/proto/slipway/acl/v1"
 	v12 "slipway.dev/proto/slipway/agent/v1"
 	v11 "slipway.dev/proto/slipway/cluster/v1"
 	v1 "slipway.dev/proto/slipway/deploy/v1"
@@ -31,8 +32,9 @@ const (
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the schema version the entry was written with; an FSM refuses
-	// entries newer than it understands (CURRENT_VERSION is 2: version 2
-	// added rollout_step and the engine's snapshot fields).
+	// entries newer than it understands (CURRENT_VERSION is 3: version 2
+	// added rollout_step and the engine's snapshot fields, version 3 the ACL
+	// token entries and snapshot fields).
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// at is the leader's time when it proposed the entry.
 	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
@@ -49,6 +51,9 @@ type Command struct {
 	//	*Command_PutAllocations
 	//	*Command_Noop
 	//	*Command_RolloutStep
+	//	*Command_AclBootstrap
+	//	*Command_CreateToken
+	//	*Command_RevokeToken
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -186,6 +191,33 @@ func (x *Command) GetRolloutStep() *RolloutStepOp {
 	return nil
 }
 
+func (x *Command) GetAclBootstrap() *AclBootstrapOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AclBootstrap); ok {
+			return x.AclBootstrap
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateToken() *CreateTokenOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateToken); ok {
+			return x.CreateToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeToken() *RevokeTokenOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RevokeToken); ok {
+			return x.RevokeToken
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -236,6 +268,21 @@ type Command_RolloutStep struct {
 	RolloutStep *RolloutStepOp `protobuf:"bytes,18,opt,name=rollout_step,json=rolloutStep,proto3,oneof"`
 }
 
+type Command_AclBootstrap struct {
+	// acl_bootstrap creates the first management token; refused once done.
+	AclBootstrap *AclBootstrapOp `protobuf:"bytes,19,opt,name=acl_bootstrap,json=aclBootstrap,proto3,oneof"`
+}
+
+type Command_CreateToken struct {
+	// create_token creates a token.
+	CreateToken *CreateTokenOp `protobuf:"bytes,20,opt,name=create_token,json=createToken,proto3,oneof"`
+}
+
+type Command_RevokeToken struct {
+	// revoke_token deletes a token.
+	RevokeToken *RevokeTokenOp `protobuf:"bytes,21,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
+}
+
 func (*Command_Deploy) isCommand_Op() {}
 
 func (*Command_Rollback) isCommand_Op() {}
@@ -254,6 +301,12 @@ func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RolloutStep) isCommand_Op() {}
 
+func (*Command_AclBootstrap) isCommand_Op() {}
+
+func (*Command_CreateToken) isCommand_Op() {}
+
+func (*Command_RevokeToken) isCommand_Op() {}
+
 // DeployOp creates a release of spec and a pending rollout to it.
 type DeployOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -267,7 +320,10 @@ type DeployOp struct {
 	// created_by names the caller.
 	CreatedBy string `protobuf:"bytes,4,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// accessor_id is the accessor of the caller's token (empty with ACLs
+	// disabled); recorded in the audit entry.
+	AccessorId    string `protobuf:"bytes,6,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +393,13 @@ func (x *DeployOp) GetReason() string {
 	return ""
 }
 
+func (x *DeployOp) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
 // RollbackOp re-deploys an earlier release's spec as a new release.
 type RollbackOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -351,7 +414,10 @@ type RollbackOp struct {
 	// by names the operator.
 	By string `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// accessor_id is the accessor of the caller's token (empty with ACLs
+	// disabled); recorded in the audit entry.
+	AccessorId    string `protobuf:"bytes,7,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +494,13 @@ func (x *RollbackOp) GetReason() string {
 	return ""
 }
 
+func (x *RollbackOp) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
 // OperatorOp records an operator's command on a rollout for the engine.
 type OperatorOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -440,7 +513,10 @@ type OperatorOp struct {
 	// by names the operator.
 	By string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// accessor_id is the accessor of the caller's token (empty with ACLs
+	// disabled); recorded in the audit entry.
+	AccessorId    string `protobuf:"bytes,6,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -506,6 +582,13 @@ func (x *OperatorOp) GetBy() string {
 func (x *OperatorOp) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *OperatorOp) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
 	}
 	return ""
 }
@@ -611,7 +694,10 @@ type DrainNodeOp struct {
 	// enable drains when true.
 	Enable bool `protobuf:"varint,2,opt,name=enable,proto3" json:"enable,omitempty"`
 	// by names the operator.
-	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	By string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	// accessor_id is the accessor of the caller's token (empty with ACLs
+	// disabled); recorded in the audit entry.
+	AccessorId    string `protobuf:"bytes,4,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +749,13 @@ func (x *DrainNodeOp) GetEnable() bool {
 func (x *DrainNodeOp) GetBy() string {
 	if x != nil {
 		return x.By
+	}
+	return ""
+}
+
+func (x *DrainNodeOp) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
 	}
 	return ""
 }
@@ -911,6 +1004,211 @@ func (x *RolloutStepOp) GetReplaces() map[string]string {
 	return nil
 }
 
+// TokenRecord is a token as the replicated state keeps it: its public
+// description and the SHA-256 of its secret, never the secret itself.
+type TokenRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the token's public description.
+	Token *v14.Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// secret_sha256 is the SHA-256 of the secret's bytes (the secret is 256
+	// random bits, so an unsalted fast hash cannot be reversed by guessing).
+	SecretSha256  []byte `protobuf:"bytes,2,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRecord) Reset() {
+	*x = TokenRecord{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRecord) ProtoMessage() {}
+
+func (x *TokenRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
+func (*TokenRecord) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TokenRecord) GetToken() *v14.Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *TokenRecord) GetSecretSha256() []byte {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return nil
+}
+
+// AclBootstrapOp creates the first management token. The leader draws the
+// accessor and secret; the FSM refuses a second bootstrap.
+type AclBootstrapOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the management token.
+	Token         *TokenRecord `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AclBootstrapOp) Reset() {
+	*x = AclBootstrapOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AclBootstrapOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AclBootstrapOp) ProtoMessage() {}
+
+func (x *AclBootstrapOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AclBootstrapOp.ProtoReflect.Descriptor instead.
+func (*AclBootstrapOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AclBootstrapOp) GetToken() *TokenRecord {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// CreateTokenOp creates a token drawn by the leader.
+type CreateTokenOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the new token.
+	Token         *TokenRecord `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenOp) Reset() {
+	*x = CreateTokenOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenOp) ProtoMessage() {}
+
+func (x *CreateTokenOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenOp.ProtoReflect.Descriptor instead.
+func (*CreateTokenOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateTokenOp) GetToken() *TokenRecord {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// RevokeTokenOp deletes a token.
+type RevokeTokenOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accessor_id is the token to delete.
+	AccessorId string `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	// by is the accessor id of the token that asked.
+	By            string `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenOp) Reset() {
+	*x = RevokeTokenOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenOp) ProtoMessage() {}
+
+func (x *RevokeTokenOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenOp.ProtoReflect.Descriptor instead.
+func (*RevokeTokenOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeTokenOp) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *RevokeTokenOp) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
 // StepEvent is one event of a rollout step.
 type StepEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -924,7 +1222,7 @@ type StepEvent struct {
 
 func (x *StepEvent) Reset() {
 	*x = StepEvent{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1234,7 @@ func (x *StepEvent) String() string {
 func (*StepEvent) ProtoMessage() {}
 
 func (x *StepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1247,7 @@ func (x *StepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepEvent.ProtoReflect.Descriptor instead.
 func (*StepEvent) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StepEvent) GetKind() string {
@@ -979,7 +1277,7 @@ type MachineRecord struct {
 
 func (x *MachineRecord) Reset() {
 	*x = MachineRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1289,7 @@ func (x *MachineRecord) String() string {
 func (*MachineRecord) ProtoMessage() {}
 
 func (x *MachineRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1302,7 @@ func (x *MachineRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineRecord.ProtoReflect.Descriptor instead.
 func (*MachineRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MachineRecord) GetRolloutId() string {
@@ -1038,7 +1336,7 @@ type AllocationRecord struct {
 
 func (x *AllocationRecord) Reset() {
 	*x = AllocationRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1348,7 @@ func (x *AllocationRecord) String() string {
 func (*AllocationRecord) ProtoMessage() {}
 
 func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1361,7 @@ func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationRecord.ProtoReflect.Descriptor instead.
 func (*AllocationRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AllocationRecord) GetId() string {
@@ -1098,7 +1396,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1408,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1421,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NoopOp) GetPayload() []byte {
@@ -1148,7 +1446,7 @@ type PeerAddress struct {
 
 func (x *PeerAddress) Reset() {
 	*x = PeerAddress{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1458,7 @@ func (x *PeerAddress) String() string {
 func (*PeerAddress) ProtoMessage() {}
 
 func (x *PeerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1471,7 @@ func (x *PeerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAddress.ProtoReflect.Descriptor instead.
 func (*PeerAddress) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PeerAddress) GetId() string {
@@ -1210,7 +1508,7 @@ type ServiceRecord struct {
 
 func (x *ServiceRecord) Reset() {
 	*x = ServiceRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1520,7 @@ func (x *ServiceRecord) String() string {
 func (*ServiceRecord) ProtoMessage() {}
 
 func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1533,7 @@ func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRecord.ProtoReflect.Descriptor instead.
 func (*ServiceRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ServiceRecord) GetService() *v1.Service {
@@ -1269,7 +1567,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1579,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1592,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -1359,13 +1657,18 @@ type Snapshot struct {
 	// retention may have dropped from events; zero in snapshots written before
 	// events were trimmed (the last of events is the last issued there).
 	LastEventIndex uint64 `protobuf:"varint,14,opt,name=last_event_index,json=lastEventIndex,proto3" json:"last_event_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// tokens, sorted by accessor id.
+	Tokens []*TokenRecord `protobuf:"bytes,15,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// acl_bootstrapped is true once the ACL bootstrap entry was applied (it
+	// stays true when the bootstrap token is revoked).
+	AclBootstrapped bool `protobuf:"varint,16,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1680,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1693,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1491,6 +1794,20 @@ func (x *Snapshot) GetLastEventIndex() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetTokens() []*TokenRecord {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *Snapshot) GetAclBootstrapped() bool {
+	if x != nil {
+		return x.AclBootstrapped
+	}
+	return false
+}
+
 // GetPeerInfoRequest asks for a coordinator's description.
 type GetPeerInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1500,7 +1817,7 @@ type GetPeerInfoRequest struct {
 
 func (x *GetPeerInfoRequest) Reset() {
 	*x = GetPeerInfoRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1829,7 @@ func (x *GetPeerInfoRequest) String() string {
 func (*GetPeerInfoRequest) ProtoMessage() {}
 
 func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1842,7 @@ func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 // GetPeerInfoResponse describes a coordinator.
@@ -1543,7 +1860,7 @@ type GetPeerInfoResponse struct {
 
 func (x *GetPeerInfoResponse) Reset() {
 	*x = GetPeerInfoResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1872,7 @@ func (x *GetPeerInfoResponse) String() string {
 func (*GetPeerInfoResponse) ProtoMessage() {}
 
 func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1885,7 @@ func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPeerInfoResponse) GetPeer() *PeerAddress {
@@ -1603,7 +1920,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1932,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1945,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinRequest) GetPeer() *PeerAddress {
@@ -1649,7 +1966,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1978,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1991,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1695,7 +2012,7 @@ type ApplyNoopRequest struct {
 
 func (x *ApplyNoopRequest) Reset() {
 	*x = ApplyNoopRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +2024,7 @@ func (x *ApplyNoopRequest) String() string {
 func (*ApplyNoopRequest) ProtoMessage() {}
 
 func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +2037,7 @@ func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNoopRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyNoopRequest) GetPayload() []byte {
@@ -1741,7 +2058,7 @@ type ApplyNoopResponse struct {
 
 func (x *ApplyNoopResponse) Reset() {
 	*x = ApplyNoopResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2070,7 @@ func (x *ApplyNoopResponse) String() string {
 func (*ApplyNoopResponse) ProtoMessage() {}
 
 func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2083,7 @@ func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNoopResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyNoopResponse) GetIndex() uint64 {
@@ -1780,7 +2097,7 @@ var File_slipway_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\x94\x05\n" +
+	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18slipway/acl/v1/acl.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\xe9\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x124\n" +
@@ -1795,8 +2112,11 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"drain_node\x18\x0f \x01(\v2\x1d.slipway.state.v1.DrainNodeOpH\x00R\tdrainNode\x12M\n" +
 	"\x0fput_allocations\x18\x10 \x01(\v2\".slipway.state.v1.PutAllocationsOpH\x00R\x0eputAllocations\x12.\n" +
 	"\x04noop\x18\x11 \x01(\v2\x18.slipway.state.v1.NoopOpH\x00R\x04noop\x12D\n" +
-	"\frollout_step\x18\x12 \x01(\v2\x1f.slipway.state.v1.RolloutStepOpH\x00R\vrolloutStepB\x04\n" +
-	"\x02op\"\xb2\x01\n" +
+	"\frollout_step\x18\x12 \x01(\v2\x1f.slipway.state.v1.RolloutStepOpH\x00R\vrolloutStep\x12G\n" +
+	"\racl_bootstrap\x18\x13 \x01(\v2 .slipway.state.v1.AclBootstrapOpH\x00R\faclBootstrap\x12D\n" +
+	"\fcreate_token\x18\x14 \x01(\v2\x1f.slipway.state.v1.CreateTokenOpH\x00R\vcreateToken\x12D\n" +
+	"\frevoke_token\x18\x15 \x01(\v2\x1f.slipway.state.v1.RevokeTokenOpH\x00R\vrevokeTokenB\x04\n" +
+	"\x02op\"\xd3\x01\n" +
 	"\bDeployOp\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
 	"\n" +
@@ -1804,7 +2124,9 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\tsupersede\x18\x03 \x01(\bR\tsupersede\x12\x1d\n" +
 	"\n" +
 	"created_by\x18\x04 \x01(\tR\tcreatedBy\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xaa\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vaccessor_id\x18\x06 \x01(\tR\n" +
+	"accessorId\"\xcb\x01\n" +
 	"\n" +
 	"RollbackOp\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
@@ -1814,7 +2136,9 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1c\n" +
 	"\tsupersede\x18\x04 \x01(\bR\tsupersede\x12\x0e\n" +
 	"\x02by\x18\x05 \x01(\tR\x02by\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x9b\x01\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vaccessor_id\x18\a \x01(\tR\n" +
+	"accessorId\"\xbc\x01\n" +
 	"\n" +
 	"OperatorOp\x12\x1d\n" +
 	"\n" +
@@ -1822,15 +2146,19 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.slipway.deploy.v1.CommandKindR\x04kind\x12\x12\n" +
 	"\x04full\x18\x03 \x01(\bR\x04full\x12\x0e\n" +
 	"\x02by\x18\x04 \x01(\tR\x02by\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"C\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vaccessor_id\x18\x06 \x01(\tR\n" +
+	"accessorId\"C\n" +
 	"\x0eRegisterPeerOp\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\"<\n" +
 	"\fUpsertNodeOp\x12,\n" +
-	"\x04node\x18\x01 \x01(\v2\x18.slipway.cluster.v1.NodeR\x04node\"N\n" +
+	"\x04node\x18\x01 \x01(\v2\x18.slipway.cluster.v1.NodeR\x04node\"o\n" +
 	"\vDrainNodeOp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06enable\x18\x02 \x01(\bR\x06enable\x12\x0e\n" +
-	"\x02by\x18\x03 \x01(\tR\x02by\"k\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x1f\n" +
+	"\vaccessor_id\x18\x04 \x01(\tR\n" +
+	"accessorId\"k\n" +
 	"\x10PutAllocationsOp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
 	"\vallocations\x18\x02 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"\xf0\x06\n" +
@@ -1861,7 +2189,18 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a;\n" +
 	"\rReplacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\vTokenRecord\x12+\n" +
+	"\x05token\x18\x01 \x01(\v2\x15.slipway.acl.v1.TokenR\x05token\x12#\n" +
+	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\"E\n" +
+	"\x0eAclBootstrapOp\x123\n" +
+	"\x05token\x18\x01 \x01(\v2\x1d.slipway.state.v1.TokenRecordR\x05token\"D\n" +
+	"\rCreateTokenOp\x123\n" +
+	"\x05token\x18\x01 \x01(\v2\x1d.slipway.state.v1.TokenRecordR\x05token\"@\n" +
+	"\rRevokeTokenOp\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\"9\n" +
 	"\tStepEvent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"D\n" +
@@ -1889,7 +2228,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xfc\x05\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xde\x06\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1906,7 +2245,9 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\bmachines\x18\v \x03(\v2\x1f.slipway.state.v1.MachineRecordR\bmachines\x12Q\n" +
 	"\x12allocation_records\x18\f \x03(\v2\".slipway.state.v1.AllocationRecordR\x11allocationRecords\x128\n" +
 	"\aintents\x18\r \x03(\v2\x1e.slipway.edge.v1.TrafficIntentR\aintents\x12(\n" +
-	"\x10last_event_index\x18\x0e \x01(\x04R\x0elastEventIndex\"\x14\n" +
+	"\x10last_event_index\x18\x0e \x01(\x04R\x0elastEventIndex\x125\n" +
+	"\x06tokens\x18\x0f \x03(\v2\x1d.slipway.state.v1.TokenRecordR\x06tokens\x12)\n" +
+	"\x10acl_bootstrapped\x18\x10 \x01(\bR\x0faclBootstrapped\"\x14\n" +
 	"\x12GetPeerInfoRequest\"\x82\x01\n" +
 	"\x13GetPeerInfoResponse\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\x12\x1b\n" +
@@ -1937,7 +2278,7 @@ func file_slipway_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_slipway_state_v1_state_proto_rawDescData
 }
 
-var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*Command)(nil),               // 0: slipway.state.v1.Command
 	(*DeployOp)(nil),              // 1: slipway.state.v1.DeployOp
@@ -1948,38 +2289,43 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*DrainNodeOp)(nil),           // 6: slipway.state.v1.DrainNodeOp
 	(*PutAllocationsOp)(nil),      // 7: slipway.state.v1.PutAllocationsOp
 	(*RolloutStepOp)(nil),         // 8: slipway.state.v1.RolloutStepOp
-	(*StepEvent)(nil),             // 9: slipway.state.v1.StepEvent
-	(*MachineRecord)(nil),         // 10: slipway.state.v1.MachineRecord
-	(*AllocationRecord)(nil),      // 11: slipway.state.v1.AllocationRecord
-	(*NoopOp)(nil),                // 12: slipway.state.v1.NoopOp
-	(*PeerAddress)(nil),           // 13: slipway.state.v1.PeerAddress
-	(*ServiceRecord)(nil),         // 14: slipway.state.v1.ServiceRecord
-	(*RequestRecord)(nil),         // 15: slipway.state.v1.RequestRecord
-	(*Snapshot)(nil),              // 16: slipway.state.v1.Snapshot
-	(*GetPeerInfoRequest)(nil),    // 17: slipway.state.v1.GetPeerInfoRequest
-	(*GetPeerInfoResponse)(nil),   // 18: slipway.state.v1.GetPeerInfoResponse
-	(*JoinRequest)(nil),           // 19: slipway.state.v1.JoinRequest
-	(*JoinResponse)(nil),          // 20: slipway.state.v1.JoinResponse
-	(*ApplyNoopRequest)(nil),      // 21: slipway.state.v1.ApplyNoopRequest
-	(*ApplyNoopResponse)(nil),     // 22: slipway.state.v1.ApplyNoopResponse
-	nil,                           // 23: slipway.state.v1.RolloutStepOp.HealthyEntry
-	nil,                           // 24: slipway.state.v1.RolloutStepOp.WeightsEntry
-	nil,                           // 25: slipway.state.v1.RolloutStepOp.ReplacesEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*v1.ServiceSpec)(nil),        // 27: slipway.deploy.v1.ServiceSpec
-	(v1.CommandKind)(0),           // 28: slipway.deploy.v1.CommandKind
-	(*v11.Node)(nil),              // 29: slipway.cluster.v1.Node
-	(*v12.Allocation)(nil),        // 30: slipway.agent.v1.Allocation
-	(*v13.TrafficIntent)(nil),     // 31: slipway.edge.v1.TrafficIntent
-	(v1.RolloutState)(0),          // 32: slipway.deploy.v1.RolloutState
-	(*v1.Service)(nil),            // 33: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 34: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 35: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 36: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 37: slipway.deploy.v1.AuditEvent
+	(*TokenRecord)(nil),           // 9: slipway.state.v1.TokenRecord
+	(*AclBootstrapOp)(nil),        // 10: slipway.state.v1.AclBootstrapOp
+	(*CreateTokenOp)(nil),         // 11: slipway.state.v1.CreateTokenOp
+	(*RevokeTokenOp)(nil),         // 12: slipway.state.v1.RevokeTokenOp
+	(*StepEvent)(nil),             // 13: slipway.state.v1.StepEvent
+	(*MachineRecord)(nil),         // 14: slipway.state.v1.MachineRecord
+	(*AllocationRecord)(nil),      // 15: slipway.state.v1.AllocationRecord
+	(*NoopOp)(nil),                // 16: slipway.state.v1.NoopOp
+	(*PeerAddress)(nil),           // 17: slipway.state.v1.PeerAddress
+	(*ServiceRecord)(nil),         // 18: slipway.state.v1.ServiceRecord
+	(*RequestRecord)(nil),         // 19: slipway.state.v1.RequestRecord
+	(*Snapshot)(nil),              // 20: slipway.state.v1.Snapshot
+	(*GetPeerInfoRequest)(nil),    // 21: slipway.state.v1.GetPeerInfoRequest
+	(*GetPeerInfoResponse)(nil),   // 22: slipway.state.v1.GetPeerInfoResponse
+	(*JoinRequest)(nil),           // 23: slipway.state.v1.JoinRequest
+	(*JoinResponse)(nil),          // 24: slipway.state.v1.JoinResponse
+	(*ApplyNoopRequest)(nil),      // 25: slipway.state.v1.ApplyNoopRequest
+	(*ApplyNoopResponse)(nil),     // 26: slipway.state.v1.ApplyNoopResponse
+	nil,                           // 27: slipway.state.v1.RolloutStepOp.HealthyEntry
+	nil,                           // 28: slipway.state.v1.RolloutStepOp.WeightsEntry
+	nil,                           // 29: slipway.state.v1.RolloutStepOp.ReplacesEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*v1.ServiceSpec)(nil),        // 31: slipway.deploy.v1.ServiceSpec
+	(v1.CommandKind)(0),           // 32: slipway.deploy.v1.CommandKind
+	(*v11.Node)(nil),              // 33: slipway.cluster.v1.Node
+	(*v12.Allocation)(nil),        // 34: slipway.agent.v1.Allocation
+	(*v13.TrafficIntent)(nil),     // 35: slipway.edge.v1.TrafficIntent
+	(v1.RolloutState)(0),          // 36: slipway.deploy.v1.RolloutState
+	(*v14.Token)(nil),             // 37: slipway.acl.v1.Token
+	(*v1.Service)(nil),            // 38: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 39: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 40: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 41: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 42: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
-	26, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
+	30, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
 	1,  // 1: slipway.state.v1.Command.deploy:type_name -> slipway.state.v1.DeployOp
 	2,  // 2: slipway.state.v1.Command.rollback:type_name -> slipway.state.v1.RollbackOp
 	3,  // 3: slipway.state.v1.Command.operator:type_name -> slipway.state.v1.OperatorOp
@@ -1987,47 +2333,54 @@ var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	5,  // 5: slipway.state.v1.Command.upsert_node:type_name -> slipway.state.v1.UpsertNodeOp
 	6,  // 6: slipway.state.v1.Command.drain_node:type_name -> slipway.state.v1.DrainNodeOp
 	7,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
-	12, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
+	16, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
 	8,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
-	27, // 10: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	28, // 11: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
-	13, // 12: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
-	29, // 13: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
-	30, // 14: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
-	30, // 15: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
-	31, // 16: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
-	9,  // 17: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
-	23, // 18: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
-	32, // 19: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
-	24, // 20: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
-	25, // 21: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
-	26, // 22: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
-	33, // 23: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	34, // 24: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	14, // 25: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	35, // 26: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	29, // 27: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	30, // 28: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	15, // 29: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	36, // 30: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	37, // 31: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	13, // 32: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	10, // 33: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
-	11, // 34: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
-	31, // 35: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
-	13, // 36: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	13, // 37: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	17, // 38: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	19, // 39: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	21, // 40: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	18, // 41: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	20, // 42: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	22, // 43: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	41, // [41:44] is the sub-list for method output_type
-	38, // [38:41] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	10, // 10: slipway.state.v1.Command.acl_bootstrap:type_name -> slipway.state.v1.AclBootstrapOp
+	11, // 11: slipway.state.v1.Command.create_token:type_name -> slipway.state.v1.CreateTokenOp
+	12, // 12: slipway.state.v1.Command.revoke_token:type_name -> slipway.state.v1.RevokeTokenOp
+	31, // 13: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	32, // 14: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
+	17, // 15: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
+	33, // 16: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
+	34, // 17: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
+	34, // 18: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
+	35, // 19: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
+	13, // 20: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
+	27, // 21: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
+	36, // 22: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
+	28, // 23: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
+	29, // 24: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
+	37, // 25: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
+	9,  // 26: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
+	9,  // 27: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
+	30, // 28: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	38, // 29: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	39, // 30: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	18, // 31: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	40, // 32: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	33, // 33: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	34, // 34: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	19, // 35: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	41, // 36: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	42, // 37: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	17, // 38: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	14, // 39: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	15, // 40: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	35, // 41: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	9,  // 42: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
+	17, // 43: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	17, // 44: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	21, // 45: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	23, // 46: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	25, // 47: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	22, // 48: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	24, // 49: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	26, // 50: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	48, // [48:51] is the sub-list for method output_type
+	45, // [45:48] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }
@@ -2045,6 +2398,9 @@ func file_slipway_state_v1_state_proto_init() {
 		(*Command_PutAllocations)(nil),
 		(*Command_Noop)(nil),
 		(*Command_RolloutStep)(nil),
+		(*Command_AclBootstrap)(nil),
+		(*Command_CreateToken)(nil),
+		(*Command_RevokeToken)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2052,7 +2408,7 @@ func file_slipway_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_state_v1_state_proto_rawDesc), len(file_slipway_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
