@@ -367,7 +367,16 @@ type Allocation struct {
 	Args []string `protobuf:"bytes,14,rep,name=args,proto3" json:"args,omitempty"`
 	// host_port, when set, is a static host port to bind instead of an
 	// ephemeral one; a port already in use fails this allocation only.
-	HostPort      int32 `protobuf:"varint,15,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	HostPort int32 `protobuf:"varint,15,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	// privileged runs the container privileged; refused unless the agent
+	// runs with -allow-privileged.
+	Privileged bool `protobuf:"varint,16,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	// cap_add are capabilities kept beyond the default (none); each must be
+	// in the agent's -allow-caps.
+	CapAdd []string `protobuf:"bytes,17,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	// mounts are host bind mounts; each host path must be in or under one of
+	// the agent's -allow-host-paths.
+	Mounts        []*Mount `protobuf:"bytes,18,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,6 +516,91 @@ func (x *Allocation) GetHostPort() int32 {
 	return 0
 }
 
+func (x *Allocation) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *Allocation) GetCapAdd() []string {
+	if x != nil {
+		return x.CapAdd
+	}
+	return nil
+}
+
+func (x *Allocation) GetMounts() []*Mount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+// Mount bind-mounts a host path into the container.
+type Mount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host_path is the absolute host path.
+	HostPath string `protobuf:"bytes,1,opt,name=host_path,json=hostPath,proto3" json:"host_path,omitempty"`
+	// container_path is the absolute path inside the container.
+	ContainerPath string `protobuf:"bytes,2,opt,name=container_path,json=containerPath,proto3" json:"container_path,omitempty"`
+	// read_only mounts it read-only.
+	ReadOnly      bool `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mount) Reset() {
+	*x = Mount{}
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mount) ProtoMessage() {}
+
+func (x *Mount) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
+func (*Mount) Descriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Mount) GetHostPath() string {
+	if x != nil {
+		return x.HostPath
+	}
+	return ""
+}
+
+func (x *Mount) GetContainerPath() string {
+	if x != nil {
+		return x.ContainerPath
+	}
+	return ""
+}
+
+func (x *Mount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 // AllocationStatus is what the agent reached for one allocation.
 type AllocationStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -543,7 +637,7 @@ type AllocationStatus struct {
 
 func (x *AllocationStatus) Reset() {
 	*x = AllocationStatus{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +649,7 @@ func (x *AllocationStatus) String() string {
 func (*AllocationStatus) ProtoMessage() {}
 
 func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +662,7 @@ func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationStatus.ProtoReflect.Descriptor instead.
 func (*AllocationStatus) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AllocationStatus) GetAllocationId() string {
@@ -677,7 +771,7 @@ type SyncAllocationsRequest struct {
 
 func (x *SyncAllocationsRequest) Reset() {
 	*x = SyncAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +783,7 @@ func (x *SyncAllocationsRequest) String() string {
 func (*SyncAllocationsRequest) ProtoMessage() {}
 
 func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +796,7 @@ func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SyncAllocationsRequest) GetNodeId() string {
@@ -738,7 +832,7 @@ type SyncAllocationsResponse struct {
 
 func (x *SyncAllocationsResponse) Reset() {
 	*x = SyncAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +844,7 @@ func (x *SyncAllocationsResponse) String() string {
 func (*SyncAllocationsResponse) ProtoMessage() {}
 
 func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +857,7 @@ func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SyncAllocationsResponse) GetAllocations() []*AllocationStatus {
@@ -782,7 +876,7 @@ type GetNodeStatusRequest struct {
 
 func (x *GetNodeStatusRequest) Reset() {
 	*x = GetNodeStatusRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +888,7 @@ func (x *GetNodeStatusRequest) String() string {
 func (*GetNodeStatusRequest) ProtoMessage() {}
 
 func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +901,7 @@ func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 // GetNodeStatusResponse is the node's status.
@@ -835,7 +929,7 @@ type GetNodeStatusResponse struct {
 
 func (x *GetNodeStatusResponse) Reset() {
 	*x = GetNodeStatusResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +941,7 @@ func (x *GetNodeStatusResponse) String() string {
 func (*GetNodeStatusResponse) ProtoMessage() {}
 
 func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +954,7 @@ func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetNodeStatusResponse) GetNodeId() string {
@@ -928,7 +1022,7 @@ type WatchAllocationsRequest struct {
 
 func (x *WatchAllocationsRequest) Reset() {
 	*x = WatchAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1034,7 @@ func (x *WatchAllocationsRequest) String() string {
 func (*WatchAllocationsRequest) ProtoMessage() {}
 
 func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1047,7 @@ func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 // WatchAllocationsResponse is one allocation change.
@@ -969,7 +1063,7 @@ type WatchAllocationsResponse struct {
 
 func (x *WatchAllocationsResponse) Reset() {
 	*x = WatchAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1075,7 @@ func (x *WatchAllocationsResponse) String() string {
 func (*WatchAllocationsResponse) ProtoMessage() {}
 
 func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1088,7 @@ func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchAllocationsResponse) GetAllocation() *AllocationStatus {
@@ -1023,7 +1117,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb3\x04\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x9d\x05\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1041,10 +1135,19 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\rdesired_state\x18\f \x01(\x0e2\x1e.slipway.agent.v1.DesiredStateR\fdesiredState\x12<\n" +
 	"\fkill_timeout\x18\r \x01(\v2\x19.google.protobuf.DurationR\vkillTimeout\x12\x12\n" +
 	"\x04args\x18\x0e \x03(\tR\x04args\x12\x1b\n" +
-	"\thost_port\x18\x0f \x01(\x05R\bhostPort\x1a6\n" +
+	"\thost_port\x18\x0f \x01(\x05R\bhostPort\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x10 \x01(\bR\n" +
+	"privileged\x12\x17\n" +
+	"\acap_add\x18\x11 \x03(\tR\x06capAdd\x12/\n" +
+	"\x06mounts\x18\x12 \x03(\v2\x17.slipway.agent.v1.MountR\x06mounts\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05Mount\x12\x1b\n" +
+	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12%\n" +
+	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xf4\x03\n" +
 	"\x10AllocationStatus\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -1121,7 +1224,7 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
 	(AllocationState)(0),             // 1: slipway.agent.v1.AllocationState
@@ -1129,47 +1232,49 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(*FencingToken)(nil),             // 3: slipway.agent.v1.FencingToken
 	(*Check)(nil),                    // 4: slipway.agent.v1.Check
 	(*Allocation)(nil),               // 5: slipway.agent.v1.Allocation
-	(*AllocationStatus)(nil),         // 6: slipway.agent.v1.AllocationStatus
-	(*SyncAllocationsRequest)(nil),   // 7: slipway.agent.v1.SyncAllocationsRequest
-	(*SyncAllocationsResponse)(nil),  // 8: slipway.agent.v1.SyncAllocationsResponse
-	(*GetNodeStatusRequest)(nil),     // 9: slipway.agent.v1.GetNodeStatusRequest
-	(*GetNodeStatusResponse)(nil),    // 10: slipway.agent.v1.GetNodeStatusResponse
-	(*WatchAllocationsRequest)(nil),  // 11: slipway.agent.v1.WatchAllocationsRequest
-	(*WatchAllocationsResponse)(nil), // 12: slipway.agent.v1.WatchAllocationsResponse
-	nil,                              // 13: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 14: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
+	(*Mount)(nil),                    // 6: slipway.agent.v1.Mount
+	(*AllocationStatus)(nil),         // 7: slipway.agent.v1.AllocationStatus
+	(*SyncAllocationsRequest)(nil),   // 8: slipway.agent.v1.SyncAllocationsRequest
+	(*SyncAllocationsResponse)(nil),  // 9: slipway.agent.v1.SyncAllocationsResponse
+	(*GetNodeStatusRequest)(nil),     // 10: slipway.agent.v1.GetNodeStatusRequest
+	(*GetNodeStatusResponse)(nil),    // 11: slipway.agent.v1.GetNodeStatusResponse
+	(*WatchAllocationsRequest)(nil),  // 12: slipway.agent.v1.WatchAllocationsRequest
+	(*WatchAllocationsResponse)(nil), // 13: slipway.agent.v1.WatchAllocationsResponse
+	nil,                              // 14: slipway.agent.v1.Allocation.EnvEntry
+	nil,                              // 15: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	15, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	15, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	13, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	16, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	16, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	14, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
 	4,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	15, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
-	1,  // 6: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	2,  // 7: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	16, // 8: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	16, // 9: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 10: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	5,  // 11: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	6,  // 12: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	14, // 13: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	3,  // 14: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	6,  // 15: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	6,  // 16: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	7,  // 17: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	9,  // 18: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	11, // 19: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	8,  // 20: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	10, // 21: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	12, // 22: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	16, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	6,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
+	1,  // 7: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	2,  // 8: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	17, // 9: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	17, // 10: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	3,  // 11: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	5,  // 12: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	7,  // 13: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	15, // 14: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	3,  // 15: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	7,  // 16: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	7,  // 17: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	8,  // 18: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	10, // 19: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	12, // 20: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	9,  // 21: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	11, // 22: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	13, // 23: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1183,7 +1288,7 @@ func file_slipway_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

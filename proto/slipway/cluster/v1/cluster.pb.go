@@ -759,7 +759,10 @@ type Node struct {
 	// driver is the agent's driver, "docker" or "process".
 	Driver string `protobuf:"bytes,8,opt,name=driver,proto3" json:"driver,omitempty"`
 	// last_seen is when the coordinator last heard of it.
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// security is what the node's agent allows beyond the hardened container
+	// default, from its flags.
+	Security      *NodeSecurity `protobuf:"bytes,10,opt,name=security,proto3" json:"security,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -857,6 +860,87 @@ func (x *Node) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Node) GetSecurity() *NodeSecurity {
+	if x != nil {
+		return x.Security
+	}
+	return nil
+}
+
+// NodeSecurity is what a node agent allows instances beyond the hardened
+// default; empty allows nothing extra and any image.
+type NodeSecurity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// privileged: the agent runs with -allow-privileged.
+	Privileged bool `protobuf:"varint,1,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	// caps are the capabilities of -allow-caps.
+	Caps []string `protobuf:"bytes,2,rep,name=caps,proto3" json:"caps,omitempty"`
+	// host_paths are the host directories of -allow-host-paths.
+	HostPaths []string `protobuf:"bytes,3,rep,name=host_paths,json=hostPaths,proto3" json:"host_paths,omitempty"`
+	// images are the image patterns of -allow-images; empty allows any.
+	Images        []string `protobuf:"bytes,4,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeSecurity) Reset() {
+	*x = NodeSecurity{}
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSecurity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSecurity) ProtoMessage() {}
+
+func (x *NodeSecurity) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSecurity.ProtoReflect.Descriptor instead.
+func (*NodeSecurity) Descriptor() ([]byte, []int) {
+	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NodeSecurity) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *NodeSecurity) GetCaps() []string {
+	if x != nil {
+		return x.Caps
+	}
+	return nil
+}
+
+func (x *NodeSecurity) GetHostPaths() []string {
+	if x != nil {
+		return x.HostPaths
+	}
+	return nil
+}
+
+func (x *NodeSecurity) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
 // ListNodesRequest lists nodes.
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -866,7 +950,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +962,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +975,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 // ListNodesResponse lists nodes sorted by id.
@@ -905,7 +989,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1001,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1014,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -955,7 +1039,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1051,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1064,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainNodeRequest) GetId() string {
@@ -1015,7 +1099,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1111,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_slipway_cluster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1124,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_slipway_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -1087,7 +1171,7 @@ const file_slipway_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12\x17\n" +
-	"\aself_id\x18\x04 \x01(\tR\x06selfId\"\x84\x03\n" +
+	"\aself_id\x18\x04 \x01(\tR\x06selfId\"\xc2\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12<\n" +
@@ -1097,10 +1181,20 @@ const file_slipway_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x06status\x18\x06 \x01(\x0e2\x1e.slipway.cluster.v1.NodeStatusR\x06status\x12\x1a\n" +
 	"\bdraining\x18\a \x01(\bR\bdraining\x12\x16\n" +
 	"\x06driver\x18\b \x01(\tR\x06driver\x127\n" +
-	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x1a9\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12<\n" +
+	"\bsecurity\x18\n" +
+	" \x01(\v2 .slipway.cluster.v1.NodeSecurityR\bsecurity\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"y\n" +
+	"\fNodeSecurity\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x01 \x01(\bR\n" +
+	"privileged\x12\x12\n" +
+	"\x04caps\x18\x02 \x03(\tR\x04caps\x12\x1d\n" +
+	"\n" +
+	"host_paths\x18\x03 \x03(\tR\thostPaths\x12\x16\n" +
+	"\x06images\x18\x04 \x03(\tR\x06images\"\x12\n" +
 	"\x10ListNodesRequest\"C\n" +
 	"\x11ListNodesResponse\x12.\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x18.slipway.cluster.v1.NodeR\x05nodes\"J\n" +
@@ -1143,7 +1237,7 @@ func file_slipway_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_slipway_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_slipway_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_slipway_cluster_v1_cluster_proto_goTypes = []any{
 	(PeerRole)(0),                      // 0: slipway.cluster.v1.PeerRole
 	(NodeStatus)(0),                    // 1: slipway.cluster.v1.NodeStatus
@@ -1159,42 +1253,44 @@ var file_slipway_cluster_v1_cluster_proto_goTypes = []any{
 	(*GetLeaderRequest)(nil),           // 11: slipway.cluster.v1.GetLeaderRequest
 	(*GetLeaderResponse)(nil),          // 12: slipway.cluster.v1.GetLeaderResponse
 	(*Node)(nil),                       // 13: slipway.cluster.v1.Node
-	(*ListNodesRequest)(nil),           // 14: slipway.cluster.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 15: slipway.cluster.v1.ListNodesResponse
-	(*DrainNodeRequest)(nil),           // 16: slipway.cluster.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),          // 17: slipway.cluster.v1.DrainNodeResponse
-	nil,                                // 18: slipway.cluster.v1.Node.LabelsEntry
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(*NodeSecurity)(nil),               // 14: slipway.cluster.v1.NodeSecurity
+	(*ListNodesRequest)(nil),           // 15: slipway.cluster.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 16: slipway.cluster.v1.ListNodesResponse
+	(*DrainNodeRequest)(nil),           // 17: slipway.cluster.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 18: slipway.cluster.v1.DrainNodeResponse
+	nil,                                // 19: slipway.cluster.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
 }
 var file_slipway_cluster_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: slipway.cluster.v1.Peer.role:type_name -> slipway.cluster.v1.PeerRole
 	2,  // 1: slipway.cluster.v1.ListPeersResponse.peers:type_name -> slipway.cluster.v1.Peer
 	2,  // 2: slipway.cluster.v1.AddPeerResponse.peers:type_name -> slipway.cluster.v1.Peer
 	2,  // 3: slipway.cluster.v1.RemovePeerResponse.peers:type_name -> slipway.cluster.v1.Peer
-	18, // 4: slipway.cluster.v1.Node.labels:type_name -> slipway.cluster.v1.Node.LabelsEntry
+	19, // 4: slipway.cluster.v1.Node.labels:type_name -> slipway.cluster.v1.Node.LabelsEntry
 	1,  // 5: slipway.cluster.v1.Node.status:type_name -> slipway.cluster.v1.NodeStatus
-	19, // 6: slipway.cluster.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	13, // 7: slipway.cluster.v1.ListNodesResponse.nodes:type_name -> slipway.cluster.v1.Node
-	13, // 8: slipway.cluster.v1.DrainNodeResponse.node:type_name -> slipway.cluster.v1.Node
-	3,  // 9: slipway.cluster.v1.ClusterService.ListPeers:input_type -> slipway.cluster.v1.ListPeersRequest
-	5,  // 10: slipway.cluster.v1.ClusterService.AddPeer:input_type -> slipway.cluster.v1.AddPeerRequest
-	7,  // 11: slipway.cluster.v1.ClusterService.RemovePeer:input_type -> slipway.cluster.v1.RemovePeerRequest
-	9,  // 12: slipway.cluster.v1.ClusterService.TransferLeadership:input_type -> slipway.cluster.v1.TransferLeadershipRequest
-	11, // 13: slipway.cluster.v1.ClusterService.GetLeader:input_type -> slipway.cluster.v1.GetLeaderRequest
-	14, // 14: slipway.cluster.v1.ClusterService.ListNodes:input_type -> slipway.cluster.v1.ListNodesRequest
-	16, // 15: slipway.cluster.v1.ClusterService.DrainNode:input_type -> slipway.cluster.v1.DrainNodeRequest
-	4,  // 16: slipway.cluster.v1.ClusterService.ListPeers:output_type -> slipway.cluster.v1.ListPeersResponse
-	6,  // 17: slipway.cluster.v1.ClusterService.AddPeer:output_type -> slipway.cluster.v1.AddPeerResponse
-	8,  // 18: slipway.cluster.v1.ClusterService.RemovePeer:output_type -> slipway.cluster.v1.RemovePeerResponse
-	10, // 19: slipway.cluster.v1.ClusterService.TransferLeadership:output_type -> slipway.cluster.v1.TransferLeadershipResponse
-	12, // 20: slipway.cluster.v1.ClusterService.GetLeader:output_type -> slipway.cluster.v1.GetLeaderResponse
-	15, // 21: slipway.cluster.v1.ClusterService.ListNodes:output_type -> slipway.cluster.v1.ListNodesResponse
-	17, // 22: slipway.cluster.v1.ClusterService.DrainNode:output_type -> slipway.cluster.v1.DrainNodeResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	20, // 6: slipway.cluster.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	14, // 7: slipway.cluster.v1.Node.security:type_name -> slipway.cluster.v1.NodeSecurity
+	13, // 8: slipway.cluster.v1.ListNodesResponse.nodes:type_name -> slipway.cluster.v1.Node
+	13, // 9: slipway.cluster.v1.DrainNodeResponse.node:type_name -> slipway.cluster.v1.Node
+	3,  // 10: slipway.cluster.v1.ClusterService.ListPeers:input_type -> slipway.cluster.v1.ListPeersRequest
+	5,  // 11: slipway.cluster.v1.ClusterService.AddPeer:input_type -> slipway.cluster.v1.AddPeerRequest
+	7,  // 12: slipway.cluster.v1.ClusterService.RemovePeer:input_type -> slipway.cluster.v1.RemovePeerRequest
+	9,  // 13: slipway.cluster.v1.ClusterService.TransferLeadership:input_type -> slipway.cluster.v1.TransferLeadershipRequest
+	11, // 14: slipway.cluster.v1.ClusterService.GetLeader:input_type -> slipway.cluster.v1.GetLeaderRequest
+	15, // 15: slipway.cluster.v1.ClusterService.ListNodes:input_type -> slipway.cluster.v1.ListNodesRequest
+	17, // 16: slipway.cluster.v1.ClusterService.DrainNode:input_type -> slipway.cluster.v1.DrainNodeRequest
+	4,  // 17: slipway.cluster.v1.ClusterService.ListPeers:output_type -> slipway.cluster.v1.ListPeersResponse
+	6,  // 18: slipway.cluster.v1.ClusterService.AddPeer:output_type -> slipway.cluster.v1.AddPeerResponse
+	8,  // 19: slipway.cluster.v1.ClusterService.RemovePeer:output_type -> slipway.cluster.v1.RemovePeerResponse
+	10, // 20: slipway.cluster.v1.ClusterService.TransferLeadership:output_type -> slipway.cluster.v1.TransferLeadershipResponse
+	12, // 21: slipway.cluster.v1.ClusterService.GetLeader:output_type -> slipway.cluster.v1.GetLeaderResponse
+	16, // 22: slipway.cluster.v1.ClusterService.ListNodes:output_type -> slipway.cluster.v1.ListNodesResponse
+	18, // 23: slipway.cluster.v1.ClusterService.DrainNode:output_type -> slipway.cluster.v1.DrainNodeResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_slipway_cluster_v1_cluster_proto_init() }
@@ -1208,7 +1304,7 @@ func file_slipway_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_cluster_v1_cluster_proto_rawDesc), len(file_slipway_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

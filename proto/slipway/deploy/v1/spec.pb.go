@@ -114,7 +114,12 @@ type ServiceSpec struct {
 	// SIGKILL; default 5s.
 	KillTimeout *durationpb.Duration `protobuf:"bytes,11,opt,name=kill_timeout,json=killTimeout,proto3" json:"kill_timeout,omitempty"`
 	// args are extra arguments passed to the container's entrypoint.
-	Args          []string `protobuf:"bytes,12,rep,name=args,proto3" json:"args,omitempty"`
+	Args []string `protobuf:"bytes,12,rep,name=args,proto3" json:"args,omitempty"`
+	// security asks for more than the hardened container default (no
+	// capabilities, not privileged, no host mounts). Each ask must be allowed
+	// by the node agents' own flags; Deploy refuses a spec asking for more
+	// than any node allows.
+	Security      *Security `protobuf:"bytes,13,opt,name=security,proto3" json:"security,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +238,146 @@ func (x *ServiceSpec) GetArgs() []string {
 	return nil
 }
 
+func (x *ServiceSpec) GetSecurity() *Security {
+	if x != nil {
+		return x.Security
+	}
+	return nil
+}
+
+// Security lists what an instance needs beyond the hardened default every
+// container runs with: no-new-privileges, all capabilities dropped, a pids
+// and a memory limit, no host network/PID/IPC, no devices, no host mounts.
+type Security struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// privileged runs the container privileged (every capability and device);
+	// only nodes whose agent runs with -allow-privileged take it.
+	Privileged bool `protobuf:"varint,1,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	// cap_add are Linux capabilities to keep, e.g. "NET_ADMIN" ("CAP_"
+	// optional); each must be in the node agent's -allow-caps.
+	CapAdd []string `protobuf:"bytes,2,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	// host_mounts bind host directories into the container; each host_path
+	// must be in or under one of the node agent's -allow-host-paths.
+	HostMounts    []*HostMount `protobuf:"bytes,3,rep,name=host_mounts,json=hostMounts,proto3" json:"host_mounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Security) Reset() {
+	*x = Security{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Security) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Security) ProtoMessage() {}
+
+func (x *Security) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Security.ProtoReflect.Descriptor instead.
+func (*Security) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Security) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *Security) GetCapAdd() []string {
+	if x != nil {
+		return x.CapAdd
+	}
+	return nil
+}
+
+func (x *Security) GetHostMounts() []*HostMount {
+	if x != nil {
+		return x.HostMounts
+	}
+	return nil
+}
+
+// HostMount bind-mounts a host path into the container.
+type HostMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host_path is the absolute, clean host path.
+	HostPath string `protobuf:"bytes,1,opt,name=host_path,json=hostPath,proto3" json:"host_path,omitempty"`
+	// container_path is the absolute path inside the container.
+	ContainerPath string `protobuf:"bytes,2,opt,name=container_path,json=containerPath,proto3" json:"container_path,omitempty"`
+	// read_only mounts it read-only.
+	ReadOnly      bool `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostMount) Reset() {
+	*x = HostMount{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostMount) ProtoMessage() {}
+
+func (x *HostMount) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostMount.ProtoReflect.Descriptor instead.
+func (*HostMount) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HostMount) GetHostPath() string {
+	if x != nil {
+		return x.HostPath
+	}
+	return ""
+}
+
+func (x *HostMount) GetContainerPath() string {
+	if x != nil {
+		return x.ContainerPath
+	}
+	return ""
+}
+
+func (x *HostMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 // Resources reserved for one instance.
 type Resources struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -246,7 +391,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +403,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +416,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Resources) GetCpuMhz() int32 {
@@ -306,7 +451,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +463,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +476,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HealthCheck) GetHttp() string {
@@ -376,7 +521,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +533,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +546,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Route) GetHost() string {
@@ -433,7 +578,7 @@ type Constraint struct {
 
 func (x *Constraint) Reset() {
 	*x = Constraint{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +590,7 @@ func (x *Constraint) String() string {
 func (*Constraint) ProtoMessage() {}
 
 func (x *Constraint) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +603,7 @@ func (x *Constraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Constraint.ProtoReflect.Descriptor instead.
 func (*Constraint) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Constraint) GetAttribute() string {
@@ -517,7 +662,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +674,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +687,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdateStrategy) GetStrategy() Strategy {
@@ -627,7 +772,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +784,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +797,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -678,7 +823,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +835,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +848,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -739,7 +884,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +896,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +909,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -778,7 +923,7 @@ var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc4\x04\n" +
+	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xfd\x04\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x14\n" +
@@ -792,10 +937,22 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x06update\x18\n" +
 	" \x01(\v2!.slipway.deploy.v1.UpdateStrategyR\x06update\x12<\n" +
 	"\fkill_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\vkillTimeout\x12\x12\n" +
-	"\x04args\x18\f \x03(\tR\x04args\x1a6\n" +
+	"\x04args\x18\f \x03(\tR\x04args\x127\n" +
+	"\bsecurity\x18\r \x01(\v2\x1b.slipway.deploy.v1.SecurityR\bsecurity\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"A\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\bSecurity\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x01 \x01(\bR\n" +
+	"privileged\x12\x17\n" +
+	"\acap_add\x18\x02 \x03(\tR\x06capAdd\x12=\n" +
+	"\vhost_mounts\x18\x03 \x03(\v2\x1c.slipway.deploy.v1.HostMountR\n" +
+	"hostMounts\"l\n" +
+	"\tHostMount\x12\x1b\n" +
+	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12%\n" +
+	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"A\n" +
 	"\tResources\x12\x17\n" +
 	"\acpu_mhz\x18\x01 \x01(\x05R\x06cpuMhz\x12\x1b\n" +
 	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\"\x9f\x01\n" +
@@ -854,45 +1011,49 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(Strategy)(0),               // 0: slipway.deploy.v1.Strategy
 	(*ServiceSpec)(nil),         // 1: slipway.deploy.v1.ServiceSpec
-	(*Resources)(nil),           // 2: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),         // 3: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),               // 4: slipway.deploy.v1.Route
-	(*Constraint)(nil),          // 5: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),      // 6: slipway.deploy.v1.UpdateStrategy
-	(*CanaryStrategy)(nil),      // 7: slipway.deploy.v1.CanaryStrategy
-	(*CanaryStep)(nil),          // 8: slipway.deploy.v1.CanaryStep
-	(*BlueGreenStrategy)(nil),   // 9: slipway.deploy.v1.BlueGreenStrategy
-	nil,                         // 10: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
+	(*Security)(nil),            // 2: slipway.deploy.v1.Security
+	(*HostMount)(nil),           // 3: slipway.deploy.v1.HostMount
+	(*Resources)(nil),           // 4: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),         // 5: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),               // 6: slipway.deploy.v1.Route
+	(*Constraint)(nil),          // 7: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),      // 8: slipway.deploy.v1.UpdateStrategy
+	(*CanaryStrategy)(nil),      // 9: slipway.deploy.v1.CanaryStrategy
+	(*CanaryStep)(nil),          // 10: slipway.deploy.v1.CanaryStep
+	(*BlueGreenStrategy)(nil),   // 11: slipway.deploy.v1.BlueGreenStrategy
+	nil,                         // 12: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	10, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	2,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	3,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	4,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	5,  // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	6,  // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	11, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	11, // 7: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	11, // 8: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	0,  // 9: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	11, // 10: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	11, // 11: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	11, // 12: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	11, // 13: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	7,  // 14: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	9,  // 15: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	8,  // 16: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	11, // 17: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	4,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	5,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	6,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	7,  // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	8,  // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	13, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	2,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	3,  // 8: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	13, // 9: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	13, // 10: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	0,  // 11: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	13, // 12: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	13, // 13: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	13, // 14: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	13, // 15: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	9,  // 16: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	11, // 17: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	10, // 18: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	13, // 19: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -906,7 +1067,7 @@ func file_slipway_deploy_v1_spec_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
