@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"slipway.dev/platform/rpc"
 )
 
 func TestRules(t *testing.T) {
@@ -143,5 +145,13 @@ func TestArithmetic(t *testing.T) {
 	}
 	if got := 2*MaxIdentifierBytes + 63 + 64; got > AllocationOverheadBytes {
 		t.Errorf("ids, service and fixed fields (%d) exceed AllocationOverheadBytes", got)
+	}
+}
+
+// TestAssumedMessageLimit keeps the arithmetic's assumed gRPC message limit
+// in step with the one platform/rpc sets on every server and client.
+func TestAssumedMessageLimit(t *testing.T) {
+	if AssumedMaxMsgBytes > rpc.MaxMsgSize {
+		t.Errorf("AssumedMaxMsgBytes = %d, more than rpc.MaxMsgSize = %d", AssumedMaxMsgBytes, rpc.MaxMsgSize)
 	}
 }

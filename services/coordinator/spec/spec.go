@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/specrules"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -61,14 +62,6 @@ func DefaultCanarySteps() []*deployv1.CanaryStep {
 // Operators lists the constraint operators Validate accepts.
 var Operators = []string{"=", "==", "!=", "regexp"}
 
-var (
-	dnsLabelRE = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	hostLabel  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// headerRE is an RFC 9110 token.
-	headerRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-)
-
 // violations collects field violations.
 type violations []rpc.FieldViolation
 
@@ -76,46 +69,50 @@ func (v *violations) add(field, format string, args ...any) {
 	*v = append(*v, rpc.FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 }
 
+// check adds a violation of field when a specrules rule describes one.
+func (v *violations) check(field, description string) {
+	if description != "" {
+		*v = append(*v, rpc.FieldViolation{Field: field, Description: description})
+	}
+}
+
 // Validate returns every violation in s, each naming its field path (e.g.
 // "spec.update.canary.steps[1].weight"); nil means s is valid. A spec Validate
 // accepts is still accepted after Normalize.
+//
+// Every rule the node agent or the edge enforces on what a spec becomes is
+// checked here by the same code (package specrules), with the limits that
+// keep a release small enough to place, replicate and send: a spec Validate
+// accepts can always be run by an agent and routed by an edge.
 func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	if s == nil {
 		return []rpc.FieldViolation{{Field: "spec", Description: "is required"}}
 	}
 	var v violations
-	validateName(&v, s.GetName())
+	size := proto.Size(s)
+	v.check("spec", specrules.SpecSize(size))
+	v.check("spec.name", specrules.ServiceName(s.GetName()))
 	validateImage(&v, s.GetImage())
-	if s.GetCount() < 0 {
-		v.add("spec.count", "must be zero or more, got %d", s.GetCount())
+	if d := specrules.Count(int64(s.GetCount())); d != "" {
+		v.check("spec.count", d)
+	} else if size <= specrules.MaxSpecBytes {
+		v.check("spec.count", specrules.ReleaseSize(int64(s.GetCount()), size))
 	}
-	if p := s.GetPort(); p < 1 || p > 65535 {
-		if p == 0 {
-			v.add("spec.port", "is required (1-65535)")
-		} else {
-			v.add("spec.port", "must be between 1 and 65535, got %d", p)
-		}
-	}
-	keys := make([]string, 0, len(s.GetEnv()))
-	for k := range s.GetEnv() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if !envNameRE.MatchString(k) {
-			v.add(fmt.Sprintf("spec.env[%q]", k), "is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
-		}
+	v.check("spec.port", specrules.Port(int64(s.GetPort())))
+	validateEnv(&v, s.GetEnv())
+	v.check("spec.args", specrules.ArgsTotal(s.GetArgs()))
+	for i, a := range s.GetArgs() {
+		v.check(fmt.Sprintf("spec.args[%d]", i), specrules.Arg(a))
 	}
 	if r := s.GetResources(); r != nil {
-		if r.GetCpuMhz() < 0 {
-			v.add("spec.resources.cpu_mhz", "must be zero (default %d) or more, got %d", DefaultCPUMHz, r.GetCpuMhz())
-		}
-		if r.GetMemoryMb() < 0 {
-			v.add("spec.resources.memory_mb", "must be zero (default %d) or more, got %d", DefaultMemoryMB, r.GetMemoryMb())
-		}
+		v.check("spec.resources.cpu_mhz", specrules.CPUMHz(int64(r.GetCpuMhz())))
+		v.check("spec.resources.memory_mb", specrules.MemoryMB(int64(r.GetMemoryMb())))
 	}
 	validateCheck(&v, s.GetCheck())
 	validateRoute(&v, s.GetRoute())
+	if n := len(s.GetConstraints()); n > specrules.MaxConstraints {
+		v.add("spec.constraints", "%d constraints, more than the %d allowed", n, specrules.MaxConstraints)
+	}
 	for i, c := range s.GetConstraints() {
 		validateConstraint(&v, fmt.Sprintf("spec.constraints[%d]", i), c)
 	}
@@ -127,14 +124,20 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	return v
 }
 
-func validateName(v *violations, name string) {
-	switch {
-	case name == "":
-		v.add("spec.name", "is required")
-	case len(name) > 63:
-		v.add("spec.name", "must be at most 63 characters, got %d", len(name))
-	case !dnsLabelRE.MatchString(name):
-		v.add("spec.name", "%q is not a DNS label (lower-case letters, digits and '-', starting with a letter and not ending with '-')", name)
+func validateEnv(v *violations, env map[string]string) {
+	v.check("spec.env", specrules.EnvTotal(env))
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		field := fmt.Sprintf("spec.env[%q]", k)
+		if d := specrules.EnvName(k); d != "" {
+			v.check(field, d)
+		} else {
+			v.check(field, specrules.EnvValue(env[k]))
+		}
 	}
 }
 
@@ -163,11 +166,7 @@ func validateCheck(v *violations, c *deployv1.HealthCheck) {
 		v.add("spec.check", "needs http (a path) or tcp: true; omit check for none")
 	}
 	if h := c.GetHttp(); h != "" {
-		if !strings.HasPrefix(h, "/") {
-			v.add("spec.check.http", "%q must be a path starting with \"/\"", h)
-		} else if strings.ContainsFunc(h, isSpaceOrControl) {
-			v.add("spec.check.http", "%q must not contain spaces or control characters", h)
-		}
+		v.check("spec.check.http", specrules.CheckPath(h))
 	}
 	okI := validDuration(v, "spec.check.interval", c.GetInterval())
 	okT := validDuration(v, "spec.check.timeout", c.GetTimeout())
@@ -184,33 +183,23 @@ func validateRoute(v *violations, r *deployv1.Route) {
 	if r == nil {
 		return
 	}
-	if h := r.GetHost(); h != "" && !validHostname(h) {
-		v.add("spec.route.host", "%q is not a valid lower-case hostname", h)
+	if h := r.GetHost(); h != "" {
+		v.check("spec.route.host", specrules.RouteHost(h))
 	}
 	if p := r.GetPath(); p != "" {
-		if !strings.HasPrefix(p, "/") {
-			v.add("spec.route.path", "%q must start with \"/\"", p)
-		} else if strings.ContainsFunc(p, isSpaceOrControl) {
-			v.add("spec.route.path", "%q must not contain spaces or control characters", p)
-		}
+		v.check("spec.route.path", specrules.RoutePath(p))
 	}
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if !hostLabel.MatchString(l) {
-			return false
-		}
-	}
-	return true
 }
 
 func validateConstraint(v *violations, path string, c *deployv1.Constraint) {
 	if strings.TrimSpace(c.GetAttribute()) == "" {
 		v.add(path+".attribute", "is required, e.g. \"node.label.zone\" or \"node.id\"")
+	} else if n := len(c.GetAttribute()); n > specrules.MaxConstraintBytes {
+		v.add(path+".attribute", "is %d bytes, more than the %d allowed", n, specrules.MaxConstraintBytes)
+	}
+	if n := len(c.GetValue()); n > specrules.MaxConstraintBytes {
+		v.add(path+".value", "is %d bytes, more than the %d allowed", n, specrules.MaxConstraintBytes)
+		return
 	}
 	switch op := c.GetOperator(); op {
 	case "=", "==", "!=":
@@ -249,6 +238,9 @@ func validateUpdate(v *violations, u *deployv1.UpdateStrategy) {
 	if okH && okP && compare(healthy, progress) >= 0 {
 		v.add("spec.update.healthy_deadline", "%s must be less than progress_deadline (%s)", show(healthy), show(progress))
 	}
+	if n := len(u.GetCanary().GetSteps()); n > specrules.MaxCanarySteps {
+		v.add("spec.update.canary.steps", "%d steps, more than the %d allowed", n, specrules.MaxCanarySteps)
+	}
 	prev := int32(-1)
 	for i, st := range u.GetCanary().GetSteps() {
 		path := fmt.Sprintf("spec.update.canary.steps[%d]", i)
@@ -266,13 +258,13 @@ func validateUpdate(v *violations, u *deployv1.UpdateStrategy) {
 			v.add(path+".pause", "a step is either paused for a duration or manual, not both")
 		}
 	}
-	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" && !headerRE.MatchString(h) {
-		v.add("spec.update.blue_green.preview_header", "%q is not a valid HTTP header name", h)
+	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
+		v.check("spec.update.blue_green.preview_header", specrules.HeaderName(h))
 	}
 }
 
 // validDuration reports whether d is unset, or a valid duration that is not
-// negative, adding a violation otherwise.
+// negative and at most specrules.MaxDuration, adding a violation otherwise.
 func validDuration(v *violations, path string, d *durationpb.Duration) bool {
 	if d == nil {
 		return true
@@ -286,10 +278,12 @@ func validDuration(v *violations, path string, d *durationpb.Duration) bool {
 		v.add(path, "must not be negative, got %s", show(d))
 		return false
 	}
+	if desc := specrules.Duration(d.AsDuration()); desc != "" {
+		v.add(path, "must be at most %s, got %s", specrules.MaxDuration, show(d))
+		return false
+	}
 	return true
 }
-
-func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
 
 func isZero(d *durationpb.Duration) bool { return d.GetSeconds() == 0 && d.GetNanos() == 0 }
 

@@ -87,22 +87,22 @@ func TestValidate(t *testing.T) {
 			{Field: "spec.image", Description: `" slipway/demo" has leading or trailing spaces`},
 		}},
 		{name: "negative count, port too big", mutate: func(s *deployv1.ServiceSpec) { s.Count, s.Port = -1, 65536 }, want: []rpc.FieldViolation{
-			{Field: "spec.count", Description: "must be zero or more, got -1"},
+			{Field: "spec.count", Description: "must be between 0 and 1000, got -1"},
 			{Field: "spec.port", Description: "must be between 1 and 65535, got 65536"},
 		}},
 		{name: "negative port", mutate: func(s *deployv1.ServiceSpec) { s.Port = -80 }, want: []rpc.FieldViolation{
 			{Field: "spec.port", Description: "must be between 1 and 65535, got -80"},
 		}},
 		{name: "bad env keys sorted", mutate: func(s *deployv1.ServiceSpec) { s.Env = map[string]string{"B-X": "", "1A": "", "": "", "OK": ""} }, want: []rpc.FieldViolation{
-			{Field: `spec.env[""]`, Description: "is not a valid environment variable name (letters, digits and '_', not starting with a digit)"},
+			{Field: `spec.env[""]`, Description: "the name is empty"},
 			{Field: `spec.env["1A"]`, Description: "is not a valid environment variable name (letters, digits and '_', not starting with a digit)"},
 			{Field: `spec.env["B-X"]`, Description: "is not a valid environment variable name (letters, digits and '_', not starting with a digit)"},
 		}},
 		{name: "negative resources", mutate: func(s *deployv1.ServiceSpec) {
 			s.Resources = &deployv1.Resources{CpuMhz: -1, MemoryMb: -2}
 		}, want: []rpc.FieldViolation{
-			{Field: "spec.resources.cpu_mhz", Description: "must be zero (default 100) or more, got -1"},
-			{Field: "spec.resources.memory_mb", Description: "must be zero (default 64) or more, got -2"},
+			{Field: "spec.resources.cpu_mhz", Description: "must be zero (the default) or more, got -1"},
+			{Field: "spec.resources.memory_mb", Description: "must be zero (the default) or more, got -2"},
 		}},
 		{name: "check http and tcp, bad path", mutate: func(s *deployv1.ServiceSpec) {
 			s.Check = &deployv1.HealthCheck{Http: "healthz", Tcp: true}
@@ -132,11 +132,11 @@ func TestValidate(t *testing.T) {
 		{name: "route host and path", mutate: func(s *deployv1.ServiceSpec) {
 			s.Route = &deployv1.Route{Host: "Web..local", Path: "api"}
 		}, want: []rpc.FieldViolation{
-			{Field: "spec.route.host", Description: `"Web..local" is not a valid lower-case hostname`},
+			{Field: "spec.route.host", Description: `"Web..local" is not a valid lower-case hostname (labels of letters, digits and '-', without port)`},
 			{Field: "spec.route.path", Description: `"api" must start with "/"`},
 		}},
 		{name: "route host with port", mutate: func(s *deployv1.ServiceSpec) { s.Route.Host = "web.local:80" }, want: []rpc.FieldViolation{
-			{Field: "spec.route.host", Description: `"web.local:80" is not a valid lower-case hostname`},
+			{Field: "spec.route.host", Description: `"web.local:80" is not a valid lower-case hostname (labels of letters, digits and '-', without port)`},
 		}},
 		{name: "constraints", mutate: func(s *deployv1.ServiceSpec) {
 			s.Constraints = []*deployv1.Constraint{

@@ -13,6 +13,7 @@ import (
 	"text/template"
 
 	"slipway.dev/edge/routetable"
+	"slipway.dev/platform/specrules"
 )
 
 //go:embed nginx.conf.tmpl
@@ -49,8 +50,8 @@ type ConfigData struct {
 // Render renders nginx.conf.
 func Render(d ConfigData) ([]byte, error) {
 	for _, h := range d.Hosts {
-		if h == "" || strings.ContainsAny(h, " \t\r\n;{}\"'\\$") {
-			return nil, fmt.Errorf("nginx: render: host %q has forbidden characters", h)
+		if d := specrules.RouteHost(h); d != "" {
+			return nil, fmt.Errorf("nginx: render: host %q: %s", h, d)
 		}
 	}
 	var b bytes.Buffer

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"slipway.dev/platform/specrules"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -120,7 +121,9 @@ func ParseIntent(service string, data []byte) (Intent, error) {
 	return FromProto(service, &pb)
 }
 
-// FromProto validates an intent message for service.
+// FromProto validates an intent message for service. Host, path and pin
+// rules are package specrules', the same the coordinator checks a spec's
+// route and preview header with at Deploy.
 func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 	var vs []string
 	if pb.GetService() != "" && pb.GetService() != service {
@@ -129,15 +132,15 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 	host := strings.ToLower(strings.TrimSpace(pb.GetHost()))
 	if host == "" {
 		vs = append(vs, "host: required")
-	} else if !hostname(host) {
-		vs = append(vs, fmt.Sprintf("host: %q is not a DNS name (letters, digits, '-' and '.')", pb.GetHost()))
+	} else if d := specrules.RouteHost(host); d != "" {
+		vs = append(vs, fmt.Sprintf("host: not a DNS name: %s", d))
 	}
 	path := pb.GetPath()
 	if path == "" {
 		path = "/"
 	}
-	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t\r\n;{}\"'\\") {
-		vs = append(vs, fmt.Sprintf("path: %q must start with / and have no spaces or quotes", pb.GetPath()))
+	if d := specrules.RoutePath(path); d != "" {
+		vs = append(vs, "path: "+d)
 	}
 	weights := map[uint64]int{}
 	sum := 0
@@ -185,12 +188,12 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 			vs = append(vs, fmt.Sprintf("pins[%d]: header or cookie required", i))
 			continue
 		}
-		if !token(pin.Name) {
-			vs = append(vs, fmt.Sprintf("pins[%d]: name %q is not a valid token", i, pin.Name))
+		if d := specrules.HeaderName(pin.Name); d != "" {
+			vs = append(vs, fmt.Sprintf("pins[%d]: name %q is not a valid token: %s", i, pin.Name, d))
 			continue
 		}
-		if strings.ContainsAny(p.GetValue(), "\t\r\n") {
-			vs = append(vs, fmt.Sprintf("pins[%d]: value has control characters", i))
+		if d := specrules.HeaderValue(p.GetValue()); d != "" {
+			vs = append(vs, fmt.Sprintf("pins[%d]: value %s", i, d))
 			continue
 		}
 		if p.GetRelease() == 0 {
@@ -205,30 +208,6 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 		return Intent{}, fmt.Errorf("%w: %s: %s", ErrInvalidIntent, service, strings.Join(vs, "; "))
 	}
 	return Intent{Service: service, Generation: pb.GetGeneration(), Host: host, Path: path, Weights: weights, Pins: pins}, nil
-}
-
-func hostname(h string) bool {
-	if h == "" || len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") || strings.Contains(h, "..") {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-func token(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
-			return false
-		}
-	}
-	return true
 }
 
 func canonicalHeader(s string) string {

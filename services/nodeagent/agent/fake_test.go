@@ -127,7 +127,7 @@ func (r *fakeRegistry) RegisterAgent(context.Context, consul.Node) error { retur
 func (r *fakeRegistry) SetImageHealth(context.Context, string, string) error { return nil }
 
 func spec(id, image string) allocation.Spec {
-	return allocation.Spec{ID: id, NodeID: "n1", Service: "web", Release: 1, Image: image, Port: 8080, Check: allocation.Check{TCP: true}}
+	return allocation.Spec{ID: id, NodeID: "n1", Service: "web", Release: 1, Image: image, Port: 8080, MemoryMB: 64, Check: allocation.Check{TCP: true}}
 }
 
 func TestSyncWithFakes(t *testing.T) {

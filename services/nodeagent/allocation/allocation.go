@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"slipway.dev/platform/nodepolicy"
 )
 
 // ErrInvalid marks a spec that fails validation.
@@ -47,6 +49,27 @@ type Spec struct {
 	// Stopped is true when the coordinator wants the allocation drained and
 	// stopped while still naming it.
 	Stopped bool `json:"stopped,omitempty"`
+	// Privileged, CapAdd and Mounts ask for more than the hardened default;
+	// the node's nodepolicy.Policy must allow each.
+	Privileged bool     `json:"privileged,omitempty"`
+	CapAdd     []string `json:"cap_add,omitempty"`
+	Mounts     []Mount  `json:"mounts,omitempty"`
+}
+
+// Mount is a host path bind-mounted into the instance.
+type Mount struct {
+	HostPath      string `json:"host_path"`
+	ContainerPath string `json:"container_path"`
+	ReadOnly      bool   `json:"read_only,omitempty"`
+}
+
+// Ask returns what the spec asks that a node's policy governs.
+func (s Spec) Ask() nodepolicy.Ask {
+	a := nodepolicy.Ask{Image: s.Image, Privileged: s.Privileged, Caps: s.CapAdd}
+	for _, m := range s.Mounts {
+		a.Mounts = append(a.Mounts, nodepolicy.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: m.ReadOnly})
+	}
+	return a
 }
 
 // DefaultKillTimeout is the grace between SIGTERM and SIGKILL when the spec
@@ -129,7 +152,9 @@ func (s Spec) Validate(nodeID string) []Violation {
 	}
 	if s.MemoryMB < 0 {
 		add("memory_mb", "must not be negative")
-	} else if s.MemoryMB > 0 && s.MemoryMB < 6 {
+	} else if s.MemoryMB == 0 {
+		add("memory_mb", "a memory limit is required (every instance runs with one)")
+	} else if s.MemoryMB < 6 {
 		add("memory_mb", "Docker needs at least 6 MB")
 	}
 	keys := make([]string, 0, len(s.Env))
@@ -157,6 +182,19 @@ func (s Spec) Validate(nodeID string) []Violation {
 	}
 	if s.Check.Interval < 0 || s.Check.Timeout < 0 || s.KillTimeout < 0 {
 		add("check", "durations must not be negative")
+	}
+	for i, c := range s.CapAdd {
+		if _, ok := nodepolicy.CanonicalCap(c); !ok {
+			add(fmt.Sprintf("cap_add[%d]", i), fmt.Sprintf("%q is not a Linux capability", c))
+		}
+	}
+	for i, m := range s.Mounts {
+		if why := nodepolicy.ValidHostPath(m.HostPath); why != "" {
+			add(fmt.Sprintf("mounts[%d].host_path", i), why)
+		}
+		if why := nodepolicy.ValidHostPath(m.ContainerPath); why != "" {
+			add(fmt.Sprintf("mounts[%d].container_path", i), why)
+		}
 	}
 	return vs
 }

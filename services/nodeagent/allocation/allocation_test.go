@@ -8,7 +8,7 @@ import (
 )
 
 func TestValidate(t *testing.T) {
-	good := Spec{ID: "web-1", NodeID: "n1", Service: "web", Image: "slipway/demo:v1", Port: 8080}
+	good := Spec{ID: "web-1", NodeID: "n1", Service: "web", Image: "slipway/demo:v1", Port: 8080, MemoryMB: 64}
 	if vs := good.Validate("n1"); len(vs) != 0 {
 		t.Fatalf("good spec: %v", vs)
 	}
@@ -17,17 +17,24 @@ func TestValidate(t *testing.T) {
 	bad.Env = map[string]string{"A=B": "x", "PORT": "1"}
 	bad.Port = 0
 	bad.Check.HTTP = "healthz"
+	bad.CapAdd = []string{"NET_ADMIN", "FLY"}
+	bad.Mounts = []Mount{{HostPath: "/data/../etc", ContainerPath: "rel"}}
 	got := bad.Validate("n1")
 	var fields []string
 	for _, v := range got {
 		fields = append(fields, v.Field)
 	}
-	want := []string{"node_id", "port", "env[A=B]", "env[PORT]", "check.http"}
+	want := []string{"node_id", "port", "env[A=B]", "env[PORT]", "check.http", "cap_add[1]", "mounts[0].host_path", "mounts[0].container_path"}
 	if diff := cmp.Diff(want, fields); diff != "" {
 		t.Errorf("violations (-want +got):\n%s", diff)
 	}
 	if err := Error(got); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Error() = %v, want ErrInvalid", err)
+	}
+	noMem := good
+	noMem.MemoryMB = 0
+	if vs := noMem.Validate("n1"); len(vs) != 1 || vs[0].Field != "memory_mb" {
+		t.Errorf("memory 0: violations %v, want memory_mb", vs)
 	}
 }
 

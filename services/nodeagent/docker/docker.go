@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,10 +18,13 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
 
 	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/platform/nodepolicy"
 )
 
 // Labels the driver puts on every container it creates.
@@ -40,13 +45,36 @@ var ErrImageMissing = errors.New("docker: image not available")
 // start.
 var PullTimeout = 5 * time.Second
 
-// Driver runs allocations as Docker containers labelled with the node id.
+// DefaultPidsLimit is the most processes (threads included) a container
+// may have unless WithPidsLimit says otherwise: enough for any sane server,
+// few enough that a fork bomb cannot take the host.
+const DefaultPidsLimit = 512
+
+// ErrNotAllowed is returned by Start for a spec that asks for more than
+// the driver's policy allows.
+var ErrNotAllowed = errors.New("docker: not allowed on this node")
+
+// Driver runs allocations as Docker containers labelled with the node id,
+// hardened: see HostConfig.
 type Driver struct {
-	cli     *client.Client
-	node    string
-	address string
-	logger  *slog.Logger
+	cli       *client.Client
+	node      string
+	address   string
+	logger    *slog.Logger
+	policy    nodepolicy.Policy
+	pidsLimit int64
 }
+
+// Option configures a Driver.
+type Option func(*Driver)
+
+// WithPolicy sets what containers may ask for beyond the hardened default
+// (default: nothing, any image).
+func WithPolicy(p nodepolicy.Policy) Option { return func(d *Driver) { d.policy = p } }
+
+// WithPidsLimit sets every container's pids limit (default
+// DefaultPidsLimit); n must be positive.
+func WithPidsLimit(n int64) Option { return func(d *Driver) { d.pidsLimit = n } }
 
 // Dial connects to the Engine (DOCKER_HOST or the default socket) and checks
 // that it answers within timeout.
@@ -66,11 +94,90 @@ func Dial(ctx context.Context, timeout time.Duration) (*client.Client, error) {
 }
 
 // New returns a driver for node that binds host ports on address.
-func New(cli *client.Client, node, address string, logger *slog.Logger) *Driver {
+func New(cli *client.Client, node, address string, logger *slog.Logger, opts ...Option) *Driver {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Driver{cli: cli, node: node, address: address, logger: logger}
+	d := &Driver{cli: cli, node: node, address: address, logger: logger, pidsLimit: DefaultPidsLimit}
+	for _, o := range opts {
+		o(d)
+	}
+	if d.pidsLimit <= 0 {
+		d.pidsLimit = DefaultPidsLimit
+	}
+	return d
+}
+
+// HostConfig is the hardened host configuration of a spec's container:
+// no-new-privileges; every capability dropped but the spec's cap_add
+// (nodepolicy.DefaultCaps is empty); the pids limit; the spec's memory as
+// the limit of memory and swap together; the default bridge network, a
+// private IPC namespace and the container's own PID namespace; not
+// privileged unless the spec asks; no devices; no mounts but the spec's
+// host mounts. The caller checks the spec against the node's policy first.
+func HostConfig(s allocation.Spec, pidsLimit int64, bindIP string) *container.HostConfig {
+	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")
+	hostPort := ""
+	if s.HostPort > 0 {
+		hostPort = strconv.Itoa(s.HostPort)
+	}
+	mem := int64(s.MemoryMB) << 20
+	hc := &container.HostConfig{
+		PortBindings:  nat.PortMap{port: []nat.PortBinding{{HostIP: bindIP, HostPort: hostPort}}},
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		NetworkMode:   network.NetworkBridge,
+		IpcMode:       container.IPCModePrivate,
+		SecurityOpt:   []string{"no-new-privileges:true"},
+		CapDrop:       []string{"ALL"},
+		Privileged:    s.Privileged,
+		Resources: container.Resources{
+			Memory:     mem,
+			MemorySwap: mem,
+			CPUShares:  int64(s.CPUMHz),
+			PidsLimit:  &pidsLimit,
+		},
+	}
+	caps := append([]string(nil), nodepolicy.DefaultCaps...)
+	for _, c := range s.CapAdd {
+		if cc, ok := nodepolicy.CanonicalCap(c); ok && !slices.Contains(caps, cc) {
+			caps = append(caps, cc)
+		}
+	}
+	if len(caps) > 0 {
+		hc.CapAdd = caps
+	}
+	for _, m := range s.Mounts {
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.HostPath, Target: m.ContainerPath, ReadOnly: m.ReadOnly,
+			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate}})
+	}
+	return hc
+}
+
+// check refuses a spec the hardened driver must not run: no memory limit,
+// or more than the node's policy allows. Host paths are checked again with
+// symbolic links resolved, so that a link under an allowed directory
+// cannot reach outside it.
+func (d *Driver) check(s allocation.Spec) error {
+	if s.MemoryMB <= 0 {
+		return fmt.Errorf("memory_mb: every container needs a memory limit: %w", ErrNotAllowed)
+	}
+	vs := d.policy.Check(s.Ask())
+	for i, m := range s.Mounts {
+		real, err := filepath.EvalSymlinks(m.HostPath)
+		if err != nil {
+			vs = append(vs, nodepolicy.Violation{Field: fmt.Sprintf("host_mounts[%d].host_path", i), Description: fmt.Sprintf("host path %s: %v", m.HostPath, err)})
+		} else if real != m.HostPath && !d.policy.AllowsHostPath(real) {
+			vs = append(vs, nodepolicy.Violation{Field: fmt.Sprintf("host_mounts[%d].host_path", i), Description: fmt.Sprintf("host path %s resolves to %s, which is not allowed on this node", m.HostPath, real)})
+		}
+	}
+	if len(vs) == 0 {
+		return nil
+	}
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.Field + ": " + v.Description
+	}
+	return fmt.Errorf("%s: %w", strings.Join(parts, "; "), ErrNotAllowed)
 }
 
 // Name is "docker".
@@ -82,6 +189,9 @@ func ContainerName(node, allocID string) string { return "slipway-" + node + "-"
 // Start creates and starts the allocation's container. On error nothing is
 // left behind.
 func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Instance, error) {
+	if err := d.check(s); err != nil {
+		return allocation.Instance{}, err
+	}
 	if err := d.ensureImage(ctx, s.Image); err != nil {
 		return allocation.Instance{}, err
 	}
@@ -112,14 +222,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		secs := int((s.KillTimeout + time.Second - 1) / time.Second)
 		cfg.StopTimeout = &secs
 	}
-	hc := &container.HostConfig{
-		PortBindings:  nat.PortMap{port: []nat.PortBinding{{HostIP: d.address, HostPort: hostPort}}},
-		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		Resources: container.Resources{
-			Memory:    int64(s.MemoryMB) << 20,
-			CPUShares: int64(s.CPUMHz),
-		},
-	}
+	hc := HostConfig(s, d.pidsLimit, d.address)
 	name := ContainerName(d.node, s.ID)
 	// A leftover of the same name (e.g. a crash between create and start)
 	// is ours: remove it.

@@ -130,7 +130,18 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		},
 		KillTimeout: dur(a.GetKillTimeout()),
 		Stopped:     a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED,
+		Privileged:  a.GetPrivileged(),
+		CapAdd:      a.GetCapAdd(),
+		Mounts:      mounts(a.GetMounts()),
 	}
+}
+
+func mounts(ms []*agentv1.Mount) []allocation.Mount {
+	var out []allocation.Mount
+	for _, m := range ms {
+		out = append(out, allocation.Mount{HostPath: m.GetHostPath(), ContainerPath: m.GetContainerPath(), ReadOnly: m.GetReadOnly()})
+	}
+	return out
 }
 
 func dur(d *durationpb.Duration) time.Duration {

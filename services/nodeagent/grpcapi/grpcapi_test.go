@@ -20,12 +20,14 @@ func TestSpecFromProto(t *testing.T) {
 		Check:       &agentv1.Check{Http: "/healthz", Interval: durationpb.New(2 * time.Second), Timeout: durationpb.New(time.Second)},
 		KillTimeout: durationpb.New(3 * time.Second), Args: []string{"-x"},
 		DesiredState: agentv1.DesiredState_DESIRED_STATE_STOPPED,
+		Privileged:   true, CapAdd: []string{"NET_ADMIN"}, Mounts: []*agentv1.Mount{{HostPath: "/data", ContainerPath: "/d", ReadOnly: true}},
 	}
 	want := allocation.Spec{
 		ID: "a1", NodeID: "n1", Service: "web", Release: 3, Track: "canary", Image: "slipway/demo:v3",
 		Env: map[string]string{"A": "1"}, Port: 8080, CPUMHz: 100, MemoryMB: 64, HostPort: 9000,
 		Check:       allocation.Check{HTTP: "/healthz", Interval: 2 * time.Second, Timeout: time.Second},
 		KillTimeout: 3 * time.Second, Args: []string{"-x"}, Stopped: true,
+		Privileged: true, CapAdd: []string{"NET_ADMIN"}, Mounts: []allocation.Mount{{HostPath: "/data", ContainerPath: "/d", ReadOnly: true}},
 	}
 	if diff := cmp.Diff(want, SpecFromProto(in)); diff != "" {
 		t.Errorf("SpecFromProto (-want +got):\n%s", diff)

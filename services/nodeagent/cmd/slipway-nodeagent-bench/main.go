@@ -160,7 +160,7 @@ func run() error {
 		index++
 		t0 := time.Now()
 		_, err := ac.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node, Token: &agentv1.FencingToken{Term: 1, Index: index},
-			Allocations: []*agentv1.Allocation{{Id: id, NodeId: node, Service: service, Release: 1, Track: "stable", Image: *image, Port: 8080,
+			Allocations: []*agentv1.Allocation{{Id: id, NodeId: node, Service: service, Release: 1, Track: "stable", Image: *image, Port: 8080, MemoryMb: 64,
 				Check: &agentv1.Check{Http: "/healthz", Interval: durationpb.New(time.Second)}, KillTimeout: durationpb.New(time.Second)}}})
 		if err != nil {
 			return 0, fmt.Errorf("sync: %w", err)

@@ -194,7 +194,7 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 			if err := c2(c).Agent().ServiceRegister(ghost); err != nil {
 				t.Fatal(err)
 			}
-			stray := allocation.Spec{ID: node + "-stray", NodeID: node, Service: service, Image: "slipway/demo:v3", Port: 8080}
+			stray := allocation.Spec{ID: node + "-stray", NodeID: node, Service: service, Image: "slipway/demo:v3", Port: 8080, MemoryMB: 64}
 			switch driver {
 			case "docker":
 				if _, err := docker.New(cli, node, "127.0.0.1", nil).Start(ctx, stray); err != nil {
