@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
@@ -265,6 +266,7 @@ func (e *env) startEdge(mode string) *edge {
 	ed := &edge{id: fmt.Sprintf("edge-%s-%d", mode, seq.Add(1)), mode: mode, httpAddr: testenv.FreeAddr(t), grpcAddr: testenv.FreeAddr(t), metricsAddr: testenv.FreeAddr(t), dir: t.TempDir()}
 	args := []string{"-id", ed.id, "-consul-addr", e.consul.Addr(), "-mode", mode, "-http-addr", ed.httpAddr,
 		"-grpc-addr", ed.grpcAddr, "-metrics-addr", ed.metricsAddr, "-log-level", "debug", "-session-ttl", "10s"}
+	args = append(args, testenv.TLSFlags(t, pki.RoleEdge, ed.id)...)
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", ed.dir, "-nginx-control-addr", testenv.FreeAddr(t))
 	}

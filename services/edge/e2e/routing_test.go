@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"slipway.dev/edge/loadgen"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
@@ -64,7 +65,7 @@ func TestRouting(t *testing.T) {
 				t.Fatalf("unknown host: status %d, want 404", code)
 			}
 			// Other proxies can follow the same routes over gRPC.
-			conn, err := rpc.Dial(ed.grpcAddr)
+			conn, err := rpc.Dial(ed.grpcAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleEdge))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 
 	"slipway.dev/edge/controller"
 	"slipway.dev/edge/routetable"
+	"slipway.dev/platform/pki"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -30,6 +31,12 @@ var (
 	_ edgev1.RouteServiceServer = (*Server)(nil)
 	_ controller.Observer       = (*Server)(nil)
 )
+
+// Access is who may call RouteService, by certificate role: other edges,
+// coordinators and clients (operators, other proxies' adapters).
+var Access = map[string][]pki.Role{
+	edgev1.RouteService_ServiceDesc.ServiceName: {pki.RoleEdge, pki.RoleCoordinator, pki.RoleClient},
+}
 
 // New returns a server with an empty table.
 func New() *Server {

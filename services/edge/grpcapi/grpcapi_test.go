@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"slipway.dev/edge/routetable"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -24,7 +26,7 @@ func TestGetAndWatchRoutes(t *testing.T) {
 	s := New()
 	t1 := table("a")
 	s.Applied(1, t1, routetable.Compare(routetable.Table{}, t1))
-	srv := rpc.NewServer(rpc.ServerConfig{Name: "edge-test"})
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "edge-test", Creds: testenv.Creds(t, pki.RoleEdge, "edge-test"), Access: Access})
 	s.Register(srv)
 	lis, err := rpc.Listen("127.0.0.1:0")
 	if err != nil {
@@ -32,7 +34,7 @@ func TestGetAndWatchRoutes(t *testing.T) {
 	}
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	conn, err := rpc.Dial(lis.Addr().String())
+	conn, err := rpc.Dial(lis.Addr().String(), testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleEdge))
 	if err != nil {
 		t.Fatal(err)
 	}

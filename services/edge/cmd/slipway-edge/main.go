@@ -36,6 +36,7 @@ type options struct {
 	nginxWorkers                                                               int
 	nginxExternal, accessLog                                                   bool
 	sessionTTL, nginxShutdown, coalesce                                        time.Duration
+	sec                                                                        rpc.Security
 }
 
 func main() {
@@ -53,7 +54,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul HTTP API address")
 	fs.StringVar(&o.mode, "mode", "proxy", "data plane: proxy (built-in) or nginx")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "client HTTP listener")
-	fs.StringVar(&o.grpcAddr, "grpc-addr", ":7420", "RouteService gRPC listener")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7420", "RouteService gRPC listener (edges, coordinators and clients with a Slipway certificate)")
+	o.sec.RegisterFlags(fs)
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus /metrics listener (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -77,6 +79,9 @@ func parseFlags(args []string) (options, error) {
 	if o.id == "" {
 		return o, errors.New("-id: required")
 	}
+	if err := o.sec.Validate(); err != nil {
+		return o, err
+	}
 	if o.mode != "proxy" && o.mode != "nginx" {
 		return o, fmt.Errorf("-mode %q: want proxy or nginx", o.mode)
 	}
@@ -93,6 +98,10 @@ func run(args []string) error {
 		return err
 	}
 	logger = logger.With("edge", o.id)
+	creds, err := rpc.NewCreds(o.sec, logger)
+	if err != nil {
+		return err
+	}
 	reg := telemetry.NewRegistry()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -161,7 +170,7 @@ func run(args []string) error {
 	}
 
 	routes := grpcapi.New()
-	gs := rpc.NewServer(rpc.ServerConfig{Name: "edge", Logger: logger, Registerer: reg})
+	gs := rpc.NewServer(rpc.ServerConfig{Name: "edge", Logger: logger, Registerer: reg, Creds: creds, Access: grpcapi.Access})
 	routes.Register(gs)
 	glis, err := rpc.Listen(o.grpcAddr)
 	if err != nil {

@@ -26,7 +26,9 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 )
 
@@ -131,15 +133,31 @@ func run() error {
 
 	node := "bench" + strconv.Itoa(os.Getpid())
 	grpcAddr := "127.0.0.1:" + strconv.Itoa(ports[4])
+	ca, err := testenv.NewPKIAt(filepath.Join(work, "pki"))
+	if err != nil {
+		return err
+	}
+	agentTLS, err := ca.IssueFiles(pki.RoleNodeAgent, node)
+	if err != nil {
+		return err
+	}
+	coordTLS, err := ca.IssueFiles(pki.RoleCoordinator, "bench")
+	if err != nil {
+		return err
+	}
+	creds, err := rpc.NewCreds(coordTLS.Security(), nil)
+	if err != nil {
+		return err
+	}
 	agent, err := start(filepath.Join(*binDir, "slipway-nodeagent"), filepath.Join(work, "agent.log"),
-		"-node-id", node, "-grpc-addr", grpcAddr, "-consul-addr", consulAddr, "-driver", "docker",
-		"-data-dir", filepath.Join(work, "data"), "-drain-window", "0s", "-log-level", "warn")
+		append([]string{"-node-id", node, "-grpc-addr", grpcAddr, "-consul-addr", consulAddr, "-driver", "docker",
+			"-data-dir", filepath.Join(work, "data"), "-drain-window", "0s", "-log-level", "warn"}, agentTLS.Flags()...)...)
 	if err != nil {
 		return err
 	}
 	defer stop(agent)
 	defer cleanupContainers(node)
-	conn, err := rpc.Dial(grpcAddr)
+	conn, err := rpc.Dial(grpcAddr, creds, rpc.Expect{Roles: []pki.Role{pki.RoleNodeAgent}, Name: node})
 	if err != nil {
 		return err
 	}

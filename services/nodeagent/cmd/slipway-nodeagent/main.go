@@ -24,6 +24,7 @@ import (
 	"slipway.dev/nodeagent/docker"
 	"slipway.dev/nodeagent/grpcapi"
 	"slipway.dev/nodeagent/process"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -33,6 +34,7 @@ type options struct {
 	nodeID, grpcAddr, consulAddr, driver, processDir, labels, advertise string
 	dataDir, metricsAddr, logLevel, logFormat                           string
 	cpuMHz, memoryMB                                                    int
+	sec                                                                 rpc.Security
 	drainTimeout, drainWindow                                           time.Duration
 }
 
@@ -48,7 +50,8 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("slipway-nodeagent", flag.ContinueOnError)
 	fs.StringVar(&o.nodeID, "node-id", host, "this node's id (default: the host name)")
-	fs.StringVar(&o.grpcAddr, "grpc-addr", ":7410", "gRPC listen address")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7410", "gRPC listen address (only the leader coordinator calls it, with a coordinator certificate)")
+	o.sec.RegisterFlags(fs)
 	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "local Consul agent HTTP address")
 	fs.StringVar(&o.driver, "driver", "", "docker or process (default: docker when the Engine answers, else process)")
 	fs.StringVar(&o.processDir, "process-dir", "bin/images", "process driver: directory of executables; image a/b:c runs <dir>/a_b_c")
@@ -83,6 +86,9 @@ func parseFlags(args []string) (options, error) {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
 			return o, fmt.Errorf("-node-id %q: only letters, digits, '.', '_' and '-' are allowed", o.nodeID)
 		}
+	}
+	if err := o.sec.Validate(); err != nil {
+		return o, err
 	}
 	if o.driver != "" && o.driver != "docker" && o.driver != "process" {
 		return o, fmt.Errorf("-driver %q: want docker or process", o.driver)
@@ -121,6 +127,13 @@ func run(args []string) error {
 		return err
 	}
 	labels, _ := parseLabels(o.labels)
+	creds, err := rpc.NewCreds(o.sec, logger)
+	if err != nil {
+		return err
+	}
+	if want := (pki.Identity{Role: pki.RoleNodeAgent, Name: o.nodeID}); !creds.Insecure() && creds.Identity() != want {
+		return fmt.Errorf("-tls-cert names %s, but this agent is %s: the coordinator only talks to an agent whose certificate names its node id (slipctl tls cert create --role nodeagent --name %s)", creds.Identity(), want, o.nodeID)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
@@ -169,7 +182,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := rpc.NewServer(rpc.ServerConfig{Name: "nodeagent", Logger: logger, Registerer: reg})
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "nodeagent", Logger: logger, Registerer: reg, Creds: creds,
+		Access: map[string][]pki.Role{agentv1.NodeAgentService_ServiceDesc.ServiceName: {pki.RoleCoordinator}}})
 	agentv1.RegisterNodeAgentServiceServer(srv, grpcapi.New(a))
 	srv.SetServing("", true)
 	srv.SetServing(agentv1.NodeAgentService_ServiceDesc.ServiceName, true)

@@ -25,6 +25,7 @@ import (
 	"slipway.dev/nodeagent/internal/nodetest"
 	"slipway.dev/nodeagent/process"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -33,14 +34,14 @@ import (
 func TestParseFlags(t *testing.T) {
 	t.Setenv("SLIPWAY_NODE_ID", "from-env")
 	t.Setenv("SLIPWAY_DRAIN_WINDOW", "3s")
-	o, err := parseFlags([]string{"-labels", "zone=a,disk=ssd", "-drain-window", "4s"})
+	o, err := parseFlags([]string{"-labels", "zone=a,disk=ssd", "-drain-window", "4s", "-insecure"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.nodeID != "from-env" || o.drainWindow != 4*time.Second {
 		t.Errorf("node %q window %s: want env node id and the flag over the env", o.nodeID, o.drainWindow)
 	}
-	for _, bad := range [][]string{{"-driver", "podman"}, {"-labels", "novalue"}, {"-node-id", ""}, {"-node-id", "a/b"}, {"-advertise", "0.0.0.0"}, {"-advertise", "host"}} {
+	for _, bad := range [][]string{{"-driver", "podman"}, {"-labels", "novalue"}, {"-node-id", ""}, {"-node-id", "a/b"}, {"-advertise", "0.0.0.0"}, {"-advertise", "host"}, {"-tls-ca", "ca.pem"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%v) = nil error", bad)
 		}
@@ -103,6 +104,7 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 				"-process-dir", imgDir, "-data-dir", dataDir, "-drain-window", "200ms", "-labels", "zone=a",
 				"-log-level", "debug", "-metrics-addr", metricsAddr,
 			}}
+			p.args = append(p.args, testenv.TLSFlags(t, pki.RoleNodeAgent, node)...)
 			cli := nodetest.Docker(t)
 			nodetest.CleanupContainers(t, cli, node)
 			nodetest.CleanupProcesses(t, filepath.Join(dataDir, "process"))
@@ -115,7 +117,7 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 			})
 			p.start()
 
-			conn, err := rpc.Dial(grpcAddr)
+			conn, err := rpc.Dial(grpcAddr, testenv.Creds(t, pki.RoleCoordinator, "test"), rpc.Expect{Roles: []pki.Role{pki.RoleNodeAgent}, Name: node})
 			if err != nil {
 				t.Fatal(err)
 			}
