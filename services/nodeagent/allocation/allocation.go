@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"slipway.dev/platform/nodepolicy"
+	"slipway.dev/platform/specrules"
 )
 
 // ErrInvalid marks a spec that fails validation.
@@ -121,35 +122,31 @@ type Violation struct {
 }
 
 // Validate checks a spec for this node and returns every violation, with
-// field names as in the API (e.g. "env[FOO=BAR]").
+// field names as in the API (e.g. "env[FOO=BAR]"). The rules a spec shares
+// with the coordinator's Deploy validation (names, sizes, NUL bytes, paths,
+// durations) are package specrules', so what the coordinator accepts the
+// agent runs.
 func (s Spec) Validate(nodeID string) []Violation {
 	var vs []Violation
 	add := func(f, d string) { vs = append(vs, Violation{f, d}) }
-	if s.ID == "" {
-		add("id", "must not be empty")
-	} else if !validName(s.ID) {
-		add("id", "only letters, digits, '.', '_' and '-' are allowed")
+	check := func(f, d string) {
+		if d != "" {
+			add(f, d)
+		}
 	}
+	check("id", specrules.Identifier(s.ID))
 	if s.NodeID != nodeID {
 		add("node_id", fmt.Sprintf("allocation is for node %q, this is node %q", s.NodeID, nodeID))
 	}
-	if s.Service == "" {
-		add("service", "must not be empty")
-	} else if !validName(s.Service) {
-		add("service", "only letters, digits, '.', '_' and '-' are allowed")
-	}
+	check("service", specrules.Identifier(s.Service))
 	if s.Image == "" {
 		add("image", "must not be empty")
 	}
-	if s.Port < 1 || s.Port > 65535 {
-		add("port", fmt.Sprintf("%d is not a port number 1-65535", s.Port))
-	}
+	check("port", specrules.Port(int64(s.Port)))
 	if s.HostPort < 0 || s.HostPort > 65535 {
 		add("host_port", fmt.Sprintf("%d is not 0 (ephemeral) or a port number", s.HostPort))
 	}
-	if s.CPUMHz < 0 {
-		add("cpu_mhz", "must not be negative")
-	}
+	check("cpu_mhz", specrules.CPUMHz(int64(s.CPUMHz)))
 	if s.MemoryMB < 0 {
 		add("memory_mb", "must not be negative")
 	} else if s.MemoryMB == 0 {
@@ -157,32 +154,32 @@ func (s Spec) Validate(nodeID string) []Violation {
 	} else if s.MemoryMB < 6 {
 		add("memory_mb", "Docker needs at least 6 MB")
 	}
+	check("env", specrules.EnvTotal(s.Env))
 	keys := make([]string, 0, len(s.Env))
 	for k := range s.Env {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsAny(s.Env[k], "\x00") {
-			add("env["+k+"]", "name must be non-empty without '=' or NUL, value without NUL")
-		} else if k == "PORT" {
-			add("env[PORT]", "PORT is set by the agent")
+		if d := specrules.EnvName(k); d != "" {
+			add("env["+k+"]", d)
+		} else {
+			check("env["+k+"]", specrules.EnvValue(s.Env[k]))
 		}
 	}
+	check("args", specrules.ArgsTotal(s.Args))
 	for i, a := range s.Args {
-		if strings.ContainsRune(a, 0) {
-			add(fmt.Sprintf("args[%d]", i), "must not contain NUL")
-		}
+		check(fmt.Sprintf("args[%d]", i), specrules.Arg(a))
 	}
-	if s.Check.HTTP != "" && !strings.HasPrefix(s.Check.HTTP, "/") {
-		add("check.http", "must be a path starting with '/'")
+	if s.Check.HTTP != "" {
+		check("check.http", specrules.CheckPath(s.Check.HTTP))
 	}
 	if s.Check.HTTP != "" && s.Check.TCP {
 		add("check", "http and tcp are exclusive")
 	}
-	if s.Check.Interval < 0 || s.Check.Timeout < 0 || s.KillTimeout < 0 {
-		add("check", "durations must not be negative")
-	}
+	check("check.interval", specrules.Duration(s.Check.Interval))
+	check("check.timeout", specrules.Duration(s.Check.Timeout))
+	check("kill_timeout", specrules.Duration(s.KillTimeout))
 	for i, c := range s.CapAdd {
 		if _, ok := nodepolicy.CanonicalCap(c); !ok {
 			add(fmt.Sprintf("cap_add[%d]", i), fmt.Sprintf("%q is not a Linux capability", c))
@@ -209,15 +206,4 @@ func Error(vs []Violation) error {
 		parts[i] = v.Field + ": " + v.Description
 	}
 	return fmt.Errorf("%s: %w", strings.Join(parts, "; "), ErrInvalid)
-}
-
-func validName(s string) bool {
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return false
-		}
-	}
-	return len(s) <= 128
 }
