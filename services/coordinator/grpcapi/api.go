@@ -218,7 +218,7 @@ func toStatus(err error) error {
 	case errors.Is(err, state.ErrActiveRollout), errors.Is(err, state.ErrRolloutFinal), errors.Is(err, state.ErrNoEarlierRelease),
 		errors.Is(err, errFailedPrecondition):
 		c = codes.FailedPrecondition
-	case errors.Is(err, errAlreadyExists):
+	case errors.Is(err, errAlreadyExists), errors.Is(err, state.ErrRequestReused):
 		c = codes.AlreadyExists
 	case errors.Is(err, raftnode.ErrTimeout):
 		c = codes.Unavailable

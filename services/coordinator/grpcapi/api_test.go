@@ -191,6 +191,15 @@ func TestDeployServiceThroughFollower(t *testing.T) {
 	_, err = f.Deploy(ctx, &deployv1.DeployRequest{Spec: spec("web", "slipway/demo:v2"), RequestId: "b"})
 	wantCode(t, "second deploy", err, codes.FailedPrecondition, "web-1")
 
+	// request_id is an idempotency key: the same request again is a replay,
+	// a different spec under it is refused, naming the key and the release.
+	again, err := f.Deploy(ctx, &deployv1.DeployRequest{Spec: spec("web", "slipway/demo:v1"), RequestId: "a", CreatedBy: "ci"})
+	if err != nil || !again.GetReplayed() || again.GetRelease().GetNumber() != 1 {
+		t.Errorf("retried deploy = %v, %v; want release 1 replayed", again, err)
+	}
+	_, err = f.Deploy(ctx, &deployv1.DeployRequest{Spec: spec("web", "slipway/demo:v2"), RequestId: "a", Supersede: true})
+	wantCode(t, "request_id reused with another spec", err, codes.AlreadyExists, `request_id "a" was used for release 1 of service "web" with a different spec`)
+
 	_, err = f.Deploy(ctx, &deployv1.DeployRequest{Spec: &deployv1.ServiceSpec{Name: "Bad_Name", Port: 70000, Count: -1}, RequestId: "c"})
 	wantCode(t, "invalid spec", err, codes.InvalidArgument, "")
 	if vs := rpc.Violations(err); len(vs) < 2 {

@@ -24,6 +24,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("solo: %w", state.ErrNoEarlierRelease), codes.FailedPrecondition},
 		{fmt.Errorf("no other voter: %w", errFailedPrecondition), codes.FailedPrecondition},
 		{fmt.Errorf("address used: %w", errAlreadyExists), codes.AlreadyExists},
+		{fmt.Errorf("request_id r1 used for release 1: %w", state.ErrRequestReused), codes.AlreadyExists},
 		{fmt.Errorf("apply: %w", raftnode.ErrTimeout), codes.Unavailable},
 		{fmt.Errorf("v9: %w", state.ErrUnsupportedVersion), codes.FailedPrecondition},
 		{fmt.Errorf("apply: %w", raftnode.ErrNotLeader), codes.Unavailable},

@@ -10,6 +10,9 @@ var (
 	// ErrActiveRollout: the service already has an active rollout and the
 	// request did not ask to supersede it.
 	ErrActiveRollout = errors.New("state: service has an active rollout")
+	// ErrRequestReused: a request_id already used by a different request
+	// (another spec, service or target) was sent again.
+	ErrRequestReused = errors.New("state: request_id already used by a different request")
 	// ErrRolloutFinal: the rollout has reached a final state and takes no
 	// more commands.
 	ErrRolloutFinal = errors.New("state: rollout is in a final state")

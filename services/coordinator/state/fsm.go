@@ -300,7 +300,7 @@ func (f *FSM) applyDeploy(index uint64, at *timestamppb.Timestamp, op *statev1.D
 	if op.GetRequestId() == "" {
 		return fmt.Errorf("deploy: request_id is empty: %w", ErrInvalid)
 	}
-	if res, ok := f.replay(op.GetRequestId()); ok {
+	if res, ok := f.replayDeploy(op); ok {
 		return res
 	}
 	spec := op.GetSpec()
@@ -314,7 +314,7 @@ func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1
 	if op.GetRequestId() == "" {
 		return fmt.Errorf("rollback: request_id is empty: %w", ErrInvalid)
 	}
-	if res, ok := f.replay(op.GetRequestId()); ok {
+	if res, ok := f.replayRollback(op); ok {
 		return res
 	}
 	sr := f.services[op.GetService()]

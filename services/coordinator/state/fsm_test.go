@@ -242,8 +242,11 @@ func TestIdempotentRequestID(t *testing.T) {
 	if first.Replayed || first.Release.GetNumber() != 1 {
 		t.Fatalf("first deploy = %+v", first)
 	}
-	// A retry, even with a different spec, returns the original.
-	again := apply(t, f, l.add(deploy(spec("web", "slipway/demo:v9"), "req-1", false))).(state.DeployResult)
+	// A retry of the same request returns the original, whatever its
+	// metadata (created_by, reason, supersede).
+	retry := deploy(spec("web", "slipway/demo:v1"), "req-1", true)
+	retry.GetDeploy().CreatedBy, retry.GetDeploy().Reason = "ci-retry", "retried"
+	again := apply(t, f, l.add(retry)).(state.DeployResult)
 	if !again.Replayed {
 		t.Error("retry not marked replayed")
 	}

@@ -1005,8 +1005,9 @@ type DeployRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// spec is the service spec to release.
 	Spec *ServiceSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// request_id makes the call idempotent; retries must reuse it. Empty means
-	// a new id is generated (no idempotency).
+	// request_id makes the call idempotent; retries must reuse it, with the
+	// same spec (another spec under it is refused with ALREADY_EXISTS). Empty
+	// means a new id is generated (no idempotency).
 	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// supersede replaces the service's active rollout instead of failing.
 	Supersede bool `protobuf:"varint,3,opt,name=supersede,proto3" json:"supersede,omitempty"`
@@ -1935,7 +1936,8 @@ type RollbackServiceRequest struct {
 	// to_release is the release to return to; zero means the one before the
 	// latest.
 	ToRelease uint64 `protobuf:"varint,2,opt,name=to_release,json=toRelease,proto3" json:"to_release,omitempty"`
-	// request_id makes the call idempotent.
+	// request_id makes the call idempotent; reusing it for another service or
+	// target release is refused with ALREADY_EXISTS.
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// supersede replaces an active rollout instead of failing.
 	Supersede bool `protobuf:"varint,4,opt,name=supersede,proto3" json:"supersede,omitempty"`

@@ -43,7 +43,9 @@ const (
 type DeployServiceClient interface {
 	// Deploy creates an immutable Release of the spec and a pending Rollout to
 	// it, in one replicated entry. It is idempotent by request_id: a retry with
-	// the same request_id returns the original release and rollout. A service
+	// the same request_id and the same spec returns the original release and
+	// rollout (replayed); the same request_id with a different spec fails with
+	// ALREADY_EXISTS naming the request_id and the release it created. A service
 	// has at most one active rollout; a second Deploy fails with
 	// FAILED_PRECONDITION naming it unless supersede is set. An invalid spec
 	// fails with INVALID_ARGUMENT listing every violation.
@@ -225,7 +227,9 @@ func (c *deployServiceClient) ListReleases(ctx context.Context, in *ListReleases
 type DeployServiceServer interface {
 	// Deploy creates an immutable Release of the spec and a pending Rollout to
 	// it, in one replicated entry. It is idempotent by request_id: a retry with
-	// the same request_id returns the original release and rollout. A service
+	// the same request_id and the same spec returns the original release and
+	// rollout (replayed); the same request_id with a different spec fails with
+	// ALREADY_EXISTS naming the request_id and the release it created. A service
 	// has at most one active rollout; a second Deploy fails with
 	// FAILED_PRECONDITION naming it unless supersede is set. An invalid spec
 	// fails with INVALID_ARGUMENT listing every violation.
