@@ -18,6 +18,7 @@ import (
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/nodeagent/consul"
 	"slipway.dev/nodeagent/reconcile"
+	"slipway.dev/platform/nodepolicy"
 )
 
 // ErrStaleToken is returned by Sync for a fencing token older than the
@@ -135,6 +136,11 @@ type Config struct {
 	Logger      *slog.Logger
 	// Registerer receives the agent's metrics (nil: not exported).
 	Registerer prometheus.Registerer
+	// Policy is what allocations may ask beyond the hardened default (and
+	// which images they may run); an allocation asking for more is refused.
+	// It is published in the agent's Consul registration for the
+	// coordinator, which refuses such specs at Deploy.
+	Policy nodepolicy.Policy
 }
 
 // Agent is the node agent's core.
@@ -280,6 +286,9 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 	now := time.Now()
 	for _, s := range specs {
 		vs := s.Validate(a.cfg.NodeID)
+		for _, v := range a.cfg.Policy.Check(s.Ask()) {
+			vs = append(vs, allocation.Violation{Field: v.Field, Description: v.Description})
+		}
 		if _, dup := desired[s.ID]; dup || invalid[s.ID].AllocID != "" && s.ID != "" {
 			vs = append(vs, allocation.Violation{Field: "id", Description: "appears more than once in the desired set"})
 		}
@@ -562,7 +571,7 @@ func (a *Agent) refresh(ctx context.Context) {
 	}
 	if needSelf && a.cfg.GRPCAddr != "" {
 		if err := a.reg.RegisterAgent(ctx, consul.Node{ID: a.cfg.NodeID, GRPCAddr: a.cfg.GRPCAddr, Labels: a.cfg.Labels,
-			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name()}); err != nil {
+			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name(), Policy: a.cfg.Policy}); err != nil {
 			a.log.Warn("register node agent", "err", err)
 		} else {
 			a.log.Info("registered node agent in Consul", "id", a.cfg.NodeID)

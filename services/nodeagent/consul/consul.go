@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/nodepolicy"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -71,6 +73,9 @@ type Node struct {
 	CPUMHz   int
 	MemoryMB int
 	Driver   string
+	// Policy is what the agent allows beyond the hardened default,
+	// published as nodepolicy meta.
+	Policy nodepolicy.Policy
 }
 
 // RegisterAgent registers the node agent as catalog.AgentService with a gRPC
@@ -93,6 +98,11 @@ func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
 	for k, v := range n.Labels {
 		meta[catalog.MetaLabelPrefix+k] = v
 	}
+	pm, err := n.Policy.Meta()
+	if err != nil {
+		return fmt.Errorf("consul: node agent %s: %w", n.ID, err)
+	}
+	maps.Copy(meta, pm)
 	reg := &api.AgentServiceRegistration{
 		ID:      catalog.AgentServiceID(n.ID),
 		Name:    catalog.AgentService,
