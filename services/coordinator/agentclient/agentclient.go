@@ -12,43 +12,51 @@ import (
 	"google.golang.org/grpc"
 
 	"slipway.dev/coordinator/engine"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 )
 
 // Client implements engine.Agents.
 type Client struct {
+	creds *rpc.Creds
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // by address
+	conns map[string]*grpc.ClientConn // by node id and address
 }
 
 // Interface guard.
 var _ engine.Agents = (*Client)(nil)
 
-// New returns a client with no connection yet.
-func New() *Client { return &Client{conns: map[string]*grpc.ClientConn{}} }
+// New returns a client with no connection yet. It reaches agents with creds
+// and accepts only an agent whose certificate names the node it means to
+// reach (role nodeagent, name = node id): a Consul entry alone does not make
+// a node.
+func New(creds *rpc.Creds) *Client {
+	return &Client{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
-func (c *Client) client(addr string) (agentv1.NodeAgentServiceClient, error) {
+func (c *Client) client(node engine.Node) (agentv1.NodeAgentServiceClient, error) {
+	key := node.ID + "@" + node.Addr
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conns == nil {
 		c.conns = map[string]*grpc.ClientConn{}
 	}
-	conn, ok := c.conns[addr]
+	conn, ok := c.conns[key]
 	if !ok {
 		var err error
-		conn, err = rpc.Dial(addr)
+		conn, err = rpc.Dial(node.Addr, c.creds, rpc.Expect{Roles: []pki.Role{pki.RoleNodeAgent}, Name: node.ID})
 		if err != nil {
-			return nil, fmt.Errorf("agentclient: dial %s: %w", addr, err)
+			return nil, fmt.Errorf("agentclient: dial %s at %s: %w", node.ID, node.Addr, err)
 		}
-		c.conns[addr] = conn
+		c.conns[key] = conn
 	}
 	return agentv1.NewNodeAgentServiceClient(conn), nil
 }
 
 // Sync sends node its whole desired set, fenced by token.
 func (c *Client) Sync(ctx context.Context, node engine.Node, token *agentv1.FencingToken, allocs []*agentv1.Allocation) ([]*agentv1.AllocationStatus, error) {
-	cl, err := c.client(node.Addr)
+	cl, err := c.client(node)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +69,7 @@ func (c *Client) Sync(ctx context.Context, node engine.Node, token *agentv1.Fenc
 
 // Status returns the node's allocations as its agent reports them.
 func (c *Client) Status(ctx context.Context, node engine.Node) ([]*agentv1.AllocationStatus, error) {
-	cl, err := c.client(node.Addr)
+	cl, err := c.client(node)
 	if err != nil {
 		return nil, err
 	}

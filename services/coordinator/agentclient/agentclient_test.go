@@ -11,7 +11,9 @@ import (
 
 	"slipway.dev/coordinator/agentclient"
 	"slipway.dev/coordinator/engine"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 )
 
@@ -49,13 +51,14 @@ func TestSyncAndStatusOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(rpc.ServerConfig{Name: "fake-agent"})
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "fake-agent", Creds: testenv.Creds(t, pki.RoleNodeAgent, "n1"),
+		Access: map[string][]pki.Role{agentv1.NodeAgentService_ServiceDesc.ServiceName: {pki.RoleCoordinator}}})
 	agent := &recordingAgent{}
 	agentv1.RegisterNodeAgentServiceServer(srv, agent)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 
-	c := agentclient.New()
+	c := agentclient.New(testenv.Creds(t, pki.RoleCoordinator, "leader"))
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
 	node := engine.Node{ID: "n1", Addr: lis.Addr().String()}

@@ -1,5 +1,6 @@
 // Package grpcapi serves the coordinator's gRPC services (DeployService,
-// ClusterService and the private InternalService) over the replicated state:
+// ClusterService, AclService and the private InternalService) over the
+// replicated state, with the token checks (UnaryACL, StreamACL):
 // writes go through raft on the leader (followers forward them), reads are
 // local unless the caller asks for a leader-verified read.
 package grpcapi
@@ -20,8 +21,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
@@ -68,22 +71,38 @@ type API struct {
 
 	mu         sync.Mutex
 	conns      map[string]*grpc.ClientConn
+	creds      *rpc.Creds
 	registered time.Time // last registration attempt of a follower
 }
 
+// Access is who may call each of the coordinator's gRPC services, by the
+// role in their certificate; tokens then decide what a client may do.
+// InternalService (joins, forwarding helpers, raw applies) is for
+// coordinators only.
+var Access = map[string][]pki.Role{
+	"slipway.deploy.v1.DeployService":   {pki.RoleClient, pki.RoleCoordinator},
+	"slipway.cluster.v1.ClusterService": {pki.RoleClient, pki.RoleCoordinator},
+	"slipway.acl.v1.AclService":         {pki.RoleClient, pki.RoleCoordinator},
+	"slipway.state.v1.InternalService":  {pki.RoleCoordinator},
+}
+
 // New returns the API of the node r applying to fsm; grpcAddr is this node's
-// advertised gRPC address.
-func New(r Raft, fsm *state.FSM, grpcAddr string, logger *slog.Logger) *API {
+// advertised gRPC address, and creds (a coordinator certificate) reach the
+// leader when forwarding.
+func New(r Raft, fsm *state.FSM, grpcAddr string, creds *rpc.Creds, logger *slog.Logger) *API {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &API{raft: r, fsm: fsm, grpcAddr: grpcAddr, logger: logger, conns: map[string]*grpc.ClientConn{}}
+	return &API{raft: r, fsm: fsm, grpcAddr: grpcAddr, creds: creds, logger: logger, conns: map[string]*grpc.ClientConn{}}
 }
 
-// Register registers DeployService, ClusterService and InternalService on s.
+// Register registers DeployService, ClusterService, AclService and
+// InternalService on s. Tokens are enforced by UnaryACL and StreamACL,
+// installed on s when ACLs are enabled.
 func (a *API) Register(s *rpc.Server) {
 	registerDeploy(s, a)
 	registerCluster(s, a)
+	registerACL(s, a)
 	registerInternal(s, a)
 }
 
@@ -224,8 +243,12 @@ func toStatus(err error) error {
 		c = codes.Unavailable
 	case errors.Is(err, state.ErrInvalid):
 		c = codes.InvalidArgument
-	case errors.Is(err, state.ErrUnsupportedVersion):
+	case errors.Is(err, state.ErrUnsupportedVersion), errors.Is(err, state.ErrACLBootstrapped):
 		c = codes.FailedPrecondition
+	case errors.Is(err, acl.ErrUnauthenticated):
+		c = codes.Unauthenticated
+	case errors.Is(err, acl.ErrPermissionDenied):
+		c = codes.PermissionDenied
 	case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, errNoLeader), errors.Is(err, errCatchingUp):
 		c = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
@@ -282,7 +305,7 @@ func (a *API) dial(addr string) (*grpc.ClientConn, error) {
 	if c, ok := a.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := rpc.Dial(addr)
+	c, err := rpc.Dial(addr, a.creds, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		return nil, fmt.Errorf("grpcapi: dial leader: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
@@ -77,11 +78,12 @@ func startCluster(t *testing.T, n int) *tcluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		api := grpcapi.New(node, fsm, lis.Addr().String(), nil)
-		srv := rpc.NewServer(rpc.ServerConfig{Name: "test"})
+		creds := testenv.Creds(t, pki.RoleCoordinator, id)
+		api := grpcapi.New(node, fsm, lis.Addr().String(), creds, nil)
+		srv := rpc.NewServer(rpc.ServerConfig{Name: "test", Creds: creds, Access: grpcapi.Access})
 		api.Register(srv)
 		go srv.Serve(lis)
-		conn, err := rpc.Dial(lis.Addr().String())
+		conn, err := rpc.Dial(lis.Addr().String(), testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
 		if err != nil {
 			t.Fatal(err)
 		}

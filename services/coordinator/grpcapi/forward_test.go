@@ -3,13 +3,16 @@ package grpcapi_test
 import (
 	"context"
 	"net"
+	"slipway.dev/coordinator/grpcapi"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/metadata"
 
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
@@ -43,7 +46,7 @@ func TestForwardKeepsCallerMetadata(t *testing.T) {
 	// Point the leader's recorded gRPC address at a recording server, so
 	// that the follower forwards there.
 	rec := &recordingLeader{}
-	srv := rpc.NewServer(rpc.ServerConfig{Name: "recorder"})
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "recorder", Creds: testenv.Creds(t, pki.RoleCoordinator, "recorder"), Access: grpcapi.Access})
 	deployv1.RegisterDeployServiceServer(srv, rec)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

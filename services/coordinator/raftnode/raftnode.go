@@ -18,10 +18,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"slipway.dev/platform/rpc"
 
 	"slipway.dev/coordinator/state"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -50,6 +52,10 @@ type Config struct {
 	BindAddr string
 	// Advertise is the raft address other servers dial; empty means BindAddr.
 	Advertise string
+	// Creds secure the raft transport: mutual TLS where both ends must hold
+	// a coordinator certificate. Plaintext TCP only with insecure Creds;
+	// required unless Transport is set.
+	Creds *rpc.Creds
 	// Transport replaces the TCP transport (raft.InmemTransport in tests).
 	Transport raft.Transport
 	// Logger receives raft's logs at LogLevel in LogFormat.
@@ -163,7 +169,7 @@ func New(cfg Config, fsm *state.FSM) (*Node, error) {
 			n.closeAll()
 			return nil, fmt.Errorf("raftnode: advertise address %q: %w", adv, err)
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advAddr, 3, 10*time.Second, hl)
+		tcp, err := newTransport(cfg.BindAddr, advAddr, cfg.Creds, hl)
 		if err != nil {
 			n.closeAll()
 			return nil, fmt.Errorf("raftnode: raft transport on %s: %w", cfg.BindAddr, err)

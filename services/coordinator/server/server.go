@@ -21,6 +21,7 @@ import (
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -51,6 +52,10 @@ type Config struct {
 	Join []string
 	// MetricsAddr serves /metrics when set.
 	MetricsAddr string
+	// Creds secure every link: the gRPC server (clients and coordinators
+	// call the public services, only coordinators InternalService), raft,
+	// forwarding, joins and the calls to node agents. Required.
+	Creds *rpc.Creds
 	// Logger receives the coordinator's logs.
 	Logger *slog.Logger
 	// LogLevel and LogJSON configure raft's own logger.
@@ -94,6 +99,9 @@ func (c Config) validate() error {
 	}
 	if c.Bootstrap && c.BootstrapExpect > 0 {
 		errs = append(errs, errors.New("bootstrap: cannot be combined with bootstrap-expect"))
+	}
+	if c.Creds == nil {
+		errs = append(errs, errors.New("creds: are required (TLS files, or insecure)"))
 	}
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, errors.New("bootstrap-expect: must not be negative"))
@@ -161,15 +169,15 @@ func Run(ctx context.Context, cfg Config) error {
 
 	fsm := state.New(state.WithRetention(state.Retention{EventRollouts: cfg.KeepEventRollouts, Audit: cfg.KeepAudit}))
 	node, err := raftnode.New(raftnode.Config{
-		ID: cfg.ID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Advertise: raftAdv,
+		ID: cfg.ID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Advertise: raftAdv, Creds: cfg.Creds,
 		Logger: logger, LogLevel: cfg.LogLevel, LogJSON: cfg.LogJSON, LogOutput: cfg.LogOutput, Registerer: reg,
 	}, fsm)
 	if err != nil {
 		lis.Close()
 		return fmt.Errorf("server: %w", err)
 	}
-	api := grpcapi.New(node, fsm, grpcAdv, logger)
-	srv := rpc.NewServer(rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg})
+	api := grpcapi.New(node, fsm, grpcAdv, cfg.Creds, logger)
+	srv := rpc.NewServer(rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg, Creds: cfg.Creds, Access: grpcapi.Access})
 	api.Register(srv)
 	srv.SetServing(deployServiceName, false)
 	serveErr := make(chan error, 1)
@@ -187,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 			c.shutdown()
 			return fmt.Errorf("server: %w", err)
 		}
-		c.consul, c.agents = cc, agentclient.New()
+		c.consul, c.agents = cc, agentclient.New(cfg.Creds)
 		defer c.agents.Close()
 	}
 	loops, cancelLoops := context.WithCancel(ctx)
@@ -426,7 +434,7 @@ func (c *coordinator) tryForm(ctx context.Context, self *statev1.PeerAddress) bo
 }
 
 func (c *coordinator) peerInfo(ctx context.Context, addr string) (*statev1.GetPeerInfoResponse, error) {
-	conn, err := rpc.Dial(addr)
+	conn, err := rpc.Dial(addr, c.cfg.Creds, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +445,7 @@ func (c *coordinator) peerInfo(ctx context.Context, addr string) (*statev1.GetPe
 }
 
 func (c *coordinator) join(ctx context.Context, addr string, self *statev1.PeerAddress) error {
-	conn, err := rpc.Dial(addr)
+	conn, err := rpc.Dial(addr, c.cfg.Creds, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
@@ -22,13 +23,13 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{ID: "a", DataDir: "/tmp/x"}
+	ok := Config{ID: "a", DataDir: "/tmp/x", Creds: rpc.InsecureCreds()}
 	if err := ok.validate(); err != nil {
 		t.Errorf("minimal config: %v", err)
 	}
 	bad := Config{Bootstrap: true, BootstrapExpect: 3, KeepEventRollouts: -1, KeepAudit: -2}
 	err := bad.validate()
-	for _, field := range []string{"id:", "data-dir:", "bootstrap:", "join:", "keep-events-rollouts:", "keep-audit:"} {
+	for _, field := range []string{"id:", "data-dir:", "bootstrap:", "join:", "keep-events-rollouts:", "keep-audit:", "creds:"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("validate(%+v) = %v, want it to name %s", bad, err, field)
 		}
@@ -64,7 +65,7 @@ func start(t *testing.T, id string, mut func(*Config)) *running {
 	t.Helper()
 	cfg := Config{
 		ID: id, DataDir: filepath.Join(t.TempDir(), id), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
-		Logger: slog.New(slog.DiscardHandler), LogOutput: io.Discard,
+		Logger: slog.New(slog.DiscardHandler), LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, id),
 	}
 	if mut != nil {
 		mut(&cfg)
@@ -79,7 +80,7 @@ func startConfig(t *testing.T, cfg Config) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cfg: cfg, done: make(chan error, 1), stop: cancel}
 	go func() { r.done <- Run(ctx, cfg) }()
-	conn, err := rpc.Dial(cfg.GRPCAddr)
+	conn, err := rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"slipway.dev/coordinator/server"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
 )
 
@@ -39,6 +40,11 @@ node restarts as the member it was):
 Writes sent to a follower are forwarded to the leader, whose gRPC address is
 kept in the replicated state (each leader records its own on election).
 
+Security: every link is mutual TLS with role-bearing certificates from one
+CA (slipctl tls ca create / slipctl tls cert create --role coordinator). A
+coordinator refuses to start without -tls-ca, -tls-cert and -tls-key unless
+-insecure asks for plaintext. Listeners default to 127.0.0.1.
+
 Flags:
 `
 
@@ -60,11 +66,13 @@ func run(args []string) error {
 		join      string
 		logLevel  string
 		logFormat string
+		sec       rpc.Security
 	)
+	sec.RegisterFlags(fs)
 	fs.StringVar(&cfg.ID, "id", server.DefaultID(), "raft server id, unique in the cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", "slipway-data", "directory for the raft log, stable store and snapshots")
-	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":7400", "gRPC listen address")
-	fs.StringVar(&cfg.RaftAddr, "raft-addr", ":7401", "raft TCP listen address")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7401", "raft TCP listen address")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host or IP other coordinators use to reach this one (default: the listen host, or 127.0.0.1 when unspecified)")
 	fs.BoolVar(&cfg.Bootstrap, "bootstrap", false, "bootstrap a single-node cluster when there is no state")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers (listed in -join) are up")
@@ -94,6 +102,9 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Logger = logger
+	if cfg.Creds, err = rpc.NewCreds(sec, logger); err != nil {
+		return err
+	}
 	cfg.LogLevel = "warn"
 	if logLevel == "debug" {
 		cfg.LogLevel = "debug"

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
@@ -48,17 +49,41 @@ type Cluster struct {
 	// Args are extra flags given to every coordinator after the defaults
 	// (a later flag wins, e.g. "-engine=true").
 	Args []string
-	join string
+	// PKI is the cluster's CA (under dir/pki): each coordinator runs with a
+	// coordinator certificate named after its id. Nil for an insecure cluster.
+	PKI *testenv.PKI
+	// Client are the credentials of Conn: a client certificate from PKI,
+	// or plaintext.
+	Client *rpc.Creds
+	join   string
 }
 
-// New prepares n coordinators with free loopback ports and data directories
-// under dir. Start them with StartAll.
-func New(bin, dir string, n int) (*Cluster, error) {
+// New prepares n coordinators with free loopback ports, data directories
+// under dir and TLS certificates from a new CA. Start them with StartAll.
+func New(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, false) }
+
+// NewInsecure is New for plaintext coordinators (-insecure), the baseline
+// of the benchmark.
+func NewInsecure(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, true) }
+
+func newCluster(bin, dir string, n int, insecure bool) (*Cluster, error) {
 	ports, err := testenv.FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Bin: bin}
+	c := &Cluster{Bin: bin, Client: rpc.InsecureCreds()}
+	if !insecure {
+		if c.PKI, err = testenv.NewPKIAt(filepath.Join(dir, "pki")); err != nil {
+			return nil, fmt.Errorf("clusterproc: %w", err)
+		}
+		files, err := c.PKI.IssueFiles(pki.RoleClient, "clusterproc")
+		if err != nil {
+			return nil, fmt.Errorf("clusterproc: %w", err)
+		}
+		if c.Client, err = rpc.NewCreds(files.Security(), nil); err != nil {
+			return nil, fmt.Errorf("clusterproc: %w", err)
+		}
+	}
 	var join []string
 	for i := range n {
 		id := "c" + strconv.Itoa(i)
@@ -69,7 +94,7 @@ func New(bin, dir string, n int) (*Cluster, error) {
 			DataDir:  filepath.Join(dir, id),
 			LogPath:  filepath.Join(dir, id+".log"),
 		}
-		conn, err := rpc.Dial(p.GRPCAddr)
+		conn, err := rpc.Dial(p.GRPCAddr, c.Client, rpc.ExpectRole(pki.RoleCoordinator))
 		if err != nil {
 			return nil, err
 		}
@@ -108,6 +133,16 @@ func (c *Cluster) Start(i int) error {
 		// Only the raft/API core is exercised: no engine acting on whatever
 		// Consul answers at the default address.
 		"-engine=false")
+	if c.PKI == nil {
+		cmd.Args = append(cmd.Args, "-insecure")
+	} else {
+		files, err := c.PKI.IssueFiles(pki.RoleCoordinator, p.ID)
+		if err != nil {
+			logf.Close()
+			return fmt.Errorf("clusterproc: %w", err)
+		}
+		cmd.Args = append(cmd.Args, files.Flags()...)
+	}
 	cmd.Args = append(cmd.Args, c.Args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -161,6 +196,23 @@ func (c *Cluster) Close() {
 
 // Conn is a client connection to coordinator i.
 func (c *Cluster) Conn(i int) *grpc.ClientConn { return c.Procs[i].conn }
+
+// CoordinatorConn is a new connection to coordinator i holding a
+// coordinator certificate named name (for InternalService); the caller
+// closes it.
+func (c *Cluster) CoordinatorConn(i int, name string) (*grpc.ClientConn, error) {
+	creds := c.Client
+	if c.PKI != nil {
+		files, err := c.PKI.IssueFiles(pki.RoleCoordinator, name)
+		if err != nil {
+			return nil, fmt.Errorf("clusterproc: %w", err)
+		}
+		if creds, err = rpc.NewCreds(files.Security(), nil); err != nil {
+			return nil, fmt.Errorf("clusterproc: %w", err)
+		}
+	}
+	return rpc.Dial(c.Procs[i].GRPCAddr, creds, rpc.ExpectRole(pki.RoleCoordinator))
+}
 
 // Index returns the position of the coordinator with raft id id, or -1.
 func (c *Cluster) Index(id string) int {

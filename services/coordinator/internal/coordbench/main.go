@@ -64,7 +64,13 @@ func run(bin string, dur time.Duration) error {
 	}
 	dc := deployv1.NewDeployServiceClient(c.Conn(leader))
 	fc := deployv1.NewDeployServiceClient(c.Conn((leader + 1) % 3))
-	ic := statev1.NewInternalServiceClient(c.Conn(leader))
+	// The raw peer calls InternalService, which only coordinators may call.
+	peerConn, err := c.CoordinatorConn(leader, "bench")
+	if err != nil {
+		return err
+	}
+	defer peerConn.Close()
+	ic := statev1.NewInternalServiceClient(peerConn)
 
 	base := &deployv1.ServiceSpec{Name: "bench", Image: "slipway/demo:v1", Count: 3, Port: 8080,
 		Env: map[string]string{"GREETING": "hello"}}
