@@ -6,7 +6,11 @@
 // env plus PORT=<host port> (it must listen there: there is no port
 // mapping) and runs in its own process group, so it survives an agent
 // restart and is adopted from the state file the driver keeps per
-// allocation in its state directory.
+// allocation in its state directory. An agent running as root runs its
+// children as another user (DefaultUser, "nobody", unless WithUser names
+// one), never as root; the executables and every directory above them must
+// be searchable and executable by that user, and a static host port below
+// 1024 cannot be bound by it.
 package process
 
 import (
@@ -19,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -62,26 +67,134 @@ type record struct {
 	StartedAt   time.Time `json:"started_at"`
 }
 
-// Driver runs allocations as processes.
+// DefaultUser is the user children run as when the agent runs as root.
+const DefaultUser = "nobody"
+
+// ErrNotRunnable is returned by Start for an executable the children's user
+// cannot run (a directory on its path not searchable, or the file not
+// executable, by that user).
+var ErrNotRunnable = errors.New("process: executable not runnable by the children's user")
+
+// Driver runs allocations as processes. When the agent runs as root its
+// children never do: they run as a configured user (DefaultUser unless
+// WithUser says otherwise), with that user's group and no supplementary
+// groups.
 type Driver struct {
 	dir, stateDir, address string
 	logger                 *slog.Logger
+	user                   string
+	cred                   *syscall.Credential // nil: children run as the agent's user
 
 	mu     sync.Mutex
 	exited map[int]int // pid -> exit code of children we reaped
 	notify func(allocID, pid string)
 }
 
+// Option configures a Driver.
+type Option func(*Driver)
+
+// WithUser names the user (a name or a numeric uid) children run as when
+// the agent runs as root; it must not be root. Without root the agent
+// cannot switch users and children run as the agent's own user.
+func WithUser(name string) Option { return func(d *Driver) { d.user = name } }
+
 // New returns a driver running executables from dir, keeping state in
 // stateDir, and binding host ports on address.
-func New(dir, stateDir, address string, logger *slog.Logger) (*Driver, error) {
+func New(dir, stateDir, address string, logger *slog.Logger, opts ...Option) (*Driver, error) {
 	if logger == nil {
 		logger = slog.Default()
+	}
+	d := &Driver{dir: dir, stateDir: stateDir, address: address, logger: logger, user: DefaultUser, exited: map[int]int{}}
+	for _, o := range opts {
+		o(d)
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		d.dir = abs
+	}
+	if os.Geteuid() == 0 {
+		cred, err := credential(d.user)
+		if err != nil {
+			return nil, err
+		}
+		d.cred = cred
 	}
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("process: state dir: %w", err)
 	}
-	return &Driver{dir: dir, stateDir: stateDir, address: address, logger: logger, exited: map[int]int{}}, nil
+	return d, nil
+}
+
+// credential resolves the children's user; root is refused.
+func credential(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		var uerr error
+		if u, uerr = user.LookupId(name); uerr != nil {
+			return nil, fmt.Errorf("process: children's user %q: %w", name, err)
+		}
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("process: children's user %q has no numeric uid/gid (%s/%s)", name, u.Uid, u.Gid)
+	}
+	if uid == 0 {
+		return nil, fmt.Errorf("process: children's user %q is root; children never run as root, name another user", name)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+}
+
+// User returns the uid and gid children run as, and false when they run as
+// the agent's own user (the agent is not root).
+func (d *Driver) User() (uid, gid uint32, ok bool) {
+	if d.cred == nil {
+		return 0, 0, false
+	}
+	return d.cred.Uid, d.cred.Gid, true
+}
+
+// runnable checks that the children's user can reach and execute exe:
+// search permission on every directory from the root down, execute (and,
+// for scripts, read) permission on the file.
+func (d *Driver) runnable(exe string) error {
+	if d.cred == nil {
+		return nil
+	}
+	uid, gid := d.cred.Uid, d.cred.Gid
+	allowed := func(fi os.FileInfo, bits os.FileMode) bool {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return true
+		}
+		m := fi.Mode().Perm()
+		switch {
+		case st.Uid == uid:
+			m >>= 6
+		case st.Gid == gid:
+			m >>= 3
+		}
+		return m&bits == bits
+	}
+	for dir := filepath.Dir(exe); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("process: %s: %w", dir, err)
+		}
+		if !allowed(fi, 0o1) {
+			return fmt.Errorf("%s: directory %s (mode %v) is not searchable by user %s (uid %d): %w", exe, dir, fi.Mode().Perm(), d.user, uid, ErrNotRunnable)
+		}
+		if dir == "/" || dir == "." {
+			break
+		}
+	}
+	fi, err := os.Stat(exe)
+	if err != nil {
+		return fmt.Errorf("process: %s: %w", exe, err)
+	}
+	if !allowed(fi, 0o5) {
+		return fmt.Errorf("%s (mode %v) is not readable and executable by user %s (uid %d): %w", exe, fi.Mode().Perm(), d.user, uid, ErrNotRunnable)
+	}
+	return nil
 }
 
 // Name is "process".
@@ -112,6 +225,9 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if err != nil {
 		return allocation.Instance{}, err
 	}
+	if err := d.runnable(exe); err != nil {
+		return allocation.Instance{}, err
+	}
 	port, err := d.hostPort(s)
 	if err != nil {
 		return allocation.Instance{}, err
@@ -127,7 +243,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: d.cred}
 	if err := cmd.Start(); err != nil {
 		return allocation.Instance{}, fmt.Errorf("process: start %s: %w", exe, err)
 	}
