@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -94,6 +95,9 @@ func ClientCreds(tb testing.TB) *rpc.Creds {
 	return Creds(tb, pki.RoleClient, "test")
 }
 
+// NewPKIAt makes a CA in dir, for harnesses without a testing.TB.
+func NewPKIAt(dir string) (*PKI, error) { return newPKI(dir) }
+
 func newPKI(dir string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -117,26 +121,35 @@ func newPKI(dir string) (*PKI, error) {
 // expired lifetime) and returns the files to start a component with.
 func (p *PKI) Issue(tb testing.TB, role pki.Role, name string, opts ...func(*pki.CertOptions)) TLSFiles {
 	tb.Helper()
+	f, err := p.IssueFiles(role, name, opts...)
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return f
+}
+
+// IssueFiles is Issue for harnesses without a testing.TB.
+func (p *PKI) IssueFiles(role pki.Role, name string, opts ...func(*pki.CertOptions)) (TLSFiles, error) {
 	o := pki.CertOptions{Identity: pki.Identity{Role: role, Name: name}}
 	for _, f := range opts {
 		f(&o)
 	}
 	certPEM, keyPEM, err := p.ca.CreateCert(o)
 	if err != nil {
-		tb.Fatalf("testenv: issue %s/%s: %v", role, name, err)
+		return TLSFiles{}, fmt.Errorf("issue %s/%s: %w", role, name, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cert, key, err := pki.WritePair(p.Dir, string(role)+"-"+name, certPEM, keyPEM, true)
 	if err != nil {
-		tb.Fatalf("testenv: %v", err)
+		return TLSFiles{}, err
 	}
 	f := TLSFiles{CA: p.CAFile, Cert: cert, Key: key}
 	if p.issued == nil {
 		p.issued = map[string]TLSFiles{}
 	}
 	p.issued[string(role)+"/"+name] = f
-	return f
+	return f, nil
 }
 
 // Files are the files of role/name, issued on first use.

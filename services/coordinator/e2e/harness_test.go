@@ -28,6 +28,7 @@ import (
 
 	"slipway.dev/coordinator/server"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -146,6 +147,7 @@ func startEdge(t testing.TB, consulAddr, mode string) *edge {
 	dir := t.TempDir()
 	args := []string{"-id", ed.id, "-consul-addr", consulAddr, "-mode", mode, "-http-addr", ed.httpAddr,
 		"-grpc-addr", testenv.FreeAddr(t), "-session-ttl", "10s"}
+	args = append(args, testenv.TLSFlags(t, pki.RoleEdge, ed.id)...)
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", dir, "-nginx-control-addr", testenv.FreeAddr(t), "-nginx-worker-shutdown-timeout", "5s")
 	}
@@ -183,8 +185,9 @@ func startAgent(t testing.TB, consulAddr string) string {
 	node, addr := unique("node"), testenv.FreeAddr(t)
 	// Registered first so that it runs last, after the agent stopped.
 	t.Cleanup(func() { removeContainers(t, node) })
-	p := startProc(t, node, bin, "-node-id", node, "-grpc-addr", addr, "-consul-addr", consulAddr, "-driver", "docker",
-		"-data-dir", t.TempDir(), "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
+	p := startProc(t, node, bin, append([]string{"-node-id", node, "-grpc-addr", addr, "-consul-addr", consulAddr, "-driver", "docker",
+		"-data-dir", t.TempDir(), "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1"},
+		testenv.TLSFlags(t, pki.RoleNodeAgent, node)...)...)
 	t.Cleanup(func() {
 		// An empty desired set under a token no leader reaches stops the
 		// instances through the agent (deregistered, drained), then the
@@ -193,7 +196,7 @@ func startAgent(t testing.TB, consulAddr string) string {
 		defer func() {
 			t.Logf("cleanup: node agent %s and its instances stopped in %s", node, time.Since(began).Round(time.Millisecond))
 		}()
-		if conn, err := rpc.Dial(addr); err == nil {
+		if conn, err := rpc.Dial(addr, testenv.Creds(t, pki.RoleCoordinator, "test"), rpc.Expect{Roles: []pki.Role{pki.RoleNodeAgent}, Name: node}); err == nil {
 			cl := agentv1.NewNodeAgentServiceClient(conn)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			if _, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node, Token: &agentv1.FencingToken{Term: 1 << 62}}, grpc.WaitForReady(true)); err != nil {
@@ -250,11 +253,12 @@ func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceCli
 	logs := &syncWriter{}
 	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Bootstrap: true, Engine: true, ConsulAddr: consulAddr, EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard}
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard,
+		Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(ctx, cfg) }()
-	conn, err := rpc.Dial(cfg.GRPCAddr)
+	conn, err := rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		cancel()
 		<-done

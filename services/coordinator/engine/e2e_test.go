@@ -25,6 +25,7 @@ import (
 
 	"slipway.dev/coordinator/server"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -98,6 +99,7 @@ func (a *agentProc) start() {
 	a.t.Helper()
 	cmd := exec.Command(a.bin, "-node-id", a.nodeID, "-grpc-addr", a.addr, "-consul-addr", a.consulAddr, "-driver", "process",
 		"-process-dir", a.dir, "-data-dir", a.dataDir, "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
+	cmd.Args = append(cmd.Args, testenv.TLSFlags(a.t, pki.RoleNodeAgent, a.nodeID)...)
 	cmd.Stdout, cmd.Stderr = a.logf, a.logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -111,7 +113,7 @@ func (a *agentProc) start() {
 // reaches and waits, within timeout, until it reports no allocation. It
 // runs in cleanups: what goes wrong is logged.
 func (a *agentProc) empty(t testing.TB, timeout time.Duration) {
-	conn, err := rpc.Dial(a.addr)
+	conn, err := rpc.Dial(a.addr, testenv.Creds(t, pki.RoleCoordinator, "test"), rpc.Expect{Roles: []pki.Role{pki.RoleNodeAgent}, Name: a.nodeID})
 	if err != nil {
 		t.Errorf("cleanup: dial node agent: %v", err)
 		return
@@ -478,7 +480,7 @@ func startCoordinator(t testing.TB, consulAddr string) *coordProc {
 	logger := slog.New(slog.NewTextHandler(co.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	co.cfg = server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Bootstrap: true, Engine: true, ConsulAddr: consulAddr, EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
-		Logger: logger, LogOutput: io.Discard}
+		Logger: logger, LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
 	co.start()
 	t.Cleanup(func() {
 		co.stop()
@@ -491,7 +493,7 @@ func startCoordinator(t testing.TB, consulAddr string) *coordProc {
 			co.logs.mu.Unlock()
 		}
 	})
-	conn, err := rpc.Dial(co.cfg.GRPCAddr)
+	conn, err := rpc.Dial(co.cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -30,8 +31,10 @@ func startEdge(t *testing.T, consulAddr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-id", fmt.Sprintf("edge-%d", time.Now().UnixNano()%1e6), "-consul-addr", consulAddr,
+	id := fmt.Sprintf("edge-%d", time.Now().UnixNano()%1e6)
+	cmd := exec.Command(bin, "-id", id, "-consul-addr", consulAddr,
 		"-http-addr", httpAddr, "-grpc-addr", testenv.FreeAddr(t), "-mode", "proxy")
+	cmd.Args = append(cmd.Args, testenv.TLSFlags(t, pki.RoleEdge, id)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

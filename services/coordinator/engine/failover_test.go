@@ -23,6 +23,7 @@ import (
 
 	"slipway.dev/coordinator/internal/clusterproc"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -54,7 +55,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	starts := watchStarts(t, agent.addr)
 
 	bin := testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator")
-	cl, err := clusterproc.New(bin, t.TempDir(), 3)
+	cl, err := clusterproc.NewWithPKI(bin, t.TempDir(), 3, testenv.ProcessPKI(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +310,7 @@ type startWatch struct {
 // cleanup, before the agent's own cleanup.
 func watchStarts(t *testing.T, addr string) *startWatch {
 	t.Helper()
-	conn, err := rpc.Dial(addr)
+	conn, err := rpc.Dial(addr, testenv.Creds(t, pki.RoleCoordinator, "test"), rpc.ExpectRole(pki.RoleNodeAgent))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -99,10 +100,16 @@ func TestClusterFailover(t *testing.T) {
 	follower := (leader + 1) % 3
 	t.Logf("leader %s, deploying through follower %s", c.Procs[leader].ID, c.Procs[follower].ID)
 
-	// grpcurl sees the public services through reflection.
-	out, err := exec.CommandContext(ctx, testenv.Binary(t, "grpcurl"), "-plaintext", c.Procs[follower].GRPCAddr, "list").CombinedOutput()
+	// grpcurl sees the public services through reflection, over mutual
+	// TLS with a client certificate; without one it is refused.
+	files := c.PKI.Issue(t, pki.RoleClient, "grpcurl")
+	grpcurl := testenv.Binary(t, "grpcurl")
+	out, err := exec.CommandContext(ctx, grpcurl, "-cacert", files.CA, "-cert", files.Cert, "-key", files.Key, c.Procs[follower].GRPCAddr, "list").CombinedOutput()
 	if err != nil {
 		t.Fatalf("grpcurl list: %v\n%s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, grpcurl, "-plaintext", c.Procs[follower].GRPCAddr, "list").CombinedOutput(); err == nil {
+		t.Errorf("grpcurl -plaintext was answered:\n%s", out)
 	}
 	for _, svc := range []string{"slipway.deploy.v1.DeployService", "slipway.cluster.v1.ClusterService"} {
 		if !strings.Contains(string(out), svc+"\n") {

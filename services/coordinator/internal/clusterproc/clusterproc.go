@@ -60,21 +60,30 @@ type Cluster struct {
 
 // New prepares n coordinators with free loopback ports, data directories
 // under dir and TLS certificates from a new CA. Start them with StartAll.
-func New(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, false) }
+func New(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, false, nil) }
+
+// NewWithPKI is New with certificates from ca, so that the coordinators
+// trust the agents and edges a test started with the same CA.
+func NewWithPKI(bin, dir string, n int, ca *testenv.PKI) (*Cluster, error) {
+	return newCluster(bin, dir, n, false, ca)
+}
 
 // NewInsecure is New for plaintext coordinators (-insecure), the baseline
 // of the benchmark.
-func NewInsecure(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, true) }
+func NewInsecure(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, true, nil) }
 
-func newCluster(bin, dir string, n int, insecure bool) (*Cluster, error) {
+func newCluster(bin, dir string, n int, insecure bool, ca *testenv.PKI) (*Cluster, error) {
 	ports, err := testenv.FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
 	c := &Cluster{Bin: bin, Client: rpc.InsecureCreds()}
 	if !insecure {
-		if c.PKI, err = testenv.NewPKIAt(filepath.Join(dir, "pki")); err != nil {
-			return nil, fmt.Errorf("clusterproc: %w", err)
+		c.PKI = ca
+		if c.PKI == nil {
+			if c.PKI, err = testenv.NewPKIAt(filepath.Join(dir, "pki")); err != nil {
+				return nil, fmt.Errorf("clusterproc: %w", err)
+			}
 		}
 		files, err := c.PKI.IssueFiles(pki.RoleClient, "clusterproc")
 		if err != nil {
