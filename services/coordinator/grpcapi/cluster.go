@@ -158,7 +158,7 @@ func (s *clusterServer) DrainNode(ctx context.Context, req *clusterv1.DrainNodeR
 	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*clusterv1.DrainNodeResponse, error) {
 		res, err := apply[state.NodeResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_DrainNode{DrainNode: &statev1.DrainNodeOp{
-			NodeId: req.GetId(), Enable: req.GetEnable(), By: req.GetBy(),
+			NodeId: req.GetId(), Enable: req.GetEnable(), By: req.GetBy(), AccessorId: accessor(ctx),
 		}}})
 		if err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/spec"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/rpc"
@@ -61,7 +62,7 @@ func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) 
 		}
 		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{
 			Spec: spec.Normalize(req.GetSpec()), RequestId: rid, Supersede: req.GetSupersede(),
-			CreatedBy: req.GetCreatedBy(), Reason: req.GetReason(),
+			CreatedBy: req.GetCreatedBy(), Reason: req.GetReason(), AccessorId: accessor(ctx),
 		}}})
 		if err != nil {
 			return nil, err
@@ -83,7 +84,7 @@ func (s *deployServer) RollbackService(ctx context.Context, req *deployv1.Rollba
 		}
 		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Rollback{Rollback: &statev1.RollbackOp{
 			Service: req.GetService(), ToRelease: req.GetToRelease(), RequestId: rid,
-			Supersede: req.GetSupersede(), By: req.GetBy(), Reason: req.GetReason(),
+			Supersede: req.GetSupersede(), By: req.GetBy(), Reason: req.GetReason(), AccessorId: accessor(ctx),
 		}}})
 		if err != nil {
 			return nil, err
@@ -100,6 +101,7 @@ func (s *deployServer) command(ctx context.Context, op *statev1.OperatorOp, forw
 		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
 	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.Rollout, error) {
+		op.AccessorId = accessor(ctx)
 		res, err := apply[state.RolloutResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Operator{Operator: op}})
 		if err != nil {
 			return nil, err
@@ -180,6 +182,16 @@ func (s *deployServer) ListRollouts(ctx context.Context, req *deployv1.ListRollo
 		if limit == 0 {
 			limit = defaultRolloutLimit
 		}
+		if t := caller(ctx); req.GetService() == "" && t != nil && !t.Has(acl.Read) && !t.Has(acl.Admin) {
+			// A scoped token lists the rollouts of its services only.
+			var out []*deployv1.Rollout
+			for _, r := range s.a.fsm.Rollouts("", req.GetActiveOnly(), 0) {
+				if len(out) < limit && t.Sees(r.GetService()) {
+					out = append(out, r)
+				}
+			}
+			return &deployv1.ListRolloutsResponse{Rollouts: out}, nil
+		}
 		return &deployv1.ListRolloutsResponse{Rollouts: s.a.fsm.Rollouts(req.GetService(), req.GetActiveOnly(), limit)}, nil
 	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.ListRolloutsResponse, error) {
 		return deployv1.NewDeployServiceClient(c).ListRollouts(ctx, req)
@@ -203,7 +215,14 @@ func (s *deployServer) GetService(ctx context.Context, req *deployv1.GetServiceR
 
 func (s *deployServer) ListServices(ctx context.Context, req *deployv1.ListServicesRequest) (*deployv1.ListServicesResponse, error) {
 	return read(ctx, s.a, req.GetConsistency(), func() (*deployv1.ListServicesResponse, error) {
-		return &deployv1.ListServicesResponse{Services: s.a.fsm.Services()}, nil
+		svcs := s.a.fsm.Services()
+		out := svcs[:0] // a scoped token lists its services only
+		for _, svc := range svcs {
+			if sees(ctx, svc.GetName()) {
+				out = append(out, svc)
+			}
+		}
+		return &deployv1.ListServicesResponse{Services: out}, nil
 	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.ListServicesResponse, error) {
 		return deployv1.NewDeployServiceClient(c).ListServices(ctx, req)
 	})
