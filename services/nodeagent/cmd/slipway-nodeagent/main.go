@@ -24,6 +24,7 @@ import (
 	"slipway.dev/nodeagent/docker"
 	"slipway.dev/nodeagent/grpcapi"
 	"slipway.dev/nodeagent/process"
+	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
@@ -36,6 +37,61 @@ type options struct {
 	cpuMHz, memoryMB                                                    int
 	sec                                                                 rpc.Security
 	drainTimeout, drainWindow                                           time.Duration
+	hard                                                                hardening
+}
+
+// hardening holds the flags that widen what instances may do beyond the
+// hardened default (see package nodepolicy), the pids limit and the
+// process driver's user.
+type hardening struct {
+	allowPrivileged                              bool
+	allowCaps, allowHostPaths, allowImages, user string
+	pidsLimit                                    int
+	policy                                       nodepolicy.Policy
+}
+
+// register adds the hardening flags to fs.
+func (h *hardening) register(fs *flag.FlagSet) {
+	fs.BoolVar(&h.allowPrivileged, "allow-privileged", false, "allow specs asking for privileged containers (docker driver)")
+	fs.StringVar(&h.allowCaps, "allow-caps", "", "capabilities specs may add to the default (none), e.g. NET_ADMIN,SYS_TIME (docker driver)")
+	fs.StringVar(&h.allowHostPaths, "allow-host-paths", "", "host directories specs may bind-mount, with everything under them, e.g. /data,/srv (docker driver)")
+	fs.StringVar(&h.allowImages, "allow-images", "", "image patterns this node runs, '*' matching anything, e.g. 'slipway/*,registry.local/*' (empty: any image)")
+	fs.IntVar(&h.pidsLimit, "pids-limit", docker.DefaultPidsLimit, "most processes and threads a container may have")
+	fs.StringVar(&h.user, "process-user", process.DefaultUser, "process driver: user children run as when the agent runs as root (never root)")
+}
+
+// parse checks the hardening flags and builds the node's policy.
+func (h *hardening) parse() error {
+	var err error
+	h.policy.Privileged = h.allowPrivileged
+	if h.policy.Caps, err = nodepolicy.ParseCaps(h.allowCaps); err != nil {
+		return fmt.Errorf("-allow-caps: %w", err)
+	}
+	if h.policy.HostPaths, err = nodepolicy.ParseHostPaths(h.allowHostPaths); err != nil {
+		return fmt.Errorf("-allow-host-paths: %w", err)
+	}
+	if h.policy.Images, err = nodepolicy.ParseImages(h.allowImages); err != nil {
+		return fmt.Errorf("-allow-images: %w", err)
+	}
+	if _, err := h.policy.Meta(); err != nil {
+		return fmt.Errorf("allow lists: %w", err)
+	}
+	if h.pidsLimit < 1 {
+		return fmt.Errorf("-pids-limit %d: must be at least 1", h.pidsLimit)
+	}
+	if h.user == "" || h.user == "root" || h.user == "0" {
+		return fmt.Errorf("-process-user %q: children never run as root; name another user", h.user)
+	}
+	return nil
+}
+
+// processPolicy is the policy of a process-driver node: its images only,
+// since a process cannot be given capabilities, privileges or mounts.
+func (h *hardening) processPolicy() (nodepolicy.Policy, error) {
+	if p := h.policy; p.Privileged || len(p.Caps) > 0 || len(p.HostPaths) > 0 {
+		return nodepolicy.Policy{}, errors.New("-allow-privileged, -allow-caps and -allow-host-paths need the docker driver; the process driver runs none of them")
+	}
+	return nodepolicy.Policy{Images: h.policy.Images}, nil
 }
 
 func main() {
@@ -55,6 +111,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "local Consul agent HTTP address")
 	fs.StringVar(&o.driver, "driver", "", "docker or process (default: docker when the Engine answers, else process)")
 	fs.StringVar(&o.processDir, "process-dir", "bin/images", "process driver: directory of executables; image a/b:c runs <dir>/a_b_c")
+	o.hard.register(fs)
 	fs.StringVar(&o.labels, "labels", "", "node labels k=v,k2=v2")
 	fs.IntVar(&o.cpuMHz, "cpu-mhz", 4000, "CPU offered to allocations")
 	fs.IntVar(&o.memoryMB, "memory-mb", 4096, "memory offered to allocations")
@@ -97,6 +154,9 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-advertise %q: want the IP address instances are reachable on", o.advertise)
 	}
 	if _, err := parseLabels(o.labels); err != nil {
+		return o, err
+	}
+	if err := o.hard.parse(); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -142,7 +202,7 @@ func run(args []string) error {
 		cli, err := docker.Dial(ctx, 2*time.Second)
 		switch {
 		case err == nil:
-			drv = docker.New(cli, o.nodeID, o.advertise, logger)
+			drv = docker.New(cli, o.nodeID, o.advertise, logger, docker.WithPolicy(o.hard.policy), docker.WithPidsLimit(int64(o.hard.pidsLimit)))
 			defer cli.Close()
 		case o.driver == "docker":
 			return err
@@ -151,7 +211,10 @@ func run(args []string) error {
 		}
 	}
 	if drv == nil {
-		pd, err := process.New(o.processDir, o.dataDir+"/process", o.advertise, logger)
+		if o.hard.policy, err = o.hard.processPolicy(); err != nil {
+			return err
+		}
+		pd, err := process.New(o.processDir, o.dataDir+"/process", o.advertise, logger, process.WithUser(o.hard.user))
 		if err != nil {
 			return err
 		}
@@ -178,6 +241,7 @@ func run(args []string) error {
 		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
 		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
 		DrainTimeout: o.drainTimeout, DrainWindow: o.drainWindow, Logger: logger, Registerer: reg,
+		Policy: o.hard.policy,
 	}, drv, cons)
 	if err != nil {
 		return err
