@@ -29,6 +29,7 @@ import (
 
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/specrules"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
@@ -111,6 +112,10 @@ type Config struct {
 	// Resync re-sends a node its unchanged desired set after this long
 	// (anti-entropy); default 30s.
 	Resync time.Duration
+	// SyncBudget bounds the bytes of allocations in one node's
+	// SyncAllocations request; default specrules.SyncBudgetBytes (the
+	// gRPC message limit less room for the envelope). See desiredSets.
+	SyncBudget int
 }
 
 // Engine is the leader engine. Create it with New and run it with Run; it
@@ -154,6 +159,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.SyncBudget <= 0 {
+		cfg.SyncBudget = specrules.SyncBudgetBytes
 	}
 	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "engine")}
 }

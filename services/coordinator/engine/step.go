@@ -197,6 +197,7 @@ func Instance(sa state.StoredAllocation, st *agentv1.AllocationStatus) rollout.I
 	case st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_FAILED:
 		in.Health = rollout.HealthDead
 		in.Since = st.GetUpdatedAt().AsTime()
+		in.Reason = st.GetError() // the agent's words: image missing, port taken, exit code
 	case st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_RUNNING && st.GetHealth() == agentv1.Health_HEALTH_PASSING:
 		in.Health = rollout.HealthPassing
 		in.Since = st.GetHealthySince().AsTime()
@@ -319,11 +320,7 @@ func (e *Engine) commit(ctx context.Context, ro *deployv1.Rollout, prev, next ro
 		if err != nil {
 			return err
 		}
-		op.Intent = &edgev1.TrafficIntent{Service: ro.GetService(), Generation: t.Generation,
-			Host: spec.GetRoute().GetHost(), Path: spec.GetRoute().GetPath(), Weights: weightsProto(t.Weights)}
-		for _, p := range t.Pins {
-			op.Intent.Pins = append(op.Intent.Pins, &edgev1.Pin{Header: p.Header, Release: p.Release})
-		}
+		op.Intent = Intent(ro.GetService(), spec, *t)
 		op.Drain = t.Drain
 	}
 	if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_RolloutStep{RolloutStep: op}}); err != nil {
@@ -407,6 +404,17 @@ func (e *Engine) place(service string, asks []rollout.Placement) ([]*agentv1.All
 		out = append(out, a)
 	}
 	return out, "", nil
+}
+
+// Intent is the traffic intent the edges receive for a service whose
+// release spec routes it, with the machine's weights and pins.
+func Intent(service string, spec *deployv1.ServiceSpec, t rollout.Traffic) *edgev1.TrafficIntent {
+	in := &edgev1.TrafficIntent{Service: service, Generation: t.Generation,
+		Host: spec.GetRoute().GetHost(), Path: spec.GetRoute().GetPath(), Weights: weightsProto(t.Weights)}
+	for _, p := range t.Pins {
+		in.Pins = append(in.Pins, &edgev1.Pin{Header: p.Header, Release: p.Release})
+	}
+	return in
 }
 
 // Template is the allocation of one instance of a release (without id and
@@ -567,9 +575,10 @@ func (e *Engine) act(ctx context.Context) error {
 		return fmt.Errorf("engine: raft status: %w", err)
 	}
 	token := &agentv1.FencingToken{Term: st.Term, Index: e.cfg.FSM.LastIndex()}
-	desired := map[string][]*agentv1.Allocation{}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
-		desired[sa.Allocation.GetNodeId()] = append(desired[sa.Allocation.GetNodeId()], sa.Allocation)
+	desired, held := desiredSets(e.cfg.FSM.AllAllocations(), e.cfg.SyncBudget)
+	var errs []error
+	for _, h := range held {
+		errs = append(errs, h)
 	}
 	type result struct {
 		node, fp string
@@ -590,7 +599,6 @@ func (e *Engine) act(ctx context.Context) error {
 			ch <- result{id, fp, err}
 		}()
 	}
-	var errs []error
 	for range n {
 		r := <-ch
 		if r.err != nil {
