@@ -56,6 +56,9 @@ func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) 
 		return nil, rpc.InvalidArgument("spec", vs)
 	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.DeployResponse, error) {
+		if vs := spec.CheckNodes(req.GetSpec(), s.a.fsm.Nodes()); len(vs) > 0 {
+			return nil, rpc.InvalidArgument("spec", vs)
+		}
 		rid := req.GetRequestId()
 		if rid == "" {
 			rid = newRequestID()

@@ -117,6 +117,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 		validateConstraint(&v, fmt.Sprintf("spec.constraints[%d]", i), c)
 	}
 	validateUpdate(&v, s.GetUpdate())
+	validateSecurity(&v, s.GetSecurity())
 	validDuration(&v, "spec.kill_timeout", s.GetKillTimeout())
 	if len(v) == 0 {
 		return nil
