@@ -154,14 +154,15 @@ type fakeAgents struct {
 	started    map[string]int       // allocation id -> times started
 	since      map[string]time.Time // allocation id -> passing since
 	desired    map[string][]*agentv1.Allocation
-	critical   map[uint64]bool // releases whose checks fail
-	sick       map[string]bool // nodes where every check fails
+	critical   map[uint64]bool   // releases whose checks fail
+	failed     map[uint64]string // releases that fail to start, with the agent's error
+	sick       map[string]bool   // nodes where every check fails
 	violations []string
 }
 
 func newAgents(fsm *state.FSM, c *clock) *fakeAgents {
 	return &fakeAgents{fsm: fsm, clock: c, started: map[string]int{}, since: map[string]time.Time{},
-		desired: map[string][]*agentv1.Allocation{}, critical: map[uint64]bool{}, sick: map[string]bool{}}
+		desired: map[string][]*agentv1.Allocation{}, critical: map[uint64]bool{}, failed: map[uint64]string{}, sick: map[string]bool{}}
 }
 
 func (f *fakeAgents) Sync(_ context.Context, n engine.Node, tok *agentv1.FencingToken, allocs []*agentv1.Allocation) ([]*agentv1.AllocationStatus, error) {
@@ -208,6 +209,9 @@ func (f *fakeAgents) Status(_ context.Context, n engine.Node) ([]*agentv1.Alloca
 			HealthySince: timestamppb.New(f.since[a.GetId()]), UpdatedAt: timestamppb.New(f.since[a.GetId()])}
 		if f.critical[a.GetRelease()] || f.sick[n.ID] {
 			st.Health, st.HealthySince = agentv1.Health_HEALTH_CRITICAL, nil
+		}
+		if msg := f.failed[a.GetRelease()]; msg != "" {
+			st.State, st.Health, st.HealthySince, st.Error = agentv1.AllocationState_ALLOCATION_STATE_FAILED, agentv1.Health_HEALTH_UNSPECIFIED, nil, msg
 		}
 		if a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED {
 			st.State = agentv1.AllocationState_ALLOCATION_STATE_DRAINING

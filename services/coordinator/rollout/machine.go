@@ -225,6 +225,8 @@ func (r *run) judgeHealth() {
 			continue
 		}
 		switch {
+		case in.Health == HealthDead && in.Reason != "":
+			r.fail(fmt.Sprintf("instance %s of v%d failed: %s", in.ID, in.Release, in.Reason))
 		case in.Health == HealthDead:
 			r.fail(fmt.Sprintf("instance %s of v%d exited", in.ID, in.Release))
 		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline:

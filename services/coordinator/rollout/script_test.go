@@ -31,7 +31,8 @@ import (
 //	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
 //	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
 //	       [auto_revert] [auto_promote] [supersede]
-//	report <id|vN> <starting|passing|critical|dead> (healthy, unhealthy: aliases)
+//	report <id|vN> <starting|passing|critical|dead> [reason...] (healthy, unhealthy: aliases;
+//	                              the rest of the line: why it died, as its agent says)
 //	tick <duration>
 //	ack [gen=N]                   edges acknowledge generation N (default: latest)
 //	promote [full] | pause | resume | abort   operator commands
@@ -368,9 +369,10 @@ func parseSteps(v string) ([]CanaryStep, error) {
 }
 
 func (w *world) cmdReport(args []string) error {
-	if len(args) != 2 {
-		return fmt.Errorf("usage: report <id|vN> <health>")
+	if len(args) < 2 {
+		return fmt.Errorf("usage: report <id|vN> <health> [reason...]")
 	}
+	reason := strings.Join(args[2:], " ")
 	h := Health(args[1])
 	switch args[1] { // the words
 	case "healthy":
@@ -400,6 +402,7 @@ func (w *world) cmdReport(args []string) error {
 		if in.Health != h {
 			in.Health, in.Since = h, w.now
 		}
+		in.Reason = reason
 	}
 	return w.step()
 }

@@ -224,6 +224,11 @@ type Instance struct {
 	Since time.Time
 	// CreatedAt is when the allocation was created (committed).
 	CreatedAt time.Time
+	// Reason is why a dead instance died, as its agent reported it (the
+	// image is not present and could not be pulled, the host port is taken,
+	// it exited with code N...); empty when unknown. A rollout failing on
+	// the instance says it.
+	Reason string
 }
 
 // Command is an operator command recorded for the rollout.
