@@ -21,6 +21,7 @@ import (
 
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/nodepolicy"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -109,6 +110,9 @@ func NodeFromService(s *api.AgentService, node *api.Node) (engine.Node, error) {
 		return engine.Node{}, fmt.Errorf("consul: instance %s: no address:port (%q:%d)", s.ID, host, s.Port)
 	}
 	n.Addr = net.JoinHostPort(host, strconv.Itoa(s.Port))
+	if n.Security, err = nodepolicy.FromMeta(s.Meta); err != nil {
+		return engine.Node{}, fmt.Errorf("consul: instance %s: %w", s.ID, err)
+	}
 	return n, nil
 }
 

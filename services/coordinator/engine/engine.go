@@ -29,6 +29,7 @@ import (
 
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/specrules"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
@@ -48,6 +49,9 @@ type Node struct {
 	CPU, MemoryMB int
 	// Driver is "docker" or "process".
 	Driver string
+	// Security is what the node's agent allows beyond the hardened
+	// container default.
+	Security nodepolicy.Policy
 }
 
 // NodeSource discovers the live workload nodes.
@@ -279,7 +283,7 @@ func (e *Engine) upsertNodes(ctx context.Context) error {
 		n := e.nodes[id]
 		delete(e.lostSince, id)
 		want := &clusterv1.Node{Id: n.ID, Address: n.Addr, Labels: n.Labels, CpuMhz: int32(n.CPU), MemoryMb: int32(n.MemoryMB),
-			Status: clusterv1.NodeStatus_NODE_STATUS_READY, Driver: n.Driver}
+			Status: clusterv1.NodeStatus_NODE_STATUS_READY, Driver: n.Driver, Security: securityProto(n.Security)}
 		if old := known[id]; old != nil {
 			cmp := proto.CloneOf(old)
 			cmp.LastSeen, cmp.Draining = nil, false
@@ -374,4 +378,13 @@ func (e *Engine) observe(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// securityProto records a node's policy; nil when it allows nothing extra
+// and any image, as nodes recorded before policies were reported.
+func securityProto(p nodepolicy.Policy) *clusterv1.NodeSecurity {
+	if !p.Privileged && len(p.Caps)+len(p.HostPaths)+len(p.Images) == 0 {
+		return nil
+	}
+	return &clusterv1.NodeSecurity{Privileged: p.Privileged, Caps: p.Caps, HostPaths: p.HostPaths, Images: p.Images}
 }

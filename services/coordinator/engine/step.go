@@ -428,6 +428,12 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 	if c := spec.GetCheck(); c != nil {
 		a.Check = &agentv1.Check{Http: c.GetHttp(), Tcp: c.GetTcp(), Interval: c.GetInterval(), Timeout: c.GetTimeout()}
 	}
+	if sec := spec.GetSecurity(); sec != nil {
+		a.Privileged, a.CapAdd = sec.GetPrivileged(), sec.GetCapAdd()
+		for _, m := range sec.GetHostMounts() {
+			a.Mounts = append(a.Mounts, &agentv1.Mount{HostPath: m.GetHostPath(), ContainerPath: m.GetContainerPath(), ReadOnly: m.GetReadOnly()})
+		}
+	}
 	return proto.CloneOf(a)
 }
 
