@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"slipway.dev/platform/pki"
+	"slipway.dev/platform/rpc"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
@@ -48,6 +49,7 @@ type globals struct {
 	output  string
 	timeout time.Duration
 	by      string
+	sec     rpc.Security
 }
 
 // app is one run of slipctl.
@@ -79,6 +81,7 @@ type opts struct {
 	to                               uint64
 	limit                            int
 	leaderRead                       bool
+	tls                              tlsOpts
 }
 
 func addGlobals(fs *flag.FlagSet, g *globals, env Env) {
@@ -102,6 +105,7 @@ func addGlobals(fs *flag.FlagSet, g *globals, env Env) {
 	fs.StringVar(&g.output, "o", g.output, "output `format`: text (for people) or json (protojson of the response, for scripts)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call to the coordinator")
 	fs.StringVar(&g.by, "by", g.by, "who is asking, recorded in the audit trail (env SLIPWAY_ACTOR, default $USER)")
+	addTLSGlobals(fs, g, env)
 }
 
 func defaultActor(env Env) string {
@@ -226,6 +230,7 @@ func (a *app) help(cmd *command, fs *flag.FlagSet, path string) {
 	fmt.Fprintf(w, "\nFlags:\n")
 	printFlags(w, fs)
 	fmt.Fprintf(w, "\nEnvironment:\n  SLIPWAY_ADDR   coordinator address (default %s); --addr overrides it\n  SLIPWAY_ACTOR  name recorded in the audit trail (default $USER); --by overrides it\n", DefaultAddr)
+	fmt.Fprint(w, tlsEnvHelp)
 	if cmd.examples != "" {
 		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(cmd.examples, "\n"))
 	}
@@ -259,7 +264,11 @@ func (a *app) client() (*grpc.ClientConn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	conn, err := grpc.NewClient(a.g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := rpc.NewCreds(a.g.sec, nil)
+	if err != nil {
+		return nil, exitcode.Usagef("%v", tlsHint(err))
+	}
+	conn, err := rpc.Dial(a.g.addr, creds, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		return nil, exitcode.Usagef("bad coordinator address %q: %v", a.g.addr, err)
 	}

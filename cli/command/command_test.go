@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"slipway.dev/platform/pki"
+	"slipway.dev/platform/rpc"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
 )
@@ -135,6 +137,48 @@ func TestDeployReadsStdin(t *testing.T) {
 	}
 }
 
+func TestTLSRequiredUnlessInsecure(t *testing.T) {
+	code, _, errOut := run(t, map[string]string{"SLIPWAY_ADDR": closedAddr(t)}, "services")
+	if code != exitcode.Usage || !strings.Contains(errOut, "--tls-ca") || !strings.Contains(errOut, "--insecure") {
+		t.Errorf("no TLS flags: exit %d, stderr %q; want a usage error naming --tls-ca and --insecure", code, errOut)
+	}
+	code, _, errOut = run(t, map[string]string{"SLIPWAY_TLS_CA": "ca.pem"}, "services")
+	if code != exitcode.Usage || !strings.Contains(errOut, "missing --tls-cert, --tls-key") {
+		t.Errorf("half the TLS flags: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestTLSCreateWritesAUsableCertificate(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errOut := run(t, nil, "tls", "ca", "create", "--dir", dir); code != exitcode.OK {
+		t.Fatalf("ca create: %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, nil, "tls", "ca", "create", "--dir", dir); code != exitcode.Usage || !strings.Contains(errOut, "--force") {
+		t.Errorf("second ca create: exit %d, stderr %q; want a refusal naming --force", code, errOut)
+	}
+	code, out, errOut := run(t, nil, "tls", "cert", "create", "--dir", dir, "--role", "nodeagent", "--name", "node-a", "--ip", "10.0.0.7", "--days", "30")
+	if code != exitcode.OK || !strings.Contains(out, "spiffe://slipway/nodeagent/node-a") {
+		t.Fatalf("cert create: exit %d\n%s%s", code, out, errOut)
+	}
+	sec := rpc.Security{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "nodeagent-node-a.pem"), KeyFile: filepath.Join(dir, "nodeagent-node-a-key.pem")}
+	creds, err := rpc.NewCreds(sec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := creds.Identity(); got != (pki.Identity{Role: pki.RoleNodeAgent, Name: "node-a"}) {
+		t.Errorf("identity %v", got)
+	}
+	if st, _ := os.Stat(sec.KeyFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("key mode %v, want 0600", st.Mode().Perm())
+	}
+	code, _, errOut = run(t, nil, "tls", "cert", "create", "--dir", dir, "--role", "root", "--name", "a/b", "--ip", "x", "--days", "-1")
+	for _, want := range []string{"--role", "--name", "--ip", "--days"} {
+		if code != exitcode.Usage || !strings.Contains(errOut, want) {
+			t.Errorf("bad cert create: exit %d, stderr %q; want it to name %s", code, errOut, want)
+		}
+	}
+}
+
 func TestUnavailableExitCode(t *testing.T) {
 	addr := closedAddr(t)
 	for _, args := range [][]string{
@@ -142,7 +186,7 @@ func TestUnavailableExitCode(t *testing.T) {
 		{"--addr", addr, "cluster", "peers"},
 		{"rollout", "watch", "web-1", "--timeout", "300ms"},
 	} {
-		code, _, errOut := run(t, map[string]string{"SLIPWAY_ADDR": addr}, args...)
+		code, _, errOut := run(t, map[string]string{"SLIPWAY_ADDR": addr, "SLIPWAY_INSECURE": "1"}, args...)
 		if code != exitcode.Unavailable {
 			t.Errorf("%v: exit code = %d, want %d; stderr %q", args, code, exitcode.Unavailable, errOut)
 		}

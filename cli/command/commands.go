@@ -28,6 +28,7 @@ as protojson for scripts. Flags may be given before or after arguments.`,
   slipctl -o json services | jq -r '.services[].name'`,
 		subs: []*command{
 			deployCmd(),
+			tlsCmd(),
 			{name: "services", summary: "list services", maxArgs: 0,
 				help:     "List every service with its latest and stable release and its active rollout.",
 				examples: "  slipctl services\n  slipctl services -o json",

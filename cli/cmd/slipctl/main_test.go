@@ -26,6 +26,8 @@ type coordinator struct {
 	log  *syncBuffer
 	cmd  *exec.Cmd
 	done chan struct{}
+	// clientEnv names a client certificate the coordinator trusts.
+	clientEnv []string
 }
 
 // startCoordinator starts a single-node coordinator on free loopback ports
@@ -38,8 +40,8 @@ func startCoordinator(t *testing.T) *coordinator {
 		addr: testenv.FreeAddr(t),
 		log:  &syncBuffer{},
 	}
-	c.args = []string{"-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
-		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}
+	c.args = append([]string{"-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
+		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}, c.tls("e2e-c1")...)
 	c.start()
 	t.Cleanup(func() {
 		c.stop()
@@ -48,6 +50,30 @@ func startCoordinator(t *testing.T) *coordinator {
 		}
 	})
 	return c
+}
+
+// tls makes a CA and certificates for the coordinator id and a client with
+// slipctl tls itself, and returns the coordinator's TLS flags; the client's
+// files are in c.clientEnv.
+func (c *coordinator) tls(id string) []string {
+	c.t.Helper()
+	dir := c.t.TempDir()
+	bin := testenv.BuildBinary(c.t, "./cli/cmd/slipctl")
+	for _, args := range [][]string{
+		{"tls", "ca", "create", "--dir", dir},
+		{"tls", "cert", "create", "--dir", dir, "--role", "coordinator", "--name", id},
+		{"tls", "cert", "create", "--dir", dir, "--role", "client", "--name", "e2e"},
+	} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = cleanEnv()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.t.Fatalf("slipctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	c.clientEnv = []string{"SLIPWAY_TLS_CA=" + filepath.Join(dir, "ca.pem"),
+		"SLIPWAY_TLS_CERT=" + filepath.Join(dir, "client-e2e.pem"), "SLIPWAY_TLS_KEY=" + filepath.Join(dir, "client-e2e-key.pem")}
+	return []string{"-tls-ca", filepath.Join(dir, "ca.pem"),
+		"-tls-cert", filepath.Join(dir, "coordinator-"+id+".pem"), "-tls-key", filepath.Join(dir, "coordinator-"+id+"-key.pem")}
 }
 
 // start starts the process, again after stop with the same data and ports.
@@ -117,6 +143,7 @@ type cli struct {
 	t    *testing.T
 	bin  string
 	addr string
+	env  []string // SLIPWAY_TLS_* (and SLIPWAY_TOKEN)
 }
 
 type result struct {
@@ -126,7 +153,7 @@ type result struct {
 
 func (c *cli) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(c.bin, args...)
-	cmd.Env = append(cleanEnv(), "SLIPWAY_ADDR="+c.addr, "SLIPWAY_ACTOR=e2e")
+	cmd.Env = append(append(cleanEnv(), "SLIPWAY_ADDR="+c.addr, "SLIPWAY_ACTOR=e2e"), c.env...)
 	cmd.Dir = testenv.RepoRoot(c.t)
 	return cmd
 }
@@ -268,7 +295,7 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 		t.Skip("builds and runs the coordinator")
 	}
 	coord := startCoordinator(t)
-	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
+	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr, env: coord.clientEnv}
 
 	testenv.Eventually(t, 30*time.Second, "a raft leader", func() error {
 		r := c.run("cluster", "leader", "-o", "json", "--timeout", "1s")
@@ -482,11 +509,11 @@ func TestClusterLeaderExitsUnavailableWithoutLeader(t *testing.T) {
 		addr: testenv.FreeAddr(t),
 		log:  &syncBuffer{},
 	}
-	coord.args = []string{"-id", "lonely", "-data-dir", t.TempDir(),
-		"-grpc-addr", coord.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}
+	coord.args = append([]string{"-id", "lonely", "-data-dir", t.TempDir(),
+		"-grpc-addr", coord.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}, coord.tls("lonely")...)
 	coord.start()
 	t.Cleanup(coord.stop)
-	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr}
+	c := &cli{t: t, bin: testenv.BuildBinary(t, "./cli/cmd/slipctl"), addr: coord.addr, env: coord.clientEnv}
 
 	var r result
 	testenv.Eventually(t, 30*time.Second, "the coordinator to answer", func() error {
