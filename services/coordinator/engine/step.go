@@ -16,6 +16,7 @@ import (
 	"slipway.dev/coordinator/placement"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/nodepolicy"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
@@ -351,7 +352,7 @@ func (e *Engine) placementState() placement.Snapshot {
 	}
 	for _, n := range e.nodes {
 		snap.NodeList = append(snap.NodeList, placement.Node{ID: n.ID, Ready: true, Draining: draining[n.ID], Labels: n.Labels,
-			Attributes: map[string]string{"node.driver": n.Driver}, CPU: n.CPU, MemoryMB: n.MemoryMB})
+			Attributes: map[string]string{"node.driver": n.Driver}, CPU: n.CPU, MemoryMB: n.MemoryMB, Policy: n.Security})
 	}
 	for _, sa := range e.cfg.FSM.AllAllocations() {
 		a := sa.Allocation
@@ -378,7 +379,7 @@ func (e *Engine) place(service string, asks []rollout.Placement) ([]*agentv1.All
 			return nil, "", err
 		}
 		tmpl := Template(spec, p.Release, p.Track)
-		ask := placement.Ask{Service: service, Release: p.Release, CPU: int(tmpl.GetCpuMhz()), MemoryMB: int(tmpl.GetMemoryMb())}
+		ask := placement.Ask{Service: service, Release: p.Release, CPU: int(tmpl.GetCpuMhz()), MemoryMB: int(tmpl.GetMemoryMb()), Security: securityAsk(tmpl)}
 		for _, c := range spec.GetConstraints() {
 			ask.Constraints = append(ask.Constraints, placement.Constraint{Attribute: c.GetAttribute(), Operator: c.GetOperator(), Value: c.GetValue()})
 		}
@@ -435,6 +436,15 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 		}
 	}
 	return proto.CloneOf(a)
+}
+
+// securityAsk is what an allocation asks of a node's policy.
+func securityAsk(a *agentv1.Allocation) nodepolicy.Ask {
+	ask := nodepolicy.Ask{Image: a.GetImage(), Privileged: a.GetPrivileged(), Caps: a.GetCapAdd()}
+	for _, m := range a.GetMounts() {
+		ask.Mounts = append(ask.Mounts, nodepolicy.Mount{HostPath: m.GetHostPath(), ContainerPath: m.GetContainerPath(), ReadOnly: m.GetReadOnly()})
+	}
+	return ask
 }
 
 // replaceLost replaces the allocations of nodes missing for longer than
@@ -512,7 +522,8 @@ func (e *Engine) replaceLost(ctx context.Context) error {
 			}
 			id := fmt.Sprintf("%s-v%d-%d-%d", svc, a.GetRelease(), base, k)
 			old[id] = a
-			asks = append(asks, placement.Ask{Service: svc, Release: a.GetRelease(), IDs: []string{id}, CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb())})
+			asks = append(asks, placement.Ask{Service: svc, Release: a.GetRelease(), IDs: []string{id}, CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb()),
+				Security: securityAsk(a)})
 		}
 		if len(asks) > 0 {
 			plan, err := placement.Place(e.placementState(), asks, base)

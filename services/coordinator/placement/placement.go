@@ -31,6 +31,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"slipway.dev/platform/nodepolicy"
 )
 
 // ErrInvalidAsk is returned (wrapped, naming the field) for an ask that
@@ -53,6 +55,9 @@ type Node struct {
 	CPU int
 	// MemoryMB is the node's memory capacity in MiB.
 	MemoryMB int
+	// Policy is what the node's agent allows beyond the hardened container
+	// default, and which images it runs.
+	Policy nodepolicy.Policy
 }
 
 // Attribute returns the value of a constraint attribute for the node:
@@ -142,6 +147,9 @@ type Ask struct {
 	HostPorts []int
 	// Constraints all have to hold on the chosen node.
 	Constraints []Constraint
+	// Security is what each allocation asks of the node's policy (image,
+	// privileged, capabilities, host mounts); the node must allow all of it.
+	Security nodepolicy.Ask
 }
 
 // Placement puts one allocation on a node.
@@ -165,6 +173,9 @@ type Metrics struct {
 	NotReady, Draining int
 	// Constraint counts nodes filtered by each constraint (its String form).
 	Constraint map[string]int
+	// Policy counts nodes whose agent does not allow the ask's image or
+	// security asks.
+	Policy int
 	// ExhaustedCPU, ExhaustedMemory and PortClash count nodes that passed the
 	// filters but had no room.
 	ExhaustedCPU, ExhaustedMemory, PortClash int
@@ -286,6 +297,10 @@ func Place(st State, asks []Ask, seed uint64) (Plan, error) {
 					continue nodes
 				}
 			}
+			if len(n.Policy.Check(ask.Security)) > 0 {
+				m.Policy++
+				continue
+			}
 			feasible = append(feasible, i)
 		}
 		svc := count(ask.Service)
@@ -399,6 +414,7 @@ func reasonFor(ask Ask, m Metrics) string {
 	for _, k := range keys {
 		add(m.Constraint[k], "filtered by constraint "+k)
 	}
+	add(m.Policy, "not allowing the image or security asks (node agent -allow-* flags)")
 	add(m.ExhaustedCPU, "exhausted cpu")
 	add(m.ExhaustedMemory, "exhausted memory")
 	add(m.PortClash, "host port in use")
