@@ -26,6 +26,7 @@ import (
 
 	"slipway.dev/guide/docker"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 )
 
@@ -139,6 +140,8 @@ func BusyPorts(uses []portUse) []string {
 type Stack struct {
 	cfg   Config
 	procs []*Proc
+	// TLS is the stack's throwaway CA and certificates.
+	TLS TLS
 }
 
 // Start wipes StateDir, kills what a previous guide left behind, starts
@@ -162,6 +165,14 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 		}
 	}()
 
+	if s.TLS, err = makeTLS(filepath.Join(c.StateDir, "tls"), c.NodeID); err != nil {
+		return nil, err
+	}
+	operator, err := s.TLS.OperatorCreds()
+	if err != nil {
+		return nil, err
+	}
+
 	serf, err := freePorts(3)
 	if err != nil {
 		return nil, err
@@ -178,14 +189,17 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	c.Logf("Consul dev agent on http://%s (log .run/consul.log)", c.ConsulAddr())
 
 	coordArgs := []string{"-id", "guide-1", "-bootstrap", "-data-dir", filepath.Join(c.StateDir, "coordinator"),
-		"-grpc-addr", c.CoordinatorAddr(), "-raft-addr", addr(c.Coordinator + 1), "-log-level", "warn"}
+		"-grpc-addr", c.CoordinatorAddr(), "-raft-addr", addr(c.Coordinator + 1), "-log-level", "warn",
+		// Tokens off until the guide bootstraps one and hands it to slipctl.
+		"-acl=false"}
+	coordArgs = append(coordArgs, s.TLS.flags(s.TLS.Coordinator)...)
 	if hasFlag(c.bin("slipway-coordinator"), "consul-addr") {
 		coordArgs = append(coordArgs, "-consul-addr", c.ConsulAddr())
 	} else {
 		c.Logf("warning: slipway-coordinator has no -consul-addr flag: it cannot discover the node agent (rollout engine missing?)")
 	}
 	if err := s.start(ctx, "coordinator", c.bin("slipway-coordinator"), coordArgs, nil, func(ctx context.Context) error {
-		return coordinatorLeader(ctx, c.CoordinatorAddr())
+		return coordinatorLeader(ctx, c.CoordinatorAddr(), operator)
 	}); err != nil {
 		return nil, err
 	}
@@ -195,6 +209,7 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 		"-node-id", c.NodeID, "-grpc-addr", addr(c.Agent), "-consul-addr", c.ConsulAddr(),
 		"-driver", c.Driver, "-process-dir", c.ProcessDir, "-advertise", "127.0.0.1",
 		"-data-dir", filepath.Join(c.StateDir, "nodeagent"), "-labels", "zone=a", "-log-level", "warn",
+		"-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.NodeAgent.Cert, "-tls-key", s.TLS.NodeAgent.Key,
 	}, nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), c.NodeID) }); err != nil {
 		return nil, err
 	}
@@ -203,6 +218,7 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	if err := s.start(ctx, "edge", c.bin("slipway-edge"), []string{
 		"-id", "guide-edge", "-consul-addr", c.ConsulAddr(), "-mode", "proxy",
 		"-http-addr", addr(c.EdgeHTTP), "-grpc-addr", addr(c.EdgeGRPC), "-log-level", "warn",
+		"-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.Edge.Cert, "-tls-key", s.TLS.Edge.Key,
 	}, nil, func(ctx context.Context) error { return listening(ctx, addr(c.EdgeHTTP)) }); err != nil {
 		return nil, err
 	}
@@ -420,8 +436,8 @@ func agentRegistered(ctx context.Context, a, nodeID string) error {
 	return errNotReady
 }
 
-func coordinatorLeader(ctx context.Context, a string) error {
-	conn, err := rpc.Dial(a)
+func coordinatorLeader(ctx context.Context, a string, creds *rpc.Creds) error {
+	conn, err := rpc.Dial(a, creds, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"slipway.dev/guide/stack"
 	"slipway.dev/guide/summary"
 	"slipway.dev/guide/tour"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 )
 
@@ -105,7 +107,12 @@ func run(args []string) int {
 	}()
 	died := st.Died()
 
-	conn, err := rpc.Dial(cfg.CoordinatorAddr())
+	operator, err := st.TLS.OperatorCreds()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "slipway-guide:", err)
+		return 1
+	}
+	conn, err := rpc.Dial(cfg.CoordinatorAddr(), operator, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "slipway-guide:", err)
 		return 1
@@ -153,7 +160,7 @@ func run(args []string) int {
 	id := res.Rollouts["bad v4"]
 	fmt.Printf(`
 ==> the stack stays up; try (Ctrl-C stops everything and removes the instances):
-  export SLIPWAY_ADDR=%[1]s
+  export SLIPWAY_ADDR=%[1]s SLIPWAY_TLS_CA=%[7]s SLIPWAY_TLS_CERT=%[8]s SLIPWAY_TLS_KEY=%[9]s
   bin/slipctl services
   bin/slipctl history %[2]s
   bin/slipctl rollout list
@@ -162,9 +169,9 @@ func run(args []string) int {
   bin/slipctl rollback %[2]s --to 1 --wait          # back to v1, rolling
   bin/slipctl deploy -f deployments/examples/canary.yaml --wait   # service api, Host: api.local
   curl -s -H 'Host: %[4]s' %[5]s
-  bin/grpcurl -plaintext %[1]s list
+  bin/grpcurl -cacert %[7]s -cert %[8]s -key %[9]s %[1]s list
   Consul UI: http://%[6]s/ui
-`, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr())
+`, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr(), rel(st.TLS.CA), rel(st.TLS.Operator.Cert), rel(st.TLS.Operator.Key))
 	select {
 	case <-ctx.Done():
 	case <-tctx.Done():
@@ -172,4 +179,16 @@ func run(args []string) int {
 	}
 	tcancel()
 	return code
+}
+
+// rel is path relative to the working directory when it lies below it.
+func rel(path string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return path
+	}
+	if r, err := filepath.Rel(wd, path); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return path
 }
