@@ -74,6 +74,7 @@ func (s *Server) GetNodeStatus(ctx context.Context, _ *agentv1.GetNodeStatusRequ
 	out := &agentv1.GetNodeStatusResponse{
 		NodeId: cfg.NodeID, Labels: cfg.Labels, CpuMhz: int32(cfg.CPUMHz), MemoryMb: int32(cfg.MemoryMB),
 		Driver: s.a.Driver(), Token: &agentv1.FencingToken{Term: tok.Term, Index: tok.Index}, Address: cfg.Address,
+		Policy: &agentv1.NodePolicy{Privileged: cfg.Policy.Privileged, Caps: cfg.Policy.Caps, HostPaths: cfg.Policy.HostPaths, Images: cfg.Policy.Images},
 	}
 	for _, st := range s.a.Statuses() {
 		out.Allocations = append(out.Allocations, StatusToProto(st))

@@ -922,7 +922,9 @@ type GetNodeStatusResponse struct {
 	// allocations are the node's allocations.
 	Allocations []*AllocationStatus `protobuf:"bytes,7,rep,name=allocations,proto3" json:"allocations,omitempty"`
 	// address is the address instances are reachable on.
-	Address       string `protobuf:"bytes,8,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,8,opt,name=address,proto3" json:"address,omitempty"`
+	// policy is what the agent allows instances beyond the hardened default.
+	Policy        *NodePolicy `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1013,6 +1015,87 @@ func (x *GetNodeStatusResponse) GetAddress() string {
 	return ""
 }
 
+func (x *GetNodeStatusResponse) GetPolicy() *NodePolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// NodePolicy is what a node agent allows instances beyond the hardened
+// default, from its flags; empty allows nothing extra and any image.
+type NodePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// privileged: the agent runs with -allow-privileged.
+	Privileged bool `protobuf:"varint,1,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	// caps are the capabilities of -allow-caps.
+	Caps []string `protobuf:"bytes,2,rep,name=caps,proto3" json:"caps,omitempty"`
+	// host_paths are the host directories of -allow-host-paths.
+	HostPaths []string `protobuf:"bytes,3,rep,name=host_paths,json=hostPaths,proto3" json:"host_paths,omitempty"`
+	// images are the image patterns of -allow-images; empty allows any.
+	Images        []string `protobuf:"bytes,4,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePolicy) Reset() {
+	*x = NodePolicy{}
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePolicy) ProtoMessage() {}
+
+func (x *NodePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
+func (*NodePolicy) Descriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NodePolicy) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *NodePolicy) GetCaps() []string {
+	if x != nil {
+		return x.Caps
+	}
+	return nil
+}
+
+func (x *NodePolicy) GetHostPaths() []string {
+	if x != nil {
+		return x.HostPaths
+	}
+	return nil
+}
+
+func (x *NodePolicy) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
 // WatchAllocationsRequest starts a watch.
 type WatchAllocationsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1022,7 +1105,7 @@ type WatchAllocationsRequest struct {
 
 func (x *WatchAllocationsRequest) Reset() {
 	*x = WatchAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1117,7 @@ func (x *WatchAllocationsRequest) String() string {
 func (*WatchAllocationsRequest) ProtoMessage() {}
 
 func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1130,7 @@ func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 // WatchAllocationsResponse is one allocation change.
@@ -1063,7 +1146,7 @@ type WatchAllocationsResponse struct {
 
 func (x *WatchAllocationsResponse) Reset() {
 	*x = WatchAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1158,7 @@ func (x *WatchAllocationsResponse) String() string {
 func (*WatchAllocationsResponse) ProtoMessage() {}
 
 func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1171,7 @@ func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchAllocationsResponse) GetAllocation() *AllocationStatus {
@@ -1170,7 +1253,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\vallocations\x18\x03 \x03(\v2\x1c.slipway.agent.v1.AllocationR\vallocations\"_\n" +
 	"\x17SyncAllocationsResponse\x12D\n" +
 	"\vallocations\x18\x01 \x03(\v2\".slipway.agent.v1.AllocationStatusR\vallocations\"\x16\n" +
-	"\x14GetNodeStatusRequest\"\x9c\x03\n" +
+	"\x14GetNodeStatusRequest\"\xd2\x03\n" +
 	"\x15GetNodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12K\n" +
 	"\x06labels\x18\x02 \x03(\v23.slipway.agent.v1.GetNodeStatusResponse.LabelsEntryR\x06labels\x12\x17\n" +
@@ -1179,10 +1262,20 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x06driver\x18\x05 \x01(\tR\x06driver\x124\n" +
 	"\x05token\x18\x06 \x01(\v2\x1e.slipway.agent.v1.FencingTokenR\x05token\x12D\n" +
 	"\vallocations\x18\a \x03(\v2\".slipway.agent.v1.AllocationStatusR\vallocations\x12\x18\n" +
-	"\aaddress\x18\b \x01(\tR\aaddress\x1a9\n" +
+	"\aaddress\x18\b \x01(\tR\aaddress\x124\n" +
+	"\x06policy\x18\t \x01(\v2\x1c.slipway.agent.v1.NodePolicyR\x06policy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x19\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
+	"\n" +
+	"NodePolicy\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x01 \x01(\bR\n" +
+	"privileged\x12\x12\n" +
+	"\x04caps\x18\x02 \x03(\tR\x04caps\x12\x1d\n" +
+	"\n" +
+	"host_paths\x18\x03 \x03(\tR\thostPaths\x12\x16\n" +
+	"\x06images\x18\x04 \x03(\tR\x06images\"\x19\n" +
 	"\x17WatchAllocationsRequest\"x\n" +
 	"\x18WatchAllocationsResponse\x12B\n" +
 	"\n" +
@@ -1224,7 +1317,7 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
 	(AllocationState)(0),             // 1: slipway.agent.v1.AllocationState
@@ -1238,43 +1331,45 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(*SyncAllocationsResponse)(nil),  // 9: slipway.agent.v1.SyncAllocationsResponse
 	(*GetNodeStatusRequest)(nil),     // 10: slipway.agent.v1.GetNodeStatusRequest
 	(*GetNodeStatusResponse)(nil),    // 11: slipway.agent.v1.GetNodeStatusResponse
-	(*WatchAllocationsRequest)(nil),  // 12: slipway.agent.v1.WatchAllocationsRequest
-	(*WatchAllocationsResponse)(nil), // 13: slipway.agent.v1.WatchAllocationsResponse
-	nil,                              // 14: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 15: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(*NodePolicy)(nil),               // 12: slipway.agent.v1.NodePolicy
+	(*WatchAllocationsRequest)(nil),  // 13: slipway.agent.v1.WatchAllocationsRequest
+	(*WatchAllocationsResponse)(nil), // 14: slipway.agent.v1.WatchAllocationsResponse
+	nil,                              // 15: slipway.agent.v1.Allocation.EnvEntry
+	nil,                              // 16: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	16, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	16, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	14, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	17, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	17, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	15, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
 	4,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	16, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	17, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
 	6,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
 	1,  // 7: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
 	2,  // 8: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	17, // 9: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	17, // 10: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 9: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	18, // 10: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
 	3,  // 11: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
 	5,  // 12: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
 	7,  // 13: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	15, // 14: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	16, // 14: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
 	3,  // 15: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
 	7,  // 16: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	7,  // 17: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	8,  // 18: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	10, // 19: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	12, // 20: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	9,  // 21: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	11, // 22: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	13, // 23: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 17: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	7,  // 18: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	8,  // 19: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	10, // 20: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	13, // 21: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	9,  // 22: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	11, // 23: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	14, // 24: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	22, // [22:25] is the sub-list for method output_type
+	19, // [19:22] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1288,7 +1383,7 @@ func file_slipway_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
