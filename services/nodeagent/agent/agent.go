@@ -162,6 +162,7 @@ type Agent struct {
 	registered map[string]bool
 	selfReg    bool
 	ttlAt      time.Time // last refresh of the image health TTL checks
+	selfReg    bool      // this process registered the agent itself (a restart with other flags refreshes the registration)
 	starting   map[string]*startWatch
 	dead       map[string]bool // instance ids known to have exited, until removed
 	gen        uint64          // counts accepted syncs
@@ -552,7 +553,7 @@ func (a *Agent) refresh(ctx context.Context) {
 			}
 		}
 	}
-	needSelf := rerr == nil && !self
+	needSelf := rerr == nil && (!self || !a.selfReg)
 	var ttl map[string]string
 	if time.Since(a.ttlAt) > consul.ImageCheckTTL/6 {
 		a.ttlAt = time.Now()
@@ -574,6 +575,9 @@ func (a *Agent) refresh(ctx context.Context) {
 			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name(), Policy: a.cfg.Policy}); err != nil {
 			a.log.Warn("register node agent", "err", err)
 		} else {
+			a.mu.Lock()
+			a.selfReg = true
+			a.mu.Unlock()
 			a.log.Info("registered node agent in Consul", "id", a.cfg.NodeID)
 		}
 	}
