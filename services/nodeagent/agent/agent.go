@@ -160,7 +160,6 @@ type Agent struct {
 	status     map[string]*Status
 	instances  map[string]allocation.Instance
 	registered map[string]bool
-	selfReg    bool
 	ttlAt      time.Time // last refresh of the image health TTL checks
 	selfReg    bool      // this process registered the agent itself (a restart with other flags refreshes the registration)
 	starting   map[string]*startWatch
