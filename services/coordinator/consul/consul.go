@@ -160,6 +160,30 @@ func (c *Client) ReadIntent(ctx context.Context, service string) (*edgev1.Traffi
 	return in, nil
 }
 
+// Intents reads every traffic intent under catalog.RoutesPrefix in one
+// query, by service; an undecodable one is present as nil (the engine
+// overwrites it).
+func (c *Client) Intents(ctx context.Context) (map[string]*edgev1.TrafficIntent, error) {
+	kvs, _, err := c.api.KV().List(catalog.RoutesPrefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: list %s: %w", catalog.RoutesPrefix, err)
+	}
+	out := make(map[string]*edgev1.TrafficIntent, len(kvs))
+	for _, kv := range kvs {
+		svc := strings.TrimPrefix(kv.Key, catalog.RoutesPrefix)
+		if svc == "" || strings.Contains(svc, "/") {
+			continue
+		}
+		in := &edgev1.TrafficIntent{}
+		if err := protojson.Unmarshal(kv.Value, in); err != nil {
+			c.logger.Warn("undecodable traffic intent; it will be rewritten", "key", kv.Key, "err", err)
+			in = nil
+		}
+		out[svc] = in
+	}
+	return out, nil
+}
+
 // Acks returns the acknowledgements of the live edges as last seen by
 // WatchAcks; without a running watch it queries Consul directly.
 func (c *Client) Acks(ctx context.Context) ([]*edgev1.EdgeAck, error) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/coordinator/consul"
 	"slipway.dev/platform/catalog"
@@ -105,6 +106,43 @@ func TestIntentRoundTrip(t *testing.T) {
 	}
 	if back, err := cl.ReadIntent(ctx, "web"); err != nil || back.GetGeneration() != 4 {
 		t.Errorf("ReadIntent = %v, %v", back, err)
+	}
+}
+
+// Intents reads back every intent in one query, so the leader can compare
+// what Consul holds with raft state: missing keys are absent, undecodable
+// ones present as nil, keys below a service's key ignored.
+func TestIntentsReadBack(t *testing.T) {
+	cl, raw := start(t)
+	ctx := context.Background()
+	if got, err := cl.Intents(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("empty store: %v, %v", got, err)
+	}
+	web := &edgev1.TrafficIntent{Service: "web", Generation: 3, Host: "web.test", Path: "/", Weights: map[string]int32{"1": 100}}
+	if err := cl.WriteIntent(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	for key, val := range map[string]string{catalog.RouteKey("api"): `{"generation":`, catalog.RouteKey("web") + "/x": `{}`} {
+		if _, err := raw.KV().Put(&api.KVPair{Key: key, Value: []byte(val)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := cl.Intents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !proto.Equal(got["web"], web) || got["api"] != nil {
+		t.Errorf("Intents = %v, want web as written and api present but nil", got)
+	}
+	if _, ok := got["api"]; !ok {
+		t.Error("an undecodable intent is not reported (it would never be rewritten)")
+	}
+	// The key lost (Consul restarted without its data): absent.
+	if _, err := raw.KV().DeleteTree(catalog.RoutesPrefix, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.Intents(ctx); err != nil || len(got) != 0 {
+		t.Errorf("after the keys were lost: %v, %v", got, err)
 	}
 }
 

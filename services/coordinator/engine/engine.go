@@ -64,8 +64,13 @@ type NodeSource interface {
 // read (the route barrier). When it also has a Changed() <-chan struct{}
 // method, Run wakes up as soon as an acknowledgement changes.
 type Routes interface {
-	// WriteIntent writes a service's traffic intent.
+	// WriteIntent writes a service's traffic intent (idempotent: it
+	// overwrites).
 	WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) error
+	// Intents reads back every intent held now, by service; one that
+	// cannot be decoded is present as nil. The engine compares them with
+	// raft state on every pass and rewrites what was lost or changed.
+	Intents(ctx context.Context) (map[string]*edgev1.TrafficIntent, error)
 	// Acks returns the acknowledgements of every live edge.
 	Acks(ctx context.Context) ([]*edgev1.EdgeAck, error)
 }

@@ -103,9 +103,12 @@ func (f *fakeNodes) set(nodes ...engine.Node) {
 	f.mu.Unlock()
 }
 
+// fakeRoutes is a KV store of intents that records every write.
 type fakeRoutes struct {
 	mu      sync.Mutex
-	intents []*edgev1.TrafficIntent
+	intents []*edgev1.TrafficIntent          // every write, in order
+	held    map[string]*edgev1.TrafficIntent // what the store holds now
+	readErr error                            // returned by Intents
 	acks    []*edgev1.EdgeAck
 }
 
@@ -113,7 +116,49 @@ func (f *fakeRoutes) WriteIntent(_ context.Context, in *edgev1.TrafficIntent) er
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.intents = append(f.intents, proto.CloneOf(in))
+	if f.held == nil {
+		f.held = map[string]*edgev1.TrafficIntent{}
+	}
+	f.held[in.GetService()] = proto.CloneOf(in)
 	return nil
+}
+
+func (f *fakeRoutes) Intents(context.Context) (map[string]*edgev1.TrafficIntent, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readErr != nil {
+		return nil, f.readErr
+	}
+	out := map[string]*edgev1.TrafficIntent{}
+	for s, in := range f.held {
+		out[s] = proto.CloneOf(in)
+	}
+	return out, nil
+}
+
+// lose drops what the store holds (a Consul agent restarted without its
+// data), or replaces a service's intent with in when in is not nil.
+func (f *fakeRoutes) lose(service string, in *edgev1.TrafficIntent) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if in == nil {
+		delete(f.held, service)
+		return
+	}
+	f.held[service] = in
+}
+
+// writes counts the writes of a service's intent.
+func (f *fakeRoutes) writes(service string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, in := range f.intents {
+		if in.GetService() == service {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *fakeRoutes) Acks(context.Context) ([]*edgev1.EdgeAck, error) {

@@ -628,17 +628,7 @@ func (e *Engine) act(ctx context.Context) error {
 		e.synced[r.node] = r.fp
 		e.syncedAt[r.node] = e.cfg.Now()
 	}
-	for _, in := range e.cfg.FSM.Intents() {
-		if g, ok := e.written[in.GetService()]; ok && g == in.GetGeneration() {
-			continue
-		}
-		if _, err := e.call(ctx, func(c context.Context) (any, error) { return nil, e.cfg.Routes.WriteIntent(c, in) }); err != nil {
-			errs = append(errs, fmt.Errorf("engine: write intent of %s: %w", in.GetService(), err))
-			continue
-		}
-		e.written[in.GetService()] = in.GetGeneration()
-		e.log.Info("traffic intent written", "service", in.GetService(), "generation", in.GetGeneration(), "weights", in.GetWeights())
-	}
+	errs = append(errs, e.writeIntents(ctx)...)
 	return errors.Join(errs...)
 }
 

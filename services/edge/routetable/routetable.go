@@ -99,8 +99,8 @@ type Table struct {
 // Problem is a reason a service's new routes were not taken.
 type Problem struct {
 	Service string
-	// Kind is "invalid_intent", "no_instances" or "duplicate_host", used as a
-	// metric label.
+	// Kind is "invalid_intent", "missing_intent", "no_instances" or
+	// "duplicate_host", used as a metric label.
 	Kind   string
 	Reason string
 }
@@ -108,6 +108,7 @@ type Problem struct {
 // Problem kinds.
 const (
 	ProblemInvalidIntent = "invalid_intent"
+	ProblemMissingIntent = "missing_intent"
 	ProblemNoInstances   = "no_instances"
 	ProblemDuplicateHost = "duplicate_host"
 )
@@ -231,14 +232,22 @@ type Input struct {
 }
 
 // Build computes the new table from in, keeping prev's route for any
-// service whose new routes are unsafe. Services without an intent have no
-// route. Build is deterministic and does no I/O.
+// service whose new routes are unsafe. A service without an intent has no
+// route, unless it had one: the coordinator never deletes an intent, so a
+// missing one (Consul restarted without its data, or lost it) keeps the last
+// good route, like an invalid one, until the coordinator writes it again.
+// Build is deterministic and does no I/O.
 func Build(prev Table, in Input) (Table, []Problem) {
 	next := Table{Routes: map[string]Route{}}
 	var problems []Problem
-	services := make([]string, 0, len(in.Intents))
+	services := make([]string, 0, len(in.Intents)+len(prev.Routes))
 	for s := range in.Intents {
 		services = append(services, s)
+	}
+	for s := range prev.Routes {
+		if _, ok := in.Intents[s]; !ok {
+			services = append(services, s)
+		}
 	}
 	slices.Sort(services)
 	keep := func(svc, kind, reason string) {
@@ -249,7 +258,12 @@ func Build(prev Table, in Input) (Table, []Problem) {
 		}
 	}
 	for _, svc := range services {
-		intent, err := ParseIntent(svc, in.Intents[svc])
+		raw, ok := in.Intents[svc]
+		if !ok {
+			keep(svc, ProblemMissingIntent, fmt.Sprintf("intent key of %s is missing; keeping generation %d until the coordinator writes it again", svc, prev.Routes[svc].Generation))
+			continue
+		}
+		intent, err := ParseIntent(svc, raw)
 		if err != nil {
 			keep(svc, ProblemInvalidIntent, err.Error())
 			continue

@@ -99,6 +99,53 @@ func TestBuildRoutesAndSafetyFloors(t *testing.T) {
 	}
 }
 
+// A Consul restart without its data loses the intent keys: each service
+// keeps its last good route (degraded, reported as missing_intent) until
+// the coordinator writes its intent again, and then follows it.
+func TestBuildKeepsRouteWhenIntentKeyMissing(t *testing.T) {
+	in := Input{
+		Instances: map[string][]Instance{"web": {inst("web", "w1", 1)}, "api": {inst("api", "a1", 1)}},
+		Intents: map[string][]byte{
+			"web": []byte(`{"generation":4,"host":"web.local","weights":{"1":100}}`),
+			"api": []byte(`{"generation":2,"host":"api.local","weights":{"1":100}}`),
+		},
+	}
+	t1, probs := Build(Table{}, in)
+	if len(probs) != 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	// Both keys gone, and the instances too for a moment (Consul restarted).
+	t2, probs := Build(t1, Input{})
+	if len(probs) != 2 || probs[0].Kind != ProblemMissingIntent || probs[1].Kind != ProblemMissingIntent {
+		t.Fatalf("problems %v, want missing_intent for both", probs)
+	}
+	for _, svc := range []string{"api", "web"} {
+		r, ok := t2.Routes[svc]
+		if !ok {
+			t.Fatalf("%s lost its route with its intent key", svc)
+		}
+		want := t1.Routes[svc]
+		want.Degraded = r.Degraded
+		if !strings.Contains(r.Degraded, "missing") || !Equal(r, want) {
+			t.Errorf("%s = %+v, want the last good route, degraded", svc, r)
+		}
+	}
+	// Kept again and again, not only once.
+	t3, _ := Build(t2, Input{Instances: in.Instances})
+	if len(t3.Routes) != 2 {
+		t.Fatalf("second build without intents: %v", t3.Routes)
+	}
+	// The coordinator writes web's intent again: web follows it, api still
+	// waits for its own.
+	t4, probs := Build(t3, Input{Instances: in.Instances, Intents: map[string][]byte{"web": in.Intents["web"]}})
+	if d := cmp.Diff(t1.Routes["web"], t4.Routes["web"]); d != "" {
+		t.Errorf("web after its intent returned (-want +got):\n%s", d)
+	}
+	if len(probs) != 1 || probs[0].Service != "api" || t4.Routes["api"].Generation != 2 {
+		t.Errorf("api: problems %v route %+v", probs, t4.Routes["api"])
+	}
+}
+
 func TestBuildNoPreviousRouteMeansNone(t *testing.T) {
 	in := Input{Intents: map[string][]byte{"web": []byte(`{"host":"w","weights":{"1":100}}`)}}
 	tb, probs := Build(Table{}, in)
@@ -167,13 +214,14 @@ func TestCompareDeterministic(t *testing.T) {
 		for _, r := range d.Upserted {
 			up = append(up, r.Service)
 		}
-		if diff := cmp.Diff([]string{"c", "d"}, up); diff != "" {
+		// a lost its intent key: it keeps its route, now degraded.
+		if diff := cmp.Diff([]string{"a", "c", "d"}, up); diff != "" {
 			t.Fatalf("upserted (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff([]string{"a"}, d.Removed); diff != "" {
-			t.Fatalf("removed (-want +got):\n%s", diff)
+		if len(d.Removed) != 0 {
+			t.Fatalf("removed %v, want none", d.Removed)
 		}
-		if ids := d.Upserted[0].InstanceIDs(); !cmp.Equal(ids, []string{"c1", "c2"}) {
+		if ids := d.Upserted[1].InstanceIDs(); !cmp.Equal(ids, []string{"c1", "c2"}) {
 			t.Fatalf("c ids = %v", ids)
 		}
 	}
