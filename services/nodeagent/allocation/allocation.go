@@ -147,12 +147,10 @@ func (s Spec) Validate(nodeID string) []Violation {
 		add("host_port", fmt.Sprintf("%d is not 0 (ephemeral) or a port number", s.HostPort))
 	}
 	check("cpu_mhz", specrules.CPUMHz(int64(s.CPUMHz)))
-	if s.MemoryMB < 0 {
-		add("memory_mb", "must not be negative")
-	} else if s.MemoryMB == 0 {
+	if s.MemoryMB == 0 {
 		add("memory_mb", "a memory limit is required (every instance runs with one)")
-	} else if s.MemoryMB < 6 {
-		add("memory_mb", "Docker needs at least 6 MB")
+	} else {
+		check("memory_mb", specrules.MemoryMB(int64(s.MemoryMB)))
 	}
 	check("env", specrules.EnvTotal(s.Env))
 	keys := make([]string, 0, len(s.Env))
