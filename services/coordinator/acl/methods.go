@@ -94,8 +94,10 @@ var rules = map[string]rule{
 		return req.(*deployv1.ListReleasesRequest).GetService()
 	}},
 
-	clusterv1.ClusterService_ListPeers_FullMethodName:          {any: reads0},
-	clusterv1.ClusterService_GetLeader_FullMethodName:          {any: reads0},
+	clusterv1.ClusterService_ListPeers_FullMethodName: {any: reads0},
+	// Like Consul's /v1/status/leader: who leads is no secret, and tools
+	// find the cluster with it before they hold a token.
+	clusterv1.ClusterService_GetLeader_FullMethodName:          {public: true},
 	clusterv1.ClusterService_ListNodes_FullMethodName:          {any: reads0},
 	clusterv1.ClusterService_AddPeer_FullMethodName:            {any: adminsOnly},
 	clusterv1.ClusterService_RemovePeer_FullMethodName:         {any: adminsOnly},
@@ -110,8 +112,9 @@ var rules = map[string]rule{
 	aclv1.AclService_RevokeToken_FullMethodName:  {any: adminsOnly},
 }
 
-// Required returns what a call of fullMethod with req needs. Health and
-// reflection are public, InternalService is Internal, and a method this
+// Required returns what a call of fullMethod with req needs. Health,
+// reflection, AclService.Bootstrap and ClusterService.GetLeader are public,
+// InternalService is Internal, and a method this
 // package does not know needs admin. req is the request message (nil for a
 // stream not yet read: the caller evaluates again once it arrives).
 func Required(fullMethod string, req any, r Rollouts) Need {
@@ -176,7 +179,7 @@ type PolicyDoc struct {
 var descriptions = map[Policy]string{
 	Deploy:  "Deploy, RollbackService and the reads (Get, List, Watch) of the services matching the token's globs",
 	Operate: "promote, pause, resume, abort and rollback of the services matching the token's globs, the reads of those services, and DrainNode when a glob is \"*\"",
-	Read:    "every read of the deploy and cluster APIs (rollouts, services, releases and audit, peers, leader, nodes)",
+	Read:    "every read of the deploy and cluster APIs (rollouts, services, releases and audit, peers, nodes)",
 	Admin:   "everything: peers (add, remove, transfer leadership), tokens (create, list, revoke) and all the other policies",
 }
 

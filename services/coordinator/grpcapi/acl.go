@@ -100,8 +100,9 @@ func bearer(ctx context.Context) (string, error) {
 	return strings.TrimSpace(secret), nil
 }
 
-// authenticate returns the token whose secret the call carries. A follower
-// that does not know it waits up to tokenLag for it to be replicated.
+// authenticate returns the token whose secret the call carries. A revoked
+// token is refused at once; a follower that does not know the token waits
+// up to tokenLag for it to be replicated.
 func (a *API) authenticate(ctx context.Context) (*acl.Token, error) {
 	secret, err := bearer(ctx)
 	if err != nil {
@@ -113,6 +114,9 @@ func (a *API) authenticate(ctx context.Context) (*acl.Token, error) {
 		changed := a.fsm.Changed()
 		if t, ok := a.fsm.TokenBySecretHash(sum); ok {
 			return fromProto(t), nil
+		}
+		if a.fsm.SecretRevoked(sum) {
+			return nil, fmt.Errorf("the token was revoked: %w", acl.ErrUnauthenticated)
 		}
 		wait := time.Until(deadline)
 		if a.raft.IsLeader() || wait <= 0 {

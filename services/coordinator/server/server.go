@@ -87,6 +87,13 @@ type Config struct {
 	KeepEventRollouts int
 	// KeepAudit: see KeepEventRollouts.
 	KeepAudit int
+	// DisableACL turns the token checks off: every caller that passes the
+	// certificate role check may call every RPC. ACLs are on in the zero
+	// Config (default deny: every call but health, reflection, GetLeader
+	// and AclService.Bootstrap needs a token, until bootstrap too); the
+	// binary's -acl flag defaults to on. Use the same setting on every
+	// coordinator of a cluster.
+	DisableACL bool
 }
 
 func (c Config) validate() error {
@@ -177,12 +184,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	api := grpcapi.New(node, fsm, grpcAdv, cfg.Creds, logger)
-	srv := rpc.NewServer(rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg, Creds: cfg.Creds, Access: grpcapi.Access})
+	scfg := rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg, Creds: cfg.Creds, Access: grpcapi.Access}
+	if !cfg.DisableACL {
+		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, api.UnaryACL())
+		scfg.StreamInterceptors = append(scfg.StreamInterceptors, api.StreamACL())
+	}
+	srv := rpc.NewServer(scfg)
 	api.Register(srv)
 	srv.SetServing(deployServiceName, false)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
-	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr())
+	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr(), "acl", !cfg.DisableACL)
 
 	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger}
 	if cfg.Engine {

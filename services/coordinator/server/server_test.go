@@ -66,6 +66,7 @@ func start(t *testing.T, id string, mut func(*Config)) *running {
 	cfg := Config{
 		ID: id, DataDir: filepath.Join(t.TempDir(), id), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Logger: slog.New(slog.DiscardHandler), LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, id),
+		DisableACL: true, // formation is tested here; tokens in grpcapi and cmd/slipway-coordinator
 	}
 	if mut != nil {
 		mut(&cfg)

@@ -9,6 +9,7 @@
 package state
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"io"
@@ -138,6 +139,7 @@ type FSM struct {
 	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
 	tokens       map[string]*statev1.TokenRecord   // accessor id -> token
 	tokenHashes  map[[32]byte]string               // secret SHA-256 -> accessor id
+	revoked      map[[32]byte]bool                 // secret SHA-256 of revoked tokens
 	aclBooted    bool                              // the ACL bootstrap entry was applied
 	changed      chan struct{}                     // closed and replaced after every Apply/Restore
 }
@@ -175,6 +177,7 @@ func (f *FSM) reset() {
 	f.intents = map[string]*edgev1.TrafficIntent{}
 	f.tokens = map[string]*statev1.TokenRecord{}
 	f.tokenHashes = map[[32]byte]string{}
+	f.revoked = map[[32]byte]bool{}
 	f.aclBooted = false
 }
 
@@ -629,6 +632,10 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 		s.Tokens = append(s.Tokens, f.tokens[id])
 	}
 	s.AclBootstrapped = f.aclBooted
+	for h := range f.revoked {
+		s.RevokedSecretSha256 = append(s.RevokedSecretSha256, h[:])
+	}
+	slices.SortFunc(s.RevokedSecretSha256, bytes.Compare)
 	return s
 }
 
@@ -715,6 +722,11 @@ func (f *FSM) RestoreBytes(b []byte) error {
 		f.putToken(t)
 	}
 	f.aclBooted = s.GetAclBootstrapped()
+	for _, h := range s.GetRevokedSecretSha256() {
+		if len(h) == 32 {
+			f.revoked[[32]byte(h)] = true
+		}
+	}
 	// Snapshots written before final rollouts were cleared from their
 	// service may still name one as active.
 	for _, sr := range f.services {

@@ -27,7 +27,7 @@ func (f *FSM) checkToken(rec *statev1.TokenRecord) error {
 		return fmt.Errorf("token %s: secret_sha256 has %d bytes, want 32: %w", id, len(rec.GetSecretSha256()), ErrInvalid)
 	case f.tokens[id] != nil:
 		return fmt.Errorf("token %s exists already: %w", id, ErrInvalid)
-	case f.tokenHashes[[32]byte(rec.GetSecretSha256())] != "":
+	case f.tokenHashes[[32]byte(rec.GetSecretSha256())] != "" || f.revoked[[32]byte(rec.GetSecretSha256())]:
 		return fmt.Errorf("token %s: its secret is another token's: %w", id, ErrInvalid)
 	}
 	return nil
@@ -85,6 +85,7 @@ func (f *FSM) applyRevokeToken(index uint64, at *timestamppb.Timestamp, op *stat
 	delete(f.tokens, op.GetAccessorId())
 	if h := rec.GetSecretSha256(); len(h) == 32 {
 		delete(f.tokenHashes, [32]byte(h))
+		f.revoked[[32]byte(h)] = true
 	}
 	t := rec.GetToken()
 	f.addAudit(index, at, "", op.GetBy(), "token revoke", "", fmt.Sprintf("revoked token %s (%q)", t.GetAccessorId(), t.GetDescription()))
@@ -114,6 +115,13 @@ func (f *FSM) TokenBySecretHash(sum [32]byte) (*aclv1.Token, bool) {
 		return nil, false
 	}
 	return proto.CloneOf(f.tokens[id].GetToken()), true
+}
+
+// SecretRevoked reports whether sum is the secret hash of a revoked token.
+func (f *FSM) SecretRevoked(sum [32]byte) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.revoked[sum]
 }
 
 // HasToken reports whether the token with accessor id exists.

@@ -128,6 +128,18 @@ func TestRevokeToken(t *testing.T) {
 	if _, ok := f.TokenBySecretHash(sha256.Sum256([]byte("ci-secret"))); ok {
 		t.Fatal("a revoked token's secret still finds it")
 	}
+	if !f.SecretRevoked(sha256.Sum256([]byte("ci-secret"))) || f.SecretRevoked(sha256.Sum256([]byte("admin-secret"))) {
+		t.Fatal("SecretRevoked does not tell the revoked secret from the live one")
+	}
+	snap, _ := f.MarshalSnapshot()
+	g := state.New()
+	if err := g.RestoreBytes(snap); err != nil || !g.SecretRevoked(sha256.Sum256([]byte("ci-secret"))) {
+		t.Fatalf("restored FSM forgot the revocation (%v)", err)
+	}
+	// A revoked secret cannot come back as a new token.
+	if err := applyErr(f, l.add(createTokenCmd(tokenRecord("acc-again", "ci-secret", "again", aclv1.Policy_POLICY_READ), "acc-admin"))); !errors.Is(err, state.ErrInvalid) {
+		t.Fatalf("re-used revoked secret: %v, want ErrInvalid", err)
+	}
 	if f.HasToken("acc-ci") {
 		t.Fatal("HasToken after revoke")
 	}

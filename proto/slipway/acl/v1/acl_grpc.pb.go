@@ -37,7 +37,9 @@ const (
 // token's public accessor id, policies and service globs. When ACLs are
 // enabled (the coordinator's -acl flag, on by default) every call without a
 // valid token is refused with UNAUTHENTICATED, and a call its token does not
-// allow with PERMISSION_DENIED naming the missing permission.
+// allow with PERMISSION_DENIED naming the missing permission. Only health,
+// reflection, Bootstrap and ClusterService.GetLeader need no token; the
+// coordinators' own InternalService is authorised by their certificates.
 //
 // Writes are forwarded to the leader like every other write; the leader
 // checks the caller's token again.
@@ -139,7 +141,9 @@ func (c *aclServiceClient) ListPolicies(ctx context.Context, in *ListPoliciesReq
 // token's public accessor id, policies and service globs. When ACLs are
 // enabled (the coordinator's -acl flag, on by default) every call without a
 // valid token is refused with UNAUTHENTICATED, and a call its token does not
-// allow with PERMISSION_DENIED naming the missing permission.
+// allow with PERMISSION_DENIED naming the missing permission. Only health,
+// reflection, Bootstrap and ClusterService.GetLeader need no token; the
+// coordinators' own InternalService is authorised by their certificates.
 //
 // Writes are forwarded to the leader like every other write; the leader
 // checks the caller's token again.

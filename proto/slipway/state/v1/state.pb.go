@@ -1662,8 +1662,12 @@ type Snapshot struct {
 	// acl_bootstrapped is true once the ACL bootstrap entry was applied (it
 	// stays true when the bootstrap token is revoked).
 	AclBootstrapped bool `protobuf:"varint,16,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// revoked_secret_sha256 are the secret hashes of revoked tokens, sorted,
+	// so that a revoked secret is refused at once as revoked rather than
+	// waited for as a token not replicated yet.
+	RevokedSecretSha256 [][]byte `protobuf:"bytes,17,rep,name=revoked_secret_sha256,json=revokedSecretSha256,proto3" json:"revoked_secret_sha256,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -1806,6 +1810,13 @@ func (x *Snapshot) GetAclBootstrapped() bool {
 		return x.AclBootstrapped
 	}
 	return false
+}
+
+func (x *Snapshot) GetRevokedSecretSha256() [][]byte {
+	if x != nil {
+		return x.RevokedSecretSha256
+	}
+	return nil
 }
 
 // GetPeerInfoRequest asks for a coordinator's description.
@@ -2228,7 +2239,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xde\x06\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\x92\a\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2247,7 +2258,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aintents\x18\r \x03(\v2\x1e.slipway.edge.v1.TrafficIntentR\aintents\x12(\n" +
 	"\x10last_event_index\x18\x0e \x01(\x04R\x0elastEventIndex\x125\n" +
 	"\x06tokens\x18\x0f \x03(\v2\x1d.slipway.state.v1.TokenRecordR\x06tokens\x12)\n" +
-	"\x10acl_bootstrapped\x18\x10 \x01(\bR\x0faclBootstrapped\"\x14\n" +
+	"\x10acl_bootstrapped\x18\x10 \x01(\bR\x0faclBootstrapped\x122\n" +
+	"\x15revoked_secret_sha256\x18\x11 \x03(\fR\x13revokedSecretSha256\"\x14\n" +
 	"\x12GetPeerInfoRequest\"\x82\x01\n" +
 	"\x13GetPeerInfoResponse\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\x12\x1b\n" +

@@ -45,6 +45,16 @@ CA (slipctl tls ca create / slipctl tls cert create --role coordinator). A
 coordinator refuses to start without -tls-ca, -tls-cert and -tls-key unless
 -insecure asks for plaintext. Listeners default to 127.0.0.1.
 
+Tokens (-acl, on by default): every call needs a token sent as
+"authorization: Bearer <secret>" (slipctl: SLIPWAY_TOKEN), except health,
+reflection, ClusterService.GetLeader and AclService.Bootstrap, which works
+once per cluster and returns the first management token (slipctl acl
+bootstrap). Policies: deploy and
+operate (scoped by service globs), read, admin. Only the SHA-256 of each
+secret is kept, in raft; a revoked token is refused by every coordinator as
+soon as it applies the revocation. InternalService (coordinator to
+coordinator) is authorised by the coordinator certificate, not by tokens.
+
 Flags:
 `
 
@@ -67,6 +77,7 @@ func run(args []string) error {
 		logLevel  string
 		logFormat string
 		sec       rpc.Security
+		aclOn     bool
 	)
 	sec.RegisterFlags(fs)
 	fs.StringVar(&cfg.ID, "id", server.DefaultID(), "raft server id, unique in the cluster")
@@ -84,6 +95,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.DrainDeadline, "drain-deadline", 5*time.Minute, "how long an allocation on a draining node keeps serving while its replacement elsewhere is not yet healthy; after it, the allocation is stopped anyway")
 	fs.IntVar(&cfg.KeepEventRollouts, "keep-events-rollouts", state.DefaultKeepEventRollouts, "how many of each service's newest rollouts keep their events (older, finished rollouts keep their record and history, not their events); use the same value on every coordinator of a cluster")
 	fs.IntVar(&cfg.KeepAudit, "keep-audit", state.DefaultKeepAudit, "how many audit entries each service keeps (the oldest go first); use the same value on every coordinator of a cluster")
+	fs.BoolVar(&aclOn, "acl", true, "require a token (authorization: Bearer) on every call but health, reflection, GetLeader and AclService.Bootstrap: default deny; bootstrap the first management token with 'slipctl acl bootstrap'; use the same value on every coordinator of a cluster")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	if err := envDefaults(fs); err != nil {
@@ -92,6 +104,7 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg.DisableACL = !aclOn
 	for _, a := range strings.Split(join, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			cfg.Join = append(cfg.Join, a)

@@ -141,7 +141,10 @@ func (c *Cluster) Start(i int) error {
 		"-bootstrap-expect", strconv.Itoa(len(c.Procs)), "-join", c.join, "-log-level", "info",
 		// Only the raft/API core is exercised: no engine acting on whatever
 		// Consul answers at the default address.
-		"-engine=false")
+		"-engine=false",
+		// Tokens off unless a test asks for them with Args "-acl" (the
+		// token tests do).
+		"-acl=false")
 	if c.PKI == nil {
 		cmd.Args = append(cmd.Args, "-insecure")
 	} else {
