@@ -50,6 +50,7 @@ type globals struct {
 	timeout time.Duration
 	by      string
 	sec     rpc.Security
+	token   string
 }
 
 // app is one run of slipctl.
@@ -82,6 +83,8 @@ type opts struct {
 	limit                            int
 	leaderRead                       bool
 	tls                              tlsOpts
+	policies, services               listFlag
+	description                      string
 }
 
 func addGlobals(fs *flag.FlagSet, g *globals, env Env) {
@@ -105,6 +108,10 @@ func addGlobals(fs *flag.FlagSet, g *globals, env Env) {
 	fs.StringVar(&g.output, "o", g.output, "output `format`: text (for people) or json (protojson of the response, for scripts)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call to the coordinator")
 	fs.StringVar(&g.by, "by", g.by, "who is asking, recorded in the audit trail (env SLIPWAY_ACTOR, default $USER)")
+	if g.token == "" {
+		g.token = env.Getenv("SLIPWAY_TOKEN")
+	}
+	fs.Var((*secretFlag)(&g.token), "token", "ACL token `secret`, sent as authorization: Bearer on every call (env SLIPWAY_TOKEN; prefer the environment: flags show in ps)")
 	addTLSGlobals(fs, g, env)
 }
 
@@ -229,7 +236,7 @@ func (a *app) help(cmd *command, fs *flag.FlagSet, path string) {
 	}
 	fmt.Fprintf(w, "\nFlags:\n")
 	printFlags(w, fs)
-	fmt.Fprintf(w, "\nEnvironment:\n  SLIPWAY_ADDR   coordinator address (default %s); --addr overrides it\n  SLIPWAY_ACTOR  name recorded in the audit trail (default $USER); --by overrides it\n", DefaultAddr)
+	fmt.Fprintf(w, "\nEnvironment:\n  SLIPWAY_ADDR   coordinator address (default %s); --addr overrides it\n  SLIPWAY_ACTOR  name recorded in the audit trail (default $USER); --by overrides it\n  SLIPWAY_TOKEN  ACL token secret sent on every call; --token overrides it\n", DefaultAddr)
 	fmt.Fprint(w, tlsEnvHelp)
 	if cmd.examples != "" {
 		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(cmd.examples, "\n"))
@@ -268,13 +275,28 @@ func (a *app) client() (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, exitcode.Usagef("%v", tlsHint(err))
 	}
-	conn, err := rpc.Dial(a.g.addr, creds, rpc.ExpectRole(pki.RoleCoordinator))
+	var opts []grpc.DialOption
+	if a.g.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(a.g.token)))
+	}
+	conn, err := rpc.Dial(a.g.addr, creds, rpc.ExpectRole(pki.RoleCoordinator), opts...)
 	if err != nil {
 		return nil, exitcode.Usagef("bad coordinator address %q: %v", a.g.addr, err)
 	}
 	a.conn = conn
 	return conn, nil
 }
+
+// bearerToken sends the ACL token as "authorization: Bearer" metadata on
+// every call. It is sent on plaintext connections too: those exist only
+// with an explicit --insecure.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (t bearerToken) RequireTransportSecurity() bool { return false }
 
 func (a *app) deploy() (deployv1.DeployServiceClient, error) {
 	conn, err := a.client()

@@ -50,6 +50,7 @@ as protojson for scripts. Flags may be given before or after arguments.`,
 			rolloutCmd(),
 			rollbackCmd(),
 			clusterCmd(),
+			aclCmd(),
 		},
 	}
 }

@@ -28,6 +28,9 @@ const (
 	// Unavailable: no coordinator answered in time (UNAVAILABLE,
 	// DEADLINE_EXCEEDED).
 	Unavailable = 5
+	// Denied: no valid token (UNAUTHENTICATED), or the token does not allow
+	// the call (PERMISSION_DENIED).
+	Denied = 6
 )
 
 // Help is the exit code table for --help texts.
@@ -37,7 +40,8 @@ const Help = `Exit codes:
   2  usage error or invalid input (every field violation is printed)
   3  not found
   4  conflict: FAILED_PRECONDITION or ALREADY_EXISTS (e.g. an active rollout)
-  5  coordinator unavailable or timed out`
+  5  coordinator unavailable or timed out
+  6  denied: no valid token (set SLIPWAY_TOKEN), or the token lacks the permission`
 
 // coded carries an explicit exit code.
 type coded struct {
@@ -98,6 +102,8 @@ func FromCode(c codes.Code) int {
 		return Conflict
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return Unavailable
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return Denied
 	default:
 		return Failed
 	}

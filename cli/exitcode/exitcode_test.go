@@ -29,7 +29,8 @@ func TestFromError(t *testing.T) {
 		{"deadline status", status.Error(codes.DeadlineExceeded, "slow"), Unavailable},
 		{"deadline context", fmt.Errorf("call: %w", context.DeadlineExceeded), Unavailable},
 		{"internal", status.Error(codes.Internal, "bug"), Failed},
-		{"permission", status.Error(codes.PermissionDenied, "no"), Failed},
+		{"permission", status.Error(codes.PermissionDenied, "no"), Denied},
+		{"unauthenticated", status.Error(codes.Unauthenticated, "no token"), Denied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -192,9 +192,25 @@ func History(w io.Writer, rels []*deployv1.Release, audit []*deployv1.AuditEvent
 	tw = table(w)
 	row(tw, "INDEX", "AT", "ACTOR", "ACTION", "DETAIL")
 	for _, a := range audit {
-		row(tw, strconv.FormatUint(a.GetIndex(), 10), Time(a.GetAt()), a.GetActor(), a.GetAction(), a.GetDetail())
+		row(tw, strconv.FormatUint(a.GetIndex(), 10), Time(a.GetAt()), actor(a), a.GetAction(), a.GetDetail())
 	}
 	return tw.Flush()
+}
+
+// actor is who made an audit entry: the free-text actor and, when a token
+// asked, its short accessor id.
+func actor(a *deployv1.AuditEvent) string {
+	acc := a.GetAccessorId()
+	if acc == "" {
+		return a.GetActor()
+	}
+	if len(acc) > 8 {
+		acc = acc[:8]
+	}
+	if a.GetActor() == "" {
+		return "token " + acc
+	}
+	return a.GetActor() + " (token " + acc + ")"
 }
 
 // Rollouts prints rollouts as a table.

@@ -31,8 +31,10 @@ type coordinator struct {
 }
 
 // startCoordinator starts a single-node coordinator on free loopback ports
-// and stops it when the test ends.
-func startCoordinator(t *testing.T) *coordinator {
+// and stops it when the test ends. It runs with ACLs disabled (-acl=false)
+// unless extra flags, given last, turn them on ("-acl"): the token flow has
+// a test of its own.
+func startCoordinator(t *testing.T, extra ...string) *coordinator {
 	t.Helper()
 	c := &coordinator{
 		t:    t,
@@ -41,7 +43,8 @@ func startCoordinator(t *testing.T) *coordinator {
 		log:  &syncBuffer{},
 	}
 	c.args = append([]string{"-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
-		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}, c.tls("e2e-c1")...)
+		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false", "-acl=false"}, c.tls("e2e-c1")...)
+	c.args = append(c.args, extra...)
 	c.start()
 	t.Cleanup(func() {
 		c.stop()
