@@ -14,10 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/coordinator/internal/clusterproc"
 	"slipway.dev/coordinator/spec"
+	aclv1 "slipway.dev/proto/slipway/acl/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
@@ -43,31 +45,83 @@ func run(bin string, dur time.Duration) error {
 	if bin == "" {
 		return fmt.Errorf("-bin is required")
 	}
+	// The secured cluster first (mutual TLS, tokens required), then a
+	// plaintext one without tokens: one at a time, so they do not share
+	// the cores.
+	secure, err := measureCluster(bin, dur, true)
+	if err != nil {
+		return err
+	}
+	plain, err := measureCluster(bin, dur, false)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\ncoordinator: committed Deploys/s with mutual TLS and a deploy token, against plaintext without tokens (same run)\n")
+	fmt.Printf("%-8s %14s %14s %8s %14s %14s\n", "clients", "mTLS+token/s", "plaintext/s", "ratio", "p50 mTLS", "p50 plain")
+	for _, clients := range []int{1, 32} {
+		a, b := secure[clients], plain[clients]
+		fmt.Printf("%-8d %14.0f %14.0f %7.2fx %14s %14s\n", clients, rate(a), rate(b), rate(a)/rate(b),
+			a.p50.Round(10*time.Microsecond), b.p50.Round(10*time.Microsecond))
+	}
+	return nil
+}
+
+// measureCluster starts three coordinators (secured: mutual TLS and ACLs,
+// with a deploy token for the bench's services; else plaintext and no
+// tokens), prints the table for it and returns the Deploy results by
+// client count.
+func measureCluster(bin string, dur time.Duration, secured bool) (map[int]result, error) {
 	dir, err := os.MkdirTemp("", "coordbench-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	c, err := clusterproc.New(bin, dir, 3)
+	var c *clusterproc.Cluster
+	if secured {
+		c, err = clusterproc.New(bin, dir, 3)
+	} else {
+		c, err = clusterproc.NewInsecure(bin, dir, 3)
+	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.Close()
+	if secured {
+		c.Args = []string{"-acl"}
+	}
 	if err := c.StartAll(); err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	leader, err := c.WaitLeader(ctx, []int{0, 1, 2})
-	cancel()
 	if err != nil {
-		return err
+		return nil, err
+	}
+	// authed carries a deploy token (scoped to bench*) when secured.
+	authed := func(ctx context.Context) context.Context { return ctx }
+	if secured {
+		ac := aclv1.NewAclServiceClient(c.Conn(leader))
+		boot, err := ac.Bootstrap(ctx, &aclv1.BootstrapRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("acl bootstrap: %w", err)
+		}
+		tok, err := ac.CreateToken(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+boot.GetSecret()),
+			&aclv1.CreateTokenRequest{Policies: []aclv1.Policy{aclv1.Policy_POLICY_DEPLOY}, Services: []string{"bench*"}, Description: "coordbench"})
+		if err != nil {
+			return nil, fmt.Errorf("create deploy token: %w", err)
+		}
+		secret := tok.GetSecret()
+		authed = func(ctx context.Context) context.Context {
+			return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+secret)
+		}
 	}
 	dc := deployv1.NewDeployServiceClient(c.Conn(leader))
 	fc := deployv1.NewDeployServiceClient(c.Conn((leader + 1) % 3))
 	// The raw peer calls InternalService, which only coordinators may call.
 	peerConn, err := c.CoordinatorConn(leader, "bench")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer peerConn.Close()
 	ic := statev1.NewInternalServiceClient(peerConn)
@@ -81,13 +135,13 @@ func run(bin string, dur time.Duration) error {
 	deploy := func(ctx context.Context, client, i int) error {
 		s := proto.CloneOf(base)
 		s.Name = "bench-" + strconv.Itoa(client)
-		_, err := dc.Deploy(ctx, &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
+		_, err := dc.Deploy(authed(ctx), &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
 		return err
 	}
 	viaFollower := func(ctx context.Context, client, i int) error {
 		s := proto.CloneOf(base)
 		s.Name = "bench-f" + strconv.Itoa(client)
-		_, err := fc.Deploy(ctx, &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-f%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
+		_, err := fc.Deploy(authed(ctx), &deployv1.DeployRequest{Spec: s, RequestId: fmt.Sprintf("bench-f%02d-%07d", client, i), Supersede: true, CreatedBy: "bench"})
 		return err
 	}
 	noop := func(ctx context.Context, client, i int) error {
@@ -95,18 +149,27 @@ func run(bin string, dur time.Duration) error {
 		return err
 	}
 
-	fmt.Printf("coordinator: 3 processes on loopback, requests sent to the leader unless stated, %s per row, entry ~%d bytes\n", dur, len(payload))
+	mode := "plaintext, no tokens"
+	if secured {
+		mode = "mutual TLS (raft too), a deploy token on every Deploy"
+	}
+	fmt.Printf("coordinator: 3 processes on loopback, %s; requests sent to the leader unless stated, %s per row, entry ~%d bytes\n", mode, dur, len(payload))
 	fmt.Printf("%-8s %-24s %10s %10s %10s %8s\n", "clients", "operation", "ops/s", "p50", "p99", "errors")
+	out := map[int]result{}
 	for _, clients := range []int{1, 32} {
 		d := measure(clients, dur, deploy)
+		if d.ops == 0 {
+			return nil, fmt.Errorf("no Deploy succeeded with %d clients (%d errors)", clients, d.errs)
+		}
 		r := measure(clients, dur, noop)
 		row(clients, "Deploy (committed)", d)
 		row(clients, "raw raft apply (peer)", r)
 		row(clients, "Deploy via follower", measure(clients, dur, viaFollower))
 		fmt.Printf("%-8d %-24s %9.2fx %9.2fx %9.2fx\n", clients, "ratio Deploy/raw", rate(d)/rate(r),
 			float64(d.p50)/float64(r.p50), float64(d.p99)/float64(r.p99))
+		out[clients] = d
 	}
-	return nil
+	return out, nil
 }
 
 func rate(r result) float64 { return float64(r.ops) / r.elapsed.Seconds() }
