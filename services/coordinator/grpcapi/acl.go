@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/state"
@@ -145,7 +143,7 @@ func (a *API) authorize(ctx context.Context, method string, req any) (context.Co
 	}
 	if need.Internal {
 		if id, ok := rpc.PeerIdentity(ctx); ok && id.Role != pki.RoleCoordinator {
-			return nil, status.Errorf(codes.PermissionDenied, "%s is for coordinators only; the caller is %s", method, id)
+			return nil, toStatus(fmt.Errorf("%s is for coordinators only; the caller is %s: %w", method, id, acl.ErrPermissionDenied))
 		}
 		return ctx, nil
 	}
@@ -224,7 +222,7 @@ func (a *API) StreamACL() grpc.StreamServerInterceptor {
 		}()
 		err = handler(srv, w)
 		if w.revoked.Load() {
-			return status.Errorf(codes.Unauthenticated, "%s was revoked during the stream", tok.Name())
+			return toStatus(fmt.Errorf("%s was revoked during the stream: %w", tok.Name(), acl.ErrUnauthenticated))
 		}
 		return err
 	}
@@ -257,7 +255,7 @@ func (s *aclStream) RecvMsg(m any) error {
 
 func (s *aclStream) SendMsg(m any) error {
 	if s.revoked.Load() {
-		return status.Error(codes.Unauthenticated, "the token was revoked during the stream")
+		return toStatus(fmt.Errorf("the token was revoked during the stream: %w", acl.ErrUnauthenticated))
 	}
 	return s.ServerStream.SendMsg(m)
 }
