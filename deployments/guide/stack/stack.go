@@ -21,8 +21,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	aclv1 "slipway.dev/proto/slipway/acl/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
-	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 
 	"slipway.dev/guide/docker"
 	"slipway.dev/platform/catalog"
@@ -142,6 +142,9 @@ type Stack struct {
 	procs []*Proc
 	// TLS is the stack's throwaway CA and certificates.
 	TLS TLS
+	// Token is the management token bootstrapped on the new coordinator,
+	// also in TokenFile (mode 0600).
+	Token, TokenFile string
 }
 
 // Start wipes StateDir, kills what a previous guide left behind, starts
@@ -199,10 +202,19 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 		c.Logf("warning: slipway-coordinator has no -consul-addr flag: it cannot discover the node agent (rollout engine missing?)")
 	}
 	if err := s.start(ctx, "coordinator", c.bin("slipway-coordinator"), coordArgs, nil, func(ctx context.Context) error {
-		return coordinatorLeader(ctx, c.CoordinatorAddr(), operator)
+		tok, err := bootstrapToken(ctx, c.CoordinatorAddr(), operator)
+		if err == nil {
+			s.Token = tok
+		}
+		return err
 	}); err != nil {
 		return nil, err
 	}
+	tokenFile := filepath.Join(s.TLS.Dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(s.Token+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	s.TokenFile = tokenFile
 	c.Logf("single-node coordinator on %s (raft %s, log .run/coordinator.log)", c.CoordinatorAddr(), addr(c.Coordinator+1))
 
 	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), []string{
@@ -436,14 +448,19 @@ func agentRegistered(ctx context.Context, a, nodeID string) error {
 	return errNotReady
 }
 
-func coordinatorLeader(ctx context.Context, a string, creds *rpc.Creds) error {
+// bootstrapToken waits for the new coordinator to lead, then bootstraps its
+// ACLs and returns the management token's secret.
+func bootstrapToken(ctx context.Context, a string, creds *rpc.Creds) (string, error) {
 	conn, err := rpc.Dial(a, creds, rpc.ExpectRole(pki.RoleCoordinator))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer conn.Close()
-	_, err = deployv1.NewDeployServiceClient(conn).ListServices(ctx, &deployv1.ListServicesRequest{Consistency: deployv1.ReadConsistency_READ_CONSISTENCY_LEADER})
-	return err
+	resp, err := aclv1.NewAclServiceClient(conn).Bootstrap(ctx, &aclv1.BootstrapRequest{})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetSecret(), nil
 }
 
 // WaitNode waits until the coordinator lists node id (the leader engine

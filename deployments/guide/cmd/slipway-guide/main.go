@@ -112,7 +112,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "slipway-guide:", err)
 		return 1
 	}
-	conn, err := rpc.Dial(cfg.CoordinatorAddr(), operator, rpc.ExpectRole(pki.RoleCoordinator))
+	conn, err := rpc.Dial(cfg.CoordinatorAddr(), operator, rpc.ExpectRole(pki.RoleCoordinator), rpc.WithToken(st.Token))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "slipway-guide:", err)
 		return 1
@@ -161,6 +161,7 @@ func run(args []string) int {
 	fmt.Printf(`
 ==> the stack stays up; try (Ctrl-C stops everything and removes the instances):
   export SLIPWAY_ADDR=%[1]s SLIPWAY_TLS_CA=%[7]s SLIPWAY_TLS_CERT=%[8]s SLIPWAY_TLS_KEY=%[9]s
+  export SLIPWAY_TOKEN=$(cat %[10]s)     # the management token; make scoped ones with slipctl acl token create
   bin/slipctl services
   bin/slipctl history %[2]s
   bin/slipctl rollout list
@@ -169,9 +170,9 @@ func run(args []string) int {
   bin/slipctl rollback %[2]s --to 1 --wait          # back to v1, rolling
   bin/slipctl deploy -f deployments/examples/canary.yaml --wait   # service api, Host: api.local
   curl -s -H 'Host: %[4]s' %[5]s
-  bin/grpcurl -cacert %[7]s -cert %[8]s -key %[9]s %[1]s list
+  bin/grpcurl -cacert %[7]s -cert %[8]s -key %[9]s -H "authorization: Bearer $SLIPWAY_TOKEN" %[1]s slipway.deploy.v1.DeployService/ListServices
   Consul UI: http://%[6]s/ui
-`, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr(), rel(st.TLS.CA), rel(st.TLS.Operator.Cert), rel(st.TLS.Operator.Key))
+`, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr(), rel(st.TLS.CA), rel(st.TLS.Operator.Cert), rel(st.TLS.Operator.Key), rel(st.TokenFile))
 	select {
 	case <-ctx.Done():
 	case <-tctx.Done():
