@@ -338,7 +338,7 @@ func RoutePath(p string) string {
 	}
 	for i := 0; i < len(p); i++ {
 		if !pathByte(p[i]) {
-			return fmt.Sprintf("%q has %q; a route path has only letters, digits, '/' and -._~!$&()*+,=:@", p, p[i])
+			return fmt.Sprintf("%q has %q; a route path has only ASCII letters, digits, '/' and -._~!$&()*+,=:@", p, p[i:i+1])
 		}
 	}
 	segs := strings.Split(p[1:], "/")
