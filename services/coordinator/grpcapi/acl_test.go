@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,11 +40,13 @@ type aclNode struct {
 	api  *grpcapi.API
 	addr string
 	conn *grpc.ClientConn
+	off  atomic.Bool // the token interceptors let everything through
 }
 
 // startACLCluster starts n in-process coordinators (raft over
 // InmemTransport, real gRPC servers on loopback, plaintext) with the token
-// interceptors installed, and waits for a registered leader.
+// interceptors installed (skipped on a node while its off is set), and
+// waits for a registered leader.
 func startACLCluster(t *testing.T, n int) []*aclNode {
 	t.Helper()
 	var trans []*raft.InmemTransport
@@ -78,8 +81,21 @@ func startACLCluster(t *testing.T, n int) []*aclNode {
 			t.Fatal(err)
 		}
 		api := grpcapi.New(node, fsm, lis.Addr().String(), creds, nil)
+		an := &aclNode{id: id, node: node, fsm: fsm, api: api, addr: lis.Addr().String()}
+		unary, stream := api.UnaryACL(), api.StreamACL()
 		srv := rpc.NewServer(rpc.ServerConfig{Name: "test", Creds: creds,
-			UnaryInterceptors: []grpc.UnaryServerInterceptor{api.UnaryACL()}, StreamInterceptors: []grpc.StreamServerInterceptor{api.StreamACL()}})
+			UnaryInterceptors: []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if an.off.Load() {
+					return h(ctx, req)
+				}
+				return unary(ctx, req, info, h)
+			}},
+			StreamInterceptors: []grpc.StreamServerInterceptor{func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				if an.off.Load() {
+					return h(srv, ss)
+				}
+				return stream(srv, ss, info, h)
+			}}})
 		api.Register(srv)
 		go srv.Serve(lis)
 		conn, err := rpc.Dial(lis.Addr().String(), creds, rpc.Expect{})
@@ -92,7 +108,8 @@ func startACLCluster(t *testing.T, n int) []*aclNode {
 			api.Close()
 			_ = node.Shutdown()
 		})
-		nodes = append(nodes, &aclNode{id: id, node: node, fsm: fsm, api: api, addr: lis.Addr().String(), conn: conn})
+		an.conn = conn
+		nodes = append(nodes, an)
 		servers = append(servers, raftnode.Server{ID: id, Address: string(trans[i].LocalAddr()), Voter: true})
 	}
 	if err := nodes[0].node.Bootstrap(servers); err != nil {
@@ -338,4 +355,33 @@ func TestACLInternalNeedsCoordinatorRole(t *testing.T) {
 	deploy := &grpc.UnaryServerInfo{FullMethod: deployv1.DeployService_Deploy_FullMethodName}
 	_, err = icpt(peerAs(pki.RoleCoordinator), &deployv1.DeployRequest{Spec: aclSpec("web")}, deploy, h)
 	wantDenied(t, err, codes.Unauthenticated, "no token")
+}
+
+// Forwarding never bypasses the leader's check: a follower that checks no
+// tokens (ACLs off there, or a forged forwarded marker) passes the caller's
+// metadata on, and the leader refuses a write without a valid token.
+func TestACLForwardedWriteCheckedOnLeader(t *testing.T) {
+	nodes := startACLCluster(t, 2)
+	leader, follower := leaderOf(t, nodes)
+	follower.off.Store(true) // the follower checks nothing
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	open := deployv1.NewDeployServiceClient(follower.conn)
+	_, err := open.Deploy(ctx, &deployv1.DeployRequest{Spec: aclSpec("web")})
+	wantDenied(t, err, codes.Unauthenticated, "no token")
+	// A forged forwarded marker on the leader itself changes nothing.
+	forged := metadata.AppendToOutgoingContext(ctx, "x-slipway-forwarded", follower.id)
+	_, err = deployv1.NewDeployServiceClient(leader.conn).Deploy(forged, &deployv1.DeployRequest{Spec: aclSpec("web")})
+	wantDenied(t, err, codes.Unauthenticated, "no token")
+	if _, err := leader.fsm.Service("web"); err == nil {
+		t.Fatal("a write without a token was applied")
+	}
+	// With a valid token the same forwarded write passes the leader.
+	boot, err := aclv1.NewAclServiceClient(follower.conn).Bootstrap(ctx, &aclv1.BootstrapRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open.Deploy(withToken(ctx, boot.GetSecret()), &deployv1.DeployRequest{Spec: aclSpec("web")}); err != nil {
+		t.Fatalf("forwarded deploy with the admin token: %v", err)
+	}
 }
