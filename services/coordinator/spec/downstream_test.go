@@ -1,3 +1,8 @@
+// The tests in this file run the node agent's and the edge's own code on
+// what the coordinator records. They import those modules' packages through
+// the workspace (go.work), as make test runs them; the coordinator module
+// itself does not require them.
+
 package spec_test
 
 import (
@@ -330,5 +335,30 @@ func acceptedRunsAndRoutes(t *testing.T, s *deployv1.ServiceSpec) {
 	}
 	if total := int(s.GetCount()) * proto.Size(a); total > specrules.MaxReleaseBytes {
 		t.Fatalf("%d allocations of %d bytes are %d bytes, more than a release may weigh (%d)", s.GetCount(), proto.Size(a), total, specrules.MaxReleaseBytes)
+	}
+}
+
+// TestSizeLimitsHoldAfterNormalize: a spec at the edge of the release size
+// limit is judged by its recorded (normalised) size, so it is not accepted
+// at Deploy and refused when revalidated after Normalize.
+func TestSizeLimitsHoldAfterNormalize(t *testing.T) {
+	s := &deployv1.ServiceSpec{Name: "web", Image: "slipway/demo:v1", Port: 8080, Count: 1,
+		Update: &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY},
+		Env:    map[string]string{"BLOB": strings.Repeat("x", 5000)}}
+	for c := int32(specrules.MaxCount); c > 0; c-- {
+		s.Count = c
+		if spec.Validate(s) == nil {
+			break
+		}
+	}
+	if s.GetCount() == specrules.MaxCount || s.GetCount() <= 1 {
+		t.Fatalf("count %d: the spec does not sit at the release size edge", s.GetCount())
+	}
+	if vs := spec.Validate(spec.Normalize(s)); vs != nil {
+		t.Errorf("count %d accepted, refused after Normalize: %v", s.GetCount(), vs)
+	}
+	s.Count++
+	if spec.Validate(s) == nil {
+		t.Errorf("count %d beyond the edge accepted", s.GetCount())
 	}
 }

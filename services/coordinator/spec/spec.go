@@ -89,7 +89,9 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 		return []rpc.FieldViolation{{Field: "spec", Description: "is required"}}
 	}
 	var v violations
-	size := proto.Size(s)
+	// Sizes are those of the spec as recorded, defaults filled in, so that
+	// a spec accepted here is still accepted after Normalize.
+	size := proto.Size(Normalize(s))
 	v.check("spec", specrules.SpecSize(size))
 	v.check("spec.name", specrules.ServiceName(s.GetName()))
 	validateImage(&v, s.GetImage())
