@@ -179,7 +179,7 @@ func History(w io.Writer, rels []*deployv1.Release, audit []*deployv1.AuditEvent
 	tw := table(w)
 	row(tw, "RELEASE", "CREATED", "BY", "IMAGE", "STRATEGY", "ROLLBACK OF", "REASON")
 	for _, r := range rels {
-		row(tw, release(r.GetNumber()), Time(r.GetCreatedAt()), r.GetCreatedBy(), r.GetSpec().GetImage(),
+		row(tw, release(r.GetNumber()), Time(r.GetCreatedAt()), who(r.GetCreatedBy(), r.GetAccessorId()), r.GetSpec().GetImage(),
 			Strategy(r.GetSpec().GetUpdate().GetStrategy()), release(r.GetRollbackOf()), r.GetReason())
 	}
 	if err := tw.Flush(); err != nil {
@@ -192,25 +192,24 @@ func History(w io.Writer, rels []*deployv1.Release, audit []*deployv1.AuditEvent
 	tw = table(w)
 	row(tw, "INDEX", "AT", "ACTOR", "ACTION", "DETAIL")
 	for _, a := range audit {
-		row(tw, strconv.FormatUint(a.GetIndex(), 10), Time(a.GetAt()), actor(a), a.GetAction(), a.GetDetail())
+		row(tw, strconv.FormatUint(a.GetIndex(), 10), Time(a.GetAt()), who(a.GetActor(), a.GetAccessorId()), a.GetAction(), a.GetDetail())
 	}
 	return tw.Flush()
 }
 
-// actor is who made an audit entry: the free-text actor and, when a token
-// asked, its short accessor id.
-func actor(a *deployv1.AuditEvent) string {
-	acc := a.GetAccessorId()
-	if acc == "" {
-		return a.GetActor()
+// who is who asked: the caller's free-text name and, when a token asked,
+// its short accessor id.
+func who(name, accessor string) string {
+	if accessor == "" {
+		return name
 	}
-	if len(acc) > 8 {
-		acc = acc[:8]
+	if len(accessor) > 8 {
+		accessor = accessor[:8]
 	}
-	if a.GetActor() == "" {
-		return "token " + acc
+	if name == "" {
+		return "token " + accessor
 	}
-	return a.GetActor() + " (token " + acc + ")"
+	return name + " (token " + accessor + ")"
 }
 
 // Rollouts prints rollouts as a table.

@@ -375,7 +375,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	}
 	rel := &deployv1.Release{
 		Service: name, Number: number, Spec: proto.CloneOf(spec), CreatedAt: at,
-		CreatedBy: by, Reason: reason, RequestId: rid, RollbackOf: rollbackOf,
+		CreatedBy: by, Reason: reason, RequestId: rid, RollbackOf: rollbackOf, AccessorId: accessor,
 	}
 	sr.releases = append(sr.releases, rel)
 	from := sr.svc.GetStableRelease()
@@ -435,7 +435,7 @@ func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1
 		return fmt.Errorf("cannot %s rollout %s: it is %s: %w", verb, ro.GetId(), ro.GetState(), ErrRolloutFinal)
 	}
 	ro.Commands = append(ro.Commands, &deployv1.OperatorCommand{
-		Kind: op.GetKind(), By: op.GetBy(), Reason: op.GetReason(), At: at, Full: op.GetFull(),
+		Kind: op.GetKind(), By: op.GetBy(), Reason: op.GetReason(), At: at, Full: op.GetFull(), AccessorId: op.GetAccessorId(),
 	})
 	ro.UpdatedAt = at
 	msg := verb + " requested"

@@ -182,6 +182,15 @@ func TestAuditNamesAccessor(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("audit accessors (-want +got):\n%s", d)
 	}
+	// Releases and operator commands name the accessor too.
+	rels, _, _ := f.Releases("web", 0)
+	if len(rels) != 2 || rels[0].GetAccessorId() != "acc-ops" || rels[1].GetAccessorId() != "acc-ci" {
+		t.Errorf("release accessors: %v", rels)
+	}
+	ro, _ := f.Rollout("web-1")
+	if cmds := ro.GetCommands(); len(cmds) != 1 || cmds[0].GetAccessorId() != "acc-ops" {
+		t.Errorf("operator command accessors: %v", cmds)
+	}
 	// Token management is audited too (about no service), with the accessor
 	// of the token that asked.
 	apply(t, f, l.add(bootstrapCmd(tokenRecord("acc-admin", "a", "bootstrap token", aclv1.Policy_POLICY_ADMIN))))

@@ -235,7 +235,10 @@ type Release struct {
 	// request_id is the idempotency key of the Deploy that created it.
 	RequestId string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// rollback_of is the release this one re-deploys, zero if none.
-	RollbackOf    uint64 `protobuf:"varint,8,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
+	RollbackOf uint64 `protobuf:"varint,8,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
+	// accessor_id is the accessor of the token that asked for it (see
+	// slipway.acl.v1.Token); empty with ACLs disabled.
+	AccessorId    string `protobuf:"bytes,9,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +327,13 @@ func (x *Release) GetRollbackOf() uint64 {
 		return x.RollbackOf
 	}
 	return 0
+}
+
+func (x *Release) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
 }
 
 // Rollout moves a service from one release to another.
@@ -598,7 +608,10 @@ type OperatorCommand struct {
 	// applied is set once the engine has acted on it.
 	Applied bool `protobuf:"varint,5,opt,name=applied,proto3" json:"applied,omitempty"`
 	// full, for COMMAND_KIND_PROMOTE, skips every remaining step.
-	Full          bool `protobuf:"varint,6,opt,name=full,proto3" json:"full,omitempty"`
+	Full bool `protobuf:"varint,6,opt,name=full,proto3" json:"full,omitempty"`
+	// accessor_id is the accessor of the token that asked (see
+	// slipway.acl.v1.Token); empty with ACLs disabled.
+	AccessorId    string `protobuf:"bytes,7,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +686,13 @@ func (x *OperatorCommand) GetFull() bool {
 		return x.Full
 	}
 	return false
+}
+
+func (x *OperatorCommand) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
 }
 
 // RolloutEvent is one committed change to a rollout.
@@ -2401,7 +2421,7 @@ var File_slipway_deploy_v1_deploy_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\n" +
-	"\x1eslipway/deploy/v1/deploy.proto\x12\x11slipway.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/deploy/v1/spec.proto\"\xa1\x02\n" +
+	"\x1eslipway/deploy/v1/deploy.proto\x12\x11slipway.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/deploy/v1/spec.proto\"\xc2\x02\n" +
 	"\aRelease\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x16\n" +
 	"\x06number\x18\x02 \x01(\x04R\x06number\x122\n" +
@@ -2414,7 +2434,9 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestId\x12\x1f\n" +
 	"\vrollback_of\x18\b \x01(\x04R\n" +
-	"rollbackOf\"\xcc\x05\n" +
+	"rollbackOf\x12\x1f\n" +
+	"\vaccessor_id\x18\t \x01(\tR\n" +
+	"accessorId\"\xcc\x05\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -2447,14 +2469,16 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2\x1f.slipway.deploy.v1.RolloutStateR\x05state\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xc7\x01\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xe8\x01\n" +
 	"\x0fOperatorCommand\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.slipway.deploy.v1.CommandKindR\x04kind\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
 	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aapplied\x18\x05 \x01(\bR\aapplied\x12\x12\n" +
-	"\x04full\x18\x06 \x01(\bR\x04full\"\x9b\x04\n" +
+	"\x04full\x18\x06 \x01(\bR\x04full\x12\x1f\n" +
+	"\vaccessor_id\x18\a \x01(\tR\n" +
+	"accessorId\"\x9b\x04\n" +
 	"\fRolloutEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
 	"\n" +
