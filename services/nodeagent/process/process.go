@@ -175,16 +175,23 @@ func (d *Driver) runnable(exe string) error {
 		}
 		return m&bits == bits
 	}
-	for dir := filepath.Dir(exe); ; dir = filepath.Dir(dir) {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return fmt.Errorf("process: %s: %w", dir, err)
-		}
-		if !allowed(fi, 0o1) {
-			return fmt.Errorf("%s: directory %s (mode %v) is not searchable by user %s (uid %d): %w", exe, dir, fi.Mode().Perm(), d.user, uid, ErrNotRunnable)
-		}
-		if dir == "/" || dir == "." {
-			break
+	// The path as given and, for a symbolic link, the file it names.
+	paths := []string{exe}
+	if real, err := filepath.EvalSymlinks(exe); err == nil && real != exe {
+		paths = append(paths, real)
+	}
+	for _, p := range paths {
+		for dir := filepath.Dir(p); ; dir = filepath.Dir(dir) {
+			fi, err := os.Stat(dir)
+			if err != nil {
+				return fmt.Errorf("process: %s: %w", dir, err)
+			}
+			if !allowed(fi, 0o1) {
+				return fmt.Errorf("%s: directory %s (mode %v) is not searchable by user %s (uid %d): %w", exe, dir, fi.Mode().Perm(), d.user, uid, ErrNotRunnable)
+			}
+			if dir == "/" || dir == "." {
+				break
+			}
 		}
 	}
 	fi, err := os.Stat(exe)

@@ -39,7 +39,7 @@ func TestChildNeverRoot(t *testing.T) {
 	if err != nil {
 		t.Skipf("no user %s: %v", DefaultUser, err)
 	}
-	// t.TempDir is 0700: nobody cannot reach an executable in it.
+	// t.TempDir's parent is 0700: nobody cannot reach an executable in it.
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "slipway_sleeper_v1")
 	if err := os.WriteFile(exe, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
@@ -66,6 +66,25 @@ func TestChildNeverRoot(t *testing.T) {
 	}
 	if err := os.Chmod(exe, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	// A symbolic link is followed: the directories of its target count too.
+	hidden := t.TempDir()
+	if err := os.Chmod(hidden, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(exe, filepath.Join(hidden, "sleeper")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(hidden, "sleeper"), exe); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Start(context.Background(), s); !errors.Is(err, ErrNotRunnable) || !strings.Contains(err.Error(), "directory "+hidden) {
+		t.Fatalf("Start through a link into a 0700 directory = %v, want ErrNotRunnable naming %s", err, hidden)
+	}
+	for p := hidden; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	inst, err := d.Start(context.Background(), s)
 	if err != nil {
