@@ -47,6 +47,11 @@ func buildDemo(t testing.TB, dir string, versions ...string) {
 			t.Fatalf("build demo %s: %v\n%s", v, err, out)
 		}
 	}
+	// A root agent runs them as nobody, who must reach them: a t.TempDir's
+	// parent is 0700.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // agentProc is a real node agent process with the process driver.

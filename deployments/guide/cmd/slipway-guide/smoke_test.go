@@ -42,6 +42,11 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 		link(testenv.BuildBinary(t, c), filepath.Base(c))
 	}
 	images := t.TempDir()
+	// A root agent runs the demo as nobody, who must reach it: a
+	// t.TempDir's parent is 0700.
+	if err := os.Chmod(filepath.Dir(images), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, vc := range []string{"v1:blue", "v2:green", "v3:red", "v4:yellow"} {
 		v, colour, _ := strings.Cut(vc, ":")
 		exe := testenv.BuildBinary(t, "./deployments/demo", "-X main.version="+v, "-X main.colour="+colour)
