@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
 # The compose cluster (deployments/compose/docker-compose.yml):
 #   scripts/compose.sh up     build the static binaries and the FROM-scratch
-#                             images locally (no registry), start the cluster
-#                             and wait until raft has a leader whose engine
-#                             sees both node agents (discovered in Consul)
-#   scripts/compose.sh down   stop it, remove its volumes and every demo
-#                             container the node agents started
+#                             images locally (no registry), make a throwaway
+#                             CA and one certificate per container (mutual
+#                             TLS on every link) plus an operator client
+#                             certificate, start the cluster, bootstrap the
+#                             first ACL token and wait until raft has a
+#                             leader whose engine sees both node agents
+#                             (discovered in Consul)
+#   scripts/compose.sh down   stop it, remove its volumes, its certificates
+#                             and token, and every demo container the node
+#                             agents started
 # `make compose-up` / `make compose-down` call it.
+#
+# Credentials live under .run/compose (gitignored):
+#   tls/ca.pem, tls/ca-key.pem            the CA (the key is never mounted)
+#   tls/client-operator{,-key}.pem        the operator's client certificate
+#   tls/<container>/                      mounted read-only at /etc/slipway/tls
+#                                         in that container only: ca.pem and
+#                                         its own <role>-<name>{,-key}.pem
+#   token                                 the bootstrap (admin) ACL token
+#   env                                   SLIPWAY_* exports for slipctl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 COMPOSE=(docker-compose -p slipway -f deployments/compose/docker-compose.yml)
 NODES="compose-node-1 compose-node-2"
+STATE=$ROOT/.run/compose
+TLS=$STATE/tls
+ADDR=127.0.0.1:17400
 say() { printf '==> %s\n' "$*"; }
 
 remove_instances() {
@@ -45,11 +62,87 @@ build_images() {
 	scripts/demo-images.sh
 }
 
+# cert CONTAINER ROLE NAME IP [UID]: the container's own directory holds the
+# CA certificate and its certificate (name = -id / -node-id; localhost,
+# 127.0.0.1 and ::1 are always included, the container's fixed address and
+# host name are added). UID owns the directory when the container does not
+# run as root (the key is 0600).
+cert() {
+	local dir=$TLS/$1 role=$2 name=$3 ip=$4 uid=${5:-}
+	mkdir -p "$dir"
+	cp "$TLS/ca.pem" "$dir/ca.pem"
+	bin/slipctl tls cert create --dir "$dir" --ca "$TLS/ca.pem" --ca-key "$TLS/ca-key.pem" \
+		--role "$role" --name "$name" --dns "$1" --ip "$ip" >/dev/null
+	chmod 0700 "$dir"
+	if [ -n "$uid" ]; then
+		if [ "$(id -u)" = 0 ]; then
+			chown -R "$uid:$uid" "$dir"
+		else
+			# Not root: the unprivileged container user cannot be given the
+			# files; make this throwaway certificate readable instead.
+			chmod 0755 "$dir" && chmod 0644 "$dir"/*
+		fi
+	fi
+}
+
+make_tls() {
+	if [ -f "$TLS/ca.pem" ] && [ -f "$TLS/client-operator.pem" ]; then
+		say "certificates: reusing $TLS"
+		return
+	fi
+	rm -rf "$TLS"
+	mkdir -p "$TLS"
+	chmod 0700 "$STATE" "$TLS"
+	bin/slipctl tls ca create --dir "$TLS" --common-name "Slipway compose CA" --days 365 >/dev/null
+	cert coordinator-1 coordinator coordinator-1 172.28.0.11 65534
+	cert coordinator-2 coordinator coordinator-2 172.28.0.12 65534
+	cert coordinator-3 coordinator coordinator-3 172.28.0.13 65534
+	cert nodeagent-1 nodeagent compose-node-1 172.28.0.21
+	cert nodeagent-2 nodeagent compose-node-2 172.28.0.22
+	cert edge edge edge-1 172.28.0.30 65534
+	bin/slipctl tls cert create --dir "$TLS" --role client --name operator >/dev/null
+	say "certificates: a throwaway CA and one certificate per container in $TLS"
+}
+
+# The operator's credentials for slipctl (and grpcurl).
+export SLIPWAY_ADDR=$ADDR
+export SLIPWAY_TLS_CA=$TLS/ca.pem SLIPWAY_TLS_CERT=$TLS/client-operator.pem SLIPWAY_TLS_KEY=$TLS/client-operator-key.pem
+
+# bootstrap_token: the first management token, once per cluster, kept in
+# .run/compose/token (a slipctl without the acl command sends none).
+bootstrap_token() {
+	if [ -s "$STATE/token" ]; then
+		SLIPWAY_TOKEN=$(cat "$STATE/token")
+		export SLIPWAY_TOKEN
+		return 0
+	fi
+	bin/slipctl acl --help >/dev/null 2>&1 || return 0
+	local out rc=0
+	out=$(bin/slipctl acl bootstrap --description "compose operator" -o json 2>&1) || rc=$?
+	case $rc in
+	0)
+		(umask 077 && jq -r .secret <<<"$out" >"$STATE/token")
+		SLIPWAY_TOKEN=$(cat "$STATE/token")
+		export SLIPWAY_TOKEN
+		say "ACL: bootstrapped the management token into $STATE/token"
+		;;
+	4)
+		# Bootstrapped already, by someone else: its secret is not ours.
+		echo "compose: $out" >&2
+		echo "compose: the cluster's ACLs were bootstrapped without $STATE/token; run make compose-down first" >&2
+		exit 1
+		;;
+	*) return 1 ;; # no leader yet: try again
+	esac
+}
+
 wait_ready() {
-	local deadline=$((SECONDS + 90))
-	until [ "$(curl -fsS http://127.0.0.1:18500/v1/catalog/service/slipway-nodeagent 2>/dev/null | grep -o '"node_id"' | wc -l)" -ge 2 ] &&
-		bin/slipctl --addr 127.0.0.1:17400 cluster leader 2>/dev/null | grep -q '^leader [^-]' &&
-		[ "$(bin/slipctl --addr 127.0.0.1:17400 cluster nodes 2>/dev/null | grep -c ' ready ')" -ge 2 ]; do
+	local deadline=$((SECONDS + 90)) have_token=0
+	until [ "$have_token" = 1 ] &&
+		[ "$(curl -fsS http://127.0.0.1:18500/v1/catalog/service/slipway-nodeagent 2>/dev/null | grep -o '"node_id"' | wc -l)" -ge 2 ] &&
+		bin/slipctl cluster leader 2>/dev/null | grep -q '^leader [^-]' &&
+		[ "$(bin/slipctl cluster nodes 2>/dev/null | grep -c ' ready ')" -ge 2 ]; do
+		if [ "$have_token" = 0 ] && bootstrap_token; then have_token=1; fi
 		if [ $SECONDS -ge $deadline ]; then
 			"${COMPOSE[@]}" ps >&2
 			"${COMPOSE[@]}" logs --tail 20 >&2
@@ -60,29 +153,51 @@ wait_ready() {
 	done
 }
 
+write_env() {
+	{
+		echo "# source this file: slipctl (and grpcurl below) use the operator's certificate"
+		echo "export SLIPWAY_ADDR=$ADDR"
+		echo "export SLIPWAY_TLS_CA=$SLIPWAY_TLS_CA"
+		echo "export SLIPWAY_TLS_CERT=$SLIPWAY_TLS_CERT"
+		echo "export SLIPWAY_TLS_KEY=$SLIPWAY_TLS_KEY"
+		[ -z "${SLIPWAY_TOKEN:-}" ] || echo "export SLIPWAY_TOKEN=\$(cat $STATE/token)"
+	} >"$STATE/env"
+	chmod 0600 "$STATE/env"
+}
+
 case ${1:-} in
 up)
-	[ -x bin/slipctl ] || make build
+	bin/slipctl tls --help >/dev/null 2>&1 || make build
 	build_images
+	make_tls
 	"${COMPOSE[@]}" up -d
 	say "waiting for a raft leader that sees both node agents (through Consul)"
 	wait_ready
-	bin/slipctl --addr 127.0.0.1:17400 cluster peers
-	bin/slipctl --addr 127.0.0.1:17400 cluster nodes
-	cat <<'TXT'
-==> the cluster is up:
-  export SLIPWAY_ADDR=127.0.0.1:17400      # coordinator-1 (17402, 17403: the others)
+	write_env
+	bin/slipctl cluster peers
+	bin/slipctl cluster nodes
+	auth=
+	[ -z "${SLIPWAY_TOKEN:-}" ] || auth=" -H \"authorization: Bearer \$SLIPWAY_TOKEN\""
+	cat <<TXT
+==> the cluster is up, on mutual TLS (certificates in .run/compose/tls):
+  source .run/compose/env                   # SLIPWAY_ADDR=$ADDR (coordinator-1; 17402, 17403: the others),
+                                            # SLIPWAY_TLS_CA/CERT/KEY: the operator's client certificate${SLIPWAY_TOKEN:+,
+                                            # SLIPWAY_TOKEN: the bootstrap (admin) ACL token}
   bin/slipctl cluster peers
   bin/slipctl cluster nodes
   bin/slipctl deploy -f deployments/examples/canary.yaml --wait
   curl -H 'Host: api.local' http://127.0.0.1:18080/
+  bin/grpcurl -cacert .run/compose/tls/ca.pem -cert .run/compose/tls/client-operator.pem \\
+    -key .run/compose/tls/client-operator-key.pem$auth \\
+    $ADDR list
   Consul UI: http://127.0.0.1:18500/ui
-  make compose-down                         # stops it and removes the demo containers
+  make compose-down                         # stops it, removes the demo containers and .run/compose
 TXT
 	;;
 down)
 	"${COMPOSE[@]}" down -v --remove-orphans
 	remove_instances
+	rm -rf "$STATE"
 	;;
 *)
 	echo "usage: $0 up|down" >&2
