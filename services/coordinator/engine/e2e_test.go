@@ -561,7 +561,7 @@ func TestEngineReplacesLostNode(t *testing.T) {
 		t.Skip("starts Consul, two node agents and demo processes")
 	}
 	c := testenv.StartConsul(t)
-	imgDir := t.TempDir()
+	imgDir := searchableDir(t)
 	buildDemo(t, imgDir, "v1")
 	a := startAgent(t, c.Addr(), imgDir)
 	b := startAgent(t, c.Addr(), imgDir)
@@ -580,8 +580,20 @@ func TestEngineReplacesLostNode(t *testing.T) {
 		t.Fatalf("passing instances per node = %v, want one on each", got)
 	}
 	b.kill()
+	// Its instance still runs and answers its own check, but nobody manages
+	// it: it leaves the passing set within seconds (its alias check on the
+	// dead agent's own check), so edges stop routing to it and no more than
+	// count instances ever pass.
+	t0 := time.Now()
+	poll(t, 10*time.Second, "the dead agent's instance out of the passing set", func() string {
+		if got := e.passingOn(); got[b.nodeID] != 0 || got[a.nodeID]+got[b.nodeID] > 2 {
+			return fmt.Sprintf("passing per node %v", got)
+		}
+		return ""
+	})
+	t.Logf("the dead agent's instance left the passing set after %s", time.Since(t0).Round(100*time.Millisecond))
 	poll(t, 60*time.Second, "the lost node's instance replaced on the other", func() string {
-		if got := e.passingOn(); got[a.nodeID] != 2 {
+		if got := e.passingOn(); got[a.nodeID] != 2 || got[b.nodeID] != 0 {
 			return fmt.Sprintf("passing per node %v", got)
 		}
 		return ""

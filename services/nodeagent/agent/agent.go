@@ -49,6 +49,8 @@ type Registry interface {
 	Checks(ctx context.Context) (map[string]consul.Health, error)
 	WaitRoutes(ctx context.Context, service, allocID string, timeout, window time.Duration) error
 	RegisterAgent(ctx context.Context, n consul.Node) error
+	// Heartbeat keeps the agent's own check passing (consul.AgentTTL).
+	Heartbeat(ctx context.Context) error
 	SetImageHealth(ctx context.Context, allocID, verdict string) error
 }
 
@@ -461,9 +463,10 @@ func (a *Agent) poke() {
 func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.drv.Watch(ctx, func(ev allocation.Event) { a.onEvent(ctx, ev) }) }()
 	go func() { defer wg.Done(); a.pollHealth(ctx) }()
+	go func() { defer wg.Done(); a.heartbeat(ctx) }()
 
 	a.refresh(ctx)
 	ae := time.NewTicker(a.cfg.AntiEntropy)

@@ -124,6 +124,8 @@ func (r *fakeRegistry) WaitRoutes(_ context.Context, _, id string, _, _ time.Dur
 
 func (r *fakeRegistry) RegisterAgent(context.Context, consul.Node) error { return nil }
 
+func (r *fakeRegistry) Heartbeat(context.Context) error { return nil }
+
 func (r *fakeRegistry) SetImageHealth(context.Context, string, string) error { return nil }
 
 func spec(id, image string) allocation.Spec {

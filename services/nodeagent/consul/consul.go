@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -45,6 +46,10 @@ type Registry struct {
 	client *api.Client
 	node   string
 	logger *slog.Logger
+	// agentRegistered is set once RegisterAgent succeeded: from then on
+	// every instance registered carries an alias check on the agent's own
+	// service (see Register).
+	agentRegistered atomic.Bool
 }
 
 // New returns a registry for node through the Consul agent at addr
@@ -78,8 +83,21 @@ type Node struct {
 	Policy nodepolicy.Policy
 }
 
-// RegisterAgent registers the node agent as catalog.AgentService with a gRPC
-// health check on its own port.
+// AgentTTL is the TTL of the node agent's own check: the agent heartbeats
+// it (Heartbeat) several times within, and it turns critical once the
+// agent misses heartbeats for that long (the process died or hangs). Then
+// the coordinator sees the node lost, and every instance the agent
+// registered turns critical with it (see Register).
+var AgentTTL = 3 * time.Second
+
+// AgentCheckIDFor is the Consul check id of node's agent's own check.
+func AgentCheckIDFor(node string) string { return "service:" + catalog.AgentServiceID(node) }
+
+// RegisterAgent registers the node agent as catalog.AgentService with a TTL
+// check (AgentTTL) that the agent heartbeats. A TTL rather than a check run
+// by Consul against the agent's port: the port serves mutual TLS only, and
+// what matters is that the agent process is alive and managing its
+// instances.
 func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
 	host, portStr, err := net.SplitHostPort(n.GRPCAddr)
 	if err != nil {
@@ -110,18 +128,32 @@ func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
 		Port:    port,
 		Meta:    meta,
 		Check: &api.AgentServiceCheck{
-			Name:                           "node agent gRPC health",
-			GRPC:                           n.GRPCAddr,
-			Interval:                       "1s",
-			Timeout:                        "1s",
+			Name:                           "node agent heartbeat",
+			TTL:                            AgentTTL.String(),
+			Status:                         api.HealthPassing, // registering itself, it is alive
+			Notes:                          "the node agent heartbeats this check; critical once it misses heartbeats for the TTL",
 			DeregisterCriticalServiceAfter: DeregisterAfter.String(),
 		},
 	}
 	if err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return fmt.Errorf("consul: register node agent %s: %w", n.ID, err)
 	}
+	r.agentRegistered.Store(true)
 	return nil
 }
+
+// Heartbeat marks the agent's own check passing for another AgentTTL.
+func (r *Registry) Heartbeat(ctx context.Context) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := r.client.Agent().UpdateTTLOpts(AgentCheckIDFor(r.node), "node agent alive", api.HealthPassing, q); err != nil {
+		return fmt.Errorf("consul: node agent heartbeat: %w", err)
+	}
+	return nil
+}
+
+// AgentCheckID is the Consul check id of the alias check that ties an
+// instance's health to its node agent's own service.
+func AgentCheckID(allocID string) string { return allocID + ":agent" }
 
 // DeregisterAgent removes the agent's own registration.
 func (r *Registry) DeregisterAgent(ctx context.Context) error {
@@ -137,6 +169,15 @@ func (r *Registry) DeregisterAgent(ctx context.Context) error {
 // agent has just seen the check pass, so the check starts passing instead
 // of critical (Consul's first run of the check is staggered up to an
 // interval).
+//
+// Once the agent registered itself (RegisterAgent), the instance also gets
+// an alias check on the agent's own service: when the agent dies (it
+// misses its heartbeats for AgentTTL) or its registration is gone, every
+// instance it manages turns critical at once with it, so edges stop
+// routing to instances nobody manages, and Consul removes them after
+// DeregisterAfter, even though their containers still run and answer their
+// own checks. The coordinator meanwhile sees the node lost and replaces
+// its allocations.
 func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string, passing bool) error {
 	target := net.JoinHostPort(address, strconv.Itoa(inst.HostPort))
 	check := &api.AgentServiceCheck{
@@ -167,6 +208,19 @@ func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocat
 			catalog.MetaNode:       r.node,
 		},
 		Checks: api.AgentServiceChecks{check},
+	}
+	if r.agentRegistered.Load() {
+		alias := &api.AgentServiceCheck{
+			CheckID:                        AgentCheckID(s.ID),
+			Name:                           s.ID + " node agent alive",
+			AliasService:                   catalog.AgentServiceID(r.node),
+			Notes:                          "critical while the node agent managing the instance fails its own check",
+			DeregisterCriticalServiceAfter: DeregisterAfter.String(),
+		}
+		if passing {
+			alias.Status = api.HealthPassing // the agent registering it is alive
+		}
+		reg.Checks = append(reg.Checks, alias)
 	}
 	if inst.ImageHealth != "" {
 		// The image's own HEALTHCHECK, fed by the agent from Docker events.
