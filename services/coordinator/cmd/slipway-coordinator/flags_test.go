@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"os"
 	"strings"
 	"testing"
 )
@@ -26,5 +27,24 @@ func TestEnvDefaults(t *testing.T) {
 	err := envDefaults(fs)
 	if err == nil || !strings.Contains(err.Error(), "SLIPWAY_BOOTSTRAP_EXPECT") {
 		t.Errorf("bad env value: err = %v, want it to name SLIPWAY_BOOTSTRAP_EXPECT", err)
+	}
+}
+
+func TestRefusesToStartWithoutTLSOrInsecure(t *testing.T) {
+	for _, env := range []string{"SLIPWAY_TLS_CA", "SLIPWAY_TLS_CERT", "SLIPWAY_TLS_KEY", "SLIPWAY_INSECURE"} {
+		t.Setenv(env, "")
+		os.Unsetenv(env)
+	}
+	err := run([]string{"-data-dir", t.TempDir(), "-grpc-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"})
+	if err == nil || !strings.Contains(err.Error(), "-tls-ca") || !strings.Contains(err.Error(), "-insecure") {
+		t.Fatalf("no TLS flags: err = %v, want a refusal naming -tls-ca and -insecure", err)
+	}
+	err = run([]string{"-data-dir", t.TempDir(), "-tls-ca", "ca.pem", "-grpc-addr", "127.0.0.1:0"})
+	if err == nil || !strings.Contains(err.Error(), "missing -tls-cert, -tls-key") {
+		t.Fatalf("half the TLS flags: err = %v", err)
+	}
+	err = run([]string{"-data-dir", t.TempDir(), "-tls-ca", "/nonexistent/ca.pem", "-tls-cert", "c.pem", "-tls-key", "k.pem"})
+	if err == nil || !strings.Contains(err.Error(), "ca.pem") {
+		t.Fatalf("missing TLS files: err = %v, want the file named", err)
 	}
 }
