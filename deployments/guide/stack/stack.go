@@ -192,9 +192,7 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	c.Logf("Consul dev agent on http://%s (log .run/consul.log)", c.ConsulAddr())
 
 	coordArgs := []string{"-id", "guide-1", "-bootstrap", "-data-dir", filepath.Join(c.StateDir, "coordinator"),
-		"-grpc-addr", c.CoordinatorAddr(), "-raft-addr", addr(c.Coordinator + 1), "-log-level", "warn",
-		// Tokens off until the guide bootstraps one and hands it to slipctl.
-		"-acl=false"}
+		"-grpc-addr", c.CoordinatorAddr(), "-raft-addr", addr(c.Coordinator + 1), "-log-level", "warn"}
 	coordArgs = append(coordArgs, s.TLS.flags(s.TLS.Coordinator)...)
 	if hasFlag(c.bin("slipway-coordinator"), "consul-addr") {
 		coordArgs = append(coordArgs, "-consul-addr", c.ConsulAddr())
