@@ -277,7 +277,7 @@ func (a *app) client() (*grpc.ClientConn, error) {
 	}
 	var opts []grpc.DialOption
 	if a.g.token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(a.g.token)))
+		opts = append(opts, rpc.WithToken(a.g.token))
 	}
 	conn, err := rpc.Dial(a.g.addr, creds, rpc.ExpectRole(pki.RoleCoordinator), opts...)
 	if err != nil {
@@ -286,17 +286,6 @@ func (a *app) client() (*grpc.ClientConn, error) {
 	a.conn = conn
 	return conn, nil
 }
-
-// bearerToken sends the ACL token as "authorization: Bearer" metadata on
-// every call. It is sent on plaintext connections too: those exist only
-// with an explicit --insecure.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
-}
-
-func (t bearerToken) RequireTransportSecurity() bool { return false }
 
 func (a *app) deploy() (deployv1.DeployServiceClient, error) {
 	conn, err := a.client()
