@@ -8,6 +8,9 @@
 # cores, so req/CPU-s is the steadier measure of the proxy's cost;
 # (b) propagation latency from a Consul KV change to the first request routed
 # by the new table, p50/p99, per mode.
+# The edges run as deployed, with mutual TLS on their gRPC listener
+# (certificates from the test's throwaway CA, platform/testenv); the HTTP
+# path measured is the same as without it.
 # It runs BenchmarkEdge (services/edge/e2e) once, which needs wrk and nginx
 # (make tools); the go test header, result and PASS/ok lines are filtered out
 # so only the tables (and any failure) are printed.

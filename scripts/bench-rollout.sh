@@ -7,7 +7,9 @@
 #   docker driver:  BenchmarkRollingFiveDocker (e2e, with an edge in proxy
 #     mode): parts = 5 x (docker run of the new image until /healthz answers
 #     + min_healthy_time).
-# The docker row is skipped when no Docker Engine answers.
+# The docker row is skipped when no Docker Engine answers. Every component
+# runs on mutual TLS with certificates from the test's throwaway CA
+# (platform/testenv), as deployed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SLIPWAY_BIN=${SLIPWAY_BIN:-$PWD/bin}
