@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"slipway.dev/platform/pki"
@@ -193,7 +194,7 @@ func (c *Creds) ClientTLS(want Expect) *tls.Config {
 }
 
 // source holds the PEM files and what was last loaded from them; it reloads
-// when a file's size or modification time changes, keeping the last good
+// when a file's size, modification or change time or inode changes, keeping the last good
 // material when the new files do not load (a half-finished rotation).
 type source struct {
 	caFile, certFile, keyFile string
@@ -245,7 +246,13 @@ func (s *source) stampFiles() (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("rpc: TLS file: %w", err)
 		}
-		fmt.Fprintf(&b, "%d.%d/", st.Size(), st.ModTime().UnixNano())
+		fmt.Fprintf(&b, "%d.%d", st.Size(), st.ModTime().UnixNano())
+		// The inode and change time too: a rename into place, or a chmod or
+		// chgrp that makes a new key readable, is a change.
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			fmt.Fprintf(&b, ".%d.%d.%d", sys.Ino, sys.Ctim.Sec, sys.Ctim.Nsec)
+		}
+		b.WriteByte('/')
 	}
 	return b.String(), nil
 }
