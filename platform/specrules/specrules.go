@@ -85,7 +85,9 @@ const (
 	MaxConstraintBytes = 1 << 10
 
 	// MaxIdentifierBytes bounds allocation ids, node ids and service names
-	// as the agent stores them (see Identifier).
+	// as the agent stores them (see Identifier). The coordinator's
+	// allocation ids, <service>-v<release>-<raft index>-<k>, are at most
+	// 63+2+20+1+20+1+4 = 111 bytes.
 	MaxIdentifierBytes = 128
 	// MaxHostBytes bounds a route host (a DNS name).
 	MaxHostBytes = 253
