@@ -77,7 +77,9 @@ update.strategy is rolling, blue_green or canary; a canary step may say
 
 Deploy is idempotent by request id: without --request-id a fresh one is made
 and printed on stderr, so a CI job can retry with the same id and get the
-same release instead of a second one.
+same release instead of a second one. The same id with a different spec is
+refused (exit code 4, naming the release the id made): a new spec needs a
+new id.
 
 With --wait, follow the rollout until it ends: exit 0 only when it SUCCEEDED,
 1 when it ended FAILED, REVERTED, ABORTED or SUPERSEDED.`,

@@ -337,6 +337,11 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 		t.Errorf("retried deploy -o json = %+v, want release 1 replayed", dep)
 	}
 
+	// The same request id with another spec is refused (exit 4, conflict),
+	// naming the id and the release it made; nothing is deployed.
+	r = c.must(4, "deploy", "-f", filepath.Join("deployments", "examples", "rolling.yaml"), "--request-id", "ci-42", "--supersede")
+	contains(t, "reused request id stderr", r.stderr, "already exists", `request_id "ci-42" was used for release 1 of service "api" with a different spec`)
+
 	// A second rollout while one is active is a conflict.
 	r = c.must(4, "deploy", "-f", canary)
 	contains(t, "conflicting deploy stderr", r.stderr, "failed precondition", "api-1")
