@@ -2,6 +2,10 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"slipway.dev/platform/consulconf"
+	"slipway.dev/platform/pki"
 )
 
 var (
@@ -25,8 +34,17 @@ var (
 type Consul struct {
 	tb      testing.TB
 	bin     string
-	ports   []int // http, serf lan, serf wan, server
+	ports   []int // http (https with ConsulTLS), serf lan, serf wan, server
 	logPath string
+
+	// With ConsulACL: the initial management token (also the agent's own
+	// token) and the tokens made by Token, re-created after a restart
+	// since a dev agent forgets them.
+	acl    bool
+	mgmt   string
+	tokens map[string]consulToken // by Token's name
+	// With ConsulTLS: the agent's HTTPS material and a client's.
+	tls *consulTLS
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -34,15 +52,54 @@ type Consul struct {
 	started bool          // ports are fixed once the agent has run
 }
 
+type consulToken struct {
+	policy, rules, accessor, secret string
+}
+
+type consulTLS struct {
+	dir                       string
+	ca, serverCert, serverKey string
+	clientCert, clientKey     string
+	clientConfig              *tls.Config
+}
+
+// ConsulOption changes how StartConsul starts the agent.
+type ConsulOption func(*Consul)
+
+// ConsulACL starts the agent with ACLs enabled and default deny, as a
+// production Consul runs: a request without a token is Consul's anonymous
+// token, which may do nothing. ManagementToken may do everything; Token and
+// ComponentToken make tokens that may do what a policy says.
+func ConsulACL() ConsulOption { return func(c *Consul) { c.acl = true } }
+
+// ConsulTLS serves the agent's HTTP API over HTTPS only (plain HTTP off),
+// with a certificate from a CA of the test's own, and requires a client
+// certificate from that CA (verify_incoming). Config and Flags name the CA
+// and a client certificate.
+func ConsulTLS() ConsulOption { return func(c *Consul) { c.tls = &consulTLS{} } }
+
 // StartConsul starts a Consul dev agent and waits until it has elected itself
-// leader. It is stopped when the test ends.
-func StartConsul(tb testing.TB) *Consul {
+// leader (and, with ConsulACL, set up its ACLs). It is stopped when the test
+// ends.
+func StartConsul(tb testing.TB, opts ...ConsulOption) *Consul {
 	tb.Helper()
 	ports, err := freePorts(4)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
 	c := &Consul{tb: tb, bin: Binary(tb, "consul"), ports: ports, logPath: filepath.Join(tb.TempDir(), "consul.log")}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.acl {
+		c.mgmt = newUUID()
+		c.tokens = map[string]consulToken{}
+	}
+	if c.tls != nil {
+		if err := c.tls.create(tb.TempDir()); err != nil {
+			tb.Fatalf("testenv: consul TLS: %v", err)
+		}
+	}
 	tb.Cleanup(func() {
 		c.Stop()
 		if tb.Failed() {
@@ -52,14 +109,270 @@ func StartConsul(tb testing.TB) *Consul {
 		}
 	})
 	c.Start()
+	consulsMu.Lock()
+	consuls[c.Addr()] = c
+	consulsMu.Unlock()
+	tb.Cleanup(func() {
+		consulsMu.Lock()
+		delete(consuls, c.Addr())
+		consulsMu.Unlock()
+	})
 	return c
 }
 
-// Addr is the agent's HTTP API address, host:port (for consul/api's Config.Address).
+var (
+	consulsMu sync.Mutex
+	consuls   = map[string]*Consul{} // by Addr, the agents StartConsul runs in this process
+)
+
+// ConsulAt is the agent StartConsul started in this test process at addr
+// (host:port), or nil. Harnesses that are handed only an address use it
+// to give each component its token and TLS settings.
+func ConsulAt(addr string) *Consul {
+	consulsMu.Lock()
+	defer consulsMu.Unlock()
+	return consuls[addr]
+}
+
+// ConsulFlagsFor are the -consul-* flags with which slipway-<component>
+// reaches the agent at addr: the agent's ComponentFlags when StartConsul
+// started it (with the component's token under ConsulACL, the CA and a
+// client certificate under ConsulTLS), else -consul-addr alone.
+func ConsulFlagsFor(tb testing.TB, addr, component string) []string {
+	tb.Helper()
+	if c := ConsulAt(addr); c != nil {
+		return c.ComponentFlags(tb, component)
+	}
+	return []string{"-consul-addr", addr}
+}
+
+// ConsulConfigFor is ConsulFlagsFor as a consulconf.Config, for
+// components run in-process.
+func ConsulConfigFor(tb testing.TB, addr, component string) consulconf.Config {
+	tb.Helper()
+	if c := ConsulAt(addr); c != nil {
+		return c.ComponentConfig(tb, component)
+	}
+	return consulconf.Config{Addr: addr}
+}
+
+// ConsulAdminClientFor is an API client that may do everything on the agent
+// at addr (its AdminClient when StartConsul started it), for tests that
+// inspect or fake Consul state.
+func ConsulAdminClientFor(tb testing.TB, addr string) *api.Client {
+	tb.Helper()
+	if c := ConsulAt(addr); c != nil {
+		return c.AdminClient(tb)
+	}
+	cl, err := (consulconf.Config{Addr: addr}).Client()
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return cl
+}
+
+// Addr is the agent's HTTP API address, host:port (for consul/api's
+// Config.Address); HTTPS with ConsulTLS.
 func (c *Consul) Addr() string { return "127.0.0.1:" + strconv.Itoa(c.ports[0]) }
 
-// URL is the agent's HTTP API base URL.
-func (c *Consul) URL() string { return "http://" + c.Addr() }
+// URL is the agent's HTTP API base URL (https:// with ConsulTLS).
+func (c *Consul) URL() string {
+	if c.tls != nil {
+		return "https://" + c.Addr()
+	}
+	return "http://" + c.Addr()
+}
+
+// ACL reports whether the agent runs with ACLs (ConsulACL).
+func (c *Consul) ACL() bool { return c.acl }
+
+// ManagementToken is the initial management token of an agent started with
+// ConsulACL ("" without): it may do everything.
+func (c *Consul) ManagementToken() string { return c.mgmt }
+
+// Config is how a component reaches this agent with token ("" is the
+// anonymous token): its address and, with ConsulTLS, the CA and a client
+// certificate.
+func (c *Consul) Config(token string) consulconf.Config {
+	cfg := consulconf.Config{Addr: c.Addr(), Token: token}
+	if c.tls != nil {
+		cfg.Scheme = "https"
+		cfg.CAFile, cfg.CertFile, cfg.KeyFile = c.tls.ca, c.tls.clientCert, c.tls.clientKey
+	}
+	return cfg
+}
+
+// Flags are the -consul-* flags of Config(token), for a component's command
+// line.
+func (c *Consul) Flags(token string) []string {
+	f := []string{"-consul-addr", c.Addr()}
+	if token != "" {
+		f = append(f, "-consul-token", token)
+	}
+	if c.tls != nil {
+		f = append(f, "-consul-scheme", "https", "-consul-ca", c.tls.ca, "-consul-cert", c.tls.clientCert, "-consul-key", c.tls.clientKey)
+	}
+	return f
+}
+
+// Client is a Consul API client of this agent with token.
+func (c *Consul) Client(tb testing.TB, token string) *api.Client {
+	tb.Helper()
+	cl, err := c.Config(token).Client()
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return cl
+}
+
+// AdminClient is a Consul API client that may do everything: with the
+// management token under ConsulACL. Tests inspect and fake Consul state
+// with it.
+func (c *Consul) AdminClient(tb testing.TB) *api.Client {
+	tb.Helper()
+	return c.Client(tb, c.mgmt)
+}
+
+// Token returns the secret of a token holding a policy with the given
+// rules, both created on the first call for name (policy "test-<name>") and
+// re-created with the same secret after a restart. Without ConsulACL it is
+// "" (every request may do everything).
+func (c *Consul) Token(tb testing.TB, name, rules string) string {
+	tb.Helper()
+	if !c.acl {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.tokens[name]; ok {
+		return t.secret
+	}
+	t := consulToken{policy: "test-" + name, rules: rules, accessor: newUUID(), secret: newUUID()}
+	if err := c.createToken(t); err != nil {
+		tb.Fatalf("testenv: consul token %s: %v", name, err)
+	}
+	c.tokens[name] = t
+	return t.secret
+}
+
+// ComponentToken is Token with the documented minimal policy of a Slipway
+// component, deployments/consul/<component>.hcl: "coordinator",
+// "nodeagent" or "edge".
+func (c *Consul) ComponentToken(tb testing.TB, component string) string {
+	tb.Helper()
+	if !c.acl {
+		return ""
+	}
+	rules, err := os.ReadFile(filepath.Join(RepoRoot(tb), "deployments", "consul", component+".hcl"))
+	if err != nil {
+		tb.Fatalf("testenv: consul policy of %s: %v", component, err)
+	}
+	return c.Token(tb, "slipway-"+component, string(rules))
+}
+
+// ComponentConfig is Config(ComponentToken(component)).
+func (c *Consul) ComponentConfig(tb testing.TB, component string) consulconf.Config {
+	tb.Helper()
+	return c.Config(c.ComponentToken(tb, component))
+}
+
+// ComponentFlags is Flags(ComponentToken(component)): how a harness starts
+// slipway-<component> against this agent, with or without ACLs and TLS.
+func (c *Consul) ComponentFlags(tb testing.TB, component string) []string {
+	tb.Helper()
+	return c.Flags(c.ComponentToken(tb, component))
+}
+
+// createToken creates t's policy and t with the management token. c.mu is
+// held (or the agent is starting).
+func (c *Consul) createToken(t consulToken) error {
+	cl, err := c.Config(c.mgmt).Client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	if _, _, err := cl.ACL().PolicyCreate(&api.ACLPolicy{Name: t.policy, Rules: t.rules}, w); err != nil {
+		return fmt.Errorf("create policy %s: %w", t.policy, err)
+	}
+	if _, _, err := cl.ACL().TokenCreate(&api.ACLToken{AccessorID: t.accessor, SecretID: t.secret, Description: t.policy,
+		Policies: []*api.ACLTokenPolicyLink{{Name: t.policy}}}, w); err != nil {
+		return fmt.Errorf("create token for %s: %w", t.policy, err)
+	}
+	return nil
+}
+
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// create writes a CA, the agent's certificate (localhost, 127.0.0.1) and a
+// client certificate into dir.
+func (t *consulTLS) create(dir string) error {
+	caPEM, caKey, err := pki.CreateCA(pki.CAOptions{CommonName: "Consul test CA"})
+	if err != nil {
+		return err
+	}
+	ca, err := pki.LoadCA(caPEM, caKey)
+	if err != nil {
+		return err
+	}
+	t.dir, t.ca = dir, filepath.Join(dir, "consul-ca.pem")
+	if err := os.WriteFile(t.ca, caPEM, 0o644); err != nil {
+		return err
+	}
+	// Slipway's issuer serves our purpose: ECDSA P-256, localhost and
+	// 127.0.0.1 SANs, server and client authentication.
+	issue := func(name string) (string, string, error) {
+		cert, key, err := ca.CreateCert(pki.CertOptions{Identity: pki.Identity{Role: pki.RoleCoordinator, Name: name}})
+		if err != nil {
+			return "", "", err
+		}
+		return pki.WritePair(dir, name, cert, key, true)
+	}
+	if t.serverCert, t.serverKey, err = issue("consul-server"); err != nil {
+		return err
+	}
+	if t.clientCert, t.clientKey, err = issue("consul-client"); err != nil {
+		return err
+	}
+	pair, err := tls.LoadX509KeyPair(t.clientCert, t.clientKey)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	t.clientConfig = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return nil
+}
+
+// hcl is the agent's extra configuration for the options.
+func (c *Consul) hcl() []string {
+	var out []string
+	if c.acl {
+		out = append(out, "-hcl", fmt.Sprintf(`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = %q agent = %q } }`, c.mgmt, c.mgmt))
+	}
+	if c.tls != nil {
+		out = append(out, "-hcl", fmt.Sprintf(`tls { defaults { ca_file = %q cert_file = %q key_file = %q } https { verify_incoming = true } }`,
+			c.tls.ca, c.tls.serverCert, c.tls.serverKey))
+	}
+	return out
+}
+
+// httpClient is how testenv itself asks the agent whether it is up.
+func (c *Consul) httpClient() *http.Client {
+	if c.tls == nil {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls.clientConfig}, Timeout: 5 * time.Second}
+}
 
 // Start (re)starts the agent and waits for a leader. A restart keeps the
 // same ports; a dev agent keeps nothing else across it. An agent that exits
@@ -103,9 +416,12 @@ func (c *Consul) startOnce() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.bin, "agent", "-dev",
-		"-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(c.ports[0]),
+	httpPorts := []string{"-http-port", strconv.Itoa(c.ports[0])}
+	if c.tls != nil {
+		httpPorts = []string{"-http-port", "-1", "-https-port", strconv.Itoa(c.ports[0])}
+	}
+	args := append([]string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"}, httpPorts...)
+	args = append(args,
 		"-serf-lan-port", strconv.Itoa(c.ports[1]),
 		"-serf-wan-port", strconv.Itoa(c.ports[2]),
 		"-server-port", strconv.Itoa(c.ports[3]),
@@ -113,6 +429,7 @@ func (c *Consul) startOnce() error {
 		"-node", fmt.Sprintf("test-%d", c.ports[0]),
 		"-log-level", "warn",
 	)
+	cmd := exec.Command(c.bin, append(args, c.hcl()...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -125,7 +442,11 @@ func (c *Consul) startOnce() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		if leaderKnown(ctx, c.URL()) {
+		if c.ready(ctx) {
+			if err := c.restoreTokens(); err != nil {
+				c.killLocked()
+				return fmt.Errorf("agent on %s: restore ACL tokens: %w", c.Addr(), err)
+			}
 			return nil
 		}
 		select {
@@ -160,12 +481,50 @@ func (c *Consul) killLocked() {
 	c.cmd = nil
 }
 
+// ready reports whether the agent has a leader and, with ACLs, knows its
+// management token (the leader creates it shortly after its election).
+func (c *Consul) ready(ctx context.Context) bool {
+	hc := c.httpClient()
+	if !leaderKnownWith(ctx, hc, c.URL()) {
+		return false
+	}
+	if !c.acl {
+		return true
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL()+"/v1/acl/token/self", nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("X-Consul-Token", c.mgmt)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// restoreTokens re-creates, after a restart, the tokens made by Token.
+// c.mu is held.
+func (c *Consul) restoreTokens() error {
+	var errs []error
+	for _, t := range c.tokens {
+		errs = append(errs, c.createToken(t))
+	}
+	return errors.Join(errs...)
+}
+
 func leaderKnown(ctx context.Context, base string) bool {
+	return leaderKnownWith(ctx, http.DefaultClient, base)
+}
+
+func leaderKnownWith(ctx context.Context, hc *http.Client, base string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status/leader", nil)
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return false
 	}

@@ -2,7 +2,12 @@ package testenv
 
 import (
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/hashicorp/consul/api"
+
+	"slipway.dev/platform/consulconf"
 )
 
 func TestStartConsulAnswersAndRestarts(t *testing.T) {
@@ -25,5 +30,70 @@ func TestStartConsulAnswersAndRestarts(t *testing.T) {
 	c.Start()
 	if !leaderKnown(t.Context(), c.URL()) {
 		t.Fatal("no leader after restart")
+	}
+}
+
+func TestStartConsulWithACLDeniesAnonymousAndKeepsTokensAcrossRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real Consul agent; skipped by -short (make check)")
+	}
+	c := StartConsul(t, ConsulACL())
+	if !c.ACL() || c.ManagementToken() == "" {
+		t.Fatal("no management token")
+	}
+	anon := c.Client(t, "")
+	if _, err := anon.KV().Put(&api.KVPair{Key: "slipway/routes/web", Value: []byte("{}")}, nil); !consulconf.IsPermissionDenied(err) {
+		t.Fatalf("anonymous KV write: err = %v, want permission denied", err)
+	}
+	tok := c.ComponentToken(t, "coordinator")
+	if again := c.ComponentToken(t, "coordinator"); again != tok {
+		t.Fatal("ComponentToken made a second token")
+	}
+	coord := c.Client(t, tok)
+	put := func() error {
+		_, err := coord.KV().Put(&api.KVPair{Key: "slipway/routes/web", Value: []byte("{}")}, nil)
+		return err
+	}
+	if err := put(); err != nil {
+		t.Fatalf("coordinator token KV write: %v", err)
+	}
+	if _, err := coord.KV().Put(&api.KVPair{Key: "other/key", Value: []byte("x")}, nil); !consulconf.IsPermissionDenied(err) {
+		t.Fatalf("coordinator token writing outside slipway/routes/: err = %v, want permission denied", err)
+	}
+	// A dev agent forgets everything when it restarts; StartConsul gives
+	// the tokens back, with the same secrets.
+	c.Stop()
+	c.Start()
+	if err := put(); err != nil {
+		t.Fatalf("coordinator token KV write after a restart: %v", err)
+	}
+}
+
+func TestStartConsulWithTLSRequiresClientCertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real Consul agent; skipped by -short (make check)")
+	}
+	c := StartConsul(t, ConsulTLS(), ConsulACL())
+	if !strings.HasPrefix(c.URL(), "https://") {
+		t.Fatalf("URL = %s", c.URL())
+	}
+	if _, _, err := c.AdminClient(t).KV().Get("x", nil); err != nil {
+		t.Fatalf("with CA and client certificate: %v", err)
+	}
+	noCert := c.Config(c.ManagementToken())
+	noCert.CertFile, noCert.KeyFile = "", ""
+	cl, err := noCert.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cl.KV().Get("x", nil); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	plain := consulconf.Config{Addr: c.Addr(), Scheme: "http", Token: c.ManagementToken()}
+	if cl, err = plain.Client(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cl.KV().Get("x", nil); err == nil {
+		t.Fatal("plain HTTP was served")
 	}
 }
