@@ -174,10 +174,16 @@ func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, acks []*edg
 		obs.Instances = append(obs.Instances, Instance(sa, e.statuses[sa.Allocation.GetId()]))
 	}
 	gen := st.Generation
-	if in := e.cfg.FSM.Intent(ro.GetService()); in != nil && in.GetGeneration() > gen {
+	in := e.cfg.FSM.Intent(ro.GetService())
+	if in != nil && in.GetGeneration() > gen {
 		gen = in.GetGeneration()
 	}
 	obs.AckedGeneration = AckedGeneration(ro.GetService(), acks, gen)
+	if in != nil && in.GetHost() == "" {
+		// Not exposed at the edges (the release has no route host): no
+		// edge routes to it or acknowledges it, so nothing waits for them.
+		obs.AckedGeneration = gen
+	}
 	obs.Commands = Commands(ro)
 	return obs
 }
