@@ -19,6 +19,7 @@ import (
 
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/nodepolicy"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
@@ -53,19 +54,28 @@ type Registry struct {
 }
 
 // New returns a registry for node through the Consul agent at addr
-// (host:port).
+// (host:port), with the token and TLS settings of CONSUL_HTTP_* in the
+// environment; NewFromConfig sets them.
 func New(addr, node string, logger *slog.Logger) (*Registry, error) {
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	c, err := api.NewClient(cfg)
+	return NewFromConfig(consulconf.Config{Addr: addr}, node, logger)
+}
+
+// NewFromConfig returns a registry for node through the Consul agent cfg
+// names, with its token and TLS settings (deployments/consul/nodeagent.hcl
+// is the policy the token needs).
+func NewFromConfig(cfg consulconf.Config, node string, logger *slog.Logger) (*Registry, error) {
+	c, err := cfg.Client()
 	if err != nil {
-		return nil, fmt.Errorf("consul: client for %s: %w", addr, err)
+		return nil, fmt.Errorf("consul: %w", err)
 	}
 	if logger == nil {
 		logger = slog.Default()
 	}
 	return &Registry{client: c, node: node, logger: logger}, nil
 }
+
+// explain adds to a refusal by Consul's ACLs which token policy is missing.
+func explain(err error) error { return consulconf.Explain(err, "nodeagent") }
 
 // Client is the underlying Consul client.
 func (r *Registry) Client() *api.Client { return r.client }
@@ -136,7 +146,7 @@ func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
 		},
 	}
 	if err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
-		return fmt.Errorf("consul: register node agent %s: %w", n.ID, err)
+		return fmt.Errorf("consul: register node agent %s: %w", n.ID, explain(err))
 	}
 	r.agentRegistered.Store(true)
 	return nil
@@ -146,7 +156,7 @@ func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
 func (r *Registry) Heartbeat(ctx context.Context) error {
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if err := r.client.Agent().UpdateTTLOpts(AgentCheckIDFor(r.node), "node agent alive", api.HealthPassing, q); err != nil {
-		return fmt.Errorf("consul: node agent heartbeat: %w", err)
+		return fmt.Errorf("consul: node agent heartbeat: %w", explain(err))
 	}
 	return nil
 }
@@ -159,7 +169,7 @@ func AgentCheckID(allocID string) string { return allocID + ":agent" }
 func (r *Registry) DeregisterAgent(ctx context.Context) error {
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if err := r.client.Agent().ServiceDeregisterOpts(catalog.AgentServiceID(r.node), q); err != nil {
-		return fmt.Errorf("consul: deregister node agent: %w", err)
+		return fmt.Errorf("consul: deregister node agent: %w", explain(err))
 	}
 	return nil
 }
@@ -239,7 +249,7 @@ func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocat
 		})
 	}
 	if err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
-		return fmt.Errorf("consul: register %s: %w", s.ID, err)
+		return fmt.Errorf("consul: register %s: %w", s.ID, explain(err))
 	}
 	return nil
 }
@@ -260,7 +270,7 @@ func (r *Registry) SetImageHealth(ctx context.Context, allocID, verdict string) 
 	}
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if err := r.client.Agent().UpdateTTLOpts(ImageCheckID(allocID), "docker health: "+verdict, st, q); err != nil {
-		return fmt.Errorf("consul: update image check of %s: %w", allocID, err)
+		return fmt.Errorf("consul: update image check of %s: %w", allocID, explain(err))
 	}
 	return nil
 }
@@ -274,7 +284,7 @@ func (r *Registry) Deregister(ctx context.Context, allocID string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("consul: deregister %s: %w", allocID, err)
+		return fmt.Errorf("consul: deregister %s: %w", allocID, explain(err))
 	}
 	return nil
 }
@@ -284,7 +294,7 @@ func (r *Registry) Deregister(ctx context.Context, allocID string) error {
 func (r *Registry) Owned(ctx context.Context) (map[string]bool, bool, error) {
 	svcs, err := r.client.Agent().ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, false, fmt.Errorf("consul: list services: %w", err)
+		return nil, false, fmt.Errorf("consul: list services: %w", explain(err))
 	}
 	out := map[string]bool{}
 	self := false
@@ -305,7 +315,7 @@ func (r *Registry) Owned(ctx context.Context) (map[string]bool, bool, error) {
 func (r *Registry) Checks(ctx context.Context) (map[string]Health, error) {
 	cs, err := r.client.Agent().ChecksWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("consul: list checks: %w", err)
+		return nil, fmt.Errorf("consul: list checks: %w", explain(err))
 	}
 	rank := map[Health]int{Passing: 0, Warning: 1, Critical: 2}
 	out := map[string]Health{}
@@ -337,7 +347,7 @@ func (r *Registry) WaitRoutes(ctx context.Context, service, allocID string, time
 			if ctx.Err() != nil {
 				return fmt.Errorf("consul: route barrier for %s after %s: %w", allocID, timeout, ErrBarrierTimeout)
 			}
-			r.logger.Warn("route barrier query failed; retrying", "alloc", allocID, "err", err)
+			r.logger.Warn("route barrier query failed; retrying", "alloc", allocID, "err", explain(err))
 			select {
 			case <-ctx.Done():
 			case <-time.After(200 * time.Millisecond):

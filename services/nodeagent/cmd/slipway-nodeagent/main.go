@@ -24,6 +24,7 @@ import (
 	"slipway.dev/nodeagent/docker"
 	"slipway.dev/nodeagent/grpcapi"
 	"slipway.dev/nodeagent/process"
+	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
@@ -32,12 +33,13 @@ import (
 )
 
 type options struct {
-	nodeID, grpcAddr, consulAddr, driver, processDir, labels, advertise string
-	dataDir, metricsAddr, logLevel, logFormat                           string
-	cpuMHz, memoryMB                                                    int
-	sec                                                                 rpc.Security
-	drainTimeout, drainWindow                                           time.Duration
-	hard                                                                hardening
+	nodeID, grpcAddr, driver, processDir, labels, advertise string
+	dataDir, metricsAddr, logLevel, logFormat               string
+	cpuMHz, memoryMB                                        int
+	sec                                                     rpc.Security
+	consul                                                  consulconf.Config
+	drainTimeout, drainWindow                               time.Duration
+	hard                                                    hardening
 }
 
 // hardening holds the flags that widen what instances may do beyond the
@@ -108,7 +110,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.nodeID, "node-id", host, "this node's id (default: the host name)")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7410", "gRPC listen address (only the leader coordinator calls it, with a coordinator certificate)")
 	o.sec.RegisterFlags(fs)
-	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "local Consul agent HTTP address")
+	o.consul.RegisterFlags(fs)
 	fs.StringVar(&o.driver, "driver", "", "docker or process (default: docker when the Engine answers, else process)")
 	fs.StringVar(&o.processDir, "process-dir", "bin/images", "process driver: directory of executables; image a/b:c runs <dir>/a_b_c")
 	o.hard.register(fs)
@@ -134,6 +136,9 @@ func parseFlags(args []string) (options, error) {
 		return o, envErr
 	}
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if err := o.consul.Validate(); err != nil {
 		return o, err
 	}
 	if o.nodeID == "" {
@@ -233,7 +238,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	cons, err := consul.New(o.consulAddr, o.nodeID, logger)
+	cons, err := consul.NewFromConfig(o.consul, o.nodeID, logger)
 	if err != nil {
 		return err
 	}
@@ -255,7 +260,7 @@ func run(args []string) error {
 	runDone := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	go func() { runDone <- a.Run(ctx) }()
-	logger.Info("node agent up", "node", o.nodeID, "grpc", lis.Addr().String(), "driver", drv.Name(), "consul", o.consulAddr)
+	logger.Info("node agent up", "node", o.nodeID, "grpc", lis.Addr().String(), "driver", drv.Name(), "consul", o.consul.Endpoint())
 	var runErr error
 	select {
 	case <-ctx.Done():
