@@ -63,7 +63,7 @@ func (a *Acker) putLocked(ctx context.Context) error {
 				LockDelay: time.Millisecond,
 			}, (&api.WriteOptions{}).WithContext(ctx))
 			if err != nil {
-				return fmt.Errorf("consul: create edge session: %w", err)
+				return fmt.Errorf("consul: create edge session: %w", explain(err))
 			}
 			a.session = id
 		}
@@ -74,7 +74,7 @@ func (a *Acker) putLocked(ctx context.Context) error {
 				a.session = "" // expired: start a new one
 				continue
 			}
-			return fmt.Errorf("consul: write %s: %w", catalog.EdgeKey(a.edgeID), err)
+			return fmt.Errorf("consul: write %s: %w", catalog.EdgeKey(a.edgeID), explain(err))
 		}
 		if ok {
 			return nil
@@ -113,7 +113,7 @@ func (a *Acker) Run(ctx context.Context) {
 			entry, _, err := a.client.Session().Renew(a.session, (&api.WriteOptions{}).WithContext(ctx))
 			switch {
 			case err != nil:
-				a.log.Warn("renew edge session", "err", err)
+				a.log.Warn("renew edge session", "err", explain(err))
 			case entry == nil:
 				a.log.Warn("edge session lost; recreating it")
 				a.session = ""

@@ -19,7 +19,11 @@ import (
 
 	"slipway.dev/edge/routetable"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/consulconf"
 )
+
+// explain adds to a refusal by Consul's ACLs which token policy is missing.
+func explain(err error) error { return consulconf.Explain(err, "edge") }
 
 // waitTime is how long one blocking query may wait.
 const waitTime = 5 * time.Minute
@@ -112,7 +116,7 @@ func block[T any](ctx context.Context, log *slog.Logger, what string, query func
 			if ctx.Err() != nil {
 				return
 			}
-			log.Warn("consul query failed; retrying", "query", what, "err", err, "in", backoff)
+			log.Warn("consul query failed; retrying", "query", what, "err", explain(err), "in", backoff)
 			select {
 			case <-ctx.Done():
 				return
