@@ -546,7 +546,7 @@ func (a *Agent) refresh(ctx context.Context) {
 					}
 				})
 			} else if old.Running && !in.Running {
-				a.exitedLocked(in.AllocID, "instance exited (noticed by resync)")
+				a.exitedLocked(in.AllocID, "instance exited (noticed by resync)", -1)
 			}
 		}
 		for id := range a.instances {
@@ -587,7 +587,7 @@ func (a *Agent) refresh(ctx context.Context) {
 
 func (a *Agent) onEvent(ctx context.Context, ev allocation.Event) {
 	if ev.Exited {
-		a.onExit(ev.AllocID, ev.InstanceID)
+		a.onExit(ev.AllocID, ev.InstanceID, ev.ExitCode)
 		return
 	}
 	if ev.ImageHealth == "" {
@@ -611,11 +611,11 @@ func (a *Agent) onEvent(ctx context.Context, ev allocation.Event) {
 	}
 }
 
-func (a *Agent) onExit(id, instanceID string) {
+func (a *Agent) onExit(id, instanceID string, code int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if w := a.starting[id]; w != nil {
-		w.exited[instanceID] = true
+		w.exited[instanceID] = code
 		select {
 		case w.sig <- struct{}{}:
 		default:
@@ -625,12 +625,14 @@ func (a *Agent) onExit(id, instanceID string) {
 	if !ok || !in.Running || a.busy[id] || in.ID != instanceID {
 		return // not ours to report, or an operation (a stop) is on it
 	}
-	a.exitedLocked(id, "instance exited")
+	a.exitedLocked(id, "instance exited", code)
 	a.met.exits.Inc()
 	a.poke()
 }
 
-func (a *Agent) exitedLocked(id, msg string) {
+// exitedLocked records that the allocation's instance exited with code
+// (-1: not known).
+func (a *Agent) exitedLocked(id, msg string, code int) {
 	in := a.instances[id]
 	a.dead[in.ID] = true
 	in.Running = false
@@ -647,7 +649,7 @@ func (a *Agent) exitedLocked(id, msg string) {
 	}
 	a.updateLocked(id, msg, func(s *Status) {
 		s.State, s.Health, s.HealthySince = Failed, "", time.Time{}
-		s.Error = "instance exited unexpectedly"
+		s.Error = exitError(code)
 	})
 }
 

@@ -578,12 +578,17 @@ func TestCrashLoopIsReportedFailed(t *testing.T) {
 			if st[good.ID].State != agent.Running || st[bad.ID].State != agent.Failed {
 				t.Fatalf("after sync: good %v, bad %v %q", st[good.ID].State, st[bad.ID].State, st[bad.ID].Error)
 			}
+			// The reason says how it exited: the coordinator puts it in
+			// the rollout's failure.
+			if !strings.Contains(st[bad.ID].Error, "instance exited with code 1") {
+				t.Errorf("bad's error %q, want the exit code", st[bad.ID].Error)
+			}
 			if d := time.Since(t0); d > 15*time.Second {
 				t.Errorf("sync took %s: a crashing instance must not hold it for the probe's 20s", d)
 			}
 			nodetest.Eventually(t, 30*time.Second, "bad given up after its restarts", func() bool {
 				s := h.status(bad.ID)
-				return s.State == agent.Failed && s.Restarts == 3 && strings.Contains(s.Error, "in a row")
+				return s.State == agent.Failed && s.Restarts == 3 && strings.Contains(s.Error, "in a row (last: instance exited with code 1)")
 			})
 			if _, ok := h.running()[bad.ID]; ok {
 				t.Error("given-up instance still running")

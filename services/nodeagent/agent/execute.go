@@ -61,7 +61,13 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 	case reconcile.GiveUp:
 		a.deregister(ctx, id)
 		err := a.stopInstance(ctx, inst, 0)
-		a.fail(id, spec, fmt.Errorf("instance exited %d times in a row; not restarting until the spec changes", reconcile.MaxRestarts+1), true)
+		last := ""
+		a.mu.Lock()
+		if st := a.status[id]; st != nil && st.Error != "" {
+			last = " (last: " + st.Error + ")"
+		}
+		a.mu.Unlock()
+		a.fail(id, spec, fmt.Errorf("instance exited %d times in a row%s; not restarting until the spec changes", reconcile.MaxRestarts+1, last), true)
 		if err != nil {
 			a.log.Warn("remove failed instance", "alloc", id, "err", err)
 		}
@@ -162,7 +168,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	defer cancel()
 	// Exits seen while starting: the loop ignores busy allocations, so the
 	// start itself must notice an instance that dies at once.
-	w := &startWatch{exited: map[string]bool{}, sig: make(chan struct{}, 1)}
+	w := &startWatch{exited: map[string]int{}, sig: make(chan struct{}, 1)}
 	a.mu.Lock()
 	a.starting[id] = w
 	a.mu.Unlock()
@@ -202,7 +208,13 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	pcancel()
 	if !inst.Running || w.hasExited(a, inst.ID) {
 		a.mu.Lock()
-		a.exitedLocked(id, "instance exited while starting")
+		code := inst.ExitCode // exited before the driver returned
+		if c, ok := w.exited[inst.ID]; ok {
+			code = c
+		} else if inst.Running {
+			code = -1
+		}
+		a.exitedLocked(id, "instance exited while starting", code)
 		a.mu.Unlock()
 		a.met.exits.Inc()
 		return true
@@ -223,14 +235,24 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 // startWatch collects the exits of an allocation's instances while it is
 // being started.
 type startWatch struct {
-	exited map[string]bool // instance ids; guarded by Agent.mu
+	exited map[string]int // instance id -> exit code (-1: unknown); guarded by Agent.mu
 	sig    chan struct{}
 }
 
 func (w *startWatch) hasExited(a *Agent, instanceID string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return w.exited[instanceID]
+	_, ok := w.exited[instanceID]
+	return ok
+}
+
+// exitError is the status error of an instance that exited with code (-1:
+// not known), which the coordinator reports as the rollout's reason.
+func exitError(code int) string {
+	if code < 0 {
+		return "instance exited unexpectedly"
+	}
+	return fmt.Sprintf("instance exited with code %d", code)
 }
 
 // fail records a failure of the current spec; permanent failures are not

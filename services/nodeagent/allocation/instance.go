@@ -49,6 +49,9 @@ type Event struct {
 	InstanceID string
 	// Exited is set when the instance exited.
 	Exited bool
+	// ExitCode is the exit status of an exited instance, -1 when the
+	// driver does not know it.
+	ExitCode int
 	// ImageHealth is set when the image's health check verdict changed.
 	ImageHealth string
 }

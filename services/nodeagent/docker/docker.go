@@ -384,7 +384,7 @@ func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
 				}
 				switch {
 				case m.Action == events.ActionDie:
-					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, Exited: true})
+					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, Exited: true, ExitCode: dieExitCode(m.Actor.Attributes)})
 				case m.Action == events.ActionHealthStatusHealthy:
 					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, ImageHealth: allocation.ImageHealthy})
 				case m.Action == events.ActionHealthStatusUnhealthy:
@@ -402,6 +402,16 @@ func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// dieExitCode reads the exit status from a die event's attributes; -1
+// when it has none.
+func dieExitCode(attrs map[string]string) int {
+	code, err := strconv.Atoi(attrs["exitCode"])
+	if err != nil {
+		return -1
+	}
+	return code
 }
 
 // healthFromStatus reads the HEALTHCHECK verdict from a container list

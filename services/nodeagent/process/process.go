@@ -394,10 +394,28 @@ func (d *Driver) List(ctx context.Context) ([]allocation.Instance, error) {
 	return out, nil
 }
 
+// exitCode is the exit status of a child this driver reaped, -1 when it
+// did not reap it.
+func (d *Driver) exitCode(pid string) int {
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		return -1
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	code, ok := d.exited[n]
+	if !ok {
+		return -1
+	}
+	return code
+}
+
 // Watch reports exits of the processes this driver started and polls the
 // ones it adopted, until ctx ends.
 func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
-	exited := func(allocID, pid string) { report(allocation.Event{AllocID: allocID, InstanceID: pid, Exited: true}) }
+	exited := func(allocID, pid string) {
+		report(allocation.Event{AllocID: allocID, InstanceID: pid, Exited: true, ExitCode: d.exitCode(pid)})
+	}
 	d.mu.Lock()
 	d.notify = exited
 	d.mu.Unlock()
