@@ -21,6 +21,7 @@ import (
 
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/nodepolicy"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
@@ -46,25 +47,35 @@ var (
 	_ engine.Routes     = (*Client)(nil)
 )
 
-// New returns a client of the Consul agent at addr (host:port).
+// New returns a client of the Consul agent at addr (host:port), with the
+// token and TLS settings of CONSUL_HTTP_* in the environment; NewFromConfig
+// sets them.
 func New(addr string, logger *slog.Logger) (*Client, error) {
+	return NewFromConfig(consulconf.Config{Addr: addr}, logger)
+}
+
+// NewFromConfig returns a client of the Consul agent cfg names, with its
+// token and TLS settings (deployments/consul/coordinator.hcl is the policy
+// the token needs).
+func NewFromConfig(cfg consulconf.Config, logger *slog.Logger) (*Client, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	c, err := api.NewClient(cfg)
+	c, err := cfg.Client()
 	if err != nil {
-		return nil, fmt.Errorf("consul: client for %s: %w", addr, err)
+		return nil, fmt.Errorf("consul: %w", err)
 	}
 	return &Client{api: c, logger: logger, changed: make(chan struct{})}, nil
 }
+
+// explain adds to a refusal by Consul's ACLs which token policy is missing.
+func explain(err error) error { return consulconf.Explain(err, "coordinator") }
 
 // Nodes returns every node whose agent instance passes its checks.
 func (c *Client) Nodes(ctx context.Context) ([]engine.Node, error) {
 	entries, _, err := c.api.Health().Service(catalog.AgentService, "", true, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("consul: list %s instances: %w", catalog.AgentService, err)
+		return nil, fmt.Errorf("consul: list %s instances: %w", catalog.AgentService, explain(err))
 	}
 	var out []engine.Node
 	for _, e := range entries {
@@ -139,7 +150,7 @@ func (c *Client) WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) erro
 		return fmt.Errorf("consul: encode intent of %s: %w", in.GetService(), err)
 	}
 	if _, err := c.api.KV().Put(&api.KVPair{Key: catalog.RouteKey(in.GetService()), Value: b}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("consul: write intent of %s: %w", in.GetService(), err)
+		return fmt.Errorf("consul: write intent of %s: %w", in.GetService(), explain(err))
 	}
 	return nil
 }
@@ -148,7 +159,7 @@ func (c *Client) WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) erro
 func (c *Client) ReadIntent(ctx context.Context, service string) (*edgev1.TrafficIntent, error) {
 	kv, _, err := c.api.KV().Get(catalog.RouteKey(service), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("consul: read intent of %s: %w", service, err)
+		return nil, fmt.Errorf("consul: read intent of %s: %w", service, explain(err))
 	}
 	if kv == nil {
 		return nil, nil
@@ -166,7 +177,7 @@ func (c *Client) ReadIntent(ctx context.Context, service string) (*edgev1.Traffi
 func (c *Client) Intents(ctx context.Context) (map[string]*edgev1.TrafficIntent, error) {
 	kvs, _, err := c.api.KV().List(catalog.RoutesPrefix, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("consul: list %s: %w", catalog.RoutesPrefix, err)
+		return nil, fmt.Errorf("consul: list %s: %w", catalog.RoutesPrefix, explain(err))
 	}
 	out := make(map[string]*edgev1.TrafficIntent, len(kvs))
 	for _, kv := range kvs {
@@ -248,7 +259,7 @@ func (c *Client) listAcks(ctx context.Context, index uint64, wait time.Duration)
 	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
 	kvs, meta, err := c.api.KV().List(catalog.EdgesPrefix, q)
 	if err != nil {
-		return nil, 0, fmt.Errorf("consul: list %s: %w", catalog.EdgesPrefix, err)
+		return nil, 0, fmt.Errorf("consul: list %s: %w", catalog.EdgesPrefix, explain(err))
 	}
 	var out []*edgev1.EdgeAck
 	for _, kv := range kvs {

@@ -105,6 +105,7 @@ func (a *agentProc) start() {
 	cmd := exec.Command(a.bin, "-node-id", a.nodeID, "-grpc-addr", a.addr, "-consul-addr", a.consulAddr, "-driver", "process",
 		"-process-dir", a.dir, "-data-dir", a.dataDir, "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
 	cmd.Args = append(cmd.Args, testenv.TLSFlags(a.t, pki.RoleNodeAgent, a.nodeID)...)
+	cmd.Args = append(cmd.Args, testenv.ConsulFlagsFor(a.t, a.consulAddr, "nodeagent")...) // its token under ConsulACL
 	cmd.Stdout, cmd.Stderr = a.logf, a.logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -319,7 +320,7 @@ func TestEngineEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a node agent and demo processes")
 	}
-	c := testenv.StartConsul(t)
+	c := testenv.StartConsul(t, testenv.ConsulACL()) // default deny; each component with its minimal policy
 	imgDir := t.TempDir()
 	buildDemo(t, imgDir, "v1", "v2", "v3")
 	startAgent(t, c.Addr(), imgDir)
@@ -484,7 +485,7 @@ func startCoordinator(t testing.TB, consulAddr string) *coordProc {
 	co := &coordProc{t: t, logs: &syncWriter{w: &bytes.Buffer{}}}
 	logger := slog.New(slog.NewTextHandler(co.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	co.cfg = server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
-		Bootstrap: true, Engine: true, ConsulAddr: consulAddr, EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
+		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
 		Logger: logger, LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, "c1"),
 		DisableACL: true} // tokens are tested in grpcapi and cmd/slipway-coordinator
 	co.start()
@@ -530,12 +531,7 @@ func (co *coordProc) stop() {
 
 func newE2E(t testing.TB, co *coordProc, consulAddr string) *e2e {
 	t.Helper()
-	acfg := api.DefaultConfig()
-	acfg.Address = consulAddr
-	raw, err := api.NewClient(acfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := testenv.ConsulAdminClientFor(t, consulAddr)
 	e := &e2e{t: t, deploy: deployv1.NewDeployServiceClient(co.conn), consul: raw, name: fmt.Sprintf("web%d", time.Now().UnixNano()%1e6)}
 	poll(t, 30*time.Second, "coordinator serving", func() string {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
@@ -560,7 +556,7 @@ func TestEngineReplacesLostNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, two node agents and demo processes")
 	}
-	c := testenv.StartConsul(t)
+	c := testenv.StartConsul(t, testenv.ConsulACL()) // default deny; each component with its minimal policy
 	imgDir := searchableDir(t)
 	buildDemo(t, imgDir, "v1")
 	a := startAgent(t, c.Addr(), imgDir)

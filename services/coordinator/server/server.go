@@ -21,6 +21,7 @@ import (
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
@@ -67,9 +68,13 @@ type Config struct {
 	// Engine runs the leader engine while this node leads (rollouts act:
 	// placements, agent syncs, traffic intents). Off in the zero Config.
 	Engine bool
-	// ConsulAddr is the Consul agent the engine uses (host:port); default
-	// 127.0.0.1:8500.
+	// ConsulAddr is the Consul agent the engine uses (host:port) when
+	// Consul.Addr is empty; default CONSUL_HTTP_ADDR, else 127.0.0.1:8500.
 	ConsulAddr string
+	// Consul is how the engine reaches Consul: address, ACL token (the
+	// policy is deployments/consul/coordinator.hcl) and TLS; CONSUL_HTTP_*
+	// from the environment fill what it leaves empty.
+	Consul consulconf.Config
 	// EnginePoll is the engine's longest time between passes; default
 	// 500ms.
 	EnginePoll time.Duration
@@ -198,11 +203,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger}
 	if cfg.Engine {
-		addr := cfg.ConsulAddr
-		if addr == "" {
-			addr = "127.0.0.1:8500"
+		ccfg := cfg.Consul
+		if ccfg.Addr == "" {
+			ccfg.Addr = cfg.ConsulAddr
 		}
-		cc, err := consul.New(addr, logger)
+		cc, err := consul.NewFromConfig(ccfg, logger)
 		if err != nil {
 			c.shutdown()
 			return fmt.Errorf("server: %w", err)
@@ -277,7 +282,10 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		ectx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		c.engineStop, c.engineDone = stop, done
-		eng := engine.New(engine.Config{Raft: c.node, FSM: c.fsm, Nodes: c.consul, Routes: c.consul, Agents: c.agents,
+		// A node is an agent entry in Consul whose agent proves the node id
+		// with its certificate: an entry alone is not enough.
+		nodes := agentclient.NewVerified(c.consul, c.agents, c.logger)
+		eng := engine.New(engine.Config{Raft: c.node, FSM: c.fsm, Nodes: nodes, Routes: c.consul, Agents: c.agents,
 			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline})
 		go func() {
 			defer close(done)

@@ -55,6 +55,14 @@ secret is kept, in raft; a revoked token is refused by every coordinator as
 soon as it applies the revocation. InternalService (coordinator to
 coordinator) is authorised by the coordinator certificate, not by tokens.
 
+Consul: the leader engine finds node agents and writes traffic intents
+through a Consul agent (-consul-addr). With Consul ACLs (default deny) give it
+a token holding deployments/consul/coordinator.hcl (-consul-token-file,
+-consul-token or CONSUL_HTTP_TOKEN); -consul-ca, -consul-cert and -consul-key
+(or CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY) for HTTPS. A Consul
+entry alone never makes a node: one counts once its agent has answered over
+mutual TLS with a nodeagent certificate naming it.
+
 Flags:
 `
 
@@ -90,7 +98,7 @@ func run(args []string) error {
 	fs.StringVar(&join, "join", "", "comma-separated gRPC addresses of other coordinators")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fs.BoolVar(&cfg.Engine, "engine", true, "run the leader engine while leading (rollouts act on nodes and edges); -engine=false only records")
-	fs.StringVar(&cfg.ConsulAddr, "consul-addr", "127.0.0.1:8500", "Consul agent HTTP address used by the leader engine")
+	cfg.Consul.RegisterFlags(fs) // the leader engine's Consul: -consul-addr, -consul-token, -consul-ca, ...
 	fs.DurationVar(&cfg.NodeGrace, "node-grace", 10*time.Second, "how long a node may be missing from Consul before its allocations are replaced")
 	fs.DurationVar(&cfg.DrainDeadline, "drain-deadline", 5*time.Minute, "how long an allocation on a draining node keeps serving while its replacement elsewhere is not yet healthy; after it, the allocation is stopped anyway")
 	fs.IntVar(&cfg.KeepEventRollouts, "keep-events-rollouts", state.DefaultKeepEventRollouts, "how many of each service's newest rollouts keep their events (older, finished rollouts keep their record and history, not their events); use the same value on every coordinator of a cluster")
@@ -105,6 +113,9 @@ func run(args []string) error {
 		return err
 	}
 	cfg.DisableACL = !aclOn
+	if err := cfg.Consul.Validate(); err != nil {
+		return err
+	}
 	for _, a := range strings.Split(join, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			cfg.Join = append(cfg.Join, a)
