@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"slipway.dev/edge/routetable"
+	"slipway.dev/platform/specrules"
 	"slipway.dev/platform/testenv"
 )
 
@@ -114,8 +115,13 @@ func TestRunnerKeepsLastGoodConfigWhenRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	version := r.version
+	// Hosts are checked before rendering (specrules.RouteHost), so make
+	// nginx itself reject the config: a port it refuses.
 	r.mu.Lock()
-	err := r.reloadLocked(context.Background(), []string{"one.test", "~("}) // an invalid regex server_name
+	good := r.cfg.Listen
+	r.cfg.Listen = "127.0.0.1:99999"
+	err := r.reloadLocked(context.Background(), []string{"one.test", "two.test"})
+	r.cfg.Listen = good
 	r.mu.Unlock()
 	if !errors.Is(err, ErrConfigRejected) {
 		t.Fatalf("err = %v, want ErrConfigRejected", err)
@@ -125,6 +131,28 @@ func TestRunnerKeepsLastGoodConfigWhenRejected(t *testing.T) {
 	}
 	if code, body := fetch(listen, "one.test"); code != 200 || body != "a" {
 		t.Fatalf("after rejection: %d %q", code, body)
+	}
+}
+
+// TestRunnerTakesAnyAcceptedHost: nginx takes the longest host Deploy
+// accepts and thousands of hosts (with nginx's default server name hash a
+// 68-byte host made it reject the config, which blocked every new host).
+func TestRunnerTakesAnyAcceptedHost(t *testing.T) {
+	r, listen := startRunner(t)
+	a := backend(t, "a")
+	long := strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 61)
+	if d := specrules.RouteHost(long); d != "" || len(long) != specrules.MaxHostBytes {
+		t.Fatalf("%d-byte host: %s", len(long), d)
+	}
+	routes := map[string]routetable.Upstream{long: a}
+	for i := range 3000 {
+		routes[fmt.Sprintf("%s-%d.example.com", strings.Repeat("h", 50), i)] = a
+	}
+	if err := r.Apply(context.Background(), tableFor(routes)); err != nil {
+		t.Fatalf("apply %d hosts, one of %d bytes: %v", len(routes), len(long), err)
+	}
+	if code, body := fetch(listen, long); code != 200 || body != "a" {
+		t.Fatalf("%d-byte host: %d %q", len(long), code, body)
 	}
 }
 
