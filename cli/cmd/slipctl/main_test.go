@@ -353,7 +353,7 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	}
 	r = c.must(2, "deploy", "-f", bad)
 	contains(t, "invalid deploy stderr", r.stderr, "invalid argument: 3 violation(s):\n",
-		"\n  spec.name: \"Bad_Name\" is not a DNS label", "\n  spec.count: must be zero or more, got -1\n", "\n  spec.port: must be between 1 and 65535, got 70000\n")
+		"\n  spec.name: \"Bad_Name\" is not a DNS label", "\n  spec.count: must be between 0 and 1000, got -1\n", "\n  spec.port: must be between 1 and 65535, got 70000\n")
 	// A spec file with an unknown field never reaches the server.
 	if err := os.WriteFile(bad, []byte("name: web\nimage: slipway/demo:v2\nport: 80\nreplicas: 3\n"), 0o644); err != nil {
 		t.Fatal(err)
