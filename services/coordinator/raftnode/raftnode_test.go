@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -49,7 +50,7 @@ func deployCmd(i int) *statev1.Command {
 func TestDiskStateSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	reg := prometheus.NewRegistry()
-	cfg := Config{ID: "a", DataDir: dir, BindAddr: testenv.FreeAddr(t), LogOutput: io.Discard, Tune: fast, Registerer: reg}
+	cfg := Config{ID: "a", DataDir: dir, BindAddr: testenv.FreeAddr(t), LogOutput: io.Discard, Tune: fast, Registerer: reg, Creds: testenv.Creds(t, pki.RoleCoordinator, "a")}
 	fsm := state.New()
 	n, err := New(cfg, fsm)
 	if err != nil {
