@@ -146,6 +146,16 @@ func ConsulFlagsFor(tb testing.TB, addr, component string) []string {
 	return []string{"-consul-addr", addr}
 }
 
+// ConsulEnvFor is ConsulFlagsFor as Consul's own CONSUL_HTTP_* environment
+// variables (Env), for a process given its Consul settings that way.
+func ConsulEnvFor(tb testing.TB, addr, component string) []string {
+	tb.Helper()
+	if c := ConsulAt(addr); c != nil {
+		return c.Env(c.ComponentToken(tb, component))
+	}
+	return []string{"CONSUL_HTTP_ADDR=" + addr}
+}
+
 // ConsulConfigFor is ConsulFlagsFor as a consulconf.Config, for
 // components run in-process.
 func ConsulConfigFor(tb testing.TB, addr, component string) consulconf.Config {
@@ -213,6 +223,19 @@ func (c *Consul) Flags(token string) []string {
 		f = append(f, "-consul-scheme", "https", "-consul-ca", c.tls.ca, "-consul-cert", c.tls.clientCert, "-consul-key", c.tls.clientKey)
 	}
 	return f
+}
+
+// Env is Config(token) as Consul's own environment variables
+// (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, and with ConsulTLS CONSUL_HTTP_SSL,
+// CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY), for a process that
+// reads them (consul/api's DefaultConfig).
+func (c *Consul) Env(token string) []string {
+	env := []string{"CONSUL_HTTP_ADDR=" + c.Addr(), "CONSUL_HTTP_TOKEN=" + token}
+	if c.tls != nil {
+		env = append(env, "CONSUL_HTTP_SSL=true", "CONSUL_CACERT="+c.tls.ca,
+			"CONSUL_CLIENT_CERT="+c.tls.clientCert, "CONSUL_CLIENT_KEY="+c.tls.clientKey)
+	}
+	return env
 }
 
 // Client is a Consul API client of this agent with token.

@@ -89,6 +89,22 @@ func TestStartConsulWithTLSRequiresClientCertificate(t *testing.T) {
 	if _, _, err := cl.KV().Get("x", nil); err == nil {
 		t.Fatal("a client without a certificate was served")
 	}
+	// The same settings as Consul's own environment variables, read by
+	// consul/api under a zero consulconf.Config.
+	for _, kv := range c.Env(c.ManagementToken()) {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	if cl, err = (consulconf.Config{}).Client(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.KV().Put(&api.KVPair{Key: "x", Value: []byte("y")}, nil); err != nil {
+		t.Fatalf("with CONSUL_HTTP_* from Env: %v", err)
+	}
+	for _, kv := range c.Env("") {
+		k, _, _ := strings.Cut(kv, "=")
+		t.Setenv(k, "")
+	}
 	plain := consulconf.Config{Addr: c.Addr(), Scheme: "http", Token: c.ManagementToken()}
 	if cl, err = plain.Client(); err != nil {
 		t.Fatal(err)
