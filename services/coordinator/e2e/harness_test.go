@@ -103,12 +103,21 @@ type proc struct {
 // SIGKILL to the group after 15s.
 func startProc(t testing.TB, name, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, name, bin, nil, args...)
+}
+
+// startProcEnv is startProc with env added to the test's environment.
+func startProcEnv(t testing.TB, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, logPath: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(bin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -151,7 +160,9 @@ func startEdge(t testing.TB, consulAddr, mode string) *edge {
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", dir, "-nginx-control-addr", testenv.FreeAddr(t), "-nginx-worker-shutdown-timeout", "5s")
 	}
-	p := startProc(t, ed.id, bin, args...)
+	// Its Consul token and TLS files come as Consul's own CONSUL_HTTP_*
+	// variables (the node agent and the coordinator get -consul-* flags).
+	p := startProcEnv(t, ed.id, bin, testenv.ConsulEnvFor(t, consulAddr, "edge"), args...)
 	t.Cleanup(func() {
 		p.stop(t)
 		// Safety net: an nginx master left behind is killed with its group.
@@ -185,9 +196,10 @@ func startAgent(t testing.TB, consulAddr string) string {
 	node, addr := unique("node"), testenv.FreeAddr(t)
 	// Registered first so that it runs last, after the agent stopped.
 	t.Cleanup(func() { removeContainers(t, node) })
-	p := startProc(t, node, bin, append([]string{"-node-id", node, "-grpc-addr", addr, "-consul-addr", consulAddr, "-driver", "docker",
+	args := append([]string{"-node-id", node, "-grpc-addr", addr, "-driver", "docker",
 		"-data-dir", t.TempDir(), "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1"},
-		testenv.TLSFlags(t, pki.RoleNodeAgent, node)...)...)
+		testenv.TLSFlags(t, pki.RoleNodeAgent, node)...)
+	p := startProc(t, node, bin, append(args, testenv.ConsulFlagsFor(t, consulAddr, "nodeagent")...)...)
 	t.Cleanup(func() {
 		// An empty desired set under a token no leader reaches stops the
 		// instances through the agent (deregistered, drained), then the
@@ -252,7 +264,7 @@ func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceCli
 	t.Helper()
 	logs := &syncWriter{}
 	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
-		Bootstrap: true, Engine: true, ConsulAddr: consulAddr, EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
+		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard,
 		Creds:      testenv.Creds(t, pki.RoleCoordinator, "c1"),
 		DisableACL: true} // tokens are tested in grpcapi and cmd/slipway-coordinator

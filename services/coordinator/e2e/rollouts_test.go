@@ -73,17 +73,14 @@ type scenario struct {
 }
 
 func runRollouts(t *testing.T, mode string) *traffic {
-	c := testenv.StartConsul(t)
+	// Consul as in production: ACLs default deny, each component with its
+	// minimal policy (deployments/consul), HTTPS with client certificates.
+	c := testenv.StartConsul(t, testenv.ConsulACL(), testenv.ConsulTLS())
 	// The edge starts first and stops last, so that the agent's cleanup
 	// drains its instances against a live edge.
 	ed := startEdge(t, c.Addr(), mode)
 	startAgent(t, c.Addr())
-	cfg := api.DefaultConfig()
-	cfg.Address = c.Addr()
-	raw, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := c.AdminClient(t)
 	s := &scenario{t: t, deploy: startCoordinator(t, c.Addr()), consul: raw, edge: ed, name: unique("web")}
 	host := s.name + ".test"
 
