@@ -546,7 +546,7 @@ func (a *Agent) refresh(ctx context.Context) {
 					}
 				})
 			} else if old.Running && !in.Running {
-				a.exitedLocked(in.AllocID, "instance exited (noticed by resync)", -1)
+				a.exitedLocked(in.AllocID, "instance exited (noticed by resync)", exitError(-1, ""))
 			}
 		}
 		for id := range a.instances {
@@ -587,7 +587,7 @@ func (a *Agent) refresh(ctx context.Context) {
 
 func (a *Agent) onEvent(ctx context.Context, ev allocation.Event) {
 	if ev.Exited {
-		a.onExit(ev.AllocID, ev.InstanceID, ev.ExitCode)
+		a.onExit(ev.AllocID, ev.InstanceID, exitError(ev.ExitCode, ev.Output))
 		return
 	}
 	if ev.ImageHealth == "" {
@@ -611,11 +611,11 @@ func (a *Agent) onEvent(ctx context.Context, ev allocation.Event) {
 	}
 }
 
-func (a *Agent) onExit(id, instanceID string, code int) {
+func (a *Agent) onExit(id, instanceID, reason string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if w := a.starting[id]; w != nil {
-		w.exited[instanceID] = code
+		w.exited[instanceID] = reason
 		select {
 		case w.sig <- struct{}{}:
 		default:
@@ -625,14 +625,14 @@ func (a *Agent) onExit(id, instanceID string, code int) {
 	if !ok || !in.Running || a.busy[id] || in.ID != instanceID {
 		return // not ours to report, or an operation (a stop) is on it
 	}
-	a.exitedLocked(id, "instance exited", code)
+	a.exitedLocked(id, "instance exited", reason)
 	a.met.exits.Inc()
 	a.poke()
 }
 
-// exitedLocked records that the allocation's instance exited with code
-// (-1: not known).
-func (a *Agent) exitedLocked(id, msg string, code int) {
+// exitedLocked records that the allocation's instance exited, reason
+// (exitError) saying how.
+func (a *Agent) exitedLocked(id, msg, reason string) {
 	in := a.instances[id]
 	a.dead[in.ID] = true
 	in.Running = false
@@ -649,7 +649,7 @@ func (a *Agent) exitedLocked(id, msg string, code int) {
 	}
 	a.updateLocked(id, msg, func(s *Status) {
 		s.State, s.Health, s.HealthySince = Failed, "", time.Time{}
-		s.Error = exitError(code)
+		s.Error = reason
 	})
 }
 

@@ -580,15 +580,16 @@ func TestCrashLoopIsReportedFailed(t *testing.T) {
 			}
 			// The reason says how it exited: the coordinator puts it in
 			// the rollout's failure.
-			if !strings.Contains(st[bad.ID].Error, "instance exited with code 1") {
-				t.Errorf("bad's error %q, want the exit code", st[bad.ID].Error)
+			if e := st[bad.ID].Error; !strings.Contains(e, "instance exited with code 1; last output: ") || !strings.Contains(e, `HEALTH_FAIL_AFTER "soon"`) {
+				t.Errorf("bad's error %q, want the exit code and its last output", e)
 			}
+			t.Logf("bad: %s", st[bad.ID].Error)
 			if d := time.Since(t0); d > 15*time.Second {
 				t.Errorf("sync took %s: a crashing instance must not hold it for the probe's 20s", d)
 			}
 			nodetest.Eventually(t, 30*time.Second, "bad given up after its restarts", func() bool {
 				s := h.status(bad.ID)
-				return s.State == agent.Failed && s.Restarts == 3 && strings.Contains(s.Error, "in a row (last: instance exited with code 1)")
+				return s.State == agent.Failed && s.Restarts == 3 && strings.Contains(s.Error, "in a row (last: instance exited with code 1; last output: ")
 			})
 			if _, ok := h.running()[bad.ID]; ok {
 				t.Error("given-up instance still running")

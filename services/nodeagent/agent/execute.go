@@ -168,7 +168,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	defer cancel()
 	// Exits seen while starting: the loop ignores busy allocations, so the
 	// start itself must notice an instance that dies at once.
-	w := &startWatch{exited: map[string]int{}, sig: make(chan struct{}, 1)}
+	w := &startWatch{exited: map[string]string{}, sig: make(chan struct{}, 1)}
 	a.mu.Lock()
 	a.starting[id] = w
 	a.mu.Unlock()
@@ -208,13 +208,13 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	pcancel()
 	if !inst.Running || w.hasExited(a, inst.ID) {
 		a.mu.Lock()
-		code := inst.ExitCode // exited before the driver returned
-		if c, ok := w.exited[inst.ID]; ok {
-			code = c
-		} else if inst.Running {
-			code = -1
+		reason := exitError(-1, "")
+		if r, ok := w.exited[inst.ID]; ok {
+			reason = r // the driver's exit event: code and last output
+		} else if !inst.Running {
+			reason = exitError(inst.ExitCode, "") // exited before the driver returned
 		}
-		a.exitedLocked(id, "instance exited while starting", code)
+		a.exitedLocked(id, "instance exited while starting", reason)
 		a.mu.Unlock()
 		a.met.exits.Inc()
 		return true
@@ -235,7 +235,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 // startWatch collects the exits of an allocation's instances while it is
 // being started.
 type startWatch struct {
-	exited map[string]int // instance id -> exit code (-1: unknown); guarded by Agent.mu
+	exited map[string]string // instance id -> how it exited (exitError); guarded by Agent.mu
 	sig    chan struct{}
 }
 
@@ -247,12 +247,17 @@ func (w *startWatch) hasExited(a *Agent, instanceID string) bool {
 }
 
 // exitError is the status error of an instance that exited with code (-1:
-// not known), which the coordinator reports as the rollout's reason.
-func exitError(code int) string {
-	if code < 0 {
-		return "instance exited unexpectedly"
+// not known) after printing output (its last lines, allocation.LastLines),
+// which the coordinator reports as the rollout's reason.
+func exitError(code int, output string) string {
+	s := "instance exited unexpectedly"
+	if code >= 0 {
+		s = fmt.Sprintf("instance exited with code %d", code)
 	}
-	return fmt.Sprintf("instance exited with code %d", code)
+	if output != "" {
+		s += "; last output: " + output
+	}
+	return s
 }
 
 // fail records a failure of the current spec; permanent failures are not

@@ -2,6 +2,7 @@ package allocation
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -47,5 +48,21 @@ func TestFingerprint(t *testing.T) {
 	b.Image = "y"
 	if a.Fingerprint() == b.Fingerprint() {
 		t.Error("different image, same fingerprint")
+	}
+}
+
+func TestLastLines(t *testing.T) {
+	for _, tc := range []struct {
+		out  string
+		want string
+	}{
+		{"", ""},
+		{"a\n\n  b  \nc\nd\ne\nf\n", "b | c | d | e | f"},
+		{"one line", "one line"},
+		{strings.Repeat("x", 50) + "\nend", "..." + strings.Repeat("x", 17) + " | end"},
+	} {
+		if got := LastLines([]byte(tc.out), 5, 23); got != tc.want {
+			t.Errorf("LastLines(%q) = %q, want %q", tc.out, got, tc.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package allocation
 
 import (
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -52,6 +53,29 @@ type Event struct {
 	// ExitCode is the exit status of an exited instance, -1 when the
 	// driver does not know it.
 	ExitCode int
+	// Output is an exited instance's last lines of output (LastLines), ""
+	// when the driver has none.
+	Output string
 	// ImageHealth is set when the image's health check verdict changed.
 	ImageHealth string
+}
+
+// LastLines returns the last n non-empty lines of out, trimmed and joined
+// with " | ", at most max bytes (the end kept): an exited instance's
+// output on one status line.
+func LastLines(out []byte, n, max int) string {
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	s := strings.Join(lines, " | ")
+	if len(s) > max {
+		s = "..." + s[len(s)-max:]
+	}
+	return strings.ToValidUTF8(s, "")
 }

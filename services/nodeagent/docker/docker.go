@@ -2,6 +2,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
 
 	"slipway.dev/nodeagent/allocation"
@@ -384,7 +386,8 @@ func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
 				}
 				switch {
 				case m.Action == events.ActionDie:
-					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, Exited: true, ExitCode: dieExitCode(m.Actor.Attributes)})
+					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, Exited: true, ExitCode: dieExitCode(m.Actor.Attributes),
+						Output: d.lastOutput(ctx, m.Actor.ID)})
 				case m.Action == events.ActionHealthStatusHealthy:
 					report(allocation.Event{AllocID: id, InstanceID: m.Actor.ID, ImageHealth: allocation.ImageHealthy})
 				case m.Action == events.ActionHealthStatusUnhealthy:
@@ -402,6 +405,41 @@ func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// lastOutput returns the last lines a container wrote (stdout and stderr),
+// "" when Docker cannot say within a second.
+func (d *Driver) lastOutput(ctx context.Context, id string) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	rc, err := d.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	lim := &limitedWriter{w: &out, n: 8 << 10}
+	if _, err := stdcopy.StdCopy(lim, lim, io.LimitReader(rc, 64<<10)); err != nil && out.Len() == 0 {
+		return ""
+	}
+	return allocation.LastLines(out.Bytes(), 5, 400)
+}
+
+// limitedWriter keeps the first n bytes written to it and drops the rest.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	k := min(len(p), l.n)
+	if k > 0 {
+		if _, err := l.w.Write(p[:k]); err != nil {
+			return 0, err
+		}
+		l.n -= k
+	}
+	return len(p), nil
 }
 
 // dieExitCode reads the exit status from a die event's attributes; -1

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -394,6 +395,27 @@ func (d *Driver) List(ctx context.Context) ([]allocation.Instance, error) {
 	return out, nil
 }
 
+// lastOutput returns the last lines of an allocation's log file, "" when
+// there is none.
+func (d *Driver) lastOutput(allocID string) string {
+	f, err := os.Open(d.LogPath(allocID))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 8 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		if _, err := f.Seek(-tail, io.SeekEnd); err != nil {
+			return ""
+		}
+	}
+	b, err := io.ReadAll(io.LimitReader(f, tail))
+	if err != nil {
+		return ""
+	}
+	return allocation.LastLines(b, 5, 400)
+}
+
 // exitCode is the exit status of a child this driver reaped, -1 when it
 // did not reap it.
 func (d *Driver) exitCode(pid string) int {
@@ -414,7 +436,7 @@ func (d *Driver) exitCode(pid string) int {
 // ones it adopted, until ctx ends.
 func (d *Driver) Watch(ctx context.Context, report func(allocation.Event)) {
 	exited := func(allocID, pid string) {
-		report(allocation.Event{AllocID: allocID, InstanceID: pid, Exited: true, ExitCode: d.exitCode(pid)})
+		report(allocation.Event{AllocID: allocID, InstanceID: pid, Exited: true, ExitCode: d.exitCode(pid), Output: d.lastOutput(allocID)})
 	}
 	d.mu.Lock()
 	d.notify = exited
