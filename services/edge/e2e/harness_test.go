@@ -41,14 +41,10 @@ func newEnv(t testing.TB) *env {
 	if testing.Short() {
 		t.Skip("integration test: real Consul, nginx and backends")
 	}
-	c := testenv.StartConsul(t)
-	cfg := api.DefaultConfig()
-	cfg.Address = c.Addr()
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, consul: c, client: client, demo: testenv.BuildBinary(t, "./deployments/demo")}
+	// Consul as in production: ACLs default deny, the edge with only its
+	// policy (deployments/consul/edge.hcl); the test itself is the admin.
+	c := testenv.StartConsul(t, testenv.ConsulACL())
+	return &env{t: t, consul: c, client: c.AdminClient(t), demo: testenv.BuildBinary(t, "./deployments/demo")}
 }
 
 // startProcess runs bin with env and stops it (SIGTERM, then SIGKILL) at
@@ -270,7 +266,9 @@ func (e *env) startEdge(mode string) *edge {
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", ed.dir, "-nginx-control-addr", testenv.FreeAddr(t))
 	}
-	ed.stop, ed.kill = startProcessKill(t, ed.id, bin, args)
+	// Its Consul token (policy deployments/consul/edge.hcl) comes as
+	// Consul's own CONSUL_HTTP_TOKEN.
+	ed.stop, ed.kill = startProcessKill(t, ed.id, bin, args, e.consul.Env(e.consul.ComponentToken(t, "edge"))...)
 	t.Cleanup(func() {
 		// Stop the edge (which stops its nginx gracefully), then, as a
 		// safety net, kill any nginx process group still there.
