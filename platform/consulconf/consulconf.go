@@ -13,6 +13,7 @@
 package consulconf
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -190,4 +191,31 @@ func Explain(err error, component string) error {
 	}
 	return fmt.Errorf("%w: give slipway-%s a Consul token with the policy of deployments/consul/%s.hcl (-consul-token-file, -consul-token or CONSUL_HTTP_TOKEN): %w",
 		ErrPermissionDenied, component, component, err)
+}
+
+// CheckToken asks Consul who c's token is, for a start-up log line: its
+// accessor id and policies, or "Consul ACLs are off" when Consul runs
+// without ACLs. A token Consul does not know, or none at all under ACLs
+// (Consul's anonymous token, which default deny allows nothing), is an
+// error naming the policy of component and the flags to set.
+func (c Config) CheckToken(ctx context.Context, client *api.Client, component string) (string, error) {
+	tok, _, err := client.ACL().TokenReadSelf((&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == 401 && strings.Contains(se.Body, "ACL support disabled"):
+		return "Consul ACLs are off", nil
+	case err != nil && IsPermissionDenied(err):
+		what := "Consul does not know the configured token"
+		if cfg, cerr := c.APIConfig(); cerr == nil && cfg.Token == "" && cfg.TokenFile == "" {
+			what = "no Consul token: requests run as Consul's anonymous token"
+		}
+		return "", Explain(fmt.Errorf("consulconf: %s: %w", what, err), component)
+	case err != nil:
+		return "", fmt.Errorf("consulconf: read own token: %w", err)
+	}
+	names := make([]string, 0, len(tok.Policies))
+	for _, p := range tok.Policies {
+		names = append(names, p.Name)
+	}
+	return fmt.Sprintf("token %s (policies %s)", tok.AccessorID, strings.Join(names, ", ")), nil
 }
