@@ -45,6 +45,7 @@ const (
 // Registry talks to the local Consul agent for one node.
 type Registry struct {
 	client *api.Client
+	cfg    consulconf.Config
 	node   string
 	logger *slog.Logger
 	// agentRegistered is set once RegisterAgent succeeded: from then on
@@ -71,7 +72,13 @@ func NewFromConfig(cfg consulconf.Config, node string, logger *slog.Logger) (*Re
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Registry{client: c, node: node, logger: logger}, nil
+	return &Registry{client: c, cfg: cfg, node: node, logger: logger}, nil
+}
+
+// CheckToken says which Consul token the registry runs as, or why Consul
+// refuses it (see consulconf.Config.CheckToken).
+func (r *Registry) CheckToken(ctx context.Context) (string, error) {
+	return r.cfg.CheckToken(ctx, r.client, "nodeagent")
 }
 
 // explain adds to a refusal by Consul's ACLs which token policy is missing.

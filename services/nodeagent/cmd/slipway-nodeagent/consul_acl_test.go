@@ -63,7 +63,8 @@ func TestAgentNeedsItsConsulToken(t *testing.T) {
 	p := run(anon)
 	testenv.Eventually(t, 20*time.Second, "the refusal logged with the policy to give", func() error {
 		b, _ := os.ReadFile(p.log)
-		for _, want := range []string{"refused by Consul ACLs", "deployments/consul/nodeagent.hcl", "-consul-token-file", "service:write"} {
+		for _, want := range []string{"refused by Consul ACLs", "deployments/consul/nodeagent.hcl", "-consul-token-file", "service:write",
+			"no Consul token"} {
 			if !strings.Contains(string(b), want) {
 				return fmt.Errorf("log lacks %q", want)
 			}
@@ -79,7 +80,7 @@ func TestAgentNeedsItsConsulToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	named := nodetest.NodeID(t)
-	run(named, "-consul-token-file", tokenFile)
+	q := run(named, "-consul-token-file", tokenFile)
 	testenv.Eventually(t, 20*time.Second, "the agent with its token registered and passing", func() error {
 		st, err := registered(named)
 		if err != nil {
@@ -87,6 +88,12 @@ func TestAgentNeedsItsConsulToken(t *testing.T) {
 		}
 		if st != "passing" {
 			return errors.New("status " + st)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, "the token it runs as logged", func() error {
+		if b, _ := os.ReadFile(q.log); !strings.Contains(string(b), "policies test-slipway-nodeagent") {
+			return errors.New("no 'consul token' line naming its policy")
 		}
 		return nil
 	})

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -242,6 +243,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	go logConsulToken(ctx, cons.CheckToken, logger)
 	a, err := agent.New(agent.Config{
 		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
 		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
@@ -295,4 +297,16 @@ func advertisedAddr(a net.Addr, advertise string) string {
 	}
 	p, _ := strconv.Atoi(port)
 	return net.JoinHostPort(host, strconv.Itoa(p))
+}
+
+// logConsulToken logs, once Consul answers (within 10s), which token the
+// agent runs as, or a warning saying which policy and flags it lacks.
+func logConsulToken(ctx context.Context, check func(context.Context) (string, error), logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if who, err := check(ctx); err != nil {
+		logger.Warn("consul token", "err", err)
+	} else {
+		logger.Info("consul token", "as", who)
+	}
 }
