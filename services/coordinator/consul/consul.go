@@ -33,6 +33,7 @@ var ErrNoAcks = errors.New("consul: edge acknowledgements not loaded yet")
 // Client implements engine.NodeSource and engine.Routes.
 type Client struct {
 	api    *api.Client
+	cfg    consulconf.Config
 	logger *slog.Logger
 
 	mu      sync.Mutex
@@ -65,7 +66,13 @@ func NewFromConfig(cfg consulconf.Config, logger *slog.Logger) (*Client, error) 
 	if err != nil {
 		return nil, fmt.Errorf("consul: %w", err)
 	}
-	return &Client{api: c, logger: logger, changed: make(chan struct{})}, nil
+	return &Client{api: c, cfg: cfg, logger: logger, changed: make(chan struct{})}, nil
+}
+
+// CheckToken says which Consul token the client runs as, or why Consul
+// refuses it (see consulconf.Config.CheckToken).
+func (c *Client) CheckToken(ctx context.Context) (string, error) {
+	return c.cfg.CheckToken(ctx, c.api, "coordinator")
 }
 
 // explain adds to a refusal by Consul's ACLs which token policy is missing.

@@ -212,6 +212,15 @@ func Run(ctx context.Context, cfg Config) error {
 			c.shutdown()
 			return fmt.Errorf("server: %w", err)
 		}
+		go func() {
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if who, err := cc.CheckToken(tctx); err != nil {
+				logger.Warn("consul token", "err", err)
+			} else {
+				logger.Info("consul token", "as", who)
+			}
+		}()
 		c.consul, c.agents = cc, agentclient.New(cfg.Creds)
 		defer c.agents.Close()
 	}
