@@ -35,6 +35,7 @@ func startEdge(t *testing.T, consulAddr string) string {
 	cmd := exec.Command(bin, "-id", id, "-consul-addr", consulAddr,
 		"-http-addr", httpAddr, "-grpc-addr", testenv.FreeAddr(t), "-mode", "proxy")
 	cmd.Args = append(cmd.Args, testenv.TLSFlags(t, pki.RoleEdge, id)...)
+	cmd.Env = append(os.Environ(), testenv.ConsulEnvFor(t, consulAddr, "edge")...) // its token under ConsulACL, as CONSUL_HTTP_TOKEN
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -166,7 +167,7 @@ func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a node agent, an edge and demo processes")
 	}
-	c := testenv.StartConsul(t)
+	c := testenv.StartConsul(t, testenv.ConsulACL()) // default deny; each component with its minimal policy
 	imgDir := t.TempDir()
 	buildDemo(t, imgDir, "v1", "v2")
 	// The edge starts first so that it is stopped last: the agent's cleanup
@@ -209,7 +210,7 @@ func TestEngineDrainNodeNoFailedRequests(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, two node agents, an edge and demo processes")
 	}
-	c := testenv.StartConsul(t)
+	c := testenv.StartConsul(t, testenv.ConsulACL()) // default deny; each component with its minimal policy
 	imgDir := t.TempDir()
 	buildDemo(t, imgDir, "v1")
 	edge := startEdge(t, c.Addr())

@@ -42,7 +42,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 		t.Skip("starts Consul, three coordinators, a node agent, an edge and demo processes")
 	}
 	began := time.Now()
-	c := testenv.StartConsul(t)
+	c := testenv.StartConsul(t, testenv.ConsulACL()) // default deny; each component with its minimal policy
 	imgDir := t.TempDir()
 	buildDemo(t, imgDir, "v1", "v2")
 	// The edge starts before the agent so that it is stopped after it: the
@@ -59,7 +59,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl.Args = []string{"-engine=true", "-consul-addr", c.Addr(), "-node-grace", "30s"}
+	cl.Args = append([]string{"-engine=true", "-node-grace", "30s"}, testenv.ConsulFlagsFor(t, c.Addr(), "coordinator")...)
 	t.Cleanup(func() {
 		cl.Close()
 		if t.Failed() {
