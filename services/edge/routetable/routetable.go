@@ -18,6 +18,10 @@ import (
 // ErrInvalidIntent is wrapped by every intent rejection.
 var ErrInvalidIntent = errors.New("routetable: invalid intent")
 
+// ErrNotRouted is returned for an intent without a host: the service has
+// no route (its spec has none), which is not a problem to report.
+var ErrNotRouted = errors.New("routetable: service has no route")
+
 // Instance is one passing instance of a managed service.
 type Instance struct {
 	// ID is the Consul service id.
@@ -132,8 +136,9 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 	}
 	host := strings.ToLower(strings.TrimSpace(pb.GetHost()))
 	if host == "" {
-		vs = append(vs, "host: required")
-	} else if d := specrules.RouteHost(host); d != "" {
+		return Intent{}, fmt.Errorf("%w: %s", ErrNotRouted, service)
+	}
+	if d := specrules.RouteHost(host); d != "" {
 		vs = append(vs, fmt.Sprintf("host: not a DNS name: %s", d))
 	}
 	path := pb.GetPath()
@@ -264,6 +269,9 @@ func Build(prev Table, in Input) (Table, []Problem) {
 			continue
 		}
 		intent, err := ParseIntent(svc, raw)
+		if errors.Is(err, ErrNotRouted) {
+			continue // a service without a route host: nothing to route
+		}
 		if err != nil {
 			keep(svc, ProblemInvalidIntent, err.Error())
 			continue

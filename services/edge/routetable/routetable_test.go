@@ -12,12 +12,21 @@ func inst(svc, id string, rel uint64) Instance {
 	return Instance{ID: id, Service: svc, Address: "127.0.0.1:" + id, Release: rel, Track: "stable", Allocation: "a-" + id}
 }
 
+func TestHostlessIntentIsNotRoutedNorAProblem(t *testing.T) {
+	if _, err := ParseIntent("worker", []byte(`{"weights":{"1":100}}`)); !errors.Is(err, ErrNotRouted) {
+		t.Fatalf("ParseIntent without host: %v, want ErrNotRouted", err)
+	}
+	tbl, problems := Build(Table{}, Input{Intents: map[string][]byte{"worker": []byte(`{"weights":{"1":100}}`)}})
+	if len(tbl.Routes) != 0 || len(problems) != 0 {
+		t.Fatalf("Build of a host-less intent: routes %v, problems %v; want neither", tbl.Routes, problems)
+	}
+}
+
 func TestParseIntentRejects(t *testing.T) {
 	tests := []struct {
 		name, json, want string
 	}{
 		{"malformed", `{"host":`, "json"},
-		{"no host", `{"weights":{"1":100}}`, "host: required"},
 		{"regex host", `{"host":"~(","weights":{"1":100}}`, "not a DNS name"},
 		{"host with port", `{"host":"a.b:80","weights":{"1":100}}`, "not a DNS name"},
 		{"sum", `{"host":"a","weights":{"1":90,"2":20}}`, "sum to 110"},
@@ -238,8 +247,8 @@ func FuzzParseIntent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in, err := ParseIntent("web", data)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidIntent) {
-				t.Fatalf("error not wrapping ErrInvalidIntent: %v", err)
+			if !errors.Is(err, ErrInvalidIntent) && !errors.Is(err, ErrNotRouted) {
+				t.Fatalf("error wrapping neither ErrInvalidIntent nor ErrNotRouted: %v", err)
 			}
 			return
 		}
