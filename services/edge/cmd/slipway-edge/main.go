@@ -19,24 +19,24 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"slipway.dev/edge/consul"
 	"slipway.dev/edge/controller"
 	"slipway.dev/edge/grpcapi"
 	"slipway.dev/edge/nginx"
 	"slipway.dev/edge/proxy"
+	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
 )
 
 type options struct {
-	id, consulAddr, mode, httpAddr, grpcAddr, metricsAddr, logLevel, logFormat string
-	nginxBinary, nginxDir, nginxControl                                        string
-	nginxWorkers                                                               int
-	nginxExternal, accessLog                                                   bool
-	sessionTTL, nginxShutdown, coalesce                                        time.Duration
-	sec                                                                        rpc.Security
+	id, mode, httpAddr, grpcAddr, metricsAddr, logLevel, logFormat string
+	nginxBinary, nginxDir, nginxControl                            string
+	nginxWorkers                                                   int
+	nginxExternal, accessLog                                       bool
+	sessionTTL, nginxShutdown, coalesce                            time.Duration
+	sec                                                            rpc.Security
+	consul                                                         consulconf.Config
 }
 
 func main() {
@@ -51,7 +51,7 @@ func parseFlags(args []string) (options, error) {
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("slipway-edge", flag.ContinueOnError)
 	fs.StringVar(&o.id, "id", host, "edge id (its ack key is slipway/edges/<id>)")
-	fs.StringVar(&o.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul HTTP API address")
+	o.consul.RegisterFlags(fs)
 	fs.StringVar(&o.mode, "mode", "proxy", "data plane: proxy (built-in) or nginx")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "client HTTP listener")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7420", "RouteService gRPC listener (edges, coordinators and clients with a Slipway certificate)")
@@ -82,6 +82,9 @@ func parseFlags(args []string) (options, error) {
 	if err := o.sec.Validate(); err != nil {
 		return o, err
 	}
+	if err := o.consul.Validate(); err != nil {
+		return o, err
+	}
 	if o.mode != "proxy" && o.mode != "nginx" {
 		return o, fmt.Errorf("-mode %q: want proxy or nginx", o.mode)
 	}
@@ -106,12 +109,20 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	ccfg := api.DefaultConfig()
-	ccfg.Address = o.consulAddr
-	client, err := api.NewClient(ccfg)
+	client, err := o.consul.Client()
 	if err != nil {
-		return fmt.Errorf("consul client: %w", err)
+		return err
 	}
+	logger.Info("consul", "endpoint", o.consul.Endpoint())
+	go func() {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if who, err := o.consul.CheckToken(tctx, client, "edge"); err != nil {
+			logger.Warn("consul token", "err", err)
+		} else {
+			logger.Info("consul token", "as", who)
+		}
+	}()
 	metrics, err := telemetry.ServeMetrics(o.metricsAddr, reg, logger)
 	if err != nil {
 		return err

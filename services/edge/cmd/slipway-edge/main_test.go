@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -8,21 +9,39 @@ import (
 func TestParseFlags(t *testing.T) {
 	t.Setenv("SLIPWAY_CONSUL_ADDR", "10.0.0.1:8500")
 	t.Setenv("SLIPWAY_MODE", "nginx")
-	o, err := parseFlags([]string{"-id", "e1", "-http-addr", ":9090"})
+	t.Setenv("SLIPWAY_CONSUL_TOKEN_FILE", "/etc/slipway/consul-token")
+	o, err := parseFlags([]string{"-id", "e1", "-http-addr", ":9090", "-insecure", "-consul-ca", "/etc/consul/ca.pem"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.id != "e1" || o.consulAddr != "10.0.0.1:8500" || o.mode != "nginx" || o.httpAddr != ":9090" || o.grpcAddr != ":7420" {
+	if o.id != "e1" || o.consul.Addr != "10.0.0.1:8500" || o.mode != "nginx" || o.httpAddr != ":9090" || o.grpcAddr != "127.0.0.1:7420" ||
+		o.consul.TokenFile != "/etc/slipway/consul-token" || o.consul.CAFile != "/etc/consul/ca.pem" {
 		t.Fatalf("options %+v", o)
 	}
 	// A flag beats the environment.
-	if o, err := parseFlags([]string{"-id", "e1", "-mode", "proxy"}); err != nil || o.mode != "proxy" {
+	if o, err := parseFlags([]string{"-id", "e1", "-mode", "proxy", "-insecure"}); err != nil || o.mode != "proxy" {
 		t.Fatalf("mode %q, %v", o.mode, err)
 	}
-	if _, err := parseFlags([]string{"-id", "e1", "-mode", "haproxy"}); err == nil || !strings.Contains(err.Error(), "-mode") {
+	if _, err := parseFlags([]string{"-id", "e1", "-mode", "haproxy", "-insecure"}); err == nil || !strings.Contains(err.Error(), "-mode") {
 		t.Fatalf("bad mode: err = %v", err)
 	}
-	if _, err := parseFlags([]string{"-id", ""}); err == nil || !strings.Contains(err.Error(), "-id") {
+	if _, err := parseFlags([]string{"-id", "", "-insecure"}); err == nil || !strings.Contains(err.Error(), "-id") {
 		t.Fatalf("empty id: err = %v", err)
+	}
+	if _, err := parseFlags([]string{"-id", "e1", "-insecure", "-consul-token", "x"}); err == nil || !strings.Contains(err.Error(), "-consul-token-file") {
+		t.Fatalf("token and token file: err = %v", err)
+	}
+}
+
+func TestParseFlagsRequiresTLSOrInsecure(t *testing.T) {
+	for _, env := range []string{"SLIPWAY_TLS_CA", "SLIPWAY_TLS_CERT", "SLIPWAY_TLS_KEY", "SLIPWAY_INSECURE"} {
+		t.Setenv(env, "")
+		os.Unsetenv(env)
+	}
+	if _, err := parseFlags([]string{"-id", "e1"}); err == nil || !strings.Contains(err.Error(), "-tls-ca") || !strings.Contains(err.Error(), "-insecure") {
+		t.Fatalf("no TLS flags: err = %v, want a refusal naming -tls-ca and -insecure", err)
+	}
+	if _, err := parseFlags([]string{"-id", "e1", "-insecure", "-tls-cert", "c.pem"}); err == nil || !strings.Contains(err.Error(), "exclusive") {
+		t.Fatalf("-insecure with TLS files: err = %v", err)
 	}
 }
