@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"slipway.dev/coordinator/internal/acltest"
 	"slipway.dev/coordinator/server"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/pki"
@@ -266,12 +267,21 @@ func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceCli
 	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard,
-		Creds:      testenv.Creds(t, pki.RoleCoordinator, "c1"),
-		DisableACL: true} // tokens are tested in grpcapi and cmd/slipway-coordinator
+		Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(ctx, cfg) }()
+	// ACLs are on, as in production: the test bootstraps the management
+	// token and calls with it.
 	conn, err := rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
+	if err == nil {
+		var secret string
+		secret, err = acltest.Bootstrap(ctx, conn, 30*time.Second)
+		conn.Close()
+		if err == nil {
+			conn, err = rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator), rpc.WithToken(secret))
+		}
+	}
 	if err != nil {
 		cancel()
 		<-done

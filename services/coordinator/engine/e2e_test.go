@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/coordinator/internal/acltest"
 	"slipway.dev/coordinator/server"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/pki"
@@ -486,8 +487,7 @@ func startCoordinator(t testing.TB, consulAddr string) *coordProc {
 	logger := slog.New(slog.NewTextHandler(co.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	co.cfg = server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
-		Logger: logger, LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, "c1"),
-		DisableACL: true} // tokens are tested in grpcapi and cmd/slipway-coordinator
+		Logger: logger, LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
 	co.start()
 	t.Cleanup(func() {
 		co.stop()
@@ -500,7 +500,18 @@ func startCoordinator(t testing.TB, consulAddr string) *coordProc {
 			co.logs.mu.Unlock()
 		}
 	})
-	conn, err := rpc.Dial(co.cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
+	// ACLs are on, as in production: bootstrap the management token (it
+	// survives restarts in raft) and call with it.
+	boot, err := rpc.Dial(co.cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := acltest.Bootstrap(context.Background(), boot, 30*time.Second)
+	boot.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := rpc.Dial(co.cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator), rpc.WithToken(secret))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,9 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := cl.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
 	follower := (leader + 1) % 3
 	survivors := []int{follower, (leader + 2) % 3}
 	co := &coordProc{conn: cl.Conn(follower)}

@@ -37,7 +37,6 @@ func TestTokensAcrossCoordinators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Args = []string{"-acl"} // wins over clusterproc's -acl=false
 	t.Cleanup(func() {
 		c.Close()
 		if t.Failed() {

@@ -97,6 +97,9 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
 	follower := (leader + 1) % 3
 	t.Logf("leader %s, deploying through follower %s", c.Procs[leader].ID, c.Procs[follower].ID)
 

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"slipway.dev/coordinator/internal/acltest"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
@@ -56,10 +57,42 @@ type Cluster struct {
 	// or plaintext.
 	Client *rpc.Creds
 	join   string
+
+	insecure bool
+	tokenMu  sync.Mutex
+	token    string // sent on every Conn once Bootstrap set it
 }
 
+// Bootstrap bootstraps the cluster's ACLs (coordinators run with tokens
+// required, as in production) once a leader is known, and from then on
+// sends the management token on every Conn. It returns the token's secret.
+func (c *Cluster) Bootstrap(ctx context.Context) (string, error) {
+	secret, err := acltest.Bootstrap(ctx, c.Conn(0), 30*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("clusterproc: %w", err)
+	}
+	c.tokenMu.Lock()
+	c.token = secret
+	c.tokenMu.Unlock()
+	return secret, nil
+}
+
+// GetRequestMetadata sends the bootstrapped token, if any.
+func (c *Cluster) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	if c.token == "" {
+		return nil, nil
+	}
+	return map[string]string{"authorization": "Bearer " + c.token}, nil
+}
+
+// RequireTransportSecurity is false: insecure clusters send the token too.
+func (c *Cluster) RequireTransportSecurity() bool { return false }
+
 // New prepares n coordinators with free loopback ports, data directories
-// under dir and TLS certificates from a new CA. Start them with StartAll.
+// under dir and TLS certificates from a new CA; they require tokens, so
+// call Bootstrap once a leader is up. Start them with StartAll.
 func New(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, false, nil) }
 
 // NewWithPKI is New with certificates from ca, so that the coordinators
@@ -68,8 +101,8 @@ func NewWithPKI(bin, dir string, n int, ca *testenv.PKI) (*Cluster, error) {
 	return newCluster(bin, dir, n, false, ca)
 }
 
-// NewInsecure is New for plaintext coordinators (-insecure), the baseline
-// of the benchmark.
+// NewInsecure is New for plaintext coordinators without tokens (-insecure
+// -acl=false), the baseline of the benchmark.
 func NewInsecure(bin, dir string, n int) (*Cluster, error) { return newCluster(bin, dir, n, true, nil) }
 
 func newCluster(bin, dir string, n int, insecure bool, ca *testenv.PKI) (*Cluster, error) {
@@ -77,7 +110,7 @@ func newCluster(bin, dir string, n int, insecure bool, ca *testenv.PKI) (*Cluste
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Bin: bin, Client: rpc.InsecureCreds()}
+	c := &Cluster{Bin: bin, Client: rpc.InsecureCreds(), insecure: insecure}
 	if !insecure {
 		c.PKI = ca
 		if c.PKI == nil {
@@ -103,7 +136,7 @@ func newCluster(bin, dir string, n int, insecure bool, ca *testenv.PKI) (*Cluste
 			DataDir:  filepath.Join(dir, id),
 			LogPath:  filepath.Join(dir, id+".log"),
 		}
-		conn, err := rpc.Dial(p.GRPCAddr, c.Client, rpc.ExpectRole(pki.RoleCoordinator))
+		conn, err := rpc.Dial(p.GRPCAddr, c.Client, rpc.ExpectRole(pki.RoleCoordinator), grpc.WithPerRPCCredentials(c))
 		if err != nil {
 			return nil, err
 		}
@@ -141,12 +174,10 @@ func (c *Cluster) Start(i int) error {
 		"-bootstrap-expect", strconv.Itoa(len(c.Procs)), "-join", c.join, "-log-level", "info",
 		// Only the raft/API core is exercised: no engine acting on whatever
 		// Consul answers at the default address.
-		"-engine=false",
-		// Tokens off unless a test asks for them with Args "-acl" (the
-		// token tests do).
-		"-acl=false")
-	if c.PKI == nil {
-		cmd.Args = append(cmd.Args, "-insecure")
+		"-engine=false")
+	if c.insecure {
+		// The plaintext baseline of the benchmark: no TLS, no tokens.
+		cmd.Args = append(cmd.Args, "-insecure", "-acl=false")
 	} else {
 		files, err := c.PKI.IssueFiles(pki.RoleCoordinator, p.ID)
 		if err != nil {

@@ -86,9 +86,6 @@ func measureCluster(bin string, dur time.Duration, secured bool) (map[int]result
 		return nil, err
 	}
 	defer c.Close()
-	if secured {
-		c.Args = []string{"-acl"}
-	}
 	if err := c.StartAll(); err != nil {
 		return nil, err
 	}
