@@ -18,7 +18,7 @@ func TestSlipctlTokens(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the coordinator")
 	}
-	coord := startCoordinator(t, "-acl")
+	coord := startCoordinator(t)
 	bin := testenv.BuildBinary(t, "./cli/cmd/slipctl")
 	anon := &cli{t: t, bin: bin, addr: coord.addr, env: coord.clientEnv}
 

@@ -30,10 +30,9 @@ type coordinator struct {
 	clientEnv []string
 }
 
-// startCoordinator starts a single-node coordinator on free loopback ports
-// and stops it when the test ends. It runs with ACLs disabled (-acl=false)
-// unless extra flags, given last, turn them on ("-acl"): the token flow has
-// a test of its own.
+// startCoordinator starts a single-node coordinator on free loopback ports,
+// on mutual TLS with tokens required, and stops it when the test ends;
+// extra flags come last.
 func startCoordinator(t *testing.T, extra ...string) *coordinator {
 	t.Helper()
 	c := &coordinator{
@@ -43,7 +42,7 @@ func startCoordinator(t *testing.T, extra ...string) *coordinator {
 		log:  &syncBuffer{},
 	}
 	c.args = append([]string{"-bootstrap", "-id", "e2e-c1", "-data-dir", t.TempDir(),
-		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false", "-acl=false"}, c.tls("e2e-c1")...)
+		"-grpc-addr", c.addr, "-raft-addr", testenv.FreeAddr(t), "-log-level", "warn", "-engine=false"}, c.tls("e2e-c1")...)
 	c.args = append(c.args, extra...)
 	c.start()
 	t.Cleanup(func() {
@@ -310,6 +309,13 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 		}
 		return nil
 	})
+	// Tokens are required: bootstrap the management token, as an operator
+	// would, and use it from here on.
+	var boot struct {
+		Secret string `json:"secret"`
+	}
+	c.mustJSON(&boot, "acl", "bootstrap")
+	c.env = append(c.env, "SLIPWAY_TOKEN="+boot.Secret)
 
 	// cluster peers, both modes.
 	r := c.must(0, "cluster", "peers")

@@ -106,6 +106,12 @@ func (a *API) authenticate(ctx context.Context) (*acl.Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A restarted node knows no token until it has replayed its log: wait
+	// for that (UNAVAILABLE if it takes too long), rather than refusing a
+	// valid token as unknown.
+	if err := a.awaitCaughtUp(ctx); err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256([]byte(secret))
 	deadline := time.Now().Add(tokenLag)
 	for {
