@@ -44,7 +44,7 @@ type aclNode struct {
 }
 
 // startACLCluster starts n in-process coordinators (raft over
-// InmemTransport, real gRPC servers on loopback, plaintext) with the token
+// InmemTransport, real gRPC servers on loopback, mutual TLS) with the token
 // interceptors installed (skipped on a node while its off is set), and
 // waits for a registered leader.
 func startACLCluster(t *testing.T, n int) []*aclNode {
@@ -63,9 +63,9 @@ func startACLCluster(t *testing.T, n int) []*aclNode {
 	}
 	var nodes []*aclNode
 	var servers []raftnode.Server
-	creds := rpc.InsecureCreds()
 	for i := range n {
 		id := fmt.Sprintf("a%d", i)
+		creds := testenv.Creds(t, pki.RoleCoordinator, id)
 		fsm := state.New()
 		node, err := raftnode.New(raftnode.Config{ID: id, Transport: trans[i], LogOutput: io.Discard, Tune: func(rc *raft.Config) {
 			rc.HeartbeatTimeout = 100 * time.Millisecond
@@ -83,7 +83,7 @@ func startACLCluster(t *testing.T, n int) []*aclNode {
 		api := grpcapi.New(node, fsm, lis.Addr().String(), creds, nil)
 		an := &aclNode{id: id, node: node, fsm: fsm, api: api, addr: lis.Addr().String()}
 		unary, stream := api.UnaryACL(), api.StreamACL()
-		srv := rpc.NewServer(rpc.ServerConfig{Name: "test", Creds: creds,
+		srv := rpc.NewServer(rpc.ServerConfig{Name: "test", Creds: creds, Access: grpcapi.Access,
 			UnaryInterceptors: []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				if an.off.Load() {
 					return h(ctx, req)
@@ -98,7 +98,7 @@ func startACLCluster(t *testing.T, n int) []*aclNode {
 			}}})
 		api.Register(srv)
 		go srv.Serve(lis)
-		conn, err := rpc.Dial(lis.Addr().String(), creds, rpc.Expect{})
+		conn, err := rpc.Dial(lis.Addr().String(), testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,9 +187,17 @@ func TestACLThroughFollower(t *testing.T) {
 	_, err = fdep.Deploy(withToken(ctx, "not-a-token"), &deployv1.DeployRequest{Spec: aclSpec("web-1")})
 	wantDenied(t, err, codes.Unauthenticated, "unknown or revoked token")
 	// Health and reflection stay open; the internal service is not a
-	// token's business.
-	if _, err := statev1.NewInternalServiceClient(follower.conn).GetPeerInfo(ctx, &statev1.GetPeerInfoRequest{}); err != nil {
-		t.Fatalf("GetPeerInfo without token: %v", err)
+	// token's business but a coordinator certificate's.
+	peerConn, err := rpc.Dial(follower.addr, testenv.Creds(t, pki.RoleCoordinator, "peer"), rpc.ExpectRole(pki.RoleCoordinator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peerConn.Close()
+	if _, err := statev1.NewInternalServiceClient(peerConn).GetPeerInfo(ctx, &statev1.GetPeerInfoRequest{}); err != nil {
+		t.Fatalf("GetPeerInfo from a coordinator without token: %v", err)
+	}
+	if _, err := statev1.NewInternalServiceClient(follower.conn).GetPeerInfo(ctx, &statev1.GetPeerInfoRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("GetPeerInfo from a client certificate: %v, want PermissionDenied", err)
 	}
 
 	boot, err := facl.Bootstrap(ctx, &aclv1.BootstrapRequest{})
