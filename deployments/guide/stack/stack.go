@@ -48,6 +48,9 @@ type Config struct {
 	StateDir string
 	// ProcessDir holds the process driver's executables (bin/images).
 	ProcessDir string
+	// PolicyDir holds the Consul ACL policy of each component
+	// (deployments/consul): the demo Consul runs with ACLs, default deny.
+	PolicyDir string
 	// Driver is docker or process.
 	Driver string
 	// NodeID names the node agent; its Docker containers carry the label
@@ -102,6 +105,11 @@ func Preflight(ctx context.Context, c Config) error {
 			probs = append(probs, fmt.Sprintf("%s is missing: run `make build` (consul: `make tools`)", c.bin(b)))
 		}
 	}
+	for _, comp := range consulComponents {
+		if _, err := os.Stat(filepath.Join(c.PolicyDir, comp+".hcl")); err != nil {
+			probs = append(probs, fmt.Sprintf("Consul policy %s is missing: run the guide from the repository root or pass -consul-policies", filepath.Join(c.PolicyDir, comp+".hcl")))
+		}
+	}
 	for _, img := range c.Images {
 		if c.Driver == DriverDocker {
 			if !docker.ImageExists(ctx, img) {
@@ -145,6 +153,9 @@ type Stack struct {
 	// Token is the management token bootstrapped on the new coordinator,
 	// also in TokenFile (mode 0600).
 	Token, TokenFile string
+	// ConsulToken is the demo Consul's management token (for its UI), also
+	// in ConsulTokenFile (mode 0600).
+	ConsulToken, ConsulTokenFile string
 }
 
 // Start wipes StateDir, kills what a previous guide left behind, starts
@@ -171,6 +182,7 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	if s.TLS, err = makeTLS(filepath.Join(c.StateDir, "tls"), c.NodeID); err != nil {
 		return nil, err
 	}
+	s.ConsulToken = newUUID()
 	operator, err := s.TLS.OperatorCreds()
 	if err != nil {
 		return nil, err
@@ -185,17 +197,25 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 		"-http-port", strconv.Itoa(c.ConsulHTTP),
 		"-serf-lan-port", strconv.Itoa(serf[0]), "-serf-wan-port", strconv.Itoa(serf[1]),
 		"-server-port", strconv.Itoa(serf[2]), "-dns-port", "-1", "-grpc-port", "-1",
-		"-node", "slipway-guide", "-log-level", "warn",
+		"-node", "slipway-guide", "-log-level", "warn", "-hcl", consulACLConfig(s.ConsulToken),
 	}, nil, func(ctx context.Context) error { return consulLeader(ctx, c.ConsulAddr()) }); err != nil {
 		return nil, err
 	}
-	c.Logf("Consul dev agent on http://%s (log .run/consul.log)", c.ConsulAddr())
+	consulTokens, err := setupConsulACL(ctx, c.ConsulAddr(), s.ConsulToken, c.PolicyDir, s.TLS.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s.ConsulTokenFile = filepath.Join(s.TLS.Dir, "consul-management.token")
+	if err := os.WriteFile(s.ConsulTokenFile, []byte(s.ConsulToken+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	c.Logf("Consul dev agent on http://%s with ACLs, default deny; a token per component from %s (log .run/consul.log)", c.ConsulAddr(), c.PolicyDir)
 
 	coordArgs := []string{"-id", "guide-1", "-bootstrap", "-data-dir", filepath.Join(c.StateDir, "coordinator"),
 		"-grpc-addr", c.CoordinatorAddr(), "-raft-addr", addr(c.Coordinator + 1), "-log-level", "warn"}
 	coordArgs = append(coordArgs, s.TLS.flags(s.TLS.Coordinator)...)
 	if hasFlag(c.bin("slipway-coordinator"), "consul-addr") {
-		coordArgs = append(coordArgs, "-consul-addr", c.ConsulAddr())
+		coordArgs = append(coordArgs, "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["coordinator"])
 	} else {
 		c.Logf("warning: slipway-coordinator has no -consul-addr flag: it cannot discover the node agent (rollout engine missing?)")
 	}
@@ -216,17 +236,17 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	c.Logf("single-node coordinator on %s (raft %s, log .run/coordinator.log)", c.CoordinatorAddr(), addr(c.Coordinator+1))
 
 	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), []string{
-		"-node-id", c.NodeID, "-grpc-addr", addr(c.Agent), "-consul-addr", c.ConsulAddr(),
+		"-node-id", c.NodeID, "-grpc-addr", addr(c.Agent), "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["nodeagent"],
 		"-driver", c.Driver, "-process-dir", c.ProcessDir, "-advertise", "127.0.0.1",
 		"-data-dir", filepath.Join(c.StateDir, "nodeagent"), "-labels", "zone=a", "-log-level", "warn",
 		"-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.NodeAgent.Cert, "-tls-key", s.TLS.NodeAgent.Key,
-	}, nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), c.NodeID) }); err != nil {
+	}, nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), s.ConsulToken, c.NodeID) }); err != nil {
 		return nil, err
 	}
 	c.Logf("node agent %s (%s driver) on %s (log .run/nodeagent.log)", c.NodeID, c.Driver, addr(c.Agent))
 
 	if err := s.start(ctx, "edge", c.bin("slipway-edge"), []string{
-		"-id", "guide-edge", "-consul-addr", c.ConsulAddr(), "-mode", "proxy",
+		"-id", "guide-edge", "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["edge"], "-mode", "proxy",
 		"-http-addr", addr(c.EdgeHTTP), "-grpc-addr", addr(c.EdgeGRPC), "-log-level", "warn",
 		"-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.Edge.Cert, "-tls-key", s.TLS.Edge.Key,
 	}, nil, func(ctx context.Context) error { return listening(ctx, addr(c.EdgeHTTP)) }); err != nil {
@@ -396,10 +416,13 @@ func listening(ctx context.Context, a string) error {
 	return c.Close()
 }
 
-func httpGet(ctx context.Context, url string) ([]byte, error) {
+func httpGet(ctx context.Context, url, token string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -417,7 +440,7 @@ func httpGet(ctx context.Context, url string) ([]byte, error) {
 }
 
 func consulLeader(ctx context.Context, a string) error {
-	b, err := httpGet(ctx, "http://"+a+"/v1/status/leader")
+	b, err := httpGet(ctx, "http://"+a+"/v1/status/leader", "")
 	if err != nil {
 		return err
 	}
@@ -427,8 +450,8 @@ func consulLeader(ctx context.Context, a string) error {
 	return nil
 }
 
-func agentRegistered(ctx context.Context, a, nodeID string) error {
-	b, err := httpGet(ctx, "http://"+a+"/v1/catalog/service/"+catalog.AgentService)
+func agentRegistered(ctx context.Context, a, token, nodeID string) error {
+	b, err := httpGet(ctx, "http://"+a+"/v1/catalog/service/"+catalog.AgentService, token)
 	if err != nil {
 		return err
 	}

@@ -31,8 +31,14 @@ func TestPreflightNamesEveryProblem(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(procDir, "slipway_demo_v1"), []byte("x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	policies := t.TempDir()
+	for _, comp := range []string{"coordinator", "nodeagent"} {
+		if err := os.WriteFile(filepath.Join(policies, comp+".hcl"), []byte("# policy\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg := Config{
-		BinDir: bin, ProcessDir: procDir, Driver: DriverProcess,
+		BinDir: bin, ProcessDir: procDir, Driver: DriverProcess, PolicyDir: policies,
 		Images:     []string{"slipway/demo:v1", "slipway/demo:v9"},
 		ConsulHTTP: free[0], Coordinator: free[1], Agent: free[2], EdgeGRPC: free[3], EdgeHTTP: busyPort,
 	}
@@ -44,6 +50,7 @@ func TestPreflightNamesEveryProblem(t *testing.T) {
 	for _, want := range []string{
 		filepath.Join(bin, "slipctl") + " is missing",
 		"slipway_demo_v9 is missing",
+		"edge.hcl is missing",
 		"port " + strconv.Itoa(busyPort) + " (edge HTTP) is busy",
 		"ss -ltnp 'sport = :" + strconv.Itoa(busyPort) + "'",
 	} {
@@ -54,12 +61,15 @@ func TestPreflightNamesEveryProblem(t *testing.T) {
 	if strings.Contains(msg, "slipway_demo_v1 is missing") || strings.Contains(msg, "slipway-edge is missing") {
 		t.Errorf("error names something present:\n%s", msg)
 	}
-	if strings.Count(msg, "\n  - ") != 3 {
-		t.Errorf("want exactly 3 problems:\n%s", msg)
+	if strings.Count(msg, "\n  - ") != 4 {
+		t.Errorf("want exactly 4 problems:\n%s", msg)
 	}
 
 	// Everything fixed: no error.
 	if err := os.WriteFile(filepath.Join(bin, "slipctl"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(policies, "edge.hcl"), []byte("# policy\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Images = cfg.Images[:1]

@@ -44,6 +44,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.BinDir, "bin", "bin", "directory of consul, slipway-* and slipctl")
 	fs.StringVar(&cfg.StateDir, "state", ".run", "directory for logs and data (wiped on start)")
 	fs.StringVar(&cfg.ProcessDir, "process-dir", "bin/images", "process driver executables (scripts/demo-images.sh)")
+	fs.StringVar(&cfg.PolicyDir, "consul-policies", "deployments/consul", "directory of each component's Consul ACL policy (<component>.hcl)")
 	fs.StringVar(&driver, "driver", "auto", "node agent driver: auto (docker when the Engine answers), docker or process")
 	fs.StringVar(&cfg.NodeID, "node-id", "guide-node", "node agent id; its containers are labelled slipway.node=<id> and removed on exit")
 	fs.IntVar(&cfg.ConsulHTTP, "consul-port", 8500, "Consul HTTP port")
@@ -171,8 +172,8 @@ func run(args []string) int {
   bin/slipctl deploy -f deployments/examples/canary.yaml --wait   # service api, Host: api.local
   curl -s -H 'Host: %[4]s' %[5]s
   bin/grpcurl -cacert %[7]s -cert %[8]s -key %[9]s -H "authorization: Bearer $SLIPWAY_TOKEN" %[1]s slipway.deploy.v1.DeployService/ListServices
-  Consul UI: http://%[6]s/ui
-`, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr(), rel(st.TLS.CA), rel(st.TLS.Operator.Cert), rel(st.TLS.Operator.Key), rel(st.TokenFile))
+  Consul UI: http://%[6]s/ui (ACLs on: log in with the token in %[11]s)
+`, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr(), rel(st.TLS.CA), rel(st.TLS.Operator.Cert), rel(st.TLS.Operator.Key), rel(st.TokenFile), rel(st.ConsulTokenFile))
 	select {
 	case <-ctx.Done():
 	case <-tctx.Done():

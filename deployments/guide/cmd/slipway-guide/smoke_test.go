@@ -63,6 +63,7 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 		"-consul-port", strconv.Itoa(testenv.FreePort(t)), "-coordinator-port", strconv.Itoa(coordinator),
 		"-agent-port", strconv.Itoa(testenv.FreePort(t)), "-edge-port", strconv.Itoa(testenv.FreePort(t)),
 		"-edge-grpc-port", strconv.Itoa(testenv.FreePort(t)), "-rate", "40", "-act-timeout", "90s",
+		"-consul-policies", filepath.Join(testenv.RepoRoot(t), "deployments", "consul"),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
