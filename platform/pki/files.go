@@ -55,3 +55,54 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// Files are the PEM files a component is started with: the CA's
+// certificate, and its own certificate and key.
+type Files struct {
+	CA, Cert, Key string
+}
+
+// Dir is a CA kept in a directory (ca.pem, ca-key.pem) with the
+// certificates it issues written beside it as <role>-<name>.pem and
+// <role>-<name>-key.pem: a throwaway CA for a demo, a benchmark or a test.
+type Dir struct {
+	// Path is the directory; CAFile is Path/ca.pem.
+	Path, CAFile string
+	ca           *CA
+}
+
+// NewDir creates a new CA in path (made 0700 if missing), replacing any
+// that was there.
+func NewDir(path string, o CAOptions) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	certPEM, keyPEM, err := CreateCA(o)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := LoadCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	caFile, _, err := WritePair(path, "ca", certPEM, keyPEM, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Dir{Path: path, CAFile: caFile, ca: ca}, nil
+}
+
+// Issue signs a certificate as o asks and writes it, replacing the files of
+// an earlier one for the same identity (a rotation: running components
+// reload them).
+func (d *Dir) Issue(o CertOptions) (Files, error) {
+	certPEM, keyPEM, err := d.ca.CreateCert(o)
+	if err != nil {
+		return Files{}, err
+	}
+	cert, key, err := WritePair(d.Path, string(o.Identity.Role)+"-"+o.Identity.Name, certPEM, keyPEM, true)
+	if err != nil {
+		return Files{}, err
+	}
+	return Files{CA: d.CAFile, Cert: cert, Key: key}, nil
+}

@@ -15,20 +15,16 @@ import (
 // PKI is a throwaway Slipway CA for one test, in a temporary directory, that
 // issues certificates on demand. Its files are removed when the test ends.
 type PKI struct {
-	// Dir holds ca.pem and every issued <role>-<name>.pem / -key.pem.
-	Dir string
-	// CAFile is the CA certificate's path.
-	CAFile string
+	// Dir holds the CA (ca.pem) and every certificate it issued; its Path
+	// and CAFile name them.
+	*pki.Dir
 
-	ca     *pki.CA
 	mu     sync.Mutex
 	issued map[string]TLSFiles
 }
 
 // TLSFiles are the three PEM files a component is started with.
-type TLSFiles struct {
-	CA, Cert, Key string
-}
+type TLSFiles pki.Files
 
 // Flags are the -tls-ca, -tls-cert and -tls-key flags naming f.
 func (f TLSFiles) Flags() []string {
@@ -99,22 +95,11 @@ func ClientCreds(tb testing.TB) *rpc.Creds {
 func NewPKIAt(dir string) (*PKI, error) { return newPKI(dir) }
 
 func newPKI(dir string) (*PKI, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	certPEM, keyPEM, err := pki.CreateCA(pki.CAOptions{CommonName: "Slipway test CA"})
+	d, err := pki.NewDir(dir, pki.CAOptions{CommonName: "Slipway test CA"})
 	if err != nil {
 		return nil, err
 	}
-	ca, err := pki.LoadCA(certPEM, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	return &PKI{Dir: dir, CAFile: caFile, ca: ca}, nil
+	return &PKI{Dir: d}, nil
 }
 
 // Issue writes a certificate for role/name (options may set SANs or an
@@ -134,17 +119,13 @@ func (p *PKI) IssueFiles(role pki.Role, name string, opts ...func(*pki.CertOptio
 	for _, f := range opts {
 		f(&o)
 	}
-	certPEM, keyPEM, err := p.ca.CreateCert(o)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	files, err := p.Dir.Issue(o)
 	if err != nil {
 		return TLSFiles{}, fmt.Errorf("issue %s/%s: %w", role, name, err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	cert, key, err := pki.WritePair(p.Dir, string(role)+"-"+name, certPEM, keyPEM, true)
-	if err != nil {
-		return TLSFiles{}, err
-	}
-	f := TLSFiles{CA: p.CAFile, Cert: cert, Key: key}
+	f := TLSFiles(files)
 	if p.issued == nil {
 		p.issued = map[string]TLSFiles{}
 	}

@@ -235,21 +235,19 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	s.TokenFile = tokenFile
 	c.Logf("single-node coordinator on %s (raft %s, log .run/coordinator.log)", c.CoordinatorAddr(), addr(c.Coordinator+1))
 
-	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), []string{
+	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), append([]string{
 		"-node-id", c.NodeID, "-grpc-addr", addr(c.Agent), "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["nodeagent"],
 		"-driver", c.Driver, "-process-dir", c.ProcessDir, "-advertise", "127.0.0.1",
 		"-data-dir", filepath.Join(c.StateDir, "nodeagent"), "-labels", "zone=a", "-log-level", "warn",
-		"-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.NodeAgent.Cert, "-tls-key", s.TLS.NodeAgent.Key,
-	}, nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), s.ConsulToken, c.NodeID) }); err != nil {
+	}, s.TLS.flags(s.TLS.NodeAgent)...), nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), s.ConsulToken, c.NodeID) }); err != nil {
 		return nil, err
 	}
 	c.Logf("node agent %s (%s driver) on %s (log .run/nodeagent.log)", c.NodeID, c.Driver, addr(c.Agent))
 
-	if err := s.start(ctx, "edge", c.bin("slipway-edge"), []string{
+	if err := s.start(ctx, "edge", c.bin("slipway-edge"), append([]string{
 		"-id", "guide-edge", "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["edge"], "-mode", "proxy",
 		"-http-addr", addr(c.EdgeHTTP), "-grpc-addr", addr(c.EdgeGRPC), "-log-level", "warn",
-		"-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.Edge.Cert, "-tls-key", s.TLS.Edge.Key,
-	}, nil, func(ctx context.Context) error { return listening(ctx, addr(c.EdgeHTTP)) }); err != nil {
+	}, s.TLS.flags(s.TLS.Edge)...), nil, func(ctx context.Context) error { return listening(ctx, addr(c.EdgeHTTP)) }); err != nil {
 		return nil, err
 	}
 	c.Logf("edge (built-in proxy) on %s, RouteService on %s (log .run/edge.log)", c.EdgeURL(), addr(c.EdgeGRPC))

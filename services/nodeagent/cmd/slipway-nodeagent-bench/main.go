@@ -28,7 +28,6 @@ import (
 
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
-	"slipway.dev/platform/testenv"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 )
 
@@ -133,25 +132,26 @@ func run() error {
 
 	node := "bench" + strconv.Itoa(os.Getpid())
 	grpcAddr := "127.0.0.1:" + strconv.Itoa(ports[4])
-	ca, err := testenv.NewPKIAt(filepath.Join(work, "pki"))
+	ca, err := pki.NewDir(filepath.Join(work, "pki"), pki.CAOptions{CommonName: "Slipway bench CA"})
 	if err != nil {
 		return err
 	}
-	agentTLS, err := ca.IssueFiles(pki.RoleNodeAgent, node)
+	agentTLS, err := ca.Issue(pki.CertOptions{Identity: pki.Identity{Role: pki.RoleNodeAgent, Name: node}})
 	if err != nil {
 		return err
 	}
-	coordTLS, err := ca.IssueFiles(pki.RoleCoordinator, "bench")
+	coordTLS, err := ca.Issue(pki.CertOptions{Identity: pki.Identity{Role: pki.RoleCoordinator, Name: "bench"}})
 	if err != nil {
 		return err
 	}
-	creds, err := rpc.NewCreds(coordTLS.Security(), nil)
+	creds, err := rpc.NewCreds(rpc.Security{CAFile: coordTLS.CA, CertFile: coordTLS.Cert, KeyFile: coordTLS.Key}, nil)
 	if err != nil {
 		return err
 	}
 	agent, err := start(filepath.Join(*binDir, "slipway-nodeagent"), filepath.Join(work, "agent.log"),
-		append([]string{"-node-id", node, "-grpc-addr", grpcAddr, "-consul-addr", consulAddr, "-driver", "docker",
-			"-data-dir", filepath.Join(work, "data"), "-drain-window", "0s", "-log-level", "warn"}, agentTLS.Flags()...)...)
+		"-node-id", node, "-grpc-addr", grpcAddr, "-consul-addr", consulAddr, "-driver", "docker",
+		"-data-dir", filepath.Join(work, "data"), "-drain-window", "0s", "-log-level", "warn",
+		"-tls-ca", agentTLS.CA, "-tls-cert", agentTLS.Cert, "-tls-key", agentTLS.Key)
 	if err != nil {
 		return err
 	}
