@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+
+	"slipway.dev/edge/internal/httpsyntax"
 )
 
 // The lean path forwards the common request (bodyless GET, HEAD, OPTIONS or
@@ -146,7 +148,7 @@ func writeLeanHead(bw *bufio.Writer, req *http.Request) error {
 		path = "/"
 	}
 	query := req.URL.ForceQuery || req.URL.RawQuery != ""
-	if hasCTL(path) || (query && hasCTL(req.URL.RawQuery)) {
+	if httpsyntax.HasCTL(path) || (query && httpsyntax.HasCTL(req.URL.RawQuery)) {
 		return errors.New("net/http: can't write control character in Request.URL")
 	}
 	method := req.Method
@@ -178,7 +180,7 @@ func writeLeanHead(bw *bufio.Writer, req *http.Request) error {
 			"Proxy-Authorization", "Te", "Upgrade":
 			continue
 		}
-		if !validFieldName(k) || (len(conn) > 0 && namedBy(conn, k)) {
+		if !httpsyntax.ValidFieldName(k) || (len(conn) > 0 && namedBy(conn, k)) {
 			continue
 		}
 		for _, v := range vv {
@@ -245,15 +247,6 @@ func plainHost(host string) bool {
 	return true
 }
 
-func hasCTL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
 // cleanValue is what Header.Write does to a value: line breaks become
 // spaces, surrounding whitespace is trimmed.
 func cleanValue(v string) string {
@@ -269,54 +262,18 @@ func cleanValue(v string) string {
 	return textproto.TrimString(v)
 }
 
-// validFieldName reports whether k is an RFC 7230 token.
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if c >= 0x80 || !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
-}
-
 // namedBy reports whether the canonical header key k is among the
 // comma-separated names of conn (Connection values), as Header.Del of each
 // name would find it.
 func namedBy(conn []string, k string) bool {
 	for _, f := range conn {
 		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); asciiEqualFold(sf, k) && validFieldName(sf) {
+			if sf = textproto.TrimString(sf); httpsyntax.EqualFoldASCII(sf, k) && httpsyntax.ValidFieldName(sf) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // removeHopByHop deletes the hop-by-hop headers and those listed in conn

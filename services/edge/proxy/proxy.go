@@ -4,12 +4,10 @@
 //
 // Hot path: bodyless GET/HEAD/OPTIONS/TRACE requests without upgrade are
 // forwarded by forward (ReverseProxy's header rules without its per-request
-// cost) over h1Transport, a pooled HTTP/1.1 client working on the handler's
-// goroutine: the request head is written straight from the inbound header
-// (writeLeanHead) and the common response head is parsed without
-// http.ReadResponse (readSimpleResponse); every other request goes through
-// httputil.ReverseProxy and http.Transport. Metric children are resolved when
-// a table is compiled.
+// cost) over h1client, a pooled HTTP/1.1 client working on the handler's
+// goroutine, with the request head written straight from the inbound header
+// (writeLeanHead); every other request goes through httputil.ReverseProxy and
+// http.Transport. Metric children are resolved when a table is compiled.
 package proxy
 
 import (
@@ -23,8 +21,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"slipway.dev/edge/internal/h1client"
 	"slipway.dev/edge/routetable"
 )
 
@@ -57,8 +54,10 @@ type Proxy struct {
 	accessLog bool
 	ejectFor  time.Duration
 	transport *http.Transport
-	// h1 carries bodyless idempotent requests (see fastPath).
-	h1 *h1Transport
+	// h1 carries bodyless idempotent requests (see h1client.CanCarry).
+	h1 *h1client.Transport
+	// dial opens upstream connections for both transports.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// rp is the template of the per-request ReverseProxy whose Transport
 	// is the request's retrier (see state).
 	rp    httputil.ReverseProxy
@@ -95,19 +94,21 @@ func New(cfg Config) *Proxy {
 		ejected:   map[string]time.Time{},
 		now:       time.Now,
 		m:         newMetrics(cfg.Registerer),
-		transport: &http.Transport{
-			DialContext:           dialer.DialContext,
-			MaxIdleConns:          4096,
-			MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 60 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			// Pass Accept-Encoding through untouched: never ask upstreams
-			// for gzip only to decompress it here.
-			DisableCompression: true,
-		},
-		h1: newH1Transport(dialer.DialContext, cfg.MaxIdleConnsPerHost, 60*time.Second),
+		dial:      dialer.DialContext,
 	}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) { return p.dial(ctx, network, addr) }
+	p.transport = &http.Transport{
+		DialContext:           dial,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Pass Accept-Encoding through untouched: never ask upstreams
+		// for gzip only to decompress it here.
+		DisableCompression: true,
+	}
+	p.h1 = h1client.New(h1client.Config{Dial: dial, MaxIdlePerHost: cfg.MaxIdleConnsPerHost, HeaderTimeout: 60 * time.Second})
 	p.table.Store(p.compile(routetable.Table{}))
 	p.rp = httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -134,7 +135,7 @@ func (p *Proxy) Apply(_ context.Context, t routetable.Table) error {
 			}
 		}
 	}
-	p.h1.keepOnly(live)
+	p.h1.KeepOnly(live)
 	return nil
 }
 
@@ -502,9 +503,9 @@ func (rt *retrier) tryBackend(req *http.Request, pk *pick) (resp *http.Response,
 		out.URL.Host = u.Address
 		pk.upstream = u.ID
 		if rt.lean {
-			resp, err = rt.p.h1.roundTrip(out, rt.relay1xx, writeLeanHead)
-		} else if fastPath(out) {
-			resp, err = rt.p.h1.roundTrip(out, nil, nil)
+			resp, err = rt.p.h1.Do(out, rt.relay1xx, writeLeanHead)
+		} else if h1client.CanCarry(out) {
+			resp, err = rt.p.h1.RoundTrip(out)
 		} else {
 			resp, err = rt.p.transport.RoundTrip(out)
 		}
@@ -631,21 +632,4 @@ func NewServer(h http.Handler) *http.Server {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	return &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-}
-
-// DefaultGCPercent is the GOGC value TuneGC sets.
-const DefaultGCPercent = 400
-
-// TuneGC sets the garbage collector's target percentage (GOGC) to
-// DefaultGCPercent unless the GOGC environment variable is set, and returns
-// the previous value. The proxy's live heap is small and its garbage per
-// request roughly constant, so a higher target trades a few MB of heap for
-// much less GC CPU per request. Call it from main of a proxy process.
-func TuneGC() int {
-	if os.Getenv("GOGC") != "" {
-		prev := debug.SetGCPercent(DefaultGCPercent)
-		debug.SetGCPercent(prev)
-		return prev
-	}
-	return debug.SetGCPercent(DefaultGCPercent)
 }

@@ -44,8 +44,7 @@ func TestConnectionFailureAfterSwapPicksFromTheNewTable(t *testing.T) {
 					return dial(ctx, network, addr)
 				}
 			}
-			p.h1.dial = swapThenDial(p.h1.dial)
-			p.transport.DialContext = swapThenDial(p.transport.DialContext)
+			p.dial = swapThenDial(p.dial)
 
 			req := httptest.NewRequest(method, "http://w/x", strings.NewReader("payload"))
 			if method == "GET" {

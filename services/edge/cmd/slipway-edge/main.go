@@ -147,7 +147,7 @@ func run(args []string) error {
 	var applier controller.Applier
 	switch o.mode {
 	case "proxy":
-		proxy.TuneGC()
+		tuneGC()
 		p := proxy.New(proxy.Config{Logger: logger, Registerer: reg, AccessLog: o.accessLog})
 		lis, err := rpc.Listen(o.httpAddr)
 		if err != nil {

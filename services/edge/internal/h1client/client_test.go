@@ -1,4 +1,4 @@
-package proxy
+package h1client
 
 import (
 	"bufio"
@@ -11,27 +11,18 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"reflect"
-	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"slipway.dev/edge/routetable"
 )
 
-func newTestH1(headerTimeout time.Duration) *h1Transport {
+func newTestH1(headerTimeout time.Duration) *Transport {
 	d := &net.Dialer{Timeout: 2 * time.Second}
-	return newH1Transport(d.DialContext, 4, headerTimeout)
+	return New(Config{Dial: d.DialContext, MaxIdlePerHost: 4, HeaderTimeout: headerTimeout})
 }
 
-func (t *h1Transport) idleCount(addr string) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.idle[addr])
-}
-
-func TestFastPathChoosesBodylessIdempotentRequests(t *testing.T) {
+func TestCanCarryBodylessIdempotentRequests(t *testing.T) {
 	mk := func(method, body string, hdr ...string) *http.Request {
 		var r io.Reader
 		if body != "" {
@@ -60,82 +51,9 @@ func TestFastPathChoosesBodylessIdempotentRequests(t *testing.T) {
 		{mk("GET", "", "Expect", "100-continue"), false},
 	}
 	for i, c := range cases {
-		if got := fastPath(c.req); got != c.want {
-			t.Errorf("case %d %s %v: fastPath = %v, want %v", i, c.req.Method, c.req.Header, got, c.want)
+		if got := CanCarry(c.req); got != c.want {
+			t.Errorf("case %d %s %v: CanCarry = %v, want %v", i, c.req.Method, c.req.Header, got, c.want)
 		}
-	}
-}
-
-// TestProxyReusesUpstreamConnections checks keep-alive through the fast
-// path for sized, chunked, HEAD and 204 responses, and that a POST with a
-// body (the http.Transport path) still works.
-func TestProxyReusesUpstreamConnections(t *testing.T) {
-	var conns atomic.Int64
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/chunked":
-			w.Write([]byte("part1-"))
-			http.NewResponseController(w).Flush()
-			w.Write([]byte("part2"))
-		case "/empty":
-			w.WriteHeader(http.StatusNoContent)
-		case "/post":
-			b, _ := io.ReadAll(r.Body)
-			w.Write(append([]byte("got:"), b...))
-		default:
-			w.Header().Set("Content-Length", "5")
-			w.Write([]byte("sized"))
-		}
-	}))
-	be.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	be.Start()
-	t.Cleanup(be.Close)
-	p := New(Config{})
-	t.Cleanup(p.Close)
-	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(be, "a")}}))
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	client := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(client.CloseIdleConnections)
-	do := func(method, path, body string) (int, string) {
-		t.Helper()
-		var r io.Reader
-		if body != "" {
-			r = strings.NewReader(body)
-		}
-		req, _ := http.NewRequest(method, srv.URL+path, r)
-		req.Host = "w"
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	for i := 0; i < 20; i++ {
-		if code, body := do("GET", "/", ""); code != 200 || body != "sized" {
-			t.Fatalf("sized: %d %q", code, body)
-		}
-		if code, body := do("GET", "/chunked", ""); code != 200 || body != "part1-part2" {
-			t.Fatalf("chunked: %d %q", code, body)
-		}
-		if code, body := do("HEAD", "/", ""); code != 200 || body != "" {
-			t.Fatalf("head: %d %q", code, body)
-		}
-		if code, _ := do("GET", "/empty", ""); code != 204 {
-			t.Fatalf("no content: %d", code)
-		}
-	}
-	if n := conns.Load(); n != 1 {
-		t.Fatalf("sequential fast-path requests used %d upstream connections, want 1", n)
-	}
-	if code, body := do("POST", "/post", "hello"); code != 200 || body != "got:hello" {
-		t.Fatalf("post: %d %q", code, body)
 	}
 }
 
@@ -214,7 +132,7 @@ func TestH1BodyNotReadToEndClosesConnection(t *testing.T) {
 	resp := get()
 	resp.Body.Read(make([]byte, 10))
 	resp.Body.Close()
-	if n := tr.idleCount(addr); n != 0 {
+	if n := tr.Idle(addr); n != 0 {
 		t.Fatalf("%d idle connections after an abandoned body, want 0", n)
 	}
 	resp = get()
@@ -222,7 +140,7 @@ func TestH1BodyNotReadToEndClosesConnection(t *testing.T) {
 		t.Fatalf("body %d bytes, %v", len(b), err)
 	}
 	resp.Body.Close()
-	if n := tr.idleCount(addr); n != 1 {
+	if n := tr.Idle(addr); n != 1 {
 		t.Fatalf("%d idle connections after a full body, want 1", n)
 	}
 }
@@ -298,44 +216,6 @@ func TestH1Forwards1xx(t *testing.T) {
 	}
 }
 
-func TestTuneGC(t *testing.T) {
-	t.Setenv("GOGC", "")
-	prev := TuneGC()
-	if got := debug.SetGCPercent(prev); got != DefaultGCPercent {
-		t.Fatalf("GOGC unset: GC percent %d, want %d", got, DefaultGCPercent)
-	}
-	t.Setenv("GOGC", "150")
-	debug.SetGCPercent(150)
-	TuneGC()
-	if got := debug.SetGCPercent(prev); got != 150 {
-		t.Fatalf("GOGC=150 in the environment: GC percent %d, want 150 kept", got)
-	}
-}
-
-func TestApplyClosesIdleConnectionsToRemovedInstances(t *testing.T) {
-	a, b := startBackend(t, "a"), startBackend(t, "b")
-	p := New(Config{})
-	t.Cleanup(p.Close)
-	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(a, "a")}}))
-	if code, body := get(t, p, "w", nil); code != 200 || body != "a" {
-		t.Fatalf("%d %q", code, body)
-	}
-	addrA := up(a, "a").Address
-	if n := p.h1.idleCount(addrA); n != 1 {
-		t.Fatalf("%d idle connections to a, want 1", n)
-	}
-	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 2, Weight: 100, Upstreams: []routetable.Upstream{up(b, "b")}}))
-	if n := p.h1.idleCount(addrA); n != 0 {
-		t.Fatalf("%d idle connections to a removed instance, want 0", n)
-	}
-	if code, body := get(t, p, "w", nil); code != 200 || body != "b" {
-		t.Fatalf("%d %q", code, body)
-	}
-	if n := p.h1.idleCount(up(b, "b").Address); n != 1 {
-		t.Fatalf("%d idle connections to b, want 1", n)
-	}
-}
-
 // TestSimpleResponseMatchesReadResponse checks readSimpleResponse against
 // http.ReadResponse on the same bytes: the same status, fields, length and
 // body where it parses, and the reader untouched where it declines.
@@ -395,7 +275,7 @@ func TestSimpleResponseMatchesReadResponse(t *testing.T) {
 		wantBody, _ := io.ReadAll(want.Body)
 		var gotBody []byte
 		if sb, ok := got.Body.(*simpleBody); ok {
-			b := &h1Body{c: &h1Conn{br: br}, n: sb.n}
+			b := &body{c: &conn{br: br}, n: sb.n}
 			for {
 				buf := make([]byte, 2) // small reads: the length is tracked across them
 				n, err := b.readN(buf)
@@ -421,7 +301,7 @@ func TestSimpleResponseMatchesReadResponse(t *testing.T) {
 	if !fast {
 		t.Fatal("declined a simple response")
 	}
-	b := &h1Body{c: &h1Conn{br: br}, n: got.Body.(*simpleBody).n}
+	b := &body{c: &conn{br: br}, n: got.Body.(*simpleBody).n}
 	if body, err := io.ReadAll(readerFunc(b.readN)); string(body) != "half" || err != io.ErrUnexpectedEOF {
 		t.Fatalf("short body %q, %v", body, err)
 	}
