@@ -1,0 +1,256 @@
+// Package analysis judges a canary from its golden signals: absolute
+// thresholds on its own window, and a statistical comparison with the stable
+// release over the same window, so that a load spike hurting both does not
+// fail the canary. It is pure: samples in, a verdict with its evidence out.
+package analysis
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"slipway.dev/platform/latency"
+)
+
+// Result is a verdict's outcome.
+type Result string
+
+// Results.
+const (
+	// Pass: every check that could be evaluated passed.
+	Pass Result = "pass"
+	// Fail: at least one check failed.
+	Fail Result = "fail"
+	// Inconclusive: too little traffic to judge (see NoData).
+	Inconclusive Result = "inconclusive"
+)
+
+// NoData is what an inconclusive verdict counts as.
+type NoData string
+
+// NoData policies.
+const (
+	// NoDataHold keeps the step waiting for a conclusive verdict.
+	NoDataHold NoData = "hold"
+	// NoDataFail counts an inconclusive verdict as a failure.
+	NoDataFail NoData = "fail"
+	// NoDataPass counts an inconclusive verdict as a pass.
+	NoDataPass NoData = "pass"
+)
+
+// Compare configures the canary-against-stable tests.
+type Compare struct {
+	// MaxErrorRateIncrease is how many percentage points the canary's error
+	// rate may exceed stable's before a significant difference fails it.
+	MaxErrorRateIncrease float64
+	// MaxLatencyRatio is how much slower (canary p99 / stable p99) the
+	// canary may be before a significant difference fails it.
+	MaxLatencyRatio float64
+	// Confidence is the tests' confidence level (0.95: fail at p < 0.05).
+	Confidence float64
+}
+
+// Config is one analysis with its defaults applied (see the rollout
+// package's config).
+type Config struct {
+	// Interval is the length of each judged window.
+	Interval time.Duration
+	// MinRequests is the canary traffic (and, for the comparison, stable
+	// traffic) a window needs to be judged.
+	MinRequests uint64
+	// FailureLimit is how many failed verdicts fail the rollout.
+	FailureLimit int
+	// NoData is what an inconclusive verdict counts as.
+	NoData NoData
+	// SuccessRateMin, when above 0, fails a canary whose success rate (in
+	// percent, 5xx and transport failures counting as errors) is below it.
+	SuccessRateMin float64
+	// LatencyP99Max, when above 0, fails a canary whose p99 exceeds it.
+	LatencyP99Max time.Duration
+	// Compare, when set, compares canary with stable.
+	Compare *Compare
+}
+
+// Sample is one release's golden signals over a window.
+type Sample struct {
+	// Requests and Errors count responses; Errors are 5xx and transport
+	// failures.
+	Requests, Errors uint64
+	// Latency is the response latency histogram.
+	Latency latency.Histogram
+}
+
+// Summary is a sample as the evidence reports it.
+type Summary struct {
+	Requests, Errors uint64
+	// ErrorRate is in percent.
+	ErrorRate float64
+	P50, P99  time.Duration
+}
+
+// Summarize reduces s to its summary.
+func Summarize(s Sample) Summary {
+	out := Summary{Requests: s.Requests, Errors: s.Errors, P50: s.Latency.Quantile(0.5), P99: s.Latency.Quantile(0.99)}
+	if s.Requests > 0 {
+		out.ErrorRate = 100 * float64(s.Errors) / float64(s.Requests)
+	}
+	return out
+}
+
+// Check is one test with its evidence.
+type Check struct {
+	// Name is success_rate, latency_p99, compare.error_rate or
+	// compare.latency.
+	Name string
+	// Result is the check's outcome (inconclusive when it could not run).
+	Result Result
+	// Observed and Threshold are the compared values, in the check's unit
+	// (percent, milliseconds, percentage points or a ratio).
+	Observed, Threshold float64
+	// Test names the statistical test, PValue its one-sided p-value (0
+	// without one).
+	Test   string
+	PValue float64
+	// Detail says it for people.
+	Detail string
+}
+
+// Verdict is the judgement of one window.
+type Verdict struct {
+	Result Result
+	// Canary and Stable summarise the samples judged.
+	Canary, Stable Summary
+	// Checks are the tests run, in a fixed order.
+	Checks []Check
+	// Reason is one sentence: the first failure, or why it is
+	// inconclusive, or "all checks passed".
+	Reason string
+}
+
+// String is the verdict with its evidence, one line.
+func (v Verdict) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s; canary %d req %d err (%.2f%%) p50 %s p99 %s; stable %d req %d err (%.2f%%) p50 %s p99 %s",
+		v.Result, v.Reason, v.Canary.Requests, v.Canary.Errors, v.Canary.ErrorRate, ms(v.Canary.P50), ms(v.Canary.P99),
+		v.Stable.Requests, v.Stable.Errors, v.Stable.ErrorRate, ms(v.Stable.P50), ms(v.Stable.P99))
+	for _, c := range v.Checks {
+		fmt.Fprintf(&b, "; %s %s: %s", c.Name, c.Result, c.Detail)
+	}
+	return b.String()
+}
+
+func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+
+// Judge runs every configured check of cfg on the canary's and the stable
+// release's samples of one window. The verdict fails if any check fails,
+// passes if none fails and at least one passes, and is inconclusive
+// otherwise (the canary, or for a comparison alone stable too, served fewer
+// than MinRequests).
+func Judge(cfg Config, canary, stable Sample) Verdict {
+	v := Verdict{Canary: Summarize(canary), Stable: Summarize(stable)}
+	if canary.Requests < cfg.MinRequests || canary.Requests == 0 {
+		v.Result = Inconclusive
+		v.Reason = fmt.Sprintf("the canary served %d requests in the window, fewer than min_requests %d", canary.Requests, max(cfg.MinRequests, 1))
+		return v
+	}
+	if cfg.SuccessRateMin > 0 {
+		rate := 100 - v.Canary.ErrorRate
+		c := Check{Name: "success_rate", Observed: rate, Threshold: cfg.SuccessRateMin, Result: Pass,
+			Detail: fmt.Sprintf("%.2f%% >= min %.2f%%", rate, cfg.SuccessRateMin)}
+		if rate < cfg.SuccessRateMin {
+			c.Result, c.Detail = Fail, fmt.Sprintf("%.2f%% below min %.2f%%", rate, cfg.SuccessRateMin)
+		}
+		v.Checks = append(v.Checks, c)
+	}
+	if cfg.LatencyP99Max > 0 {
+		p99 := v.Canary.P99
+		c := Check{Name: "latency_p99", Observed: millis(p99), Threshold: millis(cfg.LatencyP99Max), Result: Pass,
+			Detail: fmt.Sprintf("%s <= max %s", ms(p99), cfg.LatencyP99Max)}
+		if p99 > cfg.LatencyP99Max {
+			c.Result, c.Detail = Fail, fmt.Sprintf("%s above max %s", ms(p99), cfg.LatencyP99Max)
+		}
+		v.Checks = append(v.Checks, c)
+	}
+	if cfg.Compare != nil {
+		v.Checks = append(v.Checks, compareErrors(cfg, canary, stable, v), compareLatency(cfg, canary, stable, v))
+	}
+	var passed bool
+	for _, c := range v.Checks {
+		switch c.Result {
+		case Fail:
+			v.Result, v.Reason = Fail, c.Name+": "+c.Detail
+			return v
+		case Pass:
+			passed = true
+		}
+	}
+	if !passed {
+		v.Result = Inconclusive
+		v.Reason = "no check is configured"
+		if len(v.Checks) > 0 {
+			v.Reason = v.Checks[0].Name + ": " + v.Checks[0].Detail
+		}
+		return v
+	}
+	v.Result, v.Reason = Pass, "all checks passed"
+	return v
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func alpha(c *Compare) float64 { return 1 - c.Confidence }
+
+// compareErrors tests whether the canary's error rate is significantly
+// higher than stable's and by more than the allowed increase: Fisher's
+// exact test when an expected cell count of the 2x2 table is below 5, the
+// pooled two-proportion z-test otherwise.
+func compareErrors(cfg Config, canary, stable Sample, v Verdict) Check {
+	c := Check{Name: "compare.error_rate", Threshold: cfg.Compare.MaxErrorRateIncrease}
+	if stable.Requests < max(cfg.MinRequests, 1) {
+		c.Result = Inconclusive
+		c.Detail = fmt.Sprintf("stable served %d requests in the window, fewer than min_requests %d", stable.Requests, max(cfg.MinRequests, 1))
+		return c
+	}
+	c.Observed = v.Canary.ErrorRate - v.Stable.ErrorRate
+	n := float64(canary.Requests + stable.Requests)
+	errs := float64(canary.Errors + stable.Errors)
+	minExpected := min(float64(canary.Requests), float64(stable.Requests)) * min(errs, n-errs) / n
+	if minExpected < 5 {
+		c.Test = "fisher_exact"
+		c.PValue = FisherGreater(canary.Errors, canary.Requests, stable.Errors, stable.Requests)
+	} else {
+		c.Test = "two_proportion_z"
+		_, c.PValue = TwoProportionZ(canary.Errors, canary.Requests, stable.Errors, stable.Requests)
+	}
+	significant := c.PValue < alpha(cfg.Compare)
+	c.Result = Pass
+	c.Detail = fmt.Sprintf("canary %.2f%% vs stable %.2f%% (%+.2f points, max +%.2f), %s p=%.3g", v.Canary.ErrorRate, v.Stable.ErrorRate, c.Observed, c.Threshold, c.Test, c.PValue)
+	if significant && c.Observed > c.Threshold {
+		c.Result = Fail
+		c.Detail += fmt.Sprintf(" < %.3g", alpha(cfg.Compare))
+	}
+	return c
+}
+
+// compareLatency tests whether the canary's latencies are significantly
+// greater than stable's (Mann-Whitney U on the histograms) and its p99 more
+// than MaxLatencyRatio times stable's.
+func compareLatency(cfg Config, canary, stable Sample, v Verdict) Check {
+	c := Check{Name: "compare.latency", Threshold: cfg.Compare.MaxLatencyRatio, Test: "mann_whitney_u"}
+	if stable.Latency.Total() < max(cfg.MinRequests, 1) || canary.Latency.Total() == 0 {
+		c.Result = Inconclusive
+		c.Detail = fmt.Sprintf("stable has %d latencies in the window, fewer than min_requests %d", stable.Latency.Total(), max(cfg.MinRequests, 1))
+		return c
+	}
+	if v.Stable.P99 > 0 {
+		c.Observed = float64(v.Canary.P99) / float64(v.Stable.P99)
+	}
+	_, _, c.PValue = MannWhitney(canary.Latency, stable.Latency)
+	c.Result = Pass
+	c.Detail = fmt.Sprintf("p99 canary %s vs stable %s (ratio %.2f, max %.2f), mann_whitney_u p=%.3g", ms(v.Canary.P99), ms(v.Stable.P99), c.Observed, c.Threshold, c.PValue)
+	if c.PValue < alpha(cfg.Compare) && c.Observed > c.Threshold {
+		c.Result = Fail
+		c.Detail += fmt.Sprintf(" < %.3g", alpha(cfg.Compare))
+	}
+	return c
+}
