@@ -173,6 +173,9 @@ type Need struct {
 	// Internal calls are the coordinators' own (InternalService): they are
 	// authorised by the caller's coordinator certificate, never by a token.
 	Internal bool
+	// Edge calls are the edges' reports (SignalService): authorised by the
+	// caller's edge or coordinator certificate, never by a token.
+	Edge bool
 	// Any lists the policies each of which allows the call (admin always
 	// does); empty means any valid token.
 	Any []Policy

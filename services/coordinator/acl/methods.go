@@ -33,6 +33,7 @@ const (
 	healthService    = "grpc.health.v1.Health"
 	reflectionPrefix = "grpc.reflection."
 	internalService  = "slipway.state.v1.InternalService"
+	signalService    = "slipway.edge.v1.SignalService"
 )
 
 var (
@@ -114,7 +115,7 @@ var rules = map[string]rule{
 
 // Required returns what a call of fullMethod with req needs. Health,
 // reflection, AclService.Bootstrap and ClusterService.GetLeader are public,
-// InternalService is Internal, and a method this
+// InternalService is Internal, SignalService is Edge, and a method this
 // package does not know needs admin. req is the request message (nil for a
 // stream not yet read: the caller evaluates again once it arrives).
 func Required(fullMethod string, req any, r Rollouts) Need {
@@ -126,6 +127,9 @@ func Required(fullMethod string, req any, r Rollouts) Need {
 		return n
 	case svc == internalService:
 		n.Internal = true
+		return n
+	case svc == signalService:
+		n.Edge = true
 		return n
 	}
 	ru, ok := rules[fullMethod]

@@ -153,6 +153,12 @@ func (a *API) authorize(ctx context.Context, method string, req any) (context.Co
 		}
 		return ctx, nil
 	}
+	if need.Edge {
+		if id, ok := rpc.PeerIdentity(ctx); ok && id.Role != pki.RoleEdge && id.Role != pki.RoleCoordinator {
+			return nil, toStatus(fmt.Errorf("%s is for edges and coordinators only; the caller is %s: %w", method, id, acl.ErrPermissionDenied))
+		}
+		return ctx, nil
+	}
 	tok, err := a.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)

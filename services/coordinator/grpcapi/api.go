@@ -23,6 +23,7 @@ import (
 
 	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/signals"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
@@ -73,6 +74,7 @@ type API struct {
 	conns      map[string]*grpc.ClientConn
 	creds      *rpc.Creds
 	registered time.Time // last registration attempt of a follower
+	signals    *signals.Store
 }
 
 // Access is who may call each of the coordinator's gRPC services, by the
@@ -84,6 +86,8 @@ var Access = map[string][]pki.Role{
 	"slipway.cluster.v1.ClusterService": {pki.RoleClient, pki.RoleCoordinator},
 	"slipway.acl.v1.AclService":         {pki.RoleClient, pki.RoleCoordinator},
 	"slipway.state.v1.InternalService":  {pki.RoleCoordinator},
+	// Edges report golden signals; a follower forwards them.
+	"slipway.edge.v1.SignalService": {pki.RoleEdge, pki.RoleCoordinator},
 }
 
 // New returns the API of the node r applying to fsm; grpcAddr is this node's
@@ -104,6 +108,7 @@ func (a *API) Register(s *rpc.Server) {
 	registerCluster(s, a)
 	registerACL(s, a)
 	registerInternal(s, a)
+	registerSignals(s, a)
 }
 
 // Close closes the connections opened to forward requests.

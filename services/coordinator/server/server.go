@@ -20,6 +20,7 @@ import (
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/signals"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/pki"
@@ -189,6 +190,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	api := grpcapi.New(node, fsm, grpcAdv, cfg.Creds, logger)
+	// Edges report golden signals to any coordinator; the leader merges
+	// them for its engine's canary analysis.
+	sigs := signals.New(0)
+	api.SetSignals(sigs)
 	scfg := rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg, Creds: cfg.Creds, Access: grpcapi.Access}
 	if !cfg.DisableACL {
 		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, api.UnaryACL())
@@ -201,7 +206,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { serveErr <- srv.Serve(lis) }()
 	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr(), "acl", !cfg.DisableACL)
 
-	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger}
+	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger, signals: sigs}
 	if cfg.Engine {
 		ccfg := cfg.Consul
 		if ccfg.Addr == "" {
@@ -249,6 +254,8 @@ type coordinator struct {
 	api    *grpcapi.API
 	srv    *rpc.Server
 	logger *slog.Logger
+	// signals are the edges' golden signals, merged on the leader.
+	signals *signals.Store
 
 	consul       *consul.Client
 	agents       *agentclient.Client

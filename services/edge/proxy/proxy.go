@@ -45,6 +45,14 @@ type Config struct {
 	EjectFor time.Duration
 	// MaxIdleConnsPerHost is the keep-alive pool size per upstream (default 256).
 	MaxIdleConnsPerHost int
+	// Signals, when set, is told every proxied response's release, status
+	// and latency (the golden signals for canary analysis).
+	Signals Observer
+}
+
+// Observer counts responses per release (see package signals).
+type Observer interface {
+	Observe(service string, release uint64, code int, took time.Duration)
 }
 
 // Proxy routes requests by the table last given to Apply. It is an
@@ -63,6 +71,7 @@ type Proxy struct {
 	rp    httputil.ReverseProxy
 	table atomic.Pointer[table]
 	m     *metrics
+	sig   Observer
 
 	ejectMu sync.Mutex
 	ejected map[string]time.Time // address -> until
@@ -94,6 +103,7 @@ func New(cfg Config) *Proxy {
 		ejected:   map[string]time.Time{},
 		now:       time.Now,
 		m:         newMetrics(cfg.Registerer),
+		sig:       cfg.Signals,
 		dial:      dialer.DialContext,
 	}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) { return p.dial(ctx, network, addr) }
@@ -381,6 +391,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	took := time.Since(start)
 	b = pk.backend // the retrier may have picked again from a newer table
 	b.requests(sw.code).Inc()
+	if p.sig != nil {
+		p.sig.Observe(r.rt.Service, b.release, sw.code, took)
+	}
 	r.latency.Observe(took.Seconds())
 	if p.accessLog && p.log.Enabled(req.Context(), slog.LevelInfo) {
 		p.log.LogAttrs(req.Context(), slog.LevelInfo, "access", slog.String("service", r.rt.Service), slog.Uint64("release", b.release),

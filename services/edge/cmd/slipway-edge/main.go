@@ -24,6 +24,7 @@ import (
 	"slipway.dev/edge/grpcapi"
 	"slipway.dev/edge/nginx"
 	"slipway.dev/edge/proxy"
+	"slipway.dev/edge/signals"
 	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
@@ -31,10 +32,10 @@ import (
 
 type options struct {
 	id, mode, httpAddr, grpcAddr, metricsAddr, logLevel, logFormat string
-	nginxBinary, nginxDir, nginxControl                            string
+	nginxBinary, nginxDir, nginxControl, coordinators              string
 	nginxWorkers                                                   int
 	nginxExternal, accessLog                                       bool
-	sessionTTL, nginxShutdown, coalesce                            time.Duration
+	sessionTTL, nginxShutdown, coalesce, signalsEvery              time.Duration
 	sec                                                            rpc.Security
 	consul                                                         consulconf.Config
 }
@@ -67,6 +68,8 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.nginxExternal, "nginx-external", false, "drive an nginx master already running from -nginx-dir instead of starting one")
 	fs.DurationVar(&o.nginxShutdown, "nginx-worker-shutdown-timeout", 30*time.Second, "nginx worker_shutdown_timeout: how long old workers may finish requests after a reload (mode nginx)")
 	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "wait this long for more Consul changes before building a table (bounded by 10x)")
+	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator gRPC addresses to report golden signals to (canary analysis); empty: none reported")
+	fs.DurationVar(&o.signalsEvery, "signals-interval", time.Second, "how often golden signals are reported to the coordinators")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 10*time.Second, "TTL of the Consul session holding the edge's ack")
 	fs.VisitAll(func(f *flag.Flag) {
 		if v, ok := os.LookupEnv("SLIPWAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); ok {
@@ -84,6 +87,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if err := o.consul.Validate(); err != nil {
 		return o, err
+	}
+	if o.signalsEvery <= 0 {
+		return o, fmt.Errorf("-signals-interval %s: must be positive", o.signalsEvery)
 	}
 	if o.mode != "proxy" && o.mode != "nginx" {
 		return o, fmt.Errorf("-mode %q: want proxy or nginx", o.mode)
@@ -145,10 +151,13 @@ func run(args []string) error {
 	defer dpCancel()
 
 	var applier controller.Applier
+	var counts signals.Source
 	switch o.mode {
 	case "proxy":
 		tuneGC()
-		p := proxy.New(proxy.Config{Logger: logger, Registerer: reg, AccessLog: o.accessLog})
+		counter := &signals.Counter{}
+		counts = signals.CounterSource{Counter: counter}
+		p := proxy.New(proxy.Config{Logger: logger, Registerer: reg, AccessLog: o.accessLog, Signals: counter})
 		lis, err := rpc.Listen(o.httpAddr)
 		if err != nil {
 			return fmt.Errorf("http listen: %w", err)
@@ -178,6 +187,20 @@ func run(args []string) error {
 		}
 		defer func() { dpCancel(); r.Wait() }()
 		applier = r
+	}
+
+	if o.coordinators != "" && counts != nil {
+		send, err := signals.DialGRPC(strings.Split(o.coordinators, ","), creds)
+		if err != nil {
+			return err
+		}
+		defer send.Close()
+		rep := &signals.Reporter{EdgeID: o.id, Source: counts, Send: send.Send, Interval: o.signalsEvery, Logger: logger}
+		repCtx, repCancel := context.WithCancel(ctx)
+		repDone := make(chan struct{})
+		go func() { rep.Run(repCtx); close(repDone) }()
+		defer func() { repCancel(); <-repDone }()
+		logger.Info("reporting golden signals", "coordinators", o.coordinators, "every", o.signalsEvery)
 	}
 
 	routes := grpcapi.New()
