@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/platform/pki"
@@ -61,6 +63,10 @@ func (c *Client) Sync(ctx context.Context, node engine.Node, token *agentv1.Fenc
 		return nil, err
 	}
 	resp, err := cl.SyncAllocations(ctx, &agentv1.SyncAllocationsRequest{NodeId: node.ID, Token: token, Allocations: allocs})
+	if status.Code(err) == codes.FailedPrecondition {
+		// The agent has seen a newer leader's token.
+		return nil, fmt.Errorf("agentclient: sync %s at %s: %w: %w", node.ID, node.Addr, engine.ErrStaleToken, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agentclient: sync %s at %s: %w", node.ID, node.Addr, err)
 	}

@@ -1,10 +1,17 @@
-// Package engine is the coordinator leader's engine: it drives every active
-// rollout through the pure rollout machine, places new allocations with
-// package placement, commits each decision through raft before acting, and
-// then acts: it sends each node its desired set with a fencing token, writes
-// traffic intents for the edges and feeds the route barrier (edge
-// acknowledgements) back to the machine. It also replaces the allocations of
-// nodes that went away.
+// Package engine is the coordinator leader's engine. Each pass is a
+// pipeline of four stages, each in its own file with a doc that states its
+// contract:
+//
+//   - observe (observe.go): the world as plain values (an Observation: the
+//     live nodes, the agents' allocation statuses, the edges'
+//     acknowledgements, the time);
+//   - decide (decide.go): pure, no I/O: package migrate moves the
+//     allocations of lost and drained nodes, package rollout steps each
+//     rollout's machine, package placement picks nodes; each decision is a
+//     Plan of typed raft entries;
+//   - commit (commit.go): a Plan's entries through raft, in order;
+//   - act (act.go): from committed state only, each node gets its desired
+//     set with a fencing token and each service its traffic intent.
 //
 // The engine runs only on the leader (the server starts it after a raft
 // barrier and stops it when leadership is lost). Acting is declarative and
@@ -20,19 +27,15 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sort"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/specrules"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
-	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
@@ -75,9 +78,14 @@ type Routes interface {
 	Acks(ctx context.Context) ([]*edgev1.EdgeAck, error)
 }
 
+// ErrStaleToken is what Agents.Sync returns (wrapped) when the agent
+// refuses the fencing token: it has seen a newer leader's.
+var ErrStaleToken = errors.New("engine: the agent holds a newer fencing token")
+
 // Agents talks to node agents.
 type Agents interface {
-	// Sync sends a node its whole desired set.
+	// Sync sends a node its whole desired set. An error wraps
+	// ErrStaleToken when the agent refuses token as stale.
 	Sync(ctx context.Context, node Node, token *agentv1.FencingToken, allocs []*agentv1.Allocation) ([]*agentv1.AllocationStatus, error)
 	// Status returns the node's allocations as its agent sees them.
 	Status(ctx context.Context, node Node) ([]*agentv1.AllocationStatus, error)
@@ -219,37 +227,46 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// Pass runs one pass: observe, decide and commit, act. It returns the
+// Pass runs one pass, in four stages (each in its own file, with its
+// contract): observe (observe.go) reads the nodes, the agents' statuses, the
+// edges' acknowledgements and the time; commit (commit.go) records the
+// nodes; decide (decide.go: packages migrate, rollout and placement, no
+// I/O) plans the moves off lost and drained nodes and then each rollout's
+// step, oldest first, each decision committed before the next is decided;
+// act (act.go) sends the committed desired sets and intents. It returns the
 // earliest time a rollout wants to be stepped again (zero for none). Run
 // calls it in a loop; tests call it directly.
 func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 	if e.synced == nil {
 		e.reset()
 	}
-	nodes, err := e.call(ctx, func(c context.Context) (any, error) { return e.cfg.Nodes.Nodes(c) })
+	obs, err := e.observe(ctx)
 	if err != nil {
-		// Without a view of the nodes nothing is decided (a node missing
-		// from a failed query is not a node gone).
-		return time.Time{}, fmt.Errorf("engine: discover nodes: %w", err)
-	}
-	e.nodes = map[string]Node{}
-	for _, n := range nodes.([]Node) {
-		e.nodes[n.ID] = n
-	}
-	if err := e.upsertNodes(ctx); err != nil {
+		// Without a view of the nodes nothing is decided.
 		return time.Time{}, err
 	}
-	e.observe(ctx)
-	acks, err := e.call(ctx, func(c context.Context) (any, error) { return e.cfg.Routes.Acks(c) })
-	if err != nil {
-		return time.Time{}, fmt.Errorf("engine: read edge acks: %w", err)
-	}
-	if err := e.replaceLost(ctx); err != nil {
+	if err := e.commitNodes(ctx, obs); err != nil {
 		return time.Time{}, err
 	}
-	wake, err := e.stepRollouts(ctx, acks.([]*edgev1.EdgeAck))
+	moves, failures, err := e.decideMigrations(obs)
 	if err != nil {
 		return time.Time{}, err
+	}
+	if err := e.commitMigrations(ctx, moves, failures); err != nil {
+		return time.Time{}, err
+	}
+	var wake time.Time
+	for _, ro := range e.rolloutsToStep() {
+		p, w, err := e.decideRollout(ro, obs)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if err := e.commitRollout(ctx, p); err != nil {
+			return time.Time{}, err
+		}
+		if !w.IsZero() && (wake.IsZero() || w.Before(wake)) {
+			wake = w
+		}
 	}
 	return wake, e.act(ctx)
 }
@@ -262,134 +279,19 @@ func (e *Engine) reset() {
 	e.statuses = map[string]*agentv1.AllocationStatus{}
 }
 
-func (e *Engine) call(ctx context.Context, f func(context.Context) (any, error)) (any, error) {
-	c, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
+// call runs f with a context bounded by timeout: one call to an agent,
+// Consul or raft.
+func call[T any](ctx context.Context, timeout time.Duration, f func(context.Context) (T, error)) (T, error) {
+	c, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return f(c)
 }
 
-func (e *Engine) apply(ctx context.Context, cmd *statev1.Command) (any, error) {
-	return e.call(ctx, func(c context.Context) (any, error) { return e.cfg.Raft.Apply(c, cmd) })
-}
-
-// upsertNodes records discovered nodes and marks missing ones down.
-func (e *Engine) upsertNodes(ctx context.Context) error {
-	now := e.cfg.Now()
-	known := map[string]*clusterv1.Node{}
-	for _, n := range e.cfg.FSM.Nodes() {
-		known[n.GetId()] = n
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	ids := make([]string, 0, len(e.nodes))
-	for id := range e.nodes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		n := e.nodes[id]
-		delete(e.lostSince, id)
-		want := &clusterv1.Node{Id: n.ID, Address: n.Addr, Labels: n.Labels, CpuMhz: int32(n.CPU), MemoryMb: int32(n.MemoryMB),
-			Status: clusterv1.NodeStatus_NODE_STATUS_READY, Driver: n.Driver, Security: securityProto(n.Security)}
-		if old := known[id]; old != nil {
-			cmp := proto.CloneOf(old)
-			cmp.LastSeen, cmp.Draining = nil, false
-			if proto.Equal(cmp, want) {
-				continue
-			}
-		}
-		if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_UpsertNode{UpsertNode: &statev1.UpsertNodeOp{Node: want}}}); err != nil {
-			return fmt.Errorf("engine: record node %s: %w", id, err)
-		}
-		e.log.Info("node ready", "node", id, "addr", n.Addr)
-	}
-	for id, old := range known {
-		if _, ok := e.nodes[id]; ok {
-			continue
-		}
-		if _, ok := e.lostSince[id]; !ok {
-			e.lostSince[id] = now
-		}
-		if old.GetStatus() == clusterv1.NodeStatus_NODE_STATUS_DOWN {
-			continue
-		}
-		down := proto.CloneOf(old)
-		down.Status = clusterv1.NodeStatus_NODE_STATUS_DOWN
-		if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_UpsertNode{UpsertNode: &statev1.UpsertNodeOp{Node: down}}}); err != nil {
-			return fmt.Errorf("engine: mark node %s down: %w", id, err)
-		}
-		e.log.Warn("node down", "node", id)
-	}
-	// Allocations on nodes never recorded (e.g. written before discovery)
-	// also start their grace period.
-	for _, sa := range e.cfg.FSM.AllAllocations() {
-		id := sa.Allocation.GetNodeId()
-		if _, ok := e.nodes[id]; ok {
-			continue
-		}
-		if _, ok := e.lostSince[id]; !ok {
-			e.lostSince[id] = now
-		}
-	}
-	return nil
-}
-
-// observe collects the status of every allocation from the live agents.
-// The last status of an allocation whose agent does not answer (or whose
-// node is missing, within its grace period) is kept: a node that blinks
-// does not make its instances look like new ones.
-func (e *Engine) observe(ctx context.Context) {
-	stored := map[string]bool{}
-	byNode := map[string][]string{}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
-		a := sa.Allocation
-		stored[a.GetId()] = true
-		byNode[a.GetNodeId()] = append(byNode[a.GetNodeId()], a.GetId())
-	}
-	for id := range e.statuses {
-		if !stored[id] {
-			delete(e.statuses, id)
-		}
-	}
-	type result struct {
-		node string
-		sts  []*agentv1.AllocationStatus
-		err  error
-	}
-	ch := make(chan result, len(e.nodes))
-	for _, n := range e.nodes {
-		go func() {
-			c, cancel := context.WithTimeout(ctx, e.cfg.CallTimeout)
-			defer cancel()
-			sts, err := e.cfg.Agents.Status(c, n)
-			ch <- result{n.ID, sts, err}
-		}()
-	}
-	for range e.nodes {
-		r := <-ch
-		if r.err != nil {
-			e.log.Warn("agent status", "node", r.node, "err", r.err)
-			continue
-		}
-		reported := map[string]bool{}
-		for _, s := range r.sts {
-			reported[s.GetAllocationId()] = true
-			if stored[s.GetAllocationId()] {
-				e.statuses[s.GetAllocationId()] = s
-			}
-		}
-		// An allocation of this node the agent no longer reports is gone.
-		for _, id := range byNode[r.node] {
-			if !reported[id] {
-				delete(e.statuses, id)
-			}
-		}
-	}
-}
-
-// securityProto records a node's policy; nil when it allows nothing extra
-// and any image, as nodes recorded before policies were reported.
-func securityProto(p nodepolicy.Policy) *clusterv1.NodeSecurity {
-	if !p.Privileged && len(p.Caps)+len(p.HostPaths)+len(p.Images) == 0 {
-		return nil
-	}
-	return &clusterv1.NodeSecurity{Privileged: p.Privileged, Caps: p.Caps, HostPaths: p.HostPaths, Images: p.Images}
+	sort.Strings(keys)
+	return keys
 }

@@ -1,0 +1,124 @@
+package engine
+
+// The act stage.
+//
+// Contract: act reads only committed state (the FSM) and makes the world
+// match it: every live node whose desired set changed since it was last
+// sent (or was sent longer than Resync ago) gets its whole set with a
+// fencing token of the current term and the last committed index, and
+// every traffic intent that Routes lost or holds differently is written.
+// Acting is declarative and idempotent: doing it twice is harmless, and a
+// new leader re-acts everything. What was sent is remembered only to skip
+// unchanged sends; it is forgotten on every Run.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+)
+
+// act sends every live node whose desired set changed since it was last
+// sent its whole set, and writes every changed traffic intent.
+func (e *Engine) act(ctx context.Context) error {
+	st, err := e.cfg.Raft.Status()
+	if err != nil {
+		return fmt.Errorf("engine: raft status: %w", err)
+	}
+	token := &agentv1.FencingToken{Term: st.Term, Index: e.cfg.FSM.LastIndex()}
+	desired, held := desiredSets(e.cfg.FSM.AllAllocations(), e.cfg.SyncBudget)
+	var errs []error
+	for _, h := range held {
+		errs = append(errs, h)
+	}
+	type result struct {
+		node, fp string
+		err      error
+	}
+	ch := make(chan result)
+	n := 0
+	for id, node := range e.nodes {
+		fp := fingerprint(desired[id])
+		if e.synced[id] == fp && e.cfg.Now().Sub(e.syncedAt[id]) < e.cfg.Resync {
+			continue
+		}
+		n++
+		go func() {
+			_, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) ([]*agentv1.AllocationStatus, error) {
+				return e.cfg.Agents.Sync(c, node, token, desired[id])
+			})
+			ch <- result{id, fp, err}
+		}()
+	}
+	for range n {
+		r := <-ch
+		if r.err != nil {
+			if errors.Is(r.err, ErrStaleToken) {
+				e.log.Warn("agent refused a stale fencing token", "node", r.node, "token", token, "err", r.err)
+			}
+			errs = append(errs, fmt.Errorf("engine: sync node %s: %w", r.node, r.err))
+			continue
+		}
+		e.synced[r.node] = r.fp
+		e.syncedAt[r.node] = e.cfg.Now()
+	}
+	errs = append(errs, e.writeIntents(ctx)...)
+	return errors.Join(errs...)
+}
+
+func fingerprint(allocs []*agentv1.Allocation) string {
+	var b strings.Builder
+	for _, a := range allocs {
+		raw, _ := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+		b.Write(raw)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// writeIntents makes what Routes holds match the committed intents. What
+// the engine wrote is never trusted to still be there: a Consul agent
+// restarted without its data (or an operator, or a deposed leader) may have
+// dropped or changed a key. So every pass reads the intents back (one list
+// query) and rewrites each one that is missing or differs from raft state,
+// whatever generation was last written. When the read fails, intents whose
+// generation moved since they were last written are still written, and the
+// comparison is made again on the next pass.
+func (e *Engine) writeIntents(ctx context.Context) []error {
+	var errs []error
+	current, err := call(ctx, e.cfg.CallTimeout, e.cfg.Routes.Intents)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("engine: read back traffic intents: %w", err))
+	}
+	for _, in := range e.cfg.FSM.Intents() {
+		svc := in.GetService()
+		g, wrote := e.written[svc]
+		if err != nil {
+			if wrote && g == in.GetGeneration() {
+				continue
+			}
+		} else if proto.Equal(current[svc], in) {
+			e.written[svc] = in.GetGeneration()
+			continue
+		}
+		if _, werr := call(ctx, e.cfg.CallTimeout, func(c context.Context) (struct{}, error) { return struct{}{}, e.cfg.Routes.WriteIntent(c, in) }); werr != nil {
+			errs = append(errs, fmt.Errorf("engine: write intent of %s: %w", svc, werr))
+			continue
+		}
+		if wrote && g == in.GetGeneration() {
+			what := "missing or undecodable"
+			if current[svc] != nil {
+				what = fmt.Sprintf("generation %d there instead", current[svc].GetGeneration())
+			}
+			e.log.Warn("traffic intent re-asserted: Routes had lost or changed it", "service", svc, "generation", in.GetGeneration(), "found", what)
+		} else {
+			e.log.Info("traffic intent written", "service", svc, "generation", in.GetGeneration(), "weights", in.GetWeights())
+		}
+		e.written[svc] = in.GetGeneration()
+	}
+	return errs
+}

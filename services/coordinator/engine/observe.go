@@ -1,0 +1,142 @@
+package engine
+
+// The observe stage.
+//
+// Contract: observe is the only stage that reads the world (Consul, the
+// agents, the clock). It returns an Observation of plain values and changes
+// nothing but the engine's memory of what it observed before (each
+// allocation's last reported status, how long each node has been missing).
+// A failed read that would make the pass decide from a wrong picture (the
+// node list, the edges' acknowledgements) fails the pass: a node missing
+// from a failed query is not a node gone. An agent that does not answer
+// keeps its allocations' last status: a node that blinks does not make its
+// instances look new.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
+)
+
+// Observation is what one pass sees of the world.
+type Observation struct {
+	// Now is the time of the pass.
+	Now time.Time
+	// Nodes are the live nodes, by id.
+	Nodes map[string]Node
+	// Lost are the nodes missing for longer than NodeGrace.
+	Lost map[string]bool
+	// Acks are the acknowledgements of every live edge (the route
+	// barrier).
+	Acks []*edgev1.EdgeAck
+	// Statuses are the last status each agent reported per allocation id.
+	Statuses map[string]*agentv1.AllocationStatus
+}
+
+// observe reads the nodes, the agents' statuses and the edges'
+// acknowledgements.
+func (e *Engine) observe(ctx context.Context) (Observation, error) {
+	obs := Observation{Now: e.cfg.Now()}
+	nodes, err := call(ctx, e.cfg.CallTimeout, e.cfg.Nodes.Nodes)
+	if err != nil {
+		return Observation{}, fmt.Errorf("engine: discover nodes: %w", err)
+	}
+	e.nodes = map[string]Node{}
+	for _, n := range nodes {
+		e.nodes[n.ID] = n
+	}
+	obs.Nodes = e.nodes
+	obs.Lost = e.trackLost(obs.Now)
+	e.collectStatuses(ctx)
+	obs.Statuses = e.statuses
+	acks, err := call(ctx, e.cfg.CallTimeout, e.cfg.Routes.Acks)
+	if err != nil {
+		return Observation{}, fmt.Errorf("engine: read edge acks: %w", err)
+	}
+	obs.Acks = acks
+	return obs, nil
+}
+
+// trackLost notes when each recorded node (or node of a stored allocation)
+// went missing and returns those missing for NodeGrace or longer.
+func (e *Engine) trackLost(now time.Time) map[string]bool {
+	for id := range e.nodes {
+		delete(e.lostSince, id)
+	}
+	missing := func(id string) {
+		if _, ok := e.nodes[id]; ok {
+			return
+		}
+		if _, ok := e.lostSince[id]; !ok {
+			e.lostSince[id] = now
+		}
+	}
+	for _, n := range e.cfg.FSM.Nodes() {
+		missing(n.GetId())
+	}
+	// Allocations on nodes never recorded (e.g. written before discovery)
+	// also start their grace period.
+	for _, sa := range e.cfg.FSM.AllAllocations() {
+		missing(sa.Allocation.GetNodeId())
+	}
+	lost := map[string]bool{}
+	for id, since := range e.lostSince {
+		if now.Sub(since) >= e.cfg.NodeGrace {
+			lost[id] = true
+		}
+	}
+	return lost
+}
+
+// collectStatuses collects the status of every allocation from the live
+// agents. The last status of an allocation whose agent does not answer (or
+// whose node is missing, within its grace period) is kept.
+func (e *Engine) collectStatuses(ctx context.Context) {
+	stored := map[string]bool{}
+	byNode := map[string][]string{}
+	for _, sa := range e.cfg.FSM.AllAllocations() {
+		a := sa.Allocation
+		stored[a.GetId()] = true
+		byNode[a.GetNodeId()] = append(byNode[a.GetNodeId()], a.GetId())
+	}
+	for id := range e.statuses {
+		if !stored[id] {
+			delete(e.statuses, id)
+		}
+	}
+	type result struct {
+		node string
+		sts  []*agentv1.AllocationStatus
+		err  error
+	}
+	ch := make(chan result, len(e.nodes))
+	for _, n := range e.nodes {
+		go func() {
+			sts, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) ([]*agentv1.AllocationStatus, error) { return e.cfg.Agents.Status(c, n) })
+			ch <- result{n.ID, sts, err}
+		}()
+	}
+	for range e.nodes {
+		r := <-ch
+		if r.err != nil {
+			e.log.Warn("agent status", "node", r.node, "err", r.err)
+			continue
+		}
+		reported := map[string]bool{}
+		for _, s := range r.sts {
+			reported[s.GetAllocationId()] = true
+			if stored[s.GetAllocationId()] {
+				e.statuses[s.GetAllocationId()] = s
+			}
+		}
+		// An allocation of this node the agent no longer reports is gone.
+		for _, id := range byNode[r.node] {
+			if !reported[id] {
+				delete(e.statuses, id)
+			}
+		}
+	}
+}
