@@ -128,7 +128,9 @@ type Source interface {
 type CounterSource struct{ *Counter }
 
 // Snapshot implements Source.
-func (c CounterSource) Snapshot(context.Context) (map[Key]Totals, error) { return c.Counter.Snapshot(), nil }
+func (c CounterSource) Snapshot(context.Context) (map[Key]Totals, error) {
+	return c.Counter.Snapshot(), nil
+}
 
 // Send delivers one report (the gRPC client of SignalService in production).
 type Send func(ctx context.Context, req *edgev1.ReportSignalsRequest) error
