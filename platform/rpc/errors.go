@@ -53,3 +53,45 @@ func Violations(err error) []FieldViolation {
 	}
 	return out
 }
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of Slipway's error reasons.
+const ErrorDomain = "slipway.dev"
+
+// Reasons of the google.rpc.ErrorInfo on an UNAVAILABLE answer to a write
+// (slipway.deploy.v1.ErrorReason without its prefix).
+const (
+	// ReasonNotCommitted: the write was not applied and will not be.
+	ReasonNotCommitted = "NOT_COMMITTED"
+	// ReasonOutcomeUnknown: the write may still be applied; retry with the
+	// request id in the metadata.
+	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+)
+
+// MetaRequestID is the ErrorInfo metadata key naming the request id to
+// retry an OUTCOME_UNKNOWN write with.
+const MetaRequestID = "request_id"
+
+// WithReason returns a status error of code c and message msg carrying a
+// google.rpc.ErrorInfo with reason in ErrorDomain and the metadata md.
+func WithReason(c codes.Code, msg, reason string, md map[string]string) error {
+	st := status.New(c, msg)
+	if ds, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: md}); err == nil {
+		st = ds
+	}
+	return st.Err()
+}
+
+// Reason returns the reason and metadata of the first google.rpc.ErrorInfo
+// in ErrorDomain that err carries; "" when it carries none.
+func Reason(err error) (string, map[string]string) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return "", nil
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == ErrorDomain {
+			return ei.GetReason(), ei.GetMetadata()
+		}
+	}
+	return "", nil
+}

@@ -235,6 +235,9 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err // already a status (validation, or forwarded from the leader)
 	}
+	if errors.Is(err, raftnode.ErrOutcomeUnknown) {
+		return rpc.WithReason(codes.Unavailable, err.Error(), rpc.ReasonOutcomeUnknown, requestMeta(err))
+	}
 	var c codes.Code
 	switch {
 	case errors.Is(err, state.ErrNotFound):
@@ -263,7 +266,54 @@ func toStatus(err error) error {
 	default:
 		c = codes.Internal
 	}
+	if c == codes.Unavailable {
+		// Every other UNAVAILABLE is raised before the entry reaches the
+		// log: nothing was or will be applied.
+		return rpc.WithReason(c, err.Error(), rpc.ReasonNotCommitted, requestMeta(err))
+	}
 	return status.Error(c, err.Error())
+}
+
+// requestError names the request id of the write that failed with err, so
+// that an unknown outcome tells the caller which id to retry with.
+type requestError struct {
+	err       error
+	requestID string
+}
+
+func (e *requestError) Error() string { return e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+// withRequest ties err (nil stays nil) to the request id rid.
+func withRequest(err error, rid string) error {
+	if err == nil || rid == "" {
+		return err
+	}
+	return &requestError{err: err, requestID: rid}
+}
+
+// requestMeta is the ErrorInfo metadata naming err's request id, if any.
+func requestMeta(err error) map[string]string {
+	var re *requestError
+	if errors.As(err, &re) {
+		return map[string]string{rpc.MetaRequestID: re.requestID}
+	}
+	return nil
+}
+
+// forwardedOutcome maps the error of a write forwarded to the leader: an
+// UNAVAILABLE the leader did not answer itself (no ErrorInfo: the link broke
+// or the leader died mid-call) may have been applied, so it becomes
+// OUTCOME_UNKNOWN naming rid. Everything else is the leader's answer.
+func forwardedOutcome(err error, rid string) error {
+	if err == nil || status.Code(err) != codes.Unavailable {
+		return err
+	}
+	if reason, _ := rpc.Reason(err); reason != "" {
+		return err
+	}
+	return rpc.WithReason(codes.Unavailable, "the call forwarded to the leader failed, the write may still be applied; retry with request_id "+rid+": "+status.Convert(err).Message(),
+		rpc.ReasonOutcomeUnknown, map[string]string{rpc.MetaRequestID: rid})
 }
 
 var (

@@ -34,6 +34,8 @@ type tnode struct {
 	api  *grpcapi.API
 	addr string
 	conn *grpc.ClientConn
+	// trans is its raft transport, to cut it off from the others.
+	trans *raft.InmemTransport
 }
 
 func (n *tnode) deploy() deployv1.DeployServiceClient { return deployv1.NewDeployServiceClient(n.conn) }
@@ -93,7 +95,7 @@ func startCluster(t *testing.T, n int) *tcluster {
 			api.Close()
 			_ = node.Shutdown()
 		})
-		c.nodes = append(c.nodes, &tnode{id: id, node: node, fsm: fsm, api: api, addr: lis.Addr().String(), conn: conn})
+		c.nodes = append(c.nodes, &tnode{id: id, node: node, fsm: fsm, api: api, addr: lis.Addr().String(), conn: conn, trans: trans[i]})
 		servers = append(servers, raftnode.Server{ID: id, Address: string(trans[i].LocalAddr()), Voter: true})
 	}
 	if err := c.nodes[0].node.Bootstrap(servers); err != nil {

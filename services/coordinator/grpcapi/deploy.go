@@ -55,24 +55,27 @@ func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) 
 	if vs := spec.Validate(req.GetSpec()); len(vs) > 0 {
 		return nil, rpc.InvalidArgument("spec", vs)
 	}
+	// The id is chosen here, before any forwarding, so that an unknown
+	// outcome can name it.
+	if req.GetRequestId() == "" {
+		req.RequestId = newRequestID()
+	}
+	rid := req.GetRequestId()
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.DeployResponse, error) {
 		if vs := spec.CheckNodes(req.GetSpec(), s.a.fsm.Nodes()); len(vs) > 0 {
 			return nil, rpc.InvalidArgument("spec", vs)
-		}
-		rid := req.GetRequestId()
-		if rid == "" {
-			rid = newRequestID()
 		}
 		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{
 			Spec: spec.Normalize(req.GetSpec()), RequestId: rid, Supersede: req.GetSupersede(),
 			CreatedBy: req.GetCreatedBy(), Reason: req.GetReason(), AccessorId: accessor(ctx),
 		}}})
 		if err != nil {
-			return nil, err
+			return nil, withRequest(err, rid)
 		}
 		return &deployv1.DeployResponse{Release: res.Release, Rollout: res.Rollout, Replayed: res.Replayed}, nil
 	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.DeployResponse, error) {
-		return deployv1.NewDeployServiceClient(c).Deploy(ctx, req)
+		resp, err := deployv1.NewDeployServiceClient(c).Deploy(ctx, req)
+		return resp, forwardedOutcome(err, rid)
 	})
 }
 
@@ -80,21 +83,22 @@ func (s *deployServer) RollbackService(ctx context.Context, req *deployv1.Rollba
 	if req.GetService() == "" {
 		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "service", Description: "is required"}})
 	}
+	if req.GetRequestId() == "" {
+		req.RequestId = newRequestID()
+	}
+	rid := req.GetRequestId()
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.RollbackServiceResponse, error) {
-		rid := req.GetRequestId()
-		if rid == "" {
-			rid = newRequestID()
-		}
 		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Rollback{Rollback: &statev1.RollbackOp{
 			Service: req.GetService(), ToRelease: req.GetToRelease(), RequestId: rid,
 			Supersede: req.GetSupersede(), By: req.GetBy(), Reason: req.GetReason(), AccessorId: accessor(ctx),
 		}}})
 		if err != nil {
-			return nil, err
+			return nil, withRequest(err, rid)
 		}
 		return &deployv1.RollbackServiceResponse{Release: res.Release, Rollout: res.Rollout, Replayed: res.Replayed}, nil
 	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.RollbackServiceResponse, error) {
-		return deployv1.NewDeployServiceClient(c).RollbackService(ctx, req)
+		resp, err := deployv1.NewDeployServiceClient(c).RollbackService(ctx, req)
+		return resp, forwardedOutcome(err, rid)
 	})
 }
 
@@ -103,18 +107,25 @@ func (s *deployServer) command(ctx context.Context, op *statev1.OperatorOp, forw
 	if op.GetRolloutId() == "" {
 		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "id", Description: "is required"}})
 	}
+	rid := op.GetRequestId()
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.Rollout, error) {
 		op.AccessorId = accessor(ctx)
 		res, err := apply[state.RolloutResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Operator{Operator: op}})
 		if err != nil {
-			return nil, err
+			return nil, withRequest(err, rid)
 		}
 		return res.Rollout, nil
-	}, forward)
+	}, func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
+		r, err := forward(ctx, c)
+		return r, forwardedOutcome(err, rid)
+	})
 }
 
 func (s *deployServer) PromoteRollout(ctx context.Context, req *deployv1.PromoteRolloutRequest) (*deployv1.PromoteRolloutResponse, error) {
-	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_PROMOTE, Full: req.GetFull(), By: req.GetBy(), Reason: req.GetReason()},
+	if req.GetRequestId() == "" {
+		req.RequestId = newRequestID()
+	}
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_PROMOTE, Full: req.GetFull(), By: req.GetBy(), Reason: req.GetReason(), RequestId: req.GetRequestId()},
 		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
 			resp, err := deployv1.NewDeployServiceClient(c).PromoteRollout(ctx, req)
 			return resp.GetRollout(), err
@@ -126,7 +137,10 @@ func (s *deployServer) PromoteRollout(ctx context.Context, req *deployv1.Promote
 }
 
 func (s *deployServer) PauseRollout(ctx context.Context, req *deployv1.PauseRolloutRequest) (*deployv1.PauseRolloutResponse, error) {
-	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_PAUSE, By: req.GetBy(), Reason: req.GetReason()},
+	if req.GetRequestId() == "" {
+		req.RequestId = newRequestID()
+	}
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_PAUSE, By: req.GetBy(), Reason: req.GetReason(), RequestId: req.GetRequestId()},
 		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
 			resp, err := deployv1.NewDeployServiceClient(c).PauseRollout(ctx, req)
 			return resp.GetRollout(), err
@@ -138,7 +152,10 @@ func (s *deployServer) PauseRollout(ctx context.Context, req *deployv1.PauseRoll
 }
 
 func (s *deployServer) ResumeRollout(ctx context.Context, req *deployv1.ResumeRolloutRequest) (*deployv1.ResumeRolloutResponse, error) {
-	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_RESUME, By: req.GetBy(), Reason: req.GetReason()},
+	if req.GetRequestId() == "" {
+		req.RequestId = newRequestID()
+	}
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_RESUME, By: req.GetBy(), Reason: req.GetReason(), RequestId: req.GetRequestId()},
 		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
 			resp, err := deployv1.NewDeployServiceClient(c).ResumeRollout(ctx, req)
 			return resp.GetRollout(), err
@@ -150,7 +167,10 @@ func (s *deployServer) ResumeRollout(ctx context.Context, req *deployv1.ResumeRo
 }
 
 func (s *deployServer) AbortRollout(ctx context.Context, req *deployv1.AbortRolloutRequest) (*deployv1.AbortRolloutResponse, error) {
-	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_ABORT, By: req.GetBy(), Reason: req.GetReason()},
+	if req.GetRequestId() == "" {
+		req.RequestId = newRequestID()
+	}
+	r, err := s.command(ctx, &statev1.OperatorOp{RolloutId: req.GetId(), Kind: deployv1.CommandKind_COMMAND_KIND_ABORT, By: req.GetBy(), Reason: req.GetReason(), RequestId: req.GetRequestId()},
 		func(ctx context.Context, c *grpc.ClientConn) (*deployv1.Rollout, error) {
 			resp, err := deployv1.NewDeployServiceClient(c).AbortRollout(ctx, req)
 			return resp.GetRollout(), err

@@ -5,7 +5,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"slipway.dev/platform/rpc"
 )
 
 // TestForwardContextFilters: the outgoing metadata of a forwarded call is
@@ -50,5 +54,25 @@ func TestForwardContextFilters(t *testing.T) {
 	out, _ = metadata.FromOutgoingContext(forwardContext(context.Background(), "c3"))
 	if d := cmp.Diff(metadata.MD{"x-slipway-forwarded": {"c3"}}, out); d != "" {
 		t.Errorf("outgoing metadata without incoming (-want +got):\n%s", d)
+	}
+}
+
+// A forwarded write whose call broke (UNAVAILABLE without the leader's
+// ErrorInfo) may have been applied: OUTCOME_UNKNOWN naming the request id.
+// The leader's own answers pass through unchanged.
+func TestForwardedOutcome(t *testing.T) {
+	broken := forwardedOutcome(status.Error(codes.Unavailable, "error reading from server: EOF"), "rid-7")
+	if reason, md := rpc.Reason(broken); reason != rpc.ReasonOutcomeUnknown || md[rpc.MetaRequestID] != "rid-7" {
+		t.Errorf("broken forward: reason %q, metadata %v; want OUTCOME_UNKNOWN naming rid-7", reason, md)
+	}
+	leaders := rpc.WithReason(codes.Unavailable, "no leader", rpc.ReasonNotCommitted, nil)
+	if got := forwardedOutcome(leaders, "rid-7"); got != leaders {
+		t.Errorf("the leader's NOT_COMMITTED answer was rewritten to %v", got)
+	}
+	if got := forwardedOutcome(status.Error(codes.NotFound, "x"), "rid-7"); status.Code(got) != codes.NotFound {
+		t.Errorf("NOT_FOUND became %v", got)
+	}
+	if forwardedOutcome(nil, "rid-7") != nil {
+		t.Error("nil became an error")
 	}
 }

@@ -38,6 +38,12 @@ var ErrNotLeader = errors.New("raftnode: not the leader")
 // leader overloaded); the operation was not committed and may be retried.
 var ErrTimeout = errors.New("raftnode: timed out")
 
+// ErrOutcomeUnknown: the entry was appended to this node's log but
+// leadership was lost (or raft shut down) before it was committed. A later
+// leader may still commit and apply it, or drop it: the caller cannot know.
+// Retrying with the same request id settles it either way.
+var ErrOutcomeUnknown = errors.New("raftnode: outcome unknown")
+
 // defaultApplyTimeout bounds an Apply whose context has no deadline.
 const defaultApplyTimeout = 10 * time.Second
 
@@ -68,8 +74,70 @@ type Config struct {
 	LogOutput io.Writer
 	// Registerer receives the raft metrics; nil means none.
 	Registerer prometheus.Registerer
-	// Tune, when set, adjusts the raft configuration (timeouts in tests).
+	// Timeouts are raft's failure-detection timeouts; zero fields take
+	// DefaultTimeouts.
+	Timeouts Timeouts
+	// Tune, when set, adjusts the raft configuration last (timeouts in
+	// tests).
 	Tune func(*raft.Config)
+}
+
+// Timeouts are the raft timeouts that decide how fast a dead or isolated
+// leader is replaced. A follower starts an election after hearing nothing
+// from the leader for between Heartbeat and twice Heartbeat; a candidate
+// waits between Election and twice Election for votes; a leader that has
+// not heard from a quorum for LeaderLease steps down (its in-flight writes
+// then have an unknown outcome). Shorter is faster failover and more
+// spurious elections on a slow or loaded link.
+type Timeouts struct {
+	// Heartbeat is the follower's timeout without contact from the leader.
+	Heartbeat time.Duration
+	// Election is the candidate's timeout without a majority of votes; at
+	// least Heartbeat.
+	Election time.Duration
+	// LeaderLease is how long a leader keeps leading without contact with a
+	// quorum; at most Heartbeat.
+	LeaderLease time.Duration
+}
+
+// DefaultTimeouts fit a LAN or one machine: a new leader within about a
+// second of a leader's death. Multiply them (every coordinator alike) for
+// slow or lossy links: five times for a WAN, as Consul's raft_multiplier.
+var DefaultTimeouts = Timeouts{Heartbeat: 400 * time.Millisecond, Election: 400 * time.Millisecond, LeaderLease: 200 * time.Millisecond}
+
+// WithDefaults fills the zero fields from DefaultTimeouts.
+func (t Timeouts) WithDefaults() Timeouts {
+	if t.Heartbeat == 0 {
+		t.Heartbeat = DefaultTimeouts.Heartbeat
+	}
+	if t.Election == 0 {
+		t.Election = max(DefaultTimeouts.Election, t.Heartbeat)
+	}
+	if t.LeaderLease == 0 {
+		t.LeaderLease = min(DefaultTimeouts.LeaderLease, t.Heartbeat)
+	}
+	return t
+}
+
+// Validate names what is wrong with t (after WithDefaults), in raft's own
+// terms but with the flag-level names.
+func (t Timeouts) Validate() error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"heartbeat timeout", t.Heartbeat}, {"election timeout", t.Election}, {"leader lease timeout", t.LeaderLease}} {
+		if d.v < 5*time.Millisecond {
+			errs = append(errs, fmt.Errorf("raft %s %s is below the 5ms minimum", d.name, d.v))
+		}
+	}
+	if t.Election < t.Heartbeat {
+		errs = append(errs, fmt.Errorf("raft election timeout %s must be at least the heartbeat timeout %s", t.Election, t.Heartbeat))
+	}
+	if t.LeaderLease > t.Heartbeat {
+		errs = append(errs, fmt.Errorf("raft leader lease timeout %s must be at most the heartbeat timeout %s", t.LeaderLease, t.Heartbeat))
+	}
+	return errors.Join(errs...)
 }
 
 // Server is one member of the raft configuration.
@@ -125,9 +193,14 @@ func New(cfg Config, fsm *state.FSM) (*Node, error) {
 	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.LevelFromString(level), Output: out, JSONFormat: cfg.LogJSON})
 
+	to := cfg.Timeouts.WithDefaults()
+	if err := to.Validate(); err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = hl
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = to.Heartbeat, to.Election, to.LeaderLease
 	if cfg.Tune != nil {
 		cfg.Tune(rc)
 	}
@@ -208,7 +281,7 @@ func New(cfg Config, fsm *state.FSM) (*Node, error) {
 func (n *Node) registerMetrics(reg prometheus.Registerer) {
 	n.applies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "slipway", Subsystem: "coordinator", Name: "raft_applies_total",
-		Help: "Entries proposed through raft by this node, by result (ok, rejected: committed but refused by the FSM, error: not committed).",
+		Help: "Entries proposed through raft by this node, by result (ok, rejected: committed but refused by the FSM, error: not committed, unknown: leadership lost before commit).",
 	}, []string{"result"})
 	n.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "slipway", Subsystem: "coordinator", Name: "raft_apply_seconds",
@@ -372,6 +445,12 @@ func (n *Node) Apply(ctx context.Context, cmd *statev1.Command) (any, error) {
 	start := time.Now()
 	fut := n.raft.Apply(b, timeout(ctx))
 	if err := fut.Error(); err != nil {
+		if errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			// Appended here, not known to be committed: a new leader
+			// holding it in its log will commit it.
+			n.applies.WithLabelValues("unknown").Inc()
+			return nil, fmt.Errorf("raftnode: apply: %s lost leadership before the entry was committed: %w: %v", n.id, ErrOutcomeUnknown, err)
+		}
 		n.applies.WithLabelValues("error").Inc()
 		return nil, fmt.Errorf("raftnode: apply: %w", notLeader(err))
 	}

@@ -54,6 +54,9 @@ type Config struct {
 	Join []string
 	// MetricsAddr serves /metrics when set.
 	MetricsAddr string
+	// RaftTimeouts are raft's failure-detection timeouts; zero fields take
+	// raftnode.DefaultTimeouts.
+	RaftTimeouts raftnode.Timeouts
 	// Creds secure every link: the gRPC server (clients and coordinators
 	// call the public services, only coordinators InternalService), raft,
 	// forwarding, joins and the calls to node agents. Required.
@@ -184,6 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 	node, err := raftnode.New(raftnode.Config{
 		ID: cfg.ID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Advertise: raftAdv, Creds: cfg.Creds,
 		Logger: logger, LogLevel: cfg.LogLevel, LogJSON: cfg.LogJSON, LogOutput: cfg.LogOutput, Registerer: reg,
+		Timeouts: cfg.RaftTimeouts,
 	}, fsm)
 	if err != nil {
 		lis.Close()

@@ -50,6 +50,27 @@ type DeployResult struct {
 type RolloutResult struct {
 	// Rollout is the rollout after the command was recorded.
 	Rollout *deployv1.Rollout
+	// Replayed is true when the command's request_id was already recorded
+	// on the rollout and nothing changed.
+	Replayed bool
+}
+
+// commandVerb names an operator command for messages.
+func commandVerb(k deployv1.CommandKind, full bool) string {
+	switch k {
+	case deployv1.CommandKind_COMMAND_KIND_PROMOTE:
+		if full {
+			return "promote (full)"
+		}
+		return "promote"
+	case deployv1.CommandKind_COMMAND_KIND_PAUSE:
+		return "pause"
+	case deployv1.CommandKind_COMMAND_KIND_RESUME:
+		return "resume"
+	case deployv1.CommandKind_COMMAND_KIND_ABORT:
+		return "abort"
+	}
+	return k.String()
 }
 
 // NodeResult is the Apply response of a node entry.
@@ -415,27 +436,32 @@ func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1
 	if ro == nil {
 		return fmt.Errorf("rollout %q: %w", op.GetRolloutId(), ErrNotFound)
 	}
-	var verb string
 	switch op.GetKind() {
-	case deployv1.CommandKind_COMMAND_KIND_PROMOTE:
-		verb = "promote"
-		if op.GetFull() {
-			verb = "promote (full)"
-		}
-	case deployv1.CommandKind_COMMAND_KIND_PAUSE:
-		verb = "pause"
-	case deployv1.CommandKind_COMMAND_KIND_RESUME:
-		verb = "resume"
-	case deployv1.CommandKind_COMMAND_KIND_ABORT:
-		verb = "abort"
+	case deployv1.CommandKind_COMMAND_KIND_PROMOTE, deployv1.CommandKind_COMMAND_KIND_PAUSE,
+		deployv1.CommandKind_COMMAND_KIND_RESUME, deployv1.CommandKind_COMMAND_KIND_ABORT:
 	default:
 		return fmt.Errorf("operator command on %s: kind %v: %w", ro.GetId(), op.GetKind(), ErrInvalid)
+	}
+	verb := commandVerb(op.GetKind(), op.GetFull())
+	if rid := op.GetRequestId(); rid != "" {
+		// A retry (after an unknown outcome) finds its command recorded,
+		// even when the rollout has finished since.
+		for _, c := range ro.GetCommands() {
+			if c.GetRequestId() != rid {
+				continue
+			}
+			if c.GetKind() != op.GetKind() || c.GetFull() != op.GetFull() {
+				return fmt.Errorf("request_id %q was used for another command (%s) on rollout %s; use a new request_id: %w", rid, commandVerb(c.GetKind(), c.GetFull()), ro.GetId(), ErrRequestReused)
+			}
+			return RolloutResult{Rollout: proto.CloneOf(ro), Replayed: true}
+		}
 	}
 	if IsFinal(ro.GetState()) {
 		return fmt.Errorf("cannot %s rollout %s: it is %s: %w", verb, ro.GetId(), ro.GetState(), ErrRolloutFinal)
 	}
 	ro.Commands = append(ro.Commands, &deployv1.OperatorCommand{
 		Kind: op.GetKind(), By: op.GetBy(), Reason: op.GetReason(), At: at, Full: op.GetFull(), AccessorId: op.GetAccessorId(),
+		RequestId: op.GetRequestId(),
 	})
 	ro.UpdatedAt = at
 	msg := verb + " requested"

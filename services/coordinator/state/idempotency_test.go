@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"slipway.dev/coordinator/state"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	statev1 "slipway.dev/proto/slipway/state/v1"
 )
 
 // A request_id reused for a different request is refused, naming the key
@@ -70,5 +72,44 @@ func TestRequestIDReusedForADifferentRequest(t *testing.T) {
 	}
 	if err := applyErr(f, l.add(deploy(spec("web", "slipway/demo:v1"), "req-3", true))); !errors.Is(err, state.ErrRequestReused) {
 		t.Errorf("deploy under a rollback's key: err = %v, want ErrRequestReused", err)
+	}
+}
+
+// An operator command retried with its request_id (after an unknown
+// outcome) is recorded once, also when the rollout finished meanwhile; the
+// same id with another command is refused and changes nothing.
+func TestOperatorCommandRequestID(t *testing.T) {
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "a", false)))
+	cmd := func(kind deployv1.CommandKind, full bool, rid string) *statev1.Command {
+		c := operator("web-1", kind)
+		c.GetOperator().Full, c.GetOperator().RequestId = full, rid
+		return c
+	}
+	first := apply(t, f, l.add(cmd(deployv1.CommandKind_COMMAND_KIND_PAUSE, false, "op-1"))).(state.RolloutResult)
+	if first.Replayed || first.Rollout.GetCommands()[0].GetRequestId() != "op-1" {
+		t.Fatalf("first pause: replayed=%v commands=%v", first.Replayed, first.Rollout.GetCommands())
+	}
+	again := apply(t, f, l.add(cmd(deployv1.CommandKind_COMMAND_KIND_PAUSE, false, "op-1"))).(state.RolloutResult)
+	if !again.Replayed || len(again.Rollout.GetCommands()) != 1 {
+		t.Errorf("retried pause: replayed=%v, %d commands, want a replay and 1 command", again.Replayed, len(again.Rollout.GetCommands()))
+	}
+	err := applyErr(f, l.add(cmd(deployv1.CommandKind_COMMAND_KIND_ABORT, false, "op-1")))
+	if !errors.Is(err, state.ErrRequestReused) || !strings.Contains(err.Error(), `"op-1"`) || !strings.Contains(err.Error(), "pause") {
+		t.Errorf("abort under a pause's id: err = %v, want ErrRequestReused naming the id and the pause", err)
+	}
+	apply(t, f, l.add(cmd(deployv1.CommandKind_COMMAND_KIND_PROMOTE, true, "op-2")))
+	if err := applyErr(f, l.add(cmd(deployv1.CommandKind_COMMAND_KIND_PROMOTE, false, "op-2"))); !errors.Is(err, state.ErrRequestReused) {
+		t.Errorf("promote under a full promote's id: err = %v, want ErrRequestReused", err)
+	}
+	// Finished meanwhile (superseded): the retry still finds its command.
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v2"), "b", true)))
+	if res := apply(t, f, l.add(cmd(deployv1.CommandKind_COMMAND_KIND_PROMOTE, true, "op-2"))).(state.RolloutResult); !res.Replayed {
+		t.Error("retry of a promote on a rollout that finished since: not a replay")
+	}
+	r, _ := f.Rollout("web-1")
+	if n := len(r.GetCommands()); n != 2 {
+		t.Errorf("commands recorded = %d, want 2 (pause, promote)", n)
 	}
 }

@@ -216,6 +216,66 @@ func (CommandKind) EnumDescriptor() ([]byte, []int) {
 	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{2}
 }
 
+// ErrorReason is the reason of the google.rpc.ErrorInfo (domain
+// "slipway.dev") on an UNAVAILABLE answer to a write, without the
+// ERROR_REASON_ prefix: e.g. "OUTCOME_UNKNOWN".
+type ErrorReason int32
+
+const (
+	// ERROR_REASON_UNSPECIFIED is never sent.
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// ERROR_REASON_NOT_COMMITTED: the write was not applied and will not be
+	// (no leader, leader changing, log still replaying, raft queue full).
+	// Retrying is safe.
+	ErrorReason_ERROR_REASON_NOT_COMMITTED ErrorReason = 1
+	// ERROR_REASON_OUTCOME_UNKNOWN: the write may or may not be applied: the
+	// leader lost leadership after appending it, or the forwarded call to the
+	// leader broke. The metadata key "request_id" holds the id to retry with;
+	// the retry settles it (replayed, or applied once).
+	ErrorReason_ERROR_REASON_OUTCOME_UNKNOWN ErrorReason = 2
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0: "ERROR_REASON_UNSPECIFIED",
+		1: "ERROR_REASON_NOT_COMMITTED",
+		2: "ERROR_REASON_OUTCOME_UNKNOWN",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED":     0,
+		"ERROR_REASON_NOT_COMMITTED":   1,
+		"ERROR_REASON_OUTCOME_UNKNOWN": 2,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_slipway_deploy_v1_deploy_proto_enumTypes[3].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_slipway_deploy_v1_deploy_proto_enumTypes[3]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{3}
+}
+
 // Release is one immutable, numbered version of a service's spec.
 type Release struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -611,7 +671,9 @@ type OperatorCommand struct {
 	Full bool `protobuf:"varint,6,opt,name=full,proto3" json:"full,omitempty"`
 	// accessor_id is the accessor of the token that asked (see
 	// slipway.acl.v1.Token); empty with ACLs disabled.
-	AccessorId    string `protobuf:"bytes,7,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	AccessorId string `protobuf:"bytes,7,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	// request_id is the idempotency key of the call that recorded it.
+	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -691,6 +753,13 @@ func (x *OperatorCommand) GetFull() bool {
 func (x *OperatorCommand) GetAccessorId() string {
 	if x != nil {
 		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *OperatorCommand) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1509,7 +1578,11 @@ type PromoteRolloutRequest struct {
 	// by names the operator.
 	By string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// request_id makes the call idempotent: a retry with the same id returns
+	// the rollout without recording the command twice; the same id with
+	// another command is refused with ALREADY_EXISTS. Empty means a new id.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1572,6 +1645,13 @@ func (x *PromoteRolloutRequest) GetReason() string {
 	return ""
 }
 
+func (x *PromoteRolloutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // PromoteRolloutResponse returns the rollout with the command recorded.
 type PromoteRolloutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1626,7 +1706,11 @@ type PauseRolloutRequest struct {
 	// by names the operator.
 	By string `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// request_id makes the call idempotent: a retry with the same id returns
+	// the rollout without recording the command twice; the same id with
+	// another command is refused with ALREADY_EXISTS. Empty means a new id.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1678,6 +1762,13 @@ func (x *PauseRolloutRequest) GetBy() string {
 func (x *PauseRolloutRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *PauseRolloutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1736,7 +1827,11 @@ type ResumeRolloutRequest struct {
 	// by names the operator.
 	By string `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// request_id makes the call idempotent: a retry with the same id returns
+	// the rollout without recording the command twice; the same id with
+	// another command is refused with ALREADY_EXISTS. Empty means a new id.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1788,6 +1883,13 @@ func (x *ResumeRolloutRequest) GetBy() string {
 func (x *ResumeRolloutRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *ResumeRolloutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1846,7 +1948,11 @@ type AbortRolloutRequest struct {
 	// by names the operator.
 	By string `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
 	// reason says why.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// request_id makes the call idempotent: a retry with the same id returns
+	// the rollout without recording the command twice; the same id with
+	// another command is refused with ALREADY_EXISTS. Empty means a new id.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1898,6 +2004,13 @@ func (x *AbortRolloutRequest) GetBy() string {
 func (x *AbortRolloutRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *AbortRolloutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -2469,7 +2582,7 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2\x1f.slipway.deploy.v1.RolloutStateR\x05state\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xe8\x01\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x87\x02\n" +
 	"\x0fOperatorCommand\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.slipway.deploy.v1.CommandKindR\x04kind\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x16\n" +
@@ -2478,7 +2591,9 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\aapplied\x18\x05 \x01(\bR\aapplied\x12\x12\n" +
 	"\x04full\x18\x06 \x01(\bR\x04full\x12\x1f\n" +
 	"\vaccessor_id\x18\a \x01(\tR\n" +
-	"accessorId\"\x9b\x04\n" +
+	"accessorId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\x9b\x04\n" +
 	"\fRolloutEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
 	"\n" +
@@ -2547,30 +2662,38 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"from_index\x18\x02 \x01(\x04R\tfromIndex\"\x83\x01\n" +
 	"\x14WatchRolloutResponse\x125\n" +
 	"\x05event\x18\x01 \x01(\v2\x1f.slipway.deploy.v1.RolloutEventR\x05event\x124\n" +
-	"\arollout\x18\x02 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"c\n" +
+	"\arollout\x18\x02 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"\x82\x01\n" +
 	"\x15PromoteRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12\x0e\n" +
 	"\x02by\x18\x03 \x01(\tR\x02by\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"N\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"N\n" +
 	"\x16PromoteRolloutResponse\x124\n" +
-	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"M\n" +
+	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"l\n" +
 	"\x13PauseRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"L\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"L\n" +
 	"\x14PauseRolloutResponse\x124\n" +
-	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"N\n" +
+	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"m\n" +
 	"\x14ResumeRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"M\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"M\n" +
 	"\x15ResumeRolloutResponse\x124\n" +
-	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"M\n" +
+	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"l\n" +
 	"\x13AbortRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"L\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"L\n" +
 	"\x14AbortRolloutResponse\x124\n" +
 	"\arollout\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"\xb6\x01\n" +
 	"\x16RollbackServiceRequest\x12\x18\n" +
@@ -2621,7 +2744,11 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x14COMMAND_KIND_PROMOTE\x10\x01\x12\x16\n" +
 	"\x12COMMAND_KIND_PAUSE\x10\x02\x12\x17\n" +
 	"\x13COMMAND_KIND_RESUME\x10\x03\x12\x16\n" +
-	"\x12COMMAND_KIND_ABORT\x10\x042\x91\t\n" +
+	"\x12COMMAND_KIND_ABORT\x10\x04*m\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aERROR_REASON_NOT_COMMITTED\x10\x01\x12 \n" +
+	"\x1cERROR_REASON_OUTCOME_UNKNOWN\x10\x022\x91\t\n" +
 	"\rDeployService\x12M\n" +
 	"\x06Deploy\x12 .slipway.deploy.v1.DeployRequest\x1a!.slipway.deploy.v1.DeployResponse\x12Y\n" +
 	"\n" +
@@ -2650,119 +2777,120 @@ func file_slipway_deploy_v1_deploy_proto_rawDescGZIP() []byte {
 	return file_slipway_deploy_v1_deploy_proto_rawDescData
 }
 
-var file_slipway_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_slipway_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_slipway_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_slipway_deploy_v1_deploy_proto_goTypes = []any{
 	(ReadConsistency)(0),            // 0: slipway.deploy.v1.ReadConsistency
 	(RolloutState)(0),               // 1: slipway.deploy.v1.RolloutState
 	(CommandKind)(0),                // 2: slipway.deploy.v1.CommandKind
-	(*Release)(nil),                 // 3: slipway.deploy.v1.Release
-	(*Rollout)(nil),                 // 4: slipway.deploy.v1.Rollout
-	(*RolloutStep)(nil),             // 5: slipway.deploy.v1.RolloutStep
-	(*OperatorCommand)(nil),         // 6: slipway.deploy.v1.OperatorCommand
-	(*RolloutEvent)(nil),            // 7: slipway.deploy.v1.RolloutEvent
-	(*Service)(nil),                 // 8: slipway.deploy.v1.Service
-	(*AuditEvent)(nil),              // 9: slipway.deploy.v1.AuditEvent
-	(*DeployRequest)(nil),           // 10: slipway.deploy.v1.DeployRequest
-	(*DeployResponse)(nil),          // 11: slipway.deploy.v1.DeployResponse
-	(*GetRolloutRequest)(nil),       // 12: slipway.deploy.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),      // 13: slipway.deploy.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),     // 14: slipway.deploy.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),    // 15: slipway.deploy.v1.ListRolloutsResponse
-	(*WatchRolloutRequest)(nil),     // 16: slipway.deploy.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),    // 17: slipway.deploy.v1.WatchRolloutResponse
-	(*PromoteRolloutRequest)(nil),   // 18: slipway.deploy.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),  // 19: slipway.deploy.v1.PromoteRolloutResponse
-	(*PauseRolloutRequest)(nil),     // 20: slipway.deploy.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),    // 21: slipway.deploy.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),    // 22: slipway.deploy.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),   // 23: slipway.deploy.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),     // 24: slipway.deploy.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),    // 25: slipway.deploy.v1.AbortRolloutResponse
-	(*RollbackServiceRequest)(nil),  // 26: slipway.deploy.v1.RollbackServiceRequest
-	(*RollbackServiceResponse)(nil), // 27: slipway.deploy.v1.RollbackServiceResponse
-	(*GetServiceRequest)(nil),       // 28: slipway.deploy.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),      // 29: slipway.deploy.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),     // 30: slipway.deploy.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),    // 31: slipway.deploy.v1.ListServicesResponse
-	(*ListReleasesRequest)(nil),     // 32: slipway.deploy.v1.ListReleasesRequest
-	(*ListReleasesResponse)(nil),    // 33: slipway.deploy.v1.ListReleasesResponse
-	nil,                             // 34: slipway.deploy.v1.Rollout.WeightsEntry
-	nil,                             // 35: slipway.deploy.v1.RolloutStep.WeightsEntry
-	nil,                             // 36: slipway.deploy.v1.RolloutEvent.WeightsEntry
-	nil,                             // 37: slipway.deploy.v1.RolloutEvent.HealthyEntry
-	(*ServiceSpec)(nil),             // 38: slipway.deploy.v1.ServiceSpec
-	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
-	(Strategy)(0),                   // 40: slipway.deploy.v1.Strategy
+	(ErrorReason)(0),                // 3: slipway.deploy.v1.ErrorReason
+	(*Release)(nil),                 // 4: slipway.deploy.v1.Release
+	(*Rollout)(nil),                 // 5: slipway.deploy.v1.Rollout
+	(*RolloutStep)(nil),             // 6: slipway.deploy.v1.RolloutStep
+	(*OperatorCommand)(nil),         // 7: slipway.deploy.v1.OperatorCommand
+	(*RolloutEvent)(nil),            // 8: slipway.deploy.v1.RolloutEvent
+	(*Service)(nil),                 // 9: slipway.deploy.v1.Service
+	(*AuditEvent)(nil),              // 10: slipway.deploy.v1.AuditEvent
+	(*DeployRequest)(nil),           // 11: slipway.deploy.v1.DeployRequest
+	(*DeployResponse)(nil),          // 12: slipway.deploy.v1.DeployResponse
+	(*GetRolloutRequest)(nil),       // 13: slipway.deploy.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),      // 14: slipway.deploy.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),     // 15: slipway.deploy.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),    // 16: slipway.deploy.v1.ListRolloutsResponse
+	(*WatchRolloutRequest)(nil),     // 17: slipway.deploy.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),    // 18: slipway.deploy.v1.WatchRolloutResponse
+	(*PromoteRolloutRequest)(nil),   // 19: slipway.deploy.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),  // 20: slipway.deploy.v1.PromoteRolloutResponse
+	(*PauseRolloutRequest)(nil),     // 21: slipway.deploy.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),    // 22: slipway.deploy.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),    // 23: slipway.deploy.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),   // 24: slipway.deploy.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),     // 25: slipway.deploy.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),    // 26: slipway.deploy.v1.AbortRolloutResponse
+	(*RollbackServiceRequest)(nil),  // 27: slipway.deploy.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil), // 28: slipway.deploy.v1.RollbackServiceResponse
+	(*GetServiceRequest)(nil),       // 29: slipway.deploy.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),      // 30: slipway.deploy.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),     // 31: slipway.deploy.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),    // 32: slipway.deploy.v1.ListServicesResponse
+	(*ListReleasesRequest)(nil),     // 33: slipway.deploy.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),    // 34: slipway.deploy.v1.ListReleasesResponse
+	nil,                             // 35: slipway.deploy.v1.Rollout.WeightsEntry
+	nil,                             // 36: slipway.deploy.v1.RolloutStep.WeightsEntry
+	nil,                             // 37: slipway.deploy.v1.RolloutEvent.WeightsEntry
+	nil,                             // 38: slipway.deploy.v1.RolloutEvent.HealthyEntry
+	(*ServiceSpec)(nil),             // 39: slipway.deploy.v1.ServiceSpec
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(Strategy)(0),                   // 41: slipway.deploy.v1.Strategy
 }
 var file_slipway_deploy_v1_deploy_proto_depIdxs = []int32{
-	38, // 0: slipway.deploy.v1.Release.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	39, // 1: slipway.deploy.v1.Release.created_at:type_name -> google.protobuf.Timestamp
-	40, // 2: slipway.deploy.v1.Rollout.strategy:type_name -> slipway.deploy.v1.Strategy
+	39, // 0: slipway.deploy.v1.Release.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	40, // 1: slipway.deploy.v1.Release.created_at:type_name -> google.protobuf.Timestamp
+	41, // 2: slipway.deploy.v1.Rollout.strategy:type_name -> slipway.deploy.v1.Strategy
 	1,  // 3: slipway.deploy.v1.Rollout.state:type_name -> slipway.deploy.v1.RolloutState
-	34, // 4: slipway.deploy.v1.Rollout.weights:type_name -> slipway.deploy.v1.Rollout.WeightsEntry
-	39, // 5: slipway.deploy.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	39, // 6: slipway.deploy.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	5,  // 7: slipway.deploy.v1.Rollout.history:type_name -> slipway.deploy.v1.RolloutStep
-	6,  // 8: slipway.deploy.v1.Rollout.commands:type_name -> slipway.deploy.v1.OperatorCommand
-	39, // 9: slipway.deploy.v1.RolloutStep.at:type_name -> google.protobuf.Timestamp
-	35, // 10: slipway.deploy.v1.RolloutStep.weights:type_name -> slipway.deploy.v1.RolloutStep.WeightsEntry
+	35, // 4: slipway.deploy.v1.Rollout.weights:type_name -> slipway.deploy.v1.Rollout.WeightsEntry
+	40, // 5: slipway.deploy.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	40, // 6: slipway.deploy.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	6,  // 7: slipway.deploy.v1.Rollout.history:type_name -> slipway.deploy.v1.RolloutStep
+	7,  // 8: slipway.deploy.v1.Rollout.commands:type_name -> slipway.deploy.v1.OperatorCommand
+	40, // 9: slipway.deploy.v1.RolloutStep.at:type_name -> google.protobuf.Timestamp
+	36, // 10: slipway.deploy.v1.RolloutStep.weights:type_name -> slipway.deploy.v1.RolloutStep.WeightsEntry
 	1,  // 11: slipway.deploy.v1.RolloutStep.state:type_name -> slipway.deploy.v1.RolloutState
 	2,  // 12: slipway.deploy.v1.OperatorCommand.kind:type_name -> slipway.deploy.v1.CommandKind
-	39, // 13: slipway.deploy.v1.OperatorCommand.at:type_name -> google.protobuf.Timestamp
-	39, // 14: slipway.deploy.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
+	40, // 13: slipway.deploy.v1.OperatorCommand.at:type_name -> google.protobuf.Timestamp
+	40, // 14: slipway.deploy.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
 	1,  // 15: slipway.deploy.v1.RolloutEvent.state:type_name -> slipway.deploy.v1.RolloutState
-	36, // 16: slipway.deploy.v1.RolloutEvent.weights:type_name -> slipway.deploy.v1.RolloutEvent.WeightsEntry
-	37, // 17: slipway.deploy.v1.RolloutEvent.healthy:type_name -> slipway.deploy.v1.RolloutEvent.HealthyEntry
-	38, // 18: slipway.deploy.v1.Service.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	39, // 19: slipway.deploy.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
-	39, // 20: slipway.deploy.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
-	38, // 21: slipway.deploy.v1.DeployRequest.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	3,  // 22: slipway.deploy.v1.DeployResponse.release:type_name -> slipway.deploy.v1.Release
-	4,  // 23: slipway.deploy.v1.DeployResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	37, // 16: slipway.deploy.v1.RolloutEvent.weights:type_name -> slipway.deploy.v1.RolloutEvent.WeightsEntry
+	38, // 17: slipway.deploy.v1.RolloutEvent.healthy:type_name -> slipway.deploy.v1.RolloutEvent.HealthyEntry
+	39, // 18: slipway.deploy.v1.Service.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	40, // 19: slipway.deploy.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 20: slipway.deploy.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
+	39, // 21: slipway.deploy.v1.DeployRequest.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	4,  // 22: slipway.deploy.v1.DeployResponse.release:type_name -> slipway.deploy.v1.Release
+	5,  // 23: slipway.deploy.v1.DeployResponse.rollout:type_name -> slipway.deploy.v1.Rollout
 	0,  // 24: slipway.deploy.v1.GetRolloutRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	4,  // 25: slipway.deploy.v1.GetRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 25: slipway.deploy.v1.GetRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
 	0,  // 26: slipway.deploy.v1.ListRolloutsRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	4,  // 27: slipway.deploy.v1.ListRolloutsResponse.rollouts:type_name -> slipway.deploy.v1.Rollout
-	7,  // 28: slipway.deploy.v1.WatchRolloutResponse.event:type_name -> slipway.deploy.v1.RolloutEvent
-	4,  // 29: slipway.deploy.v1.WatchRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	4,  // 30: slipway.deploy.v1.PromoteRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	4,  // 31: slipway.deploy.v1.PauseRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	4,  // 32: slipway.deploy.v1.ResumeRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	4,  // 33: slipway.deploy.v1.AbortRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	3,  // 34: slipway.deploy.v1.RollbackServiceResponse.release:type_name -> slipway.deploy.v1.Release
-	4,  // 35: slipway.deploy.v1.RollbackServiceResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 27: slipway.deploy.v1.ListRolloutsResponse.rollouts:type_name -> slipway.deploy.v1.Rollout
+	8,  // 28: slipway.deploy.v1.WatchRolloutResponse.event:type_name -> slipway.deploy.v1.RolloutEvent
+	5,  // 29: slipway.deploy.v1.WatchRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 30: slipway.deploy.v1.PromoteRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 31: slipway.deploy.v1.PauseRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 32: slipway.deploy.v1.ResumeRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 33: slipway.deploy.v1.AbortRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	4,  // 34: slipway.deploy.v1.RollbackServiceResponse.release:type_name -> slipway.deploy.v1.Release
+	5,  // 35: slipway.deploy.v1.RollbackServiceResponse.rollout:type_name -> slipway.deploy.v1.Rollout
 	0,  // 36: slipway.deploy.v1.GetServiceRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	8,  // 37: slipway.deploy.v1.GetServiceResponse.service:type_name -> slipway.deploy.v1.Service
+	9,  // 37: slipway.deploy.v1.GetServiceResponse.service:type_name -> slipway.deploy.v1.Service
 	0,  // 38: slipway.deploy.v1.ListServicesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	8,  // 39: slipway.deploy.v1.ListServicesResponse.services:type_name -> slipway.deploy.v1.Service
+	9,  // 39: slipway.deploy.v1.ListServicesResponse.services:type_name -> slipway.deploy.v1.Service
 	0,  // 40: slipway.deploy.v1.ListReleasesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	3,  // 41: slipway.deploy.v1.ListReleasesResponse.releases:type_name -> slipway.deploy.v1.Release
-	9,  // 42: slipway.deploy.v1.ListReleasesResponse.audit:type_name -> slipway.deploy.v1.AuditEvent
-	10, // 43: slipway.deploy.v1.DeployService.Deploy:input_type -> slipway.deploy.v1.DeployRequest
-	12, // 44: slipway.deploy.v1.DeployService.GetRollout:input_type -> slipway.deploy.v1.GetRolloutRequest
-	14, // 45: slipway.deploy.v1.DeployService.ListRollouts:input_type -> slipway.deploy.v1.ListRolloutsRequest
-	16, // 46: slipway.deploy.v1.DeployService.WatchRollout:input_type -> slipway.deploy.v1.WatchRolloutRequest
-	18, // 47: slipway.deploy.v1.DeployService.PromoteRollout:input_type -> slipway.deploy.v1.PromoteRolloutRequest
-	20, // 48: slipway.deploy.v1.DeployService.PauseRollout:input_type -> slipway.deploy.v1.PauseRolloutRequest
-	22, // 49: slipway.deploy.v1.DeployService.ResumeRollout:input_type -> slipway.deploy.v1.ResumeRolloutRequest
-	24, // 50: slipway.deploy.v1.DeployService.AbortRollout:input_type -> slipway.deploy.v1.AbortRolloutRequest
-	26, // 51: slipway.deploy.v1.DeployService.RollbackService:input_type -> slipway.deploy.v1.RollbackServiceRequest
-	28, // 52: slipway.deploy.v1.DeployService.GetService:input_type -> slipway.deploy.v1.GetServiceRequest
-	30, // 53: slipway.deploy.v1.DeployService.ListServices:input_type -> slipway.deploy.v1.ListServicesRequest
-	32, // 54: slipway.deploy.v1.DeployService.ListReleases:input_type -> slipway.deploy.v1.ListReleasesRequest
-	11, // 55: slipway.deploy.v1.DeployService.Deploy:output_type -> slipway.deploy.v1.DeployResponse
-	13, // 56: slipway.deploy.v1.DeployService.GetRollout:output_type -> slipway.deploy.v1.GetRolloutResponse
-	15, // 57: slipway.deploy.v1.DeployService.ListRollouts:output_type -> slipway.deploy.v1.ListRolloutsResponse
-	17, // 58: slipway.deploy.v1.DeployService.WatchRollout:output_type -> slipway.deploy.v1.WatchRolloutResponse
-	19, // 59: slipway.deploy.v1.DeployService.PromoteRollout:output_type -> slipway.deploy.v1.PromoteRolloutResponse
-	21, // 60: slipway.deploy.v1.DeployService.PauseRollout:output_type -> slipway.deploy.v1.PauseRolloutResponse
-	23, // 61: slipway.deploy.v1.DeployService.ResumeRollout:output_type -> slipway.deploy.v1.ResumeRolloutResponse
-	25, // 62: slipway.deploy.v1.DeployService.AbortRollout:output_type -> slipway.deploy.v1.AbortRolloutResponse
-	27, // 63: slipway.deploy.v1.DeployService.RollbackService:output_type -> slipway.deploy.v1.RollbackServiceResponse
-	29, // 64: slipway.deploy.v1.DeployService.GetService:output_type -> slipway.deploy.v1.GetServiceResponse
-	31, // 65: slipway.deploy.v1.DeployService.ListServices:output_type -> slipway.deploy.v1.ListServicesResponse
-	33, // 66: slipway.deploy.v1.DeployService.ListReleases:output_type -> slipway.deploy.v1.ListReleasesResponse
+	4,  // 41: slipway.deploy.v1.ListReleasesResponse.releases:type_name -> slipway.deploy.v1.Release
+	10, // 42: slipway.deploy.v1.ListReleasesResponse.audit:type_name -> slipway.deploy.v1.AuditEvent
+	11, // 43: slipway.deploy.v1.DeployService.Deploy:input_type -> slipway.deploy.v1.DeployRequest
+	13, // 44: slipway.deploy.v1.DeployService.GetRollout:input_type -> slipway.deploy.v1.GetRolloutRequest
+	15, // 45: slipway.deploy.v1.DeployService.ListRollouts:input_type -> slipway.deploy.v1.ListRolloutsRequest
+	17, // 46: slipway.deploy.v1.DeployService.WatchRollout:input_type -> slipway.deploy.v1.WatchRolloutRequest
+	19, // 47: slipway.deploy.v1.DeployService.PromoteRollout:input_type -> slipway.deploy.v1.PromoteRolloutRequest
+	21, // 48: slipway.deploy.v1.DeployService.PauseRollout:input_type -> slipway.deploy.v1.PauseRolloutRequest
+	23, // 49: slipway.deploy.v1.DeployService.ResumeRollout:input_type -> slipway.deploy.v1.ResumeRolloutRequest
+	25, // 50: slipway.deploy.v1.DeployService.AbortRollout:input_type -> slipway.deploy.v1.AbortRolloutRequest
+	27, // 51: slipway.deploy.v1.DeployService.RollbackService:input_type -> slipway.deploy.v1.RollbackServiceRequest
+	29, // 52: slipway.deploy.v1.DeployService.GetService:input_type -> slipway.deploy.v1.GetServiceRequest
+	31, // 53: slipway.deploy.v1.DeployService.ListServices:input_type -> slipway.deploy.v1.ListServicesRequest
+	33, // 54: slipway.deploy.v1.DeployService.ListReleases:input_type -> slipway.deploy.v1.ListReleasesRequest
+	12, // 55: slipway.deploy.v1.DeployService.Deploy:output_type -> slipway.deploy.v1.DeployResponse
+	14, // 56: slipway.deploy.v1.DeployService.GetRollout:output_type -> slipway.deploy.v1.GetRolloutResponse
+	16, // 57: slipway.deploy.v1.DeployService.ListRollouts:output_type -> slipway.deploy.v1.ListRolloutsResponse
+	18, // 58: slipway.deploy.v1.DeployService.WatchRollout:output_type -> slipway.deploy.v1.WatchRolloutResponse
+	20, // 59: slipway.deploy.v1.DeployService.PromoteRollout:output_type -> slipway.deploy.v1.PromoteRolloutResponse
+	22, // 60: slipway.deploy.v1.DeployService.PauseRollout:output_type -> slipway.deploy.v1.PauseRolloutResponse
+	24, // 61: slipway.deploy.v1.DeployService.ResumeRollout:output_type -> slipway.deploy.v1.ResumeRolloutResponse
+	26, // 62: slipway.deploy.v1.DeployService.AbortRollout:output_type -> slipway.deploy.v1.AbortRolloutResponse
+	28, // 63: slipway.deploy.v1.DeployService.RollbackService:output_type -> slipway.deploy.v1.RollbackServiceResponse
+	30, // 64: slipway.deploy.v1.DeployService.GetService:output_type -> slipway.deploy.v1.GetServiceResponse
+	32, // 65: slipway.deploy.v1.DeployService.ListServices:output_type -> slipway.deploy.v1.ListServicesResponse
+	34, // 66: slipway.deploy.v1.DeployService.ListReleases:output_type -> slipway.deploy.v1.ListReleasesResponse
 	55, // [55:67] is the sub-list for method output_type
 	43, // [43:55] is the sub-list for method input_type
 	43, // [43:43] is the sub-list for extension type_name
@@ -2781,7 +2909,7 @@ func file_slipway_deploy_v1_deploy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_deploy_proto_rawDesc), len(file_slipway_deploy_v1_deploy_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,

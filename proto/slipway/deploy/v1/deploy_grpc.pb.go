@@ -40,6 +40,15 @@ const (
 // DeployService is the API CI jobs and operators use to release services and
 // steer their rollouts. Writes may be sent to any coordinator; followers
 // forward them to the leader.
+//
+// Every UNAVAILABLE answer to a write carries a google.rpc.ErrorInfo (domain
+// "slipway.dev") whose reason says whether the write may have happened:
+// NOT_COMMITTED (it did not: retry freely) or OUTCOME_UNKNOWN (leadership
+// was lost while the entry was being committed, or the link to the leader
+// broke mid-call: a new leader may still apply it). An OUTCOME_UNKNOWN
+// answer's metadata holds the request_id to retry with; a retry with it
+// either replays the original result or applies the write once. See
+// ErrorReason.
 type DeployServiceClient interface {
 	// Deploy creates an immutable Release of the spec and a pending Rollout to
 	// it, in one replicated entry. It is idempotent by request_id: a retry with
@@ -224,6 +233,15 @@ func (c *deployServiceClient) ListReleases(ctx context.Context, in *ListReleases
 // DeployService is the API CI jobs and operators use to release services and
 // steer their rollouts. Writes may be sent to any coordinator; followers
 // forward them to the leader.
+//
+// Every UNAVAILABLE answer to a write carries a google.rpc.ErrorInfo (domain
+// "slipway.dev") whose reason says whether the write may have happened:
+// NOT_COMMITTED (it did not: retry freely) or OUTCOME_UNKNOWN (leadership
+// was lost while the entry was being committed, or the link to the leader
+// broke mid-call: a new leader may still apply it). An OUTCOME_UNKNOWN
+// answer's metadata holds the request_id to retry with; a retry with it
+// either replays the original result or applies the write once. See
+// ErrorReason.
 type DeployServiceServer interface {
 	// Deploy creates an immutable Release of the spec and a pending Rollout to
 	// it, in one replicated entry. It is idempotent by request_id: a retry with

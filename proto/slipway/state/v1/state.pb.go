@@ -516,7 +516,10 @@ type OperatorOp struct {
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// accessor_id is the accessor of the caller's token (empty with ACLs
 	// disabled); recorded in the audit entry.
-	AccessorId    string `protobuf:"bytes,6,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	AccessorId string `protobuf:"bytes,6,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	// request_id is the idempotency key: a second command with it on the
+	// same rollout replays (same kind) or is refused (another kind).
+	RequestId     string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -589,6 +592,13 @@ func (x *OperatorOp) GetReason() string {
 func (x *OperatorOp) GetAccessorId() string {
 	if x != nil {
 		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *OperatorOp) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -2149,7 +2159,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x02by\x18\x05 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vaccessor_id\x18\a \x01(\tR\n" +
-	"accessorId\"\xbc\x01\n" +
+	"accessorId\"\xdb\x01\n" +
 	"\n" +
 	"OperatorOp\x12\x1d\n" +
 	"\n" +
@@ -2159,7 +2169,9 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x02by\x18\x04 \x01(\tR\x02by\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vaccessor_id\x18\x06 \x01(\tR\n" +
-	"accessorId\"C\n" +
+	"accessorId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\tR\trequestId\"C\n" +
 	"\x0eRegisterPeerOp\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\"<\n" +
 	"\fUpsertNodeOp\x12,\n" +

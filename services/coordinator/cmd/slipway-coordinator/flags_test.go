@@ -48,3 +48,19 @@ func TestRefusesToStartWithoutTLSOrInsecure(t *testing.T) {
 		t.Fatalf("missing TLS files: err = %v, want the file named", err)
 	}
 }
+
+func TestRefusesRaftTimeoutsRaftWouldRefuse(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-raft-heartbeat-timeout", "1s", "-raft-election-timeout", "500ms"}, "election timeout 500ms must be at least the heartbeat timeout 1s"},
+		{[]string{"-raft-leader-lease-timeout", "2s"}, "leader lease timeout 2s must be at most the heartbeat timeout 400ms"},
+		{[]string{"-raft-heartbeat-timeout", "1ms", "-raft-leader-lease-timeout", "1ms"}, "heartbeat timeout 1ms is below the 5ms minimum"},
+	} {
+		err := run(append([]string{"-data-dir", t.TempDir(), "-insecure", "-grpc-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want it to say %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/server"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/rpc"
@@ -92,6 +93,9 @@ func run(args []string) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", "slipway-data", "directory for the raft log, stable store and snapshots")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
 	fs.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7401", "raft TCP listen address")
+	fs.DurationVar(&cfg.RaftTimeouts.Heartbeat, "raft-heartbeat-timeout", raftnode.DefaultTimeouts.Heartbeat, "a follower starts an election after hearing nothing from the leader for between this and twice this; the LAN default elects a new leader within about a second; widen it (and the two below, alike on every coordinator) for slow or lossy links, e.g. 5x for a WAN")
+	fs.DurationVar(&cfg.RaftTimeouts.Election, "raft-election-timeout", raftnode.DefaultTimeouts.Election, "how long a candidate waits for votes before a new election; at least -raft-heartbeat-timeout")
+	fs.DurationVar(&cfg.RaftTimeouts.LeaderLease, "raft-leader-lease-timeout", raftnode.DefaultTimeouts.LeaderLease, "a leader that has not heard from a quorum for this long steps down (its writes in flight get OUTCOME_UNKNOWN); at most -raft-heartbeat-timeout")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host or IP other coordinators use to reach this one (default: the listen host, or 127.0.0.1 when unspecified)")
 	fs.BoolVar(&cfg.Bootstrap, "bootstrap", false, "bootstrap a single-node cluster when there is no state")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers (listed in -join) are up")
@@ -114,6 +118,9 @@ func run(args []string) error {
 	}
 	cfg.DisableACL = !aclOn
 	if err := cfg.Consul.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.RaftTimeouts.Validate(); err != nil {
 		return err
 	}
 	for _, a := range strings.Split(join, ",") {
