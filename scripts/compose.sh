@@ -42,10 +42,11 @@ build_images() {
 	local work=$ROOT/bin/compose
 	mkdir -p "$work"
 	say "static binaries (CGO_ENABLED=0)"
+	local stamp="-X slipway.dev/platform/buildinfo.Version=$(git -C "$ROOT" describe --tags --always --dirty 2>/dev/null || echo dev) -X slipway.dev/platform/buildinfo.Commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 	for c in coordinator:services/coordinator/cmd/slipway-coordinator nodeagent:services/nodeagent/cmd/slipway-nodeagent edge:services/edge/cmd/slipway-edge; do
 		name=${c%%:*} pkg=${c#*:}
 		mkdir -p "$work/$name/data"
-		(cd "$ROOT/$(dirname "$(dirname "$pkg")")" && CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags '-s -w' -o "$work/$name/" "./cmd/$(basename "$pkg")")
+		(cd "$ROOT/$(dirname "$(dirname "$pkg")")" && CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags "-s -w $stamp" -o "$work/$name/" "./cmd/$(basename "$pkg")")
 	done
 	mkdir -p "$work/consul/data"
 	consul_version=$(awk '/github.com\/hashicorp\/consul /{print $NF}' tools/consul/go.mod)

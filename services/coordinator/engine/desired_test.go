@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"slipway.dev/coordinator/spec"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/spec"
 	"slipway.dev/platform/specrules"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"

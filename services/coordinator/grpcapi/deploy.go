@@ -8,9 +8,9 @@ import (
 	"google.golang.org/grpc"
 
 	"slipway.dev/coordinator/acl"
-	"slipway.dev/coordinator/spec"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/spec"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )

@@ -19,11 +19,11 @@ import (
 
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/rollout"
-	"slipway.dev/coordinator/spec"
 	"slipway.dev/edge/nginx"
 	"slipway.dev/edge/routetable"
 	agentapi "slipway.dev/nodeagent/grpcapi"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/spec"
 	"slipway.dev/platform/specrules"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )

@@ -16,6 +16,7 @@ import (
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/server"
 	"slipway.dev/coordinator/state"
+	"slipway.dev/platform/buildinfo"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
 )
@@ -68,6 +69,10 @@ Flags:
 `
 
 func main() {
+	if buildinfo.Requested(os.Args[1:]) {
+		buildinfo.Print(os.Stdout, "slipway-coordinator")
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "slipway-coordinator:", err)
 		os.Exit(1)
@@ -76,6 +81,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("slipway-coordinator", flag.ContinueOnError)
+	buildinfo.Flag(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/coordinator/internal/clusterproc"
-	"slipway.dev/coordinator/spec"
+	"slipway.dev/platform/spec"
 	aclv1 "slipway.dev/proto/slipway/acl/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"

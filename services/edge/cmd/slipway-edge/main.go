@@ -25,6 +25,7 @@ import (
 	"slipway.dev/edge/nginx"
 	"slipway.dev/edge/proxy"
 	"slipway.dev/edge/signals"
+	"slipway.dev/platform/buildinfo"
 	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
@@ -41,6 +42,10 @@ type options struct {
 }
 
 func main() {
+	if buildinfo.Requested(os.Args[1:]) {
+		buildinfo.Print(os.Stdout, "slipway-edge")
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "slipway-edge:", err)
 		os.Exit(1)
@@ -51,6 +56,7 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("slipway-edge", flag.ContinueOnError)
+	buildinfo.Flag(fs)
 	fs.StringVar(&o.id, "id", host, "edge id (its ack key is slipway/edges/<id>)")
 	o.consul.RegisterFlags(fs)
 	fs.StringVar(&o.mode, "mode", "proxy", "data plane: proxy (built-in) or nginx")

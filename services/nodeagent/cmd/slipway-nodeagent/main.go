@@ -25,6 +25,7 @@ import (
 	"slipway.dev/nodeagent/docker"
 	"slipway.dev/nodeagent/grpcapi"
 	"slipway.dev/nodeagent/process"
+	"slipway.dev/platform/buildinfo"
 	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/pki"
@@ -98,6 +99,10 @@ func (h *hardening) processPolicy() (nodepolicy.Policy, error) {
 }
 
 func main() {
+	if buildinfo.Requested(os.Args[1:]) {
+		buildinfo.Print(os.Stdout, "slipway-nodeagent")
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "slipway-nodeagent:", err)
 		os.Exit(1)
@@ -108,6 +113,7 @@ func parseFlags(args []string) (options, error) {
 	host, _ := os.Hostname()
 	var o options
 	fs := flag.NewFlagSet("slipway-nodeagent", flag.ContinueOnError)
+	buildinfo.Flag(fs)
 	fs.StringVar(&o.nodeID, "node-id", host, "this node's id (default: the host name)")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7410", "gRPC listen address (only the leader coordinator calls it, with a coordinator certificate)")
 	o.sec.RegisterFlags(fs)
