@@ -2,10 +2,11 @@ package command
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	aclv1 "slipway.dev/proto/slipway/acl/v1"
 	"slipway.dev/slipctl/exitcode"
@@ -16,6 +17,9 @@ import (
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Type names the flag's value in help.
+func (l *listFlag) Type() string { return "list" }
 
 func (l *listFlag) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
@@ -31,6 +35,9 @@ type secretFlag string
 
 func (s *secretFlag) String() string     { return "" }
 func (s *secretFlag) Set(v string) error { *s = secretFlag(v); return nil }
+
+// Type names the flag's value in help.
+func (s *secretFlag) Type() string { return "secret" }
 
 func (a *app) acl() (aclv1.AclServiceClient, error) {
 	conn, err := a.client()
@@ -62,7 +69,7 @@ services; drain with --service '*'), read (every read), admin (everything).`,
 It needs no token and works once per cluster; afterwards it fails with exit
 code 4. Keep the secret: it is shown only here.`,
 				examples: "  slipctl acl bootstrap\n  slipctl acl bootstrap -o json | jq -r .secret",
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.StringVar(&o.description, "description", "", "what the token is for (default \"bootstrap token\")")
 				},
 				run: runBootstrap},
@@ -92,7 +99,7 @@ printed once; the coordinator keeps only its SHA-256.`,
 				examples: `  slipctl acl token create --policy deploy --service 'web-*' --description ci
   slipctl acl token create --policy operate,read --service '*' --description on-call
   slipctl acl token create --policy read --description dashboard -o json`,
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.Var(&o.policies, "policy", "`policy` to grant: deploy, operate, read, admin (repeatable, or comma-separated); required")
 					fs.Var(&o.services, "service", "service-name `glob` scoping deploy and operate (repeatable, or comma-separated)")
 					fs.StringVar(&o.description, "description", "", "what the token is for, shown in listings and errors")

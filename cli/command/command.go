@@ -6,15 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -58,6 +57,8 @@ type app struct {
 	env  Env
 	g    globals
 	conn *grpc.ClientConn
+	// root is the cobra tree of this run, for completion scripts.
+	root *cobra.Command
 }
 
 // command is one slipctl command or group of subcommands.
@@ -67,11 +68,14 @@ type command struct {
 	summary  string
 	help     string // long description, flags and examples follow
 	examples string
-	flags    func(fs *flag.FlagSet, o *opts)
+	flags    func(fs *pflag.FlagSet, o *opts)
 	run      func(ctx context.Context, a *app, o *opts, args []string) error
 	subs     []*command
 	// minArgs and maxArgs bound the positional arguments.
 	minArgs, maxArgs int
+	// complete offers values for the positional arguments in shell
+	// completion, e.g. rollout ids; nil offers none.
+	complete func(ctx context.Context, a *app, args []string) []string
 }
 
 // opts holds every command-specific flag.
@@ -87,30 +91,17 @@ type opts struct {
 	description                      string
 }
 
-func addGlobals(fs *flag.FlagSet, g *globals, env Env) {
+func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {
 	addr := env.Getenv("SLIPWAY_ADDR")
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	if g.addr == "" {
-		g.addr = addr
-	}
-	if g.output == "" {
-		g.output = "text"
-	}
-	if g.timeout == 0 {
-		g.timeout = 30 * time.Second
-	}
-	if g.by == "" {
-		g.by = defaultActor(env)
-	}
+	g.addr, g.output, g.timeout, g.by = addr, "text", 30*time.Second, defaultActor(env)
+	g.token = env.Getenv("SLIPWAY_TOKEN")
 	fs.StringVar(&g.addr, "addr", g.addr, "coordinator gRPC `address` (env SLIPWAY_ADDR)")
-	fs.StringVar(&g.output, "o", g.output, "output `format`: text (for people) or json (protojson of the response, for scripts)")
+	fs.StringVarP(&g.output, "output", "o", g.output, "output `format`: text (for people) or json (protojson of the response, for scripts)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call to the coordinator")
-	fs.StringVar(&g.by, "by", g.by, "who is asking, recorded in the audit trail (env SLIPWAY_ACTOR, default $USER)")
-	if g.token == "" {
-		g.token = env.Getenv("SLIPWAY_TOKEN")
-	}
+	fs.StringVar(&g.by, "by", g.by, "`name` recorded in the audit trail as who asked (env SLIPWAY_ACTOR, else $USER)")
 	fs.Var((*secretFlag)(&g.token), "token", "ACL token `secret`, sent as authorization: Bearer on every call (env SLIPWAY_TOKEN; prefer the environment: flags show in ps)")
 	addTLSGlobals(fs, g, env)
 }
@@ -134,136 +125,85 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	if env.Stdout == nil {
+		env.Stdout = io.Discard
+	}
+	if env.Stderr == nil {
+		env.Stderr = io.Discard
+	}
 	a := &app{env: env}
 	defer func() {
 		if a.conn != nil {
 			a.conn.Close()
 		}
 	}()
-	err := a.dispatch(ctx, root(), args, "slipctl")
-	if errors.Is(err, flag.ErrHelp) {
-		return exitcode.OK
-	}
+	err := a.execute(ctx, root(), args)
 	if err != nil {
 		render.Error(env.Stderr, err)
 	}
 	return exitcode.FromError(err)
 }
 
-// dispatch parses the flags of cmd and runs it or one of its subcommands.
-func (a *app) dispatch(ctx context.Context, cmd *command, args []string, path string) error {
-	fs := flag.NewFlagSet(path, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	o := &opts{}
-	addGlobals(fs, &a.g, a.env)
-	if cmd.flags != nil {
-		cmd.flags(fs, o)
-	}
-	var pos []string
-	var err error
-	if cmd.subs != nil {
-		// Flags may come before the subcommand; the rest is the subcommand's.
-		err = fs.Parse(args)
-		pos = fs.Args()
-	} else {
-		pos, err = parseInterleaved(fs, args)
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		a.help(cmd, fs, path)
-		return flag.ErrHelp
-	}
-	if err != nil {
-		return exitcode.Usagef("%s: %v (see %s --help)", path, err, path)
-	}
-	if a.g.output != "text" && a.g.output != "json" {
-		return exitcode.Usagef("%s: -o must be text or json, got %q", path, a.g.output)
-	}
-	if cmd.subs != nil {
-		if len(pos) == 0 {
-			return exitcode.Usagef("%s: missing command (see %s --help)", path, path)
+// help prints the help of one command: usage, description, subcommands,
+// flags, environment, examples and exit codes.
+func (a *app) help(cmd *cobra.Command) {
+	w := cmd.OutOrStdout()
+	path := cmd.CommandPath()
+	var subs []*cobra.Command
+	for _, s := range cmd.Commands() {
+		if s.IsAvailableCommand() {
+			subs = append(subs, s)
 		}
-		if pos[0] == "help" {
-			if len(pos) > 1 {
-				return a.dispatch(ctx, cmd, append(pos[1:], "--help"), path)
-			}
-			a.help(cmd, fs, path)
-			return flag.ErrHelp
-		}
-		for _, sub := range cmd.subs {
-			if sub.name == pos[0] {
-				return a.dispatch(ctx, sub, pos[1:], path+" "+sub.name)
-			}
-		}
-		return exitcode.Usagef("%s: unknown command %q (see %s --help)", path, pos[0], path)
 	}
-	if len(pos) < cmd.minArgs || len(pos) > cmd.maxArgs {
-		return exitcode.Usagef("usage: %s %s (see %s --help)", path, cmd.args, path)
-	}
-	return cmd.run(ctx, a, o, pos)
-}
-
-// parseInterleaved parses flags that may come before, between or after the
-// positional arguments, and returns the positional arguments.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		// After "--" everything is positional.
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-func (a *app) help(cmd *command, fs *flag.FlagSet, path string) {
-	w := a.env.Stdout
-	if cmd.subs != nil {
-		fmt.Fprintf(w, "Usage: %s [flags] COMMAND [args]\n\n%s\n\nCommands:\n", path, strings.TrimSpace(cmd.help))
-		for _, sub := range cmd.subs {
-			fmt.Fprintf(w, "  %-34s %s\n", strings.TrimSpace(sub.name+" "+sub.args), sub.summary)
+	if len(subs) > 0 {
+		fmt.Fprintf(w, "Usage: %s [flags] COMMAND [args]\n\n%s\n\nCommands:\n", path, strings.TrimSpace(cmd.Long))
+		for _, sub := range subs {
+			fmt.Fprintf(w, "  %-34s %s\n", sub.Use, sub.Short)
 		}
 		fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags and examples.\n", path)
 	} else {
-		fmt.Fprintf(w, "Usage: %s\n\n%s\n", strings.TrimSpace(path+" [flags] "+cmd.args), strings.TrimSpace(cmd.help))
+		args := strings.TrimSpace(strings.TrimPrefix(cmd.Use, cmd.Name()))
+		fmt.Fprintf(w, "Usage: %s\n\n%s\n", strings.TrimSpace(path+" [flags] "+args), strings.TrimSpace(cmd.Long))
 	}
-	fmt.Fprintf(w, "\nFlags:\n")
-	printFlags(w, fs)
+	var local strings.Builder
+	printFlags(&local, cmd.LocalNonPersistentFlags())
+	fmt.Fprintf(w, "\nFlags:\n%s", local.String())
+	if local.Len() > 0 {
+		fmt.Fprintf(w, "\nGlobal flags:\n")
+	}
+	global := pflag.NewFlagSet("global", pflag.ContinueOnError)
+	global.AddFlagSet(cmd.InheritedFlags())
+	global.AddFlagSet(cmd.PersistentFlags())
+	printFlags(w, global)
 	fmt.Fprintf(w, "\nEnvironment:\n  SLIPWAY_ADDR   coordinator address (default %s); --addr overrides it\n  SLIPWAY_ACTOR  name recorded in the audit trail (default $USER); --by overrides it\n  SLIPWAY_TOKEN  ACL token secret sent on every call; --token overrides it\n", DefaultAddr)
 	fmt.Fprint(w, tlsEnvHelp)
-	if cmd.examples != "" {
-		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(cmd.examples, "\n"))
+	if cmd.Example != "" {
+		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(cmd.Example, "\n"))
 	}
 	fmt.Fprintf(w, "\n%s\n", exitcode.Help)
 }
 
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	var fl []*flag.Flag
-	fs.VisitAll(func(f *flag.Flag) { fl = append(fl, f) })
-	sort.Slice(fl, func(i, j int) bool { return fl[i].Name < fl[j].Name })
-	for _, f := range fl {
-		name, usage := flag.UnquoteUsage(f)
-		dash := "--"
-		if len(f.Name) == 1 {
-			dash = "-"
+// printFlags lists flags sorted by name, each with its current default.
+func printFlags(w io.Writer, fs *pflag.FlagSet) {
+	fs.SortFlags = true
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden || f.Name == "help" || f.Name == "version" {
+			return
 		}
-		left := dash + f.Name
-		if name != "" {
+		name, usage := pflag.UnquoteUsage(f)
+		left := "--" + f.Name
+		if f.Shorthand != "" {
+			left = "-" + f.Shorthand + ", " + left
+		}
+		if name != "" && name != "bool" {
 			left += " " + name
 		}
 		def := ""
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
 			def = fmt.Sprintf(" (default %s)", f.DefValue)
 		}
-		fmt.Fprintf(w, "  %-22s %s%s\n", left, usage, def)
-	}
+		fmt.Fprintf(w, "  %-24s %s%s\n", left, usage, def)
+	})
 }
 
 // client returns the connection to the coordinator, dialling it once.

@@ -3,7 +3,8 @@ package command
 import (
 	"bytes"
 	"context"
-	"flag"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -19,6 +22,8 @@ import (
 	"slipway.dev/platform/rpc"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
+	"slipway.dev/slipctl/render"
+	"slipway.dev/slipctl/specfile"
 )
 
 // run runs slipctl with args and returns its exit code, stdout and stderr.
@@ -196,19 +201,32 @@ func TestUnavailableExitCode(t *testing.T) {
 	}
 }
 
-func TestParseInterleaved(t *testing.T) {
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	to := fs.Uint64("to", 0, "")
-	wait := fs.Bool("wait", false, "")
-	pos, err := parseInterleaved(fs, []string{"web", "--to", "3", "extra", "--wait", "--", "--not-a-flag"})
-	if err != nil {
+// TestFlagsInterleaved checks that flags may come before, between or
+// after the positional arguments, and that everything after "--" is
+// positional, through the cobra wiring of a real command tree.
+func TestFlagsInterleaved(t *testing.T) {
+	var got []string
+	o := &opts{}
+	tree := &command{name: "slipctl", subs: []*command{{
+		name: "t", args: "ARGS", maxArgs: 5,
+		flags: func(fs *pflag.FlagSet, opt *opts) {
+			fs.Uint64Var(&opt.to, "to", 0, "")
+			fs.BoolVar(&opt.wait, "wait", false, "")
+		},
+		run: func(_ context.Context, _ *app, opt *opts, args []string) error {
+			got, o = args, opt
+			return nil
+		},
+	}}}
+	a := &app{env: Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}}
+	if err := a.execute(context.Background(), tree, []string{"t", "web", "--to", "3", "extra", "-wait", "--", "--not-a-flag"}); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"web", "extra", "--not-a-flag"}, pos); diff != "" {
+	if diff := cmp.Diff([]string{"web", "extra", "--not-a-flag"}, got); diff != "" {
 		t.Errorf("positional mismatch (-want +got):\n%s", diff)
 	}
-	if *to != 3 || !*wait {
-		t.Errorf("flags after arguments not parsed: to=%d wait=%v", *to, *wait)
+	if o.to != 3 || !o.wait {
+		t.Errorf("flags after arguments not parsed: to=%d wait=%v", o.to, o.wait)
 	}
 }
 
@@ -259,6 +277,129 @@ func TestWatchRetryable(t *testing.T) {
 	for _, tt := range tests {
 		if got := retryable(status.Error(tt.code, "x"), tt.seen); got != tt.want {
 			t.Errorf("retryable(%v, seen %d) = %v, want %v", tt.code, tt.seen, got, tt.want)
+		}
+	}
+}
+
+func TestServerViolationsNamedAtTheirLines(t *testing.T) {
+	f, err := specfile.Load("web.yaml", []byte("name: web\nimage: slipway/demo:v2\nport: 8080\nenv:\n  A: x\nupdate:\n  strategy: canary\n  canary:\n    steps:\n      - weight: 50\n      - {pause: 1s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := status.New(codes.InvalidArgument, "invalid spec").WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{
+			{Field: "spec.port", Description: "taken"},
+			{Field: `spec.env["A"]`, Description: "bad"},
+			{Field: "spec.update.canary.steps[1].weight", Description: "must be greater than the previous step's weight (50)"},
+			{Field: "spec.count", Description: "not given, so no line"},
+			{Field: "spec", Description: "too big"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := locateStatus(f, fmt.Errorf("deploy: %w", st.Err()))
+	if code := exitcode.FromError(got); code != exitcode.Usage {
+		t.Errorf("exit code %d, want %d", code, exitcode.Usage)
+	}
+	var b bytes.Buffer
+	render.Error(&b, got)
+	want := "slipctl: invalid argument: 5 violation(s):\n" +
+		"  web.yaml:3: port: taken\n" +
+		"  web.yaml:5: env[\"A\"]: bad\n" +
+		"  web.yaml:11: update.canary.steps[1].weight: must be greater than the previous step's weight (50)\n" +
+		"  web.yaml:1: count: not given, so no line\n" +
+		"  web.yaml:1: too big\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("mismatch (-want +got):\n%s", diff)
+	}
+	// Other errors pass unchanged.
+	other := status.Error(codes.NotFound, "no such service")
+	if got := locateStatus(f, other); got != other {
+		t.Errorf("locateStatus(NotFound) = %v", got)
+	}
+}
+
+func TestErrorsNameTheCommandOnce(t *testing.T) {
+	code, _, errOut := run(t, nil, "rollout", "frobnicate")
+	if code != exitcode.Usage || strings.Contains(errOut, "slipctl: slipctl") || !strings.HasPrefix(errOut, "slipctl rollout: unknown command") {
+		t.Errorf("exit %d, stderr %q; want one 'slipctl rollout:' prefix", code, errOut)
+	}
+	_, _, errOut = run(t, nil, "deplyo")
+	if !strings.Contains(errOut, `did you mean "deploy"?`) || strings.Contains(errOut, "slipctl: slipctl") {
+		t.Errorf("stderr %q; want a suggestion and one prefix", errOut)
+	}
+}
+
+func TestByHelpShowsOneDefault(t *testing.T) {
+	_, out, _ := run(t, map[string]string{"USER": "ann"}, "rollout", "promote", "--help")
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "--by name") {
+			line = l
+		}
+	}
+	if strings.Count(line, "default") != 1 || !strings.HasSuffix(line, "(default ann)") {
+		t.Errorf("--by help line = %q; want a single default, the actual one (ann)", line)
+	}
+}
+
+func TestSingleDashLongFlagsStillWork(t *testing.T) {
+	// Go's flag package, which slipctl used before cobra, accepted -name.
+	code, _, errOut := run(t, map[string]string{"SLIPWAY_ADDR": closedAddr(t)}, "rollout", "list", "-limit", "-1")
+	if code != exitcode.Usage || !strings.Contains(errOut, "--limit must be zero or more") {
+		t.Errorf("-limit -1: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, nil, "version")
+	if code != exitcode.OK || !strings.HasPrefix(out, "slipctl ") || !strings.Contains(out, "(commit ") {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+	code, out, _ = run(t, nil, "version", "-o", "json")
+	var v struct{ Version, Commit, Go, Platform string }
+	if err := json.Unmarshal([]byte(out), &v); code != exitcode.OK || err != nil || v.Version == "" || v.Commit == "" || v.Platform == "" {
+		t.Errorf("version -o json: exit %d, %v, %q", code, err, out)
+	}
+	if code, out2, _ := run(t, nil, "--version"); code != exitcode.OK || !strings.HasPrefix(out2, "slipctl ") {
+		t.Errorf("--version: exit %d, %q", code, out2)
+	}
+}
+
+func TestCompletionScripts(t *testing.T) {
+	for shell, want := range map[string][]string{
+		"bash": {"# bash completion V2 for slipctl", "__start_slipctl", "complete -o default -F __start_slipctl slipctl"},
+		"zsh":  {"#compdef slipctl", "compdef _slipctl slipctl"},
+		"fish": {"complete -c slipctl", "__slipctl_perform_completion"},
+	} {
+		code, out, errOut := run(t, nil, "completion", shell)
+		if code != exitcode.OK || errOut != "" {
+			t.Errorf("completion %s: exit %d, stderr %q", shell, code, errOut)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("completion %s lacks %q", shell, w)
+			}
+		}
+	}
+	if code, _, errOut := run(t, nil, "completion", "tcsh"); code != exitcode.Usage || !strings.Contains(errOut, "bash, zsh or fish") {
+		t.Errorf("completion tcsh: exit %d, stderr %q", code, errOut)
+	}
+	// The scripts call back into slipctl: commands, flags and values.
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "roll"}, "rollout\tinspect and steer rollouts"},
+		{[]string{"__complete", "rollout", "pro"}, "promote"},
+		{[]string{"__complete", "deploy", "--su"}, "--supersede"},
+		{[]string{"__complete", "services", "-o", ""}, "json\tprotojson, for scripts"},
+		{[]string{"__complete", "completion", ""}, "fish"},
+	} {
+		code, out, _ := run(t, nil, tt.args...)
+		if code != exitcode.OK || !strings.Contains(out, tt.want) {
+			t.Errorf("slipctl %s: exit %d, want %q in:\n%s", strings.Join(tt.args, " "), code, tt.want, out)
 		}
 	}
 }

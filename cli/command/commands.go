@@ -2,13 +2,14 @@ package command
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"slipway.dev/platform/buildinfo"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
@@ -42,7 +43,7 @@ as protojson for scripts. Flags may be given before or after arguments.`,
 			{name: "history", args: "SERVICE", summary: "list a service's releases and audit trail", minArgs: 1, maxArgs: 1,
 				help:     "List a service's releases, newest first, and its audit trail of who did what and why.",
 				examples: "  slipctl history web\n  slipctl history web --limit 5 -o json",
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.IntVar(&o.limit, "limit", 0, "show at most `N` releases (0: all)")
 					leaderReadFlag(fs, o)
 				},
@@ -51,11 +52,55 @@ as protojson for scripts. Flags may be given before or after arguments.`,
 			rollbackCmd(),
 			clusterCmd(),
 			aclCmd(),
+			completionCmd(),
+			versionCmd(),
 		},
 	}
 }
 
-func leaderReadFlag(fs *flag.FlagSet, o *opts) {
+func versionCmd() *command {
+	return &command{
+		name: "version", summary: "print slipctl's version and commit", maxArgs: 0,
+		help: `Print the version and commit slipctl was built from (stamped by make build
+and make dist), the Go release and the platform. Nothing is asked of a
+coordinator; every Slipway binary answers -version the same way.`,
+		examples: "  slipctl version\n  slipctl version -o json | jq -r .commit",
+		run: func(_ context.Context, a *app, _ *opts, _ []string) error {
+			if a.g.output == "json" {
+				return render.JSONValue(a.env.Stdout, buildinfo.Get())
+			}
+			buildinfo.Print(a.env.Stdout, "slipctl")
+			return nil
+		},
+	}
+}
+
+func completionCmd() *command {
+	return &command{
+		name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script", minArgs: 1, maxArgs: 1,
+		help: `Print the completion script for bash, zsh or fish. It completes commands and
+flags, and asks the coordinator (with your SLIPWAY_* settings) for rollout ids
+and service names where a command takes one.`,
+		examples: `  source <(slipctl completion bash)                    # this shell; add it to ~/.bashrc
+  slipctl completion zsh > "${fpath[1]}/_slipctl"      # zsh, then restart the shell
+  slipctl completion fish > ~/.config/fish/completions/slipctl.fish`,
+		complete: func(context.Context, *app, []string) []string { return []string{"bash", "zsh", "fish"} },
+		run: func(_ context.Context, a *app, _ *opts, args []string) error {
+			w := a.env.Stdout
+			switch args[0] {
+			case "bash":
+				return a.root.GenBashCompletionV2(w, true)
+			case "zsh":
+				return a.root.GenZshCompletion(w)
+			case "fish":
+				return a.root.GenFishCompletion(w, true)
+			}
+			return exitcode.Usagef("completion: unknown shell %q (want bash, zsh or fish)", args[0])
+		},
+	}
+}
+
+func leaderReadFlag(fs *pflag.FlagSet, o *opts) {
 	fs.BoolVar(&o.leaderRead, "leader-read", false, "read on the leader after it verified its leadership, instead of the answering node's possibly lagging state")
 }
 
@@ -87,8 +132,8 @@ With --wait, follow the rollout until it ends: exit 0 only when it SUCCEEDED,
   slipctl deploy -f web.yaml --request-id "$CI_PIPELINE_ID-web" --reason "release 1.4" --wait
   slipctl deploy -f web.json --supersede -o json
   cat web.yaml | slipctl deploy -f -`,
-		flags: func(fs *flag.FlagSet, o *opts) {
-			fs.StringVar(&o.file, "f", "", "spec `file` (YAML or JSON; - for stdin); required")
+		flags: func(fs *pflag.FlagSet, o *opts) {
+			fs.StringVarP(&o.file, "file", "f", "", "spec `file` (YAML or JSON; - for stdin); required")
 			fs.StringVar(&o.requestID, "request-id", "", "idempotency `key`; retries must reuse it (default: a fresh random id, printed)")
 			fs.BoolVar(&o.supersede, "supersede", false, "replace the service's active rollout instead of failing with exit code 4")
 			fs.StringVar(&o.reason, "reason", "", "why, recorded in the audit trail")
@@ -102,23 +147,38 @@ func runDeploy(ctx context.Context, a *app, o *opts, _ []string) error {
 	if o.file == "" {
 		return exitcode.Usagef("deploy: -f FILE is required (see slipctl deploy --help)")
 	}
-	var spec *deployv1.ServiceSpec
-	var err error
-	if o.file == "-" && a.env.Stdin != nil {
-		var data []byte
-		if data, err = io.ReadAll(a.env.Stdin); err != nil {
-			return fmt.Errorf("read spec from stdin: %w", err)
-		}
-		spec, err = specfile.Parse("-", data)
-	} else {
-		spec, err = specfile.ReadFile(o.file)
-	}
+	f, err := a.readSpec(o.file)
 	if err != nil {
-		return exitcode.With(exitcode.Usage, err)
+		return err
 	}
-	return newRelease(ctx, a, o, deployv1.DeployServiceClient.Deploy, func(rid string) *deployv1.DeployRequest {
+	spec := f.Spec
+	err = newRelease(ctx, a, o, deployv1.DeployServiceClient.Deploy, func(rid string) *deployv1.DeployRequest {
 		return &deployv1.DeployRequest{Spec: spec, RequestId: rid, Supersede: o.supersede, CreatedBy: a.g.by, Reason: o.reason}
 	})
+	// The coordinator names fields; say at which line of the file they are.
+	return locateStatus(f, err)
+}
+
+// readSpec reads the spec file name ("-": standard input), keeping the
+// line of every field; a problem with it is a usage error (exit code 2).
+func (a *app) readSpec(name string) (*specfile.File, error) {
+	var (
+		f   *specfile.File
+		err error
+	)
+	if name == "-" && a.env.Stdin != nil {
+		var data []byte
+		if data, err = io.ReadAll(a.env.Stdin); err != nil {
+			return nil, fmt.Errorf("read spec from stdin: %w", err)
+		}
+		f, err = specfile.Load("-", data)
+	} else {
+		f, err = specfile.Open(name)
+	}
+	if err != nil {
+		return nil, exitcode.With(exitcode.Usage, err)
+	}
+	return f, nil
 }
 
 // releaseResponse is the answer of Deploy and RollbackService.
@@ -155,7 +215,7 @@ func newRelease[Req any, Resp releaseResponse](ctx context.Context, a *app, o *o
 	if !o.wait {
 		return nil
 	}
-	return a.watch(ctx, resp.GetRollout().GetId())
+	return a.watch(ctx, resp.GetRollout().GetId(), resp.GetRelease().GetSpec())
 }
 
 func runServices(ctx context.Context, a *app, o *opts, _ []string) error {
@@ -180,7 +240,7 @@ func runHistory(ctx context.Context, a *app, o *opts, args []string) error {
 }
 
 func rolloutCmd() *command {
-	reasonFlag := func(fs *flag.FlagSet, o *opts) {
+	reasonFlag := func(fs *pflag.FlagSet, o *opts) {
 		fs.StringVar(&o.reason, "reason", "", "why, recorded with the command")
 	}
 	return &command{
@@ -196,7 +256,7 @@ record the operator's command; the leader's rollout engine acts on it.`,
 				flags: leaderReadFlag, run: runRolloutGet},
 			{name: "list", summary: "list rollouts, newest first", maxArgs: 0,
 				help: "List rollouts, newest first.", examples: "  slipctl rollout list\n  slipctl rollout list --service web --active -o json",
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.StringVar(&o.service, "service", "", "only rollouts of this `service`")
 					fs.BoolVar(&o.active, "active", false, "only rollouts that have not ended")
 					fs.IntVar(&o.limit, "limit", 0, "show at most `N` rollouts (0: the server's default, 100)")
@@ -208,11 +268,11 @@ line, otherwise one plain line per event (with -o json, one protojson
 WatchRolloutResponse per line). Exits 0 only when the rollout SUCCEEDED.
 A dropped stream is resumed from the last event seen.`,
 				examples: "  slipctl rollout watch web-3\n  slipctl rollout watch web-3 -o json | jq .event.kind",
-				run:      func(ctx context.Context, a *app, _ *opts, args []string) error { return a.watch(ctx, args[0]) }},
+				run:      func(ctx context.Context, a *app, _ *opts, args []string) error { return a.watch(ctx, args[0], nil) }},
 			{name: "promote", args: "ID", summary: "move a paused or manual step on", minArgs: 1, maxArgs: 1,
 				help:     "Promote a rollout: move a paused or manual canary step on, or finish a blue/green switch. --full skips every remaining step.",
 				examples: "  slipctl rollout promote web-3\n  slipctl rollout promote web-3 --full --reason 'metrics look fine'",
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.BoolVar(&o.full, "full", false, "skip every remaining step")
 					reasonFlag(fs, o)
 				}, run: runPromote},
@@ -281,8 +341,8 @@ func operatorCommand[Req any, Resp rolloutResponse](ctx context.Context, a *app,
 }
 
 func commandDone(w io.Writer, what string, r *deployv1.Rollout) error {
-	_, err := fmt.Fprintf(w, "%s recorded for rollout %s (now %s, step %d, weights %s)\n",
-		what, r.GetId(), render.State(r.GetState()), r.GetStep(), orNone(render.Weights(r.GetWeights())))
+	_, err := fmt.Fprintf(w, "%s recorded for rollout %s (now %s, %s, weights %s)\n",
+		what, r.GetId(), render.State(r.GetState()), render.Step(r.GetStep(), 0), orNone(render.Weights(r.GetWeights())))
 	return err
 }
 
@@ -301,7 +361,7 @@ rollout: the one before the latest, or release N with --to N. Idempotent by
 request id like deploy. With --wait, follow the rollout like deploy --wait.`,
 		examples: `  slipctl rollback web
   slipctl rollback web --to 3 --reason "v4 leaks memory" --wait`,
-		flags: func(fs *flag.FlagSet, o *opts) {
+		flags: func(fs *pflag.FlagSet, o *opts) {
 			fs.Uint64Var(&o.to, "to", 0, "release `N` to return to (default: the one before the latest)")
 			fs.StringVar(&o.requestID, "request-id", "", "idempotency `key` (default: a fresh random id, printed)")
 			fs.BoolVar(&o.supersede, "supersede", false, "replace the service's active rollout instead of failing with exit code 4")
@@ -336,7 +396,7 @@ func clusterCmd() *command {
 			{name: "add", args: "ID RAFTADDR", summary: "add a coordinator to the raft configuration", minArgs: 2, maxArgs: 2,
 				help:     "Add a coordinator, started with -join or without -bootstrap, as a voter (or a non-voter).",
 				examples: "  slipctl cluster add c4 10.0.0.4:7401\n  slipctl cluster add c5 10.0.0.5:7401 --non-voter",
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.BoolVar(&o.nonVoter, "non-voter", false, "add it as a non-voter that only replicates the log")
 				}, run: runAddPeer},
 			{name: "remove", args: "ID", summary: "remove a coordinator from the raft configuration", minArgs: 1, maxArgs: 1,
@@ -351,7 +411,7 @@ func clusterCmd() *command {
 			{name: "drain", args: "NODE", summary: "drain a node (or undrain with --disable)", minArgs: 1, maxArgs: 1,
 				help:     "Mark a node draining: no new placements, and its allocations move elsewhere. --disable clears the mark.",
 				examples: "  slipctl cluster drain node-7\n  slipctl cluster drain node-7 --disable",
-				flags: func(fs *flag.FlagSet, o *opts) {
+				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.BoolVar(&o.disable, "disable", false, "clear the drain mark instead of setting it")
 				}, run: runDrain},
 		},

@@ -3,13 +3,14 @@ package command
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"slipway.dev/platform/pki"
 	"slipway.dev/slipctl/exitcode"
@@ -28,7 +29,7 @@ const tlsExamples = `  slipctl tls ca create --dir tls
 
 // addTLSGlobals adds --tls-ca, --tls-cert, --tls-key and --insecure, with
 // their SLIPWAY_TLS_* / SLIPWAY_INSECURE defaults.
-func addTLSGlobals(fs *flag.FlagSet, g *globals, env Env) {
+func addTLSGlobals(fs *pflag.FlagSet, g *globals, env Env) {
 	for _, e := range []struct {
 		dst *string
 		env string
@@ -83,7 +84,7 @@ Nothing here talks to a coordinator.`,
 <dir>/ca-key.pem (keep it offline; it signs certificates). Refuses to
 overwrite an existing CA unless --force.`,
 					examples: "  slipctl tls ca create --dir /etc/slipway/tls --days 1825",
-					flags: func(fs *flag.FlagSet, o *opts) {
+					flags: func(fs *pflag.FlagSet, o *opts) {
 						fs.StringVar(&o.tls.dir, "dir", ".", "`directory` to write into")
 						fs.IntVar(&o.tls.days, "days", pki.DefaultCADays, "lifetime in days")
 						fs.StringVar(&o.tls.cn, "common-name", "Slipway CA", "the CA's subject common name")
@@ -107,7 +108,7 @@ names and addresses tools such as grpcurl will dial with --dns and --ip
 					examples: `  slipctl tls cert create --role coordinator --name c1 --dns coord-1.internal --ip 10.0.0.11
   slipctl tls cert create --role nodeagent --name node-a
   slipctl tls cert create --role client --name ci --days 90`,
-					flags: func(fs *flag.FlagSet, o *opts) {
+					flags: func(fs *pflag.FlagSet, o *opts) {
 						fs.StringVar(&o.tls.dir, "dir", ".", "`directory` to write into")
 						fs.StringVar(&o.tls.ca, "ca", "", "CA certificate `file` (default <dir>/ca.pem)")
 						fs.StringVar(&o.tls.caKey, "ca-key", "", "CA key `file` (default <dir>/ca-key.pem)")

@@ -40,8 +40,10 @@ func Outcome(r *deployv1.Rollout) error {
 }
 
 // watch follows rollout id until it ends, resuming a dropped stream from the
-// last event seen, and returns Outcome of its final state.
-func (a *app) watch(ctx context.Context, id string) error {
+// last event seen, and returns Outcome of its final state. spec is the
+// spec of the rollout's release when the caller has it (deploy --wait), for
+// "step n/m"; without it, watch asks for the release once.
+func (a *app) watch(ctx context.Context, id string, spec *deployv1.ServiceSpec) error {
 	c, err := a.deploy()
 	if err != nil {
 		return err
@@ -70,10 +72,11 @@ func (a *app) watch(ctx context.Context, id string) error {
 		}()
 	}
 	var (
-		last      *deployv1.Rollout
-		from      uint64
-		failingAt time.Time
-		backoff   = 100 * time.Millisecond
+		last       *deployv1.Rollout
+		from       uint64
+		failingAt  time.Time
+		backoff    = 100 * time.Millisecond
+		stepsKnown bool
 	)
 	for {
 		err := a.follow(ctx, c, id, &from, func(resp *deployv1.WatchRolloutResponse) error {
@@ -81,6 +84,13 @@ func (a *app) watch(ctx context.Context, id string) error {
 			backoff = 100 * time.Millisecond
 			if resp.GetRollout() != nil {
 				last = resp.GetRollout()
+				if !stepsKnown {
+					stepsKnown = true
+					if spec == nil {
+						spec = a.releaseSpec(ctx, c, last.GetService(), last.GetToRelease())
+					}
+					p.SetSteps(render.Steps(spec, last.GetFromRelease()))
+				}
 			}
 			if json {
 				return render.JSONLine(a.env.Stdout, resp)
@@ -158,4 +168,19 @@ func (a *app) follow(ctx context.Context, c deployv1.DeployServiceClient, id str
 			return err
 		}
 	}
+}
+
+// releaseSpec returns the spec of release number of service, nil if it
+// cannot be read: it only improves what people see.
+func (a *app) releaseSpec(ctx context.Context, c deployv1.DeployServiceClient, service string, number uint64) *deployv1.ServiceSpec {
+	resp, err := call(ctx, a, c.ListReleases, &deployv1.ListReleasesRequest{Service: service})
+	if err != nil {
+		return nil
+	}
+	for _, r := range resp.GetReleases() {
+		if r.GetNumber() == number {
+			return r.GetSpec()
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@
 package render
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,16 @@ func JSON(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// JSONValue writes v, which is not a proto message, as indented JSON.
+func JSONValue(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", v, err)
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
@@ -82,24 +93,58 @@ func State(s deployv1.RolloutState) string {
 }
 
 // Weights renders release weights ordered by release number, e.g.
-// "r1=90% r2=10%".
+// "#1=90% #2=10%". Releases are always "#N" in slipctl's output, never
+// "vN" (which reads like an image tag) or "rN".
 func Weights(w map[string]int32) string {
 	keys := sortedNumeric(w)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("r%s=%d%%", k, w[k])
+		parts[i] = fmt.Sprintf("#%s=%d%%", k, w[k])
 	}
 	return strings.Join(parts, " ")
 }
 
-// Healthy renders healthy instance counts per release, e.g. "r2=3".
+// Healthy renders healthy instance counts per release, e.g. "#2=3".
 func Healthy(h map[string]int32) string {
 	keys := sortedNumeric(h)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("r%s=%d", k, h[k])
+		parts[i] = fmt.Sprintf("#%s=%d", k, h[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+// Steps is how many steps a rollout to a release with (normalized) spec s
+// takes, from a stable release from (zero for a first deploy): the canary
+// steps, the rolling batches, or blue/green's three stages (deploy,
+// preview, keep the old colour warm). Zero when s is unknown.
+func Steps(s *deployv1.ServiceSpec, from uint64) int {
+	if s == nil {
+		return 0
+	}
+	if from == 0 {
+		return 1
+	}
+	u := s.GetUpdate()
+	switch u.GetStrategy() {
+	case deployv1.Strategy_STRATEGY_CANARY:
+		return max(1, len(u.GetCanary().GetSteps()))
+	case deployv1.Strategy_STRATEGY_BLUE_GREEN:
+		return 3
+	default:
+		p := int(max(1, u.GetMaxParallel()))
+		return max(1, (int(s.GetCount())+p-1)/p)
+	}
+}
+
+// Step renders the step index of a rollout (from zero) for people, from
+// one: "step 2/3" when the number of steps is known, "step 2" otherwise.
+func Step(index int32, steps int) string {
+	n := int(index) + 1
+	if steps <= 0 {
+		return fmt.Sprintf("step %d", n)
+	}
+	return fmt.Sprintf("step %d/%d", min(n, steps), steps)
 }
 
 func sortedNumeric(m map[string]int32) []string {
@@ -236,7 +281,7 @@ func Rollout(w io.Writer, r *deployv1.Rollout) error {
 		state += " (" + awaitingPromote + ")"
 	}
 	row(tw, "state:", state)
-	row(tw, "step:", strconv.Itoa(int(r.GetStep())))
+	row(tw, "step:", strings.TrimPrefix(Step(r.GetStep(), 0), "step "))
 	row(tw, "weights:", Weights(r.GetWeights()))
 	row(tw, "message:", r.GetMessage())
 	row(tw, "created:", Time(r.GetCreatedAt())+" by "+orDash(r.GetCreatedBy()))
@@ -249,7 +294,7 @@ func Rollout(w io.Writer, r *deployv1.Rollout) error {
 		tw = table(w)
 		row(tw, "STEP", "AT", "STATE", "WEIGHTS", "DESCRIPTION")
 		for _, s := range r.GetHistory() {
-			row(tw, strconv.Itoa(int(s.GetIndex())), Time(s.GetAt()), State(s.GetState()), Weights(s.GetWeights()), s.GetDescription())
+			row(tw, strconv.Itoa(int(s.GetIndex())+1), Time(s.GetAt()), State(s.GetState()), Weights(s.GetWeights()), s.GetDescription())
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -343,7 +388,12 @@ func Nodes(w io.Writer, ns []*clusterv1.Node) error {
 func Error(w io.Writer, err error) {
 	var se interface{ GRPCStatus() *status.Status }
 	if !errors.As(err, &se) {
-		fmt.Fprintf(w, "slipctl: %v\n", err)
+		msg := err.Error()
+		// Usage errors already name the command ("slipctl rollout: ...").
+		if !strings.HasPrefix(msg, "slipctl ") && !strings.HasPrefix(msg, "slipctl:") {
+			msg = "slipctl: " + msg
+		}
+		fmt.Fprintln(w, msg)
 		return
 	}
 	st := se.GRPCStatus()
@@ -391,6 +441,7 @@ type Progress struct {
 	start time.Time
 	shown bool
 	last  *deployv1.Rollout
+	steps int
 }
 
 // NewProgress returns a Progress writing to w; live draws the progress line
@@ -399,16 +450,25 @@ func NewProgress(w io.Writer, live bool, now func() time.Time) *Progress {
 	return &Progress{w: w, live: live, now: now, start: now()}
 }
 
+// SetSteps tells p how many steps the rollout has (see Steps), so steps
+// show as "step 2/3".
+func (p *Progress) SetSteps(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.steps = n
+}
+
 // awaitingPromote marks a rollout paused until an operator promotes it.
 const awaitingPromote = "awaiting promote"
 
-// EventLine renders one rollout event on one line.
-func EventLine(e *deployv1.RolloutEvent) string {
+// EventLine renders one rollout event on one line; steps is the rollout's
+// number of steps (see Steps), zero if unknown.
+func EventLine(e *deployv1.RolloutEvent, steps int) string {
 	parts := []string{
 		Time(e.GetAt()),
 		fmt.Sprintf("%-10s", orDash(e.GetKind())),
 		fmt.Sprintf("%-10s", State(e.GetState())),
-		fmt.Sprintf("step %d", e.GetStep()),
+		Step(e.GetStep(), steps),
 	}
 	if e.GetAwaitingPromote() {
 		parts = append(parts, awaitingPromote)
@@ -438,7 +498,7 @@ func (p *Progress) Event(resp *deployv1.WatchRolloutResponse) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clear()
-	fmt.Fprintln(p.w, EventLine(resp.GetEvent()))
+	fmt.Fprintln(p.w, EventLine(resp.GetEvent(), p.steps))
 	if resp.GetRollout() != nil {
 		p.last = resp.GetRollout()
 	}
@@ -485,7 +545,7 @@ func (p *Progress) draw() {
 	if r.GetAwaitingPromote() {
 		state += "  " + awaitingPromote
 	}
-	fmt.Fprintf(p.w, "%s  step %d  %s  %s", Bar(r), r.GetStep(), state, Since(p.now(), p.start))
+	fmt.Fprintf(p.w, "%s  %s  %s  %s", Bar(r), Step(r.GetStep(), p.steps), state, Since(p.now(), p.start))
 	p.shown = true
 }
 

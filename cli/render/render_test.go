@@ -27,7 +27,7 @@ func lines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"),
 
 func TestWeightsSortNumerically(t *testing.T) {
 	got := Weights(map[string]int32{"10": 5, "2": 95, "x": 0})
-	if want := "r2=95% r10=5% rx=0%"; got != want {
+	if want := "#2=95% #10=5% #x=0%"; got != want {
 		t.Errorf("Weights() = %q, want %q", got, want)
 	}
 	if got := Weights(nil); got != "" {
@@ -82,7 +82,7 @@ func TestRolloutDetail(t *testing.T) {
 		Id: "web-3", Service: "web", FromRelease: 2, ToRelease: 3, Strategy: deployv1.Strategy_STRATEGY_CANARY,
 		State: deployv1.RolloutState_ROLLOUT_STATE_PAUSED, AwaitingPromote: true, Step: 1, Weights: map[string]int32{"2": 90, "3": 10},
 		CreatedAt: ts(0), UpdatedAt: ts(time.Minute), CreatedBy: "ci",
-		History: []*deployv1.RolloutStep{{Index: 0, At: ts(time.Second), Description: "weight r3=10",
+		History: []*deployv1.RolloutStep{{Index: 0, At: ts(time.Second), Description: "weight #3=10",
 			Weights: map[string]int32{"2": 90, "3": 10}, State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING}},
 		Commands: []*deployv1.OperatorCommand{{Kind: deployv1.CommandKind_COMMAND_KIND_PROMOTE, Full: true, By: "ann", At: ts(time.Minute), Reason: "ok"}},
 	})
@@ -95,14 +95,14 @@ func TestRolloutDetail(t *testing.T) {
 		"releases:  #2 -> #3",
 		"strategy:  canary",
 		"state:     PAUSED (awaiting promote)",
-		"step:      1",
-		"weights:   r2=90% r3=10%",
+		"step:      2",
+		"weights:   #2=90% #3=10%",
 		"message:   -",
 		"created:   2026-11-26 07:30:00Z by ci",
 		"updated:   2026-11-26 07:31:00Z",
 		"",
 		"STEP  AT                    STATE    WEIGHTS        DESCRIPTION",
-		"0     2026-11-26 07:30:01Z  RUNNING  r2=90% r3=10%  weight r3=10",
+		"1     2026-11-26 07:30:01Z  RUNNING  #2=90% #3=10%  weight #3=10",
 		"",
 		"COMMAND         AT                    BY   APPLIED  REASON",
 		"promote (full)  2026-11-26 07:31:00Z  ann  false    ok",
@@ -200,7 +200,7 @@ func TestProgress(t *testing.T) {
 	clock := func() time.Time { return now }
 	ev := &deployv1.WatchRolloutResponse{
 		Event: &deployv1.RolloutEvent{Index: 7, At: ts(0), Kind: "step", State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING, Step: 1,
-			Weights: map[string]int32{"2": 50, "3": 50}, Healthy: map[string]int32{"3": 2}, Message: "weight r3=50"},
+			Weights: map[string]int32{"2": 50, "3": 50}, Healthy: map[string]int32{"3": 2}, Message: "step 2/3: #3 at 50%"},
 		Rollout: &deployv1.Rollout{Id: "web-3", ToRelease: 3, Step: 1, State: deployv1.RolloutState_ROLLOUT_STATE_RUNNING,
 			Weights: map[string]int32{"2": 50, "3": 50}},
 	}
@@ -208,10 +208,11 @@ func TestProgress(t *testing.T) {
 
 	var plain bytes.Buffer
 	p := NewProgress(&plain, false, clock)
+	p.SetSteps(3)
 	p.Event(ev)
 	now = now.Add(42 * time.Second)
 	p.Done(done)
-	want := "2026-11-26 07:30:00Z  step        RUNNING     step 1  weights r2=50% r3=50%  healthy r3=2  weight r3=50\n" +
+	want := "2026-11-26 07:30:00Z  step        RUNNING     step 2/3  weights #2=50% #3=50%  healthy #3=2  step 2/3: #3 at 50%\n" +
 		"rollout web-3 SUCCEEDED after 42s\n"
 	if diff := cmp.Diff(want, plain.String()); diff != "" {
 		t.Errorf("plain progress mismatch (-want +got):\n%s", diff)
@@ -223,6 +224,7 @@ func TestProgress(t *testing.T) {
 	var live bytes.Buffer
 	now = t0
 	p = NewProgress(&live, true, clock)
+	p.SetSteps(3)
 	p.Event(ev)
 	p.Event(ev)
 	now = now.Add(5 * time.Second)
@@ -230,10 +232,10 @@ func TestProgress(t *testing.T) {
 	p.Done(done)
 	p.Tick() // after Done there is nothing to redraw
 	out := live.String()
-	if got := strings.Count(out, "[##########..........]  50% to #3  step 1  RUNNING  0s"); got != 2 {
+	if got := strings.Count(out, "[##########..........]  50% to #3  step 2/3  RUNNING  0s"); got != 2 {
 		t.Errorf("live progress drew the bar %d times at 0s, want 2:\n%q", got, out)
 	}
-	if got := strings.Count(out, "\r\x1b[K[##########..........]  50% to #3  step 1  RUNNING  5s"); got != 1 {
+	if got := strings.Count(out, "\r\x1b[K[##########..........]  50% to #3  step 2/3  RUNNING  5s"); got != 1 {
 		t.Errorf("Tick should redraw the bar with the elapsed time once:\n%q", out)
 	}
 	if got := strings.Count(out, "\r\x1b[K"); got != 3 {
@@ -248,21 +250,51 @@ func TestProgressShowsAwaitingPromote(t *testing.T) {
 	paused := deployv1.RolloutState_ROLLOUT_STATE_PAUSED
 	ev := &deployv1.WatchRolloutResponse{
 		Event: &deployv1.RolloutEvent{Index: 8, At: ts(0), Kind: "paused", State: paused, Step: 1, AwaitingPromote: true,
-			Weights: map[string]int32{"2": 50, "3": 50}, Message: "step 2/3 (v3 at 50%) waits for promote"},
+			Weights: map[string]int32{"2": 50, "3": 50}, Message: "step 2/3 (#3 at 50%) waits for promote"},
 		Rollout: &deployv1.Rollout{Id: "web-3", ToRelease: 3, Step: 1, State: paused, AwaitingPromote: true,
 			Weights: map[string]int32{"2": 50, "3": 50}},
 	}
 	var b bytes.Buffer
 	p := NewProgress(&b, true, func() time.Time { return t0 })
+	p.SetSteps(3)
 	p.Event(ev)
-	want := "2026-11-26 07:30:00Z  paused      PAUSED      step 1  awaiting promote  weights r2=50% r3=50%  step 2/3 (v3 at 50%) waits for promote\n" +
-		"[##########..........]  50% to #3  step 1  PAUSED  awaiting promote  0s"
+	want := "2026-11-26 07:30:00Z  paused      PAUSED      step 2/3  awaiting promote  weights #2=50% #3=50%  step 2/3 (#3 at 50%) waits for promote\n" +
+		"[##########..........]  50% to #3  step 2/3  PAUSED  awaiting promote  0s"
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("progress mismatch (-want +got):\n%s", diff)
 	}
 	// An operator's pause is not a wait for promote.
 	ev.Event.AwaitingPromote, ev.Rollout.AwaitingPromote = false, false
-	if line := EventLine(ev.GetEvent()); strings.Contains(line, "awaiting") {
+	if line := EventLine(ev.GetEvent(), 3); strings.Contains(line, "awaiting") {
 		t.Errorf("EventLine without the flag = %q", line)
+	}
+}
+
+func TestStepsAndStepLabel(t *testing.T) {
+	canary := &deployv1.ServiceSpec{Count: 4, Update: &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY,
+		Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{{Weight: 10}, {Weight: 50}, {Weight: 100}}}}}
+	rolling := &deployv1.ServiceSpec{Count: 5, Update: &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_ROLLING, MaxParallel: 2}}
+	bg := &deployv1.ServiceSpec{Count: 3, Update: &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_BLUE_GREEN}}
+	for _, tt := range []struct {
+		name string
+		spec *deployv1.ServiceSpec
+		from uint64
+		want int
+	}{
+		{"canary", canary, 1, 3}, {"rolling batches", rolling, 1, 3}, {"blue/green stages", bg, 1, 3},
+		{"first deploy", canary, 0, 1}, {"unknown spec", nil, 1, 0},
+	} {
+		if got := Steps(tt.spec, tt.from); got != tt.want {
+			t.Errorf("%s: Steps() = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		index int32
+		steps int
+		want  string
+	}{{0, 3, "step 1/3"}, {2, 3, "step 3/3"}, {3, 3, "step 3/3"}, {1, 0, "step 2"}} {
+		if got := Step(tt.index, tt.steps); got != tt.want {
+			t.Errorf("Step(%d, %d) = %q, want %q", tt.index, tt.steps, got, tt.want)
+		}
 	}
 }

@@ -7,7 +7,7 @@ import (
 
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 
-	"slipway.dev/coordinator/spec"
+	"slipway.dev/platform/spec"
 )
 
 // TestExamplesAreValid reads every example spec in deployments/examples and

@@ -98,6 +98,84 @@ func ReadFile(name string) (*deployv1.ServiceSpec, error) {
 // Parse reads one spec from data, YAML or JSON. name is used in errors only.
 // Every field problem is reported at once, as Errors.
 func Parse(name string, data []byte) (*deployv1.ServiceSpec, error) {
+	f, err := Load(name, data)
+	if err != nil {
+		return nil, err
+	}
+	return f.Spec, nil
+}
+
+// File is a spec read from a file, with the line of every field in it, so
+// that problems found later (by the coordinator's rules) can name the line.
+type File struct {
+	// Name is the file name as shown in errors ("<stdin>" for "-").
+	Name string
+	// Spec is the spec the file holds.
+	Spec *deployv1.ServiceSpec
+	// lines maps API field paths ("spec.update.canary.steps[1].weight") to
+	// the 1-based line of the field's key.
+	lines map[string]int
+}
+
+// Open reads the spec in the named file like ReadFile, keeping its lines.
+func Open(name string) (*File, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if name == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	return Load(name, data)
+}
+
+// Line returns the line of field, a path in the API's form (as in
+// google.rpc.BadRequest: "spec.update.canary.steps[1].weight",
+// `spec.env["KEY"]`), or of the nearest enclosing field the file gives when
+// the field itself is absent (a missing weight is reported at its step);
+// zero when the file gives none of them, e.g. a required field left out.
+func (f *File) Line(field string) int {
+	for p := field; p != ""; p = parent(p) {
+		if l, ok := f.lines[p]; ok {
+			return l
+		}
+	}
+	return 0
+}
+
+// parent strips the last element of a field path: "a.b[2]" -> "a.b",
+// "a.b" -> "a", "a" -> "".
+func parent(p string) string {
+	if strings.HasSuffix(p, "]") {
+		if i := strings.LastIndex(p, "["); i > 0 {
+			return p[:i]
+		}
+	}
+	if i := strings.LastIndex(p, "."); i > 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// Locate turns a violation of field (API form) into an Error naming this
+// file and the field's line; the field is shown without "spec.", as in the
+// errors Parse reports.
+func (f *File) Locate(field, message string) *Error {
+	shown := strings.TrimPrefix(field, "spec.")
+	if field == "spec" {
+		shown = ""
+	}
+	return &Error{File: f.Name, Line: f.Line(field), Field: shown, Message: message}
+}
+
+// Load reads one spec from data, YAML or JSON, like Parse, keeping the line
+// of every field.
+func Load(name string, data []byte) (*File, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -118,9 +196,9 @@ func Parse(name string, data []byte) (*deployv1.ServiceSpec, error) {
 		}
 		root = root.Content[0]
 	}
-	c := &converter{file: displayName(name)}
+	c := &converter{file: displayName(name), lines: map[string]int{"spec": root.Line}}
 	spec := &deployv1.ServiceSpec{}
-	obj := c.message(root, spec.ProtoReflect().Descriptor(), "")
+	obj := c.message(root, spec.ProtoReflect().Descriptor(), "", "spec")
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
@@ -131,7 +209,7 @@ func Parse(name string, data []byte) (*deployv1.ServiceSpec, error) {
 	if err := protojson.Unmarshal(js, spec); err != nil {
 		return nil, Errors{{File: displayName(name), Message: strings.TrimPrefix(err.Error(), "proto: ")}}
 	}
-	return spec, nil
+	return &File{Name: displayName(name), Spec: spec, lines: c.lines}, nil
 }
 
 func displayName(name string) string {
@@ -146,6 +224,8 @@ func displayName(name string) string {
 type converter struct {
 	file string
 	errs Errors
+	// lines records the line of each field by its API path (see File.Line).
+	lines map[string]int
 }
 
 func (c *converter) fail(n *yaml.Node, field, format string, args ...any) {
@@ -185,8 +265,10 @@ func describe(n *yaml.Node) string {
 	}
 }
 
-// message converts a mapping into a JSON object for md.
-func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, path string) map[string]any {
+// message converts a mapping into a JSON object for md. path is the field
+// path as written (for errors), api the same path with proto field names
+// and a "spec" root (for File.Line).
+func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, path, api string) map[string]any {
 	n = resolve(n)
 	where := path
 	if where == "" {
@@ -214,6 +296,8 @@ func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 			continue
 		}
 		seen[string(fd.Name())] = true
+		fapi := api + "." + string(fd.Name())
+		c.lines[fapi] = k.Line
 		if isNull(v) {
 			continue
 		}
@@ -223,7 +307,7 @@ func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 			out["manual"] = true
 			continue
 		}
-		if val, ok := c.field(v, fd, fpath); ok {
+		if val, ok := c.field(v, fd, fpath, fapi); ok {
 			out[string(fd.Name())] = val
 		}
 	}
@@ -240,7 +324,7 @@ func knownFields(md protoreflect.MessageDescriptor) string {
 }
 
 // field converts the value of one field, list or map included.
-func (c *converter) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) (any, bool) {
+func (c *converter) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path, api string) (any, bool) {
 	switch {
 	case fd.IsMap():
 		if n.Kind != yaml.MappingNode {
@@ -251,6 +335,8 @@ func (c *converter) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path st
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
 			kpath := fmt.Sprintf("%s[%q]", path, k.Value)
+			kapi := fmt.Sprintf("%s[%q]", api, k.Value)
+			c.lines[kapi] = k.Line
 			if k.Kind != yaml.ScalarNode {
 				c.fail(k, path, "keys must be plain values, got %s", describe(k))
 				continue
@@ -263,7 +349,7 @@ func (c *converter) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path st
 				// An empty value is the empty string: KEY: with nothing after it.
 				v = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Line: v.Line}
 			}
-			if val, ok := c.single(v, fd.MapValue(), kpath); ok {
+			if val, ok := c.single(v, fd.MapValue(), kpath, kapi); ok {
 				out[k.Value] = val
 			}
 		}
@@ -277,27 +363,29 @@ func (c *converter) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path st
 		for i, e := range n.Content {
 			e = resolve(e)
 			epath := fmt.Sprintf("%s[%d]", path, i)
+			eapi := fmt.Sprintf("%s[%d]", api, i)
+			c.lines[eapi] = e.Line
 			if isNull(e) {
 				c.fail(e, epath, "must not be empty")
 				continue
 			}
-			if val, ok := c.single(e, fd, epath); ok {
+			if val, ok := c.single(e, fd, epath, eapi); ok {
 				out = append(out, val)
 			}
 		}
 		return out, true
 	default:
-		return c.single(n, fd, path)
+		return c.single(n, fd, path, api)
 	}
 }
 
 // single converts one value of fd's kind.
-func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) (any, bool) {
+func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path, api string) (any, bool) {
 	if fd.Kind() == protoreflect.MessageKind {
 		if fd.Message().FullName() == "google.protobuf.Duration" {
 			return c.duration(n, path)
 		}
-		m := c.message(n, fd.Message(), path)
+		m := c.message(n, fd.Message(), path, api)
 		return m, m != nil
 	}
 	if n.Kind != yaml.ScalarNode {

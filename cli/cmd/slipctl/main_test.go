@@ -358,8 +358,9 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = c.must(2, "deploy", "-f", bad)
+	// Violations found by the coordinator are named at their lines of the file.
 	contains(t, "invalid deploy stderr", r.stderr, "invalid argument: 3 violation(s):\n",
-		"\n  spec.name: \"Bad_Name\" is not a DNS label", "\n  spec.count: must be between 0 and 1000, got -1\n", "\n  spec.port: must be between 1 and 65535, got 70000\n")
+		"\n  "+bad+":1: name: \"Bad_Name\" is not a DNS label", "\n  "+bad+":3: count: must be between 0 and 1000, got -1\n", "\n  "+bad+":4: port: must be between 1 and 65535, got 70000")
 	// A spec file with an unknown field never reaches the server.
 	if err := os.WriteFile(bad, []byte("name: web\nimage: slipway/demo:v2\nport: 80\nreplicas: 3\n"), 0o644); err != nil {
 		t.Fatal(err)
