@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -132,11 +131,12 @@ func (e *Engine) decideRollout(ro *deployv1.Rollout, obs Observation) (Plan, tim
 		return p, time.Time{}, nil
 	}
 	if rollout.Done(st) {
-		p.Done = state.IsFinal(ro.GetState()) // nothing will change it again
+		p.Done = rollout.Terminal(ro.GetState()) // nothing will change it again
 		return p, time.Time{}, nil
 	}
 	if ro.GetState() == deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED && !rollout.Terminal(st.Phase) {
-		next, plan := rollout.Supersede(st, strings.TrimPrefix(ro.GetMessage(), "superseded by "))
+		by, _ := e.cfg.FSM.SupersededBy(ro.GetId())
+		next, plan := rollout.Supersede(st, by)
 		p, err := e.stepPlan(ro, st, next, plan, nil, obs)
 		return p, time.Time{}, err
 	}
@@ -181,7 +181,7 @@ func (e *Engine) machine(ro *deployv1.Rollout) (rollout.State, bool, error) {
 		}
 		return st, true, nil
 	}
-	if state.IsFinal(ro.GetState()) {
+	if rollout.Terminal(ro.GetState()) {
 		return rollout.State{}, false, nil // superseded before it started
 	}
 	spec, err := e.releaseSpec(ro.GetService(), ro.GetToRelease())

@@ -14,8 +14,11 @@
 //  1. Deploy: build a Spec (Config from ConfigFromSpec of the release's
 //     UpdateStrategy; From/FromCount the stable release and how many of its
 //     instances run; Generation and Weights the service's current traffic
-//     intent) and call New. When a Deploy supersedes an active rollout, call
-//     Supersede on the old State first and commit both in the same entry.
+//     intent) and call New. When a Deploy supersedes an active rollout, the
+//     Deploy entry itself marks the old rollout SUPERSEDED and records the
+//     link to the new one (state.FSM.SupersededBy); the leader then calls
+//     Supersede on the old rollout's committed State, before it steps the
+//     new one, and commits the result as that rollout's next step.
 //  2. Observe: gather an Observation: Now; every live allocation of the
 //     service (any release) with its health and when that health began
 //     (Instance.Since, "passing since" for a passing check) and when the

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -92,5 +93,33 @@ func writeMissingMachines(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMachineStateFieldsAreTagged: every field of State (and of the types
+// it holds) names its JSON key explicitly, so renaming a Go field cannot
+// silently change the log format.
+func TestMachineStateFieldsAreTagged(t *testing.T) {
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type, string)
+	walk = func(ty reflect.Type, path string) {
+		for ty.Kind() == reflect.Slice || ty.Kind() == reflect.Map || ty.Kind() == reflect.Pointer {
+			ty = ty.Elem()
+		}
+		if ty.Kind() != reflect.Struct || ty.PkgPath() != reflect.TypeFor[State]().PkgPath() || seen[ty] {
+			return
+		}
+		seen[ty] = true
+		for i := range ty.NumField() {
+			f := ty.Field(i)
+			if tag, ok := f.Tag.Lookup("json"); !ok || tag == "" {
+				t.Errorf("%s.%s has no json tag: the machine state is part of the replicated log", path, f.Name)
+			}
+			walk(f.Type, path+"."+f.Name)
+		}
+	}
+	walk(reflect.TypeFor[State](), "State")
+	if len(seen) < 4 {
+		t.Fatalf("walked only %d types", len(seen))
 	}
 }

@@ -27,8 +27,12 @@ const (
 // far fewer stages than this.
 const maxTransitions = 256
 
-// Terminal reports whether a phase is final: succeeded, failed, reverted,
-// aborted or superseded.
+// Terminal reports whether a rollout in phase p is final: SUCCEEDED,
+// FAILED, REVERTED, ABORTED or SUPERSEDED. A final rollout takes no more
+// operator commands and the machine decides no more steps for it (only the
+// stops still pending). It is the one predicate for final states, used by
+// the machine and the replicated state (package state) alike. UNSPECIFIED
+// is not final: it is a State not started yet (Step starts it as PENDING).
 func Terminal(p deployv1.RolloutState) bool {
 	switch p {
 	case phaseSucceeded, phaseFailed, phaseReverted, phaseAborted, phaseSuperseded:

@@ -60,43 +60,43 @@ const (
 // CanaryStep is one weighted step of a canary rollout.
 type CanaryStep struct {
 	// Weight is the traffic percentage of the new release, 0-100.
-	Weight int
+	Weight int `json:"Weight"`
 	// Pause holds the step this long once its weight is applied.
-	Pause time.Duration
+	Pause time.Duration `json:"Pause"`
 	// Manual holds the step until an operator promotes.
-	Manual bool
+	Manual bool `json:"Manual"`
 }
 
 // Config is a rollout's update strategy with every default applied.
 type Config struct {
 	// Strategy is rolling, blue/green or canary.
-	Strategy deployv1.Strategy
+	Strategy deployv1.Strategy `json:"Strategy"`
 	// MaxParallel is how many instances a rolling batch replaces.
-	MaxParallel int
+	MaxParallel int `json:"MaxParallel"`
 	// MinHealthyTime is how long a check must pass continuously before an
 	// instance counts as healthy.
-	MinHealthyTime time.Duration
+	MinHealthyTime time.Duration `json:"MinHealthyTime"`
 	// HealthyDeadline fails an instance that is not healthy this long after
 	// it was created.
-	HealthyDeadline time.Duration
+	HealthyDeadline time.Duration `json:"HealthyDeadline"`
 	// ProgressDeadline fails a rollout that waits this long for instances
 	// without any becoming healthy.
-	ProgressDeadline time.Duration
+	ProgressDeadline time.Duration `json:"ProgressDeadline"`
 	// FlapTolerance is how long an instance that was healthy may be critical
 	// before the rollout fails (hysteresis against flapping checks).
-	FlapTolerance time.Duration
+	FlapTolerance time.Duration `json:"FlapTolerance"`
 	// AutoRevert returns traffic to the previous release on failure.
-	AutoRevert bool
+	AutoRevert bool `json:"AutoRevert"`
 	// AutoPromote finishes blue/green and canary rollouts without an
 	// operator.
-	AutoPromote bool
+	AutoPromote bool `json:"AutoPromote"`
 	// ScaleDownDelay keeps the old blue/green colour running after the
 	// switch.
-	ScaleDownDelay time.Duration
+	ScaleDownDelay time.Duration `json:"ScaleDownDelay"`
 	// Steps are the canary steps.
-	Steps []CanaryStep
+	Steps []CanaryStep `json:"Steps"`
 	// PreviewHeader routes requests carrying it to the new blue/green colour.
-	PreviewHeader string
+	PreviewHeader string `json:"PreviewHeader"`
 }
 
 // Spec describes the rollout to start.
@@ -125,91 +125,96 @@ type Spec struct {
 // Pin routes requests carrying Header (any value) to Release.
 type Pin struct {
 	// Header is the HTTP header name.
-	Header string
+	Header string `json:"Header"`
 	// Release is the release it selects.
-	Release uint64
+	Release uint64 `json:"Release"`
 }
 
 // PendingStop is an instance taken out of traffic, to be stopped once the
 // edges have acknowledged generation After.
 type PendingStop struct {
 	// ID is the allocation id.
-	ID string
+	ID string `json:"ID"`
 	// Release is its release.
-	Release uint64
+	Release uint64 `json:"Release"`
 	// After is the traffic generation that no longer routes to it.
-	After uint64
+	After uint64 `json:"After"`
 }
 
 // State is the whole persistent state of one rollout. It is a plain value:
 // the leader commits it through raft (encoding/json is deterministic for it)
-// and a new leader resumes from the last committed State.
+// and a new leader resumes from the last committed State. Its JSON is part
+// of the replicated log format: every field (here and in the types it
+// holds) names its key in a tag, so a Go rename keeps the format; a golden
+// test (testdata/golden) checks that states written before still decode.
 type State struct {
 	// Service is the service name.
-	Service string
+	Service string `json:"Service"`
 	// From and To are the stable and new releases.
-	From, To uint64
+	From uint64 `json:"From"`
+	To   uint64 `json:"To"`
 	// FromCount and Count are the instance counts of From and To.
-	FromCount, Count int
+	FromCount int `json:"FromCount"`
+	Count     int `json:"Count"`
 	// Config is the update strategy.
-	Config Config
+	Config Config `json:"Config"`
 	// Phase is the rollout's state as the API reports it.
-	Phase deployv1.RolloutState
+	Phase deployv1.RolloutState `json:"Phase"`
 	// Stage and Step locate the rollout inside its strategy.
-	Stage Stage
+	Stage Stage `json:"Stage"`
 	// Step is the rolling batch, canary step or blue/green stage index.
-	Step int
+	Step int `json:"Step"`
 	// StepApplied is set once the current canary step's weight is in force.
-	StepApplied bool
+	StepApplied bool `json:"StepApplied"`
 	// StepPromoted is set when an operator promoted the current step.
-	StepPromoted bool
+	StepPromoted bool `json:"StepPromoted"`
 	// Promoted is set by a full promotion.
-	Promoted bool
+	Promoted bool `json:"Promoted"`
 	// OperatorPaused is set between a pause and a resume command.
-	OperatorPaused bool
+	OperatorPaused bool `json:"OperatorPaused"`
 	// AwaitingPromote is set while the rollout is paused waiting for an
 	// operator's promote: a manual canary step, the end of manual canary
 	// steps, or a blue/green preview. Step recomputes it every time, so it is
 	// never set while an operator's pause holds the rollout or once it is
 	// final.
-	AwaitingPromote bool
+	AwaitingPromote bool `json:"AwaitingPromote"`
 	// Message explains the phase.
-	Message string
+	Message string `json:"Message"`
 	// Outcome is the final phase a rollback in StageRestore ends in.
-	Outcome deployv1.RolloutState
+	Outcome deployv1.RolloutState `json:"Outcome"`
 	// StartedAt is when the first Step ran.
-	StartedAt time.Time
+	StartedAt time.Time `json:"StartedAt"`
 	// StepStartedAt is when the current step's weight took effect.
-	StepStartedAt time.Time
+	StepStartedAt time.Time `json:"StepStartedAt"`
 	// ProgressAt is the last time the rollout made progress.
-	ProgressAt time.Time
+	ProgressAt time.Time `json:"ProgressAt"`
 	// PausedAt is when the operator paused.
-	PausedAt time.Time
+	PausedAt time.Time `json:"PausedAt"`
 	// SwitchedAt is when blue/green traffic switched to the new colour.
-	SwitchedAt time.Time
+	SwitchedAt time.Time `json:"SwitchedAt"`
 	// RestoreStartedAt is when StageRestore began.
-	RestoreStartedAt time.Time
+	RestoreStartedAt time.Time `json:"RestoreStartedAt"`
 	// Ordered counts the instances ordered per release (cumulative).
-	Ordered map[uint64]int
+	Ordered map[uint64]int `json:"Ordered"`
 	// Stopped counts the instances stopped per release.
-	Stopped map[uint64]int
+	Stopped map[uint64]int `json:"Stopped"`
 	// StoppedIDs lists every allocation this rollout stopped, sorted.
-	StoppedIDs []string
+	StoppedIDs []string `json:"StoppedIDs"`
 	// Healthy lists the To allocations that have counted as healthy at least
 	// once, sorted.
-	Healthy []string
+	Healthy []string `json:"Healthy"`
 	// Weights are the traffic weights last issued, per release.
-	Weights map[uint64]int
+	Weights map[uint64]int `json:"Weights"`
 	// Pins are the pins last issued.
-	Pins []Pin
+	Pins []Pin `json:"Pins"`
 	// Generation is the last traffic generation issued.
-	Generation uint64
+	Generation uint64 `json:"Generation"`
 	// PendingStops are instances out of traffic waiting for the route
 	// barrier before they are stopped.
-	PendingStops []PendingStop
+	PendingStops []PendingStop `json:"PendingStops"`
 	// LastCommand is the sequence number of the last operator command
 	// applied.
-	LastCommand uint64
+	LastCommand uint64 `json:"LastCommand"`
 }
 
 // Instance is one allocation of the service as the caller observes it.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"slipway.dev/coordinator/rollout"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -155,6 +156,7 @@ type FSM struct {
 	audit        map[string][]*deployv1.AuditEvent   // service -> its audit trail, oldest first
 	peers        map[string]*statev1.PeerAddress
 	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
+	supersededBy map[string]string                 // superseded rollout id -> the rollout that superseded it
 	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
 	replaces     map[string]string                 // allocation id -> the draining-node allocation it replaces
 	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
@@ -193,6 +195,7 @@ func (f *FSM) reset() {
 	f.audit = map[string][]*deployv1.AuditEvent{}
 	f.peers = map[string]*statev1.PeerAddress{}
 	f.machines = map[string][]byte{}
+	f.supersededBy = map[string]string{}
 	f.allocCreated = map[string]*timestamppb.Timestamp{}
 	f.replaces = map[string]string{}
 	f.intents = map[string]*edgev1.TrafficIntent{}
@@ -289,16 +292,6 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 	}
 }
 
-// IsFinal reports whether a rollout in state s takes no more commands.
-func IsFinal(s deployv1.RolloutState) bool {
-	switch s {
-	case deployv1.RolloutState_ROLLOUT_STATE_PENDING, deployv1.RolloutState_ROLLOUT_STATE_RUNNING, deployv1.RolloutState_ROLLOUT_STATE_PAUSED:
-		return false
-	default:
-		return true
-	}
-}
-
 // RolloutID is the id of the rollout to release number of service.
 func RolloutID(service string, release uint64) string {
 	return service + "-" + strconv.FormatUint(release, 10)
@@ -370,7 +363,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	sr := f.services[name]
 	if sr != nil && sr.svc.GetActiveRollout() != "" {
 		active := f.rollouts[sr.svc.GetActiveRollout()]
-		if active != nil && !IsFinal(active.GetState()) {
+		if active != nil && !rollout.Terminal(active.GetState()) {
 			if !supersede {
 				return fmt.Errorf("service %q has active rollout %s (%s); retry with supersede to replace it: %w",
 					name, active.GetId(), active.GetState(), ErrActiveRollout)
@@ -383,7 +376,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	}
 	number := uint64(len(sr.releases)) + 1
 	newID := RolloutID(name, number)
-	if active := f.rollouts[sr.svc.GetActiveRollout()]; active != nil && !IsFinal(active.GetState()) {
+	if active := f.rollouts[sr.svc.GetActiveRollout()]; active != nil && !rollout.Terminal(active.GetState()) {
 		active.State = deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED
 		active.AwaitingPromote = false
 		active.Message = "superseded by " + newID
@@ -393,6 +386,7 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 			Weights: cloneWeights(active.GetWeights()), State: active.GetState(),
 		})
 		f.addEvent(active, at, "superseded", "superseded by "+newID)
+		f.supersededBy[active.GetId()] = newID
 	}
 	rel := &deployv1.Release{
 		Service: name, Number: number, Spec: proto.CloneOf(spec), CreatedAt: at,
@@ -456,7 +450,7 @@ func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1
 			return RolloutResult{Rollout: proto.CloneOf(ro), Replayed: true}
 		}
 	}
-	if IsFinal(ro.GetState()) {
+	if rollout.Terminal(ro.GetState()) {
 		return fmt.Errorf("cannot %s rollout %s: it is %s: %w", verb, ro.GetId(), ro.GetState(), ErrRolloutFinal)
 	}
 	ro.Commands = append(ro.Commands, &deployv1.OperatorCommand{
@@ -510,7 +504,7 @@ func (f *FSM) applyDrainNode(index uint64, at *timestamppb.Timestamp, op *statev
 // nil when retention drops it at once: ro is final and no longer one of its
 // service's newest Retention.EventRollouts rollouts (its events are gone).
 func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, msg string) *deployv1.RolloutEvent {
-	if IsFinal(ro.GetState()) && ro.GetToRelease() <= f.eventCutoff(ro.GetService()) {
+	if rollout.Terminal(ro.GetState()) && ro.GetToRelease() <= f.eventCutoff(ro.GetService()) {
 		return nil
 	}
 	f.lastEvent++
@@ -555,7 +549,7 @@ func (f *FSM) trimEvents(service string) {
 	kept := ids[:0]
 	for _, id := range ids {
 		// never the events of an active rollout
-		if ro := f.rollouts[id]; ro.GetToRelease() <= cutoff && IsFinal(ro.GetState()) {
+		if ro := f.rollouts[id]; ro.GetToRelease() <= cutoff && rollout.Terminal(ro.GetState()) {
 			delete(f.events, id)
 			continue
 		}
@@ -648,6 +642,9 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 	for _, id := range sortedKeys(f.machines) {
 		s.Machines = append(s.Machines, &statev1.MachineRecord{RolloutId: id, State: f.machines[id]})
 	}
+	for _, id := range sortedKeys(f.supersededBy) {
+		s.Supersessions = append(s.Supersessions, &statev1.SupersedeRecord{RolloutId: id, SupersededBy: f.supersededBy[id]})
+	}
 	for _, id := range sortedKeys(f.allocCreated) {
 		s.AllocationRecords = append(s.AllocationRecords, &statev1.AllocationRecord{Id: id, CreatedAt: f.allocCreated[id], Replaces: f.replaces[id]})
 	}
@@ -735,6 +732,9 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	for _, m := range s.GetMachines() {
 		f.machines[m.GetRolloutId()] = m.GetState()
 	}
+	for _, r := range s.GetSupersessions() {
+		f.supersededBy[r.GetRolloutId()] = r.GetSupersededBy()
+	}
 	for _, a := range s.GetAllocationRecords() {
 		f.allocCreated[a.GetId()] = a.GetCreatedAt()
 		if r := a.GetReplaces(); r != "" {
@@ -756,7 +756,7 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	// Snapshots written before final rollouts were cleared from their
 	// service may still name one as active.
 	for _, sr := range f.services {
-		if ro := f.rollouts[sr.svc.GetActiveRollout()]; ro != nil && IsFinal(ro.GetState()) {
+		if ro := f.rollouts[sr.svc.GetActiveRollout()]; ro != nil && rollout.Terminal(ro.GetState()) {
 			sr.svc.ActiveRollout = ""
 		}
 	}

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"slipway.dev/coordinator/rollout"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -89,7 +90,7 @@ func (f *FSM) Rollouts(service string, activeOnly bool, limit int) []*deployv1.R
 		if service != "" && r.GetService() != service {
 			continue
 		}
-		if activeOnly && IsFinal(r.GetState()) {
+		if activeOnly && rollout.Terminal(r.GetState()) {
 			continue
 		}
 		out = append(out, proto.CloneOf(r))
@@ -119,7 +120,7 @@ func (f *FSM) EventsAfter(id string, from uint64) (RolloutEvents, error) {
 	if r == nil {
 		return RolloutEvents{}, fmt.Errorf("rollout %q: %w", id, ErrNotFound)
 	}
-	res := RolloutEvents{Rollout: proto.CloneOf(r), Final: IsFinal(r.GetState()), Changed: f.changed}
+	res := RolloutEvents{Rollout: proto.CloneOf(r), Final: rollout.Terminal(r.GetState()), Changed: f.changed}
 	for _, ev := range f.events[id] {
 		if ev.GetIndex() > from {
 			res.Events = append(res.Events, proto.CloneOf(ev))

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"slipway.dev/coordinator/rollout"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
@@ -163,7 +165,7 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 	}
 	ro.Step = op.GetStep()
 	ro.Message = op.GetMessage()
-	ro.AwaitingPromote = op.GetAwaitingPromote() && !IsFinal(ro.GetState())
+	ro.AwaitingPromote = op.GetAwaitingPromote() && !rollout.Terminal(ro.GetState())
 	ro.Weights = cloneWeights(op.GetWeights())
 	ro.UpdatedAt = at
 	for i := 0; i < len(ro.GetCommands()) && uint64(i) < op.GetLastCommand(); i++ {
@@ -187,11 +189,11 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 		}
 		// A rollout that reached a final state is no longer the service's
 		// active one (a superseded rollout was replaced there already).
-		if IsFinal(ro.GetState()) && sr.svc.GetActiveRollout() == ro.GetId() {
+		if rollout.Terminal(ro.GetState()) && sr.svc.GetActiveRollout() == ro.GetId() {
 			sr.svc.ActiveRollout = ""
 			sr.svc.UpdatedAt = at
 		}
-		if IsFinal(ro.GetState()) && ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
+		if rollout.Terminal(ro.GetState()) && ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
 			f.addAudit(index, at, EngineActor, "", "rollout "+verdict(ro.GetState()), ro.GetService(), ro.GetId()+": "+ro.GetMessage())
 		}
 	}
@@ -227,6 +229,23 @@ func (f *FSM) Machine(rolloutID string) ([]byte, bool) {
 	defer f.mu.RUnlock()
 	b, ok := f.machines[rolloutID]
 	return append([]byte(nil), b...), ok
+}
+
+// SupersededBy returns the id of the rollout that superseded rolloutID,
+// false when none did. A rollout restored from a snapshot written before
+// the link was recorded has it only in its message ("superseded by <id>").
+func (f *FSM) SupersededBy(rolloutID string) (string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if by, ok := f.supersededBy[rolloutID]; ok {
+		return by, true
+	}
+	ro := f.rollouts[rolloutID]
+	if ro.GetState() != deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED {
+		return "", false
+	}
+	by, ok := strings.CutPrefix(ro.GetMessage(), "superseded by ")
+	return by, ok
 }
 
 // Intent returns a copy of the service's committed traffic intent, nil when

@@ -1274,6 +1274,61 @@ func (x *StepEvent) GetMessage() string {
 	return ""
 }
 
+// SupersedeRecord links a rollout a Deploy superseded to the new rollout.
+type SupersedeRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rollout_id is the superseded rollout.
+	RolloutId string `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// superseded_by is the rollout that superseded it.
+	SupersededBy  string `protobuf:"bytes,2,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SupersedeRecord) Reset() {
+	*x = SupersedeRecord{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SupersedeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SupersedeRecord) ProtoMessage() {}
+
+func (x *SupersedeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SupersedeRecord.ProtoReflect.Descriptor instead.
+func (*SupersedeRecord) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SupersedeRecord) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *SupersedeRecord) GetSupersededBy() string {
+	if x != nil {
+		return x.SupersededBy
+	}
+	return ""
+}
+
 // MachineRecord is the rollout machine state of one rollout.
 type MachineRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1287,7 +1342,7 @@ type MachineRecord struct {
 
 func (x *MachineRecord) Reset() {
 	*x = MachineRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1354,7 @@ func (x *MachineRecord) String() string {
 func (*MachineRecord) ProtoMessage() {}
 
 func (x *MachineRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1367,7 @@ func (x *MachineRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineRecord.ProtoReflect.Descriptor instead.
 func (*MachineRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MachineRecord) GetRolloutId() string {
@@ -1346,7 +1401,7 @@ type AllocationRecord struct {
 
 func (x *AllocationRecord) Reset() {
 	*x = AllocationRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1413,7 @@ func (x *AllocationRecord) String() string {
 func (*AllocationRecord) ProtoMessage() {}
 
 func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1426,7 @@ func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationRecord.ProtoReflect.Descriptor instead.
 func (*AllocationRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AllocationRecord) GetId() string {
@@ -1406,7 +1461,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1473,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1486,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NoopOp) GetPayload() []byte {
@@ -1456,7 +1511,7 @@ type PeerAddress struct {
 
 func (x *PeerAddress) Reset() {
 	*x = PeerAddress{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1523,7 @@ func (x *PeerAddress) String() string {
 func (*PeerAddress) ProtoMessage() {}
 
 func (x *PeerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1536,7 @@ func (x *PeerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAddress.ProtoReflect.Descriptor instead.
 func (*PeerAddress) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeerAddress) GetId() string {
@@ -1518,7 +1573,7 @@ type ServiceRecord struct {
 
 func (x *ServiceRecord) Reset() {
 	*x = ServiceRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1585,7 @@ func (x *ServiceRecord) String() string {
 func (*ServiceRecord) ProtoMessage() {}
 
 func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1598,7 @@ func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRecord.ProtoReflect.Descriptor instead.
 func (*ServiceRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ServiceRecord) GetService() *v1.Service {
@@ -1577,7 +1632,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1644,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1657,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -1676,13 +1731,17 @@ type Snapshot struct {
 	// so that a revoked secret is refused at once as revoked rather than
 	// waited for as a token not replicated yet.
 	RevokedSecretSha256 [][]byte `protobuf:"bytes,17,rep,name=revoked_secret_sha256,json=revokedSecretSha256,proto3" json:"revoked_secret_sha256,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// supersessions link each superseded rollout to the rollout that
+	// superseded it, by rollout id. A snapshot written before this field has
+	// none: the link is then read from the rollout's message.
+	Supersessions []*SupersedeRecord `protobuf:"bytes,18,rep,name=supersessions,proto3" json:"supersessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1753,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1766,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1829,6 +1888,13 @@ func (x *Snapshot) GetRevokedSecretSha256() [][]byte {
 	return nil
 }
 
+func (x *Snapshot) GetSupersessions() []*SupersedeRecord {
+	if x != nil {
+		return x.Supersessions
+	}
+	return nil
+}
+
 // GetPeerInfoRequest asks for a coordinator's description.
 type GetPeerInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1838,7 +1904,7 @@ type GetPeerInfoRequest struct {
 
 func (x *GetPeerInfoRequest) Reset() {
 	*x = GetPeerInfoRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1916,7 @@ func (x *GetPeerInfoRequest) String() string {
 func (*GetPeerInfoRequest) ProtoMessage() {}
 
 func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1929,7 @@ func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 // GetPeerInfoResponse describes a coordinator.
@@ -1881,7 +1947,7 @@ type GetPeerInfoResponse struct {
 
 func (x *GetPeerInfoResponse) Reset() {
 	*x = GetPeerInfoResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1959,7 @@ func (x *GetPeerInfoResponse) String() string {
 func (*GetPeerInfoResponse) ProtoMessage() {}
 
 func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +1972,7 @@ func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPeerInfoResponse) GetPeer() *PeerAddress {
@@ -1941,7 +2007,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2019,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2032,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinRequest) GetPeer() *PeerAddress {
@@ -1987,7 +2053,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2065,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2078,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -2033,7 +2099,7 @@ type ApplyNoopRequest struct {
 
 func (x *ApplyNoopRequest) Reset() {
 	*x = ApplyNoopRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2111,7 @@ func (x *ApplyNoopRequest) String() string {
 func (*ApplyNoopRequest) ProtoMessage() {}
 
 func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2124,7 @@ func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNoopRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyNoopRequest) GetPayload() []byte {
@@ -2079,7 +2145,7 @@ type ApplyNoopResponse struct {
 
 func (x *ApplyNoopResponse) Reset() {
 	*x = ApplyNoopResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2157,7 @@ func (x *ApplyNoopResponse) String() string {
 func (*ApplyNoopResponse) ProtoMessage() {}
 
 func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2170,7 @@ func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNoopResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ApplyNoopResponse) GetIndex() uint64 {
@@ -2226,7 +2292,11 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x02by\x18\x02 \x01(\tR\x02by\"9\n" +
 	"\tStepEvent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"D\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"U\n" +
+	"\x0fSupersedeRecord\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12#\n" +
+	"\rsuperseded_by\x18\x02 \x01(\tR\fsupersededBy\"D\n" +
 	"\rMachineRecord\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x14\n" +
@@ -2251,7 +2321,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\x92\a\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xdb\a\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2271,7 +2341,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x10last_event_index\x18\x0e \x01(\x04R\x0elastEventIndex\x125\n" +
 	"\x06tokens\x18\x0f \x03(\v2\x1d.slipway.state.v1.TokenRecordR\x06tokens\x12)\n" +
 	"\x10acl_bootstrapped\x18\x10 \x01(\bR\x0faclBootstrapped\x122\n" +
-	"\x15revoked_secret_sha256\x18\x11 \x03(\fR\x13revokedSecretSha256\"\x14\n" +
+	"\x15revoked_secret_sha256\x18\x11 \x03(\fR\x13revokedSecretSha256\x12G\n" +
+	"\rsupersessions\x18\x12 \x03(\v2!.slipway.state.v1.SupersedeRecordR\rsupersessions\"\x14\n" +
 	"\x12GetPeerInfoRequest\"\x82\x01\n" +
 	"\x13GetPeerInfoResponse\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\x12\x1b\n" +
@@ -2302,7 +2373,7 @@ func file_slipway_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_slipway_state_v1_state_proto_rawDescData
 }
 
-var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*Command)(nil),               // 0: slipway.state.v1.Command
 	(*DeployOp)(nil),              // 1: slipway.state.v1.DeployOp
@@ -2318,38 +2389,39 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*CreateTokenOp)(nil),         // 11: slipway.state.v1.CreateTokenOp
 	(*RevokeTokenOp)(nil),         // 12: slipway.state.v1.RevokeTokenOp
 	(*StepEvent)(nil),             // 13: slipway.state.v1.StepEvent
-	(*MachineRecord)(nil),         // 14: slipway.state.v1.MachineRecord
-	(*AllocationRecord)(nil),      // 15: slipway.state.v1.AllocationRecord
-	(*NoopOp)(nil),                // 16: slipway.state.v1.NoopOp
-	(*PeerAddress)(nil),           // 17: slipway.state.v1.PeerAddress
-	(*ServiceRecord)(nil),         // 18: slipway.state.v1.ServiceRecord
-	(*RequestRecord)(nil),         // 19: slipway.state.v1.RequestRecord
-	(*Snapshot)(nil),              // 20: slipway.state.v1.Snapshot
-	(*GetPeerInfoRequest)(nil),    // 21: slipway.state.v1.GetPeerInfoRequest
-	(*GetPeerInfoResponse)(nil),   // 22: slipway.state.v1.GetPeerInfoResponse
-	(*JoinRequest)(nil),           // 23: slipway.state.v1.JoinRequest
-	(*JoinResponse)(nil),          // 24: slipway.state.v1.JoinResponse
-	(*ApplyNoopRequest)(nil),      // 25: slipway.state.v1.ApplyNoopRequest
-	(*ApplyNoopResponse)(nil),     // 26: slipway.state.v1.ApplyNoopResponse
-	nil,                           // 27: slipway.state.v1.RolloutStepOp.HealthyEntry
-	nil,                           // 28: slipway.state.v1.RolloutStepOp.WeightsEntry
-	nil,                           // 29: slipway.state.v1.RolloutStepOp.ReplacesEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*v1.ServiceSpec)(nil),        // 31: slipway.deploy.v1.ServiceSpec
-	(v1.CommandKind)(0),           // 32: slipway.deploy.v1.CommandKind
-	(*v11.Node)(nil),              // 33: slipway.cluster.v1.Node
-	(*v12.Allocation)(nil),        // 34: slipway.agent.v1.Allocation
-	(*v13.TrafficIntent)(nil),     // 35: slipway.edge.v1.TrafficIntent
-	(v1.RolloutState)(0),          // 36: slipway.deploy.v1.RolloutState
-	(*v14.Token)(nil),             // 37: slipway.acl.v1.Token
-	(*v1.Service)(nil),            // 38: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 39: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 40: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 41: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 42: slipway.deploy.v1.AuditEvent
+	(*SupersedeRecord)(nil),       // 14: slipway.state.v1.SupersedeRecord
+	(*MachineRecord)(nil),         // 15: slipway.state.v1.MachineRecord
+	(*AllocationRecord)(nil),      // 16: slipway.state.v1.AllocationRecord
+	(*NoopOp)(nil),                // 17: slipway.state.v1.NoopOp
+	(*PeerAddress)(nil),           // 18: slipway.state.v1.PeerAddress
+	(*ServiceRecord)(nil),         // 19: slipway.state.v1.ServiceRecord
+	(*RequestRecord)(nil),         // 20: slipway.state.v1.RequestRecord
+	(*Snapshot)(nil),              // 21: slipway.state.v1.Snapshot
+	(*GetPeerInfoRequest)(nil),    // 22: slipway.state.v1.GetPeerInfoRequest
+	(*GetPeerInfoResponse)(nil),   // 23: slipway.state.v1.GetPeerInfoResponse
+	(*JoinRequest)(nil),           // 24: slipway.state.v1.JoinRequest
+	(*JoinResponse)(nil),          // 25: slipway.state.v1.JoinResponse
+	(*ApplyNoopRequest)(nil),      // 26: slipway.state.v1.ApplyNoopRequest
+	(*ApplyNoopResponse)(nil),     // 27: slipway.state.v1.ApplyNoopResponse
+	nil,                           // 28: slipway.state.v1.RolloutStepOp.HealthyEntry
+	nil,                           // 29: slipway.state.v1.RolloutStepOp.WeightsEntry
+	nil,                           // 30: slipway.state.v1.RolloutStepOp.ReplacesEntry
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*v1.ServiceSpec)(nil),        // 32: slipway.deploy.v1.ServiceSpec
+	(v1.CommandKind)(0),           // 33: slipway.deploy.v1.CommandKind
+	(*v11.Node)(nil),              // 34: slipway.cluster.v1.Node
+	(*v12.Allocation)(nil),        // 35: slipway.agent.v1.Allocation
+	(*v13.TrafficIntent)(nil),     // 36: slipway.edge.v1.TrafficIntent
+	(v1.RolloutState)(0),          // 37: slipway.deploy.v1.RolloutState
+	(*v14.Token)(nil),             // 38: slipway.acl.v1.Token
+	(*v1.Service)(nil),            // 39: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 40: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 41: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 42: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 43: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
-	30, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
+	31, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
 	1,  // 1: slipway.state.v1.Command.deploy:type_name -> slipway.state.v1.DeployOp
 	2,  // 2: slipway.state.v1.Command.rollback:type_name -> slipway.state.v1.RollbackOp
 	3,  // 3: slipway.state.v1.Command.operator:type_name -> slipway.state.v1.OperatorOp
@@ -2357,54 +2429,55 @@ var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	5,  // 5: slipway.state.v1.Command.upsert_node:type_name -> slipway.state.v1.UpsertNodeOp
 	6,  // 6: slipway.state.v1.Command.drain_node:type_name -> slipway.state.v1.DrainNodeOp
 	7,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
-	16, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
+	17, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
 	8,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
 	10, // 10: slipway.state.v1.Command.acl_bootstrap:type_name -> slipway.state.v1.AclBootstrapOp
 	11, // 11: slipway.state.v1.Command.create_token:type_name -> slipway.state.v1.CreateTokenOp
 	12, // 12: slipway.state.v1.Command.revoke_token:type_name -> slipway.state.v1.RevokeTokenOp
-	31, // 13: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	32, // 14: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
-	17, // 15: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
-	33, // 16: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
-	34, // 17: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
-	34, // 18: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
-	35, // 19: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
+	32, // 13: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	33, // 14: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
+	18, // 15: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
+	34, // 16: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
+	35, // 17: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
+	35, // 18: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
+	36, // 19: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
 	13, // 20: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
-	27, // 21: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
-	36, // 22: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
-	28, // 23: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
-	29, // 24: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
-	37, // 25: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
+	28, // 21: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
+	37, // 22: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
+	29, // 23: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
+	30, // 24: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
+	38, // 25: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
 	9,  // 26: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
 	9,  // 27: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
-	30, // 28: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
-	38, // 29: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	39, // 30: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	18, // 31: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	40, // 32: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	33, // 33: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	34, // 34: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	19, // 35: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	41, // 36: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	42, // 37: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	17, // 38: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	14, // 39: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
-	15, // 40: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
-	35, // 41: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	31, // 28: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	39, // 29: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	40, // 30: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	19, // 31: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	41, // 32: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	34, // 33: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	35, // 34: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	20, // 35: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	42, // 36: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	43, // 37: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	18, // 38: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	15, // 39: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	16, // 40: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	36, // 41: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
 	9,  // 42: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
-	17, // 43: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	17, // 44: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	21, // 45: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	23, // 46: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	25, // 47: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	22, // 48: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	24, // 49: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	26, // 50: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	48, // [48:51] is the sub-list for method output_type
-	45, // [45:48] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	14, // 43: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
+	18, // 44: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	18, // 45: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	22, // 46: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	24, // 47: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	26, // 48: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	23, // 49: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	25, // 50: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	27, // 51: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	49, // [49:52] is the sub-list for method output_type
+	46, // [46:49] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }
@@ -2432,7 +2505,7 @@ func file_slipway_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_state_v1_state_proto_rawDesc), len(file_slipway_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
