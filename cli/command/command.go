@@ -50,6 +50,8 @@ type globals struct {
 	by      string
 	sec     rpc.Security
 	token   string
+	// retryFor bounds the retries of a write answered UNAVAILABLE.
+	retryFor time.Duration
 }
 
 // app is one run of slipctl.
@@ -98,9 +100,11 @@ func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {
 	}
 	g.addr, g.output, g.timeout, g.by = addr, "text", 30*time.Second, defaultActor(env)
 	g.token = env.Getenv("SLIPWAY_TOKEN")
+	g.retryFor = time.Minute
 	fs.StringVar(&g.addr, "addr", g.addr, "coordinator gRPC `address` (env SLIPWAY_ADDR)")
 	fs.StringVarP(&g.output, "output", "o", g.output, "output `format`: text (for people) or json (protojson of the response, for scripts)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call to the coordinator")
+	fs.DurationVar(&g.retryFor, "retry-for", g.retryFor, "how long a write (deploy, rollback, promote, pause, resume, abort) answered UNAVAILABLE or timed out is retried with the same request id; after it, an unknown outcome exits 7 (0s: no retries)")
 	fs.StringVar(&g.by, "by", g.by, "`name` recorded in the audit trail as who asked (env SLIPWAY_ACTOR, else $USER)")
 	fs.Var((*secretFlag)(&g.token), "token", "ACL token `secret`, sent as authorization: Bearer on every call (env SLIPWAY_TOKEN; prefer the environment: flags show in ps)")
 	addTLSGlobals(fs, g, env)

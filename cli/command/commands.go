@@ -198,7 +198,7 @@ func newRelease[Req any, Resp releaseResponse](ctx context.Context, a *app, o *o
 		o.requestID = NewRequestID()
 	}
 	a.note("request id %s (retry with --request-id %s)", o.requestID, o.requestID)
-	resp, err := ask(ctx, a, a.deploy, method, req(o.requestID))
+	resp, err := write(ctx, a, a.deploy, method, req(o.requestID), o.requestID)
 	if err != nil {
 		return err
 	}
@@ -309,22 +309,22 @@ func runPromote(ctx context.Context, a *app, o *opts, args []string) error {
 		what = "full promote"
 	}
 	return operatorCommand(ctx, a, what, deployv1.DeployServiceClient.PromoteRollout,
-		&deployv1.PromoteRolloutRequest{Id: args[0], Full: o.full, By: a.g.by, Reason: o.reason})
+		&deployv1.PromoteRolloutRequest{Id: args[0], Full: o.full, By: a.g.by, Reason: o.reason, RequestId: NewRequestID()})
 }
 
 func runPause(ctx context.Context, a *app, o *opts, args []string) error {
 	return operatorCommand(ctx, a, "pause", deployv1.DeployServiceClient.PauseRollout,
-		&deployv1.PauseRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
+		&deployv1.PauseRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason, RequestId: NewRequestID()})
 }
 
 func runResume(ctx context.Context, a *app, o *opts, args []string) error {
 	return operatorCommand(ctx, a, "resume", deployv1.DeployServiceClient.ResumeRollout,
-		&deployv1.ResumeRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
+		&deployv1.ResumeRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason, RequestId: NewRequestID()})
 }
 
 func runAbort(ctx context.Context, a *app, o *opts, args []string) error {
 	return operatorCommand(ctx, a, "abort", deployv1.DeployServiceClient.AbortRollout,
-		&deployv1.AbortRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason})
+		&deployv1.AbortRolloutRequest{Id: args[0], By: a.g.by, Reason: o.reason, RequestId: NewRequestID()})
 }
 
 // rolloutResponse is the answer of every operator command.
@@ -333,11 +333,22 @@ type rolloutResponse interface {
 	GetRollout() *deployv1.Rollout
 }
 
+// operatorRequest is the request of every operator command.
+type operatorRequest interface {
+	GetRequestId() string
+}
+
 // operatorCommand sends one operator command (promote, pause, resume,
-// abort) and prints what the coordinator recorded.
-func operatorCommand[Req any, Resp rolloutResponse](ctx context.Context, a *app, what string,
+// abort), retried with its request id while the coordinator is unavailable
+// (recorded once however often it is sent), and prints what the
+// coordinator recorded.
+func operatorCommand[Req operatorRequest, Resp rolloutResponse](ctx context.Context, a *app, what string,
 	method func(deployv1.DeployServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) error {
-	return query(ctx, a, a.deploy, method, req, func(w io.Writer, r Resp) error { return commandDone(w, what, r.GetRollout()) })
+	resp, err := write(ctx, a, a.deploy, method, req, req.GetRequestId())
+	if err != nil {
+		return err
+	}
+	return a.show(resp, func(w io.Writer) error { return commandDone(w, what, resp.GetRollout()) })
 }
 
 func commandDone(w io.Writer, what string, r *deployv1.Rollout) error {

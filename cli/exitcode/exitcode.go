@@ -31,6 +31,10 @@ const (
 	// Denied: no valid token (UNAUTHENTICATED), or the token does not allow
 	// the call (PERMISSION_DENIED).
 	Denied = 6
+	// Unknown: a write's outcome is unknown after every retry (the leader
+	// changed while committing it, or the link broke mid-call): it may still
+	// be applied. Retry with the same --request-id to settle it.
+	Unknown = 7
 )
 
 // Help is the exit code table for --help texts.
@@ -41,7 +45,8 @@ const Help = `Exit codes:
   3  not found
   4  conflict: FAILED_PRECONDITION or ALREADY_EXISTS (e.g. an active rollout)
   5  coordinator unavailable or timed out
-  6  denied: no valid token (set SLIPWAY_TOKEN), or the token lacks the permission`
+  6  denied: no valid token (set SLIPWAY_TOKEN), or the token lacks the permission
+  7  outcome unknown: the write may still be applied; retry with the same --request-id`
 
 // coded carries an explicit exit code.
 type coded struct {

@@ -21,7 +21,9 @@ import (
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
-func startCluster(t *testing.T, n int) *clusterproc.Cluster {
+// startCluster starts n coordinators (flags in args added to each) and
+// kills them when the test ends, printing their logs if it failed.
+func startCluster(t *testing.T, n int, args ...string) *clusterproc.Cluster {
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/coordinator/cmd/slipway-coordinator")
 	dir := t.TempDir()
@@ -29,6 +31,7 @@ func startCluster(t *testing.T, n int) *clusterproc.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.Args = append(c.Args, args...)
 	t.Cleanup(func() {
 		c.Close()
 		if t.Failed() {

@@ -227,6 +227,26 @@ func (c *Cluster) Signal(i int, sig syscall.Signal) error {
 	return p.exitErr
 }
 
+// Freeze stops coordinator i with SIGSTOP (a paused process: its peers
+// see it vanish without a closed connection); Thaw resumes it.
+func (c *Cluster) Freeze(i int) error { return c.pause(i, syscall.SIGSTOP) }
+
+// Thaw resumes coordinator i after Freeze with SIGCONT.
+func (c *Cluster) Thaw(i int) error { return c.pause(i, syscall.SIGCONT) }
+
+func (c *Cluster) pause(i int, sig syscall.Signal) error {
+	p := c.Procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return fmt.Errorf("clusterproc: %s is not running", p.ID)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("clusterproc: %v to %s: %w", sig, p.ID, err)
+	}
+	return nil
+}
+
 // Close kills every coordinator and closes the client connections.
 func (c *Cluster) Close() {
 	for i, p := range c.Procs {
