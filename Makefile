@@ -20,13 +20,15 @@ DIST := $(CURDIR)/dist
 DIST_PLATFORMS := linux/amd64 linux/arm64
 # Tests of packages in parallel; each test starts what it needs on free ports.
 TEST_FLAGS ?= -race -count=1 -timeout 25m
+# Test artifacts (the dashboard's browser screenshots), one directory per test.
+ARTIFACTS ?= $(CURDIR)/.run/test-artifacts
 
 .PHONY: help tools proto proto-check lint fmt-check vet build dist images check test bench run compose-up compose-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-tools: ## Install pinned tools into ./bin (buf, protoc plugins, grpcurl, consul) and nginx/wrk from Debian.
+tools: ## Install pinned tools into ./bin (buf, protoc plugins, grpcurl, consul) and nginx/wrk/chromium from Debian.
 	@scripts/tools.sh
 
 proto: ## Regenerate the Go code from proto/ (committed).
@@ -71,8 +73,8 @@ check: fmt-check vet lint ## Fast inner loop: gofmt, vet, buf lint, unit tests (
 test: tools proto-check fmt-check vet lint build ## Every test, with the race detector, against real Consul, Docker, nginx and raft.
 	@set -o pipefail; fail=0; for m in $(MODULES); do \
 		echo "==> go test $$m"; \
-		(cd $$m && SLIPWAY_BIN=$(BIN) $(GO) test $(TEST_FLAGS) ./...) || fail=1; \
-	done; exit $$fail
+		(cd $$m && SLIPWAY_BIN=$(BIN) SLIPWAY_ARTIFACTS=$(ARTIFACTS) $(GO) test $(TEST_FLAGS) ./...) || fail=1; \
+	done; echo "test artifacts (screenshots) in $(ARTIFACTS)"; exit $$fail
 
 bench: tools build ## Benchmarks against peers measured in the same run, printed as tables.
 	@scripts/bench.sh

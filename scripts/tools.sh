@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, at pinned versions, everything the build, tests and demo need that
 # this machine lacks: Go tools and a Consul agent into ./bin, and nginx (with
-# the Lua module) and wrk from Debian. Idempotent: a second run only checks.
+# the Lua module), wrk and Chromium from Debian. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -44,6 +44,8 @@ command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 [ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
 [ -f /usr/share/lua/5.1/resty/core.lua ] || need_apt+=(lua-resty-core)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# Headless Chromium for the dashboard's browser tests (chromedp).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "tools: missing Debian packages ${need_apt[*]}; run as root or install them" >&2

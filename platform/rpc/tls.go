@@ -161,6 +161,27 @@ func (c *Creds) ServerTLS(roles ...pki.Role) *tls.Config {
 	}
 }
 
+// WebTLS is the TLS configuration of an HTTPS listener for browsers (the
+// coordinator's dashboard): this component's own certificate, TLS 1.2 or
+// later, no client certificate asked for (a browser has none; the caller
+// authenticates with a token instead). It panics on insecure credentials.
+func (c *Creds) WebTLS() *tls.Config {
+	if c.insecure {
+		panic("rpc: WebTLS on insecure credentials")
+	}
+	src := c.src
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			m, err := src.load()
+			if err != nil {
+				return nil, err
+			}
+			return &m.cert, nil
+		},
+	}
+}
+
 // ClientTLS is the TLS configuration of a client that accepts only a server
 // whose certificate is signed by the Slipway CA and satisfies want. The
 // server is authenticated by its identity SAN, not its host name, so

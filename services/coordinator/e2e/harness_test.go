@@ -263,19 +263,30 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 // engine on and returns a DeployService client once it serves.
 func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceClient {
 	t.Helper()
+	cl, _ := startCoordinatorWith(t, consulAddr, nil)
+	return cl
+}
+
+// startCoordinatorWith is startCoordinator with the config changed by
+// configure (when not nil); it also returns the management token's secret.
+func startCoordinatorWith(t testing.TB, consulAddr string, configure func(*server.Config)) (deployv1.DeployServiceClient, string) {
+	t.Helper()
 	logs := &syncWriter{}
 	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
 		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard,
 		Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
+	if configure != nil {
+		configure(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(ctx, cfg) }()
 	// ACLs are on, as in production: the test bootstraps the management
 	// token and calls with it.
+	var secret string
 	conn, err := rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
 	if err == nil {
-		var secret string
 		secret, err = acltest.Bootstrap(ctx, conn, 30*time.Second)
 		conn.Close()
 		if err == nil {
@@ -308,7 +319,7 @@ func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceCli
 		}
 		return ""
 	})
-	return cl
+	return cl, secret
 }
 
 // poll waits until cond returns "" and fails the test with cond's last

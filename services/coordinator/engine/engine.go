@@ -133,6 +133,10 @@ type Config struct {
 	// SyncAllocations request; default specrules.SyncBudgetBytes (the
 	// gRPC message limit less room for the envelope). See desiredSets.
 	SyncBudget int
+	// OnStatuses, when set, receives after each pass the last status every
+	// agent reported per allocation id (a fresh map; the statuses are not
+	// to be modified). The dashboard shows instance health with it.
+	OnStatuses func(map[string]*agentv1.AllocationStatus)
 }
 
 // Engine is the leader engine. Create it with New and run it with Run; it
@@ -244,6 +248,13 @@ func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		// Without a view of the nodes nothing is decided.
 		return time.Time{}, err
+	}
+	if e.cfg.OnStatuses != nil {
+		out := make(map[string]*agentv1.AllocationStatus, len(e.statuses))
+		for id, st := range e.statuses {
+			out[id] = st
+		}
+		e.cfg.OnStatuses(out)
 	}
 	if err := e.commitNodes(ctx, obs); err != nil {
 		return time.Time{}, err

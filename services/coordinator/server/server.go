@@ -13,10 +13,15 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"slipway.dev/coordinator/agentclient"
 	"slipway.dev/coordinator/consul"
+	"slipway.dev/coordinator/dashboard"
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
@@ -26,6 +31,8 @@ import (
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
 
@@ -57,6 +64,10 @@ type Config struct {
 	// RaftTimeouts are raft's failure-detection timeouts; zero fields take
 	// raftnode.DefaultTimeouts.
 	RaftTimeouts raftnode.Timeouts
+	// DashboardAddr serves the web dashboard (HTTPS with this
+	// coordinator's certificate, plaintext only with insecure Creds) when
+	// set; empty: off.
+	DashboardAddr string
 	// Creds secure every link: the gRPC server (clients and coordinators
 	// call the public services, only coordinators InternalService), raft,
 	// forwarding, joins and the calls to node agents. Required.
@@ -211,6 +222,12 @@ func Run(ctx context.Context, cfg Config) error {
 	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr(), "acl", !cfg.DisableACL)
 
 	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger, signals: sigs}
+	if cfg.DashboardAddr != "" {
+		if err := c.startDashboard(grpcAdv); err != nil {
+			c.shutdown()
+			return fmt.Errorf("server: %w", err)
+		}
+	}
 	if cfg.Engine {
 		ccfg := cfg.Consul
 		if ccfg.Addr == "" {
@@ -263,6 +280,9 @@ type coordinator struct {
 
 	consul       *consul.Client
 	agents       *agentclient.Client
+	dash         *dashboard.Server
+	dashConn     *grpc.ClientConn
+	statuses     atomic.Pointer[map[string]*agentv1.AllocationStatus]
 	engineStop   context.CancelFunc
 	engineDone   chan struct{}
 	engineFailed time.Time
@@ -306,7 +326,8 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		// with its certificate: an entry alone is not enough.
 		nodes := agentclient.NewVerified(c.consul, c.agents, c.logger)
 		eng := engine.New(engine.Config{Raft: c.node, FSM: c.fsm, Nodes: nodes, Routes: c.consul, Agents: c.agents,
-			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline})
+			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline,
+			OnStatuses: func(m map[string]*agentv1.AllocationStatus) { c.statuses.Store(&m) }})
 		go func() {
 			defer close(done)
 			acks := make(chan struct{})
@@ -330,6 +351,7 @@ func (c *coordinator) stopEngine() {
 	c.engineStop()
 	<-c.engineDone
 	c.engineStop, c.engineDone = nil, nil
+	c.statuses.Store(nil) // a follower knows no instance health
 }
 
 func (c *coordinator) shutdown() {
@@ -344,6 +366,12 @@ func (c *coordinator) shutdown() {
 		cancel()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if c.dash != nil {
+		if err := c.dash.Close(ctx); err != nil {
+			c.logger.Warn("dashboard shutdown", "err", err)
+		}
+		c.dashConn.Close()
+	}
 	c.srv.Shutdown(ctx)
 	cancel()
 	c.api.Close()
@@ -503,4 +531,68 @@ func DefaultID() string {
 		return "coordinator-" + strconv.Itoa(os.Getpid())
 	}
 	return h
+}
+
+// startDashboard serves the web dashboard on cfg.DashboardAddr. It calls
+// this coordinator's own gRPC API (as a coordinator, with each user's
+// token), so the API's token checks decide every page and action.
+func (c *coordinator) startDashboard(grpcAddr string) error {
+	conn, err := rpc.Dial(grpcAddr, c.cfg.Creds, rpc.ExpectRole(pki.RoleCoordinator))
+	if err != nil {
+		return fmt.Errorf("dashboard: dial own API: %w", err)
+	}
+	dcfg := dashboard.Config{Addr: c.cfg.DashboardAddr, Conn: conn, Logger: c.logger, Changed: c.fsm.Changed,
+		Instances: c.instances, Events: func(id string) []*deployv1.RolloutEvent {
+			evs, err := c.fsm.EventsAfter(id, 0)
+			if err != nil {
+				return nil
+			}
+			return evs.Events
+		}}
+	if c.cfg.Creds.Insecure() {
+		dcfg.Insecure = true
+	} else {
+		dcfg.TLS = c.cfg.Creds.WebTLS()
+	}
+	d, err := dashboard.Start(dcfg)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	c.dash, c.dashConn = d, conn
+	return nil
+}
+
+// instances joins the committed allocations with the health their agents
+// last reported to this node's engine (only the leader has any).
+func (c *coordinator) instances() []dashboard.Instance {
+	var sts map[string]*agentv1.AllocationStatus
+	if p := c.statuses.Load(); p != nil {
+		sts = *p
+	}
+	all := c.fsm.AllAllocations()
+	out := make([]dashboard.Instance, 0, len(all))
+	for _, sa := range all {
+		in := dashboard.Instance{Allocation: sa.Allocation}
+		if sa.CreatedAt != nil {
+			in.CreatedAt = sa.CreatedAt.AsTime()
+		}
+		if st := sts[sa.Allocation.GetId()]; st != nil {
+			in.Health, in.HealthSince = health(st), st.GetUpdatedAt().AsTime()
+			if st.GetHealth() == agentv1.Health_HEALTH_PASSING && st.GetHealthySince() != nil {
+				in.HealthSince = st.GetHealthySince().AsTime()
+			}
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// health names an allocation's condition: its health while it runs, else
+// its state ("starting", "draining", "stopped").
+func health(st *agentv1.AllocationStatus) string {
+	if st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_RUNNING && st.GetHealth() != agentv1.Health_HEALTH_UNSPECIFIED {
+		return strings.ToLower(strings.TrimPrefix(st.GetHealth().String(), "HEALTH_"))
+	}
+	return strings.ToLower(strings.TrimPrefix(st.GetState().String(), "ALLOCATION_STATE_"))
 }

@@ -57,6 +57,14 @@ secret is kept, in raft; a revoked token is refused by every coordinator as
 soon as it applies the revocation. InternalService (coordinator to
 coordinator) is authorised by the coordinator certificate, not by tokens.
 
+Dashboard (-dashboard-addr, off by default; the conventional address is
+127.0.0.1:7402): services, rollouts with their steps and weights, instances
+per node, a live traffic chart, history, audit and the promote / pause /
+resume / abort / rollback buttons. It is served over HTTPS with this
+coordinator's certificate (browsers must trust the Slipway CA, or be told to
+accept it); a user logs in by pasting a token, and every page and button is a
+call of this coordinator's API with that token.
+
 Consul: the leader engine finds node agents and writes traffic intents
 through a Consul agent (-consul-addr). With Consul ACLs (default deny) give it
 a token holding deployments/consul/coordinator.hcl (-consul-token-file,
@@ -107,6 +115,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers (listed in -join) are up")
 	fs.StringVar(&join, "join", "", "comma-separated gRPC addresses of other coordinators")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
+	fs.StringVar(&cfg.DashboardAddr, "dashboard-addr", "", "serve the web dashboard at https://ADDR/ with this coordinator's certificate (plaintext only with -insecure); users log in with a Slipway token; e.g. 127.0.0.1:7402 (empty: off)")
 	fs.BoolVar(&cfg.Engine, "engine", true, "run the leader engine while leading (rollouts act on nodes and edges); -engine=false only records")
 	cfg.Consul.RegisterFlags(fs) // the leader engine's Consul: -consul-addr, -consul-token, -consul-ca, ...
 	fs.DurationVar(&cfg.NodeGrace, "node-grace", 10*time.Second, "how long a node may be missing from Consul before its allocations are replaced")
