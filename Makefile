@@ -23,7 +23,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 25m
 # Test artifacts (the dashboard's browser screenshots), one directory per test.
 ARTIFACTS ?= $(CURDIR)/.run/test-artifacts
 
-.PHONY: help tools proto proto-check lint fmt-check vet build dist images check test bench run compose-up compose-down clean
+.PHONY: help tools proto proto-check lint breaking fmt-check vet build dist images check test bench run compose-up compose-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ proto-check: proto ## Fail if the committed generated code is stale.
 lint: ## buf lint (STANDARD).
 	@test -x $(BIN)/buf || scripts/tools.sh
 	$(BIN)/buf lint
+
+breaking: ## buf breaking (FILE) against the previous main (BREAKING_AGAINST=<ref> to choose, =none to skip).
+	@test -x $(BIN)/buf || scripts/tools.sh
+	@BUF=$(BIN)/buf scripts/breaking.sh
 
 fmt-check: ## Fail if any Go file is not gofmt-clean.
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
@@ -67,10 +71,10 @@ dist: ## Release artifacts: static, versioned binaries for linux/amd64 and arm64
 images: build ## Build the demo images slipway/demo:v1..v4 FROM scratch.
 	@scripts/demo-images.sh
 
-check: fmt-check vet lint ## Fast inner loop: gofmt, vet, buf lint, unit tests (-short).
+check: fmt-check vet lint breaking ## Fast inner loop: gofmt, vet, buf lint and breaking, unit tests (-short).
 	@for m in $(MODULES); do (cd $$m && $(GO) test -short -count=1 ./...) || exit 1; done
 
-test: tools proto-check fmt-check vet lint build ## Every test, with the race detector, against real Consul, Docker, nginx and raft.
+test: tools proto-check fmt-check vet lint breaking build ## Every test, with the race detector, against real Consul, Docker, nginx and raft.
 	@set -o pipefail; fail=0; for m in $(MODULES); do \
 		echo "==> go test $$m"; \
 		(cd $$m && SLIPWAY_BIN=$(BIN) SLIPWAY_ARTIFACTS=$(ARTIFACTS) $(GO) test $(TEST_FLAGS) ./...) || fail=1; \
