@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
 )
 
@@ -25,7 +26,7 @@ func BenchmarkProxy(b *testing.B) {
 	p := New(Config{})
 	p.Apply(context.Background(), routetable.Table{Routes: map[string]routetable.Route{"web": {Service: "web", Host: "w", Path: "/",
 		Backends: []routetable.Backend{{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{{ID: "a", Address: bl.Addr().String()}}}}}}})
-	srv := NewServer(p)
+	srv := NewServer(p, true, h1server.Limits{}, nil)
 	pl, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.Serve(pl)
 	defer srv.Close()
@@ -53,10 +54,11 @@ func BenchmarkProxy(b *testing.B) {
 func BenchmarkProxyServer(b *testing.B) {
 	for _, c := range []struct {
 		name      string
+		lean      bool
 		accessLog bool
-	}{{"plain", false}, {"accesslog", true}} {
+	}{{"lean", true, false}, {"nethttp", false, false}, {"lean-accesslog", true, true}} {
 		b.Run(c.name, func(b *testing.B) {
-			benchProxyServer(b, Config{AccessLog: c.accessLog})
+			benchProxyServer(b, Config{AccessLog: c.accessLog}, c.lean)
 		})
 	}
 }
@@ -112,7 +114,7 @@ func readHead(br *bufio.Reader) (int, error) {
 	}
 }
 
-func benchProxyServer(b *testing.B, cfg Config) {
+func benchProxyServer(b *testing.B, cfg Config, lean bool) {
 	bl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -123,7 +125,7 @@ func benchProxyServer(b *testing.B, cfg Config) {
 	defer p.Close()
 	p.Apply(context.Background(), routetable.Table{Routes: map[string]routetable.Route{"web": {Service: "web", Host: "web.test", Path: "/",
 		Backends: []routetable.Backend{{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{{ID: "a", Address: bl.Addr().String()}}}}}}})
-	srv := NewServer(p)
+	srv := NewServer(p, lean, h1server.Limits{}, nil)
 	pl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
 )
 
@@ -28,9 +30,21 @@ func proxyTo(t *testing.T, h http.HandlerFunc) (url string) {
 	p := New(Config{})
 	t.Cleanup(p.Close)
 	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(be, "a")}}))
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return serve(t, p)
+}
+
+// serve starts the edge's own server (lean path on) for h and returns its
+// URL; it is closed when the test ends.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(h, true, h1server.Limits{}, nil)
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + lis.Addr().String()
 }
 
 func TestLeanPathChoice(t *testing.T) {

@@ -44,8 +44,7 @@ func TestProxyReusesUpstreamConnections(t *testing.T) {
 	p := New(Config{})
 	t.Cleanup(p.Close)
 	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(be, "a")}}))
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
+	srvURL := serve(t, p)
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	do := func(method, path, body string) (int, string) {
@@ -54,7 +53,7 @@ func TestProxyReusesUpstreamConnections(t *testing.T) {
 		if body != "" {
 			r = strings.NewReader(body)
 		}
-		req, _ := http.NewRequest(method, srv.URL+path, r)
+		req, _ := http.NewRequest(method, srvURL+path, r)
 		req.Host = "w"
 		resp, err := client.Do(req)
 		if err != nil {

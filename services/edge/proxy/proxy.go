@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"slipway.dev/edge/internal/h1client"
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
 )
 
@@ -48,6 +49,8 @@ type Config struct {
 	// Signals, when set, is told every proxied response's release, status
 	// and latency (the golden signals for canary analysis).
 	Signals Observer
+	// ConnectTimeout bounds dialling an upstream (default 2s).
+	ConnectTimeout time.Duration
 }
 
 // Observer counts responses per release (see package signals).
@@ -95,7 +98,10 @@ func New(cfg Config) *Proxy {
 	if cfg.MaxIdleConnsPerHost == 0 {
 		cfg.MaxIdleConnsPerHost = 256
 	}
-	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 2 * time.Second
+	}
+	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	p := &Proxy{
 		log:       cfg.Logger,
 		accessLog: cfg.AccessLog,
@@ -345,6 +351,9 @@ type attemptBody struct {
 	rc     io.ReadCloser
 	read   atomic.Bool
 	closed atomic.Bool
+	// failed holds a read error of the client's body (malformed chunks, a
+	// timeout, the size limit): the client's fault, not the upstream's.
+	failed atomic.Pointer[error]
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
@@ -352,8 +361,16 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	b.read.Store(true)
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(&err)
+	}
+	return n, err
 }
+
+// errClientBody marks a request that failed because the client's body
+// could not be read.
+var errClientBody = errors.New("reading the client's request body")
 
 func (b *attemptBody) Close() error {
 	b.closed.Store(true)
@@ -404,8 +421,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func (p *Proxy) proxyError(w http.ResponseWriter, req *http.Request, err error) {
 	code := http.StatusBadGateway
-	if errors.Is(err, context.Canceled) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.Is(err, context.Canceled):
 		code = 499
+	case errors.As(err, &tooLarge):
+		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, errClientBody):
+		code = http.StatusBadRequest
+		w.Header().Set("Connection", "close")
 	}
 	p.log.Warn("upstream request failed", "host", req.Host, "path", req.URL.Path, "err", err)
 	w.WriteHeader(code)
@@ -532,6 +556,11 @@ func (rt *retrier) tryBackend(req *http.Request, pk *pick) (resp *http.Response,
 		if dialErr {
 			rt.p.eject(u, pk.route.rt.Service)
 		}
+		if body != nil {
+			if ferr := body.failed.Load(); ferr != nil {
+				return nil, false, fmt.Errorf("%w: %w", errClientBody, *ferr)
+			}
+		}
 		if body != nil && body.read.Load() {
 			return nil, false, err // part of the body is gone: nothing to send again
 		}
@@ -639,10 +668,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// NewServer returns an HTTP server for h speaking HTTP/1.1 and h2c.
-func NewServer(h http.Handler) *http.Server {
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	return &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+// NewServer returns the server for h: HTTP/1.1 on the lean path (unless
+// lean is false), net/http for everything else (HTTP/1.0, h2c, upgrades),
+// both under lim.
+func NewServer(h http.Handler, lean bool, lim h1server.Limits, log *slog.Logger) *h1server.Server {
+	return h1server.New(h1server.Config{Handler: h, Lean: lean, Limits: lim, Logger: log})
 }

@@ -148,9 +148,7 @@ func TestUpgradePassThrough(t *testing.T) {
 	p := New(Config{})
 	defer p.Close()
 	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(b, "ws")}}))
-	srv := httptest.NewServer(p)
-	defer srv.Close()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(serve(t, p), "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,17 +171,11 @@ func TestH2C(t *testing.T) {
 	p := New(Config{})
 	defer p.Close()
 	p.Apply(context.Background(), routeTable("w", nil, routetable.Backend{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{up(b, "h2")}}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(p)
-	go srv.Serve(lis)
-	defer srv.Close()
+	url := serve(t, p)
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	c := &http.Client{Transport: &http.Transport{Protocols: &protos}}
-	req, _ := http.NewRequest("GET", "http://"+lis.Addr().String()+"/", nil)
+	req, _ := http.NewRequest("GET", url+"/", nil)
 	req.Host = "w"
 	resp, err := c.Do(req)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"slipway.dev/edge/consul"
 	"slipway.dev/edge/controller"
 	"slipway.dev/edge/grpcapi"
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/nginx"
 	"slipway.dev/edge/proxy"
 	"slipway.dev/edge/signals"
@@ -37,6 +38,9 @@ type options struct {
 	nginxWorkers                                                   int
 	nginxExternal, accessLog                                       bool
 	sessionTTL, nginxShutdown, coalesce, signalsEvery              time.Duration
+	connectTimeout                                                 time.Duration
+	lean                                                           bool
+	limits                                                         h1server.Limits
 	sec                                                            rpc.Security
 	consul                                                         consulconf.Config
 }
@@ -73,6 +77,18 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.nginxWorkers, "nginx-workers", 2, "nginx worker_processes (mode nginx)")
 	fs.BoolVar(&o.nginxExternal, "nginx-external", false, "drive an nginx master already running from -nginx-dir instead of starting one")
 	fs.DurationVar(&o.nginxShutdown, "nginx-worker-shutdown-timeout", 30*time.Second, "nginx worker_shutdown_timeout: how long old workers may finish requests after a reload (mode nginx)")
+	d := h1server.DefaultLimits
+	fs.BoolVar(&o.lean, "http-lean", true, "serve the common HTTP/1.1 request on the lean path (false: net/http for everything; mode proxy)")
+	fs.IntVar(&o.limits.MaxHeaderBytes, "http-max-header-bytes", d.MaxHeaderBytes, "largest request head (431 above)")
+	fs.IntVar(&o.limits.MaxHeaderCount, "http-max-header-count", d.MaxHeaderCount, "most request header fields (431 above)")
+	fs.Int64Var(&o.limits.MaxBodyBytes, "http-max-body-bytes", d.MaxBodyBytes, "largest request body (413 above)")
+	fs.DurationVar(&o.limits.ReadHeaderTimeout, "http-read-header-timeout", d.ReadHeaderTimeout, "time a request head may take from its first byte")
+	fs.DurationVar(&o.limits.ReadBodyTimeout, "http-read-body-timeout", d.ReadBodyTimeout, "longest wait for each read of a request body")
+	fs.DurationVar(&o.limits.IdleTimeout, "http-idle-timeout", d.IdleTimeout, "how long a keep-alive connection may wait for its next request")
+	fs.DurationVar(&o.limits.WriteTimeout, "http-write-timeout", d.WriteTimeout, "longest a response write may block (mode proxy: lean path)")
+	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog)")
+	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; mode proxy)")
+	fs.DurationVar(&o.connectTimeout, "upstream-connect-timeout", 2*time.Second, "time to connect to an instance before trying another (mode proxy)")
 	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "wait this long for more Consul changes before building a table (bounded by 10x)")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator gRPC addresses to report golden signals to (canary analysis); empty: none reported")
 	fs.DurationVar(&o.signalsEvery, "signals-interval", time.Second, "how often golden signals are reported to the coordinators")
@@ -96,6 +112,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.signalsEvery <= 0 {
 		return o, fmt.Errorf("-signals-interval %s: must be positive", o.signalsEvery)
+	}
+	if o.connectTimeout <= 0 {
+		return o, fmt.Errorf("-upstream-connect-timeout %v: want a positive duration", o.connectTimeout)
 	}
 	if o.mode != "proxy" && o.mode != "nginx" {
 		return o, fmt.Errorf("-mode %q: want proxy or nginx", o.mode)
@@ -163,12 +182,12 @@ func run(args []string) error {
 		tuneGC()
 		counter := &signals.Counter{}
 		counts = signals.CounterSource{Counter: counter}
-		p := proxy.New(proxy.Config{Logger: logger, Registerer: reg, AccessLog: o.accessLog, Signals: counter})
+		p := proxy.New(proxy.Config{Logger: logger, Registerer: reg, AccessLog: o.accessLog, Signals: counter, ConnectTimeout: o.connectTimeout})
 		lis, err := rpc.Listen(o.httpAddr)
 		if err != nil {
 			return fmt.Errorf("http listen: %w", err)
 		}
-		srv := proxy.NewServer(p)
+		srv := proxy.NewServer(p, o.lean, o.limits, logger)
 		wg.Go(func() {
 			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server stopped", "err", err)

@@ -4,6 +4,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"slipway.dev/edge/internal/h1server"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -43,5 +46,28 @@ func TestParseFlagsRequiresTLSOrInsecure(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-id", "e1", "-insecure", "-tls-cert", "c.pem"}); err == nil || !strings.Contains(err.Error(), "exclusive") {
 		t.Fatalf("-insecure with TLS files: err = %v", err)
+	}
+}
+
+func TestParseHTTPLimits(t *testing.T) {
+	o, err := parseFlags([]string{"-insecure"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.lean || o.limits != h1server.DefaultLimits || o.connectTimeout != 2*time.Second {
+		t.Fatalf("defaults: lean %v limits %+v connect %v", o.lean, o.limits, o.connectTimeout)
+	}
+	t.Setenv("SLIPWAY_HTTP_MAX_CONNS", "10")
+	o, err = parseFlags([]string{"-insecure", "-http-lean=false", "-http-max-body-bytes", "1000", "-http-read-body-timeout", "3s",
+		"-http-max-requests-per-client", "-1", "-upstream-connect-timeout", "250ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.lean || o.limits.MaxBodyBytes != 1000 || o.limits.ReadBodyTimeout != 3*time.Second || o.limits.MaxRequestsPerClient != -1 ||
+		o.limits.MaxConns != 10 || o.connectTimeout != 250*time.Millisecond {
+		t.Fatalf("set: lean %v limits %+v connect %v", o.lean, o.limits, o.connectTimeout)
+	}
+	if _, err := parseFlags([]string{"-insecure", "-upstream-connect-timeout", "0s"}); err == nil || !strings.Contains(err.Error(), "-upstream-connect-timeout") {
+		t.Fatalf("zero connect timeout: %v", err)
 	}
 }
