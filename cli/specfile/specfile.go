@@ -6,7 +6,8 @@
 // field and its line. On top of protojson it accepts what people write:
 // durations such as "500ms", "3s", "5m" or "1h" wherever a duration goes,
 // strategy names "rolling", "blue_green" (or "blue-green") and "canary" in
-// any case as well as the enum names, "pause: manual" on a canary step, and
+// any case as well as the enum names, any enum value without its prefix
+// ("no_data: hold"), "pause: manual" on a canary step, and
 // scalars of any type where a string goes (env: {PORT: 8080}).
 package specfile
 
@@ -413,6 +414,13 @@ func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path, 
 		return c.integer(n, path, 0, math.MaxInt64)
 	case protoreflect.EnumKind:
 		return c.enum(n, fd.Enum(), path)
+	case protoreflect.DoubleKind, protoreflect.FloatKind:
+		v, err := strconv.ParseFloat(strings.TrimSuffix(n.Value, "%"), 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			c.fail(n, path, "must be a number, got %q", n.Value)
+			return nil, false
+		}
+		return v, true
 	default:
 		c.fail(n, path, "fields of kind %s are not supported in spec files", fd.Kind())
 	}
@@ -488,6 +496,14 @@ func (c *converter) enum(n *yaml.Node, ed protoreflect.EnumDescriptor, path stri
 	}
 	if v := ed.Values().ByName(protoreflect.Name(strings.ToUpper(n.Value))); v != nil && v.Number() != 0 {
 		return string(v.Name()), true
+	}
+	// The short form of any enum: "hold" for NO_DATA_POLICY_HOLD.
+	if z := ed.Values().ByNumber(0); z != nil {
+		prefix := strings.TrimSuffix(string(z.Name()), "UNSPECIFIED")
+		short := strings.ToUpper(strings.ReplaceAll(n.Value, "-", "_"))
+		if v := ed.Values().ByName(protoreflect.Name(prefix + short)); v != nil && v.Number() != 0 && prefix != string(z.Name()) {
+			return string(v.Name()), true
+		}
 	}
 	if ed.FullName() == "slipway.deploy.v1.Strategy" {
 		c.fail(n, path, "unknown strategy %q (want rolling, blue_green or canary)", n.Value)

@@ -94,6 +94,10 @@ func TestParse(t *testing.T) {
 		{name: "strategy enum name lower case and zero duration", in: "name: a\nupdate: {strategy: strategy_rolling, min_healthy_time: 0}\n",
 			want: &deployv1.ServiceSpec{Name: "a", Update: &deployv1.UpdateStrategy{
 				Strategy: deployv1.Strategy_STRATEGY_ROLLING, MinHealthyTime: dur(0)}}},
+		{name: "analysis with numbers and short enum names", in: "name: a\nupdate: {canary: {analysis: {no_data: fail, success_rate: {min: 99.5%}, compare: {confidence: 0.99}, min_requests: 50}}}\n",
+			want: &deployv1.ServiceSpec{Name: "a", Update: &deployv1.UpdateStrategy{Canary: &deployv1.CanaryStrategy{Analysis: &deployv1.Analysis{
+				NoData: deployv1.NoDataPolicy_NO_DATA_POLICY_FAIL, SuccessRate: &deployv1.SuccessRateThreshold{Min: 99.5},
+				Compare: &deployv1.Comparison{Confidence: 0.99}, MinRequests: 50}}}}},
 		{name: "anchors and aliases", in: "name: a\ncheck: &c {tcp: true}\n",
 			want: &deployv1.ServiceSpec{Name: "a", Check: &deployv1.HealthCheck{Tcp: true}}},
 	}
@@ -119,7 +123,7 @@ func TestParseErrors(t *testing.T) {
 		{name: "unknown fields named with their line", in: "name: web\nimgae: x\nupdate:\n  stratgy: canary\n  canary: {steps: [{weight: 10, paws: 3s}]}\n", want: []string{
 			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, route, security, update)`,
 			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, max_parallel, min_healthy_time, progress_deadline, scale_down_delay, strategy)`,
-			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: manual, pause, weight)`,
+			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: analysis, manual, pause, weight)`,
 		}},
 		{name: "bad durations", in: "kill_timeout: 5\ncheck: {interval: soon, timeout: [1]}\n", want: []string{
 			`spec.yaml:1: kill_timeout: "5" needs a unit, e.g. 5s or 5ms`,

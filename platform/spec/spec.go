@@ -47,6 +47,24 @@ const (
 	DefaultCanaryPause = 30 * time.Second
 	// DefaultPreviewHeader is the header routing requests to a blue/green preview.
 	DefaultPreviewHeader = "X-Slipway-Preview"
+	// The analysis defaults are the coordinator's analysis package's
+	// (a coordinator test holds them equal).
+
+	// DefaultAnalysisInterval is the length of each analysis window.
+	DefaultAnalysisInterval = 10 * time.Second
+	// DefaultMinRequests is the traffic a window needs to be judged.
+	DefaultMinRequests uint32 = 100
+	// DefaultFailureLimit is how many failed verdicts fail a rollout.
+	DefaultFailureLimit int32 = 2
+	// MaxFailureLimit bounds failure_limit.
+	MaxFailureLimit = 1000
+	// DefaultMaxErrorRateIncrease is the comparison's allowed error rate
+	// increase, in percentage points.
+	DefaultMaxErrorRateIncrease = 1.0
+	// DefaultMaxLatencyRatio is the comparison's allowed p99 ratio.
+	DefaultMaxLatencyRatio = 1.3
+	// DefaultConfidence is the comparison's confidence level.
+	DefaultConfidence = 0.95
 )
 
 // DefaultCanarySteps returns the canary steps used when a canary spec lists
@@ -261,8 +279,83 @@ func validateUpdate(v *violations, u *deployv1.UpdateStrategy) {
 			v.add(path+".pause", "a step is either paused for a duration or manual, not both")
 		}
 	}
+	canary := u.GetStrategy() == deployv1.Strategy_STRATEGY_CANARY
+	if a := u.GetCanary().GetAnalysis(); a != nil {
+		validateAnalysis(v, "spec.update.canary.analysis", a, canary)
+	}
+	for i, st := range u.GetCanary().GetSteps() {
+		if a := st.GetAnalysis(); a != nil {
+			validateAnalysis(v, fmt.Sprintf("spec.update.canary.steps[%d].analysis", i), a, canary)
+		}
+	}
 	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
 		v.check("spec.update.blue_green.preview_header", specrules.HeaderName(h))
+	}
+}
+
+// validateAnalysis checks one analysis block at path.
+func validateAnalysis(v *violations, path string, a *deployv1.Analysis, canary bool) {
+	if !canary {
+		v.add(path, "analysis judges canary steps: set strategy canary (blue/green previews and rolling batches are not analysed)")
+	}
+	if validDuration(v, path+".interval", a.GetInterval()) && !isZero(a.GetInterval()) && a.GetInterval().AsDuration() < time.Second {
+		v.add(path+".interval", "must be at least 1s (signals are merged per second), got %s", show(a.GetInterval()))
+	}
+	if n := a.GetFailureLimit(); n < 0 || n > MaxFailureLimit {
+		v.add(path+".failure_limit", "must be between 0 (default %d) and %d, got %d", DefaultFailureLimit, MaxFailureLimit, n)
+	}
+	if _, ok := deployv1.NoDataPolicy_name[int32(a.GetNoData())]; !ok {
+		v.add(path+".no_data", "unknown policy %d (want hold, fail or pass)", int32(a.GetNoData()))
+	}
+	if sr := a.GetSuccessRate(); sr != nil && !(sr.GetMin() > 0 && sr.GetMin() <= 100) {
+		v.add(path+".success_rate.min", "must be a percentage above 0 and at most 100, got %v", sr.GetMin())
+	}
+	if l := a.GetLatencyP99(); l != nil {
+		if validDuration(v, path+".latency_p99.max", l.GetMax()) && isZero(l.GetMax()) {
+			v.add(path+".latency_p99.max", "must be set and above 0")
+		}
+	}
+	if c := a.GetCompare(); c != nil {
+		if x := c.GetMaxErrorRateIncrease(); !(x >= 0 && x <= 100) {
+			v.add(path+".compare.max_error_rate_increase", "must be 0 (default %v) to 100 percentage points, got %v", DefaultMaxErrorRateIncrease, x)
+		}
+		if x := c.GetMaxLatencyRatio(); !(x == 0 || (x >= 1 && x <= 1000)) {
+			v.add(path+".compare.max_latency_ratio", "must be 0 (default %v) or 1 to 1000, got %v", DefaultMaxLatencyRatio, x)
+		}
+		if x := c.GetConfidence(); !(x == 0 || (x >= 0.5 && x <= 0.9999)) {
+			v.add(path+".compare.confidence", "must be 0 (default %v) or 0.5 to 0.9999, got %v", DefaultConfidence, x)
+		}
+	}
+}
+
+// normalizeAnalysis fills a's defaults in place.
+func normalizeAnalysis(a *deployv1.Analysis) {
+	if a == nil || a.Disabled {
+		return
+	}
+	a.Interval = orDefault(a.Interval, DefaultAnalysisInterval)
+	if a.MinRequests == 0 {
+		a.MinRequests = DefaultMinRequests
+	}
+	if a.FailureLimit == 0 {
+		a.FailureLimit = DefaultFailureLimit
+	}
+	if a.NoData == deployv1.NoDataPolicy_NO_DATA_POLICY_UNSPECIFIED {
+		a.NoData = deployv1.NoDataPolicy_NO_DATA_POLICY_HOLD
+	}
+	if a.SuccessRate == nil && a.LatencyP99 == nil && a.Compare == nil {
+		a.Compare = &deployv1.Comparison{}
+	}
+	if c := a.Compare; c != nil {
+		if c.MaxErrorRateIncrease == 0 {
+			c.MaxErrorRateIncrease = DefaultMaxErrorRateIncrease
+		}
+		if c.MaxLatencyRatio == 0 {
+			c.MaxLatencyRatio = DefaultMaxLatencyRatio
+		}
+		if c.Confidence == 0 {
+			c.Confidence = DefaultConfidence
+		}
 	}
 }
 
@@ -373,6 +466,10 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		}
 		if len(u.Canary.Steps) == 0 {
 			u.Canary.Steps = DefaultCanarySteps()
+		}
+		normalizeAnalysis(u.Canary.Analysis)
+		for _, st := range u.Canary.Steps {
+			normalizeAnalysis(st.Analysis)
 		}
 	case deployv1.Strategy_STRATEGY_BLUE_GREEN:
 		if u.BlueGreen == nil {

@@ -254,3 +254,76 @@ func compareLatency(cfg Config, canary, stable Sample, v Verdict) Check {
 	}
 	return c
 }
+
+// Defaults applied by WithDefaults.
+const (
+	DefaultInterval             = 10 * time.Second
+	DefaultMinRequests          = 100
+	DefaultFailureLimit         = 2
+	DefaultMaxErrorRateIncrease = 1.0
+	DefaultMaxLatencyRatio      = 1.3
+	DefaultConfidence           = 0.95
+)
+
+// WithDefaults returns c with every unset (zero) field at its default.
+// Without any threshold or comparison, the comparison with its defaults
+// applies.
+func (c Config) WithDefaults() Config {
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.MinRequests == 0 {
+		c.MinRequests = DefaultMinRequests
+	}
+	if c.FailureLimit == 0 {
+		c.FailureLimit = DefaultFailureLimit
+	}
+	if c.NoData == "" {
+		c.NoData = NoDataHold
+	}
+	if c.SuccessRateMin == 0 && c.LatencyP99Max == 0 && c.Compare == nil {
+		c.Compare = &Compare{}
+	}
+	if c.Compare != nil {
+		cmp := *c.Compare
+		if cmp.MaxErrorRateIncrease == 0 {
+			cmp.MaxErrorRateIncrease = DefaultMaxErrorRateIncrease
+		}
+		if cmp.MaxLatencyRatio == 0 {
+			cmp.MaxLatencyRatio = DefaultMaxLatencyRatio
+		}
+		if cmp.Confidence == 0 {
+			cmp.Confidence = DefaultConfidence
+		}
+		c.Compare = &cmp
+	}
+	return c
+}
+
+// Validate checks a Config with defaults applied; the error names the
+// field.
+func (c Config) Validate() error {
+	switch {
+	case c.Interval < time.Second:
+		return fmt.Errorf("interval: must be at least 1s (signals are merged per second), got %s", c.Interval)
+	case c.FailureLimit < 1:
+		return fmt.Errorf("failure_limit: must be at least 1, got %d", c.FailureLimit)
+	case c.NoData != NoDataHold && c.NoData != NoDataFail && c.NoData != NoDataPass:
+		return fmt.Errorf("no_data: %q is not hold, fail or pass", c.NoData)
+	case !(c.SuccessRateMin >= 0 && c.SuccessRateMin <= 100):
+		return fmt.Errorf("success_rate.min: must be 0-100 percent, got %v", c.SuccessRateMin)
+	case c.LatencyP99Max < 0:
+		return fmt.Errorf("latency_p99.max: must not be negative, got %s", c.LatencyP99Max)
+	}
+	if cmp := c.Compare; cmp != nil {
+		switch {
+		case !(cmp.MaxErrorRateIncrease >= 0 && cmp.MaxErrorRateIncrease <= 100):
+			return fmt.Errorf("compare.max_error_rate_increase: must be 0-100 percentage points, got %v", cmp.MaxErrorRateIncrease)
+		case !(cmp.MaxLatencyRatio >= 1 && cmp.MaxLatencyRatio <= 1000):
+			return fmt.Errorf("compare.max_latency_ratio: must be 1-1000, got %v", cmp.MaxLatencyRatio)
+		case !(cmp.Confidence >= 0.5 && cmp.Confidence <= 0.9999):
+			return fmt.Errorf("compare.confidence: must be 0.5-0.9999, got %v", cmp.Confidence)
+		}
+	}
+	return nil
+}

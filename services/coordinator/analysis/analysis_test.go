@@ -176,3 +176,32 @@ func TestVerdictEvidence(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultsAndValidate(t *testing.T) {
+	c := Config{}.WithDefaults()
+	if c.Interval != 10*time.Second || c.MinRequests != 100 || c.FailureLimit != 2 || c.NoData != NoDataHold || c.Compare == nil || c.Compare.Confidence != 0.95 {
+		t.Errorf("defaults: %+v %+v", c, c.Compare)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaults invalid: %v", err)
+	}
+	if c := (Config{SuccessRateMin: 99}).WithDefaults(); c.Compare != nil {
+		t.Error("a threshold alone got a comparison by default")
+	}
+	for _, c := range []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{Interval: 100 * time.Millisecond}, "interval"},
+		{Config{FailureLimit: -1}, "failure_limit"},
+		{Config{NoData: "maybe"}, "no_data"},
+		{Config{SuccessRateMin: math.NaN()}, "success_rate.min"},
+		{Config{Compare: &Compare{MaxLatencyRatio: 0.5}}, "compare.max_latency_ratio"},
+		{Config{Compare: &Compare{Confidence: 1}}, "compare.confidence"},
+	} {
+		err := c.cfg.WithDefaults().Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), c.field+":") {
+			t.Errorf("%+v: %v, want an error naming %s", c.cfg, err, c.field)
+		}
+	}
+}

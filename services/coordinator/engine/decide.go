@@ -255,6 +255,7 @@ func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observa
 		mobs.AckedGeneration = gen
 	}
 	mobs.Commands = Commands(ro)
+	mobs.Signals = obs.Signals[ro.GetId()]
 	return mobs
 }
 
@@ -360,7 +361,7 @@ func (e *Engine) stepPlan(ro *deployv1.Rollout, prev, next rollout.State, plan r
 		Stop: plan.Stop, Healthy: healthyCounts(seen), AwaitingPromote: next.AwaitingPromote,
 	}
 	for _, ev := range plan.Events {
-		op.Events = append(op.Events, &statev1.StepEvent{Kind: ev.Kind, Message: ev.Message})
+		op.Events = append(op.Events, &statev1.StepEvent{Kind: ev.Kind, Message: ev.Message, Analysis: VerdictProto(ev.Analysis, next.To, next.From)})
 	}
 	if op.Message == "" && len(plan.Events) > 0 {
 		op.Message = plan.Events[len(plan.Events)-1].Message

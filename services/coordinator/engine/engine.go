@@ -31,6 +31,7 @@ import (
 	"sort"
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/nodepolicy"
@@ -99,6 +100,12 @@ type Raft interface {
 	Status() (raftnode.Status, error)
 }
 
+// Signals answers the golden signals of one release over a window, merged
+// across the edges (package signals on the leader).
+type Signals interface {
+	Window(service string, release uint64, from, to time.Time) analysis.Sample
+}
+
 // Config configures an Engine.
 type Config struct {
 	// Raft commits decisions; FSM is the state they are applied to.
@@ -111,6 +118,9 @@ type Config struct {
 	Routes Routes
 	// Agents talks to node agents.
 	Agents Agents
+	// Signals are the golden signals the edges report, for canary
+	// analysis; nil: none (an analysed step then sees no data).
+	Signals Signals
 	// Logger receives the engine's logs.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.

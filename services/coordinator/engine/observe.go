@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"time"
 
+	"slipway.dev/coordinator/rollout"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
@@ -34,6 +35,9 @@ type Observation struct {
 	Acks []*edgev1.EdgeAck
 	// Statuses are the last status each agent reported per allocation id.
 	Statuses map[string]*agentv1.AllocationStatus
+	// Signals are the golden signals of the analysis window each rollout's
+	// machine asks for (rollout.AnalysisWindow), by rollout id.
+	Signals map[string]*rollout.Signals
 }
 
 // observe reads the nodes, the agents' statuses and the edges'
@@ -57,7 +61,31 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 		return Observation{}, fmt.Errorf("engine: read edge acks: %w", err)
 	}
 	obs.Acks = acks
+	obs.Signals = e.observeSignals(obs.Now)
 	return obs, nil
+}
+
+// observeSignals reads, for every rollout whose machine wants an analysis
+// window judged now, the canary's and stable's signals over that window.
+func (e *Engine) observeSignals(now time.Time) map[string]*rollout.Signals {
+	if e.cfg.Signals == nil {
+		return nil
+	}
+	out := map[string]*rollout.Signals{}
+	for _, ro := range e.rolloutsToStep() {
+		st, ok, err := e.machine(ro)
+		if err != nil || !ok {
+			continue
+		}
+		from, to, due := rollout.AnalysisWindow(st, now)
+		if !due {
+			continue
+		}
+		out[ro.GetId()] = &rollout.Signals{From: from, To: to,
+			Canary: e.cfg.Signals.Window(st.Service, st.To, from, to),
+			Stable: e.cfg.Signals.Window(st.Service, st.From, from, to)}
+	}
+	return out
 }
 
 // trackLost notes when each recorded node (or node of a stored allocation)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -47,7 +48,8 @@ func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
 		PreviewHeader:    u.GetBlueGreen().GetPreviewHeader(),
 	}
 	for _, s := range u.GetCanary().GetSteps() {
-		c.Steps = append(c.Steps, CanaryStep{Weight: int(s.GetWeight()), Pause: s.GetPause().AsDuration(), Manual: s.GetManual()})
+		c.Steps = append(c.Steps, CanaryStep{Weight: int(s.GetWeight()), Pause: s.GetPause().AsDuration(), Manual: s.GetManual(),
+			Analysis: AnalysisFromSpec(u.GetCanary().GetAnalysis(), s.GetAnalysis())})
 	}
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
@@ -84,6 +86,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Strategy == deployv1.Strategy_STRATEGY_CANARY && len(c.Steps) == 0 {
 		c.Steps = DefaultSteps()
+	}
+	for i, st := range c.Steps {
+		if st.Analysis != nil {
+			a := st.Analysis.WithDefaults()
+			c.Steps[i].Analysis = &a
+		}
 	}
 	return c
 }
@@ -138,8 +146,50 @@ func (c Config) Validate() error {
 			return bad(field+".pause", "a manual step has no duration, got %s", s.Pause)
 		}
 		prev = s.Weight
+		if s.Analysis != nil {
+			if err := s.Analysis.Validate(); err != nil {
+				return bad(field+".analysis", "%v", err)
+			}
+		}
 	}
 	return nil
+}
+
+// AnalysisFromSpec is the analysis of a canary step: the step's own
+// (step), else the canary-level one (canary); nil when neither is set or the
+// one that applies is disabled. Defaults are applied by WithDefaults.
+func AnalysisFromSpec(canary, step *deployv1.Analysis) *analysis.Config {
+	a := canary
+	if step != nil {
+		a = step
+	}
+	if a == nil || a.GetDisabled() {
+		return nil
+	}
+	c := analysis.Config{
+		Interval:     a.GetInterval().AsDuration(),
+		MinRequests:  uint64(a.GetMinRequests()),
+		FailureLimit: int(a.GetFailureLimit()),
+	}
+	switch a.GetNoData() {
+	case deployv1.NoDataPolicy_NO_DATA_POLICY_FAIL:
+		c.NoData = analysis.NoDataFail
+	case deployv1.NoDataPolicy_NO_DATA_POLICY_PASS:
+		c.NoData = analysis.NoDataPass
+	default:
+		c.NoData = analysis.NoDataHold
+	}
+	if sr := a.GetSuccessRate(); sr != nil {
+		c.SuccessRateMin = sr.GetMin()
+	}
+	if l := a.GetLatencyP99(); l != nil {
+		c.LatencyP99Max = l.GetMax().AsDuration()
+	}
+	if cmp := a.GetCompare(); cmp != nil {
+		c.Compare = &analysis.Compare{MaxErrorRateIncrease: cmp.GetMaxErrorRateIncrease(), MaxLatencyRatio: cmp.GetMaxLatencyRatio(), Confidence: cmp.GetConfidence()}
+	}
+	c = c.WithDefaults()
+	return &c
 }
 
 // New validates spec and returns the initial (pending) State of its rollout.

@@ -358,17 +358,24 @@ func (r *run) canaryStep() bool {
 		r.setTraffic(dropZero(map[uint64]int{r.s.To: st.Weight, r.s.From: 100 - st.Weight}), nil)
 		r.s.StepApplied = true
 		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
+		r.s.AnalysisFrom, r.s.StepPassed = r.now, false
 		r.event("step", "step %d/%d: v%d at %d%% with %d instances", r.s.Step+1, len(steps), r.s.To, st.Weight, target)
+	}
+	if st.Analysis != nil && r.judge(*st.Analysis) {
+		return true // the rollout failed
 	}
 	switch {
 	case st.Manual && !r.s.StepPromoted:
 		return r.waitPromote(fmt.Sprintf("step %d/%d (v%d at %d%%) waits for promote", r.s.Step+1, len(steps), r.s.To, st.Weight))
 	case !r.s.StepPromoted && r.now.Before(r.s.StepStartedAt.Add(st.Pause)):
 		return false
+	case !r.s.StepPromoted && st.Analysis != nil && !r.s.StepPassed:
+		return false // waits for a passing verdict
 	}
 	r.running()
 	r.s.Step++
 	r.s.StepApplied, r.s.StepPromoted = false, false
+	r.s.StepPassed = false
 	r.s.ProgressAt = r.now
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -31,6 +33,11 @@ import (
 //	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
 //	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
 //	       [auto_revert] [auto_promote] [supersede]
+//	       [analysis] [analysis_steps=0,2] [interval=D] [min_requests=N]
+//	       [failure_limit=N] [no_data=hold|fail|pass] [success_min=99]
+//	       [p99_max=D] [compare]   canary analysis (on every step, or the listed ones)
+//	signals canary=N/E@L stable=N/E@L | none   what the edges report per analysis
+//	                              window: N requests, E errors, latencies spread over L..2L
 //	report <id|vN> <starting|passing|critical|dead> [reason...] (healthy, unhealthy: aliases;
 //	                              the rest of the line: why it died, as its agent says)
 //	tick <duration>
@@ -110,6 +117,9 @@ type world struct {
 	last      Plan
 	lastPlace map[uint64]string // release -> track of the last placement
 	issued    map[uint64]*Traffic
+	// canary and stable are the signals reported per analysis window; nil:
+	// no signals are observed.
+	sigCanary, sigStable *analysis.Sample
 }
 
 func newWorld(t testing.TB) *world {
@@ -208,6 +218,8 @@ func (w *world) exec(f []string) error {
 		return w.step()
 	case "step":
 		return w.step()
+	case "signals":
+		return w.cmdSignals(args)
 	case "expect":
 		if len(args) == 0 {
 			return fmt.Errorf("expect what?")
@@ -271,6 +283,14 @@ func (w *world) cmdDeploy(args []string) error {
 	}
 	spec := Spec{Service: "web", To: to, Count: 4}
 	supersede := false
+	var an *analysis.Config
+	var anSteps []int
+	useAnalysis := func() *analysis.Config {
+		if an == nil {
+			an = &analysis.Config{}
+		}
+		return an
+	}
 	for _, a := range args[2:] {
 		k, v, _ := strings.Cut(a, "=")
 		dur := func(d *time.Duration) error {
@@ -304,6 +324,30 @@ func (w *world) cmdDeploy(args []string) error {
 			cfg.AutoPromote = true
 		case "supersede":
 			supersede = true
+		case "analysis":
+			useAnalysis()
+		case "analysis_steps":
+			for _, f := range strings.Split(v, ",") {
+				i, err := strconv.Atoi(f)
+				if err != nil {
+					return fmt.Errorf("%s: %w", a, err)
+				}
+				anSteps = append(anSteps, i)
+			}
+		case "interval":
+			err = dur(&useAnalysis().Interval)
+		case "min_requests":
+			useAnalysis().MinRequests, err = strconv.ParseUint(v, 10, 64)
+		case "failure_limit":
+			useAnalysis().FailureLimit, err = strconv.Atoi(v)
+		case "no_data":
+			useAnalysis().NoData = analysis.NoData(v)
+		case "success_min":
+			useAnalysis().SuccessRateMin, err = strconv.ParseFloat(v, 64)
+		case "p99_max":
+			err = dur(&useAnalysis().LatencyP99Max)
+		case "compare":
+			useAnalysis().Compare = &analysis.Compare{}
 		default:
 			return fmt.Errorf("unknown deploy argument %q", a)
 		}
@@ -320,6 +364,17 @@ func (w *world) cmdDeploy(args []string) error {
 			next, plan := Supersede(prev, fmt.Sprintf("v%d", to))
 			if err := w.commit(next, plan); err != nil {
 				return err
+			}
+		}
+	}
+	if an != nil {
+		if cfg.Steps == nil {
+			cfg.Steps = DefaultSteps()
+		}
+		for i := range cfg.Steps {
+			if len(anSteps) == 0 || slices.Contains(anSteps, i) {
+				a := *an
+				cfg.Steps[i].Analysis = &a
 			}
 		}
 	}
@@ -407,8 +462,51 @@ func (w *world) cmdReport(args []string) error {
 	return w.step()
 }
 
+// cmdSignals sets what the edges report per analysis window.
+func (w *world) cmdSignals(args []string) error {
+	if len(args) == 1 && args[0] == "none" {
+		w.sigCanary, w.sigStable = nil, nil
+		return w.step()
+	}
+	if len(args) != 2 {
+		return fmt.Errorf("usage: signals canary=N/E@L stable=N/E@L | none")
+	}
+	for _, a := range args {
+		k, v, _ := strings.Cut(a, "=")
+		counts, lat, ok := strings.Cut(v, "@")
+		n, e, ok2 := strings.Cut(counts, "/")
+		if !ok || !ok2 {
+			return fmt.Errorf("%s: want N/E@latency", a)
+		}
+		reqs, err1 := strconv.ParseUint(n, 10, 64)
+		errs, err2 := strconv.ParseUint(e, 10, 64)
+		l, err3 := time.ParseDuration(lat)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return fmt.Errorf("%s: %w", a, err)
+		}
+		smp := &analysis.Sample{Requests: reqs, Errors: errs}
+		for i := uint64(0); i < reqs; i++ {
+			smp.Latency.Add(l + time.Duration(float64(l)*float64(i)/float64(reqs)))
+		}
+		switch k {
+		case "canary":
+			w.sigCanary = smp
+		case "stable":
+			w.sigStable = smp
+		default:
+			return fmt.Errorf("%s: want canary= or stable=", a)
+		}
+	}
+	return w.step()
+}
+
 func (w *world) observe() Observation {
 	obs := Observation{Now: w.now, AckedGeneration: w.acked, Commands: slices.Clone(w.cmds)}
+	if w.sigCanary != nil && w.sigStable != nil && w.state != nil {
+		if from, to, ok := AnalysisWindow(w.current(), w.now); ok {
+			obs.Signals = &Signals{From: from, To: to, Canary: *w.sigCanary, Stable: *w.sigStable}
+		}
+	}
 	for _, id := range slices.Sorted(maps.Keys(w.instances)) {
 		obs.Instances = append(obs.Instances, *w.instances[id])
 	}

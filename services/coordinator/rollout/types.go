@@ -3,6 +3,7 @@ package rollout
 import (
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -65,6 +66,8 @@ type CanaryStep struct {
 	Pause time.Duration `json:"Pause"`
 	// Manual holds the step until an operator promotes.
 	Manual bool `json:"Manual"`
+	// Analysis judges the step from the edges' golden signals; nil: none.
+	Analysis *analysis.Config `json:"Analysis,omitempty"`
 }
 
 // Config is a rollout's update strategy with every default applied.
@@ -215,6 +218,14 @@ type State struct {
 	// LastCommand is the sequence number of the last operator command
 	// applied.
 	LastCommand uint64 `json:"LastCommand"`
+	// AnalysisFrom is where the next analysis window of the current step
+	// may start: when the step's weight took effect, then the end of the
+	// last window judged.
+	AnalysisFrom time.Time `json:"AnalysisFrom,omitzero"`
+	// StepPassed is set once the current step had a passing verdict.
+	StepPassed bool `json:"StepPassed,omitempty"`
+	// AnalysisFailures counts the failed verdicts of the rollout.
+	AnalysisFailures int `json:"AnalysisFailures,omitempty"`
 }
 
 // Instance is one allocation of the service as the caller observes it.
@@ -262,6 +273,30 @@ type Observation struct {
 	// Commands are the rollout's operator commands; those with Seq at most
 	// State.LastCommand were applied already and are skipped.
 	Commands []Command
+	// Signals are the golden signals of the window AnalysisWindow asked
+	// for; nil when none was due (or none could be read).
+	Signals *Signals
+}
+
+// Signals are the canary's and the stable release's golden signals over
+// [From, To), merged across the edges.
+type Signals struct {
+	From, To       time.Time
+	Canary, Stable analysis.Sample
+}
+
+// AnalysisRecord is a verdict as an event carries it.
+type AnalysisRecord struct {
+	// From and To are the judged window.
+	From, To time.Time
+	// Verdict is the judgement with its evidence.
+	Verdict analysis.Verdict
+	// Counted is what the verdict counted as under the no_data policy
+	// (pass, fail, or inconclusive for hold).
+	Counted analysis.Result
+	// Failures and FailureLimit are the rollout's failed verdicts so far
+	// and the limit at which it fails.
+	Failures, FailureLimit int
 }
 
 // Placement asks for Count new instances of Release on Track.
@@ -296,6 +331,8 @@ type Event struct {
 	Kind string
 	// Message describes it for people.
 	Message string
+	// Analysis is set on "analysis" events: the verdict and its evidence.
+	Analysis *AnalysisRecord
 }
 
 // Plan is what one Step decided. The caller commits it with the new State,

@@ -41,6 +41,9 @@ func Wake(s State, obs Observation) (time.Time, bool) {
 			w.after(in.CreatedAt.Add(c.HealthyDeadline))
 		}
 	}
+	if t, ok := nextAnalysis(s); ok && !s.OperatorPaused {
+		w.at(t) // a manual step is judged too
+	}
 	if s.OperatorPaused || s.Phase == phasePaused { // paused, or waiting for a promote
 		return w.result()
 	}

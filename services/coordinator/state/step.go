@@ -177,8 +177,16 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 		})
 	}
 	for _, ev := range op.GetEvents() {
+		if ev.GetAnalysis().GetCounted() == deployv1.AnalysisResult_ANALYSIS_RESULT_FAIL {
+			// A failed verdict is audited with its evidence (every verdict
+			// is in the rollout's events).
+			f.addAudit(index, at, EngineActor, "", "analysis failed", ro.GetService(), ro.GetId()+": "+ev.GetMessage())
+		}
 		if e := f.addEvent(ro, at, ev.GetKind(), ev.GetMessage()); e != nil {
 			e.Healthy = cloneWeights(op.GetHealthy())
+			if a := ev.GetAnalysis(); a != nil {
+				e.Analysis = proto.CloneOf(a)
+			}
 		}
 	}
 	if sr := f.services[ro.GetService()]; sr != nil && ro.GetState() != prevState {

@@ -9,6 +9,7 @@ package deployv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -216,6 +217,63 @@ func (CommandKind) EnumDescriptor() ([]byte, []int) {
 	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{2}
 }
 
+// AnalysisResult is the outcome of one analysis window.
+type AnalysisResult int32
+
+const (
+	// ANALYSIS_RESULT_UNSPECIFIED is not used.
+	AnalysisResult_ANALYSIS_RESULT_UNSPECIFIED AnalysisResult = 0
+	// ANALYSIS_RESULT_PASS: every check that could run passed.
+	AnalysisResult_ANALYSIS_RESULT_PASS AnalysisResult = 1
+	// ANALYSIS_RESULT_FAIL: a check failed.
+	AnalysisResult_ANALYSIS_RESULT_FAIL AnalysisResult = 2
+	// ANALYSIS_RESULT_INCONCLUSIVE: too little traffic to judge.
+	AnalysisResult_ANALYSIS_RESULT_INCONCLUSIVE AnalysisResult = 3
+)
+
+// Enum value maps for AnalysisResult.
+var (
+	AnalysisResult_name = map[int32]string{
+		0: "ANALYSIS_RESULT_UNSPECIFIED",
+		1: "ANALYSIS_RESULT_PASS",
+		2: "ANALYSIS_RESULT_FAIL",
+		3: "ANALYSIS_RESULT_INCONCLUSIVE",
+	}
+	AnalysisResult_value = map[string]int32{
+		"ANALYSIS_RESULT_UNSPECIFIED":  0,
+		"ANALYSIS_RESULT_PASS":         1,
+		"ANALYSIS_RESULT_FAIL":         2,
+		"ANALYSIS_RESULT_INCONCLUSIVE": 3,
+	}
+)
+
+func (x AnalysisResult) Enum() *AnalysisResult {
+	p := new(AnalysisResult)
+	*p = x
+	return p
+}
+
+func (x AnalysisResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AnalysisResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_slipway_deploy_v1_deploy_proto_enumTypes[3].Descriptor()
+}
+
+func (AnalysisResult) Type() protoreflect.EnumType {
+	return &file_slipway_deploy_v1_deploy_proto_enumTypes[3]
+}
+
+func (x AnalysisResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AnalysisResult.Descriptor instead.
+func (AnalysisResult) EnumDescriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{3}
+}
+
 // ErrorReason is the reason of the google.rpc.ErrorInfo (domain
 // "slipway.dev") on an UNAVAILABLE answer to a write, without the
 // ERROR_REASON_ prefix: e.g. "OUTCOME_UNKNOWN".
@@ -260,11 +318,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_slipway_deploy_v1_deploy_proto_enumTypes[3].Descriptor()
+	return file_slipway_deploy_v1_deploy_proto_enumTypes[4].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_slipway_deploy_v1_deploy_proto_enumTypes[3]
+	return &file_slipway_deploy_v1_deploy_proto_enumTypes[4]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -273,7 +331,7 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{3}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{4}
 }
 
 // Release is one immutable, numbered version of a service's spec.
@@ -791,8 +849,10 @@ type RolloutEvent struct {
 	// PromoteRollout: a manual canary step, the end of manual canary steps, or
 	// a blue/green preview. Like state, it is the rollout's after the event.
 	AwaitingPromote bool `protobuf:"varint,10,opt,name=awaiting_promote,json=awaitingPromote,proto3" json:"awaiting_promote,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// analysis is set on "analysis" events: the verdict with its evidence.
+	Analysis      *AnalysisVerdict `protobuf:"bytes,11,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutEvent) Reset() {
@@ -895,6 +955,346 @@ func (x *RolloutEvent) GetAwaitingPromote() bool {
 	return false
 }
 
+func (x *RolloutEvent) GetAnalysis() *AnalysisVerdict {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+// AnalysisVerdict is the judgement of one analysis window of a canary step,
+// with its evidence.
+type AnalysisVerdict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// result is the judgement.
+	Result AnalysisResult `protobuf:"varint,1,opt,name=result,proto3,enum=slipway.deploy.v1.AnalysisResult" json:"result,omitempty"`
+	// counted is what it counted as under the no_data policy (inconclusive:
+	// held).
+	Counted AnalysisResult `protobuf:"varint,2,opt,name=counted,proto3,enum=slipway.deploy.v1.AnalysisResult" json:"counted,omitempty"`
+	// reason is the first failing check, or why it is inconclusive.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// window_start and window_end bound the judged window.
+	WindowStart *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	// window_end is the end of the window (exclusive).
+	WindowEnd *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
+	// canary and stable are the releases' signals in the window, merged
+	// across edges.
+	Canary *SignalSummary `protobuf:"bytes,6,opt,name=canary,proto3" json:"canary,omitempty"`
+	// stable is the stable release's summary.
+	Stable *SignalSummary `protobuf:"bytes,7,opt,name=stable,proto3" json:"stable,omitempty"`
+	// checks are the tests run.
+	Checks []*AnalysisCheck `protobuf:"bytes,8,rep,name=checks,proto3" json:"checks,omitempty"`
+	// failures is the rollout's failed verdicts so far.
+	Failures int32 `protobuf:"varint,9,opt,name=failures,proto3" json:"failures,omitempty"`
+	// failure_limit is the count that fails the rollout.
+	FailureLimit int32 `protobuf:"varint,10,opt,name=failure_limit,json=failureLimit,proto3" json:"failure_limit,omitempty"`
+	// canary_release and stable_release are the release numbers compared.
+	CanaryRelease uint64 `protobuf:"varint,11,opt,name=canary_release,json=canaryRelease,proto3" json:"canary_release,omitempty"`
+	// stable_release is the stable release's number.
+	StableRelease uint64 `protobuf:"varint,12,opt,name=stable_release,json=stableRelease,proto3" json:"stable_release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisVerdict) Reset() {
+	*x = AnalysisVerdict{}
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisVerdict) ProtoMessage() {}
+
+func (x *AnalysisVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisVerdict.ProtoReflect.Descriptor instead.
+func (*AnalysisVerdict) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AnalysisVerdict) GetResult() AnalysisResult {
+	if x != nil {
+		return x.Result
+	}
+	return AnalysisResult_ANALYSIS_RESULT_UNSPECIFIED
+}
+
+func (x *AnalysisVerdict) GetCounted() AnalysisResult {
+	if x != nil {
+		return x.Counted
+	}
+	return AnalysisResult_ANALYSIS_RESULT_UNSPECIFIED
+}
+
+func (x *AnalysisVerdict) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AnalysisVerdict) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
+func (x *AnalysisVerdict) GetWindowEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowEnd
+	}
+	return nil
+}
+
+func (x *AnalysisVerdict) GetCanary() *SignalSummary {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *AnalysisVerdict) GetStable() *SignalSummary {
+	if x != nil {
+		return x.Stable
+	}
+	return nil
+}
+
+func (x *AnalysisVerdict) GetChecks() []*AnalysisCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *AnalysisVerdict) GetFailures() int32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *AnalysisVerdict) GetFailureLimit() int32 {
+	if x != nil {
+		return x.FailureLimit
+	}
+	return 0
+}
+
+func (x *AnalysisVerdict) GetCanaryRelease() uint64 {
+	if x != nil {
+		return x.CanaryRelease
+	}
+	return 0
+}
+
+func (x *AnalysisVerdict) GetStableRelease() uint64 {
+	if x != nil {
+		return x.StableRelease
+	}
+	return 0
+}
+
+// SignalSummary is one release's golden signals over a window.
+type SignalSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// requests counts responses.
+	Requests uint64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// errors counts 5xx and transport failures.
+	Errors uint64 `protobuf:"varint,2,opt,name=errors,proto3" json:"errors,omitempty"`
+	// error_rate is errors over requests, in percent.
+	ErrorRate float64 `protobuf:"fixed64,3,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// p50 is the median latency.
+	P50 *durationpb.Duration `protobuf:"bytes,4,opt,name=p50,proto3" json:"p50,omitempty"`
+	// p99 is the 99th percentile latency.
+	P99           *durationpb.Duration `protobuf:"bytes,5,opt,name=p99,proto3" json:"p99,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalSummary) Reset() {
+	*x = SignalSummary{}
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalSummary) ProtoMessage() {}
+
+func (x *SignalSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalSummary.ProtoReflect.Descriptor instead.
+func (*SignalSummary) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SignalSummary) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *SignalSummary) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *SignalSummary) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *SignalSummary) GetP50() *durationpb.Duration {
+	if x != nil {
+		return x.P50
+	}
+	return nil
+}
+
+func (x *SignalSummary) GetP99() *durationpb.Duration {
+	if x != nil {
+		return x.P99
+	}
+	return nil
+}
+
+// AnalysisCheck is one test of a verdict.
+type AnalysisCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is success_rate, latency_p99, compare.error_rate or
+	// compare.latency.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// result is the check's outcome.
+	Result AnalysisResult `protobuf:"varint,2,opt,name=result,proto3,enum=slipway.deploy.v1.AnalysisResult" json:"result,omitempty"`
+	// observed and threshold are in the check's unit (percent, milliseconds,
+	// percentage points, a ratio).
+	Observed float64 `protobuf:"fixed64,3,opt,name=observed,proto3" json:"observed,omitempty"`
+	// threshold is the limit observed is held to.
+	Threshold float64 `protobuf:"fixed64,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// test names the statistical test, if any (fisher_exact,
+	// two_proportion_z, mann_whitney_u).
+	Test string `protobuf:"bytes,5,opt,name=test,proto3" json:"test,omitempty"`
+	// p_value is the test's one-sided p-value.
+	PValue float64 `protobuf:"fixed64,6,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
+	// detail says it for people.
+	Detail        string `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisCheck) Reset() {
+	*x = AnalysisCheck{}
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisCheck) ProtoMessage() {}
+
+func (x *AnalysisCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisCheck.ProtoReflect.Descriptor instead.
+func (*AnalysisCheck) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AnalysisCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AnalysisCheck) GetResult() AnalysisResult {
+	if x != nil {
+		return x.Result
+	}
+	return AnalysisResult_ANALYSIS_RESULT_UNSPECIFIED
+}
+
+func (x *AnalysisCheck) GetObserved() float64 {
+	if x != nil {
+		return x.Observed
+	}
+	return 0
+}
+
+func (x *AnalysisCheck) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *AnalysisCheck) GetTest() string {
+	if x != nil {
+		return x.Test
+	}
+	return ""
+}
+
+func (x *AnalysisCheck) GetPValue() float64 {
+	if x != nil {
+		return x.PValue
+	}
+	return 0
+}
+
+func (x *AnalysisCheck) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // Service is the current state of one service.
 type Service struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -917,7 +1317,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1329,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1342,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{5}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Service) GetName() string {
@@ -1012,7 +1412,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1424,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1437,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{6}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AuditEvent) GetIndex() uint64 {
@@ -1110,7 +1510,7 @@ type DeployRequest struct {
 
 func (x *DeployRequest) Reset() {
 	*x = DeployRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1522,7 @@ func (x *DeployRequest) String() string {
 func (*DeployRequest) ProtoMessage() {}
 
 func (x *DeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1535,7 @@ func (x *DeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployRequest.ProtoReflect.Descriptor instead.
 func (*DeployRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{7}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeployRequest) GetSpec() *ServiceSpec {
@@ -1189,7 +1589,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1601,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1614,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{8}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeployResponse) GetRelease() *Release {
@@ -1251,7 +1651,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1663,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1676,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{9}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -1304,7 +1704,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1716,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1729,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -1356,7 +1756,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1768,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1781,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRolloutsRequest) GetService() string {
@@ -1423,7 +1823,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1835,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1848,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -1471,7 +1871,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1883,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1896,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -1526,7 +1926,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1938,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1951,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchRolloutResponse) GetEvent() *RolloutEvent {
@@ -1589,7 +1989,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +2001,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +2014,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -1663,7 +2063,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +2075,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +2088,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -1717,7 +2117,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +2129,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +2142,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1784,7 +2184,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +2196,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +2209,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1838,7 +2238,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +2250,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2263,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1905,7 +2305,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2317,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2330,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1959,7 +2359,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2371,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2384,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{21}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -2026,7 +2426,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2438,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2451,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{22}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -2084,7 +2484,7 @@ type RollbackServiceRequest struct {
 
 func (x *RollbackServiceRequest) Reset() {
 	*x = RollbackServiceRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2496,7 @@ func (x *RollbackServiceRequest) String() string {
 func (*RollbackServiceRequest) ProtoMessage() {}
 
 func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2509,7 @@ func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceRequest.ProtoReflect.Descriptor instead.
 func (*RollbackServiceRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{23}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RollbackServiceRequest) GetService() string {
@@ -2169,7 +2569,7 @@ type RollbackServiceResponse struct {
 
 func (x *RollbackServiceResponse) Reset() {
 	*x = RollbackServiceResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2581,7 @@ func (x *RollbackServiceResponse) String() string {
 func (*RollbackServiceResponse) ProtoMessage() {}
 
 func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2594,7 @@ func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceResponse.ProtoReflect.Descriptor instead.
 func (*RollbackServiceResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{24}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RollbackServiceResponse) GetRelease() *Release {
@@ -2231,7 +2631,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2643,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2656,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{25}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetServiceRequest) GetName() string {
@@ -2284,7 +2684,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2696,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2709,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{26}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetServiceResponse) GetService() *Service {
@@ -2330,7 +2730,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2742,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2755,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{27}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListServicesRequest) GetConsistency() ReadConsistency {
@@ -2376,7 +2776,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2788,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2801,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{28}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -2426,7 +2826,7 @@ type ListReleasesRequest struct {
 
 func (x *ListReleasesRequest) Reset() {
 	*x = ListReleasesRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2838,7 @@ func (x *ListReleasesRequest) String() string {
 func (*ListReleasesRequest) ProtoMessage() {}
 
 func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2851,7 @@ func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesRequest.ProtoReflect.Descriptor instead.
 func (*ListReleasesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{29}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListReleasesRequest) GetService() string {
@@ -2488,7 +2888,7 @@ type ListReleasesResponse struct {
 
 func (x *ListReleasesResponse) Reset() {
 	*x = ListReleasesResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2900,7 @@ func (x *ListReleasesResponse) String() string {
 func (*ListReleasesResponse) ProtoMessage() {}
 
 func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2913,7 @@ func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesResponse.ProtoReflect.Descriptor instead.
 func (*ListReleasesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{30}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListReleasesResponse) GetReleases() []*Release {
@@ -2534,7 +2934,7 @@ var File_slipway_deploy_v1_deploy_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\n" +
-	"\x1eslipway/deploy/v1/deploy.proto\x12\x11slipway.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/deploy/v1/spec.proto\"\xc2\x02\n" +
+	"\x1eslipway/deploy/v1/deploy.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cslipway/deploy/v1/spec.proto\"\xc2\x02\n" +
 	"\aRelease\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x16\n" +
 	"\x06number\x18\x02 \x01(\x04R\x06number\x122\n" +
@@ -2593,7 +2993,7 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\vaccessor_id\x18\a \x01(\tR\n" +
 	"accessorId\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\x9b\x04\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xdb\x04\n" +
 	"\fRolloutEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
 	"\n" +
@@ -2606,13 +3006,44 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\aweights\x18\b \x03(\v2,.slipway.deploy.v1.RolloutEvent.WeightsEntryR\aweights\x12F\n" +
 	"\ahealthy\x18\t \x03(\v2,.slipway.deploy.v1.RolloutEvent.HealthyEntryR\ahealthy\x12)\n" +
 	"\x10awaiting_promote\x18\n" +
-	" \x01(\bR\x0fawaitingPromote\x1a:\n" +
+	" \x01(\bR\x0fawaitingPromote\x12>\n" +
+	"\banalysis\x18\v \x01(\v2\".slipway.deploy.v1.AnalysisVerdictR\banalysis\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\x1a:\n" +
 	"\fHealthyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x81\x02\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xd8\x04\n" +
+	"\x0fAnalysisVerdict\x129\n" +
+	"\x06result\x18\x01 \x01(\x0e2!.slipway.deploy.v1.AnalysisResultR\x06result\x12;\n" +
+	"\acounted\x18\x02 \x01(\x0e2!.slipway.deploy.v1.AnalysisResultR\acounted\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12=\n" +
+	"\fwindow_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x129\n" +
+	"\n" +
+	"window_end\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\twindowEnd\x128\n" +
+	"\x06canary\x18\x06 \x01(\v2 .slipway.deploy.v1.SignalSummaryR\x06canary\x128\n" +
+	"\x06stable\x18\a \x01(\v2 .slipway.deploy.v1.SignalSummaryR\x06stable\x128\n" +
+	"\x06checks\x18\b \x03(\v2 .slipway.deploy.v1.AnalysisCheckR\x06checks\x12\x1a\n" +
+	"\bfailures\x18\t \x01(\x05R\bfailures\x12#\n" +
+	"\rfailure_limit\x18\n" +
+	" \x01(\x05R\ffailureLimit\x12%\n" +
+	"\x0ecanary_release\x18\v \x01(\x04R\rcanaryRelease\x12%\n" +
+	"\x0estable_release\x18\f \x01(\x04R\rstableRelease\"\xbc\x01\n" +
+	"\rSignalSummary\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x02 \x01(\x04R\x06errors\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x03 \x01(\x01R\terrorRate\x12+\n" +
+	"\x03p50\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03p50\x12+\n" +
+	"\x03p99\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03p99\"\xdd\x01\n" +
+	"\rAnalysisCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\x06result\x18\x02 \x01(\x0e2!.slipway.deploy.v1.AnalysisResultR\x06result\x12\x1a\n" +
+	"\bobserved\x18\x03 \x01(\x01R\bobserved\x12\x1c\n" +
+	"\tthreshold\x18\x04 \x01(\x01R\tthreshold\x12\x12\n" +
+	"\x04test\x18\x05 \x01(\tR\x04test\x12\x17\n" +
+	"\ap_value\x18\x06 \x01(\x01R\x06pValue\x12\x16\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"\x81\x02\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0elatest_release\x18\x02 \x01(\x04R\rlatestRelease\x12%\n" +
@@ -2744,7 +3175,12 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x14COMMAND_KIND_PROMOTE\x10\x01\x12\x16\n" +
 	"\x12COMMAND_KIND_PAUSE\x10\x02\x12\x17\n" +
 	"\x13COMMAND_KIND_RESUME\x10\x03\x12\x16\n" +
-	"\x12COMMAND_KIND_ABORT\x10\x04*m\n" +
+	"\x12COMMAND_KIND_ABORT\x10\x04*\x87\x01\n" +
+	"\x0eAnalysisResult\x12\x1f\n" +
+	"\x1bANALYSIS_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ANALYSIS_RESULT_PASS\x10\x01\x12\x18\n" +
+	"\x14ANALYSIS_RESULT_FAIL\x10\x02\x12 \n" +
+	"\x1cANALYSIS_RESULT_INCONCLUSIVE\x10\x03*m\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_NOT_COMMITTED\x10\x01\x12 \n" +
@@ -2777,125 +3213,141 @@ func file_slipway_deploy_v1_deploy_proto_rawDescGZIP() []byte {
 	return file_slipway_deploy_v1_deploy_proto_rawDescData
 }
 
-var file_slipway_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_slipway_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_slipway_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_slipway_deploy_v1_deploy_proto_goTypes = []any{
 	(ReadConsistency)(0),            // 0: slipway.deploy.v1.ReadConsistency
 	(RolloutState)(0),               // 1: slipway.deploy.v1.RolloutState
 	(CommandKind)(0),                // 2: slipway.deploy.v1.CommandKind
-	(ErrorReason)(0),                // 3: slipway.deploy.v1.ErrorReason
-	(*Release)(nil),                 // 4: slipway.deploy.v1.Release
-	(*Rollout)(nil),                 // 5: slipway.deploy.v1.Rollout
-	(*RolloutStep)(nil),             // 6: slipway.deploy.v1.RolloutStep
-	(*OperatorCommand)(nil),         // 7: slipway.deploy.v1.OperatorCommand
-	(*RolloutEvent)(nil),            // 8: slipway.deploy.v1.RolloutEvent
-	(*Service)(nil),                 // 9: slipway.deploy.v1.Service
-	(*AuditEvent)(nil),              // 10: slipway.deploy.v1.AuditEvent
-	(*DeployRequest)(nil),           // 11: slipway.deploy.v1.DeployRequest
-	(*DeployResponse)(nil),          // 12: slipway.deploy.v1.DeployResponse
-	(*GetRolloutRequest)(nil),       // 13: slipway.deploy.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),      // 14: slipway.deploy.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),     // 15: slipway.deploy.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),    // 16: slipway.deploy.v1.ListRolloutsResponse
-	(*WatchRolloutRequest)(nil),     // 17: slipway.deploy.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),    // 18: slipway.deploy.v1.WatchRolloutResponse
-	(*PromoteRolloutRequest)(nil),   // 19: slipway.deploy.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),  // 20: slipway.deploy.v1.PromoteRolloutResponse
-	(*PauseRolloutRequest)(nil),     // 21: slipway.deploy.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),    // 22: slipway.deploy.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),    // 23: slipway.deploy.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),   // 24: slipway.deploy.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),     // 25: slipway.deploy.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),    // 26: slipway.deploy.v1.AbortRolloutResponse
-	(*RollbackServiceRequest)(nil),  // 27: slipway.deploy.v1.RollbackServiceRequest
-	(*RollbackServiceResponse)(nil), // 28: slipway.deploy.v1.RollbackServiceResponse
-	(*GetServiceRequest)(nil),       // 29: slipway.deploy.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),      // 30: slipway.deploy.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),     // 31: slipway.deploy.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),    // 32: slipway.deploy.v1.ListServicesResponse
-	(*ListReleasesRequest)(nil),     // 33: slipway.deploy.v1.ListReleasesRequest
-	(*ListReleasesResponse)(nil),    // 34: slipway.deploy.v1.ListReleasesResponse
-	nil,                             // 35: slipway.deploy.v1.Rollout.WeightsEntry
-	nil,                             // 36: slipway.deploy.v1.RolloutStep.WeightsEntry
-	nil,                             // 37: slipway.deploy.v1.RolloutEvent.WeightsEntry
-	nil,                             // 38: slipway.deploy.v1.RolloutEvent.HealthyEntry
-	(*ServiceSpec)(nil),             // 39: slipway.deploy.v1.ServiceSpec
-	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
-	(Strategy)(0),                   // 41: slipway.deploy.v1.Strategy
+	(AnalysisResult)(0),             // 3: slipway.deploy.v1.AnalysisResult
+	(ErrorReason)(0),                // 4: slipway.deploy.v1.ErrorReason
+	(*Release)(nil),                 // 5: slipway.deploy.v1.Release
+	(*Rollout)(nil),                 // 6: slipway.deploy.v1.Rollout
+	(*RolloutStep)(nil),             // 7: slipway.deploy.v1.RolloutStep
+	(*OperatorCommand)(nil),         // 8: slipway.deploy.v1.OperatorCommand
+	(*RolloutEvent)(nil),            // 9: slipway.deploy.v1.RolloutEvent
+	(*AnalysisVerdict)(nil),         // 10: slipway.deploy.v1.AnalysisVerdict
+	(*SignalSummary)(nil),           // 11: slipway.deploy.v1.SignalSummary
+	(*AnalysisCheck)(nil),           // 12: slipway.deploy.v1.AnalysisCheck
+	(*Service)(nil),                 // 13: slipway.deploy.v1.Service
+	(*AuditEvent)(nil),              // 14: slipway.deploy.v1.AuditEvent
+	(*DeployRequest)(nil),           // 15: slipway.deploy.v1.DeployRequest
+	(*DeployResponse)(nil),          // 16: slipway.deploy.v1.DeployResponse
+	(*GetRolloutRequest)(nil),       // 17: slipway.deploy.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),      // 18: slipway.deploy.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),     // 19: slipway.deploy.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),    // 20: slipway.deploy.v1.ListRolloutsResponse
+	(*WatchRolloutRequest)(nil),     // 21: slipway.deploy.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),    // 22: slipway.deploy.v1.WatchRolloutResponse
+	(*PromoteRolloutRequest)(nil),   // 23: slipway.deploy.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),  // 24: slipway.deploy.v1.PromoteRolloutResponse
+	(*PauseRolloutRequest)(nil),     // 25: slipway.deploy.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),    // 26: slipway.deploy.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),    // 27: slipway.deploy.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),   // 28: slipway.deploy.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),     // 29: slipway.deploy.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),    // 30: slipway.deploy.v1.AbortRolloutResponse
+	(*RollbackServiceRequest)(nil),  // 31: slipway.deploy.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil), // 32: slipway.deploy.v1.RollbackServiceResponse
+	(*GetServiceRequest)(nil),       // 33: slipway.deploy.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),      // 34: slipway.deploy.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),     // 35: slipway.deploy.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),    // 36: slipway.deploy.v1.ListServicesResponse
+	(*ListReleasesRequest)(nil),     // 37: slipway.deploy.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),    // 38: slipway.deploy.v1.ListReleasesResponse
+	nil,                             // 39: slipway.deploy.v1.Rollout.WeightsEntry
+	nil,                             // 40: slipway.deploy.v1.RolloutStep.WeightsEntry
+	nil,                             // 41: slipway.deploy.v1.RolloutEvent.WeightsEntry
+	nil,                             // 42: slipway.deploy.v1.RolloutEvent.HealthyEntry
+	(*ServiceSpec)(nil),             // 43: slipway.deploy.v1.ServiceSpec
+	(*timestamppb.Timestamp)(nil),   // 44: google.protobuf.Timestamp
+	(Strategy)(0),                   // 45: slipway.deploy.v1.Strategy
+	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_deploy_proto_depIdxs = []int32{
-	39, // 0: slipway.deploy.v1.Release.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	40, // 1: slipway.deploy.v1.Release.created_at:type_name -> google.protobuf.Timestamp
-	41, // 2: slipway.deploy.v1.Rollout.strategy:type_name -> slipway.deploy.v1.Strategy
+	43, // 0: slipway.deploy.v1.Release.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	44, // 1: slipway.deploy.v1.Release.created_at:type_name -> google.protobuf.Timestamp
+	45, // 2: slipway.deploy.v1.Rollout.strategy:type_name -> slipway.deploy.v1.Strategy
 	1,  // 3: slipway.deploy.v1.Rollout.state:type_name -> slipway.deploy.v1.RolloutState
-	35, // 4: slipway.deploy.v1.Rollout.weights:type_name -> slipway.deploy.v1.Rollout.WeightsEntry
-	40, // 5: slipway.deploy.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	40, // 6: slipway.deploy.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 7: slipway.deploy.v1.Rollout.history:type_name -> slipway.deploy.v1.RolloutStep
-	7,  // 8: slipway.deploy.v1.Rollout.commands:type_name -> slipway.deploy.v1.OperatorCommand
-	40, // 9: slipway.deploy.v1.RolloutStep.at:type_name -> google.protobuf.Timestamp
-	36, // 10: slipway.deploy.v1.RolloutStep.weights:type_name -> slipway.deploy.v1.RolloutStep.WeightsEntry
+	39, // 4: slipway.deploy.v1.Rollout.weights:type_name -> slipway.deploy.v1.Rollout.WeightsEntry
+	44, // 5: slipway.deploy.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	44, // 6: slipway.deploy.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 7: slipway.deploy.v1.Rollout.history:type_name -> slipway.deploy.v1.RolloutStep
+	8,  // 8: slipway.deploy.v1.Rollout.commands:type_name -> slipway.deploy.v1.OperatorCommand
+	44, // 9: slipway.deploy.v1.RolloutStep.at:type_name -> google.protobuf.Timestamp
+	40, // 10: slipway.deploy.v1.RolloutStep.weights:type_name -> slipway.deploy.v1.RolloutStep.WeightsEntry
 	1,  // 11: slipway.deploy.v1.RolloutStep.state:type_name -> slipway.deploy.v1.RolloutState
 	2,  // 12: slipway.deploy.v1.OperatorCommand.kind:type_name -> slipway.deploy.v1.CommandKind
-	40, // 13: slipway.deploy.v1.OperatorCommand.at:type_name -> google.protobuf.Timestamp
-	40, // 14: slipway.deploy.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
+	44, // 13: slipway.deploy.v1.OperatorCommand.at:type_name -> google.protobuf.Timestamp
+	44, // 14: slipway.deploy.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
 	1,  // 15: slipway.deploy.v1.RolloutEvent.state:type_name -> slipway.deploy.v1.RolloutState
-	37, // 16: slipway.deploy.v1.RolloutEvent.weights:type_name -> slipway.deploy.v1.RolloutEvent.WeightsEntry
-	38, // 17: slipway.deploy.v1.RolloutEvent.healthy:type_name -> slipway.deploy.v1.RolloutEvent.HealthyEntry
-	39, // 18: slipway.deploy.v1.Service.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	40, // 19: slipway.deploy.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 20: slipway.deploy.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
-	39, // 21: slipway.deploy.v1.DeployRequest.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	4,  // 22: slipway.deploy.v1.DeployResponse.release:type_name -> slipway.deploy.v1.Release
-	5,  // 23: slipway.deploy.v1.DeployResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	0,  // 24: slipway.deploy.v1.GetRolloutRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	5,  // 25: slipway.deploy.v1.GetRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	0,  // 26: slipway.deploy.v1.ListRolloutsRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	5,  // 27: slipway.deploy.v1.ListRolloutsResponse.rollouts:type_name -> slipway.deploy.v1.Rollout
-	8,  // 28: slipway.deploy.v1.WatchRolloutResponse.event:type_name -> slipway.deploy.v1.RolloutEvent
-	5,  // 29: slipway.deploy.v1.WatchRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	5,  // 30: slipway.deploy.v1.PromoteRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	5,  // 31: slipway.deploy.v1.PauseRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	5,  // 32: slipway.deploy.v1.ResumeRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	5,  // 33: slipway.deploy.v1.AbortRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	4,  // 34: slipway.deploy.v1.RollbackServiceResponse.release:type_name -> slipway.deploy.v1.Release
-	5,  // 35: slipway.deploy.v1.RollbackServiceResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	0,  // 36: slipway.deploy.v1.GetServiceRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	9,  // 37: slipway.deploy.v1.GetServiceResponse.service:type_name -> slipway.deploy.v1.Service
-	0,  // 38: slipway.deploy.v1.ListServicesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	9,  // 39: slipway.deploy.v1.ListServicesResponse.services:type_name -> slipway.deploy.v1.Service
-	0,  // 40: slipway.deploy.v1.ListReleasesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	4,  // 41: slipway.deploy.v1.ListReleasesResponse.releases:type_name -> slipway.deploy.v1.Release
-	10, // 42: slipway.deploy.v1.ListReleasesResponse.audit:type_name -> slipway.deploy.v1.AuditEvent
-	11, // 43: slipway.deploy.v1.DeployService.Deploy:input_type -> slipway.deploy.v1.DeployRequest
-	13, // 44: slipway.deploy.v1.DeployService.GetRollout:input_type -> slipway.deploy.v1.GetRolloutRequest
-	15, // 45: slipway.deploy.v1.DeployService.ListRollouts:input_type -> slipway.deploy.v1.ListRolloutsRequest
-	17, // 46: slipway.deploy.v1.DeployService.WatchRollout:input_type -> slipway.deploy.v1.WatchRolloutRequest
-	19, // 47: slipway.deploy.v1.DeployService.PromoteRollout:input_type -> slipway.deploy.v1.PromoteRolloutRequest
-	21, // 48: slipway.deploy.v1.DeployService.PauseRollout:input_type -> slipway.deploy.v1.PauseRolloutRequest
-	23, // 49: slipway.deploy.v1.DeployService.ResumeRollout:input_type -> slipway.deploy.v1.ResumeRolloutRequest
-	25, // 50: slipway.deploy.v1.DeployService.AbortRollout:input_type -> slipway.deploy.v1.AbortRolloutRequest
-	27, // 51: slipway.deploy.v1.DeployService.RollbackService:input_type -> slipway.deploy.v1.RollbackServiceRequest
-	29, // 52: slipway.deploy.v1.DeployService.GetService:input_type -> slipway.deploy.v1.GetServiceRequest
-	31, // 53: slipway.deploy.v1.DeployService.ListServices:input_type -> slipway.deploy.v1.ListServicesRequest
-	33, // 54: slipway.deploy.v1.DeployService.ListReleases:input_type -> slipway.deploy.v1.ListReleasesRequest
-	12, // 55: slipway.deploy.v1.DeployService.Deploy:output_type -> slipway.deploy.v1.DeployResponse
-	14, // 56: slipway.deploy.v1.DeployService.GetRollout:output_type -> slipway.deploy.v1.GetRolloutResponse
-	16, // 57: slipway.deploy.v1.DeployService.ListRollouts:output_type -> slipway.deploy.v1.ListRolloutsResponse
-	18, // 58: slipway.deploy.v1.DeployService.WatchRollout:output_type -> slipway.deploy.v1.WatchRolloutResponse
-	20, // 59: slipway.deploy.v1.DeployService.PromoteRollout:output_type -> slipway.deploy.v1.PromoteRolloutResponse
-	22, // 60: slipway.deploy.v1.DeployService.PauseRollout:output_type -> slipway.deploy.v1.PauseRolloutResponse
-	24, // 61: slipway.deploy.v1.DeployService.ResumeRollout:output_type -> slipway.deploy.v1.ResumeRolloutResponse
-	26, // 62: slipway.deploy.v1.DeployService.AbortRollout:output_type -> slipway.deploy.v1.AbortRolloutResponse
-	28, // 63: slipway.deploy.v1.DeployService.RollbackService:output_type -> slipway.deploy.v1.RollbackServiceResponse
-	30, // 64: slipway.deploy.v1.DeployService.GetService:output_type -> slipway.deploy.v1.GetServiceResponse
-	32, // 65: slipway.deploy.v1.DeployService.ListServices:output_type -> slipway.deploy.v1.ListServicesResponse
-	34, // 66: slipway.deploy.v1.DeployService.ListReleases:output_type -> slipway.deploy.v1.ListReleasesResponse
-	55, // [55:67] is the sub-list for method output_type
-	43, // [43:55] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	41, // 16: slipway.deploy.v1.RolloutEvent.weights:type_name -> slipway.deploy.v1.RolloutEvent.WeightsEntry
+	42, // 17: slipway.deploy.v1.RolloutEvent.healthy:type_name -> slipway.deploy.v1.RolloutEvent.HealthyEntry
+	10, // 18: slipway.deploy.v1.RolloutEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
+	3,  // 19: slipway.deploy.v1.AnalysisVerdict.result:type_name -> slipway.deploy.v1.AnalysisResult
+	3,  // 20: slipway.deploy.v1.AnalysisVerdict.counted:type_name -> slipway.deploy.v1.AnalysisResult
+	44, // 21: slipway.deploy.v1.AnalysisVerdict.window_start:type_name -> google.protobuf.Timestamp
+	44, // 22: slipway.deploy.v1.AnalysisVerdict.window_end:type_name -> google.protobuf.Timestamp
+	11, // 23: slipway.deploy.v1.AnalysisVerdict.canary:type_name -> slipway.deploy.v1.SignalSummary
+	11, // 24: slipway.deploy.v1.AnalysisVerdict.stable:type_name -> slipway.deploy.v1.SignalSummary
+	12, // 25: slipway.deploy.v1.AnalysisVerdict.checks:type_name -> slipway.deploy.v1.AnalysisCheck
+	46, // 26: slipway.deploy.v1.SignalSummary.p50:type_name -> google.protobuf.Duration
+	46, // 27: slipway.deploy.v1.SignalSummary.p99:type_name -> google.protobuf.Duration
+	3,  // 28: slipway.deploy.v1.AnalysisCheck.result:type_name -> slipway.deploy.v1.AnalysisResult
+	43, // 29: slipway.deploy.v1.Service.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	44, // 30: slipway.deploy.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
+	44, // 31: slipway.deploy.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
+	43, // 32: slipway.deploy.v1.DeployRequest.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	5,  // 33: slipway.deploy.v1.DeployResponse.release:type_name -> slipway.deploy.v1.Release
+	6,  // 34: slipway.deploy.v1.DeployResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	0,  // 35: slipway.deploy.v1.GetRolloutRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	6,  // 36: slipway.deploy.v1.GetRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	0,  // 37: slipway.deploy.v1.ListRolloutsRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	6,  // 38: slipway.deploy.v1.ListRolloutsResponse.rollouts:type_name -> slipway.deploy.v1.Rollout
+	9,  // 39: slipway.deploy.v1.WatchRolloutResponse.event:type_name -> slipway.deploy.v1.RolloutEvent
+	6,  // 40: slipway.deploy.v1.WatchRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 41: slipway.deploy.v1.PromoteRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 42: slipway.deploy.v1.PauseRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 43: slipway.deploy.v1.ResumeRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 44: slipway.deploy.v1.AbortRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 45: slipway.deploy.v1.RollbackServiceResponse.release:type_name -> slipway.deploy.v1.Release
+	6,  // 46: slipway.deploy.v1.RollbackServiceResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	0,  // 47: slipway.deploy.v1.GetServiceRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	13, // 48: slipway.deploy.v1.GetServiceResponse.service:type_name -> slipway.deploy.v1.Service
+	0,  // 49: slipway.deploy.v1.ListServicesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	13, // 50: slipway.deploy.v1.ListServicesResponse.services:type_name -> slipway.deploy.v1.Service
+	0,  // 51: slipway.deploy.v1.ListReleasesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	5,  // 52: slipway.deploy.v1.ListReleasesResponse.releases:type_name -> slipway.deploy.v1.Release
+	14, // 53: slipway.deploy.v1.ListReleasesResponse.audit:type_name -> slipway.deploy.v1.AuditEvent
+	15, // 54: slipway.deploy.v1.DeployService.Deploy:input_type -> slipway.deploy.v1.DeployRequest
+	17, // 55: slipway.deploy.v1.DeployService.GetRollout:input_type -> slipway.deploy.v1.GetRolloutRequest
+	19, // 56: slipway.deploy.v1.DeployService.ListRollouts:input_type -> slipway.deploy.v1.ListRolloutsRequest
+	21, // 57: slipway.deploy.v1.DeployService.WatchRollout:input_type -> slipway.deploy.v1.WatchRolloutRequest
+	23, // 58: slipway.deploy.v1.DeployService.PromoteRollout:input_type -> slipway.deploy.v1.PromoteRolloutRequest
+	25, // 59: slipway.deploy.v1.DeployService.PauseRollout:input_type -> slipway.deploy.v1.PauseRolloutRequest
+	27, // 60: slipway.deploy.v1.DeployService.ResumeRollout:input_type -> slipway.deploy.v1.ResumeRolloutRequest
+	29, // 61: slipway.deploy.v1.DeployService.AbortRollout:input_type -> slipway.deploy.v1.AbortRolloutRequest
+	31, // 62: slipway.deploy.v1.DeployService.RollbackService:input_type -> slipway.deploy.v1.RollbackServiceRequest
+	33, // 63: slipway.deploy.v1.DeployService.GetService:input_type -> slipway.deploy.v1.GetServiceRequest
+	35, // 64: slipway.deploy.v1.DeployService.ListServices:input_type -> slipway.deploy.v1.ListServicesRequest
+	37, // 65: slipway.deploy.v1.DeployService.ListReleases:input_type -> slipway.deploy.v1.ListReleasesRequest
+	16, // 66: slipway.deploy.v1.DeployService.Deploy:output_type -> slipway.deploy.v1.DeployResponse
+	18, // 67: slipway.deploy.v1.DeployService.GetRollout:output_type -> slipway.deploy.v1.GetRolloutResponse
+	20, // 68: slipway.deploy.v1.DeployService.ListRollouts:output_type -> slipway.deploy.v1.ListRolloutsResponse
+	22, // 69: slipway.deploy.v1.DeployService.WatchRollout:output_type -> slipway.deploy.v1.WatchRolloutResponse
+	24, // 70: slipway.deploy.v1.DeployService.PromoteRollout:output_type -> slipway.deploy.v1.PromoteRolloutResponse
+	26, // 71: slipway.deploy.v1.DeployService.PauseRollout:output_type -> slipway.deploy.v1.PauseRolloutResponse
+	28, // 72: slipway.deploy.v1.DeployService.ResumeRollout:output_type -> slipway.deploy.v1.ResumeRolloutResponse
+	30, // 73: slipway.deploy.v1.DeployService.AbortRollout:output_type -> slipway.deploy.v1.AbortRolloutResponse
+	32, // 74: slipway.deploy.v1.DeployService.RollbackService:output_type -> slipway.deploy.v1.RollbackServiceResponse
+	34, // 75: slipway.deploy.v1.DeployService.GetService:output_type -> slipway.deploy.v1.GetServiceResponse
+	36, // 76: slipway.deploy.v1.DeployService.ListServices:output_type -> slipway.deploy.v1.ListServicesResponse
+	38, // 77: slipway.deploy.v1.DeployService.ListReleases:output_type -> slipway.deploy.v1.ListReleasesResponse
+	66, // [66:78] is the sub-list for method output_type
+	54, // [54:66] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_deploy_proto_init() }
@@ -2909,8 +3361,8 @@ func file_slipway_deploy_v1_deploy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_deploy_proto_rawDesc), len(file_slipway_deploy_v1_deploy_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   35,
+			NumEnums:      5,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -80,6 +80,64 @@ func (Strategy) EnumDescriptor() ([]byte, []int) {
 	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{0}
 }
 
+// NoDataPolicy is what an inconclusive verdict (too little traffic) counts
+// as.
+type NoDataPolicy int32
+
+const (
+	// NO_DATA_POLICY_UNSPECIFIED is hold.
+	NoDataPolicy_NO_DATA_POLICY_UNSPECIFIED NoDataPolicy = 0
+	// NO_DATA_POLICY_HOLD keeps the step waiting for a conclusive verdict.
+	NoDataPolicy_NO_DATA_POLICY_HOLD NoDataPolicy = 1
+	// NO_DATA_POLICY_FAIL counts it as a failure.
+	NoDataPolicy_NO_DATA_POLICY_FAIL NoDataPolicy = 2
+	// NO_DATA_POLICY_PASS counts it as a pass.
+	NoDataPolicy_NO_DATA_POLICY_PASS NoDataPolicy = 3
+)
+
+// Enum value maps for NoDataPolicy.
+var (
+	NoDataPolicy_name = map[int32]string{
+		0: "NO_DATA_POLICY_UNSPECIFIED",
+		1: "NO_DATA_POLICY_HOLD",
+		2: "NO_DATA_POLICY_FAIL",
+		3: "NO_DATA_POLICY_PASS",
+	}
+	NoDataPolicy_value = map[string]int32{
+		"NO_DATA_POLICY_UNSPECIFIED": 0,
+		"NO_DATA_POLICY_HOLD":        1,
+		"NO_DATA_POLICY_FAIL":        2,
+		"NO_DATA_POLICY_PASS":        3,
+	}
+)
+
+func (x NoDataPolicy) Enum() *NoDataPolicy {
+	p := new(NoDataPolicy)
+	*p = x
+	return p
+}
+
+func (x NoDataPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NoDataPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_slipway_deploy_v1_spec_proto_enumTypes[1].Descriptor()
+}
+
+func (NoDataPolicy) Type() protoreflect.EnumType {
+	return &file_slipway_deploy_v1_spec_proto_enumTypes[1]
+}
+
+func (x NoDataPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NoDataPolicy.Descriptor instead.
+func (NoDataPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+}
+
 // ServiceSpec is what a user writes to describe a service: which image to run,
 // how many instances, how to check them, how to route to them and how to roll
 // out a new release. A spec is immutable once it is part of a Release.
@@ -765,7 +823,10 @@ type CanaryStrategy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// steps are applied in order; weights must increase and the last should be
 	// 100. Without steps the default is 10%, 50%, 100% with 30s pauses.
-	Steps         []*CanaryStep `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	Steps []*CanaryStep `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	// analysis judges every step from the edges' golden signals (a step's own
+	// analysis replaces it for that step); unset: no analysis.
+	Analysis      *Analysis `protobuf:"bytes,2,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -807,6 +868,13 @@ func (x *CanaryStrategy) GetSteps() []*CanaryStep {
 	return nil
 }
 
+func (x *CanaryStrategy) GetAnalysis() *Analysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
 // CanaryStep sends weight percent of traffic to the new release, then waits.
 type CanaryStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -816,7 +884,9 @@ type CanaryStep struct {
 	Pause *durationpb.Duration `protobuf:"bytes,2,opt,name=pause,proto3" json:"pause,omitempty"`
 	// manual holds the step until an operator promotes the rollout
 	// (written "pause: manual" in YAML).
-	Manual        bool `protobuf:"varint,3,opt,name=manual,proto3" json:"manual,omitempty"`
+	Manual bool `protobuf:"varint,3,opt,name=manual,proto3" json:"manual,omitempty"`
+	// analysis replaces the canary-level analysis for this step.
+	Analysis      *Analysis `protobuf:"bytes,4,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +942,290 @@ func (x *CanaryStep) GetManual() bool {
 	return false
 }
 
+func (x *CanaryStep) GetAnalysis() *Analysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+// Analysis judges a canary every interval from the golden signals the edges
+// report (requests, 5xx and transport failures, latency): absolute
+// thresholds on the canary, and a comparison with the stable release in the
+// same window. A failed verdict counts toward failure_limit, at which the
+// rollout fails (auto_revert applies); a step advances only after its pause
+// and a passing verdict.
+type Analysis struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// interval is the length of each judged window; default 10s.
+	Interval *durationpb.Duration `protobuf:"bytes,1,opt,name=interval,proto3" json:"interval,omitempty"`
+	// min_requests is the canary traffic (and for the comparison, stable
+	// traffic) a window needs to be judged; default 100.
+	MinRequests uint32 `protobuf:"varint,2,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	// failure_limit is how many failed verdicts fail the rollout; default 2.
+	FailureLimit int32 `protobuf:"varint,3,opt,name=failure_limit,json=failureLimit,proto3" json:"failure_limit,omitempty"`
+	// no_data is what a window with too little traffic counts as; default
+	// hold.
+	NoData NoDataPolicy `protobuf:"varint,4,opt,name=no_data,json=noData,proto3,enum=slipway.deploy.v1.NoDataPolicy" json:"no_data,omitempty"`
+	// success_rate fails a canary whose success rate is below min.
+	SuccessRate *SuccessRateThreshold `protobuf:"bytes,5,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	// latency_p99 fails a canary whose p99 latency exceeds max.
+	LatencyP99 *LatencyThreshold `protobuf:"bytes,6,opt,name=latency_p99,json=latencyP99,proto3" json:"latency_p99,omitempty"`
+	// compare judges canary against stable with statistical tests; when no
+	// threshold and no comparison is set, the comparison with its defaults
+	// applies.
+	Compare *Comparison `protobuf:"bytes,7,opt,name=compare,proto3" json:"compare,omitempty"`
+	// disabled turns analysis off (for one step under a canary-level one).
+	Disabled      bool `protobuf:"varint,8,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Analysis) Reset() {
+	*x = Analysis{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Analysis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Analysis) ProtoMessage() {}
+
+func (x *Analysis) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
+func (*Analysis) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Analysis) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *Analysis) GetMinRequests() uint32 {
+	if x != nil {
+		return x.MinRequests
+	}
+	return 0
+}
+
+func (x *Analysis) GetFailureLimit() int32 {
+	if x != nil {
+		return x.FailureLimit
+	}
+	return 0
+}
+
+func (x *Analysis) GetNoData() NoDataPolicy {
+	if x != nil {
+		return x.NoData
+	}
+	return NoDataPolicy_NO_DATA_POLICY_UNSPECIFIED
+}
+
+func (x *Analysis) GetSuccessRate() *SuccessRateThreshold {
+	if x != nil {
+		return x.SuccessRate
+	}
+	return nil
+}
+
+func (x *Analysis) GetLatencyP99() *LatencyThreshold {
+	if x != nil {
+		return x.LatencyP99
+	}
+	return nil
+}
+
+func (x *Analysis) GetCompare() *Comparison {
+	if x != nil {
+		return x.Compare
+	}
+	return nil
+}
+
+func (x *Analysis) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+// SuccessRateThreshold is a floor on the canary's success rate.
+type SuccessRateThreshold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// min is in percent, 0-100 (e.g. 99).
+	Min           float64 `protobuf:"fixed64,1,opt,name=min,proto3" json:"min,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuccessRateThreshold) Reset() {
+	*x = SuccessRateThreshold{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuccessRateThreshold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuccessRateThreshold) ProtoMessage() {}
+
+func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
+func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SuccessRateThreshold) GetMin() float64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+// LatencyThreshold is a ceiling on a latency quantile.
+type LatencyThreshold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max is the highest acceptable latency.
+	Max           *durationpb.Duration `protobuf:"bytes,1,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LatencyThreshold) Reset() {
+	*x = LatencyThreshold{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LatencyThreshold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LatencyThreshold) ProtoMessage() {}
+
+func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
+func (*LatencyThreshold) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LatencyThreshold) GetMax() *durationpb.Duration {
+	if x != nil {
+		return x.Max
+	}
+	return nil
+}
+
+// Comparison judges canary against stable over the same window: errors by
+// Fisher's exact test (small counts) or the two-proportion z-test, latency by
+// Mann-Whitney U on the histograms. A difference fails only when it is both
+// significant and larger than allowed.
+type Comparison struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max_error_rate_increase is in percentage points; default 1.
+	MaxErrorRateIncrease float64 `protobuf:"fixed64,1,opt,name=max_error_rate_increase,json=maxErrorRateIncrease,proto3" json:"max_error_rate_increase,omitempty"`
+	// max_latency_ratio is canary p99 over stable p99; default 1.3, at least 1.
+	MaxLatencyRatio float64 `protobuf:"fixed64,2,opt,name=max_latency_ratio,json=maxLatencyRatio,proto3" json:"max_latency_ratio,omitempty"`
+	// confidence is the tests' confidence level, 0.5-0.9999; default 0.95.
+	Confidence    float64 `protobuf:"fixed64,3,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Comparison) Reset() {
+	*x = Comparison{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Comparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Comparison) ProtoMessage() {}
+
+func (x *Comparison) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
+func (*Comparison) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Comparison) GetMaxErrorRateIncrease() float64 {
+	if x != nil {
+		return x.MaxErrorRateIncrease
+	}
+	return 0
+}
+
+func (x *Comparison) GetMaxLatencyRatio() float64 {
+	if x != nil {
+		return x.MaxLatencyRatio
+	}
+	return 0
+}
+
+func (x *Comparison) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
 // BlueGreenStrategy configures the preview of the new colour.
 type BlueGreenStrategy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -884,7 +1238,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1250,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1263,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -982,21 +1336,49 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x06canary\x18\t \x01(\v2!.slipway.deploy.v1.CanaryStrategyR\x06canary\x12C\n" +
 	"\n" +
 	"blue_green\x18\n" +
-	" \x01(\v2$.slipway.deploy.v1.BlueGreenStrategyR\tblueGreen\"E\n" +
+	" \x01(\v2$.slipway.deploy.v1.BlueGreenStrategyR\tblueGreen\"~\n" +
 	"\x0eCanaryStrategy\x123\n" +
-	"\x05steps\x18\x01 \x03(\v2\x1d.slipway.deploy.v1.CanaryStepR\x05steps\"m\n" +
+	"\x05steps\x18\x01 \x03(\v2\x1d.slipway.deploy.v1.CanaryStepR\x05steps\x127\n" +
+	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xa6\x01\n" +
 	"\n" +
 	"CanaryStep\x12\x16\n" +
 	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12/\n" +
 	"\x05pause\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05pause\x12\x16\n" +
-	"\x06manual\x18\x03 \x01(\bR\x06manual\":\n" +
+	"\x06manual\x18\x03 \x01(\bR\x06manual\x127\n" +
+	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xaa\x03\n" +
+	"\bAnalysis\x125\n" +
+	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12!\n" +
+	"\fmin_requests\x18\x02 \x01(\rR\vminRequests\x12#\n" +
+	"\rfailure_limit\x18\x03 \x01(\x05R\ffailureLimit\x128\n" +
+	"\ano_data\x18\x04 \x01(\x0e2\x1f.slipway.deploy.v1.NoDataPolicyR\x06noData\x12J\n" +
+	"\fsuccess_rate\x18\x05 \x01(\v2'.slipway.deploy.v1.SuccessRateThresholdR\vsuccessRate\x12D\n" +
+	"\vlatency_p99\x18\x06 \x01(\v2#.slipway.deploy.v1.LatencyThresholdR\n" +
+	"latencyP99\x127\n" +
+	"\acompare\x18\a \x01(\v2\x1d.slipway.deploy.v1.ComparisonR\acompare\x12\x1a\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\"(\n" +
+	"\x14SuccessRateThreshold\x12\x10\n" +
+	"\x03min\x18\x01 \x01(\x01R\x03min\"?\n" +
+	"\x10LatencyThreshold\x12+\n" +
+	"\x03max\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03max\"\x8f\x01\n" +
+	"\n" +
+	"Comparison\x125\n" +
+	"\x17max_error_rate_increase\x18\x01 \x01(\x01R\x14maxErrorRateIncrease\x12*\n" +
+	"\x11max_latency_ratio\x18\x02 \x01(\x01R\x0fmaxLatencyRatio\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\x03 \x01(\x01R\n" +
+	"confidence\":\n" +
 	"\x11BlueGreenStrategy\x12%\n" +
 	"\x0epreview_header\x18\x01 \x01(\tR\rpreviewHeader*h\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STRATEGY_ROLLING\x10\x01\x12\x17\n" +
 	"\x13STRATEGY_BLUE_GREEN\x10\x02\x12\x13\n" +
-	"\x0fSTRATEGY_CANARY\x10\x03B.Z,slipway.dev/proto/slipway/deploy/v1;deployv1b\x06proto3"
+	"\x0fSTRATEGY_CANARY\x10\x03*y\n" +
+	"\fNoDataPolicy\x12\x1e\n" +
+	"\x1aNO_DATA_POLICY_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13NO_DATA_POLICY_HOLD\x10\x01\x12\x17\n" +
+	"\x13NO_DATA_POLICY_FAIL\x10\x02\x12\x17\n" +
+	"\x13NO_DATA_POLICY_PASS\x10\x03B.Z,slipway.dev/proto/slipway/deploy/v1;deployv1b\x06proto3"
 
 var (
 	file_slipway_deploy_v1_spec_proto_rawDescOnce sync.Once
@@ -1010,50 +1392,63 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 	return file_slipway_deploy_v1_spec_proto_rawDescData
 }
 
-var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
-	(Strategy)(0),               // 0: slipway.deploy.v1.Strategy
-	(*ServiceSpec)(nil),         // 1: slipway.deploy.v1.ServiceSpec
-	(*Security)(nil),            // 2: slipway.deploy.v1.Security
-	(*HostMount)(nil),           // 3: slipway.deploy.v1.HostMount
-	(*Resources)(nil),           // 4: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),         // 5: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),               // 6: slipway.deploy.v1.Route
-	(*Constraint)(nil),          // 7: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),      // 8: slipway.deploy.v1.UpdateStrategy
-	(*CanaryStrategy)(nil),      // 9: slipway.deploy.v1.CanaryStrategy
-	(*CanaryStep)(nil),          // 10: slipway.deploy.v1.CanaryStep
-	(*BlueGreenStrategy)(nil),   // 11: slipway.deploy.v1.BlueGreenStrategy
-	nil,                         // 12: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(Strategy)(0),                // 0: slipway.deploy.v1.Strategy
+	(NoDataPolicy)(0),            // 1: slipway.deploy.v1.NoDataPolicy
+	(*ServiceSpec)(nil),          // 2: slipway.deploy.v1.ServiceSpec
+	(*Security)(nil),             // 3: slipway.deploy.v1.Security
+	(*HostMount)(nil),            // 4: slipway.deploy.v1.HostMount
+	(*Resources)(nil),            // 5: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),          // 6: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),                // 7: slipway.deploy.v1.Route
+	(*Constraint)(nil),           // 8: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),       // 9: slipway.deploy.v1.UpdateStrategy
+	(*CanaryStrategy)(nil),       // 10: slipway.deploy.v1.CanaryStrategy
+	(*CanaryStep)(nil),           // 11: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 12: slipway.deploy.v1.Analysis
+	(*SuccessRateThreshold)(nil), // 13: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 14: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 15: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 16: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 17: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 18: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	12, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	4,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	5,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	6,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	7,  // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	8,  // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	13, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	2,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
-	3,  // 8: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	13, // 9: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	13, // 10: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	17, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	5,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	6,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	7,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	8,  // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	9,  // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	18, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	3,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	4,  // 8: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	18, // 9: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	18, // 10: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	0,  // 11: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	13, // 12: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	13, // 13: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	13, // 14: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	13, // 15: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	9,  // 16: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	11, // 17: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	10, // 18: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	13, // 19: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	18, // 12: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	18, // 13: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	18, // 14: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	18, // 15: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	10, // 16: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	16, // 17: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	11, // 18: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	12, // 19: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	18, // 20: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	12, // 21: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	18, // 22: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	1,  // 23: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	13, // 24: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	14, // 25: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	15, // 26: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	18, // 27: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -1066,8 +1461,8 @@ func file_slipway_deploy_v1_spec_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   12,
+			NumEnums:      2,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1225,7 +1225,9 @@ type StepEvent struct {
 	// kind is e.g. "placed", "traffic", "stopped", "succeeded".
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	// message describes it for people.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// analysis is an "analysis" event's verdict with its evidence.
+	Analysis      *v1.AnalysisVerdict `protobuf:"bytes,3,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1272,6 +1274,13 @@ func (x *StepEvent) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *StepEvent) GetAnalysis() *v1.AnalysisVerdict {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
 }
 
 // SupersedeRecord links a rollout a Deploy superseded to the new rollout.
@@ -2289,10 +2298,11 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\rRevokeTokenOp\x12\x1f\n" +
 	"\vaccessor_id\x18\x01 \x01(\tR\n" +
 	"accessorId\x12\x0e\n" +
-	"\x02by\x18\x02 \x01(\tR\x02by\"9\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\"y\n" +
 	"\tStepEvent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"U\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12>\n" +
+	"\banalysis\x18\x03 \x01(\v2\".slipway.deploy.v1.AnalysisVerdictR\banalysis\"U\n" +
 	"\x0fSupersedeRecord\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12#\n" +
@@ -2414,11 +2424,12 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*v13.TrafficIntent)(nil),     // 36: slipway.edge.v1.TrafficIntent
 	(v1.RolloutState)(0),          // 37: slipway.deploy.v1.RolloutState
 	(*v14.Token)(nil),             // 38: slipway.acl.v1.Token
-	(*v1.Service)(nil),            // 39: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 40: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 41: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 42: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 43: slipway.deploy.v1.AuditEvent
+	(*v1.AnalysisVerdict)(nil),    // 39: slipway.deploy.v1.AnalysisVerdict
+	(*v1.Service)(nil),            // 40: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 41: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 42: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 43: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 44: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	31, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
@@ -2449,35 +2460,36 @@ var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	38, // 25: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
 	9,  // 26: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
 	9,  // 27: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
-	31, // 28: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
-	39, // 29: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	40, // 30: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	19, // 31: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	41, // 32: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	34, // 33: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	35, // 34: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	20, // 35: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	42, // 36: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	43, // 37: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	18, // 38: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	15, // 39: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
-	16, // 40: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
-	36, // 41: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
-	9,  // 42: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
-	14, // 43: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
-	18, // 44: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	18, // 45: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	22, // 46: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	24, // 47: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	26, // 48: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	23, // 49: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	25, // 50: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	27, // 51: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	49, // [49:52] is the sub-list for method output_type
-	46, // [46:49] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	39, // 28: slipway.state.v1.StepEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
+	31, // 29: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	40, // 30: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	41, // 31: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	19, // 32: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	42, // 33: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	34, // 34: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	35, // 35: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	20, // 36: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	43, // 37: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	44, // 38: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	18, // 39: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	15, // 40: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	16, // 41: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	36, // 42: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	9,  // 43: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
+	14, // 44: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
+	18, // 45: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	18, // 46: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	22, // 47: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	24, // 48: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	26, // 49: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	23, // 50: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	25, // 51: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	27, // 52: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	50, // [50:53] is the sub-list for method output_type
+	47, // [47:50] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }

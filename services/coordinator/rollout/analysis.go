@@ -1,0 +1,92 @@
+package rollout
+
+import (
+	"fmt"
+	"time"
+
+	"slipway.dev/coordinator/analysis"
+)
+
+// stepAnalysis is the analysis of the step s is in, nil when the step is
+// not judged (or its weight is not in force yet).
+func stepAnalysis(s State) *analysis.Config {
+	if Terminal(s.Phase) || s.Stage != StageDeploy || !s.StepApplied || s.From == 0 || s.Step >= len(s.Config.Steps) {
+		return nil
+	}
+	return s.Config.Steps[s.Step].Analysis
+}
+
+// AnalysisWindow returns the window whose golden signals the caller should
+// pass as Observation.Signals on its next Step: the last full Interval
+// before now, in whole seconds, provided it lies inside the current step
+// after the last window judged. It returns false when no analysis is due.
+func AnalysisWindow(s State, now time.Time) (from, to time.Time, ok bool) {
+	a := stepAnalysis(s)
+	if a == nil || s.OperatorPaused {
+		return time.Time{}, time.Time{}, false
+	}
+	to = now.Truncate(time.Second)
+	from = to.Add(-a.Interval)
+	if from.Before(s.AnalysisFrom) {
+		return time.Time{}, time.Time{}, false
+	}
+	return from, to, true
+}
+
+// nextAnalysis is when AnalysisWindow will next return a window.
+func nextAnalysis(s State) (time.Time, bool) {
+	a := stepAnalysis(s)
+	if a == nil {
+		return time.Time{}, false
+	}
+	t := s.AnalysisFrom.Add(a.Interval)
+	if r := t.Truncate(time.Second); r.Before(t) {
+		t = r.Add(time.Second)
+	}
+	return t, true
+}
+
+// judge applies the observed window's verdict, if it is the one due, and
+// reports whether it failed the rollout.
+func (r *run) judge(a analysis.Config) bool {
+	sig := r.obs.Signals
+	if sig == nil || sig.From.Before(r.s.AnalysisFrom) || sig.To.Sub(sig.From) < a.Interval {
+		return false // none, or one judged already (or not ours)
+	}
+	r.s.AnalysisFrom = sig.To
+	v := analysis.Judge(a, sig.Canary, sig.Stable)
+	counted := v.Result
+	if counted == analysis.Inconclusive {
+		switch a.NoData {
+		case analysis.NoDataFail:
+			counted = analysis.Fail
+		case analysis.NoDataPass:
+			counted = analysis.Pass
+		}
+	}
+	switch counted {
+	case analysis.Pass:
+		r.s.StepPassed = true
+	case analysis.Fail:
+		r.s.AnalysisFailures++
+	}
+	rec := &AnalysisRecord{From: sig.From, To: sig.To, Verdict: v, Counted: counted, Failures: r.s.AnalysisFailures, FailureLimit: a.FailureLimit}
+	window := fmt.Sprintf("window %s-%s", sig.From.UTC().Format("15:04:05"), sig.To.UTC().Format("15:04:05"))
+	var msg string
+	switch {
+	case counted == analysis.Fail:
+		msg = fmt.Sprintf("analysis of v%d failed (%d/%d), %s: %s", r.s.To, r.s.AnalysisFailures, a.FailureLimit, window, v)
+	case v.Result == analysis.Inconclusive && counted == analysis.Inconclusive:
+		msg = fmt.Sprintf("analysis of v%d inconclusive, holding (no_data hold), %s: %s", r.s.To, window, v)
+	case v.Result == analysis.Inconclusive:
+		msg = fmt.Sprintf("analysis of v%d inconclusive, counted as pass (no_data pass), %s: %s", r.s.To, window, v)
+	default:
+		msg = fmt.Sprintf("analysis of v%d passed, %s: %s", r.s.To, window, v)
+	}
+	r.plan.Events = append(r.plan.Events, Event{Kind: "analysis", Message: msg, Analysis: rec})
+	if counted == analysis.Fail && r.s.AnalysisFailures >= a.FailureLimit {
+		r.fail(fmt.Sprintf("analysis failed %d times (failure_limit %d): %s", r.s.AnalysisFailures, a.FailureLimit, v.Reason))
+		return true
+	}
+	return false
+}
