@@ -123,6 +123,17 @@ type Config struct {
 	GRPCAddr string
 	// DataDir keeps the fencing token and the last desired set.
 	DataDir string
+	// HoldAfter is how long the agent may be seen dead (no heartbeat)
+	// before its allocations may have been replaced elsewhere: the
+	// coordinators' -node-grace. Back after a longer lapse, it holds its
+	// instances out of traffic until a leader confirms its desired set
+	// (reconcile.Observed.Unconfirmed). Default 10s.
+	HoldAfter time.Duration
+	// ConfirmGrace bounds how long an agent that was seen dead (see
+	// reconcile.Observed.Unconfirmed) keeps its instances out of traffic
+	// while no leader syncs it, counted from its first heartbeat since:
+	// after it, it serves its last known desired set. Default 30s.
+	ConfirmGrace time.Duration
 	// DrainTimeout bounds the route barrier; DrainWindow is the wait when
 	// no edge is live.
 	DrainTimeout, DrainWindow time.Duration
@@ -175,6 +186,11 @@ type Agent struct {
 	retryAt    time.Time
 	changed    chan struct{} // closed and replaced on every change
 	subs       map[chan Event]struct{}
+	// unconfirmed: seen dead, the desired set awaits a leader's sync
+	// (reconcile.Observed.Unconfirmed); heldSince is the first heartbeat
+	// since, for ConfirmGrace.
+	unconfirmed bool
+	heldSince   time.Time
 }
 
 // New returns an agent; it loads the persisted token and desired set from
@@ -194,6 +210,12 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.ConfirmGrace <= 0 {
+		cfg.ConfirmGrace = 30 * time.Second
+	}
+	if cfg.HoldAfter <= 0 {
+		cfg.HoldAfter = 10 * time.Second
 	}
 	a := &Agent{
 		cfg: cfg, drv: drv, reg: reg, log: cfg.Logger,
@@ -219,6 +241,15 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 	a.token = st.Token
 	for _, s := range st.Desired {
 		a.setDesiredLocked(s)
+	}
+	// Back after Consul saw this agent dead: the leader may have moved its
+	// allocations meanwhile, so they wait for its word.
+	if cfg.GRPCAddr != "" && len(st.Desired) > 0 {
+		if last := lastBeat(cfg.DataDir); last.IsZero() || time.Since(last) > cfg.HoldAfter {
+			a.unconfirmed = true
+			a.log.Warn("restarted after a heartbeat lapse longer than -hold-after: its instances stay out of traffic until a leader confirms the desired set",
+				"last_heartbeat", last, "grace", cfg.ConfirmGrace)
+		}
 	}
 	return a, nil
 }
@@ -308,6 +339,10 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 		return SyncResult{}, err
 	}
 	a.token = tok
+	if a.unconfirmed {
+		a.unconfirmed, a.heldSince = false, time.Time{}
+		a.log.Info("a leader confirmed the desired set: instances it still holds serve again", "term", tok.Term, "index", tok.Index)
+	}
 	changed := !maps.EqualFunc(a.desired, desired, func(x, y allocation.Spec) bool {
 		return x.Fingerprint() == y.Fingerprint() && x.Stopped == y.Stopped
 	})
@@ -691,11 +726,12 @@ func (a *Agent) pollHealth(ctx context.Context) {
 func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
 	a.mu.Lock()
 	obs := reconcile.Observed{
-		Instances:  map[string]reconcile.Instance{},
-		Registered: maps.Clone(a.registered),
-		Busy:       maps.Clone(a.busy),
-		Failures:   maps.Clone(a.failures),
-		Now:        time.Now(),
+		Instances:   map[string]reconcile.Instance{},
+		Registered:  maps.Clone(a.registered),
+		Busy:        maps.Clone(a.busy),
+		Failures:    maps.Clone(a.failures),
+		Now:         time.Now(),
+		Unconfirmed: a.unconfirmed,
 	}
 	for id, in := range a.instances {
 		obs.Instances[id] = reconcile.Instance{Fingerprint: in.Fingerprint, Running: in.Running}

@@ -41,6 +41,7 @@ type harness struct {
 	reg     *consul.Registry
 	drv     agent.Driver
 	a       *agent.Agent
+	stop    func() // stops a, leaving its instances running
 	docker  *client.Client
 	service string
 	log     *slog.Logger
@@ -52,6 +53,9 @@ type harness struct {
 type opts struct {
 	drainWindow time.Duration
 	grpcAddr    string
+	// dataDir, when set, is kept across agents of one test (a restart).
+	dataDir                 string
+	holdAfter, confirmGrace time.Duration
 }
 
 func newHarness(t *testing.T, driver string, o opts) *harness {
@@ -81,20 +85,32 @@ func newHarness(t *testing.T, driver string, o opts) *harness {
 			t.Fatal(err)
 		}
 	}
-	h.a = h.newAgent(o)
+	h.a, h.stop = h.runAgent(o)
 	return h
 }
 
 func (h *harness) newAgent(o opts) *agent.Agent {
+	a, _ := h.runAgent(o)
+	return a
+}
+
+// runAgent starts an agent and returns it with a func that stops it (the
+// instances it runs keep running), also called when the test ends.
+func (h *harness) runAgent(o opts) (*agent.Agent, func()) {
 	h.t.Helper()
 	window := o.drainWindow
 	if window == 0 {
 		window = 300 * time.Millisecond
 	}
+	dataDir := o.dataDir
+	if dataDir == "" {
+		dataDir = filepath.Join(h.t.TempDir(), "data")
+	}
 	a, err := agent.New(agent.Config{
-		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: filepath.Join(h.t.TempDir(), "data"),
+		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: dataDir,
 		DrainTimeout: 10 * time.Second, DrainWindow: window, CPUMHz: 1000, MemoryMB: 1024, Logger: h.log,
 		ReadyWithin: 20 * time.Second, // long, so that a start held by its probe shows
+		HoldAfter: o.holdAfter, ConfirmGrace: o.confirmGrace,
 	}, h.drv, h.reg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -118,8 +134,10 @@ func (h *harness) newAgent(o opts) *agent.Agent {
 			}
 		}
 	}()
-	h.t.Cleanup(func() { cancelSub(); cancel(); <-done })
-	return a
+	var once sync.Once
+	stop := func() { once.Do(func() { cancelSub(); cancel(); <-done }) }
+	h.t.Cleanup(stop)
+	return a, stop
 }
 
 func (h *harness) spec(id, image string) allocation.Spec {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"slipway.dev/nodeagent/consul"
@@ -20,6 +21,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(consul.AgentTTL / 4)
 	defer t.Stop()
 	failing := false
+	lastOK := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -29,13 +31,60 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		hctx, cancel := context.WithTimeout(ctx, consul.AgentTTL/2)
 		err := a.reg.Heartbeat(hctx)
 		cancel()
+		now := time.Now()
 		switch {
 		case err != nil && !failing:
 			failing = true // until the agent registers itself again (refresh)
 			a.log.Warn("node agent heartbeat failed", "err", err)
 		case err == nil && failing:
 			failing = false
-			a.log.Info("node agent heartbeat works again")
+			a.log.Info("node agent heartbeat works again", "lapsed", now.Sub(lastOK).Round(time.Millisecond))
+			if now.Sub(lastOK) > a.cfg.HoldAfter {
+				a.hold(fmt.Sprintf("heartbeats lapsed for %s", now.Sub(lastOK).Round(time.Millisecond)))
+			}
+		}
+		if err == nil {
+			lastOK = now
+			touchBeat(a.cfg.DataDir, now)
+			a.confirmAfterGrace(now)
 		}
 	}
+}
+
+// hold keeps the agent's instances out of traffic until a leader confirms
+// its desired set (reconcile.Observed.Unconfirmed): Consul saw it dead, and
+// the leader may have replaced them elsewhere meanwhile (it waits
+// HoldAfter, its node grace, before it does).
+func (a *Agent) hold(why string) {
+	a.mu.Lock()
+	was := a.unconfirmed
+	a.unconfirmed, a.heldSince = true, time.Time{}
+	a.mu.Unlock()
+	if !was {
+		a.log.Warn(why+": instances stay out of traffic until a leader confirms the desired set", "grace", a.cfg.ConfirmGrace)
+	}
+	a.poke()
+}
+
+// confirmAfterGrace ends a hold that no leader ended within ConfirmGrace of
+// heartbeats: with no leader to ask (the control plane down), the last known
+// desired set serves rather than nothing.
+func (a *Agent) confirmAfterGrace(now time.Time) {
+	a.mu.Lock()
+	switch {
+	case !a.unconfirmed:
+		a.mu.Unlock()
+		return
+	case a.heldSince.IsZero():
+		a.heldSince = now
+		a.mu.Unlock()
+		return
+	case now.Sub(a.heldSince) < a.cfg.ConfirmGrace:
+		a.mu.Unlock()
+		return
+	}
+	a.unconfirmed, a.heldSince = false, time.Time{}
+	a.mu.Unlock()
+	a.log.Warn("no leader confirmed the desired set within the grace: serving the last known one", "grace", a.cfg.ConfirmGrace)
+	a.poke()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"slipway.dev/nodeagent/allocation"
 )
@@ -70,4 +71,36 @@ func saveState(dir string, p persisted) error {
 		return fmt.Errorf("agent: write state: %w", err)
 	}
 	return nil
+}
+
+// beatFile's modification time is the agent's last successful heartbeat, so
+// that a restarted agent knows whether Consul saw it dead meanwhile.
+const beatFile = "heartbeat"
+
+// touchBeat records a successful heartbeat (best effort: without it a
+// restart is treated as one after a lapse, the safe side).
+func touchBeat(dir string, at time.Time) {
+	if dir == "" {
+		return
+	}
+	p := filepath.Join(dir, beatFile)
+	if err := os.Chtimes(p, at, at); errors.Is(err, os.ErrNotExist) {
+		if f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			f.Close()
+			_ = os.Chtimes(p, at, at)
+		}
+	}
+}
+
+// lastBeat is the time of the last heartbeat recorded in dir; zero when
+// none is.
+func lastBeat(dir string) time.Time {
+	if dir == "" {
+		return time.Time{}
+	}
+	fi, err := os.Stat(filepath.Join(dir, beatFile))
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
 }

@@ -48,6 +48,15 @@ type Observed struct {
 	Failures map[string]Failure
 	// Now is the current time.
 	Now time.Time
+	// Unconfirmed is set while the agent cannot know whether its desired
+	// set is still current: it was seen dead for longer than the leader's
+	// node grace (a restart after such a heartbeat lapse, or heartbeats
+	// failing that long), so the leader may have replaced its allocations
+	// elsewhere. Until a leader's
+	// sync confirms the set, nothing is started or registered and every
+	// registered instance is deregistered (kept running, out of traffic);
+	// instances outside the set are stopped as usual.
+	Unconfirmed bool
 }
 
 // Kind is what to do to one allocation.
@@ -142,6 +151,12 @@ func Reconcile(desired map[string]allocation.Spec, obs Observed) Plan {
 				p.Actions = append(p.Actions, Action{Kind: Stop, AllocID: id, Drain: reg || inst.Running, Reason: reason})
 			case reg:
 				p.Actions = append(p.Actions, Action{Kind: Deregister, AllocID: id, Reason: "registered without an instance"})
+			}
+			continue
+		}
+		if obs.Unconfirmed {
+			if reg {
+				p.Actions = append(p.Actions, Action{Kind: Deregister, AllocID: id, Reason: "held out of traffic until a leader confirms the desired set"})
 			}
 			continue
 		}

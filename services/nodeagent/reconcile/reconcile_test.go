@@ -178,3 +178,37 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("Backoff mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// An agent that was seen dead keeps its instances out of traffic until a
+// leader confirms its desired set: registered ones are deregistered (not
+// stopped), nothing is started, restarted or registered, and instances
+// outside the set are still stopped.
+func TestReconcileUnconfirmed(t *testing.T) {
+	a, b, c := spec("a", "img:v1"), spec("b", "img:v1"), spec("c", "img:v1")
+	desired := map[string]allocation.Spec{"a": a, "b": b, "c": c}
+	obs := Observed{
+		Instances: map[string]Instance{
+			"a": {Fingerprint: a.Fingerprint(), Running: true}, // registered: withheld
+			"b": {Fingerprint: b.Fingerprint(), Running: true}, // not registered: left alone
+			"x": {Fingerprint: "old", Running: true},           // not desired: stopped
+		},
+		Registered:  map[string]bool{"a": true, "x": true},
+		Unconfirmed: true,
+	}
+	want := Plan{Actions: []Action{
+		{Kind: Deregister, AllocID: "a", Reason: "held out of traffic until a leader confirms the desired set"},
+		{Kind: Stop, AllocID: "x", Drain: true, Reason: "not in the desired set"},
+	}}
+	if diff := cmp.Diff(want, Reconcile(desired, obs)); diff != "" {
+		t.Errorf("unconfirmed plan (-want +got):\n%s", diff)
+	}
+	obs.Unconfirmed = false
+	got := Reconcile(desired, obs)
+	kinds := map[string]Kind{}
+	for _, act := range got.Actions {
+		kinds[act.AllocID] = act.Kind
+	}
+	if kinds["b"] != Register || kinds["c"] != Start {
+		t.Errorf("confirmed plan = %v, want b registered and c started", got.Actions)
+	}
+}

@@ -40,7 +40,7 @@ type options struct {
 	cpuMHz, memoryMB                                        int
 	sec                                                     rpc.Security
 	consul                                                  consulconf.Config
-	drainTimeout, drainWindow                               time.Duration
+	drainTimeout, drainWindow, confirmGrace, holdAfter      time.Duration
 	hard                                                    hardening
 }
 
@@ -127,6 +127,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.advertise, "advertise", "127.0.0.1", "address instances are reachable on (host ports bind there)")
 	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/slipway/nodeagent", "state: newest fencing token, last desired set, process driver state")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "longest wait for the edges to stop routing to a stopping instance")
+	fs.DurationVar(&o.holdAfter, "hold-after", 10*time.Second, "after a heartbeat lapse longer than this (the agent restarted, hung or was cut off; set it to the coordinators' -node-grace, after which they replace a missing node's allocations) the agent keeps its instances out of traffic until a leader syncs it and stops those it no longer owns")
+	fs.DurationVar(&o.confirmGrace, "confirm-grace", 30*time.Second, "how long instances held after a lapse (see -hold-after) wait for a leader's sync; with no leader for this long, the last known desired set serves again")
 	fs.DurationVar(&o.drainWindow, "drain-window", 2*time.Second, "wait after deregistering when no edge is live")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus metrics listen address (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -253,7 +255,7 @@ func run(args []string) error {
 	a, err := agent.New(agent.Config{
 		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
 		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
-		DrainTimeout: o.drainTimeout, DrainWindow: o.drainWindow, Logger: logger, Registerer: reg,
+		DrainTimeout: o.drainTimeout, ConfirmGrace: o.confirmGrace, HoldAfter: o.holdAfter, DrainWindow: o.drainWindow, Logger: logger, Registerer: reg,
 		Policy: o.hard.policy,
 	}, drv, cons)
 	if err != nil {

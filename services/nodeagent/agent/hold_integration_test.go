@@ -1,0 +1,88 @@
+package agent_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"slipway.dev/nodeagent/consul"
+	"slipway.dev/nodeagent/internal/nodetest"
+	"slipway.dev/platform/testenv"
+)
+
+// An agent back after a heartbeat lapse longer than HoldAfter (the leader
+// may have replaced its allocations elsewhere meanwhile) keeps its running
+// instances out of traffic, deregistered but not stopped, until a leader's
+// sync says what it still owns: then it stops the rest and serves what it
+// owns. With no leader within ConfirmGrace it serves its last known set.
+func TestReturningAgentHoldsInstancesUntilALeaderConfirms(t *testing.T) {
+	t.Parallel()
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			o := opts{grpcAddr: testenv.FreeAddr(t), dataDir: filepath.Join(t.TempDir(), "data"), holdAfter: 4 * time.Second, confirmGrace: time.Hour}
+			h := newHarness(t, driver, o)
+			a, b := h.spec("a", "slipway/demo:v1"), h.spec("b", "slipway/demo:v2")
+			if _, err := h.sync(1, a, b); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 20*time.Second, "two passing", func() bool {
+				in := h.instances()
+				return passing(in[a.ID]) && passing(in[b.ID])
+			})
+			agentCheck := func() string {
+				checks, err := h.reg.Client().Agent().Checks()
+				if err != nil {
+					return ""
+				}
+				if c, ok := checks[consul.AgentCheckIDFor(h.node)]; ok {
+					return c.Status
+				}
+				return ""
+			}
+			// The agent dies (its instances keep running) for longer than
+			// HoldAfter; Consul sees it dead.
+			die := func() {
+				h.stop()
+				gone := time.Now()
+				nodetest.Eventually(t, 30*time.Second, "the agent's check critical and a lapse longer than HoldAfter", func() bool {
+					return agentCheck() == api.HealthCritical && time.Since(gone) > o.holdAfter
+				})
+			}
+			die()
+
+			// Back: held. Deregistered, still running, even once its own
+			// check passes again.
+			h.a, h.stop = h.runAgent(o)
+			nodetest.Eventually(t, 20*time.Second, "the agent passing again with its instances deregistered", func() bool {
+				in := h.instances()
+				return agentCheck() == api.HealthPassing && in[a.ID] == nil && in[b.ID] == nil
+			})
+			if got := h.running(); len(got) != 2 {
+				t.Fatalf("held instances were stopped: running %v", instanceIDs(got))
+			}
+
+			// A leader's sync confirms: b is no longer owned and stops; a
+			// serves again.
+			if _, err := h.sync(2, a); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 20*time.Second, "a passing, b gone", func() bool {
+				in := h.instances()
+				_, bRuns := h.running()[b.ID]
+				return passing(in[a.ID]) && in[b.ID] == nil && !bRuns
+			})
+
+			// With no leader at all, the grace ends the hold.
+			die()
+			o.confirmGrace = 2 * time.Second
+			h.a, h.stop = h.runAgent(o)
+			nodetest.Eventually(t, 20*time.Second, "held first", func() bool { return h.instances()[a.ID] == nil })
+			nodetest.Eventually(t, 30*time.Second, "a serving again after the grace, without a sync", func() bool {
+				return passing(h.instances()[a.ID])
+			})
+		})
+	}
+}
