@@ -110,7 +110,7 @@ func (h *harness) runAgent(o opts) (*agent.Agent, func()) {
 		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: dataDir,
 		DrainTimeout: 10 * time.Second, DrainWindow: window, CPUMHz: 1000, MemoryMB: 1024, Logger: h.log,
 		ReadyWithin: 20 * time.Second, // long, so that a start held by its probe shows
-		HoldAfter: o.holdAfter, ConfirmGrace: o.confirmGrace,
+		HoldAfter:   o.holdAfter, ConfirmGrace: o.confirmGrace,
 	}, h.drv, h.reg)
 	if err != nil {
 		h.t.Fatal(err)
