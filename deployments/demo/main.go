@@ -5,7 +5,10 @@
 // Settings come from the environment: PORT (default 8080), VERSION and
 // COLOUR (defaults baked in at build time with -ldflags "-X main.version=v2"),
 // FAIL_HEALTH=1 to fail /healthz, HEALTH_FAIL_AFTER (a duration) to start
-// failing it that long after start, and GREETING for the reply's first word.
+// failing it that long after start, GREETING for the reply's first word,
+// ERROR_RATE (a percentage, e.g. 5) to answer that share of requests (every
+// 20th for 5) with 500 while /healthz keeps passing, and LATENCY (a
+// duration) to delay every answer by that much.
 //
 // "demo -healthcheck" probes http://127.0.0.1:$PORT/healthz once and exits 0
 // when it passes, 1 otherwise: the HEALTHCHECK of the FROM-scratch image.
@@ -98,6 +101,8 @@ type config struct {
 	greeting        string
 	failHealth      bool
 	failAfter       time.Duration
+	errorRate       float64
+	latency         time.Duration
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -132,6 +137,20 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		}
 		c.failAfter = d
 	}
+	if v := getenv("ERROR_RATE"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(r >= 0 && r <= 100) {
+			return c, fmt.Errorf("ERROR_RATE %q: want a percentage 0-100", v)
+		}
+		c.errorRate = r
+	}
+	if v := getenv("LATENCY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > time.Minute {
+			return c, fmt.Errorf("LATENCY %q: want a duration such as 20ms, at most 1m", v)
+		}
+		c.latency = d
+	}
 	return c, nil
 }
 
@@ -149,9 +168,25 @@ func newHandler(c config, started time.Time) http.Handler {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := served.Add(1)
+		if c.latency > 0 {
+			time.Sleep(c.latency)
+		}
 		w.Header().Set("X-Slipway-Version", c.version)
+		if failNth(n, c.errorRate) {
+			http.Error(w, "injected error (ERROR_RATE)", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("X-Slipway-Colour", c.colour)
 		fmt.Fprintf(w, "%s from %s (%s) on %s, request %d\n", c.greeting, c.version, c.colour, host, n)
 	})
 	return mux
+}
+
+// failNth reports whether request n (from 1) is one of the rate percent
+// that fail: spread evenly, exactly rate% of any run of 100/rate requests.
+func failNth(n int64, rate float64) bool {
+	if rate <= 0 {
+		return false
+	}
+	return int64(float64(n)*rate/100) > int64(float64(n-1)*rate/100)
 }

@@ -13,6 +13,7 @@ func env(m map[string]string) func(string) string { return func(k string) string
 func TestConfigFromEnvRejectsBadValues(t *testing.T) {
 	for _, tc := range []map[string]string{
 		{"PORT": "0"}, {"PORT": "x"}, {"FAIL_HEALTH": "maybe"}, {"HEALTH_FAIL_AFTER": "soon"},
+		{"ERROR_RATE": "101"}, {"ERROR_RATE": "NaN"}, {"LATENCY": "-1s"}, {"LATENCY": "slow"},
 	} {
 		if _, err := configFromEnv(env(tc)); err == nil {
 			t.Errorf("configFromEnv(%v) = nil error, want one", tc)
@@ -59,5 +60,34 @@ func TestHealthcheckProbesHealthz(t *testing.T) {
 		if (err != nil) != fail {
 			t.Errorf("failHealth=%v: healthcheck() = %v", fail, err)
 		}
+	}
+}
+
+// ERROR_RATE answers exactly that share of requests with 500, spread
+// evenly, while /healthz passes.
+func TestErrorRate(t *testing.T) {
+	cfg, err := configFromEnv(env(map[string]string{"VERSION": "v5", "ERROR_RATE": "5"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(cfg, time.Now())
+	failed := 0
+	for i := 0; i < 200; i++ {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		if rec.Code == http.StatusInternalServerError {
+			failed++
+			if rec.Header().Get("X-Slipway-Version") != "v5" {
+				t.Error("a failed answer does not name its version")
+			}
+		}
+	}
+	if failed != 10 {
+		t.Errorf("%d of 200 requests failed, want 10 (5%%)", failed)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("healthz = %d with ERROR_RATE, want 200", rec.Code)
 	}
 }

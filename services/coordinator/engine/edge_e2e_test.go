@@ -21,8 +21,9 @@ import (
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
-// startEdge runs a real edge (built-in proxy) and returns its HTTP address.
-func startEdge(t *testing.T, consulAddr string) string {
+// startEdge runs a real edge (built-in proxy) with extra flags and returns
+// its HTTP address.
+func startEdge(t *testing.T, consulAddr string, extra ...string) string {
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
 	httpAddr := testenv.FreeAddr(t)
@@ -35,6 +36,7 @@ func startEdge(t *testing.T, consulAddr string) string {
 	cmd := exec.Command(bin, "-id", id, "-consul-addr", consulAddr,
 		"-http-addr", httpAddr, "-grpc-addr", testenv.FreeAddr(t), "-mode", "proxy")
 	cmd.Args = append(cmd.Args, testenv.TLSFlags(t, pki.RoleEdge, id)...)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Env = append(os.Environ(), testenv.ConsulEnvFor(t, consulAddr, "edge")...) // its token under ConsulACL, as CONSUL_HTTP_TOKEN
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
