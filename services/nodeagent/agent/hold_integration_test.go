@@ -9,6 +9,7 @@ import (
 
 	"slipway.dev/nodeagent/consul"
 	"slipway.dev/nodeagent/internal/nodetest"
+	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/testenv"
 )
 
@@ -85,4 +86,52 @@ func TestReturningAgentHoldsInstancesUntilALeaderConfirms(t *testing.T) {
 			})
 		})
 	}
+}
+
+// An agent whose heartbeats fail for longer than HoldAfter while it runs
+// (here Consul is away; a netsplit looks the same from the agent) holds its
+// instances out of traffic once it reaches Consul again, until a leader's
+// sync confirms them.
+func TestHeartbeatLapseHoldsInstancesUntilALeaderConfirms(t *testing.T) {
+	t.Parallel()
+	o := opts{grpcAddr: testenv.FreeAddr(t), holdAfter: 2 * time.Second, confirmGrace: time.Hour}
+	h := newHarness(t, "process", o)
+	a := h.spec("a", "slipway/demo:v1")
+	if _, err := h.sync(1, a); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, 20*time.Second, "a passing", func() bool { return passing(h.instances()[a.ID]) })
+	h.consul.Stop()
+	gone := time.Now()
+	nodetest.Eventually(t, 30*time.Second, "a lapse longer than HoldAfter", func() bool { return time.Since(gone) > o.holdAfter+time.Second })
+	h.consul.Start() // a dev agent forgets everything: the agent registers itself again
+	nodetest.Eventually(t, 30*time.Second, "the agent registered again, its instance not", func() bool {
+		svcs, err := h.reg.Client().Agent().Services()
+		if err != nil {
+			return false
+		}
+		_, self := svcs[catalog.AgentServiceID(h.node)]
+		_, inst := svcs[a.ID]
+		return self && !inst
+	})
+	// And it stays so over several anti-entropy rounds (1s each), which
+	// would have registered it again.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-tick.C {
+		svcs, err := h.reg.Client().Agent().Services()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, inst := svcs[a.ID]; inst {
+			t.Fatal("the instance was registered again before a leader confirmed it")
+		}
+	}
+	if _, ok := h.running()[a.ID]; !ok {
+		t.Fatal("the held instance was stopped")
+	}
+	if _, err := h.sync(2, a); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Eventually(t, 20*time.Second, "a passing again after the leader's sync", func() bool { return passing(h.instances()[a.ID]) })
 }
