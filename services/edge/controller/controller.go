@@ -48,9 +48,14 @@ type Config struct {
 	Logger    *slog.Logger
 	// Registerer receives the controller's metrics; optional.
 	Registerer prometheus.Registerer
-	// Quiet is how long to wait for more changes before building (default
-	// 20ms); MaxDelay bounds the coalescing (default 200ms).
+	// Coalescing is adaptive: a change arriving when no table was applied
+	// for Quiet is applied at once; one arriving sooner (a burst) waits
+	// until no further change came for Quiet (default 20ms), at most
+	// MaxDelay (default 200ms).
 	Quiet, MaxDelay time.Duration
+	// Now is the clock that tells bursts from quiet spells (default
+	// time.Now).
+	Now func() time.Time
 }
 
 // Controller is the edge's control loop.
@@ -76,6 +81,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	c := &Controller{
 		cfg:      cfg,
@@ -107,22 +115,32 @@ func (c *Controller) Run(ctx context.Context) {
 	retry.Stop()
 	needAck := false
 	first := true
+	var lastStep time.Time
 	for {
 		if !first {
 			select {
 			case <-ctx.Done():
 				return
 			case <-c.cfg.Source.Changes():
-				c.coalesce(ctx)
+				if inBurst(lastStep, c.cfg.Now(), c.cfg.Quiet) {
+					c.coalesce(ctx)
+				}
 			case <-retry.C:
 			}
 		}
 		first = false
 		ok := c.step(ctx, &needAck)
+		lastStep = c.cfg.Now()
 		if !ok {
 			retry.Reset(time.Second)
 		}
 	}
+}
+
+// inBurst reports whether a change seen at now follows the last table
+// built (at last) closely enough to be part of a burst worth coalescing.
+func inBurst(last, now time.Time, quiet time.Duration) bool {
+	return !last.IsZero() && now.Sub(last) < quiet
 }
 
 func (c *Controller) coalesce(ctx context.Context) {

@@ -115,8 +115,13 @@ func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 
 func start(t *testing.T, src Source, rec *recorder) {
 	t.Helper()
+	startWith(t, src, rec, 30*time.Millisecond, time.Second, nil)
+}
+
+func startWith(t *testing.T, src Source, rec *recorder, quiet, maxDelay time.Duration, now func() time.Time) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := New(Config{EdgeID: "e1", Source: src, Applier: rec, Publisher: rec, Quiet: 30 * time.Millisecond, MaxDelay: time.Second})
+	c := New(Config{EdgeID: "e1", Source: src, Applier: rec, Publisher: rec, Quiet: quiet, MaxDelay: maxDelay, Now: now})
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
@@ -144,20 +149,57 @@ func TestAppliesThenAcksWithInstances(t *testing.T) {
 
 func TestCoalescesBurst(t *testing.T) {
 	src, rec := newSource(), &recorder{}
-	start(t, src, rec)
+	startWith(t, src, rec, 200*time.Millisecond, 2*time.Second, nil) // a window far above the changes' 5ms spacing, even on a loaded machine
 	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
 	for i := 1; i <= 5; i++ {
 		src.set(func(in *routetable.Input) {
 			in.Instances["web"] = append(in.Instances["web"], routetable.Instance{ID: string(rune('a' + i)), Address: "x:1", Release: 1})
 			in.Intents["web"] = []byte(`{"generation":1,"host":"web","weights":{"1":100}}`)
 		})
-		time.Sleep(5 * time.Millisecond) // the burst is the input: changes 5ms apart, inside the 30ms quiet period (not a wait)
+		time.Sleep(5 * time.Millisecond) // the burst is the input: changes 5ms apart, inside the quiet period (not a wait)
 	}
 	rec.waitFor(t, "ack with 5 instances", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == 5 })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.applied) > 3 {
 		t.Fatalf("%d applies for a burst of 5 changes: not coalesced", len(rec.applied))
+	}
+}
+
+// TestAppliesFirstChangeAtOnce: a change after a quiet spell (by the
+// controller's clock, which the test moves) is applied without waiting for
+// the coalescing window, here a minute, far longer than the test waits.
+func TestAppliesFirstChangeAtOnce(t *testing.T) {
+	src, rec := newSource(), &recorder{}
+	var mu sync.Mutex
+	clock := time.Unix(1000, 0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	startWith(t, src, rec, time.Minute, 2*time.Minute, now)
+	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	mu.Lock()
+	clock = clock.Add(2 * time.Minute)
+	mu.Unlock()
+	src.set(func(in *routetable.Input) {
+		in.Instances["web"] = []routetable.Instance{{ID: "w1", Address: "a:1", Release: 1}}
+		in.Intents["web"] = []byte(`{"generation":3,"host":"web","weights":{"1":100}}`)
+	})
+	rec.waitFor(t, "the first change applied without the minute's window", func() bool { return rec.lastAck().GetGenerations()["web"] == 3 })
+}
+
+func TestInBurst(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		last, now time.Time
+		want      bool
+	}{
+		{time.Time{}, t0, false},                   // nothing built yet
+		{t0, t0.Add(5 * time.Millisecond), true},   // right behind the last table
+		{t0, t0.Add(20 * time.Millisecond), false}, // a quiet spell as long as the window
+		{t0, t0.Add(time.Second), false},
+	} {
+		if got := inBurst(c.last, c.now, 20*time.Millisecond); got != c.want {
+			t.Errorf("inBurst(%v after) = %v, want %v", c.now.Sub(c.last), got, c.want)
+		}
 	}
 }
 

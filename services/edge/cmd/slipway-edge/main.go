@@ -89,7 +89,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog)")
 	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; mode proxy)")
 	fs.DurationVar(&o.connectTimeout, "upstream-connect-timeout", 2*time.Second, "time to connect to an instance before trying another (mode proxy)")
-	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "wait this long for more Consul changes before building a table (bounded by 10x)")
+	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "a Consul change after this long without one is applied at once; changes closer together (a burst) are coalesced until quiet this long (bounded by 10x)")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator gRPC addresses to report golden signals to (canary analysis); empty: none reported")
 	fs.DurationVar(&o.signalsEvery, "signals-interval", time.Second, "how often golden signals are reported to the coordinators")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 10*time.Second, "TTL of the Consul session holding the edge's ack")
