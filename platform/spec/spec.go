@@ -136,7 +136,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	for i, c := range s.GetConstraints() {
 		validateConstraint(&v, fmt.Sprintf("spec.constraints[%d]", i), c)
 	}
-	validateUpdate(&v, s.GetUpdate())
+	validateUpdate(&v, "spec.update", s.GetUpdate())
 	validateSecurity(&v, s.GetSecurity())
 	validDuration(&v, "spec.kill_timeout", s.GetKillTimeout())
 	if len(v) == 0 {
@@ -235,36 +235,38 @@ func validateConstraint(v *violations, path string, c *deployv1.Constraint) {
 	}
 }
 
-func validateUpdate(v *violations, u *deployv1.UpdateStrategy) {
+// validateUpdate is the one validator of the update strategy (see
+// ValidateUpdate); at prefixes the fields it names.
+func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 	if u == nil {
 		// Defaults are valid and ordered.
 		return
 	}
 	if _, ok := deployv1.Strategy_name[int32(u.GetStrategy())]; !ok {
-		v.add("spec.update.strategy", "unknown strategy %d (want rolling, blue_green or canary)", int32(u.GetStrategy()))
+		v.add(at+".strategy", "unknown strategy %d (want rolling, blue_green or canary)", int32(u.GetStrategy()))
 	}
 	if u.GetMaxParallel() < 0 {
-		v.add("spec.update.max_parallel", "must be zero (default %d) or more, got %d", DefaultMaxParallel, u.GetMaxParallel())
+		v.add(at+".max_parallel", "must be zero (default %d) or more, got %d", DefaultMaxParallel, u.GetMaxParallel())
 	}
-	okM := validDuration(v, "spec.update.min_healthy_time", u.GetMinHealthyTime())
-	okH := validDuration(v, "spec.update.healthy_deadline", u.GetHealthyDeadline())
-	okP := validDuration(v, "spec.update.progress_deadline", u.GetProgressDeadline())
-	validDuration(v, "spec.update.scale_down_delay", u.GetScaleDownDelay())
+	okM := validDuration(v, at+".min_healthy_time", u.GetMinHealthyTime())
+	okH := validDuration(v, at+".healthy_deadline", u.GetHealthyDeadline())
+	okP := validDuration(v, at+".progress_deadline", u.GetProgressDeadline())
+	validDuration(v, at+".scale_down_delay", u.GetScaleDownDelay())
 	minHealthy := orDefault(u.GetMinHealthyTime(), DefaultMinHealthyTime)
 	healthy := orDefault(u.GetHealthyDeadline(), DefaultHealthyDeadline)
 	progress := orDefault(u.GetProgressDeadline(), DefaultProgressDeadline)
 	if okM && okH && compare(minHealthy, healthy) >= 0 {
-		v.add("spec.update.min_healthy_time", "%s must be less than healthy_deadline (%s)", show(minHealthy), show(healthy))
+		v.add(at+".min_healthy_time", "%s must be less than healthy_deadline (%s)", show(minHealthy), show(healthy))
 	}
 	if okH && okP && compare(healthy, progress) >= 0 {
-		v.add("spec.update.healthy_deadline", "%s must be less than progress_deadline (%s)", show(healthy), show(progress))
+		v.add(at+".healthy_deadline", "%s must be less than progress_deadline (%s)", show(healthy), show(progress))
 	}
 	if n := len(u.GetCanary().GetSteps()); n > specrules.MaxCanarySteps {
-		v.add("spec.update.canary.steps", "%d steps, more than the %d allowed", n, specrules.MaxCanarySteps)
+		v.add(at+".canary.steps", "%d steps, more than the %d allowed", n, specrules.MaxCanarySteps)
 	}
 	prev := int32(-1)
 	for i, st := range u.GetCanary().GetSteps() {
-		path := fmt.Sprintf("spec.update.canary.steps[%d]", i)
+		path := fmt.Sprintf("%s.canary.steps[%d]", at, i)
 		w := st.GetWeight()
 		switch {
 		case w < 0 || w > 100:
@@ -281,15 +283,15 @@ func validateUpdate(v *violations, u *deployv1.UpdateStrategy) {
 	}
 	canary := u.GetStrategy() == deployv1.Strategy_STRATEGY_CANARY
 	if a := u.GetCanary().GetAnalysis(); a != nil {
-		validateAnalysis(v, "spec.update.canary.analysis", a, canary)
+		validateAnalysis(v, at+".canary.analysis", a, canary)
 	}
 	for i, st := range u.GetCanary().GetSteps() {
 		if a := st.GetAnalysis(); a != nil {
-			validateAnalysis(v, fmt.Sprintf("spec.update.canary.steps[%d].analysis", i), a, canary)
+			validateAnalysis(v, fmt.Sprintf("%s.canary.steps[%d].analysis", at, i), a, canary)
 		}
 	}
 	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
-		v.check("spec.update.blue_green.preview_header", specrules.HeaderName(h))
+		v.check(at+".blue_green.preview_header", specrules.HeaderName(h))
 	}
 }
 

@@ -3,9 +3,14 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"slipway.dev/coordinator/analysis"
+
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/spec"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -13,29 +18,43 @@ import (
 // update strategy the machine cannot run.
 var ErrInvalidSpec = errors.New("rollout: invalid spec")
 
-// Defaults applied by ConfigFromSpec to unset fields.
+// Defaults applied by ConfigFromSpec and WithDefaults to unset fields: the
+// update strategy's defaults are platform/spec's (the one table,
+// spec.UpdateDefaults, also documented in the README); FlapTolerance is the
+// machine's own (no spec field sets it).
 const (
-	DefaultMaxParallel      = 1
-	DefaultMinHealthyTime   = 3 * time.Second
-	DefaultHealthyDeadline  = 60 * time.Second
-	DefaultProgressDeadline = 5 * time.Minute
+	DefaultMaxParallel      = int(spec.DefaultMaxParallel)
+	DefaultMinHealthyTime   = spec.DefaultMinHealthyTime
+	DefaultHealthyDeadline  = spec.DefaultHealthyDeadline
+	DefaultProgressDeadline = spec.DefaultProgressDeadline
 	DefaultFlapTolerance    = 10 * time.Second
-	DefaultScaleDownDelay   = 30 * time.Second
-	DefaultPreviewHeader    = "X-Slipway-Preview"
+	DefaultScaleDownDelay   = spec.DefaultScaleDownDelay
+	DefaultPreviewHeader    = spec.DefaultPreviewHeader
 )
 
-// DefaultSteps are the canary steps used when a spec lists none.
+// DefaultSteps are the canary steps used when a spec lists none
+// (spec.DefaultCanarySteps).
 func DefaultSteps() []CanaryStep {
-	return []CanaryStep{
-		{Weight: 10, Pause: 30 * time.Second},
-		{Weight: 50, Pause: 30 * time.Second},
-		{Weight: 100},
+	return stepsFromSpec(&deployv1.CanaryStrategy{Steps: spec.DefaultCanarySteps()})
+}
+
+// stepsFromSpec are a canary strategy's steps, each with the analysis that
+// applies to it.
+func stepsFromSpec(c *deployv1.CanaryStrategy) []CanaryStep {
+	var out []CanaryStep
+	for _, s := range c.GetSteps() {
+		out = append(out, CanaryStep{Weight: int(s.GetWeight()), Pause: s.GetPause().AsDuration(), Manual: s.GetManual(),
+			Analysis: AnalysisFromSpec(c.GetAnalysis(), s.GetAnalysis())})
 	}
+	return out
 }
 
 // ConfigFromSpec turns the API's update strategy (nil means all defaults)
 // into a Config with defaults applied, and validates it.
 func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
+	if err := invalid(spec.ValidateUpdate(u)); err != nil {
+		return Config{}, err
+	}
 	c := Config{
 		Strategy:         u.GetStrategy(),
 		MaxParallel:      int(u.GetMaxParallel()),
@@ -46,16 +65,21 @@ func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
 		AutoPromote:      u.GetAutoPromote(),
 		ScaleDownDelay:   u.GetScaleDownDelay().AsDuration(),
 		PreviewHeader:    u.GetBlueGreen().GetPreviewHeader(),
-	}
-	for _, s := range u.GetCanary().GetSteps() {
-		c.Steps = append(c.Steps, CanaryStep{Weight: int(s.GetWeight()), Pause: s.GetPause().AsDuration(), Manual: s.GetManual(),
-			Analysis: AnalysisFromSpec(u.GetCanary().GetAnalysis(), s.GetAnalysis())})
+		Steps:            stepsFromSpec(u.GetCanary()),
 	}
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// invalid is the first violation as an ErrInvalidSpec naming its field.
+func invalid(vs []rpc.FieldViolation) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: %w", vs[0].Field, vs[0].Description, ErrInvalidSpec)
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -97,62 +121,50 @@ func (c Config) WithDefaults() Config {
 }
 
 // Validate checks a Config with defaults applied; the error names the
-// offending field.
+// offending field. The update strategy's rules are platform/spec's
+// (spec.ValidateUpdate, the one validator, which spec validation uses at
+// Deploy); the machine adds only its own: max_parallel at least 1 once
+// defaulted, flap_tolerance not negative, and each step's analysis Config
+// (with its defaults applied) valid.
 func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("update.%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidSpec)
 	}
-	switch c.Strategy {
-	case deployv1.Strategy_STRATEGY_ROLLING, deployv1.Strategy_STRATEGY_BLUE_GREEN, deployv1.Strategy_STRATEGY_CANARY:
-	default:
-		return bad("strategy", "unknown strategy %d", c.Strategy)
-	}
-	if c.MaxParallel < 1 {
+	if c.MaxParallel < 1 || c.MaxParallel > math.MaxInt32 {
 		return bad("max_parallel", "must be at least 1, got %d", c.MaxParallel)
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"min_healthy_time", c.MinHealthyTime},
-		{"healthy_deadline", c.HealthyDeadline},
-		{"progress_deadline", c.ProgressDeadline},
-		{"flap_tolerance", c.FlapTolerance},
-		{"scale_down_delay", c.ScaleDownDelay},
-	} {
-		if d.v < 0 {
-			return bad(d.name, "must not be negative, got %s", d.v)
-		}
+	if c.FlapTolerance < 0 {
+		return bad("flap_tolerance", "must not be negative, got %s", c.FlapTolerance)
 	}
-	if c.MinHealthyTime >= c.HealthyDeadline {
-		return bad("min_healthy_time", "must be less than healthy_deadline (%s), got %s", c.HealthyDeadline, c.MinHealthyTime)
+	if err := invalid(spec.ValidateUpdate(c.proto())); err != nil {
+		return err
 	}
-	if c.HealthyDeadline >= c.ProgressDeadline {
-		return bad("healthy_deadline", "must be less than progress_deadline (%s), got %s", c.ProgressDeadline, c.HealthyDeadline)
-	}
-	prev := 0
 	for i, s := range c.Steps {
-		field := fmt.Sprintf("canary.steps[%d]", i)
-		if s.Weight < 0 || s.Weight > 100 {
-			return bad(field+".weight", "must be 0-100, got %d", s.Weight)
-		}
-		if i > 0 && s.Weight <= prev {
-			return bad(field+".weight", "must be greater than the previous step's %d, got %d", prev, s.Weight)
-		}
-		if s.Pause < 0 {
-			return bad(field+".pause", "must not be negative, got %s", s.Pause)
-		}
-		if s.Manual && s.Pause != 0 {
-			return bad(field+".pause", "a manual step has no duration, got %s", s.Pause)
-		}
-		prev = s.Weight
 		if s.Analysis != nil {
 			if err := s.Analysis.Validate(); err != nil {
-				return bad(field+".analysis", "%v", err)
+				return bad(fmt.Sprintf("canary.steps[%d].analysis", i), "%v", err)
 			}
 		}
 	}
 	return nil
+}
+
+// proto is c as the API's update strategy.
+func (c Config) proto() *deployv1.UpdateStrategy {
+	u := &deployv1.UpdateStrategy{
+		Strategy: c.Strategy, MaxParallel: int32(c.MaxParallel),
+		MinHealthyTime: durationpb.New(c.MinHealthyTime), HealthyDeadline: durationpb.New(c.HealthyDeadline),
+		ProgressDeadline: durationpb.New(c.ProgressDeadline), ScaleDownDelay: durationpb.New(c.ScaleDownDelay),
+		AutoRevert: c.AutoRevert, AutoPromote: c.AutoPromote,
+		BlueGreen: &deployv1.BlueGreenStrategy{PreviewHeader: c.PreviewHeader},
+	}
+	if len(c.Steps) > 0 {
+		u.Canary = &deployv1.CanaryStrategy{}
+		for _, s := range c.Steps {
+			u.Canary.Steps = append(u.Canary.Steps, &deployv1.CanaryStep{Weight: int32(s.Weight), Pause: durationpb.New(s.Pause), Manual: s.Manual})
+		}
+	}
+	return u
 }
 
 // AnalysisFromSpec is the analysis of a canary step: the step's own
