@@ -479,7 +479,9 @@ func EventLine(e *deployv1.RolloutEvent, steps int) string {
 	if h := Healthy(e.GetHealthy()); h != "" {
 		parts = append(parts, "healthy "+h)
 	}
-	if e.GetMessage() != "" {
+	if a := e.GetAnalysis(); a != nil {
+		parts = append(parts, AnalysisSummary(a)) // the evidence: AnalysisEvidence
+	} else if e.GetMessage() != "" {
 		parts = append(parts, e.GetMessage())
 	}
 	return strings.Join(parts, "  ")
@@ -499,6 +501,9 @@ func (p *Progress) Event(resp *deployv1.WatchRolloutResponse) {
 	defer p.mu.Unlock()
 	p.clear()
 	fmt.Fprintln(p.w, EventLine(resp.GetEvent(), p.steps))
+	if a := resp.GetEvent().GetAnalysis(); a != nil {
+		fmt.Fprintln(p.w, strings.Join(AnalysisEvidence(a), "\n"))
+	}
 	if resp.GetRollout() != nil {
 		p.last = resp.GetRollout()
 	}
