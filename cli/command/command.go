@@ -91,6 +91,7 @@ type opts struct {
 	tls                              tlsOpts
 	policies, services               listFlag
 	description                      string
+	files                            []string
 }
 
 func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {

@@ -29,6 +29,8 @@ as protojson for scripts. Flags may be given before or after arguments.`,
   slipctl -o json services | jq -r '.services[].name'`,
 		subs: []*command{
 			deployCmd(),
+			planCmd(),
+			validateCmd(),
 			tlsCmd(),
 			{name: "services", summary: "list services", maxArgs: 0,
 				help:     "List every service with its latest and stable release and its active rollout.",

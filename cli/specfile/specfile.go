@@ -37,13 +37,13 @@ var ErrSyntax = errors.New("specfile: syntax error")
 // Error is a problem with one field of a spec file.
 type Error struct {
 	// File is the file name, empty when reading from a reader.
-	File string
+	File string `json:"file,omitempty"`
 	// Line is the 1-based line of the offending value, zero if unknown.
-	Line int
+	Line int `json:"line,omitempty"`
 	// Field is the path of the field, e.g. "update.canary.steps[1].pause".
-	Field string
+	Field string `json:"field,omitempty"`
 	// Message says what is wrong.
-	Message string
+	Message string `json:"message"`
 }
 
 // Error renders the problem as "file:line: field: message".

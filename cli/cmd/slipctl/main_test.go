@@ -332,8 +332,13 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 		t.Errorf("cluster peers -o json = %+v, want e2e-c1 as the only peer and leader", peers)
 	}
 
-	// deploy, then its idempotent retry.
+	// plan: a dry run that commits nothing (the deploy below is still #1).
 	canary := filepath.Join("deployments", "examples", "canary.yaml")
+	r = c.must(0, "plan", "-f", canary)
+	contains(t, "plan stdout", r.stdout, "plan: service api, release #1 (slipway/demo:v2), first deploy as rollout api-1",
+		"1/1  100%  4 inst  start 4 instance(s) of #1", "nothing was deployed")
+
+	// deploy, then its idempotent retry.
 	r = c.must(0, "deploy", "-f", canary, "--request-id", "ci-42", "--reason", "first release")
 	contains(t, "deploy stdout", r.stdout, "release api #1 created", "rollout api-1 PENDING (canary")
 	contains(t, "deploy stderr", r.stderr, "request id ci-42")
@@ -351,6 +356,31 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	// A second rollout while one is active is a conflict.
 	r = c.must(4, "deploy", "-f", canary)
 	contains(t, "conflicting deploy stderr", r.stderr, "failed precondition", "api-1")
+
+	// plan against the active rollout: the diff, the canary's steps with
+	// the command that moves the manual one on, and exit 4 as deploy would.
+	changed := filepath.Join(t.TempDir(), "api.yaml")
+	spec, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), canary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(changed, []byte(strings.ReplaceAll(string(spec), "slipway/demo:v2", "slipway/demo:v3")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = c.must(4, "plan", "-f", changed)
+	contains(t, "plan of a change", r.stdout, "release #2 (slipway/demo:v3)", "changes from #1:", "~ image: slipway/demo:v2 -> slipway/demo:v3",
+		"rollout api-1 is active: deploy would be refused")
+	r = c.must(0, "plan", "-f", changed, "--supersede", "-o", "json")
+	var plan struct {
+		Release uint64 `json:"release"`
+		Changes []struct{ Field, From, To string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil || plan.Release != 2 || len(plan.Changes) != 1 || plan.Changes[0].Field != "image" {
+		t.Errorf("plan -o json: %v\n%s", err, r.stdout)
+	}
+	// The coordinator's rules, offline, at their lines.
+	r = c.must(2, "plan", "-f", filepath.Join(t.TempDir(), "missing.yaml"))
+	contains(t, "plan of a missing file", r.stderr, "no such file")
 
 	// A spec the server rejects lists every violation, one per line.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
