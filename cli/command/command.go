@@ -38,6 +38,8 @@ type Env struct {
 	Getenv func(string) string
 	// Terminal is true when Stdout is a terminal: live progress is drawn.
 	Terminal bool
+	// Width is the terminal's width in columns (0: unknown, 100 is used).
+	Width int
 	// Now is the clock.
 	Now func() time.Time
 }
@@ -92,6 +94,7 @@ type opts struct {
 	policies, services               listFlag
 	description                      string
 	files                            []string
+	watch                            bool
 }
 
 func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
@@ -37,12 +38,12 @@ as protojson for scripts. Flags may be given before or after arguments.`,
 				examples: "  slipctl services\n  slipctl services -o json",
 				flags:    leaderReadFlag,
 				run:      runServices},
-			{name: "service", args: "NAME", summary: "show one service", minArgs: 1, maxArgs: 1,
+			{complete: completeServices, name: "service", args: "NAME", summary: "show one service", minArgs: 1, maxArgs: 1,
 				help:     "Show one service: releases, active rollout and the latest spec's essentials.",
 				examples: "  slipctl service web",
 				flags:    leaderReadFlag,
 				run:      runService},
-			{name: "history", args: "SERVICE", summary: "list a service's releases and audit trail", minArgs: 1, maxArgs: 1,
+			{complete: completeServices, name: "history", args: "SERVICE", summary: "list a service's releases and audit trail", minArgs: 1, maxArgs: 1,
 				help:     "List a service's releases, newest first, and its audit trail of who did what and why.",
 				examples: "  slipctl history web\n  slipctl history web --limit 5 -o json",
 				flags: func(fs *pflag.FlagSet, o *opts) {
@@ -128,7 +129,8 @@ same release instead of a second one. The same id with a different spec is
 refused (exit code 4, naming the release the id made): a new spec needs a
 new id.
 
-With --wait, follow the rollout until it ends: exit 0 only when it SUCCEEDED,
+With --wait, follow the rollout until it ends (on a terminal as the live tree
+of rollout get --watch, otherwise one line per event): exit 0 only when it SUCCEEDED,
 1 when it ended FAILED, REVERTED, ABORTED or SUPERSEDED.`,
 		examples: `  slipctl deploy -f deployments/examples/rolling.yaml
   slipctl deploy -f web.yaml --request-id "$CI_PIPELINE_ID-web" --reason "release 1.4" --wait
@@ -253,9 +255,22 @@ record the operator's command; the leader's rollout engine acts on it.`,
   slipctl rollout watch web-3
   slipctl rollout promote web-3 --full`,
 		subs: []*command{
-			{name: "get", args: "ID", summary: "show a rollout with its steps and commands", minArgs: 1, maxArgs: 1,
-				help: "Show one rollout: state, step, traffic weights, step history and operator commands.", examples: "  slipctl rollout get web-3",
-				flags: leaderReadFlag, run: runRolloutGet},
+			{name: "get", args: "ID", summary: "show a rollout (--watch: a live tree until it ends)", minArgs: 1, maxArgs: 1,
+				help: `Show one rollout: state, step, traffic weights, step history and operator
+commands.
+
+With --watch, follow it until it ends. On a terminal that is a live tree,
+redrawn every second: each track (stable, canary or preview) with its
+release, image, traffic weight and healthy instances, every step with the
+current one's pause countdown or the command it waits for ("waiting for
+promote: slipctl rollout promote web-3"), and the latest events. Not on a
+terminal (or with -o json), one line per event, like rollout watch. Exits
+like rollout watch: 0 only when the rollout SUCCEEDED.`,
+				examples: "  slipctl rollout get web-3\n  slipctl rollout get web-3 --watch",
+				flags: func(fs *pflag.FlagSet, o *opts) {
+					fs.BoolVarP(&o.watch, "watch", "w", false, "follow the rollout until it ends, as a live tree on a terminal")
+					leaderReadFlag(fs, o)
+				}, run: runRolloutGet, complete: completeRollouts},
 			{name: "list", summary: "list rollouts, newest first", maxArgs: 0,
 				help: "List rollouts, newest first.", examples: "  slipctl rollout list\n  slipctl rollout list --service web --active -o json",
 				flags: func(fs *pflag.FlagSet, o *opts) {
@@ -264,27 +279,27 @@ record the operator's command; the leader's rollout engine acts on it.`,
 					fs.IntVar(&o.limit, "limit", 0, "show at most `N` rollouts (0: the server's default, 100)")
 					leaderReadFlag(fs, o)
 				}, run: runRolloutList},
-			{name: "watch", args: "ID", summary: "follow a rollout until it ends", minArgs: 1, maxArgs: 1,
+			{name: "watch", args: "ID", complete: completeRollouts, summary: "follow a rollout until it ends", minArgs: 1, maxArgs: 1,
 				help: `Follow a rollout's events until it ends: on a terminal a live progress
 line, otherwise one plain line per event (with -o json, one protojson
 WatchRolloutResponse per line). Exits 0 only when the rollout SUCCEEDED.
 A dropped stream is resumed from the last event seen.`,
 				examples: "  slipctl rollout watch web-3\n  slipctl rollout watch web-3 -o json | jq .event.kind",
 				run:      func(ctx context.Context, a *app, _ *opts, args []string) error { return a.watch(ctx, args[0], nil) }},
-			{name: "promote", args: "ID", summary: "move a paused or manual step on", minArgs: 1, maxArgs: 1,
+			{name: "promote", args: "ID", complete: completeRollouts, summary: "move a paused or manual step on", minArgs: 1, maxArgs: 1,
 				help:     "Promote a rollout: move a paused or manual canary step on, or finish a blue/green switch. --full skips every remaining step.",
 				examples: "  slipctl rollout promote web-3\n  slipctl rollout promote web-3 --full --reason 'metrics look fine'",
 				flags: func(fs *pflag.FlagSet, o *opts) {
 					fs.BoolVar(&o.full, "full", false, "skip every remaining step")
 					reasonFlag(fs, o)
 				}, run: runPromote},
-			{name: "pause", args: "ID", summary: "hold a rollout at its current step", minArgs: 1, maxArgs: 1,
+			{name: "pause", args: "ID", complete: completeRollouts, summary: "hold a rollout at its current step", minArgs: 1, maxArgs: 1,
 				help: "Pause a rollout at its current step until it is resumed or promoted.", examples: "  slipctl rollout pause web-3 --reason 'investigating errors'",
 				flags: reasonFlag, run: runPause},
-			{name: "resume", args: "ID", summary: "release a pause", minArgs: 1, maxArgs: 1,
+			{name: "resume", args: "ID", complete: completeRollouts, summary: "release a pause", minArgs: 1, maxArgs: 1,
 				help: "Resume a paused rollout.", examples: "  slipctl rollout resume web-3",
 				flags: reasonFlag, run: runResume},
-			{name: "abort", args: "ID", summary: "return all traffic to stable and stop", minArgs: 1, maxArgs: 1,
+			{name: "abort", args: "ID", complete: completeRollouts, summary: "return all traffic to stable and stop", minArgs: 1, maxArgs: 1,
 				help: "Abort a rollout: all traffic goes back to the stable release at once and the rollout ends ABORTED.", examples: "  slipctl rollout abort web-3 --reason 'bad release'",
 				flags: reasonFlag, run: runAbort},
 		},
@@ -292,6 +307,9 @@ A dropped stream is resumed from the last event seen.`,
 }
 
 func runRolloutGet(ctx context.Context, a *app, o *opts, args []string) error {
+	if o.watch {
+		return a.watch(ctx, args[0], nil)
+	}
 	return query(ctx, a, a.deploy, deployv1.DeployServiceClient.GetRollout, &deployv1.GetRolloutRequest{Id: args[0], Consistency: o.consistency()},
 		func(w io.Writer, r *deployv1.GetRolloutResponse) error { return render.Rollout(w, r.GetRollout()) })
 }
@@ -368,7 +386,7 @@ func orNone(s string) string {
 
 func rollbackCmd() *command {
 	return &command{
-		name: "rollback", args: "SERVICE", summary: "deploy an earlier release again", minArgs: 1, maxArgs: 1,
+		name: "rollback", args: "SERVICE", complete: completeServices, summary: "deploy an earlier release again", minArgs: 1, maxArgs: 1,
 		help: `Deploy an earlier release of SERVICE again, as a new release with a new
 rollout: the one before the latest, or release N with --to N. Idempotent by
 request id like deploy. With --wait, follow the rollout like deploy --wait.`,
@@ -498,4 +516,33 @@ func runDrain(ctx context.Context, a *app, o *opts, args []string) error {
 			_, err := fmt.Fprintf(w, "node %s is %s\n", r.GetNode().GetId(), state)
 			return err
 		})
+}
+
+// completeRollouts offers the ids of the active rollouts, for shell
+// completion; none when the coordinator does not answer.
+func completeRollouts(ctx context.Context, a *app, _ []string) []string {
+	a.g.timeout = min(a.g.timeout, 3*time.Second)
+	resp, err := ask(ctx, a, a.deploy, deployv1.DeployServiceClient.ListRollouts, &deployv1.ListRolloutsRequest{ActiveOnly: true})
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, r := range resp.GetRollouts() {
+		ids = append(ids, r.GetId()+"\t"+r.GetService()+" "+render.State(r.GetState()))
+	}
+	return ids
+}
+
+// completeServices offers the service names, for shell completion.
+func completeServices(ctx context.Context, a *app, _ []string) []string {
+	a.g.timeout = min(a.g.timeout, 3*time.Second)
+	resp, err := ask(ctx, a, a.deploy, deployv1.DeployServiceClient.ListServices, &deployv1.ListServicesRequest{})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, s := range resp.GetServices() {
+		names = append(names, s.GetName())
+	}
+	return names
 }

@@ -39,10 +39,21 @@ func Outcome(r *deployv1.Rollout) error {
 	return exitcode.With(exitcode.Failed, fmt.Errorf("rollout %s ended %s%s", r.GetId(), render.State(r.GetState()), msg))
 }
 
+// rolloutView shows the events of a watched rollout: plain lines
+// (render.Progress) or, on a terminal, the live tree (render.LiveTree).
+type rolloutView interface {
+	Event(*deployv1.WatchRolloutResponse)
+	Tick()
+	Note(format string, args ...any)
+	Done(*deployv1.Rollout)
+}
+
 // watch follows rollout id until it ends, resuming a dropped stream from the
-// last event seen, and returns Outcome of its final state. spec is the
-// spec of the rollout's release when the caller has it (deploy --wait), for
-// "step n/m"; without it, watch asks for the release once.
+// last event seen, and returns Outcome of its final state. On a terminal
+// (and not -o json) it draws the live tree of the rollout, redrawn every
+// second; otherwise one plain line per event. spec is the spec of the
+// rollout's release when the caller has it (deploy --wait); watch also
+// asks for the service's releases once, for images and "step n/m".
 func (a *app) watch(ctx context.Context, id string, spec *deployv1.ServiceSpec) error {
 	c, err := a.deploy()
 	if err != nil {
@@ -55,8 +66,18 @@ func (a *app) watch(ctx context.Context, id string, spec *deployv1.ServiceSpec) 
 		notes = a.env.Stderr
 	}
 	live := a.env.Terminal && !json
-	p := render.NewProgress(notes, live, a.env.Now)
+	var (
+		view  rolloutView
+		plain *render.Progress
+		tree  *render.LiveTree
+	)
 	if live {
+		width := a.env.Width
+		if width <= 0 {
+			width = 100
+		}
+		tree = render.NewLiveTree(notes, width, a.env.Now)
+		view = tree
 		tick := time.NewTicker(time.Second)
 		stop := make(chan struct{})
 		defer func() { tick.Stop(); close(stop) }()
@@ -64,13 +85,17 @@ func (a *app) watch(ctx context.Context, id string, spec *deployv1.ServiceSpec) 
 			for {
 				select {
 				case <-tick.C:
-					p.Tick()
+					tree.Tick()
 				case <-stop:
 					return
 				}
 			}
 		}()
+	} else {
+		plain = render.NewProgress(notes, false, a.env.Now)
+		view = plain
 	}
+	p := view
 	var (
 		last       *deployv1.Rollout
 		from       uint64
@@ -86,10 +111,17 @@ func (a *app) watch(ctx context.Context, id string, spec *deployv1.ServiceSpec) 
 				last = resp.GetRollout()
 				if !stepsKnown {
 					stepsKnown = true
-					if spec == nil {
-						spec = a.releaseSpec(ctx, c, last.GetService(), last.GetToRelease())
+					rels := a.releases(ctx, c, last.GetService())
+					for _, r := range rels {
+						if r.GetNumber() == last.GetToRelease() {
+							spec = r.GetSpec()
+						}
 					}
-					p.SetSteps(render.Steps(spec, last.GetFromRelease()))
+					if tree != nil {
+						tree.SetReleases(rels)
+					} else {
+						plain.SetSteps(render.Steps(spec, last.GetFromRelease()))
+					}
 				}
 			}
 			if json {
@@ -170,14 +202,20 @@ func (a *app) follow(ctx context.Context, c deployv1.DeployServiceClient, id str
 	}
 }
 
-// releaseSpec returns the spec of release number of service, nil if it
-// cannot be read: it only improves what people see.
-func (a *app) releaseSpec(ctx context.Context, c deployv1.DeployServiceClient, service string, number uint64) *deployv1.ServiceSpec {
+// releases returns the releases of service, none if they cannot be read:
+// they only improve what people see.
+func (a *app) releases(ctx context.Context, c deployv1.DeployServiceClient, service string) []*deployv1.Release {
 	resp, err := call(ctx, a, c.ListReleases, &deployv1.ListReleasesRequest{Service: service})
 	if err != nil {
 		return nil
 	}
-	for _, r := range resp.GetReleases() {
+	return resp.GetReleases()
+}
+
+// releaseSpec returns the spec of release number of service, nil if it
+// cannot be read.
+func (a *app) releaseSpec(ctx context.Context, c deployv1.DeployServiceClient, service string, number uint64) *deployv1.ServiceSpec {
+	for _, r := range a.releases(ctx, c, service) {
 		if r.GetNumber() == number {
 			return r.GetSpec()
 		}

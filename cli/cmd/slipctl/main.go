@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/term"
+
 	"slipway.dev/slipctl/command"
 )
 
@@ -20,9 +22,19 @@ func main() {
 		Stderr:   os.Stderr,
 		Getenv:   os.Getenv,
 		Terminal: isTerminal(os.Stdout),
+		Width:    width(os.Stdout),
 	})
 	stop()
 	os.Exit(code)
+}
+
+// width is the terminal's width in columns, 0 when unknown.
+func width(f *os.File) int {
+	w, _, err := term.GetSize(int(f.Fd()))
+	if err != nil {
+		return 0
+	}
+	return w
 }
 
 // isTerminal reports whether f is a character device, such as a terminal.

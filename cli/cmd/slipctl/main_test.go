@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"slipway.dev/platform/testenv"
+	"slipway.dev/slipctl/command"
 )
 
 // coordinator is a real slipway-coordinator process.
@@ -536,6 +538,28 @@ func TestSlipctlAgainstCoordinator(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Event.State != "ROLLOUT_STATE_SUPERSEDED" || len(lines) < 3 {
 		t.Errorf("rollout watch -o json: %v; want JSON lines ending with the superseded event, got:\n%s", err, r.stdout)
 	}
+
+	// rollout get --watch: plain lines when not a terminal, like watch...
+	r = c.must(1, "rollout", "get", "api-1", "--watch")
+	contains(t, "rollout get --watch (no terminal)", r.stdout, "created", "pause requested", "rollout api-1 SUPERSEDED")
+	// ...and on a terminal the live tree, with the releases' images, from
+	// the real coordinator (slipctl in-process, its stdout a "terminal").
+	var tree bytes.Buffer
+	env := map[string]string{"SLIPWAY_ADDR": coord.addr, "SLIPWAY_TOKEN": boot.Secret}
+	for _, kv := range coord.clientEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := command.Main(ctx, []string{"rollout", "get", "api-1", "--watch"}, command.Env{
+		Stdout: &tree, Stderr: &tree, Getenv: func(k string) string { return env[k] }, Terminal: true, Width: 120,
+	})
+	if code != 1 {
+		t.Errorf("rollout get api-1 --watch on a terminal: exit %d, want 1 (superseded)\n%s", code, tree.String())
+	}
+	contains(t, "rollout get --watch tree", tree.String(), "rollout api-1  canary  SUPERSEDED", "├── new     #1   slipway/demo:v2",
+		"│   └── ✗ 1/1  start 4 instance(s) of #1", "└── events", "superseded by api-2", "\033[")
 
 	// Without a coordinator: exit code 5.
 	coord.stop()
