@@ -509,12 +509,27 @@ func (c *converter) enum(n *yaml.Node, ed protoreflect.EnumDescriptor, path stri
 		c.fail(n, path, "unknown strategy %q (want rolling, blue_green or canary)", n.Value)
 		return nil, false
 	}
+	prefix := enumPrefix(ed)
 	var names []string
 	for i := 0; i < ed.Values().Len(); i++ {
 		if v := ed.Values().Get(i); v.Number() != 0 {
-			names = append(names, string(v.Name()))
+			names = append(names, strings.ToLower(strings.TrimPrefix(string(v.Name()), prefix)))
 		}
 	}
 	c.fail(n, path, "unknown value %q (want one of %s)", n.Value, strings.Join(names, ", "))
 	return nil, false
+}
+
+// enumPrefix is the prefix every value of an enum carries, taken from its
+// zero value ("RESTART_MODE_" of RESTART_MODE_UNSPECIFIED); "" if none.
+func enumPrefix(ed protoreflect.EnumDescriptor) string {
+	zero := ed.Values().ByNumber(0)
+	if zero == nil {
+		return ""
+	}
+	p, ok := strings.CutSuffix(string(zero.Name()), "UNSPECIFIED")
+	if !ok {
+		return ""
+	}
+	return p
 }

@@ -121,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 		want []string
 	}{
 		{name: "unknown fields named with their line", in: "name: web\nimgae: x\nupdate:\n  stratgy: canary\n  canary: {steps: [{weight: 10, paws: 3s}]}\n", want: []string{
-			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, route, security, update)`,
+			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, restart, route, security, update)`,
 			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, max_parallel, min_healthy_time, progress_deadline, scale_down_delay, strategy)`,
 			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: analysis, manual, pause, weight)`,
 		}},
@@ -132,6 +132,9 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{name: "bad strategy", in: "update:\n  strategy: linear\n", want: []string{
 			`spec.yaml:2: update.strategy: unknown strategy "linear" (want rolling, blue_green or canary)`,
+		}},
+		{name: "bad restart mode", in: "restart: {mode: sometimes}\n", want: []string{
+			`spec.yaml:1: restart.mode: unknown value "sometimes" (want one of fail, delay)`,
 		}},
 		{name: "bad scalars", in: "port: http\ncount: 1.5\nupdate: {auto_revert: maybe, max_parallel: 99999999999}\n", want: []string{
 			`spec.yaml:1: port: must be a whole number, got "http"`,
@@ -150,7 +153,7 @@ func TestParseErrors(t *testing.T) {
 			`spec.yaml:3: env["A"]: is given twice`,
 		}},
 		{name: "json unknown field", in: "{\n  \"name\": \"a\",\n  \"Image\": \"b\"\n}", want: []string{
-			`spec.yaml:3: Image: unknown field "Image" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, route, security, update)`,
+			`spec.yaml:3: Image: unknown field "Image" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, restart, route, security, update)`,
 		}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{`spec.yaml:1: spec: must be a mapping of fields, got a list`}},
 		{name: "empty", in: "", want: []string{`spec.yaml: the file is empty; a spec needs at least name, image and port`}},
@@ -171,6 +174,18 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse() errors mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestParseRestart(t *testing.T) {
+	got, err := Parse("spec.yaml", []byte("name: web\nrestart: {attempts: 0, interval: 10m, delay: 0s, mode: Delay}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got.GetRestart()
+	if r.Attempts == nil || r.GetAttempts() != 0 || r.GetInterval().AsDuration() != 10*time.Minute || r.GetDelay() == nil ||
+		r.GetDelay().AsDuration() != 0 || r.GetMode() != deployv1.RestartMode_RESTART_MODE_DELAY {
+		t.Errorf("restart = %v, want attempts 0 (set), interval 10m, delay 0 (set), mode delay", r)
 	}
 }
 

@@ -138,6 +138,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	}
 	validateUpdate(&v, "spec.update", s.GetUpdate())
 	validateSecurity(&v, s.GetSecurity())
+	validateRestart(&v, s.GetRestart())
 	validDuration(&v, "spec.kill_timeout", s.GetKillTimeout())
 	if len(v) == 0 {
 		return nil
@@ -447,6 +448,7 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		n.Route.Path = DefaultRoutePath
 	}
 	n.KillTimeout = orDefault(n.KillTimeout, DefaultKillTimeout)
+	normalizeRestart(n)
 	if n.Update == nil {
 		n.Update = &deployv1.UpdateStrategy{}
 	}

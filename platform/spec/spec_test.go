@@ -191,6 +191,25 @@ func TestValidate(t *testing.T) {
 			{Field: "spec.update.canary.steps[4].weight", Description: "must be between 0 and 100, got -1"},
 			{Field: "spec.update.canary.steps[5].pause", Description: "a step is either paused for a duration or manual, not both"},
 		}},
+		{name: "restart policy", mutate: func(s *deployv1.ServiceSpec) {
+			zero := int32(0)
+			s.Restart = &deployv1.RestartPolicy{Attempts: &zero, Interval: dur(time.Minute), Delay: dur(0), Mode: deployv1.RestartMode_RESTART_MODE_DELAY}
+		}},
+		{name: "restart policy out of bounds", mutate: func(s *deployv1.ServiceSpec) {
+			many := int32(101)
+			s.Restart = &deployv1.RestartPolicy{Attempts: &many, Interval: dur(time.Second), Delay: dur(2 * time.Second), Mode: 7}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.restart.attempts", Description: "must be between 0 and 100, got 101"},
+			{Field: "spec.restart.interval", Description: "interval 1s is shorter than delay 2s; no restart would fit in it"},
+			{Field: "spec.restart.mode", Description: "unknown mode 7 (want fail or delay)"},
+		}},
+		{name: "restart policy negative", mutate: func(s *deployv1.ServiceSpec) {
+			neg := int32(-1)
+			s.Restart = &deployv1.RestartPolicy{Attempts: &neg, Delay: dur(-time.Second)}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.restart.attempts", Description: "must be between 0 and 100, got -1"},
+			{Field: "spec.restart.delay", Description: "must not be negative, got -1s"},
+		}},
 		{name: "preview header", mutate: func(s *deployv1.ServiceSpec) {
 			s.Update.BlueGreen = &deployv1.BlueGreenStrategy{PreviewHeader: "X Preview"}
 		}, want: []rpc.FieldViolation{
@@ -239,6 +258,7 @@ func TestNormalizeFillsDefaults(t *testing.T) {
 		Check:       &deployv1.HealthCheck{Http: "/healthz", Interval: dur(time.Second), Timeout: dur(time.Second)},
 		Route:       &deployv1.Route{Path: "/"},
 		KillTimeout: dur(5 * time.Second),
+		Restart:     &deployv1.RestartPolicy{Attempts: proto.Int32(3), Interval: dur(5 * time.Minute), Delay: dur(time.Second), Mode: deployv1.RestartMode_RESTART_MODE_FAIL},
 		Update: &deployv1.UpdateStrategy{
 			Strategy:         deployv1.Strategy_STRATEGY_CANARY,
 			MaxParallel:      1,

@@ -408,3 +408,54 @@ func HeaderValue(v string) string {
 	}
 	return ""
 }
+
+// Restart policy defaults and bounds (the spec's restart block; see
+// RestartBackoff).
+const (
+	// DefaultRestartAttempts is how many restarts an interval allows when
+	// the spec sets none.
+	DefaultRestartAttempts = 3
+	// DefaultRestartInterval is the window restart attempts are counted in.
+	DefaultRestartInterval = 5 * time.Minute
+	// DefaultRestartDelay is the wait before the first restart in an
+	// interval.
+	DefaultRestartDelay = time.Second
+	// MaxRestartAttempts bounds attempts.
+	MaxRestartAttempts = 100
+	// RestartBackoffCap caps the doubling of the wait between restarts
+	// (a delay longer than it is used as is).
+	RestartBackoffCap = 30 * time.Second
+	// DefaultStartDeadline is how long a failed start is retried when the
+	// allocation names no deadline (the default healthy_deadline).
+	DefaultStartDeadline = 60 * time.Second
+)
+
+// RestartAttempts checks a restart policy's attempts.
+func RestartAttempts(n int64) string {
+	if n < 0 || n > MaxRestartAttempts {
+		return fmt.Sprintf("must be between 0 and %d, got %d", MaxRestartAttempts, n)
+	}
+	return ""
+}
+
+// RestartWindow checks a restart policy's delay against its interval (both
+// defaulted and valid durations): the first restart must fit in the window
+// it is counted in.
+func RestartWindow(delay, interval time.Duration) string {
+	if interval < delay {
+		return fmt.Sprintf("interval %s is shorter than delay %s; no restart would fit in it", interval, delay)
+	}
+	return ""
+}
+
+// RestartBackoff is the wait before the n-th restart (1-based) in an
+// interval: delay, then twice the previous wait, capped at
+// RestartBackoffCap or delay if that is longer.
+func RestartBackoff(delay time.Duration, n int) time.Duration {
+	limit := max(delay, RestartBackoffCap)
+	d := delay
+	for i := 1; i < n && d > 0 && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}

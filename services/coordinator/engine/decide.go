@@ -285,7 +285,13 @@ func Instance(sa state.StoredAllocation, st *agentv1.AllocationStatus) rollout.I
 	case st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_RUNNING && st.GetHealth() == agentv1.Health_HEALTH_CRITICAL:
 		in.Health = rollout.HealthCritical
 		in.Since = st.GetUpdatedAt().AsTime()
+	case st.GetError() != "":
+		// Starting again after an exit, or a start being retried: not
+		// healthy since the agent said so, and why.
+		in.Since = st.GetUpdatedAt().AsTime()
+		in.Reason = st.GetError()
 	}
+	in.Restarts = int(st.GetRestarts())
 	if in.Since.Before(in.CreatedAt) {
 		in.Since = in.CreatedAt
 	}
@@ -499,6 +505,11 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 	if c := spec.GetCheck(); c != nil {
 		a.Check = &agentv1.Check{Http: c.GetHttp(), Tcp: c.GetTcp(), Interval: c.GetInterval(), Timeout: c.GetTimeout()}
 	}
+	if r := spec.GetRestart(); r != nil {
+		a.Restart = &agentv1.RestartPolicy{Attempts: r.Attempts, Interval: r.GetInterval(), Delay: r.GetDelay(),
+			Mode: agentv1.RestartMode(r.GetMode())}
+	}
+	a.StartDeadline = spec.GetUpdate().GetHealthyDeadline()
 	if sec := spec.GetSecurity(); sec != nil {
 		a.Privileged, a.CapAdd = sec.GetPrivileged(), sec.GetCapAdd()
 		for _, m := range sec.GetHostMounts() {

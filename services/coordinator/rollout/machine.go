@@ -221,6 +221,20 @@ func (r *run) unpause() {
 func (r *run) judgeHealth() {
 	c := r.s.Config
 	for _, in := range r.live(r.s.To) {
+		if in.Restarts > r.s.Restarts[in.ID] {
+			// Restarted in place by its agent: an event, and counted
+			// against its health (it must pass for min_healthy_time
+			// again, within healthy_deadline or the flap tolerance).
+			if r.s.Restarts == nil {
+				r.s.Restarts = map[string]int{}
+			}
+			r.s.Restarts[in.ID] = in.Restarts
+			why := ""
+			if in.Reason != "" {
+				why = ": " + in.Reason
+			}
+			r.event("restarted", "instance %s of v%d restarted by its agent (restart %d)%s", in.ID, in.Release, in.Restarts, why)
+		}
 		ever := contains(r.s.Healthy, in.ID)
 		if r.healthyNow(in) && !ever {
 			r.s.Healthy = insertSorted(r.s.Healthy, in.ID)
@@ -233,6 +247,8 @@ func (r *run) judgeHealth() {
 			r.fail(fmt.Sprintf("instance %s of v%d failed: %s", in.ID, in.Release, in.Reason))
 		case in.Health == HealthDead:
 			r.fail(fmt.Sprintf("instance %s of v%d exited", in.ID, in.Release))
+		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline && in.Reason != "":
+			r.fail(fmt.Sprintf("instance %s of v%d not healthy within healthy_deadline %s: %s", in.ID, in.Release, c.HealthyDeadline, in.Reason))
 		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline:
 			r.fail(fmt.Sprintf("instance %s of v%d not healthy within healthy_deadline %s", in.ID, in.Release, c.HealthyDeadline))
 		case ever && in.Health != HealthPassing && r.now.Sub(in.Since) > c.FlapTolerance:
@@ -748,6 +764,7 @@ func (s State) clone() State {
 	c.Weights = copyWeights(s.Weights)
 	c.Pins = slices.Clone(s.Pins)
 	c.PendingStops = slices.Clone(s.PendingStops)
+	c.Restarts = maps.Clone(s.Restarts)
 	return c
 }
 

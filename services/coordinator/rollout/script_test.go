@@ -40,6 +40,8 @@ import (
 //	                              window: N requests, E errors, latencies spread over L..2L
 //	report <id|vN> <starting|passing|critical|dead> [reason...] (healthy, unhealthy: aliases;
 //	                              the rest of the line: why it died, as its agent says)
+//	restart <id|vN> [reason...]   its agent restarted it in place: restarts+1,
+//	                              starting again, the reason why it exited
 //	tick <duration>
 //	ack [gen=N]                   edges acknowledge generation N (default: latest)
 //	promote [full] | pause | resume | abort   operator commands
@@ -172,6 +174,8 @@ func (w *world) exec(f []string) error {
 		return w.cmdDeploy(args)
 	case "report":
 		return w.cmdReport(args)
+	case "restart":
+		return w.cmdRestart(args)
 	case "tick":
 		if len(args) != 1 {
 			return fmt.Errorf("tick takes one duration")
@@ -496,6 +500,30 @@ func (w *world) cmdSignals(args []string) error {
 		default:
 			return fmt.Errorf("%s: want canary= or stable=", a)
 		}
+	}
+	return w.step()
+}
+
+func (w *world) cmdRestart(args []string) error {
+	if len(args) < 1 {
+		return fmt.Errorf("usage: restart <id|vN> [reason...]")
+	}
+	var targets []*Instance
+	if in, ok := w.instances[args[0]]; ok {
+		targets = append(targets, in)
+	} else if rel, err := parseRelease(args[0]); err == nil {
+		for _, in := range w.instances {
+			if in.Release == rel {
+				targets = append(targets, in)
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("no instance %q", args[0])
+	}
+	for _, in := range targets {
+		in.Restarts++
+		in.Health, in.Since, in.Reason = HealthStarting, w.now, strings.Join(args[1:], " ")
 	}
 	return w.step()
 }

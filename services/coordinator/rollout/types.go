@@ -226,6 +226,9 @@ type State struct {
 	StepPassed bool `json:"StepPassed,omitempty"`
 	// AnalysisFailures counts the failed verdicts of the rollout.
 	AnalysisFailures int `json:"AnalysisFailures,omitempty"`
+	// Restarts is the restart count of each To instance as last reported
+	// in an event.
+	Restarts map[string]int `json:"Restarts,omitempty"`
 }
 
 // Instance is one allocation of the service as the caller observes it.
@@ -243,8 +246,12 @@ type Instance struct {
 	// Reason is why a dead instance died, as its agent reported it (the
 	// image is not present and could not be pulled, the host port is taken,
 	// it exited with code N...); empty when unknown. A rollout failing on
-	// the instance says it.
+	// the instance says it. For an instance still starting it is why the
+	// last try failed (a restart after an exit, a retried start).
 	Reason string
+	// Restarts counts the in-place restarts its agent made (its restart
+	// policy); each new one is an event of the rollout.
+	Restarts int
 }
 
 // Command is an operator command recorded for the rollout.

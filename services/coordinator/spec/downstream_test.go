@@ -154,6 +154,13 @@ func TestDeployRefusesWhatDownstreamRefuses(t *testing.T) {
 		{"args too large in all", func(s *deployv1.ServiceSpec) {
 			s.Args = []string{str("a", specrules.MaxArgBytes), str("a", specrules.MaxArgBytes), str("a", specrules.MaxArgBytes), str("a", specrules.MaxArgBytes)}
 		}, "spec.args", agent},
+		{"restart attempts too many", func(s *deployv1.ServiceSpec) {
+			s.Restart = &deployv1.RestartPolicy{Attempts: proto.Int32(specrules.MaxRestartAttempts + 1)}
+		}, "spec.restart.attempts", agent},
+		{"restart interval shorter than delay", func(s *deployv1.ServiceSpec) {
+			s.Restart = &deployv1.RestartPolicy{Interval: durationpb.New(time.Second), Delay: durationpb.New(time.Minute)}
+		}, "spec.restart.interval", agent},
+		{"restart mode unknown", func(s *deployv1.ServiceSpec) { s.Restart = &deployv1.RestartPolicy{Mode: 9} }, "spec.restart.mode", agent},
 		{"check path relative", func(s *deployv1.ServiceSpec) { s.Check.Http = "healthz" }, "spec.check.http", agent},
 		{"check path bad escape", func(s *deployv1.ServiceSpec) { s.Check.Http = "/a%zz" }, "spec.check.http", agent},
 		{"check path with NUL", func(s *deployv1.ServiceSpec) { s.Check.Http = "/a\x00" }, "spec.check.http", agent},

@@ -673,18 +673,24 @@ func (a *Agent) exitedLocked(id, msg, reason string) {
 	in.Running = false
 	a.instances[id] = in
 	spec, want := a.desired[id]
-	if want {
-		f := a.failures[id]
-		if f.Fingerprint != spec.Fingerprint() {
-			f = reconcile.Failure{Fingerprint: spec.Fingerprint()}
-		}
-		f.Count++
-		f.At = time.Now()
+	state, errText := Failed, reason
+	if want && !spec.Stopped && spec.Fingerprint() == in.Fingerprint {
+		f := reconcile.Exited(a.failures[id], spec.Fingerprint(), spec.RestartPolicy(), time.Now())
 		a.failures[id] = f
+		// While the policy will restart it, the allocation is starting
+		// again (not failed): the coordinator sees it as not healthy, and
+		// the error says what happened and what comes next.
+		if v := reconcile.Next(f, spec.RestartPolicy()); !v.GiveUp {
+			state = Starting
+			errText = fmt.Sprintf("%s; %s in %s", reason, v.Reason, v.Wait.Round(time.Millisecond))
+			msg += "; " + v.Reason + " in " + v.Wait.Round(time.Millisecond).String()
+		} else {
+			errText = giveUpError(v.Reason, reason) // final already: the GiveUp action only cleans up
+		}
 	}
 	a.updateLocked(id, msg, func(s *Status) {
-		s.State, s.Health, s.HealthySince = Failed, "", time.Time{}
-		s.Error = reason
+		s.State, s.Health, s.HealthySince = state, "", time.Time{}
+		s.Error = errText
 	})
 }
 
@@ -710,8 +716,11 @@ func (a *Agent) pollHealth(ctx context.Context) {
 			a.updateLocked(id, "health "+string(h), func(s *Status) {
 				s.Health = h
 				if h == consul.Passing {
+					// The restart count is per interval (the restart
+					// policy's), not reset by passing: an instance that
+					// passes briefly between crashes still runs out of
+					// attempts.
 					s.HealthySince = time.Now()
-					delete(a.failures, id) // healthy again: the crash count starts afresh
 				} else {
 					s.HealthySince = time.Time{}
 				}

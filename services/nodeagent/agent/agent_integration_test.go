@@ -418,6 +418,9 @@ func TestBadInputFailsOnlyThatAllocation(t *testing.T) {
 			defer l.Close()
 			clash := h.spec("clash", "slipway/demo:v1")
 			clash.HostPort = l.Addr().(*net.TCPAddr).Port
+			// Failed starts are retried until the start deadline; these
+			// fail for good at the second try, a second later.
+			unknown.StartDeadline, clash.StartDeadline = time.Millisecond, time.Millisecond
 
 			st, err := h.sync(1, good, unknown, badEnv, other, clash)
 			if err != nil {
@@ -425,6 +428,19 @@ func TestBadInputFailsOnlyThatAllocation(t *testing.T) {
 			}
 			if st[good.ID].State != agent.Running {
 				t.Errorf("good = %+v, want running", st[good.ID])
+			}
+			for id, want := range map[string]string{unknown.ID: "slipway/nope:v9", clash.ID: strconv.Itoa(clash.HostPort)} {
+				// The sync may answer before or after the retry (it waits
+				// for good's probe); either way the second failed start
+				// is the last.
+				if s := st[id]; !strings.Contains(s.Error, want) || s.State == agent.Starting && !strings.Contains(s.Error, "start retry 1 in 1s") {
+					t.Errorf("%s = %v %q, want it starting (retried) or failed, naming %q", id, s.State, s.Error, want)
+				}
+				nodetest.Eventually(t, 20*time.Second, id+" failed once its start deadline passed", func() bool {
+					s := h.status(id)
+					return s.State == agent.Failed && strings.Contains(s.Error, want) && strings.Contains(s.Error, "start failed 2 times")
+				})
+				st[id] = h.status(id)
 			}
 			for id, want := range map[string]string{unknown.ID: "slipway/nope:v9", badEnv.ID: "env[A=B]", other.ID: "node_id", clash.ID: strconv.Itoa(clash.HostPort)} {
 				if s := st[id]; s.State != agent.Failed || !strings.Contains(s.Error, want) {
@@ -593,7 +609,10 @@ func TestCrashLoopIsReportedFailed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st[good.ID].State != agent.Running || st[bad.ID].State != agent.Failed {
+			// bad exited at once: it is starting again (not failed) while
+			// its restart policy (default: 3 attempts in 5m, delay 1s
+			// doubling) restarts it.
+			if st[good.ID].State != agent.Running || st[bad.ID].State != agent.Starting || !strings.Contains(st[bad.ID].Error, "; restart 1 of 3 in 1s") {
 				t.Fatalf("after sync: good %v, bad %v %q", st[good.ID].State, st[bad.ID].State, st[bad.ID].Error)
 			}
 			// The reason says how it exited: the coordinator puts it in
@@ -607,7 +626,8 @@ func TestCrashLoopIsReportedFailed(t *testing.T) {
 			}
 			nodetest.Eventually(t, 30*time.Second, "bad given up after its restarts", func() bool {
 				s := h.status(bad.ID)
-				return s.State == agent.Failed && s.Restarts == 3 && strings.Contains(s.Error, "in a row (last: instance exited with code 1; last output: ")
+				return s.State == agent.Failed && s.Restarts == 3 &&
+					strings.Contains(s.Error, "exited 4 times within 5m0s, more than the restart policy's 3 attempts (mode fail); not restarting until the spec changes (last: instance exited with code 1; last output: ")
 			})
 			if _, ok := h.running()[bad.ID]; ok {
 				t.Error("given-up instance still running")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"slipway.dev/nodeagent/allocation"
@@ -26,7 +27,13 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 	switch act.Kind {
 	case reconcile.Start:
 		a.deregister(ctx, id)
-		return a.start(ctx, spec, 0)
+		restarts := 0 // a retried start keeps the count of the spec's restarts
+		a.mu.Lock()
+		if f, ok := a.failures[id]; ok && f.Fingerprint == spec.Fingerprint() && a.status[id] != nil {
+			restarts = a.status[id].Restarts
+		}
+		a.mu.Unlock()
+		return a.start(ctx, spec, restarts)
 	case reconcile.Restart:
 		a.deregister(ctx, id)
 		if err := a.stopInstance(ctx, inst, 0); err != nil {
@@ -61,13 +68,15 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 	case reconcile.GiveUp:
 		a.deregister(ctx, id)
 		err := a.stopInstance(ctx, inst, 0)
-		last := ""
+		why := giveUpError(act.Reason, "")
 		a.mu.Lock()
-		if st := a.status[id]; st != nil && st.Error != "" {
-			last = " (last: " + st.Error + ")"
+		if st := a.status[id]; st != nil && strings.HasPrefix(st.Error, act.Reason) {
+			why = st.Error // said when it exited
+		} else if st != nil && st.Error != "" {
+			why = giveUpError(act.Reason, st.Error)
 		}
 		a.mu.Unlock()
-		a.fail(id, spec, fmt.Errorf("instance exited %d times in a row%s; not restarting until the spec changes", reconcile.MaxRestarts+1, last), true)
+		a.fail(id, spec, errors.New(why), true)
 		if err != nil {
 			a.log.Warn("remove failed instance", "alloc", id, "err", err)
 		}
@@ -161,9 +170,17 @@ func (a *Agent) deregister(ctx context.Context, id string) bool {
 // refused the registration.
 func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) bool {
 	id := spec.ID
-	a.update(id, "starting", func(s *Status) {
-		s.State, s.Error, s.Restarts, s.Health, s.HealthySince = Starting, "", restarts, "", time.Time{}
+	a.mu.Lock()
+	// A restart or a retried start keeps saying why (the last exit or
+	// failed start) until the instance runs.
+	_, retry := a.failures[id]
+	a.updateLocked(id, "starting", func(s *Status) {
+		if !retry || a.failures[id].Fingerprint != spec.Fingerprint() {
+			s.Error = ""
+		}
+		s.State, s.Restarts, s.Health, s.HealthySince = Starting, restarts, "", time.Time{}
 	})
+	a.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	// Exits seen while starting: the loop ignores busy allocations, so the
@@ -180,7 +197,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	t0 := time.Now()
 	inst, err := a.drv.Start(sctx, spec)
 	if err != nil {
-		a.fail(id, spec, err, true)
+		a.startFailed(id, spec, err)
 		return true
 	}
 	inst.Service, inst.Release, inst.Track = spec.Service, spec.Release, spec.Track
@@ -206,6 +223,21 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	}()
 	passing := inst.Running && probe.Until(pctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond) == nil
 	pcancel()
+	if !inst.Running && !w.hasExited(a, inst.ID) {
+		// Exited before the driver returned: its exit event (with the
+		// exit code and last output) follows; wait a little for it.
+		t := time.NewTimer(2 * time.Second)
+		for !w.hasExited(a, inst.ID) {
+			select {
+			case <-w.sig:
+				continue
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			break
+		}
+		t.Stop()
+	}
 	if !inst.Running || w.hasExited(a, inst.ID) {
 		a.mu.Lock()
 		reason := exitError(-1, "")
@@ -227,9 +259,39 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	a.met.start.Observe(time.Since(t0).Seconds())
 	a.mu.Lock()
 	a.registered[id] = true
+	if f, ok := a.failures[id]; ok && f.StartFailures > 0 {
+		f.StartFailures, f.FirstStartFailure = 0, time.Time{}
+		a.failures[id] = f
+	}
 	a.updateLocked(id, "running and registered", func(s *Status) { s.State, s.Error = Running, "" })
 	a.mu.Unlock()
 	return true
+}
+
+// startFailed records a failed start: it is retried with the restart
+// policy's backoff until the spec's start deadline has passed since the
+// first failed start, then the allocation is failed. While retried the
+// allocation is reported starting, with the error and the next try.
+func (a *Agent) startFailed(id string, spec allocation.Spec, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := reconcile.StartFailed(a.failures[id], spec.Fingerprint(), spec.StartRetryDeadline(), time.Now())
+	a.failures[id] = f
+	if f.Permanent {
+		a.updateLocked(id, "failed", func(s *Status) {
+			s.State, s.Health, s.HealthySince = Failed, "", time.Time{}
+			s.Error = err.Error()
+			if f.StartFailures > 1 {
+				s.Error = fmt.Sprintf("%s (start failed %d times in %s)", err, f.StartFailures, f.At.Sub(f.FirstStartFailure).Round(time.Millisecond))
+			}
+		})
+		return
+	}
+	v := reconcile.Next(f, spec.RestartPolicy())
+	a.updateLocked(id, "start failed; "+v.Reason+" in "+v.Wait.String(), func(s *Status) {
+		s.State, s.Health, s.HealthySince = Starting, "", time.Time{}
+		s.Error = fmt.Sprintf("%s; %s in %s (retried until %s after the first failure)", err, v.Reason, v.Wait, spec.StartRetryDeadline())
+	})
 }
 
 // startWatch collects the exits of an allocation's instances while it is
@@ -244,6 +306,16 @@ func (w *startWatch) hasExited(a *Agent, instanceID string) bool {
 	defer a.mu.Unlock()
 	_, ok := w.exited[instanceID]
 	return ok
+}
+
+// giveUpError is the status error of an allocation whose restart policy
+// gave up (verdict), with how its instance last exited (exitError).
+func giveUpError(verdict, last string) string {
+	s := verdict + "; not restarting until the spec changes"
+	if last != "" {
+		s += " (last: " + last + ")"
+	}
+	return s
 }
 
 // exitError is the status error of an instance that exited with code (-1:

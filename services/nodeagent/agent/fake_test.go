@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,21 +157,36 @@ func TestSyncWithFakes(t *testing.T) {
 		return out, err
 	}
 
-	st, err := sync(2, spec("a", "img"), spec("b", "missing"))
+	// b's start fails: it is retried after 1s (the minimum start retry),
+	// and once its start deadline has passed the allocation is failed.
+	b := spec("b", "missing")
+	b.StartDeadline = time.Millisecond
+	st, err := sync(2, spec("a", "img"), b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st["a"].State != Running || st["b"].State != Failed || st["b"].Error != "no such image" {
+	if st["a"].State != Running || st["b"].State != Starting ||
+		st["b"].Error != "no such image; start retry 1 in 1s (retried until 1ms after the first failure)" {
 		t.Errorf("statuses: %+v", st)
+	}
+	testenv.Eventually(t, 10*time.Second, "b failed after its start deadline", func() error {
+		sts := a.Statuses()
+		if len(sts) != 2 || sts[1].State != Failed {
+			return fmt.Errorf("statuses %+v", sts)
+		}
+		return nil
+	})
+	if want := "no such image (start failed 2 times in "; !strings.HasPrefix(a.Statuses()[1].Error, want) {
+		t.Errorf("b's error %q, want it to start with %q", a.Statuses()[1].Error, want)
 	}
 	got := rec.take()
 	// Starts run in parallel: compare as a set per allocation.
-	if !cmp.Equal(order(got, "a"), []string{"start a", "register a"}) || !cmp.Equal(order(got, "b"), []string{"start b"}) {
+	if !cmp.Equal(order(got, "a"), []string{"start a", "register a"}) || !cmp.Equal(order(got, "b"), []string{"start b", "start b"}) {
 		t.Errorf("calls = %v", got)
 	}
 
 	// Same set again: nothing happens; the failed one is not retried.
-	if _, err := sync(2, spec("a", "img"), spec("b", "missing")); err != nil {
+	if _, err := sync(2, spec("a", "img"), b); err != nil {
 		t.Fatal(err)
 	}
 	if c := rec.take(); len(c) != 0 {

@@ -55,6 +55,58 @@ type Spec struct {
 	Privileged bool     `json:"privileged,omitempty"`
 	CapAdd     []string `json:"cap_add,omitempty"`
 	Mounts     []Mount  `json:"mounts,omitempty"`
+	// Restart bounds in-place restarts of a crashed instance; nil means
+	// the defaults (see RestartPolicy).
+	Restart *Restart `json:"restart,omitempty"`
+	// StartDeadline is how long failed starts are retried, from the first
+	// one; zero means specrules.DefaultStartDeadline.
+	StartDeadline time.Duration `json:"start_deadline,omitempty"`
+}
+
+// Restart modes, as in Nomad's restart block.
+const (
+	// RestartFail stops restarting once the attempts of an interval are
+	// used: the allocation is failed.
+	RestartFail = "fail"
+	// RestartDelay waits for the interval to end, then restarts with a
+	// fresh count.
+	RestartDelay = "delay"
+)
+
+// Restart is an allocation's restart policy.
+type Restart struct {
+	// Attempts is how many restarts an interval allows.
+	Attempts int `json:"attempts"`
+	// Interval is the window attempts are counted in, from its first
+	// failure.
+	Interval time.Duration `json:"interval"`
+	// Delay is the wait before the first restart in an interval; it
+	// doubles with each next one (specrules.RestartBackoff).
+	Delay time.Duration `json:"delay"`
+	// Mode is RestartFail or RestartDelay.
+	Mode string `json:"mode"`
+}
+
+// DefaultRestart is the policy of a spec that names none.
+func DefaultRestart() Restart {
+	return Restart{Attempts: specrules.DefaultRestartAttempts, Interval: specrules.DefaultRestartInterval,
+		Delay: specrules.DefaultRestartDelay, Mode: RestartFail}
+}
+
+// RestartPolicy returns the spec's restart policy, defaulted.
+func (s Spec) RestartPolicy() Restart {
+	if s.Restart == nil {
+		return DefaultRestart()
+	}
+	return *s.Restart
+}
+
+// StartRetryDeadline returns how long failed starts are retried, defaulted.
+func (s Spec) StartRetryDeadline() time.Duration {
+	if s.StartDeadline > 0 {
+		return s.StartDeadline
+	}
+	return specrules.DefaultStartDeadline
 }
 
 // Mount is a host path bind-mounted into the instance.
@@ -178,6 +230,19 @@ func (s Spec) Validate(nodeID string) []Violation {
 	check("check.interval", specrules.Duration(s.Check.Interval))
 	check("check.timeout", specrules.Duration(s.Check.Timeout))
 	check("kill_timeout", specrules.Duration(s.KillTimeout))
+	if r := s.Restart; r != nil {
+		check("restart.attempts", specrules.RestartAttempts(int64(r.Attempts)))
+		dI, dD := specrules.Duration(r.Interval), specrules.Duration(r.Delay)
+		check("restart.interval", dI)
+		check("restart.delay", dD)
+		if dI == "" && dD == "" {
+			check("restart.interval", specrules.RestartWindow(r.Delay, r.Interval))
+		}
+		if r.Mode != RestartFail && r.Mode != RestartDelay {
+			add("restart.mode", fmt.Sprintf("%q is not %q or %q", r.Mode, RestartFail, RestartDelay))
+		}
+	}
+	check("start_deadline", specrules.Duration(s.StartDeadline))
 	for i, c := range s.CapAdd {
 		if _, ok := nodepolicy.CanonicalCap(c); !ok {
 			add(fmt.Sprintf("cap_add[%d]", i), fmt.Sprintf("%q is not a Linux capability", c))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -20,12 +21,14 @@ func TestValidate(t *testing.T) {
 	bad.Check.HTTP = "healthz"
 	bad.CapAdd = []string{"NET_ADMIN", "FLY"}
 	bad.Mounts = []Mount{{HostPath: "/data/../etc", ContainerPath: "rel"}}
+	bad.Restart = &Restart{Attempts: 101, Interval: time.Second, Delay: time.Minute, Mode: "sometimes"}
 	got := bad.Validate("n1")
 	var fields []string
 	for _, v := range got {
 		fields = append(fields, v.Field)
 	}
-	want := []string{"node_id", "port", "env[A=B]", "env[PORT]", "check.http", "cap_add[1]", "mounts[0].host_path", "mounts[0].container_path"}
+	want := []string{"node_id", "port", "env[A=B]", "env[PORT]", "check.http", "restart.attempts", "restart.interval", "restart.mode",
+		"cap_add[1]", "mounts[0].host_path", "mounts[0].container_path"}
 	if diff := cmp.Diff(want, fields); diff != "" {
 		t.Errorf("violations (-want +got):\n%s", diff)
 	}

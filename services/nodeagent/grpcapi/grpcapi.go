@@ -129,12 +129,42 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 			HTTP: a.GetCheck().GetHttp(), TCP: a.GetCheck().GetTcp(),
 			Interval: dur(a.GetCheck().GetInterval()), Timeout: dur(a.GetCheck().GetTimeout()),
 		},
-		KillTimeout: dur(a.GetKillTimeout()),
-		Stopped:     a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED,
-		Privileged:  a.GetPrivileged(),
-		CapAdd:      a.GetCapAdd(),
-		Mounts:      mounts(a.GetMounts()),
+		KillTimeout:   dur(a.GetKillTimeout()),
+		Stopped:       a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED,
+		Privileged:    a.GetPrivileged(),
+		CapAdd:        a.GetCapAdd(),
+		Mounts:        mounts(a.GetMounts()),
+		Restart:       restart(a.GetRestart()),
+		StartDeadline: dur(a.GetStartDeadline()),
 	}
+}
+
+// restart turns the proto's restart policy into the agent's, unset fields
+// defaulted; nil stays nil (the defaults). An unknown mode is kept as a
+// name validation refuses.
+func restart(r *agentv1.RestartPolicy) *allocation.Restart {
+	if r == nil {
+		return nil
+	}
+	out := allocation.DefaultRestart()
+	if r.Attempts != nil {
+		out.Attempts = int(r.GetAttempts())
+	}
+	if r.GetInterval() != nil && r.GetInterval().AsDuration() != 0 {
+		out.Interval = r.GetInterval().AsDuration()
+	}
+	if r.GetDelay() != nil {
+		out.Delay = r.GetDelay().AsDuration()
+	}
+	switch r.GetMode() {
+	case agentv1.RestartMode_RESTART_MODE_UNSPECIFIED, agentv1.RestartMode_RESTART_MODE_FAIL:
+		out.Mode = allocation.RestartFail
+	case agentv1.RestartMode_RESTART_MODE_DELAY:
+		out.Mode = allocation.RestartDelay
+	default:
+		out.Mode = fmt.Sprintf("mode %d", int32(r.GetMode()))
+	}
+	return &out
 }
 
 func mounts(ms []*agentv1.Mount) []allocation.Mount {

@@ -32,6 +32,20 @@ func TestSpecFromProto(t *testing.T) {
 	if diff := cmp.Diff(want, SpecFromProto(in)); diff != "" {
 		t.Errorf("SpecFromProto (-want +got):\n%s", diff)
 	}
+
+	// A restart policy: unset fields defaulted, an explicit 0 kept.
+	zero := int32(0)
+	in.Restart = &agentv1.RestartPolicy{Attempts: &zero, Mode: agentv1.RestartMode_RESTART_MODE_DELAY}
+	in.StartDeadline = durationpb.New(20 * time.Second)
+	want.Restart = &allocation.Restart{Attempts: 0, Interval: 5 * time.Minute, Delay: time.Second, Mode: allocation.RestartDelay}
+	want.StartDeadline = 20 * time.Second
+	if diff := cmp.Diff(want, SpecFromProto(in)); diff != "" {
+		t.Errorf("SpecFromProto with a restart policy (-want +got):\n%s", diff)
+	}
+	in.Restart = &agentv1.RestartPolicy{Mode: 9}
+	if vs := SpecFromProto(in).Validate("n1"); len(vs) != 1 || vs[0].Field != "restart.mode" {
+		t.Errorf("unknown mode: violations %v, want restart.mode", vs)
+	}
 }
 
 func TestStatusToProto(t *testing.T) {

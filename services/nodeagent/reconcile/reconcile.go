@@ -3,15 +3,13 @@
 package reconcile
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
 	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/platform/specrules"
 )
-
-// MaxRestarts is how many times in a row a crashed instance is restarted
-// before the allocation is reported failed.
-const MaxRestarts = 3
 
 // Instance is an instance the driver runs (or ran) for an allocation.
 type Instance struct {
@@ -21,18 +19,98 @@ type Instance struct {
 	Running bool
 }
 
-// Failure records why an allocation is not running its current spec.
+// Failure records how an allocation's current spec has been failing.
 type Failure struct {
 	// Fingerprint is the spec that failed.
 	Fingerprint string
-	// Count is how many times in a row it failed, the current failure
-	// included.
+	// Count is how many times its instance exited in the current restart
+	// interval, the last exit included.
 	Count int
-	// Permanent failures (the instance could not be started) are not
-	// retried until the spec changes.
+	// WindowStart is when the current restart interval began (its first
+	// exit).
+	WindowStart time.Time
+	// StartFailures counts failed starts in a row (no instance was left);
+	// FirstStartFailure is when the first of them happened.
+	StartFailures     int
+	FirstStartFailure time.Time
+	// Permanent failures are not retried until the spec changes: the
+	// restart policy gave up, or starts kept failing past the start
+	// deadline.
 	Permanent bool
 	// At is when it last failed.
 	At time.Time
+}
+
+// MinStartRetry is the shortest wait between two failed starts, whatever
+// the restart delay (a start that fails at once must not spin).
+const MinStartRetry = time.Second
+
+// Exited returns f updated for an exit at now of the instance of the spec
+// with fingerprint fp, under restart policy p: the count starts afresh for
+// a new spec or once the interval since the window's first exit has passed.
+func Exited(f Failure, fp string, p allocation.Restart, now time.Time) Failure {
+	if f.Fingerprint != fp {
+		f = Failure{Fingerprint: fp}
+	}
+	f.StartFailures, f.FirstStartFailure = 0, time.Time{} // it did start
+	if f.Count == 0 || now.Sub(f.WindowStart) >= p.Interval {
+		f.Count, f.WindowStart = 0, now
+	}
+	f.Count++
+	f.At = now
+	return f
+}
+
+// StartFailed returns f updated for a failed start at now; once the first
+// failed start in a row is deadline old the failure is permanent.
+func StartFailed(f Failure, fp string, deadline time.Duration, now time.Time) Failure {
+	if f.Fingerprint != fp {
+		f = Failure{Fingerprint: fp}
+	}
+	if f.StartFailures == 0 {
+		f.FirstStartFailure = now
+	}
+	f.StartFailures++
+	f.At = now
+	if now.Sub(f.FirstStartFailure) >= deadline {
+		f.Permanent = true
+	}
+	return f
+}
+
+// Verdict is what the restart policy decides after a failure.
+type Verdict struct {
+	// GiveUp: no more tries until the spec changes.
+	GiveUp bool
+	// At is when the next try is due; Wait is how long after the failure
+	// that is.
+	At   time.Time
+	Wait time.Duration
+	// Attempt is the number of the restart due within its interval
+	// (1-based); zero for a start retry or when giving up.
+	Attempt int
+	// Reason says it for people: "restart 2 of 3", "start retry 4",
+	// "exited 4 times within 5m0s, more than ...".
+	Reason string
+}
+
+// Next applies restart policy p to failure f.
+func Next(f Failure, p allocation.Restart) Verdict {
+	switch {
+	case f.Permanent:
+		return Verdict{GiveUp: true, Reason: "not retried until the spec changes"}
+	case f.StartFailures > 0:
+		wait := specrules.RestartBackoff(max(p.Delay, MinStartRetry), f.StartFailures)
+		return Verdict{At: f.At.Add(wait), Wait: wait, Reason: fmt.Sprintf("start retry %d", f.StartFailures)}
+	case f.Count > p.Attempts && p.Mode == allocation.RestartDelay:
+		at := f.WindowStart.Add(p.Interval)
+		return Verdict{At: at, Wait: at.Sub(f.At), Attempt: 1,
+			Reason: fmt.Sprintf("restart attempts (%d in %s) used, mode delay: restart once the interval ends", p.Attempts, p.Interval)}
+	case f.Count > p.Attempts:
+		return Verdict{GiveUp: true, Reason: fmt.Sprintf("exited %d times within %s, more than the restart policy's %d attempts (mode fail)", f.Count, p.Interval, p.Attempts)}
+	}
+	wait := specrules.RestartBackoff(p.Delay, f.Count)
+	return Verdict{At: f.At.Add(wait), Wait: wait, Attempt: f.Count, Reason: fmt.Sprintf("restart %d of %d", f.Count, p.Attempts)}
 }
 
 // Observed is the host as the agent sees it.
@@ -104,16 +182,6 @@ type Plan struct {
 	RetryAt time.Time
 }
 
-// Backoff is the wait before restarting an instance that failed n times in
-// a row: none after the first failure, then 1s, 2s, ... up to 10s.
-func Backoff(n int) time.Duration {
-	if n <= 1 {
-		return 0
-	}
-	d := time.Duration(n-1) * time.Second
-	return min(d, 10*time.Second)
-}
-
 // Reconcile compares the desired set (by allocation id) with what is
 // observed and returns the actions that converge them. It is deterministic.
 func Reconcile(desired map[string]allocation.Spec, obs Observed) Plan {
@@ -172,26 +240,25 @@ func Reconcile(desired map[string]allocation.Spec, obs Observed) Plan {
 			p.Actions = append(p.Actions, Action{Kind: Register, AllocID: id, Reason: "running but not registered"})
 		case have && inst.Running:
 			// converged
-		case have: // exited behind our back
-			n := 1 // failures in a row, this exit included
-			if failed {
-				n = max(f.Count, 1)
+		case have: // exited: the restart policy decides
+			if !failed {
+				f = Exited(Failure{}, fp, spec.RestartPolicy(), obs.Now) // exited behind our back
 			}
-			if n > MaxRestarts {
-				p.Actions = append(p.Actions, Action{Kind: GiveUp, AllocID: id, Reason: "exited too often"})
-				continue
+			v := Next(f, spec.RestartPolicy())
+			switch {
+			case v.GiveUp:
+				p.Actions = append(p.Actions, Action{Kind: GiveUp, AllocID: id, Reason: v.Reason})
+			case obs.Now.Before(v.At):
+				p.RetryAt = earliest(p.RetryAt, v.At)
+			default:
+				p.Actions = append(p.Actions, Action{Kind: Restart, AllocID: id, Reason: "instance exited; " + v.Reason})
 			}
-			if due := f.At.Add(Backoff(n)); failed && obs.Now.Before(due) {
-				p.RetryAt = earliest(p.RetryAt, due)
-				continue
-			}
-			p.Actions = append(p.Actions, Action{Kind: Restart, AllocID: id, Reason: "instance exited"})
-		case failed && (f.Permanent || f.Count > MaxRestarts):
+		case failed && Next(f, spec.RestartPolicy()).GiveUp:
 			if reg {
 				p.Actions = append(p.Actions, Action{Kind: Deregister, AllocID: id, Reason: "allocation failed"})
 			}
-		case failed && obs.Now.Before(f.At.Add(Backoff(f.Count))):
-			p.RetryAt = earliest(p.RetryAt, f.At.Add(Backoff(f.Count)))
+		case failed && obs.Now.Before(Next(f, spec.RestartPolicy()).At):
+			p.RetryAt = earliest(p.RetryAt, Next(f, spec.RestartPolicy()).At)
 		default:
 			p.Actions = append(p.Actions, Action{Kind: Start, AllocID: id, Reason: "desired and not running"})
 		}

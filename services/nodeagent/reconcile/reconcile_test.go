@@ -89,53 +89,63 @@ func TestReconcile(t *testing.T) {
 			obs:     Observed{Busy: map[string]bool{"a": true}},
 		},
 		{
-			name:    "crashed instance is restarted at once",
+			name:    "crash noticed without a recorded failure restarts after the delay",
 			desired: []allocation.Spec{a},
 			obs: Observed{
 				Instances:  map[string]Instance{"a": {Fingerprint: fa}},
 				Registered: map[string]bool{"a": true},
-			},
-			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited"}}},
-		},
-		{
-			name:    "first recorded crash restarts at once",
-			desired: []allocation.Spec{a},
-			obs: Observed{
-				Instances: map[string]Instance{"a": {Fingerprint: fa}},
-				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 1, At: now}},
-				Now:       now,
-			},
-			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited"}}},
-		},
-		{
-			name:    "second crash waits for the backoff",
-			desired: []allocation.Spec{a},
-			obs: Observed{
-				Instances: map[string]Instance{"a": {Fingerprint: fa}},
-				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 2, At: now}},
-				Now:       now.Add(500 * time.Millisecond),
+				Now:        now,
 			},
 			want: Plan{RetryAt: now.Add(time.Second)},
 		},
 		{
-			name:    "second crash restarts after the backoff",
+			name:    "first crash restarts after the default delay",
 			desired: []allocation.Spec{a},
 			obs: Observed{
 				Instances: map[string]Instance{"a": {Fingerprint: fa}},
-				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 2, At: now}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 1, WindowStart: now, At: now}},
 				Now:       now.Add(time.Second),
 			},
-			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited"}}},
+			want: Plan{Actions: []Action{{Kind: Restart, AllocID: "a", Reason: "instance exited; restart 1 of 3"}}},
 		},
 		{
-			name:    "too many crashes gives up",
+			name:    "second crash waits for the doubled backoff",
 			desired: []allocation.Spec{a},
 			obs: Observed{
 				Instances: map[string]Instance{"a": {Fingerprint: fa}},
-				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: MaxRestarts + 1, At: now}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 2, WindowStart: now.Add(-time.Minute), At: now}},
+				Now:       now.Add(1500 * time.Millisecond),
+			},
+			want: Plan{RetryAt: now.Add(2 * time.Second)},
+		},
+		{
+			name:    "too many crashes in the interval gives up (mode fail)",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Instances: map[string]Instance{"a": {Fingerprint: fa}},
+				Failures:  map[string]Failure{"a": {Fingerprint: fa, Count: 4, WindowStart: now.Add(-time.Minute), At: now}},
 				Now:       now.Add(time.Hour),
 			},
-			want: Plan{Actions: []Action{{Kind: GiveUp, AllocID: "a", Reason: "exited too often"}}},
+			want: Plan{Actions: []Action{{Kind: GiveUp, AllocID: "a",
+				Reason: "exited 4 times within 5m0s, more than the restart policy's 3 attempts (mode fail)"}}},
+		},
+		{
+			name:    "a failed start is retried after the backoff",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Failures: map[string]Failure{"a": {Fingerprint: fa, StartFailures: 2, FirstStartFailure: now.Add(-time.Second), At: now}},
+				Now:      now.Add(2 * time.Second),
+			},
+			want: Plan{Actions: []Action{{Kind: Start, AllocID: "a", Reason: "desired and not running"}}},
+		},
+		{
+			name:    "a failed start waits for its backoff",
+			desired: []allocation.Spec{a},
+			obs: Observed{
+				Failures: map[string]Failure{"a": {Fingerprint: fa, StartFailures: 1, FirstStartFailure: now, At: now}},
+				Now:      now,
+			},
+			want: Plan{RetryAt: now.Add(time.Second)},
 		},
 		{
 			name:    "permanent failure is not retried, stale registration removed",
@@ -168,14 +178,6 @@ func TestReconcile(t *testing.T) {
 				t.Errorf("Reconcile() mismatch (-want +got):\n%s", diff)
 			}
 		})
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	got := []time.Duration{Backoff(1), Backoff(2), Backoff(3), Backoff(50)}
-	want := []time.Duration{0, time.Second, 2 * time.Second, 10 * time.Second}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("Backoff mismatch (-want +got):\n%s", diff)
 	}
 }
 

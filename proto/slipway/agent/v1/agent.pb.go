@@ -76,6 +76,61 @@ func (DesiredState) EnumDescriptor() ([]byte, []int) {
 	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+// RestartMode is what the agent does once an instance has used its restart
+// attempts within the interval.
+type RestartMode int32
+
+const (
+	// RESTART_MODE_UNSPECIFIED means fail.
+	RestartMode_RESTART_MODE_UNSPECIFIED RestartMode = 0
+	// RESTART_MODE_FAIL stops restarting and reports the allocation failed.
+	RestartMode_RESTART_MODE_FAIL RestartMode = 1
+	// RESTART_MODE_DELAY waits for the interval to pass, then restarts with
+	// a fresh count.
+	RestartMode_RESTART_MODE_DELAY RestartMode = 2
+)
+
+// Enum value maps for RestartMode.
+var (
+	RestartMode_name = map[int32]string{
+		0: "RESTART_MODE_UNSPECIFIED",
+		1: "RESTART_MODE_FAIL",
+		2: "RESTART_MODE_DELAY",
+	}
+	RestartMode_value = map[string]int32{
+		"RESTART_MODE_UNSPECIFIED": 0,
+		"RESTART_MODE_FAIL":        1,
+		"RESTART_MODE_DELAY":       2,
+	}
+)
+
+func (x RestartMode) Enum() *RestartMode {
+	p := new(RestartMode)
+	*p = x
+	return p
+}
+
+func (x RestartMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestartMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_slipway_agent_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (RestartMode) Type() protoreflect.EnumType {
+	return &file_slipway_agent_v1_agent_proto_enumTypes[1]
+}
+
+func (x RestartMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestartMode.Descriptor instead.
+func (RestartMode) EnumDescriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
 // AllocationState is where an allocation is on the node.
 type AllocationState int32
 
@@ -84,7 +139,8 @@ const (
 	AllocationState_ALLOCATION_STATE_UNSPECIFIED AllocationState = 0
 	// ALLOCATION_STATE_PENDING: accepted, not yet started.
 	AllocationState_ALLOCATION_STATE_PENDING AllocationState = 1
-	// ALLOCATION_STATE_STARTING: container created and starting.
+	// ALLOCATION_STATE_STARTING: container created and starting, or waiting
+	// to be restarted or its start retried (error says why and when).
 	AllocationState_ALLOCATION_STATE_STARTING AllocationState = 2
 	// ALLOCATION_STATE_RUNNING: container running and registered.
 	AllocationState_ALLOCATION_STATE_RUNNING AllocationState = 3
@@ -93,7 +149,8 @@ const (
 	AllocationState_ALLOCATION_STATE_DRAINING AllocationState = 4
 	// ALLOCATION_STATE_STOPPED: stopped and removed.
 	AllocationState_ALLOCATION_STATE_STOPPED AllocationState = 5
-	// ALLOCATION_STATE_FAILED: could not be started or crashed; see error.
+	// ALLOCATION_STATE_FAILED: could not be started within its start deadline,
+	// or crashed more often than its restart policy allows; see error.
 	AllocationState_ALLOCATION_STATE_FAILED AllocationState = 6
 )
 
@@ -130,11 +187,11 @@ func (x AllocationState) String() string {
 }
 
 func (AllocationState) Descriptor() protoreflect.EnumDescriptor {
-	return file_slipway_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_slipway_agent_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (AllocationState) Type() protoreflect.EnumType {
-	return &file_slipway_agent_v1_agent_proto_enumTypes[1]
+	return &file_slipway_agent_v1_agent_proto_enumTypes[2]
 }
 
 func (x AllocationState) Number() protoreflect.EnumNumber {
@@ -143,7 +200,7 @@ func (x AllocationState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AllocationState.Descriptor instead.
 func (AllocationState) EnumDescriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 // Health is an allocation's health as the agent sees it.
@@ -187,11 +244,11 @@ func (x Health) String() string {
 }
 
 func (Health) Descriptor() protoreflect.EnumDescriptor {
-	return file_slipway_agent_v1_agent_proto_enumTypes[2].Descriptor()
+	return file_slipway_agent_v1_agent_proto_enumTypes[3].Descriptor()
 }
 
 func (Health) Type() protoreflect.EnumType {
-	return &file_slipway_agent_v1_agent_proto_enumTypes[2]
+	return &file_slipway_agent_v1_agent_proto_enumTypes[3]
 }
 
 func (x Health) Number() protoreflect.EnumNumber {
@@ -200,7 +257,7 @@ func (x Health) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Health.Descriptor instead.
 func (Health) EnumDescriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 // FencingToken orders commands from coordinator leaders: raft term first,
@@ -376,7 +433,15 @@ type Allocation struct {
 	CapAdd []string `protobuf:"bytes,17,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
 	// mounts are host bind mounts; each host path must be in or under one of
 	// the agent's -allow-host-paths.
-	Mounts        []*Mount `protobuf:"bytes,18,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Mounts []*Mount `protobuf:"bytes,18,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// restart bounds the agent's in-place restarts of a crashed instance;
+	// unset means the defaults of slipway.deploy.v1.RestartPolicy.
+	Restart *RestartPolicy `protobuf:"bytes,19,opt,name=restart,proto3" json:"restart,omitempty"`
+	// start_deadline is how long a failed start (image missing, port taken)
+	// is retried, with the restart policy's backoff, counted from the first
+	// failed start; the coordinator sends the release's healthy_deadline.
+	// Unset: 60s.
+	StartDeadline *durationpb.Duration `protobuf:"bytes,20,opt,name=start_deadline,json=startDeadline,proto3" json:"start_deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -537,6 +602,94 @@ func (x *Allocation) GetMounts() []*Mount {
 	return nil
 }
 
+func (x *Allocation) GetRestart() *RestartPolicy {
+	if x != nil {
+		return x.Restart
+	}
+	return nil
+}
+
+func (x *Allocation) GetStartDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.StartDeadline
+	}
+	return nil
+}
+
+// RestartPolicy is slipway.deploy.v1.RestartPolicy as the agent applies it.
+type RestartPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attempts is how many restarts are allowed within interval (unset: 3).
+	Attempts *int32 `protobuf:"varint,1,opt,name=attempts,proto3,oneof" json:"attempts,omitempty"`
+	// interval is the window attempts are counted in (unset: 5m).
+	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	// delay is the wait before the first restart in an interval; it doubles
+	// with each next one (unset: 1s).
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// mode is fail or delay.
+	Mode          RestartMode `protobuf:"varint,4,opt,name=mode,proto3,enum=slipway.agent.v1.RestartMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartPolicy) Reset() {
+	*x = RestartPolicy{}
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartPolicy) ProtoMessage() {}
+
+func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
+func (*RestartPolicy) Descriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RestartPolicy) GetAttempts() int32 {
+	if x != nil && x.Attempts != nil {
+		return *x.Attempts
+	}
+	return 0
+}
+
+func (x *RestartPolicy) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *RestartPolicy) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *RestartPolicy) GetMode() RestartMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RestartMode_RESTART_MODE_UNSPECIFIED
+}
+
 // Mount bind-mounts a host path into the container.
 type Mount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,7 +705,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +717,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +730,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Mount) GetHostPath() string {
@@ -637,7 +790,7 @@ type AllocationStatus struct {
 
 func (x *AllocationStatus) Reset() {
 	*x = AllocationStatus{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +802,7 @@ func (x *AllocationStatus) String() string {
 func (*AllocationStatus) ProtoMessage() {}
 
 func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +815,7 @@ func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationStatus.ProtoReflect.Descriptor instead.
 func (*AllocationStatus) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AllocationStatus) GetAllocationId() string {
@@ -771,7 +924,7 @@ type SyncAllocationsRequest struct {
 
 func (x *SyncAllocationsRequest) Reset() {
 	*x = SyncAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +936,7 @@ func (x *SyncAllocationsRequest) String() string {
 func (*SyncAllocationsRequest) ProtoMessage() {}
 
 func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +949,7 @@ func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SyncAllocationsRequest) GetNodeId() string {
@@ -832,7 +985,7 @@ type SyncAllocationsResponse struct {
 
 func (x *SyncAllocationsResponse) Reset() {
 	*x = SyncAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +997,7 @@ func (x *SyncAllocationsResponse) String() string {
 func (*SyncAllocationsResponse) ProtoMessage() {}
 
 func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1010,7 @@ func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SyncAllocationsResponse) GetAllocations() []*AllocationStatus {
@@ -876,7 +1029,7 @@ type GetNodeStatusRequest struct {
 
 func (x *GetNodeStatusRequest) Reset() {
 	*x = GetNodeStatusRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1041,7 @@ func (x *GetNodeStatusRequest) String() string {
 func (*GetNodeStatusRequest) ProtoMessage() {}
 
 func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1054,7 @@ func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 // GetNodeStatusResponse is the node's status.
@@ -931,7 +1084,7 @@ type GetNodeStatusResponse struct {
 
 func (x *GetNodeStatusResponse) Reset() {
 	*x = GetNodeStatusResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1096,7 @@ func (x *GetNodeStatusResponse) String() string {
 func (*GetNodeStatusResponse) ProtoMessage() {}
 
 func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1109,7 @@ func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetNodeStatusResponse) GetNodeId() string {
@@ -1040,7 +1193,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1205,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1218,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodePolicy) GetPrivileged() bool {
@@ -1105,7 +1258,7 @@ type WatchAllocationsRequest struct {
 
 func (x *WatchAllocationsRequest) Reset() {
 	*x = WatchAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1270,7 @@ func (x *WatchAllocationsRequest) String() string {
 func (*WatchAllocationsRequest) ProtoMessage() {}
 
 func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1283,7 @@ func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 // WatchAllocationsResponse is one allocation change.
@@ -1146,7 +1299,7 @@ type WatchAllocationsResponse struct {
 
 func (x *WatchAllocationsResponse) Reset() {
 	*x = WatchAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1311,7 @@ func (x *WatchAllocationsResponse) String() string {
 func (*WatchAllocationsResponse) ProtoMessage() {}
 
 func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1324,7 @@ func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchAllocationsResponse) GetAllocation() *AllocationStatus {
@@ -1200,7 +1353,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x9d\x05\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x9a\x06\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1223,10 +1376,18 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"privileged\x18\x10 \x01(\bR\n" +
 	"privileged\x12\x17\n" +
 	"\acap_add\x18\x11 \x03(\tR\x06capAdd\x12/\n" +
-	"\x06mounts\x18\x12 \x03(\v2\x17.slipway.agent.v1.MountR\x06mounts\x1a6\n" +
+	"\x06mounts\x18\x12 \x03(\v2\x17.slipway.agent.v1.MountR\x06mounts\x129\n" +
+	"\arestart\x18\x13 \x01(\v2\x1f.slipway.agent.v1.RestartPolicyR\arestart\x12@\n" +
+	"\x0estart_deadline\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\rstartDeadline\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
+	"\rRestartPolicy\x12\x1f\n" +
+	"\battempts\x18\x01 \x01(\x05H\x00R\battempts\x88\x01\x01\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x121\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1d.slipway.agent.v1.RestartModeR\x04modeB\v\n" +
+	"\t_attempts\"h\n" +
 	"\x05Mount\x12\x1b\n" +
 	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12%\n" +
 	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
@@ -1285,7 +1446,11 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
-	"\x15DESIRED_STATE_STOPPED\x10\x02*\xe8\x01\n" +
+	"\x15DESIRED_STATE_STOPPED\x10\x02*Z\n" +
+	"\vRestartMode\x12\x1c\n" +
+	"\x18RESTART_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RESTART_MODE_FAIL\x10\x01\x12\x16\n" +
+	"\x12RESTART_MODE_DELAY\x10\x02*\xe8\x01\n" +
 	"\x0fAllocationState\x12 \n" +
 	"\x1cALLOCATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18ALLOCATION_STATE_PENDING\x10\x01\x12\x1d\n" +
@@ -1316,60 +1481,67 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_slipway_agent_v1_agent_proto_rawDescData
 }
 
-var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
-	(AllocationState)(0),             // 1: slipway.agent.v1.AllocationState
-	(Health)(0),                      // 2: slipway.agent.v1.Health
-	(*FencingToken)(nil),             // 3: slipway.agent.v1.FencingToken
-	(*Check)(nil),                    // 4: slipway.agent.v1.Check
-	(*Allocation)(nil),               // 5: slipway.agent.v1.Allocation
-	(*Mount)(nil),                    // 6: slipway.agent.v1.Mount
-	(*AllocationStatus)(nil),         // 7: slipway.agent.v1.AllocationStatus
-	(*SyncAllocationsRequest)(nil),   // 8: slipway.agent.v1.SyncAllocationsRequest
-	(*SyncAllocationsResponse)(nil),  // 9: slipway.agent.v1.SyncAllocationsResponse
-	(*GetNodeStatusRequest)(nil),     // 10: slipway.agent.v1.GetNodeStatusRequest
-	(*GetNodeStatusResponse)(nil),    // 11: slipway.agent.v1.GetNodeStatusResponse
-	(*NodePolicy)(nil),               // 12: slipway.agent.v1.NodePolicy
-	(*WatchAllocationsRequest)(nil),  // 13: slipway.agent.v1.WatchAllocationsRequest
-	(*WatchAllocationsResponse)(nil), // 14: slipway.agent.v1.WatchAllocationsResponse
-	nil,                              // 15: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 16: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 17: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(RestartMode)(0),                 // 1: slipway.agent.v1.RestartMode
+	(AllocationState)(0),             // 2: slipway.agent.v1.AllocationState
+	(Health)(0),                      // 3: slipway.agent.v1.Health
+	(*FencingToken)(nil),             // 4: slipway.agent.v1.FencingToken
+	(*Check)(nil),                    // 5: slipway.agent.v1.Check
+	(*Allocation)(nil),               // 6: slipway.agent.v1.Allocation
+	(*RestartPolicy)(nil),            // 7: slipway.agent.v1.RestartPolicy
+	(*Mount)(nil),                    // 8: slipway.agent.v1.Mount
+	(*AllocationStatus)(nil),         // 9: slipway.agent.v1.AllocationStatus
+	(*SyncAllocationsRequest)(nil),   // 10: slipway.agent.v1.SyncAllocationsRequest
+	(*SyncAllocationsResponse)(nil),  // 11: slipway.agent.v1.SyncAllocationsResponse
+	(*GetNodeStatusRequest)(nil),     // 12: slipway.agent.v1.GetNodeStatusRequest
+	(*GetNodeStatusResponse)(nil),    // 13: slipway.agent.v1.GetNodeStatusResponse
+	(*NodePolicy)(nil),               // 14: slipway.agent.v1.NodePolicy
+	(*WatchAllocationsRequest)(nil),  // 15: slipway.agent.v1.WatchAllocationsRequest
+	(*WatchAllocationsResponse)(nil), // 16: slipway.agent.v1.WatchAllocationsResponse
+	nil,                              // 17: slipway.agent.v1.Allocation.EnvEntry
+	nil,                              // 18: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 19: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	17, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	17, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	15, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
-	4,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
+	19, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	19, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	17, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	5,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	17, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
-	6,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
-	1,  // 7: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	2,  // 8: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	18, // 9: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	18, // 10: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 11: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	5,  // 12: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	7,  // 13: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	16, // 14: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	3,  // 15: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	7,  // 16: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	12, // 17: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
-	7,  // 18: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	8,  // 19: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	10, // 20: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	13, // 21: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	9,  // 22: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	11, // 23: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	14, // 24: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	22, // [22:25] is the sub-list for method output_type
-	19, // [19:22] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	19, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	8,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
+	7,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
+	19, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
+	19, // 9: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	19, // 10: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	1,  // 11: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
+	2,  // 12: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	3,  // 13: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	20, // 14: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	20, // 15: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 16: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	6,  // 17: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	9,  // 18: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	18, // 19: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	4,  // 20: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	9,  // 21: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	14, // 22: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	9,  // 23: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	10, // 24: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	12, // 25: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	15, // 26: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	11, // 27: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	13, // 28: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	16, // 29: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1377,13 +1549,14 @@ func file_slipway_agent_v1_agent_proto_init() {
 	if File_slipway_agent_v1_agent_proto != nil {
 		return
 	}
+	file_slipway_agent_v1_agent_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   14,
+			NumEnums:      4,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RestartMode is what the node agent does once an instance has used its
+// restart attempts within the interval.
+type RestartMode int32
+
+const (
+	// RESTART_MODE_UNSPECIFIED means fail.
+	RestartMode_RESTART_MODE_UNSPECIFIED RestartMode = 0
+	// RESTART_MODE_FAIL stops restarting: the allocation is failed (a
+	// rollout in progress fails on it).
+	RestartMode_RESTART_MODE_FAIL RestartMode = 1
+	// RESTART_MODE_DELAY waits until the interval has passed since its first
+	// restart, then restarts it with a fresh count, indefinitely.
+	RestartMode_RESTART_MODE_DELAY RestartMode = 2
+)
+
+// Enum value maps for RestartMode.
+var (
+	RestartMode_name = map[int32]string{
+		0: "RESTART_MODE_UNSPECIFIED",
+		1: "RESTART_MODE_FAIL",
+		2: "RESTART_MODE_DELAY",
+	}
+	RestartMode_value = map[string]int32{
+		"RESTART_MODE_UNSPECIFIED": 0,
+		"RESTART_MODE_FAIL":        1,
+		"RESTART_MODE_DELAY":       2,
+	}
+)
+
+func (x RestartMode) Enum() *RestartMode {
+	p := new(RestartMode)
+	*p = x
+	return p
+}
+
+func (x RestartMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestartMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_slipway_deploy_v1_spec_proto_enumTypes[0].Descriptor()
+}
+
+func (RestartMode) Type() protoreflect.EnumType {
+	return &file_slipway_deploy_v1_spec_proto_enumTypes[0]
+}
+
+func (x RestartMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestartMode.Descriptor instead.
+func (RestartMode) EnumDescriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{0}
+}
+
 // Strategy is the kind of rollout used to replace a release.
 type Strategy int32
 
@@ -64,11 +120,11 @@ func (x Strategy) String() string {
 }
 
 func (Strategy) Descriptor() protoreflect.EnumDescriptor {
-	return file_slipway_deploy_v1_spec_proto_enumTypes[0].Descriptor()
+	return file_slipway_deploy_v1_spec_proto_enumTypes[1].Descriptor()
 }
 
 func (Strategy) Type() protoreflect.EnumType {
-	return &file_slipway_deploy_v1_spec_proto_enumTypes[0]
+	return &file_slipway_deploy_v1_spec_proto_enumTypes[1]
 }
 
 func (x Strategy) Number() protoreflect.EnumNumber {
@@ -77,7 +133,7 @@ func (x Strategy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Strategy.Descriptor instead.
 func (Strategy) EnumDescriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{0}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
 }
 
 // NoDataPolicy is what an inconclusive verdict (too little traffic) counts
@@ -122,11 +178,11 @@ func (x NoDataPolicy) String() string {
 }
 
 func (NoDataPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_slipway_deploy_v1_spec_proto_enumTypes[1].Descriptor()
+	return file_slipway_deploy_v1_spec_proto_enumTypes[2].Descriptor()
 }
 
 func (NoDataPolicy) Type() protoreflect.EnumType {
-	return &file_slipway_deploy_v1_spec_proto_enumTypes[1]
+	return &file_slipway_deploy_v1_spec_proto_enumTypes[2]
 }
 
 func (x NoDataPolicy) Number() protoreflect.EnumNumber {
@@ -135,7 +191,7 @@ func (x NoDataPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NoDataPolicy.Descriptor instead.
 func (NoDataPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
 }
 
 // ServiceSpec is what a user writes to describe a service: which image to run,
@@ -177,7 +233,13 @@ type ServiceSpec struct {
 	// capabilities, not privileged, no host mounts). Each ask must be allowed
 	// by the node agents' own flags; Deploy refuses a spec asking for more
 	// than any node allows.
-	Security      *Security `protobuf:"bytes,13,opt,name=security,proto3" json:"security,omitempty"`
+	Security *Security `protobuf:"bytes,13,opt,name=security,proto3" json:"security,omitempty"`
+	// restart says how the node agent restarts a crashed instance in place,
+	// as Nomad's restart block: up to attempts restarts within interval, the
+	// first after delay and each next one after twice the previous wait
+	// (capped at 30s, or delay if longer); then mode decides. Unset: 3
+	// attempts in 5m, delay 1s, mode fail.
+	Restart       *RestartPolicy `protobuf:"bytes,14,opt,name=restart,proto3" json:"restart,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +365,90 @@ func (x *ServiceSpec) GetSecurity() *Security {
 	return nil
 }
 
+func (x *ServiceSpec) GetRestart() *RestartPolicy {
+	if x != nil {
+		return x.Restart
+	}
+	return nil
+}
+
+// RestartPolicy bounds the in-place restarts of crashed instances.
+type RestartPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attempts is how many restarts are allowed within interval; 0 restarts
+	// never (the first exit fails the allocation). Unset: 3; at most 100.
+	Attempts *int32 `protobuf:"varint,1,opt,name=attempts,proto3,oneof" json:"attempts,omitempty"`
+	// interval is the window attempts are counted in, from the first
+	// restart in it; default 5m. Must not be shorter than delay.
+	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	// delay is the wait before the first restart in an interval; each next
+	// one waits twice as long as the one before (at most 30s, or delay if
+	// longer); default 1s.
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// mode is fail (default) or delay.
+	Mode          RestartMode `protobuf:"varint,4,opt,name=mode,proto3,enum=slipway.deploy.v1.RestartMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartPolicy) Reset() {
+	*x = RestartPolicy{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartPolicy) ProtoMessage() {}
+
+func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
+func (*RestartPolicy) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RestartPolicy) GetAttempts() int32 {
+	if x != nil && x.Attempts != nil {
+		return *x.Attempts
+	}
+	return 0
+}
+
+func (x *RestartPolicy) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *RestartPolicy) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *RestartPolicy) GetMode() RestartMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RestartMode_RESTART_MODE_UNSPECIFIED
+}
+
 // Security lists what an instance needs beyond the hardened default every
 // container runs with: no-new-privileges, all capabilities dropped, a pids
 // and a memory limit, no host network/PID/IPC, no devices, no host mounts.
@@ -323,7 +469,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +481,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +494,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Security) GetPrivileged() bool {
@@ -387,7 +533,7 @@ type HostMount struct {
 
 func (x *HostMount) Reset() {
 	*x = HostMount{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +545,7 @@ func (x *HostMount) String() string {
 func (*HostMount) ProtoMessage() {}
 
 func (x *HostMount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +558,7 @@ func (x *HostMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostMount.ProtoReflect.Descriptor instead.
 func (*HostMount) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HostMount) GetHostPath() string {
@@ -449,7 +595,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +607,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +620,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Resources) GetCpuMhz() int32 {
@@ -509,7 +655,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +667,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +680,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HealthCheck) GetHttp() string {
@@ -579,7 +725,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +737,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +750,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Route) GetHost() string {
@@ -636,7 +782,7 @@ type Constraint struct {
 
 func (x *Constraint) Reset() {
 	*x = Constraint{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +794,7 @@ func (x *Constraint) String() string {
 func (*Constraint) ProtoMessage() {}
 
 func (x *Constraint) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +807,7 @@ func (x *Constraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Constraint.ProtoReflect.Descriptor instead.
 func (*Constraint) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Constraint) GetAttribute() string {
@@ -720,7 +866,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +878,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +891,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateStrategy) GetStrategy() Strategy {
@@ -833,7 +979,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +991,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1004,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -893,7 +1039,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1051,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1064,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -983,7 +1129,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1141,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1154,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1078,7 +1224,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1236,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1249,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1124,7 +1270,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1282,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1295,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1177,7 +1323,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1335,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1348,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -1238,7 +1384,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1396,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1409,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -1277,7 +1423,7 @@ var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xfd\x04\n" +
+	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb9\x05\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x14\n" +
@@ -1292,10 +1438,17 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	" \x01(\v2!.slipway.deploy.v1.UpdateStrategyR\x06update\x12<\n" +
 	"\fkill_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\vkillTimeout\x12\x12\n" +
 	"\x04args\x18\f \x03(\tR\x04args\x127\n" +
-	"\bsecurity\x18\r \x01(\v2\x1b.slipway.deploy.v1.SecurityR\bsecurity\x1a6\n" +
+	"\bsecurity\x18\r \x01(\v2\x1b.slipway.deploy.v1.SecurityR\bsecurity\x12:\n" +
+	"\arestart\x18\x0e \x01(\v2 .slipway.deploy.v1.RestartPolicyR\arestart\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
+	"\rRestartPolicy\x12\x1f\n" +
+	"\battempts\x18\x01 \x01(\x05H\x00R\battempts\x88\x01\x01\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x122\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1e.slipway.deploy.v1.RestartModeR\x04modeB\v\n" +
+	"\t_attempts\"\x82\x01\n" +
 	"\bSecurity\x12\x1e\n" +
 	"\n" +
 	"privileged\x18\x01 \x01(\bR\n" +
@@ -1368,7 +1521,11 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"confidence\x18\x03 \x01(\x01R\n" +
 	"confidence\":\n" +
 	"\x11BlueGreenStrategy\x12%\n" +
-	"\x0epreview_header\x18\x01 \x01(\tR\rpreviewHeader*h\n" +
+	"\x0epreview_header\x18\x01 \x01(\tR\rpreviewHeader*Z\n" +
+	"\vRestartMode\x12\x1c\n" +
+	"\x18RESTART_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RESTART_MODE_FAIL\x10\x01\x12\x16\n" +
+	"\x12RESTART_MODE_DELAY\x10\x02*h\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STRATEGY_ROLLING\x10\x01\x12\x17\n" +
@@ -1392,63 +1549,69 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 	return file_slipway_deploy_v1_spec_proto_rawDescData
 }
 
-var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
-	(Strategy)(0),                // 0: slipway.deploy.v1.Strategy
-	(NoDataPolicy)(0),            // 1: slipway.deploy.v1.NoDataPolicy
-	(*ServiceSpec)(nil),          // 2: slipway.deploy.v1.ServiceSpec
-	(*Security)(nil),             // 3: slipway.deploy.v1.Security
-	(*HostMount)(nil),            // 4: slipway.deploy.v1.HostMount
-	(*Resources)(nil),            // 5: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),          // 6: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),                // 7: slipway.deploy.v1.Route
-	(*Constraint)(nil),           // 8: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),       // 9: slipway.deploy.v1.UpdateStrategy
-	(*CanaryStrategy)(nil),       // 10: slipway.deploy.v1.CanaryStrategy
-	(*CanaryStep)(nil),           // 11: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 12: slipway.deploy.v1.Analysis
-	(*SuccessRateThreshold)(nil), // 13: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 14: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 15: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 16: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 17: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 18: google.protobuf.Duration
+	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
+	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
+	(NoDataPolicy)(0),            // 2: slipway.deploy.v1.NoDataPolicy
+	(*ServiceSpec)(nil),          // 3: slipway.deploy.v1.ServiceSpec
+	(*RestartPolicy)(nil),        // 4: slipway.deploy.v1.RestartPolicy
+	(*Security)(nil),             // 5: slipway.deploy.v1.Security
+	(*HostMount)(nil),            // 6: slipway.deploy.v1.HostMount
+	(*Resources)(nil),            // 7: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),          // 8: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),                // 9: slipway.deploy.v1.Route
+	(*Constraint)(nil),           // 10: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),       // 11: slipway.deploy.v1.UpdateStrategy
+	(*CanaryStrategy)(nil),       // 12: slipway.deploy.v1.CanaryStrategy
+	(*CanaryStep)(nil),           // 13: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 14: slipway.deploy.v1.Analysis
+	(*SuccessRateThreshold)(nil), // 15: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 16: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 17: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 18: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 19: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 20: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	17, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	5,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	6,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	7,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	8,  // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	9,  // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	18, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	3,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
-	4,  // 8: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	18, // 9: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	18, // 10: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	0,  // 11: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	18, // 12: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	18, // 13: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	18, // 14: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	18, // 15: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	10, // 16: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	16, // 17: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	11, // 18: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	12, // 19: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	18, // 20: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	12, // 21: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	18, // 22: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	1,  // 23: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	13, // 24: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	14, // 25: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	15, // 26: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	18, // 27: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	19, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	7,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	8,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	9,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	10, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	11, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	20, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	5,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	4,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
+	20, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	20, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	0,  // 11: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
+	6,  // 12: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	20, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	20, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	1,  // 15: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	20, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	20, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	20, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	20, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	12, // 20: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	18, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	13, // 22: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	14, // 23: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	20, // 24: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	14, // 25: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	20, // 26: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	2,  // 27: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	15, // 28: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	16, // 29: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	17, // 30: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	20, // 31: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -1456,13 +1619,14 @@ func file_slipway_deploy_v1_spec_proto_init() {
 	if File_slipway_deploy_v1_spec_proto != nil {
 		return
 	}
+	file_slipway_deploy_v1_spec_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   16,
+			NumEnums:      3,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
