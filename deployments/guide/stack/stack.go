@@ -58,6 +58,8 @@ type Config struct {
 	NodeID string
 	// Ports.
 	ConsulHTTP, Coordinator, Agent, EdgeHTTP, EdgeGRPC int
+	// Dashboard is the coordinator's web dashboard port (HTTPS).
+	Dashboard int
 	// Images the demo deploys, checked before anything starts.
 	Images []string
 	// Logf prints progress.
@@ -66,6 +68,9 @@ type Config struct {
 
 // CoordinatorAddr is the coordinator's gRPC address.
 func (c Config) CoordinatorAddr() string { return addr(c.Coordinator) }
+
+// DashboardURL is the coordinator's web dashboard.
+func (c Config) DashboardURL() string { return "https://" + addr(c.Dashboard) + "/" }
 
 // EdgeURL is the edge's HTTP URL.
 func (c Config) EdgeURL() string { return "http://" + addr(c.EdgeHTTP) + "/" }
@@ -83,6 +88,7 @@ func (c Config) fixedPorts() []portUse {
 		{c.ConsulHTTP, "Consul HTTP API", "-consul-port"},
 		{c.Coordinator, "coordinator gRPC", "-coordinator-port"},
 		{c.Coordinator + 1, "coordinator raft", "-coordinator-port"},
+		{c.Dashboard, "coordinator web dashboard", "-dashboard-port"},
 		{c.Agent, "node agent gRPC", "-agent-port"},
 		{c.EdgeGRPC, "edge gRPC (RouteService)", "-edge-grpc-port"},
 		{c.EdgeHTTP, "edge HTTP", "-edge-port"},
@@ -153,6 +159,9 @@ type Stack struct {
 	// Token is the management token bootstrapped on the new coordinator,
 	// also in TokenFile (mode 0600).
 	Token, TokenFile string
+	// Dashboard is the web dashboard's URL, empty when the coordinator has
+	// none.
+	Dashboard string
 	// ConsulToken is the demo Consul's management token (for its UI), also
 	// in ConsulTokenFile (mode 0600).
 	ConsulToken, ConsulTokenFile string
@@ -219,6 +228,10 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	} else {
 		c.Logf("warning: slipway-coordinator has no -consul-addr flag: it cannot discover the node agent (rollout engine missing?)")
 	}
+	dashboard := hasFlag(c.bin("slipway-coordinator"), "dashboard-addr")
+	if dashboard {
+		coordArgs = append(coordArgs, "-dashboard-addr", addr(c.Dashboard))
+	}
 	if err := s.start(ctx, "coordinator", c.bin("slipway-coordinator"), coordArgs, nil, func(ctx context.Context) error {
 		tok, err := bootstrapToken(ctx, c.CoordinatorAddr(), operator)
 		if err == nil {
@@ -234,6 +247,10 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	}
 	s.TokenFile = tokenFile
 	c.Logf("single-node coordinator on %s (raft %s, log .run/coordinator.log)", c.CoordinatorAddr(), addr(c.Coordinator+1))
+	if dashboard {
+		s.Dashboard = c.DashboardURL()
+		c.Logf("web dashboard on %s", s.Dashboard)
+	}
 
 	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), append([]string{
 		"-node-id", c.NodeID, "-grpc-addr", addr(c.Agent), "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["nodeagent"],
@@ -244,10 +261,14 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	}
 	c.Logf("node agent %s (%s driver) on %s (log .run/nodeagent.log)", c.NodeID, c.Driver, addr(c.Agent))
 
-	if err := s.start(ctx, "edge", c.bin("slipway-edge"), append([]string{
-		"-id", "guide-edge", "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["edge"], "-mode", "proxy",
-		"-http-addr", addr(c.EdgeHTTP), "-grpc-addr", addr(c.EdgeGRPC), "-log-level", "warn",
-	}, s.TLS.flags(s.TLS.Edge)...), nil, func(ctx context.Context) error { return listening(ctx, addr(c.EdgeHTTP)) }); err != nil {
+	edgeArgs := []string{"-id", "guide-edge", "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["edge"], "-mode", "proxy",
+		"-http-addr", addr(c.EdgeHTTP), "-grpc-addr", addr(c.EdgeGRPC), "-log-level", "warn"}
+	if hasFlag(c.bin("slipway-edge"), "coordinators") {
+		// Requests and errors per release, for the dashboard's chart and
+		// canary analysis.
+		edgeArgs = append(edgeArgs, "-coordinators", c.CoordinatorAddr())
+	}
+	if err := s.start(ctx, "edge", c.bin("slipway-edge"), append(edgeArgs, s.TLS.flags(s.TLS.Edge)...), nil, func(ctx context.Context) error { return listening(ctx, addr(c.EdgeHTTP)) }); err != nil {
 		return nil, err
 	}
 	c.Logf("edge (built-in proxy) on %s, RouteService on %s (log .run/edge.log)", c.EdgeURL(), addr(c.EdgeGRPC))

@@ -16,29 +16,37 @@ const (
 	chartLeft    = 44.0
 	chartRight   = 12.0
 	shareTop     = 10.0
-	shareH       = 150.0
-	healthTop    = 186.0
-	healthH      = 60.0
-	chartH       = 270.0
+	shareH       = 130.0
+	trafficTop   = 164.0
+	trafficH     = 80.0
+	healthTop    = 268.0
+	healthH      = 50.0
+	chartH       = 344.0
 	chartWindow  = 10 * time.Minute
 	chartMinSpan = 90 * time.Second
 )
 
 // Chart is the traffic chart of one service: the share of traffic per
 // release over time (stacked, from the weights the rollouts committed), the
-// healthy instances per release under it, and a red mark at every failure
+// requests per second the edges measured per release with their errors in
+// red, the healthy instances per release, and a red mark at every failure
 // (a failed health check, placement or rollout, an abort or a revert).
 type Chart struct {
-	W, H    float64
-	Bands   []Band
-	Lines   []Line
-	Marks   []Mark
-	Ticks   []Tick
-	Grid    []Grid
-	Legend  []Release
-	Empty   bool
-	MaxUp   int
-	Updated string
+	W, H  float64
+	Bands []Band
+	// Bars are the measured requests (and, Err set, their errors) per
+	// release and time slot; empty when this coordinator has no signals.
+	Bars     []Band
+	MaxRate  string
+	Measured bool
+	Lines    []Line
+	Marks    []Mark
+	Ticks    []Tick
+	Grid     []Grid
+	Legend   []Release
+	Empty    bool
+	MaxUp    int
+	Updated  string
 }
 
 // Band is one rect of the stacked share: a release's weight over a span.
@@ -125,8 +133,13 @@ func bad(s deployv1.RolloutState) bool {
 	return false
 }
 
-// buildChart lays out the chart of pts (oldest first) up to now.
-func buildChart(pts []point, ix releaseIndex, now time.Time) Chart {
+// Rates returns the requests and errors the edges measured for a release
+// in n consecutive slots of length slot from from.
+type Rates func(release uint64, from time.Time, slot time.Duration, n int) (requests, errors []uint64)
+
+// buildChart lays out the chart of pts (oldest first) up to now, with the
+// measured rates when rates is not nil.
+func buildChart(pts []point, ix releaseIndex, now time.Time, rates Rates) Chart {
 	c := Chart{W: chartW, H: chartH, Updated: clock(now)}
 	if len(pts) == 0 {
 		c.Empty = true
@@ -241,13 +254,18 @@ func buildChart(pts []point, ix releaseIndex, now time.Time) Chart {
 		c.Lines = append(c.Lines, Line{Points: strings.Join(lines[n], " "), Colour: ix.get(n).Colour()})
 	}
 	sort.Slice(c.Legend, func(i, j int) bool { return c.Legend[i].Number < c.Legend[j].Number })
+	if rates != nil {
+		c.Bars, c.MaxRate, c.Measured = rateBars(rates, c.Legend, start, now, x)
+	}
 
-	for _, pct := range []int{0, 50, 100} {
+	for _, pct := range []int{0, 100} {
 		c.Grid = append(c.Grid, Grid{Y: shareTop + shareH - shareH*float64(pct)/100, Label: strconv.Itoa(pct) + "%"})
 	}
 	step := tickStep(now.Sub(start))
 	for t := start.Truncate(step).Add(step); t.Before(now); t = t.Add(step) {
-		c.Ticks = append(c.Ticks, Tick{X: x(t), Label: t.Local().Format("15:04:05")})
+		if tx := x(t); tx < chartW-chartRight-24 { // a label at the right edge would be cut
+			c.Ticks = append(c.Ticks, Tick{X: tx, Label: t.Local().Format("15:04:05")})
+		}
 	}
 	return c
 }
@@ -271,4 +289,57 @@ func sameMap(a, b map[string]int32) bool {
 		}
 	}
 	return true
+}
+
+// rateBars lays out the measured requests per second per release in about
+// 60 slots, stacked in release order, the errored part of each release's
+// bar in red.
+func rateBars(rates Rates, rels []Release, start, now time.Time, x func(time.Time) float64) ([]Band, string, bool) {
+	slot := max(now.Sub(start)/60, 2*time.Second).Round(time.Second)
+	type cell struct {
+		rel      Release
+		req, err uint64
+	}
+	// Whole slots only, the last one ending at now's second.
+	n := int(now.Sub(start) / slot)
+	first := now.Truncate(time.Second).Add(-slot * time.Duration(n))
+	cols := make([][]cell, n)
+	slots := make([]time.Time, n)
+	totals := make([]uint64, n)
+	for i := range slots {
+		slots[i] = first.Add(slot * time.Duration(i))
+	}
+	for _, r := range rels {
+		req, errs := rates(r.Number, first, slot, n)
+		for i := 0; i < n && i < len(req) && i < len(errs); i++ {
+			if req[i] > 0 {
+				cols[i] = append(cols[i], cell{r, req[i], errs[i]})
+				totals[i] += req[i]
+			}
+		}
+	}
+	var top float64
+	for _, t := range totals {
+		top = max(top, float64(t)/slot.Seconds())
+	}
+	if top == 0 {
+		return nil, "", false
+	}
+	var bars []Band
+	for i, col := range cols {
+		x0, x1 := x(slots[i]), x(slots[i].Add(slot))
+		y := trafficTop + trafficH
+		for _, c := range col {
+			rate := float64(c.req) / slot.Seconds()
+			h := trafficH * rate / top
+			y -= h
+			title := fmt.Sprintf("%s %s %s: %.1f req/s, %.1f errors/s", c.rel.Label(), c.rel.Tag, clock(slots[i]), rate, float64(c.err)/slot.Seconds())
+			bars = append(bars, Band{X: x0, Y: y, W: max(x1-x0-1, 0.5), H: h, Colour: c.rel.Colour(), Title: title})
+			if c.err > 0 {
+				eh := max(h*float64(c.err)/float64(c.req), 1.5)
+				bars = append(bars, Band{X: x0, Y: y, W: max(x1-x0-1, 0.5), H: eh, Colour: "err", Title: title})
+			}
+		}
+	}
+	return bars, strconv.FormatFloat(top, 'f', 0, 64) + "/s", true
 }

@@ -83,6 +83,11 @@ type Config struct {
 	// API has just listed for the user's token. Nil: the chart uses the
 	// rollouts' step history alone.
 	Events func(rolloutID string) []*deployv1.RolloutEvent
+	// Signals returns the requests and errors the edges reported for a
+	// release of a service in n slots of length slot from from (the leader
+	// keeps them); it is asked only about services the API has just shown
+	// the user's token. Nil: the chart shows no measured traffic.
+	Signals func(service string, release uint64, from time.Time, slot time.Duration, n int) (requests, errors []uint64)
 	// Changed returns a channel closed at the next change of the state; it
 	// wakes the live streams. Nil: they refresh every second.
 	Changed func() <-chan struct{}

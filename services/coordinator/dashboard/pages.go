@@ -123,7 +123,13 @@ func (s *Server) serviceRegions(ctx context.Context, secret, name string) (regio
 			}
 		}
 	}
-	d.Chart = buildChart(chartPoints(ros, events), ix, now)
+	var rates Rates
+	if s.cfg.Signals != nil {
+		rates = func(release uint64, from time.Time, slot time.Duration, n int) ([]uint64, []uint64) {
+			return s.cfg.Signals(name, release, from, slot, n)
+		}
+	}
+	d.Chart = buildChart(chartPoints(ros, events), ix, now, rates)
 	return s.renderRegions(map[string]any{"head": d, "rollout": d, "instances": d, "chart": d, "history": d, "audit": d})
 }
 

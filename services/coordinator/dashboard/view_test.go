@@ -106,7 +106,27 @@ func TestChartBandsFollowTheWeights(t *testing.T) {
 		{At: at(30), Kind: "failed", Message: "web-2-a exited", State: deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
 			Weights: map[string]int32{"1": 100}, Healthy: map[string]int32{"1": 2}},
 	}}
-	c := buildChart(chartPoints([]*deployv1.Rollout{ro}, events), ix, t0.Add(60*time.Second))
+	// The edges measured 10 req/s on #1 only, then 8 on #1 and 2 on #2 with
+	// one error per second from 10s to 30s.
+	rates := func(rel uint64, from time.Time, slot time.Duration, n int) (req, errs []uint64) {
+		secs := uint64(slot.Seconds())
+		for i := range n {
+			f := from.Add(slot * time.Duration(i))
+			canary := !f.Before(t0.Add(10*time.Second)) && f.Add(slot).Before(t0.Add(31*time.Second))
+			var r, e uint64
+			switch {
+			case rel == 1 && canary:
+				r = 8 * secs
+			case rel == 1:
+				r = 10 * secs
+			case rel == 2 && canary:
+				r, e = 2*secs, secs
+			}
+			req, errs = append(req, r), append(errs, e)
+		}
+		return req, errs
+	}
+	c := buildChart(chartPoints([]*deployv1.Rollout{ro}, events), ix, t0.Add(60*time.Second), rates)
 	if c.Empty {
 		t.Fatal("chart is empty")
 	}
@@ -128,6 +148,27 @@ func TestChartBandsFollowTheWeights(t *testing.T) {
 	}
 	if len(c.Lines) != 2 || c.MaxUp != 2 {
 		t.Errorf("health lines = %d (max %d), want 2 releases up to 2", len(c.Lines), c.MaxUp)
+	}
+	if !c.Measured || c.MaxRate != "10/s" {
+		t.Errorf("measured = %v, max rate %q, want true, 10/s", c.Measured, c.MaxRate)
+	}
+	var errBars, canaryBars int
+	for _, b := range c.Bars {
+		switch b.Colour {
+		case "err":
+			errBars++
+			if !strings.Contains(b.Title, "#2 v2") || !strings.Contains(b.Title, "1.0 errors/s") {
+				t.Errorf("error bar %q, want #2's 1.0 errors/s", b.Title)
+			}
+		case "c1":
+			canaryBars++
+			if b.H != trafficH*0.2 {
+				t.Errorf("#2's bar is %v high, want %v (2 of 10 req/s)", b.H, trafficH*0.2)
+			}
+		}
+	}
+	if errBars == 0 || errBars != canaryBars {
+		t.Errorf("%d error bars for %d bars of #2, want one each", errBars, canaryBars)
 	}
 	if len(c.Legend) != 2 || c.Legend[1].Label() != "#2" || c.Legend[1].Tag != "v2" {
 		t.Errorf("legend = %+v", c.Legend)

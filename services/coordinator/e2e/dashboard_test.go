@@ -106,8 +106,19 @@ func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Act
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(c, actions...); err != nil {
+		dumpPage(t, ctx)
 		t.Fatalf("browser: %s: %v", what, err)
 	}
+}
+
+// dumpPage logs the page's location and text, for a failed step.
+func dumpPage(t *testing.T, ctx context.Context) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(c, chromedp.Location())
+	text, _ := chromedp.Run(c, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+	t.Logf("page %s:\n%s", loc, text)
 }
 
 // get runs one browser action returning a value.
@@ -185,10 +196,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("screenshots go to %s", shots)
 
 	c := testenv.StartConsul(t, testenv.ConsulACL(), testenv.ConsulTLS())
-	ed := startEdge(t, c.Addr(), "proxy")
+	// The edge reports its golden signals (requests, errors per release)
+	// to the coordinator, which charts them.
+	grpcAddr, dashAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	ed := startEdge(t, c.Addr(), "proxy", "-coordinators", grpcAddr, "-signals-interval", "500ms")
 	startAgent(t, c.Addr())
-	dashAddr := testenv.FreeAddr(t)
-	cl, secret := startCoordinatorWith(t, c.Addr(), func(cfg *server.Config) { cfg.DashboardAddr = dashAddr })
+	cl, secret := startCoordinatorWith(t, c.Addr(), func(cfg *server.Config) { cfg.GRPCAddr, cfg.DashboardAddr = grpcAddr, dashAddr })
 	s := &scenario{t: t, deploy: cl, consul: c.AdminClient(t), edge: ed, name: unique("shop")}
 	host := s.name + ".test"
 
@@ -243,6 +256,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	waitPage(t, ctx, "page shows 50% canary", pageWeights, "1:50 2:50", 60*time.Second)
 	waitPage(t, ctx, "page waits for promote", `document.getElementById("rollout-state").textContent`, "waiting for promote", 30*time.Second)
 	waitPage(t, ctx, "chart drawn", `String(document.querySelectorAll("#chart rect.band.c1").length > 0)`, "true", 15*time.Second)
+	// #2's requests as the edge measured them.
+	waitPage(t, ctx, "chart shows #2's measured requests", `String(document.querySelectorAll("#traffic rect.bar.c1").length > 0)`, "true", 15*time.Second)
 	waitPage(t, ctx, "no reload", `window.sameDocument`, "yes", time.Second)
 	screenshot(t, ctx, shots, "3-canary-50-waiting")
 

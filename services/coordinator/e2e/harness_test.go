@@ -149,8 +149,9 @@ type edge struct {
 	id, httpAddr string
 }
 
-// startEdge runs a real slipway-edge in mode (proxy or nginx).
-func startEdge(t testing.TB, consulAddr, mode string) *edge {
+// startEdge runs a real slipway-edge in mode (proxy or nginx), with extra
+// flags appended.
+func startEdge(t testing.TB, consulAddr, mode string, extra ...string) *edge {
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
 	ed := &edge{id: unique("edge-" + mode), httpAddr: testenv.FreeAddr(t)}
@@ -158,6 +159,7 @@ func startEdge(t testing.TB, consulAddr, mode string) *edge {
 	args := []string{"-id", ed.id, "-consul-addr", consulAddr, "-mode", mode, "-http-addr", ed.httpAddr,
 		"-grpc-addr", testenv.FreeAddr(t), "-session-ttl", "10s"}
 	args = append(args, testenv.TLSFlags(t, pki.RoleEdge, ed.id)...)
+	args = append(args, extra...)
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", dir, "-nginx-control-addr", testenv.FreeAddr(t), "-nginx-worker-shutdown-timeout", "5s")
 	}

@@ -542,7 +542,7 @@ func (c *coordinator) startDashboard(grpcAddr string) error {
 		return fmt.Errorf("dashboard: dial own API: %w", err)
 	}
 	dcfg := dashboard.Config{Addr: c.cfg.DashboardAddr, Conn: conn, Logger: c.logger, Changed: c.fsm.Changed,
-		Instances: c.instances, Events: func(id string) []*deployv1.RolloutEvent {
+		Instances: c.instances, Signals: c.signals.Series, Events: func(id string) []*deployv1.RolloutEvent {
 			evs, err := c.fsm.EventsAfter(id, 0)
 			if err != nil {
 				return nil

@@ -49,6 +49,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.NodeID, "node-id", "guide-node", "node agent id; its containers are labelled slipway.node=<id> and removed on exit")
 	fs.IntVar(&cfg.ConsulHTTP, "consul-port", 8500, "Consul HTTP port")
 	fs.IntVar(&cfg.Coordinator, "coordinator-port", 7400, "coordinator gRPC port (raft: the next port)")
+	fs.IntVar(&cfg.Dashboard, "dashboard-port", 7402, "coordinator web dashboard port (HTTPS)")
 	fs.IntVar(&cfg.Agent, "agent-port", 7410, "node agent gRPC port")
 	fs.IntVar(&cfg.EdgeGRPC, "edge-grpc-port", 7420, "edge RouteService gRPC port")
 	fs.IntVar(&cfg.EdgeHTTP, "edge-port", 8080, "edge HTTP port")
@@ -124,6 +125,9 @@ func run(args []string) int {
 		return 1
 	}
 	say("the coordinator sees node %s", cfg.NodeID)
+	if st.Dashboard != "" {
+		fmt.Print(dashboardHint(st))
+	}
 
 	tctx, tcancel := context.WithCancel(ctx)
 	go func() {
@@ -174,6 +178,9 @@ func run(args []string) int {
   bin/grpcurl -cacert %[7]s -cert %[8]s -key %[9]s -H "authorization: Bearer $SLIPWAY_TOKEN" %[1]s slipway.deploy.v1.DeployService/ListServices
   Consul UI: http://%[6]s/ui (ACLs on: log in with the token in %[11]s)
 `, cfg.CoordinatorAddr(), tour.Service, id, tour.Host, cfg.EdgeURL(), cfg.ConsulAddr(), rel(st.TLS.CA), rel(st.TLS.Operator.Cert), rel(st.TLS.Operator.Key), rel(st.TokenFile), rel(st.ConsulTokenFile))
+	if st.Dashboard != "" {
+		fmt.Print(dashboardHint(st))
+	}
 	select {
 	case <-ctx.Done():
 	case <-tctx.Done():
@@ -193,4 +200,14 @@ func rel(path string) string {
 		return r
 	}
 	return path
+}
+
+// dashboardHint says where the web dashboard is and how to log in.
+func dashboardHint(st *stack.Stack) string {
+	return fmt.Sprintf("\n\033[1m==> watch the tour live in the web dashboard\033[0m: %s\n"+`  log in with the management token: cat %s   (or a read-only one:
+    bin/slipctl acl token create --policy read --description dashboard)
+  the certificate is from the demo's own CA (%s): import it, or accept the browser's warning
+  (headless: chromium --ignore-certificate-errors %s)
+
+`, st.Dashboard, rel(st.TokenFile), rel(st.TLS.CA), st.Dashboard)
 }

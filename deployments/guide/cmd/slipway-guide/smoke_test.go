@@ -57,12 +57,13 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 	guide := testenv.BuildBinary(t, "./deployments/guide/cmd/slipway-guide")
 	state := filepath.Join(t.TempDir(), "run")
 	coordinator := pairPort(t)
+	dashboard := testenv.FreePort(t)
 	args := []string{
 		"-once", "-driver", "process", "-bin", bin, "-state", state, "-process-dir", images,
 		"-node-id", "smoke-" + strconv.Itoa(os.Getpid()),
 		"-consul-port", strconv.Itoa(testenv.FreePort(t)), "-coordinator-port", strconv.Itoa(coordinator),
 		"-agent-port", strconv.Itoa(testenv.FreePort(t)), "-edge-port", strconv.Itoa(testenv.FreePort(t)),
-		"-edge-grpc-port", strconv.Itoa(testenv.FreePort(t)), "-rate", "40", "-act-timeout", "90s",
+		"-edge-grpc-port", strconv.Itoa(testenv.FreePort(t)), "-dashboard-port", strconv.Itoa(dashboard), "-rate", "40", "-act-timeout", "90s",
 		"-consul-policies", filepath.Join(testenv.RepoRoot(t), "deployments", "consul"),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -89,6 +90,8 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 		"operator", "rollout promote", // the manual canary step and the blue/green switch were promoted
 		"canary v2", "succeeded", "blue/green v3", "bad v4", "reverted",
 		"stopped consul",
+		// where to watch it, and how to log in
+		"watch the tour live in the web dashboard\x1b[0m: https://127.0.0.1:" + strconv.Itoa(dashboard) + "/", "log in with the management token",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q", want)
