@@ -218,6 +218,17 @@ func TestDashboardAccess(t *testing.T) {
 		t.Errorf("commands after the dashboard's pause = %v, want one pause by the operator's token", cmds)
 	}
 
+	// Roll back goes through the API too: refused with its reason (the
+	// service has only one release), nothing created.
+	resp, body = op.do(http.MethodPost, "/api/services/"+name+"/rollback", map[string]string{"Content-Type": "application/json", "X-Slipway-CSRF": opCSRF},
+		strings.NewReader(`{}`))
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "only release") {
+		t.Errorf("rollback of a service with one release: %s %s, want 409 saying it is the only release", resp.Status, body)
+	}
+	if svc, err := cl.GetService(ctx, &deployv1.GetServiceRequest{Name: name}); err != nil || svc.GetService().GetLatestRelease() != 1 {
+		t.Errorf("after the refused rollback: latest release %d (%v), want 1", svc.GetService().GetLatestRelease(), err)
+	}
+
 	// A revoked token is logged out at its next page.
 	if _, err := acls.RevokeToken(ctx, &aclv1.RevokeTokenRequest{AccessorId: reader.GetToken().GetAccessorId()}); err != nil {
 		t.Fatal(err)

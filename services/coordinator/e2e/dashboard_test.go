@@ -87,6 +87,9 @@ func browser(t *testing.T, spki string) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("ignore-certificate-errors-spki-list", spki),
 		chromedp.WindowSize(1366, 900),
+		// The defaults' list plus the password manager's leak check, which
+		// has no business looking at a pasted token.
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,PasswordLeakDetection"),
 	)
 	if os.Geteuid() == 0 {
 		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
