@@ -14,7 +14,12 @@
 # It runs BenchmarkEdge (services/edge/e2e) once, which needs wrk and nginx
 # (make tools); the go test header, result and PASS/ok lines are filtered out
 # so only the tables (and any failure) are printed.
+# Peers in the same run, alternated over 3 rounds: the backend direct,
+# plain nginx (no Lua), HAProxy (Debian haproxy) and Caddy (built into ./bin
+# by make tools), each a keep-alive reverse proxy with 2 workers/threads.
 # SLIPWAY_BENCH_DURATION sets each wrk run (default 10s).
+# SLIPWAY_BENCH_QUICK=1 smoke-tests the whole script in about a minute (2s
+# runs, one round, 20 propagation flips): its figures are not results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SLIPWAY_BIN="${SLIPWAY_BIN:-$PWD/bin}"

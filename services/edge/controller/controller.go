@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"slipway.dev/edge/routetable"
@@ -48,10 +49,10 @@ type Config struct {
 	Logger    *slog.Logger
 	// Registerer receives the controller's metrics; optional.
 	Registerer prometheus.Registerer
-	// Coalescing is adaptive: a change arriving when no table was applied
-	// for Quiet is applied at once; one arriving sooner (a burst) waits
-	// until no further change came for Quiet (default 20ms), at most
-	// MaxDelay (default 200ms).
+	// Coalescing is adaptive: changes are applied at once while they come
+	// at most burstTables at a time and one per Quiet on average; beyond
+	// that (a burst) a change waits until no further change came for
+	// Quiet (default 20ms), at most MaxDelay (default 200ms).
 	Quiet, MaxDelay time.Duration
 	// Now is the clock that tells bursts from quiet spells (default
 	// time.Now).
@@ -115,14 +116,14 @@ func (c *Controller) Run(ctx context.Context) {
 	retry.Stop()
 	needAck := false
 	first := true
-	var lastStep time.Time
+	gate := newBurstGate(c.cfg.Quiet)
 	for {
 		if !first {
 			select {
 			case <-ctx.Done():
 				return
 			case <-c.cfg.Source.Changes():
-				if inBurst(lastStep, c.cfg.Now(), c.cfg.Quiet) {
+				if !gate.immediate(c.cfg.Now()) {
 					c.coalesce(ctx)
 				}
 			case <-retry.C:
@@ -130,18 +131,28 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 		first = false
 		ok := c.step(ctx, &needAck)
-		lastStep = c.cfg.Now()
 		if !ok {
 			retry.Reset(time.Second)
 		}
 	}
 }
 
-// inBurst reports whether a change seen at now follows the last table
-// built (at last) closely enough to be part of a burst worth coalescing.
-func inBurst(last, now time.Time, quiet time.Duration) bool {
-	return !last.IsZero() && now.Sub(last) < quiet
+// burstTables is how many tables may be built at once, back to back,
+// before changes are coalesced.
+const burstTables = 4
+
+// burstGate tells a change to apply at once from one that is part of a
+// burst: a token bucket (golang.org/x/time/rate) of burstTables tokens
+// refilled at one per quiet period, on the caller's clock.
+type burstGate struct{ l *rate.Limiter }
+
+func newBurstGate(quiet time.Duration) burstGate {
+	return burstGate{l: rate.NewLimiter(rate.Every(quiet), burstTables)}
 }
+
+// immediate reports whether a change seen at now is built at once (and
+// takes a token) rather than coalesced.
+func (g burstGate) immediate(now time.Time) bool { return g.l.AllowN(now, 1) }
 
 func (c *Controller) coalesce(ctx context.Context) {
 	deadline := time.NewTimer(c.cfg.MaxDelay)

@@ -151,18 +151,21 @@ func TestCoalescesBurst(t *testing.T) {
 	src, rec := newSource(), &recorder{}
 	startWith(t, src, rec, 200*time.Millisecond, 2*time.Second, nil) // a window far above the changes' 5ms spacing, even on a loaded machine
 	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
-	for i := 1; i <= 5; i++ {
+	const burst = 20
+	for i := 1; i <= burst; i++ {
 		src.set(func(in *routetable.Input) {
 			in.Instances["web"] = append(in.Instances["web"], routetable.Instance{ID: string(rune('a' + i)), Address: "x:1", Release: 1})
 			in.Intents["web"] = []byte(`{"generation":1,"host":"web","weights":{"1":100}}`)
 		})
 		time.Sleep(5 * time.Millisecond) // the burst is the input: changes 5ms apart, inside the quiet period (not a wait)
 	}
-	rec.waitFor(t, "ack with 5 instances", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == 5 })
+	rec.waitFor(t, "ack with every instance", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == burst })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.applied) > 3 {
-		t.Fatalf("%d applies for a burst of 5 changes: not coalesced", len(rec.applied))
+	// The initial table, burstTables at once, then the rest coalesced
+	// (a token may come back during the burst).
+	if len(rec.applied) > 1+burstTables+3 {
+		t.Fatalf("%d applies for a burst of %d changes: not coalesced", len(rec.applied), burst)
 	}
 }
 
@@ -186,20 +189,22 @@ func TestAppliesFirstChangeAtOnce(t *testing.T) {
 	rec.waitFor(t, "the first change applied without the minute's window", func() bool { return rec.lastAck().GetGenerations()["web"] == 3 })
 }
 
-func TestInBurst(t *testing.T) {
+func TestBurstGate(t *testing.T) {
+	g := newBurstGate(20 * time.Millisecond)
 	t0 := time.Unix(1000, 0)
-	for _, c := range []struct {
-		last, now time.Time
-		want      bool
-	}{
-		{time.Time{}, t0, false},                   // nothing built yet
-		{t0, t0.Add(5 * time.Millisecond), true},   // right behind the last table
-		{t0, t0.Add(20 * time.Millisecond), false}, // a quiet spell as long as the window
-		{t0, t0.Add(time.Second), false},
-	} {
-		if got := inBurst(c.last, c.now, 20*time.Millisecond); got != c.want {
-			t.Errorf("inBurst(%v after) = %v, want %v", c.now.Sub(c.last), got, c.want)
+	for i := 0; i < burstTables; i++ {
+		if !g.immediate(t0) {
+			t.Fatalf("change %d of a quiet start coalesced, want at once", i+1)
 		}
+	}
+	if g.immediate(t0.Add(time.Millisecond)) {
+		t.Fatalf("change %d in the same millisecond at once, want coalesced (a burst)", burstTables+1)
+	}
+	if !g.immediate(t0.Add(21 * time.Millisecond)) {
+		t.Fatal("change one quiet period later coalesced, want at once")
+	}
+	if !g.immediate(t0.Add(time.Second)) || !g.immediate(t0.Add(time.Second)) {
+		t.Fatal("changes after a quiet second coalesced, want at once")
 	}
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"net/http"
@@ -16,7 +17,9 @@ import (
 )
 
 // BenchmarkEdge is the benchmark behind scripts/bench-edge.sh: (a) built-in
-// proxy vs nginx throughput and p99 on the same backend with wrk; (b)
+// proxy and nginx mode vs plain nginx, HAProxy and Caddy (when built) on the
+// same backend with wrk, alternated over rounds (SLIPWAY_BENCH_QUICK=1: one
+// short round, a smoke test); (b)
 // propagation latency from a Consul change to the first request routed by
 // the new table, per mode. It prints tables, reports the headline figures
 // as metrics and asserts nothing about speed:
@@ -32,9 +35,19 @@ func BenchmarkEdge(b *testing.B) {
 	if err != nil {
 		b.Fatal("wrk not installed: make tools")
 	}
+	// SLIPWAY_BENCH_QUICK=1 is the smoke test of the whole run (about a
+	// minute): 2s per wrk run, one round, 20 flips.
+	quick := os.Getenv("SLIPWAY_BENCH_QUICK") == "1"
 	dur := os.Getenv("SLIPWAY_BENCH_DURATION")
 	if dur == "" {
 		dur = "10s"
+		if quick {
+			dur = "2s"
+		}
+	}
+	rounds := 3
+	if quick {
+		rounds = 1
 	}
 	e := newEnv(b)
 	edges := map[string]*edge{"proxy": e.startEdge("proxy"), "nginx": e.startEdge("nginx")}
@@ -53,9 +66,10 @@ func BenchmarkEdge(b *testing.B) {
 	// proxy share the machine's cores.
 	type result struct {
 		rps    float64
-		p99    string
+		p99    time.Duration
 		cpu    float64 // CPU-seconds of the target's processes during the run
 		perCPU float64 // requests per CPU-second of those processes
+		n      float64 // requests
 	}
 	run := func(addr, host string, pids func() []int) result {
 		cpu0 := cpuSeconds(pids())
@@ -75,31 +89,90 @@ func BenchmarkEdge(b *testing.B) {
 		cpu := cpuSeconds(pids()) - cpu0
 		total := regexp.MustCompile(`(\d+) requests in`).FindSubmatch(out)
 		v, _ := strconv.ParseFloat(string(rps[1]), 64)
-		r := result{rps: v, p99: string(p99[1]), cpu: cpu}
-		if n, err := strconv.ParseFloat(string(total[1]), 64); err == nil && cpu > 0 {
-			r.perCPU = n / cpu
+		d, err := time.ParseDuration(string(p99[1]))
+		if err != nil {
+			b.Fatalf("wrk p99 %q: %v", p99[1], err)
+		}
+		r := result{rps: v, p99: d, cpu: cpu}
+		if n, err := strconv.ParseFloat(string(total[1]), 64); err == nil {
+			r.n = n
+			if cpu > 0 {
+				r.perCPU = n / cpu
+			}
 		}
 		return r
 	}
-	direct := run("127.0.0.1:"+strconv.Itoa(blue.port), "web.test", func() []int { return pidsWithEnv("PORT=" + strconv.Itoa(blue.port)) })
-	nginx := run(edges["nginx"].httpAddr, "web.test", func() []int { return withDescendants(pidsWithArg(edges["nginx"].id)) })
-	proxy := run(edges["proxy"].httpAddr, "web.test", func() []int { return withDescendants(pidsWithArg(edges["proxy"].id)) })
-	fmt.Printf("\n(a) throughput, wrk -t2 -c64 -d%s, same demo backend, same run; CPU = utime+stime of the target's processes\n", dur)
-	fmt.Printf("%-18s %9s %9s %9s %8s %11s %9s\n", "target", "req/s", "p99", "vs nginx", "CPU-s", "req/CPU-s", "vs nginx")
-	for _, row := range []struct {
-		name string
-		r    result
-	}{{"backend direct", direct}, {"nginx mode (lua)", nginx}, {"built-in proxy", proxy}} {
-		eff := 0.0
-		if nginx.perCPU > 0 {
-			eff = row.r.perCPU / nginx.perCPU
+	backend := "127.0.0.1:" + strconv.Itoa(blue.port)
+	targets := []peer{
+		{name: "backend direct", addr: backend, pids: func() []int { return pidsWithEnv("PORT=" + strconv.Itoa(blue.port)) }},
+		startNginxPeer(b, backend),
+	}
+	if p, ok := startHAProxyPeer(b, backend); ok {
+		targets = append(targets, p)
+	} else {
+		fmt.Println("HAProxy not installed (make tools): left out")
+	}
+	if p, ok := startCaddyPeer(b, backend); ok {
+		targets = append(targets, p)
+	} else {
+		fmt.Println("Caddy not built into SLIPWAY_BIN (make tools): left out")
+	}
+	targets = append(targets,
+		peer{name: "nginx mode (lua)", addr: edges["nginx"].httpAddr, pids: func() []int { return withDescendants(pidsWithArg(edges["nginx"].id)) }},
+		peer{name: "built-in proxy", addr: edges["proxy"].httpAddr, pids: func() []int { return withDescendants(pidsWithArg(edges["proxy"].id)) }})
+	// Rounds alternate the targets so that a noisy moment on the machine
+	// spreads over all of them; each target's row sums its rounds (req/s
+	// and p99 are the median round's).
+	results := map[string][]result{}
+	for round := 0; round < rounds; round++ {
+		for _, tg := range targets {
+			results[tg.name] = append(results[tg.name], run(tg.addr, "web.test", tg.pids))
 		}
-		fmt.Printf("%-18s %9.0f %9s %8.2fx %8.2f %11.0f %8.2fx\n", row.name, row.r.rps, row.r.p99, row.r.rps/nginx.rps, row.r.cpu, row.r.perCPU, eff)
+	}
+	summary := func(rs []result) result {
+		byRPS := slices.Clone(rs)
+		slices.SortFunc(byRPS, func(x, y result) int { return cmp.Compare(x.rps, y.rps) })
+		out := byRPS[len(byRPS)/2]
+		out.cpu, out.n = 0, 0
+		for _, r := range rs {
+			out.cpu += r.cpu
+			out.n += r.n
+		}
+		out.perCPU = 0
+		if out.cpu > 0 {
+			out.perCPU = out.n / out.cpu
+		}
+		return out
+	}
+	nginx := summary(results["nginx static"])
+	fmt.Printf("\n(a) throughput, wrk -t2 -c64 -d%s keep-alive, same demo backend, %d alternated round(s); CPU = utime+stime of the target's processes; ratios to plain nginx\n", dur, rounds)
+	fmt.Printf("%-18s %9s %9s %9s %9s %8s %11s %9s %12s\n", "target", "req/s", "p99", "req/s vs", "p99 vs", "CPU-s", "req/CPU-s", "vs nginx", "CPU-s/10k")
+	var proxy, nginxMode result
+	for _, tg := range targets {
+		r := summary(results[tg.name])
+		switch tg.name {
+		case "built-in proxy":
+			proxy = r
+		case "nginx mode (lua)":
+			nginxMode = r
+		}
+		eff, per10k := 0.0, 0.0
+		if nginx.perCPU > 0 {
+			eff = r.perCPU / nginx.perCPU
+		}
+		if r.n > 0 {
+			per10k = r.cpu / r.n * 10000
+		}
+		fmt.Printf("%-18s %9.0f %9v %8.2fx %8.2fx %8.2f %11.0f %8.2fx %12.3f\n", tg.name, r.rps, r.p99.Round(10*time.Microsecond),
+			r.rps/nginx.rps, float64(r.p99)/float64(nginx.p99), r.cpu, r.perCPU, eff, per10k)
 	}
 
 	// (b) propagation: flip the intent and time the first request that
 	// reaches the new release, probing continuously through each edge.
-	const flips = 100
+	flips := 100
+	if quick {
+		flips = 20
+	}
 	lat := map[string][]time.Duration{}
 	client := &http.Client{Timeout: 5 * time.Second}
 	for i := 0; i < flips; i++ {
@@ -138,11 +211,12 @@ func BenchmarkEdge(b *testing.B) {
 		q := func(f float64) time.Duration { return ds[max(0, int(math.Ceil(f*float64(len(ds))))-1)] }
 		fmt.Printf("%-22s %10v %10v %10v\n", mode, q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), ds[len(ds)-1].Round(100*time.Microsecond))
 	}
-	fmt.Println("(includes the edge's 20ms coalescing window)")
+	fmt.Println("(a change after a quiet spell is applied at once; only bursts wait for the -coalesce window)")
 
 	b.ReportMetric(0, "ns/op") // wall time of setup and fixed-length runs: meaningless
 	b.ReportMetric(proxy.rps, "proxy_req/s")
 	b.ReportMetric(nginx.rps, "nginx_req/s")
+	b.ReportMetric(nginxMode.rps, "nginx_mode_req/s")
 	b.ReportMetric(proxy.rps/nginx.rps, "ratio_proxy_vs_nginx")
 	if nginx.perCPU > 0 {
 		b.ReportMetric(proxy.perCPU/nginx.perCPU, "ratio_per_cpu_vs_nginx")
