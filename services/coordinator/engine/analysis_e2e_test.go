@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -86,15 +87,31 @@ func (e *e2e) analysisEvents(id string) []*deployv1.RolloutEvent {
 // load: a canary answering 5% of its requests with 500 (its /healthz
 // passing) is failed by analysis after failure_limit failed windows and
 // reverted; a healthy canary with the same analysis passes and is promoted.
+// The edge runs its built-in proxy, and in a second run nginx (signals
+// counted by log_by_lua).
 func TestEngineAnalysisRevertsBadCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a node agent, an edge and demo processes")
 	}
+	t.Run("proxy", func(t *testing.T) { testAnalysis(t, "proxy") })
+	t.Run("nginx", func(t *testing.T) {
+		if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
+			t.Skip("nginx not installed (make tools)")
+		}
+		testAnalysis(t, "nginx")
+	})
+}
+
+func testAnalysis(t *testing.T, mode string) {
 	c := testenv.StartConsul(t, testenv.ConsulACL())
 	imgDir := t.TempDir()
 	buildDemo(t, imgDir, "v1", "v2", "v3")
 	co := startCoordinator(t, c.Addr())
-	edge := startEdge(t, c.Addr(), "-coordinators", co.cfg.GRPCAddr, "-signals-interval", "250ms")
+	flags := []string{"-coordinators", co.cfg.GRPCAddr, "-signals-interval", "250ms", "-mode", mode}
+	if mode == "nginx" {
+		flags = append(flags, "-nginx-dir", t.TempDir(), "-nginx-control-addr", testenv.FreeAddr(t), "-nginx-workers", "1")
+	}
+	edge := startEdge(t, c.Addr(), flags...)
 	startAgent(t, c.Addr(), imgDir)
 	e := newE2E(t, co, c.Addr())
 	host := e.name + ".test"

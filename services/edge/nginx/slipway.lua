@@ -5,6 +5,7 @@ local balancer = require "ngx.balancer"
 
 local M = {}
 local dict = ngx.shared.slipway
+local signals = ngx.shared.slipway_signals
 local cached_version = nil
 local hosts = {}
 
@@ -157,10 +158,50 @@ function M.balance()
   if not ok then ngx.log(ngx.ERR, "slipway: set peer: ", err) return ngx.exit(502) end
 end
 
--- control serves the edge: POST stores a table, GET returns it.
+-- The latency histogram's layout (the platform's latency package, schema
+-- 1): bucket 0 below 100us, then 8 buckets per doubling, the last from
+-- about 105s on.
+local LAT_MIN, PER_OCTAVE, BUCKETS = 0.0001, 8, 162
+local LN2 = math.log(2)
+
+local function bucket(seconds)
+  if seconds < LAT_MIN then return 0 end
+  local i = math.floor(PER_OCTAVE * math.log(seconds / LAT_MIN) / LN2) + 1
+  if i > BUCKETS - 1 then i = BUCKETS - 1 end
+  return i
+end
+
+-- log counts the response's golden signals per service and release in the
+-- signals dictionary (log_by_lua): requests, 5xx (nginx's own 502/504 for a
+-- failed upstream included) and the latency bucket. The edge reads the
+-- cumulative counts from the control endpoint's /signals.
+function M.log()
+  local service, release = ngx.var.slipway_service, ngx.var.slipway_release
+  if service == nil or service == "" or release == nil or release == "" then return end
+  local key = service .. "\t" .. release .. "\t"
+  signals:incr(key .. "n", 1, 0)
+  local status = ngx.status
+  if status >= 500 and status <= 599 then signals:incr(key .. "e", 1, 0) end
+  local took = tonumber(ngx.var.request_time) or 0
+  signals:incr(key .. "b" .. bucket(took), 1, 0)
+end
+
+-- control serves the edge: POST stores a table, GET returns it; GET
+-- /signals returns every signal counter as "service TAB release TAB field
+-- TAB count" lines.
 function M.control(config_version)
   if ngx.var.uri == "/config" then
     ngx.say(config_version)
+    return
+  end
+  if ngx.var.uri == "/signals" then
+    local out = {}
+    for _, k in ipairs(signals:get_keys(0)) do
+      local v = signals:get(k)
+      if v then out[#out + 1] = k .. "\t" .. v end
+    end
+    out[#out + 1] = ""
+    ngx.print(table.concat(out, "\n"))
     return
   end
   if ngx.req.get_method() == "POST" then

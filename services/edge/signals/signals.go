@@ -75,7 +75,9 @@ func (c *Counter) Snapshot() map[Key]Totals {
 }
 
 // Delta is cur minus prev per release, leaving out releases without new
-// requests. Counts never decrease, so the difference is exact.
+// requests. Counts never decrease, so the difference is exact; a release
+// whose request count went down was reset (nginx restarted) and counts
+// whole.
 func Delta(cur, prev map[Key]Totals) map[Key]Totals {
 	out := map[Key]Totals{}
 	for k, c := range cur {
@@ -83,13 +85,18 @@ func Delta(cur, prev map[Key]Totals) map[Key]Totals {
 		if c.Requests == p.Requests {
 			continue
 		}
+		if c.Requests < p.Requests || c.Errors < p.Errors {
+			p = Totals{}
+		}
 		d := Totals{Requests: c.Requests - p.Requests, Errors: c.Errors - p.Errors}
 		for i, n := range c.Latency.Counts {
 			var pn uint64
 			if i < len(p.Latency.Counts) {
 				pn = p.Latency.Counts[i]
 			}
-			d.Latency.AddN(i, n-pn)
+			if n > pn {
+				d.Latency.AddN(i, n-pn)
+			}
 		}
 		out[k] = d
 	}

@@ -212,6 +212,7 @@ func run(args []string) error {
 		}
 		defer func() { dpCancel(); r.Wait() }()
 		applier = r
+		counts = r
 	}
 
 	if o.coordinators != "" && counts != nil {
