@@ -319,6 +319,13 @@ func (r *run) rollingBatch() bool {
 	p := r.s.Config.MaxParallel
 	k := r.s.Step
 	newTarget := min(r.s.Count, (k+1)*p)
+	if newTarget > r.s.Ordered[r.s.To] && r.pending(r.s.From) > 0 {
+		// The old instances the last batch drained serve until they are
+		// stopped (the edges acknowledged a generation without them):
+		// placing the next batch before would have more than count +
+		// max_parallel instances serving.
+		return false
+	}
 	r.ensure(r.s.To, TrackStable, newTarget)
 	if !r.waitHealthy(newTarget) {
 		return false
