@@ -5,7 +5,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 GO ?= go
-MODULES := proto platform services/coordinator services/nodeagent services/edge cli deployments/demo deployments/guide
+MODULES := proto platform services/coordinator services/nodeagent services/edge cli deployments/demo deployments/guide faults
 COMMANDS := \
 	services/coordinator/cmd/slipway-coordinator \
 	services/nodeagent/cmd/slipway-nodeagent \
@@ -23,7 +23,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 25m
 # Test artifacts (the dashboard's browser screenshots), one directory per test.
 ARTIFACTS ?= $(CURDIR)/.run/test-artifacts
 
-.PHONY: help tools proto proto-check lint breaking fmt-check vet build dist images check test bench run compose-up compose-down clean
+.PHONY: help tools proto proto-check lint breaking fmt-check vet build dist images check test faults bench run compose-up compose-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ test: tools proto-check fmt-check vet lint breaking build ## Every test, with th
 		echo "==> go test $$m"; \
 		(cd $$m && SLIPWAY_BIN=$(BIN) SLIPWAY_ARTIFACTS=$(ARTIFACTS) $(GO) test $(TEST_FLAGS) ./...) || fail=1; \
 	done; echo "test artifacts (screenshots) in $(ARTIFACTS)"; exit $$fail
+
+faults: tools build ## The fault suite's long profile: FAULTS_RUNS (100) random-seeded runs of every scenario (FAULTS_SEED, FAULTS_SCENARIOS), then the table.
+	cd faults && SLIPWAY_BIN=$(BIN) FAULTS_PROFILE=long $(GO) test -count=1 -timeout 0 -run TestFaults -v .
 
 bench: tools build ## Benchmarks against peers measured in the same run, printed as tables.
 	@scripts/bench.sh

@@ -48,6 +48,10 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # Headless Chromium for the dashboard's browser tests (chromedp).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The fault suite's test hosts: network namespaces, veths, a bridge (ip),
+# partitions and packet loss (iptables).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "tools: missing Debian packages ${need_apt[*]}; run as root or install them" >&2
