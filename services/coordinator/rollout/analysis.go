@@ -75,13 +75,13 @@ func (r *run) judge(a analysis.Config) bool {
 	var msg string
 	switch {
 	case counted == analysis.Fail:
-		msg = fmt.Sprintf("analysis of v%d failed (%d/%d), %s: %s", r.s.To, r.s.AnalysisFailures, a.FailureLimit, window, v)
+		msg = fmt.Sprintf("analysis of #%d failed (%d/%d), %s: %s", r.s.To, r.s.AnalysisFailures, a.FailureLimit, window, v)
 	case v.Result == analysis.Inconclusive && counted == analysis.Inconclusive:
-		msg = fmt.Sprintf("analysis of v%d inconclusive, holding (no_data hold), %s: %s", r.s.To, window, v)
+		msg = fmt.Sprintf("analysis of #%d inconclusive, holding (no_data hold), %s: %s", r.s.To, window, v)
 	case v.Result == analysis.Inconclusive:
-		msg = fmt.Sprintf("analysis of v%d inconclusive, counted as pass (no_data pass), %s: %s", r.s.To, window, v)
+		msg = fmt.Sprintf("analysis of #%d inconclusive, counted as pass (no_data pass), %s: %s", r.s.To, window, v)
 	default:
-		msg = fmt.Sprintf("analysis of v%d passed, %s: %s", r.s.To, window, v)
+		msg = fmt.Sprintf("analysis of #%d passed, %s: %s", r.s.To, window, v)
 	}
 	r.plan.Events = append(r.plan.Events, Event{Kind: "analysis", Message: msg, Analysis: rec})
 	if counted == analysis.Fail && r.s.AnalysisFailures >= a.FailureLimit {

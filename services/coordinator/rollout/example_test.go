@@ -55,5 +55,5 @@ func Example() {
 	// generation 8 weights map[1:50 2:50] drain []
 	// generation 9 weights map[2:100] drain [web-1-a web-1-b]
 	// stop [web-1-a web-1-b]
-	// ROLLOUT_STATE_SUCCEEDED v2 at 100% with 2 healthy instances
+	// ROLLOUT_STATE_SUCCEEDED #2 at 100% with 2 healthy instances
 }

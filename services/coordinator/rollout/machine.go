@@ -119,10 +119,10 @@ func (r *run) start() {
 	r.s.Phase = phaseRunning
 	r.s.StartedAt, r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now, r.now
 	if r.s.From == 0 {
-		r.event("started", "first deploy of v%d: %d instances (%s)", r.s.To, r.s.Count, strategyName(r.s.Config.Strategy))
+		r.event("started", "first deploy of #%d: %d instances (%s)", r.s.To, r.s.Count, strategyName(r.s.Config.Strategy))
 		return
 	}
-	r.event("started", "%s v%d -> v%d: %d instances", strategyName(r.s.Config.Strategy), r.s.From, r.s.To, r.s.Count)
+	r.event("started", "%s #%d -> #%d: %d instances", strategyName(r.s.Config.Strategy), r.s.From, r.s.To, r.s.Count)
 	r.setTraffic(map[uint64]int{r.s.From: 100}, nil)
 }
 
@@ -233,7 +233,7 @@ func (r *run) judgeHealth() {
 			if in.Reason != "" {
 				why = ": " + in.Reason
 			}
-			r.event("restarted", "instance %s of v%d restarted by its agent (restart %d)%s", in.ID, in.Release, in.Restarts, why)
+			r.event("restarted", "instance %s of #%d restarted by its agent (restart %d)%s", in.ID, in.Release, in.Restarts, why)
 		}
 		ever := contains(r.s.Healthy, in.ID)
 		if r.healthyNow(in) && !ever {
@@ -244,15 +244,15 @@ func (r *run) judgeHealth() {
 		}
 		switch {
 		case in.Health == HealthDead && in.Reason != "":
-			r.fail(fmt.Sprintf("instance %s of v%d failed: %s", in.ID, in.Release, in.Reason))
+			r.fail(fmt.Sprintf("instance %s of #%d failed: %s", in.ID, in.Release, in.Reason))
 		case in.Health == HealthDead:
-			r.fail(fmt.Sprintf("instance %s of v%d exited", in.ID, in.Release))
+			r.fail(fmt.Sprintf("instance %s of #%d exited", in.ID, in.Release))
 		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline && in.Reason != "":
-			r.fail(fmt.Sprintf("instance %s of v%d not healthy within healthy_deadline %s: %s", in.ID, in.Release, c.HealthyDeadline, in.Reason))
+			r.fail(fmt.Sprintf("instance %s of #%d not healthy within healthy_deadline %s: %s", in.ID, in.Release, c.HealthyDeadline, in.Reason))
 		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline:
-			r.fail(fmt.Sprintf("instance %s of v%d not healthy within healthy_deadline %s", in.ID, in.Release, c.HealthyDeadline))
+			r.fail(fmt.Sprintf("instance %s of #%d not healthy within healthy_deadline %s", in.ID, in.Release, c.HealthyDeadline))
 		case ever && in.Health != HealthPassing && r.now.Sub(in.Since) > c.FlapTolerance:
-			r.fail(fmt.Sprintf("instance %s of v%d %s for %s after being healthy (tolerance %s)", in.ID, in.Release, in.Health, r.now.Sub(in.Since), c.FlapTolerance))
+			r.fail(fmt.Sprintf("instance %s of #%d %s for %s after being healthy (tolerance %s)", in.ID, in.Release, in.Health, r.now.Sub(in.Since), c.FlapTolerance))
 		}
 		if Terminal(r.s.Phase) || r.s.Stage == StageRestore {
 			return
@@ -309,7 +309,7 @@ func (r *run) firstDeploy() bool {
 		return false
 	}
 	r.setTraffic(map[uint64]int{r.s.To: 100}, nil)
-	r.succeed(fmt.Sprintf("v%d serving with %d healthy instances", r.s.To, r.s.Count))
+	r.succeed(fmt.Sprintf("#%d serving with %d healthy instances", r.s.To, r.s.Count))
 	return true
 }
 
@@ -352,10 +352,10 @@ func (r *run) rollingBatch() bool {
 	}
 	r.setTraffic(dropZero(weights), nil)
 	batches := (r.s.Count + p - 1) / p
-	r.event("step", "batch %d/%d: %d/%d of v%d healthy, weights %s", k+1, max(batches, 1), newTarget, r.s.Count, r.s.To, formatWeights(r.s.Weights))
+	r.event("step", "batch %d/%d: %d/%d of #%d healthy, weights %s", k+1, max(batches, 1), newTarget, r.s.Count, r.s.To, showWeights(r.s.Weights))
 	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
 	if newTarget >= r.s.Count {
-		r.succeed(fmt.Sprintf("v%d serving with %d healthy instances", r.s.To, r.s.Count))
+		r.succeed(fmt.Sprintf("#%d serving with %d healthy instances", r.s.To, r.s.Count))
 		return true
 	}
 	r.s.Step++
@@ -382,14 +382,14 @@ func (r *run) canaryStep() bool {
 		r.s.StepApplied = true
 		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
 		r.s.AnalysisFrom, r.s.StepPassed = r.now, false
-		r.event("step", "step %d/%d: v%d at %d%% with %d instances", r.s.Step+1, len(steps), r.s.To, st.Weight, target)
+		r.event("step", "step %d/%d: #%d at %d%% with %d instances", r.s.Step+1, len(steps), r.s.To, st.Weight, target)
 	}
 	if st.Analysis != nil && r.judge(*st.Analysis) {
 		return true // the rollout failed
 	}
 	switch {
 	case st.Manual && !r.s.StepPromoted:
-		return r.waitPromote(fmt.Sprintf("step %d/%d (v%d at %d%%) waits for promote", r.s.Step+1, len(steps), r.s.To, st.Weight))
+		return r.waitPromote(fmt.Sprintf("step %d/%d (#%d at %d%%) waits for promote", r.s.Step+1, len(steps), r.s.To, st.Weight))
 	case !r.s.StepPromoted && r.now.Before(r.s.StepStartedAt.Add(st.Pause)):
 		return false
 	case !r.s.StepPromoted && st.Analysis != nil && !r.s.StepPassed:
@@ -408,7 +408,7 @@ func (r *run) canaryFinal() bool {
 	steps := r.s.Config.Steps
 	last := steps[len(steps)-1]
 	if !(last.Weight == 100 || last.Manual || r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
-		return r.waitPromote(fmt.Sprintf("all steps done (v%d at %d%%); waits for promote", r.s.To, last.Weight))
+		return r.waitPromote(fmt.Sprintf("all steps done (#%d at %d%%); waits for promote", r.s.To, last.Weight))
 	}
 	r.running()
 	r.ensure(r.s.To, TrackCanary, r.s.Count)
@@ -417,7 +417,7 @@ func (r *run) canaryFinal() bool {
 	}
 	r.setTraffic(map[uint64]int{r.s.To: 100}, nil)
 	r.drain(r.live(r.s.From))
-	r.succeed(fmt.Sprintf("v%d at 100%% with %d healthy instances", r.s.To, r.s.Count))
+	r.succeed(fmt.Sprintf("#%d at 100%% with %d healthy instances", r.s.To, r.s.Count))
 	return true
 }
 
@@ -430,13 +430,13 @@ func (r *run) blueGreenDeploy() bool {
 	r.setTraffic(map[uint64]int{r.s.From: 100}, []Pin{{Header: h, Release: r.s.To}})
 	r.s.Stage, r.s.Step = StagePreview, 1
 	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
-	r.event("step", "v%d healthy with %d instances; preview with header %s", r.s.To, r.s.Count, h)
+	r.event("step", "#%d healthy with %d instances; preview with header %s", r.s.To, r.s.Count, h)
 	return true
 }
 
 func (r *run) blueGreenPreview() bool {
 	if !(r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
-		return r.waitPromote(fmt.Sprintf("v%d in preview; waits for promote", r.s.To))
+		return r.waitPromote(fmt.Sprintf("#%d in preview; waits for promote", r.s.To))
 	}
 	r.running()
 	r.s.StepPromoted = false
@@ -444,7 +444,7 @@ func (r *run) blueGreenPreview() bool {
 	r.s.SwitchedAt = r.now
 	r.s.Stage, r.s.Step = StageWarm, 2
 	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
-	r.event("step", "switched all traffic to v%d; v%d kept warm for %s", r.s.To, r.s.From, r.s.Config.ScaleDownDelay)
+	r.event("step", "switched all traffic to #%d; #%d kept warm for %s", r.s.To, r.s.From, r.s.Config.ScaleDownDelay)
 	return true
 }
 
@@ -454,7 +454,7 @@ func (r *run) blueGreenWarm() bool {
 	}
 	r.s.StepPromoted = false
 	r.drain(r.live(r.s.From))
-	r.succeed(fmt.Sprintf("v%d serving all traffic; v%d scaled down", r.s.To, r.s.From))
+	r.succeed(fmt.Sprintf("#%d serving all traffic; #%d scaled down", r.s.To, r.s.From))
 	return true
 }
 
@@ -465,7 +465,7 @@ func (r *run) fail(reason string) {
 		r.cancelPlacements(0) // stop where it is: nothing more starts
 	}
 	if r.s.Config.AutoRevert && r.s.From != 0 {
-		r.event("failed", "%s; reverting to v%d", reason, r.s.From)
+		r.event("failed", "%s; reverting to #%d", reason, r.s.From)
 		r.rollback(phaseReverted, "reverted to v"+fmt.Sprint(r.s.From)+": "+reason)
 		return
 	}
@@ -503,7 +503,7 @@ func (r *run) rollback(outcome deployv1.RolloutState, msg string) {
 		r.s.Stage, r.s.Outcome, r.s.Message = StageRestore, outcome, msg
 		r.s.Phase = phaseRunning
 		r.s.RestoreStartedAt = r.now
-		r.event("restoring", "%s: restoring %d stopped instances of v%d before moving traffic back", msg, missing, r.s.From)
+		r.event("restoring", "%s: restoring %d stopped instances of #%d before moving traffic back", msg, missing, r.s.From)
 		return
 	}
 	r.finishRollback(outcome, msg)
@@ -522,7 +522,7 @@ func (r *run) cancelPlacements(keep uint64) {
 			continue
 		}
 		r.s.Ordered[p.Release] -= p.Count
-		r.event("unplaced", "v%d x%d withdrawn before it started", p.Release, p.Count)
+		r.event("unplaced", "#%d x%d withdrawn before it started", p.Release, p.Count)
 	}
 	r.plan.Place = nilIfEmpty(kept)
 }
@@ -533,7 +533,7 @@ func (r *run) restore() bool {
 		return true
 	}
 	if r.now.Sub(r.s.RestoreStartedAt) > r.s.Config.HealthyDeadline {
-		msg := fmt.Sprintf("%s; rollback failed: %d/%d instances of v%d healthy within healthy_deadline %s",
+		msg := fmt.Sprintf("%s; rollback failed: %d/%d instances of #%d healthy within healthy_deadline %s",
 			r.s.Message, r.countHealthy(r.s.From), r.s.FromCount, r.s.From, r.s.Config.HealthyDeadline)
 		r.s.Phase, r.s.Stage, r.s.Message = phaseFailed, StageDone, msg
 		r.event("failed", "%s", msg)
@@ -591,7 +591,7 @@ func (r *run) waitHealthy(target int) bool {
 		return true
 	}
 	if d := r.s.Config.ProgressDeadline; r.now.Sub(r.s.ProgressAt) > d {
-		r.fail(fmt.Sprintf("no progress within progress_deadline %s: %d/%d instances of v%d healthy", d, n, target, r.s.To))
+		r.fail(fmt.Sprintf("no progress within progress_deadline %s: %d/%d instances of #%d healthy", d, n, target, r.s.To))
 	}
 	return false
 }
@@ -604,7 +604,7 @@ func (r *run) ensure(release uint64, track string, target int) {
 			r.s.Ordered = map[uint64]int{}
 		}
 		r.s.Ordered[release] = target
-		r.event("placed", "v%d x%d on track %s", release, n, track)
+		r.event("placed", "#%d x%d on track %s", release, n, track)
 	}
 }
 
@@ -648,7 +648,7 @@ func (r *run) finish() {
 		Pins:       slices.Clone(r.s.Pins),
 		Drain:      drain,
 	}
-	r.event("traffic", "generation %d: %s%s", r.s.Generation, formatWeights(r.s.Weights), formatPins(r.s.Pins))
+	r.event("traffic", "generation %d: %s%s", r.s.Generation, showWeights(r.s.Weights), formatPins(r.s.Pins))
 }
 
 // flush stops drained instances whose generation the edges acknowledged.
@@ -811,6 +811,13 @@ func insertSorted(sorted []string, id string) []string {
 	return slices.Insert(sorted, i, id)
 }
 
+// showWeights renders weights for event messages, releases named as
+// everywhere people read them: "#1=90 #2=10".
+func showWeights(w map[uint64]int) string {
+	return strings.ReplaceAll(" "+formatWeights(w), " v", " #")[1:]
+}
+
+// formatWeights renders weights in the scripts' form, "v1=90 v2=10".
 func formatWeights(w map[uint64]int) string {
 	keys := slices.Sorted(maps.Keys(w))
 	parts := make([]string, 0, len(keys))
@@ -826,7 +833,7 @@ func formatWeights(w map[uint64]int) string {
 func formatPins(pins []Pin) string {
 	var b strings.Builder
 	for _, p := range pins {
-		fmt.Fprintf(&b, " pin %s->v%d", p.Header, p.Release)
+		fmt.Fprintf(&b, " pin %s->#%d", p.Header, p.Release)
 	}
 	return b.String()
 }
