@@ -25,11 +25,11 @@ import (
 // act sends every live node whose desired set changed since it was last
 // sent its whole set, and writes every changed traffic intent.
 func (e *Engine) act(ctx context.Context) error {
-	st, err := e.cfg.Raft.Status()
+	term, err := e.cfg.Raft.Term()
 	if err != nil {
-		return fmt.Errorf("engine: raft status: %w", err)
+		return fmt.Errorf("engine: raft term: %w", err)
 	}
-	token := &agentv1.FencingToken{Term: st.Term, Index: e.cfg.FSM.LastIndex()}
+	token := &agentv1.FencingToken{Term: term, Index: e.cfg.FSM.LastIndex()}
 	desired, held := desiredSets(e.cfg.FSM.AllAllocations(), e.cfg.SyncBudget)
 	var errs []error
 	for _, h := range held {

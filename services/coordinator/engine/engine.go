@@ -20,8 +20,8 @@
 // intent; rollouts resume from their committed machine State.
 //
 // It talks to the world through small interfaces (NodeSource, Routes,
-// Agents, Raft) implemented by the consul, agentclient and raftnode
-// adapters.
+// Agents, Raft) implemented by the consul, agentclient and (through the
+// server's adapter) raftnode adapters.
 package engine
 
 import (
@@ -32,7 +32,6 @@ import (
 	"time"
 
 	"slipway.dev/coordinator/analysis"
-	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/specrules"
@@ -92,12 +91,17 @@ type Agents interface {
 	Status(ctx context.Context, node Node) ([]*agentv1.AllocationStatus, error)
 }
 
-// Raft commits entries (implemented by *raftnode.Node).
+// ErrNotLeader is what Raft.Apply returns (wrapped) when this node no
+// longer leads: Run then stops.
+var ErrNotLeader = errors.New("engine: not the raft leader")
+
+// Raft commits entries (the server adapts *raftnode.Node to it).
 type Raft interface {
-	// Apply commits cmd and returns the FSM's response.
+	// Apply commits cmd and returns the FSM's response. An error wraps
+	// ErrNotLeader when this node does not lead.
 	Apply(ctx context.Context, cmd *statev1.Command) (any, error)
-	// Status returns the node's raft status (for the term).
-	Status() (raftnode.Status, error)
+	// Term returns the current raft term (for fencing tokens).
+	Term() (uint64, error)
 }
 
 // Signals answers the golden signals of one release over a window, merged
@@ -198,7 +202,7 @@ func New(cfg Config) *Engine {
 }
 
 // Run drives rollouts until ctx ends or leadership is lost (then it returns
-// an error wrapping raftnode.ErrNotLeader).
+// an error wrapping ErrNotLeader).
 func (e *Engine) Run(ctx context.Context) error {
 	e.reset()
 	e.log.Info("engine started: re-acting the committed state")
@@ -211,7 +215,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			acked = notifier.Changed()
 		}
 		wake, err := e.Pass(ctx)
-		if errors.Is(err, raftnode.ErrNotLeader) {
+		if errors.Is(err, ErrNotLeader) {
 			return err
 		}
 		switch {

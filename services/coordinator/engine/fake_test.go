@@ -52,7 +52,7 @@ func (r *fakeRaft) Apply(_ context.Context, cmd *statev1.Command) (any, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.notLead {
-		return nil, fmt.Errorf("fake: %w", raftnode.ErrNotLeader)
+		return nil, fmt.Errorf("fake: %w: %w", engine.ErrNotLeader, raftnode.ErrNotLeader)
 	}
 	r.index++
 	cmd.Version = state.CurrentVersion
@@ -66,10 +66,10 @@ func (r *fakeRaft) Apply(_ context.Context, cmd *statev1.Command) (any, error) {
 	return res, nil
 }
 
-func (r *fakeRaft) Status() (raftnode.Status, error) {
+func (r *fakeRaft) Term() (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return raftnode.Status{Term: r.term}, nil
+	return r.term, nil
 }
 
 // steps returns the committed rollout step entries.

@@ -3,24 +3,23 @@
 // ports) ranked to spread a service's instances across nodes, then to pack
 // by resources as Nomad's bin-packing scorer does.
 //
-// It is pure: it sees the cluster through the read-only State interface,
-// computes a Plan and hands it to a Planner (the split of Nomad's
-// scheduler). The leader's Planner commits the plan through raft before any
-// node is told to start anything. The result is deterministic for a given
-// State and seed: nodes are considered in id order shuffled by the seed, and
-// the shuffle only decides between nodes that rank equal.
+// It is pure: it sees the cluster through the read-only State interface and
+// returns a Plan; committing it is the caller's job. The result is
+// deterministic for a given State and seed: nodes are considered in id order
+// shuffled by the seed, and the shuffle only decides between nodes that rank
+// equal.
 //
-// How the leader uses it: when the rollout machine decides to place N
-// instances of a release, the leader builds a State from its committed FSM
-// (nodes discovered from Consul with their readiness, drain flag, labels and
-// capacity; every allocation not yet stopped), names the N allocations
-// deterministically, and calls Run with a seed taken from the raft index of
-// the decision. The Planner commits the resulting placements together with
-// the rollout state; only then are the nodes sent their desired sets.
+// How the leader uses it, in the decide stage of its pass (package engine):
+// when the rollout machine decides to place N instances of a release, the
+// engine builds a Snapshot from its committed FSM (the live nodes with their
+// drain flag, labels, capacity and policy; every stored allocation), names
+// the N allocations deterministically, and calls Place with a seed taken
+// from the raft index of the decision. The placements are committed with
+// the rollout's step; only then are the nodes sent their desired sets.
 // Failures carry a Reason for the rollout's events; allocations that failed
-// are asked for again on a later pass (e.g. when a node joins). To replace
-// the allocations of a node that went away, mark it not ready (or leave it
-// out) and ask for new allocation ids.
+// are asked for again on a later pass (e.g. when a node joins). Package
+// migrate calls Place the same way for the allocations of lost and drained
+// nodes.
 package placement
 
 import (
@@ -95,13 +94,6 @@ type State interface {
 	Nodes() []Node
 	// Allocations returns every allocation holding resources on a node.
 	Allocations() []Allocation
-}
-
-// Planner receives a computed plan (Nomad's scheduler.Planner): the leader's
-// implementation commits it through raft.
-type Planner interface {
-	// SubmitPlan commits the plan; it must not act before the commit.
-	SubmitPlan(Plan) error
 }
 
 // Snapshot is a State held in memory.
@@ -200,18 +192,6 @@ type Plan struct {
 	Placements []Placement
 	// Failures are the allocations that could not be placed, in ask order.
 	Failures []Failure
-}
-
-// Run computes the plan for asks and submits it to p.
-func Run(st State, p Planner, asks []Ask, seed uint64) error {
-	plan, err := Place(st, asks, seed)
-	if err != nil {
-		return err
-	}
-	if err := p.SubmitPlan(plan); err != nil {
-		return fmt.Errorf("placement: submit plan: %w", err)
-	}
-	return nil
 }
 
 // node is a node with its running totals.

@@ -278,34 +278,3 @@ func TestPlaceRejectsInvalidAsks(t *testing.T) {
 		}
 	}
 }
-
-// recordingPlanner is a Planner that records the plans submitted.
-type recordingPlanner struct {
-	plans []Plan
-	err   error
-}
-
-func (p *recordingPlanner) SubmitPlan(plan Plan) error {
-	p.plans = append(p.plans, plan)
-	return p.err
-}
-
-var _ Planner = (*recordingPlanner)(nil)
-
-func TestRunSubmitsThePlan(t *testing.T) {
-	st := Snapshot{NodeList: []Node{mkNode("a", 1000, 1000)}}
-	p := &recordingPlanner{}
-	if err := Run(st, p, []Ask{{Service: "web", IDs: []string{"w1"}}}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if len(p.plans) != 1 || where(p.plans[0])["w1"] != "a" {
-		t.Fatalf("submitted %+v", p.plans)
-	}
-	p = &recordingPlanner{err: errors.New("not leader")}
-	if err := Run(st, p, []Ask{{Service: "web", IDs: []string{"w1"}}}, 0); err == nil || !strings.Contains(err.Error(), "not leader") {
-		t.Fatalf("got %v, want the planner's error wrapped", err)
-	}
-	if err := Run(st, p, []Ask{{}}, 0); !errors.Is(err, ErrInvalidAsk) || len(p.plans) != 1 {
-		t.Fatalf("invalid ask: got %v with %d submissions, want ErrInvalidAsk and no submission", err, len(p.plans))
-	}
-}

@@ -325,7 +325,7 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		// A node is an agent entry in Consul whose agent proves the node id
 		// with its certificate: an entry alone is not enough.
 		nodes := agentclient.NewVerified(c.consul, c.agents, c.logger)
-		eng := engine.New(engine.Config{Raft: c.node, FSM: c.fsm, Nodes: nodes, Routes: c.consul, Agents: c.agents, Signals: c.signals,
+		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: nodes, Routes: c.consul, Agents: c.agents, Signals: c.signals,
 			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline,
 			OnStatuses: func(m map[string]*agentv1.AllocationStatus) { c.statuses.Store(&m) }})
 		go func() {
