@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"slipway.dev/nodeagent/allocation"
-	"slipway.dev/nodeagent/consul"
 	"slipway.dev/nodeagent/reconcile"
 	"slipway.dev/platform/nodepolicy"
 )
@@ -40,22 +39,6 @@ type Driver interface {
 	List(ctx context.Context) ([]allocation.Instance, error)
 	Watch(ctx context.Context, report func(allocation.Event))
 }
-
-// Registry is the service catalog (Consul).
-type Registry interface {
-	Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string, passing bool) error
-	Deregister(ctx context.Context, allocID string) error
-	Owned(ctx context.Context) (ids map[string]bool, self bool, err error)
-	Checks(ctx context.Context) (map[string]consul.Health, error)
-	WaitRoutes(ctx context.Context, service, allocID string, timeout, window time.Duration) error
-	RegisterAgent(ctx context.Context, n consul.Node) error
-	// Heartbeat keeps the agent's own check passing (consul.AgentTTL).
-	Heartbeat(ctx context.Context) error
-	SetImageHealth(ctx context.Context, allocID, verdict string) error
-}
-
-// Interface guard.
-var _ Registry = (*consul.Registry)(nil)
 
 // Token is a fencing token: raft term, then index.
 type Token struct {
@@ -95,7 +78,7 @@ type Status struct {
 	Release      uint64
 	Track        string
 	State        State
-	Health       consul.Health // "" while unknown
+	Health       Health // "" while unknown
 	HealthySince time.Time
 	InstanceID   string
 	HostPort     int
@@ -154,6 +137,8 @@ type Config struct {
 	// It is published in the agent's Consul registration for the
 	// coordinator, which refuses such specs at Deploy.
 	Policy nodepolicy.Policy
+	// Now is the clock; default time.Now.
+	Now func() time.Time
 }
 
 // Agent is the node agent's core.
@@ -217,6 +202,9 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 	if cfg.HoldAfter <= 0 {
 		cfg.HoldAfter = 10 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	a := &Agent{
 		cfg: cfg, drv: drv, reg: reg, log: cfg.Logger,
 		kick:       make(chan struct{}, 1),
@@ -245,7 +233,7 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 	// Back after Consul saw this agent dead: the leader may have moved its
 	// allocations meanwhile, so they wait for its word.
 	if cfg.GRPCAddr != "" && len(st.Desired) > 0 {
-		if last := lastBeat(cfg.DataDir); last.IsZero() || time.Since(last) > cfg.HoldAfter {
+		if last := lastBeat(cfg.DataDir); last.IsZero() || a.since(last) > cfg.HoldAfter {
 			a.unconfirmed = true
 			a.log.Warn("restarted after a heartbeat lapse longer than -hold-after: its instances stay out of traffic until a leader confirms the desired set",
 				"last_heartbeat", last, "grace", cfg.ConfirmGrace)
@@ -257,7 +245,7 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 func (a *Agent) setDesiredLocked(s allocation.Spec) {
 	a.desired[s.ID] = s
 	if _, ok := a.status[s.ID]; !ok {
-		a.status[s.ID] = &Status{AllocID: s.ID, Service: s.Service, Release: s.Release, Track: s.Track, State: Pending, Address: a.cfg.Address, UpdatedAt: time.Now()}
+		a.status[s.ID] = &Status{AllocID: s.ID, Service: s.Service, Release: s.Release, Track: s.Track, State: Pending, Address: a.cfg.Address, UpdatedAt: a.now()}
 	}
 }
 
@@ -316,7 +304,7 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 	}
 	desired := map[string]allocation.Spec{}
 	invalid := map[string]Status{}
-	now := time.Now()
+	now := a.now()
 	for _, s := range specs {
 		vs := s.Validate(a.cfg.NodeID)
 		for _, v := range a.cfg.Policy.Check(s.Ask()) {
@@ -480,7 +468,7 @@ func (a *Agent) updateLocked(id string, msg string, f func(s *Status)) {
 		a.status[id] = st
 	}
 	f(st)
-	st.UpdatedAt = time.Now()
+	st.UpdatedAt = a.now()
 	a.log.Info(msg, "alloc", id, "state", st.State.String(), "err", st.Error)
 	a.emitLocked(*st, msg)
 }
@@ -592,8 +580,8 @@ func (a *Agent) refresh(ctx context.Context) {
 	}
 	needSelf := rerr == nil && (!self || !a.selfReg)
 	var ttl map[string]string
-	if time.Since(a.ttlAt) > consul.ImageCheckTTL/6 {
-		a.ttlAt = time.Now()
+	if a.since(a.ttlAt) > a.reg.ImageCheckTTL()/6 {
+		a.ttlAt = a.now()
 		ttl = map[string]string{}
 		for id, in := range a.instances {
 			if in.ImageHealth != "" && in.Running && a.registered[id] && !a.busy[id] {
@@ -608,7 +596,7 @@ func (a *Agent) refresh(ctx context.Context) {
 		}
 	}
 	if needSelf && a.cfg.GRPCAddr != "" {
-		if err := a.reg.RegisterAgent(ctx, consul.Node{ID: a.cfg.NodeID, GRPCAddr: a.cfg.GRPCAddr, Labels: a.cfg.Labels,
+		if err := a.reg.RegisterAgent(ctx, Self{ID: a.cfg.NodeID, GRPCAddr: a.cfg.GRPCAddr, Labels: a.cfg.Labels,
 			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name(), Policy: a.cfg.Policy}); err != nil {
 			a.log.Warn("register node agent", "err", err)
 		} else {
@@ -675,7 +663,7 @@ func (a *Agent) exitedLocked(id, msg, reason string) {
 	spec, want := a.desired[id]
 	state, errText := Failed, reason
 	if want && !spec.Stopped && spec.Fingerprint() == in.Fingerprint {
-		f := reconcile.Exited(a.failures[id], spec.Fingerprint(), spec.RestartPolicy(), time.Now())
+		f := reconcile.Exited(a.failures[id], spec.Fingerprint(), spec.RestartPolicy(), a.now())
 		a.failures[id] = f
 		// While the policy will restart it, the allocation is starting
 		// again (not failed): the coordinator sees it as not healthy, and
@@ -715,12 +703,12 @@ func (a *Agent) pollHealth(ctx context.Context) {
 			}
 			a.updateLocked(id, "health "+string(h), func(s *Status) {
 				s.Health = h
-				if h == consul.Passing {
+				if h == HealthPassing {
 					// The restart count is per interval (the restart
 					// policy's), not reset by passing: an instance that
 					// passes briefly between crashes still runs out of
 					// attempts.
-					s.HealthySince = time.Now()
+					s.HealthySince = a.now()
 				} else {
 					s.HealthySince = time.Time{}
 				}
@@ -739,7 +727,7 @@ func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
 		Registered:  maps.Clone(a.registered),
 		Busy:        maps.Clone(a.busy),
 		Failures:    maps.Clone(a.failures),
-		Now:         time.Now(),
+		Now:         a.now(),
 		Unconfirmed: a.unconfirmed,
 	}
 	for id, in := range a.instances {

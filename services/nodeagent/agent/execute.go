@@ -99,11 +99,11 @@ func (a *Agent) drain(ctx context.Context, id string, inst allocation.Instance, 
 	if act.Drain {
 		a.update(id, "draining: "+act.Reason, func(s *Status) { s.State, s.Health, s.HealthySince = Draining, "", time.Time{} })
 		a.deregister(ctx, id)
-		t0 := time.Now()
+		t0 := a.now()
 		if err := a.reg.WaitRoutes(ctx, service, id, a.cfg.DrainTimeout, a.cfg.DrainWindow); err != nil {
 			a.log.Warn("route barrier not reached; stopping anyway", "alloc", id, "err", err)
 		}
-		a.met.drain.Observe(time.Since(t0).Seconds())
+		a.met.drain.Observe(a.since(t0).Seconds())
 	}
 	if err := a.stopInstance(ctx, inst, grace); err != nil {
 		a.update(id, "stop failed", func(s *Status) { s.Error = err.Error() })
@@ -194,7 +194,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 		delete(a.starting, id)
 		a.mu.Unlock()
 	}()
-	t0 := time.Now()
+	t0 := a.now()
 	inst, err := a.drv.Start(sctx, spec)
 	if err != nil {
 		a.startFailed(id, spec, err)
@@ -256,7 +256,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 		a.update(id, "registration failed", func(s *Status) { s.Error = err.Error() })
 		return false
 	}
-	a.met.start.Observe(time.Since(t0).Seconds())
+	a.met.start.Observe(a.since(t0).Seconds())
 	a.mu.Lock()
 	a.registered[id] = true
 	if f, ok := a.failures[id]; ok && f.StartFailures > 0 {
@@ -342,7 +342,7 @@ func (a *Agent) fail(id string, spec allocation.Spec, err error, permanent bool)
 		f = reconcile.Failure{Fingerprint: spec.Fingerprint()}
 	}
 	f.Count++
-	f.At = time.Now()
+	f.At = a.now()
 	f.Permanent = f.Permanent || permanent
 	a.failures[id] = f
 	a.updateLocked(id, "failed", func(s *Status) {

@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"slipway.dev/nodeagent/allocation"
-	"slipway.dev/nodeagent/consul"
 	"slipway.dev/platform/testenv"
 )
 
@@ -117,16 +116,20 @@ func (r *fakeRegistry) Owned(context.Context) (map[string]bool, bool, error) {
 	return out, true, nil
 }
 
-func (r *fakeRegistry) Checks(context.Context) (map[string]consul.Health, error) { return nil, nil }
+func (r *fakeRegistry) Checks(context.Context) (map[string]Health, error) { return nil, nil }
 
 func (r *fakeRegistry) WaitRoutes(_ context.Context, _, id string, _, _ time.Duration) error {
 	r.rec.add("barrier " + id)
 	return nil
 }
 
-func (r *fakeRegistry) RegisterAgent(context.Context, consul.Node) error { return nil }
+func (r *fakeRegistry) RegisterAgent(context.Context, Self) error { return nil }
 
 func (r *fakeRegistry) Heartbeat(context.Context) error { return nil }
+
+func (r *fakeRegistry) HeartbeatTTL() time.Duration { return 3 * time.Second }
+
+func (r *fakeRegistry) ImageCheckTTL() time.Duration { return time.Minute }
 
 func (r *fakeRegistry) SetImageHealth(context.Context, string, string) error { return nil }
 

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"slipway.dev/nodeagent/consul"
 )
 
 // heartbeat keeps the agent's own Consul check passing, four times per
-// consul.AgentTTL, until ctx ends. It runs on its own, apart from driver
+// a.reg.HeartbeatTTL(), until ctx ends. It runs on its own, apart from driver
 // and Consul operations that may take long, so a busy agent does not look
 // dead; a dead or hung one misses its heartbeats, and its node and
 // instances turn critical in Consul. Only an agent that registers itself
@@ -18,20 +16,20 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	if a.cfg.GRPCAddr == "" {
 		return
 	}
-	t := time.NewTicker(consul.AgentTTL / 4)
+	t := time.NewTicker(a.reg.HeartbeatTTL() / 4)
 	defer t.Stop()
 	failing := false
-	lastOK := time.Now()
+	lastOK := a.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		hctx, cancel := context.WithTimeout(ctx, consul.AgentTTL/2)
+		hctx, cancel := context.WithTimeout(ctx, a.reg.HeartbeatTTL()/2)
 		err := a.reg.Heartbeat(hctx)
 		cancel()
-		now := time.Now()
+		now := a.now()
 		switch {
 		case err != nil && !failing:
 			failing = true // until the agent registers itself again (refresh)

@@ -17,10 +17,10 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"slipway.dev/nodeagent/agent"
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/consulconf"
-	"slipway.dev/platform/nodepolicy"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -32,8 +32,9 @@ var DeregisterAfter = time.Minute
 // the drain timeout.
 var ErrBarrierTimeout = errors.New("consul: edges still route to the instance")
 
-// Health is the aggregated status of an instance's checks.
-type Health string
+// Health is the aggregated status of an instance's checks, in the agent's
+// terms (agent.Health).
+type Health = agent.Health
 
 // Check statuses as Consul reports them.
 const (
@@ -41,6 +42,15 @@ const (
 	Warning  Health = api.HealthWarning
 	Critical Health = api.HealthCritical
 )
+
+// Interface guard: Registry is the agent's registry on Consul.
+var _ agent.Registry = (*Registry)(nil)
+
+// HeartbeatTTL implements agent.Registry: AgentTTL.
+func (r *Registry) HeartbeatTTL() time.Duration { return AgentTTL }
+
+// ImageCheckTTL implements agent.Registry: the ImageCheckTTL variable.
+func (r *Registry) ImageCheckTTL() time.Duration { return ImageCheckTTL }
 
 // Registry talks to the local Consul agent for one node.
 type Registry struct {
@@ -87,18 +97,8 @@ func explain(err error) error { return consulconf.Explain(err, "nodeagent") }
 // Client is the underlying Consul client.
 func (r *Registry) Client() *api.Client { return r.client }
 
-// Node describes the agent itself.
-type Node struct {
-	ID       string
-	GRPCAddr string // host:port the coordinator dials
-	Labels   map[string]string
-	CPUMHz   int
-	MemoryMB int
-	Driver   string
-	// Policy is what the agent allows beyond the hardened default,
-	// published as nodepolicy meta.
-	Policy nodepolicy.Policy
-}
+// Node describes the agent itself, in the agent's terms (agent.Self).
+type Node = agent.Self
 
 // AgentTTL is the TTL of the node agent's own check: the agent heartbeats
 // it (Heartbeat) several times within, and it turns critical once the
