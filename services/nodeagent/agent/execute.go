@@ -275,7 +275,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 func (a *Agent) startFailed(id string, spec allocation.Spec, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	f := reconcile.StartFailed(a.failures[id], spec.Fingerprint(), spec.StartRetryDeadline(), time.Now())
+	f := reconcile.StartFailed(a.failures[id], spec.Fingerprint(), spec.StartRetryDeadline(), a.now())
 	a.failures[id] = f
 	if f.Permanent {
 		a.updateLocked(id, "failed", func(s *Status) {
