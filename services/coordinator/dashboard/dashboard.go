@@ -108,6 +108,9 @@ type Server struct {
 	srv     *http.Server
 	done    chan error
 	secure  bool
+	// stop ends every request's context: Close ends the live streams
+	// instead of waiting for them.
+	stop context.CancelFunc
 }
 
 // Start listens on cfg.Addr and serves the dashboard until Close.
@@ -139,8 +142,11 @@ func Start(cfg Config) (*Server, error) {
 		lis = tls.NewListener(lis, cfg.TLS)
 	}
 	h.lis = lis
+	base, stop := context.WithCancel(context.Background())
+	h.stop = stop
 	h.srv = &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+		BaseContext: func(net.Listener) context.Context { return base },
+		ErrorLog:    slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
 	h.done = make(chan error, 1)
 	go func() { h.done <- h.srv.Serve(lis) }()
 	cfg.Logger.Info("dashboard started", "url", h.URL())
@@ -170,6 +176,7 @@ func (s *Server) URL() string {
 
 // Close stops the listener and ends the live streams.
 func (s *Server) Close(ctx context.Context) error {
+	s.stop() // the streams end; Shutdown then waits only for short requests
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		err = s.srv.Close()

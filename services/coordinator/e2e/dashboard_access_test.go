@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -216,6 +217,35 @@ func TestDashboardAccess(t *testing.T) {
 	if len(cmds) != 1 || cmds[0].GetKind() != deployv1.CommandKind_COMMAND_KIND_PAUSE || cmds[0].GetAccessorId() != operator.GetToken().GetAccessorId() ||
 		cmds[0].GetReason() != "look first" || !strings.HasPrefix(cmds[0].GetBy(), "dashboard: operator") {
 		t.Errorf("commands after the dashboard's pause = %v, want one pause by the operator's token", cmds)
+	}
+
+	// The live stream sends the service's regions as SSE events, the
+	// rollout region naming the rollout with its buttons (the engine is off:
+	// the pause is recorded, the rollout still pending); a bad view is
+	// refused.
+	if resp, body := op.do(http.MethodGet, "/events?view=nonsense", nil, nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("stream of an unknown view: %s %s, want 400", resp.Status, body)
+	}
+	sreq, _ := http.NewRequestWithContext(ctx, http.MethodGet, op.base+"/events?view=service&name="+url.QueryEscape(name), nil)
+	sresp, err := op.hc.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := sresp.Header.Get("Content-Type"); sresp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+		t.Fatalf("stream: %s %s", sresp.Status, ct)
+	}
+	sc := bufio.NewScanner(sresp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var rolloutRegion string
+	for sc.Scan() && rolloutRegion == "" {
+		var ev struct{ ID, HTML string }
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && json.Unmarshal([]byte(data), &ev) == nil && ev.ID == "rollout" {
+			rolloutRegion = ev.HTML
+		}
+	}
+	sresp.Body.Close()
+	if !strings.Contains(rolloutRegion, `data-rollout="`+rid+`"`) || !strings.Contains(rolloutRegion, `data-action="abort"`) {
+		t.Errorf("the stream's rollout region = %.300q, want %s with its buttons", rolloutRegion, rid)
 	}
 
 	// Roll back goes through the API too: refused with its reason (the
