@@ -147,6 +147,18 @@ func startCluster(t testing.TB, withDocker bool) *cluster {
 	}
 	c.imgs = filepath.Join(c.dir, "images")
 	buildImages(t, c.imgs)
+	// Each coordinator's data directory is a small tmpfs of its own, so
+	// that a scenario can fill it (removed after the processes stopped).
+	for i := range coordinators {
+		d := filepath.Join(c.dir, fmt.Sprintf("c%d", i))
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := sh("mount", "-t", "tmpfs", "-o", "size=256m", c.topo.run+"-c"+fmt.Sprint(i), d); err != nil {
+			t.Fatalf("tmpfs for c%d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = sh("umount", "-l", d) })
+	}
 	t.Cleanup(func() {
 		// Logs of a failed run are kept next to nothing else: print tails.
 		if t.Failed() {

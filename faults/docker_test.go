@@ -126,7 +126,7 @@ func removeContainers(t testing.TB, node string) {
 
 // containers lists the allocation ids of node's running containers.
 func containers(node string) ([]string, error) {
-	out, err := exec.Command("docker", "ps", "-q", "--filter", "label=slipway.node="+node,
+	out, err := exec.Command("docker", "ps", "--filter", "label=slipway.node="+node,
 		"--format", `{{.Label "slipway.allocation"}}`).Output()
 	if err != nil {
 		return nil, err

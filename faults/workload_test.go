@@ -27,7 +27,7 @@ type service struct {
 	count       int32
 	maxParallel int32
 	strategy    deployv1.Strategy
-	docker      bool // placed on the Docker agent only
+	driver      string // the node driver it is placed on: process or docker
 }
 
 // bound is the most instances that may serve at once: count +
@@ -53,8 +53,8 @@ func (s service) spec(version int) *deployv1.ServiceSpec {
 	sp := &deployv1.ServiceSpec{Name: s.name, Image: fmt.Sprintf("slipway/demo:v%d", version), Count: s.count, Port: 8080,
 		Check: &deployv1.HealthCheck{Http: "/healthz", Interval: durationpb.New(time.Second), Timeout: durationpb.New(time.Second)},
 		Route: &deployv1.Route{Host: s.host}, KillTimeout: durationpb.New(2 * time.Second), Update: u}
-	if s.docker {
-		sp.Constraints = []*deployv1.Constraint{{Attribute: "node.driver", Operator: "==", Value: "docker"}}
+	if s.driver != "" {
+		sp.Constraints = []*deployv1.Constraint{{Attribute: "node.driver", Operator: "==", Value: s.driver}}
 	}
 	return sp
 }
