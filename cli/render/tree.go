@@ -104,6 +104,18 @@ func Tree(in TreeInput) []string {
 	if r.GetMessage() != "" {
 		b.line(1, false, "message: "+r.GetMessage())
 	}
+	// The latest analysis verdict, with its checks.
+	for j := len(in.Events) - 1; j >= 0; j-- {
+		v := in.Events[j].GetAnalysis()
+		if v == nil {
+			continue
+		}
+		b.line(1, false, AnalysisSummary(v))
+		for k, c := range v.GetChecks() {
+			b.line(2, k == len(v.GetChecks())-1, fmt.Sprintf("%-18s %-12s %s", c.GetName(), resultName(c.GetResult()), c.GetDetail()))
+		}
+		break
+	}
 	b.line(1, true, "events")
 	evs := in.Events
 	if len(evs) > MaxTreeEvents {
@@ -117,7 +129,11 @@ func Tree(in TreeInput) []string {
 		if e.GetAt() != nil {
 			at = e.GetAt().AsTime().UTC().Format("15:04:05")
 		}
-		b.line(2, i == len(evs)-1, fmt.Sprintf("%s  %-9s %s", at, orDash(e.GetKind()), e.GetMessage()))
+		msg := e.GetMessage()
+		if v := e.GetAnalysis(); v != nil {
+			msg = AnalysisSummary(v)
+		}
+		b.line(2, i == len(evs)-1, fmt.Sprintf("%s  %-9s %s", at, orDash(e.GetKind()), msg))
 	}
 	return b.lines
 }

@@ -78,6 +78,19 @@ func treeStates() map[string]TreeInput {
 			Events:   []*deployv1.RolloutEvent{ev(6*time.Second, "step", running, 0, "step 1/3: #3 at 10% with 1 instances", h(4, 1)), ev(9*time.Second, "paused", paused, 0, "paused by ann: investigating", h(4, 1))},
 			Now:      t0.Add(20 * time.Second),
 		},
+		"canary_analysis": {
+			Rollout:  canaryRollout(running, 0, 10, false, ""),
+			Releases: canaryRels,
+			Events: []*deployv1.RolloutEvent{
+				ev(6*time.Second, "step", running, 0, "step 1/3: #3 at 10% with 1 instances", h(4, 1)),
+				{At: ts(16 * time.Second), Kind: "analysis", State: running, Healthy: h(4, 1), Message: "analysis of #3 passed",
+					Analysis: &deployv1.AnalysisVerdict{Result: deployv1.AnalysisResult_ANALYSIS_RESULT_PASS, Counted: deployv1.AnalysisResult_ANALYSIS_RESULT_PASS,
+						Reason: "every check passed", Checks: []*deployv1.AnalysisCheck{
+							{Name: "success_rate", Result: deployv1.AnalysisResult_ANALYSIS_RESULT_PASS, Detail: "99.8% >= 99.0%"},
+							{Name: "error_rate_vs_stable", Result: deployv1.AnalysisResult_ANALYSIS_RESULT_PASS, Detail: "fisher p=0.62"}}}},
+			},
+			Now: t0.Add(20 * time.Second),
+		},
 		"rolling_batch": {
 			Rollout: &deployv1.Rollout{Id: "web-8", Service: "web", FromRelease: 7, ToRelease: 8, Strategy: deployv1.Strategy_STRATEGY_ROLLING,
 				State: running, Step: 1, CreatedAt: ts(0), Weights: map[string]int32{"7": 60, "8": 40}},
@@ -146,6 +159,7 @@ func TestTreeFacts(t *testing.T) {
 	}{
 		{"canary_pause_countdown", []string{"step 1/3", "▶ 1/3   10%  1 instance(s) of #3  pause 30s, 18s left", "stable  #2", "slipway/demo:v2", "canary  #3", "10%  healthy 1/4"}},
 		{"canary_waiting_for_promote", []string{"PAUSED  step 2/3", "✓ 1/3", "▶ 2/3   50%", "waiting for promote: slipctl rollout promote web-3", "· 3/3  100%"}},
+		{"canary_analysis", []string{"├── analysis pass: every check passed", "│   ├── success_rate", "analysis  analysis pass: every check passed"}},
 		{"canary_operator_paused", []string{"paused by an operator: slipctl rollout resume web-3"}},
 		{"rolling_batch", []string{"▶ 2/3  batch: 4/5 instance(s) of #8", "healthy 2/5"}},
 		{"blue_green_preview", []string{"preview #5", "waiting for promote: slipctl rollout promote web-5"}},
