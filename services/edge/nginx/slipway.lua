@@ -8,6 +8,16 @@ local dict = ngx.shared.slipway
 local signals = ngx.shared.slipway_signals
 local cached_version = nil
 local hosts = {}
+-- log_vars: set $slipway_service and $slipway_release, which only the
+-- access log reads (each ngx.var write is a variable lookup by name); the
+-- signals (log) read the request's ngx.ctx instead.
+local log_vars = false
+
+-- init runs once in nginx's master (init_by_lua): opts.access_log tells
+-- whether the access log is on.
+function M.init(opts)
+  log_vars = opts and opts.access_log or false
+end
 
 local function split(s, sep)
   local out, i = {}, 1
@@ -39,7 +49,12 @@ local function parse(text)
       table.insert(route.backends, b)
       route.byrel[f[2]] = b
     elseif f[1] == "P" and route then
-      table.insert(route.pins, { kind = f[2], name = string.lower(f[3]), value = f[4], release = f[5] })
+      local name = string.lower(f[3])
+      -- The nginx variable holding the pin's header or cookie, named
+      -- once here rather than looked up through get_headers() per request.
+      local var = "cookie_" .. name
+      if f[2] == "header" then var = "http_" .. (string.gsub(name, "-", "_")) end
+      table.insert(route.pins, { kind = f[2], name = name, var = var, value = f[4], release = f[5] })
     end
   end
   for _, list in pairs(hs) do
@@ -93,13 +108,7 @@ function M.rewrite()
   if not route then return ngx.exit(404) end
   local chosen, pinned = nil, nil
   for _, p in ipairs(route.pins) do
-    local v
-    if p.kind == "header" then
-      v = ngx.req.get_headers()[p.name]
-      if type(v) == "table" then v = v[1] end
-    else
-      v = ngx.var["cookie_" .. p.name]
-    end
+    local v = ngx.var[p.var]
     if v and (p.value == "" or p.value == v) then
       chosen = route.byrel[p.release]
       if chosen and #chosen.peers > 0 then pinned = p.release break end
@@ -108,9 +117,13 @@ function M.rewrite()
   end
   chosen = chosen or swrr(route)
   if not chosen then return ngx.exit(503) end
-  ngx.ctx.slipway = { backend = chosen, tried = {}, version = cached_version, host = host, uri = uri, pinned = pinned }
-  ngx.var.slipway_service = route.service
-  ngx.var.slipway_release = chosen.release
+  -- One table per request; the set of instances tried is made only when
+  -- a connection fails (see balance).
+  ngx.ctx.slipway = { service = route.service, backend = chosen, version = cached_version, host = host, uri = uri, pinned = pinned }
+  if log_vars then
+    ngx.var.slipway_service = route.service
+    ngx.var.slipway_release = chosen.release
+  end
 end
 
 -- rechoose runs when a connection failed: if a newer table arrived since
@@ -126,8 +139,10 @@ local function rechoose(c)
   local b = c.pinned and route.byrel[c.pinned]
   if not b or #b.peers == 0 then b = swrr(route) end
   if not b then return false end
-  c.backend, c.tried = b, {}
-  pcall(function() ngx.var.slipway_release = b.release end)
+  c.backend, c.tried, c.first = b, {}, nil
+  if log_vars then
+    pcall(function() ngx.var.slipway_release = b.release end)
+  end
   return true
 end
 
@@ -136,23 +151,31 @@ end
 -- newer table (up to proxy_next_upstream_tries in all).
 function M.balance()
   local c = ngx.ctx.slipway
+  local b, pick
   if not c.started then
+    -- First attempt: the next instance, nothing to remember but which.
     c.started = true
     balancer.set_more_tries(2)
-  else
-    rechoose(c)
-  end
-  local b = c.backend
-  local n = #b.peers
-  local pick = nil
-  for _ = 1, n do
+    b = c.backend
+    local n = #b.peers
     b.rr = b.rr % n + 1
-    if not c.tried[b.rr] then pick = b.rr break end
+    pick = b.rr
+    c.first = pick
+  else
+    if not rechoose(c) and not c.tried then
+      c.tried = { [c.first] = true }
+    end
+    b = c.backend
+    local n = #b.peers
+    for _ = 1, n do
+      b.rr = b.rr % n + 1
+      if not c.tried[b.rr] then pick = b.rr break end
+    end
+    -- every instance tried and no newer table: the request fails as nginx
+    -- would fail it once its tries are spent.
+    if not pick then return ngx.exit(502) end
+    c.tried[pick] = true
   end
-  -- every instance tried and no newer table: the request fails as nginx
-  -- would fail it once its tries are spent.
-  if not pick then return ngx.exit(502) end
-  c.tried[pick] = true
   local peer = b.peers[pick]
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
   if not ok then ngx.log(ngx.ERR, "slipway: set peer: ", err) return ngx.exit(502) end
@@ -176,8 +199,9 @@ end
 -- failed upstream included) and the latency bucket. The edge reads the
 -- cumulative counts from the control endpoint's /signals.
 function M.log()
-  local service, release = ngx.var.slipway_service, ngx.var.slipway_release
-  if service == nil or service == "" or release == nil or release == "" then return end
+  local c = ngx.ctx.slipway
+  if not c then return end -- no route: 404/503 before a release was chosen
+  local service, release = c.service, c.backend.release
   local key = service .. "\t" .. release .. "\t"
   signals:incr(key .. "n", 1, 0)
   local status = ngx.status
