@@ -83,7 +83,8 @@ test: tools proto-check fmt-check vet lint breaking build ## Every test, with th
 faults: tools build ## The fault suite's long profile: FAULTS_RUNS (100) random-seeded runs of every scenario (FAULTS_SEED, FAULTS_SCENARIOS), then the table.
 	cd faults && SLIPWAY_BIN=$(BIN) FAULTS_PROFILE=long $(GO) test -count=1 -timeout 0 -run TestFaults -v .
 
-bench: tools build ## Benchmarks against peers measured in the same run, printed as tables.
+bench: build ## Benchmarks against peers measured in the same run, printed as tables.
+	@SLIPWAY_TOOLS_BENCH=1 scripts/tools.sh
 	@scripts/bench.sh
 
 run: tools build ## The guided demo on the embedded default stack (ONCE=1 exits after it).

@@ -39,6 +39,15 @@ if ! [ -x "$bin/consul" ] || ! [ -f "$stamps/consul-$CONSUL" ]; then
 	touch "$stamps/consul-$CONSUL"
 fi
 
+# Caddy, a peer of the edge in make bench only: built from the module proxy
+# when SLIPWAY_TOOLS_BENCH=1 (make bench sets it). It takes minutes to build
+# on an idle machine (25 min on a loaded 2-core one), so make test and CI
+# do not wait for it.
+CADDY=v2.11.9
+if [ "${SLIPWAY_TOOLS_BENCH:-}" = 1 ]; then
+	go_tool caddy github.com/caddyserver/caddy/v2/cmd/caddy "$CADDY"
+fi
+
 need_apt=()
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 [ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
