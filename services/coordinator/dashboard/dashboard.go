@@ -88,6 +88,10 @@ type Config struct {
 	// keeps them); it is asked only about services the API has just shown
 	// the user's token. Nil: the chart shows no measured traffic.
 	Signals func(service string, release uint64, from time.Time, slot time.Duration, n int) (requests, errors []uint64)
+	// PauseEnds returns when the current timed pause of a rollout ends
+	// (false: none running); asked only about rollouts the API has just
+	// shown the user's token. Nil: no countdown.
+	PauseEnds func(rolloutID string) (time.Time, bool)
 	// Changed returns a channel closed at the next change of the state; it
 	// wakes the live streams. Nil: they refresh every second.
 	Changed func() <-chan struct{}

@@ -111,6 +111,11 @@ func (s *Server) serviceRegions(ctx context.Context, secret, name string) (regio
 		Releases: releaseRows(rels, svc.GetStableRelease(), ix, now), Audit: auditRows(audit, 30)}
 	if len(ros) > 0 {
 		d.Rollout = rolloutView(ros[0], specOf(rels, ros[0].GetToRelease()), ix, now)
+		if d.Rollout.Active && s.cfg.PauseEnds != nil {
+			if end, ok := s.cfg.PauseEnds(ros[0].GetId()); ok {
+				d.Rollout.PauseLeft = pauseLeft(end, now)
+			}
+		}
 	}
 	// Instances and events come from the replicated state; they are shown
 	// only for a service and rollouts the API has just shown this token.

@@ -131,10 +131,13 @@ type RolloutView struct {
 	Weights         []Share
 	Message         string
 	AwaitingPromote bool
-	Plan            []PlanStep
-	History         []HistoryStep
-	Created         string
-	By              string
+	// PauseLeft is the time left in the current step's timed pause, e.g.
+	// "4m05s", empty when none runs.
+	PauseLeft string
+	Plan      []PlanStep
+	History   []HistoryStep
+	Created   string
+	By        string
 	// Buttons that apply in this state.
 	CanPromote, CanPause, CanResume, CanAbort bool
 }
@@ -389,6 +392,16 @@ func since(t, now time.Time) string {
 }
 
 func clock(t time.Time) string { return t.Local().Format("15:04:05") }
+
+// pauseLeft is the time from now to end, e.g. "45s" or "4m05s"; "0s" once
+// it has passed (the engine moves on at its next pass).
+func pauseLeft(end, now time.Time) string {
+	d := max(end.Sub(now).Round(time.Second), 0)
+	if d < time.Minute {
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	}
+	return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+}
 
 var funcs = template.FuncMap{
 	"pct": func(w int32) string { return strconv.Itoa(int(w)) + "%" },

@@ -175,6 +175,15 @@ func TestChartBandsFollowTheWeights(t *testing.T) {
 	}
 }
 
+func TestPauseLeft(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for d, want := range map[time.Duration]string{45 * time.Second: "45s", 245 * time.Second: "4m05s", -3 * time.Second: "0s", 3600 * time.Second: "60m00s"} {
+		if got := pauseLeft(now.Add(d), now); got != want {
+			t.Errorf("pauseLeft(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
 func TestStartRefusesPlaintextWithoutInsecure(t *testing.T) {
 	_, err := Start(Config{Addr: "127.0.0.1:0"})
 	if err == nil || !strings.Contains(err.Error(), "TLS is required") {

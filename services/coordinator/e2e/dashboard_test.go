@@ -173,6 +173,7 @@ func confirmAction(t *testing.T, ctx context.Context, action string) {
 	t.Helper()
 	sel := chromedp.CSS(fmt.Sprintf(`[data-region="rollout"] button[data-action=%q]`, action))
 	run(t, ctx, action,
+		chromedp.Evaluate[chromedp.Void](`delete document.body.dataset.lastAction`),
 		chromedp.WaitEnabled(sel),
 		chromedp.Click(sel),
 		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
@@ -252,10 +253,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	waitPage(t, ctx, "live stream connected", `document.getElementById("live").className`, "live on", 15*time.Second)
 	canary := quick(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY,
 		Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{
-			{Weight: 20, Pause: durationpb.New(3 * time.Second)}, {Weight: 50, Manual: true}, {Weight: 100}}}})
+			{Weight: 20, Pause: durationpb.New(time.Hour)}, {Weight: 50, Manual: true}, {Weight: 100}}}})
 	v2 := s.deployVersion("v2", nil, canary)
 	waitPage(t, ctx, "page shows 20% canary", pageWeights, "1:80 2:20", 60*time.Second)
+	// The timed pause counts down; the promote button skips it.
+	waitPage(t, ctx, "pause countdown", `String((document.getElementById("pause-left") || {textContent: ""}).textContent.startsWith("Pause ends in 59m"))`, "true", 15*time.Second)
 	screenshot(t, ctx, shots, "2-canary-20")
+	confirmAction(t, ctx, "promote")
 	waitPage(t, ctx, "page shows 50% canary", pageWeights, "1:50 2:50", 60*time.Second)
 	waitPage(t, ctx, "page waits for promote", `document.getElementById("rollout-state").textContent`, "waiting for promote", 30*time.Second)
 	waitPage(t, ctx, "chart drawn", `String(document.querySelectorAll("#chart rect.band.c1").length > 0)`, "true", 15*time.Second)

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/signals"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/consulconf"
@@ -542,7 +544,7 @@ func (c *coordinator) startDashboard(grpcAddr string) error {
 		return fmt.Errorf("dashboard: dial own API: %w", err)
 	}
 	dcfg := dashboard.Config{Addr: c.cfg.DashboardAddr, Conn: conn, Logger: c.logger, Changed: c.fsm.Changed,
-		Instances: c.instances, Signals: c.signals.Series, Events: func(id string) []*deployv1.RolloutEvent {
+		Instances: c.instances, Signals: c.signals.Series, PauseEnds: c.pauseEnds, Events: func(id string) []*deployv1.RolloutEvent {
 			evs, err := c.fsm.EventsAfter(id, 0)
 			if err != nil {
 				return nil
@@ -561,6 +563,20 @@ func (c *coordinator) startDashboard(grpcAddr string) error {
 	}
 	c.dash, c.dashConn = d, conn
 	return nil
+}
+
+// pauseEnds is when the current timed pause of a rollout ends, from its
+// committed machine state.
+func (c *coordinator) pauseEnds(rolloutID string) (time.Time, bool) {
+	raw, ok := c.fsm.Machine(rolloutID)
+	if !ok {
+		return time.Time{}, false
+	}
+	var st rollout.State
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return time.Time{}, false
+	}
+	return st.PauseEnds()
 }
 
 // instances joins the committed allocations with the health their agents
