@@ -10,6 +10,8 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
+require golang.org/x/crypto v0.57.0
+
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -13,6 +13,9 @@ PROTOC_GEN_GO=v1.36.12
 PROTOC_GEN_GO_GRPC=v1.6.0
 BUF=v1.75.0
 GRPCURL=v1.9.3
+# The CNCF distribution registry: a real registry on loopback for the node
+# agent's pull tests (credentials, progress, timeouts).
+REGISTRY=v3.0.0
 CONSUL=$(awk '/github.com\/hashicorp\/consul /{print $NF}' tools/consul/go.mod)
 
 step() { printf '==> %s\n' "$*"; }
@@ -31,6 +34,7 @@ go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_
 go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC"
 go_tool buf github.com/bufbuild/buf/cmd/buf "$BUF"
 go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL"
+go_tool registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY"
 
 if ! [ -x "$bin/consul" ] || ! [ -f "$stamps/consul-$CONSUL" ]; then
 	step "building consul $CONSUL from the Go module proxy (a few minutes, once)"

@@ -195,6 +195,12 @@ func (ed *edge) ack(t testing.TB, c *api.Client) *edgev1.EdgeAck {
 // are removed by label when the test ends, also on failure.
 func startAgent(t testing.TB, consulAddr string) string {
 	t.Helper()
+	return startAgentWith(t, consulAddr)
+}
+
+// startAgentWith is startAgent with extra agent flags.
+func startAgentWith(t testing.TB, consulAddr string, extra ...string) string {
+	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent")
 	node, addr := unique("node"), testenv.FreeAddr(t)
 	// Registered first so that it runs last, after the agent stopped.
@@ -202,6 +208,7 @@ func startAgent(t testing.TB, consulAddr string) string {
 	args := append([]string{"-node-id", node, "-grpc-addr", addr, "-driver", "docker",
 		"-data-dir", t.TempDir(), "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1"},
 		testenv.TLSFlags(t, pki.RoleNodeAgent, node)...)
+	args = append(args, extra...)
 	p := startProc(t, node, bin, append(args, testenv.ConsulFlagsFor(t, consulAddr, "nodeagent")...)...)
 	t.Cleanup(func() {
 		// An empty desired set under a token no leader reaches stops the

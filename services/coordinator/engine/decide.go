@@ -292,6 +292,7 @@ func Instance(sa state.StoredAllocation, st *agentv1.AllocationStatus) rollout.I
 		in.Reason = st.GetError()
 	}
 	in.Restarts = int(st.GetRestarts())
+	in.Progress = st.GetProgress()
 	if in.Since.Before(in.CreatedAt) {
 		in.Since = in.CreatedAt
 	}

@@ -235,6 +235,13 @@ func (r *run) judgeHealth() {
 			}
 			r.event("restarted", "instance %s of #%d restarted by its agent (restart %d)%s", in.ID, in.Release, in.Restarts, why)
 		}
+		if in.Progress != "" && in.Progress != r.s.Pulls[in.ID] {
+			if r.s.Pulls == nil {
+				r.s.Pulls = map[string]string{}
+			}
+			r.s.Pulls[in.ID] = in.Progress
+			r.event("pulling", "instance %s of #%d: %s", in.ID, in.Release, in.Progress)
+		}
 		ever := contains(r.s.Healthy, in.ID)
 		if r.healthyNow(in) && !ever {
 			r.s.Healthy = insertSorted(r.s.Healthy, in.ID)
@@ -772,6 +779,7 @@ func (s State) clone() State {
 	c.Pins = slices.Clone(s.Pins)
 	c.PendingStops = slices.Clone(s.PendingStops)
 	c.Restarts = maps.Clone(s.Restarts)
+	c.Pulls = maps.Clone(s.Pulls)
 	return c
 }
 

@@ -42,6 +42,7 @@ import (
 //	                              the rest of the line: why it died, as its agent says)
 //	restart <id|vN> [reason...]   its agent restarted it in place: restarts+1,
 //	                              starting again, the reason why it exited
+//	pull <id> <progress...>       its agent's last word on pulling its image
 //	tick <duration>
 //	ack [gen=N]                   edges acknowledge generation N (default: latest)
 //	promote [full] | pause | resume | abort   operator commands
@@ -176,6 +177,12 @@ func (w *world) exec(f []string) error {
 		return w.cmdReport(args)
 	case "restart":
 		return w.cmdRestart(args)
+	case "pull":
+		if len(args) < 2 || w.instances[args[0]] == nil {
+			return fmt.Errorf("usage: pull <existing instance id> <progress...>")
+		}
+		w.instances[args[0]].Progress = strings.Join(args[1:], " ")
+		return w.step()
 	case "tick":
 		if len(args) != 1 {
 			return fmt.Errorf("tick takes one duration")

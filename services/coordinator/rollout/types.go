@@ -229,6 +229,9 @@ type State struct {
 	// Restarts is the restart count of each To instance as last reported
 	// in an event.
 	Restarts map[string]int `json:"Restarts,omitempty"`
+	// Pulls is the image pull progress of each To instance as last
+	// reported in an event.
+	Pulls map[string]string `json:"Pulls,omitempty"`
 }
 
 // Instance is one allocation of the service as the caller observes it.
@@ -252,6 +255,9 @@ type Instance struct {
 	// Restarts counts the in-place restarts its agent made (its restart
 	// policy); each new one is an event of the rollout.
 	Restarts int
+	// Progress is its agent's last word on pulling its image; each new one
+	// is a "pulling" event of the rollout.
+	Progress string
 }
 
 // Command is an operator command recorded for the rollout.

@@ -85,7 +85,11 @@ type Status struct {
 	Address      string
 	Restarts     int
 	Error        string
-	UpdatedAt    time.Time
+	// Progress is the last word on an image pull for the allocation
+	// ("pulling ...: 1.2 MB of 3.4 MB", "pulled ... in 2s"), kept until
+	// the next pull.
+	Progress  string
+	UpdatedAt time.Time
 }
 
 // Event is one allocation change.
@@ -132,6 +136,8 @@ type Config struct {
 	Logger      *slog.Logger
 	// Registerer receives the agent's metrics (nil: not exported).
 	Registerer prometheus.Registerer
+	// StartTimeout bounds one start, an image pull included (default 60s).
+	StartTimeout time.Duration
 	// Policy is what allocations may ask beyond the hardened default (and
 	// which images they may run); an allocation asking for more is refused.
 	// It is published in the agent's Consul registration for the
@@ -196,6 +202,9 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = opTimeout
+	}
 	if cfg.ConfirmGrace <= 0 {
 		cfg.ConfirmGrace = 30 * time.Second
 	}
@@ -222,6 +231,13 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 		subs:       map[chan Event]struct{}{},
 	}
 	a.met = newMetrics(a, cfg.Registerer)
+	if p, ok := drv.(interface {
+		OnProgress(func(allocID, msg string))
+	}); ok {
+		// Pull progress goes into the allocation's status (and so into the
+		// coordinator's rollout events) and the agent's event stream.
+		p.OnProgress(func(id, msg string) { a.update(id, msg, func(s *Status) { s.Progress = msg }) })
+	}
 	st, err := loadState(cfg.DataDir)
 	if err != nil {
 		return nil, err

@@ -181,7 +181,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 		s.State, s.Restarts, s.Health, s.HealthySince = Starting, restarts, "", time.Time{}
 	})
 	a.mu.Unlock()
-	sctx, cancel := context.WithTimeout(ctx, opTimeout)
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.StartTimeout)
 	defer cancel()
 	// Exits seen while starting: the loop ignores busy allocations, so the
 	// start itself must notice an instance that dies at once.

@@ -18,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -43,9 +42,9 @@ const (
 // pullable.
 var ErrImageMissing = errors.New("docker: image not available")
 
-// PullTimeout bounds an image pull, so a missing registry never hangs a
-// start.
-var PullTimeout = 5 * time.Second
+// DefaultPullTimeout bounds an image pull unless WithPullTimeout says
+// otherwise, so an unreachable or stalled registry never hangs a start.
+const DefaultPullTimeout = 2 * time.Minute
 
 // DefaultPidsLimit is the most processes (threads included) a container
 // may have unless WithPidsLimit says otherwise: enough for any sane server,
@@ -65,6 +64,10 @@ type Driver struct {
 	logger    *slog.Logger
 	policy    nodepolicy.Policy
 	pidsLimit int64
+	// Pulls: timeout, credentials file (re-read at every pull), progress.
+	pullTimeout time.Duration
+	authFile    string
+	progress    func(allocID, msg string)
 }
 
 // Option configures a Driver.
@@ -77,6 +80,14 @@ func WithPolicy(p nodepolicy.Policy) Option { return func(d *Driver) { d.policy 
 // WithPidsLimit sets every container's pids limit (default
 // DefaultPidsLimit); n must be positive.
 func WithPidsLimit(n int64) Option { return func(d *Driver) { d.pidsLimit = n } }
+
+// WithPullTimeout bounds each image pull (default DefaultPullTimeout); d
+// must be positive.
+func WithPullTimeout(d time.Duration) Option { return func(dr *Driver) { dr.pullTimeout = d } }
+
+// WithRegistryAuthFile names a credentials file (see Credentials), read at
+// every pull so that it can be replaced without a restart.
+func WithRegistryAuthFile(path string) Option { return func(d *Driver) { d.authFile = path } }
 
 // Dial connects to the Engine (DOCKER_HOST or the default socket) and checks
 // that it answers within timeout.
@@ -106,6 +117,9 @@ func New(cli *client.Client, node, address string, logger *slog.Logger, opts ...
 	}
 	if d.pidsLimit <= 0 {
 		d.pidsLimit = DefaultPidsLimit
+	}
+	if d.pullTimeout <= 0 {
+		d.pullTimeout = DefaultPullTimeout
 	}
 	return d
 }
@@ -194,7 +208,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if err := d.check(s); err != nil {
 		return allocation.Instance{}, err
 	}
-	if err := d.ensureImage(ctx, s.Image); err != nil {
+	if err := d.ensureImage(ctx, s.ID, s.Image); err != nil {
 		return allocation.Instance{}, err
 	}
 	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")
@@ -254,28 +268,6 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		return allocation.Instance{}, fmt.Errorf("docker: %s: no host port bound to %s", name, port)
 	}
 	return inst, nil
-}
-
-func (d *Driver) ensureImage(ctx context.Context, ref string) error {
-	if _, err := d.cli.ImageInspect(ctx, ref); err == nil {
-		return nil
-	} else if !client.IsErrNotFound(err) {
-		return fmt.Errorf("docker: inspect image %q: %w", ref, err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, PullTimeout)
-	defer cancel()
-	rc, err := d.cli.ImagePull(pctx, ref, image.PullOptions{})
-	if err == nil {
-		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
-	}
-	if err == nil {
-		if _, ierr := d.cli.ImageInspect(ctx, ref); ierr == nil {
-			return nil
-		}
-		err = errors.New("pull finished without the image")
-	}
-	return fmt.Errorf("image %q is not present locally and could not be pulled (%v): %w", ref, err, ErrImageMissing)
 }
 
 func (d *Driver) remove(id string) {

@@ -198,6 +198,7 @@ func StatusToProto(s agent.Status) *agentv1.AllocationStatus {
 		AllocationId: s.AllocID, Service: s.Service, Release: s.Release, Track: s.Track,
 		State: states[s.State], Health: healths[string(s.Health)], ContainerId: s.InstanceID,
 		HostPort: int32(s.HostPort), Address: s.Address, Restarts: int32(s.Restarts), Error: s.Error,
+		Progress: s.Progress,
 	}
 	if !s.HealthySince.IsZero() {
 		out.HealthySince = timestamppb.New(s.HealthySince)

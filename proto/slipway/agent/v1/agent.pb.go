@@ -783,7 +783,12 @@ type AllocationStatus struct {
 	// error explains a FAILED state.
 	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
 	// updated_at is when the status last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// progress is the last word on the allocation's image pull: "pulling
+	// IMAGE from registry HOST", "pulling IMAGE: 1.2 MB of 3.4 MB, 0 of 2
+	// layers downloaded", "pulled IMAGE from registry HOST in 2.1s" or "pull
+	// failed: ..."; kept until the next pull.
+	Progress      string `protobuf:"bytes,14,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -907,6 +912,13 @@ func (x *AllocationStatus) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *AllocationStatus) GetProgress() string {
+	if x != nil {
+		return x.Progress
+	}
+	return ""
 }
 
 // SyncAllocationsRequest is the node's whole desired set.
@@ -1391,7 +1403,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Mount\x12\x1b\n" +
 	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12%\n" +
 	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
-	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xf4\x03\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\x90\x04\n" +
 	"\x10AllocationStatus\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -1407,7 +1419,8 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\brestarts\x18\v \x01(\x05R\brestarts\x12\x14\n" +
 	"\x05error\x18\f \x01(\tR\x05error\x129\n" +
 	"\n" +
-	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xa7\x01\n" +
+	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
+	"\bprogress\x18\x0e \x01(\tR\bprogress\"\xa7\x01\n" +
 	"\x16SyncAllocationsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x124\n" +
 	"\x05token\x18\x02 \x01(\v2\x1e.slipway.agent.v1.FencingTokenR\x05token\x12>\n" +

@@ -52,6 +52,9 @@ type hardening struct {
 	allowCaps, allowHostPaths, allowImages, user string
 	pidsLimit                                    int
 	policy                                       nodepolicy.Policy
+	// Image pulls (docker driver).
+	pullTimeout      time.Duration
+	registryAuthFile string
 }
 
 // register adds the hardening flags to fs.
@@ -61,6 +64,8 @@ func (h *hardening) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.allowHostPaths, "allow-host-paths", "", "host directories specs may bind-mount, with everything under them, e.g. /data,/srv (docker driver)")
 	fs.StringVar(&h.allowImages, "allow-images", "", "image patterns this node runs, '*' matching anything, e.g. 'slipway/*,registry.local/*' (empty: any image)")
 	fs.IntVar(&h.pidsLimit, "pids-limit", docker.DefaultPidsLimit, "most processes and threads a container may have")
+	fs.DurationVar(&h.pullTimeout, "pull-timeout", docker.DefaultPullTimeout, "longest an image pull may take (docker driver)")
+	fs.StringVar(&h.registryAuthFile, "registry-auth-file", "", `registry credentials, Docker's config.json format {"auths": {"host:port": {"auth": base64(user:password)}}}, re-read at every pull (docker driver)`)
 	fs.StringVar(&h.user, "process-user", process.DefaultUser, "process driver: user children run as when the agent runs as root (never root)")
 }
 
@@ -82,6 +87,14 @@ func (h *hardening) parse() error {
 	}
 	if h.pidsLimit < 1 {
 		return fmt.Errorf("-pids-limit %d: must be at least 1", h.pidsLimit)
+	}
+	if h.pullTimeout <= 0 {
+		return fmt.Errorf("-pull-timeout %s: must be positive", h.pullTimeout)
+	}
+	if h.registryAuthFile != "" {
+		if _, err := docker.LoadCredentials(h.registryAuthFile); err != nil {
+			return fmt.Errorf("-registry-auth-file: %w", err)
+		}
 	}
 	if h.user == "" || h.user == "root" || h.user == "0" {
 		return fmt.Errorf("-process-user %q: children never run as root; name another user", h.user)
@@ -216,7 +229,8 @@ func run(args []string) error {
 		cli, err := docker.Dial(ctx, 2*time.Second)
 		switch {
 		case err == nil:
-			drv = docker.New(cli, o.nodeID, o.advertise, logger, docker.WithPolicy(o.hard.policy), docker.WithPidsLimit(int64(o.hard.pidsLimit)))
+			drv = docker.New(cli, o.nodeID, o.advertise, logger, docker.WithPolicy(o.hard.policy), docker.WithPidsLimit(int64(o.hard.pidsLimit)),
+				docker.WithPullTimeout(o.hard.pullTimeout), docker.WithRegistryAuthFile(o.hard.registryAuthFile))
 			defer cli.Close()
 		case o.driver == "docker":
 			return err
@@ -256,7 +270,7 @@ func run(args []string) error {
 		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
 		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
 		DrainTimeout: o.drainTimeout, ConfirmGrace: o.confirmGrace, HoldAfter: o.holdAfter, DrainWindow: o.drainWindow, Logger: logger, Registerer: reg,
-		Policy: o.hard.policy,
+		Policy: o.hard.policy, StartTimeout: o.hard.pullTimeout + time.Minute,
 	}, drv, cons)
 	if err != nil {
 		return err

@@ -41,6 +41,14 @@ func TestParseFlags(t *testing.T) {
 	if o.nodeID != "from-env" || o.drainWindow != 4*time.Second {
 		t.Errorf("node %q window %s: want env node id and the flag over the env", o.nodeID, o.drainWindow)
 	}
+	for flag, bad := range map[string][]string{
+		"-pull-timeout":       {"-insecure", "-pull-timeout", "0s"},
+		"-registry-auth-file": {"-insecure", "-registry-auth-file", filepath.Join(t.TempDir(), "missing.json")},
+	} {
+		if _, err := parseFlags(bad); err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("parseFlags(%v) = %v, want an error naming %s", bad, err, flag)
+		}
+	}
 	for _, bad := range [][]string{{"-driver", "podman"}, {"-labels", "novalue"}, {"-node-id", ""}, {"-node-id", "a/b"}, {"-advertise", "0.0.0.0"}, {"-advertise", "host"}, {"-tls-ca", "ca.pem"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%v) = nil error", bad)
