@@ -41,6 +41,27 @@ func TestValidateAnalysis(t *testing.T) {
 			t.Errorf("no violation for %s (got %v)", f, got)
 		}
 	}
+	hooks := &deployv1.Analysis{Webhooks: []*deployv1.WebhookGate{
+		{Name: "gate", Url: "https://ci.example/gate", Timeout: dur(time.Second)},
+		{Name: "gate", Url: "ftp://x", Timeout: dur(time.Minute), Retries: 9},
+		{Name: "Bad_Name", Url: "/relative"},
+	}}
+	got = map[string]bool{}
+	for _, v := range Validate(canarySpec(hooks)) {
+		got[v.Field] = true
+	}
+	for _, f := range []string{"webhooks[1].name", "webhooks[1].url", "webhooks[1].timeout", "webhooks[1].retries", "webhooks[2].name", "webhooks[2].url"} {
+		if !got["spec.update.canary.analysis."+f] {
+			t.Errorf("no violation for %s (got %v)", f, got)
+		}
+	}
+	if got["spec.update.canary.analysis.webhooks[0].name"] || got["spec.update.canary.analysis.webhooks[0].url"] {
+		t.Errorf("the valid webhook was refused: %v", got)
+	}
+	n := Normalize(canarySpec(&deployv1.Analysis{Webhooks: []*deployv1.WebhookGate{{Name: "gate", Url: "http://x/"}}}))
+	if a := n.GetUpdate().GetCanary().GetAnalysis(); a.GetCompare() != nil || a.GetWebhooks()[0].GetTimeout().AsDuration() != 5*time.Second {
+		t.Errorf("a webhook-only analysis normalized to %v; want no default comparison and a 5s timeout", a)
+	}
 	if vs := Validate(canarySpec(&deployv1.Analysis{SuccessRate: &deployv1.SuccessRateThreshold{Min: 99}})); len(vs) != 0 {
 		t.Errorf("a valid analysis: %v", vs)
 	}

@@ -4,6 +4,7 @@ package spec
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -63,6 +64,15 @@ const (
 	DefaultMaxErrorRateIncrease = 1.0
 	// DefaultMaxLatencyRatio is the comparison's allowed p99 ratio.
 	DefaultMaxLatencyRatio = 1.3
+	// DefaultWebhookTimeout bounds each attempt of an analysis webhook.
+	DefaultWebhookTimeout = 5 * time.Second
+	// MaxWebhookTimeout, MaxWebhookRetries and MaxWebhooks bound analysis
+	// webhooks.
+	MaxWebhookTimeout = 30 * time.Second
+	// MaxWebhookRetries bounds a webhook's retries.
+	MaxWebhookRetries = 5
+	// MaxWebhooks bounds the webhooks of one analysis.
+	MaxWebhooks = 8
 	// DefaultConfidence is the comparison's confidence level.
 	DefaultConfidence = 0.95
 )
@@ -318,6 +328,28 @@ func validateAnalysis(v *violations, path string, a *deployv1.Analysis, canary b
 			v.add(path+".latency_p99.max", "must be set and above 0")
 		}
 	}
+	if n := len(a.GetWebhooks()); n > MaxWebhooks {
+		v.add(path+".webhooks", "%d webhooks, more than the %d allowed", n, MaxWebhooks)
+	}
+	names := map[string]bool{}
+	for i, w := range a.GetWebhooks() {
+		wp := fmt.Sprintf("%s.webhooks[%d]", path, i)
+		if d := specrules.ServiceName(w.GetName()); d != "" {
+			v.add(wp+".name", "%s", d)
+		} else if names[w.GetName()] {
+			v.add(wp+".name", "%q is used by another webhook of this analysis", w.GetName())
+		}
+		names[w.GetName()] = true
+		if u, err := url.Parse(w.GetUrl()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(w.GetUrl()) > 2048 {
+			v.add(wp+".url", "%q is not an absolute http or https URL (at most 2048 bytes)", w.GetUrl())
+		}
+		if validDuration(v, wp+".timeout", w.GetTimeout()) && w.GetTimeout().AsDuration() > MaxWebhookTimeout {
+			v.add(wp+".timeout", "must be at most %s, got %s", MaxWebhookTimeout, show(w.GetTimeout()))
+		}
+		if r := w.GetRetries(); r < 0 || r > MaxWebhookRetries {
+			v.add(wp+".retries", "must be 0 to %d, got %d", MaxWebhookRetries, r)
+		}
+	}
 	if c := a.GetCompare(); c != nil {
 		if x := c.GetMaxErrorRateIncrease(); !(x >= 0 && x <= 100) {
 			v.add(path+".compare.max_error_rate_increase", "must be 0 (default %v) to 100 percentage points, got %v", DefaultMaxErrorRateIncrease, x)
@@ -346,8 +378,11 @@ func normalizeAnalysis(a *deployv1.Analysis) {
 	if a.NoData == deployv1.NoDataPolicy_NO_DATA_POLICY_UNSPECIFIED {
 		a.NoData = deployv1.NoDataPolicy_NO_DATA_POLICY_HOLD
 	}
-	if a.SuccessRate == nil && a.LatencyP99 == nil && a.Compare == nil {
+	if a.SuccessRate == nil && a.LatencyP99 == nil && a.Compare == nil && len(a.Webhooks) == 0 {
 		a.Compare = &deployv1.Comparison{}
+	}
+	for _, w := range a.Webhooks {
+		w.Timeout = orDefault(w.Timeout, DefaultWebhookTimeout)
 	}
 	if c := a.Compare; c != nil {
 		if c.MaxErrorRateIncrease == 0 {

@@ -69,6 +69,28 @@ type Config struct {
 	LatencyP99Max time.Duration
 	// Compare, when set, compares canary with stable.
 	Compare *Compare
+	// Webhooks are gates the caller asks each window (see Gate).
+	Webhooks []Webhook `json:"Webhooks,omitempty"`
+}
+
+// Webhook is an HTTP gate: the window's context is POSTed to URL; a 2xx
+// answer passes.
+type Webhook struct {
+	Name, URL string
+	// Timeout bounds each attempt; Retries more attempts follow a failure.
+	Timeout time.Duration
+	Retries int
+}
+
+// DefaultWebhookTimeout is a webhook attempt's default timeout.
+const DefaultWebhookTimeout = 5 * time.Second
+
+// Gate is the answer of one webhook for a window.
+type Gate struct {
+	Name   string
+	Passed bool
+	// Detail says what it answered (status, error, attempts).
+	Detail string
 }
 
 // Sample is one release's golden signals over a window.
@@ -146,11 +168,31 @@ func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String(
 // passes if none fails and at least one passes, and is inconclusive
 // otherwise (the canary, or for a comparison alone stable too, served fewer
 // than MinRequests).
-func Judge(cfg Config, canary, stable Sample) Verdict {
+//
+// Each gate (a webhook's answer) is one more check, judged whatever the
+// traffic: a failed gate fails the window even without data.
+func Judge(cfg Config, canary, stable Sample, gates ...Gate) Verdict {
 	v := Verdict{Canary: Summarize(canary), Stable: Summarize(stable)}
+	for _, g := range gates {
+		c := Check{Name: "webhook." + g.Name, Result: Pass, Detail: g.Detail}
+		if !g.Passed {
+			c.Result = Fail
+		}
+		v.Checks = append(v.Checks, c)
+	}
 	if canary.Requests < cfg.MinRequests || canary.Requests == 0 {
-		v.Result = Inconclusive
-		v.Reason = fmt.Sprintf("the canary served %d requests in the window, fewer than min_requests %d", canary.Requests, max(cfg.MinRequests, 1))
+		reason := fmt.Sprintf("the canary served %d requests in the window, fewer than min_requests %d", canary.Requests, max(cfg.MinRequests, 1))
+		for _, c := range v.Checks {
+			if c.Result == Fail {
+				v.Result, v.Reason = Fail, c.Name+": "+c.Detail
+				return v
+			}
+		}
+		if len(v.Checks) > 0 && cfg.SuccessRateMin == 0 && cfg.LatencyP99Max == 0 && cfg.Compare == nil {
+			v.Result, v.Reason = Pass, "all checks passed"
+			return v
+		}
+		v.Result, v.Reason = Inconclusive, reason
 		return v
 	}
 	if cfg.SuccessRateMin > 0 {
@@ -281,8 +323,18 @@ func (c Config) WithDefaults() Config {
 	if c.NoData == "" {
 		c.NoData = NoDataHold
 	}
-	if c.SuccessRateMin == 0 && c.LatencyP99Max == 0 && c.Compare == nil {
+	if c.SuccessRateMin == 0 && c.LatencyP99Max == 0 && c.Compare == nil && len(c.Webhooks) == 0 {
 		c.Compare = &Compare{}
+	}
+	if len(c.Webhooks) > 0 {
+		hooks := make([]Webhook, len(c.Webhooks))
+		for i, w := range c.Webhooks {
+			if w.Timeout == 0 {
+				w.Timeout = DefaultWebhookTimeout
+			}
+			hooks[i] = w
+		}
+		c.Webhooks = hooks
 	}
 	if c.Compare != nil {
 		cmp := *c.Compare
@@ -314,6 +366,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("success_rate.min: must be 0-100 percent, got %v", c.SuccessRateMin)
 	case c.LatencyP99Max < 0:
 		return fmt.Errorf("latency_p99.max: must not be negative, got %s", c.LatencyP99Max)
+	}
+	for i, w := range c.Webhooks {
+		switch {
+		case w.Name == "" || w.URL == "":
+			return fmt.Errorf("webhooks[%d]: needs a name and a url", i)
+		case w.Timeout <= 0 || w.Timeout > 30*time.Second:
+			return fmt.Errorf("webhooks[%d].timeout: must be above 0 and at most 30s, got %s", i, w.Timeout)
+		case w.Retries < 0 || w.Retries > 5:
+			return fmt.Errorf("webhooks[%d].retries: must be 0-5, got %d", i, w.Retries)
+		}
 	}
 	if cmp := c.Compare; cmp != nil {
 		switch {

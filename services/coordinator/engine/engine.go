@@ -28,6 +28,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"sort"
 	"time"
 
@@ -125,6 +126,8 @@ type Config struct {
 	// Signals are the golden signals the edges report, for canary
 	// analysis; nil: none (an analysed step then sees no data).
 	Signals Signals
+	// HTTPClient asks analysis webhooks; default a plain http.Client.
+	HTTPClient *http.Client
 	// Logger receives the engine's logs.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -170,6 +173,7 @@ type Engine struct {
 	failures  map[string]string                    // rollout id -> last placement failure reported
 	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
 	nodes     map[string]Node
+	hooks     map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
 }
 
 // New returns an engine; it does nothing until Run.
@@ -198,7 +202,10 @@ func New(cfg Config) *Engine {
 	if cfg.SyncBudget <= 0 {
 		cfg.SyncBudget = specrules.SyncBudgetBytes
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "engine")}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{}
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "engine"), hooks: map[string]*hookCall{}}
 }
 
 // Run drives rollouts until ctx ends or leadership is lost (then it returns

@@ -15,10 +15,14 @@ package engine
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/rollout"
+	"slipway.dev/coordinator/webhook"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
@@ -77,10 +81,8 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 // observeSignals reads, for every rollout whose machine wants an analysis
 // window judged now, the canary's and stable's signals over that window.
 func (e *Engine) observeSignals(now time.Time) map[string]*rollout.Signals {
-	if e.cfg.Signals == nil {
-		return nil
-	}
 	out := map[string]*rollout.Signals{}
+	asking := map[string]bool{}
 	for _, ro := range e.rolloutsToStep() {
 		st, ok, err := e.machine(ro)
 		if err != nil || !ok {
@@ -90,11 +92,68 @@ func (e *Engine) observeSignals(now time.Time) map[string]*rollout.Signals {
 		if !due {
 			continue
 		}
-		out[ro.GetId()] = &rollout.Signals{From: from, To: to,
-			Canary: e.cfg.Signals.Window(st.Service, st.To, from, to),
-			Stable: e.cfg.Signals.Window(st.Service, st.From, from, to)}
+		var gates []analysis.Gate
+		if hooks := rollout.AnalysisWebhooks(st); len(hooks) > 0 {
+			// Webhooks are asked in the background for this window; the
+			// window is judged on the pass after they all answered.
+			asking[ro.GetId()] = true
+			call := e.hooks[ro.GetId()]
+			if call == nil || !call.after.Equal(st.AnalysisFrom) {
+				e.hooks[ro.GetId()] = e.askHooks(ro, st, from, to, hooks)
+				continue
+			}
+			select {
+			case <-call.done:
+			default:
+				continue
+			}
+			from, to, gates = call.from, call.to, call.gates
+		}
+		out[ro.GetId()] = &rollout.Signals{From: from, To: to, Gates: gates,
+			Canary: e.signalWindow(st.Service, st.To, from, to),
+			Stable: e.signalWindow(st.Service, st.From, from, to)}
+	}
+	for id := range e.hooks {
+		if !asking[id] {
+			delete(e.hooks, id)
+		}
 	}
 	return out
+}
+
+func (e *Engine) signalWindow(service string, release uint64, from, to time.Time) analysis.Sample {
+	if e.cfg.Signals == nil {
+		return analysis.Sample{}
+	}
+	return e.cfg.Signals.Window(service, release, from, to)
+}
+
+// hookCall is one window's webhooks being asked.
+type hookCall struct {
+	after    time.Time // the machine's AnalysisFrom when asked
+	from, to time.Time
+	done     chan struct{}
+	gates    []analysis.Gate // set before done is closed
+}
+
+// askHooks asks every webhook for the window in the background.
+func (e *Engine) askHooks(ro *deployv1.Rollout, st rollout.State, from, to time.Time, hooks []analysis.Webhook) *hookCall {
+	call := &hookCall{after: st.AnalysisFrom, from: from, to: to, done: make(chan struct{})}
+	body := webhook.Context{Rollout: ro.GetId(), Service: st.Service, CanaryRelease: st.To, StableRelease: st.From,
+		Step: st.Step + 1, Weight: st.Weights[st.To], WindowStart: from, WindowEnd: to,
+		Canary: webhook.SignalsOf(e.signalWindow(st.Service, st.To, from, to)),
+		Stable: webhook.SignalsOf(e.signalWindow(st.Service, st.From, from, to))}
+	go func() {
+		defer close(call.done)
+		gates := make([]analysis.Gate, len(hooks))
+		var wg sync.WaitGroup
+		for i, h := range hooks {
+			wg.Go(func() { gates[i] = webhook.Ask(context.Background(), e.cfg.HTTPClient, h, body) })
+		}
+		wg.Wait()
+		call.gates = gates
+	}()
+	return call
 }
 
 // trackLost notes when each recorded node (or node of a stored allocation)

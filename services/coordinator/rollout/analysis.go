@@ -33,6 +33,15 @@ func AnalysisWindow(s State, now time.Time) (from, to time.Time, ok bool) {
 	return from, to, true
 }
 
+// AnalysisWebhooks are the webhooks of the step s is in (for the window
+// AnalysisWindow returns).
+func AnalysisWebhooks(s State) []analysis.Webhook {
+	if a := stepAnalysis(s); a != nil {
+		return a.Webhooks
+	}
+	return nil
+}
+
 // nextAnalysis is when AnalysisWindow will next return a window.
 func nextAnalysis(s State) (time.Time, bool) {
 	a := stepAnalysis(s)
@@ -54,7 +63,7 @@ func (r *run) judge(a analysis.Config) bool {
 		return false // none, or one judged already (or not ours)
 	}
 	r.s.AnalysisFrom = sig.To
-	v := analysis.Judge(a, sig.Canary, sig.Stable)
+	v := analysis.Judge(a, sig.Canary, sig.Stable, sig.Gates...)
 	counted := v.Result
 	if counted == analysis.Inconclusive {
 		switch a.NoData {

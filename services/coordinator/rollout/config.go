@@ -200,6 +200,9 @@ func AnalysisFromSpec(canary, step *deployv1.Analysis) *analysis.Config {
 	if cmp := a.GetCompare(); cmp != nil {
 		c.Compare = &analysis.Compare{MaxErrorRateIncrease: cmp.GetMaxErrorRateIncrease(), MaxLatencyRatio: cmp.GetMaxLatencyRatio(), Confidence: cmp.GetConfidence()}
 	}
+	for _, w := range a.GetWebhooks() {
+		c.Webhooks = append(c.Webhooks, analysis.Webhook{Name: w.GetName(), URL: w.GetUrl(), Timeout: w.GetTimeout().AsDuration(), Retries: int(w.GetRetries())})
+	}
 	c = c.WithDefaults()
 	return &c
 }

@@ -35,7 +35,9 @@ import (
 //	       [auto_revert] [auto_promote] [supersede]
 //	       [analysis] [analysis_steps=0,2] [interval=D] [min_requests=N]
 //	       [failure_limit=N] [no_data=hold|fail|pass] [success_min=99]
-//	       [p99_max=D] [compare]   canary analysis (on every step, or the listed ones)
+//	       [p99_max=D] [compare] [webhook=NAME]   canary analysis (on every step,
+//	                              or the listed ones)
+//	gate <name> pass|fail         what webhook NAME answers for each window
 //	signals canary=N/E@L stable=N/E@L | none   what the edges report per analysis
 //	                              window: N requests, E errors, latencies spread over L..2L
 //	report <id|vN> <starting|passing|critical|dead> [reason...] (healthy, unhealthy: aliases;
@@ -123,6 +125,7 @@ type world struct {
 	// canary and stable are the signals reported per analysis window; nil:
 	// no signals are observed.
 	sigCanary, sigStable *analysis.Sample
+	gates                []analysis.Gate // the webhooks' answers per window
 }
 
 func newWorld(t testing.TB) *world {
@@ -231,6 +234,13 @@ func (w *world) exec(f []string) error {
 		return w.step()
 	case "signals":
 		return w.cmdSignals(args)
+	case "gate":
+		if len(args) != 2 || (args[1] != "pass" && args[1] != "fail") {
+			return fmt.Errorf("usage: gate <name> pass|fail")
+		}
+		w.gates = slices.DeleteFunc(w.gates, func(g analysis.Gate) bool { return g.Name == args[0] })
+		w.gates = append(w.gates, analysis.Gate{Name: args[0], Passed: args[1] == "pass", Detail: "answered " + args[1]})
+		return w.step()
 	case "expect":
 		if len(args) == 0 {
 			return fmt.Errorf("expect what?")
@@ -359,6 +369,8 @@ func (w *world) cmdDeploy(args []string) error {
 			err = dur(&useAnalysis().LatencyP99Max)
 		case "compare":
 			useAnalysis().Compare = &analysis.Compare{}
+		case "webhook":
+			useAnalysis().Webhooks = append(useAnalysis().Webhooks, analysis.Webhook{Name: v, URL: "http://gate.test/" + v})
 		default:
 			return fmt.Errorf("unknown deploy argument %q", a)
 		}
@@ -537,9 +549,12 @@ func (w *world) cmdRestart(args []string) error {
 
 func (w *world) observe() Observation {
 	obs := Observation{Now: w.now, AckedGeneration: w.acked, Commands: slices.Clone(w.cmds)}
-	if w.sigCanary != nil && w.sigStable != nil && w.state != nil {
+	if (w.sigCanary != nil || len(w.gates) > 0) && w.state != nil {
 		if from, to, ok := AnalysisWindow(w.current(), w.now); ok {
-			obs.Signals = &Signals{From: from, To: to, Canary: *w.sigCanary, Stable: *w.sigStable}
+			obs.Signals = &Signals{From: from, To: to, Gates: slices.Clone(w.gates)}
+			if w.sigCanary != nil {
+				obs.Signals.Canary, obs.Signals.Stable = *w.sigCanary, *w.sigStable
+			}
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(w.instances)) {

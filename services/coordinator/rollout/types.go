@@ -296,6 +296,8 @@ type Observation struct {
 type Signals struct {
 	From, To       time.Time
 	Canary, Stable analysis.Sample
+	// Gates are the step's webhooks' answers for the window.
+	Gates []analysis.Gate
 }
 
 // AnalysisRecord is a verdict as an event carries it.

@@ -1122,7 +1122,11 @@ type Analysis struct {
 	// applies.
 	Compare *Comparison `protobuf:"bytes,7,opt,name=compare,proto3" json:"compare,omitempty"`
 	// disabled turns analysis off (for one step under a canary-level one).
-	Disabled      bool `protobuf:"varint,8,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	Disabled bool `protobuf:"varint,8,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// webhooks are gates asked each window: the leader POSTs the window's
+	// context as JSON; a 2xx answer passes, anything else (after retries) or
+	// a timeout fails the window.
+	Webhooks      []*WebhookGate `protobuf:"bytes,9,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1213,6 +1217,87 @@ func (x *Analysis) GetDisabled() bool {
 	return false
 }
 
+func (x *Analysis) GetWebhooks() []*WebhookGate {
+	if x != nil {
+		return x.Webhooks
+	}
+	return nil
+}
+
+// WebhookGate is an HTTP endpoint that judges an analysis window.
+type WebhookGate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name names the gate in verdicts; a DNS label, unique in the analysis.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// url is the http or https URL to POST to.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// timeout bounds each attempt; default 5s, at most 30s.
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// retries is how many more attempts follow a failed one; default 0, at
+	// most 5.
+	Retries       int32 `protobuf:"varint,4,opt,name=retries,proto3" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookGate) Reset() {
+	*x = WebhookGate{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookGate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookGate) ProtoMessage() {}
+
+func (x *WebhookGate) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
+func (*WebhookGate) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WebhookGate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WebhookGate) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WebhookGate) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *WebhookGate) GetRetries() int32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
 // SuccessRateThreshold is a floor on the canary's success rate.
 type SuccessRateThreshold struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1224,7 +1309,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1321,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1334,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1270,7 +1355,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1367,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1380,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1323,7 +1408,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1420,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1433,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -1384,7 +1469,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1481,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1494,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -1498,7 +1583,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12/\n" +
 	"\x05pause\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05pause\x12\x16\n" +
 	"\x06manual\x18\x03 \x01(\bR\x06manual\x127\n" +
-	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xaa\x03\n" +
+	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xe6\x03\n" +
 	"\bAnalysis\x125\n" +
 	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12!\n" +
 	"\fmin_requests\x18\x02 \x01(\rR\vminRequests\x12#\n" +
@@ -1508,7 +1593,13 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\vlatency_p99\x18\x06 \x01(\v2#.slipway.deploy.v1.LatencyThresholdR\n" +
 	"latencyP99\x127\n" +
 	"\acompare\x18\a \x01(\v2\x1d.slipway.deploy.v1.ComparisonR\acompare\x12\x1a\n" +
-	"\bdisabled\x18\b \x01(\bR\bdisabled\"(\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\x12:\n" +
+	"\bwebhooks\x18\t \x03(\v2\x1e.slipway.deploy.v1.WebhookGateR\bwebhooks\"\x82\x01\n" +
+	"\vWebhookGate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x18\n" +
+	"\aretries\x18\x04 \x01(\x05R\aretries\"(\n" +
 	"\x14SuccessRateThreshold\x12\x10\n" +
 	"\x03min\x18\x01 \x01(\x01R\x03min\"?\n" +
 	"\x10LatencyThreshold\x12+\n" +
@@ -1550,7 +1641,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -1567,51 +1658,54 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(*CanaryStrategy)(nil),       // 12: slipway.deploy.v1.CanaryStrategy
 	(*CanaryStep)(nil),           // 13: slipway.deploy.v1.CanaryStep
 	(*Analysis)(nil),             // 14: slipway.deploy.v1.Analysis
-	(*SuccessRateThreshold)(nil), // 15: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 16: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 17: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 18: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 19: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 20: google.protobuf.Duration
+	(*WebhookGate)(nil),          // 15: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 16: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 17: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 18: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 19: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 20: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 21: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	19, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	20, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
 	7,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
 	8,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
 	9,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
 	10, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
 	11, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	20, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	21, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
 	5,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
 	4,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
-	20, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	20, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	21, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	21, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
 	0,  // 11: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
 	6,  // 12: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	20, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	20, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	21, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	21, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	1,  // 15: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	20, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	20, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	20, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	20, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	21, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	21, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	21, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	21, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
 	12, // 20: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	18, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	19, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
 	13, // 22: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
 	14, // 23: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	20, // 24: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	21, // 24: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
 	14, // 25: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	20, // 26: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	21, // 26: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
 	2,  // 27: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	15, // 28: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	16, // 29: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	17, // 30: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	20, // 31: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	16, // 28: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	17, // 29: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	18, // 30: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	15, // 31: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	21, // 32: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	21, // 33: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -1626,7 +1720,7 @@ func file_slipway_deploy_v1_spec_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
