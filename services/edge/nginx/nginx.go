@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"slipway.dev/edge/controller"
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
 )
 
@@ -50,7 +51,9 @@ type Config struct {
 	// instead of starting and supervising one.
 	External  bool
 	AccessLog bool
-	Logger    *slog.Logger
+	// Limits are the client limits (zero fields: h1server's defaults).
+	Limits h1server.Limits
+	Logger *slog.Logger
 	// Registerer receives metrics; optional.
 	Registerer prometheus.Registerer
 }
@@ -161,7 +164,8 @@ func (r *Runner) render(version uint64, hosts []string) ([]byte, error) {
 		user = "root"
 	}
 	return Render(ConfigData{Version: version, Dir: r.cfg.Dir, User: user, Workers: r.cfg.Workers, Listen: r.cfg.Listen,
-		ControlAddr: r.cfg.ControlAddr, Hosts: hosts, WorkerShutdownTimeout: r.cfg.WorkerShutdownTimeout.String(), AccessLog: r.cfg.AccessLog})
+		ControlAddr: r.cfg.ControlAddr, Hosts: hosts, WorkerShutdownTimeout: r.cfg.WorkerShutdownTimeout.String(), AccessLog: r.cfg.AccessLog,
+		Limits: NginxLimits(r.cfg.Limits)})
 }
 
 // install tests conf with `nginx -t` and atomically renames it into place.

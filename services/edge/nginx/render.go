@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
 	"slipway.dev/platform/specrules"
 )
@@ -45,6 +47,47 @@ type ConfigData struct {
 	WorkerShutdownTimeout string
 	// AccessLog writes logs/access.log.
 	AccessLog bool
+	// Limits are the client limits as nginx directives' values.
+	Limits LimitsData
+}
+
+// LimitsData holds the edge's client limits (h1server.Limits, the flags
+// both modes share) as nginx directive values; an empty value leaves the
+// directive out (nginx's default).
+type LimitsData struct {
+	ReadHeaderTimeout, ReadBodyTimeout, IdleTimeout, WriteTimeout string
+	// MaxBodyBytes is client_max_body_size (0: unlimited).
+	MaxBodyBytes string
+	// HeaderBuffer is the size of large_client_header_buffers (4 of them):
+	// a request line or field longer than it is refused.
+	HeaderBuffer string
+	// PerClient is limit_conn per client address (0: none).
+	PerClient int
+}
+
+// NginxLimits renders l (defaults filled in) for the template. Header count
+// and the connection cap have no nginx directive; worker_connections
+// bounds connections per worker instead.
+func NginxLimits(l h1server.Limits) LimitsData {
+	l = l.WithDefaults()
+	ms := func(d time.Duration) string {
+		if d <= 0 {
+			return ""
+		}
+		return strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms"
+	}
+	d := LimitsData{ReadHeaderTimeout: ms(l.ReadHeaderTimeout), ReadBodyTimeout: ms(l.ReadBodyTimeout),
+		IdleTimeout: ms(l.IdleTimeout), WriteTimeout: ms(l.WriteTimeout), MaxBodyBytes: "0"}
+	if l.MaxBodyBytes > 0 {
+		d.MaxBodyBytes = strconv.FormatInt(l.MaxBodyBytes, 10)
+	}
+	if l.MaxHeaderBytes > 0 {
+		d.HeaderBuffer = strconv.FormatInt(int64(max(l.MaxHeaderBytes, 1024)), 10)
+	}
+	if l.MaxRequestsPerClient > 0 {
+		d.PerClient = l.MaxRequestsPerClient
+	}
+	return d
 }
 
 // Render renders nginx.conf.
@@ -53,6 +96,9 @@ func Render(d ConfigData) ([]byte, error) {
 		if d := specrules.RouteHost(h); d != "" {
 			return nil, fmt.Errorf("nginx: render: host %q: %s", h, d)
 		}
+	}
+	if d.Limits == (LimitsData{}) {
+		d.Limits = NginxLimits(h1server.Limits{})
 	}
 	var b bytes.Buffer
 	if err := tmpl.Execute(&b, d); err != nil {

@@ -1,13 +1,16 @@
 package nginx
 
 import (
+	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
 )
 
@@ -64,4 +67,28 @@ func TestEncodeGolden(t *testing.T) {
 			Backends: []routetable.Backend{{Release: 7, Weight: 100, Upstreams: []routetable.Upstream{{ID: "d", Address: "127.0.0.1:9004"}}}}},
 	}}
 	golden(t, "table.txt", Encode(12, tb))
+}
+
+// TestNginxLimits: the edge's limit flags become nginx directives; a limit
+// switched off (negative) leaves its directive out.
+func TestNginxLimits(t *testing.T) {
+	d := NginxLimits(h1server.Limits{ReadHeaderTimeout: 2 * time.Second, MaxBodyBytes: 1000, MaxRequestsPerClient: 7, IdleTimeout: -1, MaxHeaderBytes: -1})
+	want := LimitsData{ReadHeaderTimeout: "2000ms", ReadBodyTimeout: "60000ms", WriteTimeout: "60000ms", MaxBodyBytes: "1000", PerClient: 7}
+	if d != want {
+		t.Fatalf("limits %+v, want %+v", d, want)
+	}
+	conf, err := Render(ConfigData{Version: 1, Dir: "/d", Workers: 1, Listen: ":80", ControlAddr: "127.0.0.1:1", Limits: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"client_header_timeout 2000ms;", "client_max_body_size 1000;", "limit_conn slipway_per_client 7;"} {
+		if !bytes.Contains(conf, []byte(s)) {
+			t.Errorf("config lacks %q", s)
+		}
+	}
+	for _, s := range []string{"keepalive_timeout", "large_client_header_buffers"} {
+		if bytes.Contains(conf, []byte(s)) {
+			t.Errorf("config has %q for a limit switched off", s)
+		}
+	}
 }

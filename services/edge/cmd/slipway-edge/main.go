@@ -80,14 +80,14 @@ func parseFlags(args []string) (options, error) {
 	d := h1server.DefaultLimits
 	fs.BoolVar(&o.lean, "http-lean", true, "serve the common HTTP/1.1 request on the lean path (false: net/http for everything; mode proxy)")
 	fs.IntVar(&o.limits.MaxHeaderBytes, "http-max-header-bytes", d.MaxHeaderBytes, "largest request head (431 above)")
-	fs.IntVar(&o.limits.MaxHeaderCount, "http-max-header-count", d.MaxHeaderCount, "most request header fields (431 above)")
+	fs.IntVar(&o.limits.MaxHeaderCount, "http-max-header-count", d.MaxHeaderCount, "most request header fields (431 above; mode proxy)")
 	fs.Int64Var(&o.limits.MaxBodyBytes, "http-max-body-bytes", d.MaxBodyBytes, "largest request body (413 above)")
 	fs.DurationVar(&o.limits.ReadHeaderTimeout, "http-read-header-timeout", d.ReadHeaderTimeout, "time a request head may take from its first byte")
 	fs.DurationVar(&o.limits.ReadBodyTimeout, "http-read-body-timeout", d.ReadBodyTimeout, "longest wait for each read of a request body")
 	fs.DurationVar(&o.limits.IdleTimeout, "http-idle-timeout", d.IdleTimeout, "how long a keep-alive connection may wait for its next request")
-	fs.DurationVar(&o.limits.WriteTimeout, "http-write-timeout", d.WriteTimeout, "longest a response write may block (mode proxy: lean path)")
-	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog)")
-	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; mode proxy)")
+	fs.DurationVar(&o.limits.WriteTimeout, "http-write-timeout", d.WriteTimeout, "longest a response write may block (proxy: lean path; nginx: send_timeout)")
+	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog; mode proxy)")
+	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; nginx: limit_conn)")
 	fs.DurationVar(&o.connectTimeout, "upstream-connect-timeout", 2*time.Second, "time to connect to an instance before trying another (mode proxy)")
 	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "a Consul change after this long without one is applied at once; changes closer together (a burst) are coalesced until quiet this long (bounded by 10x)")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator gRPC addresses to report golden signals to (canary analysis); empty: none reported")
@@ -203,7 +203,7 @@ func run(args []string) error {
 		logger.Info("built-in proxy listening", "addr", lis.Addr().String())
 	case "nginx":
 		r, err := nginx.New(nginx.Config{Binary: o.nginxBinary, Dir: o.nginxDir, Listen: o.httpAddr, ControlAddr: o.nginxControl,
-			Workers: o.nginxWorkers, WorkerShutdownTimeout: o.nginxShutdown, External: o.nginxExternal, AccessLog: o.accessLog, Logger: logger, Registerer: reg})
+			Workers: o.nginxWorkers, WorkerShutdownTimeout: o.nginxShutdown, External: o.nginxExternal, AccessLog: o.accessLog, Limits: o.limits, Logger: logger, Registerer: reg})
 		if err != nil {
 			return err
 		}

@@ -71,8 +71,8 @@ var DefaultLimits = Limits{
 	MaxRequestsPerClient: 1024,
 }
 
-// withDefaults fills zero fields from DefaultLimits.
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero fields taken from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	pick := func(v *int, def int) {
 		if *v == 0 {
@@ -127,7 +127,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	lim := cfg.Limits.withDefaults()
+	lim := cfg.Limits.WithDefaults()
 	s := &Server{cfg: cfg, lim: lim, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.guard = newGuard(lim)
