@@ -68,9 +68,12 @@ func startCluster(t *testing.T, n int) *tcluster {
 		id := fmt.Sprintf("n%d", i)
 		fsm := state.New()
 		node, err := raftnode.New(raftnode.Config{ID: id, Transport: trans[i], LogOutput: io.Discard, Tune: func(rc *raft.Config) {
-			rc.HeartbeatTimeout = 100 * time.Millisecond
-			rc.ElectionTimeout = 100 * time.Millisecond
-			rc.LeaderLeaseTimeout = 100 * time.Millisecond
+			// Fast elections, but not so fast that a loaded machine (the
+			// race detector, packages tested in parallel) loses its leader
+			// mid-test.
+			rc.HeartbeatTimeout = 500 * time.Millisecond
+			rc.ElectionTimeout = 500 * time.Millisecond
+			rc.LeaderLeaseTimeout = 250 * time.Millisecond
 			rc.CommitTimeout = 5 * time.Millisecond
 		}}, fsm)
 		if err != nil {
