@@ -104,7 +104,7 @@ func StartConsul(tb testing.TB, opts ...ConsulOption) *Consul {
 		c.Stop()
 		if tb.Failed() {
 			if b, err := os.ReadFile(c.logPath); err == nil {
-				tb.Logf("consul log (last 4KiB):\n%s", tail(b, 4096))
+				tb.Logf("consul log (last 4KiB):\n%s", Tail(b, 4096))
 			}
 		}
 	})
@@ -554,11 +554,4 @@ func leaderKnownWith(ctx context.Context, hc *http.Client, base string) bool {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode == http.StatusOK && len(b) > 4 // `""` when no leader
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }

@@ -78,7 +78,7 @@ auth: {htpasswd: {realm: slipway-test, path: %q}}
 		logf.Close()
 		if tb.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			tb.Logf("registry log:\n%s", tail(b, 4000))
+			tb.Logf("registry log:\n%s", Tail(b, 4000))
 		}
 	})
 	Eventually(tb, 20*time.Second, "registry answering", func() error {

@@ -211,7 +211,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	v1 := s.deployVersion("v1", nil, quick(&deployv1.UpdateStrategy{}))
 	s.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
-	poll(t, 30*time.Second, "edge serves v1", func() string {
+	testenv.Until(t, 30*time.Second, "edge serves v1", func() string {
 		if got := (&traffic{byVersion: map[string]int{}}).probe(ed.httpAddr, host, nil, 1); got["v1"] != 1 {
 			return fmt.Sprintf("answers %v", got)
 		}

@@ -1,12 +1,9 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -26,7 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"slipway.dev/coordinator/internal/acltest"
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/coordinator/server"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/pki"
@@ -85,13 +82,6 @@ func removeContainers(t testing.TB, node string) {
 	}
 }
 
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
-
 // proc is a child process whose output goes to a log file shown on failure.
 type proc struct {
 	name    string
@@ -140,7 +130,7 @@ func (p *proc) stop(t testing.TB) {
 	}
 	if t.Failed() {
 		b, _ := os.ReadFile(p.logPath)
-		t.Logf("%s log:\n%s", p.name, tail(b, 6000))
+		t.Logf("%s log:\n%s", p.name, testenv.Tail(b, 6000))
 	}
 }
 
@@ -256,18 +246,6 @@ func live(a *agentv1.AllocationStatus) bool {
 	return true
 }
 
-// syncWriter serialises writes to a buffer shared by goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
 // startCoordinator runs a real single-node coordinator in-process with its
 // engine on and returns a DeployService client once it serves.
 func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceClient {
@@ -280,67 +258,8 @@ func startCoordinator(t testing.TB, consulAddr string) deployv1.DeployServiceCli
 // configure (when not nil); it also returns the management token's secret.
 func startCoordinatorWith(t testing.TB, consulAddr string, configure func(*server.Config)) (deployv1.DeployServiceClient, string) {
 	t.Helper()
-	logs := &syncWriter{}
-	cfg := server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
-		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), LogOutput: io.Discard,
-		Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
-	if configure != nil {
-		configure(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg) }()
-	// ACLs are on, as in production: the test bootstraps the management
-	// token and calls with it.
-	var secret string
-	conn, err := rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
-	if err == nil {
-		secret, err = acltest.Bootstrap(ctx, conn, 30*time.Second)
-		conn.Close()
-		if err == nil {
-			conn, err = rpc.Dial(cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator), rpc.WithToken(secret))
-		}
-	}
-	if err != nil {
-		cancel()
-		<-done
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator: %v", err)
-		}
-		if t.Failed() {
-			logs.mu.Lock()
-			t.Logf("coordinator log:\n%s", tail(logs.w.Bytes(), 12000))
-			logs.mu.Unlock()
-		}
-	})
-	cl := deployv1.NewDeployServiceClient(conn)
-	poll(t, 30*time.Second, "coordinator serving", func() string {
-		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
-		defer ccancel()
-		if _, err := cl.ListServices(cctx, &deployv1.ListServicesRequest{}); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
-	return cl, secret
-}
-
-// poll waits until cond returns "" and fails the test with cond's last
-// answer when d passes first.
-func poll(t testing.TB, d time.Duration, what string, cond func() string) {
-	t.Helper()
-	testenv.Eventually(t, d, what, func() error {
-		if msg := cond(); msg != "" {
-			return errors.New(msg)
-		}
-		return nil
-	})
+	c := coordtest.Start(t, consulAddr, configure)
+	return c.Deploy(), c.Secret
 }
 
 // sample is one request of the load: when it was sent and what answered.

@@ -87,7 +87,7 @@ func runRollouts(t *testing.T, mode string) *traffic {
 	// 1. v1, rolling: the edge serves it before the load starts.
 	v1 := s.deployVersion("v1", nil, quick(&deployv1.UpdateStrategy{}))
 	s.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
-	poll(t, 30*time.Second, "edge serves v1", func() string {
+	testenv.Until(t, 30*time.Second, "edge serves v1", func() string {
 		// Answers before the route exists are not counted as failures.
 		got := (&traffic{byVersion: map[string]int{}}).probe(ed.httpAddr, host, nil, 1)
 		if got["v1"] != 1 {
@@ -115,7 +115,7 @@ func runRollouts(t *testing.T, mode string) *traffic {
 	s.checkShares("1:80 2:20", map[string]float64{"v1": 0.8, "v2": 0.2}, 400)
 	// Held past the step's 4s pause while paused: still 20%, from the
 	// traffic of a second window.
-	poll(t, 10*time.Second, "5s at 20%", func() string {
+	testenv.Until(t, 10*time.Second, "5s at 20%", func() string {
 		if d := time.Since(at20); d < 5*time.Second {
 			return "at 20% for " + d.String()
 		}
@@ -143,7 +143,7 @@ func runRollouts(t *testing.T, mode string) *traffic {
 	v3 := s.deployVersion("v3", nil, bg)
 	s.waitState(v3, deployv1.RolloutState_ROLLOUT_STATE_PAUSED, 60*time.Second) // in preview, waits for promote
 	var pinned *edgev1.TrafficIntent
-	poll(t, 10*time.Second, "preview pin on release 3", func() string {
+	testenv.Until(t, 10*time.Second, "preview pin on release 3", func() string {
 		pinned = s.intent()
 		for _, p := range pinned.GetPins() {
 			if p.GetRelease() == 3 && strings.EqualFold(p.GetHeader(), previewHeader) {
@@ -184,7 +184,7 @@ func runRollouts(t *testing.T, mode string) *traffic {
 	s.waitState(v4, deployv1.RolloutState_ROLLOUT_STATE_REVERTED, 60*time.Second)
 	s.checkShares("2:100", map[string]float64{"v2": 1}, 150)
 	s.waitStable(2)
-	poll(t, 30*time.Second, "v4 instances gone", func() string {
+	testenv.Until(t, 30*time.Second, "v4 instances gone", func() string {
 		if got := s.registered(); got[4] != 0 {
 			return fmt.Sprintf("registered per release %v", got)
 		}
@@ -283,7 +283,7 @@ func (s *scenario) rollout(id string) *deployv1.Rollout {
 func (s *scenario) waitState(id string, want deployv1.RolloutState, d time.Duration) *deployv1.Rollout {
 	s.t.Helper()
 	var last *deployv1.Rollout
-	poll(s.t, d, id+" "+want.String(), func() string {
+	testenv.Until(s.t, d, id+" "+want.String(), func() string {
 		ro := s.rollout(id)
 		if ro.GetState() != want {
 			return fmt.Sprintf("%s (%s), weights %s", ro.GetState(), ro.GetMessage(), weights(s.intent()))
@@ -296,7 +296,7 @@ func (s *scenario) waitState(id string, want deployv1.RolloutState, d time.Durat
 
 func (s *scenario) waitStable(release uint64) {
 	s.t.Helper()
-	poll(s.t, 10*time.Second, "stable release "+strconv.FormatUint(release, 10), func() string {
+	testenv.Until(s.t, 10*time.Second, "stable release "+strconv.FormatUint(release, 10), func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		resp, err := s.deploy.GetService(ctx, &deployv1.GetServiceRequest{Name: s.name})
@@ -347,7 +347,7 @@ func weights(in *edgev1.TrafficIntent) string {
 func (s *scenario) waitWeights(want string, d time.Duration) *edgev1.TrafficIntent {
 	s.t.Helper()
 	var in *edgev1.TrafficIntent
-	poll(s.t, d, "weights "+want, func() string {
+	testenv.Until(s.t, d, "weights "+want, func() string {
 		in = s.intent()
 		if got := weights(in); got != want {
 			return "weights " + got
@@ -361,7 +361,7 @@ func (s *scenario) waitWeights(want string, d time.Duration) *edgev1.TrafficInte
 // one) of the service.
 func (s *scenario) waitAck(gen uint64) {
 	s.t.Helper()
-	poll(s.t, 20*time.Second, fmt.Sprintf("edge ack of generation %d", gen), func() string {
+	testenv.Until(s.t, 20*time.Second, fmt.Sprintf("edge ack of generation %d", gen), func() string {
 		a := s.edge.ack(s.t, s.consul)
 		if got := a.GetGenerations()[s.name]; got < gen {
 			return fmt.Sprintf("acked generation %d", got)
@@ -382,7 +382,7 @@ func (s *scenario) checkShares(want string, shares map[string]float64, n int) {
 	from := time.Now()
 	var got map[string]int
 	var total int
-	poll(s.t, 30*time.Second, fmt.Sprintf("%d answers at %s", n, want), func() string {
+	testenv.Until(s.t, 30*time.Second, fmt.Sprintf("%d answers at %s", n, want), func() string {
 		if got, total = s.tr.since(from); total < n {
 			return fmt.Sprintf("%d answers %v", total, got)
 		}

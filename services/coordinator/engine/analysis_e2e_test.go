@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -106,8 +107,8 @@ func testAnalysis(t *testing.T, mode string) {
 	c := testenv.StartConsul(t, testenv.ConsulACL())
 	imgDir := t.TempDir()
 	buildDemo(t, imgDir, "v1", "v2", "v3")
-	co := startCoordinator(t, c.Addr())
-	flags := []string{"-coordinators", co.cfg.GRPCAddr, "-signals-interval", "250ms", "-mode", mode}
+	co := coordtest.Start(t, c.Addr(), nil)
+	flags := []string{"-coordinators", co.Config.GRPCAddr, "-signals-interval", "250ms", "-mode", mode}
 	if mode == "nginx" {
 		flags = append(flags, "-nginx-dir", t.TempDir(), "-nginx-control-addr", testenv.FreeAddr(t), "-nginx-workers", "1")
 	}

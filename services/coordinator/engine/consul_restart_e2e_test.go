@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -41,7 +42,7 @@ func TestEngineReassertsIntentAfterConsulLosesIt(t *testing.T) {
 	imgDir := searchableDir(t)
 	buildDemo(t, imgDir, "v1")
 	startAgent(t, c.Addr(), imgDir)
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
 	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
@@ -53,14 +54,14 @@ func TestEngineReassertsIntentAfterConsulLosesIt(t *testing.T) {
 	c.Stop()
 	c.Start() // a dev agent: every key and registration is gone
 	t0 := time.Now()
-	poll(t, 30*time.Second, "intent written again with the same generation", func() string {
+	testenv.Until(t, 30*time.Second, "intent written again with the same generation", func() string {
 		if got := e.intent(); !proto.Equal(got, want) {
 			return fmt.Sprintf("intent %v, want %v", got, want)
 		}
 		return ""
 	})
 	t.Logf("intent back %s after the Consul restart", time.Since(t0).Round(100*time.Millisecond))
-	poll(t, 30*time.Second, "instances registered again", func() string {
+	testenv.Until(t, 30*time.Second, "instances registered again", func() string {
 		if got := e.passingOn(); len(got) == 0 {
 			return "no passing instance"
 		}

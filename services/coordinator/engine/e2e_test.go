@@ -1,19 +1,14 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,8 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"slipway.dev/coordinator/internal/acltest"
-	"slipway.dev/coordinator/server"
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
@@ -95,7 +89,7 @@ func startAgent(t testing.TB, consulAddr, processDir string) *agentProc {
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("node agent %s log:\n%s", a.nodeID, tailBytes(b, 8000))
+			t.Logf("node agent %s log:\n%s", a.nodeID, testenv.Tail(b, 8000))
 		}
 	})
 	return a
@@ -157,25 +151,6 @@ func (a *agentProc) kill() {
 	a.cmd = nil
 }
 
-func tailBytes(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
-
-// poll waits until cond returns "", reporting its last answer if it never
-// does.
-func poll(t testing.TB, d time.Duration, what string, cond func() string) {
-	t.Helper()
-	testenv.Eventually(t, d, what, func() error {
-		if msg := cond(); msg != "" {
-			return errors.New(msg)
-		}
-		return nil
-	})
-}
-
 type e2e struct {
 	t      testing.TB
 	deploy deployv1.DeployServiceClient
@@ -230,7 +205,7 @@ func (e *e2e) getRollout(id string) (*deployv1.Rollout, error) {
 func (e *e2e) waitState(id string, want deployv1.RolloutState, d time.Duration) *deployv1.Rollout {
 	e.t.Helper()
 	var last *deployv1.Rollout
-	poll(e.t, d, id+" "+want.String(), func() string {
+	testenv.Until(e.t, d, id+" "+want.String(), func() string {
 		ro, err := e.getRollout(id)
 		if err != nil {
 			return err.Error()
@@ -246,7 +221,7 @@ func (e *e2e) waitState(id string, want deployv1.RolloutState, d time.Duration) 
 
 func (e *e2e) waitWeights(want string, d time.Duration) {
 	e.t.Helper()
-	poll(e.t, d, "weights "+want, func() string {
+	testenv.Until(e.t, d, "weights "+want, func() string {
 		if got := e.weights(); got != want {
 			return "weights " + got
 		}
@@ -326,7 +301,7 @@ func TestEngineEndToEnd(t *testing.T) {
 	buildDemo(t, imgDir, "v1", "v2", "v3")
 	startAgent(t, c.Addr(), imgDir)
 
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
 
 	quick := func(u *deployv1.UpdateStrategy) *deployv1.UpdateStrategy {
@@ -378,9 +353,9 @@ func TestEngineEndToEnd(t *testing.T) {
 
 	// The coordinator restarts in the middle of the canary: the new leader
 	// resumes the same step without placing anything again.
-	co.stop()
-	co.start()
-	poll(t, 30*time.Second, "promote through the new leader", func() string {
+	co.Stop()
+	co.Start()
+	testenv.Until(t, 30*time.Second, "promote through the new leader", func() string {
 		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer pcancel()
 		if _, err := e.deploy.PromoteRollout(pctx, &deployv1.PromoteRolloutRequest{Id: v2, By: "e2e"}); err != nil {
@@ -390,7 +365,7 @@ func TestEngineEndToEnd(t *testing.T) {
 	})
 	e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
 	e.waitWeights("2:100", 5*time.Second)
-	poll(t, 30*time.Second, "only v2 in Consul", func() string {
+	testenv.Until(t, 30*time.Second, "only v2 in Consul", func() string {
 		if got := e.passing(); got[1] != 0 || got[2] != 2 {
 			return fmt.Sprintf("passing %v", got)
 		}
@@ -430,7 +405,7 @@ func TestEngineEndToEnd(t *testing.T) {
 	v3 := e.doDeploy("slipway/demo:v3", map[string]string{"FAIL_HEALTH": "1"}, u)
 	e.waitState(v3, deployv1.RolloutState_ROLLOUT_STATE_REVERTED, 60*time.Second)
 	e.waitWeights("2:100", 5*time.Second)
-	poll(t, 30*time.Second, "v3 gone, v2 still serving", func() string {
+	testenv.Until(t, 30*time.Second, "v3 gone, v2 still serving", func() string {
 		entries, _, err := e.consul.Health().Service(e.name, catalog.Tag, false, nil)
 		if err != nil {
 			return err.Error()
@@ -456,95 +431,11 @@ func TestEngineEndToEnd(t *testing.T) {
 	}
 }
 
-// syncWriter serialises writes to a buffer shared by goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-// coordProc is an in-process single-node coordinator with the engine on; it
-// can be restarted on the same data dir (a new term: a new leader re-acts
-// and resumes).
-type coordProc struct {
-	t      testing.TB
-	cfg    server.Config
-	logs   *syncWriter
-	conn   *grpc.ClientConn
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func startCoordinator(t testing.TB, consulAddr string) *coordProc {
-	t.Helper()
-	co := &coordProc{t: t, logs: &syncWriter{w: &bytes.Buffer{}}}
-	logger := slog.New(slog.NewTextHandler(co.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	co.cfg = server.Config{ID: "c1", DataDir: t.TempDir(), GRPCAddr: testenv.FreeAddr(t), RaftAddr: testenv.FreeAddr(t),
-		Bootstrap: true, Engine: true, Consul: testenv.ConsulConfigFor(t, consulAddr, "coordinator"), EnginePoll: 200 * time.Millisecond, NodeGrace: 2 * time.Second,
-		Logger: logger, LogOutput: io.Discard, Creds: testenv.Creds(t, pki.RoleCoordinator, "c1")}
-	co.start()
-	t.Cleanup(func() {
-		co.stop()
-		if co.conn != nil {
-			co.conn.Close()
-		}
-		if t.Failed() {
-			co.logs.mu.Lock()
-			t.Logf("coordinator log:\n%s", tailBytes(co.logs.w.Bytes(), 12000))
-			co.logs.mu.Unlock()
-		}
-	})
-	// ACLs are on, as in production: bootstrap the management token (it
-	// survives restarts in raft) and call with it.
-	boot, err := rpc.Dial(co.cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := acltest.Bootstrap(context.Background(), boot, 30*time.Second)
-	boot.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := rpc.Dial(co.cfg.GRPCAddr, testenv.ClientCreds(t), rpc.ExpectRole(pki.RoleCoordinator), rpc.WithToken(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	co.conn = conn
-	return co
-}
-
-func (co *coordProc) start() {
-	co.mu.Lock()
-	defer co.mu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	co.cancel, co.done = cancel, make(chan error, 1)
-	go func(d chan error) { d <- server.Run(ctx, co.cfg) }(co.done)
-}
-
-func (co *coordProc) stop() {
-	co.mu.Lock()
-	defer co.mu.Unlock()
-	if co.cancel == nil {
-		return
-	}
-	co.cancel()
-	if err := <-co.done; err != nil {
-		co.t.Errorf("coordinator: %v", err)
-	}
-	co.cancel = nil
-}
-
-func newE2E(t testing.TB, co *coordProc, consulAddr string) *e2e {
+func newE2E(t testing.TB, co *coordtest.Coordinator, consulAddr string) *e2e {
 	t.Helper()
 	raw := testenv.ConsulAdminClientFor(t, consulAddr)
-	e := &e2e{t: t, deploy: deployv1.NewDeployServiceClient(co.conn), consul: raw, name: fmt.Sprintf("web%d", time.Now().UnixNano()%1e6)}
-	poll(t, 30*time.Second, "coordinator serving", func() string {
+	e := &e2e{t: t, deploy: deployv1.NewDeployServiceClient(co.Conn), consul: raw, name: fmt.Sprintf("web%d", time.Now().UnixNano()%1e6)}
+	testenv.Until(t, 30*time.Second, "coordinator serving", func() string {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
 		defer ccancel()
 		if _, err := e.deploy.ListServices(cctx, &deployv1.ListServicesRequest{}); err != nil {
@@ -572,10 +463,10 @@ func TestEngineReplacesLostNode(t *testing.T) {
 	buildDemo(t, imgDir, "v1")
 	a := startAgent(t, c.Addr(), imgDir)
 	b := startAgent(t, c.Addr(), imgDir)
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
-	poll(t, 30*time.Second, "both nodes known", func() string {
-		resp, err := clusterv1.NewClusterServiceClient(co.conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
+	testenv.Until(t, 30*time.Second, "both nodes known", func() string {
+		resp, err := clusterv1.NewClusterServiceClient(co.Conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
 		if err != nil || len(resp.GetNodes()) != 2 {
 			return fmt.Sprintf("nodes %v, %v", resp.GetNodes(), err)
 		}
@@ -592,20 +483,20 @@ func TestEngineReplacesLostNode(t *testing.T) {
 	// dead agent's own check), so edges stop routing to it and no more than
 	// count instances ever pass.
 	t0 := time.Now()
-	poll(t, 10*time.Second, "the dead agent's instance out of the passing set", func() string {
+	testenv.Until(t, 10*time.Second, "the dead agent's instance out of the passing set", func() string {
 		if got := e.passingOn(); got[b.nodeID] != 0 || got[a.nodeID]+got[b.nodeID] > 2 {
 			return fmt.Sprintf("passing per node %v", got)
 		}
 		return ""
 	})
 	t.Logf("the dead agent's instance left the passing set after %s", time.Since(t0).Round(100*time.Millisecond))
-	poll(t, 60*time.Second, "the lost node's instance replaced on the other", func() string {
+	testenv.Until(t, 60*time.Second, "the lost node's instance replaced on the other", func() string {
 		if got := e.passingOn(); got[a.nodeID] != 2 || got[b.nodeID] != 0 {
 			return fmt.Sprintf("passing per node %v", got)
 		}
 		return ""
 	})
-	resp, err := clusterv1.NewClusterServiceClient(co.conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
+	resp, err := clusterv1.NewClusterServiceClient(co.Conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

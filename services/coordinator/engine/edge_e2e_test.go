@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
@@ -55,7 +56,7 @@ func startEdge(t *testing.T, consulAddr string, extra ...string) string {
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("edge log:\n%s", tailBytes(b, 6000))
+			t.Logf("edge log:\n%s", testenv.Tail(b, 6000))
 		}
 	})
 	return httpAddr
@@ -64,7 +65,7 @@ func startEdge(t *testing.T, consulAddr string, extra ...string) string {
 // waitServes waits until the edge answers host with version.
 func waitServes(t testing.TB, edge, host, version string) {
 	t.Helper()
-	poll(t, 30*time.Second, "edge serves "+version, func() string {
+	testenv.Until(t, 30*time.Second, "edge serves "+version, func() string {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
 		req.Host = host
 		resp, err := http.DefaultClient.Do(req)
@@ -142,7 +143,7 @@ func (l *load) total() int {
 func (l *load) finish(t *testing.T, n int, during string) map[string]int {
 	t.Helper()
 	after := l.total() + n
-	poll(t, 30*time.Second, fmt.Sprintf("%d more requests", n), func() string {
+	testenv.Until(t, 30*time.Second, fmt.Sprintf("%d more requests", n), func() string {
 		if got := l.total(); got < after {
 			return fmt.Sprintf("%d answers", got)
 		}
@@ -176,7 +177,7 @@ func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
 	// drains against a live edge.
 	edge := startEdge(t, c.Addr())
 	startAgent(t, c.Addr(), imgDir)
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
 	host := e.name + ".test"
 
@@ -190,7 +191,7 @@ func TestEngineWithEdgeNoFailedRequests(t *testing.T) {
 		Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{{Weight: 50, Pause: durationpb.New(2 * time.Second)}, {Weight: 100}}}}))
 	e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
 	t.Logf("v2 succeeded after %s", time.Since(began).Round(time.Millisecond))
-	poll(t, 30*time.Second, "v1 stopped", func() string {
+	testenv.Until(t, 30*time.Second, "v1 stopped", func() string {
 		if got := e.instanceIDs(1); len(got) != 0 {
 			return fmt.Sprintf("v1 instances %v", got)
 		}
@@ -218,10 +219,10 @@ func TestEngineDrainNodeNoFailedRequests(t *testing.T) {
 	edge := startEdge(t, c.Addr())
 	a := startAgent(t, c.Addr(), imgDir)
 	b := startAgent(t, c.Addr(), imgDir)
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
-	cluster := clusterv1.NewClusterServiceClient(co.conn)
-	poll(t, 30*time.Second, "both nodes known", func() string {
+	cluster := clusterv1.NewClusterServiceClient(co.Conn)
+	testenv.Until(t, 30*time.Second, "both nodes known", func() string {
 		resp, err := cluster.ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
 		if err != nil || len(resp.GetNodes()) != 2 {
 			return fmt.Sprintf("nodes %v, %v", resp.GetNodes(), err)
@@ -253,7 +254,7 @@ func TestEngineDrainNodeNoFailedRequests(t *testing.T) {
 	// TestDrainedNodeAllocationsMigrate is what pins the order; this checks
 	// it end to end.)
 	var gaps []string
-	poll(t, 60*time.Second, "the instance moved to "+to, func() string {
+	testenv.Until(t, 60*time.Second, "the instance moved to "+to, func() string {
 		got := e.passingOn()
 		if got != nil && got[to]+got[from] == 0 {
 			gaps = append(gaps, time.Now().Format("15:04:05.000"))

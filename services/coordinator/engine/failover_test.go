@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
@@ -65,7 +66,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 		if t.Failed() {
 			for _, p := range cl.Procs {
 				b, _ := os.ReadFile(p.LogPath)
-				t.Logf("==> %s log:\n%s", p.ID, tailBytes(b, 6000))
+				t.Logf("==> %s log:\n%s", p.ID, testenv.Tail(b, 6000))
 			}
 		}
 	})
@@ -85,7 +86,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	}
 	follower := (leader + 1) % 3
 	survivors := []int{follower, (leader + 2) % 3}
-	co := &coordProc{conn: cl.Conn(follower)}
+	co := &coordtest.Coordinator{Conn: cl.Conn(follower)}
 	e := newE2E(t, co, c.Addr())
 	host := e.name + ".test"
 
@@ -131,7 +132,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 		t.Fatalf("weights after failover = %s", w)
 	}
 	// The canary split keeps being served across the failover.
-	poll(t, 30*time.Second, "200 requests at the canary step since the kill", func() string {
+	testenv.Until(t, 30*time.Second, "200 requests at the canary step since the kill", func() string {
 		if n := len(l.since(killedAt)); n < 200 {
 			return fmt.Sprintf("%d requests", n)
 		}
@@ -139,7 +140,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	})
 	canary := l.since(killedAt)
 	promotedAt := time.Now()
-	poll(t, 30*time.Second, "promote through the new leader", func() string {
+	testenv.Until(t, 30*time.Second, "promote through the new leader", func() string {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
 		_, err := e.deploy.PromoteRollout(pctx, &deployv1.PromoteRolloutRequest{Id: v2, By: "e2e"})
@@ -163,7 +164,7 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 		t.Errorf("rollout finished under leader %s, want the new leader %s", cl.Procs[finisher].ID, cl.Procs[newLeader].ID)
 	}
 	e.waitWeights("2:100", 5*time.Second)
-	poll(t, 30*time.Second, "only v2 serving", func() string {
+	testenv.Until(t, 30*time.Second, "only v2 serving", func() string {
 		if got := e.passing(); got[1] != 0 || got[2] != 2 {
 			return fmt.Sprintf("passing %v", got)
 		}
@@ -175,9 +176,9 @@ func TestEngineFailoverMidCanary(t *testing.T) {
 	// The last window: requests sent once the edge acknowledged the final
 	// generation (100% v2, routing to the v2 instances only).
 	after := e.instanceIDs(2)
-	poll(t, 10*time.Second, "edge acknowledged 2:100", func() string { return e.edgeRoutesOnly(after) })
+	testenv.Until(t, 10*time.Second, "edge acknowledged 2:100", func() string { return e.edgeRoutesOnly(after) })
 	lastFrom := time.Now()
-	poll(t, 30*time.Second, "300 requests after the edge acknowledged 2:100", func() string {
+	testenv.Until(t, 30*time.Second, "300 requests after the edge acknowledged 2:100", func() string {
 		if n := len(l.since(lastFrom)); n < 300 {
 			return fmt.Sprintf("%d requests", n)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -21,7 +22,7 @@ func TestEngineFailureNamesTheAgentsReason(t *testing.T) {
 	imgDir := searchableDir(t)
 	buildDemo(t, imgDir, "v1")
 	startAgent(t, c.Addr(), imgDir)
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
 	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
@@ -126,7 +127,7 @@ func TestImpostorNodeAgentNeverGetsWork(t *testing.T) {
 		t.Logf("impostor %s on port %s", id, strconv.Itoa(port))
 	}
 
-	co := startCoordinator(t, c.Addr())
+	co := coordtest.Start(t, c.Addr(), nil)
 	e := newE2E(t, co, c.Addr())
 	v1 := e.deployWith("slipway/demo:v1", 3, nil, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 90*time.Second)
@@ -134,7 +135,7 @@ func TestImpostorNodeAgentNeverGetsWork(t *testing.T) {
 		t.Errorf("passing instances per node = %v, want all 3 on %s", got, real.nodeID)
 	}
 	// The impostors were never recorded as nodes: only the real agent is.
-	resp, err := clusterv1.NewClusterServiceClient(co.conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
+	resp, err := clusterv1.NewClusterServiceClient(co.Conn).ListNodes(context.Background(), &clusterv1.ListNodesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

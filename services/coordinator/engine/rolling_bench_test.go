@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -22,7 +23,7 @@ func BenchmarkRollingFive(b *testing.B) {
 	imgDir := b.TempDir()
 	buildDemo(b, imgDir, "v1", "v2")
 	startAgent(b, c.Addr(), imgDir)
-	co := startCoordinator(b, c.Addr())
+	co := coordtest.Start(b, c.Addr(), nil)
 	e := newE2E(b, co, c.Addr())
 	minHealthy := time.Second
 

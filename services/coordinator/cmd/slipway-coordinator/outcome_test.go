@@ -1,14 +1,12 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +14,6 @@ import (
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
-
-// lockedBuffer is a bytes.Buffer a process writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A Deploy the leader appended but could not commit (both followers
 // paused: it steps down after its lease) is not reported to slipctl as
@@ -76,7 +56,7 @@ func TestSlipctlRetriesAnUnknownOutcome(t *testing.T) {
 	slipctl := exec.Command(slipctlBin, "deploy", "-f", specFile, "--request-id", "ci-run-77", "--retry-for", "90s", "--timeout", "10s")
 	slipctl.Env = append(cleanEnv(), "SLIPWAY_ADDR="+c.Procs[leader].GRPCAddr, "SLIPWAY_TOKEN="+secret,
 		"SLIPWAY_TLS_CA="+client.CA, "SLIPWAY_TLS_CERT="+client.Cert, "SLIPWAY_TLS_KEY="+client.Key)
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.LockedBuffer
 	slipctl.Stdout, slipctl.Stderr = &stdout, &stderr
 	if err := slipctl.Start(); err != nil {
 		t.Fatal(err)
