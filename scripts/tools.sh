@@ -57,6 +57,8 @@ command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 [ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] || need_apt+=(libnginx-mod-http-lua)
 [ -f /usr/share/lua/5.1/resty/core.lua ] || need_apt+=(lua-resty-core)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# Prometheus: the analysis provider's tests query a real server.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # HAProxy: a peer of the edge in make bench (scripts/bench-edge.sh).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # Headless Chromium for the dashboard's browser tests (chromedp).

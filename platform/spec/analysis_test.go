@@ -58,6 +58,24 @@ func TestValidateAnalysis(t *testing.T) {
 	if got["spec.update.canary.analysis.webhooks[0].name"] || got["spec.update.canary.analysis.webhooks[0].url"] {
 		t.Errorf("the valid webhook was refused: %v", got)
 	}
+	one, nan := 1.0, math.NaN()
+	proms := &deployv1.Analysis{Prometheus: []*deployv1.PrometheusGate{
+		{Name: "p", Address: "http://prom:9090", Query: "up", Max: &one},
+		{Name: "q", Address: "prom:9090", Query: "", Min: &nan},
+		{Name: "r", Address: "http://prom:9090", Query: "up"},
+	}}
+	got = map[string]bool{}
+	for _, v := range Validate(canarySpec(proms)) {
+		got[v.Field] = true
+	}
+	for _, f := range []string{"prometheus[1].address", "prometheus[1].query", "prometheus[1].min", "prometheus[2]"} {
+		if !got["spec.update.canary.analysis."+f] {
+			t.Errorf("no violation for %s (got %v)", f, got)
+		}
+	}
+	if got["spec.update.canary.analysis.prometheus[0].address"] || got["spec.update.canary.analysis.prometheus[0]"] {
+		t.Errorf("the valid query was refused: %v", got)
+	}
 	n := Normalize(canarySpec(&deployv1.Analysis{Webhooks: []*deployv1.WebhookGate{{Name: "gate", Url: "http://x/"}}}))
 	if a := n.GetUpdate().GetCanary().GetAnalysis(); a.GetCompare() != nil || a.GetWebhooks()[0].GetTimeout().AsDuration() != 5*time.Second {
 		t.Errorf("a webhook-only analysis normalized to %v; want no default comparison and a 5s timeout", a)

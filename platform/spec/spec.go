@@ -4,6 +4,7 @@ package spec
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"sort"
@@ -350,6 +351,42 @@ func validateAnalysis(v *violations, path string, a *deployv1.Analysis, canary b
 			v.add(wp+".retries", "must be 0 to %d, got %d", MaxWebhookRetries, r)
 		}
 	}
+	if n := len(a.GetPrometheus()); n > MaxWebhooks {
+		v.add(path+".prometheus", "%d queries, more than the %d allowed", n, MaxWebhooks)
+	}
+	for i, q := range a.GetPrometheus() {
+		qp := fmt.Sprintf("%s.prometheus[%d]", path, i)
+		if d := specrules.ServiceName(q.GetName()); d != "" {
+			v.add(qp+".name", "%s", d)
+		} else if names[q.GetName()] {
+			v.add(qp+".name", "%q is used by another gate of this analysis", q.GetName())
+		}
+		names[q.GetName()] = true
+		if u, err := url.Parse(q.GetAddress()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(q.GetAddress()) > 2048 {
+			v.add(qp+".address", "%q is not an absolute http or https URL (at most 2048 bytes)", q.GetAddress())
+		}
+		if q.GetQuery() == "" || len(q.GetQuery()) > 4096 {
+			v.add(qp+".query", "must be a PromQL expression of 1 to 4096 bytes")
+		}
+		if q.Min == nil && q.Max == nil {
+			v.add(qp, "needs min or max")
+		}
+		for _, b := range []struct {
+			name string
+			set  bool
+			v    float64
+		}{{"min", q.Min != nil, q.GetMin()}, {"max", q.Max != nil, q.GetMax()}} {
+			if b.set && (math.IsNaN(b.v) || math.IsInf(b.v, 0)) {
+				v.add(qp+"."+b.name, "must be a finite number, got %v", b.v)
+			}
+		}
+		if q.Min != nil && q.Max != nil && q.GetMin() > q.GetMax() {
+			v.add(qp+".min", "%v is above max %v", q.GetMin(), q.GetMax())
+		}
+		if validDuration(v, qp+".timeout", q.GetTimeout()) && q.GetTimeout().AsDuration() > MaxWebhookTimeout {
+			v.add(qp+".timeout", "must be at most %s, got %s", MaxWebhookTimeout, show(q.GetTimeout()))
+		}
+	}
 	if c := a.GetCompare(); c != nil {
 		if x := c.GetMaxErrorRateIncrease(); !(x >= 0 && x <= 100) {
 			v.add(path+".compare.max_error_rate_increase", "must be 0 (default %v) to 100 percentage points, got %v", DefaultMaxErrorRateIncrease, x)
@@ -378,11 +415,14 @@ func normalizeAnalysis(a *deployv1.Analysis) {
 	if a.NoData == deployv1.NoDataPolicy_NO_DATA_POLICY_UNSPECIFIED {
 		a.NoData = deployv1.NoDataPolicy_NO_DATA_POLICY_HOLD
 	}
-	if a.SuccessRate == nil && a.LatencyP99 == nil && a.Compare == nil && len(a.Webhooks) == 0 {
+	if a.SuccessRate == nil && a.LatencyP99 == nil && a.Compare == nil && len(a.Webhooks) == 0 && len(a.Prometheus) == 0 {
 		a.Compare = &deployv1.Comparison{}
 	}
 	for _, w := range a.Webhooks {
 		w.Timeout = orDefault(w.Timeout, DefaultWebhookTimeout)
+	}
+	for _, q := range a.Prometheus {
+		q.Timeout = orDefault(q.Timeout, DefaultWebhookTimeout)
 	}
 	if c := a.Compare; c != nil {
 		if c.MaxErrorRateIncrease == 0 {

@@ -71,6 +71,16 @@ type Config struct {
 	Compare *Compare
 	// Webhooks are gates the caller asks each window (see Gate).
 	Webhooks []Webhook `json:"Webhooks,omitempty"`
+	// Prometheus are PromQL gates the caller asks each window.
+	Prometheus []PromQuery `json:"Prometheus,omitempty"`
+}
+
+// PromQuery is a Prometheus gate: Query, at the window's end, must return
+// one number within [Min, Max] (each when set).
+type PromQuery struct {
+	Name, Address, Query string
+	Min, Max             *float64
+	Timeout              time.Duration
 }
 
 // Webhook is an HTTP gate: the window's context is POSTed to URL; a 2xx
@@ -85,8 +95,10 @@ type Webhook struct {
 // DefaultWebhookTimeout is a webhook attempt's default timeout.
 const DefaultWebhookTimeout = 5 * time.Second
 
-// Gate is the answer of one webhook for a window.
+// Gate is the answer of one webhook or Prometheus query for a window.
 type Gate struct {
+	// Kind is webhook or prometheus; the check is named Kind.Name.
+	Kind   string
 	Name   string
 	Passed bool
 	// Detail says what it answered (status, error, attempts).
@@ -174,7 +186,11 @@ func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String(
 func Judge(cfg Config, canary, stable Sample, gates ...Gate) Verdict {
 	v := Verdict{Canary: Summarize(canary), Stable: Summarize(stable)}
 	for _, g := range gates {
-		c := Check{Name: "webhook." + g.Name, Result: Pass, Detail: g.Detail}
+		kind := g.Kind
+		if kind == "" {
+			kind = "webhook"
+		}
+		c := Check{Name: kind + "." + g.Name, Result: Pass, Detail: g.Detail}
 		if !g.Passed {
 			c.Result = Fail
 		}
@@ -323,7 +339,7 @@ func (c Config) WithDefaults() Config {
 	if c.NoData == "" {
 		c.NoData = NoDataHold
 	}
-	if c.SuccessRateMin == 0 && c.LatencyP99Max == 0 && c.Compare == nil && len(c.Webhooks) == 0 {
+	if c.SuccessRateMin == 0 && c.LatencyP99Max == 0 && c.Compare == nil && len(c.Webhooks) == 0 && len(c.Prometheus) == 0 {
 		c.Compare = &Compare{}
 	}
 	if len(c.Webhooks) > 0 {
@@ -335,6 +351,16 @@ func (c Config) WithDefaults() Config {
 			hooks[i] = w
 		}
 		c.Webhooks = hooks
+	}
+	if len(c.Prometheus) > 0 {
+		qs := make([]PromQuery, len(c.Prometheus))
+		for i, q := range c.Prometheus {
+			if q.Timeout == 0 {
+				q.Timeout = DefaultWebhookTimeout
+			}
+			qs[i] = q
+		}
+		c.Prometheus = qs
 	}
 	if c.Compare != nil {
 		cmp := *c.Compare
@@ -375,6 +401,16 @@ func (c Config) Validate() error {
 			return fmt.Errorf("webhooks[%d].timeout: must be above 0 and at most 30s, got %s", i, w.Timeout)
 		case w.Retries < 0 || w.Retries > 5:
 			return fmt.Errorf("webhooks[%d].retries: must be 0-5, got %d", i, w.Retries)
+		}
+	}
+	for i, q := range c.Prometheus {
+		switch {
+		case q.Name == "" || q.Address == "" || q.Query == "":
+			return fmt.Errorf("prometheus[%d]: needs a name, an address and a query", i)
+		case q.Min == nil && q.Max == nil:
+			return fmt.Errorf("prometheus[%d]: needs min or max", i)
+		case q.Timeout <= 0 || q.Timeout > 30*time.Second:
+			return fmt.Errorf("prometheus[%d].timeout: must be above 0 and at most 30s, got %s", i, q.Timeout)
 		}
 	}
 	if cmp := c.Compare; cmp != nil {

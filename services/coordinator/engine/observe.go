@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"slipway.dev/coordinator/analysis"
+	"slipway.dev/coordinator/prometheus"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/webhook"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -93,13 +94,13 @@ func (e *Engine) observeSignals(now time.Time) map[string]*rollout.Signals {
 			continue
 		}
 		var gates []analysis.Gate
-		if hooks := rollout.AnalysisWebhooks(st); len(hooks) > 0 {
+		if hooks, queries := rollout.AnalysisWebhooks(st), rollout.AnalysisQueries(st); len(hooks)+len(queries) > 0 {
 			// Webhooks are asked in the background for this window; the
 			// window is judged on the pass after they all answered.
 			asking[ro.GetId()] = true
 			call := e.hooks[ro.GetId()]
 			if call == nil || !call.after.Equal(st.AnalysisFrom) {
-				e.hooks[ro.GetId()] = e.askHooks(ro, st, from, to, hooks)
+				e.hooks[ro.GetId()] = e.askHooks(ro, st, from, to, hooks, queries)
 				continue
 			}
 			select {
@@ -136,8 +137,9 @@ type hookCall struct {
 	gates    []analysis.Gate // set before done is closed
 }
 
-// askHooks asks every webhook for the window in the background.
-func (e *Engine) askHooks(ro *deployv1.Rollout, st rollout.State, from, to time.Time, hooks []analysis.Webhook) *hookCall {
+// askHooks asks every webhook and Prometheus query for the window in the
+// background.
+func (e *Engine) askHooks(ro *deployv1.Rollout, st rollout.State, from, to time.Time, hooks []analysis.Webhook, queries []analysis.PromQuery) *hookCall {
 	call := &hookCall{after: st.AnalysisFrom, from: from, to: to, done: make(chan struct{})}
 	body := webhook.Context{Rollout: ro.GetId(), Service: st.Service, CanaryRelease: st.To, StableRelease: st.From,
 		Step: st.Step + 1, Weight: st.Weights[st.To], WindowStart: from, WindowEnd: to,
@@ -145,10 +147,14 @@ func (e *Engine) askHooks(ro *deployv1.Rollout, st rollout.State, from, to time.
 		Stable: webhook.SignalsOf(e.signalWindow(st.Service, st.From, from, to))}
 	go func() {
 		defer close(call.done)
-		gates := make([]analysis.Gate, len(hooks))
+		gates := make([]analysis.Gate, len(hooks)+len(queries))
 		var wg sync.WaitGroup
 		for i, h := range hooks {
 			wg.Go(func() { gates[i] = webhook.Ask(context.Background(), e.cfg.HTTPClient, h, body) })
+		}
+		vars := prometheus.Vars{Service: st.Service, Canary: st.To, Stable: st.From}
+		for i, q := range queries {
+			wg.Go(func() { gates[len(hooks)+i] = prometheus.Ask(context.Background(), q, vars, to) })
 		}
 		wg.Wait()
 		call.gates = gates

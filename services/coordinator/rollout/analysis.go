@@ -42,6 +42,14 @@ func AnalysisWebhooks(s State) []analysis.Webhook {
 	return nil
 }
 
+// AnalysisQueries are the Prometheus gates of the step s is in.
+func AnalysisQueries(s State) []analysis.PromQuery {
+	if a := stepAnalysis(s); a != nil {
+		return a.Prometheus
+	}
+	return nil
+}
+
 // nextAnalysis is when AnalysisWindow will next return a window.
 func nextAnalysis(s State) (time.Time, bool) {
 	a := stepAnalysis(s)

@@ -203,6 +203,18 @@ func AnalysisFromSpec(canary, step *deployv1.Analysis) *analysis.Config {
 	for _, w := range a.GetWebhooks() {
 		c.Webhooks = append(c.Webhooks, analysis.Webhook{Name: w.GetName(), URL: w.GetUrl(), Timeout: w.GetTimeout().AsDuration(), Retries: int(w.GetRetries())})
 	}
+	for _, q := range a.GetPrometheus() {
+		pq := analysis.PromQuery{Name: q.GetName(), Address: q.GetAddress(), Query: q.GetQuery(), Timeout: q.GetTimeout().AsDuration()}
+		if q.Min != nil {
+			v := q.GetMin()
+			pq.Min = &v
+		}
+		if q.Max != nil {
+			v := q.GetMax()
+			pq.Max = &v
+		}
+		c.Prometheus = append(c.Prometheus, pq)
+	}
 	c = c.WithDefaults()
 	return &c
 }

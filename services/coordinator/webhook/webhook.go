@@ -48,7 +48,7 @@ func SignalsOf(s analysis.Sample) Signals {
 // failed attempt (a transport error, a timeout or a non-2xx status), each
 // attempt bounded by h.Timeout, and returns its answer as a gate.
 func Ask(ctx context.Context, client *http.Client, h analysis.Webhook, body Context) analysis.Gate {
-	g := analysis.Gate{Name: h.Name}
+	g := analysis.Gate{Kind: "webhook", Name: h.Name}
 	raw, err := json.Marshal(body)
 	if err != nil {
 		g.Detail = "encode the context: " + err.Error()

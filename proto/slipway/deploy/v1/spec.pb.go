@@ -1126,7 +1126,10 @@ type Analysis struct {
 	// webhooks are gates asked each window: the leader POSTs the window's
 	// context as JSON; a 2xx answer passes, anything else (after retries) or
 	// a timeout fails the window.
-	Webhooks      []*WebhookGate `protobuf:"bytes,9,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	Webhooks []*WebhookGate `protobuf:"bytes,9,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	// prometheus are gates asked each window: a PromQL query that must return
+	// one number within [min, max].
+	Prometheus    []*PrometheusGate `protobuf:"bytes,10,rep,name=prometheus,proto3" json:"prometheus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1224,6 +1227,107 @@ func (x *Analysis) GetWebhooks() []*WebhookGate {
 	return nil
 }
 
+func (x *Analysis) GetPrometheus() []*PrometheusGate {
+	if x != nil {
+		return x.Prometheus
+	}
+	return nil
+}
+
+// PrometheusGate is a PromQL query judging an analysis window: the query
+// (an instant query at the window's end) must return a single number, and
+// the number must be at least min and at most max (each when set).
+type PrometheusGate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name names the gate in verdicts; a DNS label, unique in the analysis.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// address is the Prometheus server's http or https base URL.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// query is the PromQL expression; "{{canary}}" and "{{stable}}" are
+	// replaced by the release numbers, "{{service}}" by the service name.
+	Query string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	// min is the lowest passing value.
+	Min *float64 `protobuf:"fixed64,4,opt,name=min,proto3,oneof" json:"min,omitempty"`
+	// max is the highest passing value.
+	Max *float64 `protobuf:"fixed64,5,opt,name=max,proto3,oneof" json:"max,omitempty"`
+	// timeout bounds the query; default 5s, at most 30s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrometheusGate) Reset() {
+	*x = PrometheusGate{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrometheusGate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrometheusGate) ProtoMessage() {}
+
+func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
+func (*PrometheusGate) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PrometheusGate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PrometheusGate) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *PrometheusGate) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *PrometheusGate) GetMin() float64 {
+	if x != nil && x.Min != nil {
+		return *x.Min
+	}
+	return 0
+}
+
+func (x *PrometheusGate) GetMax() float64 {
+	if x != nil && x.Max != nil {
+		return *x.Max
+	}
+	return 0
+}
+
+func (x *PrometheusGate) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 // WebhookGate is an HTTP endpoint that judges an analysis window.
 type WebhookGate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1242,7 +1346,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1358,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1371,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -1309,7 +1413,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1425,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1438,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1355,7 +1459,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1471,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1484,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1408,7 +1512,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1524,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1537,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -1469,7 +1573,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1585,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1598,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -1583,7 +1687,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12/\n" +
 	"\x05pause\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05pause\x12\x16\n" +
 	"\x06manual\x18\x03 \x01(\bR\x06manual\x127\n" +
-	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xe6\x03\n" +
+	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xa9\x04\n" +
 	"\bAnalysis\x125\n" +
 	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12!\n" +
 	"\fmin_requests\x18\x02 \x01(\rR\vminRequests\x12#\n" +
@@ -1594,7 +1698,20 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"latencyP99\x127\n" +
 	"\acompare\x18\a \x01(\v2\x1d.slipway.deploy.v1.ComparisonR\acompare\x12\x1a\n" +
 	"\bdisabled\x18\b \x01(\bR\bdisabled\x12:\n" +
-	"\bwebhooks\x18\t \x03(\v2\x1e.slipway.deploy.v1.WebhookGateR\bwebhooks\"\x82\x01\n" +
+	"\bwebhooks\x18\t \x03(\v2\x1e.slipway.deploy.v1.WebhookGateR\bwebhooks\x12A\n" +
+	"\n" +
+	"prometheus\x18\n" +
+	" \x03(\v2!.slipway.deploy.v1.PrometheusGateR\n" +
+	"prometheus\"\xc7\x01\n" +
+	"\x0ePrometheusGate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\x12\x15\n" +
+	"\x03min\x18\x04 \x01(\x01H\x00R\x03min\x88\x01\x01\x12\x15\n" +
+	"\x03max\x18\x05 \x01(\x01H\x01R\x03max\x88\x01\x01\x123\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\x06\n" +
+	"\x04_minB\x06\n" +
+	"\x04_max\"\x82\x01\n" +
 	"\vWebhookGate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x123\n" +
@@ -1641,7 +1758,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -1658,54 +1775,57 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(*CanaryStrategy)(nil),       // 12: slipway.deploy.v1.CanaryStrategy
 	(*CanaryStep)(nil),           // 13: slipway.deploy.v1.CanaryStep
 	(*Analysis)(nil),             // 14: slipway.deploy.v1.Analysis
-	(*WebhookGate)(nil),          // 15: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 16: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 17: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 18: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 19: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 20: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 21: google.protobuf.Duration
+	(*PrometheusGate)(nil),       // 15: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 16: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 17: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 18: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 19: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 20: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 21: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 22: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	20, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	21, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
 	7,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
 	8,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
 	9,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
 	10, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
 	11, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	21, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	22, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
 	5,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
 	4,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
-	21, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	21, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	22, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	22, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
 	0,  // 11: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
 	6,  // 12: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	21, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	21, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	22, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	22, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	1,  // 15: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	21, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	21, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	21, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	21, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	22, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	22, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	22, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	22, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
 	12, // 20: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	19, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	20, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
 	13, // 22: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
 	14, // 23: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	21, // 24: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	22, // 24: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
 	14, // 25: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	21, // 26: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	22, // 26: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
 	2,  // 27: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	16, // 28: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	17, // 29: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	18, // 30: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	15, // 31: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	21, // 32: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	21, // 33: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	17, // 28: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	18, // 29: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	19, // 30: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	16, // 31: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	15, // 32: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	22, // 33: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	22, // 34: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	22, // 35: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -1714,13 +1834,14 @@ func file_slipway_deploy_v1_spec_proto_init() {
 		return
 	}
 	file_slipway_deploy_v1_spec_proto_msgTypes[1].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
