@@ -15,6 +15,7 @@ import (
 
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/nodeagent/docker"
+	"slipway.dev/nodeagent/internal/nodetest"
 	"slipway.dev/platform/testenv"
 )
 
@@ -45,9 +46,7 @@ func TestPullFromRegistry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a registry and pulls through the Docker Engine")
 	}
-	if err := exec.Command("docker", "image", "inspect", "slipway/demo:v1").Run(); err != nil {
-		t.Skipf("needs the Docker Engine and slipway/demo:v1 (make images): %v", err)
-	}
+	nodetest.ImagesDir(t) // builds slipway/demo:v1..v4 into the Docker Engine when missing
 	reg := testenv.StartRegistry(t, "ci", "s3cret")
 	repo := fmt.Sprintf("slipway-test/pull-%d", os.Getpid())
 	ref := reg.Push(t, "slipway/demo:v1", repo+":v1")
