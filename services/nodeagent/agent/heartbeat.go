@@ -37,11 +37,13 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case err == nil && failing:
 			failing = false
 			a.log.Info("node agent heartbeat works again", "lapsed", now.Sub(lastOK).Round(time.Millisecond))
-			if now.Sub(lastOK) > a.cfg.HoldAfter {
-				a.hold(fmt.Sprintf("heartbeats lapsed for %s", now.Sub(lastOK).Round(time.Millisecond)))
-			}
 		}
 		if err == nil {
+			// Failed heartbeats or none at all (the process was paused or
+			// starved): either way Consul saw the agent dead this long.
+			if lapse := now.Sub(lastOK); lapse > a.cfg.HoldAfter {
+				a.hold(fmt.Sprintf("heartbeats lapsed for %s", lapse.Round(time.Millisecond)))
+			}
 			lastOK = now
 			touchBeat(a.cfg.DataDir, now)
 			a.confirmAfterGrace(now)
