@@ -295,7 +295,7 @@ func (l *load) worker(ctx context.Context, addr, edge, svc, host string, rate in
 		l.mu.Lock()
 		l.requests++
 		if err != nil {
-			l.failed = append(l.failed, check.EdgeRequest{At: sent, Edge: edge, Service: svc, Err: err.Error()})
+			l.failed = append(l.failed, check.EdgeRequest{At: sent, Done: time.Now(), Edge: edge, Service: svc, Err: err.Error()})
 		}
 		l.mu.Unlock()
 	}

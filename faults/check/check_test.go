@@ -113,6 +113,13 @@ func TestEdgeFailuresAndWindows(t *testing.T) {
 	if len(v) != 2 || !strings.Contains(v[0], "leader-kill (not on the data plane)") || !strings.Contains(v[1], "fault active: none") {
 		t.Fatalf("violations = %q", v)
 	}
+	// Sent just before the fault began and failed during it: excused.
+	// Sent and failed before it: not.
+	inFlight := []EdgeRequest{{At: at(90), Done: at(110), Edge: "e0", Service: "web", Err: "connection refused"},
+		{At: at(80), Done: at(95), Edge: "e0", Service: "web", Err: "EOF"}}
+	if v := EdgeFailures(inFlight, w); len(v) != 1 || !strings.Contains(v[0], "EOF") {
+		t.Fatalf("in-flight violations = %q", v)
+	}
 }
 
 func TestServingOrphansTokens(t *testing.T) {

@@ -217,22 +217,28 @@ type Window struct {
 
 // EdgeRequest is a failed request sent through an edge.
 type EdgeRequest struct {
-	At      time.Time
-	Edge    string
-	Service string
-	Err     string
+	// At is when the request was sent; Done when it failed (zero: At).
+	At, Done time.Time
+	Edge     string
+	Service  string
+	Err      string
 }
 
-// EdgeFailures checks that every failed request fell inside a window that
-// excuses it, reporting each other failure with its time and the fault
+// EdgeFailures checks that every failed request was in flight during a
+// window that excuses it (a request sent just before a fault began is hit
+// by it too), reporting each other failure with its time and the fault
 // active then ("none" when none was).
 func EdgeFailures(failed []EdgeRequest, windows []Window) []string {
 	var out []string
 	for _, f := range failed {
 		active := []string{}
 		excused := false
+		done := f.Done
+		if done.IsZero() {
+			done = f.At
+		}
 		for _, w := range windows {
-			if !f.At.Before(w.From) && !f.At.After(w.To) {
+			if !done.Before(w.From) && !f.At.After(w.To) {
 				active = append(active, w.Fault)
 				excused = excused || w.Excuses
 			}
