@@ -428,8 +428,7 @@ func (c *cluster) prepare(t *testing.T) {
 // did not settle.
 func (c *cluster) settle(d time.Duration) []string {
 	var last []string
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	_ = testenv.Poll(d, func() error {
 		last = nil
 		for _, s := range c.services {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -445,11 +444,11 @@ func (c *cluster) settle(d time.Duration) []string {
 			}
 			cancel()
 		}
-		if len(last) == 0 {
-			return nil
+		if len(last) > 0 {
+			return fmt.Errorf("%d services not settled", len(last))
 		}
-		time.Sleep(500 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 	return last
 }
 
