@@ -95,6 +95,8 @@ type opts struct {
 	description                      string
 	files                            []string
 	watch                            bool
+	since                            string
+	follow                           bool
 }
 
 func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {

@@ -487,6 +487,13 @@ func EventLine(e *deployv1.RolloutEvent, steps int) string {
 	return strings.Join(parts, "  ")
 }
 
+// ServiceEventLine renders one event of WatchEvents on one line: its
+// index (the cursor to resume after), service and rollout, then EventLine.
+func ServiceEventLine(r *deployv1.WatchEventsResponse) string {
+	e := r.GetEvent()
+	return fmt.Sprintf("%-6d %-16s %-20s %s", e.GetIndex(), orDash(r.GetService()), orDash(e.GetRolloutId()), EventLine(e, 0))
+}
+
 // Bar renders the new release's share of traffic as a bar 20 cells wide.
 func Bar(r *deployv1.Rollout) string {
 	pct := int(r.GetWeights()[strconv.FormatUint(r.GetToRelease(), 10)])

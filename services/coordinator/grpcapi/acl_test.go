@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -266,6 +267,32 @@ func TestACLThroughFollower(t *testing.T) {
 	if err != nil || len(ro.GetRollouts()) != 1 || ro.GetRollouts()[0].GetService() != "web-1" {
 		t.Fatalf("ListRollouts for ci = %v, %v; want web-1's rollout only", ro, err)
 	}
+
+	// WatchEvents of every service shows a scoped token only its services'
+	// events; asking for another service's is refused.
+	evs, err := fdep.WatchEvents(ciCtx, &deployv1.WatchEventsRequest{HistoryOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for {
+		resp, err := evs.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("WatchEvents for ci: %v", err)
+		}
+		seen = append(seen, resp.GetService())
+	}
+	if len(seen) == 0 || slices.ContainsFunc(seen, func(s string) bool { return s != "web-1" }) {
+		t.Fatalf("WatchEvents for ci saw the events of %v; want web-1's only", seen)
+	}
+	deniedEvents, err := fdep.WatchEvents(ciCtx, &deployv1.WatchEventsRequest{Service: "api"})
+	if err == nil {
+		_, err = deniedEvents.Recv()
+	}
+	wantDenied(t, err, codes.PermissionDenied, `lacks read or deploy or operate on service "api"`)
 
 	// The audit entry names the ci token's accessor, not only the free text.
 	rel, err := fdep.ListReleases(ciCtx, &deployv1.ListReleasesRequest{Service: "web-1", Consistency: deployv1.ReadConsistency_READ_CONSISTENCY_LEADER})

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"slipway.dev/coordinator/grpcapi"
 	"slipway.dev/coordinator/raftnode"
@@ -333,6 +334,88 @@ func TestWatchRolloutResumesAndEnds(t *testing.T) {
 		_, err = missing.Recv()
 	}
 	wantCode(t, "watch unknown rollout", err, codes.NotFound, "nope-1")
+}
+
+// WatchEvents streams the events of every service in index order from any
+// coordinator, resumes on another one after the last index seen, filters by
+// service and by time, and ends after the history when asked to.
+func TestWatchEventsAcrossServices(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader, fn := c.leader(), c.follower()
+	f := fn.deploy()
+	if _, err := f.Deploy(ctx, &deployv1.DeployRequest{Spec: spec("web", "slipway/demo:v1"), RequestId: "w1"}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := f.WatchEvents(ctx, &deployv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func(s grpc.ServerStreamingClient[deployv1.WatchEventsResponse]) *deployv1.WatchEventsResponse {
+		t.Helper()
+		resp, err := s.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		return resp
+	}
+	first := recv(stream)
+	if first.GetService() != "web" || first.GetEvent().GetKind() != "created" || first.GetEvent().GetRolloutId() != "web-1" {
+		t.Fatalf("first event = %v", first)
+	}
+	// New events of other services follow on the same stream, in order.
+	if _, err := f.Deploy(ctx, &deployv1.DeployRequest{Spec: spec("api", "slipway/demo:v1"), RequestId: "a1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.PauseRollout(ctx, &deployv1.PauseRolloutRequest{Id: "web-1", By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	api, pause := recv(stream), recv(stream)
+	if api.GetService() != "api" || api.GetEvent().GetKind() != "created" || pause.GetService() != "web" || pause.GetEvent().GetKind() != "command" {
+		t.Fatalf("next events = %v, %v", api, pause)
+	}
+	if !(first.GetEvent().GetIndex() < api.GetEvent().GetIndex() && api.GetEvent().GetIndex() < pause.GetEvent().GetIndex()) {
+		t.Fatalf("indexes not increasing: %d, %d, %d", first.GetEvent().GetIndex(), api.GetEvent().GetIndex(), pause.GetEvent().GetIndex())
+	}
+
+	// Resuming on the leader after the first index replays the rest, then
+	// (history_only) ends.
+	kinds := func(n *tnode, req *deployv1.WatchEventsRequest) string {
+		t.Helper()
+		s, err := n.deploy().WatchEvents(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for {
+			resp, err := s.Recv()
+			if err == io.EOF {
+				return strings.Join(got, ",")
+			}
+			if err != nil {
+				t.Fatalf("WatchEvents %v: %v", req, err)
+			}
+			got = append(got, resp.GetService()+":"+resp.GetEvent().GetKind())
+		}
+	}
+	if got := kinds(leader, &deployv1.WatchEventsRequest{FromIndex: first.GetEvent().GetIndex(), HistoryOnly: true}); got != "api:created,web:command" {
+		t.Errorf("resumed on the leader: %s", got)
+	}
+	if got := kinds(fn, &deployv1.WatchEventsRequest{Service: "web", HistoryOnly: true}); got != "web:created,web:command" {
+		t.Errorf("web only: %s", got)
+	}
+	if got := kinds(fn, &deployv1.WatchEventsRequest{Since: timestamppb.New(time.Now().Add(time.Hour)), HistoryOnly: true}); got != "" {
+		t.Errorf("since an hour from now: %s", got)
+	}
+	if got := kinds(fn, &deployv1.WatchEventsRequest{Since: pause.GetEvent().GetAt(), HistoryOnly: true}); !strings.HasSuffix(got, "web:command") {
+		t.Errorf("since the pause: %s", got)
+	}
+	bad, err := f.WatchEvents(ctx, &deployv1.WatchEventsRequest{Since: &timestamppb.Timestamp{Nanos: -1}})
+	if err == nil {
+		_, err = bad.Recv()
+	}
+	wantCode(t, "bad since", err, codes.InvalidArgument, "since")
 }
 
 func TestClusterService(t *testing.T) {

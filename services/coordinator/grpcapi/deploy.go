@@ -269,6 +269,54 @@ func (s *deployServer) ListReleases(ctx context.Context, req *deployv1.ListRelea
 	})
 }
 
+// eventBatch caps the events WatchEvents reads from the state at once, so a
+// watcher catching up on a long history holds the state's lock briefly.
+const eventBatch = 500
+
+// WatchEvents streams the events of every rollout (of one service when the
+// request names one) from the local state, in index order: the recorded
+// ones after from_index, then new ones as they are applied. A token scoped
+// to some services sees only their events.
+func (s *deployServer) WatchEvents(req *deployv1.WatchEventsRequest, stream grpc.ServerStreamingServer[deployv1.WatchEventsResponse]) error {
+	if req.Since != nil {
+		if err := req.GetSince().CheckValid(); err != nil {
+			return rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "since", Description: err.Error()}})
+		}
+	}
+	ctx := stream.Context()
+	if err := s.a.awaitCaughtUp(ctx); err != nil {
+		return toStatus(err)
+	}
+	var since time.Time
+	if req.Since != nil {
+		since = req.GetSince().AsTime()
+	}
+	from := req.GetFromIndex()
+	for {
+		log := s.a.fsm.EventsSince(req.GetService(), from, eventBatch)
+		for _, se := range log.Events {
+			from = se.Event.GetIndex()
+			if !sees(ctx, se.Service) || (!since.IsZero() && se.Event.GetAt().AsTime().Before(since)) {
+				continue
+			}
+			if err := stream.Send(&deployv1.WatchEventsResponse{Event: se.Event, Service: se.Service}); err != nil {
+				return err
+			}
+		}
+		if log.More {
+			continue
+		}
+		if req.GetHistoryOnly() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return toStatus(ctx.Err())
+		case <-log.Changed:
+		}
+	}
+}
+
 // WatchRollout streams the rollout's events from the local state: every
 // recorded event after from_index, then new ones as they are applied, until
 // the rollout is final and every event was sent.

@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"sort"
 
 	"google.golang.org/protobuf/proto"
 
@@ -168,4 +169,65 @@ func (f *FSM) Changed() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.changed
+}
+
+// ServiceEvent is one rollout event with the service of its rollout.
+type ServiceEvent struct {
+	// Service is the service of the event's rollout.
+	Service string
+	// Event is the event.
+	Event *deployv1.RolloutEvent
+}
+
+// EventLog is what a watcher of every rollout sees at one moment.
+type EventLog struct {
+	// Events are the recorded events after the requested index, oldest
+	// first.
+	Events []ServiceEvent
+	// More is true when limit cut the answer short: ask again after the
+	// last event returned.
+	More bool
+	// Changed is closed at the next change of the state.
+	Changed <-chan struct{}
+}
+
+// EventsSince returns the recorded events of every rollout (of service's
+// only when it is set) with an index above from, in index order, at most
+// limit of them when limit > 0. Events of old final rollouts that
+// retention dropped are gone. Asking when nothing new was recorded costs
+// no scan, so a watcher may ask after every change of the state.
+func (f *FSM) EventsSince(service string, from uint64, limit int) EventLog {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	res := EventLog{Changed: f.changed}
+	if from >= f.lastEvent {
+		return res
+	}
+	collect := func(id string) {
+		evs := f.events[id]
+		// each rollout's events are in index order: skip the seen ones
+		i := sort.Search(len(evs), func(i int) bool { return evs[i].GetIndex() > from })
+		svc := f.rollouts[id].GetService()
+		for _, ev := range evs[i:] {
+			res.Events = append(res.Events, ServiceEvent{Service: svc, Event: ev})
+		}
+	}
+	if service != "" {
+		for _, id := range f.eventRolls[service] {
+			collect(id)
+		}
+	} else {
+		for id := range f.events {
+			collect(id)
+		}
+	}
+	sort.Slice(res.Events, func(i, j int) bool { return res.Events[i].Event.GetIndex() < res.Events[j].Event.GetIndex() })
+	if limit > 0 && len(res.Events) > limit {
+		clear(res.Events[limit:])
+		res.Events, res.More = res.Events[:limit], true
+	}
+	for i := range res.Events {
+		res.Events[i].Event = proto.CloneOf(res.Events[i].Event)
+	}
+	return res
 }

@@ -1968,6 +1968,137 @@ func (x *WatchRolloutResponse) GetRollout() *Rollout {
 	return nil
 }
 
+// WatchEventsRequest selects the events to stream.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// service, when set, streams only that service's rollouts' events; a
+	// token scoped to some services sees only theirs when it is empty.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// from_index resumes after this event index; zero starts with the oldest
+	// recorded event.
+	FromIndex uint64 `protobuf:"varint,2,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// since, when set, skips recorded events committed before it.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// history_only ends the stream after the events already recorded instead
+	// of following new ones.
+	HistoryOnly   bool `protobuf:"varint,4,opt,name=history_only,json=historyOnly,proto3" json:"history_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchEventsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *WatchEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *WatchEventsRequest) GetHistoryOnly() bool {
+	if x != nil {
+		return x.HistoryOnly
+	}
+	return false
+}
+
+// WatchEventsResponse carries one event.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// event is the event; its index is the cursor to resume after.
+	Event *RolloutEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// service is the service of the event's rollout.
+	Service       string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WatchEventsResponse) GetEvent() *RolloutEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchEventsResponse) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
 // PromoteRolloutRequest asks to promote a rollout.
 type PromoteRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1989,7 +2120,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2132,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2145,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -2063,7 +2194,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2206,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2219,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -2117,7 +2248,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2260,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2273,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -2184,7 +2315,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2327,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2340,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{21}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -2238,7 +2369,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2381,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2394,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{22}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -2305,7 +2436,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2448,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2461,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{23}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -2359,7 +2490,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2502,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[24]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2515,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{24}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -2426,7 +2557,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2569,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[25]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2582,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{25}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -2484,7 +2615,7 @@ type RollbackServiceRequest struct {
 
 func (x *RollbackServiceRequest) Reset() {
 	*x = RollbackServiceRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2496,7 +2627,7 @@ func (x *RollbackServiceRequest) String() string {
 func (*RollbackServiceRequest) ProtoMessage() {}
 
 func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[26]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2509,7 +2640,7 @@ func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceRequest.ProtoReflect.Descriptor instead.
 func (*RollbackServiceRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{26}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RollbackServiceRequest) GetService() string {
@@ -2569,7 +2700,7 @@ type RollbackServiceResponse struct {
 
 func (x *RollbackServiceResponse) Reset() {
 	*x = RollbackServiceResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2712,7 @@ func (x *RollbackServiceResponse) String() string {
 func (*RollbackServiceResponse) ProtoMessage() {}
 
 func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[27]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2725,7 @@ func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceResponse.ProtoReflect.Descriptor instead.
 func (*RollbackServiceResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{27}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RollbackServiceResponse) GetRelease() *Release {
@@ -2631,7 +2762,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2774,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[28]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2787,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{28}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetServiceRequest) GetName() string {
@@ -2684,7 +2815,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2827,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[29]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2840,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{29}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetServiceResponse) GetService() *Service {
@@ -2730,7 +2861,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2873,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[30]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2886,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{30}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListServicesRequest) GetConsistency() ReadConsistency {
@@ -2776,7 +2907,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[31]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2919,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[31]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2932,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{31}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -2826,7 +2957,7 @@ type ListReleasesRequest struct {
 
 func (x *ListReleasesRequest) Reset() {
 	*x = ListReleasesRequest{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[32]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2838,7 +2969,7 @@ func (x *ListReleasesRequest) String() string {
 func (*ListReleasesRequest) ProtoMessage() {}
 
 func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[32]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2851,7 +2982,7 @@ func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesRequest.ProtoReflect.Descriptor instead.
 func (*ListReleasesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{32}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListReleasesRequest) GetService() string {
@@ -2888,7 +3019,7 @@ type ListReleasesResponse struct {
 
 func (x *ListReleasesResponse) Reset() {
 	*x = ListReleasesResponse{}
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[33]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +3031,7 @@ func (x *ListReleasesResponse) String() string {
 func (*ListReleasesResponse) ProtoMessage() {}
 
 func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[33]
+	mi := &file_slipway_deploy_v1_deploy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3044,7 @@ func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReleasesResponse.ProtoReflect.Descriptor instead.
 func (*ListReleasesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{33}
+	return file_slipway_deploy_v1_deploy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListReleasesResponse) GetReleases() []*Release {
@@ -3093,7 +3224,16 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"from_index\x18\x02 \x01(\x04R\tfromIndex\"\x83\x01\n" +
 	"\x14WatchRolloutResponse\x125\n" +
 	"\x05event\x18\x01 \x01(\v2\x1f.slipway.deploy.v1.RolloutEventR\x05event\x124\n" +
-	"\arollout\x18\x02 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"\x82\x01\n" +
+	"\arollout\x18\x02 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\"\xa2\x01\n" +
+	"\x12WatchEventsRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x02 \x01(\x04R\tfromIndex\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12!\n" +
+	"\fhistory_only\x18\x04 \x01(\bR\vhistoryOnly\"f\n" +
+	"\x13WatchEventsResponse\x125\n" +
+	"\x05event\x18\x01 \x01(\v2\x1f.slipway.deploy.v1.RolloutEventR\x05event\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\x82\x01\n" +
 	"\x15PromoteRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12\x0e\n" +
@@ -3184,13 +3324,14 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_NOT_COMMITTED\x10\x01\x12 \n" +
-	"\x1cERROR_REASON_OUTCOME_UNKNOWN\x10\x022\x91\t\n" +
+	"\x1cERROR_REASON_OUTCOME_UNKNOWN\x10\x022\xf1\t\n" +
 	"\rDeployService\x12M\n" +
 	"\x06Deploy\x12 .slipway.deploy.v1.DeployRequest\x1a!.slipway.deploy.v1.DeployResponse\x12Y\n" +
 	"\n" +
 	"GetRollout\x12$.slipway.deploy.v1.GetRolloutRequest\x1a%.slipway.deploy.v1.GetRolloutResponse\x12_\n" +
 	"\fListRollouts\x12&.slipway.deploy.v1.ListRolloutsRequest\x1a'.slipway.deploy.v1.ListRolloutsResponse\x12a\n" +
-	"\fWatchRollout\x12&.slipway.deploy.v1.WatchRolloutRequest\x1a'.slipway.deploy.v1.WatchRolloutResponse0\x01\x12e\n" +
+	"\fWatchRollout\x12&.slipway.deploy.v1.WatchRolloutRequest\x1a'.slipway.deploy.v1.WatchRolloutResponse0\x01\x12^\n" +
+	"\vWatchEvents\x12%.slipway.deploy.v1.WatchEventsRequest\x1a&.slipway.deploy.v1.WatchEventsResponse0\x01\x12e\n" +
 	"\x0ePromoteRollout\x12(.slipway.deploy.v1.PromoteRolloutRequest\x1a).slipway.deploy.v1.PromoteRolloutResponse\x12_\n" +
 	"\fPauseRollout\x12&.slipway.deploy.v1.PauseRolloutRequest\x1a'.slipway.deploy.v1.PauseRolloutResponse\x12b\n" +
 	"\rResumeRollout\x12'.slipway.deploy.v1.ResumeRolloutRequest\x1a(.slipway.deploy.v1.ResumeRolloutResponse\x12_\n" +
@@ -3214,7 +3355,7 @@ func file_slipway_deploy_v1_deploy_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_slipway_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_slipway_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_slipway_deploy_v1_deploy_proto_goTypes = []any{
 	(ReadConsistency)(0),            // 0: slipway.deploy.v1.ReadConsistency
 	(RolloutState)(0),               // 1: slipway.deploy.v1.RolloutState
@@ -3239,65 +3380,67 @@ var file_slipway_deploy_v1_deploy_proto_goTypes = []any{
 	(*ListRolloutsResponse)(nil),    // 20: slipway.deploy.v1.ListRolloutsResponse
 	(*WatchRolloutRequest)(nil),     // 21: slipway.deploy.v1.WatchRolloutRequest
 	(*WatchRolloutResponse)(nil),    // 22: slipway.deploy.v1.WatchRolloutResponse
-	(*PromoteRolloutRequest)(nil),   // 23: slipway.deploy.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),  // 24: slipway.deploy.v1.PromoteRolloutResponse
-	(*PauseRolloutRequest)(nil),     // 25: slipway.deploy.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),    // 26: slipway.deploy.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),    // 27: slipway.deploy.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),   // 28: slipway.deploy.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),     // 29: slipway.deploy.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),    // 30: slipway.deploy.v1.AbortRolloutResponse
-	(*RollbackServiceRequest)(nil),  // 31: slipway.deploy.v1.RollbackServiceRequest
-	(*RollbackServiceResponse)(nil), // 32: slipway.deploy.v1.RollbackServiceResponse
-	(*GetServiceRequest)(nil),       // 33: slipway.deploy.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),      // 34: slipway.deploy.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),     // 35: slipway.deploy.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),    // 36: slipway.deploy.v1.ListServicesResponse
-	(*ListReleasesRequest)(nil),     // 37: slipway.deploy.v1.ListReleasesRequest
-	(*ListReleasesResponse)(nil),    // 38: slipway.deploy.v1.ListReleasesResponse
-	nil,                             // 39: slipway.deploy.v1.Rollout.WeightsEntry
-	nil,                             // 40: slipway.deploy.v1.RolloutStep.WeightsEntry
-	nil,                             // 41: slipway.deploy.v1.RolloutEvent.WeightsEntry
-	nil,                             // 42: slipway.deploy.v1.RolloutEvent.HealthyEntry
-	(*ServiceSpec)(nil),             // 43: slipway.deploy.v1.ServiceSpec
-	(*timestamppb.Timestamp)(nil),   // 44: google.protobuf.Timestamp
-	(Strategy)(0),                   // 45: slipway.deploy.v1.Strategy
-	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
+	(*WatchEventsRequest)(nil),      // 23: slipway.deploy.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 24: slipway.deploy.v1.WatchEventsResponse
+	(*PromoteRolloutRequest)(nil),   // 25: slipway.deploy.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),  // 26: slipway.deploy.v1.PromoteRolloutResponse
+	(*PauseRolloutRequest)(nil),     // 27: slipway.deploy.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),    // 28: slipway.deploy.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),    // 29: slipway.deploy.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),   // 30: slipway.deploy.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),     // 31: slipway.deploy.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),    // 32: slipway.deploy.v1.AbortRolloutResponse
+	(*RollbackServiceRequest)(nil),  // 33: slipway.deploy.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil), // 34: slipway.deploy.v1.RollbackServiceResponse
+	(*GetServiceRequest)(nil),       // 35: slipway.deploy.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),      // 36: slipway.deploy.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),     // 37: slipway.deploy.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),    // 38: slipway.deploy.v1.ListServicesResponse
+	(*ListReleasesRequest)(nil),     // 39: slipway.deploy.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),    // 40: slipway.deploy.v1.ListReleasesResponse
+	nil,                             // 41: slipway.deploy.v1.Rollout.WeightsEntry
+	nil,                             // 42: slipway.deploy.v1.RolloutStep.WeightsEntry
+	nil,                             // 43: slipway.deploy.v1.RolloutEvent.WeightsEntry
+	nil,                             // 44: slipway.deploy.v1.RolloutEvent.HealthyEntry
+	(*ServiceSpec)(nil),             // 45: slipway.deploy.v1.ServiceSpec
+	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
+	(Strategy)(0),                   // 47: slipway.deploy.v1.Strategy
+	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_deploy_proto_depIdxs = []int32{
-	43, // 0: slipway.deploy.v1.Release.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	44, // 1: slipway.deploy.v1.Release.created_at:type_name -> google.protobuf.Timestamp
-	45, // 2: slipway.deploy.v1.Rollout.strategy:type_name -> slipway.deploy.v1.Strategy
+	45, // 0: slipway.deploy.v1.Release.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	46, // 1: slipway.deploy.v1.Release.created_at:type_name -> google.protobuf.Timestamp
+	47, // 2: slipway.deploy.v1.Rollout.strategy:type_name -> slipway.deploy.v1.Strategy
 	1,  // 3: slipway.deploy.v1.Rollout.state:type_name -> slipway.deploy.v1.RolloutState
-	39, // 4: slipway.deploy.v1.Rollout.weights:type_name -> slipway.deploy.v1.Rollout.WeightsEntry
-	44, // 5: slipway.deploy.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
-	44, // 6: slipway.deploy.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	41, // 4: slipway.deploy.v1.Rollout.weights:type_name -> slipway.deploy.v1.Rollout.WeightsEntry
+	46, // 5: slipway.deploy.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	46, // 6: slipway.deploy.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
 	7,  // 7: slipway.deploy.v1.Rollout.history:type_name -> slipway.deploy.v1.RolloutStep
 	8,  // 8: slipway.deploy.v1.Rollout.commands:type_name -> slipway.deploy.v1.OperatorCommand
-	44, // 9: slipway.deploy.v1.RolloutStep.at:type_name -> google.protobuf.Timestamp
-	40, // 10: slipway.deploy.v1.RolloutStep.weights:type_name -> slipway.deploy.v1.RolloutStep.WeightsEntry
+	46, // 9: slipway.deploy.v1.RolloutStep.at:type_name -> google.protobuf.Timestamp
+	42, // 10: slipway.deploy.v1.RolloutStep.weights:type_name -> slipway.deploy.v1.RolloutStep.WeightsEntry
 	1,  // 11: slipway.deploy.v1.RolloutStep.state:type_name -> slipway.deploy.v1.RolloutState
 	2,  // 12: slipway.deploy.v1.OperatorCommand.kind:type_name -> slipway.deploy.v1.CommandKind
-	44, // 13: slipway.deploy.v1.OperatorCommand.at:type_name -> google.protobuf.Timestamp
-	44, // 14: slipway.deploy.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
+	46, // 13: slipway.deploy.v1.OperatorCommand.at:type_name -> google.protobuf.Timestamp
+	46, // 14: slipway.deploy.v1.RolloutEvent.at:type_name -> google.protobuf.Timestamp
 	1,  // 15: slipway.deploy.v1.RolloutEvent.state:type_name -> slipway.deploy.v1.RolloutState
-	41, // 16: slipway.deploy.v1.RolloutEvent.weights:type_name -> slipway.deploy.v1.RolloutEvent.WeightsEntry
-	42, // 17: slipway.deploy.v1.RolloutEvent.healthy:type_name -> slipway.deploy.v1.RolloutEvent.HealthyEntry
+	43, // 16: slipway.deploy.v1.RolloutEvent.weights:type_name -> slipway.deploy.v1.RolloutEvent.WeightsEntry
+	44, // 17: slipway.deploy.v1.RolloutEvent.healthy:type_name -> slipway.deploy.v1.RolloutEvent.HealthyEntry
 	10, // 18: slipway.deploy.v1.RolloutEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
 	3,  // 19: slipway.deploy.v1.AnalysisVerdict.result:type_name -> slipway.deploy.v1.AnalysisResult
 	3,  // 20: slipway.deploy.v1.AnalysisVerdict.counted:type_name -> slipway.deploy.v1.AnalysisResult
-	44, // 21: slipway.deploy.v1.AnalysisVerdict.window_start:type_name -> google.protobuf.Timestamp
-	44, // 22: slipway.deploy.v1.AnalysisVerdict.window_end:type_name -> google.protobuf.Timestamp
+	46, // 21: slipway.deploy.v1.AnalysisVerdict.window_start:type_name -> google.protobuf.Timestamp
+	46, // 22: slipway.deploy.v1.AnalysisVerdict.window_end:type_name -> google.protobuf.Timestamp
 	11, // 23: slipway.deploy.v1.AnalysisVerdict.canary:type_name -> slipway.deploy.v1.SignalSummary
 	11, // 24: slipway.deploy.v1.AnalysisVerdict.stable:type_name -> slipway.deploy.v1.SignalSummary
 	12, // 25: slipway.deploy.v1.AnalysisVerdict.checks:type_name -> slipway.deploy.v1.AnalysisCheck
-	46, // 26: slipway.deploy.v1.SignalSummary.p50:type_name -> google.protobuf.Duration
-	46, // 27: slipway.deploy.v1.SignalSummary.p99:type_name -> google.protobuf.Duration
+	48, // 26: slipway.deploy.v1.SignalSummary.p50:type_name -> google.protobuf.Duration
+	48, // 27: slipway.deploy.v1.SignalSummary.p99:type_name -> google.protobuf.Duration
 	3,  // 28: slipway.deploy.v1.AnalysisCheck.result:type_name -> slipway.deploy.v1.AnalysisResult
-	43, // 29: slipway.deploy.v1.Service.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	44, // 30: slipway.deploy.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
-	44, // 31: slipway.deploy.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
-	43, // 32: slipway.deploy.v1.DeployRequest.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	45, // 29: slipway.deploy.v1.Service.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	46, // 30: slipway.deploy.v1.Service.updated_at:type_name -> google.protobuf.Timestamp
+	46, // 31: slipway.deploy.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
+	45, // 32: slipway.deploy.v1.DeployRequest.spec:type_name -> slipway.deploy.v1.ServiceSpec
 	5,  // 33: slipway.deploy.v1.DeployResponse.release:type_name -> slipway.deploy.v1.Release
 	6,  // 34: slipway.deploy.v1.DeployResponse.rollout:type_name -> slipway.deploy.v1.Rollout
 	0,  // 35: slipway.deploy.v1.GetRolloutRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
@@ -3306,48 +3449,52 @@ var file_slipway_deploy_v1_deploy_proto_depIdxs = []int32{
 	6,  // 38: slipway.deploy.v1.ListRolloutsResponse.rollouts:type_name -> slipway.deploy.v1.Rollout
 	9,  // 39: slipway.deploy.v1.WatchRolloutResponse.event:type_name -> slipway.deploy.v1.RolloutEvent
 	6,  // 40: slipway.deploy.v1.WatchRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	6,  // 41: slipway.deploy.v1.PromoteRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	6,  // 42: slipway.deploy.v1.PauseRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	6,  // 43: slipway.deploy.v1.ResumeRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	6,  // 44: slipway.deploy.v1.AbortRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	5,  // 45: slipway.deploy.v1.RollbackServiceResponse.release:type_name -> slipway.deploy.v1.Release
-	6,  // 46: slipway.deploy.v1.RollbackServiceResponse.rollout:type_name -> slipway.deploy.v1.Rollout
-	0,  // 47: slipway.deploy.v1.GetServiceRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	13, // 48: slipway.deploy.v1.GetServiceResponse.service:type_name -> slipway.deploy.v1.Service
-	0,  // 49: slipway.deploy.v1.ListServicesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	13, // 50: slipway.deploy.v1.ListServicesResponse.services:type_name -> slipway.deploy.v1.Service
-	0,  // 51: slipway.deploy.v1.ListReleasesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
-	5,  // 52: slipway.deploy.v1.ListReleasesResponse.releases:type_name -> slipway.deploy.v1.Release
-	14, // 53: slipway.deploy.v1.ListReleasesResponse.audit:type_name -> slipway.deploy.v1.AuditEvent
-	15, // 54: slipway.deploy.v1.DeployService.Deploy:input_type -> slipway.deploy.v1.DeployRequest
-	17, // 55: slipway.deploy.v1.DeployService.GetRollout:input_type -> slipway.deploy.v1.GetRolloutRequest
-	19, // 56: slipway.deploy.v1.DeployService.ListRollouts:input_type -> slipway.deploy.v1.ListRolloutsRequest
-	21, // 57: slipway.deploy.v1.DeployService.WatchRollout:input_type -> slipway.deploy.v1.WatchRolloutRequest
-	23, // 58: slipway.deploy.v1.DeployService.PromoteRollout:input_type -> slipway.deploy.v1.PromoteRolloutRequest
-	25, // 59: slipway.deploy.v1.DeployService.PauseRollout:input_type -> slipway.deploy.v1.PauseRolloutRequest
-	27, // 60: slipway.deploy.v1.DeployService.ResumeRollout:input_type -> slipway.deploy.v1.ResumeRolloutRequest
-	29, // 61: slipway.deploy.v1.DeployService.AbortRollout:input_type -> slipway.deploy.v1.AbortRolloutRequest
-	31, // 62: slipway.deploy.v1.DeployService.RollbackService:input_type -> slipway.deploy.v1.RollbackServiceRequest
-	33, // 63: slipway.deploy.v1.DeployService.GetService:input_type -> slipway.deploy.v1.GetServiceRequest
-	35, // 64: slipway.deploy.v1.DeployService.ListServices:input_type -> slipway.deploy.v1.ListServicesRequest
-	37, // 65: slipway.deploy.v1.DeployService.ListReleases:input_type -> slipway.deploy.v1.ListReleasesRequest
-	16, // 66: slipway.deploy.v1.DeployService.Deploy:output_type -> slipway.deploy.v1.DeployResponse
-	18, // 67: slipway.deploy.v1.DeployService.GetRollout:output_type -> slipway.deploy.v1.GetRolloutResponse
-	20, // 68: slipway.deploy.v1.DeployService.ListRollouts:output_type -> slipway.deploy.v1.ListRolloutsResponse
-	22, // 69: slipway.deploy.v1.DeployService.WatchRollout:output_type -> slipway.deploy.v1.WatchRolloutResponse
-	24, // 70: slipway.deploy.v1.DeployService.PromoteRollout:output_type -> slipway.deploy.v1.PromoteRolloutResponse
-	26, // 71: slipway.deploy.v1.DeployService.PauseRollout:output_type -> slipway.deploy.v1.PauseRolloutResponse
-	28, // 72: slipway.deploy.v1.DeployService.ResumeRollout:output_type -> slipway.deploy.v1.ResumeRolloutResponse
-	30, // 73: slipway.deploy.v1.DeployService.AbortRollout:output_type -> slipway.deploy.v1.AbortRolloutResponse
-	32, // 74: slipway.deploy.v1.DeployService.RollbackService:output_type -> slipway.deploy.v1.RollbackServiceResponse
-	34, // 75: slipway.deploy.v1.DeployService.GetService:output_type -> slipway.deploy.v1.GetServiceResponse
-	36, // 76: slipway.deploy.v1.DeployService.ListServices:output_type -> slipway.deploy.v1.ListServicesResponse
-	38, // 77: slipway.deploy.v1.DeployService.ListReleases:output_type -> slipway.deploy.v1.ListReleasesResponse
-	66, // [66:78] is the sub-list for method output_type
-	54, // [54:66] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	46, // 41: slipway.deploy.v1.WatchEventsRequest.since:type_name -> google.protobuf.Timestamp
+	9,  // 42: slipway.deploy.v1.WatchEventsResponse.event:type_name -> slipway.deploy.v1.RolloutEvent
+	6,  // 43: slipway.deploy.v1.PromoteRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 44: slipway.deploy.v1.PauseRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 45: slipway.deploy.v1.ResumeRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	6,  // 46: slipway.deploy.v1.AbortRolloutResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	5,  // 47: slipway.deploy.v1.RollbackServiceResponse.release:type_name -> slipway.deploy.v1.Release
+	6,  // 48: slipway.deploy.v1.RollbackServiceResponse.rollout:type_name -> slipway.deploy.v1.Rollout
+	0,  // 49: slipway.deploy.v1.GetServiceRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	13, // 50: slipway.deploy.v1.GetServiceResponse.service:type_name -> slipway.deploy.v1.Service
+	0,  // 51: slipway.deploy.v1.ListServicesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	13, // 52: slipway.deploy.v1.ListServicesResponse.services:type_name -> slipway.deploy.v1.Service
+	0,  // 53: slipway.deploy.v1.ListReleasesRequest.consistency:type_name -> slipway.deploy.v1.ReadConsistency
+	5,  // 54: slipway.deploy.v1.ListReleasesResponse.releases:type_name -> slipway.deploy.v1.Release
+	14, // 55: slipway.deploy.v1.ListReleasesResponse.audit:type_name -> slipway.deploy.v1.AuditEvent
+	15, // 56: slipway.deploy.v1.DeployService.Deploy:input_type -> slipway.deploy.v1.DeployRequest
+	17, // 57: slipway.deploy.v1.DeployService.GetRollout:input_type -> slipway.deploy.v1.GetRolloutRequest
+	19, // 58: slipway.deploy.v1.DeployService.ListRollouts:input_type -> slipway.deploy.v1.ListRolloutsRequest
+	21, // 59: slipway.deploy.v1.DeployService.WatchRollout:input_type -> slipway.deploy.v1.WatchRolloutRequest
+	23, // 60: slipway.deploy.v1.DeployService.WatchEvents:input_type -> slipway.deploy.v1.WatchEventsRequest
+	25, // 61: slipway.deploy.v1.DeployService.PromoteRollout:input_type -> slipway.deploy.v1.PromoteRolloutRequest
+	27, // 62: slipway.deploy.v1.DeployService.PauseRollout:input_type -> slipway.deploy.v1.PauseRolloutRequest
+	29, // 63: slipway.deploy.v1.DeployService.ResumeRollout:input_type -> slipway.deploy.v1.ResumeRolloutRequest
+	31, // 64: slipway.deploy.v1.DeployService.AbortRollout:input_type -> slipway.deploy.v1.AbortRolloutRequest
+	33, // 65: slipway.deploy.v1.DeployService.RollbackService:input_type -> slipway.deploy.v1.RollbackServiceRequest
+	35, // 66: slipway.deploy.v1.DeployService.GetService:input_type -> slipway.deploy.v1.GetServiceRequest
+	37, // 67: slipway.deploy.v1.DeployService.ListServices:input_type -> slipway.deploy.v1.ListServicesRequest
+	39, // 68: slipway.deploy.v1.DeployService.ListReleases:input_type -> slipway.deploy.v1.ListReleasesRequest
+	16, // 69: slipway.deploy.v1.DeployService.Deploy:output_type -> slipway.deploy.v1.DeployResponse
+	18, // 70: slipway.deploy.v1.DeployService.GetRollout:output_type -> slipway.deploy.v1.GetRolloutResponse
+	20, // 71: slipway.deploy.v1.DeployService.ListRollouts:output_type -> slipway.deploy.v1.ListRolloutsResponse
+	22, // 72: slipway.deploy.v1.DeployService.WatchRollout:output_type -> slipway.deploy.v1.WatchRolloutResponse
+	24, // 73: slipway.deploy.v1.DeployService.WatchEvents:output_type -> slipway.deploy.v1.WatchEventsResponse
+	26, // 74: slipway.deploy.v1.DeployService.PromoteRollout:output_type -> slipway.deploy.v1.PromoteRolloutResponse
+	28, // 75: slipway.deploy.v1.DeployService.PauseRollout:output_type -> slipway.deploy.v1.PauseRolloutResponse
+	30, // 76: slipway.deploy.v1.DeployService.ResumeRollout:output_type -> slipway.deploy.v1.ResumeRolloutResponse
+	32, // 77: slipway.deploy.v1.DeployService.AbortRollout:output_type -> slipway.deploy.v1.AbortRolloutResponse
+	34, // 78: slipway.deploy.v1.DeployService.RollbackService:output_type -> slipway.deploy.v1.RollbackServiceResponse
+	36, // 79: slipway.deploy.v1.DeployService.GetService:output_type -> slipway.deploy.v1.GetServiceResponse
+	38, // 80: slipway.deploy.v1.DeployService.ListServices:output_type -> slipway.deploy.v1.ListServicesResponse
+	40, // 81: slipway.deploy.v1.DeployService.ListReleases:output_type -> slipway.deploy.v1.ListReleasesResponse
+	69, // [69:82] is the sub-list for method output_type
+	56, // [56:69] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_deploy_proto_init() }
@@ -3362,7 +3509,7 @@ func file_slipway_deploy_v1_deploy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_deploy_proto_rawDesc), len(file_slipway_deploy_v1_deploy_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

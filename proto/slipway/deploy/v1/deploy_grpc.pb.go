@@ -23,6 +23,7 @@ const (
 	DeployService_GetRollout_FullMethodName      = "/slipway.deploy.v1.DeployService/GetRollout"
 	DeployService_ListRollouts_FullMethodName    = "/slipway.deploy.v1.DeployService/ListRollouts"
 	DeployService_WatchRollout_FullMethodName    = "/slipway.deploy.v1.DeployService/WatchRollout"
+	DeployService_WatchEvents_FullMethodName     = "/slipway.deploy.v1.DeployService/WatchEvents"
 	DeployService_PromoteRollout_FullMethodName  = "/slipway.deploy.v1.DeployService/PromoteRollout"
 	DeployService_PauseRollout_FullMethodName    = "/slipway.deploy.v1.DeployService/PauseRollout"
 	DeployService_ResumeRollout_FullMethodName   = "/slipway.deploy.v1.DeployService/ResumeRollout"
@@ -67,6 +68,15 @@ type DeployServiceClient interface {
 	// after from_index, then new ones as they are committed. The stream ends
 	// when the rollout reaches a final state and all its events were sent.
 	WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error)
+	// WatchEvents streams the events of every rollout, of every service or of
+	// one, in index order: first the recorded events after from_index (and at
+	// or after since), then new ones as they are committed. Every coordinator
+	// answers it from its replicated state, and event indexes are the same on
+	// all of them, so a watcher resumes on any coordinator after the last
+	// index it saw. Events of old final rollouts dropped by retention are not
+	// replayed. The stream ends only with history_only (after the recorded
+	// events) or when the caller leaves.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 	// PromoteRollout asks the engine to move a paused or manual step on, or to
 	// finish a blue/green switch.
 	PromoteRollout(ctx context.Context, in *PromoteRolloutRequest, opts ...grpc.CallOption) (*PromoteRolloutResponse, error)
@@ -145,6 +155,25 @@ func (c *deployServiceClient) WatchRollout(ctx context.Context, in *WatchRollout
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DeployService_WatchRolloutClient = grpc.ServerStreamingClient[WatchRolloutResponse]
+
+func (c *deployServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DeployService_ServiceDesc.Streams[1], DeployService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, WatchEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeployService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
 func (c *deployServiceClient) PromoteRollout(ctx context.Context, in *PromoteRolloutRequest, opts ...grpc.CallOption) (*PromoteRolloutResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -260,6 +289,15 @@ type DeployServiceServer interface {
 	// after from_index, then new ones as they are committed. The stream ends
 	// when the rollout reaches a final state and all its events were sent.
 	WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error
+	// WatchEvents streams the events of every rollout, of every service or of
+	// one, in index order: first the recorded events after from_index (and at
+	// or after since), then new ones as they are committed. Every coordinator
+	// answers it from its replicated state, and event indexes are the same on
+	// all of them, so a watcher resumes on any coordinator after the last
+	// index it saw. Events of old final rollouts dropped by retention are not
+	// replayed. The stream ends only with history_only (after the recorded
+	// events) or when the caller leaves.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	// PromoteRollout asks the engine to move a paused or manual step on, or to
 	// finish a blue/green switch.
 	PromoteRollout(context.Context, *PromoteRolloutRequest) (*PromoteRolloutResponse, error)
@@ -301,6 +339,9 @@ func (UnimplementedDeployServiceServer) ListRollouts(context.Context, *ListRollo
 }
 func (UnimplementedDeployServiceServer) WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRollout not implemented")
+}
+func (UnimplementedDeployServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedDeployServiceServer) PromoteRollout(context.Context, *PromoteRolloutRequest) (*PromoteRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PromoteRollout not implemented")
@@ -411,6 +452,17 @@ func _DeployService_WatchRollout_Handler(srv interface{}, stream grpc.ServerStre
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DeployService_WatchRolloutServer = grpc.ServerStreamingServer[WatchRolloutResponse]
+
+func _DeployService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DeployServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, WatchEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeployService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
 func _DeployService_PromoteRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PromoteRolloutRequest)
@@ -612,6 +664,11 @@ var DeployService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchRollout",
 			Handler:       _DeployService_WatchRollout_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _DeployService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},
