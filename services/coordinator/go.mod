@@ -3,6 +3,7 @@ module slipway.dev/coordinator
 go 1.26.7
 
 require (
+	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/distribution/reference v0.6.0
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/go-hclog v1.6.3

@@ -25,6 +25,7 @@ import (
 	"slipway.dev/coordinator/dashboard"
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
+	"slipway.dev/coordinator/notify"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/signals"
@@ -116,6 +117,9 @@ type Config struct {
 	// binary's -acl flag defaults to on. Use the same setting on every
 	// coordinator of a cluster.
 	DisableACL bool
+	// Notify sends every rollout event to webhooks while this node leads
+	// (Targets empty: off). Its Registerer and Logger are set by Run.
+	Notify notify.Config
 }
 
 func (c Config) validate() error {
@@ -140,6 +144,9 @@ func (c Config) validate() error {
 	}
 	if c.KeepAudit < 0 {
 		errs = append(errs, fmt.Errorf("keep-audit: must not be negative, got %d", c.KeepAudit))
+	}
+	if err := c.Notify.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
 		errs = append(errs, errors.New("join: is required with bootstrap-expect > 1 (the other servers' gRPC addresses)"))
@@ -252,10 +259,25 @@ func Run(ctx context.Context, cfg Config) error {
 		c.consul, c.agents = cc, agentclient.New(cfg.Creds)
 		defer c.agents.Close()
 	}
+	var notifier *notify.Notifier
+	if len(cfg.Notify.Targets) > 0 {
+		ncfg := cfg.Notify
+		ncfg.Registerer, ncfg.Logger = reg, logger
+		if notifier, err = notify.New(ncfg); err != nil {
+			c.shutdown()
+			return fmt.Errorf("server: %w", err)
+		}
+	}
 	loops, cancelLoops := context.WithCancel(ctx)
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 4)
+	waits := 2
 	go func() { c.form(loops); done <- struct{}{} }()
 	go func() { c.watchLeader(loops); c.stopEngine(); done <- struct{}{} }()
+	if notifier != nil {
+		waits += 2
+		go func() { notifier.Run(loops); done <- struct{}{} }()
+		go func() { c.feedNotifications(loops, notifier); done <- struct{}{} }()
+	}
 
 	var runErr error
 	select {
@@ -264,8 +286,9 @@ func Run(ctx context.Context, cfg Config) error {
 		runErr = fmt.Errorf("server: grpc serve: %w", err)
 	}
 	cancelLoops()
-	<-done
-	<-done
+	for range waits {
+		<-done
+	}
 	c.shutdown()
 	return runErr
 }

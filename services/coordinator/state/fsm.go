@@ -153,18 +153,23 @@ type FSM struct {
 	events       map[string][]*deployv1.RolloutEvent // rollout id -> its events, oldest first
 	eventRolls   map[string][]string                 // service -> ids of its rollouts that hold events
 	lastEvent    uint64                              // index of the last event issued (it may be trimmed)
-	audit        map[string][]*deployv1.AuditEvent   // service -> its audit trail, oldest first
-	peers        map[string]*statev1.PeerAddress
-	machines     map[string][]byte                 // rollout id -> rollout machine State JSON
-	supersededBy map[string]string                 // superseded rollout id -> the rollout that superseded it
-	allocCreated map[string]*timestamppb.Timestamp // allocation id -> commit time
-	replaces     map[string]string                 // allocation id -> the draining-node allocation it replaces
-	intents      map[string]*edgev1.TrafficIntent  // service -> traffic intent
-	tokens       map[string]*statev1.TokenRecord   // accessor id -> token
-	tokenHashes  map[[32]byte]string               // secret SHA-256 -> accessor id
-	revoked      map[[32]byte]bool                 // secret SHA-256 of revoked tokens
-	aclBooted    bool                              // the ACL bootstrap entry was applied
-	changed      chan struct{}                     // closed and replaced after every Apply/Restore
+	// term is the raft term of the last entry applied through Apply and
+	// termFirstEvent the first event its term's entries recorded (0: none
+	// yet). Not replicated state: only the notifier reads them, to send the
+	// events of its own term (TermEventCursor).
+	term, termFirstEvent uint64
+	audit                map[string][]*deployv1.AuditEvent // service -> its audit trail, oldest first
+	peers                map[string]*statev1.PeerAddress
+	machines             map[string][]byte                 // rollout id -> rollout machine State JSON
+	supersededBy         map[string]string                 // superseded rollout id -> the rollout that superseded it
+	allocCreated         map[string]*timestamppb.Timestamp // allocation id -> commit time
+	replaces             map[string]string                 // allocation id -> the draining-node allocation it replaces
+	intents              map[string]*edgev1.TrafficIntent  // service -> traffic intent
+	tokens               map[string]*statev1.TokenRecord   // accessor id -> token
+	tokenHashes          map[[32]byte]string               // secret SHA-256 -> accessor id
+	revoked              map[[32]byte]bool                 // secret SHA-256 of revoked tokens
+	aclBooted            bool                              // the ACL bootstrap entry was applied
+	changed              chan struct{}                     // closed and replaced after every Apply/Restore
 }
 
 // Interface guards.
@@ -224,6 +229,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.mu.Unlock()
 		return fmt.Errorf("decode entry %d: %v: %w", l.Index, err, ErrInvalid)
 	}
+	f.mu.Lock()
+	if l.Term != f.term {
+		f.term, f.termFirstEvent = l.Term, 0
+	}
+	f.mu.Unlock()
 	return f.ApplyCommand(l.Index, cmd)
 }
 
@@ -508,6 +518,9 @@ func (f *FSM) addEvent(ro *deployv1.Rollout, at *timestamppb.Timestamp, kind, ms
 		return nil
 	}
 	f.lastEvent++
+	if f.termFirstEvent == 0 {
+		f.termFirstEvent = f.lastEvent
+	}
 	ev := &deployv1.RolloutEvent{
 		Index: f.lastEvent, RolloutId: ro.GetId(), At: at, Kind: kind, Message: msg,
 		State: ro.GetState(), Step: ro.GetStep(), Weights: cloneWeights(ro.GetWeights()),

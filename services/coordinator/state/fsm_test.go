@@ -512,3 +512,26 @@ func TestEventsSince(t *testing.T) {
 		t.Errorf("restored copy has %d events, want %d", a, b)
 	}
 }
+
+// TermEventCursor points before the first event of a term's entries, or at
+// the last event when the term has recorded none.
+func TestTermEventCursor(t *testing.T) {
+	f := state.New()
+	l := &log{tb: t}
+	apply(t, f, l.add(deploy(spec("web", "slipway/demo:v1"), "r1", false))) // event 1, term 1
+	if got := f.TermEventCursor(2); got != 1 {
+		t.Errorf("term 2 before any entry of it: cursor %d, want 1", got)
+	}
+	e := l.add(operator("web-1", deployv1.CommandKind_COMMAND_KIND_PAUSE)) // event 2
+	e.Term = 2
+	apply(t, f, e)
+	e = l.add(operator("web-1", deployv1.CommandKind_COMMAND_KIND_RESUME)) // event 3
+	e.Term = 2
+	apply(t, f, e)
+	if got := f.TermEventCursor(2); got != 1 {
+		t.Errorf("term 2 after two of its events: cursor %d, want 1", got)
+	}
+	if got := f.TermEventCursor(3); got != 3 {
+		t.Errorf("term 3: cursor %d, want 3", got)
+	}
+}

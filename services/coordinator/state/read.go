@@ -231,3 +231,17 @@ func (f *FSM) EventsSince(service string, from uint64, limit int) EventLog {
 	}
 	return res
 }
+
+// TermEventCursor is the event index after which the events recorded by
+// entries of raft term term begin: a new leader that has applied every
+// entry before its term (a barrier) sends the events after it, exactly those
+// of its own term, whatever it applied of its term meanwhile. It is the
+// last event index when no entry of term has recorded an event yet.
+func (f *FSM) TermEventCursor(term uint64) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.term == term && f.termFirstEvent > 0 {
+		return f.termFirstEvent - 1
+	}
+	return f.lastEvent
+}

@@ -64,3 +64,20 @@ func TestRefusesRaftTimeoutsRaftWouldRefuse(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusesBadNotifyFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-notify-url", "ftp://hooks"}, `notify url "ftp://hooks": must be an absolute http or https URL`},
+		{[]string{"-notify-slack-url", "hooks.slack.com/x"}, `notify url "hooks.slack.com/x"`},
+		{[]string{"-notify-url", "http://h", "-notify-kinds", "step,Paused!"}, `-notify-kinds: "Paused!" is not an event kind`},
+		{[]string{"-notify-url", "http://h", "-notify-queue", "-1"}, "notify queue: must not be negative"},
+	} {
+		err := run(append([]string{"-data-dir", t.TempDir(), "-insecure", "-grpc-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want it to say %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"slipway.dev/coordinator/notify"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/server"
 	"slipway.dev/coordinator/state"
@@ -123,6 +124,13 @@ func run(args []string) error {
 	fs.IntVar(&cfg.KeepEventRollouts, "keep-events-rollouts", state.DefaultKeepEventRollouts, "how many of each service's newest rollouts keep their events (older, finished rollouts keep their record and history, not their events); use the same value on every coordinator of a cluster")
 	fs.IntVar(&cfg.KeepAudit, "keep-audit", state.DefaultKeepAudit, "how many audit entries each service keeps (the oldest go first); use the same value on every coordinator of a cluster")
 	fs.BoolVar(&aclOn, "acl", true, "require a token (authorization: Bearer) on every call but health, reflection, GetLeader and AclService.Bootstrap: default deny; bootstrap the first management token with 'slipctl acl bootstrap'; use the same value on every coordinator of a cluster")
+	var notifyURL, notifySlackURL, notifyKinds string
+	fs.StringVar(&notifyURL, "notify-url", "", "POST every rollout event, as the JSON of a WatchEvents response, to this http(s) `URL` while this coordinator leads (empty: off); retried with backoff, never holding a rollout")
+	fs.StringVar(&notifySlackURL, "notify-slack-url", "", "POST every rollout event as a Slack-compatible {\"text\": ...} body to this incoming-webhook `URL` while this coordinator leads (empty: off)")
+	fs.StringVar(&notifyKinds, "notify-kinds", "", "send only these comma-separated event kinds, e.g. started,step,paused,analysis,promoted,succeeded,failed,reverted (empty: every kind)")
+	fs.IntVar(&cfg.Notify.Queue, "notify-queue", notify.DefaultQueue, "events waiting to be sent at most; beyond it new events are dropped and counted in slipway_notify_dropped_total")
+	fs.DurationVar(&cfg.Notify.Timeout, "notify-timeout", notify.DefaultTimeout, "deadline of one notification POST")
+	fs.DurationVar(&cfg.Notify.MaxElapsed, "notify-retry-for", notify.DefaultMaxElapsed, "how long one event is retried (exponential backoff) after failed POSTs before it is given up")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	if err := envDefaults(fs); err != nil {
@@ -132,6 +140,20 @@ func run(args []string) error {
 		return err
 	}
 	cfg.DisableACL = !aclOn
+	if notifyURL != "" {
+		cfg.Notify.Targets = append(cfg.Notify.Targets, notify.Target{URL: notifyURL, Format: notify.JSON})
+	}
+	if notifySlackURL != "" {
+		cfg.Notify.Targets = append(cfg.Notify.Targets, notify.Target{URL: notifySlackURL, Format: notify.Slack})
+	}
+	kinds, err := notify.ParseKinds(notifyKinds)
+	if err != nil {
+		return fmt.Errorf("-notify-kinds: %w", err)
+	}
+	cfg.Notify.Kinds = kinds
+	if err := cfg.Notify.Validate(); err != nil {
+		return fmt.Errorf("-notify-url, -notify-slack-url: %w", err)
+	}
 	if err := cfg.Consul.Validate(); err != nil {
 		return err
 	}
