@@ -138,7 +138,10 @@ func testAnalysis(t *testing.T, mode string) {
 	began := time.Now()
 	ro := e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_REVERTED, 90*time.Second)
 	t.Logf("v2 reverted after %s: %s", time.Since(began).Round(time.Millisecond), ro.GetMessage())
-	waitServes(t, edge, host, "v1")
+	// The reverted canary drains: the edge may route to it until its
+	// instance is deregistered, so the healthy run starts once v1 alone
+	// answers.
+	waitServesOnly(t, edge, host, "v1", 40)
 	counts := l.end()
 	t.Logf("answers during the bad canary: %v", counts)
 	if counts["v2 500"] == 0 || counts["v1 500"] != 0 {

@@ -65,7 +65,16 @@ func startEdge(t *testing.T, consulAddr string, extra ...string) string {
 // waitServes waits until the edge answers host with version.
 func waitServes(t testing.TB, edge, host, version string) {
 	t.Helper()
-	testenv.Until(t, 30*time.Second, "edge serves "+version, func() string {
+	waitServesOnly(t, edge, host, version, 1)
+}
+
+// waitServesOnly waits until n answers in a row come from version, so a
+// release still weighted beside it (one answer in two at 50%) is all but
+// certainly gone from the edge's routes when it returns.
+func waitServesOnly(t testing.TB, edge, host, version string, n int) {
+	t.Helper()
+	run := 0
+	testenv.Until(t, 30*time.Second, fmt.Sprintf("edge serves only %s (%d answers in a row)", version, n), func() string {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
 		req.Host = host
 		resp, err := http.DefaultClient.Do(req)
@@ -75,7 +84,11 @@ func waitServes(t testing.TB, edge, host, version string) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if v := resp.Header.Get("X-Slipway-Version"); resp.StatusCode != http.StatusOK || v != version {
+			run = 0
 			return fmt.Sprintf("%s version %q", resp.Status, v)
+		}
+		if run++; run < n {
+			return fmt.Sprintf("%d of %d answers in a row from %s", run, n, version)
 		}
 		return ""
 	})
