@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"slipway.dev/platform/spec"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -178,7 +179,7 @@ func RolloutSteps(s *deployv1.ServiceSpec, id string, from, to uint64) []PlanSte
 			{What: fmt.Sprintf("keep %s warm, then stop it", release(from)), Weight: 100, Instances: n, Wait: "holds " + dur(u.GetScaleDownDelay().AsDuration())},
 		}
 	default:
-		p := int(max(1, u.GetMaxParallel()))
+		p := spec.RollingBatch(u, n)
 		batches := max(1, (n+p-1)/p)
 		for k := 0; k < batches; k++ {
 			target := min(n, (k+1)*p)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"slipway.dev/platform/spec"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -132,7 +133,7 @@ func Steps(s *deployv1.ServiceSpec, from uint64) int {
 	case deployv1.Strategy_STRATEGY_BLUE_GREEN:
 		return 3
 	default:
-		p := int(max(1, u.GetMaxParallel()))
+		p := spec.RollingBatch(u, int(s.GetCount()))
 		return max(1, (int(s.GetCount())+p-1)/p)
 	}
 }

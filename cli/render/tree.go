@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"slipway.dev/platform/spec"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -213,7 +214,7 @@ func stepDesc(r *deployv1.Rollout, s *deployv1.ServiceSpec, i int) (string, time
 			return "keep " + release(r.GetFromRelease()) + " warm", u.GetScaleDownDelay().AsDuration(), false
 		}
 	default:
-		p := int(max(1, u.GetMaxParallel()))
+		p := spec.RollingBatch(u, n)
 		return fmt.Sprintf("batch: %d/%d instance(s) of %s", min(n, (i+1)*p), n, to), 0, false
 	}
 }

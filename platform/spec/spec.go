@@ -260,6 +260,7 @@ func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 	if u.GetMaxParallel() < 0 {
 		v.add(at+".max_parallel", "must be zero (default %d) or more, got %d", DefaultMaxParallel, u.GetMaxParallel())
 	}
+	validateSurge(v, at, u)
 	okM := validDuration(v, at+".min_healthy_time", u.GetMinHealthyTime())
 	okH := validDuration(v, at+".healthy_deadline", u.GetHealthyDeadline())
 	okP := validDuration(v, at+".progress_deadline", u.GetProgressDeadline())
@@ -531,7 +532,7 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 	if u.Strategy == deployv1.Strategy_STRATEGY_UNSPECIFIED {
 		u.Strategy = deployv1.Strategy_STRATEGY_ROLLING
 	}
-	if u.MaxParallel == 0 {
+	if u.MaxParallel == 0 && u.MaxSurge == "" && u.MaxUnavailable == "" {
 		u.MaxParallel = DefaultMaxParallel
 	}
 	u.MinHealthyTime = orDefault(u.MinHealthyTime, DefaultMinHealthyTime)

@@ -66,6 +66,9 @@ func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
 		ScaleDownDelay:   u.GetScaleDownDelay().AsDuration(),
 		PreviewHeader:    u.GetBlueGreen().GetPreviewHeader(),
 		Steps:            stepsFromSpec(u.GetCanary()),
+		MaxSurge:         u.GetMaxSurge(),
+		MaxUnavailable:   u.GetMaxUnavailable(),
+		Stagger:          u.GetStagger().AsDuration(),
 	}
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
@@ -87,7 +90,7 @@ func (c Config) WithDefaults() Config {
 	if c.Strategy == deployv1.Strategy_STRATEGY_UNSPECIFIED {
 		c.Strategy = deployv1.Strategy_STRATEGY_ROLLING
 	}
-	if c.MaxParallel == 0 {
+	if c.MaxParallel == 0 && !c.surgeMode() {
 		c.MaxParallel = DefaultMaxParallel
 	}
 	if c.MinHealthyTime == 0 {
@@ -130,7 +133,7 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("update.%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidSpec)
 	}
-	if c.MaxParallel < 1 || c.MaxParallel > math.MaxInt32 {
+	if !c.surgeMode() && (c.MaxParallel < 1 || c.MaxParallel > math.MaxInt32) {
 		return bad("max_parallel", "must be at least 1, got %d", c.MaxParallel)
 	}
 	if c.FlapTolerance < 0 {
@@ -149,6 +152,20 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// surgeMode reports whether a rolling update runs by max_surge and
+// max_unavailable rather than max_parallel batches.
+func (c Config) surgeMode() bool { return c.MaxSurge != "" || c.MaxUnavailable != "" }
+
+// Bounds are the rolling update's max_surge and max_unavailable resolved
+// for count instances (spec.SurgeBounds); max_parallel N is max_surge N
+// with max_unavailable 0.
+func (c Config) Bounds(count int) (surge, unavailable int) {
+	if s, u, ok := spec.SurgeBounds(c.MaxSurge, c.MaxUnavailable, count); ok {
+		return s, u
+	}
+	return c.MaxParallel, 0
+}
+
 // proto is c as the API's update strategy.
 func (c Config) proto() *deployv1.UpdateStrategy {
 	u := &deployv1.UpdateStrategy{
@@ -157,6 +174,10 @@ func (c Config) proto() *deployv1.UpdateStrategy {
 		ProgressDeadline: durationpb.New(c.ProgressDeadline), ScaleDownDelay: durationpb.New(c.ScaleDownDelay),
 		AutoRevert: c.AutoRevert, AutoPromote: c.AutoPromote,
 		BlueGreen: &deployv1.BlueGreenStrategy{PreviewHeader: c.PreviewHeader},
+		MaxSurge:  c.MaxSurge, MaxUnavailable: c.MaxUnavailable,
+	}
+	if c.Stagger != 0 {
+		u.Stagger = durationpb.New(c.Stagger)
 	}
 	if len(c.Steps) > 0 {
 		u.Canary = &deployv1.CanaryStrategy{}

@@ -298,6 +298,9 @@ func (r *run) advance() bool {
 		case deployv1.Strategy_STRATEGY_BLUE_GREEN:
 			return r.blueGreenDeploy()
 		default:
+			if r.s.Config.surgeMode() {
+				return r.rollingSurge()
+			}
 			return r.rollingBatch()
 		}
 	case StageFinal:
@@ -333,6 +336,14 @@ func (r *run) rollingBatch() bool {
 		// max_parallel instances serving.
 		return false
 	}
+	if newTarget > r.s.Ordered[r.s.To] && k > 0 && r.s.Config.Stagger > 0 {
+		// stagger: the next batch waits this long after the last one
+		// became healthy; its wait is no lack of progress.
+		if r.now.Before(r.s.StepStartedAt.Add(r.s.Config.Stagger)) {
+			return false
+		}
+		r.s.ProgressAt = r.now
+	}
 	r.ensure(r.s.To, TrackStable, newTarget)
 	if !r.waitHealthy(newTarget) {
 		return false
@@ -367,6 +378,82 @@ func (r *run) rollingBatch() bool {
 	}
 	r.s.Step++
 	return true
+}
+
+// rollingSurge runs a rolling update bounded by max_surge and
+// max_unavailable (Kubernetes' and Argo Rollouts' semantics, resolved
+// against Count): at most Count+surge instances exist at any time (new
+// ones ordered, old ones serving, old ones drained and not stopped yet),
+// and old instances are drained only while at least Count-unavailable
+// healthy instances remain routed. Old instances whose check is not
+// passing go first and freely (they serve nothing). New instances are
+// placed in batches: a batch is placed once every instance ordered before
+// is healthy and, from the second on, Stagger after the last one became
+// healthy. Step counts the batches placed; StepApplied is set once the
+// current batch is healthy, at StepStartedAt. Weights follow the healthy
+// new instances against the old ones still routed.
+func (r *run) rollingSurge() bool {
+	n := r.s.Count
+	surge, unavailable := r.s.Config.Bounds(n)
+	progressed := false
+	ordered := r.s.Ordered[r.s.To]
+	healthyNew := r.countHealthy(r.s.To)
+	if r.s.Step > 0 && !r.s.StepApplied && healthyNew >= ordered {
+		r.s.StepApplied = true
+		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
+		r.event("step", "batch %d: %d/%d of #%d healthy", r.s.Step, healthyNew, n, r.s.To)
+		progressed = true
+	}
+	var sick, fine []Instance
+	for _, in := range r.live(r.s.From) {
+		if in.Health == HealthPassing {
+			fine = append(fine, in)
+		} else {
+			sick = append(sick, in)
+		}
+	}
+	drain := sick
+	switch budget := len(fine) + min(healthyNew, n) - (n - unavailable); {
+	case healthyNew >= n:
+		drain = append(drain, fine...)
+	case budget > 0:
+		drain = append(drain, fine[:min(budget, len(fine))]...)
+	}
+	if len(drain) > 0 {
+		r.drain(drain)
+		progressed = true
+	}
+	routed := len(fine) + len(sick) - len(drain)
+	weights := map[uint64]int{r.s.To: 100}
+	if nh := min(healthyNew, n); routed > 0 && nh == 0 {
+		weights = map[uint64]int{r.s.From: 100}
+	} else if routed > 0 {
+		w := (100*nh + (nh+routed)/2) / (nh + routed)
+		weights = map[uint64]int{r.s.To: w, r.s.From: 100 - w}
+	}
+	r.setTraffic(dropZero(weights), nil)
+	if healthyNew >= n && routed == 0 {
+		r.s.ProgressAt = r.now
+		r.succeed(fmt.Sprintf("#%d serving with %d healthy instances", r.s.To, n))
+		return true
+	}
+	if r.s.Step == 0 || r.s.StepApplied {
+		if r.s.Step > 0 && r.now.Before(r.s.StepStartedAt.Add(r.s.Config.Stagger)) {
+			return progressed
+		}
+		room := n + surge - (routed + r.pending(r.s.From) + ordered)
+		if k := min(n-ordered, room); k > 0 {
+			r.ensure(r.s.To, TrackStable, ordered+k)
+			r.s.Step++
+			r.s.StepApplied = false
+			r.s.ProgressAt = r.now
+			return true
+		}
+	}
+	if !progressed && healthyNew < ordered {
+		r.waitHealthy(ordered)
+	}
+	return progressed
 }
 
 // canaryStep runs step Step: enough instances for its weight, healthy, then

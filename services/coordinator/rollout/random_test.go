@@ -44,6 +44,20 @@ func TestRandomScripts(t *testing.T) {
 				fmt.Sprintf("count=%d", rng.IntN(5)+1), fmt.Sprintf("max_parallel=%d", rng.IntN(3)+1),
 				"healthy_deadline=40s", "flap=5s", "scale_down_delay=20s", "supersede"}
 			next++
+			if f[1] == "rolling" && rng.IntN(2) == 0 {
+				// max_surge and max_unavailable instead of max_parallel
+				// (the runner checks their bounds after every Step).
+				amounts := []string{"0", "1", "2", "25%", "50%", "100%"}
+				su, un := amounts[rng.IntN(len(amounts))], amounts[rng.IntN(len(amounts))]
+				if su == "0" && un == "0" {
+					un = "1"
+				}
+				f[4] = "max_surge=" + su
+				f = append(f, "max_unavailable="+un)
+			}
+			if f[1] == "rolling" && rng.IntN(3) == 0 {
+				f = append(f, fmt.Sprintf("stagger=%ds", rng.IntN(20)))
+			}
 			if rng.IntN(2) == 0 {
 				f = append(f, "auto_revert")
 			}

@@ -30,6 +30,7 @@ import (
 //
 //	stable v1 x4                  4 healthy instances of release 1 serving all traffic
 //	deploy <rolling|blue_green|canary> v2 [count=N] [max_parallel=N]
+//	       [max_surge=N|P%] [max_unavailable=N|P%] [stagger=D]
 //	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
 //	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
 //	       [auto_revert] [auto_promote] [supersede]
@@ -126,16 +127,19 @@ type world struct {
 	// no signals are observed.
 	sigCanary, sigStable *analysis.Sample
 	gates                []analysis.Gate // the webhooks' answers per window
+	// sickDrained are old instances drained while failing their check.
+	sickDrained map[string]bool
 }
 
 func newWorld(t testing.TB) *world {
 	return &world{
-		t:         t,
-		now:       time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		instances: map[string]*Instance{},
-		counter:   map[uint64]int{},
-		issued:    map[uint64]*Traffic{},
-		lastPlace: map[uint64]string{},
+		t:           t,
+		now:         time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		instances:   map[string]*Instance{},
+		counter:     map[uint64]int{},
+		issued:      map[uint64]*Traffic{},
+		lastPlace:   map[uint64]string{},
+		sickDrained: map[string]bool{},
 	}
 }
 
@@ -325,6 +329,12 @@ func (w *world) cmdDeploy(args []string) error {
 			spec.Count, err = strconv.Atoi(v)
 		case "max_parallel":
 			cfg.MaxParallel, err = strconv.Atoi(v)
+		case "max_surge":
+			cfg.MaxSurge = v
+		case "max_unavailable":
+			cfg.MaxUnavailable = v
+		case "stagger":
+			err = dur(&cfg.Stagger)
 		case "min_healthy":
 			err = dur(&cfg.MinHealthyTime)
 		case "healthy_deadline":
@@ -687,6 +697,16 @@ func (w *world) commit(next State, plan Plan) error {
 		}
 		delete(w.instances, id)
 	}
+	if tr := plan.Traffic; tr != nil {
+		for _, id := range tr.Drain {
+			if in, ok := w.instances[id]; ok && in.Health != HealthPassing && in.Release == next.From {
+				w.sickDrained[id] = true
+			}
+		}
+	}
+	if err := w.checkBounds(next); err != nil {
+		return err
+	}
 	if next.Phase == phaseSucceeded {
 		w.stable = next.To
 	}
@@ -850,6 +870,70 @@ func (w *world) expect(what string, args []string) error {
 		}
 	default:
 		return fmt.Errorf("unknown expectation %q", what)
+	}
+	return nil
+}
+
+// checkBounds is the contract of a rolling update: after every commit, at
+// most count+max_surge instances of the two releases exist (max_parallel
+// batches: the larger of count and the old count, + max_parallel) (ordered,
+// serving, or drained and not stopped yet), and while every old instance
+// passes its check (and none was lost, and no new one failed or
+// restarted) at least count-max_unavailable passing instances stay
+// routed (not drained). The ceiling applies when the update starts at or
+// below it, the floor when it starts from at least count old instances.
+func (w *world) checkBounds(s State) error {
+	if s.Config.Strategy != deployv1.Strategy_STRATEGY_ROLLING || s.From == 0 || s.Stage != StageDeploy && s.Phase != phaseSucceeded {
+		return nil
+	}
+	surge, unavailable := s.Config.Bounds(s.Count)
+	total, routed, oldOK := 0, 0, true
+	for _, in := range w.instances {
+		if in.Release != s.From && in.Release != s.To {
+			continue
+		}
+		total++
+		if (in.Release == s.From && in.Health != HealthPassing) || in.Health == HealthCritical || in.Health == HealthDead {
+			oldOK = false
+		}
+		drained := slices.ContainsFunc(s.PendingStops, func(p PendingStop) bool { return p.ID == in.ID })
+		if in.Health == HealthPassing && !drained {
+			routed++
+		}
+	}
+	old := 0
+	for _, in := range w.instances {
+		if in.Release == s.From {
+			old++
+		}
+	}
+	if old+s.Stopped[s.From] < s.FromCount {
+		oldOK = false // an old instance was lost
+	}
+	for _, id := range s.Healthy {
+		if in, ok := w.instances[id]; !ok || in.Health != HealthPassing {
+			oldOK = false // a new instance was lost or restarted
+		}
+	}
+	if s.FromCount < s.Count {
+		oldOK = false // a scale-up starts below the floor
+	}
+	ceiling := s.Count
+	if !s.Config.surgeMode() {
+		ceiling = max(s.Count, s.FromCount) // max_parallel batches place first
+	}
+	if total > ceiling+surge && s.FromCount <= ceiling+surge {
+		return fmt.Errorf("%d instances exist, more than %d + max_surge %d", total, ceiling, surge)
+	}
+	// Old instances drained while failing their check served nothing.
+	sick := 0
+	for id := range w.sickDrained {
+		if strings.HasPrefix(id, fmt.Sprintf("v%d-", s.From)) {
+			sick++
+		}
+	}
+	if oldOK && routed < s.Count-unavailable-sick {
+		return fmt.Errorf("%d passing instances routed, fewer than count %d - max_unavailable %d - %d drained failing", routed, s.Count, unavailable, sick)
 	}
 	return nil
 }

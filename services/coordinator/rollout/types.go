@@ -100,6 +100,16 @@ type Config struct {
 	Steps []CanaryStep `json:"Steps"`
 	// PreviewHeader routes requests carrying it to the new blue/green colour.
 	PreviewHeader string `json:"PreviewHeader"`
+	// MaxSurge and MaxUnavailable bound a rolling update as the spec
+	// writes them ("2", "25%"; spec.SurgeBounds resolves them against
+	// Count). When either is set the update runs by them and MaxParallel
+	// is 0; when both are empty (every state committed before they
+	// existed) it runs max_parallel batches as before.
+	MaxSurge       string `json:"MaxSurge,omitempty"`
+	MaxUnavailable string `json:"MaxUnavailable,omitempty"`
+	// Stagger is the least wait between a rolling batch becoming healthy
+	// and the next batch's placement.
+	Stagger time.Duration `json:"Stagger,omitempty"`
 }
 
 // Spec describes the rollout to start.

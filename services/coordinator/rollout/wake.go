@@ -49,7 +49,11 @@ func Wake(s State, obs Observation) (time.Time, bool) {
 	}
 	switch s.Stage {
 	case StageDeploy, StageFinal:
-		if s.Stage == StageDeploy && s.StepApplied && s.Step < len(c.Steps) {
+		rolling := c.Strategy == deployv1.Strategy_STRATEGY_ROLLING
+		if s.Stage == StageDeploy && rolling && c.Stagger > 0 && s.Step > 0 {
+			w.at(s.StepStartedAt.Add(c.Stagger)) // the next rolling batch
+		}
+		if s.Stage == StageDeploy && !rolling && s.StepApplied && s.Step < len(c.Steps) {
 			w.at(s.StepStartedAt.Add(c.Steps[s.Step].Pause))
 		} else {
 			w.after(s.ProgressAt.Add(c.ProgressDeadline))

@@ -859,7 +859,24 @@ type UpdateStrategy struct {
 	// canary configures the canary steps; used when strategy is canary.
 	Canary *CanaryStrategy `protobuf:"bytes,9,opt,name=canary,proto3" json:"canary,omitempty"`
 	// blue_green configures previews; used when strategy is blue_green.
-	BlueGreen     *BlueGreenStrategy `protobuf:"bytes,10,opt,name=blue_green,json=blueGreen,proto3" json:"blue_green,omitempty"`
+	BlueGreen *BlueGreenStrategy `protobuf:"bytes,10,opt,name=blue_green,json=blueGreen,proto3" json:"blue_green,omitempty"`
+	// max_surge is how many instances a rolling update may run above count,
+	// as Kubernetes' and Argo Rollouts' maxSurge: an absolute number ("2")
+	// or a percentage of count ("25%", rounded up). Unset: 0 when
+	// max_unavailable is set. With max_surge or max_unavailable set,
+	// max_parallel must be unset; max_parallel N is max_surge N with
+	// max_unavailable 0.
+	MaxSurge string `protobuf:"bytes,11,opt,name=max_surge,json=maxSurge,proto3" json:"max_surge,omitempty"`
+	// max_unavailable is how many instances below count a rolling update may
+	// leave unavailable, as maxUnavailable: an absolute number or a
+	// percentage of count (rounded down). Unset: 0 when max_surge is set.
+	// max_surge and max_unavailable are not both 0 (when both resolve to 0
+	// for a small count, max_unavailable is 1, as in Kubernetes).
+	MaxUnavailable string `protobuf:"bytes,12,opt,name=max_unavailable,json=maxUnavailable,proto3" json:"max_unavailable,omitempty"`
+	// stagger is the wait between rolling batches: a batch is placed at
+	// least this long after the one before it became healthy; default 0,
+	// at most 1h.
+	Stagger       *durationpb.Duration `protobuf:"bytes,13,opt,name=stagger,proto3" json:"stagger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -960,6 +977,27 @@ func (x *UpdateStrategy) GetCanary() *CanaryStrategy {
 func (x *UpdateStrategy) GetBlueGreen() *BlueGreenStrategy {
 	if x != nil {
 		return x.BlueGreen
+	}
+	return nil
+}
+
+func (x *UpdateStrategy) GetMaxSurge() string {
+	if x != nil {
+		return x.MaxSurge
+	}
+	return ""
+}
+
+func (x *UpdateStrategy) GetMaxUnavailable() string {
+	if x != nil {
+		return x.MaxUnavailable
+	}
+	return ""
+}
+
+func (x *UpdateStrategy) GetStagger() *durationpb.Duration {
+	if x != nil {
+		return x.Stagger
 	}
 	return nil
 }
@@ -1664,7 +1702,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"Constraint\x12\x1c\n" +
 	"\tattribute\x18\x01 \x01(\tR\tattribute\x12\x1a\n" +
 	"\boperator\x18\x02 \x01(\tR\boperator\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\tR\x05value\"\xc8\x04\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xc3\x05\n" +
 	"\x0eUpdateStrategy\x127\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x1b.slipway.deploy.v1.StrategyR\bstrategy\x12!\n" +
 	"\fmax_parallel\x18\x02 \x01(\x05R\vmaxParallel\x12C\n" +
@@ -1678,7 +1716,10 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x06canary\x18\t \x01(\v2!.slipway.deploy.v1.CanaryStrategyR\x06canary\x12C\n" +
 	"\n" +
 	"blue_green\x18\n" +
-	" \x01(\v2$.slipway.deploy.v1.BlueGreenStrategyR\tblueGreen\"~\n" +
+	" \x01(\v2$.slipway.deploy.v1.BlueGreenStrategyR\tblueGreen\x12\x1b\n" +
+	"\tmax_surge\x18\v \x01(\tR\bmaxSurge\x12'\n" +
+	"\x0fmax_unavailable\x18\f \x01(\tR\x0emaxUnavailable\x123\n" +
+	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\"~\n" +
 	"\x0eCanaryStrategy\x123\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1d.slipway.deploy.v1.CanaryStepR\x05steps\x127\n" +
 	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xa6\x01\n" +
@@ -1807,25 +1848,26 @@ var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
 	22, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
 	12, // 20: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
 	20, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	13, // 22: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	14, // 23: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	22, // 24: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	14, // 25: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	22, // 26: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	2,  // 27: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	17, // 28: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	18, // 29: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	19, // 30: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	16, // 31: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	15, // 32: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	22, // 33: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	22, // 34: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	22, // 35: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	22, // 22: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	13, // 23: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	14, // 24: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	22, // 25: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	14, // 26: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	22, // 27: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	2,  // 28: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	17, // 29: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	18, // 30: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	19, // 31: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	16, // 32: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	15, // 33: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	22, // 34: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	22, // 35: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	22, // 36: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
