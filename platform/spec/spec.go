@@ -261,6 +261,7 @@ func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 		v.add(at+".max_parallel", "must be zero (default %d) or more, got %d", DefaultMaxParallel, u.GetMaxParallel())
 	}
 	validateSurge(v, at, u)
+	validateCanaryRouting(v, at, u)
 	okM := validDuration(v, at+".min_healthy_time", u.GetMinHealthyTime())
 	okH := validDuration(v, at+".healthy_deadline", u.GetHealthyDeadline())
 	okP := validDuration(v, at+".progress_deadline", u.GetProgressDeadline())
@@ -546,6 +547,9 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		}
 		if len(u.Canary.Steps) == 0 {
 			u.Canary.Steps = DefaultCanarySteps()
+		}
+		if st := u.Canary.Sticky; st != nil && st.Enabled && st.Cookie == "" {
+			st.Cookie = StickyCookie(n.Name, st)
 		}
 		normalizeAnalysis(u.Canary.Analysis)
 		for _, st := range u.Canary.Steps {

@@ -25,6 +25,7 @@ import (
 	"slipway.dev/coordinator/placement"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/state"
+	pspec "slipway.dev/platform/spec"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
@@ -337,7 +338,7 @@ func fromIntent(in *edgev1.TrafficIntent) (map[uint64]int, []rollout.Pin) {
 	}
 	var pins []rollout.Pin
 	for _, p := range in.GetPins() {
-		pins = append(pins, rollout.Pin{Header: p.GetHeader(), Release: p.GetRelease()})
+		pins = append(pins, rollout.Pin{Header: p.GetHeader(), Cookie: p.GetCookie(), Value: p.GetValue(), Release: p.GetRelease()})
 	}
 	return w, pins
 }
@@ -490,7 +491,10 @@ func Intent(service string, spec *deployv1.ServiceSpec, t rollout.Traffic) *edge
 	in := &edgev1.TrafficIntent{Service: service, Generation: t.Generation,
 		Host: spec.GetRoute().GetHost(), Path: spec.GetRoute().GetPath(), Weights: weightsProto(t.Weights)}
 	for _, p := range t.Pins {
-		in.Pins = append(in.Pins, &edgev1.Pin{Header: p.Header, Release: p.Release})
+		in.Pins = append(in.Pins, &edgev1.Pin{Header: p.Header, Cookie: p.Cookie, Value: p.Value, Release: p.Release})
+	}
+	if st := spec.GetUpdate().GetCanary().GetSticky(); st.GetEnabled() && spec.GetUpdate().GetStrategy() == deployv1.Strategy_STRATEGY_CANARY {
+		in.Sticky = &edgev1.Sticky{Cookie: pspec.StickyCookie(service, st), MaxAgeSeconds: int64(st.GetMaxAge().AsDuration().Seconds())}
 	}
 	return in
 }

@@ -70,6 +70,9 @@ func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
 		MaxUnavailable:   u.GetMaxUnavailable(),
 		Stagger:          u.GetStagger().AsDuration(),
 	}
+	for _, h := range u.GetCanary().GetHeaderRoutes() {
+		c.HeaderRoutes = append(c.HeaderRoutes, HeaderRoute{Header: h.GetHeader(), Cookie: h.GetCookie(), Value: h.GetValue()})
+	}
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -179,8 +182,11 @@ func (c Config) proto() *deployv1.UpdateStrategy {
 	if c.Stagger != 0 {
 		u.Stagger = durationpb.New(c.Stagger)
 	}
-	if len(c.Steps) > 0 {
+	if len(c.Steps) > 0 || len(c.HeaderRoutes) > 0 {
 		u.Canary = &deployv1.CanaryStrategy{}
+		for _, h := range c.HeaderRoutes {
+			u.Canary.HeaderRoutes = append(u.Canary.HeaderRoutes, &deployv1.HeaderRoute{Header: h.Header, Cookie: h.Cookie, Value: h.Value})
+		}
 		for _, s := range c.Steps {
 			u.Canary.Steps = append(u.Canary.Steps, &deployv1.CanaryStep{Weight: int32(s.Weight), Pause: durationpb.New(s.Pause), Manual: s.Manual})
 		}

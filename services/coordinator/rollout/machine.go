@@ -472,7 +472,7 @@ func (r *run) canaryStep() bool {
 		if !r.waitHealthy(target) {
 			return false
 		}
-		r.setTraffic(dropZero(map[uint64]int{r.s.To: st.Weight, r.s.From: 100 - st.Weight}), nil)
+		r.setTraffic(dropZero(map[uint64]int{r.s.To: st.Weight, r.s.From: 100 - st.Weight}), r.headerPins())
 		r.s.StepApplied = true
 		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
 		r.s.AnalysisFrom, r.s.StepPassed = r.now, false
@@ -495,6 +495,16 @@ func (r *run) canaryStep() bool {
 	r.s.StepPassed = false
 	r.s.ProgressAt = r.now
 	return true
+}
+
+// headerPins are the canary's header routes as pins to To (nil without
+// any).
+func (r *run) headerPins() []Pin {
+	var pins []Pin
+	for _, h := range r.s.Config.HeaderRoutes {
+		pins = append(pins, Pin{Header: h.Header, Cookie: h.Cookie, Value: h.Value, Release: r.s.To})
+	}
+	return pins
 }
 
 // canaryFinal brings To to full count and all traffic, then drains From.
@@ -928,7 +938,7 @@ func formatWeights(w map[uint64]int) string {
 func formatPins(pins []Pin) string {
 	var b strings.Builder
 	for _, p := range pins {
-		fmt.Fprintf(&b, " pin %s->#%d", p.Header, p.Release)
+		fmt.Fprintf(&b, " pin %s->#%d", p.match(), p.Release)
 	}
 	return b.String()
 }
@@ -939,4 +949,16 @@ func strategyName(s deployv1.Strategy) string {
 
 func phaseName(p deployv1.RolloutState) string {
 	return strings.ToLower(strings.TrimPrefix(p.String(), "ROLLOUT_STATE_"))
+}
+
+// match names what a pin matches: "X-Canary", "X-Canary=on", "cookie:beta".
+func (p Pin) match() string {
+	m := p.Header
+	if p.Cookie != "" {
+		m = "cookie:" + p.Cookie
+	}
+	if p.Value != "" {
+		m += "=" + p.Value
+	}
+	return m
 }

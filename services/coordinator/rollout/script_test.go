@@ -31,6 +31,7 @@ import (
 //	stable v1 x4                  4 healthy instances of release 1 serving all traffic
 //	deploy <rolling|blue_green|canary> v2 [count=N] [max_parallel=N]
 //	       [max_surge=N|P%] [max_unavailable=N|P%] [stagger=D]
+//	       [header_route=H[:value] | header_route=cookie:C[:value]] (canary)
 //	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
 //	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
 //	       [auto_revert] [auto_promote] [supersede]
@@ -335,6 +336,18 @@ func (w *world) cmdDeploy(args []string) error {
 			cfg.MaxUnavailable = v
 		case "stagger":
 			err = dur(&cfg.Stagger)
+		case "header_route":
+			// header_route=X-Canary[:value] or header_route=cookie:beta[:value]
+			h := HeaderRoute{}
+			name, val, _ := strings.Cut(v, ":")
+			if name == "cookie" {
+				name, val, _ = strings.Cut(val, ":")
+				h.Cookie = name
+			} else {
+				h.Header = name
+			}
+			h.Value = val
+			cfg.HeaderRoutes = append(cfg.HeaderRoutes, h)
 		case "min_healthy":
 			err = dur(&cfg.MinHealthyTime)
 		case "healthy_deadline":
@@ -745,7 +758,7 @@ func (w *world) expect(what string, args []string) error {
 	case "pins":
 		var got []string
 		for _, pin := range s.Pins {
-			got = append(got, fmt.Sprintf("%s=v%d", pin.Header, pin.Release))
+			got = append(got, fmt.Sprintf("%s=v%d", pin.match(), pin.Release))
 		}
 		if none && len(got) == 0 {
 			return nil

@@ -110,6 +110,8 @@ type Config struct {
 	// Stagger is the least wait between a rolling batch becoming healthy
 	// and the next batch's placement.
 	Stagger time.Duration `json:"Stagger,omitempty"`
+	// HeaderRoutes are pinned to the canary release during its steps.
+	HeaderRoutes []HeaderRoute `json:"HeaderRoutes,omitempty"`
 }
 
 // Spec describes the rollout to start.
@@ -135,12 +137,27 @@ type Spec struct {
 	Pins []Pin
 }
 
-// Pin routes requests carrying Header (any value) to Release.
+// Pin routes requests carrying Header (or Cookie) to Release: with any
+// value when Value is empty, else with exactly Value.
 type Pin struct {
 	// Header is the HTTP header name.
 	Header string `json:"Header"`
 	// Release is the release it selects.
 	Release uint64 `json:"Release"`
+	// Cookie is the cookie name, instead of Header.
+	Cookie string `json:"Cookie,omitempty"`
+	// Value is the value to match; empty matches any.
+	Value string `json:"Value,omitempty"`
+}
+
+// HeaderRoute sends the requests matching it to the canary during its
+// steps (a Pin to the new release).
+type HeaderRoute struct {
+	// Header or Cookie names what to match.
+	Header string `json:"Header,omitempty"`
+	Cookie string `json:"Cookie,omitempty"`
+	// Value is the value to match; empty matches any.
+	Value string `json:"Value,omitempty"`
 }
 
 // PendingStop is an instance taken out of traffic, to be stopped once the

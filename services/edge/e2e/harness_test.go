@@ -190,11 +190,12 @@ type intent struct {
 	host    string
 	weights map[uint64]int32
 	pins    []*edgev1.Pin
+	sticky  *edgev1.Sticky
 }
 
 func (e *env) writeIntent(service string, in intent) {
 	e.t.Helper()
-	pb := &edgev1.TrafficIntent{Service: service, Generation: in.gen, Host: in.host, Path: "/", Weights: map[string]int32{}, Pins: in.pins}
+	pb := &edgev1.TrafficIntent{Service: service, Generation: in.gen, Host: in.host, Path: "/", Weights: map[string]int32{}, Pins: in.pins, Sticky: in.sticky}
 	for rel, w := range in.weights {
 		pb.Weights[strconv.FormatUint(rel, 10)] = w
 	}

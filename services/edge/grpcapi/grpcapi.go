@@ -130,5 +130,8 @@ func Route(r routetable.Route) *edgev1.Route {
 		}
 		m.Pins = append(m.Pins, mp)
 	}
+	if st := r.Sticky; st != nil {
+		m.Sticky = &edgev1.Sticky{Cookie: st.Cookie, MaxAgeSeconds: st.MaxAge}
+	}
 	return m
 }

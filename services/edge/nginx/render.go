@@ -113,6 +113,7 @@ func Render(d ConfigData) ([]byte, error) {
 //	R <service> <host> <path>
 //	B <release> <weight> <host:port host:port ...>
 //	P header|cookie <name> <value> <release>
+//	S <cookie> <max-age seconds>        (a sticky route)
 //
 // in a deterministic order.
 func Encode(generation uint64, t routetable.Table) []byte {
@@ -121,6 +122,9 @@ func Encode(generation uint64, t routetable.Table) []byte {
 	for _, svc := range t.Services() {
 		r := t.Routes[svc]
 		fmt.Fprintf(&b, "R\t%s\t%s\t%s\n", r.Service, r.Host, r.Path)
+		if st := r.Sticky; st != nil {
+			fmt.Fprintf(&b, "S\t%s\t%d\n", st.Cookie, st.MaxAge)
+		}
 		for _, be := range r.Backends {
 			addrs := make([]string, 0, len(be.Upstreams))
 			for _, u := range be.Upstreams {

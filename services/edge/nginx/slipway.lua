@@ -48,6 +48,8 @@ local function parse(text)
       end
       table.insert(route.backends, b)
       route.byrel[f[2]] = b
+    elseif f[1] == "S" and route then
+      route.sticky = { name = f[2], var = "cookie_" .. string.lower(f[2]), max_age = tonumber(f[3]) or 0 }
     elseif f[1] == "P" and route then
       local name = string.lower(f[3])
       -- The nginx variable holding the pin's header or cookie, named
@@ -91,6 +93,35 @@ local function swrr(route)
   return best
 end
 
+-- bucket is the backend sticky bucket b (0-99) goes to: backends in
+-- release order each take as many buckets as their weight (the route
+-- table's Bucket, in Go).
+local function bucket(route, b)
+  local sum, last = 0, nil
+  for _, be in ipairs(route.backends) do
+    if be.weight > 0 and #be.peers > 0 then
+      sum = sum + be.weight
+      last = be
+      if b < sum then return be end
+    end
+  end
+  return last
+end
+
+local seeded = false
+
+-- sticky returns the request's bucket on a sticky route and whether it is
+-- new (no valid cookie: drawn at random, to be set on the response).
+local function sticky(route)
+  local v = tonumber(ngx.var[route.sticky.var] or "")
+  if v and v >= 0 and v < 100 and v % 1 == 0 then return v, false end
+  if not seeded then
+    math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
+    seeded = true
+  end
+  return math.random(0, 99), true
+end
+
 -- find_route returns the route of host and uri in the current table.
 local function find_route(host, uri)
   local list = load()[string.lower(host or "")]
@@ -115,11 +146,23 @@ function M.rewrite()
       chosen = nil
     end
   end
+  local b, cookie = nil, nil
+  if not chosen and route.sticky then
+    local fresh
+    b, fresh = sticky(route)
+    chosen = bucket(route, b)
+    if fresh then
+      local s = route.sticky
+      cookie = s.name .. "=" .. b .. "; Path=" .. route.path .. "; HttpOnly; SameSite=Lax"
+      if s.max_age > 0 then cookie = cookie .. "; Max-Age=" .. s.max_age end
+    end
+  end
   chosen = chosen or swrr(route)
   if not chosen then return ngx.exit(503) end
   -- One table per request; the set of instances tried is made only when
   -- a connection fails (see balance).
-  ngx.ctx.slipway = { service = route.service, backend = chosen, version = cached_version, host = host, uri = uri, pinned = pinned }
+  ngx.ctx.slipway = { service = route.service, backend = chosen, version = cached_version, host = host, uri = uri, pinned = pinned,
+    bucket = b, cookie = cookie }
   if log_vars then
     ngx.var.slipway_service = route.service
     ngx.var.slipway_release = chosen.release
@@ -137,6 +180,7 @@ local function rechoose(c)
   local route = find_route(c.host, c.uri)
   if not route then return false end
   local b = c.pinned and route.byrel[c.pinned]
+  if (not b or #b.peers == 0) and c.bucket and route.sticky then b = bucket(route, c.bucket) end
   if not b or #b.peers == 0 then b = swrr(route) end
   if not b then return false end
   c.backend, c.tried, c.first = b, {}, nil
@@ -179,6 +223,22 @@ function M.balance()
   local peer = b.peers[pick]
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
   if not ok then ngx.log(ngx.ERR, "slipway: set peer: ", err) return ngx.exit(502) end
+end
+
+-- header adds the sticky cookie of a new client to the response
+-- (header_filter_by_lua), beside any the upstream set.
+function M.header()
+  local c = ngx.ctx.slipway
+  if not c or not c.cookie then return end
+  local cur = ngx.header["Set-Cookie"]
+  if cur == nil then
+    ngx.header["Set-Cookie"] = c.cookie
+  elseif type(cur) == "table" then
+    cur[#cur + 1] = c.cookie
+    ngx.header["Set-Cookie"] = cur
+  else
+    ngx.header["Set-Cookie"] = { cur, c.cookie }
+  end
 end
 
 -- The latency histogram's layout (the platform's latency package, schema

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -280,9 +281,47 @@ func pathMatch(prefix, path string) bool {
 	return strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
 }
 
-// pickBackend chooses the release for a request: a matching pin, else smooth
-// weighted round robin by intent weight.
-func (r *route) pickBackend(req *http.Request) *backend {
+// noBucket is a pick without a sticky bucket.
+const noBucket = -1
+
+// pickBackend chooses the release for a request: a matching pin, else on
+// a sticky route the release of its bucket (bucket, or the request's
+// cookie, or a new random one: fresh), else smooth weighted round robin by
+// intent weight. It returns the bucket used (noBucket when none).
+func (r *route) pickBackend(req *http.Request, bucket int) (b *backend, used int, fresh bool) {
+	if b := r.pinned(req); b != nil {
+		return b, noBucket, false
+	}
+	if st := r.rt.Sticky; st != nil {
+		if bucket == noBucket {
+			if c, err := req.Cookie(st.Cookie); err == nil {
+				if n, err := strconv.Atoi(c.Value); err == nil && n >= 0 && n < routetable.Buckets {
+					bucket = n
+				}
+			}
+		}
+		if bucket == noBucket {
+			bucket, fresh = rand.IntN(routetable.Buckets), true
+		}
+		if i := r.rt.Bucket(bucket); i >= 0 {
+			return r.backends[i], bucket, fresh
+		}
+		return nil, noBucket, false
+	}
+	return r.weighted(), noBucket, false
+}
+
+// stickyCookie is the Set-Cookie value giving a client its bucket.
+func (r *route) stickyCookie(bucket int) string {
+	c := &http.Cookie{Name: r.rt.Sticky.Cookie, Value: strconv.Itoa(bucket), Path: r.rt.Path, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if r.rt.Sticky.MaxAge > 0 {
+		c.MaxAge = int(r.rt.Sticky.MaxAge)
+	}
+	return c.String()
+}
+
+// pinned is the backend of the first pin the request matches, or nil.
+func (r *route) pinned(req *http.Request) *backend {
 	for _, pin := range r.rt.Pins {
 		var v string
 		var ok bool
@@ -305,6 +344,11 @@ func (r *route) pickBackend(req *http.Request) *backend {
 			}
 		}
 	}
+	return nil
+}
+
+// weighted picks by smooth weighted round robin.
+func (r *route) weighted() *backend {
 	if r.only != nil {
 		return r.only
 	}
@@ -335,6 +379,8 @@ type pick struct {
 	table   *table
 	route   *route
 	backend *backend
+	// bucket is the request's sticky bucket, noBucket without one.
+	bucket int
 	// host and path are the inbound request's, to pick again from a newer
 	// table.
 	host, path string
@@ -389,13 +435,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "slipway edge: no route for "+req.Host+req.URL.Path, http.StatusNotFound)
 		return
 	}
-	b := r.pickBackend(req)
+	b, bucket, fresh := r.pickBackend(req, noBucket)
 	if b == nil || len(b.upstreams) == 0 {
 		r.notFound.Inc()
 		http.Error(w, "slipway edge: no backend for "+r.rt.Service, http.StatusServiceUnavailable)
 		return
 	}
-	st := &state{pick: pick{table: t, route: r, backend: b, host: req.Host, path: req.URL.Path}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
+	if fresh {
+		w.Header().Add("Set-Cookie", r.stickyCookie(bucket))
+	}
+	st := &state{pick: pick{table: t, route: r, backend: b, bucket: bucket, host: req.Host, path: req.URL.Path}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
 	pk, sw := &st.pick, &st.sw
 	st.rt = retrier{p: p, pk: pk}
 	if leanPath(req) {
@@ -487,7 +536,7 @@ func (rt *retrier) repick(req *http.Request, pk *pick) bool {
 	if r == nil {
 		return false
 	}
-	b := r.pickBackend(req)
+	b, _, _ := r.pickBackend(req, pk.bucket) // the client keeps its bucket
 	if b == nil || len(b.upstreams) == 0 {
 		return false
 	}

@@ -57,6 +57,19 @@ type Pin struct {
 	Release uint64
 }
 
+// Sticky keeps each client on one release: a client without Cookie gets
+// a random bucket 0-99 in it, and bucket b goes to the release that
+// Bucket maps it to.
+type Sticky struct {
+	// Cookie is the cookie's name.
+	Cookie string
+	// MaxAge is the cookie's Max-Age in seconds; 0: a session cookie.
+	MaxAge int64
+}
+
+// Buckets is the number of sticky buckets: one per weight percent.
+const Buckets = 100
+
 // Intent is a validated traffic intent.
 type Intent struct {
 	Service    string
@@ -66,6 +79,8 @@ type Intent struct {
 	// Weights maps release to percentage; they sum to 100.
 	Weights map[uint64]int
 	Pins    []Pin
+	// Sticky is set when clients stay on one release.
+	Sticky *Sticky
 }
 
 // Upstream is one instance a route sends traffic to.
@@ -91,8 +106,36 @@ type Route struct {
 	Generation uint64
 	Backends   []Backend // sorted by release
 	Pins       []Pin
+	// Sticky is set when clients stay on one release (see Bucket).
+	Sticky *Sticky
 	// Degraded says why the route keeps its last good state, if it does.
 	Degraded string
+}
+
+// Bucket is the backend sticky bucket b (0-99) goes to: backends in
+// release order each take as many buckets as their weight, so bucket b
+// maps to the one whose cumulative weight first exceeds b, and a growing
+// newest release takes buckets only from the ones before it. It returns
+// -1 when no backend has weight.
+func (r Route) Bucket(b int) int {
+	return BucketOf(len(r.Backends), func(i int) int { return r.Backends[i].Weight }, b)
+}
+
+// BucketOf is Bucket over n weights given by weight(i), in order.
+func BucketOf(n int, weight func(int) int, b int) int {
+	sum, last := 0, -1
+	for i := 0; i < n; i++ {
+		w := weight(i)
+		if w <= 0 {
+			continue
+		}
+		sum += w
+		last = i
+		if b < sum {
+			return i
+		}
+	}
+	return last
 }
 
 // Table is a set of routes keyed by service.
@@ -210,10 +253,21 @@ func FromProto(service string, pb *edgev1.TrafficIntent) (Intent, error) {
 		pin.Release = p.GetRelease()
 		pins = append(pins, pin)
 	}
+	var sticky *Sticky
+	if st := pb.GetSticky(); st != nil {
+		switch {
+		case specrules.HeaderName(st.GetCookie()) != "":
+			vs = append(vs, fmt.Sprintf("sticky.cookie: %s", specrules.HeaderName(st.GetCookie())))
+		case st.GetMaxAgeSeconds() < 0:
+			vs = append(vs, fmt.Sprintf("sticky.max_age_seconds: %d is negative", st.GetMaxAgeSeconds()))
+		default:
+			sticky = &Sticky{Cookie: st.GetCookie(), MaxAge: st.GetMaxAgeSeconds()}
+		}
+	}
 	if len(vs) > 0 {
 		return Intent{}, fmt.Errorf("%w: %s: %s", ErrInvalidIntent, service, strings.Join(vs, "; "))
 	}
-	return Intent{Service: service, Generation: pb.GetGeneration(), Host: host, Path: path, Weights: weights, Pins: pins}, nil
+	return Intent{Service: service, Generation: pb.GetGeneration(), Host: host, Path: path, Weights: weights, Pins: pins, Sticky: sticky}, nil
 }
 
 func canonicalHeader(s string) string {
@@ -321,7 +375,7 @@ func Build(prev Table, in Input) (Table, []Problem) {
 }
 
 func route(in Intent, instances []Instance) (Route, string) {
-	r := Route{Service: in.Service, Host: in.Host, Path: in.Path, Generation: in.Generation, Pins: in.Pins}
+	r := Route{Service: in.Service, Host: in.Host, Path: in.Path, Generation: in.Generation, Pins: in.Pins, Sticky: in.Sticky}
 	byRelease := map[uint64][]Instance{}
 	for _, inst := range instances {
 		byRelease[inst.Release] = append(byRelease[inst.Release], inst)
@@ -426,6 +480,9 @@ func Compare(a, b Table) Diff {
 // Equal reports whether two routes are identical.
 func Equal(a, b Route) bool {
 	if a.Service != b.Service || a.Host != b.Host || a.Path != b.Path || a.Generation != b.Generation || a.Degraded != b.Degraded {
+		return false
+	}
+	if (a.Sticky == nil) != (b.Sticky == nil) || (a.Sticky != nil && *a.Sticky != *b.Sticky) {
 		return false
 	}
 	if !slices.Equal(a.Pins, b.Pins) || len(a.Backends) != len(b.Backends) {

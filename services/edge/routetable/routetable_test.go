@@ -266,3 +266,42 @@ func FuzzParseIntent(f *testing.F) {
 		Build(Table{}, Input{Intents: map[string][]byte{"web": data}, Instances: map[string][]Instance{"web": {inst("web", "w", 1)}}})
 	})
 }
+
+func TestStickyBuckets(t *testing.T) {
+	r := Route{Backends: []Backend{{Release: 1, Weight: 90}, {Release: 2, Weight: 10}}}
+	count := map[int]int{}
+	for b := 0; b < Buckets; b++ {
+		count[r.Bucket(b)]++
+	}
+	if count[0] != 90 || count[1] != 10 || r.Bucket(89) != 0 || r.Bucket(90) != 1 {
+		t.Fatalf("buckets at 90/10: %v, 89->%d, 90->%d", count, r.Bucket(89), r.Bucket(90))
+	}
+	// The canary grows to 50%: clients only move from stable to canary.
+	grown := Route{Backends: []Backend{{Release: 1, Weight: 50}, {Release: 2, Weight: 50}}}
+	for b := 0; b < Buckets; b++ {
+		if r.Bucket(b) == 1 && grown.Bucket(b) != 1 {
+			t.Fatalf("bucket %d left the canary when it grew", b)
+		}
+	}
+	// A zero weight takes no bucket; no weight at all: -1.
+	z := Route{Backends: []Backend{{Release: 1, Weight: 0}, {Release: 2, Weight: 100}}}
+	if z.Bucket(0) != 1 || (Route{}).Bucket(3) != -1 {
+		t.Fatalf("zero weights: %d, %d", z.Bucket(0), (Route{}).Bucket(3))
+	}
+}
+
+func TestStickyIntent(t *testing.T) {
+	in, err := ParseIntent("web", []byte(`{"host":"web.test","weights":{"1":100},"sticky":{"cookie":"slipway-web","maxAgeSeconds":"60"}}`))
+	if err != nil || in.Sticky == nil || *in.Sticky != (Sticky{Cookie: "slipway-web", MaxAge: 60}) {
+		t.Fatalf("ParseIntent sticky = %+v, %v", in.Sticky, err)
+	}
+	if _, err := ParseIntent("web", []byte(`{"host":"web.test","weights":{"1":100},"sticky":{"cookie":"a b"}}`)); !errors.Is(err, ErrInvalidIntent) || !strings.Contains(err.Error(), "sticky.cookie") {
+		t.Fatalf("bad sticky cookie: %v", err)
+	}
+	a := Route{Service: "web", Sticky: &Sticky{Cookie: "c"}}
+	b := a
+	b.Sticky = &Sticky{Cookie: "c", MaxAge: 5}
+	if Equal(a, b) || !Equal(a, a) {
+		t.Fatal("Equal ignores Sticky")
+	}
+}

@@ -1010,7 +1010,17 @@ type CanaryStrategy struct {
 	Steps []*CanaryStep `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
 	// analysis judges every step from the edges' golden signals (a step's own
 	// analysis replaces it for that step); unset: no analysis.
-	Analysis      *Analysis `protobuf:"bytes,2,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	Analysis *Analysis `protobuf:"bytes,2,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	// sticky keeps each client on one release while the weights hold: the
+	// edge gives a new client a cookie with a random bucket (0-99) and routes
+	// each bucket to one release by the weights, so at 10% about one client
+	// in ten is on the canary, every request of it; as the canary's weight
+	// grows, clients only move from stable to the canary.
+	Sticky *Stickiness `protobuf:"bytes,3,opt,name=sticky,proto3" json:"sticky,omitempty"`
+	// header_routes send the requests that match any of them to the canary
+	// during its steps, whatever the weights (Argo Rollouts' setHeaderRoute,
+	// Flagger's A/B testing).
+	HeaderRoutes  []*HeaderRoute `protobuf:"bytes,4,rep,name=header_routes,json=headerRoutes,proto3" json:"header_routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1059,6 +1069,149 @@ func (x *CanaryStrategy) GetAnalysis() *Analysis {
 	return nil
 }
 
+func (x *CanaryStrategy) GetSticky() *Stickiness {
+	if x != nil {
+		return x.Sticky
+	}
+	return nil
+}
+
+func (x *CanaryStrategy) GetHeaderRoutes() []*HeaderRoute {
+	if x != nil {
+		return x.HeaderRoutes
+	}
+	return nil
+}
+
+// Stickiness configures the edges' sticky canary cookie.
+type Stickiness struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// enabled turns stickiness on.
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// cookie is the cookie's name; default "slipway-<service>".
+	Cookie string `protobuf:"bytes,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	// max_age is the cookie's lifetime; default 0: a session cookie. At
+	// most 168h.
+	MaxAge        *durationpb.Duration `protobuf:"bytes,3,opt,name=max_age,json=maxAge,proto3" json:"max_age,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stickiness) Reset() {
+	*x = Stickiness{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stickiness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stickiness) ProtoMessage() {}
+
+func (x *Stickiness) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
+func (*Stickiness) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Stickiness) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *Stickiness) GetCookie() string {
+	if x != nil {
+		return x.Cookie
+	}
+	return ""
+}
+
+func (x *Stickiness) GetMaxAge() *durationpb.Duration {
+	if x != nil {
+		return x.MaxAge
+	}
+	return nil
+}
+
+// HeaderRoute matches a request by a header or a cookie.
+type HeaderRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header is an HTTP header name; exclusive with cookie.
+	Header string `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// cookie is a cookie name; exclusive with header.
+	Cookie string `protobuf:"bytes,2,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	// value is the value to match exactly; empty matches any value.
+	Value         string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderRoute) Reset() {
+	*x = HeaderRoute{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderRoute) ProtoMessage() {}
+
+func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
+func (*HeaderRoute) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HeaderRoute) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *HeaderRoute) GetCookie() string {
+	if x != nil {
+		return x.Cookie
+	}
+	return ""
+}
+
+func (x *HeaderRoute) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 // CanaryStep sends weight percent of traffic to the new release, then waits.
 type CanaryStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1077,7 +1230,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1242,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1255,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1174,7 +1327,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1339,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1352,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1296,7 +1449,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1461,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1474,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -1384,7 +1537,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1549,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1562,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -1451,7 +1604,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1616,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1629,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1497,7 +1650,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1662,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1675,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1550,7 +1703,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1715,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1728,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -1611,7 +1764,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1776,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1789,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -1719,10 +1872,21 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	" \x01(\v2$.slipway.deploy.v1.BlueGreenStrategyR\tblueGreen\x12\x1b\n" +
 	"\tmax_surge\x18\v \x01(\tR\bmaxSurge\x12'\n" +
 	"\x0fmax_unavailable\x18\f \x01(\tR\x0emaxUnavailable\x123\n" +
-	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\"~\n" +
+	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\"\xfa\x01\n" +
 	"\x0eCanaryStrategy\x123\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1d.slipway.deploy.v1.CanaryStepR\x05steps\x127\n" +
-	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xa6\x01\n" +
+	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\x125\n" +
+	"\x06sticky\x18\x03 \x01(\v2\x1d.slipway.deploy.v1.StickinessR\x06sticky\x12C\n" +
+	"\rheader_routes\x18\x04 \x03(\v2\x1e.slipway.deploy.v1.HeaderRouteR\fheaderRoutes\"r\n" +
+	"\n" +
+	"Stickiness\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
+	"\x06cookie\x18\x02 \x01(\tR\x06cookie\x122\n" +
+	"\amax_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\"S\n" +
+	"\vHeaderRoute\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\tR\x06header\x12\x16\n" +
+	"\x06cookie\x18\x02 \x01(\tR\x06cookie\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xa6\x01\n" +
 	"\n" +
 	"CanaryStep\x12\x16\n" +
 	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12/\n" +
@@ -1799,7 +1963,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -1814,60 +1978,65 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(*Constraint)(nil),           // 10: slipway.deploy.v1.Constraint
 	(*UpdateStrategy)(nil),       // 11: slipway.deploy.v1.UpdateStrategy
 	(*CanaryStrategy)(nil),       // 12: slipway.deploy.v1.CanaryStrategy
-	(*CanaryStep)(nil),           // 13: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 14: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 15: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 16: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 17: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 18: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 19: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 20: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 21: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 22: google.protobuf.Duration
+	(*Stickiness)(nil),           // 13: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 14: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 15: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 16: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 17: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 18: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 19: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 20: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 21: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 22: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 23: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 24: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	21, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	23, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
 	7,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
 	8,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
 	9,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
 	10, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
 	11, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	22, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	24, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
 	5,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
 	4,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
-	22, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	22, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	24, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	24, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
 	0,  // 11: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
 	6,  // 12: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	22, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	22, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	24, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	24, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	1,  // 15: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	22, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	22, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	22, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	22, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	24, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	24, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	24, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	24, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
 	12, // 20: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	20, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	22, // 22: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	13, // 23: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	14, // 24: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	22, // 25: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	14, // 26: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	22, // 27: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	2,  // 28: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	17, // 29: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	18, // 30: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	19, // 31: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	16, // 32: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	15, // 33: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	22, // 34: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	22, // 35: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	22, // 36: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	22, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	24, // 22: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	15, // 23: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	16, // 24: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	13, // 25: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	14, // 26: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	24, // 27: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	24, // 28: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	16, // 29: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	24, // 30: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	2,  // 31: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	19, // 32: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	20, // 33: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	21, // 34: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	18, // 35: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	17, // 36: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	24, // 37: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	24, // 38: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	24, // 39: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -1876,14 +2045,14 @@ func file_slipway_deploy_v1_spec_proto_init() {
 		return
 	}
 	file_slipway_deploy_v1_spec_proto_msgTypes[1].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[12].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,7 +39,9 @@ type TrafficIntent struct {
 	// they sum to 100.
 	Weights map[string]int32 `protobuf:"bytes,5,rep,name=weights,proto3" json:"weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// pins force matching requests to a release regardless of weights.
-	Pins          []*Pin `protobuf:"bytes,6,rep,name=pins,proto3" json:"pins,omitempty"`
+	Pins []*Pin `protobuf:"bytes,6,rep,name=pins,proto3" json:"pins,omitempty"`
+	// sticky, when set, keeps each client on one release (see Sticky).
+	Sticky        *Sticky `protobuf:"bytes,7,opt,name=sticky,proto3" json:"sticky,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +118,71 @@ func (x *TrafficIntent) GetPins() []*Pin {
 	return nil
 }
 
+func (x *TrafficIntent) GetSticky() *Sticky {
+	if x != nil {
+		return x.Sticky
+	}
+	return nil
+}
+
+// Sticky keeps a client on one release: the edge gives a client without
+// the cookie a random bucket 0-99 in it, and routes bucket b to the release
+// whose share of the weights covers b (releases in ascending order, so a
+// growing newest release only takes clients from older ones).
+type Sticky struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cookie is the cookie's name.
+	Cookie string `protobuf:"bytes,1,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	// max_age_seconds is the cookie's Max-Age; 0: a session cookie.
+	MaxAgeSeconds int64 `protobuf:"varint,2,opt,name=max_age_seconds,json=maxAgeSeconds,proto3" json:"max_age_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sticky) Reset() {
+	*x = Sticky{}
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sticky) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sticky) ProtoMessage() {}
+
+func (x *Sticky) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sticky.ProtoReflect.Descriptor instead.
+func (*Sticky) Descriptor() ([]byte, []int) {
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Sticky) GetCookie() string {
+	if x != nil {
+		return x.Cookie
+	}
+	return ""
+}
+
+func (x *Sticky) GetMaxAgeSeconds() int64 {
+	if x != nil {
+		return x.MaxAgeSeconds
+	}
+	return 0
+}
+
 // Pin routes requests carrying a header or cookie to one release.
 type Pin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -133,7 +200,7 @@ type Pin struct {
 
 func (x *Pin) Reset() {
 	*x = Pin{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[1]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +212,7 @@ func (x *Pin) String() string {
 func (*Pin) ProtoMessage() {}
 
 func (x *Pin) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[1]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +225,7 @@ func (x *Pin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pin.ProtoReflect.Descriptor instead.
 func (*Pin) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{1}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Pin) GetHeader() string {
@@ -209,7 +276,7 @@ type EdgeAck struct {
 
 func (x *EdgeAck) Reset() {
 	*x = EdgeAck{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[2]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +288,7 @@ func (x *EdgeAck) String() string {
 func (*EdgeAck) ProtoMessage() {}
 
 func (x *EdgeAck) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[2]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +301,7 @@ func (x *EdgeAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeAck.ProtoReflect.Descriptor instead.
 func (*EdgeAck) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{2}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EdgeAck) GetEdgeId() string {
@@ -276,7 +343,7 @@ type InstanceList struct {
 
 func (x *InstanceList) Reset() {
 	*x = InstanceList{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[3]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +355,7 @@ func (x *InstanceList) String() string {
 func (*InstanceList) ProtoMessage() {}
 
 func (x *InstanceList) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[3]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +368,7 @@ func (x *InstanceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceList.ProtoReflect.Descriptor instead.
 func (*InstanceList) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{3}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *InstanceList) GetIds() []string {
@@ -326,7 +393,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[4]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +405,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[4]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +418,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{4}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Upstream) GetId() string {
@@ -392,7 +459,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[5]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +471,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[5]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +484,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{5}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Backend) GetRelease() uint64 {
@@ -464,14 +531,16 @@ type Route struct {
 	// pins force matching requests to a release.
 	Pins []*Pin `protobuf:"bytes,6,rep,name=pins,proto3" json:"pins,omitempty"`
 	// degraded explains why the route keeps its last good state, if it does.
-	Degraded      string `protobuf:"bytes,7,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	Degraded string `protobuf:"bytes,7,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	// sticky, when set, keeps each client on one release.
+	Sticky        *Sticky `protobuf:"bytes,8,opt,name=sticky,proto3" json:"sticky,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[6]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +552,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[6]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +565,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{6}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Route) GetService() string {
@@ -548,6 +617,13 @@ func (x *Route) GetDegraded() string {
 	return ""
 }
 
+func (x *Route) GetSticky() *Sticky {
+	if x != nil {
+		return x.Sticky
+	}
+	return nil
+}
+
 // GetRoutesRequest asks for the route table.
 type GetRoutesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -557,7 +633,7 @@ type GetRoutesRequest struct {
 
 func (x *GetRoutesRequest) Reset() {
 	*x = GetRoutesRequest{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[7]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +645,7 @@ func (x *GetRoutesRequest) String() string {
 func (*GetRoutesRequest) ProtoMessage() {}
 
 func (x *GetRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[7]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +658,7 @@ func (x *GetRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoutesRequest.ProtoReflect.Descriptor instead.
 func (*GetRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{7}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{8}
 }
 
 // GetRoutesResponse is the route table.
@@ -598,7 +674,7 @@ type GetRoutesResponse struct {
 
 func (x *GetRoutesResponse) Reset() {
 	*x = GetRoutesResponse{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[8]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +686,7 @@ func (x *GetRoutesResponse) String() string {
 func (*GetRoutesResponse) ProtoMessage() {}
 
 func (x *GetRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[8]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +699,7 @@ func (x *GetRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoutesResponse.ProtoReflect.Descriptor instead.
 func (*GetRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{8}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetRoutesResponse) GetGeneration() uint64 {
@@ -649,7 +725,7 @@ type WatchRoutesRequest struct {
 
 func (x *WatchRoutesRequest) Reset() {
 	*x = WatchRoutesRequest{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[9]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +737,7 @@ func (x *WatchRoutesRequest) String() string {
 func (*WatchRoutesRequest) ProtoMessage() {}
 
 func (x *WatchRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[9]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +750,7 @@ func (x *WatchRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRoutesRequest.ProtoReflect.Descriptor instead.
 func (*WatchRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{9}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{10}
 }
 
 // WatchRoutesResponse is a snapshot or a diff.
@@ -694,7 +770,7 @@ type WatchRoutesResponse struct {
 
 func (x *WatchRoutesResponse) Reset() {
 	*x = WatchRoutesResponse{}
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[10]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +782,7 @@ func (x *WatchRoutesResponse) String() string {
 func (*WatchRoutesResponse) ProtoMessage() {}
 
 func (x *WatchRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_edge_v1_edge_proto_msgTypes[10]
+	mi := &file_slipway_edge_v1_edge_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +795,7 @@ func (x *WatchRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRoutesResponse.ProtoReflect.Descriptor instead.
 func (*WatchRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{10}
+	return file_slipway_edge_v1_edge_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchRoutesResponse) GetGeneration() uint64 {
@@ -754,7 +830,7 @@ var File_slipway_edge_v1_edge_proto protoreflect.FileDescriptor
 
 const file_slipway_edge_v1_edge_proto_rawDesc = "" +
 	"\n" +
-	"\x1aslipway/edge/v1/edge.proto\x12\x0fslipway.edge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n" +
+	"\x1aslipway/edge/v1/edge.proto\x12\x0fslipway.edge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x02\n" +
 	"\rTrafficIntent\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1e\n" +
 	"\n" +
@@ -763,10 +839,14 @@ const file_slipway_edge_v1_edge_proto_rawDesc = "" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x12\n" +
 	"\x04path\x18\x04 \x01(\tR\x04path\x12E\n" +
 	"\aweights\x18\x05 \x03(\v2+.slipway.edge.v1.TrafficIntent.WeightsEntryR\aweights\x12(\n" +
-	"\x04pins\x18\x06 \x03(\v2\x14.slipway.edge.v1.PinR\x04pins\x1a:\n" +
+	"\x04pins\x18\x06 \x03(\v2\x14.slipway.edge.v1.PinR\x04pins\x12/\n" +
+	"\x06sticky\x18\a \x01(\v2\x17.slipway.edge.v1.StickyR\x06sticky\x1a:\n" +
 	"\fWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"H\n" +
+	"\x06Sticky\x12\x16\n" +
+	"\x06cookie\x18\x01 \x01(\tR\x06cookie\x12&\n" +
+	"\x0fmax_age_seconds\x18\x02 \x01(\x03R\rmaxAgeSeconds\"e\n" +
 	"\x03Pin\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\tR\x06header\x12\x16\n" +
 	"\x06cookie\x18\x02 \x01(\tR\x06cookie\x12\x14\n" +
@@ -793,7 +873,7 @@ const file_slipway_edge_v1_edge_proto_rawDesc = "" +
 	"\arelease\x18\x01 \x01(\x04R\arelease\x12\x14\n" +
 	"\x05track\x18\x02 \x01(\tR\x05track\x12\x16\n" +
 	"\x06weight\x18\x03 \x01(\x05R\x06weight\x127\n" +
-	"\tupstreams\x18\x04 \x03(\v2\x19.slipway.edge.v1.UpstreamR\tupstreams\"\xe5\x01\n" +
+	"\tupstreams\x18\x04 \x03(\v2\x19.slipway.edge.v1.UpstreamR\tupstreams\"\x96\x02\n" +
 	"\x05Route\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
@@ -803,7 +883,8 @@ const file_slipway_edge_v1_edge_proto_rawDesc = "" +
 	"generation\x124\n" +
 	"\bbackends\x18\x05 \x03(\v2\x18.slipway.edge.v1.BackendR\bbackends\x12(\n" +
 	"\x04pins\x18\x06 \x03(\v2\x14.slipway.edge.v1.PinR\x04pins\x12\x1a\n" +
-	"\bdegraded\x18\a \x01(\tR\bdegraded\"\x12\n" +
+	"\bdegraded\x18\a \x01(\tR\bdegraded\x12/\n" +
+	"\x06sticky\x18\b \x01(\v2\x17.slipway.edge.v1.StickyR\x06sticky\"\x12\n" +
 	"\x10GetRoutesRequest\"c\n" +
 	"\x11GetRoutesResponse\x12\x1e\n" +
 	"\n" +
@@ -834,45 +915,48 @@ func file_slipway_edge_v1_edge_proto_rawDescGZIP() []byte {
 	return file_slipway_edge_v1_edge_proto_rawDescData
 }
 
-var file_slipway_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_slipway_edge_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_slipway_edge_v1_edge_proto_goTypes = []any{
 	(*TrafficIntent)(nil),         // 0: slipway.edge.v1.TrafficIntent
-	(*Pin)(nil),                   // 1: slipway.edge.v1.Pin
-	(*EdgeAck)(nil),               // 2: slipway.edge.v1.EdgeAck
-	(*InstanceList)(nil),          // 3: slipway.edge.v1.InstanceList
-	(*Upstream)(nil),              // 4: slipway.edge.v1.Upstream
-	(*Backend)(nil),               // 5: slipway.edge.v1.Backend
-	(*Route)(nil),                 // 6: slipway.edge.v1.Route
-	(*GetRoutesRequest)(nil),      // 7: slipway.edge.v1.GetRoutesRequest
-	(*GetRoutesResponse)(nil),     // 8: slipway.edge.v1.GetRoutesResponse
-	(*WatchRoutesRequest)(nil),    // 9: slipway.edge.v1.WatchRoutesRequest
-	(*WatchRoutesResponse)(nil),   // 10: slipway.edge.v1.WatchRoutesResponse
-	nil,                           // 11: slipway.edge.v1.TrafficIntent.WeightsEntry
-	nil,                           // 12: slipway.edge.v1.EdgeAck.GenerationsEntry
-	nil,                           // 13: slipway.edge.v1.EdgeAck.InstancesEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Sticky)(nil),                // 1: slipway.edge.v1.Sticky
+	(*Pin)(nil),                   // 2: slipway.edge.v1.Pin
+	(*EdgeAck)(nil),               // 3: slipway.edge.v1.EdgeAck
+	(*InstanceList)(nil),          // 4: slipway.edge.v1.InstanceList
+	(*Upstream)(nil),              // 5: slipway.edge.v1.Upstream
+	(*Backend)(nil),               // 6: slipway.edge.v1.Backend
+	(*Route)(nil),                 // 7: slipway.edge.v1.Route
+	(*GetRoutesRequest)(nil),      // 8: slipway.edge.v1.GetRoutesRequest
+	(*GetRoutesResponse)(nil),     // 9: slipway.edge.v1.GetRoutesResponse
+	(*WatchRoutesRequest)(nil),    // 10: slipway.edge.v1.WatchRoutesRequest
+	(*WatchRoutesResponse)(nil),   // 11: slipway.edge.v1.WatchRoutesResponse
+	nil,                           // 12: slipway.edge.v1.TrafficIntent.WeightsEntry
+	nil,                           // 13: slipway.edge.v1.EdgeAck.GenerationsEntry
+	nil,                           // 14: slipway.edge.v1.EdgeAck.InstancesEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_slipway_edge_v1_edge_proto_depIdxs = []int32{
-	11, // 0: slipway.edge.v1.TrafficIntent.weights:type_name -> slipway.edge.v1.TrafficIntent.WeightsEntry
-	1,  // 1: slipway.edge.v1.TrafficIntent.pins:type_name -> slipway.edge.v1.Pin
-	12, // 2: slipway.edge.v1.EdgeAck.generations:type_name -> slipway.edge.v1.EdgeAck.GenerationsEntry
-	13, // 3: slipway.edge.v1.EdgeAck.instances:type_name -> slipway.edge.v1.EdgeAck.InstancesEntry
-	14, // 4: slipway.edge.v1.EdgeAck.at:type_name -> google.protobuf.Timestamp
-	4,  // 5: slipway.edge.v1.Backend.upstreams:type_name -> slipway.edge.v1.Upstream
-	5,  // 6: slipway.edge.v1.Route.backends:type_name -> slipway.edge.v1.Backend
-	1,  // 7: slipway.edge.v1.Route.pins:type_name -> slipway.edge.v1.Pin
-	6,  // 8: slipway.edge.v1.GetRoutesResponse.routes:type_name -> slipway.edge.v1.Route
-	6,  // 9: slipway.edge.v1.WatchRoutesResponse.upserted:type_name -> slipway.edge.v1.Route
-	3,  // 10: slipway.edge.v1.EdgeAck.InstancesEntry.value:type_name -> slipway.edge.v1.InstanceList
-	7,  // 11: slipway.edge.v1.RouteService.GetRoutes:input_type -> slipway.edge.v1.GetRoutesRequest
-	9,  // 12: slipway.edge.v1.RouteService.WatchRoutes:input_type -> slipway.edge.v1.WatchRoutesRequest
-	8,  // 13: slipway.edge.v1.RouteService.GetRoutes:output_type -> slipway.edge.v1.GetRoutesResponse
-	10, // 14: slipway.edge.v1.RouteService.WatchRoutes:output_type -> slipway.edge.v1.WatchRoutesResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	12, // 0: slipway.edge.v1.TrafficIntent.weights:type_name -> slipway.edge.v1.TrafficIntent.WeightsEntry
+	2,  // 1: slipway.edge.v1.TrafficIntent.pins:type_name -> slipway.edge.v1.Pin
+	1,  // 2: slipway.edge.v1.TrafficIntent.sticky:type_name -> slipway.edge.v1.Sticky
+	13, // 3: slipway.edge.v1.EdgeAck.generations:type_name -> slipway.edge.v1.EdgeAck.GenerationsEntry
+	14, // 4: slipway.edge.v1.EdgeAck.instances:type_name -> slipway.edge.v1.EdgeAck.InstancesEntry
+	15, // 5: slipway.edge.v1.EdgeAck.at:type_name -> google.protobuf.Timestamp
+	5,  // 6: slipway.edge.v1.Backend.upstreams:type_name -> slipway.edge.v1.Upstream
+	6,  // 7: slipway.edge.v1.Route.backends:type_name -> slipway.edge.v1.Backend
+	2,  // 8: slipway.edge.v1.Route.pins:type_name -> slipway.edge.v1.Pin
+	1,  // 9: slipway.edge.v1.Route.sticky:type_name -> slipway.edge.v1.Sticky
+	7,  // 10: slipway.edge.v1.GetRoutesResponse.routes:type_name -> slipway.edge.v1.Route
+	7,  // 11: slipway.edge.v1.WatchRoutesResponse.upserted:type_name -> slipway.edge.v1.Route
+	4,  // 12: slipway.edge.v1.EdgeAck.InstancesEntry.value:type_name -> slipway.edge.v1.InstanceList
+	8,  // 13: slipway.edge.v1.RouteService.GetRoutes:input_type -> slipway.edge.v1.GetRoutesRequest
+	10, // 14: slipway.edge.v1.RouteService.WatchRoutes:input_type -> slipway.edge.v1.WatchRoutesRequest
+	9,  // 15: slipway.edge.v1.RouteService.GetRoutes:output_type -> slipway.edge.v1.GetRoutesResponse
+	11, // 16: slipway.edge.v1.RouteService.WatchRoutes:output_type -> slipway.edge.v1.WatchRoutesResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_slipway_edge_v1_edge_proto_init() }
@@ -886,7 +970,7 @@ func file_slipway_edge_v1_edge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_edge_v1_edge_proto_rawDesc), len(file_slipway_edge_v1_edge_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,33 @@
+package engine_test
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"slipway.dev/coordinator/engine"
+	"slipway.dev/coordinator/rollout"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+// TestIntentCarriesStickinessAndHeaderRoutes: a sticky canary's intent
+// names its cookie and max age, and the machine's header-route pins keep
+// their cookie and value.
+func TestIntentCarriesStickinessAndHeaderRoutes(t *testing.T) {
+	spec := &deployv1.ServiceSpec{Name: "web", Route: &deployv1.Route{Host: "web.test", Path: "/"},
+		Update: &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY,
+			Canary: &deployv1.CanaryStrategy{Sticky: &deployv1.Stickiness{Enabled: true, MaxAge: durationpb.New(time.Hour)}}}}
+	in := engine.Intent("web", spec, rollout.Traffic{Generation: 3, Weights: map[uint64]int{1: 90, 2: 10},
+		Pins: []rollout.Pin{{Cookie: "beta", Value: "1", Release: 2}, {Header: "X-Canary", Release: 2}}})
+	if st := in.GetSticky(); st.GetCookie() != "slipway-web" || st.GetMaxAgeSeconds() != 3600 {
+		t.Errorf("sticky = %v, want slipway-web for 3600s", st)
+	}
+	if p := in.GetPins(); len(p) != 2 || p[0].GetCookie() != "beta" || p[0].GetValue() != "1" || p[1].GetHeader() != "X-Canary" || p[1].GetRelease() != 2 {
+		t.Errorf("pins = %v", p)
+	}
+	spec.Update.Strategy = deployv1.Strategy_STRATEGY_ROLLING
+	if in := engine.Intent("web", spec, rollout.Traffic{Weights: map[uint64]int{1: 100}}); in.GetSticky() != nil {
+		t.Errorf("a rolling update's intent is sticky: %v", in.GetSticky())
+	}
+}
