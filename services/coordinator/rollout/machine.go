@@ -603,11 +603,11 @@ func (r *run) rollback(outcome deployv1.RolloutState, msg string) {
 	}
 	r.s.PendingStops = nilIfEmpty(kept)
 	if missing := r.s.Stopped[r.s.From] - r.s.Ordered[r.s.From]; missing > 0 {
-		r.ensure(r.s.From, TrackStable, r.s.Ordered[r.s.From]+missing)
 		r.s.Stage, r.s.Outcome, r.s.Message = StageRestore, outcome, msg
 		r.s.Phase = phaseRunning
 		r.s.RestoreStartedAt = r.now
-		r.event("restoring", "%s: restoring %d stopped instances of #%d before moving traffic back", msg, missing, r.s.From)
+		r.event("restoring", "%s: restoring %d stopped instances of #%d, %d at a time, before moving traffic back", msg, missing, r.s.From, max(r.s.Config.MaxParallel, 1))
+		r.restoreBatch()
 		return
 	}
 	r.finishRollback(outcome, msg)
@@ -631,6 +631,13 @@ func (r *run) cancelPlacements(keep uint64) {
 	r.plan.Place = nilIfEmpty(kept)
 }
 
+// restore is StageRestore: the stopped instances of From come back
+// max_parallel at a time, like a rolling update in reverse, so that no more
+// than count + max_parallel instances serve. As From instances become
+// healthy as many To instances are drained (the ones not healthy first) and
+// traffic moves in proportion; the next batch is placed once the drained
+// ones are stopped. Once FromCount instances of From are healthy all traffic
+// returns to From.
 func (r *run) restore() bool {
 	if r.countHealthy(r.s.From) >= r.s.FromCount {
 		r.finishRollback(r.s.Outcome, r.s.Message)
@@ -641,8 +648,45 @@ func (r *run) restore() bool {
 			r.s.Message, r.countHealthy(r.s.From), r.s.FromCount, r.s.From, r.s.Config.HealthyDeadline)
 		r.s.Phase, r.s.Stage, r.s.Message = phaseFailed, StageDone, msg
 		r.event("failed", "%s", msg)
+		return false
 	}
+	r.restoreBatch()
 	return false
+}
+
+// restoreBatch drains the To instances the healthy From instances make
+// unnecessary, moves traffic in proportion and, once no drained To
+// instance still serves, places the next batch of From.
+func (r *run) restoreBatch() {
+	from, to := r.s.From, r.s.To
+	healthy := r.countHealthy(from)
+	keep := max(r.s.FromCount-healthy, 0)
+	cur := r.live(to)
+	if excess := len(cur) - keep; excess > 0 {
+		// Unhealthy ones go first (they carry no traffic), then the
+		// oldest ids.
+		sort.SliceStable(cur, func(i, j int) bool { return !r.healthyNow(cur[i]) && r.healthyNow(cur[j]) })
+		r.drain(cur[:excess])
+		cur = cur[excess:]
+	}
+	weights := map[uint64]int{from: 100}
+	if total := healthy + len(cur); len(cur) > 0 && total > 0 {
+		w := (100*len(cur) + total/2) / total
+		weights = dropZero(map[uint64]int{to: w, from: 100 - w})
+	}
+	r.setTraffic(weights, nil)
+	if r.pending(to) > 0 {
+		return // drained instances serve until they are stopped
+	}
+	p := max(r.s.Config.MaxParallel, 1)
+	// From instances not healthy yet: the ones ordered (observed or not:
+	// this Step's placements are not) and the ones never stopped.
+	starting := max(r.s.FromCount-r.s.Stopped[from]+r.s.Ordered[from]-healthy, 0)
+	missing := r.s.Stopped[from] - r.s.Ordered[from]
+	if n := min(missing, p-starting); n > 0 {
+		r.ensure(from, TrackStable, r.s.Ordered[from]+n)
+		r.s.RestoreStartedAt = r.now // each batch gets healthy_deadline
+	}
 }
 
 func (r *run) finishRollback(outcome deployv1.RolloutState, msg string) {

@@ -424,11 +424,21 @@ func (w *world) cmdDeploy(args []string) error {
 			}
 		}
 	}
-	spec.From = w.stable
+	// As the replicated state does: the new rollout starts from the
+	// release that serves, and counts its instances not drained.
+	var drained []string
+	if tr := w.issued[w.gen]; tr != nil {
+		drained = tr.Drain
+	}
+	running := map[uint64]int{}
 	for _, in := range w.instances {
-		if in.Release == w.stable && w.stable != 0 {
-			spec.FromCount++
+		if !slices.Contains(drained, in.ID) {
+			running[in.Release]++
 		}
+	}
+	spec.From = Serving(w.weights, running, w.stable)
+	if spec.From != 0 {
+		spec.FromCount = running[spec.From]
 	}
 	spec.Config = cfg
 	spec.Generation = w.gen
@@ -629,6 +639,21 @@ func (w *world) step() error {
 	if err := w.commit(next, plan); err != nil {
 		return err
 	}
+	// Contract: the restore of a rolling update that rolls back never has
+	// more than count + max_parallel instances of its two releases serving
+	// (a drained one serves until the edges acknowledge a generation
+	// without it).
+	if next.Stage == StageRestore {
+		n := 0
+		for id, in := range w.instances {
+			if (in.Release == next.From || in.Release == next.To) && !w.drainAcked(id) {
+				n++
+			}
+		}
+		if limit := max(next.Count, next.FromCount) + max(next.Config.MaxParallel, 1); n > limit {
+			return fmt.Errorf("%d instances of v%d and v%d serve, more than count + max_parallel = %d (stage %s)", n, next.From, next.To, limit, next.Stage)
+		}
+	}
 	// Contract of Wake: with nothing else changing, Step decides nothing
 	// before the wake time (or ever, without one).
 	wake, ok := Wake(next, obs)
@@ -724,6 +749,17 @@ func (w *world) commit(next State, plan Plan) error {
 		w.stable = next.To
 	}
 	return nil
+}
+
+// drainAcked reports whether the edges acknowledged a generation that
+// drains instance id.
+func (w *world) drainAcked(id string) bool {
+	for g, tr := range w.issued {
+		if g <= w.acked && slices.Contains(tr.Drain, id) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *world) expect(what string, args []string) error {

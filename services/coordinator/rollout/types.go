@@ -222,7 +222,7 @@ type State struct {
 	PausedAt time.Time `json:"PausedAt"`
 	// SwitchedAt is when blue/green traffic switched to the new colour.
 	SwitchedAt time.Time `json:"SwitchedAt"`
-	// RestoreStartedAt is when StageRestore began.
+	// RestoreStartedAt is when StageRestore began or placed its last batch.
 	RestoreStartedAt time.Time `json:"RestoreStartedAt"`
 	// Ordered counts the instances ordered per release (cumulative).
 	Ordered map[uint64]int `json:"Ordered"`

@@ -33,9 +33,16 @@ import (
 // CurrentVersion is the newest schema version of log entries and snapshots
 // this code understands and writes. Version 2 added the leader engine's
 // rollout step entry and snapshot fields (machines, allocation records,
-// intents), version 3 the ACL token entries and snapshot fields; older
-// entries and snapshots are still read.
-const CurrentVersion = 3
+// intents), version 3 the ACL token entries and snapshot fields, version 4
+// starts a deploy's or rollback's rollout from the release that serves (the
+// one carrying most of the traffic intent in force) instead of the stable
+// release; older entries and snapshots are still read, and replay as they
+// did.
+const CurrentVersion = 4
+
+// versionFromServing is the first entry version whose deploys and rollbacks
+// start their rollout from the serving release (see rollout.Serving).
+const versionFromServing = 4
 
 // DeployResult is the Apply response of a deploy or rollback entry.
 type DeployResult struct {
@@ -255,9 +262,9 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 	}
 	switch op := cmd.GetOp().(type) {
 	case *statev1.Command_Deploy:
-		return f.applyDeploy(index, at, op.Deploy)
+		return f.applyDeploy(index, uint64(cmd.GetVersion()), at, op.Deploy)
 	case *statev1.Command_Rollback:
-		return f.applyRollback(index, at, op.Rollback)
+		return f.applyRollback(index, uint64(cmd.GetVersion()), at, op.Rollback)
 	case *statev1.Command_Operator:
 		return f.applyOperator(index, at, op.Operator)
 	case *statev1.Command_RegisterPeer:
@@ -323,7 +330,7 @@ func (f *FSM) replay(rid string) (DeployResult, bool) {
 	return res, true
 }
 
-func (f *FSM) applyDeploy(index uint64, at *timestamppb.Timestamp, op *statev1.DeployOp) any {
+func (f *FSM) applyDeploy(index, version uint64, at *timestamppb.Timestamp, op *statev1.DeployOp) any {
 	if op.GetRequestId() == "" {
 		return fmt.Errorf("deploy: request_id is empty: %w", ErrInvalid)
 	}
@@ -334,10 +341,10 @@ func (f *FSM) applyDeploy(index uint64, at *timestamppb.Timestamp, op *statev1.D
 	if spec.GetName() == "" {
 		return fmt.Errorf("deploy: spec.name is empty: %w", ErrInvalid)
 	}
-	return f.release(index, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetAccessorId(), op.GetReason(), "deploy")
+	return f.release(index, version, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetAccessorId(), op.GetReason(), "deploy")
 }
 
-func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1.RollbackOp) any {
+func (f *FSM) applyRollback(index, version uint64, at *timestamppb.Timestamp, op *statev1.RollbackOp) any {
 	if op.GetRequestId() == "" {
 		return fmt.Errorf("rollback: request_id is empty: %w", ErrInvalid)
 	}
@@ -364,11 +371,13 @@ func (f *FSM) applyRollback(index uint64, at *timestamppb.Timestamp, op *statev1
 	if reason == "" {
 		reason = fmt.Sprintf("rollback to release %d", target)
 	}
-	return f.release(index, at, spec, target, op.GetRequestId(), op.GetSupersede(), op.GetBy(), op.GetAccessorId(), reason, "rollback")
+	return f.release(index, version, at, spec, target, op.GetRequestId(), op.GetSupersede(), op.GetBy(), op.GetAccessorId(), reason, "rollback")
 }
 
 // release creates release latest+1 of spec and a pending rollout to it.
-func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.ServiceSpec, rollbackOf uint64, rid string, supersede bool, by, accessor, reason, action string) any {
+// The rollout starts from the stable release, or (entries of version
+// versionFromServing on) from the release that serves.
+func (f *FSM) release(index, version uint64, at *timestamppb.Timestamp, spec *deployv1.ServiceSpec, rollbackOf uint64, rid string, supersede bool, by, accessor, reason, action string) any {
 	name := spec.GetName()
 	sr := f.services[name]
 	if sr != nil && sr.svc.GetActiveRollout() != "" {
@@ -404,6 +413,9 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	}
 	sr.releases = append(sr.releases, rel)
 	from := sr.svc.GetStableRelease()
+	if version >= versionFromServing {
+		from = f.servingRelease(name, from)
+	}
 	weights := map[string]int32{}
 	if from != 0 {
 		weights[strconv.FormatUint(from, 10)] = 100
@@ -433,6 +445,28 @@ func (f *FSM) release(index uint64, at *timestamppb.Timestamp, spec *deployv1.Se
 	}
 	f.addAudit(index, at, by, accessor, action, name, detail)
 	return DeployResult{Release: proto.CloneOf(rel), Rollout: proto.CloneOf(ro)}
+}
+
+// servingRelease is the release a new rollout of service starts from (see
+// rollout.Serving): of the releases its committed traffic intent routes to,
+// and stable, the one with the most allocations not drained. A superseded
+// rolling update may have drained every instance of the stable release.
+func (f *FSM) servingRelease(service string, stable uint64) uint64 {
+	w := map[uint64]int{}
+	for k, v := range f.intents[service].GetWeights() {
+		if n, err := strconv.ParseUint(k, 10, 64); err == nil {
+			w[n] = int(v)
+		}
+	}
+	running := map[uint64]int{}
+	for _, allocs := range f.allocations {
+		for _, a := range allocs {
+			if a.GetService() == service && a.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED {
+				running[a.GetRelease()]++
+			}
+		}
+	}
+	return rollout.Serving(w, running, stable)
 }
 
 func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1.OperatorOp) any {

@@ -320,3 +320,55 @@ func TestReplacementLinksOldAllocation(t *testing.T) {
 		t.Fatalf("after stopping the replacement: %v, want the old one gone too", got)
 	}
 }
+
+// TestSupersedingDeployStartsFromTheServingRelease: a rolling update that
+// drained every instance of the stable release and is superseded hands the
+// new rollout the release that serves; entries of an older version replay
+// as they did (from the stable release).
+func TestSupersedingDeployStartsFromTheServingRelease(t *testing.T) {
+	rel := func(cmd *statev1.Command, release uint64) *statev1.Command {
+		op := cmd.GetRolloutStep()
+		for _, a := range op.Place {
+			a.Release = release
+		}
+		if op.Intent != nil {
+			op.Intent.Weights = map[string]int32{state.WeightKey(release): 100}
+		}
+		return cmd
+	}
+	for _, c := range []struct {
+		version  uint32
+		wantFrom uint64
+	}{{state.CurrentVersion, 2}, {3, 1}} {
+		l := &log{tb: t}
+		f := state.New()
+		add := func(cmd *statev1.Command) any {
+			e := l.add(cmd)
+			cmd.Version = c.version
+			b, err := state.EncodeCommand(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Data = b
+			return apply(t, f, e)
+		}
+		add(deploy(spec("web", "slipway/demo:v1"), "r1", false))
+		add(stepCmd("web", "web-1", []string{"a@n1", "b@n2"}, nil, nil, 1))
+		done := stepCmd("web", "web-1", nil, nil, nil, 0)
+		done.GetRolloutStep().Phase = deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
+		add(done)
+		// Release 2 rolls out, count 4: its first batch drains both
+		// instances of release 1 and takes all traffic.
+		add(deploy(spec("web", "slipway/demo:v2"), "r2", false))
+		add(rel(stepCmd("web", "web-2", []string{"c@n1", "d@n2"}, nil, nil, 2), 2))
+		add(rel(stepCmd("web", "web-2", nil, []string{"a", "b"}, nil, 3), 2))
+		add(rel(stepCmd("web", "web-2", []string{"e@n1", "f@n2"}, nil, []string{"a", "b"}, 0), 2))
+		res := add(deploy(spec("web", "slipway/demo:v3"), "r3", true)).(state.DeployResult)
+		if got := res.Rollout.GetFromRelease(); got != c.wantFrom {
+			t.Errorf("version %d: rollout %s from release %d, want %d", c.version, res.Rollout.GetId(), got, c.wantFrom)
+		}
+		if svc, _ := f.Service("web"); svc.GetStableRelease() != 1 {
+			t.Errorf("version %d: stable release = %d, want 1 (release 2 never succeeded)", c.version, svc.GetStableRelease())
+		}
+	}
+}
