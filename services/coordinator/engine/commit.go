@@ -5,8 +5,8 @@ package engine
 // Contract: commit writes decisions into the replicated log and nothing
 // else: a Plan's entries are applied through raft one by one, in order,
 // and nothing is acted on here (act reads back what was committed). The
-// node records (a discovered node ready, a missing one down) are committed
-// here too, before anything is decided from them. A failed apply fails the
+// node records (a discovered node ready, one missing for the node grace
+// down) are committed here too, before anything is decided from them. A failed apply fails the
 // pass; the next pass decides again from what was committed.
 
 import (
@@ -32,7 +32,8 @@ func (e *Engine) applyStep(ctx context.Context, op *statev1.RolloutStepOp) error
 	return err
 }
 
-// commitNodes records discovered nodes and marks missing ones down.
+// commitNodes records discovered nodes and marks down the ones missing for
+// NodeGrace (obs.Lost).
 func (e *Engine) commitNodes(ctx context.Context, obs Observation) error {
 	known := map[string]*clusterv1.Node{}
 	for _, n := range e.cfg.FSM.Nodes() {
@@ -55,7 +56,11 @@ func (e *Engine) commitNodes(ctx context.Context, obs Observation) error {
 		e.log.Info("node ready", "node", id, "addr", n.Addr)
 	}
 	for id, old := range known {
-		if _, ok := obs.Nodes[id]; ok || old.GetStatus() == clusterv1.NodeStatus_NODE_STATUS_DOWN {
+		// Down only once missing for NodeGrace, as the migrations judge
+		// it: a node absent from one view (a new leader whose agents have
+		// not proved themselves yet, a leader that could not commit for a
+		// while) is not a node gone.
+		if !obs.Lost[id] || old.GetStatus() == clusterv1.NodeStatus_NODE_STATUS_DOWN {
 			continue
 		}
 		down := proto.CloneOf(old)

@@ -18,6 +18,7 @@ import (
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/state"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -352,17 +353,65 @@ func TestLostNodeAllocationsReplaced(t *testing.T) {
 	if len(h.allocs(1)) != 2 || h.allocs(1)[0].GetNodeId() == h.allocs(1)[1].GetNodeId() {
 		t.Fatal("allocations moved before the node's grace period")
 	}
-	if ns := h.fsm.Nodes(); ns[1].GetStatus().String() != "NODE_STATUS_DOWN" {
-		t.Errorf("n2 = %v, want DOWN", ns[1])
+	if ns := h.fsm.Nodes(); ns[1].GetStatus().String() != "NODE_STATUS_READY" {
+		t.Errorf("n2 = %v, want READY within its grace period", ns[1])
 	}
 	h.clock.Add(6 * time.Second)
 	h.pass()
+	if ns := h.fsm.Nodes(); ns[1].GetStatus().String() != "NODE_STATUS_DOWN" {
+		t.Errorf("n2 = %v, want DOWN after its grace period", ns[1])
+	}
 	as := h.allocs(1)
 	if len(as) != 2 || as[0].GetNodeId() != "n1" || as[1].GetNodeId() != "n1" {
 		t.Fatalf("after grace: %v, want both on n1", as)
 	}
 	if got := h.agents.running(); len(got) < 2 {
 		t.Errorf("n1 runs %v", got)
+	}
+}
+
+// TestNodesNotMarkedDownFromOneEmptyView: a new leader's first view of the
+// nodes can be empty (agents prove themselves to it in the background), and
+// a leader that cannot commit (a full disk) sees the same nodes go unrecorded
+// for a while; neither marks a node down before it has been missing for the
+// node grace.
+func TestNodesNotMarkedDownFromOneEmptyView(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	all := h.nodes.get()
+	ready := func(when string) {
+		t.Helper()
+		for _, n := range h.fsm.Nodes() {
+			if n.GetStatus() != clusterv1.NodeStatus_NODE_STATUS_READY {
+				t.Fatalf("%s: node %s is %v, want READY", when, n.GetId(), n.GetStatus())
+			}
+		}
+	}
+	// A new leader whose agents have not proved themselves yet.
+	h.newLeader()
+	h.nodes.set()
+	for range 3 {
+		h.pass()
+		h.clock.Add(time.Second)
+	}
+	ready("new leader, no node proven yet")
+	h.nodes.set(all...)
+	h.pass()
+	ready("new leader, nodes proven")
+	// A leader whose writes fail while its view blinks.
+	h.raft.setFail(errors.New("fake: write /data/raft.db: no space left on device"))
+	h.nodes.set()
+	for range 3 {
+		_, _ = h.eng.Pass(context.Background())
+		h.clock.Add(time.Second)
+	}
+	h.raft.setFail(nil)
+	h.nodes.set(all...)
+	h.pass()
+	ready("after the failed writes")
+	if got := len(h.allocs(1)); got != 2 {
+		t.Fatalf("%d instances of v1, want 2: nothing moved", got)
 	}
 }
 

@@ -45,7 +45,14 @@ type fakeRaft struct {
 	index    uint64
 	applied  []*statev1.Command
 	notLead  bool
+	fail     error // every Apply fails with it (a full disk)
 	rejected []error
+}
+
+func (r *fakeRaft) setFail(err error) {
+	r.mu.Lock()
+	r.fail = err
+	r.mu.Unlock()
 }
 
 func (r *fakeRaft) Apply(_ context.Context, cmd *statev1.Command) (any, error) {
@@ -53,6 +60,9 @@ func (r *fakeRaft) Apply(_ context.Context, cmd *statev1.Command) (any, error) {
 	defer r.mu.Unlock()
 	if r.notLead {
 		return nil, fmt.Errorf("fake: %w: %w", engine.ErrNotLeader, raftnode.ErrNotLeader)
+	}
+	if r.fail != nil {
+		return nil, r.fail
 	}
 	r.index++
 	cmd.Version = state.CurrentVersion
@@ -95,6 +105,12 @@ func (f *fakeNodes) Nodes(context.Context) ([]engine.Node, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]engine.Node(nil), f.nodes...), f.err
+}
+
+func (f *fakeNodes) get() []engine.Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]engine.Node(nil), f.nodes...)
 }
 
 func (f *fakeNodes) set(nodes ...engine.Node) {

@@ -311,6 +311,10 @@ type coordinator struct {
 	engineStop   context.CancelFunc
 	engineDone   chan struct{}
 	engineFailed time.Time
+	// verified are the nodes whose agents proved who they are; kept across
+	// terms, so that a node proven once is not missing from a new term's
+	// first view.
+	verified *agentclient.Verified
 }
 
 // runEngine keeps the leader engine running exactly while this node leads:
@@ -349,8 +353,10 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		c.engineStop, c.engineDone = stop, done
 		// A node is an agent entry in Consul whose agent proves the node id
 		// with its certificate: an entry alone is not enough.
-		nodes := agentclient.NewVerified(c.consul, c.agents, c.logger)
-		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: nodes, Routes: c.consul, Agents: c.agents, Signals: c.signals,
+		if c.verified == nil {
+			c.verified = agentclient.NewVerified(c.consul, c.agents, c.logger)
+		}
+		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals,
 			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline,
 			OnStatuses: func(m map[string]*agentv1.AllocationStatus) { c.statuses.Store(&m) }})
 		go func() {
