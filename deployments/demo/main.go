@@ -8,7 +8,9 @@
 // failing it that long after start, GREETING for the reply's first word,
 // ERROR_RATE (a percentage, e.g. 5) to answer that share of requests (every
 // 20th for 5) with 500 while /healthz keeps passing, and LATENCY (a
-// duration) to delay every answer by that much.
+// duration) to delay every answer by that much. With STATE_DIR (a
+// directory, e.g. a volume), it appends "started <version>" to
+// STATE_DIR/starts at every start and serves that file at /state.
 //
 // "demo -healthcheck" probes http://127.0.0.1:$PORT/healthz once and exits 0
 // when it passes, 1 otherwise: the HEALTHCHECK of the FROM-scratch image.
@@ -23,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -52,6 +55,19 @@ func run() error {
 	cfg, err := configFromEnv(os.Getenv)
 	if err != nil {
 		return err
+	}
+	if cfg.stateDir != "" {
+		f, err := os.OpenFile(filepath.Join(cfg.stateDir, "starts"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("STATE_DIR: %w", err)
+		}
+		_, err = fmt.Fprintf(f, "started %s\n", cfg.version)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("STATE_DIR: %w", err)
+		}
 	}
 	lis, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
 	if err != nil {
@@ -103,6 +119,7 @@ type config struct {
 	failAfter       time.Duration
 	errorRate       float64
 	latency         time.Duration
+	stateDir        string
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -151,6 +168,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		}
 		c.latency = d
 	}
+	c.stateDir = getenv("STATE_DIR")
 	return c, nil
 }
 
@@ -166,6 +184,16 @@ func newHandler(c config, started time.Time) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if c.stateDir != "" {
+		mux.HandleFunc("/state", func(w http.ResponseWriter, r *http.Request) {
+			b, err := os.ReadFile(filepath.Join(c.stateDir, "starts"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.Write(b)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := served.Add(1)
 		if c.latency > 0 {

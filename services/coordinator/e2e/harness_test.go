@@ -42,28 +42,32 @@ func unique(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid()%100000, seq.Add(1))
 }
 
-// demoVersions are the demo images the tests deploy.
-var demoVersions = []string{"v1", "v2", "v3", "v4"}
-
 // requireDocker skips when no Docker Engine answers and builds the demo
-// images with scripts/demo-images.sh when any is missing.
+// images with scripts/demo-images.sh, once per test binary: the script is
+// quick when they are up to date (it keeps an image whose source label
+// matches the demo's sources) and rebuilds them when the demo changed.
 func requireDocker(t testing.TB) {
 	t.Helper()
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		t.Skipf("Docker Engine not answering (docker info: %v)", err)
 	}
-	for _, v := range demoVersions {
-		if exec.Command("docker", "image", "inspect", "slipway/demo:"+v).Run() == nil {
-			continue
-		}
+	demoImages.Do(func() {
 		cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(t), "scripts", "demo-images.sh"))
 		cmd.Dir = testenv.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("scripts/demo-images.sh: %v\n%s", err, out)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			demoImagesErr = fmt.Errorf("scripts/demo-images.sh: %v\n%s", err, out)
 		}
-		return
+	})
+	if demoImagesErr != nil {
+		t.Fatal(demoImagesErr)
 	}
 }
+
+var (
+	demoImages    sync.Once
+	demoImagesErr error
+)
 
 // removeContainers removes every container of a node (label
 // slipway.node=<id>), whatever state the test left them in.

@@ -16,7 +16,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -461,6 +465,13 @@ func (e *Engine) place(service string, asks []rollout.Placement, obs Observation
 		for _, c := range spec.GetConstraints() {
 			ask.Constraints = append(ask.Constraints, placement.Constraint{Attribute: c.GetAttribute(), Operator: c.GetOperator(), Value: c.GetValue()})
 		}
+		if len(tmpl.GetVolumes()) > 0 {
+			var all []*agentv1.Allocation
+			for _, sa := range e.cfg.FSM.AllAllocations() {
+				all = append(all, sa.Allocation)
+			}
+			ask.Constraints = append(ask.Constraints, VolumeConstraints(service, tmpl.GetVolumes(), all)...)
+		}
 		for range p.Count {
 			id := fmt.Sprintf("%s-v%d-%d-%d", service, p.Release, base, k)
 			k++
@@ -499,6 +510,38 @@ func Intent(service string, spec *deployv1.ServiceSpec, t rollout.Traffic) *edge
 	return in
 }
 
+// VolumeConstraints keep a service with named volumes on the nodes that
+// hold them: the docker driver (the one that runs volumes) and, once any
+// allocation of the service with one of these volumes was placed (the
+// agent created the volume there), only those nodes. A holder node that is
+// gone leaves the instance unplaced until it is back: the data lives there.
+func VolumeConstraints(service string, vols []*agentv1.Volume, allocs []*agentv1.Allocation) []placement.Constraint {
+	out := []placement.Constraint{{Attribute: "node.driver", Operator: "=", Value: "docker"}}
+	want := map[string]bool{}
+	for _, v := range vols {
+		want[v.GetName()] = true
+	}
+	holders := map[string]bool{}
+	for _, a := range allocs {
+		if a.GetService() != service || a.GetNodeId() == "" {
+			continue
+		}
+		for _, v := range a.GetVolumes() {
+			if want[v.GetName()] {
+				holders[a.GetNodeId()] = true
+			}
+		}
+	}
+	if len(holders) == 0 {
+		return out
+	}
+	var alts []string
+	for _, n := range slices.Sorted(maps.Keys(holders)) {
+		alts = append(alts, regexp.QuoteMeta(n))
+	}
+	return append(out, placement.Constraint{Attribute: "node.id", Operator: "regexp", Value: "^(" + strings.Join(alts, "|") + ")$"})
+}
+
 // Template is the allocation of one instance of a release (without id and
 // node).
 func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1.Allocation {
@@ -515,6 +558,9 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 			Mode: agentv1.RestartMode(r.GetMode())}
 	}
 	a.StartDeadline = spec.GetUpdate().GetHealthyDeadline()
+	for _, v := range spec.GetVolumes() {
+		a.Volumes = append(a.Volumes, &agentv1.Volume{Name: v.GetName(), ContainerPath: v.GetTarget(), ReadOnly: v.GetReadOnly()})
+	}
 	if sec := spec.GetSecurity(); sec != nil {
 		a.Privileged, a.CapAdd = sec.GetPrivileged(), sec.GetCapAdd()
 		for _, m := range sec.GetHostMounts() {

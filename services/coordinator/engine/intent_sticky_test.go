@@ -8,6 +8,7 @@ import (
 
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/rollout"
+	agentv1 "slipway.dev/proto/slipway/agent/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -29,5 +30,25 @@ func TestIntentCarriesStickinessAndHeaderRoutes(t *testing.T) {
 	spec.Update.Strategy = deployv1.Strategy_STRATEGY_ROLLING
 	if in := engine.Intent("web", spec, rollout.Traffic{Weights: map[uint64]int{1: 100}}); in.GetSticky() != nil {
 		t.Errorf("a rolling update's intent is sticky: %v", in.GetSticky())
+	}
+}
+
+// TestVolumeConstraints: a service with named volumes runs on docker
+// nodes, and on the nodes that hold its volumes once it ran somewhere.
+func TestVolumeConstraints(t *testing.T) {
+	vols := []*agentv1.Volume{{Name: "data", ContainerPath: "/data"}}
+	got := engine.VolumeConstraints("db", vols, nil)
+	if len(got) != 1 || got[0].Attribute != "node.driver" || got[0].Value != "docker" {
+		t.Fatalf("first placement constraints = %v, want docker only", got)
+	}
+	allocs := []*agentv1.Allocation{
+		{Service: "db", NodeId: "n.2", Volumes: vols},
+		{Service: "db", NodeId: "n1", Volumes: vols},
+		{Service: "db", NodeId: "n3"},                 // a release without the volume
+		{Service: "web", NodeId: "n4", Volumes: vols}, // another service's volume
+	}
+	got = engine.VolumeConstraints("db", vols, allocs)
+	if len(got) != 2 || got[1].Attribute != "node.id" || got[1].Operator != "regexp" || got[1].Value != `^(n\.2|n1)$` {
+		t.Fatalf("constraints = %v, want node.id ^(n\\.2|n1)$", got)
 	}
 }

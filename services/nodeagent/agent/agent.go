@@ -326,6 +326,9 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 		for _, v := range a.cfg.Policy.Check(s.Ask()) {
 			vs = append(vs, allocation.Violation{Field: v.Field, Description: v.Description})
 		}
+		if len(s.Volumes) > 0 && a.drv.Name() != "docker" {
+			vs = append(vs, allocation.Violation{Field: "volumes", Description: "named volumes need the docker driver; this node runs " + a.drv.Name()})
+		}
 		if _, dup := desired[s.ID]; dup || invalid[s.ID].AllocID != "" && s.ID != "" {
 			vs = append(vs, allocation.Violation{Field: "id", Description: "appears more than once in the desired set"})
 		}

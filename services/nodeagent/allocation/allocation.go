@@ -61,6 +61,16 @@ type Spec struct {
 	// StartDeadline is how long failed starts are retried, from the first
 	// one; zero means specrules.DefaultStartDeadline.
 	StartDeadline time.Duration `json:"start_deadline,omitempty"`
+	// Volumes are the service's named volumes (docker driver), created
+	// when missing and kept when the instance stops.
+	Volumes []Volume `json:"volumes,omitempty"`
+}
+
+// Volume is a named volume of the service mounted into the instance.
+type Volume struct {
+	Name          string `json:"name"`
+	ContainerPath string `json:"container_path"`
+	ReadOnly      bool   `json:"read_only,omitempty"`
 }
 
 // Restart modes, as in Nomad's restart block.
@@ -246,6 +256,14 @@ func (s Spec) Validate(nodeID string) []Violation {
 	for i, c := range s.CapAdd {
 		if _, ok := nodepolicy.CanonicalCap(c); !ok {
 			add(fmt.Sprintf("cap_add[%d]", i), fmt.Sprintf("%q is not a Linux capability", c))
+		}
+	}
+	for i, v := range s.Volumes {
+		if v.Name == "" || strings.ContainsAny(v.Name, "/\\ \x00") || len(v.Name) > 63 {
+			add(fmt.Sprintf("volumes[%d].name", i), fmt.Sprintf("%q is not a volume name", v.Name))
+		}
+		if why := nodepolicy.ValidHostPath(v.ContainerPath); why != "" {
+			add(fmt.Sprintf("volumes[%d].container_path", i), why)
 		}
 	}
 	for i, m := range s.Mounts {

@@ -20,6 +20,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
@@ -166,7 +167,38 @@ func HostConfig(s allocation.Spec, pidsLimit int64, bindIP string) *container.Ho
 		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.HostPath, Target: m.ContainerPath, ReadOnly: m.ReadOnly,
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate}})
 	}
+	for _, v := range s.Volumes {
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeVolume, Source: VolumeName(s.NodeID, s.Service, v.Name), Target: v.ContainerPath, ReadOnly: v.ReadOnly})
+	}
 	return hc
+}
+
+// Labels the driver puts on every volume it creates.
+const (
+	LabelVolume = "slipway.volume"
+)
+
+// VolumeName is the Docker volume of a service's named volume on a node.
+func VolumeName(node, service, name string) string {
+	return "slipway-" + node + "-" + service + "-" + name
+}
+
+// ensureVolumes creates the spec's named volumes that do not exist yet,
+// labelled with the node, service and volume name. Volumes are never
+// removed by the driver: they outlive instances and releases.
+func (d *Driver) ensureVolumes(ctx context.Context, s allocation.Spec) error {
+	for _, v := range s.Volumes {
+		name := VolumeName(s.NodeID, s.Service, v.Name)
+		if _, err := d.cli.VolumeInspect(ctx, name); err == nil {
+			continue
+		}
+		if _, err := d.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Driver: "local",
+			Labels: map[string]string{LabelNode: d.node, LabelService: s.Service, LabelVolume: v.Name}}); err != nil {
+			return fmt.Errorf("docker: create volume %s: %w", name, err)
+		}
+		d.logger.Info("volume created", "volume", name, "service", s.Service)
+	}
+	return nil
 }
 
 // check refuses a spec the hardened driver must not run: no memory limit,
@@ -209,6 +241,9 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		return allocation.Instance{}, err
 	}
 	if err := d.ensureImage(ctx, s.ID, s.Image); err != nil {
+		return allocation.Instance{}, err
+	}
+	if err := d.ensureVolumes(ctx, s); err != nil {
 		return allocation.Instance{}, err
 	}
 	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")

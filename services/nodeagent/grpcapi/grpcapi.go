@@ -136,7 +136,16 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		Mounts:        mounts(a.GetMounts()),
 		Restart:       restart(a.GetRestart()),
 		StartDeadline: dur(a.GetStartDeadline()),
+		Volumes:       volumes(a.GetVolumes()),
 	}
+}
+
+func volumes(vs []*agentv1.Volume) []allocation.Volume {
+	var out []allocation.Volume
+	for _, v := range vs {
+		out = append(out, allocation.Volume{Name: v.GetName(), ContainerPath: v.GetContainerPath(), ReadOnly: v.GetReadOnly()})
+	}
+	return out
 }
 
 // restart turns the proto's restart policy into the agent's, unset fields

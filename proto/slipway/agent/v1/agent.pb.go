@@ -442,6 +442,9 @@ type Allocation struct {
 	// failed start; the coordinator sends the release's healthy_deadline.
 	// Unset: 60s.
 	StartDeadline *durationpb.Duration `protobuf:"bytes,20,opt,name=start_deadline,json=startDeadline,proto3" json:"start_deadline,omitempty"`
+	// volumes are named Docker volumes of the service, created by the agent
+	// when missing and kept when the instance stops (docker driver).
+	Volumes       []*Volume `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -616,6 +619,78 @@ func (x *Allocation) GetStartDeadline() *durationpb.Duration {
 	return nil
 }
 
+func (x *Allocation) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+// Volume mounts a service's named volume.
+type Volume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the service's volume name; the Docker volume is
+	// "slipway-<node>-<service>-<name>".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// container_path is the absolute path inside the container.
+	ContainerPath string `protobuf:"bytes,2,opt,name=container_path,json=containerPath,proto3" json:"container_path,omitempty"`
+	// read_only mounts it read-only.
+	ReadOnly      bool `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Volume) Reset() {
+	*x = Volume{}
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Volume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Volume) ProtoMessage() {}
+
+func (x *Volume) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Volume.ProtoReflect.Descriptor instead.
+func (*Volume) Descriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Volume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Volume) GetContainerPath() string {
+	if x != nil {
+		return x.ContainerPath
+	}
+	return ""
+}
+
+func (x *Volume) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 // RestartPolicy is slipway.deploy.v1.RestartPolicy as the agent applies it.
 type RestartPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -634,7 +709,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +721,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +734,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RestartPolicy) GetAttempts() int32 {
@@ -705,7 +780,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +792,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +805,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Mount) GetHostPath() string {
@@ -795,7 +870,7 @@ type AllocationStatus struct {
 
 func (x *AllocationStatus) Reset() {
 	*x = AllocationStatus{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +882,7 @@ func (x *AllocationStatus) String() string {
 func (*AllocationStatus) ProtoMessage() {}
 
 func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +895,7 @@ func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationStatus.ProtoReflect.Descriptor instead.
 func (*AllocationStatus) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AllocationStatus) GetAllocationId() string {
@@ -936,7 +1011,7 @@ type SyncAllocationsRequest struct {
 
 func (x *SyncAllocationsRequest) Reset() {
 	*x = SyncAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1023,7 @@ func (x *SyncAllocationsRequest) String() string {
 func (*SyncAllocationsRequest) ProtoMessage() {}
 
 func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1036,7 @@ func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SyncAllocationsRequest) GetNodeId() string {
@@ -997,7 +1072,7 @@ type SyncAllocationsResponse struct {
 
 func (x *SyncAllocationsResponse) Reset() {
 	*x = SyncAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1084,7 @@ func (x *SyncAllocationsResponse) String() string {
 func (*SyncAllocationsResponse) ProtoMessage() {}
 
 func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1097,7 @@ func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SyncAllocationsResponse) GetAllocations() []*AllocationStatus {
@@ -1041,7 +1116,7 @@ type GetNodeStatusRequest struct {
 
 func (x *GetNodeStatusRequest) Reset() {
 	*x = GetNodeStatusRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1128,7 @@ func (x *GetNodeStatusRequest) String() string {
 func (*GetNodeStatusRequest) ProtoMessage() {}
 
 func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1141,7 @@ func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 // GetNodeStatusResponse is the node's status.
@@ -1096,7 +1171,7 @@ type GetNodeStatusResponse struct {
 
 func (x *GetNodeStatusResponse) Reset() {
 	*x = GetNodeStatusResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1183,7 @@ func (x *GetNodeStatusResponse) String() string {
 func (*GetNodeStatusResponse) ProtoMessage() {}
 
 func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1196,7 @@ func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetNodeStatusResponse) GetNodeId() string {
@@ -1205,7 +1280,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1292,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1305,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodePolicy) GetPrivileged() bool {
@@ -1270,7 +1345,7 @@ type WatchAllocationsRequest struct {
 
 func (x *WatchAllocationsRequest) Reset() {
 	*x = WatchAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1357,7 @@ func (x *WatchAllocationsRequest) String() string {
 func (*WatchAllocationsRequest) ProtoMessage() {}
 
 func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1370,7 @@ func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 // WatchAllocationsResponse is one allocation change.
@@ -1311,7 +1386,7 @@ type WatchAllocationsResponse struct {
 
 func (x *WatchAllocationsResponse) Reset() {
 	*x = WatchAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1398,7 @@ func (x *WatchAllocationsResponse) String() string {
 func (*WatchAllocationsResponse) ProtoMessage() {}
 
 func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1411,7 @@ func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchAllocationsResponse) GetAllocation() *AllocationStatus {
@@ -1365,7 +1440,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x9a\x06\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xce\x06\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1390,10 +1465,15 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\acap_add\x18\x11 \x03(\tR\x06capAdd\x12/\n" +
 	"\x06mounts\x18\x12 \x03(\v2\x17.slipway.agent.v1.MountR\x06mounts\x129\n" +
 	"\arestart\x18\x13 \x01(\v2\x1f.slipway.agent.v1.RestartPolicyR\arestart\x12@\n" +
-	"\x0estart_deadline\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\rstartDeadline\x1a6\n" +
+	"\x0estart_deadline\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\rstartDeadline\x122\n" +
+	"\avolumes\x18\x15 \x03(\v2\x18.slipway.agent.v1.VolumeR\avolumes\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
+	"\x06Volume\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xd8\x01\n" +
 	"\rRestartPolicy\x12\x1f\n" +
 	"\battempts\x18\x01 \x01(\x05H\x00R\battempts\x88\x01\x01\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
@@ -1495,7 +1575,7 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
 	(RestartMode)(0),                 // 1: slipway.agent.v1.RestartMode
@@ -1504,57 +1584,59 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(*FencingToken)(nil),             // 4: slipway.agent.v1.FencingToken
 	(*Check)(nil),                    // 5: slipway.agent.v1.Check
 	(*Allocation)(nil),               // 6: slipway.agent.v1.Allocation
-	(*RestartPolicy)(nil),            // 7: slipway.agent.v1.RestartPolicy
-	(*Mount)(nil),                    // 8: slipway.agent.v1.Mount
-	(*AllocationStatus)(nil),         // 9: slipway.agent.v1.AllocationStatus
-	(*SyncAllocationsRequest)(nil),   // 10: slipway.agent.v1.SyncAllocationsRequest
-	(*SyncAllocationsResponse)(nil),  // 11: slipway.agent.v1.SyncAllocationsResponse
-	(*GetNodeStatusRequest)(nil),     // 12: slipway.agent.v1.GetNodeStatusRequest
-	(*GetNodeStatusResponse)(nil),    // 13: slipway.agent.v1.GetNodeStatusResponse
-	(*NodePolicy)(nil),               // 14: slipway.agent.v1.NodePolicy
-	(*WatchAllocationsRequest)(nil),  // 15: slipway.agent.v1.WatchAllocationsRequest
-	(*WatchAllocationsResponse)(nil), // 16: slipway.agent.v1.WatchAllocationsResponse
-	nil,                              // 17: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 18: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
+	(*Volume)(nil),                   // 7: slipway.agent.v1.Volume
+	(*RestartPolicy)(nil),            // 8: slipway.agent.v1.RestartPolicy
+	(*Mount)(nil),                    // 9: slipway.agent.v1.Mount
+	(*AllocationStatus)(nil),         // 10: slipway.agent.v1.AllocationStatus
+	(*SyncAllocationsRequest)(nil),   // 11: slipway.agent.v1.SyncAllocationsRequest
+	(*SyncAllocationsResponse)(nil),  // 12: slipway.agent.v1.SyncAllocationsResponse
+	(*GetNodeStatusRequest)(nil),     // 13: slipway.agent.v1.GetNodeStatusRequest
+	(*GetNodeStatusResponse)(nil),    // 14: slipway.agent.v1.GetNodeStatusResponse
+	(*NodePolicy)(nil),               // 15: slipway.agent.v1.NodePolicy
+	(*WatchAllocationsRequest)(nil),  // 16: slipway.agent.v1.WatchAllocationsRequest
+	(*WatchAllocationsResponse)(nil), // 17: slipway.agent.v1.WatchAllocationsResponse
+	nil,                              // 18: slipway.agent.v1.Allocation.EnvEntry
+	nil,                              // 19: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	19, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	19, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	17, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	20, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	20, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	18, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
 	5,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	19, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
-	8,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
-	7,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
-	19, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
-	19, // 9: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	19, // 10: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	1,  // 11: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
-	2,  // 12: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	3,  // 13: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	20, // 14: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	20, // 15: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 16: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	6,  // 17: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	9,  // 18: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	18, // 19: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	4,  // 20: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	9,  // 21: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	14, // 22: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
-	9,  // 23: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	10, // 24: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	12, // 25: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	15, // 26: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	11, // 27: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	13, // 28: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	16, // 29: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	27, // [27:30] is the sub-list for method output_type
-	24, // [24:27] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	20, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	9,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
+	8,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
+	20, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
+	7,  // 9: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
+	20, // 10: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	20, // 11: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	1,  // 12: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
+	2,  // 13: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	3,  // 14: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	21, // 15: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	21, // 16: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 17: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	6,  // 18: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	10, // 19: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	19, // 20: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	4,  // 21: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	10, // 22: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	15, // 23: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	10, // 24: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	11, // 25: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	13, // 26: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	16, // 27: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	12, // 28: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	14, // 29: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	17, // 30: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	28, // [28:31] is the sub-list for method output_type
+	25, // [25:28] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1562,14 +1644,14 @@ func file_slipway_agent_v1_agent_proto_init() {
 	if File_slipway_agent_v1_agent_proto != nil {
 		return
 	}
-	file_slipway_agent_v1_agent_proto_msgTypes[3].OneofWrappers = []any{}
+	file_slipway_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

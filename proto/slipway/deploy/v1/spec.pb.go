@@ -239,7 +239,13 @@ type ServiceSpec struct {
 	// first after delay and each next one after twice the previous wait
 	// (capped at 30s, or delay if longer); then mode decides. Unset: 3
 	// attempts in 5m, delay 1s, mode fail.
-	Restart       *RestartPolicy `protobuf:"bytes,14,opt,name=restart,proto3" json:"restart,omitempty"`
+	Restart *RestartPolicy `protobuf:"bytes,14,opt,name=restart,proto3" json:"restart,omitempty"`
+	// volumes are named volumes of the service, mounted into every instance:
+	// the node agent creates each (a Docker volume on its node) when missing
+	// and keeps it across instances and releases, and once the service has
+	// run on nodes with a volume, its instances are placed only on those
+	// nodes (the data lives there). Host directories are security.host_mounts.
+	Volumes       []*VolumeMount `protobuf:"bytes,15,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +378,78 @@ func (x *ServiceSpec) GetRestart() *RestartPolicy {
 	return nil
 }
 
+func (x *ServiceSpec) GetVolumes() []*VolumeMount {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+// VolumeMount mounts a named volume of the service.
+type VolumeMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the volume's name: letters, digits, '_', '.' and '-', starting
+	// with a letter or digit, at most 63 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// target is the absolute, clean path inside the container.
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// read_only mounts it read-only.
+	ReadOnly      bool `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMount) Reset() {
+	*x = VolumeMount{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMount) ProtoMessage() {}
+
+func (x *VolumeMount) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
+func (*VolumeMount) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VolumeMount) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
 // RestartPolicy bounds the in-place restarts of crashed instances.
 type RestartPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -393,7 +471,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +483,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +496,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RestartPolicy) GetAttempts() int32 {
@@ -469,7 +547,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +559,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +572,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Security) GetPrivileged() bool {
@@ -533,7 +611,7 @@ type HostMount struct {
 
 func (x *HostMount) Reset() {
 	*x = HostMount{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +623,7 @@ func (x *HostMount) String() string {
 func (*HostMount) ProtoMessage() {}
 
 func (x *HostMount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +636,7 @@ func (x *HostMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostMount.ProtoReflect.Descriptor instead.
 func (*HostMount) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HostMount) GetHostPath() string {
@@ -595,7 +673,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +685,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +698,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Resources) GetCpuMhz() int32 {
@@ -655,7 +733,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +745,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +758,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HealthCheck) GetHttp() string {
@@ -725,7 +803,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +815,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +828,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Route) GetHost() string {
@@ -782,7 +860,7 @@ type Constraint struct {
 
 func (x *Constraint) Reset() {
 	*x = Constraint{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +872,7 @@ func (x *Constraint) String() string {
 func (*Constraint) ProtoMessage() {}
 
 func (x *Constraint) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +885,7 @@ func (x *Constraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Constraint.ProtoReflect.Descriptor instead.
 func (*Constraint) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Constraint) GetAttribute() string {
@@ -883,7 +961,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +973,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +986,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateStrategy) GetStrategy() Strategy {
@@ -1027,7 +1105,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1117,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1130,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -1099,7 +1177,7 @@ type Stickiness struct {
 
 func (x *Stickiness) Reset() {
 	*x = Stickiness{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1189,7 @@ func (x *Stickiness) String() string {
 func (*Stickiness) ProtoMessage() {}
 
 func (x *Stickiness) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1202,7 @@ func (x *Stickiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
 func (*Stickiness) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Stickiness) GetEnabled() bool {
@@ -1163,7 +1241,7 @@ type HeaderRoute struct {
 
 func (x *HeaderRoute) Reset() {
 	*x = HeaderRoute{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1253,7 @@ func (x *HeaderRoute) String() string {
 func (*HeaderRoute) ProtoMessage() {}
 
 func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1266,7 @@ func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
 func (*HeaderRoute) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeaderRoute) GetHeader() string {
@@ -1230,7 +1308,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1320,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1333,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1327,7 +1405,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1417,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1430,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1449,7 +1527,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1539,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1552,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -1537,7 +1615,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1627,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1640,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -1604,7 +1682,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1694,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1707,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1650,7 +1728,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1740,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1753,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1703,7 +1781,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1793,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1806,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -1764,7 +1842,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1854,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1867,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -1803,7 +1881,7 @@ var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb9\x05\n" +
+	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf3\x05\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x14\n" +
@@ -1819,10 +1897,15 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\fkill_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\vkillTimeout\x12\x12\n" +
 	"\x04args\x18\f \x03(\tR\x04args\x127\n" +
 	"\bsecurity\x18\r \x01(\v2\x1b.slipway.deploy.v1.SecurityR\bsecurity\x12:\n" +
-	"\arestart\x18\x0e \x01(\v2 .slipway.deploy.v1.RestartPolicyR\arestart\x1a6\n" +
+	"\arestart\x18\x0e \x01(\v2 .slipway.deploy.v1.RestartPolicyR\arestart\x128\n" +
+	"\avolumes\x18\x0f \x03(\v2\x1e.slipway.deploy.v1.VolumeMountR\avolumes\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\vVolumeMount\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xd9\x01\n" +
 	"\rRestartPolicy\x12\x1f\n" +
 	"\battempts\x18\x01 \x01(\x05H\x00R\battempts\x88\x01\x01\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
@@ -1963,80 +2046,82 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
 	(NoDataPolicy)(0),            // 2: slipway.deploy.v1.NoDataPolicy
 	(*ServiceSpec)(nil),          // 3: slipway.deploy.v1.ServiceSpec
-	(*RestartPolicy)(nil),        // 4: slipway.deploy.v1.RestartPolicy
-	(*Security)(nil),             // 5: slipway.deploy.v1.Security
-	(*HostMount)(nil),            // 6: slipway.deploy.v1.HostMount
-	(*Resources)(nil),            // 7: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),          // 8: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),                // 9: slipway.deploy.v1.Route
-	(*Constraint)(nil),           // 10: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),       // 11: slipway.deploy.v1.UpdateStrategy
-	(*CanaryStrategy)(nil),       // 12: slipway.deploy.v1.CanaryStrategy
-	(*Stickiness)(nil),           // 13: slipway.deploy.v1.Stickiness
-	(*HeaderRoute)(nil),          // 14: slipway.deploy.v1.HeaderRoute
-	(*CanaryStep)(nil),           // 15: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 16: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 17: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 18: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 19: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 20: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 21: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 22: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 23: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 24: google.protobuf.Duration
+	(*VolumeMount)(nil),          // 4: slipway.deploy.v1.VolumeMount
+	(*RestartPolicy)(nil),        // 5: slipway.deploy.v1.RestartPolicy
+	(*Security)(nil),             // 6: slipway.deploy.v1.Security
+	(*HostMount)(nil),            // 7: slipway.deploy.v1.HostMount
+	(*Resources)(nil),            // 8: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),          // 9: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),                // 10: slipway.deploy.v1.Route
+	(*Constraint)(nil),           // 11: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),       // 12: slipway.deploy.v1.UpdateStrategy
+	(*CanaryStrategy)(nil),       // 13: slipway.deploy.v1.CanaryStrategy
+	(*Stickiness)(nil),           // 14: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 15: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 16: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 17: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 18: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 19: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 20: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 21: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 22: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 23: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 24: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 25: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	23, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	7,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	8,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	9,  // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	10, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	11, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	24, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	5,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
-	4,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
-	24, // 9: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	24, // 10: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	0,  // 11: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
-	6,  // 12: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	24, // 13: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	24, // 14: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	1,  // 15: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	24, // 16: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	24, // 17: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	24, // 18: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	24, // 19: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	12, // 20: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	22, // 21: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	24, // 22: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	15, // 23: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	16, // 24: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	13, // 25: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	14, // 26: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	24, // 27: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	24, // 28: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	16, // 29: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	24, // 30: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	2,  // 31: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	19, // 32: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	20, // 33: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	21, // 34: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	18, // 35: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	17, // 36: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	24, // 37: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	24, // 38: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	24, // 39: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	24, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	8,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	9,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	10, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	11, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	12, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	25, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	6,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	5,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
+	4,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
+	25, // 10: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	25, // 11: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	0,  // 12: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
+	7,  // 13: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	25, // 14: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	25, // 15: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	1,  // 16: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	25, // 17: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	25, // 18: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	25, // 19: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	25, // 20: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	13, // 21: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	23, // 22: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	25, // 23: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	16, // 24: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	17, // 25: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	14, // 26: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	15, // 27: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	25, // 28: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	25, // 29: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	17, // 30: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	25, // 31: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	2,  // 32: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	20, // 33: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	21, // 34: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	22, // 35: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	19, // 36: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	18, // 37: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	25, // 38: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	25, // 39: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	25, // 40: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2044,15 +2129,15 @@ func file_slipway_deploy_v1_spec_proto_init() {
 	if File_slipway_deploy_v1_spec_proto != nil {
 		return
 	}
-	file_slipway_deploy_v1_spec_proto_msgTypes[1].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[14].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[2].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
