@@ -89,3 +89,40 @@ func TestValidateAnalysis(t *testing.T) {
 		t.Errorf("analysis on a rolling update: %v, want one violation naming spec.update.canary.analysis", vs)
 	}
 }
+
+func TestValidateHooks(t *testing.T) {
+	s := canarySpec(nil)
+	s.Update.Hooks = []*deployv1.Hook{
+		{Name: "smoke", Type: deployv1.HookType_HOOK_TYPE_PRE_ROLLOUT, Url: "https://ci.example/smoke"},
+		{Name: "confirm", Type: deployv1.HookType_HOOK_TYPE_CONFIRM_PROMOTION, Url: "http://gate:8080/ok", Timeout: dur(time.Second), Retries: 2, Interval: dur(5 * time.Second)},
+		{Name: "smoke", Type: deployv1.HookType_HOOK_TYPE_UNSPECIFIED, Url: "ftp://x", Timeout: dur(time.Minute), Retries: 6, Interval: dur(time.Millisecond)},
+	}
+	got := map[string]bool{}
+	for _, v := range Validate(s) {
+		got[v.Field] = true
+	}
+	for _, f := range []string{"name", "type", "url", "timeout", "retries", "interval"} {
+		if !got["spec.update.hooks[2]."+f] {
+			t.Errorf("no violation for hooks[2].%s (got %v)", f, got)
+		}
+	}
+	for f := range got {
+		if f != "" && (len(f) > 17 && f[:17] == "spec.update.hooks" && f[18] != '2') {
+			t.Errorf("a valid hook was refused: %s", f)
+		}
+	}
+	// rollout hooks need canary steps; confirm_promotion a promotion.
+	r := valid()
+	r.Update = &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_ROLLING, Hooks: []*deployv1.Hook{
+		{Name: "step", Type: deployv1.HookType_HOOK_TYPE_ROLLOUT, Url: "http://h/x"},
+		{Name: "confirm", Type: deployv1.HookType_HOOK_TYPE_CONFIRM_PROMOTION, Url: "http://h/x"},
+		{Name: "post", Type: deployv1.HookType_HOOK_TYPE_POST_ROLLOUT, Url: "http://h/x"},
+	}}
+	got = map[string]bool{}
+	for _, v := range Validate(r) {
+		got[v.Field] = true
+	}
+	if !got["spec.update.hooks[0].type"] || !got["spec.update.hooks[1].type"] || got["spec.update.hooks[2].type"] {
+		t.Errorf("rolling hooks: violations %v, want hooks[0].type and hooks[1].type only", got)
+	}
+}

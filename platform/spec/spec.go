@@ -308,6 +308,61 @@ func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
 		v.check(at+".blue_green.preview_header", specrules.HeaderName(h))
 	}
+	validateHooks(v, at, u)
+}
+
+// Hook bounds.
+const (
+	// MaxHooks bounds the hooks of a spec.
+	MaxHooks = 16
+	// DefaultHookTimeout is a hook attempt's default timeout.
+	DefaultHookTimeout = 5 * time.Second
+	// DefaultHookInterval is how long a failing gate hook waits before it is
+	// asked again.
+	DefaultHookInterval = 10 * time.Second
+)
+
+// validateHooks checks update.hooks: names, types (rollout hooks need
+// canary steps, confirm_promotion a promotion), URLs, timeouts, retries.
+func validateHooks(v *violations, at string, u *deployv1.UpdateStrategy) {
+	if n := len(u.GetHooks()); n > MaxHooks {
+		v.add(at+".hooks", "%d hooks, more than the %d allowed", n, MaxHooks)
+	}
+	names := map[string]bool{}
+	for i, h := range u.GetHooks() {
+		hp := fmt.Sprintf("%s.hooks[%d]", at, i)
+		if d := specrules.ServiceName(h.GetName()); d != "" {
+			v.add(hp+".name", "%s", d)
+		} else if names[h.GetName()] {
+			v.add(hp+".name", "%q is used by another hook", h.GetName())
+		}
+		names[h.GetName()] = true
+		switch t := h.GetType(); t {
+		case deployv1.HookType_HOOK_TYPE_PRE_ROLLOUT, deployv1.HookType_HOOK_TYPE_POST_ROLLOUT, deployv1.HookType_HOOK_TYPE_ROLLBACK:
+		case deployv1.HookType_HOOK_TYPE_ROLLOUT:
+			if u.GetStrategy() != deployv1.Strategy_STRATEGY_CANARY {
+				v.add(hp+".type", "rollout hooks gate canary steps; strategy is %s", strings.ToLower(strings.TrimPrefix(u.GetStrategy().String(), "STRATEGY_")))
+			}
+		case deployv1.HookType_HOOK_TYPE_CONFIRM_PROMOTION:
+			if u.GetStrategy() != deployv1.Strategy_STRATEGY_CANARY && u.GetStrategy() != deployv1.Strategy_STRATEGY_BLUE_GREEN {
+				v.add(hp+".type", "confirm_promotion hooks gate a canary or blue/green promotion; strategy is %s", strings.ToLower(strings.TrimPrefix(u.GetStrategy().String(), "STRATEGY_")))
+			}
+		default:
+			v.add(hp+".type", "is required: pre_rollout, rollout, confirm_promotion, post_rollout or rollback")
+		}
+		if ur, err := url.Parse(h.GetUrl()); err != nil || (ur.Scheme != "http" && ur.Scheme != "https") || ur.Host == "" || len(h.GetUrl()) > 2048 {
+			v.add(hp+".url", "%q is not an absolute http or https URL (at most 2048 bytes)", h.GetUrl())
+		}
+		if validDuration(v, hp+".timeout", h.GetTimeout()) && h.GetTimeout().AsDuration() > MaxWebhookTimeout {
+			v.add(hp+".timeout", "must be at most %s, got %s", MaxWebhookTimeout, show(h.GetTimeout()))
+		}
+		if validDuration(v, hp+".interval", h.GetInterval()) && h.GetInterval() != nil && !isZero(h.GetInterval()) && h.GetInterval().AsDuration() < time.Second {
+			v.add(hp+".interval", "must be at least 1s, got %s", show(h.GetInterval()))
+		}
+		if r := h.GetRetries(); r < 0 || r > MaxWebhookRetries {
+			v.add(hp+".retries", "must be 0 to %d, got %d", MaxWebhookRetries, r)
+		}
+	}
 }
 
 // validateAnalysis checks one analysis block at path.

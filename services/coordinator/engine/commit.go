@@ -137,6 +137,7 @@ func (e *Engine) commitRollout(ctx context.Context, p Plan) error {
 		e.log.Info("rollout step committed", "rollout", p.Rollout, "phase", p.Next.Phase, "step", p.Next.Step,
 			"placed", len(op.GetPlace()), "drain", len(op.GetDrain()), "stop", len(op.GetStop()), "generation", op.GetIntent().GetGeneration(), "message", p.Next.Message)
 	}
+	e.tellHooks(p.Rollout, p.Next, p.Tell)
 	return nil
 }
 

@@ -58,6 +58,9 @@ type Plan struct {
 	PlacementFailed string
 	// Placed says the step's new allocations were all placed.
 	Placed bool
+	// Tell are the hooks told of the rollout's end once Entries are
+	// committed.
+	Tell []rollout.HookCall
 }
 
 // decideMigrations is the migrate stage of decide: the moves off lost and
@@ -261,6 +264,7 @@ func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observa
 	}
 	mobs.Commands = Commands(ro)
 	mobs.Signals = obs.Signals[ro.GetId()]
+	mobs.Hook = obs.Hooks[ro.GetId()]
 	return mobs
 }
 
@@ -361,7 +365,7 @@ func weightsProto(w map[uint64]int) map[string]int32 {
 // again later, e.g. when a node joins), and no entry at all when that
 // reason was already recorded.
 func (e *Engine) stepPlan(ro *deployv1.Rollout, prev, next rollout.State, plan rollout.Plan, seen []rollout.Instance, obs Observation) (Plan, error) {
-	p := Plan{Rollout: ro.GetId(), Next: next}
+	p := Plan{Rollout: ro.GetId(), Next: next, Tell: plan.Hooks}
 	raw, err := json.Marshal(next)
 	if err != nil {
 		return Plan{}, fmt.Errorf("engine: encode machine of %s: %w", ro.GetId(), err)

@@ -174,6 +174,7 @@ type Engine struct {
 	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
 	nodes     map[string]Node
 	hooks     map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
+	gates     map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
 }
 
 // New returns an engine; it does nothing until Run.
@@ -205,7 +206,7 @@ func New(cfg Config) *Engine {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{}
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "engine"), hooks: map[string]*hookCall{}}
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "engine"), hooks: map[string]*hookCall{}, gates: map[string]*gateCall{}}
 }
 
 // Run drives rollouts until ctx ends or leadership is lost (then it returns

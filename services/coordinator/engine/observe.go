@@ -43,6 +43,9 @@ type Observation struct {
 	// Signals are the golden signals of the analysis window each rollout's
 	// machine asks for (rollout.AnalysisWindow), by rollout id.
 	Signals map[string]*rollout.Signals
+	// Hooks are the answers of the hooks of the gate each rollout waits at
+	// (rollout.DueHooks), by rollout id.
+	Hooks map[string]*rollout.HookAnswer
 }
 
 // observe reads the nodes, the agents' statuses and the edges'
@@ -76,6 +79,7 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 	}
 	obs.Acks = acks
 	obs.Signals = e.observeSignals(obs.Now)
+	obs.Hooks = e.observeHooks(obs.Now)
 	return obs, nil
 }
 

@@ -69,6 +69,7 @@ func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
 		MaxSurge:         u.GetMaxSurge(),
 		MaxUnavailable:   u.GetMaxUnavailable(),
 		Stagger:          u.GetStagger().AsDuration(),
+		Hooks:            hooksFromSpec(u.GetHooks()),
 	}
 	for _, h := range u.GetCanary().GetHeaderRoutes() {
 		c.HeaderRoutes = append(c.HeaderRoutes, HeaderRoute{Header: h.GetHeader(), Cookie: h.GetCookie(), Value: h.GetValue()})
@@ -192,6 +193,32 @@ func (c Config) proto() *deployv1.UpdateStrategy {
 		}
 	}
 	return u
+}
+
+// hookPoints maps the API's hook types to points.
+var hookPoints = map[deployv1.HookType]HookPoint{
+	deployv1.HookType_HOOK_TYPE_PRE_ROLLOUT:       HookPreRollout,
+	deployv1.HookType_HOOK_TYPE_ROLLOUT:           HookRollout,
+	deployv1.HookType_HOOK_TYPE_CONFIRM_PROMOTION: HookConfirmPromotion,
+	deployv1.HookType_HOOK_TYPE_POST_ROLLOUT:      HookPostRollout,
+	deployv1.HookType_HOOK_TYPE_ROLLBACK:          HookRollback,
+}
+
+// hooksFromSpec converts validated hooks, with their defaults.
+func hooksFromSpec(hs []*deployv1.Hook) []Hook {
+	var out []Hook
+	for _, h := range hs {
+		hk := Hook{Name: h.GetName(), Point: hookPoints[h.GetType()], URL: h.GetUrl(), Timeout: h.GetTimeout().AsDuration(),
+			Retries: int(h.GetRetries()), Interval: h.GetInterval().AsDuration()}
+		if hk.Timeout == 0 {
+			hk.Timeout = spec.DefaultHookTimeout
+		}
+		if hk.Interval == 0 {
+			hk.Interval = spec.DefaultHookInterval
+		}
+		out = append(out, hk)
+	}
+	return out
 }
 
 // AnalysisFromSpec is the analysis of a canary step: the step's own

@@ -85,6 +85,8 @@ type run struct {
 	now   time.Time
 	plan  Plan
 	dirty bool // traffic changed: a new generation is due
+	// waitingHook is set when a gate holds the rollout in this Step.
+	waitingHook bool
 }
 
 func (r *run) step() {
@@ -96,6 +98,7 @@ func (r *run) step() {
 		r.commands() // recorded as ignored
 		return
 	}
+	defer r.tellHooks(false)
 	if r.s.Phase == phasePending || r.s.Phase == deployv1.RolloutState_ROLLOUT_STATE_UNSPECIFIED {
 		r.start()
 	}
@@ -110,6 +113,9 @@ func (r *run) step() {
 				break
 			}
 		}
+	}
+	if !r.waitingHook {
+		r.s.HookGate, r.s.HookAttempt, r.s.HookRetryAt = "", 0, time.Time{}
 	}
 	r.finish()
 	r.flush()
@@ -289,6 +295,12 @@ func (r *run) advance() bool {
 	case StageRestore:
 		return r.restore()
 	case StageDeploy:
+		if !r.s.PreRolloutDone {
+			if pass, failed := r.gate(HookPreRollout); !pass {
+				return failed
+			}
+			r.s.PreRolloutDone = true
+		}
 		if r.s.From == 0 {
 			return r.firstDeploy()
 		}
@@ -472,6 +484,12 @@ func (r *run) canaryStep() bool {
 		if !r.waitHealthy(target) {
 			return false
 		}
+		if st.Weight == 100 {
+			// all traffic to the new release: the promotion
+			if pass, _ := r.gate(HookConfirmPromotion); !pass {
+				return false
+			}
+		}
 		r.setTraffic(dropZero(map[uint64]int{r.s.To: st.Weight, r.s.From: 100 - st.Weight}), r.headerPins())
 		r.s.StepApplied = true
 		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
@@ -480,6 +498,11 @@ func (r *run) canaryStep() bool {
 	}
 	if st.Analysis != nil && r.judge(*st.Analysis) {
 		return true // the rollout failed
+	}
+	if !r.s.StepPromoted && !r.s.Promoted {
+		if pass, failed := r.gate(HookRollout); !pass {
+			return failed
+		}
 	}
 	switch {
 	case st.Manual && !r.s.StepPromoted:
@@ -514,6 +537,12 @@ func (r *run) canaryFinal() bool {
 	if !(last.Weight == 100 || last.Manual || r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
 		return r.waitPromote(fmt.Sprintf("all steps done (#%d at %d%%); waits for promote", r.s.To, last.Weight))
 	}
+	if last.Weight < 100 { // else confirmed before the last step's weight
+		if pass, _ := r.gate(HookConfirmPromotion); !pass {
+			r.running()
+			return false
+		}
+	}
 	r.running()
 	r.ensure(r.s.To, TrackCanary, r.s.Count)
 	if !r.waitHealthy(r.s.Count) {
@@ -541,6 +570,10 @@ func (r *run) blueGreenDeploy() bool {
 func (r *run) blueGreenPreview() bool {
 	if !(r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
 		return r.waitPromote(fmt.Sprintf("#%d in preview; waits for promote", r.s.To))
+	}
+	if pass, _ := r.gate(HookConfirmPromotion); !pass {
+		r.running()
+		return false
 	}
 	r.running()
 	r.s.StepPromoted = false

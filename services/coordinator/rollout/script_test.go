@@ -39,7 +39,10 @@ import (
 //	       [failure_limit=N] [no_data=hold|fail|pass] [success_min=99]
 //	       [p99_max=D] [compare] [webhook=NAME]   canary analysis (on every step,
 //	                              or the listed ones)
+//	       [hook=POINT:NAME]      a hook (pre_rollout, rollout, confirm_promotion,
+//	                              post_rollout, rollback) named NAME, interval 10s
 //	gate <name> pass|fail         what webhook NAME answers for each window
+//	hook <name> pass|fail|none    what hook NAME answers whenever its gate is asked
 //	signals canary=N/E@L stable=N/E@L | none   what the edges report per analysis
 //	                              window: N requests, E errors, latencies spread over L..2L
 //	report <id|vN> <starting|passing|critical|dead> [reason...] (healthy, unhealthy: aliases;
@@ -65,6 +68,8 @@ import (
 //	expect awaiting yes|no        the state is (not) waiting for a promote
 //	expect live v1=4 v2=1         expect pending <ids...> | none
 //	expect done yes|no            expect wake <duration from now> | none
+//	expect told <point> | none    the plan tells the point's hooks of the end
+//	expect asking <point> | none  the gate DueHooks asks now
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
 	if err != nil {
@@ -130,6 +135,7 @@ type world struct {
 	gates                []analysis.Gate // the webhooks' answers per window
 	// sickDrained are old instances drained while failing their check.
 	sickDrained map[string]bool
+	hookAnswers map[string]bool // hook name -> passes; missing: no answer yet
 }
 
 func newWorld(t testing.TB) *world {
@@ -239,6 +245,19 @@ func (w *world) exec(f []string) error {
 		return w.step()
 	case "signals":
 		return w.cmdSignals(args)
+	case "hook":
+		if len(args) != 2 || (args[1] != "pass" && args[1] != "fail" && args[1] != "none") {
+			return fmt.Errorf("usage: hook <name> pass|fail|none")
+		}
+		if w.hookAnswers == nil {
+			w.hookAnswers = map[string]bool{}
+		}
+		if args[1] == "none" {
+			delete(w.hookAnswers, args[0])
+		} else {
+			w.hookAnswers[args[0]] = args[1] == "pass"
+		}
+		return w.step()
 	case "gate":
 		if len(args) != 2 || (args[1] != "pass" && args[1] != "fail") {
 			return fmt.Errorf("usage: gate <name> pass|fail")
@@ -392,6 +411,9 @@ func (w *world) cmdDeploy(args []string) error {
 			err = dur(&useAnalysis().LatencyP99Max)
 		case "compare":
 			useAnalysis().Compare = &analysis.Compare{}
+		case "hook":
+			point, name, _ := strings.Cut(v, ":")
+			cfg.Hooks = append(cfg.Hooks, Hook{Name: name, Point: HookPoint(point), URL: "http://hooks.test/" + name, Timeout: time.Second, Interval: 10 * time.Second})
 		case "webhook":
 			useAnalysis().Webhooks = append(useAnalysis().Webhooks, analysis.Webhook{Name: v, URL: "http://gate.test/" + v})
 		default:
@@ -587,6 +609,19 @@ func (w *world) observe() Observation {
 			obs.Signals = &Signals{From: from, To: to, Gates: slices.Clone(w.gates)}
 			if w.sigCanary != nil {
 				obs.Signals.Canary, obs.Signals.Stable = *w.sigCanary, *w.sigStable
+			}
+		}
+	}
+	if w.state != nil {
+		if call, ok := DueHooks(w.current(), w.now); ok {
+			ans := &HookAnswer{Key: call.Key}
+			for _, h := range call.Hooks {
+				if pass, ok := w.hookAnswers[h.Name]; ok {
+					ans.Results = append(ans.Results, HookResult{Name: h.Name, Passed: pass, Detail: map[bool]string{true: "answered 200", false: "answered 500"}[pass]})
+				}
+			}
+			if len(ans.Results) == len(call.Hooks) {
+				obs.Hook = ans
 			}
 		}
 	}
@@ -887,6 +922,25 @@ func (w *world) expect(what string, args []string) error {
 			}
 		}
 		return fmt.Errorf("no %s event containing %q in %+v", args[0], text, p.Events)
+	case "told":
+		if len(args) != 1 {
+			return fmt.Errorf("usage: expect told <point> | none")
+		}
+		var told []string
+		for _, c := range p.Hooks {
+			told = append(told, string(c.Point))
+		}
+		if got := strings.Join(told, ","); (none && got != "") || (!none && got != args[0]) {
+			return fmt.Errorf("told %q, want %s", got, args[0])
+		}
+	case "asking":
+		call, ok := DueHooks(s, w.now)
+		if none && ok {
+			return fmt.Errorf("asking %s (%s), want none", call.Point, call.Key)
+		}
+		if !none && (!ok || string(call.Point) != args[0]) {
+			return fmt.Errorf("asking %v %q, want %s", ok, call.Point, args[0])
+		}
 	case "awaiting":
 		if len(args) != 1 || (args[0] != "yes" && args[0] != "no") {
 			return fmt.Errorf("usage: expect awaiting yes|no")

@@ -112,6 +112,8 @@ type Config struct {
 	Stagger time.Duration `json:"Stagger,omitempty"`
 	// HeaderRoutes are pinned to the canary release during its steps.
 	HeaderRoutes []HeaderRoute `json:"HeaderRoutes,omitempty"`
+	// Hooks are the rollout's HTTP hooks (see HookPoint).
+	Hooks []Hook `json:"Hooks,omitempty"`
 }
 
 // Spec describes the rollout to start.
@@ -259,6 +261,17 @@ type State struct {
 	// Pulls is the image pull progress of each To instance as last
 	// reported in an event.
 	Pulls map[string]string `json:"Pulls,omitempty"`
+	// PreRolloutDone is set once the pre_rollout hooks passed (or there
+	// were none).
+	PreRolloutDone bool `json:"PreRolloutDone,omitempty"`
+	// HookGate is the gate ("point@step") the rollout waits at, HookAttempt
+	// the answers it consumed there, HookRetryAt when a failed one is asked
+	// again (see DueHooks).
+	HookGate    string    `json:"HookGate,omitempty"`
+	HookAttempt int       `json:"HookAttempt,omitempty"`
+	HookRetryAt time.Time `json:"HookRetryAt,omitzero"`
+	// HookPassed is the gate last passed.
+	HookPassed string `json:"HookPassed,omitempty"`
 }
 
 // Instance is one allocation of the service as the caller observes it.
@@ -316,6 +329,9 @@ type Observation struct {
 	// Signals are the golden signals of the window AnalysisWindow asked
 	// for; nil when none was due (or none could be read).
 	Signals *Signals
+	// Hook is the answer to the gate DueHooks asked for, nil while none
+	// came.
+	Hook *HookAnswer
 }
 
 // Signals are the canary's and the stable release's golden signals over
@@ -389,9 +405,12 @@ type Plan struct {
 	Traffic *Traffic
 	// Events describe the Step.
 	Events []Event
+	// Hooks are told of the rollout's end (post_rollout, rollback) once
+	// the plan is committed; their answers change nothing.
+	Hooks []HookCall
 }
 
 // Empty reports whether the plan decides nothing.
 func (p Plan) Empty() bool {
-	return len(p.Place) == 0 && len(p.Stop) == 0 && p.Traffic == nil && len(p.Events) == 0
+	return len(p.Place) == 0 && len(p.Stop) == 0 && p.Traffic == nil && len(p.Events) == 0 && len(p.Hooks) == 0
 }

@@ -48,6 +48,34 @@ func SignalsOf(s analysis.Sample) Signals {
 // failed attempt (a transport error, a timeout or a non-2xx status), each
 // attempt bounded by h.Timeout, and returns its answer as a gate.
 func Ask(ctx context.Context, client *http.Client, h analysis.Webhook, body Context) analysis.Gate {
+	return Post(ctx, client, h, body)
+}
+
+// HookContext is the JSON body a rollout hook receives.
+type HookContext struct {
+	// Hook is the hook's name and Type its point (pre_rollout, rollout,
+	// confirm_promotion, post_rollout, rollback).
+	Hook string `json:"hook"`
+	Type string `json:"type"`
+	// Rollout and Service name the rollout.
+	Rollout string `json:"rollout"`
+	Service string `json:"service"`
+	// CanaryRelease is the release rolled out, StableRelease the one it
+	// replaces (zero for a first deploy).
+	CanaryRelease uint64 `json:"canary_release"`
+	StableRelease uint64 `json:"stable_release"`
+	// Step is the rollout's step (from one), Weight the new release's
+	// traffic percentage, Phase the rollout's state.
+	Step   int    `json:"step"`
+	Weight int    `json:"weight"`
+	Phase  string `json:"phase"`
+}
+
+// Post POSTs body as JSON to the webhook, retrying up to h.Retries times
+// after a failed attempt (a transport error, a timeout or a non-2xx
+// status), each attempt bounded by h.Timeout, and returns its answer as a
+// gate (passed on a 2xx answer).
+func Post(ctx context.Context, client *http.Client, h analysis.Webhook, body any) analysis.Gate {
 	g := analysis.Gate{Kind: "webhook", Name: h.Name}
 	raw, err := json.Marshal(body)
 	if err != nil {

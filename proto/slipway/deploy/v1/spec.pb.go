@@ -136,6 +136,78 @@ func (Strategy) EnumDescriptor() ([]byte, []int) {
 	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
 }
 
+// HookType is where in a rollout a hook is called.
+type HookType int32
+
+const (
+	// HOOK_TYPE_UNSPECIFIED is refused.
+	HookType_HOOK_TYPE_UNSPECIFIED HookType = 0
+	// HOOK_TYPE_PRE_ROLLOUT gates the start: nothing of the new release is
+	// placed until it answers 2xx; a failing answer counts as an analysis
+	// failure (failure_limit applies) and it is asked again.
+	HookType_HOOK_TYPE_PRE_ROLLOUT HookType = 1
+	// HOOK_TYPE_ROLLOUT gates each canary step once its weight is in force:
+	// the step advances only after a 2xx answer; a failing answer counts as
+	// an analysis failure. Canary only.
+	HookType_HOOK_TYPE_ROLLOUT HookType = 2
+	// HOOK_TYPE_CONFIRM_PROMOTION gates the promotion (a canary's move to all
+	// traffic, a blue/green switch): a failing answer holds the rollout
+	// (never fails it) and it is asked again. Canary and blue/green only.
+	HookType_HOOK_TYPE_CONFIRM_PROMOTION HookType = 3
+	// HOOK_TYPE_POST_ROLLOUT is told of a success; its answer changes nothing.
+	HookType_HOOK_TYPE_POST_ROLLOUT HookType = 4
+	// HOOK_TYPE_ROLLBACK is told of a revert, an abort or a failure; its
+	// answer changes nothing.
+	HookType_HOOK_TYPE_ROLLBACK HookType = 5
+)
+
+// Enum value maps for HookType.
+var (
+	HookType_name = map[int32]string{
+		0: "HOOK_TYPE_UNSPECIFIED",
+		1: "HOOK_TYPE_PRE_ROLLOUT",
+		2: "HOOK_TYPE_ROLLOUT",
+		3: "HOOK_TYPE_CONFIRM_PROMOTION",
+		4: "HOOK_TYPE_POST_ROLLOUT",
+		5: "HOOK_TYPE_ROLLBACK",
+	}
+	HookType_value = map[string]int32{
+		"HOOK_TYPE_UNSPECIFIED":       0,
+		"HOOK_TYPE_PRE_ROLLOUT":       1,
+		"HOOK_TYPE_ROLLOUT":           2,
+		"HOOK_TYPE_CONFIRM_PROMOTION": 3,
+		"HOOK_TYPE_POST_ROLLOUT":      4,
+		"HOOK_TYPE_ROLLBACK":          5,
+	}
+)
+
+func (x HookType) Enum() *HookType {
+	p := new(HookType)
+	*p = x
+	return p
+}
+
+func (x HookType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HookType) Descriptor() protoreflect.EnumDescriptor {
+	return file_slipway_deploy_v1_spec_proto_enumTypes[2].Descriptor()
+}
+
+func (HookType) Type() protoreflect.EnumType {
+	return &file_slipway_deploy_v1_spec_proto_enumTypes[2]
+}
+
+func (x HookType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HookType.Descriptor instead.
+func (HookType) EnumDescriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+}
+
 // NoDataPolicy is what an inconclusive verdict (too little traffic) counts
 // as.
 type NoDataPolicy int32
@@ -178,11 +250,11 @@ func (x NoDataPolicy) String() string {
 }
 
 func (NoDataPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_slipway_deploy_v1_spec_proto_enumTypes[2].Descriptor()
+	return file_slipway_deploy_v1_spec_proto_enumTypes[3].Descriptor()
 }
 
 func (NoDataPolicy) Type() protoreflect.EnumType {
-	return &file_slipway_deploy_v1_spec_proto_enumTypes[2]
+	return &file_slipway_deploy_v1_spec_proto_enumTypes[3]
 }
 
 func (x NoDataPolicy) Number() protoreflect.EnumNumber {
@@ -191,7 +263,7 @@ func (x NoDataPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NoDataPolicy.Descriptor instead.
 func (NoDataPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
 }
 
 // ServiceSpec is what a user writes to describe a service: which image to run,
@@ -954,7 +1026,10 @@ type UpdateStrategy struct {
 	// stagger is the wait between rolling batches: a batch is placed at
 	// least this long after the one before it became healthy; default 0,
 	// at most 1h.
-	Stagger       *durationpb.Duration `protobuf:"bytes,13,opt,name=stagger,proto3" json:"stagger,omitempty"`
+	Stagger *durationpb.Duration `protobuf:"bytes,13,opt,name=stagger,proto3" json:"stagger,omitempty"`
+	// hooks are HTTP calls at the points of the rollout Flagger users know
+	// (see HookType): the gates hold or fail the rollout on their answer.
+	Hooks         []*Hook `protobuf:"bytes,14,rep,name=hooks,proto3" json:"hooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1080,6 +1155,106 @@ func (x *UpdateStrategy) GetStagger() *durationpb.Duration {
 	return nil
 }
 
+func (x *UpdateStrategy) GetHooks() []*Hook {
+	if x != nil {
+		return x.Hooks
+	}
+	return nil
+}
+
+// Hook is one HTTP POST of the rollout's context at a point of it; a 2xx
+// answer passes.
+type Hook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name identifies the hook in events (a DNS label, unique in the spec).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type is where it is called.
+	Type HookType `protobuf:"varint,2,opt,name=type,proto3,enum=slipway.deploy.v1.HookType" json:"type,omitempty"`
+	// url is the http or https URL POSTed to.
+	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// timeout bounds one attempt; default 5s, at most 30s.
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// retries are further attempts after a failed one, 0 to 5.
+	Retries int32 `protobuf:"varint,5,opt,name=retries,proto3" json:"retries,omitempty"`
+	// interval is how long a gate waits after a failing answer before it is
+	// asked again; default 10s.
+	Interval      *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hook) Reset() {
+	*x = Hook{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hook) ProtoMessage() {}
+
+func (x *Hook) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hook.ProtoReflect.Descriptor instead.
+func (*Hook) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Hook) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Hook) GetType() HookType {
+	if x != nil {
+		return x.Type
+	}
+	return HookType_HOOK_TYPE_UNSPECIFIED
+}
+
+func (x *Hook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Hook) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Hook) GetRetries() int32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *Hook) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
 // CanaryStrategy lists the traffic steps of a canary rollout.
 type CanaryStrategy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1105,7 +1280,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1292,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1305,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -1177,7 +1352,7 @@ type Stickiness struct {
 
 func (x *Stickiness) Reset() {
 	*x = Stickiness{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1364,7 @@ func (x *Stickiness) String() string {
 func (*Stickiness) ProtoMessage() {}
 
 func (x *Stickiness) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1377,7 @@ func (x *Stickiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
 func (*Stickiness) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Stickiness) GetEnabled() bool {
@@ -1241,7 +1416,7 @@ type HeaderRoute struct {
 
 func (x *HeaderRoute) Reset() {
 	*x = HeaderRoute{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1428,7 @@ func (x *HeaderRoute) String() string {
 func (*HeaderRoute) ProtoMessage() {}
 
 func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1441,7 @@ func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
 func (*HeaderRoute) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HeaderRoute) GetHeader() string {
@@ -1308,7 +1483,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1495,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1508,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1405,7 +1580,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1592,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1605,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1527,7 +1702,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1714,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1727,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -1615,7 +1790,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1802,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1815,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -1682,7 +1857,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1869,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1882,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1728,7 +1903,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1915,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1928,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1781,7 +1956,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1968,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1981,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -1842,7 +2017,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2029,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2042,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -1938,7 +2113,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"Constraint\x12\x1c\n" +
 	"\tattribute\x18\x01 \x01(\tR\tattribute\x12\x1a\n" +
 	"\boperator\x18\x02 \x01(\tR\boperator\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\tR\x05value\"\xc3\x05\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xf2\x05\n" +
 	"\x0eUpdateStrategy\x127\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x1b.slipway.deploy.v1.StrategyR\bstrategy\x12!\n" +
 	"\fmax_parallel\x18\x02 \x01(\x05R\vmaxParallel\x12C\n" +
@@ -1955,7 +2130,15 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	" \x01(\v2$.slipway.deploy.v1.BlueGreenStrategyR\tblueGreen\x12\x1b\n" +
 	"\tmax_surge\x18\v \x01(\tR\bmaxSurge\x12'\n" +
 	"\x0fmax_unavailable\x18\f \x01(\tR\x0emaxUnavailable\x123\n" +
-	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\"\xfa\x01\n" +
+	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\x12-\n" +
+	"\x05hooks\x18\x0e \x03(\v2\x17.slipway.deploy.v1.HookR\x05hooks\"\xe3\x01\n" +
+	"\x04Hook\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x1b.slipway.deploy.v1.HookTypeR\x04type\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x18\n" +
+	"\aretries\x18\x05 \x01(\x05R\aretries\x125\n" +
+	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xfa\x01\n" +
 	"\x0eCanaryStrategy\x123\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1d.slipway.deploy.v1.CanaryStepR\x05steps\x127\n" +
 	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\x125\n" +
@@ -2026,7 +2209,14 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STRATEGY_ROLLING\x10\x01\x12\x17\n" +
 	"\x13STRATEGY_BLUE_GREEN\x10\x02\x12\x13\n" +
-	"\x0fSTRATEGY_CANARY\x10\x03*y\n" +
+	"\x0fSTRATEGY_CANARY\x10\x03*\xac\x01\n" +
+	"\bHookType\x12\x19\n" +
+	"\x15HOOK_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15HOOK_TYPE_PRE_ROLLOUT\x10\x01\x12\x15\n" +
+	"\x11HOOK_TYPE_ROLLOUT\x10\x02\x12\x1f\n" +
+	"\x1bHOOK_TYPE_CONFIRM_PROMOTION\x10\x03\x12\x1a\n" +
+	"\x16HOOK_TYPE_POST_ROLLOUT\x10\x04\x12\x16\n" +
+	"\x12HOOK_TYPE_ROLLBACK\x10\x05*y\n" +
 	"\fNoDataPolicy\x12\x1e\n" +
 	"\x1aNO_DATA_POLICY_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13NO_DATA_POLICY_HOLD\x10\x01\x12\x17\n" +
@@ -2045,83 +2235,89 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 	return file_slipway_deploy_v1_spec_proto_rawDescData
 }
 
-var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
-	(NoDataPolicy)(0),            // 2: slipway.deploy.v1.NoDataPolicy
-	(*ServiceSpec)(nil),          // 3: slipway.deploy.v1.ServiceSpec
-	(*VolumeMount)(nil),          // 4: slipway.deploy.v1.VolumeMount
-	(*RestartPolicy)(nil),        // 5: slipway.deploy.v1.RestartPolicy
-	(*Security)(nil),             // 6: slipway.deploy.v1.Security
-	(*HostMount)(nil),            // 7: slipway.deploy.v1.HostMount
-	(*Resources)(nil),            // 8: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),          // 9: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),                // 10: slipway.deploy.v1.Route
-	(*Constraint)(nil),           // 11: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),       // 12: slipway.deploy.v1.UpdateStrategy
-	(*CanaryStrategy)(nil),       // 13: slipway.deploy.v1.CanaryStrategy
-	(*Stickiness)(nil),           // 14: slipway.deploy.v1.Stickiness
-	(*HeaderRoute)(nil),          // 15: slipway.deploy.v1.HeaderRoute
-	(*CanaryStep)(nil),           // 16: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 17: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 18: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 19: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 20: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 21: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 22: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 23: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 24: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 25: google.protobuf.Duration
+	(HookType)(0),                // 2: slipway.deploy.v1.HookType
+	(NoDataPolicy)(0),            // 3: slipway.deploy.v1.NoDataPolicy
+	(*ServiceSpec)(nil),          // 4: slipway.deploy.v1.ServiceSpec
+	(*VolumeMount)(nil),          // 5: slipway.deploy.v1.VolumeMount
+	(*RestartPolicy)(nil),        // 6: slipway.deploy.v1.RestartPolicy
+	(*Security)(nil),             // 7: slipway.deploy.v1.Security
+	(*HostMount)(nil),            // 8: slipway.deploy.v1.HostMount
+	(*Resources)(nil),            // 9: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),          // 10: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),                // 11: slipway.deploy.v1.Route
+	(*Constraint)(nil),           // 12: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),       // 13: slipway.deploy.v1.UpdateStrategy
+	(*Hook)(nil),                 // 14: slipway.deploy.v1.Hook
+	(*CanaryStrategy)(nil),       // 15: slipway.deploy.v1.CanaryStrategy
+	(*Stickiness)(nil),           // 16: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 17: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 18: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 19: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 20: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 21: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 22: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 23: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 24: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 25: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 26: slipway.deploy.v1.ServiceSpec.EnvEntry
+	(*durationpb.Duration)(nil),  // 27: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	24, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	8,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	9,  // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	10, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	11, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	12, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	25, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	6,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
-	5,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
-	4,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
-	25, // 10: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	25, // 11: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	26, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	9,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	10, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	11, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	12, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	13, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	27, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	7,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	6,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
+	5,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
+	27, // 10: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	27, // 11: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
 	0,  // 12: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
-	7,  // 13: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	25, // 14: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	25, // 15: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	8,  // 13: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	27, // 14: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	27, // 15: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	1,  // 16: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	25, // 17: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	25, // 18: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	25, // 19: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	25, // 20: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	13, // 21: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	23, // 22: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	25, // 23: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	16, // 24: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	17, // 25: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	14, // 26: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	15, // 27: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	25, // 28: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	25, // 29: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	17, // 30: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	25, // 31: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	2,  // 32: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	20, // 33: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	21, // 34: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	22, // 35: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	19, // 36: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	18, // 37: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	25, // 38: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	25, // 39: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	25, // 40: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	27, // 17: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	27, // 18: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	27, // 19: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	27, // 20: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	15, // 21: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	25, // 22: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	27, // 23: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	14, // 24: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
+	2,  // 25: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	27, // 26: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	27, // 27: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	18, // 28: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	19, // 29: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	16, // 30: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	17, // 31: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	27, // 32: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	27, // 33: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	19, // 34: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	27, // 35: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 36: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	22, // 37: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	23, // 38: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	24, // 39: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	21, // 40: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	20, // 41: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	27, // 42: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	27, // 43: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	27, // 44: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2130,14 +2326,14 @@ func file_slipway_deploy_v1_spec_proto_init() {
 		return
 	}
 	file_slipway_deploy_v1_spec_proto_msgTypes[2].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[15].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   22,
+			NumEnums:      4,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
