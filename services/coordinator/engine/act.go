@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -30,41 +31,39 @@ func (e *Engine) act(ctx context.Context) error {
 		return fmt.Errorf("engine: raft term: %w", err)
 	}
 	token := &agentv1.FencingToken{Term: term, Index: e.cfg.FSM.LastIndex()}
-	desired, held := desiredSets(e.cfg.FSM.AllAllocations(), e.cfg.SyncBudget)
+	desiredSet, held := desiredSets(e.cfg.FSM.AllAllocations(), e.cfg.SyncBudget)
 	var errs []error
 	for _, h := range held {
 		errs = append(errs, h)
 	}
-	type result struct {
-		node, fp string
-		err      error
-	}
-	ch := make(chan result)
-	n := 0
-	for id, node := range e.nodes {
-		fp := fingerprint(desired[id])
-		if e.synced[id] == fp && e.cfg.Now().Sub(e.syncedAt[id]) < e.cfg.Resync {
-			continue
+	// Each node's worker gets its set; the pass waits at most SyncWait
+	// for the sends it started (a slow or stuck agent holds up only its
+	// own node), and reports the failures that came back meanwhile.
+	e.retain(e.nodes)
+	now := e.cfg.Now()
+	var waits []<-chan error
+	for _, id := range sortedKeys(e.nodes) {
+		d := desired{token: token, allocs: desiredSet[id], fp: fingerprint(desiredSet[id])}
+		if ch := e.worker(e.nodes[id]).offer(d, now, e.cfg.Resync); ch != nil {
+			waits = append(waits, ch)
 		}
-		n++
-		go func() {
-			_, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) ([]*agentv1.AllocationStatus, error) {
-				return e.cfg.Agents.Sync(c, node, token, desired[id])
-			})
-			ch <- result{id, fp, err}
-		}()
 	}
-	for range n {
-		r := <-ch
-		if r.err != nil {
-			if errors.Is(r.err, ErrStaleToken) {
-				e.log.Warn("agent refused a stale fencing token", "node", r.node, "token", token, "err", r.err)
+	if len(waits) > 0 {
+		t := time.NewTimer(e.cfg.SyncWait)
+	wait:
+		for _, ch := range waits {
+			select {
+			case err := <-ch:
+				if err != nil {
+					errs = append(errs, err)
+				}
+			case <-t.C:
+				break wait
+			case <-ctx.Done():
+				break wait
 			}
-			errs = append(errs, fmt.Errorf("engine: sync node %s: %w", r.node, r.err))
-			continue
 		}
-		e.synced[r.node] = r.fp
-		e.syncedAt[r.node] = e.cfg.Now()
+		t.Stop()
 	}
 	errs = append(errs, e.writeIntents(ctx)...)
 	return errors.Join(errs...)

@@ -143,6 +143,16 @@ type Config struct {
 	DrainDeadline time.Duration
 	// CallTimeout bounds each call to an agent, Consul or raft; default 30s.
 	CallTimeout time.Duration
+	// SyncTimeout is each node's own deadline for one SyncAllocations
+	// call (its agent may wait for starts and pulls); default CallTimeout.
+	SyncTimeout time.Duration
+	// SyncBackoff is the first wait before a node's failed sync is tried
+	// again; it grows exponentially (with jitter) to 30s and resets on a
+	// success. Default 500ms.
+	SyncBackoff time.Duration
+	// SyncWait is how long a pass waits for the syncs it started before
+	// it goes on (the rest finish in their nodes' workers); default 1s.
+	SyncWait time.Duration
 	// Resync re-sends a node its unchanged desired set after this long
 	// (anti-entropy); default 30s.
 	Resync time.Duration
@@ -164,11 +174,10 @@ type Engine struct {
 
 	// What was last acted, so that unchanged things are not re-sent. Reset
 	// on every Run: a new leader re-acts everything.
-	synced    map[string]string    // node id -> fingerprint of the desired set sent
-	syncedAt  map[string]time.Time // node id -> when it was sent
-	done      map[string]bool      // rollouts final and done: never stepped again
-	lastErr   string               // last pass error logged
-	written   map[string]uint64    // service -> generation written
+	sync      *syncers          // per-node sync workers
+	done      map[string]bool   // rollouts final and done: never stepped again
+	lastErr   string            // last pass error logged
+	written   map[string]uint64 // service -> generation written
 	lostSince map[string]time.Time
 	failures  map[string]string                    // rollout id -> last placement failure reported
 	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
@@ -197,6 +206,15 @@ func New(cfg Config) *Engine {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = cfg.CallTimeout
+	}
+	if cfg.SyncBackoff <= 0 {
+		cfg.SyncBackoff = 500 * time.Millisecond
+	}
+	if cfg.SyncWait <= 0 {
+		cfg.SyncWait = time.Second
+	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
 	}
@@ -213,6 +231,8 @@ func New(cfg Config) *Engine {
 // an error wrapping ErrNotLeader).
 func (e *Engine) Run(ctx context.Context) error {
 	e.reset()
+	e.startSyncers(ctx)
+	defer e.stopSyncers()
 	e.log.Info("engine started: re-acting the committed state")
 	defer e.log.Info("engine stopped")
 	notifier, _ := e.cfg.Routes.(interface{ Changed() <-chan struct{} })
@@ -263,8 +283,12 @@ func (e *Engine) Run(ctx context.Context) error {
 // earliest time a rollout wants to be stepped again (zero for none). Run
 // calls it in a loop; tests call it directly.
 func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
-	if e.synced == nil {
+	if e.written == nil {
 		e.reset()
+	}
+	if e.sync == nil {
+		// Called without Run (tests): the workers live until Stop.
+		e.startSyncers(context.Background())
 	}
 	obs, err := e.observe(ctx)
 	if err != nil {
@@ -306,11 +330,15 @@ func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 
 // reset forgets what was acted: the next pass re-acts everything.
 func (e *Engine) reset() {
-	e.synced, e.syncedAt, e.written = map[string]string{}, map[string]time.Time{}, map[string]uint64{}
+	e.written = map[string]uint64{}
 	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
 	e.lastErr = ""
 	e.statuses = map[string]*agentv1.AllocationStatus{}
 }
+
+// Stop stops the sync workers a Pass called without Run started (Run
+// stops its own when it returns).
+func (e *Engine) Stop() { e.stopSyncers() }
 
 // call runs f with a context bounded by timeout: one call to an agent,
 // Consul or raft.

@@ -45,7 +45,7 @@ func newHarness(t testing.TB, nodes ...string) *harness {
 	}
 	h.nodes.set(ns...)
 	h.newLeader()
-	t.Cleanup(func() { h.agents.check(t) })
+	t.Cleanup(func() { h.eng.Stop(); h.agents.check(t) })
 	return h
 }
 
@@ -55,8 +55,11 @@ func (h *harness) newLeader() {
 	h.raft.mu.Lock()
 	h.raft.term++
 	h.raft.mu.Unlock()
+	if h.eng != nil {
+		h.eng.Stop() // the old leader sends nothing more
+	}
 	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
-		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute})
 }
 
 func (h *harness) pass() {

@@ -282,6 +282,13 @@ func (f *fakeAgents) Status(_ context.Context, n engine.Node) ([]*agentv1.Alloca
 	return out, nil
 }
 
+// syncs returns every Sync call so far, oldest first.
+func (f *fakeAgents) syncs() []syncCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]syncCall(nil), f.calls...)
+}
+
 // running returns the ids of allocations a node was last told to run.
 func (f *fakeAgents) running() []string {
 	f.mu.Lock()

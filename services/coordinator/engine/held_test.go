@@ -20,7 +20,7 @@ import (
 func TestOversizedDesiredSetHoldsBackOnlyTheNewService(t *testing.T) {
 	h := newHarness(t, "n1")
 	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
-		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncBudget: 4000})
+		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncBudget: 4000, SyncWait: time.Minute})
 	web := h.deploy(webSpec("slipway/demo:v1", 1, fast(&deployv1.UpdateStrategy{})))
 	h.run(500*time.Millisecond, "web succeeded", h.phase(web, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
 	webAllocs := h.allocs(1)

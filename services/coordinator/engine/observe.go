@@ -60,15 +60,9 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 	for _, n := range nodes {
 		e.nodes[n.ID] = n
 	}
-	// A node that left is sent its whole set at once when it returns: its
-	// agent holds its instances out of traffic until a leader's sync
-	// confirms what it still owns.
-	for id := range e.synced {
-		if _, ok := e.nodes[id]; !ok {
-			delete(e.synced, id)
-			delete(e.syncedAt, id)
-		}
-	}
+	// A node that left is sent its whole set at once when it returns (act
+	// stops its sync worker): its agent holds its instances out of
+	// traffic until a leader's sync confirms what it still owns.
 	obs.Nodes = e.nodes
 	obs.Lost = e.trackLost(obs.Now)
 	e.collectStatuses(ctx)
