@@ -5,8 +5,10 @@ package engine
 // Contract: act reads only committed state (the FSM) and makes the world
 // match it: every live node whose desired set changed since it was last
 // sent (or was sent longer than Resync ago) gets its whole set with a
-// fencing token of the current term and the last committed index, and
-// every traffic intent that Routes lost or holds differently is written.
+// fencing token of the current term and the last committed index, through
+// its own sync worker (sync.go), and every traffic intent that Routes lost
+// or holds differently is written. A node's set is rebuilt only when an
+// entry changed its allocations.
 // Acting is declarative and idempotent: doing it twice is harmless, and a
 // new leader re-acts everything. What was sent is remembered only to skip
 // unchanged sends; it is forgotten on every Run.
@@ -15,7 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -31,19 +33,33 @@ func (e *Engine) act(ctx context.Context) error {
 		return fmt.Errorf("engine: raft term: %w", err)
 	}
 	token := &agentv1.FencingToken{Term: term, Index: e.cfg.FSM.LastIndex()}
-	desiredSet, held := desiredSets(e.cfg.FSM.AllAllocations(), e.cfg.SyncBudget)
 	var errs []error
-	for _, h := range held {
-		errs = append(errs, h)
-	}
 	// Each node's worker gets its set; the pass waits at most SyncWait
 	// for the sends it started (a slow or stuck agent holds up only its
 	// own node), and reports the failures that came back meanwhile.
 	e.retain(e.nodes)
 	now := e.cfg.Now()
+	idx := e.cfg.FSM.AllocationIndexes()
+	for id := range e.sets {
+		if _, ok := e.nodes[id]; !ok {
+			delete(e.sets, id)
+		}
+	}
 	var waits []<-chan error
 	for _, id := range sortedKeys(e.nodes) {
-		d := desired{token: token, allocs: desiredSet[id], fp: fingerprint(desiredSet[id])}
+		// A node's desired set is rebuilt only when an entry changed its
+		// allocations (the FSM keeps the index of the last one per node).
+		set, ok := e.sets[id]
+		if !ok || set.index != idx[id] {
+			sas, index := e.cfg.FSM.NodeAllocations(id)
+			allocs, held := desiredSet(id, sas, e.cfg.SyncBudget)
+			set = nodeSet{index: index, allocs: allocs, held: held}
+			e.sets[id] = set
+		}
+		if set.held != nil {
+			errs = append(errs, set.held)
+		}
+		d := desired{token: token, allocs: set.allocs, fp: strconv.FormatUint(set.index, 10)}
 		if ch := e.worker(e.nodes[id]).offer(d, now, e.cfg.Resync); ch != nil {
 			waits = append(waits, ch)
 		}
@@ -69,14 +85,11 @@ func (e *Engine) act(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func fingerprint(allocs []*agentv1.Allocation) string {
-	var b strings.Builder
-	for _, a := range allocs {
-		raw, _ := proto.MarshalOptions{Deterministic: true}.Marshal(a)
-		b.Write(raw)
-		b.WriteByte(0)
-	}
-	return b.String()
+// nodeSet is a node's desired set as built at an allocation index.
+type nodeSet struct {
+	index  uint64
+	allocs []*agentv1.Allocation
+	held   *HeldBackError
 }
 
 // writeIntents makes what Routes holds match the committed intents. What

@@ -65,34 +65,45 @@ func desiredSets(all []state.StoredAllocation, budget int) (map[string][]*agentv
 	desired := map[string][]*agentv1.Allocation{}
 	var held []*HeldBackError
 	for _, n := range nodes {
-		sas := byNode[n]
-		order := slices.Clone(sas)
-		slices.SortStableFunc(order, func(a, b state.StoredAllocation) int {
-			// An allocation without a commit time (PutAllocations) counts
-			// as the oldest: AsTime of nil is the epoch.
-			return cmp.Or(a.CreatedAt.AsTime().Compare(b.CreatedAt.AsTime()), cmp.Compare(a.Allocation.GetId(), b.Allocation.GetId()))
-		})
-		keep := map[string]bool{}
-		var h *HeldBackError
-		used := 0
-		for _, sa := range order {
-			size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(sa.Allocation))
-			if used+size <= budget {
-				used += size
-				keep[sa.Allocation.GetId()] = true
-				continue
-			}
-			if h == nil {
-				h = &HeldBackError{Node: n, Budget: budget, Services: map[string]int{}}
-				held = append(held, h)
-			}
-			h.Services[sa.Allocation.GetService()]++
+		set, h := desiredSet(n, byNode[n], budget)
+		if len(set) > 0 {
+			desired[n] = set
 		}
-		for _, sa := range sas {
-			if keep[sa.Allocation.GetId()] {
-				desired[n] = append(desired[n], sa.Allocation)
-			}
+		if h != nil {
+			held = append(held, h)
 		}
 	}
 	return desired, held
+}
+
+// desiredSet is desiredSets for one node's stored allocations.
+func desiredSet(n string, sas []state.StoredAllocation, budget int) ([]*agentv1.Allocation, *HeldBackError) {
+	order := slices.Clone(sas)
+	slices.SortStableFunc(order, func(a, b state.StoredAllocation) int {
+		// An allocation without a commit time (PutAllocations) counts
+		// as the oldest: AsTime of nil is the epoch.
+		return cmp.Or(a.CreatedAt.AsTime().Compare(b.CreatedAt.AsTime()), cmp.Compare(a.Allocation.GetId(), b.Allocation.GetId()))
+	})
+	keep := map[string]bool{}
+	var h *HeldBackError
+	used := 0
+	for _, sa := range order {
+		size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(sa.Allocation))
+		if used+size <= budget {
+			used += size
+			keep[sa.Allocation.GetId()] = true
+			continue
+		}
+		if h == nil {
+			h = &HeldBackError{Node: n, Budget: budget, Services: map[string]int{}}
+		}
+		h.Services[sa.Allocation.GetService()]++
+	}
+	var out []*agentv1.Allocation
+	for _, sa := range sas {
+		if keep[sa.Allocation.GetId()] {
+			out = append(out, sa.Allocation)
+		}
+	}
+	return out, h
 }

@@ -174,10 +174,11 @@ type Engine struct {
 
 	// What was last acted, so that unchanged things are not re-sent. Reset
 	// on every Run: a new leader re-acts everything.
-	sync      *syncers          // per-node sync workers
-	done      map[string]bool   // rollouts final and done: never stepped again
-	lastErr   string            // last pass error logged
-	written   map[string]uint64 // service -> generation written
+	sync      *syncers           // per-node sync workers
+	sets      map[string]nodeSet // node id -> its desired set, rebuilt when its allocations change
+	done      map[string]bool    // rollouts final and done: never stepped again
+	lastErr   string             // last pass error logged
+	written   map[string]uint64  // service -> generation written
 	lostSince map[string]time.Time
 	failures  map[string]string                    // rollout id -> last placement failure reported
 	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
@@ -330,7 +331,7 @@ func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 
 // reset forgets what was acted: the next pass re-acts everything.
 func (e *Engine) reset() {
-	e.written = map[string]uint64{}
+	e.written, e.sets = map[string]uint64{}, map[string]nodeSet{}
 	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
 	e.lastErr = ""
 	e.statuses = map[string]*agentv1.AllocationStatus{}

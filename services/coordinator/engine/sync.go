@@ -249,11 +249,3 @@ func (w *syncWorker) release(err error) {
 	}
 	w.waiters = nil
 }
-
-// synced reports whether the node's agent accepted the set with
-// fingerprint fp (for tests and the dashboard).
-func (w *syncWorker) synced(fp string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.sent && w.sentFP == fp
-}

@@ -155,7 +155,8 @@ type FSM struct {
 	rollouts     map[string]*deployv1.Rollout
 	rolloutOrder []string
 	nodes        map[string]*clusterv1.Node
-	allocations  map[string][]*agentv1.Allocation // by node id
+	allocations  map[string][]*agentv1.Allocation // by node id, sorted by id; stored allocations are never modified (replaced instead)
+	allocIndex   map[string]uint64                // node id -> index of the last entry that changed its allocations (not replicated: derived)
 	requests     map[string]*statev1.RequestRecord
 	events       map[string][]*deployv1.RolloutEvent // rollout id -> its events, oldest first
 	eventRolls   map[string][]string                 // service -> ids of its rollouts that hold events
@@ -200,6 +201,7 @@ func (f *FSM) reset() {
 	f.rolloutOrder = nil
 	f.nodes = map[string]*clusterv1.Node{}
 	f.allocations = map[string][]*agentv1.Allocation{}
+	f.allocIndex = map[string]uint64{}
 	f.requests = map[string]*statev1.RequestRecord{}
 	f.events = map[string][]*deployv1.RolloutEvent{}
 	f.eventRolls = map[string][]string{}
@@ -293,6 +295,7 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 		} else {
 			f.allocations[id] = allocs
 		}
+		f.allocIndex[id] = index
 		return IndexResult{Index: index}
 	case *statev1.Command_RolloutStep:
 		return f.applyRolloutStep(index, at, op.RolloutStep)
@@ -754,6 +757,7 @@ func (f *FSM) RestoreBytes(b []byte) error {
 	}
 	for _, a := range s.GetAllocations() {
 		f.allocations[a.GetNodeId()] = append(f.allocations[a.GetNodeId()], a)
+		f.allocIndex[a.GetNodeId()] = s.GetLastIndex()
 	}
 	for _, r := range s.GetRequests() {
 		f.requests[r.GetRequestId()] = r
