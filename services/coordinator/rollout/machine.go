@@ -840,6 +840,18 @@ func (r *run) flush() {
 	for _, in := range r.obs.Instances {
 		observed[in.ID] = true
 	}
+	// A stopped instance is remembered only while it is still observed
+	// (until the entry that stops it is committed and it leaves the
+	// state): the state does not grow with every instance ever stopped.
+	if len(r.s.StoppedIDs) > 0 {
+		still := r.s.StoppedIDs[:0:0]
+		for _, id := range r.s.StoppedIDs {
+			if observed[id] {
+				still = append(still, id)
+			}
+		}
+		r.s.StoppedIDs = nilIfEmpty(still)
+	}
 	var stop, gone []string
 	kept := r.s.PendingStops[:0:0]
 	for _, ps := range r.s.PendingStops {

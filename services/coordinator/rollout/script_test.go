@@ -814,6 +814,16 @@ func (w *world) expect(what string, args []string) error {
 		if len(args) != 1 || strconv.Itoa(s.Step) != args[0] {
 			return fmt.Errorf("step is %d, want %v", s.Step, args)
 		}
+	case "remembered":
+		// The stopped instances the state still lists: only those still
+		// observed, not every one ever stopped.
+		want := strings.Join(args, " ")
+		if none {
+			want = ""
+		}
+		if got := strings.Join(s.StoppedIDs, " "); got != want {
+			return fmt.Errorf("state remembers stopped %q, want %v", got, args)
+		}
 	case "gen":
 		if len(args) != 1 || strconv.FormatUint(s.Generation, 10) != args[0] {
 			return fmt.Errorf("generation is %d, want %v", s.Generation, args)

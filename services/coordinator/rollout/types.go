@@ -230,7 +230,12 @@ type State struct {
 	Ordered map[uint64]int `json:"Ordered"`
 	// Stopped counts the instances stopped per release.
 	Stopped map[uint64]int `json:"Stopped"`
-	// StoppedIDs lists every allocation this rollout stopped, sorted.
+	// StoppedIDs lists the allocations this rollout stopped that were
+	// still observed at its last step, sorted: an instance stopped by a
+	// step is observed until that step's entry is committed, and then
+	// forgotten, so the state does not grow with every instance stopped
+	// (states written by older coordinators list them all; they decode
+	// and are pruned at the next step).
 	StoppedIDs []string `json:"StoppedIDs"`
 	// Healthy lists the To allocations that have counted as healthy at least
 	// once, sorted.
