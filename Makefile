@@ -23,7 +23,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 25m
 # Test artifacts (the dashboard's browser screenshots), one directory per test.
 ARTIFACTS ?= $(CURDIR)/.run/test-artifacts
 
-.PHONY: help tools proto proto-check lint breaking fmt-check vet build dist images check test faults bench run compose-up compose-down clean
+.PHONY: help tools proto proto-check lint breaking fmt-check vet build dist images check test faults bench bench-fleet run compose-up compose-down clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,17 @@ faults: tools build ## The fault suite's long profile: FAULTS_RUNS (100) random-
 bench: build ## Benchmarks against peers measured in the same run, printed as tables.
 	@SLIPWAY_TOOLS_BENCH=1 scripts/tools.sh
 	@scripts/bench.sh
+
+# bench-fleet: one row per FLEET_NODES entry; FLEET_ARGS are extra
+# slipway-fleetsim flags (e.g. -flapping 0.1 -stuck 1).
+FLEET_NODES ?= 1000
+FLEET_ARGS ?=
+bench-fleet: build ## Fleet scale: N simulated node agents (real API, mTLS, Consul) against 3 real coordinators; one table row per FLEET_NODES (1000).
+	@test -x $(BIN)/consul || scripts/tools.sh
+	@$(GO) build -o $(BIN)/ ./services/coordinator/cmd/slipway-fleetsim
+	@header=true; for n in $(FLEET_NODES); do \
+		$(BIN)/slipway-fleetsim -bin $(BIN) -nodes $$n -header=$$header $(FLEET_ARGS) || exit 1; header=false; \
+	done
 
 run: tools build ## The guided demo on the embedded default stack (ONCE=1 exits after it).
 	@scripts/run.sh

@@ -205,6 +205,16 @@ func (c *Cluster) Start(i int) error {
 	return nil
 }
 
+// Pid is the process id of the running coordinator, or 0.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Signal sends sig to coordinator i, waits up to 10s for it to exit and
 // returns how it exited (nil for status 0; an error for SIGKILL).
 func (c *Cluster) Signal(i int, sig syscall.Signal) error {

@@ -1,0 +1,563 @@
+// Command slipway-fleetsim measures the coordinator at fleet scale: it runs
+// a real Consul agent and a cluster of real slipway-coordinator processes
+// (engine on, mutual TLS, tokens required), and N simulated node agents in
+// this one process, each a real NodeAgentService gRPC server with its own
+// certificate naming its node id, registered in Consul with a TTL check as
+// real agents are. A fraction of the nodes can be slow, flapping or stuck.
+// It deploys -per-node instances per node (services of at most 1,000
+// instances), waits for every rollout, then rolls every service to a new
+// release (max_parallel -max-parallel-pct of its count), idles, and prints
+// one table row: first deploy and rolling update times, the leader's CPU
+// and RSS (from /proc), its idle CPU, the raft entries and bytes of the
+// run, the snapshot size of the final state and Consul's CPU.
+//
+//	slipway-fleetsim -bin ./bin -nodes 1000
+//
+// It is a benchmark (make bench-fleet), not a test.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/platform/pki"
+	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/testenv"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+)
+
+type options struct {
+	bin          string
+	work         string
+	nodes        int
+	perNode      int
+	coordinators int
+	startSpread  time.Duration
+	slow, flap   float64
+	stuck        int
+	slowDelay    time.Duration
+	flapEvery    time.Duration
+	flapFor      time.Duration
+	allocStart   time.Duration
+	minHealthy   time.Duration
+	maxParallel  int // percent
+	idle         time.Duration
+	timeout      time.Duration
+	ttl          time.Duration
+	header       bool
+	keep         bool
+	coordArgs    string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin", "directory with slipway-coordinator and consul")
+	flag.StringVar(&o.work, "work", "", "work directory (default: a new temporary one, removed at the end)")
+	flag.IntVar(&o.nodes, "nodes", 1000, "simulated node agents")
+	flag.IntVar(&o.perNode, "per-node", 10, "instances per node")
+	flag.IntVar(&o.coordinators, "coordinators", 3, "coordinator processes")
+	flag.DurationVar(&o.startSpread, "start-spread", 5*time.Second, "the nodes start spread evenly over this long (the start delay)")
+	flag.Float64Var(&o.slow, "slow", 0, "fraction of nodes that answer every call after -slow-delay")
+	flag.DurationVar(&o.slowDelay, "slow-delay", 2*time.Second, "how late a slow node answers")
+	flag.Float64Var(&o.flap, "flapping", 0, "fraction of nodes whose Consul check turns critical for -flap-for every -flap-every")
+	flag.DurationVar(&o.flapEvery, "flap-every", 10*time.Second, "how often a flapping node's check flaps")
+	flag.DurationVar(&o.flapFor, "flap-for", 2*time.Second, "how long a flapping node's check stays critical (below the coordinators' -node-grace: no replacement is needed)")
+	flag.IntVar(&o.stuck, "stuck", 0, "extra nodes that answer nothing but stay registered (drained before the first deploy, so they get no instances; the engine still calls them)")
+	flag.DurationVar(&o.allocStart, "alloc-start", 200*time.Millisecond, "from a sync to a new allocation running and passing")
+	flag.DurationVar(&o.minHealthy, "min-healthy", 500*time.Millisecond, "the rollouts' min_healthy_time")
+	flag.IntVar(&o.maxParallel, "max-parallel-pct", 10, "the rolling update's max_parallel, in percent of each service's count")
+	flag.DurationVar(&o.idle, "idle", 10*time.Second, "how long the idle leader is measured at the end")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on a phase after this long")
+	flag.DurationVar(&o.ttl, "ttl", 3*time.Second, "the simulated agents' TTL check (the real agent's is 3s; heartbeats every third of it)")
+	flag.BoolVar(&o.header, "header", true, "print the table header")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (coordinator logs, raft data)")
+	flag.StringVar(&o.coordArgs, "coordinator-args", "", "extra flags for every coordinator, space separated")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "slipway-fleetsim:", err)
+		os.Exit(1)
+	}
+}
+
+// row is one line of the table.
+type row struct {
+	nodes, instances      int
+	firstDeploy, rolling  time.Duration
+	firstState, rollState string
+	leaderCPU             float64 // CPU-s of the leader over both phases
+	leaderRSS, leaderHWM  int64   // bytes
+	idleCores             float64
+	entries               int64
+	entryBytes            int64
+	idleEntries           int64
+	snapshot              int64
+	consulCPU             float64
+	starts, needed        int64
+}
+
+func run(o options) error {
+	if o.nodes <= 0 || o.perNode <= 0 {
+		return errors.New("-nodes and -per-node must be positive")
+	}
+	if o.slow < 0 || o.flap < 0 || o.slow+o.flap > 1 {
+		return errors.New("-slow and -flapping are fractions that add up to at most 1")
+	}
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return err
+	}
+	work := o.work
+	if work == "" {
+		if work, err = os.MkdirTemp("", "fleetsim-"); err != nil {
+			return err
+		}
+		if !o.keep {
+			defer os.RemoveAll(work)
+		}
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	consul, err := startConsul(filepath.Join(bin, "consul"), work)
+	if err != nil {
+		return err
+	}
+	defer consul.stop()
+
+	cl, err := clusterproc.New(filepath.Join(bin, "slipway-coordinator"), filepath.Join(work, "coordinators"), o.coordinators)
+	if err != nil {
+		return err
+	}
+	cl.Args = []string{"-engine=true", "-consul-addr", consul.addr, "-log-level", "warn"}
+	if o.coordArgs != "" {
+		cl.Args = append(cl.Args, splitArgs(o.coordArgs)...)
+	}
+	defer cl.Close()
+	if err := cl.StartAll(); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	leader, err := cl.WaitLeader(wctx, allIndexes(o.coordinators))
+	cancel()
+	if err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	_, err = cl.Bootstrap(bctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	pid := cl.Procs[leader].Pid()
+
+	// The nodes, each with its own certificate.
+	cfg := &nodeConfig{consul: consul.client, logger: logger, allocStart: o.allocStart, slowDelay: o.slowDelay,
+		flapEvery: o.flapEvery, flapFor: o.flapFor, ttl: o.ttl, cpuMHz: 100000, memoryMB: 100000,
+		started: &atomic.Int64{}, syncs: &atomic.Int64{}, statuses: &atomic.Int64{}}
+	kinds := behaviours(o.nodes, o.slow, o.flap)
+	var nodes []*node
+	var nmu sync.Mutex
+	stopAll := func() {
+		nmu.Lock()
+		ns := nodes
+		nodes = nil
+		nmu.Unlock()
+		var wg sync.WaitGroup
+		for _, n := range ns {
+			wg.Go(n.stop)
+		}
+		wg.Wait()
+	}
+	defer stopAll()
+	startNodes := func(prefix string, count int, kindOf func(int) behaviour, spread time.Duration) error {
+		errs := make(chan error, count)
+		var wg sync.WaitGroup
+		for i := range count {
+			wg.Go(func() {
+				if spread > 0 {
+					select {
+					case <-ctx.Done():
+						errs <- ctx.Err()
+						return
+					case <-time.After(spread * time.Duration(i) / time.Duration(count)):
+					}
+				}
+				id := fmt.Sprintf("%s%05d", prefix, i)
+				files, err := cl.PKI.IssueFiles(pki.RoleNodeAgent, id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				creds, err := rpc.NewCreds(files.Security(), logger)
+				if err != nil {
+					errs <- err
+					return
+				}
+				n, err := startNode(ctx, id, kindOf(i), cfg, creds)
+				if err != nil {
+					errs <- err
+					return
+				}
+				nmu.Lock()
+				nodes = append(nodes, n)
+				nmu.Unlock()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		return <-errs
+	}
+	if err := startNodes("sim-", o.nodes, func(i int) behaviour { return kinds[i] }, o.startSpread); err != nil {
+		return err
+	}
+	if err := startNodes("stuck-", o.stuck, func(int) behaviour { return stuck }, 0); err != nil {
+		return err
+	}
+	conn := cl.Conn(leader)
+	clusterc := clusterv1.NewClusterServiceClient(conn)
+	deploy := deployv1.NewDeployServiceClient(conn)
+	wantReady := o.nodes - int(float64(o.nodes)*o.flap) + o.stuck
+	if err := waitFor(ctx, o.timeout, fmt.Sprintf("%d nodes ready", wantReady), func(c context.Context) (bool, string, error) {
+		resp, err := clusterc.ListNodes(c, &clusterv1.ListNodesRequest{})
+		if err != nil {
+			return false, "", err
+		}
+		ready := 0
+		for _, n := range resp.GetNodes() {
+			if n.GetStatus() == clusterv1.NodeStatus_NODE_STATUS_READY {
+				ready++
+			}
+		}
+		return ready >= wantReady, fmt.Sprintf("%d ready", ready), nil
+	}); err != nil {
+		return err
+	}
+
+	// Stuck nodes are drained: they stay registered and synced (the engine
+	// still calls them every pass) but get no instances.
+	for i := range o.stuck {
+		c, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := clusterc.DrainNode(c, &clusterv1.DrainNodeRequest{Id: fmt.Sprintf("stuck-%05d", i), Enable: true, By: "fleetsim"})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("drain stuck node: %w", err)
+		}
+	}
+	r := row{nodes: o.nodes, instances: o.nodes * o.perNode}
+	counts := serviceCounts(r.instances)
+	cpu0, _ := procCPU(pid)
+	consulCPU0, _ := procCPU(consul.pid())
+	phaseStart := time.Now()
+	r.firstDeploy, r.firstState, err = deployAll(ctx, deploy, counts, "slipway/demo:v1", o, o.timeout)
+	if err != nil {
+		return err
+	}
+	r.rolling, r.rollState, err = deployAll(ctx, deploy, counts, "slipway/demo:v2", o, o.timeout)
+	if err != nil {
+		return err
+	}
+	rollEnd := time.Now()
+	cpu1, _ := procCPU(pid)
+	r.leaderCPU = cpu1 - cpu0
+	r.leaderRSS, r.leaderHWM, _ = procMem(pid)
+	idleStart := time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(o.idle):
+	}
+	cpu2, _ := procCPU(pid)
+	r.idleCores = (cpu2 - cpu1) / time.Since(idleStart).Seconds()
+	consulCPU1, _ := procCPU(consul.pid())
+	r.consulCPU = consulCPU1 - consulCPU0
+	r.starts = cfg.started.Load()
+	r.needed = 2 * int64(r.instances)
+	idleEnd := time.Now()
+
+	stopAll()
+	cl.Close()
+	lg, err := readRaft(cl.Procs[leader].DataDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range lg.entries {
+		switch {
+		case !e.at.Before(phaseStart) && e.at.Before(rollEnd):
+			r.entries++
+			r.entryBytes += int64(e.size)
+		case !e.at.Before(idleStart) && !e.at.After(idleEnd):
+			r.idleEntries++
+		}
+	}
+	r.snapshot = lg.snapshot
+	if o.header {
+		printHeader()
+	}
+	printRow(r, o)
+	if lg.compacted {
+		fmt.Println("  (raft compacted its log during the run: entries before its snapshot are not counted)")
+	}
+	fmt.Printf("  agent calls answered: %d syncs, %d status reads; coordinator logs in %s\n", cfg.syncs.Load(), cfg.statuses.Load(),
+		map[bool]string{true: filepath.Join(work, "coordinators"), false: "(removed; -keep keeps them)"}[o.keep])
+	return nil
+}
+
+func allIndexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+func splitArgs(s string) []string {
+	var out []string
+	cur := ""
+	for _, r := range s + " " {
+		if r == ' ' {
+			if cur != "" {
+				out = append(out, cur)
+			}
+			cur = ""
+			continue
+		}
+		cur += string(r)
+	}
+	return out
+}
+
+// behaviours picks which nodes are slow or flapping, at random (seeded, so
+// runs are alike).
+func behaviours(n int, slowF, flapF float64) []behaviour {
+	out := make([]behaviour, n)
+	idx := rand.New(rand.NewPCG(1, 2)).Perm(n)
+	s, f := int(float64(n)*slowF), int(float64(n)*flapF)
+	for i, j := range idx {
+		switch {
+		case i < s:
+			out[j] = slow
+		case i < s+f:
+			out[j] = flapping
+		}
+	}
+	return out
+}
+
+// serviceCounts splits instances into services of at most 1,000 (the
+// spec's count limit).
+func serviceCounts(instances int) []int {
+	var out []int
+	for instances > 0 {
+		c := min(instances, 1000)
+		out = append(out, c)
+		instances -= c
+	}
+	return out
+}
+
+// deployAll deploys image to every service at once and waits until every
+// rollout is final; it returns the time from the first Deploy to the last
+// commit of a final state, and the final states seen.
+func deployAll(ctx context.Context, deploy deployv1.DeployServiceClient, counts []int, image string, o options, timeout time.Duration) (time.Duration, string, error) {
+	start := time.Now()
+	ids := make([]string, len(counts))
+	for i, count := range counts {
+		name := "fleet-" + strconv.Itoa(i)
+		mp := max(1, count*o.maxParallel/100)
+		spec := &deployv1.ServiceSpec{
+			Name: name, Image: image, Count: int32(count), Port: 8080,
+			Check:       &deployv1.HealthCheck{Http: "/healthz", Interval: durationpb.New(time.Second), Timeout: durationpb.New(500 * time.Millisecond)},
+			Route:       &deployv1.Route{Host: name + ".fleet"},
+			KillTimeout: durationpb.New(time.Second),
+			Resources:   &deployv1.Resources{CpuMhz: 10, MemoryMb: 16},
+			Update: &deployv1.UpdateStrategy{MaxParallel: int32(mp), MinHealthyTime: durationpb.New(o.minHealthy),
+				HealthyDeadline: durationpb.New(timeout / 2), ProgressDeadline: durationpb.New(timeout)},
+		}
+		c, cancel := context.WithTimeout(ctx, time.Minute)
+		resp, err := deploy.Deploy(c, &deployv1.DeployRequest{Spec: spec, RequestId: name + "/" + image, CreatedBy: "fleetsim"})
+		cancel()
+		if err != nil {
+			return 0, "", fmt.Errorf("deploy %s %s: %w", name, image, err)
+		}
+		ids[i] = resp.GetRollout().GetId()
+	}
+	final := make([]*deployv1.Rollout, len(ids))
+	err := waitFor(ctx, timeout, "rollouts of "+image+" final", func(c context.Context) (bool, string, error) {
+		left := 0
+		for i, id := range ids {
+			if final[i] != nil {
+				continue
+			}
+			resp, err := deploy.GetRollout(c, &deployv1.GetRolloutRequest{Id: id})
+			if err != nil {
+				return false, "", err
+			}
+			ro := resp.GetRollout()
+			if terminal(ro.GetState()) {
+				final[i] = ro
+				continue
+			}
+			left++
+		}
+		return left == 0, fmt.Sprintf("%d of %d rollouts not final", left, len(ids)), nil
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	var end time.Time
+	states := map[string]int{}
+	for _, ro := range final {
+		states[ro.GetState().String()]++
+		for _, h := range ro.GetHistory() {
+			if terminal(h.GetState()) && h.GetAt().AsTime().After(end) {
+				end = h.GetAt().AsTime()
+			}
+		}
+	}
+	summary := ""
+	for s, n := range states {
+		if s == deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED.String() && n == len(final) {
+			summary = "ok"
+			break
+		}
+		summary += fmt.Sprintf("%s=%d ", s, n)
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
+	return end.Sub(start), summary, nil
+}
+
+func terminal(s deployv1.RolloutState) bool {
+	switch s {
+	case deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, deployv1.RolloutState_ROLLOUT_STATE_FAILED,
+		deployv1.RolloutState_ROLLOUT_STATE_ABORTED, deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
+		deployv1.RolloutState_ROLLOUT_STATE_SUPERSEDED:
+		return true
+	}
+	return false
+}
+
+// waitFor polls cond every 250ms until it holds, fails or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, string, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	for {
+		c, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		ok, why, err := cond(c)
+		ccancel()
+		if err == nil && ok {
+			return nil
+		}
+		if err != nil {
+			why = err.Error()
+		}
+		last = why
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w (last: %s)", what, ctx.Err(), last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func printHeader() {
+	fmt.Printf("%6s %8s %9s %9s %9s %9s %9s %8s %9s %8s %8s %9s %8s %13s %s\n",
+		"nodes", "insts", "deploy_s", "rolling_s", "leadCPUs", "RSS_MiB", "peakMiB", "idleCPU", "entries", "raftMiB", "idleEnt", "snapMiB", "consCPU", "starts/need", "result")
+}
+
+func printRow(r row, o options) {
+	result := r.firstState + "/" + r.rollState
+	if o.slow+o.flap > 0 || o.stuck > 0 {
+		result += fmt.Sprintf(" (slow %.0f%%, flapping %.0f%%, stuck %d)", 100*o.slow, 100*o.flap, o.stuck)
+	}
+	fmt.Printf("%6d %8d %9.1f %9.1f %9.1f %9.0f %9.0f %8.3f %9d %8.1f %8d %9.1f %8.1f %13s %s\n",
+		r.nodes, r.instances, r.firstDeploy.Seconds(), r.rolling.Seconds(), r.leaderCPU, mib(r.leaderRSS), mib(r.leaderHWM),
+		r.idleCores, r.entries, mib(r.entryBytes), r.idleEntries, mib(r.snapshot), r.consulCPU,
+		fmt.Sprintf("%d/%d", r.starts, r.needed), result)
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// consulProc is a Consul dev agent on free loopback ports.
+type consulProc struct {
+	cmd    *exec.Cmd
+	addr   string
+	client *api.Client
+	done   chan struct{}
+}
+
+func (c *consulProc) pid() int { return c.cmd.Process.Pid }
+
+func (c *consulProc) stop() {
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
+}
+
+func startConsul(bin, work string) (*consulProc, error) {
+	ports, err := testenv.FreePorts(4)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(work, "consul.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]), "-serf-wan-port", strconv.Itoa(ports[2]),
+		"-server-port", strconv.Itoa(ports[3]), "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn",
+		"-node", "fleetsim-"+strconv.Itoa(ports[0]),
+		// One process speaks for every simulated agent (each real agent
+		// has its own Consul agent): lift the per-client connection cap.
+		"-hcl", "limits { http_max_conns_per_client = 4096 }")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	c := &consulProc{cmd: cmd, addr: "127.0.0.1:" + strconv.Itoa(ports[0]), done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(c.done) }()
+	conf := api.DefaultConfig()
+	conf.Address = c.addr
+	conf.Transport.MaxIdleConnsPerHost = 128
+	conf.Transport.MaxIdleConns = 128
+	conf.Transport.MaxConnsPerHost = 128
+	if c.client, err = api.NewClient(conf); err != nil {
+		c.stop()
+		return nil, err
+	}
+	err = waitFor(context.Background(), 30*time.Second, "consul leader", func(context.Context) (bool, string, error) {
+		l, err := c.client.Status().Leader()
+		return err == nil && l != "", "no leader", err
+	})
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
