@@ -59,6 +59,8 @@ command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 # Prometheus: the analysis provider's tests query a real server.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# promtool (same package) checks deployments/prometheus/slipway-alerts.yml.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # HAProxy: a peer of the edge in make bench (scripts/bench-edge.sh).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # Headless Chromium for the dashboard's browser tests (chromedp).

@@ -203,7 +203,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("server: raft %w", err)
 	}
 
-	fsm := state.New(state.WithRetention(state.Retention{EventRollouts: cfg.KeepEventRollouts, Audit: cfg.KeepAudit}))
+	rm := newRolloutMetrics()
+	fsm := state.New(state.WithRetention(state.Retention{EventRollouts: cfg.KeepEventRollouts, Audit: cfg.KeepAudit}), state.WithEventObserver(rm.observe))
+	rm.fsm = fsm
+	if err := reg.Register(rm); err != nil {
+		lis.Close()
+		return fmt.Errorf("server: register rollout metrics: %w", err)
+	}
 	node, err := raftnode.New(raftnode.Config{
 		ID: cfg.ID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr, Advertise: raftAdv, Creds: cfg.Creds,
 		Logger: logger, LogLevel: cfg.LogLevel, LogJSON: cfg.LogJSON, LogOutput: cfg.LogOutput, Registerer: reg,

@@ -134,6 +134,21 @@ func (r Retention) withDefaults() Retention {
 // Option configures an FSM.
 type Option func(*FSM)
 
+// WithEventObserver has observe called for every rollout event applied
+// (with the verdict an analysis event counted, else unspecified), under
+// the state's lock: it must be quick (a metric's Inc). It changes nothing
+// the state holds.
+func WithEventObserver(observe func(service, kind string, counted deployv1.AnalysisResult)) Option {
+	return func(f *FSM) { f.observe = observe }
+}
+
+// observed tells the event observer, if any, of an applied event.
+func (f *FSM) observed(service, kind string, a *deployv1.AnalysisVerdict) {
+	if f.observe != nil {
+		f.observe(service, kind, a.GetCounted())
+	}
+}
+
 // WithRetention sets how much of the rollout events and the audit log the
 // FSM keeps; zero fields keep their defaults.
 func WithRetention(r Retention) Option {
@@ -178,6 +193,7 @@ type FSM struct {
 	revoked              map[[32]byte]bool                 // secret SHA-256 of revoked tokens
 	aclBooted            bool                              // the ACL bootstrap entry was applied
 	changed              chan struct{}                     // closed and replaced after every Apply/Restore
+	observe              func(service, kind string, counted deployv1.AnalysisResult)
 }
 
 // Interface guards.
@@ -408,6 +424,7 @@ func (f *FSM) release(index, version uint64, at *timestamppb.Timestamp, spec *de
 			Weights: cloneWeights(active.GetWeights()), State: active.GetState(),
 		})
 		f.addEvent(active, at, "superseded", "superseded by "+newID)
+		f.observed(active.GetService(), "superseded", nil)
 		f.supersededBy[active.GetId()] = newID
 	}
 	rel := &deployv1.Release{
@@ -436,6 +453,7 @@ func (f *FSM) release(index, version uint64, at *timestamppb.Timestamp, spec *de
 	f.rollouts[newID] = ro
 	f.rolloutOrder = append(f.rolloutOrder, newID)
 	f.addEvent(ro, at, "created", desc)
+	f.observed(ro.GetService(), "created", nil)
 	f.trimEvents(name)
 	sr.svc.LatestRelease = number
 	sr.svc.ActiveRollout = newID
@@ -513,6 +531,7 @@ func (f *FSM) applyOperator(index uint64, at *timestamppb.Timestamp, op *statev1
 		msg += ": " + op.GetReason()
 	}
 	f.addEvent(ro, at, "command", msg)
+	f.observed(ro.GetService(), "command", nil)
 	f.addAudit(index, at, op.GetBy(), op.GetAccessorId(), verb, ro.GetService(), fmt.Sprintf("%s %s", verb, ro.GetId()))
 	return RolloutResult{Rollout: proto.CloneOf(ro)}
 }

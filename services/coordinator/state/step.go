@@ -199,6 +199,7 @@ func (f *FSM) applyRolloutStep(index uint64, at *timestamppb.Timestamp, op *stat
 			// is in the rollout's events).
 			f.addAudit(index, at, EngineActor, "", "analysis failed", ro.GetService(), ro.GetId()+": "+ev.GetMessage())
 		}
+		f.observed(ro.GetService(), ev.GetKind(), ev.GetAnalysis())
 		if e := f.addEvent(ro, at, ev.GetKind(), ev.GetMessage()); e != nil {
 			e.Healthy = cloneWeights(op.GetHealthy())
 			if a := ev.GetAnalysis(); a != nil {

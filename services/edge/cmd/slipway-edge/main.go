@@ -215,6 +215,13 @@ func run(args []string) error {
 		counts = r
 	}
 
+	if counts != nil {
+		// The golden signals per release, both modes, for dashboards and
+		// alerts (deployments/grafana, deployments/prometheus).
+		if err := reg.Register(signals.NewCollector(counts)); err != nil {
+			return fmt.Errorf("register signal metrics: %w", err)
+		}
+	}
 	if o.coordinators != "" && counts != nil {
 		send, err := signals.DialGRPC(strings.Split(o.coordinators, ","), creds)
 		if err != nil {
