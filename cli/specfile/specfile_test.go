@@ -121,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 		want []string
 	}{
 		{name: "unknown fields named with their line", in: "name: web\nimgae: x\nupdate:\n  stratgy: canary\n  canary: {steps: [{weight: 10, paws: 3s}]}\n", want: []string{
-			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, restart, route, security, update, volumes)`,
+			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, security, stop_signal, update, volumes)`,
 			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, hooks, max_parallel, max_surge, max_unavailable, min_healthy_time, progress_deadline, scale_down_delay, stagger, strategy)`,
 			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: analysis, manual, pause, weight)`,
 		}},
@@ -153,7 +153,7 @@ func TestParseErrors(t *testing.T) {
 			`spec.yaml:3: env["A"]: is given twice`,
 		}},
 		{name: "json unknown field", in: "{\n  \"name\": \"a\",\n  \"Image\": \"b\"\n}", want: []string{
-			`spec.yaml:3: Image: unknown field "Image" (known: args, check, constraints, count, env, image, kill_timeout, name, port, resources, restart, route, security, update, volumes)`,
+			`spec.yaml:3: Image: unknown field "Image" (known: args, check, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, security, stop_signal, update, volumes)`,
 		}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{`spec.yaml:1: spec: must be a mapping of fields, got a list`}},
 		{name: "empty", in: "", want: []string{`spec.yaml: the file is empty; a spec needs at least name, image and port`}},

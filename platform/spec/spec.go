@@ -150,6 +150,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	validateUpdate(&v, "spec.update", s.GetUpdate())
 	validateSecurity(&v, s.GetSecurity())
 	validateVolumes(&v, s)
+	validateContainer(&v, s)
 	validateRestart(&v, s.GetRestart())
 	validDuration(&v, "spec.kill_timeout", s.GetKillTimeout())
 	if len(v) == 0 {

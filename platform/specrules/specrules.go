@@ -11,6 +11,7 @@ package specrules
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -458,4 +459,43 @@ func RestartBackoff(delay time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, limit)
+}
+
+// StopSignals are the signals a spec's stop_signal may name.
+var StopSignals = []string{"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH"}
+
+// StopSignal checks a stop signal: empty (SIGTERM) or one of StopSignals.
+func StopSignal(s string) string {
+	if s == "" || slices.Contains(StopSignals, s) {
+		return ""
+	}
+	return fmt.Sprintf("%q is not one of %s", s, strings.Join(StopSignals, ", "))
+}
+
+// MaxLabels bounds a spec's labels; MaxLabelBytes each key and value.
+const (
+	MaxLabels     = 32
+	MaxLabelBytes = 256
+)
+
+// Label checks one container label: a non-empty key of printable ASCII
+// without spaces, not in the agent's own "slipway." namespace; key and
+// value at most MaxLabelBytes, without NUL.
+func Label(k, v string) string {
+	switch {
+	case k == "":
+		return "the key is empty"
+	case strings.HasPrefix(strings.ToLower(k), "slipway."):
+		return fmt.Sprintf("%q is in the slipway. namespace, which the node agent's own labels use", k)
+	case len(k) > MaxLabelBytes || len(v) > MaxLabelBytes:
+		return fmt.Sprintf("key and value must be at most %d bytes each", MaxLabelBytes)
+	case strings.IndexByte(v, 0) >= 0:
+		return "the value contains a NUL byte"
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] <= ' ' || k[i] >= 0x7f {
+			return fmt.Sprintf("%q: a key is printable ASCII without spaces", k)
+		}
+	}
+	return ""
 }

@@ -22,7 +22,8 @@ import (
 // a named volume of the service: after a rolling update from v1 to v2 the
 // v2 instance reads v1's line from the same volume, which the agent
 // created once (labelled with the node, service and volume) and kept; a
-// read-only volume is mounted read-only.
+// read-only volume is mounted read-only; the spec's entrypoint, stop
+// signal and labels are the container's.
 func TestVolumeDataSurvivesARelease(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a coordinator and a node agent with Docker containers")
@@ -52,7 +53,8 @@ func TestVolumeDataSurvivesARelease(t *testing.T) {
 					Timeout: durationpb.New(500 * time.Millisecond)},
 				KillTimeout: durationpb.New(2 * time.Second),
 				Volumes:     []*deployv1.VolumeMount{{Name: "data", Target: "/data"}, {Name: "seed", Target: "/seed", ReadOnly: true}},
-				Update:      quick(&deployv1.UpdateStrategy{}),
+				Entrypoint:  []string{"/demo"}, Labels: map[string]string{"team": "notes"}, StopSignal: "SIGINT",
+				Update: quick(&deployv1.UpdateStrategy{}),
 			}, RequestId: s.name + "/" + version, CreatedBy: "e2e"})
 			id = resp.GetRollout().GetId()
 			return err
@@ -118,5 +120,13 @@ func TestVolumeDataSurvivesARelease(t *testing.T) {
 		if !strings.Contains(string(mounts), want) {
 			t.Errorf("mounts %q lack %q", mounts, want)
 		}
+	}
+	// The spec's container fields reach Docker.
+	cfg, err := exec.Command("docker", "inspect", "-f", `{{json .Config.Entrypoint}} {{.Config.StopSignal}} {{index .Config.Labels "team"}}`, strings.TrimSpace(string(ids))).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(cfg)); got != `["/demo"] SIGINT notes` {
+		t.Errorf("entrypoint, stop signal, label = %q, want [\"/demo\"] SIGINT notes", got)
 	}
 }

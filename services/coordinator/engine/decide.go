@@ -565,6 +565,7 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 	for _, v := range spec.GetVolumes() {
 		a.Volumes = append(a.Volumes, &agentv1.Volume{Name: v.GetName(), ContainerPath: v.GetTarget(), ReadOnly: v.GetReadOnly()})
 	}
+	a.Entrypoint, a.Labels, a.StopSignal = spec.GetEntrypoint(), spec.GetLabels(), spec.GetStopSignal()
 	if sec := spec.GetSecurity(); sec != nil {
 		a.Privileged, a.CapAdd = sec.GetPrivileged(), sec.GetCapAdd()
 		for _, m := range sec.GetHostMounts() {

@@ -52,3 +52,15 @@ func TestVolumeConstraints(t *testing.T) {
 		t.Fatalf("constraints = %v, want node.id ^(n\\.2|n1)$", got)
 	}
 }
+
+// TestTemplateCarriesContainerFields: entrypoint, labels, stop signal and
+// volumes reach the allocation the agent runs.
+func TestTemplateCarriesContainerFields(t *testing.T) {
+	a := engine.Template(&deployv1.ServiceSpec{Name: "web", Image: "demo:v1", Port: 80, Entrypoint: []string{"/demo"},
+		Labels: map[string]string{"team": "a"}, StopSignal: "SIGINT",
+		Volumes: []*deployv1.VolumeMount{{Name: "data", Target: "/data", ReadOnly: true}}}, 1, "stable")
+	if len(a.GetEntrypoint()) != 1 || a.GetLabels()["team"] != "a" || a.GetStopSignal() != "SIGINT" ||
+		len(a.GetVolumes()) != 1 || a.GetVolumes()[0].GetContainerPath() != "/data" || !a.GetVolumes()[0].GetReadOnly() {
+		t.Fatalf("template %v", a)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -326,8 +327,13 @@ func (a *Agent) Sync(ctx context.Context, nodeID string, tok Token, specs []allo
 		for _, v := range a.cfg.Policy.Check(s.Ask()) {
 			vs = append(vs, allocation.Violation{Field: v.Field, Description: v.Description})
 		}
-		if len(s.Volumes) > 0 && a.drv.Name() != "docker" {
-			vs = append(vs, allocation.Violation{Field: "volumes", Description: "named volumes need the docker driver; this node runs " + a.drv.Name()})
+		if a.drv.Name() != "docker" {
+			for f, asked := range map[string]bool{"volumes": len(s.Volumes) > 0, "entrypoint": len(s.Entrypoint) > 0, "stop_signal": s.StopSignal != ""} {
+				if asked {
+					vs = append(vs, allocation.Violation{Field: f, Description: f + " needs the docker driver; this node runs " + a.drv.Name()})
+				}
+			}
+			slices.SortFunc(vs, func(x, y allocation.Violation) int { return strings.Compare(x.Field, y.Field) })
 		}
 		if _, dup := desired[s.ID]; dup || invalid[s.ID].AllocID != "" && s.ID != "" {
 			vs = append(vs, allocation.Violation{Field: "id", Description: "appears more than once in the desired set"})

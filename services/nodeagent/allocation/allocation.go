@@ -64,6 +64,13 @@ type Spec struct {
 	// Volumes are the service's named volumes (docker driver), created
 	// when missing and kept when the instance stops.
 	Volumes []Volume `json:"volumes,omitempty"`
+	// Entrypoint replaces the image's entrypoint (docker driver).
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	// Labels are extra container labels (docker driver).
+	Labels map[string]string `json:"labels,omitempty"`
+	// StopSignal asks the instance to stop; empty: SIGTERM (docker
+	// driver).
+	StopSignal string `json:"stop_signal,omitempty"`
 }
 
 // Volume is a named volume of the service mounted into the instance.
@@ -258,6 +265,13 @@ func (s Spec) Validate(nodeID string) []Violation {
 			add(fmt.Sprintf("cap_add[%d]", i), fmt.Sprintf("%q is not a Linux capability", c))
 		}
 	}
+	for i, a := range s.Entrypoint {
+		check(fmt.Sprintf("entrypoint[%d]", i), specrules.Arg(a))
+	}
+	for k, v := range s.Labels {
+		check(fmt.Sprintf("labels[%q]", k), specrules.Label(k, v))
+	}
+	check("stop_signal", specrules.StopSignal(s.StopSignal))
 	for i, v := range s.Volumes {
 		if v.Name == "" || strings.ContainsAny(v.Name, "/\\ \x00") || len(v.Name) > 63 {
 			add(fmt.Sprintf("volumes[%d].name", i), fmt.Sprintf("%q is not a volume name", v.Name))

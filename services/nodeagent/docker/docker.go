@@ -173,6 +173,43 @@ func HostConfig(s allocation.Spec, pidsLimit int64, bindIP string) *container.Ho
 	return hc
 }
 
+// ContainerConfig is the container configuration of a spec on node: the
+// image, PORT and the spec's env, its entrypoint and args, its stop
+// signal, its labels and the driver's own (which win).
+func ContainerConfig(s allocation.Spec, node string) *container.Config {
+	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")
+	env := []string{"PORT=" + strconv.Itoa(s.Port)}
+	for k, v := range s.Env {
+		env = append(env, k+"="+v)
+	}
+	labels := map[string]string{}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	for k, v := range map[string]string{
+		LabelAllocation:  s.ID,
+		LabelService:     s.Service,
+		LabelRelease:     strconv.FormatUint(s.Release, 10),
+		LabelNode:        node,
+		LabelTrack:       s.Track,
+		LabelFingerprint: s.Fingerprint(),
+	} {
+		labels[k] = v
+	}
+	cfg := &container.Config{
+		Image:        s.Image,
+		Env:          env,
+		Cmd:          s.Args,
+		ExposedPorts: nat.PortSet{port: struct{}{}},
+		Labels:       labels,
+		StopSignal:   s.StopSignal,
+	}
+	if len(s.Entrypoint) > 0 {
+		cfg.Entrypoint = s.Entrypoint
+	}
+	return cfg
+}
+
 // Labels the driver puts on every volume it creates.
 const (
 	LabelVolume = "slipway.volume"
@@ -251,24 +288,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if s.HostPort > 0 {
 		hostPort = strconv.Itoa(s.HostPort)
 	}
-	env := []string{"PORT=" + strconv.Itoa(s.Port)}
-	for k, v := range s.Env {
-		env = append(env, k+"="+v)
-	}
-	cfg := &container.Config{
-		Image:        s.Image,
-		Env:          env,
-		Cmd:          s.Args,
-		ExposedPorts: nat.PortSet{port: struct{}{}},
-		Labels: map[string]string{
-			LabelAllocation:  s.ID,
-			LabelService:     s.Service,
-			LabelRelease:     strconv.FormatUint(s.Release, 10),
-			LabelNode:        d.node,
-			LabelTrack:       s.Track,
-			LabelFingerprint: s.Fingerprint(),
-		},
-	}
+	cfg := ContainerConfig(s, d.node)
 	if s.KillTimeout > 0 {
 		secs := int((s.KillTimeout + time.Second - 1) / time.Second)
 		cfg.StopTimeout = &secs

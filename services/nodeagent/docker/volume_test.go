@@ -33,3 +33,21 @@ func TestHostConfigMountsNamedVolumes(t *testing.T) {
 		t.Errorf("VolumeName = %q", docker.VolumeName("n1", "db", "data"))
 	}
 }
+
+// TestContainerConfig: the spec's entrypoint, args, stop signal and labels
+// are the container's; the driver's own labels win over the spec's.
+func TestContainerConfig(t *testing.T) {
+	s := allocation.Spec{ID: "a1", NodeID: "n1", Service: "db", Release: 2, Port: 8080, Image: "demo:v1",
+		Entrypoint: []string{"/demo"}, Args: []string{"-x"}, StopSignal: "SIGINT",
+		Labels: map[string]string{"team": "payments", docker.LabelService: "forged"}}
+	c := docker.ContainerConfig(s, "n1")
+	if len(c.Entrypoint) != 1 || c.Entrypoint[0] != "/demo" || len(c.Cmd) != 1 || c.StopSignal != "SIGINT" {
+		t.Errorf("config %+v", c)
+	}
+	if c.Labels["team"] != "payments" || c.Labels[docker.LabelService] != "db" || c.Labels[docker.LabelNode] != "n1" {
+		t.Errorf("labels %v", c.Labels)
+	}
+	if c := docker.ContainerConfig(allocation.Spec{Port: 1}, "n1"); c.Entrypoint != nil || c.StopSignal != "" {
+		t.Errorf("defaults: entrypoint %v, stop signal %q, want the image's", c.Entrypoint, c.StopSignal)
+	}
+}

@@ -137,6 +137,9 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		Restart:       restart(a.GetRestart()),
 		StartDeadline: dur(a.GetStartDeadline()),
 		Volumes:       volumes(a.GetVolumes()),
+		Entrypoint:    a.GetEntrypoint(),
+		Labels:        a.GetLabels(),
+		StopSignal:    a.GetStopSignal(),
 	}
 }
 

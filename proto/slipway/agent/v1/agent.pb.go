@@ -444,7 +444,13 @@ type Allocation struct {
 	StartDeadline *durationpb.Duration `protobuf:"bytes,20,opt,name=start_deadline,json=startDeadline,proto3" json:"start_deadline,omitempty"`
 	// volumes are named Docker volumes of the service, created by the agent
 	// when missing and kept when the instance stops (docker driver).
-	Volumes       []*Volume `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Volumes []*Volume `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// entrypoint replaces the image's entrypoint; empty: the image's.
+	Entrypoint []string `protobuf:"bytes,22,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	// labels are extra container labels (never "slipway." ones).
+	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// stop_signal is the stop signal; empty: SIGTERM.
+	StopSignal    string `protobuf:"bytes,24,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,6 +630,27 @@ func (x *Allocation) GetVolumes() []*Volume {
 		return x.Volumes
 	}
 	return nil
+}
+
+func (x *Allocation) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+func (x *Allocation) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Allocation) GetStopSignal() string {
+	if x != nil {
+		return x.StopSignal
+	}
+	return ""
 }
 
 // Volume mounts a service's named volume.
@@ -1440,7 +1467,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xce\x06\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x8c\b\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1466,8 +1493,17 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x06mounts\x18\x12 \x03(\v2\x17.slipway.agent.v1.MountR\x06mounts\x129\n" +
 	"\arestart\x18\x13 \x01(\v2\x1f.slipway.agent.v1.RestartPolicyR\arestart\x12@\n" +
 	"\x0estart_deadline\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\rstartDeadline\x122\n" +
-	"\avolumes\x18\x15 \x03(\v2\x18.slipway.agent.v1.VolumeR\avolumes\x1a6\n" +
+	"\avolumes\x18\x15 \x03(\v2\x18.slipway.agent.v1.VolumeR\avolumes\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\x16 \x03(\tR\n" +
+	"entrypoint\x12@\n" +
+	"\x06labels\x18\x17 \x03(\v2(.slipway.agent.v1.Allocation.LabelsEntryR\x06labels\x12\x1f\n" +
+	"\vstop_signal\x18\x18 \x01(\tR\n" +
+	"stopSignal\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
 	"\x06Volume\x12\x12\n" +
@@ -1575,7 +1611,7 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
 	(RestartMode)(0),                 // 1: slipway.agent.v1.RestartMode
@@ -1596,47 +1632,49 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(*WatchAllocationsRequest)(nil),  // 16: slipway.agent.v1.WatchAllocationsRequest
 	(*WatchAllocationsResponse)(nil), // 17: slipway.agent.v1.WatchAllocationsResponse
 	nil,                              // 18: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 19: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	nil,                              // 19: slipway.agent.v1.Allocation.LabelsEntry
+	nil,                              // 20: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	20, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	20, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	21, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	21, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
 	18, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
 	5,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	20, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	21, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
 	9,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
 	8,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
-	20, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
+	21, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
 	7,  // 9: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
-	20, // 10: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	20, // 11: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	1,  // 12: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
-	2,  // 13: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	3,  // 14: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	21, // 15: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	21, // 16: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 17: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	6,  // 18: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	10, // 19: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	19, // 20: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	4,  // 21: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	10, // 22: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	15, // 23: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
-	10, // 24: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	11, // 25: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	13, // 26: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	16, // 27: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	12, // 28: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	14, // 29: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	17, // 30: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	28, // [28:31] is the sub-list for method output_type
-	25, // [25:28] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	19, // 10: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
+	21, // 11: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	21, // 12: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	1,  // 13: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
+	2,  // 14: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	3,  // 15: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	22, // 16: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	22, // 17: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 18: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	6,  // 19: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	10, // 20: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	20, // 21: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	4,  // 22: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	10, // 23: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	15, // 24: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	10, // 25: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	11, // 26: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	13, // 27: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	16, // 28: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	12, // 29: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	14, // 30: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	17, // 31: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	29, // [29:32] is the sub-list for method output_type
+	26, // [26:29] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1651,7 +1689,7 @@ func file_slipway_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -317,7 +317,16 @@ type ServiceSpec struct {
 	// and keeps it across instances and releases, and once the service has
 	// run on nodes with a volume, its instances are placed only on those
 	// nodes (the data lives there). Host directories are security.host_mounts.
-	Volumes       []*VolumeMount `protobuf:"bytes,15,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Volumes []*VolumeMount `protobuf:"bytes,15,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// entrypoint replaces the image's entrypoint (Docker's --entrypoint);
+	// args (the command) are passed to it. Empty: the image's.
+	Entrypoint []string `protobuf:"bytes,16,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	// labels are extra container labels; keys must not start with
+	// "slipway." (the agent's own labels).
+	Labels map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// stop_signal is the signal that asks an instance to stop before
+	// kill_timeout's SIGKILL, e.g. "SIGINT"; default SIGTERM.
+	StopSignal    string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -455,6 +464,27 @@ func (x *ServiceSpec) GetVolumes() []*VolumeMount {
 		return x.Volumes
 	}
 	return nil
+}
+
+func (x *ServiceSpec) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetStopSignal() string {
+	if x != nil {
+		return x.StopSignal
+	}
+	return ""
 }
 
 // VolumeMount mounts a named volume of the service.
@@ -2056,7 +2086,7 @@ var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf3\x05\n" +
+	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb3\a\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x14\n" +
@@ -2073,8 +2103,17 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x04args\x18\f \x03(\tR\x04args\x127\n" +
 	"\bsecurity\x18\r \x01(\v2\x1b.slipway.deploy.v1.SecurityR\bsecurity\x12:\n" +
 	"\arestart\x18\x0e \x01(\v2 .slipway.deploy.v1.RestartPolicyR\arestart\x128\n" +
-	"\avolumes\x18\x0f \x03(\v2\x1e.slipway.deploy.v1.VolumeMountR\avolumes\x1a6\n" +
+	"\avolumes\x18\x0f \x03(\v2\x1e.slipway.deploy.v1.VolumeMountR\avolumes\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\x10 \x03(\tR\n" +
+	"entrypoint\x12B\n" +
+	"\x06labels\x18\x11 \x03(\v2*.slipway.deploy.v1.ServiceSpec.LabelsEntryR\x06labels\x12\x1f\n" +
+	"\vstop_signal\x18\x12 \x01(\tR\n" +
+	"stopSignal\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
 	"\vVolumeMount\x12\x12\n" +
@@ -2236,7 +2275,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -2265,7 +2304,8 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(*Comparison)(nil),           // 24: slipway.deploy.v1.Comparison
 	(*BlueGreenStrategy)(nil),    // 25: slipway.deploy.v1.BlueGreenStrategy
 	nil,                          // 26: slipway.deploy.v1.ServiceSpec.EnvEntry
-	(*durationpb.Duration)(nil),  // 27: google.protobuf.Duration
+	nil,                          // 27: slipway.deploy.v1.ServiceSpec.LabelsEntry
+	(*durationpb.Duration)(nil),  // 28: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
 	26, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
@@ -2274,50 +2314,51 @@ var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
 	11, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
 	12, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
 	13, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	27, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	28, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
 	7,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
 	6,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
 	5,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
-	27, // 10: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	27, // 11: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	0,  // 12: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
-	8,  // 13: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	27, // 14: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	27, // 15: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	1,  // 16: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	27, // 17: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	27, // 18: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	27, // 19: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	27, // 20: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	15, // 21: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	25, // 22: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	27, // 23: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	14, // 24: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
-	2,  // 25: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
-	27, // 26: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
-	27, // 27: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
-	18, // 28: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	19, // 29: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	16, // 30: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	17, // 31: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	27, // 32: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	27, // 33: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	19, // 34: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	27, // 35: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	3,  // 36: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	22, // 37: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	23, // 38: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	24, // 39: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	21, // 40: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	20, // 41: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	27, // 42: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	27, // 43: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	27, // 44: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	27, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
+	28, // 11: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	28, // 12: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	0,  // 13: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
+	8,  // 14: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	28, // 15: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	28, // 16: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	1,  // 17: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	28, // 18: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	28, // 19: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	28, // 20: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	28, // 21: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	15, // 22: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	25, // 23: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	28, // 24: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	14, // 25: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
+	2,  // 26: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	28, // 27: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	28, // 28: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	18, // 29: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	19, // 30: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	16, // 31: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	17, // 32: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	28, // 33: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	28, // 34: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	19, // 35: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	28, // 36: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 37: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	22, // 38: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	23, // 39: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	24, // 40: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	21, // 41: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	20, // 42: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	28, // 43: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	28, // 44: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	28, // 45: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2333,7 +2374,7 @@ func file_slipway_deploy_v1_spec_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
