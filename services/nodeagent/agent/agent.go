@@ -569,7 +569,13 @@ func (a *Agent) refresh(ctx context.Context) {
 				a.registered[id] = true
 			}
 		}
-		a.selfReg = self
+		if !self {
+			a.selfReg = false // Consul lost it: register again
+		}
+		// An entry found there (left by the process before a restart)
+		// is not this process's registration: selfReg stays false until
+		// it registers the agent itself, which also makes the registry
+		// tie every instance it registers to the agent's check (alias).
 	}
 	if err == nil {
 		seen := map[string]bool{}

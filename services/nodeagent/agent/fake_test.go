@@ -85,9 +85,10 @@ func (d *fakeDriver) Watch(ctx context.Context, _ func(allocation.Event)) { <-ct
 
 // fakeRegistry is Consul in memory.
 type fakeRegistry struct {
-	rec *recorder
-	mu  sync.Mutex
-	reg map[string]bool
+	rec    *recorder
+	mu     sync.Mutex
+	reg    map[string]bool
+	agents int // RegisterAgent calls
 }
 
 func (r *fakeRegistry) Register(_ context.Context, s allocation.Spec, _ allocation.Instance, _ string, _ bool) error {
@@ -123,7 +124,56 @@ func (r *fakeRegistry) WaitRoutes(_ context.Context, _, id string, _, _ time.Dur
 	return nil
 }
 
-func (r *fakeRegistry) RegisterAgent(context.Context, Self) error { return nil }
+func (r *fakeRegistry) RegisterAgent(context.Context, Self) error {
+	r.mu.Lock()
+	r.agents++
+	r.mu.Unlock()
+	return nil
+}
+
+// TestRestartedAgentRegistersItself: after a restart Consul still holds
+// the agent's own entry (the fake reports it); the new process registers
+// itself anyway, once, so that the instances it registers from then on are
+// tied to its check (a restarted agent that did not left them passing after
+// it died).
+func TestRestartedAgentRegistersItself(t *testing.T) {
+	reg := &fakeRegistry{rec: &recorder{}, reg: map[string]bool{}}
+	drv := &fakeDriver{rec: reg.rec, inst: map[string]allocation.Instance{}}
+	a, err := New(Config{NodeID: "n1", Address: "127.0.0.1", GRPCAddr: "127.0.0.1:7410", DataDir: t.TempDir(), ReadyWithin: time.Millisecond,
+		AntiEntropy: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, drv, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	calls := func() int {
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		return reg.agents
+	}
+	testenv.Eventually(t, 10*time.Second, "the agent registered itself", func() error {
+		if calls() == 0 {
+			return errors.New("RegisterAgent not called")
+		}
+		return nil
+	})
+	// Later resyncs (every AntiEntropy) find it registered: not again.
+	seen := 0
+	testenv.Eventually(t, 10*time.Second, "a few resyncs", func() error {
+		if _, _, err := reg.Owned(ctx); err != nil {
+			return err
+		}
+		if seen++; seen < 5 {
+			return errors.New("waiting")
+		}
+		return nil
+	})
+	if n := calls(); n != 1 {
+		t.Errorf("RegisterAgent called %d times, want once", n)
+	}
+}
 
 func (r *fakeRegistry) Heartbeat(context.Context) error { return nil }
 
