@@ -297,13 +297,26 @@ func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 			v.add(path+".pause", "a step is either paused for a duration or manual, not both")
 		}
 	}
-	canary := u.GetStrategy() == deployv1.Strategy_STRATEGY_CANARY
+	strategy := u.GetStrategy()
+	if strategy == deployv1.Strategy_STRATEGY_UNSPECIFIED {
+		strategy = deployv1.Strategy_STRATEGY_ROLLING
+	}
+	canary := strategy == deployv1.Strategy_STRATEGY_CANARY
 	if a := u.GetCanary().GetAnalysis(); a != nil {
-		validateAnalysis(v, at+".canary.analysis", a, canary)
+		validateAnalysis(v, at+".canary.analysis", a, canary, "canary steps", "canary")
 	}
 	for i, st := range u.GetCanary().GetSteps() {
 		if a := st.GetAnalysis(); a != nil {
-			validateAnalysis(v, fmt.Sprintf("%s.canary.steps[%d].analysis", at, i), a, canary)
+			validateAnalysis(v, fmt.Sprintf("%s.canary.steps[%d].analysis", at, i), a, canary, "canary steps", "canary")
+		}
+	}
+	if a := u.GetBlueGreen().GetAnalysis(); a != nil {
+		validateAnalysis(v, at+".blue_green.analysis", a, strategy == deployv1.Strategy_STRATEGY_BLUE_GREEN, "blue/green previews", "blue_green")
+	}
+	if a := u.GetRolling().GetAnalysis(); a != nil {
+		validateAnalysis(v, at+".rolling.analysis", a, strategy == deployv1.Strategy_STRATEGY_ROLLING, "rolling batches", "rolling")
+		if u.GetMaxSurge() != "" || u.GetMaxUnavailable() != "" {
+			v.add(at+".rolling.analysis", "judges max_parallel batches; not (yet) an update bounded by max_surge/max_unavailable")
 		}
 	}
 	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
@@ -366,10 +379,11 @@ func validateHooks(v *violations, at string, u *deployv1.UpdateStrategy) {
 	}
 }
 
-// validateAnalysis checks one analysis block at path.
-func validateAnalysis(v *violations, path string, a *deployv1.Analysis, canary bool) {
-	if !canary {
-		v.add(path, "analysis judges canary steps: set strategy canary (blue/green previews and rolling batches are not analysed)")
+// validateAnalysis checks one analysis block at path; applies says whether
+// the update's strategy uses it (it judges what, under strategy want).
+func validateAnalysis(v *violations, path string, a *deployv1.Analysis, applies bool, what, want string) {
+	if !applies {
+		v.add(path, "this analysis judges %s: set strategy %s, or put the analysis under canary (steps), blue_green (the preview) or rolling (batches) to match the strategy", what, want)
 	}
 	if validDuration(v, path+".interval", a.GetInterval()) && !isZero(a.GetInterval()) && a.GetInterval().AsDuration() < time.Second {
 		v.add(path+".interval", "must be at least 1s (signals are merged per second), got %s", show(a.GetInterval()))
@@ -619,6 +633,9 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		if u.BlueGreen.PreviewHeader == "" {
 			u.BlueGreen.PreviewHeader = DefaultPreviewHeader
 		}
+		normalizeAnalysis(u.BlueGreen.Analysis)
+	case deployv1.Strategy_STRATEGY_ROLLING:
+		normalizeAnalysis(u.GetRolling().GetAnalysis())
 	}
 	return n
 }

@@ -5,15 +5,56 @@ import (
 	"time"
 
 	"slipway.dev/coordinator/analysis"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
 // stepAnalysis is the analysis of the step s is in, nil when the step is
-// not judged (or its weight is not in force yet).
+// not judged (or its traffic is not in force yet): a canary step's, a
+// blue/green preview's (judged on the requests the preview header routed
+// to the new colour), or that of a rolling batch's (the new release against
+// the old while both serve, before the next batch).
 func stepAnalysis(s State) *analysis.Config {
-	if Terminal(s.Phase) || s.Stage != StageDeploy || !s.StepApplied || s.From == 0 || s.Step >= len(s.Config.Steps) {
+	if Terminal(s.Phase) || !s.StepApplied || s.From == 0 {
 		return nil
 	}
-	return s.Config.Steps[s.Step].Analysis
+	switch s.Config.Strategy {
+	case deployv1.Strategy_STRATEGY_CANARY:
+		if s.Stage != StageDeploy || s.Step >= len(s.Config.Steps) {
+			return nil
+		}
+		return s.Config.Steps[s.Step].Analysis
+	case deployv1.Strategy_STRATEGY_BLUE_GREEN:
+		if s.Stage != StagePreview {
+			return nil
+		}
+	default:
+		if s.Stage != StageDeploy {
+			return nil
+		}
+	}
+	return s.Config.Analysis
+}
+
+// startAnalysis marks the traffic of a judged preview or rolling batch in
+// force: its first window starts now.
+func (r *run) startAnalysis() {
+	r.s.StepApplied, r.s.StepPassed = true, false
+	r.s.AnalysisFrom = r.now
+}
+
+// analysed judges the preview or rolling batch in force and reports whether
+// it may move on: after a passing verdict, or at once when an operator
+// promoted (the promote overrides the analysis, as on a canary step).
+// failed is set when a verdict failed the rollout.
+func (r *run) analysed() (ok, failed bool) {
+	a := r.s.Config.Analysis
+	if a == nil || !r.s.StepApplied || r.s.StepPromoted || r.s.Promoted {
+		return true, false
+	}
+	if r.judge(*a) {
+		return false, true
+	}
+	return r.s.StepPassed, false
 }
 
 // AnalysisWindow returns the window whose golden signals the caller should

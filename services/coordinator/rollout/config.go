@@ -74,6 +74,13 @@ func ConfigFromSpec(u *deployv1.UpdateStrategy) (Config, error) {
 	for _, h := range u.GetCanary().GetHeaderRoutes() {
 		c.HeaderRoutes = append(c.HeaderRoutes, HeaderRoute{Header: h.GetHeader(), Cookie: h.GetCookie(), Value: h.GetValue()})
 	}
+	switch c.Strategy {
+	case deployv1.Strategy_STRATEGY_BLUE_GREEN:
+		c.Analysis = AnalysisFromSpec(nil, u.GetBlueGreen().GetAnalysis())
+	case deployv1.Strategy_STRATEGY_CANARY:
+	default:
+		c.Analysis = AnalysisFromSpec(nil, u.GetRolling().GetAnalysis())
+	}
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -124,6 +131,10 @@ func (c Config) WithDefaults() Config {
 			c.Steps[i].Analysis = &a
 		}
 	}
+	if c.Analysis != nil {
+		a := c.Analysis.WithDefaults()
+		c.Analysis = &a
+	}
 	return c
 }
 
@@ -151,6 +162,18 @@ func (c Config) Validate() error {
 			if err := s.Analysis.Validate(); err != nil {
 				return bad(fmt.Sprintf("canary.steps[%d].analysis", i), "%v", err)
 			}
+		}
+	}
+	if a := c.Analysis; a != nil {
+		field := "rolling.analysis"
+		switch c.Strategy {
+		case deployv1.Strategy_STRATEGY_BLUE_GREEN:
+			field = "blue_green.analysis"
+		case deployv1.Strategy_STRATEGY_CANARY:
+			return bad("analysis", "a canary's analysis belongs to its steps (canary.analysis)")
+		}
+		if err := a.Validate(); err != nil {
+			return bad(field, "%v", err)
 		}
 	}
 	return nil

@@ -63,3 +63,36 @@ func TestAnalysisDefaultsAndPerStep(t *testing.T) {
 		t.Errorf("step 2 (its own analysis, defaults filled): %+v %+v", s2, s2.Compare)
 	}
 }
+
+// A blue/green preview's and a rolling update's analysis reach the machine
+// with their defaults; each belongs to its strategy only.
+func TestAnalysisOfPreviewsAndBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		u    *deployv1.UpdateStrategy
+	}{
+		{"blue_green", &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_BLUE_GREEN,
+			BlueGreen: &deployv1.BlueGreenStrategy{Analysis: &deployv1.Analysis{SuccessRate: &deployv1.SuccessRateThreshold{Min: 99}}}}},
+		{"rolling", &deployv1.UpdateStrategy{Rolling: &deployv1.RollingStrategy{Analysis: &deployv1.Analysis{SuccessRate: &deployv1.SuccessRateThreshold{Min: 99}}}}},
+	} {
+		s := canarySpec(nil)
+		s.Update = tc.u
+		if vs := spec.Validate(s); len(vs) != 0 {
+			t.Fatalf("%s: %v", tc.name, vs)
+		}
+		cfg, err := rollout.ConfigFromSpec(spec.Normalize(s).GetUpdate())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if a := cfg.Analysis; a == nil || a.SuccessRateMin != 99 || a.Interval != 10*time.Second || a.FailureLimit != 2 {
+			t.Errorf("%s: analysis %+v", tc.name, a)
+		}
+	}
+	s := canarySpec(nil)
+	s.Update = &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY,
+		BlueGreen: &deployv1.BlueGreenStrategy{Analysis: &deployv1.Analysis{}}, Rolling: &deployv1.RollingStrategy{Analysis: &deployv1.Analysis{}}}
+	vs := spec.Validate(s)
+	if len(vs) != 2 || vs[0].Field != "spec.update.blue_green.analysis" || vs[1].Field != "spec.update.rolling.analysis" {
+		t.Errorf("preview and batch analysis under a canary: %v, want two violations naming them", vs)
+	}
+}

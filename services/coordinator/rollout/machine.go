@@ -338,6 +338,18 @@ func (r *run) firstDeploy() bool {
 // rollingBatch places the next max_parallel instances of To; once they are
 // healthy it drains as many of From and moves traffic in proportion.
 func (r *run) rollingBatch() bool {
+	if r.s.StepApplied {
+		// The last batch is judged (rolling.analysis) before the next.
+		ok, failed := r.analysed()
+		if failed {
+			return true
+		}
+		if !ok {
+			return false
+		}
+		r.s.StepApplied, r.s.StepPassed, r.s.StepPromoted = false, false, false
+		r.s.ProgressAt = r.now
+	}
 	p := r.s.Config.MaxParallel
 	k := r.s.Step
 	newTarget := min(r.s.Count, (k+1)*p)
@@ -389,6 +401,9 @@ func (r *run) rollingBatch() bool {
 		return true
 	}
 	r.s.Step++
+	if r.s.Config.Analysis != nil {
+		r.startAnalysis()
+	}
 	return true
 }
 
@@ -564,19 +579,29 @@ func (r *run) blueGreenDeploy() bool {
 	r.s.Stage, r.s.Step = StagePreview, 1
 	r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now
 	r.event("step", "#%d healthy with %d instances; preview with header %s", r.s.To, r.s.Count, h)
+	if r.s.Config.Analysis != nil {
+		r.startAnalysis() // judged on the preview's traffic
+	}
 	return true
 }
 
 func (r *run) blueGreenPreview() bool {
+	ok, failed := r.analysed()
+	if failed {
+		return true
+	}
 	if !(r.s.Config.AutoPromote || r.s.Promoted || r.s.StepPromoted) {
 		return r.waitPromote(fmt.Sprintf("#%d in preview; waits for promote", r.s.To))
+	}
+	if !ok {
+		return false // auto_promote: the switch waits for a passing verdict
 	}
 	if pass, _ := r.gate(HookConfirmPromotion); !pass {
 		r.running()
 		return false
 	}
 	r.running()
-	r.s.StepPromoted = false
+	r.s.StepPromoted, r.s.StepApplied, r.s.StepPassed = false, false, false
 	r.setTraffic(map[uint64]int{r.s.To: 100}, nil)
 	r.s.SwitchedAt = r.now
 	r.s.Stage, r.s.Step = StageWarm, 2

@@ -38,7 +38,8 @@ import (
 //	       [analysis] [analysis_steps=0,2] [interval=D] [min_requests=N]
 //	       [failure_limit=N] [no_data=hold|fail|pass] [success_min=99]
 //	       [p99_max=D] [compare] [webhook=NAME]   canary analysis (on every step,
-//	                              or the listed ones)
+//	                              or the listed ones); for blue_green the
+//	                              preview's, for rolling every batch's
 //	       [hook=POINT:NAME]      a hook (pre_rollout, rollout, confirm_promotion,
 //	                              post_rollout, rollback) named NAME, interval 10s
 //	gate <name> pass|fail         what webhook NAME answers for each window
@@ -435,7 +436,9 @@ func (w *world) cmdDeploy(args []string) error {
 			}
 		}
 	}
-	if an != nil {
+	if an != nil && cfg.Strategy != deployv1.Strategy_STRATEGY_CANARY {
+		cfg.Analysis = an // the preview's or the batches'
+	} else if an != nil {
 		if cfg.Steps == nil {
 			cfg.Steps = DefaultSteps()
 		}

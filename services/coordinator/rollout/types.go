@@ -114,6 +114,10 @@ type Config struct {
 	HeaderRoutes []HeaderRoute `json:"HeaderRoutes,omitempty"`
 	// Hooks are the rollout's HTTP hooks (see HookPoint).
 	Hooks []Hook `json:"Hooks,omitempty"`
+	// Analysis judges a blue/green preview (before the switch) or each
+	// rolling batch but the last (before the next); nil: none. Canary steps
+	// carry their own (CanaryStep.Analysis).
+	Analysis *analysis.Config `json:"Analysis,omitempty"`
 }
 
 // Spec describes the rollout to start.
@@ -196,7 +200,9 @@ type State struct {
 	Stage Stage `json:"Stage"`
 	// Step is the rolling batch, canary step or blue/green stage index.
 	Step int `json:"Step"`
-	// StepApplied is set once the current canary step's weight is in force.
+	// StepApplied is set once the current canary step's weight is in force
+	// (and, when analysed, once a blue/green preview's pin or a rolling
+	// batch's weights are).
 	StepApplied bool `json:"StepApplied"`
 	// StepPromoted is set when an operator promoted the current step.
 	StepPromoted bool `json:"StepPromoted"`

@@ -1059,7 +1059,9 @@ type UpdateStrategy struct {
 	Stagger *durationpb.Duration `protobuf:"bytes,13,opt,name=stagger,proto3" json:"stagger,omitempty"`
 	// hooks are HTTP calls at the points of the rollout Flagger users know
 	// (see HookType): the gates hold or fail the rollout on their answer.
-	Hooks         []*Hook `protobuf:"bytes,14,rep,name=hooks,proto3" json:"hooks,omitempty"`
+	Hooks []*Hook `protobuf:"bytes,14,rep,name=hooks,proto3" json:"hooks,omitempty"`
+	// rolling configures rolling batches; used when strategy is rolling.
+	Rolling       *RollingStrategy `protobuf:"bytes,15,opt,name=rolling,proto3" json:"rolling,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1192,6 +1194,13 @@ func (x *UpdateStrategy) GetHooks() []*Hook {
 	return nil
 }
 
+func (x *UpdateStrategy) GetRolling() *RollingStrategy {
+	if x != nil {
+		return x.Rolling
+	}
+	return nil
+}
+
 // Hook is one HTTP POST of the rollout's context at a point of it; a 2xx
 // answer passes.
 type Hook struct {
@@ -1285,6 +1294,55 @@ func (x *Hook) GetInterval() *durationpb.Duration {
 	return nil
 }
 
+// RollingStrategy configures a rolling update.
+type RollingStrategy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// analysis judges each batch but the last, from the edges' golden signals
+	// of the new release against the old one while both serve: the next batch
+	// is placed only after a passing verdict (the last batch moves all
+	// traffic, leaving nothing to compare with). Unset: no analysis.
+	Analysis      *Analysis `protobuf:"bytes,1,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollingStrategy) Reset() {
+	*x = RollingStrategy{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollingStrategy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollingStrategy) ProtoMessage() {}
+
+func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollingStrategy.ProtoReflect.Descriptor instead.
+func (*RollingStrategy) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RollingStrategy) GetAnalysis() *Analysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
 // CanaryStrategy lists the traffic steps of a canary rollout.
 type CanaryStrategy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1310,7 +1368,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1380,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1393,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -1382,7 +1440,7 @@ type Stickiness struct {
 
 func (x *Stickiness) Reset() {
 	*x = Stickiness{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1452,7 @@ func (x *Stickiness) String() string {
 func (*Stickiness) ProtoMessage() {}
 
 func (x *Stickiness) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1465,7 @@ func (x *Stickiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
 func (*Stickiness) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Stickiness) GetEnabled() bool {
@@ -1446,7 +1504,7 @@ type HeaderRoute struct {
 
 func (x *HeaderRoute) Reset() {
 	*x = HeaderRoute{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1516,7 @@ func (x *HeaderRoute) String() string {
 func (*HeaderRoute) ProtoMessage() {}
 
 func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1529,7 @@ func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
 func (*HeaderRoute) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeaderRoute) GetHeader() string {
@@ -1513,7 +1571,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1583,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1596,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1610,7 +1668,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1680,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1693,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1732,7 +1790,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1802,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1815,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -1820,7 +1878,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1890,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1903,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -1887,7 +1945,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +1957,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +1970,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1933,7 +1991,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2003,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2016,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -1986,7 +2044,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2056,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2069,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -2041,13 +2099,19 @@ type BlueGreenStrategy struct {
 	// preview_header is the HTTP header whose presence (any value) routes a
 	// request to the new colour before the switch; default "X-Slipway-Preview".
 	PreviewHeader string `protobuf:"bytes,1,opt,name=preview_header,json=previewHeader,proto3" json:"preview_header,omitempty"`
+	// analysis judges the preview from the requests that reached the new
+	// colour by the preview header (against the old colour's traffic in the
+	// same window): the switch waits for a passing verdict (an operator's
+	// promote switches anyway), and failed verdicts at failure_limit fail the
+	// rollout. Unset: no analysis.
+	Analysis      *Analysis `protobuf:"bytes,2,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2123,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2136,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -2080,6 +2144,13 @@ func (x *BlueGreenStrategy) GetPreviewHeader() string {
 		return x.PreviewHeader
 	}
 	return ""
+}
+
+func (x *BlueGreenStrategy) GetAnalysis() *Analysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
 }
 
 var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
@@ -2152,7 +2223,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"Constraint\x12\x1c\n" +
 	"\tattribute\x18\x01 \x01(\tR\tattribute\x12\x1a\n" +
 	"\boperator\x18\x02 \x01(\tR\boperator\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\tR\x05value\"\xf2\x05\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xb0\x06\n" +
 	"\x0eUpdateStrategy\x127\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x1b.slipway.deploy.v1.StrategyR\bstrategy\x12!\n" +
 	"\fmax_parallel\x18\x02 \x01(\x05R\vmaxParallel\x12C\n" +
@@ -2170,14 +2241,17 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\tmax_surge\x18\v \x01(\tR\bmaxSurge\x12'\n" +
 	"\x0fmax_unavailable\x18\f \x01(\tR\x0emaxUnavailable\x123\n" +
 	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\x12-\n" +
-	"\x05hooks\x18\x0e \x03(\v2\x17.slipway.deploy.v1.HookR\x05hooks\"\xe3\x01\n" +
+	"\x05hooks\x18\x0e \x03(\v2\x17.slipway.deploy.v1.HookR\x05hooks\x12<\n" +
+	"\arolling\x18\x0f \x01(\v2\".slipway.deploy.v1.RollingStrategyR\arolling\"\xe3\x01\n" +
 	"\x04Hook\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1b.slipway.deploy.v1.HookTypeR\x04type\x12\x10\n" +
 	"\x03url\x18\x03 \x01(\tR\x03url\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x18\n" +
 	"\aretries\x18\x05 \x01(\x05R\aretries\x125\n" +
-	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xfa\x01\n" +
+	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\"J\n" +
+	"\x0fRollingStrategy\x127\n" +
+	"\banalysis\x18\x01 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xfa\x01\n" +
 	"\x0eCanaryStrategy\x123\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1d.slipway.deploy.v1.CanaryStepR\x05steps\x127\n" +
 	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\x125\n" +
@@ -2237,9 +2311,10 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x11max_latency_ratio\x18\x02 \x01(\x01R\x0fmaxLatencyRatio\x12\x1e\n" +
 	"\n" +
 	"confidence\x18\x03 \x01(\x01R\n" +
-	"confidence\":\n" +
+	"confidence\"s\n" +
 	"\x11BlueGreenStrategy\x12%\n" +
-	"\x0epreview_header\x18\x01 \x01(\tR\rpreviewHeader*Z\n" +
+	"\x0epreview_header\x18\x01 \x01(\tR\rpreviewHeader\x127\n" +
+	"\banalysis\x18\x02 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis*Z\n" +
 	"\vRestartMode\x12\x1c\n" +
 	"\x18RESTART_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RESTART_MODE_FAIL\x10\x01\x12\x16\n" +
@@ -2275,7 +2350,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -2292,73 +2367,77 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(*Constraint)(nil),           // 12: slipway.deploy.v1.Constraint
 	(*UpdateStrategy)(nil),       // 13: slipway.deploy.v1.UpdateStrategy
 	(*Hook)(nil),                 // 14: slipway.deploy.v1.Hook
-	(*CanaryStrategy)(nil),       // 15: slipway.deploy.v1.CanaryStrategy
-	(*Stickiness)(nil),           // 16: slipway.deploy.v1.Stickiness
-	(*HeaderRoute)(nil),          // 17: slipway.deploy.v1.HeaderRoute
-	(*CanaryStep)(nil),           // 18: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 19: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 20: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 21: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 22: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 23: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 24: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 25: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 26: slipway.deploy.v1.ServiceSpec.EnvEntry
-	nil,                          // 27: slipway.deploy.v1.ServiceSpec.LabelsEntry
-	(*durationpb.Duration)(nil),  // 28: google.protobuf.Duration
+	(*RollingStrategy)(nil),      // 15: slipway.deploy.v1.RollingStrategy
+	(*CanaryStrategy)(nil),       // 16: slipway.deploy.v1.CanaryStrategy
+	(*Stickiness)(nil),           // 17: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 18: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 19: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 20: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 21: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 22: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 23: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 24: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 25: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 26: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 27: slipway.deploy.v1.ServiceSpec.EnvEntry
+	nil,                          // 28: slipway.deploy.v1.ServiceSpec.LabelsEntry
+	(*durationpb.Duration)(nil),  // 29: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	26, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	27, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
 	9,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
 	10, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
 	11, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
 	12, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
 	13, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	28, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	29, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
 	7,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
 	6,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
 	5,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
-	27, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
-	28, // 11: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	28, // 12: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	28, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
+	29, // 11: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	29, // 12: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
 	0,  // 13: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
 	8,  // 14: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	28, // 15: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	28, // 16: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	29, // 15: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	29, // 16: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	1,  // 17: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	28, // 18: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	28, // 19: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	28, // 20: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	28, // 21: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	15, // 22: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	25, // 23: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	28, // 24: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	29, // 18: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	29, // 19: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	29, // 20: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	29, // 21: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	16, // 22: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	26, // 23: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	29, // 24: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
 	14, // 25: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
-	2,  // 26: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
-	28, // 27: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
-	28, // 28: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
-	18, // 29: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	19, // 30: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	16, // 31: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	17, // 32: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	28, // 33: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	28, // 34: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	19, // 35: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	28, // 36: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	3,  // 37: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	22, // 38: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	23, // 39: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	24, // 40: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	21, // 41: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	20, // 42: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	28, // 43: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	28, // 44: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	28, // 45: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	15, // 26: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
+	2,  // 27: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	29, // 28: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	29, // 29: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	20, // 30: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	19, // 31: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	20, // 32: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	17, // 33: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	18, // 34: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	29, // 35: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	29, // 36: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	20, // 37: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	29, // 38: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 39: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	23, // 40: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	24, // 41: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	25, // 42: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	22, // 43: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	21, // 44: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	29, // 45: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	29, // 46: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	29, // 47: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	20, // 48: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2367,14 +2446,14 @@ func file_slipway_deploy_v1_spec_proto_init() {
 		return
 	}
 	file_slipway_deploy_v1_spec_proto_msgTypes[2].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[16].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
