@@ -122,7 +122,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{name: "unknown fields named with their line", in: "name: web\nimgae: x\nupdate:\n  stratgy: canary\n  canary: {steps: [{weight: 10, paws: 3s}]}\n", want: []string{
 			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, security, stop_signal, update, volumes)`,
-			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, hooks, max_parallel, max_surge, max_unavailable, min_healthy_time, progress_deadline, rolling, scale_down_delay, stagger, strategy)`,
+			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, hooks, max_parallel, max_surge, max_unavailable, min_healthy_time, progress_deadline, rollback_window, rolling, scale_down_delay, stagger, strategy)`,
 			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: analysis, manual, pause, weight)`,
 		}},
 		{name: "bad durations", in: "kill_timeout: 5\ncheck: {interval: soon, timeout: [1]}\n", want: []string{

@@ -126,3 +126,22 @@ func TestValidateHooks(t *testing.T) {
 		t.Errorf("rolling hooks: violations %v, want hooks[0].type and hooks[1].type only", got)
 	}
 }
+
+// rollback_window.releases is 0 to MaxRollbackWindow; unset reads as the
+// default.
+func TestValidateRollbackWindow(t *testing.T) {
+	s := canarySpec(nil)
+	if got := RollbackWindow(s.GetUpdate()); got != int(DefaultRollbackWindow) {
+		t.Errorf("unset window reads %d, want %d", got, DefaultRollbackWindow)
+	}
+	for _, n := range []int32{-1, MaxRollbackWindow + 1} {
+		s.Update.RollbackWindow = &deployv1.RollbackWindow{Releases: n}
+		if vs := Validate(s); len(vs) != 1 || vs[0].Field != "spec.update.rollback_window.releases" {
+			t.Errorf("window %d: %v, want one violation naming spec.update.rollback_window.releases", n, vs)
+		}
+	}
+	s.Update.RollbackWindow = &deployv1.RollbackWindow{}
+	if vs := Validate(s); len(vs) != 0 || RollbackWindow(s.GetUpdate()) != 0 {
+		t.Errorf("window 0 (off): %v, reads %d", vs, RollbackWindow(s.GetUpdate()))
+	}
+}

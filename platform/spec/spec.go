@@ -49,6 +49,12 @@ const (
 	DefaultCanaryPause = 30 * time.Second
 	// DefaultPreviewHeader is the header routing requests to a blue/green preview.
 	DefaultPreviewHeader = "X-Slipway-Preview"
+	// DefaultRollbackWindow is how many of the latest releases a rollback
+	// returns to without steps or analysis when update.rollback_window is
+	// unset (Normalize leaves it unset; RollbackWindow reads it).
+	DefaultRollbackWindow int32 = 3
+	// MaxRollbackWindow bounds rollback_window.releases.
+	MaxRollbackWindow = 100
 	// The analysis defaults are the coordinator's analysis package's
 	// (a coordinator test holds them equal).
 
@@ -322,7 +328,20 @@ func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
 		v.check(at+".blue_green.preview_header", specrules.HeaderName(h))
 	}
+	if n := u.GetRollbackWindow().GetReleases(); n < 0 || n > MaxRollbackWindow {
+		v.add(at+".rollback_window.releases", "must be 0 (no fast rollback) to %d, got %d", MaxRollbackWindow, n)
+	}
 	validateHooks(v, at, u)
+}
+
+// RollbackWindow is how many of the latest releases a rollback under u may
+// return to without canary steps, preview or analysis: update.rollback_window
+// .releases, DefaultRollbackWindow when unset.
+func RollbackWindow(u *deployv1.UpdateStrategy) int {
+	if w := u.GetRollbackWindow(); w != nil {
+		return int(w.GetReleases())
+	}
+	return int(DefaultRollbackWindow)
 }
 
 // Hook bounds.

@@ -192,10 +192,11 @@ func (e *Engine) machine(ro *deployv1.Rollout) (rollout.State, bool, error) {
 	if rollout.Terminal(ro.GetState()) {
 		return rollout.State{}, false, nil // superseded before it started
 	}
-	spec, err := e.releaseSpec(ro.GetService(), ro.GetToRelease())
+	rel, err := e.release(ro.GetService(), ro.GetToRelease())
 	if err != nil {
 		return rollout.State{}, false, err
 	}
+	spec := rel.GetSpec()
 	cfg, err := rollout.ConfigFromSpec(spec.GetUpdate())
 	if err != nil {
 		return rollout.State{}, false, fmt.Errorf("engine: rollout %s: %w", ro.GetId(), err)
@@ -210,7 +211,8 @@ func (e *Engine) machine(ro *deployv1.Rollout) (rollout.State, bool, error) {
 		}
 	}
 	sp := rollout.Spec{Service: ro.GetService(), From: ro.GetFromRelease(), FromCount: fromCount, To: ro.GetToRelease(),
-		Count: int(spec.GetCount()), Config: cfg}
+		Count: int(spec.GetCount()), Config: cfg,
+		FastRollback: FastRollback(rel.GetNumber(), rel.GetRollbackOf(), pspec.RollbackWindow(spec.GetUpdate()))}
 	if in := e.cfg.FSM.Intent(ro.GetService()); in != nil {
 		sp.Generation = in.GetGeneration()
 		sp.Weights, sp.Pins = fromIntent(in)
@@ -223,16 +225,33 @@ func (e *Engine) machine(ro *deployv1.Rollout) (rollout.State, bool, error) {
 }
 
 func (e *Engine) releaseSpec(service string, number uint64) (*deployv1.ServiceSpec, error) {
+	rel, err := e.release(service, number)
+	return rel.GetSpec(), err
+}
+
+func (e *Engine) release(service string, number uint64) (*deployv1.Release, error) {
 	rels, _, err := e.cfg.FSM.Releases(service, 0)
 	if err != nil {
 		return nil, fmt.Errorf("engine: releases of %s: %w", service, err)
 	}
 	for _, r := range rels {
 		if r.GetNumber() == number {
-			return r.GetSpec(), nil
+			return r, nil
 		}
 	}
 	return nil, fmt.Errorf("engine: release %d of %s: %w", number, service, state.ErrNotFound)
+}
+
+// FastRollback is why release number, a rollback to release rollbackOf,
+// skips its canary steps, preview and analysis (rollout.Spec.FastRollback):
+// the target is one of the window latest releases before it (with window
+// 3, release 8 returning to 5, 6 or 7). Empty for a release that is no
+// rollback, or one to an older release, or when window is 0.
+func FastRollback(number, rollbackOf uint64, window int) string {
+	if rollbackOf == 0 || window <= 0 || rollbackOf >= number || number-rollbackOf > uint64(window) {
+		return ""
+	}
+	return fmt.Sprintf("rollback to #%d within rollback_window %d", rollbackOf, window)
 }
 
 // observation builds what the machine sees of a rollout's service.

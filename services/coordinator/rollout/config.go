@@ -331,5 +331,8 @@ func New(spec Spec) (State, error) {
 		Weights:    copyWeights(spec.Weights),
 		Pins:       append([]Pin(nil), spec.Pins...),
 	}
+	if spec.FastRollback != "" && spec.From != 0 {
+		s.FastRollback, s.Promoted = spec.FastRollback, true
+	}
 	return s, nil
 }

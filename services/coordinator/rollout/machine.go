@@ -129,6 +129,9 @@ func (r *run) start() {
 		return
 	}
 	r.event("started", "%s #%d -> #%d: %d instances", strategyName(r.s.Config.Strategy), r.s.From, r.s.To, r.s.Count)
+	if r.s.FastRollback != "" {
+		r.event("promoted", "%s: canary steps, preview and analysis skipped", r.s.FastRollback)
+	}
 	r.setTraffic(map[uint64]int{r.s.From: 100}, nil)
 }
 

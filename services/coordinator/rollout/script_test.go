@@ -34,7 +34,7 @@ import (
 //	       [header_route=H[:value] | header_route=cookie:C[:value]] (canary)
 //	       [min_healthy=D] [healthy_deadline=D] [progress_deadline=D] [flap=D]
 //	       [scale_down_delay=D] [steps=10:30s,50:manual,100] [header=H]
-//	       [auto_revert] [auto_promote] [supersede]
+//	       [auto_revert] [auto_promote] [supersede] [fast_rollback=N]
 //	       [analysis] [analysis_steps=0,2] [interval=D] [min_requests=N]
 //	       [failure_limit=N] [no_data=hold|fail|pass] [success_min=99]
 //	       [p99_max=D] [compare] [webhook=NAME]   canary analysis (on every step,
@@ -388,6 +388,8 @@ func (w *world) cmdDeploy(args []string) error {
 			cfg.AutoPromote = true
 		case "supersede":
 			supersede = true
+		case "fast_rollback":
+			spec.FastRollback = "rollback within rollback_window " + v
 		case "analysis":
 			useAnalysis()
 		case "analysis_steps":

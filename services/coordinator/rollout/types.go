@@ -141,6 +141,12 @@ type Spec struct {
 	Weights map[uint64]int
 	// Pins are the pins currently in force.
 	Pins []Pin
+	// FastRollback, when set, says why this rollout is a rollback within
+	// the rollback window (e.g. "rollback to #3 within rollback_window 3"):
+	// it runs as if fully promoted from the start, skipping the canary
+	// steps, the blue/green preview and every analysis, so nothing waits for
+	// an operator or a verdict.
+	FastRollback string
 }
 
 // Pin routes requests carrying Header (or Cookie) to Release: with any
@@ -283,6 +289,9 @@ type State struct {
 	HookRetryAt time.Time `json:"HookRetryAt,omitzero"`
 	// HookPassed is the gate last passed.
 	HookPassed string `json:"HookPassed,omitempty"`
+	// FastRollback is Spec.FastRollback: why the steps, preview and
+	// analysis are skipped; empty for a rollout that runs them.
+	FastRollback string `json:"FastRollback,omitempty"`
 }
 
 // Instance is one allocation of the service as the caller observes it.

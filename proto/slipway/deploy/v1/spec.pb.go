@@ -1061,9 +1061,15 @@ type UpdateStrategy struct {
 	// (see HookType): the gates hold or fail the rollout on their answer.
 	Hooks []*Hook `protobuf:"bytes,14,rep,name=hooks,proto3" json:"hooks,omitempty"`
 	// rolling configures rolling batches; used when strategy is rolling.
-	Rolling       *RollingStrategy `protobuf:"bytes,15,opt,name=rolling,proto3" json:"rolling,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rolling *RollingStrategy `protobuf:"bytes,15,opt,name=rolling,proto3" json:"rolling,omitempty"`
+	// rollback_window makes a rollback (RollbackService) to one of the latest
+	// releases fast: it skips the canary steps, the blue/green preview and
+	// every analysis, like Argo Rollouts' rollbackWindow, so that a rollback
+	// never waits for a promote or a verdict. The new release's (a copy of
+	// the target's spec) applies. Unset: the last 3 releases.
+	RollbackWindow *RollbackWindow `protobuf:"bytes,16,opt,name=rollback_window,json=rollbackWindow,proto3" json:"rollback_window,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UpdateStrategy) Reset() {
@@ -1201,6 +1207,62 @@ func (x *UpdateStrategy) GetRolling() *RollingStrategy {
 	return nil
 }
 
+func (x *UpdateStrategy) GetRollbackWindow() *RollbackWindow {
+	if x != nil {
+		return x.RollbackWindow
+	}
+	return nil
+}
+
+// RollbackWindow bounds the fast rollbacks.
+type RollbackWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// releases is how many of the latest releases a rollback may return to
+	// without steps or analysis: with 3, a rollback from release 7 (the new
+	// one is 8) to release 5, 6 or 7 skips them, to 4 or older runs the
+	// target's strategy in full. 0 turns fast rollbacks off; at most 100.
+	Releases      int32 `protobuf:"varint,1,opt,name=releases,proto3" json:"releases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackWindow) Reset() {
+	*x = RollbackWindow{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackWindow) ProtoMessage() {}
+
+func (x *RollbackWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackWindow.ProtoReflect.Descriptor instead.
+func (*RollbackWindow) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RollbackWindow) GetReleases() int32 {
+	if x != nil {
+		return x.Releases
+	}
+	return 0
+}
+
 // Hook is one HTTP POST of the rollout's context at a point of it; a 2xx
 // answer passes.
 type Hook struct {
@@ -1224,7 +1286,7 @@ type Hook struct {
 
 func (x *Hook) Reset() {
 	*x = Hook{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1298,7 @@ func (x *Hook) String() string {
 func (*Hook) ProtoMessage() {}
 
 func (x *Hook) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1311,7 @@ func (x *Hook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hook.ProtoReflect.Descriptor instead.
 func (*Hook) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Hook) GetName() string {
@@ -1308,7 +1370,7 @@ type RollingStrategy struct {
 
 func (x *RollingStrategy) Reset() {
 	*x = RollingStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1382,7 @@ func (x *RollingStrategy) String() string {
 func (*RollingStrategy) ProtoMessage() {}
 
 func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1395,7 @@ func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollingStrategy.ProtoReflect.Descriptor instead.
 func (*RollingStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RollingStrategy) GetAnalysis() *Analysis {
@@ -1368,7 +1430,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1442,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1455,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -1440,7 +1502,7 @@ type Stickiness struct {
 
 func (x *Stickiness) Reset() {
 	*x = Stickiness{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1514,7 @@ func (x *Stickiness) String() string {
 func (*Stickiness) ProtoMessage() {}
 
 func (x *Stickiness) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1527,7 @@ func (x *Stickiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
 func (*Stickiness) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Stickiness) GetEnabled() bool {
@@ -1504,7 +1566,7 @@ type HeaderRoute struct {
 
 func (x *HeaderRoute) Reset() {
 	*x = HeaderRoute{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1578,7 @@ func (x *HeaderRoute) String() string {
 func (*HeaderRoute) ProtoMessage() {}
 
 func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1591,7 @@ func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
 func (*HeaderRoute) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeaderRoute) GetHeader() string {
@@ -1571,7 +1633,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1645,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1658,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1668,7 +1730,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1742,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1755,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1790,7 +1852,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1864,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1877,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -1878,7 +1940,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1952,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +1965,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -1945,7 +2007,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2019,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2032,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -1991,7 +2053,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2065,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2078,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -2044,7 +2106,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2118,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2131,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -2111,7 +2173,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2185,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2198,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -2223,7 +2285,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"Constraint\x12\x1c\n" +
 	"\tattribute\x18\x01 \x01(\tR\tattribute\x12\x1a\n" +
 	"\boperator\x18\x02 \x01(\tR\boperator\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\tR\x05value\"\xb0\x06\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xfc\x06\n" +
 	"\x0eUpdateStrategy\x127\n" +
 	"\bstrategy\x18\x01 \x01(\x0e2\x1b.slipway.deploy.v1.StrategyR\bstrategy\x12!\n" +
 	"\fmax_parallel\x18\x02 \x01(\x05R\vmaxParallel\x12C\n" +
@@ -2242,7 +2304,10 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x0fmax_unavailable\x18\f \x01(\tR\x0emaxUnavailable\x123\n" +
 	"\astagger\x18\r \x01(\v2\x19.google.protobuf.DurationR\astagger\x12-\n" +
 	"\x05hooks\x18\x0e \x03(\v2\x17.slipway.deploy.v1.HookR\x05hooks\x12<\n" +
-	"\arolling\x18\x0f \x01(\v2\".slipway.deploy.v1.RollingStrategyR\arolling\"\xe3\x01\n" +
+	"\arolling\x18\x0f \x01(\v2\".slipway.deploy.v1.RollingStrategyR\arolling\x12J\n" +
+	"\x0frollback_window\x18\x10 \x01(\v2!.slipway.deploy.v1.RollbackWindowR\x0erollbackWindow\",\n" +
+	"\x0eRollbackWindow\x12\x1a\n" +
+	"\breleases\x18\x01 \x01(\x05R\breleases\"\xe3\x01\n" +
 	"\x04Hook\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1b.slipway.deploy.v1.HookTypeR\x04type\x12\x10\n" +
@@ -2350,7 +2415,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -2366,78 +2431,80 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(*Route)(nil),                // 11: slipway.deploy.v1.Route
 	(*Constraint)(nil),           // 12: slipway.deploy.v1.Constraint
 	(*UpdateStrategy)(nil),       // 13: slipway.deploy.v1.UpdateStrategy
-	(*Hook)(nil),                 // 14: slipway.deploy.v1.Hook
-	(*RollingStrategy)(nil),      // 15: slipway.deploy.v1.RollingStrategy
-	(*CanaryStrategy)(nil),       // 16: slipway.deploy.v1.CanaryStrategy
-	(*Stickiness)(nil),           // 17: slipway.deploy.v1.Stickiness
-	(*HeaderRoute)(nil),          // 18: slipway.deploy.v1.HeaderRoute
-	(*CanaryStep)(nil),           // 19: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 20: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 21: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 22: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 23: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 24: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 25: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 26: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 27: slipway.deploy.v1.ServiceSpec.EnvEntry
-	nil,                          // 28: slipway.deploy.v1.ServiceSpec.LabelsEntry
-	(*durationpb.Duration)(nil),  // 29: google.protobuf.Duration
+	(*RollbackWindow)(nil),       // 14: slipway.deploy.v1.RollbackWindow
+	(*Hook)(nil),                 // 15: slipway.deploy.v1.Hook
+	(*RollingStrategy)(nil),      // 16: slipway.deploy.v1.RollingStrategy
+	(*CanaryStrategy)(nil),       // 17: slipway.deploy.v1.CanaryStrategy
+	(*Stickiness)(nil),           // 18: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 19: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 20: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 21: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 22: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 23: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 24: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 25: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 26: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 27: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 28: slipway.deploy.v1.ServiceSpec.EnvEntry
+	nil,                          // 29: slipway.deploy.v1.ServiceSpec.LabelsEntry
+	(*durationpb.Duration)(nil),  // 30: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	27, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	28, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
 	9,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
 	10, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
 	11, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
 	12, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
 	13, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	29, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	30, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
 	7,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
 	6,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
 	5,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
-	28, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
-	29, // 11: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	29, // 12: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	29, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
+	30, // 11: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	30, // 12: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
 	0,  // 13: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
 	8,  // 14: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	29, // 15: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	29, // 16: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	30, // 15: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	30, // 16: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
 	1,  // 17: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	29, // 18: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	29, // 19: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	29, // 20: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	29, // 21: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	16, // 22: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	26, // 23: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	29, // 24: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	14, // 25: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
-	15, // 26: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
-	2,  // 27: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
-	29, // 28: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
-	29, // 29: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
-	20, // 30: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	19, // 31: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	20, // 32: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	17, // 33: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	18, // 34: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	29, // 35: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	29, // 36: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	20, // 37: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	29, // 38: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	3,  // 39: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	23, // 40: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	24, // 41: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	25, // 42: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	22, // 43: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	21, // 44: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	29, // 45: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	29, // 46: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	29, // 47: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	20, // 48: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	30, // 18: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	30, // 19: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	30, // 20: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	30, // 21: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	17, // 22: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	27, // 23: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	30, // 24: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	15, // 25: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
+	16, // 26: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
+	14, // 27: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
+	2,  // 28: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	30, // 29: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	30, // 30: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	21, // 31: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	20, // 32: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	21, // 33: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	18, // 34: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	19, // 35: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	30, // 36: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	30, // 37: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	21, // 38: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	30, // 39: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 40: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	24, // 41: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	25, // 42: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	26, // 43: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	23, // 44: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	22, // 45: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	30, // 46: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	30, // 47: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	30, // 48: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	21, // 49: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2446,14 +2513,14 @@ func file_slipway_deploy_v1_spec_proto_init() {
 		return
 	}
 	file_slipway_deploy_v1_spec_proto_msgTypes[2].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[17].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
