@@ -7,8 +7,12 @@
 // FAIL_HEALTH=1 to fail /healthz, HEALTH_FAIL_AFTER (a duration) to start
 // failing it that long after start, GREETING for the reply's first word,
 // ERROR_RATE (a percentage, e.g. 5) to answer that share of requests (every
-// 20th for 5) with 500 while /healthz keeps passing, and LATENCY (a
-// duration) to delay every answer by that much. With STATE_DIR (a
+// 20th for 5) with 500 while /healthz keeps passing, LATENCY (a
+// duration) to delay every answer by that much, and LATENCY_FILE (a file
+// holding a duration such as 150ms, re-read at most every 100ms; missing or
+// empty means none) to delay every answer by that much more: instances
+// reading one file slow down together, as a shared dependency's slowdown
+// or a load spike slows every release alike. With STATE_DIR (a
 // directory, e.g. a volume), it appends "started <version>" to
 // STATE_DIR/starts at every start and serves that file at /state.
 //
@@ -27,6 +31,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -120,6 +126,7 @@ type config struct {
 	errorRate       float64
 	latency         time.Duration
 	stateDir        string
+	latencyFile     string
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -169,11 +176,40 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		c.latency = d
 	}
 	c.stateDir = getenv("STATE_DIR")
+	c.latencyFile = getenv("LATENCY_FILE")
 	return c, nil
+}
+
+// fileLatency is the extra delay LATENCY_FILE holds, re-read at most every
+// 100ms.
+type fileLatency struct {
+	path string
+	mu   sync.Mutex
+	read time.Time
+	d    time.Duration
+}
+
+func (f *fileLatency) get(now time.Time) time.Duration {
+	if f.path == "" {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Sub(f.read) < 100*time.Millisecond {
+		return f.d
+	}
+	f.read, f.d = now, 0
+	if b, err := os.ReadFile(f.path); err == nil {
+		if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil && d > 0 && d <= time.Minute {
+			f.d = d
+		}
+	}
+	return f.d
 }
 
 func newHandler(c config, started time.Time) http.Handler {
 	var served atomic.Int64
+	extra := &fileLatency{path: c.latencyFile}
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -196,8 +232,8 @@ func newHandler(c config, started time.Time) http.Handler {
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := served.Add(1)
-		if c.latency > 0 {
-			time.Sleep(c.latency)
+		if d := c.latency + extra.get(time.Now()); d > 0 {
+			time.Sleep(d)
 		}
 		w.Header().Set("X-Slipway-Version", c.version)
 		if failNth(n, c.errorRate) {

@@ -3,6 +3,8 @@ package main
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +91,31 @@ func TestErrorRate(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("healthz = %d with ERROR_RATE, want 200", rec.Code)
+	}
+}
+
+// LATENCY_FILE's duration is read again once it changes (within 100ms);
+// missing or garbage means no extra delay.
+func TestLatencyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "latency")
+	f := &fileLatency{path: path}
+	now := time.Now()
+	if d := f.get(now); d != 0 {
+		t.Errorf("missing file: %s, want 0", d)
+	}
+	if err := os.WriteFile(path, []byte("150ms\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d := f.get(now.Add(50 * time.Millisecond)); d != 0 {
+		t.Errorf("re-read within 100ms: %s, want the cached 0", d)
+	}
+	if d := f.get(now.Add(200 * time.Millisecond)); d != 150*time.Millisecond {
+		t.Errorf("after 100ms: %s, want 150ms", d)
+	}
+	if err := os.WriteFile(path, []byte("slow"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d := f.get(now.Add(400 * time.Millisecond)); d != 0 {
+		t.Errorf("garbage: %s, want 0", d)
 	}
 }

@@ -19,8 +19,8 @@ import (
 
 // analysisStack is a real Consul, coordinator, process-driver node agent
 // and an edge (built-in proxy) reporting its golden signals, with v1 of a
-// service deployed and serving.
-func analysisStack(t *testing.T, versions ...string) (e *e2e, edge, host string) {
+// service deployed and serving (with v1env).
+func analysisStack(t *testing.T, v1env map[string]string, versions ...string) (e *e2e, edge, host string) {
 	t.Helper()
 	c := testenv.StartConsul(t, testenv.ConsulACL())
 	imgDir := t.TempDir()
@@ -30,7 +30,7 @@ func analysisStack(t *testing.T, versions ...string) (e *e2e, edge, host string)
 	startAgent(t, c.Addr(), imgDir)
 	e = newE2E(t, co, c.Addr())
 	host = e.name + ".test"
-	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
+	v1 := e.doDeploy("slipway/demo:v1", v1env, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
 	waitServes(t, edge, host, "v1")
 	return e, edge, host
@@ -122,7 +122,7 @@ func TestEngineAnalysisFailsBadPreview(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a node agent, an edge and demo processes")
 	}
-	e, edge, host := analysisStack(t, "v2")
+	e, edge, host := analysisStack(t, nil, "v2")
 	users := startHeaderLoad(edge, host, "", 2)
 	testers := startHeaderLoad(edge, host, "X-Slipway-Preview", 2)
 	v2 := e.doDeploy("slipway/demo:v2", map[string]string{"ERROR_RATE": "5"}, quick(&deployv1.UpdateStrategy{
@@ -159,7 +159,7 @@ func TestEngineAnalysisFailsBadBatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a node agent, an edge and demo processes")
 	}
-	e, edge, host := analysisStack(t, "v2")
+	e, edge, host := analysisStack(t, nil, "v2")
 	l := startHeaderLoad(edge, host, "", 4)
 	v2 := e.doDeploy("slipway/demo:v2", map[string]string{"ERROR_RATE": "5"}, quick(&deployv1.UpdateStrategy{
 		Strategy: deployv1.Strategy_STRATEGY_ROLLING, MaxParallel: 1, AutoRevert: true,
