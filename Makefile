@@ -68,7 +68,7 @@ dist: ## Release artifacts: static, versioned binaries for linux/amd64 and arm64
 	done
 	@cd $(DIST) && sha256sum $$(ls | grep -v SHA256SUMS) > SHA256SUMS && echo "  $(DIST)/SHA256SUMS"
 
-images: build ## Build the demo images slipway/demo:v1..v4 FROM scratch.
+images: build ## Build the demo images slipway/demo:v1..v5 FROM scratch.
 	@scripts/demo-images.sh
 
 check: fmt-check vet lint breaking ## Fast inner loop: gofmt, vet, buf lint and breaking, unit tests (-short).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the demo app (deployments/demo) as local Docker images
-# slipway/demo:v1..v4 FROM scratch, and the same binaries as process-driver
-# executables bin/images/slipway_demo_v1..v4 (the process driver maps image
+# slipway/demo:v1..v5 FROM scratch, and the same binaries as process-driver
+# executables bin/images/slipway_demo_v1..v5 (the process driver maps image
 # "a/b:c" to <process-dir>/a_b_c). No network needed. Quick when up to date:
 # an image carrying the label slipway.demo.source=<hash of the sources and
 # version> is kept.
@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${SLIPWAY_IMAGES_DIR:-$ROOT/bin/images}
-VERSIONS=${DEMO_VERSIONS:-"v1:blue v2:green v3:red v4:yellow"}
+# version:colour[:error rate]: v5 answers 4% of requests with 500 (its
+# /healthz passing), the guide's fifth act.
+VERSIONS=${DEMO_VERSIONS:-"v1:blue v2:green v3:red v4:yellow v5:purple:4"}
 mkdir -p "$OUT"
 # Concurrent runs (parallel test binaries) take turns.
 exec 9>"$OUT/.lock"
@@ -20,12 +22,12 @@ docker info >/dev/null 2>&1 || { have_docker=0; echo "demo-images: Docker Engine
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for vc in $VERSIONS; do
-	v=${vc%%:*} colour=${vc#*:}
-	hash="$src_hash-$v-$colour"
+	IFS=: read -r v colour rate <<<"$vc"
+	hash="$src_hash-$v-$colour${rate:+-errors$rate}"
 	exe="$OUT/slipway_demo_$v"
 	if [ ! -x "$exe" ] || [ "$(cat "$exe.source" 2>/dev/null)" != "$hash" ]; then
 		(cd deployments/demo && CGO_ENABLED=0 GOWORK=off go build -trimpath \
-			-ldflags "-s -w -X main.version=$v -X main.colour=$colour" -o "$exe" .)
+			-ldflags "-s -w -X main.version=$v -X main.colour=$colour${rate:+ -X main.errorRate=$rate}" -o "$exe" .)
 		echo "$hash" >"$exe.source"
 		echo "demo-images: built $exe"
 	fi

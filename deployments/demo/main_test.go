@@ -119,3 +119,18 @@ func TestLatencyFile(t *testing.T) {
 		t.Errorf("garbage: %s, want 0", d)
 	}
 }
+
+// A build with -X main.errorRate=4 (the guide's v5) answers 4% with 500
+// unless ERROR_RATE says otherwise.
+func TestBakedErrorRate(t *testing.T) {
+	defer func(old string) { errorRate = old }(errorRate)
+	errorRate = "4"
+	cfg, err := configFromEnv(env(map[string]string{}))
+	if err != nil || cfg.errorRate != 4 {
+		t.Fatalf("baked 4: %v %v", cfg.errorRate, err)
+	}
+	cfg, err = configFromEnv(env(map[string]string{"ERROR_RATE": "0"}))
+	if err != nil || cfg.errorRate != 0 {
+		t.Fatalf("ERROR_RATE=0 over baked 4: %v %v", cfg.errorRate, err)
+	}
+}

@@ -21,7 +21,8 @@ var ErrOpenPhase = errors.New("summary: phase bookkeeping out of order")
 type Sample struct {
 	// At is when the response (or error) came back, since the run started.
 	At time.Duration
-	// Version is the X-Slipway-Version header of a successful response.
+	// Version is the X-Slipway-Version header of the response: of every
+	// successful one, and of a failed one when its release named itself.
 	Version string
 	// Err describes a failed request (non-2xx status or transport error);
 	// empty on success.
@@ -128,13 +129,16 @@ type Report struct {
 	Phases   []Row
 	// FirstErrors holds up to five distinct failure messages.
 	FirstErrors []string
+	// Answered counts the responses naming each version, failed ones
+	// included; FailedBy counts the failed ones.
+	Answered, FailedBy map[string]int
 }
 
 // Compute builds the report. Samples need not be sorted; the timeline runs
 // from the first sample's bucket to the last's; bucket <= 0 picks a width
 // giving at most maxRows rows over the samples' span (see BucketFor).
 func Compute(samples []Sample, phases []Phase, bucket time.Duration, maxRows int) Report {
-	var r Report
+	r := Report{Answered: map[string]int{}, FailedBy: map[string]int{}}
 	var last time.Duration
 	versions := map[string]bool{}
 	seenErr := map[string]bool{}
@@ -143,8 +147,14 @@ func Compute(samples []Sample, phases []Phase, bucket time.Duration, maxRows int
 		if s.At > last {
 			last = s.At
 		}
+		if s.Version != "" {
+			r.Answered[s.Version]++
+		}
 		if !s.OK() {
 			r.Failures++
+			if s.Version != "" {
+				r.FailedBy[s.Version]++
+			}
 			if !seenErr[s.Err] && len(r.FirstErrors) < 5 {
 				seenErr[s.Err] = true
 				r.FirstErrors = append(r.FirstErrors, s.Err)
@@ -227,6 +237,14 @@ func (r Report) Write(w io.Writer) error {
 	b.WriteString("\n")
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(&b, "  failure: %s\n", e)
+	}
+	var bad []string
+	for v := range r.FailedBy {
+		bad = append(bad, v)
+	}
+	sort.Strings(bad)
+	for _, v := range bad {
+		fmt.Fprintf(&b, "  %s answered %d requests, %d of them failed\n", v, r.Answered[v], r.FailedBy[v])
 	}
 	if len(r.Phases) > 0 {
 		b.WriteString("\nper phase:\n")

@@ -26,6 +26,10 @@ type Act struct {
 	Spec    *deployv1.ServiceSpec
 	// Want is the rollout's expected final state.
 	Want deployv1.RolloutState
+	// ServesErrors marks a release that answers some requests with 500 by
+	// design: its failed answers are the act's point, not the demo's
+	// failures, and the summary counts them.
+	ServesErrors bool
 }
 
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
@@ -45,7 +49,9 @@ func spec(version string, env map[string]string, u *deployv1.UpdateStrategy) *de
 }
 
 // Acts returns the tour: v1 first, a canary to v2 with a manual step, a
-// blue/green switch to v3 and a v4 whose health check fails.
+// blue/green switch to v3, a v4 whose health check fails, and a v5 whose
+// health check passes but which answers 4% of requests with 500, failed by
+// canary analysis.
 func Acts() []Act {
 	common := func(s deployv1.Strategy) *deployv1.UpdateStrategy {
 		return &deployv1.UpdateStrategy{
@@ -68,6 +74,17 @@ func Acts() []Act {
 	bg.BlueGreen = &deployv1.BlueGreenStrategy{PreviewHeader: PreviewHeader}
 	bad := common(deployv1.Strategy_STRATEGY_ROLLING)
 	bad.HealthyDeadline = dur(10 * time.Second)
+	analysed := common(deployv1.Strategy_STRATEGY_CANARY)
+	analysed.Canary = &deployv1.CanaryStrategy{
+		// Every 5s window of the 20% step is judged: the canary's success
+		// rate against the 99% floor and its error rate against stable's
+		// (Fisher's exact test). Two failed windows revert it. The pause
+		// is long: only analysis ends this step.
+		Analysis: &deployv1.Analysis{Interval: dur(5 * time.Second), MinRequests: 20, FailureLimit: 2,
+			SuccessRate: &deployv1.SuccessRateThreshold{Min: 99},
+			Compare:     &deployv1.Comparison{MaxErrorRateIncrease: 1, Confidence: 0.95, MaxLatencyRatio: 10}},
+		Steps: []*deployv1.CanaryStep{{Weight: 20, Pause: dur(time.Minute)}, {Weight: 100, Analysis: &deployv1.Analysis{Disabled: true}}},
+	}
 	return []Act{
 		{
 			Name: "deploy v1", Version: "v1",
@@ -92,6 +109,14 @@ func Acts() []Act {
 			Explain: "rolling deploy of v4 whose /healthz fails (FAIL_HEALTH=1): it never becomes healthy, the rollout fails after healthy_deadline (10s) and auto_revert keeps v3",
 			Spec:    spec("v4", map[string]string{"FAIL_HEALTH": "1"}, bad),
 			Want:    deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
+		},
+		{
+			Name: "bad v5", Version: "v5",
+			Explain: "canary of v5, whose image answers 4% of requests with 500 while its /healthz passes: healthy, so health checks would promote it; " +
+				"canary analysis judges the edge's counts every 5s at 20%, fails two windows and auto_revert returns all traffic to v3",
+			Spec:         spec("v5", nil, analysed),
+			Want:         deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
+			ServesErrors: true,
 		},
 	}
 }

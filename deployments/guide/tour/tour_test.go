@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 
+	platformspec "slipway.dev/platform/spec"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -175,6 +176,7 @@ func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
 	f := newFake(served, map[string]deployv1.RolloutState{
 		"v1": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, "v2": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
 		"v3": deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, "v4": deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
+		"v5": deployv1.RolloutState_ROLLOUT_STATE_REVERTED,
 	})
 	srv := edge(t, served)
 	var out strings.Builder
@@ -189,6 +191,7 @@ func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
 		"deploy v2 STRATEGY_CANARY", "promote r2",
 		"deploy v3 STRATEGY_BLUE_GREEN", "promote r3",
 		"deploy v4 STRATEGY_ROLLING",
+		"deploy v5 STRATEGY_CANARY",
 	}
 	if d := cmp.Diff(want, f.Calls()); d != "" {
 		t.Fatalf("calls (-want +got):\n%s", d)
@@ -197,7 +200,7 @@ func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
 	for _, p := range res.Phases {
 		names = append(names, p.Name+":"+p.Outcome)
 	}
-	wantPhases := []string{"deploy v1:succeeded", "canary v2:succeeded", "blue/green v3:succeeded", "bad v4:reverted", "after:"}
+	wantPhases := []string{"deploy v1:succeeded", "canary v2:succeeded", "blue/green v3:succeeded", "bad v4:reverted", "bad v5:reverted", "after:"}
 	if d := cmp.Diff(wantPhases, names); d != "" {
 		t.Fatalf("phases (-want +got):\n%s", d)
 	}
@@ -211,11 +214,11 @@ func TestRunPlaysEveryActAndPromotesManualSteps(t *testing.T) {
 		}
 		seen[s.Version] = true
 	}
-	// Traffic starts once v1 answers; v4 never serves.
-	if !seen["v3"] || seen["v4"] || seen["preview"] {
+	// Traffic starts once v1 answers; v4 and v5 never serve (here).
+	if !seen["v3"] || seen["v4"] || seen["v5"] || seen["preview"] {
 		t.Fatalf("versions served = %v", seen)
 	}
-	if d := cmp.Diff(map[string]string{"deploy v1": "r1", "canary v2": "r2", "blue/green v3": "r3", "bad v4": "r4"}, res.Rollouts); d != "" {
+	if d := cmp.Diff(map[string]string{"deploy v1": "r1", "canary v2": "r2", "blue/green v3": "r3", "bad v4": "r4", "bad v5": "r5"}, res.Rollouts); d != "" {
 		t.Fatalf("rollouts (-want +got):\n%s", d)
 	}
 	for _, want := range []string{"bin/slipctl rollout promote r2", "-> served by v3", "weights v1=50% v2=50%"} {
@@ -357,7 +360,7 @@ func TestFormatWeights(t *testing.T) {
 
 func TestActsAreConsistent(t *testing.T) {
 	acts := Acts()
-	if len(acts) != 4 {
+	if len(acts) != 5 {
 		t.Fatalf("%d acts", len(acts))
 	}
 	for _, a := range acts {
@@ -367,5 +370,14 @@ func TestActsAreConsistent(t *testing.T) {
 	}
 	if acts[3].Spec.GetEnv()["FAIL_HEALTH"] != "1" || acts[3].Want != deployv1.RolloutState_ROLLOUT_STATE_REVERTED || !acts[3].Spec.GetUpdate().GetAutoRevert() {
 		t.Errorf("the bad act must fail its health check and be reverted: %v", acts[3].Spec)
+	}
+	v5 := acts[4]
+	u := v5.Spec.GetUpdate()
+	if !v5.ServesErrors || len(v5.Spec.GetEnv()) != 0 || v5.Want != deployv1.RolloutState_ROLLOUT_STATE_REVERTED || !u.GetAutoRevert() ||
+		u.GetStrategy() != deployv1.Strategy_STRATEGY_CANARY || u.GetCanary().GetAnalysis() == nil || u.GetCanary().GetSteps()[0].GetWeight() != 20 {
+		t.Errorf("the fifth act must be a 20%% canary with analysis, its image (not its spec) serving errors, reverted: %+v", v5)
+	}
+	if vs := platformspec.Validate(v5.Spec); len(vs) != 0 {
+		t.Errorf("the fifth act's spec: %v", vs)
 	}
 }

@@ -66,7 +66,8 @@ func Once(ctx context.Context, client *http.Client, cfg Config) summary.Sample {
 	_, rerr := io.Copy(io.Discard, resp.Body)
 	switch {
 	case resp.StatusCode/100 != 2:
-		return summary.Sample{Err: fmt.Sprintf("HTTP %d", resp.StatusCode)}
+		// The release that answered, when it says (the demo does on 500).
+		return summary.Sample{Version: resp.Header.Get(VersionHeader), Err: fmt.Sprintf("HTTP %d", resp.StatusCode)}
 	case rerr != nil:
 		return summary.Sample{Err: "reading body: " + rerr.Error()}
 	}

@@ -47,9 +47,14 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(images), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, vc := range []string{"v1:blue", "v2:green", "v3:red", "v4:yellow"} {
-		v, colour, _ := strings.Cut(vc, ":")
-		exe := testenv.BuildBinary(t, "./deployments/demo", "-X main.version="+v, "-X main.colour="+colour)
+	for _, vc := range []string{"v1:blue", "v2:green", "v3:red", "v4:yellow", "v5:purple:4"} {
+		parts := strings.Split(vc, ":")
+		flags := []string{"-X main.version=" + parts[0], "-X main.colour=" + parts[1]}
+		if len(parts) == 3 {
+			flags = append(flags, "-X main.errorRate="+parts[2]) // as scripts/demo-images.sh builds v5
+		}
+		v := parts[0]
+		exe := testenv.BuildBinary(t, "./deployments/demo", flags...)
 		if err := os.Symlink(exe, filepath.Join(images, "slipway_demo_"+v)); err != nil {
 			t.Fatal(err)
 		}
@@ -83,12 +88,17 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 	if m == nil {
 		t.Fatal("no summary line")
 	}
-	if sent, _ := strconv.Atoi(m[1]); sent < 100 || m[2] != "0" {
-		t.Fatalf("requests sent %s, failed %s: want >= 100 sent and none failed", m[1], m[2])
+	// The only failed requests are the bad v5's 500s, counted in the summary.
+	bad := regexp.MustCompile(`the bad release v5 served (\d+) requests \((\d+) answered 500\)`).FindStringSubmatch(text)
+	if bad == nil {
+		t.Fatal("the summary does not say what the bad v5 served")
+	}
+	if sent, _ := strconv.Atoi(m[1]); sent < 100 || m[2] != bad[2] || bad[2] == "0" {
+		t.Fatalf("requests sent %s, failed %s, v5's 500s %s: want >= 100 sent and v5's (some) the only failures", m[1], m[2], bad[2])
 	}
 	for _, want := range []string{
 		"operator", "rollout promote", // the manual canary step and the blue/green switch were promoted
-		"canary v2", "succeeded", "blue/green v3", "bad v4", "reverted",
+		"canary v2", "succeeded", "blue/green v3", "bad v4", "reverted", "bad v5", "analysis of #5 failed (2/2)",
 		"stopped consul",
 		// where to watch it, and how to log in
 		"watch the tour live in the web dashboard\x1b[0m: https://127.0.0.1:" + strconv.Itoa(dashboard) + "/", "log in with the management token",
@@ -97,13 +107,13 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	// Each of v1, v2, v3 served traffic; v4 never did.
+	// Each of v1, v2, v3 served traffic, v5 as a canary; v4 never did.
 	header := regexp.MustCompile(`(?m)^\s+phase\s+duration\s+outcome\s+requests\s+failed((?:\s+v\d)+)\s*$`).FindStringSubmatch(text)
 	if header == nil {
 		t.Fatal("no per-phase table")
 	}
-	if got := strings.Fields(header[1]); strings.Join(got, ",") != "v1,v2,v3" {
-		t.Errorf("versions served = %v, want v1,v2,v3", got)
+	if got := strings.Fields(header[1]); strings.Join(got, ",") != "v1,v2,v3,v5" {
+		t.Errorf("versions served = %v, want v1,v2,v3,v5", got)
 	}
 	// Nothing left behind: no process of the stack, no demo instance.
 	if leftovers := processesUnder(t, bin, images); len(leftovers) > 0 {
