@@ -128,6 +128,9 @@ type Config struct {
 	Signals Signals
 	// HTTPClient asks analysis webhooks; default a plain http.Client.
 	HTTPClient *http.Client
+	// GateAllow bounds the URLs analysis gates may reach (empty: any); a
+	// gate outside it fails its window without being asked.
+	GateAllow analysis.Allowlist
 	// Logger receives the engine's logs.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/rollout"
@@ -33,6 +34,8 @@ type harness struct {
 	routes *fakeRoutes
 	agents *fakeAgents
 	eng    *engine.Engine
+	// gateAllow is the next leader's -analysis-gate-allow.
+	gateAllow analysis.Allowlist
 }
 
 func newHarness(t testing.TB, nodes ...string) *harness {
@@ -59,7 +62,7 @@ func (h *harness) newLeader() {
 		h.eng.Stop() // the old leader sends nothing more
 	}
 	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
-		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute})
+		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute, GateAllow: h.gateAllow})
 }
 
 func (h *harness) pass() {

@@ -147,11 +147,21 @@ func (e *Engine) askHooks(ro *deployv1.Rollout, st rollout.State, from, to time.
 		defer close(call.done)
 		gates := make([]analysis.Gate, len(hooks)+len(queries))
 		var wg sync.WaitGroup
+		// A gate outside -analysis-gate-allow (committed before the list
+		// changed) fails without being asked.
 		for i, h := range hooks {
+			if !e.cfg.GateAllow.Allows(h.URL) {
+				gates[i] = analysis.Refused("webhook", h.Name)
+				continue
+			}
 			wg.Go(func() { gates[i] = webhook.Ask(context.Background(), e.cfg.HTTPClient, h, body) })
 		}
 		vars := prometheus.Vars{Service: st.Service, Canary: st.To, Stable: st.From}
 		for i, q := range queries {
+			if !e.cfg.GateAllow.Allows(q.Address) {
+				gates[len(hooks)+i] = analysis.Refused("prometheus", q.Name)
+				continue
+			}
 			wg.Go(func() { gates[len(hooks)+i] = prometheus.Ask(context.Background(), q, vars, to) })
 		}
 		wg.Wait()

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/webhook"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -74,5 +75,35 @@ func TestAnalysisWebhookGatesTheCanary(t *testing.T) {
 	if len(bodies) == 0 || bodies[0].Rollout != v2 || bodies[0].CanaryRelease != 2 || bodies[0].StableRelease != 1 || bodies[0].Weight != 50 ||
 		bodies[0].WindowEnd.Sub(bodies[0].WindowStart) != 2*time.Second {
 		t.Errorf("context received: %+v", bodies)
+	}
+}
+
+// A committed webhook outside the leader's -analysis-gate-allow fails each
+// window without being asked (the server sees no request): the canary is
+// reverted, the verdict saying why.
+func TestAnalysisGateOutsideAllowlistFailsUnasked(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, "n1", "n2")
+	allow, err := analysis.ParseAllowlist("https://ci.example.com/gates/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.gateAllow = allow
+	h.newLeader()
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	u := fast(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY, AutoRevert: true, Canary: &deployv1.CanaryStrategy{
+		Analysis: &deployv1.Analysis{Interval: durationpb.New(2 * time.Second), FailureLimit: 2,
+			Webhooks: []*deployv1.WebhookGate{{Name: "ci", Url: srv.URL + "/gate"}}},
+		Steps: []*deployv1.CanaryStep{{Weight: 50, Pause: durationpb.New(2 * time.Second)}, {Weight: 100}}}})
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, u))
+	h.run(500*time.Millisecond, "v2 reverted", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_REVERTED))
+	if ro := h.rollout(v2); !strings.Contains(ro.GetMessage(), "webhook.ci: not asked: its URL is outside the coordinator's -analysis-gate-allow") {
+		t.Errorf("reverted with %q, want the refused gate named", ro.GetMessage())
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the webhook outside the allowlist was asked %d times", n)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"slipway.dev/coordinator/acl"
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/signals"
 	"slipway.dev/coordinator/state"
@@ -75,6 +76,7 @@ type API struct {
 	creds      *rpc.Creds
 	registered time.Time // last registration attempt of a follower
 	signals    *signals.Store
+	gateAllow  analysis.Allowlist
 }
 
 // Access is who may call each of the coordinator's gRPC services, by the

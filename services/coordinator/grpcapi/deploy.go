@@ -55,6 +55,9 @@ func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) 
 	if vs := spec.Validate(req.GetSpec()); len(vs) > 0 {
 		return nil, rpc.InvalidArgument("spec", vs)
 	}
+	if vs := gateViolations(s.a.gateAllow, req.GetSpec()); len(vs) > 0 {
+		return nil, rpc.InvalidArgument("spec", vs)
+	}
 	// The id is chosen here, before any forwarding, so that an unknown
 	// outcome can name it.
 	if req.GetRequestId() == "" {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"slipway.dev/coordinator/agentclient"
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/consul"
 	"slipway.dev/coordinator/dashboard"
 	"slipway.dev/coordinator/engine"
@@ -67,6 +68,9 @@ type Config struct {
 	// RaftTimeouts are raft's failure-detection timeouts; zero fields take
 	// raftnode.DefaultTimeouts.
 	RaftTimeouts raftnode.Timeouts
+	// GateAllow bounds the URLs analysis gates may reach (Deploy refuses
+	// others; the engine fails them unasked); empty: any.
+	GateAllow analysis.Allowlist
 	// DashboardAddr serves the web dashboard (HTTPS with this
 	// coordinator's certificate, plaintext only with insecure Creds) when
 	// set; empty: off.
@@ -224,6 +228,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// them for its engine's canary analysis.
 	sigs := signals.New(0)
 	api.SetSignals(sigs)
+	api.SetGateAllowlist(cfg.GateAllow)
 	scfg := rpc.ServerConfig{Name: "coordinator", Logger: logger, Registerer: reg, Creds: cfg.Creds, Access: grpcapi.Access}
 	if !cfg.DisableACL {
 		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, api.UnaryACL())
@@ -362,7 +367,7 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		if c.verified == nil {
 			c.verified = agentclient.NewVerified(c.consul, c.agents, c.logger)
 		}
-		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals,
+		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals, GateAllow: c.cfg.GateAllow,
 			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline,
 			OnStatuses: func(m map[string]*agentv1.AllocationStatus) { c.statuses.Store(&m) }})
 		go func() {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/notify"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/server"
@@ -98,6 +99,7 @@ func run(args []string) error {
 	var (
 		cfg       server.Config
 		join      string
+		gateAllow string
 		logLevel  string
 		logFormat string
 		sec       rpc.Security
@@ -117,6 +119,7 @@ func run(args []string) error {
 	fs.StringVar(&join, "join", "", "comma-separated gRPC addresses of other coordinators")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fs.StringVar(&cfg.DashboardAddr, "dashboard-addr", "", "serve the web dashboard at https://ADDR/ with this coordinator's certificate (plaintext only with -insecure); users log in with a Slipway token; e.g. 127.0.0.1:7402 (empty: off)")
+	fs.StringVar(&gateAllow, "analysis-gate-allow", "", "comma-separated http(s) URL prefixes the analysis gates (webhooks, Prometheus servers) may reach, e.g. https://ci.example.com/gates/,http://prometheus:9090: Deploy refuses a spec naming another, and the leader fails (without asking) a committed gate outside it; scheme and host:port match exactly, the path by prefix (empty: any URL, as before); use the same value on every coordinator of a cluster")
 	fs.BoolVar(&cfg.Engine, "engine", true, "run the leader engine while leading (rollouts act on nodes and edges); -engine=false only records")
 	cfg.Consul.RegisterFlags(fs) // the leader engine's Consul: -consul-addr, -consul-token, -consul-ca, ...
 	fs.DurationVar(&cfg.NodeGrace, "node-grace", 10*time.Second, "how long a node may be missing from Consul before its allocations are replaced")
@@ -160,6 +163,11 @@ func run(args []string) error {
 	if err := cfg.RaftTimeouts.Validate(); err != nil {
 		return err
 	}
+	allow, err := analysis.ParseAllowlist(gateAllow)
+	if err != nil {
+		return fmt.Errorf("-analysis-gate-allow: %w", err)
+	}
+	cfg.GateAllow = allow
 	for _, a := range strings.Split(join, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			cfg.Join = append(cfg.Join, a)
