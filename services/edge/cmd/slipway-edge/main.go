@@ -85,7 +85,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.limits.ReadHeaderTimeout, "http-read-header-timeout", d.ReadHeaderTimeout, "time a request head may take from its first byte")
 	fs.DurationVar(&o.limits.ReadBodyTimeout, "http-read-body-timeout", d.ReadBodyTimeout, "longest wait for each read of a request body")
 	fs.DurationVar(&o.limits.IdleTimeout, "http-idle-timeout", d.IdleTimeout, "how long a keep-alive connection may wait for its next request")
-	fs.DurationVar(&o.limits.WriteTimeout, "http-write-timeout", d.WriteTimeout, "longest a response write may block (proxy: lean path; nginx: send_timeout)")
+	fs.DurationVar(&o.limits.WriteTimeout, "http-write-timeout", d.WriteTimeout, "longest a write to a client may block (proxy: both paths, HTTP/2 and upgraded connections too; nginx: send_timeout)")
 	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog; mode proxy)")
 	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; nginx: limit_conn)")
 	fs.DurationVar(&o.connectTimeout, "upstream-connect-timeout", 2*time.Second, "time to connect to an instance before trying another (mode proxy)")

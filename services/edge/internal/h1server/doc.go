@@ -24,7 +24,9 @@
 //   - Timeouts: the head must complete within ReadHeaderTimeout of its first
 //     partial read, an idle connection is closed after IdleTimeout, each
 //     body read waits at most ReadBodyTimeout and each write at most
-//     WriteTimeout. Deadlines are moved lazily (when less than 3/4 of the
+//     WriteTimeout (on net/http's path too, where the connection itself
+//     moves its write deadline before each write: net/http's WriteTimeout
+//     would bound a whole response instead). Deadlines are moved lazily (when less than 3/4 of the
 //     timeout is left), so the effective limits lie between 3/4 and all of
 //     the configured value.
 //   - A client that goes away is noticed at the next read or write, not

@@ -48,7 +48,8 @@ type Limits struct {
 	// IdleTimeout bounds the wait for the next request on a keep-alive
 	// connection.
 	IdleTimeout time.Duration
-	// WriteTimeout bounds the time each write of a response may block.
+	// WriteTimeout bounds the time each write to the client may block, on
+	// both paths (on net/http's, also HTTP/2 and upgraded connections).
 	WriteTimeout time.Duration
 	// MaxConns bounds open client connections; further ones wait in the
 	// listen backlog.
@@ -173,7 +174,7 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Lock()
 		delete(s.listeners, l)
 		s.mu.Unlock()
-		err := s.std.Serve(l)
+		err := s.std.Serve(writeTimeoutListener{Listener: l, d: s.lim.WriteTimeout})
 		if s.shutdown.Load() {
 			return http.ErrServerClosed
 		}
@@ -435,7 +436,7 @@ func (c *conn) handOver() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
-	if !c.s.handed.put(&handedConn{Conn: c.nc, r: c.br}) {
+	if !c.s.handed.put(&handedConn{Conn: withWriteTimeout(c.nc, c.s.lim.WriteTimeout), r: c.br}) {
 		c.nc.Close()
 	}
 }
@@ -600,3 +601,62 @@ func (q *connQueue) close() { q.closed.Do(func() { close(q.done) }) }
 
 func (q *connQueue) Close() error   { q.close(); return nil }
 func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{} }
+
+// withWriteTimeout bounds each write on nc, a connection net/http serves,
+// by d (d <= 0: nc as it is): net/http's own WriteTimeout bounds a whole
+// response instead, which would cut long downloads and streams. The
+// deadline is moved lazily, as on the lean path, and the connection keeps
+// it after a Hijack (an upgraded connection's writes are bounded too).
+func withWriteTimeout(nc net.Conn, d time.Duration) net.Conn {
+	if d <= 0 {
+		return nc
+	}
+	return &writeTimeoutConn{Conn: nc, d: d}
+}
+
+// writeTimeoutConn is a connection whose writes may each block at most d.
+type writeTimeoutConn struct {
+	net.Conn
+	d time.Duration
+	// dl is the write deadline set on Conn, in Unix nanoseconds (0: none
+	// yet); atomic, since a hijacked or HTTP/2 connection may be written
+	// from more than one goroutine.
+	dl atomic.Int64
+}
+
+func (c *writeTimeoutConn) Write(p []byte) (int, error) {
+	now := time.Now()
+	if dl := c.dl.Load(); dl == 0 || time.Duration(dl-now.UnixNano()) < c.d*3/4 {
+		next := now.Add(c.d)
+		c.dl.Store(next.UnixNano())
+		c.Conn.SetWriteDeadline(next)
+	}
+	return c.Conn.Write(p)
+}
+
+// SetDeadline and SetWriteDeadline pass through; the next write then sets
+// the deadline d from then again, so an explicit write deadline does not
+// outlive the write that follows it.
+func (c *writeTimeoutConn) SetDeadline(t time.Time) error {
+	c.dl.Store(0)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *writeTimeoutConn) SetWriteDeadline(t time.Time) error {
+	c.dl.Store(0)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// writeTimeoutListener hands out its connections under withWriteTimeout.
+type writeTimeoutListener struct {
+	net.Listener
+	d time.Duration
+}
+
+func (l writeTimeoutListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return withWriteTimeout(nc, l.d), nil
+}

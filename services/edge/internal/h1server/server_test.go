@@ -3,10 +3,12 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,5 +288,73 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+// TestWriteTimeout: a client that sends a request and then reads nothing
+// holds no handler past WriteTimeout, on the lean path, on net/http's path
+// for a connection the lean path handed over (HTTP/1.0) and on a server
+// with the lean path off: the blocked write fails with a deadline error.
+func TestWriteTimeout(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		lean bool
+		raw  string
+		want string // the path that must have served it
+	}{
+		{"lean", true, "GET /big HTTP/1.1\r\nHost: w\r\n\r\n", "lean"},
+		{"handed-over", true, "GET /big HTTP/1.0\r\nHost: w\r\n\r\n", "nethttp"},
+		{"nethttp-only", false, "GET /big HTTP/1.1\r\nHost: w\r\n\r\n", "nethttp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			type outcome struct {
+				path string
+				err  error
+			}
+			done := make(chan outcome, 1)
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := New(Config{Lean: c.lean, Limits: Limits{WriteTimeout: 300 * time.Millisecond}, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				path := "nethttp"
+				if _, ok := w.(*response); ok {
+					path = "lean"
+				}
+				chunk := make([]byte, 32<<10)
+				// Far more than loopback socket buffers hold: the
+				// writes block once they are full.
+				for i := 0; i < 1<<14; i++ {
+					if _, err := w.Write(chunk); err != nil {
+						done <- outcome{path, err}
+						return
+					}
+				}
+				done <- outcome{path, nil}
+			})})
+			served := make(chan struct{})
+			go func() { s.Serve(lis); close(served) }()
+			t.Cleanup(func() { s.Close(); <-served })
+			conn, err := net.Dial("tcp", lis.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, c.raw); err != nil {
+				t.Fatal(err)
+			}
+			// The client reads nothing from here on.
+			select {
+			case o := <-done:
+				if o.path != c.want {
+					t.Fatalf("served on the %s path, want %s", o.path, c.want)
+				}
+				if !errors.Is(o.err, os.ErrDeadlineExceeded) {
+					t.Fatalf("handler's write to a client that reads nothing: %v, want a deadline error", o.err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the handler's write still blocked 30s after the client stopped reading (write timeout 300ms)")
+			}
+		})
 	}
 }
