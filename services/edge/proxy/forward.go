@@ -58,6 +58,11 @@ var emptyValue = []string{""}
 func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
 	out := st.leanRequest(in)
 	st.rt.lean = true
+	wh := w.Header()
+	// The common response's fields are parsed straight into the client's
+	// response header (still empty here), its values in st.ex.
+	st.ex.Header = wh
+	st.rt.ex = &st.ex
 
 	st.rt.w = w
 	res, err := st.rt.RoundTrip(out)
@@ -67,12 +72,13 @@ func (p *Proxy) forward(w http.ResponseWriter, in *http.Request, st *state) {
 		return
 	}
 	removeHopByHop(res.Header, res.Header["Connection"])
-	wh := w.Header()
-	for k, vv := range res.Header {
-		if len(wh[k]) == 0 {
-			wh[k] = vv // res.Header is not used again
-		} else {
-			wh[k] = append(wh[k], vv...)
+	if !st.ex.Direct() {
+		for k, vv := range res.Header {
+			if len(wh[k]) == 0 {
+				wh[k] = vv // res.Header is not used again
+			} else {
+				wh[k] = append(wh[k], vv...)
+			}
 		}
 	}
 	if len(res.Trailer) > 0 {

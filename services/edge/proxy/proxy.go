@@ -369,9 +369,11 @@ type state struct {
 	sw   statusWriter
 	rt   retrier
 	rp   httputil.ReverseProxy
-	// out and url are the outbound request of the lean path (see forward).
+	// out and url are the outbound request of the lean path (see forward),
+	// ex holds its response.
 	out http.Request
 	url url.URL
+	ex  h1client.Exchange
 }
 
 type pick struct {
@@ -495,8 +497,10 @@ type retrier struct {
 	w         http.ResponseWriter
 	finalSeen bool
 	// lean marks a lean-path request (see forward): its Header is the
-	// inbound one, written by writeLeanHead over h1Transport.
+	// inbound one, written by writeLeanHead over h1Transport, and its
+	// response lives in ex.
 	lean bool
+	ex   *h1client.Exchange
 }
 
 func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -589,7 +593,7 @@ func (rt *retrier) tryBackend(req *http.Request, pk *pick) (resp *http.Response,
 		out.URL.Host = u.Address
 		pk.upstream = u.ID
 		if rt.lean {
-			resp, err = rt.p.h1.Do(out, rt.relay1xx, writeLeanHead)
+			resp, err = rt.p.h1.Do(out, rt.ex, rt.relay1xx, writeLeanHead)
 		} else if h1client.CanCarry(out) {
 			resp, err = rt.p.h1.RoundTrip(out)
 		} else {

@@ -47,6 +47,75 @@ type conn struct {
 	// rdl is the read deadline set on nc (zero: none). Setting a deadline
 	// costs a runtime timer update, so it is set lazily (see roundTrip).
 	rdl time.Time
+
+	// The request context's cancellation interrupts an exchange by moving
+	// nc's deadline into the past. The context.AfterFunc registration
+	// (two allocations) is kept across exchanges while their requests
+	// share a context, as every lean-path request of the edge's server
+	// does (its base context), and replaced when one comes with another.
+	mu      sync.Mutex
+	ctx     context.Context // watched by unwatch's registration
+	unwatch func() bool
+	// busy is set while an exchange on ctx is in flight; interrupted when
+	// ctx's cancellation cut it.
+	busy, interrupted bool
+	interruptFn       func() // c.interrupt, made once
+}
+
+// watch makes the cancellation of ctx interrupt the exchange that starts;
+// false when ctx is done already.
+func (c *conn) watch(ctx context.Context) bool {
+	var old func() bool
+	c.mu.Lock()
+	if c.ctx != ctx {
+		old, c.unwatch, c.ctx = c.unwatch, nil, ctx
+		if ctx.Done() != nil {
+			if c.interruptFn == nil {
+				c.interruptFn = c.interrupt
+			}
+			c.unwatch = context.AfterFunc(ctx, c.interruptFn)
+		}
+	}
+	c.busy, c.interrupted = true, false
+	c.mu.Unlock()
+	if old != nil {
+		old()
+	}
+	return ctx.Err() == nil
+}
+
+// interrupt cuts the exchange in flight when the watched context is done.
+// A registration replaced but already started finds the new context live
+// and does nothing.
+func (c *conn) interrupt() {
+	c.mu.Lock()
+	if c.busy && c.ctx != nil && c.ctx.Err() != nil {
+		c.interrupted = true
+		c.nc.SetDeadline(time.Unix(1, 0))
+	}
+	c.mu.Unlock()
+}
+
+// end ends the exchange in flight: false when its context interrupted it
+// (the connection's deadline is then in the past: close it).
+func (c *conn) end() bool {
+	c.mu.Lock()
+	c.busy = false
+	ok := !c.interrupted
+	c.mu.Unlock()
+	return ok
+}
+
+// close drops the context registration and closes the connection.
+func (c *conn) close() {
+	c.mu.Lock()
+	stop := c.unwatch
+	c.unwatch, c.ctx = nil, nil
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	c.nc.Close()
 }
 
 // CanCarry reports whether Transport can carry req.
@@ -117,7 +186,7 @@ func (t *Transport) put(c *conn) {
 		return
 	}
 	t.mu.Unlock()
-	c.nc.Close()
+	c.close()
 }
 
 // keepOnly closes the idle connections to addresses not in live and stops
@@ -135,7 +204,7 @@ func (t *Transport) KeepOnly(live map[string]bool) {
 	}
 	t.mu.Unlock()
 	for _, c := range drop {
-		c.nc.Close()
+		c.close()
 	}
 }
 
@@ -148,7 +217,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Unlock()
 	for _, cs := range idle {
 		for _, c := range cs {
-			c.nc.Close()
+			c.close()
 		}
 	}
 }
@@ -160,21 +229,43 @@ var ErrUpgrade = errors.New("h1client: upstream switched protocols on a request 
 // RoundTrip sends req (for which CanCarry is true) to req.URL.Host. 1xx
 // responses go to the request context's httptrace Got1xxResponse.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.Do(req, nil, nil)
+	return t.Do(req, nil, nil, nil)
 }
 
-// Do is RoundTrip with got1xx, when not nil, receiving 1xx responses
-// instead of the context's trace, and writeHead, when not nil, writing the
-// request head instead of req.Write (the proxy writes its outbound head
-// straight from the inbound header).
-func (t *Transport) Do(req *http.Request, got1xx func(int, http.Header), writeHead func(*bufio.Writer, *http.Request) error) (*http.Response, error) {
+// Exchange is storage for one request's response that the caller owns (the
+// proxy keeps it in its per-request state), so that a response the fast
+// parser reads costs no allocation of its own: the Response, its body and
+// the header values' slices live here. It is used for one request (its
+// attempts included) and not reused after.
+type Exchange struct {
+	// Header, when not nil and empty, receives the fields of a response
+	// the fast parser reads (the proxy passes its client's response
+	// header); the Response's Header is then this map (see Direct).
+	Header http.Header
+
+	direct bool
+	resp   http.Response
+	body   body
+	strs   [16]string
+}
+
+// Direct reports whether the last response's fields were parsed into
+// e.Header itself.
+func (e *Exchange) Direct() bool { return e.direct }
+
+// Do is RoundTrip with ex, when not nil, holding the response (see
+// Exchange), got1xx, when not nil, receiving 1xx responses instead of the
+// context's trace, and writeHead, when not nil, writing the request head
+// instead of req.Write (the proxy writes its outbound head straight from
+// the inbound header).
+func (t *Transport) Do(req *http.Request, ex *Exchange, got1xx func(int, http.Header), writeHead func(*bufio.Writer, *http.Request) error) (*http.Response, error) {
 	ctx := req.Context()
 	for {
 		c, reused, err := t.get(ctx, req.URL.Host)
 		if err != nil {
 			return nil, err
 		}
-		resp, sent, err := c.roundTrip(req, got1xx, writeHead)
+		resp, sent, err := c.roundTrip(req, ex, got1xx, writeHead)
 		if err == nil {
 			return resp, nil
 		}
@@ -191,13 +282,15 @@ func (t *Transport) Do(req *http.Request, got1xx func(int, http.Header), writeHe
 
 // roundTrip writes req and reads the response head. sent is true once any
 // byte of a response arrived. On error the connection is closed.
-func (c *conn) roundTrip(req *http.Request, got1xx func(int, http.Header), writeHead func(*bufio.Writer, *http.Request) error) (resp *http.Response, sent bool, err error) {
+func (c *conn) roundTrip(req *http.Request, ex *Exchange, got1xx func(int, http.Header), writeHead func(*bufio.Writer, *http.Request) error) (resp *http.Response, sent bool, err error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
 	fail := func(err error) (*http.Response, bool, error) {
-		stop()
-		c.nc.Close()
+		c.end()
+		c.close()
 		return nil, sent, err
+	}
+	if !c.watch(ctx) {
+		return fail(ctx.Err())
 	}
 	if writeHead == nil {
 		err = req.Write(c.bw)
@@ -226,7 +319,7 @@ func (c *conn) roundTrip(req *http.Request, got1xx func(int, http.Header), write
 	sent = true
 	for {
 		var fast bool
-		if resp, fast = readSimpleResponse(c.br, req); !fast {
+		if resp, fast = readSimpleResponse(c.br, req, ex); !fast {
 			resp, err = http.ReadResponse(c.br, req)
 		}
 		if err != nil {
@@ -258,26 +351,33 @@ func (c *conn) roundTrip(req *http.Request, got1xx func(int, http.Header), write
 	}
 	keep := !resp.Close
 	if resp.Body == http.NoBody || resp.Body == nil {
-		c.release(stop, keep)
+		c.release(keep)
 		return resp, true, nil
 	}
-	if sb, ok := resp.Body.(*simpleBody); ok {
+	var b *body
+	if ex != nil {
+		b = &ex.body
+	} else {
+		b = new(body)
+	}
+	if resp.Body == simpleBodyMark {
 		// The Content-Length reader lives in body: one allocation less.
-		resp.Body = &body{c: c, stop: stop, keep: keep, n: sb.n}
-		return resp, true, nil
+		*b = body{c: c, keep: keep, n: resp.ContentLength}
+	} else {
+		*b = body{c: c, rc: resp.Body, keep: keep}
 	}
-	resp.Body = &body{c: c, rc: resp.Body, stop: stop, keep: keep}
+	resp.Body = b
 	return resp, true, nil
 }
 
 // release returns the connection to the pool when the exchange ended cleanly
 // and the request context did not interrupt it; else closes it.
-func (c *conn) release(stop func() bool, keep bool) {
-	if stop() && keep && c.br.Buffered() == 0 {
+func (c *conn) release(keep bool) {
+	if c.end() && keep && c.br.Buffered() == 0 {
 		c.t.put(c)
 		return
 	}
-	c.nc.Close()
+	c.close()
 }
 
 // body is a response body that gives its connection back on EOF. Read
@@ -287,7 +387,6 @@ type body struct {
 	rc io.ReadCloser
 	// n, when rc is nil, is the number of body bytes left on c.br.
 	n    int64
-	stop func() bool
 	keep bool
 	done atomic.Bool
 }
@@ -305,10 +404,10 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	if err != nil && b.done.CompareAndSwap(false, true) {
 		if err == io.EOF {
-			b.c.release(b.stop, b.keep)
+			b.c.release(b.keep)
 		} else {
-			b.stop()
-			b.c.nc.Close()
+			b.c.end()
+			b.c.close()
 		}
 	}
 	return n, err
@@ -317,8 +416,8 @@ func (b *body) Read(p []byte) (int, error) {
 // Close ends the exchange; a body not read to its end closes the connection.
 func (b *body) Close() error {
 	if b.done.CompareAndSwap(false, true) {
-		b.stop()
-		b.c.nc.Close()
+		b.c.end()
+		b.c.close()
 	}
 	return nil
 }
@@ -344,11 +443,12 @@ func (b *body) readN(p []byte) (int, error) {
 	return n, err
 }
 
-// simpleBody marks a response body of n bytes still on the connection's
-// reader; conn.roundTrip replaces it by a body reading them.
-type simpleBody struct {
-	n int64
-}
+// simpleBody marks a response body of ContentLength bytes still on the
+// connection's reader (simpleBodyMark, the only value); conn.roundTrip
+// replaces it by a body reading them.
+type simpleBody struct{}
+
+var simpleBodyMark io.ReadCloser = &simpleBody{}
 
 func (*simpleBody) Read([]byte) (int, error) {
 	return 0, errors.New("h1client: simpleBody is a marker")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -253,7 +254,7 @@ func TestSimpleResponseMatchesReadResponse(t *testing.T) {
 	for i, c := range cases {
 		br := bufio.NewReader(strings.NewReader(c.raw))
 		br.Peek(1) // buffer what there is, as roundTrip's Peek does
-		got, fast := readSimpleResponse(br, c.req)
+		got, fast := readSimpleResponse(br, c.req, nil)
 		if fast != c.fast {
 			t.Fatalf("case %d: fast = %v, want %v", i, fast, c.fast)
 		}
@@ -274,8 +275,8 @@ func TestSimpleResponseMatchesReadResponse(t *testing.T) {
 		}
 		wantBody, _ := io.ReadAll(want.Body)
 		var gotBody []byte
-		if sb, ok := got.Body.(*simpleBody); ok {
-			b := &body{c: &conn{br: br}, n: sb.n}
+		if got.Body == simpleBodyMark {
+			b := &body{c: &conn{br: br}, n: got.ContentLength}
 			for {
 				buf := make([]byte, 2) // small reads: the length is tracked across them
 				n, err := b.readN(buf)
@@ -297,11 +298,11 @@ func TestSimpleResponseMatchesReadResponse(t *testing.T) {
 	// A body cut short is an unexpected EOF, as ReadResponse's body says.
 	br := bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf"))
 	br.Peek(1)
-	got, fast := readSimpleResponse(br, get)
+	got, fast := readSimpleResponse(br, get, nil)
 	if !fast {
 		t.Fatal("declined a simple response")
 	}
-	b := &body{c: &conn{br: br}, n: got.Body.(*simpleBody).n}
+	b := &body{c: &conn{br: br}, n: got.ContentLength}
 	if body, err := io.ReadAll(readerFunc(b.readN)); string(body) != "half" || err != io.ErrUnexpectedEOF {
 		t.Fatalf("short body %q, %v", body, err)
 	}
@@ -310,3 +311,91 @@ func TestSimpleResponseMatchesReadResponse(t *testing.T) {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestH1SharedContextRegistration: requests sharing a context (the lean
+// path's are all on the server's base context) share one connection and
+// its cancellation watch; the watch kept across them still interrupts a
+// later request when that context is canceled, and a per-request context
+// canceled while its connection idles in the pool does not spoil the
+// connection for the next request.
+func TestH1SharedContextRegistration(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	var accepted atomic.Int64
+	silent := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			t.Cleanup(func() { c.Close() })
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.URL.Path == "/silent" {
+						silent <- struct{}{}
+						continue // read, never answered
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	url := "http://" + lis.Addr().String()
+	tr := newTestH1(time.Hour)
+	t.Cleanup(tr.CloseIdleConnections)
+	get := func(ctx context.Context, path string) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url+path, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && string(b) != "ok" {
+			err = fmt.Errorf("body %q", b)
+		}
+		return err
+	}
+	shared, cancelShared := context.WithCancel(context.Background())
+	defer cancelShared()
+	for i := 0; i < 3; i++ {
+		if err := get(shared, "/"); err != nil {
+			t.Fatalf("request %d on the shared context: %v", i, err)
+		}
+	}
+	own, cancelOwn := context.WithCancel(context.Background())
+	if err := get(own, "/"); err != nil {
+		t.Fatalf("request on its own context: %v", err)
+	}
+	cancelOwn() // its connection is idle in the pool now
+	for i := 0; i < 3; i++ {
+		if err := get(shared, "/"); err != nil {
+			t.Fatalf("request %d after an idle connection's context was canceled: %v", i, err)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Fatalf("%d upstream connections for sequential requests, want 1", n)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- get(shared, "/silent") }()
+	<-silent // written on the pooled connection, waiting for its answer
+	cancelShared()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("request on the canceled shared context: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request on the canceled shared context still waiting for the upstream")
+	}
+}

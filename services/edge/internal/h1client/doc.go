@@ -15,7 +15,12 @@
 //     any response byte arrived and the request is replayed on another
 //     connection (safe: idempotent, no body).
 //   - The response head must arrive within Config.HeaderTimeout; the request
-//     context cancels the exchange at any point.
+//     context cancels the exchange at any point (a connection keeps its
+//     context.AfterFunc watch while its requests share a context).
+//   - With an Exchange (Transport.Do), the common response is read without
+//     an allocation of its own beyond the head's one string: the Response,
+//     its body and the header values' slices live in the Exchange, and the
+//     fields can go straight into the caller's header map.
 //   - A response body not read to its end closes its connection; one read
 //     to EOF returns the connection to the pool, unless KeepOnly says its
 //     address left the route table.

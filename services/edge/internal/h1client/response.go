@@ -17,8 +17,10 @@ import (
 // no Connection but keep-alive, no folded line and only bytes ReadResponse
 // accepts.
 // The head becomes one string that the status and fields slice. ok is false,
-// with br untouched, for anything else: ReadResponse then reads it.
-func readSimpleResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, ok bool) {
+// with br untouched (and ex.Header left empty), for anything else:
+// ReadResponse then reads it. With ex the response lives there (see
+// Exchange); its Body is simpleBodyMark when it has one.
+func readSimpleResponse(br *bufio.Reader, req *http.Request, ex *Exchange) (resp *http.Response, ok bool) {
 	if req.Method != http.MethodGet {
 		return nil, false
 	}
@@ -47,20 +49,43 @@ func readSimpleResponse(br *bufio.Reader, req *http.Request) (resp *http.Respons
 	// A bare LF ends up inside a field line, where the checks below
 	// decline it.
 	n := strings.Count(rest, "\n")
-	h := make(http.Header, n)
-	strs := make([]string, n)
+	var h http.Header
+	var strs []string
+	direct := false
+	if ex != nil {
+		ex.direct = false
+		if ex.Header != nil && len(ex.Header) == 0 {
+			h, direct = ex.Header, true
+		}
+		if n <= len(ex.strs) {
+			strs = ex.strs[:n]
+		}
+	}
+	if h == nil {
+		h = make(http.Header, n)
+	}
+	if strs == nil {
+		strs = make([]string, n)
+	}
+	// decline leaves a borrowed header map as it was given: empty.
+	decline := func() (*http.Response, bool) {
+		if direct {
+			clear(h)
+		}
+		return nil, false
+	}
 	length := int64(-1)
 	for rest != "" {
 		var kv string
 		kv, rest, _ = strings.Cut(rest, "\r\n")
 		k, v, found := strings.Cut(kv, ":")
 		if !found || !httpsyntax.ValidFieldName(k) {
-			return nil, false
+			return decline()
 		}
 		v = strings.TrimRight(strings.TrimLeft(v, " \t"), " \t")
 		for i := 0; i < len(v); i++ {
 			if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
-				return nil, false
+				return decline()
 			}
 		}
 		if !httpsyntax.IsCanonicalKey(k) {
@@ -68,21 +93,21 @@ func readSimpleResponse(br *bufio.Reader, req *http.Request) (resp *http.Respons
 		}
 		switch k {
 		case "Transfer-Encoding", "Trailer", "Pragma":
-			return nil, false
+			return decline()
 		case "Connection":
 			// Only the keep-alive that some servers send on every
 			// response; close and anything else go to ReadResponse.
 			if !httpsyntax.EqualFoldASCII(v, "keep-alive") {
-				return nil, false
+				return decline()
 			}
 		case "Content-Length":
 			if length >= 0 || v == "" || len(v) > 18 {
-				return nil, false
+				return decline()
 			}
 			length = 0
 			for i := 0; i < len(v); i++ {
 				if v[i] < '0' || v[i] > '9' {
-					return nil, false
+					return decline()
 				}
 				length = length*10 + int64(v[i]-'0')
 			}
@@ -96,15 +121,20 @@ func readSimpleResponse(br *bufio.Reader, req *http.Request) (resp *http.Respons
 		}
 	}
 	if length < 0 {
-		return nil, false
+		return decline()
 	}
 	br.Discard(end + 4)
-	resp = &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	if ex != nil {
+		resp, ex.direct = &ex.resp, direct
+	} else {
+		resp = new(http.Response)
+	}
+	*resp = http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, ContentLength: length, Request: req}
 	if length == 0 {
 		resp.Body = http.NoBody
 	} else {
-		resp.Body = &simpleBody{n: length}
+		resp.Body = simpleBodyMark
 	}
 	return resp, true
 }

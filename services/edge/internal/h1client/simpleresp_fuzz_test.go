@@ -10,7 +10,9 @@ import (
 
 // FuzzSimpleResponse: whatever bytes an upstream sends, readSimpleResponse
 // either declines them without consuming a byte (http.ReadResponse then
-// reads them) or returns what http.ReadResponse returns for them.
+// reads them) or returns what http.ReadResponse returns for them; the same
+// with an Exchange whose Header receives the fields, which a decline leaves
+// empty.
 func FuzzSimpleResponse(f *testing.F) {
 	for _, seed := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a:  2 \r\n\r\nhello",
@@ -27,12 +29,26 @@ func FuzzSimpleResponse(f *testing.F) {
 		br := bufio.NewReader(bytes.NewReader(raw))
 		br.Peek(1)
 		buffered := br.Buffered()
-		got, fast := readSimpleResponse(br, get)
+		got, fast := readSimpleResponse(br, get, nil)
+		ex := &Exchange{Header: http.Header{}}
+		br2 := bufio.NewReader(bytes.NewReader(raw))
+		br2.Peek(1)
+		got2, fast2 := readSimpleResponse(br2, get, ex)
+		if fast2 != fast {
+			t.Fatalf("with an Exchange: fast %v, without %v, on %q", fast2, fast, raw)
+		}
 		if !fast {
-			if br.Buffered() != buffered {
-				t.Fatalf("declined after consuming %d bytes", buffered-br.Buffered())
+			if br.Buffered() != buffered || br2.Buffered() != buffered {
+				t.Fatalf("declined after consuming %d (%d with an Exchange) bytes", buffered-br.Buffered(), buffered-br2.Buffered())
+			}
+			if len(ex.Header) != 0 || ex.Direct() {
+				t.Fatalf("a decline left fields in the Exchange's header: %v", ex.Header)
 			}
 			return
+		}
+		if !ex.Direct() || got2 != &ex.resp || !reflect.DeepEqual(got2.Header, got.Header) || !reflect.DeepEqual(ex.Header, got.Header) ||
+			got2.StatusCode != got.StatusCode || got2.Status != got.Status || got2.ContentLength != got.ContentLength || got2.Close != got.Close {
+			t.Fatalf("with an Exchange, %+v; without, %+v", got2, got)
 		}
 		want, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), get)
 		if err != nil {
