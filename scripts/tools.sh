@@ -48,8 +48,13 @@ fi
 # on an idle machine (25 min on a loaded 2-core one), so make test and CI
 # do not wait for it.
 CADDY=v2.11.9
+# consul-template, the seed's zero-downtime peer in make bench
+# (scripts/bench-edge-flips.sh): it renders an nginx upstream from Consul and
+# reloads nginx on each flip. Bench-only like Caddy.
+CONSUL_TEMPLATE=v0.41.1
 if [ "${SLIPWAY_TOOLS_BENCH:-}" = 1 ]; then
 	go_tool caddy github.com/caddyserver/caddy/v2/cmd/caddy "$CADDY"
+	go_tool consul-template github.com/hashicorp/consul-template "$CONSUL_TEMPLATE"
 fi
 
 need_apt=()
