@@ -7,7 +7,8 @@
 # to nginx: on a small machine wrk, the backend and the proxy share the
 # cores, so req/CPU-s is the steadier measure of the proxy's cost;
 # (b) propagation latency from a Consul KV change to the first request routed
-# by the new table, p50/p99, per mode.
+# by the new table, p50/p99, per mode, idle and (c) while wrk (-t2 -c64
+# keep-alive) loads the edge being measured.
 # The edges run as deployed, with mutual TLS on their gRPC listener
 # (certificates from the test's throwaway CA, platform/testenv); the HTTP
 # path measured is the same as without it.

@@ -21,8 +21,9 @@ import (
 // same backend with wrk, alternated over rounds (SLIPWAY_BENCH_QUICK=1: one
 // short round, a smoke test); (b)
 // propagation latency from a Consul change to the first request routed by
-// the new table, per mode. It prints tables, reports the headline figures
-// as metrics and asserts nothing about speed:
+// the new table, per mode; (c) the same while wrk loads the edge measured
+// (the load's req/s, p99 and failed requests beside it). It prints tables,
+// reports the headline figures as metrics and asserts nothing about speed:
 //
 //	go test -run '^$' -bench '^BenchmarkEdge$' -benchtime 1x ./services/edge/e2e
 //
@@ -168,50 +169,74 @@ func BenchmarkEdge(b *testing.B) {
 	}
 
 	// (b) propagation: flip the intent and time the first request that
-	// reaches the new release, probing continuously through each edge.
+	// reaches the new release, probing continuously through each edge;
+	// (c) the same while wrk loads the edge measured as in (a).
 	flips := 100
 	if quick {
 		flips = 20
 	}
-	lat := map[string][]time.Duration{}
 	client := &http.Client{Timeout: 5 * time.Second}
-	for i := 0; i < flips; i++ {
-		gen++
-		// Each measurement flips v1 -> v2 and restores v1 afterwards.
-		w, want := map[uint64]int32{1: 0, 2: 100}, "v2"
-		for _, mode := range []string{"proxy", "nginx"} {
-			ed := edges[mode]
-			start := time.Now()
-			e.writeIntent("web", intent{gen: gen, host: "web.test", weights: w})
-			for {
-				if _, _, v, err := get(client, ed, "web.test", nil); err == nil && v == want {
-					break
-				}
-				if time.Since(start) > 20*time.Second {
-					b.Fatalf("%s: new table never routed", mode)
-				}
-			}
-			lat[mode] = append(lat[mode], time.Since(start))
-			e.ackedGen(ed.id, "web", gen, blue, green)
-			gen++ // the other mode gets its own generation
-			w[1], w[2] = w[2], w[1]
-			e.writeIntent("web", intent{gen: gen, host: "web.test", weights: w})
-			for _, other := range edges {
-				e.ackedGen(other.id, "web", gen, blue, green)
-			}
-			w[1], w[2] = w[2], w[1]
+	propagate := func(modes []string) map[string][]time.Duration {
+		lat := map[string][]time.Duration{}
+		for i := 0; i < flips; i++ {
 			gen++
+			// Each measurement flips v1 -> v2 and restores v1 afterwards.
+			w, want := map[uint64]int32{1: 0, 2: 100}, "v2"
+			for _, mode := range modes {
+				ed := edges[mode]
+				start := time.Now()
+				e.writeIntent("web", intent{gen: gen, host: "web.test", weights: w})
+				for {
+					if _, _, v, err := get(client, ed, "web.test", nil); err == nil && v == want {
+						break
+					}
+					if time.Since(start) > 20*time.Second {
+						b.Fatalf("%s: new table never routed", mode)
+					}
+				}
+				lat[mode] = append(lat[mode], time.Since(start))
+				e.ackedGen(ed.id, "web", gen, blue, green)
+				gen++ // the other mode gets its own generation
+				w[1], w[2] = w[2], w[1]
+				e.writeIntent("web", intent{gen: gen, host: "web.test", weights: w})
+				for _, other := range edges {
+					e.ackedGen(other.id, "web", gen, blue, green)
+				}
+				w[1], w[2] = w[2], w[1]
+				gen++
+			}
 		}
+		return lat
+	}
+	idle := propagate([]string{"proxy", "nginx"})
+	loaded := map[string][]time.Duration{}
+	loads := map[string]wrkResult{}
+	for _, mode := range []string{"proxy", "nginx"} {
+		stop := backgroundWrk(b, wrk, "-t2", "-c64", "-d1h", "--latency", "-H", "Host: web.test", "http://"+edges[mode].httpAddr+"/")
+		loaded[mode] = propagate([]string{mode})[mode]
+		loads[mode] = stop()
+	}
+	quantiles := func(ds []time.Duration) (p50, p99, worst time.Duration) {
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		q := func(f float64) time.Duration { return ds[max(0, int(math.Ceil(f*float64(len(ds))))-1)] }
+		return q(0.5).Round(100 * time.Microsecond), q(0.99).Round(100 * time.Microsecond), ds[len(ds)-1].Round(100 * time.Microsecond)
 	}
 	fmt.Printf("\n(b) propagation: Consul KV write -> first request routed by the new table (%d flips each)\n", flips)
 	fmt.Printf("%-22s %10s %10s %10s\n", "mode", "p50", "p99", "max")
 	for _, mode := range []string{"proxy", "nginx"} {
-		ds := lat[mode]
-		slices.Sort(ds)
-		q := func(f float64) time.Duration { return ds[max(0, int(math.Ceil(f*float64(len(ds))))-1)] }
-		fmt.Printf("%-22s %10v %10v %10v\n", mode, q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), ds[len(ds)-1].Round(100*time.Microsecond))
+		p50, p99, worst := quantiles(idle[mode])
+		fmt.Printf("%-22s %10v %10v %10v\n", mode, p50, p99, worst)
 	}
 	fmt.Println("(a change after a quiet spell is applied at once; only bursts wait for the -coalesce window)")
+	fmt.Printf("\n(c) propagation under load: as (b), %d flips each, while wrk -t2 -c64 keep-alive loads the edge measured\n", flips)
+	fmt.Printf("%-22s %10s %10s %10s %12s %10s %8s\n", "mode", "p50", "p99", "max", "load req/s", "load p99", "failed")
+	for _, mode := range []string{"proxy", "nginx"} {
+		p50, p99, worst := quantiles(loaded[mode])
+		l := loads[mode]
+		fmt.Printf("%-22s %10v %10v %10v %12.0f %10v %8d\n", mode, p50, p99, worst, l.rps, l.p99.Round(10*time.Microsecond), l.failed())
+	}
+	fmt.Println("(the probe's own request waits in line with the load's, so its latency is part of each figure)")
 
 	b.ReportMetric(0, "ns/op") // wall time of setup and fixed-length runs: meaningless
 	b.ReportMetric(proxy.rps, "proxy_req/s")
