@@ -97,6 +97,8 @@ type opts struct {
 	watch                            bool
 	since                            string
 	follow                           bool
+	fromFile, fromLiteral            string
+	redeploy                         bool
 }
 
 func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {

@@ -409,6 +409,9 @@ func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path, 
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
 		return c.integer(n, path, math.MinInt64, math.MaxInt64)
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		if fd.FullName() == "slipway.deploy.v1.FileMount.mode" {
+			return c.fileMode(n, path)
+		}
 		return c.integer(n, path, 0, math.MaxUint32)
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
 		return c.integer(n, path, 0, math.MaxInt64)
@@ -425,6 +428,18 @@ func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path, 
 		c.fail(n, path, "fields of kind %s are not supported in spec files", fd.Kind())
 	}
 	return nil, false
+}
+
+// fileMode reads permission bits as chmod does: always octal, written
+// 0400, 0o400 or 400 (a decimal reading of 0400 would be 0620).
+func (c *converter) fileMode(n *yaml.Node, path string) (any, bool) {
+	s := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(n.Value), "0o"), "0O")
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || v > 0o777 {
+		c.fail(n, path, "must be octal permission bits such as 0400 or 0644, got %q", n.Value)
+		return nil, false
+	}
+	return int64(v), true
 }
 
 func (c *converter) integer(n *yaml.Node, path string, lo, hi int64) (any, bool) {

@@ -121,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 		want []string
 	}{
 		{name: "unknown fields named with their line", in: "name: web\nimgae: x\nupdate:\n  stratgy: canary\n  canary: {steps: [{weight: 10, paws: 3s}]}\n", want: []string{
-			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, security, stop_signal, update, volumes)`,
+			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, configs, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, secrets, security, stop_signal, update, volumes)`,
 			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, hooks, max_parallel, max_surge, max_unavailable, min_healthy_time, progress_deadline, rollback_window, rolling, scale_down_delay, stagger, strategy)`,
 			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: analysis, manual, pause, weight)`,
 		}},
@@ -153,7 +153,7 @@ func TestParseErrors(t *testing.T) {
 			`spec.yaml:3: env["A"]: is given twice`,
 		}},
 		{name: "json unknown field", in: "{\n  \"name\": \"a\",\n  \"Image\": \"b\"\n}", want: []string{
-			`spec.yaml:3: Image: unknown field "Image" (known: args, check, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, security, stop_signal, update, volumes)`,
+			`spec.yaml:3: Image: unknown field "Image" (known: args, check, configs, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, secrets, security, stop_signal, update, volumes)`,
 		}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{`spec.yaml:1: spec: must be a mapping of fields, got a list`}},
 		{name: "empty", in: "", want: []string{`spec.yaml: the file is empty; a spec needs at least name, image and port`}},
@@ -210,5 +210,20 @@ func TestFormatDuration(t *testing.T) {
 		if got := formatDuration(d); got != want {
 			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestFileModeIsOctal(t *testing.T) {
+	spec, err := Parse("spec.yaml", []byte("name: web\nimage: x\nsecrets: [{name: db, target: /run/secrets/db, mode: 0400}, {name: b, mode: \"0o644\"}, {name: c, mode: 440}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []uint32{0o400, 0o644, 0o440} {
+		if got := spec.GetSecrets()[i].GetMode(); got != want {
+			t.Errorf("secrets[%d].mode = %#o, want %#o", i, got, want)
+		}
+	}
+	if _, err := Parse("spec.yaml", []byte("name: web\nsecrets: [{name: db, mode: 0999}]\n")); err == nil || !strings.Contains(err.Error(), "secrets[0].mode") {
+		t.Fatalf("mode 0999: %v, want an error naming secrets[0].mode", err)
 	}
 }

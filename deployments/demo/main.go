@@ -14,7 +14,9 @@
 // reading one file slow down together, as a shared dependency's slowdown
 // or a load spike slows every release alike. With STATE_DIR (a
 // directory, e.g. a volume), it appends "started <version>" to
-// STATE_DIR/starts at every start and serves that file at /state.
+// STATE_DIR/starts at every start and serves that file at /state. SERVE_FILES (a directory,
+// e.g. /run/secrets) serves its files at GET /files/NAME, so that tests can
+// read the secrets and configs mounted into an instance.
 //
 // "demo -healthcheck" probes http://127.0.0.1:$PORT/healthz once and exits 0
 // when it passes, 1 otherwise: the HEALTHCHECK of the FROM-scratch image.
@@ -130,6 +132,7 @@ type config struct {
 	latency         time.Duration
 	stateDir        string
 	latencyFile     string
+	filesDir        string
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -183,6 +186,12 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	}
 	c.stateDir = getenv("STATE_DIR")
 	c.latencyFile = getenv("LATENCY_FILE")
+	if v := getenv("SERVE_FILES"); v != "" {
+		if !filepath.IsAbs(v) {
+			return c, fmt.Errorf("SERVE_FILES %q: want an absolute directory, e.g. /run/secrets", v)
+		}
+		c.filesDir = filepath.Clean(v)
+	}
 	return c, nil
 }
 
@@ -234,6 +243,23 @@ func newHandler(c config, started time.Time) http.Handler {
 				return
 			}
 			w.Write(b)
+		})
+	}
+	if c.filesDir != "" {
+		// GET /files/NAME answers the file NAME of SERVE_FILES: how the
+		// tests see the secrets and configs mounted into an instance.
+		mux.HandleFunc("/files/{name}", func(w http.ResponseWriter, r *http.Request) {
+			name := r.PathValue("name")
+			if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
+				http.Error(w, "bad file name", http.StatusBadRequest)
+				return
+			}
+			b, err := os.ReadFile(filepath.Join(c.filesDir, name))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			_, _ = w.Write(b)
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

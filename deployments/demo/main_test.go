@@ -134,3 +134,39 @@ func TestBakedErrorRate(t *testing.T) {
 		t.Fatalf("ERROR_RATE=0 over baked 4: %v %v", cfg.errorRate, err)
 	}
 }
+
+func TestServeFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "db"), []byte("hunter2"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	c, err := configFromEnv(func(k string) string {
+		if k == "SERVE_FILES" {
+			return dir
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(c, time.Now())
+	// "/files/.." is cleaned by the mux into a redirect, never served.
+	for path, want := range map[string]int{"/files/db": 200, "/files/missing": 404, "/files/..": 307} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("GET %s: %d, want %d", path, rec.Code, want)
+		}
+		if path == "/files/db" && rec.Body.String() != "hunter2" {
+			t.Errorf("GET %s: %q", path, rec.Body.String())
+		}
+	}
+	if _, err := configFromEnv(func(k string) string {
+		if k == "SERVE_FILES" {
+			return "relative"
+		}
+		return ""
+	}); err == nil {
+		t.Error("a relative SERVE_FILES was accepted")
+	}
+}

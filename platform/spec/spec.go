@@ -157,6 +157,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	validateSecurity(&v, s.GetSecurity())
 	validateVolumes(&v, s)
 	validateContainer(&v, s)
+	validateFiles(&v, s)
 	validateRestart(&v, s.GetRestart())
 	validDuration(&v, "spec.kill_timeout", s.GetKillTimeout())
 	if len(v) == 0 {
@@ -616,6 +617,7 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 	}
 	n.KillTimeout = orDefault(n.KillTimeout, DefaultKillTimeout)
 	normalizeRestart(n)
+	normalizeFiles(n)
 	if n.Update == nil {
 		n.Update = &deployv1.UpdateStrategy{}
 	}

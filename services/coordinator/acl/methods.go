@@ -108,6 +108,16 @@ var rules = map[string]rule{
 	clusterv1.ClusterService_TransferLeadership_FullMethodName: {any: adminsOnly},
 	clusterv1.ClusterService_DrainNode_FullMethodName:          {any: operates, all: true},
 
+	// Secrets: writes are admin's (a value mounted into any service's
+	// instances is an admin matter); reads return names, versions and
+	// digests only, to any reader of every service.
+	deployv1.SecretService_CreateSecret_FullMethodName: {any: adminsOnly},
+	deployv1.SecretService_UpdateSecret_FullMethodName: {any: adminsOnly},
+	deployv1.SecretService_DeleteSecret_FullMethodName: {any: adminsOnly},
+	deployv1.SecretService_RekeySecrets_FullMethodName: {any: adminsOnly},
+	deployv1.SecretService_GetSecret_FullMethodName:    {any: reads, all: true},
+	deployv1.SecretService_ListSecrets_FullMethodName:  {any: reads, all: true},
+
 	aclv1.AclService_Bootstrap_FullMethodName:    {public: true},
 	aclv1.AclService_WhoAmI_FullMethodName:       {open: true},
 	aclv1.AclService_ListPolicies_FullMethodName: {open: true},
@@ -186,8 +196,8 @@ type PolicyDoc struct {
 var descriptions = map[Policy]string{
 	Deploy:  "Deploy, RollbackService and the reads (Get, List, Watch) of the services matching the token's globs",
 	Operate: "promote, pause, resume, abort and rollback of the services matching the token's globs, the reads of those services, and DrainNode when a glob is \"*\"",
-	Read:    "every read of the deploy and cluster APIs (rollouts, services, releases and audit, peers, nodes)",
-	Admin:   "everything: peers (add, remove, transfer leadership), tokens (create, list, revoke) and all the other policies",
+	Read:    "every read of the deploy and cluster APIs (rollouts, services, releases and audit, peers, nodes, the names and versions of secrets)",
+	Admin:   "everything: peers (add, remove, transfer leadership), tokens (create, list, revoke), secrets and configs (create, update, delete, rekey) and all the other policies",
 }
 
 // Describe lists every policy with the methods it allows, derived from the

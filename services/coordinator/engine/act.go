@@ -17,12 +17,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
 // act sends every live node whose desired set changed since it was last
@@ -83,6 +85,45 @@ func (e *Engine) act(ctx context.Context) error {
 	}
 	errs = append(errs, e.writeIntents(ctx)...)
 	return errors.Join(errs...)
+}
+
+// withData returns a node's desired set with the values of the secrets and
+// configs its allocations mount filled in: copies, made for this sync only,
+// so the values never reach the replicated state nor the fingerprint. A
+// value that cannot be opened is left empty and logged: its allocation is
+// still sent (leaving it out would stop it), and the agent keeps the files
+// it has or fails the start with a clear error.
+func (e *Engine) withData(node string, allocs []*agentv1.Allocation) []*agentv1.Allocation {
+	out := allocs
+	copied := false
+	for i, a := range allocs {
+		if len(a.GetFiles()) == 0 || a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED {
+			continue
+		}
+		if !copied {
+			out = slices.Clone(allocs)
+			copied = true
+		}
+		c := proto.CloneOf(a)
+		for _, f := range c.GetFiles() {
+			kind := deployv1.SecretKind_SECRET_KIND_SECRET
+			if f.GetKind() == "config" {
+				kind = deployv1.SecretKind_SECRET_KIND_CONFIG
+			}
+			if e.cfg.Secrets == nil {
+				e.log.Error("cannot send a secret: this coordinator has no keyring", "node", node, "allocation", a.GetId(), "kind", f.GetKind(), "name", f.GetName())
+				continue
+			}
+			v, err := e.cfg.Secrets.Open(kind, f.GetName(), f.GetVersion())
+			if err != nil {
+				e.log.Error("cannot open a secret for its node", "node", node, "allocation", a.GetId(), "kind", f.GetKind(), "name", f.GetName(), "version", f.GetVersion(), "err", err)
+				continue
+			}
+			f.Data = v
+		}
+		out[i] = c
+	}
+	return out
 }
 
 // nodeSet is a node's desired set as built at an allocation index.

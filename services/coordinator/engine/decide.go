@@ -565,6 +565,12 @@ func VolumeConstraints(service string, vols []*agentv1.Volume, allocs []*agentv1
 	return append(out, placement.Constraint{Attribute: "node.id", Operator: "regexp", Value: "^(" + strings.Join(alts, "|") + ")$"})
 }
 
+// fileOf is the allocation file of a mount, without its data (the leader
+// fills that in for the sync only; see Engine.withData).
+func fileOf(kind string, m *deployv1.FileMount) *agentv1.File {
+	return &agentv1.File{Kind: kind, Name: m.GetName(), Version: m.GetVersion(), Target: m.GetTarget(), Mode: m.GetMode(), Uid: m.GetUid(), Gid: m.GetGid()}
+}
+
 // Template is the allocation of one instance of a release (without id and
 // node).
 func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1.Allocation {
@@ -585,6 +591,12 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 		a.Volumes = append(a.Volumes, &agentv1.Volume{Name: v.GetName(), ContainerPath: v.GetTarget(), ReadOnly: v.GetReadOnly()})
 	}
 	a.Entrypoint, a.Labels, a.StopSignal = spec.GetEntrypoint(), spec.GetLabels(), spec.GetStopSignal()
+	for _, m := range spec.GetSecrets() {
+		a.Files = append(a.Files, fileOf("secret", m))
+	}
+	for _, m := range spec.GetConfigs() {
+		a.Files = append(a.Files, fileOf("config", m))
+	}
 	if sec := spec.GetSecurity(); sec != nil {
 		a.Privileged, a.CapAdd = sec.GetPrivileged(), sec.GetCapAdd()
 		for _, m := range sec.GetHostMounts() {

@@ -37,6 +37,7 @@ import (
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/specrules"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
 )
@@ -111,6 +112,13 @@ type Signals interface {
 	Window(service string, release uint64, from, to time.Time) analysis.Sample
 }
 
+// Secrets opens stored secret and config values (secretstore on the
+// leader).
+type Secrets interface {
+	// Open returns the value of version of the secret or config.
+	Open(kind deployv1.SecretKind, name string, version uint64) ([]byte, error)
+}
+
 // Config configures an Engine.
 type Config struct {
 	// Raft commits decisions; FSM is the state they are applied to.
@@ -163,6 +171,11 @@ type Config struct {
 	// SyncAllocations request; default specrules.SyncBudgetBytes (the
 	// gRPC message limit less room for the envelope). See desiredSets.
 	SyncBudget int
+	// Secrets opens the values of the secrets and configs allocations
+	// mount, for the syncs of the nodes that run them; nil: none can be
+	// opened (such allocations are sent without their data, and their
+	// agents fail to start them until a leader that can open them syncs).
+	Secrets Secrets
 	// OnStatuses, when set, receives after each pass the last status every
 	// agent reported per allocation id (a fresh map; the statuses are not
 	// to be modified). The dashboard shows instance health with it.

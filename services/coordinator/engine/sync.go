@@ -185,7 +185,7 @@ func (w *syncWorker) run(ctx context.Context) {
 			w.inFlight, w.force = true, false
 			w.mu.Unlock()
 			_, err := call(ctx, w.e.cfg.SyncTimeout, func(c context.Context) ([]*agentv1.AllocationStatus, error) {
-				return w.e.cfg.Agents.Sync(c, w.node, d.token, d.allocs)
+				return w.e.cfg.Agents.Sync(c, w.node, d.token, w.e.withData(w.node.ID, d.allocs))
 			})
 			w.mu.Lock()
 			w.inFlight = false

@@ -24,6 +24,7 @@ import (
 	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/raftnode"
+	"slipway.dev/coordinator/secretstore"
 	"slipway.dev/coordinator/signals"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/pki"
@@ -77,6 +78,7 @@ type API struct {
 	registered time.Time // last registration attempt of a follower
 	signals    *signals.Store
 	gateAllow  analysis.Allowlist
+	secrets    *secretstore.Store // nil: no keyring
 }
 
 // Access is who may call each of the coordinator's gRPC services, by the
@@ -85,6 +87,7 @@ type API struct {
 // coordinators only.
 var Access = map[string][]pki.Role{
 	"slipway.deploy.v1.DeployService":   {pki.RoleClient, pki.RoleCoordinator},
+	"slipway.deploy.v1.SecretService":   {pki.RoleClient, pki.RoleCoordinator},
 	"slipway.cluster.v1.ClusterService": {pki.RoleClient, pki.RoleCoordinator},
 	"slipway.acl.v1.AclService":         {pki.RoleClient, pki.RoleCoordinator},
 	"slipway.state.v1.InternalService":  {pki.RoleCoordinator},
@@ -111,6 +114,7 @@ func (a *API) Register(s *rpc.Server) {
 	registerACL(s, a)
 	registerInternal(s, a)
 	registerSignals(s, a)
+	registerSecrets(s, a)
 }
 
 // Close closes the connections opened to forward requests.
@@ -244,6 +248,10 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		c = codes.NotFound
+	case errors.Is(err, state.ErrSecretExists):
+		c = codes.AlreadyExists
+	case errors.Is(err, state.ErrSecretInUse), errors.Is(err, secretstore.ErrNoKeyring):
+		c = codes.FailedPrecondition
 	case errors.Is(err, state.ErrActiveRollout), errors.Is(err, state.ErrRolloutFinal), errors.Is(err, state.ErrNoEarlierRelease),
 		errors.Is(err, errFailedPrecondition):
 		c = codes.FailedPrecondition

@@ -68,8 +68,12 @@ func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) 
 		if vs := spec.CheckNodes(req.GetSpec(), s.a.fsm.Nodes()); len(vs) > 0 {
 			return nil, rpc.InvalidArgument("spec", vs)
 		}
+		normal := spec.Normalize(req.GetSpec())
+		if err := s.a.pinMounts(normal); err != nil {
+			return nil, err
+		}
 		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{
-			Spec: spec.Normalize(req.GetSpec()), RequestId: rid, Supersede: req.GetSupersede(),
+			Spec: normal, RequestId: rid, Supersede: req.GetSupersede(),
 			CreatedBy: req.GetCreatedBy(), Reason: req.GetReason(), AccessorId: accessor(ctx),
 		}}})
 		if err != nil {

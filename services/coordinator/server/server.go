@@ -26,9 +26,11 @@ import (
 	"slipway.dev/coordinator/dashboard"
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
+	"slipway.dev/coordinator/keyring"
 	"slipway.dev/coordinator/notify"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/rollout"
+	"slipway.dev/coordinator/secretstore"
 	"slipway.dev/coordinator/signals"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/consulconf"
@@ -114,6 +116,11 @@ type Config struct {
 	KeepEventRollouts int
 	// KeepAudit: see KeepEventRollouts.
 	KeepAudit int
+	// KeyringFile is the keyring that encrypts secrets and configs
+	// (package keyring); it must exist. Empty: no keyring, and every secret
+	// write and every spec mounting one is refused. Every coordinator of a
+	// cluster needs the same keys.
+	KeyringFile string
 	// DisableACL turns the token checks off: every caller that passes the
 	// certificate role check may call every RPC. ACLs are on in the zero
 	// Config (default deny: every call but health, reflection, GetLeader
@@ -185,6 +192,13 @@ func Run(ctx context.Context, cfg Config) error {
 		logger = slog.Default()
 	}
 	logger = logger.With("id", cfg.ID)
+	var kfile *keyring.File
+	if cfg.KeyringFile != "" {
+		var err error
+		if kfile, err = keyring.OpenFile(cfg.KeyringFile); err != nil {
+			return fmt.Errorf("server: -keyring-file: %w", err)
+		}
+	}
 	reg := telemetry.NewRegistry()
 	ms, err := telemetry.ServeMetrics(cfg.MetricsAddr, reg, logger)
 	if err != nil {
@@ -224,6 +238,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	api := grpcapi.New(node, fsm, grpcAdv, cfg.Creds, logger)
+	secrets := secretstore.New(fsm, kfile)
+	api.SetSecrets(secrets)
 	// Edges report golden signals to any coordinator; the leader merges
 	// them for its engine's canary analysis.
 	sigs := signals.New(0)
@@ -241,7 +257,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { serveErr <- srv.Serve(lis) }()
 	logger.Info("coordinator started", "grpc", grpcAdv, "raft", node.Addr(), "data_dir", cfg.DataDir, "had_state", node.HadState(), "metrics", ms.Addr(), "acl", !cfg.DisableACL)
 
-	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger, signals: sigs}
+	c := &coordinator{cfg: cfg, node: node, fsm: fsm, api: api, srv: srv, logger: logger, signals: sigs, secrets: secrets}
 	if cfg.DashboardAddr != "" {
 		if err := c.startDashboard(grpcAdv); err != nil {
 			c.shutdown()
@@ -313,6 +329,8 @@ type coordinator struct {
 	logger *slog.Logger
 	// signals are the edges' golden signals, merged on the leader.
 	signals *signals.Store
+	// secrets opens the secrets the leader sends to node agents.
+	secrets *secretstore.Store
 
 	consul       *consul.Client
 	agents       *agentclient.Client
@@ -367,7 +385,7 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		if c.verified == nil {
 			c.verified = agentclient.NewVerified(c.consul, c.agents, c.logger)
 		}
-		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals, GateAllow: c.cfg.GateAllow,
+		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals, GateAllow: c.cfg.GateAllow, Secrets: c.secrets,
 			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline,
 			OnStatuses: func(m map[string]*agentv1.AllocationStatus) { c.statuses.Store(&m) }})
 		go func() {

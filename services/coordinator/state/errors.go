@@ -29,3 +29,12 @@ var (
 	// per cluster).
 	ErrACLBootstrapped = errors.New("state: ACL bootstrap already done")
 )
+
+// Secret errors.
+var (
+	// ErrSecretExists: a secret or config of that kind and name exists
+	// already.
+	ErrSecretExists = errors.New("state: secret exists already")
+	// ErrSecretInUse: the latest release of a service mounts the secret.
+	ErrSecretInUse = errors.New("state: secret in use")
+)

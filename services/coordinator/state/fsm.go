@@ -36,9 +36,9 @@ import (
 // intents), version 3 the ACL token entries and snapshot fields, version 4
 // starts a deploy's or rollback's rollout from the release that serves (the
 // one carrying most of the traffic intent in force) instead of the stable
-// release; older entries and snapshots are still read, and replay as they
-// did.
-const CurrentVersion = 4
+// release, version 5 the secret entries and snapshot field; older entries
+// and snapshots are still read, and replay as they did.
+const CurrentVersion = 5
 
 // versionFromServing is the first entry version whose deploys and rollbacks
 // start their rollout from the serving release (see rollout.Serving).
@@ -192,6 +192,7 @@ type FSM struct {
 	tokenHashes          map[[32]byte]string               // secret SHA-256 -> accessor id
 	revoked              map[[32]byte]bool                 // secret SHA-256 of revoked tokens
 	aclBooted            bool                              // the ACL bootstrap entry was applied
+	secrets              map[string]*statev1.SecretRecord  // "<kind>/<name>" -> secret (ciphertext only)
 	changed              chan struct{}                     // closed and replaced after every Apply/Restore
 	observe              func(service, kind string, counted deployv1.AnalysisResult)
 }
@@ -233,6 +234,7 @@ func (f *FSM) reset() {
 	f.tokenHashes = map[[32]byte]string{}
 	f.revoked = map[[32]byte]bool{}
 	f.aclBooted = false
+	f.secrets = map[string]*statev1.SecretRecord{}
 }
 
 // EncodeCommand marshals a log entry deterministically.
@@ -323,6 +325,18 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 		return f.applyCreateToken(index, at, op.CreateToken)
 	case *statev1.Command_RevokeToken:
 		return f.applyRevokeToken(index, at, op.RevokeToken)
+	case *statev1.Command_PutSecret, *statev1.Command_DeleteSecret, *statev1.Command_RekeySecrets:
+		if cmd.GetVersion() < secretsVersion {
+			return fmt.Errorf("entry %d: a secret entry needs schema version %d, it has %d: %w", index, secretsVersion, cmd.GetVersion(), ErrInvalid)
+		}
+		switch op := op.(type) {
+		case *statev1.Command_PutSecret:
+			return f.applyPutSecret(index, at, op.PutSecret.GetVersion().GetMeta().GetCreatedBy(), op.PutSecret)
+		case *statev1.Command_DeleteSecret:
+			return f.applyDeleteSecret(index, at, op.DeleteSecret)
+		default:
+			return f.applyRekeySecrets(op.(*statev1.Command_RekeySecrets).RekeySecrets)
+		}
 	default:
 		return fmt.Errorf("entry %d has no known operation (written by a newer coordinator?): %w", index, ErrInvalid)
 	}
@@ -360,6 +374,9 @@ func (f *FSM) applyDeploy(index, version uint64, at *timestamppb.Timestamp, op *
 	if spec.GetName() == "" {
 		return fmt.Errorf("deploy: spec.name is empty: %w", ErrInvalid)
 	}
+	if err := f.checkMountsLocked(spec); err != nil {
+		return fmt.Errorf("deploy %s: %w", spec.GetName(), err)
+	}
 	return f.release(index, version, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetAccessorId(), op.GetReason(), "deploy")
 }
 
@@ -386,6 +403,9 @@ func (f *FSM) applyRollback(index, version uint64, at *timestamppb.Timestamp, op
 		return fmt.Errorf("release %d of service %q (latest is %d): %w", target, op.GetService(), latest, ErrNotFound)
 	}
 	spec := sr.releases[target-1].GetSpec()
+	if err := f.checkMountsLocked(spec); err != nil {
+		return fmt.Errorf("rollback %s to release %d: %w", op.GetService(), target, err)
+	}
 	reason := op.GetReason()
 	if reason == "" {
 		reason = fmt.Sprintf("rollback to release %d", target)
@@ -728,6 +748,9 @@ func (f *FSM) snapshotLocked() *statev1.Snapshot {
 		s.RevokedSecretSha256 = append(s.RevokedSecretSha256, h[:])
 	}
 	slices.SortFunc(s.RevokedSecretSha256, bytes.Compare)
+	for _, key := range sortedKeys(f.secrets) {
+		s.Secrets = append(s.Secrets, f.secrets[key])
+	}
 	return s
 }
 
@@ -822,6 +845,9 @@ func (f *FSM) RestoreBytes(b []byte) error {
 		if len(h) == 32 {
 			f.revoked[[32]byte(h)] = true
 		}
+	}
+	for _, r := range s.GetSecrets() {
+		f.secrets[secretKey(NormalKind(r.GetKind()), r.GetName())] = r
 	}
 	// Snapshots written before final rollouts were cleared from their
 	// service may still name one as active.

@@ -71,6 +71,10 @@ type Spec struct {
 	// StopSignal asks the instance to stop; empty: SIGTERM (docker
 	// driver).
 	StopSignal string `json:"stop_signal,omitempty"`
+	// Files are the secrets and configs mounted into the instance. Their
+	// values (File.Data) are in memory only: never in the state file, the
+	// fingerprint or a label.
+	Files []File `json:"files,omitempty"`
 }
 
 // Volume is a named volume of the service mounted into the instance.
@@ -78,6 +82,24 @@ type Volume struct {
 	Name          string `json:"name"`
 	ContainerPath string `json:"container_path"`
 	ReadOnly      bool   `json:"read_only,omitempty"`
+}
+
+// File is a secret or config mounted as a file.
+type File struct {
+	// Kind is "secret" or "config".
+	Kind string `json:"kind"`
+	// Name and Version identify the value (a new version is a new spec).
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+	// Target is the absolute path in the container.
+	Target string `json:"target"`
+	// Mode is the file's permission bits.
+	Mode uint32 `json:"mode"`
+	// UID and GID own the file.
+	UID uint32 `json:"uid,omitempty"`
+	GID uint32 `json:"gid,omitempty"`
+	// Data is the value, as the leader sent it; never serialized.
+	Data []byte `json:"-"`
 }
 
 // Restart modes, as in Nomad's restart block.
@@ -278,6 +300,23 @@ func (s Spec) Validate(nodeID string) []Violation {
 		}
 		if why := nodepolicy.ValidHostPath(v.ContainerPath); why != "" {
 			add(fmt.Sprintf("volumes[%d].container_path", i), why)
+		}
+	}
+	targets := map[string]bool{}
+	for i, f := range s.Files {
+		p := fmt.Sprintf("files[%d]", i)
+		if f.Kind != "secret" && f.Kind != "config" {
+			add(p+".kind", fmt.Sprintf("%q is not secret or config", f.Kind))
+		}
+		check(p+".name", specrules.Identifier(f.Name))
+		if why := nodepolicy.ValidHostPath(f.Target); why != "" {
+			add(p+".target", why)
+		} else if targets[f.Target] {
+			add(p+".target", "is the target of another file")
+		}
+		targets[f.Target] = true
+		if f.Mode > 0o777 {
+			add(p+".mode", fmt.Sprintf("%#o has bits beyond 0777", f.Mode))
 		}
 	}
 	for i, m := range s.Mounts {

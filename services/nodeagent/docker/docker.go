@@ -26,6 +26,7 @@ import (
 	"github.com/docker/go-connections/nat"
 
 	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/secretfs"
 	"slipway.dev/platform/nodepolicy"
 )
 
@@ -69,6 +70,7 @@ type Driver struct {
 	pullTimeout time.Duration
 	authFile    string
 	progress    func(allocID, msg string)
+	secrets     *secretfs.Dir // nil: no secrets
 }
 
 // Option configures a Driver.
@@ -89,6 +91,13 @@ func WithPullTimeout(d time.Duration) Option { return func(dr *Driver) { dr.pull
 // WithRegistryAuthFile names a credentials file (see Credentials), read at
 // every pull so that it can be replaced without a restart.
 func WithRegistryAuthFile(path string) Option { return func(d *Driver) { d.authFile = path } }
+
+// WithSecrets writes the secrets and configs allocations mount under dir
+// (on tmpfs), one 0700 directory per allocation, and bind-mounts each file
+// read-only at its target: nothing is written into the container's
+// filesystem nor passed in its environment. Without it such allocations
+// fail to start.
+func WithSecrets(dir *secretfs.Dir) Option { return func(d *Driver) { d.secrets = dir } }
 
 // Dial connects to the Engine (DOCKER_HOST or the default socket) and checks
 // that it answers within timeout.
@@ -294,6 +303,24 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		cfg.StopTimeout = &secs
 	}
 	hc := HostConfig(s, d.pidsLimit, d.address)
+	if len(s.Files) > 0 {
+		if d.secrets == nil {
+			return allocation.Instance{}, fmt.Errorf("docker: the allocation mounts secrets or configs, and this agent has no -secrets-dir")
+		}
+		if err := d.secrets.Write(s.ID, s.Files, nil); err != nil {
+			return allocation.Instance{}, fmt.Errorf("docker: %w", err)
+		}
+		for _, f := range s.Files {
+			hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: d.secrets.Path(s.ID, f.Target), Target: f.Target, ReadOnly: true,
+				BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate}})
+		}
+	}
+	started := false
+	defer func() {
+		if !started && len(s.Files) > 0 {
+			_ = d.secrets.Remove(s.ID)
+		}
+	}()
 	name := ContainerName(d.node, s.ID)
 	// A leftover of the same name (e.g. a crash between create and start)
 	// is ours: remove it.
@@ -316,12 +343,14 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	}
 	inst := fromInspect(ins)
 	if !inst.Running {
+		started = true
 		return inst, nil // exited at once: the agent reports and restarts it
 	}
 	if inst.HostPort == 0 {
 		d.remove(created.ID)
 		return allocation.Instance{}, fmt.Errorf("docker: %s: no host port bound to %s", name, port)
 	}
+	started = true
 	return inst, nil
 }
 
@@ -341,6 +370,11 @@ func (d *Driver) Stop(ctx context.Context, inst allocation.Instance, grace time.
 	}
 	if err := d.cli.ContainerRemove(ctx, inst.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
 		return fmt.Errorf("docker: remove %s: %w", inst.ID, err)
+	}
+	if d.secrets != nil && inst.AllocID != "" {
+		if err := d.secrets.Remove(inst.AllocID); err != nil {
+			return fmt.Errorf("docker: %w", err)
+		}
 	}
 	return nil
 }

@@ -140,6 +140,7 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		Entrypoint:    a.GetEntrypoint(),
 		Labels:        a.GetLabels(),
 		StopSignal:    a.GetStopSignal(),
+		Files:         files(a.GetFiles()),
 	}
 }
 
@@ -147,6 +148,15 @@ func volumes(vs []*agentv1.Volume) []allocation.Volume {
 	var out []allocation.Volume
 	for _, v := range vs {
 		out = append(out, allocation.Volume{Name: v.GetName(), ContainerPath: v.GetContainerPath(), ReadOnly: v.GetReadOnly()})
+	}
+	return out
+}
+
+func files(fs []*agentv1.File) []allocation.File {
+	var out []allocation.File
+	for _, f := range fs {
+		out = append(out, allocation.File{Kind: f.GetKind(), Name: f.GetName(), Version: f.GetVersion(), Target: f.GetTarget(),
+			Mode: f.GetMode(), UID: f.GetUid(), GID: f.GetGid(), Data: f.GetData()})
 	}
 	return out
 }

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"slipway.dev/nodeagent/allocation"
+	"slipway.dev/nodeagent/secretfs"
 )
 
 // ErrNoExecutable is returned when an image names no executable.
@@ -85,6 +86,7 @@ type Driver struct {
 	logger                 *slog.Logger
 	user                   string
 	cred                   *syscall.Credential // nil: children run as the agent's user
+	secrets                *secretfs.Dir       // nil: no secrets
 
 	mu     sync.Mutex
 	exited map[int]int // pid -> exit code of children we reaped
@@ -98,6 +100,12 @@ type Option func(*Driver)
 // the agent runs as root; it must not be root. Without root the agent
 // cannot switch users and children run as the agent's own user.
 func WithUser(name string) Option { return func(d *Driver) { d.user = name } }
+
+// WithSecrets writes the secrets and configs allocations mount under dir:
+// a private 0700 directory per allocation, owned by the children's user,
+// named to the process in SLIPWAY_SECRETS_DIR (each file at its target
+// below it). Without it such allocations fail to start.
+func WithSecrets(dir *secretfs.Dir) Option { return func(d *Driver) { d.secrets = dir } }
 
 // New returns a driver running executables from dir, keeping state in
 // stateDir, and binding host ports on address.
@@ -240,13 +248,33 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if err != nil {
 		return allocation.Instance{}, err
 	}
+	var secretsEnv []string
+	if len(s.Files) > 0 {
+		if d.secrets == nil {
+			return allocation.Instance{}, fmt.Errorf("process: the allocation mounts secrets or configs, and this agent has no -secrets-dir")
+		}
+		owner := &secretfs.Owner{UID: os.Geteuid(), GID: os.Getegid()}
+		if d.cred != nil {
+			owner = &secretfs.Owner{UID: int(d.cred.Uid), GID: int(d.cred.Gid)}
+		}
+		if err := d.secrets.Write(s.ID, s.Files, owner); err != nil {
+			return allocation.Instance{}, fmt.Errorf("process: %w", err)
+		}
+		secretsEnv = []string{"SLIPWAY_SECRETS_DIR=" + d.secrets.AllocDir(s.ID)}
+	}
+	started := false
+	defer func() {
+		if !started && len(s.Files) > 0 {
+			_ = d.secrets.Remove(s.ID)
+		}
+	}()
 	logf, err := os.OpenFile(d.LogPath(s.ID), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return allocation.Instance{}, fmt.Errorf("process: log file: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, s.Args...)
-	cmd.Env = []string{"PORT=" + strconv.Itoa(port), "PATH=/usr/bin:/bin"}
+	cmd.Env = append([]string{"PORT=" + strconv.Itoa(port), "PATH=/usr/bin:/bin"}, secretsEnv...)
 	for k, v := range s.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -262,6 +290,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		_ = cmd.Wait()
 		return allocation.Instance{}, err
 	}
+	started = true
 	go func() {
 		err := cmd.Wait()
 		code := cmd.ProcessState.ExitCode()
@@ -352,6 +381,11 @@ func (d *Driver) Stop(ctx context.Context, inst allocation.Instance, grace time.
 		return fmt.Errorf("process: remove state: %w", err)
 	}
 	_ = os.Remove(d.LogPath(inst.AllocID))
+	if d.secrets != nil {
+		if err := d.secrets.Remove(inst.AllocID); err != nil {
+			d.logger.Warn("remove secrets", "alloc", inst.AllocID, "err", err)
+		}
+	}
 	d.mu.Lock()
 	delete(d.exited, r.PID)
 	d.mu.Unlock()

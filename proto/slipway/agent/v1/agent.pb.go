@@ -450,7 +450,13 @@ type Allocation struct {
 	// labels are extra container labels (never "slipway." ones).
 	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// stop_signal is the stop signal; empty: SIGTERM.
-	StopSignal    string `protobuf:"bytes,24,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopSignal string `protobuf:"bytes,24,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// files are the secrets and configs mounted into the instance. In the
+	// coordinator's state they carry no data; the leader fills data in from
+	// its encrypted store for the SyncAllocations of the node that runs the
+	// allocation only. The agent writes them on tmpfs, never to its state
+	// file.
+	Files         []*File `protobuf:"bytes,40,rep,name=files,proto3" json:"files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -653,6 +659,13 @@ func (x *Allocation) GetStopSignal() string {
 	return ""
 }
 
+func (x *Allocation) GetFiles() []*File {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
 // Volume mounts a service's named volume.
 type Volume struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -718,6 +731,113 @@ func (x *Volume) GetReadOnly() bool {
 	return false
 }
 
+// File is one secret or config mounted into an instance.
+type File struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "secret" or "config".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// name and version identify the value.
+	Name    string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// target is the absolute path in the container.
+	Target string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	// mode is the permission bits.
+	Mode uint32 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	// uid and gid own the file.
+	Uid uint32 `protobuf:"varint,6,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid uint32 `protobuf:"varint,7,opt,name=gid,proto3" json:"gid,omitempty"`
+	// data is the value; empty in stored state (see Allocation.files).
+	Data          []byte `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *File) Reset() {
+	*x = File{}
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *File) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*File) ProtoMessage() {}
+
+func (x *File) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use File.ProtoReflect.Descriptor instead.
+func (*File) Descriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *File) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *File) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *File) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *File) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *File) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *File) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *File) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *File) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // RestartPolicy is slipway.deploy.v1.RestartPolicy as the agent applies it.
 type RestartPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -736,7 +856,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +868,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +881,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RestartPolicy) GetAttempts() int32 {
@@ -807,7 +927,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +939,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +952,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Mount) GetHostPath() string {
@@ -897,7 +1017,7 @@ type AllocationStatus struct {
 
 func (x *AllocationStatus) Reset() {
 	*x = AllocationStatus{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1029,7 @@ func (x *AllocationStatus) String() string {
 func (*AllocationStatus) ProtoMessage() {}
 
 func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1042,7 @@ func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationStatus.ProtoReflect.Descriptor instead.
 func (*AllocationStatus) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AllocationStatus) GetAllocationId() string {
@@ -1038,7 +1158,7 @@ type SyncAllocationsRequest struct {
 
 func (x *SyncAllocationsRequest) Reset() {
 	*x = SyncAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1170,7 @@ func (x *SyncAllocationsRequest) String() string {
 func (*SyncAllocationsRequest) ProtoMessage() {}
 
 func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1183,7 @@ func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SyncAllocationsRequest) GetNodeId() string {
@@ -1099,7 +1219,7 @@ type SyncAllocationsResponse struct {
 
 func (x *SyncAllocationsResponse) Reset() {
 	*x = SyncAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1231,7 @@ func (x *SyncAllocationsResponse) String() string {
 func (*SyncAllocationsResponse) ProtoMessage() {}
 
 func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1244,7 @@ func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncAllocationsResponse) GetAllocations() []*AllocationStatus {
@@ -1143,7 +1263,7 @@ type GetNodeStatusRequest struct {
 
 func (x *GetNodeStatusRequest) Reset() {
 	*x = GetNodeStatusRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1275,7 @@ func (x *GetNodeStatusRequest) String() string {
 func (*GetNodeStatusRequest) ProtoMessage() {}
 
 func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1288,7 @@ func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 // GetNodeStatusResponse is the node's status.
@@ -1198,7 +1318,7 @@ type GetNodeStatusResponse struct {
 
 func (x *GetNodeStatusResponse) Reset() {
 	*x = GetNodeStatusResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1330,7 @@ func (x *GetNodeStatusResponse) String() string {
 func (*GetNodeStatusResponse) ProtoMessage() {}
 
 func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1343,7 @@ func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetNodeStatusResponse) GetNodeId() string {
@@ -1307,7 +1427,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1439,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1452,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodePolicy) GetPrivileged() bool {
@@ -1372,7 +1492,7 @@ type WatchAllocationsRequest struct {
 
 func (x *WatchAllocationsRequest) Reset() {
 	*x = WatchAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1504,7 @@ func (x *WatchAllocationsRequest) String() string {
 func (*WatchAllocationsRequest) ProtoMessage() {}
 
 func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1517,7 @@ func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 // WatchAllocationsResponse is one allocation change.
@@ -1413,7 +1533,7 @@ type WatchAllocationsResponse struct {
 
 func (x *WatchAllocationsResponse) Reset() {
 	*x = WatchAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1545,7 @@ func (x *WatchAllocationsResponse) String() string {
 func (*WatchAllocationsResponse) ProtoMessage() {}
 
 func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1558,7 @@ func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchAllocationsResponse) GetAllocation() *AllocationStatus {
@@ -1467,7 +1587,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x8c\b\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xba\b\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1499,7 +1619,8 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"entrypoint\x12@\n" +
 	"\x06labels\x18\x17 \x03(\v2(.slipway.agent.v1.Allocation.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vstop_signal\x18\x18 \x01(\tR\n" +
-	"stopSignal\x1a6\n" +
+	"stopSignal\x12,\n" +
+	"\x05files\x18( \x03(\v2\x16.slipway.agent.v1.FileR\x05files\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -1509,7 +1630,16 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
-	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xd8\x01\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xac\x01\n" +
+	"\x04File\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x06 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\a \x01(\rR\x03gid\x12\x12\n" +
+	"\x04data\x18\b \x01(\fR\x04data\"\xd8\x01\n" +
 	"\rRestartPolicy\x12\x1f\n" +
 	"\battempts\x18\x01 \x01(\x05H\x00R\battempts\x88\x01\x01\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
@@ -1611,7 +1741,7 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
 	(RestartMode)(0),                 // 1: slipway.agent.v1.RestartMode
@@ -1621,60 +1751,62 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(*Check)(nil),                    // 5: slipway.agent.v1.Check
 	(*Allocation)(nil),               // 6: slipway.agent.v1.Allocation
 	(*Volume)(nil),                   // 7: slipway.agent.v1.Volume
-	(*RestartPolicy)(nil),            // 8: slipway.agent.v1.RestartPolicy
-	(*Mount)(nil),                    // 9: slipway.agent.v1.Mount
-	(*AllocationStatus)(nil),         // 10: slipway.agent.v1.AllocationStatus
-	(*SyncAllocationsRequest)(nil),   // 11: slipway.agent.v1.SyncAllocationsRequest
-	(*SyncAllocationsResponse)(nil),  // 12: slipway.agent.v1.SyncAllocationsResponse
-	(*GetNodeStatusRequest)(nil),     // 13: slipway.agent.v1.GetNodeStatusRequest
-	(*GetNodeStatusResponse)(nil),    // 14: slipway.agent.v1.GetNodeStatusResponse
-	(*NodePolicy)(nil),               // 15: slipway.agent.v1.NodePolicy
-	(*WatchAllocationsRequest)(nil),  // 16: slipway.agent.v1.WatchAllocationsRequest
-	(*WatchAllocationsResponse)(nil), // 17: slipway.agent.v1.WatchAllocationsResponse
-	nil,                              // 18: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 19: slipway.agent.v1.Allocation.LabelsEntry
-	nil,                              // 20: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(*File)(nil),                     // 8: slipway.agent.v1.File
+	(*RestartPolicy)(nil),            // 9: slipway.agent.v1.RestartPolicy
+	(*Mount)(nil),                    // 10: slipway.agent.v1.Mount
+	(*AllocationStatus)(nil),         // 11: slipway.agent.v1.AllocationStatus
+	(*SyncAllocationsRequest)(nil),   // 12: slipway.agent.v1.SyncAllocationsRequest
+	(*SyncAllocationsResponse)(nil),  // 13: slipway.agent.v1.SyncAllocationsResponse
+	(*GetNodeStatusRequest)(nil),     // 14: slipway.agent.v1.GetNodeStatusRequest
+	(*GetNodeStatusResponse)(nil),    // 15: slipway.agent.v1.GetNodeStatusResponse
+	(*NodePolicy)(nil),               // 16: slipway.agent.v1.NodePolicy
+	(*WatchAllocationsRequest)(nil),  // 17: slipway.agent.v1.WatchAllocationsRequest
+	(*WatchAllocationsResponse)(nil), // 18: slipway.agent.v1.WatchAllocationsResponse
+	nil,                              // 19: slipway.agent.v1.Allocation.EnvEntry
+	nil,                              // 20: slipway.agent.v1.Allocation.LabelsEntry
+	nil,                              // 21: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 22: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	21, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	21, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	18, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	22, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	22, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	19, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
 	5,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	21, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
-	9,  // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
-	8,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
-	21, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
+	22, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	10, // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
+	9,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
+	22, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
 	7,  // 9: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
-	19, // 10: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
-	21, // 11: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	21, // 12: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	1,  // 13: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
-	2,  // 14: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	3,  // 15: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	22, // 16: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	22, // 17: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 18: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	6,  // 19: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	10, // 20: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	20, // 21: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	4,  // 22: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	10, // 23: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	15, // 24: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
-	10, // 25: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	11, // 26: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	13, // 27: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	16, // 28: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	12, // 29: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	14, // 30: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	17, // 31: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	29, // [29:32] is the sub-list for method output_type
-	26, // [26:29] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	20, // 10: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
+	8,  // 11: slipway.agent.v1.Allocation.files:type_name -> slipway.agent.v1.File
+	22, // 12: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	22, // 13: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	1,  // 14: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
+	2,  // 15: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	3,  // 16: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	23, // 17: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	23, // 18: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 19: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	6,  // 20: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	11, // 21: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	21, // 22: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	4,  // 23: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	11, // 24: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	16, // 25: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	11, // 26: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	12, // 27: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	14, // 28: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	17, // 29: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	13, // 30: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	15, // 31: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	18, // 32: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	30, // [30:33] is the sub-list for method output_type
+	27, // [27:30] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1682,14 +1814,14 @@ func file_slipway_agent_v1_agent_proto_init() {
 	if File_slipway_agent_v1_agent_proto != nil {
 		return
 	}
-	file_slipway_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{}
+	file_slipway_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

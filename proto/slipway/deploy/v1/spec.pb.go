@@ -326,7 +326,14 @@ type ServiceSpec struct {
 	Labels map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// stop_signal is the signal that asks an instance to stop before
 	// kill_timeout's SIGKILL, e.g. "SIGINT"; default SIGTERM.
-	StopSignal    string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopSignal string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// secrets are secrets (SecretService) mounted as files into every
+	// instance: on tmpfs (Docker) or a private 0700 directory (process
+	// driver), never in env. Deploy pins each to its latest version when
+	// version is 0, so a rotation reaches the service as a new release.
+	Secrets []*FileMount `protobuf:"bytes,30,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// configs are configs (SecretService, kind config) mounted the same way.
+	Configs       []*FileMount `protobuf:"bytes,31,rep,name=configs,proto3" json:"configs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +494,20 @@ func (x *ServiceSpec) GetStopSignal() string {
 	return ""
 }
 
+func (x *ServiceSpec) GetSecrets() []*FileMount {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetConfigs() []*FileMount {
+	if x != nil {
+		return x.Configs
+	}
+	return nil
+}
+
 // VolumeMount mounts a named volume of the service.
 type VolumeMount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,6 +573,102 @@ func (x *VolumeMount) GetReadOnly() bool {
 	return false
 }
 
+// FileMount mounts one secret or config into an instance as a file.
+type FileMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name names the secret or config.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// target is the absolute file path in the container; default
+	// /run/secrets/<name> for a secret and /<name> for a config. The process
+	// driver puts it under the instance's private directory (given to the
+	// process as SLIPWAY_SECRETS_DIR).
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// mode is the file's permission bits, e.g. 0400 (written 0o400 or "0400"
+	// in YAML); default 0400 for a secret, 0444 for a config.
+	Mode uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// version pins a version; 0 (the usual) means the latest at Deploy, and
+	// the release records the version it got.
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// uid and gid own the file; default 0 (root). A container that runs as
+	// another user needs them, or a mode readable by others.
+	Uid           uint32 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileMount) Reset() {
+	*x = FileMount{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileMount) ProtoMessage() {}
+
+func (x *FileMount) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileMount.ProtoReflect.Descriptor instead.
+func (*FileMount) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FileMount) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileMount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *FileMount) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileMount) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *FileMount) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *FileMount) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 // RestartPolicy bounds the in-place restarts of crashed instances.
 type RestartPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -573,7 +690,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +702,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +715,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RestartPolicy) GetAttempts() int32 {
@@ -649,7 +766,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +778,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +791,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Security) GetPrivileged() bool {
@@ -713,7 +830,7 @@ type HostMount struct {
 
 func (x *HostMount) Reset() {
 	*x = HostMount{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +842,7 @@ func (x *HostMount) String() string {
 func (*HostMount) ProtoMessage() {}
 
 func (x *HostMount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +855,7 @@ func (x *HostMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostMount.ProtoReflect.Descriptor instead.
 func (*HostMount) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HostMount) GetHostPath() string {
@@ -775,7 +892,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +904,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +917,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Resources) GetCpuMhz() int32 {
@@ -835,7 +952,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +964,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +977,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HealthCheck) GetHttp() string {
@@ -905,7 +1022,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1034,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1047,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Route) GetHost() string {
@@ -962,7 +1079,7 @@ type Constraint struct {
 
 func (x *Constraint) Reset() {
 	*x = Constraint{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1091,7 @@ func (x *Constraint) String() string {
 func (*Constraint) ProtoMessage() {}
 
 func (x *Constraint) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1104,7 @@ func (x *Constraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Constraint.ProtoReflect.Descriptor instead.
 func (*Constraint) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Constraint) GetAttribute() string {
@@ -1074,7 +1191,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1203,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1216,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateStrategy) GetStrategy() Strategy {
@@ -1228,7 +1345,7 @@ type RollbackWindow struct {
 
 func (x *RollbackWindow) Reset() {
 	*x = RollbackWindow{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1357,7 @@ func (x *RollbackWindow) String() string {
 func (*RollbackWindow) ProtoMessage() {}
 
 func (x *RollbackWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1370,7 @@ func (x *RollbackWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackWindow.ProtoReflect.Descriptor instead.
 func (*RollbackWindow) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RollbackWindow) GetReleases() int32 {
@@ -1286,7 +1403,7 @@ type Hook struct {
 
 func (x *Hook) Reset() {
 	*x = Hook{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1415,7 @@ func (x *Hook) String() string {
 func (*Hook) ProtoMessage() {}
 
 func (x *Hook) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1428,7 @@ func (x *Hook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hook.ProtoReflect.Descriptor instead.
 func (*Hook) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Hook) GetName() string {
@@ -1370,7 +1487,7 @@ type RollingStrategy struct {
 
 func (x *RollingStrategy) Reset() {
 	*x = RollingStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1499,7 @@ func (x *RollingStrategy) String() string {
 func (*RollingStrategy) ProtoMessage() {}
 
 func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1512,7 @@ func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollingStrategy.ProtoReflect.Descriptor instead.
 func (*RollingStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RollingStrategy) GetAnalysis() *Analysis {
@@ -1430,7 +1547,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1559,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1572,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -1502,7 +1619,7 @@ type Stickiness struct {
 
 func (x *Stickiness) Reset() {
 	*x = Stickiness{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1631,7 @@ func (x *Stickiness) String() string {
 func (*Stickiness) ProtoMessage() {}
 
 func (x *Stickiness) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1644,7 @@ func (x *Stickiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
 func (*Stickiness) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Stickiness) GetEnabled() bool {
@@ -1566,7 +1683,7 @@ type HeaderRoute struct {
 
 func (x *HeaderRoute) Reset() {
 	*x = HeaderRoute{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1695,7 @@ func (x *HeaderRoute) String() string {
 func (*HeaderRoute) ProtoMessage() {}
 
 func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1708,7 @@ func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
 func (*HeaderRoute) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeaderRoute) GetHeader() string {
@@ -1633,7 +1750,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1762,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1775,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1730,7 +1847,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1859,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1872,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -1852,7 +1969,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1981,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1994,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -1940,7 +2057,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2069,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2082,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -2007,7 +2124,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2136,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2149,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -2053,7 +2170,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2182,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2195,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -2106,7 +2223,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2235,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2248,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -2173,7 +2290,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2302,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2315,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{23}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -2219,7 +2336,7 @@ var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb3\a\n" +
+	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa3\b\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x14\n" +
@@ -2242,7 +2359,9 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"entrypoint\x12B\n" +
 	"\x06labels\x18\x11 \x03(\v2*.slipway.deploy.v1.ServiceSpec.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vstop_signal\x18\x12 \x01(\tR\n" +
-	"stopSignal\x1a6\n" +
+	"stopSignal\x126\n" +
+	"\asecrets\x18\x1e \x03(\v2\x1c.slipway.deploy.v1.FileMountR\asecrets\x126\n" +
+	"\aconfigs\x18\x1f \x03(\v2\x1c.slipway.deploy.v1.FileMountR\aconfigs\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2252,7 +2371,14 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\vVolumeMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
-	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xd9\x01\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\x89\x01\n" +
+	"\tFileMount\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x06 \x01(\rR\x03gid\"\xd9\x01\n" +
 	"\rRestartPolicy\x12\x1f\n" +
 	"\battempts\x18\x01 \x01(\x05H\x00R\battempts\x88\x01\x01\x125\n" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
@@ -2415,7 +2541,7 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
@@ -2423,88 +2549,91 @@ var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(NoDataPolicy)(0),            // 3: slipway.deploy.v1.NoDataPolicy
 	(*ServiceSpec)(nil),          // 4: slipway.deploy.v1.ServiceSpec
 	(*VolumeMount)(nil),          // 5: slipway.deploy.v1.VolumeMount
-	(*RestartPolicy)(nil),        // 6: slipway.deploy.v1.RestartPolicy
-	(*Security)(nil),             // 7: slipway.deploy.v1.Security
-	(*HostMount)(nil),            // 8: slipway.deploy.v1.HostMount
-	(*Resources)(nil),            // 9: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),          // 10: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),                // 11: slipway.deploy.v1.Route
-	(*Constraint)(nil),           // 12: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),       // 13: slipway.deploy.v1.UpdateStrategy
-	(*RollbackWindow)(nil),       // 14: slipway.deploy.v1.RollbackWindow
-	(*Hook)(nil),                 // 15: slipway.deploy.v1.Hook
-	(*RollingStrategy)(nil),      // 16: slipway.deploy.v1.RollingStrategy
-	(*CanaryStrategy)(nil),       // 17: slipway.deploy.v1.CanaryStrategy
-	(*Stickiness)(nil),           // 18: slipway.deploy.v1.Stickiness
-	(*HeaderRoute)(nil),          // 19: slipway.deploy.v1.HeaderRoute
-	(*CanaryStep)(nil),           // 20: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 21: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 22: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 23: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 24: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 25: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 26: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 27: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 28: slipway.deploy.v1.ServiceSpec.EnvEntry
-	nil,                          // 29: slipway.deploy.v1.ServiceSpec.LabelsEntry
-	(*durationpb.Duration)(nil),  // 30: google.protobuf.Duration
+	(*FileMount)(nil),            // 6: slipway.deploy.v1.FileMount
+	(*RestartPolicy)(nil),        // 7: slipway.deploy.v1.RestartPolicy
+	(*Security)(nil),             // 8: slipway.deploy.v1.Security
+	(*HostMount)(nil),            // 9: slipway.deploy.v1.HostMount
+	(*Resources)(nil),            // 10: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),          // 11: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),                // 12: slipway.deploy.v1.Route
+	(*Constraint)(nil),           // 13: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),       // 14: slipway.deploy.v1.UpdateStrategy
+	(*RollbackWindow)(nil),       // 15: slipway.deploy.v1.RollbackWindow
+	(*Hook)(nil),                 // 16: slipway.deploy.v1.Hook
+	(*RollingStrategy)(nil),      // 17: slipway.deploy.v1.RollingStrategy
+	(*CanaryStrategy)(nil),       // 18: slipway.deploy.v1.CanaryStrategy
+	(*Stickiness)(nil),           // 19: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 20: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 21: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 22: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 23: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 24: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 25: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 26: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 27: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 28: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 29: slipway.deploy.v1.ServiceSpec.EnvEntry
+	nil,                          // 30: slipway.deploy.v1.ServiceSpec.LabelsEntry
+	(*durationpb.Duration)(nil),  // 31: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	28, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	9,  // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	10, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	11, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	12, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	13, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	30, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	7,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
-	6,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
+	29, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	10, // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	11, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	12, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	13, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	14, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	31, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	8,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	7,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
 	5,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
-	29, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
-	30, // 11: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	30, // 12: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	0,  // 13: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
-	8,  // 14: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	30, // 15: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	30, // 16: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	1,  // 17: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	30, // 18: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	30, // 19: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	30, // 20: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	30, // 21: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	17, // 22: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	27, // 23: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	30, // 24: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	15, // 25: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
-	16, // 26: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
-	14, // 27: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
-	2,  // 28: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
-	30, // 29: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
-	30, // 30: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
-	21, // 31: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	20, // 32: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	21, // 33: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	18, // 34: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	19, // 35: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	30, // 36: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	30, // 37: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	21, // 38: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	30, // 39: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	3,  // 40: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	24, // 41: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	25, // 42: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	26, // 43: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	23, // 44: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	22, // 45: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	30, // 46: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	30, // 47: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	30, // 48: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	21, // 49: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	30, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
+	6,  // 11: slipway.deploy.v1.ServiceSpec.secrets:type_name -> slipway.deploy.v1.FileMount
+	6,  // 12: slipway.deploy.v1.ServiceSpec.configs:type_name -> slipway.deploy.v1.FileMount
+	31, // 13: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	31, // 14: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	0,  // 15: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
+	9,  // 16: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	31, // 17: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	31, // 18: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	1,  // 19: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	31, // 20: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	31, // 21: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	31, // 22: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	31, // 23: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	18, // 24: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	28, // 25: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	31, // 26: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	16, // 27: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
+	17, // 28: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
+	15, // 29: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
+	2,  // 30: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	31, // 31: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	31, // 32: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	22, // 33: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	21, // 34: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	22, // 35: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	19, // 36: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	20, // 37: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	31, // 38: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	31, // 39: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	22, // 40: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	31, // 41: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 42: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	25, // 43: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	26, // 44: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	27, // 45: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	24, // 46: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	23, // 47: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	31, // 48: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	31, // 49: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	31, // 50: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	22, // 51: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2512,15 +2641,15 @@ func file_slipway_deploy_v1_spec_proto_init() {
 	if File_slipway_deploy_v1_spec_proto != nil {
 		return
 	}
-	file_slipway_deploy_v1_spec_proto_msgTypes[2].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[18].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[3].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

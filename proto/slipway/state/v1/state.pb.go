@@ -32,9 +32,10 @@ const (
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the schema version the entry was written with; an FSM refuses
-	// entries newer than it understands (CURRENT_VERSION is 3: version 2
+	// entries newer than it understands (CURRENT_VERSION is 5: version 2
 	// added rollout_step and the engine's snapshot fields, version 3 the ACL
-	// token entries and snapshot fields).
+	// token entries and snapshot fields, version 4 deploys starting from the
+	// serving release, version 5 the secret entries and snapshot field).
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// at is the leader's time when it proposed the entry.
 	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
@@ -54,6 +55,9 @@ type Command struct {
 	//	*Command_AclBootstrap
 	//	*Command_CreateToken
 	//	*Command_RevokeToken
+	//	*Command_PutSecret
+	//	*Command_DeleteSecret
+	//	*Command_RekeySecrets
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -218,6 +222,33 @@ func (x *Command) GetRevokeToken() *RevokeTokenOp {
 	return nil
 }
 
+func (x *Command) GetPutSecret() *PutSecretOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutSecret); ok {
+			return x.PutSecret
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteSecret() *DeleteSecretOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteSecret); ok {
+			return x.DeleteSecret
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRekeySecrets() *RekeySecretsOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RekeySecrets); ok {
+			return x.RekeySecrets
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -283,6 +314,21 @@ type Command_RevokeToken struct {
 	RevokeToken *RevokeTokenOp `protobuf:"bytes,21,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
 }
 
+type Command_PutSecret struct {
+	// put_secret stores a new secret or its next version (ciphertext only).
+	PutSecret *PutSecretOp `protobuf:"bytes,30,opt,name=put_secret,json=putSecret,proto3,oneof"`
+}
+
+type Command_DeleteSecret struct {
+	// delete_secret removes a secret with all its versions.
+	DeleteSecret *DeleteSecretOp `protobuf:"bytes,31,opt,name=delete_secret,json=deleteSecret,proto3,oneof"`
+}
+
+type Command_RekeySecrets struct {
+	// rekey_secrets replaces the ciphertext of stored versions.
+	RekeySecrets *RekeySecretsOp `protobuf:"bytes,32,opt,name=rekey_secrets,json=rekeySecrets,proto3,oneof"`
+}
+
 func (*Command_Deploy) isCommand_Op() {}
 
 func (*Command_Rollback) isCommand_Op() {}
@@ -306,6 +352,12 @@ func (*Command_AclBootstrap) isCommand_Op() {}
 func (*Command_CreateToken) isCommand_Op() {}
 
 func (*Command_RevokeToken) isCommand_Op() {}
+
+func (*Command_PutSecret) isCommand_Op() {}
+
+func (*Command_DeleteSecret) isCommand_Op() {}
+
+func (*Command_RekeySecrets) isCommand_Op() {}
 
 // DeployOp creates a release of spec and a pending rollout to it.
 type DeployOp struct {
@@ -1219,6 +1271,305 @@ func (x *RevokeTokenOp) GetBy() string {
 	return ""
 }
 
+// SecretVersionRecord is one version of a secret as the replicated state
+// keeps it: the value encrypted by the leader, never in clear.
+type SecretVersionRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// meta describes the version (digest, size, key, when, who).
+	Meta *v1.SecretVersion `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	// ciphertext is the AES-256-GCM nonce followed by the sealed value,
+	// sealed with the keyring key meta.key_id and, as additional data,
+	// "<kind>/<name>/<version>".
+	Ciphertext    []byte `protobuf:"bytes,2,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretVersionRecord) Reset() {
+	*x = SecretVersionRecord{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretVersionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretVersionRecord) ProtoMessage() {}
+
+func (x *SecretVersionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretVersionRecord.ProtoReflect.Descriptor instead.
+func (*SecretVersionRecord) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SecretVersionRecord) GetMeta() *v1.SecretVersion {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *SecretVersionRecord) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+// SecretRecord is a secret or config with every stored version.
+type SecretRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is secret or config.
+	Kind v1.SecretKind `protobuf:"varint,1,opt,name=kind,proto3,enum=slipway.deploy.v1.SecretKind" json:"kind,omitempty"`
+	// name is the name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// versions, oldest first.
+	Versions      []*SecretVersionRecord `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretRecord) Reset() {
+	*x = SecretRecord{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretRecord) ProtoMessage() {}
+
+func (x *SecretRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretRecord.ProtoReflect.Descriptor instead.
+func (*SecretRecord) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SecretRecord) GetKind() v1.SecretKind {
+	if x != nil {
+		return x.Kind
+	}
+	return v1.SecretKind(0)
+}
+
+func (x *SecretRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretRecord) GetVersions() []*SecretVersionRecord {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+// PutSecretOp stores version of a secret: 1 creates it (refused when it
+// exists), any other must be the latest plus one.
+type PutSecretOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is secret or config.
+	Kind v1.SecretKind `protobuf:"varint,1,opt,name=kind,proto3,enum=slipway.deploy.v1.SecretKind" json:"kind,omitempty"`
+	// name is the name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// version is the version stored.
+	Version       *SecretVersionRecord `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSecretOp) Reset() {
+	*x = PutSecretOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSecretOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSecretOp) ProtoMessage() {}
+
+func (x *PutSecretOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSecretOp.ProtoReflect.Descriptor instead.
+func (*PutSecretOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PutSecretOp) GetKind() v1.SecretKind {
+	if x != nil {
+		return x.Kind
+	}
+	return v1.SecretKind(0)
+}
+
+func (x *PutSecretOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PutSecretOp) GetVersion() *SecretVersionRecord {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+// DeleteSecretOp removes a secret; refused while a service's latest
+// release mounts it.
+type DeleteSecretOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is secret or config.
+	Kind v1.SecretKind `protobuf:"varint,1,opt,name=kind,proto3,enum=slipway.deploy.v1.SecretKind" json:"kind,omitempty"`
+	// name is the name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// by is the accessor of the caller's token.
+	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretOp) Reset() {
+	*x = DeleteSecretOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretOp) ProtoMessage() {}
+
+func (x *DeleteSecretOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretOp.ProtoReflect.Descriptor instead.
+func (*DeleteSecretOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteSecretOp) GetKind() v1.SecretKind {
+	if x != nil {
+		return x.Kind
+	}
+	return v1.SecretKind(0)
+}
+
+func (x *DeleteSecretOp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteSecretOp) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+// RekeySecretsOp replaces the ciphertext (and key id) of stored versions;
+// a version whose digest differs from the stored one is refused.
+type RekeySecretsOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// secrets hold the re-encrypted versions, by kind and name.
+	Secrets       []*SecretRecord `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RekeySecretsOp) Reset() {
+	*x = RekeySecretsOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RekeySecretsOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RekeySecretsOp) ProtoMessage() {}
+
+func (x *RekeySecretsOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RekeySecretsOp.ProtoReflect.Descriptor instead.
+func (*RekeySecretsOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RekeySecretsOp) GetSecrets() []*SecretRecord {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
 // StepEvent is one event of a rollout step.
 type StepEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1234,7 +1585,7 @@ type StepEvent struct {
 
 func (x *StepEvent) Reset() {
 	*x = StepEvent{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1597,7 @@ func (x *StepEvent) String() string {
 func (*StepEvent) ProtoMessage() {}
 
 func (x *StepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1610,7 @@ func (x *StepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepEvent.ProtoReflect.Descriptor instead.
 func (*StepEvent) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StepEvent) GetKind() string {
@@ -1296,7 +1647,7 @@ type SupersedeRecord struct {
 
 func (x *SupersedeRecord) Reset() {
 	*x = SupersedeRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1659,7 @@ func (x *SupersedeRecord) String() string {
 func (*SupersedeRecord) ProtoMessage() {}
 
 func (x *SupersedeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1672,7 @@ func (x *SupersedeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SupersedeRecord.ProtoReflect.Descriptor instead.
 func (*SupersedeRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SupersedeRecord) GetRolloutId() string {
@@ -1351,7 +1702,7 @@ type MachineRecord struct {
 
 func (x *MachineRecord) Reset() {
 	*x = MachineRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1714,7 @@ func (x *MachineRecord) String() string {
 func (*MachineRecord) ProtoMessage() {}
 
 func (x *MachineRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1727,7 @@ func (x *MachineRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineRecord.ProtoReflect.Descriptor instead.
 func (*MachineRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MachineRecord) GetRolloutId() string {
@@ -1410,7 +1761,7 @@ type AllocationRecord struct {
 
 func (x *AllocationRecord) Reset() {
 	*x = AllocationRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1773,7 @@ func (x *AllocationRecord) String() string {
 func (*AllocationRecord) ProtoMessage() {}
 
 func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1786,7 @@ func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationRecord.ProtoReflect.Descriptor instead.
 func (*AllocationRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AllocationRecord) GetId() string {
@@ -1470,7 +1821,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1833,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1846,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NoopOp) GetPayload() []byte {
@@ -1520,7 +1871,7 @@ type PeerAddress struct {
 
 func (x *PeerAddress) Reset() {
 	*x = PeerAddress{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1883,7 @@ func (x *PeerAddress) String() string {
 func (*PeerAddress) ProtoMessage() {}
 
 func (x *PeerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1896,7 @@ func (x *PeerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAddress.ProtoReflect.Descriptor instead.
 func (*PeerAddress) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PeerAddress) GetId() string {
@@ -1582,7 +1933,7 @@ type ServiceRecord struct {
 
 func (x *ServiceRecord) Reset() {
 	*x = ServiceRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1945,7 @@ func (x *ServiceRecord) String() string {
 func (*ServiceRecord) ProtoMessage() {}
 
 func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1958,7 @@ func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRecord.ProtoReflect.Descriptor instead.
 func (*ServiceRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServiceRecord) GetService() *v1.Service {
@@ -1641,7 +1992,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +2004,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +2017,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -1744,13 +2095,16 @@ type Snapshot struct {
 	// superseded it, by rollout id. A snapshot written before this field has
 	// none: the link is then read from the rollout's message.
 	Supersessions []*SupersedeRecord `protobuf:"bytes,18,rep,name=supersessions,proto3" json:"supersessions,omitempty"`
+	// secrets are the secrets and configs (ciphertext only), sorted by kind
+	// then name.
+	Secrets       []*SecretRecord `protobuf:"bytes,30,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2116,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2129,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -1904,6 +2258,13 @@ func (x *Snapshot) GetSupersessions() []*SupersedeRecord {
 	return nil
 }
 
+func (x *Snapshot) GetSecrets() []*SecretRecord {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
 // GetPeerInfoRequest asks for a coordinator's description.
 type GetPeerInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1913,7 +2274,7 @@ type GetPeerInfoRequest struct {
 
 func (x *GetPeerInfoRequest) Reset() {
 	*x = GetPeerInfoRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2286,7 @@ func (x *GetPeerInfoRequest) String() string {
 func (*GetPeerInfoRequest) ProtoMessage() {}
 
 func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2299,7 @@ func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 // GetPeerInfoResponse describes a coordinator.
@@ -1956,7 +2317,7 @@ type GetPeerInfoResponse struct {
 
 func (x *GetPeerInfoResponse) Reset() {
 	*x = GetPeerInfoResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2329,7 @@ func (x *GetPeerInfoResponse) String() string {
 func (*GetPeerInfoResponse) ProtoMessage() {}
 
 func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2342,7 @@ func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetPeerInfoResponse) GetPeer() *PeerAddress {
@@ -2016,7 +2377,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2389,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2402,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinRequest) GetPeer() *PeerAddress {
@@ -2062,7 +2423,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2435,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2448,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -2108,7 +2469,7 @@ type ApplyNoopRequest struct {
 
 func (x *ApplyNoopRequest) Reset() {
 	*x = ApplyNoopRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2481,7 @@ func (x *ApplyNoopRequest) String() string {
 func (*ApplyNoopRequest) ProtoMessage() {}
 
 func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2494,7 @@ func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNoopRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApplyNoopRequest) GetPayload() []byte {
@@ -2154,7 +2515,7 @@ type ApplyNoopResponse struct {
 
 func (x *ApplyNoopResponse) Reset() {
 	*x = ApplyNoopResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2527,7 @@ func (x *ApplyNoopResponse) String() string {
 func (*ApplyNoopResponse) ProtoMessage() {}
 
 func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2540,7 @@ func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNoopResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ApplyNoopResponse) GetIndex() uint64 {
@@ -2193,7 +2554,7 @@ var File_slipway_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18slipway/acl/v1/acl.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\xe9\x06\n" +
+	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18slipway/acl/v1/acl.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1eslipway/deploy/v1/secret.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\xbb\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x124\n" +
@@ -2211,7 +2572,11 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\frollout_step\x18\x12 \x01(\v2\x1f.slipway.state.v1.RolloutStepOpH\x00R\vrolloutStep\x12G\n" +
 	"\racl_bootstrap\x18\x13 \x01(\v2 .slipway.state.v1.AclBootstrapOpH\x00R\faclBootstrap\x12D\n" +
 	"\fcreate_token\x18\x14 \x01(\v2\x1f.slipway.state.v1.CreateTokenOpH\x00R\vcreateToken\x12D\n" +
-	"\frevoke_token\x18\x15 \x01(\v2\x1f.slipway.state.v1.RevokeTokenOpH\x00R\vrevokeTokenB\x04\n" +
+	"\frevoke_token\x18\x15 \x01(\v2\x1f.slipway.state.v1.RevokeTokenOpH\x00R\vrevokeToken\x12>\n" +
+	"\n" +
+	"put_secret\x18\x1e \x01(\v2\x1d.slipway.state.v1.PutSecretOpH\x00R\tputSecret\x12G\n" +
+	"\rdelete_secret\x18\x1f \x01(\v2 .slipway.state.v1.DeleteSecretOpH\x00R\fdeleteSecret\x12G\n" +
+	"\rrekey_secrets\x18  \x01(\v2 .slipway.state.v1.RekeySecretsOpH\x00R\frekeySecretsB\x04\n" +
 	"\x02op\"\xd3\x01\n" +
 	"\bDeployOp\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
@@ -2298,7 +2663,26 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\rRevokeTokenOp\x12\x1f\n" +
 	"\vaccessor_id\x18\x01 \x01(\tR\n" +
 	"accessorId\x12\x0e\n" +
-	"\x02by\x18\x02 \x01(\tR\x02by\"y\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\"k\n" +
+	"\x13SecretVersionRecord\x124\n" +
+	"\x04meta\x18\x01 \x01(\v2 .slipway.deploy.v1.SecretVersionR\x04meta\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x02 \x01(\fR\n" +
+	"ciphertext\"\x98\x01\n" +
+	"\fSecretRecord\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12A\n" +
+	"\bversions\x18\x03 \x03(\v2%.slipway.state.v1.SecretVersionRecordR\bversions\"\x95\x01\n" +
+	"\vPutSecretOp\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12?\n" +
+	"\aversion\x18\x03 \x01(\v2%.slipway.state.v1.SecretVersionRecordR\aversion\"g\n" +
+	"\x0eDeleteSecretOp\x121\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\"J\n" +
+	"\x0eRekeySecretsOp\x128\n" +
+	"\asecrets\x18\x01 \x03(\v2\x1e.slipway.state.v1.SecretRecordR\asecrets\"y\n" +
 	"\tStepEvent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12>\n" +
@@ -2331,7 +2715,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\xdb\a\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\x95\b\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2352,7 +2736,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x06tokens\x18\x0f \x03(\v2\x1d.slipway.state.v1.TokenRecordR\x06tokens\x12)\n" +
 	"\x10acl_bootstrapped\x18\x10 \x01(\bR\x0faclBootstrapped\x122\n" +
 	"\x15revoked_secret_sha256\x18\x11 \x03(\fR\x13revokedSecretSha256\x12G\n" +
-	"\rsupersessions\x18\x12 \x03(\v2!.slipway.state.v1.SupersedeRecordR\rsupersessions\"\x14\n" +
+	"\rsupersessions\x18\x12 \x03(\v2!.slipway.state.v1.SupersedeRecordR\rsupersessions\x128\n" +
+	"\asecrets\x18\x1e \x03(\v2\x1e.slipway.state.v1.SecretRecordR\asecrets\"\x14\n" +
 	"\x12GetPeerInfoRequest\"\x82\x01\n" +
 	"\x13GetPeerInfoResponse\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\x12\x1b\n" +
@@ -2383,7 +2768,7 @@ func file_slipway_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_slipway_state_v1_state_proto_rawDescData
 }
 
-var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*Command)(nil),               // 0: slipway.state.v1.Command
 	(*DeployOp)(nil),              // 1: slipway.state.v1.DeployOp
@@ -2398,41 +2783,48 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*AclBootstrapOp)(nil),        // 10: slipway.state.v1.AclBootstrapOp
 	(*CreateTokenOp)(nil),         // 11: slipway.state.v1.CreateTokenOp
 	(*RevokeTokenOp)(nil),         // 12: slipway.state.v1.RevokeTokenOp
-	(*StepEvent)(nil),             // 13: slipway.state.v1.StepEvent
-	(*SupersedeRecord)(nil),       // 14: slipway.state.v1.SupersedeRecord
-	(*MachineRecord)(nil),         // 15: slipway.state.v1.MachineRecord
-	(*AllocationRecord)(nil),      // 16: slipway.state.v1.AllocationRecord
-	(*NoopOp)(nil),                // 17: slipway.state.v1.NoopOp
-	(*PeerAddress)(nil),           // 18: slipway.state.v1.PeerAddress
-	(*ServiceRecord)(nil),         // 19: slipway.state.v1.ServiceRecord
-	(*RequestRecord)(nil),         // 20: slipway.state.v1.RequestRecord
-	(*Snapshot)(nil),              // 21: slipway.state.v1.Snapshot
-	(*GetPeerInfoRequest)(nil),    // 22: slipway.state.v1.GetPeerInfoRequest
-	(*GetPeerInfoResponse)(nil),   // 23: slipway.state.v1.GetPeerInfoResponse
-	(*JoinRequest)(nil),           // 24: slipway.state.v1.JoinRequest
-	(*JoinResponse)(nil),          // 25: slipway.state.v1.JoinResponse
-	(*ApplyNoopRequest)(nil),      // 26: slipway.state.v1.ApplyNoopRequest
-	(*ApplyNoopResponse)(nil),     // 27: slipway.state.v1.ApplyNoopResponse
-	nil,                           // 28: slipway.state.v1.RolloutStepOp.HealthyEntry
-	nil,                           // 29: slipway.state.v1.RolloutStepOp.WeightsEntry
-	nil,                           // 30: slipway.state.v1.RolloutStepOp.ReplacesEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*v1.ServiceSpec)(nil),        // 32: slipway.deploy.v1.ServiceSpec
-	(v1.CommandKind)(0),           // 33: slipway.deploy.v1.CommandKind
-	(*v11.Node)(nil),              // 34: slipway.cluster.v1.Node
-	(*v12.Allocation)(nil),        // 35: slipway.agent.v1.Allocation
-	(*v13.TrafficIntent)(nil),     // 36: slipway.edge.v1.TrafficIntent
-	(v1.RolloutState)(0),          // 37: slipway.deploy.v1.RolloutState
-	(*v14.Token)(nil),             // 38: slipway.acl.v1.Token
-	(*v1.AnalysisVerdict)(nil),    // 39: slipway.deploy.v1.AnalysisVerdict
-	(*v1.Service)(nil),            // 40: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 41: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 42: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 43: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 44: slipway.deploy.v1.AuditEvent
+	(*SecretVersionRecord)(nil),   // 13: slipway.state.v1.SecretVersionRecord
+	(*SecretRecord)(nil),          // 14: slipway.state.v1.SecretRecord
+	(*PutSecretOp)(nil),           // 15: slipway.state.v1.PutSecretOp
+	(*DeleteSecretOp)(nil),        // 16: slipway.state.v1.DeleteSecretOp
+	(*RekeySecretsOp)(nil),        // 17: slipway.state.v1.RekeySecretsOp
+	(*StepEvent)(nil),             // 18: slipway.state.v1.StepEvent
+	(*SupersedeRecord)(nil),       // 19: slipway.state.v1.SupersedeRecord
+	(*MachineRecord)(nil),         // 20: slipway.state.v1.MachineRecord
+	(*AllocationRecord)(nil),      // 21: slipway.state.v1.AllocationRecord
+	(*NoopOp)(nil),                // 22: slipway.state.v1.NoopOp
+	(*PeerAddress)(nil),           // 23: slipway.state.v1.PeerAddress
+	(*ServiceRecord)(nil),         // 24: slipway.state.v1.ServiceRecord
+	(*RequestRecord)(nil),         // 25: slipway.state.v1.RequestRecord
+	(*Snapshot)(nil),              // 26: slipway.state.v1.Snapshot
+	(*GetPeerInfoRequest)(nil),    // 27: slipway.state.v1.GetPeerInfoRequest
+	(*GetPeerInfoResponse)(nil),   // 28: slipway.state.v1.GetPeerInfoResponse
+	(*JoinRequest)(nil),           // 29: slipway.state.v1.JoinRequest
+	(*JoinResponse)(nil),          // 30: slipway.state.v1.JoinResponse
+	(*ApplyNoopRequest)(nil),      // 31: slipway.state.v1.ApplyNoopRequest
+	(*ApplyNoopResponse)(nil),     // 32: slipway.state.v1.ApplyNoopResponse
+	nil,                           // 33: slipway.state.v1.RolloutStepOp.HealthyEntry
+	nil,                           // 34: slipway.state.v1.RolloutStepOp.WeightsEntry
+	nil,                           // 35: slipway.state.v1.RolloutStepOp.ReplacesEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*v1.ServiceSpec)(nil),        // 37: slipway.deploy.v1.ServiceSpec
+	(v1.CommandKind)(0),           // 38: slipway.deploy.v1.CommandKind
+	(*v11.Node)(nil),              // 39: slipway.cluster.v1.Node
+	(*v12.Allocation)(nil),        // 40: slipway.agent.v1.Allocation
+	(*v13.TrafficIntent)(nil),     // 41: slipway.edge.v1.TrafficIntent
+	(v1.RolloutState)(0),          // 42: slipway.deploy.v1.RolloutState
+	(*v14.Token)(nil),             // 43: slipway.acl.v1.Token
+	(*v1.SecretVersion)(nil),      // 44: slipway.deploy.v1.SecretVersion
+	(v1.SecretKind)(0),            // 45: slipway.deploy.v1.SecretKind
+	(*v1.AnalysisVerdict)(nil),    // 46: slipway.deploy.v1.AnalysisVerdict
+	(*v1.Service)(nil),            // 47: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 48: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 49: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 50: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 51: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
-	31, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
+	36, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
 	1,  // 1: slipway.state.v1.Command.deploy:type_name -> slipway.state.v1.DeployOp
 	2,  // 2: slipway.state.v1.Command.rollback:type_name -> slipway.state.v1.RollbackOp
 	3,  // 3: slipway.state.v1.Command.operator:type_name -> slipway.state.v1.OperatorOp
@@ -2440,56 +2832,67 @@ var file_slipway_state_v1_state_proto_depIdxs = []int32{
 	5,  // 5: slipway.state.v1.Command.upsert_node:type_name -> slipway.state.v1.UpsertNodeOp
 	6,  // 6: slipway.state.v1.Command.drain_node:type_name -> slipway.state.v1.DrainNodeOp
 	7,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
-	17, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
+	22, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
 	8,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
 	10, // 10: slipway.state.v1.Command.acl_bootstrap:type_name -> slipway.state.v1.AclBootstrapOp
 	11, // 11: slipway.state.v1.Command.create_token:type_name -> slipway.state.v1.CreateTokenOp
 	12, // 12: slipway.state.v1.Command.revoke_token:type_name -> slipway.state.v1.RevokeTokenOp
-	32, // 13: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	33, // 14: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
-	18, // 15: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
-	34, // 16: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
-	35, // 17: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
-	35, // 18: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
-	36, // 19: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
-	13, // 20: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
-	28, // 21: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
-	37, // 22: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
-	29, // 23: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
-	30, // 24: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
-	38, // 25: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
-	9,  // 26: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
-	9,  // 27: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
-	39, // 28: slipway.state.v1.StepEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
-	31, // 29: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
-	40, // 30: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	41, // 31: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	19, // 32: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	42, // 33: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	34, // 34: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	35, // 35: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	20, // 36: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	43, // 37: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	44, // 38: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	18, // 39: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	15, // 40: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
-	16, // 41: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
-	36, // 42: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
-	9,  // 43: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
-	14, // 44: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
-	18, // 45: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	18, // 46: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	22, // 47: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	24, // 48: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	26, // 49: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	23, // 50: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	25, // 51: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	27, // 52: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	50, // [50:53] is the sub-list for method output_type
-	47, // [47:50] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	15, // 13: slipway.state.v1.Command.put_secret:type_name -> slipway.state.v1.PutSecretOp
+	16, // 14: slipway.state.v1.Command.delete_secret:type_name -> slipway.state.v1.DeleteSecretOp
+	17, // 15: slipway.state.v1.Command.rekey_secrets:type_name -> slipway.state.v1.RekeySecretsOp
+	37, // 16: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	38, // 17: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
+	23, // 18: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
+	39, // 19: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
+	40, // 20: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
+	40, // 21: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
+	41, // 22: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
+	18, // 23: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
+	33, // 24: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
+	42, // 25: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
+	34, // 26: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
+	35, // 27: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
+	43, // 28: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
+	9,  // 29: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
+	9,  // 30: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
+	44, // 31: slipway.state.v1.SecretVersionRecord.meta:type_name -> slipway.deploy.v1.SecretVersion
+	45, // 32: slipway.state.v1.SecretRecord.kind:type_name -> slipway.deploy.v1.SecretKind
+	13, // 33: slipway.state.v1.SecretRecord.versions:type_name -> slipway.state.v1.SecretVersionRecord
+	45, // 34: slipway.state.v1.PutSecretOp.kind:type_name -> slipway.deploy.v1.SecretKind
+	13, // 35: slipway.state.v1.PutSecretOp.version:type_name -> slipway.state.v1.SecretVersionRecord
+	45, // 36: slipway.state.v1.DeleteSecretOp.kind:type_name -> slipway.deploy.v1.SecretKind
+	14, // 37: slipway.state.v1.RekeySecretsOp.secrets:type_name -> slipway.state.v1.SecretRecord
+	46, // 38: slipway.state.v1.StepEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
+	36, // 39: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	47, // 40: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	48, // 41: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	24, // 42: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	49, // 43: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	39, // 44: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	40, // 45: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	25, // 46: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	50, // 47: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	51, // 48: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	23, // 49: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	20, // 50: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	21, // 51: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	41, // 52: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	9,  // 53: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
+	19, // 54: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
+	14, // 55: slipway.state.v1.Snapshot.secrets:type_name -> slipway.state.v1.SecretRecord
+	23, // 56: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	23, // 57: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	27, // 58: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	29, // 59: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	31, // 60: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	28, // 61: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	30, // 62: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	32, // 63: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	61, // [61:64] is the sub-list for method output_type
+	58, // [58:61] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }
@@ -2510,6 +2913,9 @@ func file_slipway_state_v1_state_proto_init() {
 		(*Command_AclBootstrap)(nil),
 		(*Command_CreateToken)(nil),
 		(*Command_RevokeToken)(nil),
+		(*Command_PutSecret)(nil),
+		(*Command_DeleteSecret)(nil),
+		(*Command_RekeySecrets)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2517,7 +2923,7 @@ func file_slipway_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_state_v1_state_proto_rawDesc), len(file_slipway_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -59,6 +59,12 @@ secret is kept, in raft; a revoked token is refused by every coordinator as
 soon as it applies the revocation. InternalService (coordinator to
 coordinator) is authorised by the coordinator certificate, not by tokens.
 
+Secrets (-keyring-file): secrets and configs (slipctl secret / config) are
+sealed by the leader with the keyring's primary key (AES-256-GCM) before
+they enter the raft log, so the log and snapshots hold ciphertext only. The
+keyring file lives outside the log; every coordinator needs the same one
+('slipway-coordinator keyring' creates and rotates it).
+
 Dashboard (-dashboard-addr, off by default; the conventional address is
 127.0.0.1:7402): services, rollouts with their steps and weights, instances
 per node, a live traffic chart, history, audit and the promote / pause /
@@ -81,6 +87,13 @@ Flags:
 func main() {
 	if buildinfo.Requested(os.Args[1:]) {
 		buildinfo.Print(os.Stdout, "slipway-coordinator")
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "keyring" {
+		if err := keyringCmd(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "slipway-coordinator:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if err := run(os.Args[1:]); err != nil {
@@ -134,6 +147,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.Notify.Queue, "notify-queue", notify.DefaultQueue, "events waiting to be sent at most; beyond it new events are dropped and counted in slipway_notify_dropped_total")
 	fs.DurationVar(&cfg.Notify.Timeout, "notify-timeout", notify.DefaultTimeout, "deadline of one notification POST")
 	fs.DurationVar(&cfg.Notify.MaxElapsed, "notify-retry-for", notify.DefaultMaxElapsed, "how long one event is retried (exponential backoff) after failed POSTs before it is given up")
+	fs.StringVar(&cfg.KeyringFile, "keyring-file", "", "the keyring that encrypts secrets and configs in the raft state (AES-256-GCM); it must exist: create it once with 'slipway-coordinator keyring init -file F' and copy it, mode 0600, to every coordinator (all need the same keys). Empty: secrets and configs are refused")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	if err := envDefaults(fs); err != nil {

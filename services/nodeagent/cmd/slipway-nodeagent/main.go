@@ -25,6 +25,7 @@ import (
 	"slipway.dev/nodeagent/docker"
 	"slipway.dev/nodeagent/grpcapi"
 	"slipway.dev/nodeagent/process"
+	"slipway.dev/nodeagent/secretfs"
 	"slipway.dev/platform/buildinfo"
 	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/nodepolicy"
@@ -37,6 +38,7 @@ import (
 type options struct {
 	nodeID, grpcAddr, driver, processDir, labels, advertise string
 	dataDir, metricsAddr, logLevel, logFormat               string
+	secretsDir                                              string
 	cpuMHz, memoryMB                                        int
 	sec                                                     rpc.Security
 	consul                                                  consulconf.Config
@@ -138,6 +140,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.cpuMHz, "cpu-mhz", 4000, "CPU offered to allocations")
 	fs.IntVar(&o.memoryMB, "memory-mb", 4096, "memory offered to allocations")
 	fs.StringVar(&o.advertise, "advertise", "127.0.0.1", "address instances are reachable on (host ports bind there)")
+	fs.StringVar(&o.secretsDir, "secrets-dir", "/run/slipway/secrets", "directory on tmpfs for the secrets and configs instances mount (a 0700 directory per allocation, removed when it stops; docker: each file bind-mounted read-only at its target; process: SLIPWAY_SECRETS_DIR); a directory not on tmpfs is refused, and instances mounting secrets then fail to start")
 	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/slipway/nodeagent", "state: newest fencing token, last desired set, process driver state")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "longest wait for the edges to stop routing to a stopping instance")
 	fs.DurationVar(&o.holdAfter, "hold-after", 10*time.Second, "after a heartbeat lapse longer than this (the agent restarted, hung or was cut off; set it to the coordinators' -node-grace, after which they replace a missing node's allocations) the agent keeps its instances out of traffic until a leader syncs it and stops those it no longer owns")
@@ -224,13 +227,17 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
+	secrets := secretfs.New(o.secretsDir)
+	if err := secrets.Err(); err != nil {
+		logger.Warn("secrets and configs cannot be mounted on this node: instances mounting them fail to start", "err", err)
+	}
 	var drv agent.Driver
 	if o.driver == "" || o.driver == "docker" {
 		cli, err := docker.Dial(ctx, 2*time.Second)
 		switch {
 		case err == nil:
 			drv = docker.New(cli, o.nodeID, o.advertise, logger, docker.WithPolicy(o.hard.policy), docker.WithPidsLimit(int64(o.hard.pidsLimit)),
-				docker.WithPullTimeout(o.hard.pullTimeout), docker.WithRegistryAuthFile(o.hard.registryAuthFile))
+				docker.WithPullTimeout(o.hard.pullTimeout), docker.WithRegistryAuthFile(o.hard.registryAuthFile), docker.WithSecrets(secrets))
 			defer cli.Close()
 		case o.driver == "docker":
 			return err
@@ -242,7 +249,7 @@ func run(args []string) error {
 		if o.hard.policy, err = o.hard.processPolicy(); err != nil {
 			return err
 		}
-		pd, err := process.New(o.processDir, o.dataDir+"/process", o.advertise, logger, process.WithUser(o.hard.user))
+		pd, err := process.New(o.processDir, o.dataDir+"/process", o.advertise, logger, process.WithUser(o.hard.user), process.WithSecrets(secrets))
 		if err != nil {
 			return err
 		}
