@@ -62,25 +62,9 @@ func New(retention time.Duration) *Store {
 // Add merges one edge's report, received at now, into the slot of now. A
 // report is validated whole first.
 func (s *Store) Add(now time.Time, req *edgev1.ReportSignalsRequest) error {
-	if req.GetEdgeId() == "" {
-		return invalid("edge_id", "must not be empty")
-	}
-	hists := make([]latency.Histogram, len(req.GetSignals()))
-	for i, sig := range req.GetSignals() {
-		field := fmt.Sprintf("signals[%d]", i)
-		switch {
-		case sig.GetService() == "":
-			return invalid(field+".service", "must not be empty")
-		case sig.GetRelease() == 0:
-			return invalid(field+".release", "must not be zero")
-		case sig.GetErrors() > sig.GetRequests():
-			return invalid(field+".errors", "%d exceeds requests %d", sig.GetErrors(), sig.GetRequests())
-		}
-		h, err := latency.Decode(sig.GetLatency().GetSchema(), sig.GetLatency().GetOffset(), sig.GetLatency().GetCounts())
-		if err != nil {
-			return invalid(field+".latency", "%v", err)
-		}
-		hists[i] = h
+	hists, err := decode(req)
+	if err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -153,4 +137,36 @@ func (s *Store) Edges(now time.Time, d time.Duration) int {
 		}
 	}
 	return n
+}
+
+// Validate checks a report as Add would, without keeping it, so a
+// coordinator can refuse a bad report before forwarding it to the leader.
+func Validate(req *edgev1.ReportSignalsRequest) error {
+	_, err := decode(req)
+	return err
+}
+
+// decode validates a report and decodes its latency histograms.
+func decode(req *edgev1.ReportSignalsRequest) ([]latency.Histogram, error) {
+	if req.GetEdgeId() == "" {
+		return nil, invalid("edge_id", "must not be empty")
+	}
+	hists := make([]latency.Histogram, len(req.GetSignals()))
+	for i, sig := range req.GetSignals() {
+		field := fmt.Sprintf("signals[%d]", i)
+		switch {
+		case sig.GetService() == "":
+			return nil, invalid(field+".service", "must not be empty")
+		case sig.GetRelease() == 0:
+			return nil, invalid(field+".release", "must not be zero")
+		case sig.GetErrors() > sig.GetRequests():
+			return nil, invalid(field+".errors", "%d exceeds requests %d", sig.GetErrors(), sig.GetRequests())
+		}
+		h, err := latency.Decode(sig.GetLatency().GetSchema(), sig.GetLatency().GetOffset(), sig.GetLatency().GetCounts())
+		if err != nil {
+			return nil, invalid(field+".latency", "%v", err)
+		}
+		hists[i] = h
+	}
+	return hists, nil
 }
