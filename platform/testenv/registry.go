@@ -213,3 +213,21 @@ func (t *throttled) Write(p []byte) (int, error) {
 
 // Interface guard.
 var _ io.Writer = (*throttled)(nil)
+
+// RemoveImageRefs removes the local image references (repository:tag) that
+// match a docker "reference" filter such as "*/repo". It removes the names,
+// not the images by id: an image pulled from a test registry has the same
+// id as the local image pushed to it (slipway/demo:v1), and removing by id
+// with -f would take that name away from every other test too.
+func RemoveImageRefs(filter string) {
+	out, _ := exec.Command("docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference="+filter).Output()
+	var refs []string
+	for _, ref := range strings.Fields(string(out)) {
+		if !strings.HasSuffix(ref, ":<none>") {
+			refs = append(refs, ref)
+		}
+	}
+	if len(refs) > 0 {
+		_ = exec.Command("docker", append([]string{"rmi", "-f"}, refs...)...).Run() // by name: only these tags go
+	}
+}

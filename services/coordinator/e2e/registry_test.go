@@ -35,9 +35,7 @@ func TestReleaseFromRegistry(t *testing.T) {
 	slow := testenv.ThrottledProxy(t, reg.Addr, 512<<10)
 	ref := slow + "/" + repo + ":v1"
 	t.Cleanup(func() {
-		if out, _ := exec.Command("docker", "images", "-q", "--filter", "reference=*/"+repo).Output(); len(out) > 0 {
-			_ = exec.Command("docker", append([]string{"rmi", "-f"}, strings.Fields(string(out))...)...).Run()
-		}
+		testenv.RemoveImageRefs("*/" + repo)
 	})
 	// The demo's layer is on this Engine already (slipway/demo:v1), so the
 	// pull fetches the manifest and config only; the download progress of

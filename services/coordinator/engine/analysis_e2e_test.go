@@ -2,11 +2,7 @@ package engine_test
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,48 +13,10 @@ import (
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
-// statusLoad sends requests through the edge until stopped and counts the
-// answers per version and status.
-type statusLoad struct {
-	mu     sync.Mutex
-	counts map[string]int // "v2 500"
-	stop   chan struct{}
-	done   sync.WaitGroup
-}
-
-func startStatusLoad(edge, host string, workers int) *statusLoad {
-	l := &statusLoad{counts: map[string]int{}, stop: make(chan struct{})}
-	client := &http.Client{Timeout: 5 * time.Second}
-	for range workers {
-		l.done.Go(func() {
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest(http.MethodGet, "http://"+edge+"/", nil)
-				req.Host = host
-				resp, err := client.Do(req)
-				key := "error"
-				if err == nil {
-					key = fmt.Sprintf("%s %d", resp.Header.Get("X-Slipway-Version"), resp.StatusCode)
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				l.mu.Lock()
-				l.counts[key]++
-				l.mu.Unlock()
-			}
-		})
-	}
-	return l
-}
-
-func (l *statusLoad) end() map[string]int {
-	close(l.stop)
-	l.done.Wait()
-	return l.counts
+// startStatusLoad sends requests through the edge until stopped and counts
+// the answers per version and status ("v2 500").
+func startStatusLoad(edge, host string, workers int) *headerLoad {
+	return startHeaderLoad(edge, host, "", workers)
 }
 
 // analysisEvents reads a final rollout's events and returns its analysis

@@ -3,6 +3,7 @@ package prometheus
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -51,7 +52,21 @@ func startPrometheus(t *testing.T, target string) string {
 			t.Logf("prometheus log:\n%s", b[max(0, len(b)-4000):])
 		}
 	})
-	return "http://" + addr
+	base := "http://" + addr
+	// Prometheus answers 503 to queries until it is ready; wait for that
+	// here so a test's first query is judged on its result.
+	testenv.Eventually(t, 60*time.Second, "prometheus ready", func() error {
+		resp, err := http.Get(base + "/-/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/-/ready: %s", resp.Status)
+		}
+		return nil
+	})
+	return base
 }
 
 func TestAskAgainstRealPrometheus(t *testing.T) {

@@ -61,9 +61,7 @@ func TestPullFromRegistry(t *testing.T) {
 		if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=slipway.node="+node).Output(); len(out) > 0 {
 			_ = exec.Command("docker", append([]string{"rm", "-f"}, strings.Fields(string(out))...)...).Run()
 		}
-		if out, _ := exec.Command("docker", "images", "-q", "--filter", "reference=*/"+repo).Output(); len(out) > 0 {
-			_ = exec.Command("docker", append([]string{"rmi", "-f"}, strings.Fields(string(out))...)...).Run()
-		}
+		testenv.RemoveImageRefs("*/" + repo)
 	})
 	authFile := func(user, pass string, hosts ...string) string {
 		var entries []string
