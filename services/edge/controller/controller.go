@@ -49,13 +49,17 @@ type Config struct {
 	Logger    *slog.Logger
 	// Registerer receives the controller's metrics; optional.
 	Registerer prometheus.Registerer
-	// Coalescing is adaptive: changes are applied at once while they come
-	// at most burstTables at a time and one per Quiet on average; beyond
-	// that (a burst) a change waits until no further change came for
-	// Quiet (default 20ms), at most MaxDelay (default 200ms).
+	// Coalescing is adaptive, by what tables cost: a change is applied at
+	// once while building and applying tables has taken at most Budget
+	// (default 0.2) of the time, on average, with a reserve of Quiet's
+	// worth of that work for a short burst. Beyond that (a burst of
+	// changes whose tables cost more than the budget) a change waits until
+	// no further change came for Quiet (default 20ms), at most MaxDelay
+	// (default 200ms). Cheap tables are never held back, however close
+	// together their changes come.
 	Quiet, MaxDelay time.Duration
-	// Now is the clock that tells bursts from quiet spells (default
-	// time.Now).
+	Budget          float64
+	// Now is the clock that measures what tables cost (default time.Now).
 	Now func() time.Time
 }
 
@@ -79,6 +83,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.MaxDelay == 0 {
 		cfg.MaxDelay = 200 * time.Millisecond
+	}
+	if cfg.Budget <= 0 || cfg.Budget > 1 {
+		cfg.Budget = DefaultBudget
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -116,7 +123,7 @@ func (c *Controller) Run(ctx context.Context) {
 	retry.Stop()
 	needAck := false
 	first := true
-	gate := newBurstGate(c.cfg.Quiet)
+	gate := newCostGate(c.cfg.Budget, c.cfg.Quiet)
 	for {
 		if !first {
 			select {
@@ -130,29 +137,39 @@ func (c *Controller) Run(ctx context.Context) {
 			}
 		}
 		first = false
-		ok := c.step(ctx, &needAck)
+		ok := c.step(ctx, &needAck, gate)
 		if !ok {
 			retry.Reset(time.Second)
 		}
 	}
 }
 
-// burstTables is how many tables may be built at once, back to back,
-// before changes are coalesced.
-const burstTables = 4
+// DefaultBudget is the share of time the controller may spend building and
+// applying route tables before it coalesces changes.
+const DefaultBudget = 0.2
 
-// burstGate tells a change to apply at once from one that is part of a
-// burst: a token bucket (golang.org/x/time/rate) of burstTables tokens
-// refilled at one per quiet period, on the caller's clock.
-type burstGate struct{ l *rate.Limiter }
+// costGate tells a change to apply at once from one that is part of a
+// costly burst: a token bucket (golang.org/x/time/rate) of work time, one
+// token a microsecond, refilled at budget microseconds a microsecond up to a
+// reserve of quiet's worth of work, on the caller's clock. Each table built
+// spends what it cost; a change is built at once while tokens are left.
+type costGate struct{ l *rate.Limiter }
 
-func newBurstGate(quiet time.Duration) burstGate {
-	return burstGate{l: rate.NewLimiter(rate.Every(quiet), burstTables)}
+func newCostGate(budget float64, quiet time.Duration) costGate {
+	reserve := max(1, int(quiet/time.Microsecond))
+	return costGate{l: rate.NewLimiter(rate.Limit(budget*1e6), reserve)}
 }
 
-// immediate reports whether a change seen at now is built at once (and
-// takes a token) rather than coalesced.
-func (g burstGate) immediate(now time.Time) bool { return g.l.AllowN(now, 1) }
+// immediate reports whether a change seen at now is built at once rather
+// than coalesced.
+func (g costGate) immediate(now time.Time) bool { return g.l.TokensAt(now) > 0 }
+
+// spent records that building and applying a table took cost, ending at
+// now. A table costlier than the whole reserve empties it.
+func (g costGate) spent(now time.Time, cost time.Duration) {
+	n := min(max(0, int(cost/time.Microsecond)), g.l.Burst())
+	g.l.ReserveN(now, n)
+}
 
 func (c *Controller) coalesce(ctx context.Context) {
 	deadline := time.NewTimer(c.cfg.MaxDelay)
@@ -174,13 +191,18 @@ func (c *Controller) coalesce(ctx context.Context) {
 	}
 }
 
-// step builds, applies and acknowledges; false means retry later.
-func (c *Controller) step(ctx context.Context, needAck *bool) bool {
+// step builds, applies and acknowledges; false means retry later. What the
+// build and apply cost is spent from gate.
+func (c *Controller) step(ctx context.Context, needAck *bool, gate costGate) bool {
+	began := c.cfg.Now()
 	next, problems := routetable.Build(c.table, c.cfg.Source.Snapshot())
 	c.report(problems)
 	d := routetable.Compare(c.table, next)
 	if !d.Empty() || c.gen == 0 {
-		if err := c.cfg.Applier.Apply(ctx, next); err != nil {
+		err := c.cfg.Applier.Apply(ctx, next)
+		end := c.cfg.Now()
+		gate.spent(end, end.Sub(began))
+		if err != nil {
 			c.mFailed.WithLabelValues("apply").Inc()
 			c.cfg.Logger.Error("apply route table failed; keeping the last good one", "err", err)
 			return false
@@ -193,6 +215,9 @@ func (c *Controller) step(ctx context.Context, needAck *bool) bool {
 			c.cfg.Observer.Applied(c.gen, next, d)
 		}
 		*needAck = true
+	} else {
+		end := c.cfg.Now()
+		gate.spent(end, end.Sub(began))
 	}
 	if !*needAck || c.cfg.Publisher == nil {
 		return true

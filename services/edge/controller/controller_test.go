@@ -65,12 +65,16 @@ type recorder struct {
 	applied  []routetable.Table
 	acks     []*edgev1.EdgeAck
 	applyErr error
+	onApply  func() // optional: what an apply costs (moves a fake clock)
 }
 
 func (r *recorder) Apply(_ context.Context, t routetable.Table) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, "apply")
+	if r.onApply != nil {
+		r.onApply()
+	}
 	if r.applyErr != nil {
 		return r.applyErr
 	}
@@ -147,41 +151,77 @@ func TestAppliesThenAcksWithInstances(t *testing.T) {
 	}
 }
 
-func TestCoalescesBurst(t *testing.T) {
-	src, rec := newSource(), &recorder{}
-	startWith(t, src, rec, 200*time.Millisecond, 2*time.Second, nil) // a window far above the changes' 5ms spacing, even on a loaded machine
-	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
-	const burst = 20
-	for i := 1; i <= burst; i++ {
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// burst makes n changes 5ms apart, each adding an instance of web.
+func burst(src *fakeSource, n int) {
+	for i := 1; i <= n; i++ {
 		src.set(func(in *routetable.Input) {
 			in.Instances["web"] = append(in.Instances["web"], routetable.Instance{ID: string(rune('a' + i)), Address: "x:1", Release: 1})
 			in.Intents["web"] = []byte(`{"generation":1,"host":"web","weights":{"1":100}}`)
 		})
 		time.Sleep(5 * time.Millisecond) // the burst is the input: changes 5ms apart, inside the quiet period (not a wait)
 	}
-	rec.waitFor(t, "ack with every instance", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == burst })
+}
+
+// TestCoalescesCostlyBurst: tables that cost 50ms each (by the controller's
+// clock, which each apply moves) exhaust a 20% budget within a few changes,
+// and the rest of a burst of 20 is coalesced.
+func TestCoalescesCostlyBurst(t *testing.T) {
+	src := newSource()
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	rec := &recorder{onApply: func() { clock.add(50 * time.Millisecond) }}
+	startWith(t, src, rec, 200*time.Millisecond, 2*time.Second, clock.now) // a window far above the changes' 5ms spacing, even on a loaded machine
+	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	const n = 20
+	burst(src, n)
+	rec.waitFor(t, "ack with every instance", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == n })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	// The initial table, burstTables at once, then the rest coalesced
-	// (a token may come back during the burst).
-	if len(rec.applied) > 1+burstTables+3 {
-		t.Fatalf("%d applies for a burst of %d changes: not coalesced", len(rec.applied), burst)
+	// The reserve (200ms of work) lets about 4 tables through at once,
+	// then each 50ms table earns back 10ms: the rest is coalesced.
+	if len(rec.applied) > 10 {
+		t.Fatalf("%d applies for a burst of %d costly changes: not coalesced", len(rec.applied), n)
 	}
 }
 
-// TestAppliesFirstChangeAtOnce: a change after a quiet spell (by the
-// controller's clock, which the test moves) is applied without waiting for
-// the coalescing window, here a minute, far longer than the test waits.
-func TestAppliesFirstChangeAtOnce(t *testing.T) {
+// TestCheapChangesNotCoalesced: tables that cost nothing are applied at once
+// however close together their changes come: the whole burst is routed long
+// before one coalescing window (a minute) could pass.
+func TestCheapChangesNotCoalesced(t *testing.T) {
 	src, rec := newSource(), &recorder{}
-	var mu sync.Mutex
-	clock := time.Unix(1000, 0)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	startWith(t, src, rec, time.Minute, 2*time.Minute, now)
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	startWith(t, src, rec, time.Minute, 2*time.Minute, clock.now)
 	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
-	mu.Lock()
-	clock = clock.Add(2 * time.Minute)
-	mu.Unlock()
+	const n = 20
+	burst(src, n)
+	rec.waitFor(t, "every change applied without the minute's window", func() bool {
+		return len(rec.lastAck().GetInstances()["web"].GetIds()) == n
+	})
+}
+
+// TestAppliesFirstChangeAtOnce: a change after a costly spell is applied
+// without waiting for the coalescing window (a minute, far longer than the
+// test waits) once the budget has been earned back by the controller's
+// clock, which the test moves.
+func TestAppliesFirstChangeAtOnce(t *testing.T) {
+	src := newSource()
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	rec := &recorder{onApply: func() { clock.add(time.Minute) }} // the initial table empties the reserve
+	startWith(t, src, rec, time.Minute, 2*time.Minute, clock.now)
+	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
+	clock.add(10 * time.Minute)
 	src.set(func(in *routetable.Input) {
 		in.Instances["web"] = []routetable.Instance{{ID: "w1", Address: "a:1", Release: 1}}
 		in.Intents["web"] = []byte(`{"generation":3,"host":"web","weights":{"1":100}}`)
@@ -189,22 +229,32 @@ func TestAppliesFirstChangeAtOnce(t *testing.T) {
 	rec.waitFor(t, "the first change applied without the minute's window", func() bool { return rec.lastAck().GetGenerations()["web"] == 3 })
 }
 
-func TestBurstGate(t *testing.T) {
-	g := newBurstGate(20 * time.Millisecond)
+func TestCostGate(t *testing.T) {
+	g := newCostGate(0.2, 20*time.Millisecond) // reserve: 20ms of work
 	t0 := time.Unix(1000, 0)
-	for i := 0; i < burstTables; i++ {
+	for i := 0; i < 1000; i++ {
 		if !g.immediate(t0) {
-			t.Fatalf("change %d of a quiet start coalesced, want at once", i+1)
+			t.Fatalf("change %d of cheap tables (10us each) coalesced, want at once", i+1)
 		}
+		g.spent(t0, 10*time.Microsecond)
 	}
-	if g.immediate(t0.Add(time.Millisecond)) {
-		t.Fatalf("change %d in the same millisecond at once, want coalesced (a burst)", burstTables+1)
+	if !g.immediate(t0) {
+		t.Fatal("coalesced with half the reserve left")
 	}
-	if !g.immediate(t0.Add(21 * time.Millisecond)) {
-		t.Fatal("change one quiet period later coalesced, want at once")
+	g.spent(t0, 15*time.Millisecond)
+	if g.immediate(t0) {
+		t.Fatal("at once after the reserve was spent, want coalesced (a costly burst)")
 	}
-	if !g.immediate(t0.Add(time.Second)) || !g.immediate(t0.Add(time.Second)) {
-		t.Fatal("changes after a quiet second coalesced, want at once")
+	// 5ms over budget at 0.2 is earned back in 25ms.
+	if g.immediate(t0.Add(24 * time.Millisecond)) {
+		t.Fatal("at once before the overspend was earned back")
+	}
+	if !g.immediate(t0.Add(26 * time.Millisecond)) {
+		t.Fatal("coalesced after the overspend was earned back, want at once")
+	}
+	g.spent(t0.Add(26*time.Millisecond), time.Hour) // a table costlier than the reserve empties it, no more
+	if !g.immediate(t0.Add(26*time.Millisecond + 101*time.Millisecond)) {
+		t.Fatal("an hour-long table held changes back beyond one reserve's refill")
 	}
 }
 

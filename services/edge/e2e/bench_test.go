@@ -228,7 +228,7 @@ func BenchmarkEdge(b *testing.B) {
 		p50, p99, worst := quantiles(idle[mode])
 		fmt.Printf("%-22s %10v %10v %10v\n", mode, p50, p99, worst)
 	}
-	fmt.Println("(a change after a quiet spell is applied at once; only bursts wait for the -coalesce window)")
+	fmt.Println("(changes are applied at once while route tables cost under -coalesce-budget of the time; only a costlier burst waits for the -coalesce window)")
 	fmt.Printf("\n(c) propagation under load: as (b), %d flips each, while wrk -t2 -c64 keep-alive loads the edge measured\n", flips)
 	fmt.Printf("%-22s %10s %10s %10s %12s %10s %8s\n", "mode", "p50", "p99", "max", "load req/s", "load p99", "failed")
 	for _, mode := range []string{"proxy", "nginx"} {

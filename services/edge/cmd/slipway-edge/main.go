@@ -38,6 +38,7 @@ type options struct {
 	nginxWorkers                                                   int
 	nginxExternal, accessLog                                       bool
 	sessionTTL, nginxShutdown, coalesce, signalsEvery              time.Duration
+	coalesceBudget                                                 float64
 	connectTimeout                                                 time.Duration
 	lean                                                           bool
 	limits                                                         h1server.Limits
@@ -89,7 +90,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog; mode proxy)")
 	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; nginx: limit_conn)")
 	fs.DurationVar(&o.connectTimeout, "upstream-connect-timeout", 2*time.Second, "time to connect to an instance before trying another (mode proxy)")
-	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "a Consul change after this long without one is applied at once; changes closer together (a burst) are coalesced until quiet this long (bounded by 10x)")
+	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "quiet window of a costly burst: once route tables have cost more than -coalesce-budget of the time, a change waits until no other came for this long (bounded by 10x); also the reserve of work a short burst may spend at once")
+	fs.Float64Var(&o.coalesceBudget, "coalesce-budget", controller.DefaultBudget, "share of time (0-1] the edge may spend building and applying route tables before it coalesces Consul changes; cheaper changes are applied at once")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator gRPC addresses to report golden signals to (canary analysis); empty: none reported")
 	fs.DurationVar(&o.signalsEvery, "signals-interval", time.Second, "how often golden signals are reported to the coordinators")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 10*time.Second, "TTL of the Consul session holding the edge's ack")
@@ -112,6 +114,12 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.signalsEvery <= 0 {
 		return o, fmt.Errorf("-signals-interval %s: must be positive", o.signalsEvery)
+	}
+	if o.coalesceBudget <= 0 || o.coalesceBudget > 1 {
+		return o, fmt.Errorf("-coalesce-budget %v: want a share of time in (0, 1]", o.coalesceBudget)
+	}
+	if o.coalesce <= 0 {
+		return o, fmt.Errorf("-coalesce %v: want a positive duration", o.coalesce)
 	}
 	if o.connectTimeout <= 0 {
 		return o, fmt.Errorf("-upstream-connect-timeout %v: want a positive duration", o.connectTimeout)
@@ -257,7 +265,7 @@ func run(args []string) error {
 
 	watcher := consul.NewWatcher(client, logger)
 	ctl := controller.New(controller.Config{EdgeID: o.id, Source: watcher, Applier: applier, Publisher: acker,
-		Observer: routes, Logger: logger, Registerer: reg, Quiet: o.coalesce, MaxDelay: 10 * o.coalesce})
+		Observer: routes, Logger: logger, Registerer: reg, Quiet: o.coalesce, MaxDelay: 10 * o.coalesce, Budget: o.coalesceBudget})
 	var loops sync.WaitGroup
 	loops.Go(func() { watcher.Run(ctx) })
 	loops.Go(func() { ctl.Run(ctx) })

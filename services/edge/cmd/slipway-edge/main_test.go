@@ -28,6 +28,14 @@ func TestParseFlags(t *testing.T) {
 	if _, err := parseFlags([]string{"-id", "e1", "-mode", "haproxy", "-insecure"}); err == nil || !strings.Contains(err.Error(), "-mode") {
 		t.Fatalf("bad mode: err = %v", err)
 	}
+	for _, bad := range []string{"0", "1.5", "-0.1"} {
+		if _, err := parseFlags([]string{"-id", "e1", "-insecure", "-coalesce-budget", bad}); err == nil || !strings.Contains(err.Error(), "-coalesce-budget") {
+			t.Fatalf("-coalesce-budget %s: err = %v", bad, err)
+		}
+	}
+	if o, err := parseFlags([]string{"-id", "e1", "-insecure", "-coalesce-budget", "0.5"}); err != nil || o.coalesceBudget != 0.5 {
+		t.Fatalf("-coalesce-budget 0.5: %v, %v", o.coalesceBudget, err)
+	}
 	if _, err := parseFlags([]string{"-id", "", "-insecure"}); err == nil || !strings.Contains(err.Error(), "-id") {
 		t.Fatalf("empty id: err = %v", err)
 	}
