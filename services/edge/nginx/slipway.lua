@@ -41,7 +41,10 @@ local function parse(text)
       hs[f[3]] = hs[f[3]] or {}
       table.insert(hs[f[3]], route)
     elseif f[1] == "B" and route then
-      local b = { release = f[2], weight = tonumber(f[3]), current = 0, peers = {}, rr = 0 }
+      -- key: the signal counters' key prefix, made once here rather than
+      -- per request (see log); kb caches the latency buckets' keys.
+      local b = { release = f[2], weight = tonumber(f[3]), current = 0, peers = {}, rr = 0, key = route.service .. "\t" .. (f[2] or "") .. "\t", kb = {} }
+      b.kn, b.ke = b.key .. "n", b.key .. "e"
       for addr in string.gmatch(f[4] or "", "%S+") do
         local host, port = string.match(addr, "^(.*):(%d+)$")
         b.peers[#b.peers + 1] = { host = host, port = tonumber(port) }
@@ -254,20 +257,49 @@ local function bucket(seconds)
   return i
 end
 
--- log counts the response's golden signals per service and release in the
--- signals dictionary (log_by_lua): requests, 5xx (nginx's own 502/504 for a
--- failed upstream included) and the latency bucket. The edge reads the
--- cumulative counts from the control endpoint's /signals.
+-- pending holds this worker's signal counts not yet added to the signals
+-- dictionary: log counts into it (a Lua table, no shared-dict lock per
+-- request) and a timer adds it to the dictionary every FLUSH_EVERY seconds,
+-- and once more when the worker exits (a reload), so no count is lost.
+local pending = {}
+local FLUSH_EVERY = 0.1
+
+local function flush()
+  local p = pending
+  if next(p) == nil then return end
+  pending = {}
+  for k, n in pairs(p) do
+    local ok, err = signals:incr(k, n, 0)
+    if not ok then ngx.log(ngx.ERR, "slipway: count signal ", k, ": ", err) end
+  end
+end
+
+-- init_worker starts the worker's flush timer (init_worker_by_lua).
+function M.init_worker()
+  local ok, err = ngx.timer.every(FLUSH_EVERY, flush)
+  if not ok then ngx.log(ngx.ERR, "slipway: start signals timer: ", err) end
+end
+
+-- log counts the response's golden signals per service and release
+-- (log_by_lua): requests, 5xx (nginx's own 502/504 for a failed upstream
+-- included) and the latency bucket. The edge reads the cumulative counts
+-- from the control endpoint's /signals, at most FLUSH_EVERY behind.
 function M.log()
   local c = ngx.ctx.slipway
   if not c then return end -- no route: 404/503 before a release was chosen
-  local service, release = c.service, c.backend.release
-  local key = service .. "\t" .. release .. "\t"
-  signals:incr(key .. "n", 1, 0)
+  local b, p = c.backend, pending
+  p[b.kn] = (p[b.kn] or 0) + 1
   local status = ngx.status
-  if status >= 500 and status <= 599 then signals:incr(key .. "e", 1, 0) end
-  local took = tonumber(ngx.var.request_time) or 0
-  signals:incr(key .. "b" .. bucket(took), 1, 0)
+  if status >= 500 and status <= 599 then p[b.ke] = (p[b.ke] or 0) + 1 end
+  -- $request_time without a variable lookup: both read nginx's cached
+  -- clock, at millisecond resolution.
+  local i = bucket(ngx.now() - ngx.req.start_time())
+  local k = b.kb[i]
+  if not k then
+    k = b.key .. "b" .. i
+    b.kb[i] = k
+  end
+  p[k] = (p[k] or 0) + 1
 end
 
 -- control serves the edge: POST stores a table, GET returns it; GET
