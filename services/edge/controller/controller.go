@@ -51,8 +51,8 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Coalescing is adaptive, by what tables cost: a change is applied at
 	// once while building and applying tables has taken at most Budget
-	// (default 0.2) of the time, on average, with a reserve of Quiet's
-	// worth of that work for a short burst. Beyond that (a burst of
+	// (default 0.2) of the time, on average, with a reserve of MaxDelay's
+	// worth of that work for a burst. Beyond that (a burst of
 	// changes whose tables cost more than the budget) a change waits until
 	// no further change came for Quiet (default 20ms), at most MaxDelay
 	// (default 200ms). Cheap tables are never held back, however close
@@ -123,7 +123,7 @@ func (c *Controller) Run(ctx context.Context) {
 	retry.Stop()
 	needAck := false
 	first := true
-	gate := newCostGate(c.cfg.Budget, c.cfg.Quiet)
+	gate := newCostGate(c.cfg.Budget, c.cfg.MaxDelay)
 	for {
 		if !first {
 			select {
@@ -155,9 +155,8 @@ const DefaultBudget = 0.2
 // spends what it cost; a change is built at once while tokens are left.
 type costGate struct{ l *rate.Limiter }
 
-func newCostGate(budget float64, quiet time.Duration) costGate {
-	reserve := max(1, int(quiet/time.Microsecond))
-	return costGate{l: rate.NewLimiter(rate.Limit(budget*1e6), reserve)}
+func newCostGate(budget float64, reserve time.Duration) costGate {
+	return costGate{l: rate.NewLimiter(rate.Limit(budget*1e6), max(1, int(reserve/time.Microsecond)))}
 }
 
 // immediate reports whether a change seen at now is built at once rather

@@ -175,13 +175,13 @@ func burst(src *fakeSource, n int) {
 	}
 }
 
-// TestCoalescesCostlyBurst: tables that cost 50ms each (by the controller's
+// TestCoalescesCostlyBurst: tables that cost 500ms each (by the controller's
 // clock, which each apply moves) exhaust a 20% budget within a few changes,
 // and the rest of a burst of 20 is coalesced.
 func TestCoalescesCostlyBurst(t *testing.T) {
 	src := newSource()
 	clock := &fakeClock{t: time.Unix(1000, 0)}
-	rec := &recorder{onApply: func() { clock.add(50 * time.Millisecond) }}
+	rec := &recorder{onApply: func() { clock.add(500 * time.Millisecond) }}
 	startWith(t, src, rec, 200*time.Millisecond, 2*time.Second, clock.now) // a window far above the changes' 5ms spacing, even on a loaded machine
 	rec.waitFor(t, "initial ack", func() bool { return rec.lastAck() != nil })
 	const n = 20
@@ -189,8 +189,8 @@ func TestCoalescesCostlyBurst(t *testing.T) {
 	rec.waitFor(t, "ack with every instance", func() bool { return len(rec.lastAck().GetInstances()["web"].GetIds()) == n })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	// The reserve (200ms of work) lets about 4 tables through at once,
-	// then each 50ms table earns back 10ms: the rest is coalesced.
+	// The reserve (MaxDelay, 2s of work) lets about 4 tables through at
+	// once, then each 500ms table earns back 100ms: the rest is coalesced.
 	if len(rec.applied) > 10 {
 		t.Fatalf("%d applies for a burst of %d costly changes: not coalesced", len(rec.applied), n)
 	}

@@ -90,7 +90,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.limits.MaxConns, "http-max-conns", d.MaxConns, "most open client connections (more wait in the listen backlog; mode proxy)")
 	fs.IntVar(&o.limits.MaxRequestsPerClient, "http-max-requests-per-client", d.MaxRequestsPerClient, "most requests in flight from one client address (429 above; nginx: limit_conn)")
 	fs.DurationVar(&o.connectTimeout, "upstream-connect-timeout", 2*time.Second, "time to connect to an instance before trying another (mode proxy)")
-	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "quiet window of a costly burst: once route tables have cost more than -coalesce-budget of the time, a change waits until no other came for this long (bounded by 10x); also the reserve of work a short burst may spend at once")
+	fs.DurationVar(&o.coalesce, "coalesce", 20*time.Millisecond, "quiet window of a costly burst: once route tables have cost more than -coalesce-budget of the time, a change waits until no other came for this long (bounded by 10x, which is also the work a burst may spend at once)")
 	fs.Float64Var(&o.coalesceBudget, "coalesce-budget", controller.DefaultBudget, "share of time (0-1] the edge may spend building and applying route tables before it coalesces Consul changes; cheaper changes are applied at once")
 	fs.StringVar(&o.coordinators, "coordinators", "", "comma-separated coordinator gRPC addresses to report golden signals to (canary analysis); empty: none reported")
 	fs.DurationVar(&o.signalsEvery, "signals-interval", time.Second, "how often golden signals are reported to the coordinators")
