@@ -26,6 +26,7 @@ func TestValidateAnalysis(t *testing.T) {
 		SuccessRate:  &deployv1.SuccessRateThreshold{Min: math.NaN()},
 		LatencyP99:   &deployv1.LatencyThreshold{},
 		Compare:      &deployv1.Comparison{MaxErrorRateIncrease: -1, MaxLatencyRatio: 0.5, Confidence: 1},
+		Confidence:   0.3,
 	}
 	got := map[string]bool{}
 	for _, v := range Validate(canarySpec(bad, nil, &deployv1.Analysis{SuccessRate: &deployv1.SuccessRateThreshold{Min: 101}})) {
@@ -36,6 +37,7 @@ func TestValidateAnalysis(t *testing.T) {
 		"spec.update.canary.analysis.success_rate.min", "spec.update.canary.analysis.latency_p99.max",
 		"spec.update.canary.analysis.compare.max_error_rate_increase", "spec.update.canary.analysis.compare.max_latency_ratio",
 		"spec.update.canary.analysis.compare.confidence", "spec.update.canary.steps[1].analysis.success_rate.min",
+		"spec.update.canary.analysis.confidence",
 	} {
 		if !got[f] {
 			t.Errorf("no violation for %s (got %v)", f, got)

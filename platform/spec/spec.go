@@ -480,6 +480,9 @@ func validateAnalysis(v *violations, path string, a *deployv1.Analysis, applies 
 			v.add(qp+".timeout", "must be at most %s, got %s", MaxWebhookTimeout, show(q.GetTimeout()))
 		}
 	}
+	if x := a.GetConfidence(); !(x == 0 || (x >= 0.5 && x <= 0.9999)) {
+		v.add(path+".confidence", "must be 0 (default compare.confidence, else %v) or 0.5 to 0.9999, got %v", DefaultConfidence, x)
+	}
 	if c := a.GetCompare(); c != nil {
 		if x := c.GetMaxErrorRateIncrease(); !(x >= 0 && x <= 100) {
 			v.add(path+".compare.max_error_rate_increase", "must be 0 (default %v) to 100 percentage points, got %v", DefaultMaxErrorRateIncrease, x)

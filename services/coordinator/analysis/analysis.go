@@ -6,6 +6,7 @@ package analysis
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -58,15 +59,26 @@ type Config struct {
 	// MinRequests is the canary traffic (and, for the comparison, stable
 	// traffic) a window needs to be judged.
 	MinRequests uint64
-	// FailureLimit is how many failed verdicts fail the rollout.
+	// FailureLimit is how many consecutive failed verdicts fail the
+	// rollout (see Tally): a passing verdict resets the count.
 	FailureLimit int
 	// NoData is what an inconclusive verdict counts as.
 	NoData NoData
 	// SuccessRateMin, when above 0, fails a canary whose success rate (in
-	// percent, 5xx and transport failures counting as errors) is below it.
+	// percent, 5xx and transport failures counting as errors) is
+	// significantly below it: the upper Wilson score bound of its success
+	// rate at Confidence is below the floor. Below the floor but not
+	// significantly is inconclusive (the window is too small to tell).
 	SuccessRateMin float64
-	// LatencyP99Max, when above 0, fails a canary whose p99 exceeds it.
+	// LatencyP99Max, when above 0, fails a canary whose p99 significantly
+	// exceeds it: the lower Wilson score bound, at Confidence, of the share
+	// of its requests slower than LatencyP99Max is above 1%. Above it but
+	// not significantly is inconclusive.
 	LatencyP99Max time.Duration
+	// Confidence is the confidence level of the floor judgements
+	// (SuccessRateMin, LatencyP99Max); by default the comparison's, else
+	// DefaultConfidence.
+	Confidence float64 `json:"Confidence,omitempty"`
 	// Compare, when set, compares canary with stable.
 	Compare *Compare
 	// Webhooks are gates the caller asks each window (see Gate).
@@ -176,10 +188,11 @@ func (v Verdict) String() string {
 func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
 
 // Judge runs every configured check of cfg on the canary's and the stable
-// release's samples of one window. The verdict fails if any check fails,
-// passes if none fails and at least one passes, and is inconclusive
-// otherwise (the canary, or for a comparison alone stable too, served fewer
-// than MinRequests).
+// release's samples of one window. The verdict fails if any check fails;
+// else it is inconclusive if a floor (success_rate, latency_p99) is missed
+// but not significantly for the window's requests; else it passes if at
+// least one check passes, and is inconclusive otherwise (the canary, or for
+// a comparison alone stable too, served fewer than MinRequests).
 //
 // Each gate (a webhook's answer) is one more check, judged whatever the
 // traffic: a failed gate fails the window even without data.
@@ -212,35 +225,34 @@ func Judge(cfg Config, canary, stable Sample, gates ...Gate) Verdict {
 		return v
 	}
 	if cfg.SuccessRateMin > 0 {
-		rate := 100 - v.Canary.ErrorRate
-		c := Check{Name: "success_rate", Observed: rate, Threshold: cfg.SuccessRateMin, Result: Pass,
-			Detail: fmt.Sprintf("%.2f%% >= min %.2f%%", rate, cfg.SuccessRateMin)}
-		if rate < cfg.SuccessRateMin {
-			c.Result, c.Detail = Fail, fmt.Sprintf("%.2f%% below min %.2f%%", rate, cfg.SuccessRateMin)
-		}
-		v.Checks = append(v.Checks, c)
+		v.Checks = append(v.Checks, successRate(cfg, canary, v))
 	}
 	if cfg.LatencyP99Max > 0 {
-		p99 := v.Canary.P99
-		c := Check{Name: "latency_p99", Observed: millis(p99), Threshold: millis(cfg.LatencyP99Max), Result: Pass,
-			Detail: fmt.Sprintf("%s <= max %s", ms(p99), cfg.LatencyP99Max)}
-		if p99 > cfg.LatencyP99Max {
-			c.Result, c.Detail = Fail, fmt.Sprintf("%s above max %s", ms(p99), cfg.LatencyP99Max)
-		}
-		v.Checks = append(v.Checks, c)
+		v.Checks = append(v.Checks, latencyP99(cfg, canary, v))
 	}
 	if cfg.Compare != nil {
 		v.Checks = append(v.Checks, compareErrors(cfg, canary, stable, v), compareLatency(cfg, canary, stable, v))
 	}
 	var passed bool
-	for _, c := range v.Checks {
+	var floor *Check // the first inconclusive floor
+	for i, c := range v.Checks {
 		switch c.Result {
 		case Fail:
 			v.Result, v.Reason = Fail, c.Name+": "+c.Detail
 			return v
 		case Pass:
 			passed = true
+		case Inconclusive:
+			if floor == nil && (c.Name == "success_rate" || c.Name == "latency_p99") {
+				floor = &v.Checks[i]
+			}
 		}
+	}
+	if floor != nil {
+		// A floor the window cannot tell is met is not passed by the
+		// other checks: the window is inconclusive (the no_data policy).
+		v.Result, v.Reason = Inconclusive, floor.Name+": "+floor.Detail
+		return v
 	}
 	if !passed {
 		v.Result = Inconclusive
@@ -252,6 +264,88 @@ func Judge(cfg Config, canary, stable Sample, gates ...Gate) Verdict {
 	}
 	v.Result, v.Reason = Pass, "all checks passed"
 	return v
+}
+
+// confidence is the floors' confidence level: Confidence, else the
+// comparison's, else DefaultConfidence.
+func (c Config) confidence() float64 {
+	switch {
+	case c.Confidence > 0:
+		return c.Confidence
+	case c.Compare != nil && c.Compare.Confidence > 0:
+		return c.Compare.Confidence
+	}
+	return DefaultConfidence
+}
+
+// successRate judges the success floor on the canary's window: fail only
+// when even the upper Wilson score bound of its success rate at the
+// analysis's confidence is below the floor (the shortfall is significant
+// for the requests seen; the score test's one-sided p-value is below 1 -
+// confidence), pass when the observed rate is at or above it, and
+// inconclusive in between: a few errors in a small window are not
+// evidence that the canary is worse than the floor.
+func successRate(cfg Config, canary Sample, v Verdict) Check {
+	conf := cfg.confidence()
+	rate := 100 - v.Canary.ErrorRate
+	c := Check{Name: "success_rate", Observed: rate, Threshold: cfg.SuccessRateMin, Test: "wilson_score"}
+	floor := cfg.SuccessRateMin / 100
+	_, hi := Wilson(canary.Requests-canary.Errors, canary.Requests, conf)
+	c.PValue = ScoreTestBelow(canary.Requests-canary.Errors, canary.Requests, floor)
+	switch {
+	case rate >= cfg.SuccessRateMin:
+		c.Result, c.Detail = Pass, fmt.Sprintf("%.2f%% >= min %.2f%%", rate, cfg.SuccessRateMin)
+	case hi < floor:
+		c.Result, c.Detail = Fail, fmt.Sprintf("%.2f%% below min %.2f%% (%d of %d failed; upper bound %.2f%% at %g confidence, p=%.3g)",
+			rate, cfg.SuccessRateMin, canary.Errors, canary.Requests, 100*hi, conf, c.PValue)
+	default:
+		c.Result, c.Detail = Inconclusive, fmt.Sprintf("%.2f%% below min %.2f%% but not significantly for %d requests (%d failed; upper bound %.2f%% at %g confidence, p=%.3g)",
+			rate, cfg.SuccessRateMin, canary.Requests, canary.Errors, 100*hi, conf, c.PValue)
+	}
+	return c
+}
+
+// latencyP99 judges the p99 ceiling: the p99 is above max exactly when
+// more than 1% of the requests are slower than max, so it fails only when
+// the lower Wilson score bound of that share (at the analysis's
+// confidence) is above 1%, passes when the observed p99 is at most max,
+// and is inconclusive in between.
+func latencyP99(cfg Config, canary Sample, v Verdict) Check {
+	conf := cfg.confidence()
+	p99 := v.Canary.P99
+	c := Check{Name: "latency_p99", Observed: millis(p99), Threshold: millis(cfg.LatencyP99Max), Test: "wilson_score"}
+	n := canary.Latency.Total()
+	slow := slower(canary.Latency, cfg.LatencyP99Max)
+	lo, _ := Wilson(slow, n, conf)
+	c.PValue = ScoreTestAbove(slow, n, 0.01)
+	switch {
+	case p99 <= cfg.LatencyP99Max || n == 0:
+		c.Result, c.Detail = Pass, fmt.Sprintf("%s <= max %s", ms(p99), cfg.LatencyP99Max)
+	case lo > 0.01:
+		c.Result, c.Detail = Fail, fmt.Sprintf("%s above max %s (%d of %d requests slower; lower bound %.2f%% > 1%% at %g confidence, p=%.3g)",
+			ms(p99), cfg.LatencyP99Max, slow, n, 100*lo, conf, c.PValue)
+	default:
+		c.Result, c.Detail = Inconclusive, fmt.Sprintf("%s above max %s but not significantly for %d requests (%d slower; lower bound %.2f%% at %g confidence, p=%.3g)",
+			ms(p99), cfg.LatencyP99Max, n, slow, 100*lo, conf, c.PValue)
+	}
+	return c
+}
+
+// slower counts the latencies of h above d: whole buckets above it, and
+// the bucket holding d in proportion (as Quantile interpolates), rounded.
+func slower(h latency.Histogram, d time.Duration) uint64 {
+	var n float64
+	for i, k := range h.Counts {
+		lo, hi := latency.Lower(i), latency.Upper(i)
+		switch {
+		case k == 0 || hi <= d:
+		case lo >= d:
+			n += float64(k)
+		default:
+			n += float64(k) * float64(hi-d) / float64(hi-lo)
+		}
+	}
+	return uint64(math.Round(n))
 }
 
 func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -311,6 +405,33 @@ func compareLatency(cfg Config, canary, stable Sample, v Verdict) Check {
 		c.Detail += fmt.Sprintf(" < %.3g", alpha(cfg.Compare))
 	}
 	return c
+}
+
+// Tally counts a verdict's result under the no_data policy against the
+// consecutive failed windows so far, as Argo Rollouts' consecutive error
+// and failure limits do: it returns what the result counts as (pass, fail,
+// or inconclusive for no_data hold) and the new count. A failure adds one;
+// a pass, or an inconclusive window counted as one, resets it to 0; a held
+// inconclusive window leaves it. The rollout fails when the count reaches
+// FailureLimit, so random dips of a healthy canary, each rare, do not add
+// up over a long step.
+func (c Config) Tally(failures int, r Result) (counted Result, next int) {
+	counted = r
+	if r == Inconclusive {
+		switch c.NoData {
+		case NoDataFail:
+			counted = Fail
+		case NoDataPass:
+			counted = Pass
+		}
+	}
+	switch counted {
+	case Pass:
+		return counted, 0
+	case Fail:
+		return counted, failures + 1
+	}
+	return counted, failures
 }
 
 // Defaults applied by WithDefaults.
@@ -375,6 +496,9 @@ func (c Config) WithDefaults() Config {
 		}
 		c.Compare = &cmp
 	}
+	if c.Confidence == 0 {
+		c.Confidence = c.confidence()
+	}
 	return c
 }
 
@@ -422,6 +546,9 @@ func (c Config) Validate() error {
 		case !(cmp.Confidence >= 0.5 && cmp.Confidence <= 0.9999):
 			return fmt.Errorf("compare.confidence: must be 0.5-0.9999, got %v", cmp.Confidence)
 		}
+	}
+	if c.Confidence != 0 && !(c.Confidence >= 0.5 && c.Confidence <= 0.9999) {
+		return fmt.Errorf("confidence: must be 0.5-0.9999, got %v", c.Confidence)
 	}
 	return nil
 }

@@ -105,6 +105,14 @@ func sample(n, errs uint64, lo, hi time.Duration) Sample {
 	return s
 }
 
+// slowSample is n requests at fast latency, slow of them at slow instead.
+func slowSample(n, slow uint64, fast, slowAt time.Duration) Sample {
+	s := Sample{Requests: n}
+	s.Latency.AddN(latency.Index(fast), n-slow)
+	s.Latency.AddN(latency.Index(slowAt), slow)
+	return s
+}
+
 func TestJudge(t *testing.T) {
 	ms := time.Millisecond
 	compare := &Compare{MaxErrorRateIncrease: 1, MaxLatencyRatio: 1.3, Confidence: 0.95}
@@ -138,6 +146,14 @@ func TestJudge(t *testing.T) {
 		{"no traffic at all", Config{SuccessRateMin: 99}, Sample{}, Sample{}, Inconclusive, ""},
 		{"a comparison alone without stable traffic", Config{MinRequests: 100, Compare: compare},
 			sample(1000, 0, 10*ms, 50*ms), sample(10, 0, 10*ms, 50*ms), Inconclusive, ""},
+		{"one error in 95 requests is under 99% but not significantly", Config{MinRequests: 50, SuccessRateMin: 99, Compare: compare},
+			sample(95, 1, 10*ms, 50*ms), sample(1905, 2, 10*ms, 50*ms), Inconclusive, "success_rate"},
+		{"5 errors in 95 requests is significant", Config{MinRequests: 50, SuccessRateMin: 99},
+			sample(95, 5, 10*ms, 50*ms), sample(1905, 2, 10*ms, 50*ms), Fail, "success_rate"},
+		{"2 of 95 requests above the p99 ceiling is not significant", Config{MinRequests: 50, LatencyP99Max: 45 * ms},
+			slowSample(95, 2, 10*ms, 100*ms), Sample{}, Inconclusive, "latency_p99"},
+		{"6 of 95 requests above the p99 ceiling is significant", Config{MinRequests: 50, LatencyP99Max: 45 * ms},
+			slowSample(95, 6, 10*ms, 100*ms), Sample{}, Fail, "latency_p99"},
 		{"thresholds still judge without stable traffic", Config{MinRequests: 100, SuccessRateMin: 99, Compare: compare},
 			sample(1000, 0, 10*ms, 50*ms), Sample{}, Pass, ""},
 	} {
@@ -202,6 +218,53 @@ func TestDefaultsAndValidate(t *testing.T) {
 		err := c.cfg.WithDefaults().Validate()
 		if err == nil || !strings.HasPrefix(err.Error(), c.field+":") {
 			t.Errorf("%+v: %v, want an error naming %s", c.cfg, err, c.field)
+		}
+	}
+}
+
+func TestWilsonKnownValues(t *testing.T) {
+	// Reference values from the closed form (z = 1.6449 at 0.95, one-sided
+	// bounds), computed independently.
+	for _, c := range []struct {
+		x, n   uint64
+		lo, hi float64
+	}{{95, 100, 0.9008389, 0.9754526}, {94, 95, 0.9541914, 0.9976481}, {0, 50, 0, 0.0513332}} {
+		lo, hi := Wilson(c.x, c.n, 0.95)
+		if math.Abs(lo-c.lo) > 1e-6 || math.Abs(hi-c.hi) > 1e-6 {
+			t.Errorf("Wilson(%d, %d) = [%.7f, %.7f], want [%.7f, %.7f]", c.x, c.n, lo, hi, c.lo, c.hi)
+		}
+		// The score test is Wilson's interval inverted: significant below
+		// p0 exactly when the upper bound is below it.
+		for _, p0 := range []float64{0.9, 0.97, 0.99} {
+			if sig := ScoreTestBelow(c.x, c.n, p0) < 0.05; sig != (hi < p0) {
+				t.Errorf("Wilson(%d, %d) upper %.4f vs p0 %v: score test significant=%v", c.x, c.n, hi, p0, sig)
+			}
+		}
+	}
+}
+
+func TestTally(t *testing.T) {
+	hold := Config{NoData: NoDataHold}
+	for _, c := range []struct {
+		cfg     Config
+		seq     []Result
+		want    int
+		counted Result
+	}{
+		{hold, []Result{Fail, Fail}, 2, Fail},
+		{hold, []Result{Fail, Pass, Fail}, 1, Fail},
+		{hold, []Result{Fail, Inconclusive, Fail}, 2, Fail},
+		{hold, []Result{Fail, Inconclusive}, 1, Inconclusive},
+		{Config{NoData: NoDataPass}, []Result{Fail, Inconclusive}, 0, Pass},
+		{Config{NoData: NoDataFail}, []Result{Fail, Inconclusive}, 2, Fail},
+	} {
+		var n int
+		var counted Result
+		for _, r := range c.seq {
+			counted, n = c.cfg.Tally(n, r)
+		}
+		if n != c.want || counted != c.counted {
+			t.Errorf("no_data %s, %v: count %d counted %s, want %d %s", c.cfg.NoData, c.seq, n, counted, c.want, c.counted)
 		}
 	}
 }

@@ -24,7 +24,7 @@ import (
 //   - Slipway, twice: the analysis below with the README's 99% success
 //     floor beside the comparison, and with the comparison alone (what an
 //     analysis without checks does); each judged every 10 s window,
-//     reverting at failure_limit (2) failed windows;
+//     reverting at failure_limit (2) failed windows in a row (Tally);
 //   - Flagger-style: every 1 m, the canary's success rate over the last
 //     minute below 99% is a failed check; the same failure count (2)
 //     reverts.
@@ -95,9 +95,7 @@ func simulate(seed uint64, rate int, errPct float64, weight int) []detection {
 				if done[i] {
 					continue
 				}
-				if analysis.Judge(cfg, win.c, win.s).Result == analysis.Fail {
-					fails[i]++
-				}
+				_, fails[i] = cfg.Tally(fails[i], analysis.Judge(cfg, win.c, win.s).Result)
 				if fails[i] >= cfg.FailureLimit {
 					out[i], done[i] = detection{detected: true, at: now, bad: served}, true
 					pending--

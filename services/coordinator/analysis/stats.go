@@ -96,3 +96,58 @@ func count(h latency.Histogram, i int) float64 {
 	}
 	return 0
 }
+
+// zOneSided is the standard normal quantile a one-sided bound at
+// confidence uses (1.645 at 0.95).
+func zOneSided(confidence float64) float64 { return math.Sqrt2 * math.Erfinv(2*confidence-1) }
+
+// Wilson is the Wilson score interval of x successes in n trials at
+// confidence, each side a one-sided bound (lo is the lower confidence bound
+// at confidence, hi the upper). With n == 0 it is [0, 1].
+func Wilson(x, n uint64, confidence float64) (lo, hi float64) {
+	if n == 0 {
+		return 0, 1
+	}
+	z := zOneSided(confidence)
+	nf, p := float64(n), float64(x)/float64(n)
+	d := 1 + z*z/nf
+	centre := (p + z*z/(2*nf)) / d
+	half := z * math.Sqrt(p*(1-p)/nf+z*z/(4*nf*nf)) / d
+	return math.Max(0, centre-half), math.Min(1, centre+half)
+}
+
+// ScoreTestBelow is the one-sided p-value of the score test of H1 "the
+// true proportion is below p0", x successes in n trials: Wilson's upper
+// bound at confidence c is below p0 exactly when it is below 1-c. 1 with
+// n == 0.
+func ScoreTestBelow(x, n uint64, p0 float64) float64 {
+	if n == 0 {
+		return 1
+	}
+	p := float64(x) / float64(n)
+	if p0 >= 1 || p0 <= 0 {
+		if p < p0 {
+			return 0
+		}
+		return 1
+	}
+	z := (p - p0) / math.Sqrt(p0*(1-p0)/float64(n))
+	return normalSF(-z)
+}
+
+// ScoreTestAbove is the one-sided p-value of the score test of H1 "the
+// true proportion is above p0" (see ScoreTestBelow).
+func ScoreTestAbove(x, n uint64, p0 float64) float64 {
+	if n == 0 {
+		return 1
+	}
+	p := float64(x) / float64(n)
+	if p0 >= 1 || p0 <= 0 {
+		if p > p0 {
+			return 0
+		}
+		return 1
+	}
+	z := (p - p0) / math.Sqrt(p0*(1-p0)/float64(n))
+	return normalSF(z)
+}

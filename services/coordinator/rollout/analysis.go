@@ -113,20 +113,10 @@ func (r *run) judge(a analysis.Config) bool {
 	}
 	r.s.AnalysisFrom = sig.To
 	v := analysis.Judge(a, sig.Canary, sig.Stable, sig.Gates...)
-	counted := v.Result
-	if counted == analysis.Inconclusive {
-		switch a.NoData {
-		case analysis.NoDataFail:
-			counted = analysis.Fail
-		case analysis.NoDataPass:
-			counted = analysis.Pass
-		}
-	}
-	switch counted {
-	case analysis.Pass:
+	var counted analysis.Result
+	counted, r.s.AnalysisFailures = a.Tally(r.s.AnalysisFailures, v.Result)
+	if counted == analysis.Pass {
 		r.s.StepPassed = true
-	case analysis.Fail:
-		r.s.AnalysisFailures++
 	}
 	rec := &AnalysisRecord{From: sig.From, To: sig.To, Verdict: v, Counted: counted, Failures: r.s.AnalysisFailures, FailureLimit: a.FailureLimit}
 	window := fmt.Sprintf("window %s-%s", sig.From.UTC().Format("15:04:05"), sig.To.UTC().Format("15:04:05"))

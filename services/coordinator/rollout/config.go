@@ -259,6 +259,7 @@ func AnalysisFromSpec(canary, step *deployv1.Analysis) *analysis.Config {
 		Interval:     a.GetInterval().AsDuration(),
 		MinRequests:  uint64(a.GetMinRequests()),
 		FailureLimit: int(a.GetFailureLimit()),
+		Confidence:   a.GetConfidence(),
 	}
 	switch a.GetNoData() {
 	case deployv1.NoDataPolicy_NO_DATA_POLICY_FAIL:

@@ -121,7 +121,8 @@ func hookNames(hs []Hook) string {
 // failing answer failed the rollout. A failing pre_rollout or rollout
 // answer counts as an analysis failure (the step's failure_limit, else
 // analysis.DefaultFailureLimit); a failing confirm_promotion answer only
-// holds. Either is asked again after the hooks' interval.
+// holds. Either is asked again after the hooks' interval. The failure
+// limit counts the gate's failed answers in a row.
 func (r *run) gate(point HookPoint) (pass, failed bool) {
 	hooks := r.s.Config.hooksAt(point)
 	if len(hooks) == 0 {
@@ -178,11 +179,15 @@ func (r *run) gate(point HookPoint) (pass, failed bool) {
 	if st := r.s.Step; st < len(r.s.Config.Steps) && r.s.Config.Steps[st].Analysis != nil && r.s.Config.Steps[st].Analysis.FailureLimit > 0 {
 		limit = r.s.Config.Steps[st].Analysis.FailureLimit
 	}
-	r.s.AnalysisFailures++
-	r.event("hook", "%s failed (%d/%d), asked again in %s: %s", point, r.s.AnalysisFailures, limit, interval, why)
-	if r.s.AnalysisFailures >= limit {
+	// The gate's failed answers in a row: a passing answer clears the gate
+	// (and HookAttempt with it), like a passing verdict resets the
+	// analysis's count. The two are counted apart, so that passing windows
+	// judged while a rollout hook keeps failing do not reset it.
+	fails := r.s.HookAttempt
+	r.event("hook", "%s failed (%d/%d), asked again in %s: %s", point, fails, limit, interval, why)
+	if fails >= limit {
 		r.waitingHook = false
-		r.fail(fmt.Sprintf("%s hook failed %d times (failure_limit %d): %s", point, r.s.AnalysisFailures, limit, why))
+		r.fail(fmt.Sprintf("%s hook failed %d times (failure_limit %d): %s", point, fails, limit, why))
 		return false, true
 	}
 	return false, false

@@ -270,7 +270,10 @@ type State struct {
 	AnalysisFrom time.Time `json:"AnalysisFrom,omitzero"`
 	// StepPassed is set once the current step had a passing verdict.
 	StepPassed bool `json:"StepPassed,omitempty"`
-	// AnalysisFailures counts the failed verdicts of the rollout.
+	// AnalysisFailures counts the consecutive failed verdicts of the
+	// rollout: a passing one resets it (analysis.Config.Tally). States of
+	// older coordinators counted every failed verdict and hook answer; such
+	// a count only errs towards failing sooner, and the next pass resets it.
 	AnalysisFailures int `json:"AnalysisFailures,omitempty"`
 	// Restarts is the restart count of each To instance as last reported
 	// in an event.
@@ -372,8 +375,8 @@ type AnalysisRecord struct {
 	// Counted is what the verdict counted as under the no_data policy
 	// (pass, fail, or inconclusive for hold).
 	Counted analysis.Result
-	// Failures and FailureLimit are the rollout's failed verdicts so far
-	// and the limit at which it fails.
+	// Failures and FailureLimit are the rollout's consecutive failed
+	// verdicts so far and the limit at which it fails.
 	Failures, FailureLimit int
 }
 

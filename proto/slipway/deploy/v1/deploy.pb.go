@@ -984,7 +984,7 @@ type AnalysisVerdict struct {
 	Stable *SignalSummary `protobuf:"bytes,7,opt,name=stable,proto3" json:"stable,omitempty"`
 	// checks are the tests run.
 	Checks []*AnalysisCheck `protobuf:"bytes,8,rep,name=checks,proto3" json:"checks,omitempty"`
-	// failures is the rollout's failed verdicts so far.
+	// failures is the rollout's failed verdicts in a row so far.
 	Failures int32 `protobuf:"varint,9,opt,name=failures,proto3" json:"failures,omitempty"`
 	// failure_limit is the count that fails the rollout.
 	FailureLimit int32 `protobuf:"varint,10,opt,name=failure_limit,json=failureLimit,proto3" json:"failure_limit,omitempty"`

@@ -1819,7 +1819,9 @@ type Analysis struct {
 	// min_requests is the canary traffic (and for the comparison, stable
 	// traffic) a window needs to be judged; default 100.
 	MinRequests uint32 `protobuf:"varint,2,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
-	// failure_limit is how many failed verdicts fail the rollout; default 2.
+	// failure_limit is how many failed verdicts in a row fail the rollout (a
+	// passing window resets the count, a held inconclusive one leaves it);
+	// default 2.
 	FailureLimit int32 `protobuf:"varint,3,opt,name=failure_limit,json=failureLimit,proto3" json:"failure_limit,omitempty"`
 	// no_data is what a window with too little traffic counts as; default
 	// hold.
@@ -1840,7 +1842,14 @@ type Analysis struct {
 	Webhooks []*WebhookGate `protobuf:"bytes,9,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
 	// prometheus are gates asked each window: a PromQL query that must return
 	// one number within [min, max].
-	Prometheus    []*PrometheusGate `protobuf:"bytes,10,rep,name=prometheus,proto3" json:"prometheus,omitempty"`
+	Prometheus []*PrometheusGate `protobuf:"bytes,10,rep,name=prometheus,proto3" json:"prometheus,omitempty"`
+	// confidence is the confidence level of the floors (success_rate,
+	// latency_p99): a floor fails a window only when the shortfall is
+	// significant for the window's requests at this level (Wilson score
+	// bound), and is inconclusive (no_data) when missed but not
+	// significantly; default compare.confidence when set, else 0.95;
+	// 0.5 to 0.9999.
+	Confidence    float64 `protobuf:"fixed64,11,opt,name=confidence,proto3" json:"confidence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1943,6 +1952,13 @@ func (x *Analysis) GetPrometheus() []*PrometheusGate {
 		return x.Prometheus
 	}
 	return nil
+}
+
+func (x *Analysis) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
 }
 
 // PrometheusGate is a PromQL query judging an analysis window: the query
@@ -2462,7 +2478,7 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12/\n" +
 	"\x05pause\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05pause\x12\x16\n" +
 	"\x06manual\x18\x03 \x01(\bR\x06manual\x127\n" +
-	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xa9\x04\n" +
+	"\banalysis\x18\x04 \x01(\v2\x1b.slipway.deploy.v1.AnalysisR\banalysis\"\xc9\x04\n" +
 	"\bAnalysis\x125\n" +
 	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12!\n" +
 	"\fmin_requests\x18\x02 \x01(\rR\vminRequests\x12#\n" +
@@ -2477,7 +2493,10 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
 	"prometheus\x18\n" +
 	" \x03(\v2!.slipway.deploy.v1.PrometheusGateR\n" +
-	"prometheus\"\xc7\x01\n" +
+	"prometheus\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\v \x01(\x01R\n" +
+	"confidence\"\xc7\x01\n" +
 	"\x0ePrometheusGate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
