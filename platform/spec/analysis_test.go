@@ -113,7 +113,8 @@ func TestValidateHooks(t *testing.T) {
 			t.Errorf("a valid hook was refused: %s", f)
 		}
 	}
-	// rollout hooks need canary steps; confirm_promotion a promotion.
+	// rollout hooks need canary steps or rolling batches; confirm_promotion
+	// a promotion.
 	r := valid()
 	r.Update = &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_ROLLING, Hooks: []*deployv1.Hook{
 		{Name: "step", Type: deployv1.HookType_HOOK_TYPE_ROLLOUT, Url: "http://h/x"},
@@ -124,8 +125,17 @@ func TestValidateHooks(t *testing.T) {
 	for _, v := range Validate(r) {
 		got[v.Field] = true
 	}
-	if !got["spec.update.hooks[0].type"] || !got["spec.update.hooks[1].type"] || got["spec.update.hooks[2].type"] {
-		t.Errorf("rolling hooks: violations %v, want hooks[0].type and hooks[1].type only", got)
+	if got["spec.update.hooks[0].type"] || !got["spec.update.hooks[1].type"] || got["spec.update.hooks[2].type"] {
+		t.Errorf("rolling hooks: violations %v, want hooks[1].type only (rollout hooks gate rolling batches)", got)
+	}
+	// Blue/green has no steps or batches for a rollout hook to gate.
+	r.Update.Strategy = deployv1.Strategy_STRATEGY_BLUE_GREEN
+	got = map[string]bool{}
+	for _, v := range Validate(r) {
+		got[v.Field] = true
+	}
+	if !got["spec.update.hooks[0].type"] || got["spec.update.hooks[1].type"] {
+		t.Errorf("blue/green hooks: violations %v, want hooks[0].type only", got)
 	}
 }
 

@@ -357,7 +357,7 @@ const (
 )
 
 // validateHooks checks update.hooks: names, types (rollout hooks need
-// canary steps, confirm_promotion a promotion), URLs, timeouts, retries.
+// canary steps or rolling batches, confirm_promotion a promotion), URLs, timeouts, retries.
 func validateHooks(v *violations, at string, u *deployv1.UpdateStrategy) {
 	if n := len(u.GetHooks()); n > MaxHooks {
 		v.add(at+".hooks", "%d hooks, more than the %d allowed", n, MaxHooks)
@@ -374,8 +374,8 @@ func validateHooks(v *violations, at string, u *deployv1.UpdateStrategy) {
 		switch t := h.GetType(); t {
 		case deployv1.HookType_HOOK_TYPE_PRE_ROLLOUT, deployv1.HookType_HOOK_TYPE_POST_ROLLOUT, deployv1.HookType_HOOK_TYPE_ROLLBACK:
 		case deployv1.HookType_HOOK_TYPE_ROLLOUT:
-			if u.GetStrategy() != deployv1.Strategy_STRATEGY_CANARY {
-				v.add(hp+".type", "rollout hooks gate canary steps; strategy is %s", strings.ToLower(strings.TrimPrefix(u.GetStrategy().String(), "STRATEGY_")))
+			if u.GetStrategy() == deployv1.Strategy_STRATEGY_BLUE_GREEN {
+				v.add(hp+".type", "rollout hooks gate canary steps and rolling batches; strategy is blue_green (use pre_rollout or confirm_promotion)")
 			}
 		case deployv1.HookType_HOOK_TYPE_CONFIRM_PROMOTION:
 			if u.GetStrategy() != deployv1.Strategy_STRATEGY_CANARY && u.GetStrategy() != deployv1.Strategy_STRATEGY_BLUE_GREEN {

@@ -16,8 +16,10 @@ const (
 	// HookPreRollout gates the start: nothing of the new release is placed
 	// before it passes; a failing answer counts as an analysis failure.
 	HookPreRollout HookPoint = "pre_rollout"
-	// HookRollout gates each canary step once its weight is in force; a
-	// failing answer counts as an analysis failure.
+	// HookRollout gates each canary step once its weight is in force, and
+	// each rolling batch but the last once its traffic is in force (before
+	// the next batch is placed); a failing answer counts as an analysis
+	// failure.
 	HookRollout HookPoint = "rollout"
 	// HookConfirmPromotion gates the promotion (a canary's move to all
 	// traffic, a blue/green switch); a failing answer holds the rollout.
@@ -178,6 +180,8 @@ func (r *run) gate(point HookPoint) (pass, failed bool) {
 	limit := analysis.DefaultFailureLimit
 	if st := r.s.Step; st < len(r.s.Config.Steps) && r.s.Config.Steps[st].Analysis != nil && r.s.Config.Steps[st].Analysis.FailureLimit > 0 {
 		limit = r.s.Config.Steps[st].Analysis.FailureLimit
+	} else if a := r.s.Config.Analysis; len(r.s.Config.Steps) == 0 && a != nil && a.FailureLimit > 0 {
+		limit = a.FailureLimit // a rolling batch's or blue/green preview's
 	}
 	// The gate's failed answers in a row: a passing answer clears the gate
 	// (and HookAttempt with it), like a passing verdict resets the

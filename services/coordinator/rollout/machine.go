@@ -356,6 +356,13 @@ func (r *run) rollingBatch() bool {
 	p := r.s.Config.MaxParallel
 	k := r.s.Step
 	newTarget := min(r.s.Count, (k+1)*p)
+	if k > 0 && newTarget > r.s.Ordered[r.s.To] {
+		// The rollout hooks gate each batch but the last, with its
+		// traffic in force, before the next one is placed.
+		if pass, failed := r.gate(HookRollout); !pass {
+			return failed
+		}
+	}
 	if newTarget > r.s.Ordered[r.s.To] && r.pending(r.s.From) > 0 {
 		// The old instances the last batch drained serve until they are
 		// stopped (the edges acknowledged a generation without them):
@@ -470,6 +477,13 @@ func (r *run) rollingSurge() bool {
 	if r.s.Step == 0 || r.s.StepApplied {
 		if r.s.Step > 0 && r.now.Before(r.s.StepStartedAt.Add(r.s.Config.Stagger)) {
 			return progressed
+		}
+		if r.s.Step > 0 && ordered < n {
+			// The rollout hooks gate each batch but the last (see
+			// rollingBatch).
+			if pass, failed := r.gate(HookRollout); !pass {
+				return progressed || failed
+			}
 		}
 		room := n + surge - (routed + r.pending(r.s.From) + ordered)
 		if k := min(n-ordered, room); k > 0 {

@@ -146,9 +146,10 @@ const (
 	// placed until it answers 2xx; a failing answer counts as an analysis
 	// failure (failure_limit applies) and it is asked again.
 	HookType_HOOK_TYPE_PRE_ROLLOUT HookType = 1
-	// HOOK_TYPE_ROLLOUT gates each canary step once its weight is in force:
-	// the step advances only after a 2xx answer; a failing answer counts as
-	// an analysis failure. Canary only.
+	// HOOK_TYPE_ROLLOUT gates each canary step once its weight is in force,
+	// and each rolling batch but the last once its traffic is in force: the
+	// step advances (the next batch is placed) only after a 2xx answer; a
+	// failing answer counts as an analysis failure. Canary and rolling.
 	HookType_HOOK_TYPE_ROLLOUT HookType = 2
 	// HOOK_TYPE_CONFIRM_PROMOTION gates the promotion (a canary's move to all
 	// traffic, a blue/green switch): a failing answer holds the rollout
