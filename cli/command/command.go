@@ -36,6 +36,9 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// Getenv reads environment variables.
 	Getenv func(string) string
+	// Environ lists the environment (KEY=VALUE), for import compose's
+	// interpolation; nil: os.Environ.
+	Environ func() []string
 	// Terminal is true when Stdout is a terminal: live progress is drawn.
 	Terminal bool
 	// Width is the terminal's width in columns (0: unknown, 100 is used).
@@ -99,6 +102,8 @@ type opts struct {
 	follow                           bool
 	fromFile, fromLiteral            string
 	redeploy                         bool
+	out                              string
+	strict, force                    bool
 }
 
 func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {

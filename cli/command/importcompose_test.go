@@ -1,0 +1,92 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"slipway.dev/platform/spec"
+	"slipway.dev/slipctl/specfile"
+)
+
+var updateCompose = flag.Bool("update", false, "rewrite the golden files under testdata/compose")
+
+// composeEnv is the environment the golden Compose files are interpolated
+// with: nothing of the test's own.
+var composeEnv = []string{"TAG=v2", "GREETING=hello from env", "EMPTY_VAR="}
+
+// TestImportComposeGolden runs slipctl import compose on every
+// testdata/compose/*.compose.yml and compares the exit code, stdout,
+// stderr (the warnings) and every spec file written with NAME.golden
+// (go test -run TestImportComposeGolden -update rewrites them). Every
+// spec written must read back, through the file format deploy -f reads,
+// as a spec the coordinator's rules accept.
+func TestImportComposeGolden(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "compose", "*.compose.yml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden Compose files: %v", err)
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".compose.yml")
+		t.Run(name, func(t *testing.T) {
+			out := t.TempDir()
+			args := []string{"import", "compose", file, "--out", out}
+			if b, err := os.ReadFile(strings.TrimSuffix(file, ".compose.yml") + ".args"); err == nil {
+				args = append(args, strings.Fields(string(b))...)
+			}
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), args, Env{
+				Stdout: &stdout, Stderr: &stderr,
+				Getenv:  func(string) string { return "" },
+				Environ: func() []string { return composeEnv },
+				Now:     time.Now,
+			})
+			var got strings.Builder
+			clean := func(s string) string { return strings.ReplaceAll(s, out, "OUT") }
+			fmt.Fprintf(&got, "== exit %d\n== stdout\n%s== stderr\n%s", code, clean(stdout.String()), clean(stderr.String()))
+			written, _ := filepath.Glob(filepath.Join(out, "*.yaml"))
+			sort.Strings(written)
+			for _, w := range written {
+				b, err := os.ReadFile(w)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&got, "== file %s\n%s", filepath.Base(w), b)
+				f, err := specfile.Open(w)
+				if err != nil {
+					t.Errorf("%s does not read back: %v", filepath.Base(w), err)
+					continue
+				}
+				if vs := spec.Validate(f.Spec); vs != nil {
+					t.Errorf("%s: the coordinator's rules refuse it: %v", filepath.Base(w), vs)
+				}
+			}
+			if code != 0 && len(written) > 0 {
+				t.Errorf("exit %d but %d file(s) written: a refused import must write nothing", code, len(written))
+			}
+			golden := strings.TrimSuffix(file, ".compose.yml") + ".golden"
+			if *updateCompose {
+				if err := os.WriteFile(golden, []byte(got.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if d := cmp.Diff(string(want), got.String()); d != "" {
+				t.Errorf("import compose %s differs from %s (-want +got):\n%s", file, golden, d)
+			}
+		})
+	}
+}
