@@ -532,7 +532,9 @@ func TestFaults(t *testing.T) {
 	}
 	c := startCluster(t, withDocker)
 	c.services = []service{
-		{name: "web", host: "web.test", count: 2, maxParallel: 1, strategy: deployv1.Strategy_STRATEGY_ROLLING, driver: "process"},
+		// web rolls with max_surge 100% (both new instances at once,
+		// bound 4), api with max_parallel 1 (bound 2).
+		{name: "web", host: "web.test", count: 2, maxSurge: "100%", maxUnavailable: "0", strategy: deployv1.Strategy_STRATEGY_ROLLING, driver: "process"},
 		{name: "shop", host: "shop.test", count: 2, maxParallel: 1, strategy: deployv1.Strategy_STRATEGY_CANARY, driver: "process"},
 	}
 	if withDocker {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"slipway.dev/faults/check"
+	"slipway.dev/platform/spec"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -26,24 +28,33 @@ type service struct {
 	name, host  string
 	count       int32
 	maxParallel int32
-	strategy    deployv1.Strategy
-	driver      string // the node driver it is placed on: process or docker
+	// maxSurge and maxUnavailable, when set, replace max_parallel for a
+	// rolling update (absolute or a percentage of count, as in the spec).
+	maxSurge, maxUnavailable string
+	strategy                 deployv1.Strategy
+	driver                   string // the node driver it is placed on: process or docker
 }
 
 // bound is the most instances that may serve at once: count +
-// max_parallel for a rolling update; a canary (like blue/green) places the
-// new release at full count beside the old by design (weights are traffic
-// shares, not instance counts), so twice the count.
+// max(max_parallel, max_surge) for a rolling update (max_surge resolved
+// against count as the rollout machine does: with max_surge or
+// max_unavailable set, max_parallel is not used); a canary (like
+// blue/green) places the new release at full count beside the old by
+// design (weights are traffic shares, not instance counts), so twice the
+// count.
 func (s service) bound() int {
 	if s.strategy == deployv1.Strategy_STRATEGY_ROLLING {
-		return int(s.count + s.maxParallel)
+		if surge, _, ok := spec.SurgeBounds(s.maxSurge, s.maxUnavailable, int(s.count)); ok {
+			return int(s.count) + surge
+		}
+		return int(s.count) + max(int(s.maxParallel), 1) // 0: the default, 1
 	}
 	return int(2 * s.count)
 }
 
 // spec is the service's spec for an image version.
 func (s service) spec(version int) *deployv1.ServiceSpec {
-	u := &deployv1.UpdateStrategy{Strategy: s.strategy, MaxParallel: s.maxParallel,
+	u := &deployv1.UpdateStrategy{Strategy: s.strategy, MaxParallel: s.maxParallel, MaxSurge: s.maxSurge, MaxUnavailable: s.maxUnavailable,
 		MinHealthyTime: durationpb.New(500 * time.Millisecond), HealthyDeadline: durationpb.New(20 * time.Second),
 		ProgressDeadline: durationpb.New(90 * time.Second), AutoRevert: true}
 	if s.strategy == deployv1.Strategy_STRATEGY_CANARY {
@@ -307,4 +318,23 @@ func (l *load) stop() (int, []check.EdgeRequest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.requests, append([]check.EdgeRequest(nil), l.failed...)
+}
+
+func TestServiceBound(t *testing.T) {
+	rolling, canary := deployv1.Strategy_STRATEGY_ROLLING, deployv1.Strategy_STRATEGY_CANARY
+	for _, c := range []struct {
+		s    service
+		want int
+	}{
+		{service{count: 2, maxParallel: 1, strategy: rolling}, 3},
+		{service{count: 4, maxParallel: 2, strategy: rolling}, 6},
+		{service{count: 2, maxSurge: "100%", maxUnavailable: "0", strategy: rolling}, 4},
+		{service{count: 4, maxSurge: "25%", maxUnavailable: "25%", strategy: rolling}, 5},
+		{service{count: 4, maxSurge: "0", maxUnavailable: "1", strategy: rolling}, 4}, // drains before it places
+		{service{count: 2, maxParallel: 1, strategy: canary}, 4},
+	} {
+		if got := c.s.bound(); got != c.want {
+			t.Errorf("bound of %+v = %d, want %d", c.s, got, c.want)
+		}
+	}
 }

@@ -202,16 +202,31 @@ func (e *Engine) machine(ro *deployv1.Rollout) (rollout.State, bool, error) {
 		return rollout.State{}, false, fmt.Errorf("engine: rollout %s: %w", ro.GetId(), err)
 	}
 	fromCount := 0
-	if ro.GetFromRelease() != 0 {
-		for _, sa := range e.cfg.FSM.AllAllocations() {
-			a := sa.Allocation
-			if a.GetService() == ro.GetService() && a.GetRelease() == ro.GetFromRelease() && a.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED {
-				fromCount++
+	var draining []rollout.PendingStop
+	all := e.cfg.FSM.AllAllocations()
+	leaving := map[string]bool{} // replaced on a draining node: migrate's
+	for _, sa := range all {
+		if sa.Replaces != "" {
+			leaving[sa.Replaces] = true
+		}
+	}
+	for _, sa := range all {
+		a := sa.Allocation
+		switch {
+		case a.GetService() != ro.GetService():
+		case a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED:
+			if leaving[a.GetId()] {
+				continue // invisible to the machine (observation)
 			}
+			// Drained (by a superseded or ended rollout) and not stopped
+			// yet: still routed until the edges acknowledge its drain.
+			draining = append(draining, rollout.PendingStop{ID: a.GetId(), Release: a.GetRelease()})
+		case ro.GetFromRelease() != 0 && a.GetRelease() == ro.GetFromRelease():
+			fromCount++
 		}
 	}
 	sp := rollout.Spec{Service: ro.GetService(), From: ro.GetFromRelease(), FromCount: fromCount, To: ro.GetToRelease(),
-		Count: int(spec.GetCount()), Config: cfg,
+		Count: int(spec.GetCount()), Config: cfg, Draining: draining,
 		FastRollback: FastRollback(rel.GetNumber(), rel.GetRollbackOf(), pspec.RollbackWindow(spec.GetUpdate()))}
 	if in := e.cfg.FSM.Intent(ro.GetService()); in != nil {
 		sp.Generation = in.GetGeneration()

@@ -457,6 +457,61 @@ func TestSupersededRolloutHandsOver(t *testing.T) {
 	}
 }
 
+// A superseding rollout places nothing while what the superseded one
+// drained (and its own instances, drained at once) is still routed: until
+// the edges acknowledge a generation without them, a first batch beside
+// them would have more than count + max_parallel instances serving.
+func TestSupersedingRolloutWaitsForDrainedInstances(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	rolling := func() *deployv1.UpdateStrategy { return fast(&deployv1.UpdateStrategy{MaxParallel: 1}) }
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, rolling()))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	h.routes.acks = []*edgev1.EdgeAck{{EdgeId: "e1"}}
+	ack := func() {
+		gen := h.routes.last("web").GetGeneration()
+		h.routes.mu.Lock()
+		h.routes.acks[0].Generations = map[string]uint64{"web": gen}
+		h.routes.mu.Unlock()
+	}
+	ack()
+	h.deploy(webSpec("slipway/demo:v2", 2, rolling()))
+	drained := func(release uint64) int {
+		n := 0
+		for _, a := range h.allocs(release) {
+			if a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED {
+				n++
+			}
+		}
+		return n
+	}
+	h.run(500*time.Millisecond, "v2's first batch drained one v1", func() bool { return drained(1) == 1 })
+	v3 := h.deploy(webSpec("slipway/demo:v3", 2, rolling()))
+	h.run(500*time.Millisecond, "v3 drained v2's instance", func() bool { return len(h.allocs(2)) == 1 && drained(2) == 1 })
+	for range 5 {
+		h.clock.Add(time.Second)
+		h.pass()
+	}
+	// Serving now: both v1 (one drained, not acknowledged) and v2's one.
+	if n := len(h.allocs(3)); n != 0 {
+		t.Fatalf("v3 placed %d instances beside v1 x2 and v2 x1 still routed: more than count 2 + max_parallel 1 serve", n)
+	}
+	ack()
+	h.run(500*time.Millisecond, "v3 placed once the drained ones are stopped", func() bool {
+		if len(h.allocs(3)) == 0 {
+			return false
+		}
+		if n := len(h.allocs(1)) + len(h.allocs(2)); n != 1 {
+			t.Fatalf("v3 placed while %d instances of v1 and v2 remain, want only v1's serving one", n)
+		}
+		return true
+	})
+	h.run(500*time.Millisecond, "v3 succeeded", func() bool {
+		ack()
+		return h.rollout(v3).GetState() == deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
+	})
+	h.run(500*time.Millisecond, "v1 stopped", func() bool { ack(); return len(h.allocs(1)) == 0 })
+}
+
 func TestAckedGeneration(t *testing.T) {
 	if g := engine.AckedGeneration("web", nil, 7); g != 7 {
 		t.Errorf("no edges: %d, want 7 (treated as acknowledged)", g)

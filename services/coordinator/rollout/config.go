@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"sort"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -335,5 +337,13 @@ func New(spec Spec) (State, error) {
 	if spec.FastRollback != "" && spec.From != 0 {
 		s.FastRollback, s.Promoted = spec.FastRollback, true
 	}
+	for _, d := range spec.Draining {
+		if d.ID == "" {
+			return State{}, bad("draining", "an instance without an id")
+		}
+		s.PendingStops = append(s.PendingStops, PendingStop{ID: d.ID, Release: d.Release, Stray: true})
+	}
+	sort.Slice(s.PendingStops, func(i, j int) bool { return s.PendingStops[i].ID < s.PendingStops[j].ID })
+	s.PendingStops = slices.CompactFunc(s.PendingStops, func(a, b PendingStop) bool { return a.ID == b.ID })
 	return s, nil
 }

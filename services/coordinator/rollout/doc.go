@@ -14,7 +14,8 @@
 //  1. Deploy: build a Spec (Config from ConfigFromSpec of the release's
 //     UpdateStrategy; From/FromCount the stable release and how many of its
 //     instances run; Generation and Weights the service's current traffic
-//     intent) and call New. When a Deploy supersedes an active rollout, the
+//     intent; Draining the service's allocations drained and not stopped
+//     yet) and call New. When a Deploy supersedes an active rollout, the
 //     Deploy entry itself marks the old rollout SUPERSEDED and records the
 //     link to the new one (state.FSM.SupersededBy); the leader then calls
 //     Supersede on the old rollout's committed State, before it steps the
@@ -70,7 +71,11 @@
 // same as a revert and ends ABORTED.
 //
 // An instance is stopped only after a generation that no longer routes to it
-// (Traffic.Drain) has been acknowledged by the edges. Terminal rollouts
+// (Traffic.Drain) has been acknowledged by the edges. A rollout that
+// starts while instances a superseded rollout left still serve (the ones it
+// drained, Spec.Draining, and any of another release) drains them and
+// places nothing until they are stopped, so that never more than count +
+// max_parallel (or max_surge) instances serve. Terminal rollouts
 // (Terminal) may still hold pending stops; Done reports when none remain.
 //
 // Operator commands: pause holds the rollout (paused time counts neither

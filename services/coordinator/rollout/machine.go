@@ -124,6 +124,9 @@ func (r *run) step() {
 func (r *run) start() {
 	r.s.Phase = phaseRunning
 	r.s.StartedAt, r.s.ProgressAt, r.s.StepStartedAt = r.now, r.now, r.now
+	if len(r.s.PendingStops) > 0 {
+		r.dirty = true // the first generation drains the strays it took over
+	}
 	if r.s.From == 0 {
 		r.event("started", "first deploy of #%d: %d instances (%s)", r.s.To, r.s.Count, strategyName(r.s.Config.Strategy))
 		return
@@ -303,6 +306,13 @@ func (r *run) advance() bool {
 				return failed
 			}
 			r.s.PreRolloutDone = true
+		}
+		if r.strays() > 0 {
+			// What a superseded rollout left serves until the edges
+			// acknowledge a generation without it (drainStrays): a first
+			// batch beside it would have more than count + max_parallel
+			// instances serving.
+			return false
 		}
 		if r.s.From == 0 {
 			return r.firstDeploy()
@@ -667,10 +677,11 @@ func (r *run) rollback(outcome deployv1.RolloutState, msg string) {
 		r.end(outcome, msg)
 		return
 	}
-	// Old instances drained but not stopped yet are kept.
+	// Old instances drained but not stopped yet are kept (strays, drained
+	// before this rollout, stay drained).
 	kept := r.s.PendingStops[:0:0]
 	for _, ps := range r.s.PendingStops {
-		if ps.Release != r.s.From {
+		if ps.Release != r.s.From || ps.Stray {
 			kept = append(kept, ps)
 		} else {
 			r.dirty = true
@@ -750,7 +761,7 @@ func (r *run) restoreBatch() {
 		weights = dropZero(map[uint64]int{to: w, from: 100 - w})
 	}
 	r.setTraffic(weights, nil)
-	if r.pending(to) > 0 {
+	if r.pending(to) > 0 || r.strays() > 0 {
 		return // drained instances serve until they are stopped
 	}
 	p := max(r.s.Config.MaxParallel, 1)
@@ -906,10 +917,12 @@ func (r *run) flush() {
 			kept = append(kept, ps)
 			continue
 		}
-		if r.s.Stopped == nil {
-			r.s.Stopped = map[uint64]int{}
+		if !ps.Stray {
+			if r.s.Stopped == nil {
+				r.s.Stopped = map[uint64]int{}
+			}
+			r.s.Stopped[ps.Release]++
 		}
-		r.s.Stopped[ps.Release]++
 		r.s.StoppedIDs = insertSorted(r.s.StoppedIDs, ps.ID)
 	}
 	if len(stop)+len(gone) == 0 {
@@ -968,10 +981,25 @@ func (r *run) countHealthy(release uint64) int {
 	return n
 }
 
+// pending counts the instances of release this rollout drained that are not
+// stopped yet (strays excluded).
 func (r *run) pending(release uint64) int {
 	n := 0
 	for _, ps := range r.s.PendingStops {
-		if ps.Release == release {
+		if ps.Release == release && !ps.Stray {
+			n++
+		}
+	}
+	return n
+}
+
+// strays counts the drained instances not stopped yet that a superseded
+// rollout left: the ones it had drained (Spec.Draining) and the ones of
+// releases other than From and To.
+func (r *run) strays() int {
+	n := 0
+	for _, ps := range r.s.PendingStops {
+		if ps.Stray || ps.Release != r.s.From && ps.Release != r.s.To {
 			n++
 		}
 	}

@@ -458,9 +458,14 @@ func (w *world) cmdDeploy(args []string) error {
 		drained = tr.Drain
 	}
 	running := map[uint64]int{}
-	for _, in := range w.instances {
+	for _, id := range slices.Sorted(maps.Keys(w.instances)) {
+		in := w.instances[id]
 		if !slices.Contains(drained, in.ID) {
 			running[in.Release]++
+		} else {
+			// As the engine does: the allocations drained and not
+			// stopped yet are the new rollout's strays.
+			spec.Draining = append(spec.Draining, PendingStop{ID: in.ID, Release: in.Release})
 		}
 	}
 	spec.From = Serving(w.weights, running, w.stable)
@@ -680,9 +685,9 @@ func (w *world) step() error {
 		return err
 	}
 	// Contract: the restore of a rolling update that rolls back never has
-	// more than count + max_parallel instances of its two releases serving
-	// (a drained one serves until the edges acknowledge a generation
-	// without it).
+	// more than count + max_parallel (max_surge: the update itself may have
+	// placed that many) instances of its two releases serving (a drained
+	// one serves until the edges acknowledge a generation without it).
 	if next.Stage == StageRestore {
 		n := 0
 		for id, in := range w.instances {
@@ -690,8 +695,9 @@ func (w *world) step() error {
 				n++
 			}
 		}
-		if limit := max(next.Count, next.FromCount) + max(next.Config.MaxParallel, 1); n > limit {
-			return fmt.Errorf("%d instances of v%d and v%d serve, more than count + max_parallel = %d (stage %s)", n, next.From, next.To, limit, next.Stage)
+		surge, _ := next.Config.Bounds(next.Count)
+		if limit := max(next.Count, next.FromCount) + max(surge, 1); n > limit {
+			return fmt.Errorf("%d instances of v%d and v%d serve, more than count + max_parallel (or max_surge) = %d (stage %s)", n, next.From, next.To, limit, next.Stage)
 		}
 	}
 	// Contract of Wake: with nothing else changing, Step decides nothing
@@ -783,6 +789,9 @@ func (w *world) commit(next State, plan Plan) error {
 		}
 	}
 	if err := w.checkBounds(next); err != nil {
+		return err
+	}
+	if err := w.checkStrays(next, plan); err != nil {
 		return err
 	}
 	if next.Phase == phaseSucceeded {
@@ -992,6 +1001,33 @@ func (w *world) expect(what string, args []string) error {
 	return nil
 }
 
+// checkStrays is the contract of a superseding rollout: the instances a
+// superseded rollout left (of releases other than From and To, and the ones
+// it had drained, Spec.Draining) serve until
+// the edges acknowledge a generation without them, and while any does the
+// rollout places nothing: its first batch beside them would have more than
+// count + max_parallel instances serving. For a rolling update, the
+// instances that exist after a Step that places, the strays still routed
+// included, stay within the update's ceiling.
+func (w *world) checkStrays(s State, plan Plan) error {
+	if len(plan.Place) == 0 {
+		return nil
+	}
+	var strays []string
+	for id, in := range w.instances {
+		stray := in.Release != s.From && in.Release != s.To ||
+			slices.ContainsFunc(s.PendingStops, func(p PendingStop) bool { return p.ID == id && p.Stray })
+		if stray && !w.drainAcked(id) {
+			strays = append(strays, id)
+		}
+	}
+	if len(strays) > 0 {
+		slices.Sort(strays)
+		return fmt.Errorf("placed %v while %s of a superseded rollout still serve (not drained, or the edges have not acknowledged it)", plan.Place, strings.Join(strays, " "))
+	}
+	return nil
+}
+
 // checkBounds is the contract of a rolling update: after every commit, at
 // most count+max_surge instances of the two releases exist (max_parallel
 // batches: the larger of count and the old count, + max_parallel) (ordered,
@@ -1010,6 +1046,9 @@ func (w *world) checkBounds(s State) error {
 		if in.Release != s.From && in.Release != s.To {
 			continue
 		}
+		if slices.ContainsFunc(s.PendingStops, func(p PendingStop) bool { return p.ID == in.ID && p.Stray }) {
+			continue // a superseded rollout's: checkStrays
+		}
 		total++
 		if (in.Release == s.From && in.Health != HealthPassing) || in.Health == HealthCritical || in.Health == HealthDead {
 			oldOK = false
@@ -1021,7 +1060,7 @@ func (w *world) checkBounds(s State) error {
 	}
 	old := 0
 	for _, in := range w.instances {
-		if in.Release == s.From {
+		if in.Release == s.From && !slices.ContainsFunc(s.PendingStops, func(p PendingStop) bool { return p.ID == in.ID && p.Stray }) {
 			old++
 		}
 	}

@@ -147,6 +147,13 @@ type Spec struct {
 	// steps, the blue/green preview and every analysis, so nothing waits for
 	// an operator or a verdict.
 	FastRollback string
+	// Draining are the service's instances out of traffic and not stopped
+	// yet when the rollout starts (ID and Release; After is ignored): the
+	// ones a superseded rollout drained. They still serve until the edges
+	// acknowledge a generation without them, so the new rollout takes them
+	// over as strays: it stops them after its first generation is
+	// acknowledged and places nothing before (see State.PendingStops).
+	Draining []PendingStop
 }
 
 // Pin routes requests carrying Header (or Cookie) to Release: with any
@@ -181,6 +188,10 @@ type PendingStop struct {
 	Release uint64 `json:"Release"`
 	// After is the traffic generation that no longer routes to it.
 	After uint64 `json:"After"`
+	// Stray marks an instance drained before this rollout began
+	// (Spec.Draining): it is none of the instances the rollout counts, so
+	// its stop is not counted in Stopped.
+	Stray bool `json:"Stray,omitempty"`
 }
 
 // State is the whole persistent state of one rollout. It is a plain value:
