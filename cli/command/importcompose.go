@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/platform/spec"
 	"slipway.dev/slipctl/compose"
@@ -172,6 +173,9 @@ func runImportCompose(ctx context.Context, a *app, o *opts, args []string) error
 				continue
 			}
 			return err
+		}
+		if !proto.Equal(f.Spec, s.Spec) {
+			return fmt.Errorf("import compose: service %s: the rendered spec does not read back as the imported one (a bug)", s.Compose)
 		}
 		for _, v := range spec.Validate(f.Spec) {
 			e := f.Locate(v.Field, v.Description)

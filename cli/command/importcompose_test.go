@@ -3,6 +3,7 @@ package command
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -89,4 +90,75 @@ func TestImportComposeGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestImportComposeOutputs checks the other ways out: --out - prints the
+// specs on stdout separated by ---, each readable by deploy -f; an existing
+// spec file is not overwritten without --force (and nothing is written);
+// -o json lists the files, warnings and secret commands per service.
+func TestImportComposeOutputs(t *testing.T) {
+	file := filepath.Join("testdata", "compose", "webapp.compose.yml")
+	runEnv := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), args, Env{Stdout: &stdout, Stderr: &stderr,
+			Getenv: func(string) string { return "" }, Environ: func() []string { return composeEnv }, Now: time.Now})
+		return code, stdout.String(), stderr.String()
+	}
+
+	code, out, errOut := runEnv("import", "compose", "-f", file, "--out", "-")
+	if code != 0 {
+		t.Fatalf("--out -: exit %d\n%s", code, errOut)
+	}
+	docs := strings.Split(out, "\n---\n")
+	if len(docs) != 3 {
+		t.Fatalf("--out - printed %d documents, want 3 (cache, db, web):\n%s", len(docs), out)
+	}
+	for i, want := range []string{"cache", "db", "web"} {
+		f, err := specfile.Load("-", []byte(docs[i]))
+		if err != nil || f.Spec.GetName() != want {
+			t.Errorf("document %d: %v, service %q, want %q", i, err, specName(f), want)
+		}
+	}
+	if !strings.Contains(errOut, "slipctl secret create db_password --from-file ./secrets/db_password.txt") {
+		t.Errorf("--out -: the secret command is not on stderr:\n%s", errOut)
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte("mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runEnv("import", "compose", file, "--out", dir)
+	if code != 2 || !strings.Contains(errOut, "web.yaml exists; nothing written (--force overwrites)") {
+		t.Errorf("existing file: exit %d, stderr %q", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "db.yaml")); err == nil {
+		t.Error("db.yaml written though web.yaml existed")
+	}
+	code, out, errOut = runEnv("import", "compose", file, "--out", dir, "--force", "-o", "json")
+	if code != 0 {
+		t.Fatalf("--force -o json: exit %d\n%s", code, errOut)
+	}
+	var res importJSON
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	if len(res.Services) != 3 || res.Services[2].Service != "web" || res.Services[2].File != filepath.Join(dir, "web.yaml") ||
+		len(res.Services[2].Commands) != 1 || len(res.Services[2].Warnings) == 0 {
+		t.Errorf("-o json = %+v", res)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "web.yaml")); !strings.Contains(string(b), "image: example/web:v2") {
+		t.Errorf("--force did not overwrite web.yaml:\n%s", b)
+	}
+
+	code, _, errOut = runEnv("import", "compose", file, "--service", "nosuch", "--out", dir)
+	if code != 2 || !strings.Contains(errOut, `--service "nosuch": no such service in the file (it has cache, db, web)`) {
+		t.Errorf("--service nosuch: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func specName(f *specfile.File) string {
+	if f == nil {
+		return ""
+	}
+	return f.Spec.GetName()
 }
