@@ -103,7 +103,7 @@ type opts struct {
 	fromFile, fromLiteral            string
 	redeploy                         bool
 	out                              string
-	strict, force                    bool
+	strict, force, keepPairs         bool
 }
 
 func addGlobals(fs *pflag.FlagSet, g *globals, env Env) {

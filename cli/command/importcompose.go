@@ -52,6 +52,12 @@ allow the path); secrets and configs by name, target, mode, uid and gid.
 Their values are not imported: the slipctl secret/config create commands
 to run are printed.
 
+A hand-made blue/green pair (services X-blue and X-green that differ only
+in image and a label or env value naming their colour) becomes one service
+X with update.strategy blue_green, the blue one's image first and the
+command that releases the green one's printed; --keep-pairs keeps them
+apart.
+
 Everything else (build, depends_on, networks, privileged, cap_add, ...) is
 a warning naming the service, the key and its line, never dropped
 silently; --strict makes any key not carried over an error. Every spec is
@@ -68,6 +74,7 @@ specs on stdout, separated by ---.`,
 				fs.StringVar(&o.out, "out", ".", "`dir`ectory to write SERVICE.yaml into ('-': stdout)")
 				fs.BoolVar(&o.strict, "strict", false, "refuse the file if any key cannot be carried over")
 				fs.BoolVar(&o.force, "force", false, "overwrite spec files that exist")
+				fs.BoolVar(&o.keepPairs, "keep-pairs", false, "keep a hand-made blue/green pair (web-blue, web-green) as two services instead of folding it into one")
 			},
 			run: runImportCompose,
 		}},
@@ -118,7 +125,7 @@ func runImportCompose(ctx context.Context, a *app, o *opts, args []string) error
 			env[k] = v
 		}
 	}
-	res, err := compose.Import(ctx, file, compose.Options{Services: o.files, Env: env})
+	res, err := compose.Import(ctx, file, compose.Options{Services: o.files, Env: env, KeepPairs: o.keepPairs})
 	if err != nil {
 		return exitcode.With(exitcode.Usage, err)
 	}

@@ -116,6 +116,9 @@ type Options struct {
 	// ProjectName names the project for compose-go; default: the file's
 	// directory name, as Compose does.
 	ProjectName string
+	// KeepPairs keeps a hand-made blue/green pair (web-blue, web-green)
+	// as two services instead of folding it into one blue_green service.
+	KeepPairs bool
 }
 
 // Import loads the Compose file at path and maps its services. A file that
@@ -199,6 +202,9 @@ func Import(ctx context.Context, path string, o Options) (*Result, error) {
 		spec := m.spec()
 		sort.SliceStable(m.warnings, func(i, j int) bool { return keyLess(m.warnings[i].Key, m.warnings[j].Key) })
 		res.Services = append(res.Services, Service{Compose: sname, Spec: spec, Warnings: m.warnings, Commands: m.commands})
+	}
+	if !o.KeepPairs {
+		res.Services = foldBlueGreen(res.Services)
 	}
 	return res, nil
 }
