@@ -157,3 +157,14 @@ func TestValidateRollbackWindow(t *testing.T) {
 		t.Errorf("window 0 (off): %v, reads %d", vs, RollbackWindow(s.GetUpdate()))
 	}
 }
+
+// rolling.analysis judges max_surge batches too: accepted beside max_surge
+// and max_unavailable.
+func TestValidateRollingAnalysisWithSurge(t *testing.T) {
+	r := valid()
+	r.Update = &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_ROLLING, MaxSurge: "25%", MaxUnavailable: "0",
+		Rolling: &deployv1.RollingStrategy{Analysis: &deployv1.Analysis{SuccessRate: &deployv1.SuccessRateThreshold{Min: 99}}}}
+	if vs := Validate(r); len(vs) != 0 {
+		t.Errorf("rolling.analysis with max_surge refused: %v", vs)
+	}
+}

@@ -322,9 +322,6 @@ func validateUpdate(v *violations, at string, u *deployv1.UpdateStrategy) {
 	}
 	if a := u.GetRolling().GetAnalysis(); a != nil {
 		validateAnalysis(v, at+".rolling.analysis", a, strategy == deployv1.Strategy_STRATEGY_ROLLING, "rolling batches", "rolling")
-		if u.GetMaxSurge() != "" || u.GetMaxUnavailable() != "" {
-			v.add(at+".rolling.analysis", "judges max_parallel batches; not (yet) an update bounded by max_surge/max_unavailable")
-		}
 	}
 	if h := u.GetBlueGreen().GetPreviewHeader(); h != "" {
 		v.check(at+".blue_green.preview_header", specrules.HeaderName(h))

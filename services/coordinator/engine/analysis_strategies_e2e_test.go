@@ -159,11 +159,26 @@ func TestEngineAnalysisFailsBadBatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Consul, a node agent, an edge and demo processes")
 	}
+	testBadBatch(t, &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_ROLLING, MaxParallel: 1, AutoRevert: true,
+		Rolling: &deployv1.RollingStrategy{Analysis: badAnalysis()}}, "batch 1/2")
+}
+
+// TestEngineAnalysisFailsBadSurgeBatch: the same bad release in a rolling
+// update bounded by max_surge: its first (surge) batch is judged once
+// healthy and routed, failed after failure_limit windows before the second
+// batch is placed, and reverted.
+func TestEngineAnalysisFailsBadSurgeBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Consul, a node agent, an edge and demo processes")
+	}
+	testBadBatch(t, &deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_ROLLING, MaxSurge: "1", MaxUnavailable: "0", AutoRevert: true,
+		Rolling: &deployv1.RollingStrategy{Analysis: badAnalysis()}}, "batch 1:")
+}
+
+func testBadBatch(t *testing.T, u *deployv1.UpdateStrategy, firstBatch string) {
 	e, edge, host := analysisStack(t, nil, "v2")
 	l := startHeaderLoad(edge, host, "", 4)
-	v2 := e.doDeploy("slipway/demo:v2", map[string]string{"ERROR_RATE": "5"}, quick(&deployv1.UpdateStrategy{
-		Strategy: deployv1.Strategy_STRATEGY_ROLLING, MaxParallel: 1, AutoRevert: true,
-		Rolling: &deployv1.RollingStrategy{Analysis: badAnalysis()}}))
+	v2 := e.doDeploy("slipway/demo:v2", map[string]string{"ERROR_RATE": "5"}, quick(u))
 	ro := e.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_REVERTED, 90*time.Second)
 	t.Logf("rolling update reverted: %s", ro.GetMessage())
 	waitServes(t, edge, host, "v1")
@@ -175,7 +190,7 @@ func TestEngineAnalysisFailsBadBatch(t *testing.T) {
 	checkFailedVerdicts(t, e, v2, 2, 1)
 	for _, ev := range eventsOf(t, e, v2, "step") {
 		t.Logf("step: %s", ev.GetMessage())
-		if !strings.Contains(ev.GetMessage(), "batch 1/2") {
+		if !strings.Contains(ev.GetMessage(), firstBatch) {
 			t.Errorf("step %q: only the first batch should have moved traffic", ev.GetMessage())
 		}
 	}

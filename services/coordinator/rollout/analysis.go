@@ -12,7 +12,8 @@ import (
 // not judged (or its traffic is not in force yet): a canary step's, a
 // blue/green preview's (judged on the requests the preview header routed
 // to the new colour), or that of a rolling batch's (the new release against
-// the old while both serve, before the next batch).
+// the old while both serve, before the next batch; with max_surge too,
+// from when the batch is healthy and routed).
 func stepAnalysis(s State) *analysis.Config {
 	if Terminal(s.Phase) || !s.StepApplied || s.From == 0 {
 		return nil
@@ -30,6 +31,9 @@ func stepAnalysis(s State) *analysis.Config {
 	default:
 		if s.Stage != StageDeploy {
 			return nil
+		}
+		if s.Config.surgeMode() && s.Ordered[s.To] >= s.Count {
+			return nil // the last batch is not judged
 		}
 	}
 	return s.Config.Analysis

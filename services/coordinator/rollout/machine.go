@@ -449,6 +449,12 @@ func (r *run) rollingSurge() bool {
 		r.s.StepApplied = true
 		r.s.StepStartedAt, r.s.ProgressAt = r.now, r.now
 		r.event("step", "batch %d: %d/%d of #%d healthy", r.s.Step, healthyNew, n, r.s.To)
+		if r.s.Config.Analysis != nil && ordered < n {
+			// rolling.analysis judges this batch's traffic (the new
+			// instances against the old ones still serving, in the same
+			// window) from now until the next batch.
+			r.startAnalysis()
+		}
 		progressed = true
 	}
 	var sick, fine []Instance
@@ -485,6 +491,16 @@ func (r *run) rollingSurge() bool {
 		return true
 	}
 	if r.s.Step == 0 || r.s.StepApplied {
+		if r.s.Step > 0 && ordered < n {
+			// The batch is judged (rolling.analysis) before the next.
+			ok, failed := r.analysed()
+			if failed {
+				return true
+			}
+			if !ok {
+				return progressed
+			}
+		}
 		if r.s.Step > 0 && r.now.Before(r.s.StepStartedAt.Add(r.s.Config.Stagger)) {
 			return progressed
 		}
@@ -499,7 +515,7 @@ func (r *run) rollingSurge() bool {
 		if k := min(n-ordered, room); k > 0 {
 			r.ensure(r.s.To, TrackStable, ordered+k)
 			r.s.Step++
-			r.s.StepApplied = false
+			r.s.StepApplied, r.s.StepPassed, r.s.StepPromoted = false, false, false
 			r.s.ProgressAt = r.now
 			return true
 		}
