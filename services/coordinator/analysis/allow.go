@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// Allowlist bounds the URLs analysis gates (webhooks, Prometheus servers)
-// may reach, so that a deploy token cannot make the leader send requests
+// Allowlist bounds the URLs a spec's analysis gates (webhooks, Prometheus
+// servers) and update hooks may reach, so that a deploy token cannot make the leader send requests
 // anywhere it can reach: each entry is an http(s) URL prefix whose scheme
 // and host (with port) must match exactly and whose path must be a prefix
 // of the gate's path ("https://ci.example.com/gates/" allows

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/webhook"
 )
@@ -65,6 +66,12 @@ func (e *Engine) askGate(id string, st rollout.State, call rollout.HookCall) *ga
 		results := make([]rollout.HookResult, len(call.Hooks))
 		var wg sync.WaitGroup
 		for i, h := range call.Hooks {
+			if !e.cfg.GateAllow.Allows(h.URL) {
+				// Committed before the allowlist changed: failed, never asked.
+				g := analysis.Refused("hook", h.Name)
+				results[i] = rollout.HookResult{Name: h.Name, Passed: false, Detail: g.Detail}
+				continue
+			}
 			wg.Go(func() {
 				g := webhook.Post(context.Background(), e.cfg.HTTPClient, h.Webhook(), hookBody(id, st, call.Point, h.Name))
 				results[i] = rollout.HookResult{Name: h.Name, Passed: g.Passed, Detail: g.Detail}
@@ -82,6 +89,10 @@ func (e *Engine) askGate(id string, st rollout.State, call rollout.HookCall) *ga
 func (e *Engine) tellHooks(id string, st rollout.State, calls []rollout.HookCall) {
 	for _, call := range calls {
 		for _, h := range call.Hooks {
+			if !e.cfg.GateAllow.Allows(h.URL) {
+				e.log.Warn("hook not told: its URL is outside -analysis-gate-allow", "rollout", id, "point", call.Point, "hook", h.Name)
+				continue
+			}
 			go func() {
 				g := webhook.Post(context.Background(), e.cfg.HTTPClient, h.Webhook(), hookBody(id, st, call.Point, h.Name))
 				if g.Passed {

@@ -107,3 +107,35 @@ func TestAnalysisGateOutsideAllowlistFailsUnasked(t *testing.T) {
 		t.Errorf("the webhook outside the allowlist was asked %d times", n)
 	}
 }
+
+// A committed rollout hook (and rollback hook) outside the leader's
+// -analysis-gate-allow is never asked: each ask of the gate fails unasked,
+// at failure_limit the canary is reverted, and the rollback hook is not
+// told (the server sees no request at all).
+func TestHookOutsideAllowlistFailsUnasked(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	t.Cleanup(srv.Close)
+	h := newHarness(t, "n1", "n2")
+	allow, err := analysis.ParseAllowlist("https://ci.example.com/gates/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.gateAllow = allow
+	h.newLeader()
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	u := fast(&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY, AutoRevert: true,
+		Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{{Weight: 50, Pause: durationpb.New(time.Second)}, {Weight: 100}}},
+		Hooks: []*deployv1.Hook{
+			{Name: "step", Type: deployv1.HookType_HOOK_TYPE_ROLLOUT, Url: srv.URL + "/step", Interval: durationpb.New(time.Second)},
+			{Name: "page", Type: deployv1.HookType_HOOK_TYPE_ROLLBACK, Url: srv.URL + "/page"}}})
+	v2 := h.deploy(webSpec("slipway/demo:v2", 2, u))
+	h.run(500*time.Millisecond, "v2 reverted", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_REVERTED))
+	if ro := h.rollout(v2); !strings.Contains(ro.GetMessage(), "rollout hook failed 2 times (failure_limit 2): step: not asked: its URL is outside the coordinator's -analysis-gate-allow") {
+		t.Errorf("reverted with %q, want the refused hook named", ro.GetMessage())
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("hooks outside the allowlist were asked %d times", n)
+	}
+}

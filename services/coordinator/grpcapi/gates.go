@@ -8,12 +8,14 @@ import (
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
-// SetGateAllowlist bounds the URLs of the analysis gates a Deploy may name
-// (the coordinator's -analysis-gate-allow); empty allows any.
+// SetGateAllowlist bounds the URLs a Deploy may name: analysis gates
+// (webhooks, Prometheus servers) and update hooks, every URL of a spec the
+// leader sends requests to (the coordinator's -analysis-gate-allow); empty
+// allows any.
 func (a *API) SetGateAllowlist(l analysis.Allowlist) { a.gateAllow = l }
 
 // gateViolations names every webhook URL and Prometheus address in s's
-// analysis blocks that the allowlist refuses.
+// analysis blocks, and every hook URL, that the allowlist refuses.
 func gateViolations(l analysis.Allowlist, s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	if len(l) == 0 {
 		return nil
@@ -41,6 +43,12 @@ func gateViolations(l analysis.Allowlist, s *deployv1.ServiceSpec) []rpc.FieldVi
 				vs = append(vs, rpc.FieldViolation{Field: fmt.Sprintf("%s.prometheus[%d].address", b.path, i),
 					Description: fmt.Sprintf("%q is outside the coordinator's -analysis-gate-allow", q.GetAddress())})
 			}
+		}
+	}
+	for i, h := range u.GetHooks() {
+		if !l.Allows(h.GetUrl()) {
+			vs = append(vs, rpc.FieldViolation{Field: fmt.Sprintf("spec.update.hooks[%d].url", i),
+				Description: fmt.Sprintf("%q is outside the coordinator's -analysis-gate-allow", h.GetUrl())})
 		}
 	}
 	return vs
