@@ -15,7 +15,7 @@ out=$(FAILOVER_RUNS=${RUNS:-20} go test -run '^$' -bench '^BenchmarkFailover$' -
 metric() { awk -v m="$1" '$1 ~ /^BenchmarkFailover(-[0-9]+)?$/ { for (i = 1; i <= NF; i++) if ($(i+1) == m) print $i }' <<<"$out"; }
 runs=$(metric runs | cut -d. -f1)
 [ -n "$runs" ] || { echo "$out" >&2; echo "bench-failover: no figures" >&2; exit 1; }
-printf '%-52s %10s %10s\n' "leader SIGKILL, $runs runs (heartbeat timeout 400ms)" "p50 ms" "p99 ms"
+printf '%-52s %10s %10s\n' "leader SIGKILL, $runs runs (heartbeat timeout 300ms)" "p50 ms" "p99 ms"
 printf '%-52s %10.0f %10.0f\n' "new leader known to a survivor" "$(metric ms_leader_p50)" "$(metric ms_leader_p99)"
 printf '%-52s %10.0f %10.0f\n' "rollout resumed (first step by the new leader)" "$(metric ms_resumed_p50)" "$(metric ms_resumed_p99)"
 awk -v l="$(metric ms_leader_p50)" -v r="$(metric ms_resumed_p50)" 'BEGIN { printf "%-52s %9.2fx\n", "resumed / new leader (p50)", r / l }'

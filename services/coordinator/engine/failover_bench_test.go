@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -42,6 +43,9 @@ func BenchmarkFailover(b *testing.B) {
 		b.Fatal(err)
 	}
 	cl.Args = append([]string{"-engine=true", "-node-grace", "60s", "-log-level", "warn"}, testenv.ConsulFlagsFor(b, c.Addr(), "coordinator")...)
+	// FAILOVER_ARGS: more coordinator flags, e.g. other raft timeouts
+	// ("-raft-heartbeat-timeout 300ms -raft-election-timeout 300ms").
+	cl.Args = append(cl.Args, strings.Fields(os.Getenv("FAILOVER_ARGS"))...)
 	b.Cleanup(cl.Close)
 	if err := cl.StartAll(); err != nil {
 		b.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,10 +101,18 @@ type Timeouts struct {
 	LeaderLease time.Duration
 }
 
-// DefaultTimeouts fit a LAN or one machine: a new leader within about a
-// second of a leader's death. Multiply them (every coordinator alike) for
+// DefaultTimeouts fit a LAN or one machine: a new leader within a second
+// of a leader's death. A follower notices the death between Heartbeat and
+// three times it after the last contact (raft re-arms its timer at random
+// in [Heartbeat, 2*Heartbeat) and checks the last contact when it fires);
+// the first survivor to notice is refused its pre-vote by the other while
+// that one still knows the dead leader, and stands again after Election or
+// when the other stands. Pre-vote also keeps a follower that merely missed
+// heartbeats under load from deposing a healthy leader, and LeaderLease
+// (how long the leader tolerates no contact with a quorum before it steps
+// down) stays at 200 ms. Multiply all three (every coordinator alike) for
 // slow or lossy links: five times for a WAN, as Consul's raft_multiplier.
-var DefaultTimeouts = Timeouts{Heartbeat: 400 * time.Millisecond, Election: 400 * time.Millisecond, LeaderLease: 200 * time.Millisecond}
+var DefaultTimeouts = Timeouts{Heartbeat: 300 * time.Millisecond, Election: 300 * time.Millisecond, LeaderLease: 200 * time.Millisecond}
 
 // WithDefaults fills the zero fields from DefaultTimeouts.
 func (t Timeouts) WithDefaults() Timeouts {
@@ -162,9 +171,15 @@ type Status struct {
 
 // Node is a running raft member applying entries to a state.FSM.
 type Node struct {
-	id        string
-	addr      string
-	raft      *raft.Raft
+	id   string
+	addr string
+	raft *raft.Raft
+	// changes wakes LeadershipChanges' readers; observer feeds it until
+	// stopObs closes.
+	changes   chan struct{}
+	observer  *raft.Observer
+	stopObs   chan struct{}
+	stopOnce  sync.Once
 	fsm       *state.FSM
 	hasState  bool
 	logs      raft.LogStore
@@ -274,9 +289,44 @@ func New(cfg Config, fsm *state.FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftnode: start raft: %w", err)
 	}
 	n.raft = r
+	n.watchLeadership()
 	n.registerMetrics(cfg.Registerer)
 	return n, nil
 }
+
+// watchLeadership turns raft's leader and state observations into
+// LeadershipChanges.
+func (n *Node) watchLeadership() {
+	n.changes = make(chan struct{}, 1)
+	n.stopObs = make(chan struct{})
+	obs := make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.RaftState:
+			return true
+		}
+		return false
+	})
+	n.raft.RegisterObserver(n.observer)
+	go func() {
+		for {
+			select {
+			case <-obs:
+				select {
+				case n.changes <- struct{}{}:
+				default: // one pending wake-up is enough
+				}
+			case <-n.stopObs:
+				return
+			}
+		}
+	}()
+}
+
+// LeadershipChanges receives (coalesced) whenever this node's raft state or
+// the leader it knows changes, so that a caller reacting to leadership (the
+// leader engine) need not wait for its next poll.
+func (n *Node) LeadershipChanges() <-chan struct{} { return n.changes }
 
 func (n *Node) registerMetrics(reg prometheus.Registerer) {
 	n.applies = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -547,6 +597,8 @@ func (n *Node) Status() (Status, error) {
 // Shutdown stops raft and closes the stores and transport.
 func (n *Node) Shutdown() error {
 	err := n.raft.Shutdown().Error()
+	n.raft.DeregisterObserver(n.observer)
+	n.stopOnce.Do(func() { close(n.stopObs) })
 	n.closeAll()
 	if err != nil {
 		return fmt.Errorf("raftnode: shutdown: %w", err)

@@ -151,3 +151,38 @@ func TestNotLeader(t *testing.T) {
 		t.Error("New without an id did not fail")
 	}
 }
+
+// TestLeadershipChangesWakeOnElection: a node that wins an election says
+// so on LeadershipChanges (the server starts its engine on it rather than
+// at its next poll), and Shutdown stops the observer.
+func TestLeadershipChangesWakeOnElection(t *testing.T) {
+	_, tr := raft.NewInmemTransport("x")
+	n, err := New(Config{ID: "x", Transport: tr, LogOutput: io.Discard, Tune: fast}, state.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.LeadershipChanges(): // raft's start may report its state: drain it
+	default:
+	}
+	if err := n.Bootstrap([]Server{{ID: "x", Address: string(tr.LocalAddr()), Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	// Leadership is looked at only when a change is said: the last one
+	// (raft reports a state after it took it) must find the node leading.
+	deadline := time.After(10 * time.Second)
+	for led := false; !led; {
+		select {
+		case <-n.LeadershipChanges():
+			led = n.IsLeader()
+		case <-deadline:
+			t.Fatalf("no leadership change said the node leads (leader now: %v)", n.IsLeader())
+		}
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Shutdown(); err != nil && !errors.Is(err, raft.ErrRaftShutdown) {
+		t.Logf("second shutdown: %v", err) // must not panic on the closed observer
+	}
+}

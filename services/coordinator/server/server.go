@@ -468,6 +468,9 @@ func (c *coordinator) watchLeader(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-c.node.LeadershipChanges():
+			// Elected (or deposed): start (or stop) the engine now, not
+			// at the next tick.
 		}
 	}
 }

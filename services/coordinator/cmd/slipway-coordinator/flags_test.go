@@ -55,7 +55,7 @@ func TestRefusesRaftTimeoutsRaftWouldRefuse(t *testing.T) {
 		want string
 	}{
 		{[]string{"-raft-heartbeat-timeout", "1s", "-raft-election-timeout", "500ms"}, "election timeout 500ms must be at least the heartbeat timeout 1s"},
-		{[]string{"-raft-leader-lease-timeout", "2s"}, "leader lease timeout 2s must be at most the heartbeat timeout 400ms"},
+		{[]string{"-raft-leader-lease-timeout", "2s"}, "leader lease timeout 2s must be at most the heartbeat timeout 300ms"},
 		{[]string{"-raft-heartbeat-timeout", "1ms", "-raft-leader-lease-timeout", "1ms"}, "heartbeat timeout 1ms is below the 5ms minimum"},
 	} {
 		err := run(append([]string{"-data-dir", t.TempDir(), "-insecure", "-grpc-addr", "127.0.0.1:0", "-raft-addr", "127.0.0.1:0"}, tc.args...))
