@@ -196,11 +196,14 @@ type Engine struct {
 	lastErr   string             // last pass error logged
 	written   map[string]uint64  // service -> generation written
 	lostSince map[string]time.Time
-	failures  map[string]string                    // rollout id -> last placement failure reported
-	statuses  map[string]*agentv1.AllocationStatus // last status reported per allocation
-	nodes     map[string]Node
-	hooks     map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
-	gates     map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
+	// signalsSince is the first whole second this engine has been leading:
+	// the signals store holds whole windows only from then on.
+	signalsSince time.Time
+	failures     map[string]string                    // rollout id -> last placement failure reported
+	statuses     map[string]*agentv1.AllocationStatus // last status reported per allocation
+	nodes        map[string]Node
+	hooks        map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
+	gates        map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
 }
 
 // New returns an engine; it does nothing until Run.
@@ -351,6 +354,7 @@ func (e *Engine) reset() {
 	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
 	e.lastErr = ""
 	e.statuses = map[string]*agentv1.AllocationStatus{}
+	e.signalsSince = time.Time{}
 }
 
 // Stop stops the sync workers a Pass called without Run started (Run

@@ -36,6 +36,8 @@ type harness struct {
 	eng    *engine.Engine
 	// gateAllow is the next leader's -analysis-gate-allow.
 	gateAllow analysis.Allowlist
+	// signals is the next leader's signals store (nil: none).
+	signals engine.Signals
 }
 
 func newHarness(t testing.TB, nodes ...string) *harness {
@@ -62,7 +64,7 @@ func (h *harness) newLeader() {
 		h.eng.Stop() // the old leader sends nothing more
 	}
 	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
-		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute, GateAllow: h.gateAllow})
+		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute, GateAllow: h.gateAllow, Signals: h.signals})
 }
 
 func (h *harness) pass() {

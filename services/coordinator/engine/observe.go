@@ -82,6 +82,10 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 func (e *Engine) observeSignals(now time.Time) map[string]*rollout.Signals {
 	out := map[string]*rollout.Signals{}
 	asking := map[string]bool{}
+	if e.signalsSince.IsZero() {
+		// The first whole second after this engine started.
+		e.signalsSince = now.Truncate(time.Second).Add(time.Second)
+	}
 	for _, ro := range e.rolloutsToStep() {
 		st, ok, err := e.machine(ro)
 		if err != nil || !ok {
@@ -89,6 +93,15 @@ func (e *Engine) observeSignals(now time.Time) map[string]*rollout.Signals {
 		}
 		from, to, due := rollout.AnalysisWindow(st, now)
 		if !due {
+			continue
+		}
+		if from.Before(e.signalsSince) {
+			// This leader has not received the whole window: what the
+			// edges reported to the one before is gone with it (signals
+			// are in memory). Judging the part it has would count a
+			// failover as missing traffic (an inconclusive window, a
+			// failure under no_data fail); the machine gets the next
+			// window this leader saw whole instead.
 			continue
 		}
 		var gates []analysis.Gate

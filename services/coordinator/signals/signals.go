@@ -2,7 +2,7 @@
 // per service and release, in one-second slots merged across edges, and
 // answers a window's sample for canary analysis. It is in memory only:
 // signals are telemetry, not state; a new leader judges from the reports it
-// receives.
+// receives, and only windows it received whole (see the engine).
 package signals
 
 import (
