@@ -307,7 +307,7 @@ func (r *run) advance() bool {
 			}
 			r.s.PreRolloutDone = true
 		}
-		if r.strays() > 0 {
+		if r.s.Ordered[r.s.To] == 0 && r.strays() > 0 {
 			// What a superseded rollout left serves until the edges
 			// acknowledge a generation without it (drainStrays): a first
 			// batch beside it would have more than count + max_parallel
@@ -1010,11 +1010,24 @@ func (r *run) pending(release uint64) int {
 }
 
 // strays counts the drained instances not stopped yet that a superseded
-// rollout left: the ones it had drained (Spec.Draining) and the ones of
-// releases other than From and To.
+// rollout left (the ones it had drained, Spec.Draining, and the ones of
+// releases other than From and To) and that may still serve: an instance
+// whose check is not passing is not in Consul's passing set, so no edge
+// routes to it (its agent may also have stopped it already), and waiting
+// for the edges to acknowledge its drain would hold the rollout on an edge
+// that does not apply the generation.
 func (r *run) strays() int {
+	passing := map[string]bool{}
+	for _, in := range r.obs.Instances {
+		if in.Health == HealthPassing {
+			passing[in.ID] = true
+		}
+	}
 	n := 0
 	for _, ps := range r.s.PendingStops {
+		if !passing[ps.ID] {
+			continue
+		}
 		if ps.Stray || ps.Release != r.s.From && ps.Release != r.s.To {
 			n++
 		}

@@ -1008,16 +1008,26 @@ func (w *world) expect(what string, args []string) error {
 // rollout places nothing: its first batch beside them would have more than
 // count + max_parallel instances serving. For a rolling update, the
 // instances that exist after a Step that places, the strays still routed
-// included, stay within the update's ceiling.
+// included, stay within the update's ceiling. A stray whose check does not
+// pass is routed by no edge.
 func (w *world) checkStrays(s State, plan Plan) error {
-	if len(plan.Place) == 0 {
+	placedTo := 0
+	for _, p := range plan.Place {
+		if p.Release == s.To {
+			placedTo += p.Count
+		}
+	}
+	// Checked for the first batch (a stray not passing then, which comes
+	// back to passing later, does not hold the later ones) and for every
+	// batch of a restore.
+	if len(plan.Place) == 0 || s.Stage != StageRestore && placedTo < s.Ordered[s.To] {
 		return nil
 	}
 	var strays []string
 	for id, in := range w.instances {
 		stray := in.Release != s.From && in.Release != s.To ||
 			slices.ContainsFunc(s.PendingStops, func(p PendingStop) bool { return p.ID == id && p.Stray })
-		if stray && !w.drainAcked(id) {
+		if stray && in.Health == HealthPassing && !w.drainAcked(id) {
 			strays = append(strays, id)
 		}
 	}
