@@ -110,6 +110,8 @@ type scenario struct {
 	name string
 	// docker: needs the Docker agent.
 	docker bool
+	// long: only in the long profile (or when FAULTS_SCENARIOS names it).
+	long bool
 	// run injects the fault, holds it and heals it, recording its window.
 	run func(e *episode)
 }
@@ -322,40 +324,13 @@ var scenarios = []scenario{
 		// 200 ms each way on every link between coordinators (raft and
 		// their gRPC), through delaying proxies: this kernel has no tc
 		// netem (see delay_test.go).
-		from := time.Now()
-		proxies := map[string]*delayProxy{}
-		bridge := e.c.topo.subnet + "1"
-		for i, h := range e.c.coordHosts {
-			for _, dst := range othersThan(e.c, i) {
-				err := h.delayed(dst, []string{coordRaft, coordGRPC}, func(port string) (*delayProxy, error) {
-					k := net.JoinHostPort(dst.ip, port)
-					if p := proxies[k]; p != nil {
-						return p, nil
-					}
-					p, err := startDelayProxy(bridge+":0", k, coordDelay)
-					if err != nil {
-						return nil, err
-					}
-					proxies[k] = p
-					e.t.Cleanup(p.close) // also when the run fails midway
-					return p, nil
-				})
-				if err != nil {
-					e.t.Fatal(err)
-				}
-			}
-		}
-		time.Sleep(e.p.d(30 * time.Second)) // the slow spell
-		for _, h := range e.c.coordHosts {
-			if err := h.undelay(); err != nil {
-				e.t.Fatal(err)
-			}
-		}
-		for _, p := range proxies {
-			p.close()
-		}
-		e.notes = append(e.notes, fmt.Sprintf("%s each way between coordinators for %s", coordDelay, time.Since(from).Round(time.Second)))
-		e.window("coordinator-delay", from, time.Now(), 2*time.Second, false)
+		delayCoordinators(e, "coordinator-delay", 0)
+	}},
+	{name: "coordinator-delay-loss", long: true, run: func(e *episode) {
+		// Both on one link: 200 ms each way between coordinators, and 5%
+		// of the raft packets between each coordinator and the delaying
+		// proxies dropped, both ways.
+		delayCoordinators(e, "coordinator-delay-loss", 0.05)
 	}},
 	{name: "docker-unreachable", docker: true, run: func(e *episode) {
 		from := time.Now()
@@ -511,7 +486,12 @@ func (c *cluster) activeRollout(ctx context.Context, name string) (*deployv1.Rol
 func TestFaults(t *testing.T) {
 	p := loadProfile(t)
 	t.Logf("fault suite: profile %s, seed %d (FAULTS_SEED=%d reproduces), %d run(s) per scenario, supersede %v, abort %v, strict bound %v", p.name, p.seed, p.seed, p.runs, p.supersede, p.abort, p.strictBound)
-	selected := scenarios
+	var selected []scenario
+	for _, s := range scenarios {
+		if !s.long || p.name == "long" {
+			selected = append(selected, s)
+		}
+	}
 	if v := os.Getenv("FAULTS_SCENARIOS"); v != "" {
 		selected = nil
 		for _, name := range strings.Split(v, ",") {
@@ -573,4 +553,63 @@ func TestFaults(t *testing.T) {
 	table := check.Table(rows)
 	t.Logf("fault suite (profile %s, seed %d):\n%s", p.name, p.seed, table)
 	fmt.Printf("\nfault suite, profile %s, seed %d\n%s\n", p.name, p.seed, table)
+}
+
+// delayCoordinators puts coordDelay each way on every link between
+// coordinators (raft and gRPC, through delaying proxies) for the profile's
+// spell and, with loss above 0, drops that share of the raft packets
+// between each coordinator and the proxies, both ways, on the same links.
+func delayCoordinators(e *episode, name string, loss float64) {
+	from := time.Now()
+	proxies := map[string]*delayProxy{}
+	bridge := e.c.topo.subnet + "1"
+	for i, h := range e.c.coordHosts {
+		for _, dst := range othersThan(e.c, i) {
+			err := h.delayed(dst, []string{coordRaft, coordGRPC}, func(port string) (*delayProxy, error) {
+				k := net.JoinHostPort(dst.ip, port)
+				if p := proxies[k]; p != nil {
+					return p, nil
+				}
+				p, err := startDelayProxy(bridge+":0", k, coordDelay)
+				if err != nil {
+					return nil, err
+				}
+				proxies[k] = p
+				e.t.Cleanup(p.close) // also when the run fails midway
+				return p, nil
+			})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+		}
+	}
+	if loss > 0 {
+		for _, h := range e.c.coordHosts {
+			if err := h.lossyFrom(loss, bridge, coordRaft); err != nil {
+				e.t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(e.p.d(30 * time.Second)) // the slow spell
+	dropped := 0
+	for _, h := range e.c.coordHosts {
+		dropped += h.dropped()
+	}
+	for _, h := range e.c.coordHosts {
+		if err := h.undelay(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	for _, p := range proxies {
+		p.close()
+	}
+	what := fmt.Sprintf("%s each way", coordDelay)
+	if loss > 0 {
+		what += fmt.Sprintf(" and %.0f%% raft packet loss (%d dropped)", 100*loss, dropped)
+		if dropped == 0 {
+			e.extra["converged"] = append(e.extra["converged"], name+": the loss rules dropped no packet")
+		}
+	}
+	e.notes = append(e.notes, fmt.Sprintf("%s between coordinators for %s", what, time.Since(from).Round(time.Second)))
+	e.window(name, from, time.Now(), 2*time.Second, false)
 }

@@ -244,3 +244,37 @@ func (h *host) lossy(p float64, peers ...*host) error {
 	}
 	return nil
 }
+
+// lossyFrom drops the given share of the TCP packets between h's port and
+// src (the delaying proxies on the bridge's address), both ways (iptables
+// statistic); heal removes the rules.
+func (h *host) lossyFrom(p float64, src, port string) error {
+	prob := strconv.FormatFloat(p, 'f', 3, 64)
+	if err := sh(h.inNS("iptables", "-A", "INPUT", "-s", src, "-p", "tcp", "--dport", port,
+		"-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP")...); err != nil {
+		return err
+	}
+	return sh(h.inNS("iptables", "-A", "OUTPUT", "-d", src, "-p", "tcp", "--sport", port,
+		"-m", "statistic", "--mode", "random", "--probability", prob, "-j", "DROP")...)
+}
+
+// dropped counts the packets h's INPUT and OUTPUT rules dropped so far.
+func (h *host) dropped() int {
+	n := 0
+	for _, chain := range []string{"INPUT", "OUTPUT"} {
+		args := h.inNS("iptables", "-L", chain, "-v", "-n", "-x")
+		out, err := exec.Command(args[0], args[1:]...).Output()
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) > 2 && f[2] == "DROP" {
+				if v, err := strconv.Atoi(f[0]); err == nil {
+					n += v
+				}
+			}
+		}
+	}
+	return n
+}
