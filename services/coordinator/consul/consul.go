@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ type Client struct {
 	acks    []*edgev1.EdgeAck
 	loaded  bool
 	changed chan struct{}
+
+	nodes       []engine.Node // node agents' passing instances, from WatchNodes
+	nodesLoaded bool
 }
 
 // Interface guards.
@@ -78,11 +82,69 @@ func (c *Client) CheckToken(ctx context.Context) (string, error) {
 // explain adds to a refusal by Consul's ACLs which token policy is missing.
 func explain(err error) error { return consulconf.Explain(err, "coordinator") }
 
-// Nodes returns every node whose agent instance passes its checks.
+// Nodes returns every node whose agent instance passes its checks. While
+// WatchNodes runs it answers from the watch's cached view (no Consul query
+// per pass); without a running watch it queries Consul directly.
 func (c *Client) Nodes(ctx context.Context) ([]engine.Node, error) {
-	entries, _, err := c.api.Health().Service(catalog.AgentService, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	c.mu.Lock()
+	if c.nodesLoaded {
+		out := slices.Clone(c.nodes)
+		c.mu.Unlock()
+		return out, nil
+	}
+	c.mu.Unlock()
+	out, _, err := c.listNodes(ctx, 0, 0)
+	return out, err
+}
+
+// WatchNodes follows the node agents' passing instances with blocking
+// queries (WaitIndex) until ctx ends, so that Nodes answers from memory and
+// Consul answers only when the set changes, instead of one full list per
+// engine pass. A failed query falls back to direct queries until the watch
+// answers again.
+func (c *Client) WatchNodes(ctx context.Context) {
+	var index uint64
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		nodes, next, err := c.listNodes(ctx, index, 30*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.logger.Debug("node agents query failed", "err", err)
+			c.mu.Lock()
+			c.nodesLoaded = false
+			c.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			index = 0
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if next < index {
+			next = 0 // the index went backwards (Consul restarted): start over
+		}
+		index = next
+		c.mu.Lock()
+		c.nodes, c.nodesLoaded = nodes, true
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	c.nodesLoaded = false
+	c.mu.Unlock()
+}
+
+// listNodes lists the node agents' passing instances, blocking until
+// Consul's index passes index (0: at once) or wait elapses.
+func (c *Client) listNodes(ctx context.Context, index uint64, wait time.Duration) ([]engine.Node, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+	entries, meta, err := c.api.Health().Service(catalog.AgentService, "", true, q)
 	if err != nil {
-		return nil, fmt.Errorf("consul: list %s instances: %w", catalog.AgentService, explain(err))
+		return nil, 0, fmt.Errorf("consul: list %s instances: %w", catalog.AgentService, explain(err))
 	}
 	var out []engine.Node
 	for _, e := range entries {
@@ -94,7 +156,7 @@ func (c *Client) Nodes(ctx context.Context) ([]engine.Node, error) {
 		out = append(out, n)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return out, meta.LastIndex, nil
 }
 
 // NodeFromService reads a node from its agent's Consul service instance:

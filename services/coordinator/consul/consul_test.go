@@ -2,6 +2,8 @@ package consul_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -196,4 +198,46 @@ func TestWatchAcksFollowsLiveEdges(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// TestWatchNodesFollowsAgents: the blocking-query watch of the node agents'
+// instances sees an agent join, fail its check and pass again, and Nodes
+// answers from it.
+func TestWatchNodesFollowsAgents(t *testing.T) {
+	cl, raw := start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { cl.WatchNodes(ctx); close(done) }()
+
+	ids := func() []string {
+		nodes, err := cl.Nodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range nodes {
+			out = append(out, n.ID)
+		}
+		return out
+	}
+	registerAgent(t, raw, "n1", api.HealthPassing, 7410)
+	registerAgent(t, raw, "n2", api.HealthPassing, 7411)
+	want := func(w ...string) func() error {
+		return func() error {
+			if got := ids(); !slices.Equal(got, w) {
+				return fmt.Errorf("nodes %v, want %v", got, w)
+			}
+			return nil
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "both agents seen by the watch", want("n1", "n2"))
+	if err := raw.Agent().UpdateTTL("service:"+catalog.AgentServiceID("n1"), "", api.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "n1 gone once its check fails", want("n2"))
+	if err := raw.Agent().UpdateTTL("service:"+catalog.AgentServiceID("n1"), "", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "n1 back once it passes", want("n1", "n2"))
 }

@@ -392,11 +392,14 @@ func (c *coordinator) runEngine(ctx context.Context) {
 			defer close(done)
 			acks := make(chan struct{})
 			go func() { c.consul.WatchAcks(ectx); close(acks) }()
+			nodes := make(chan struct{})
+			go func() { c.consul.WatchNodes(ectx); close(nodes) }()
 			if err := eng.Run(ectx); err != nil {
 				c.logger.Info("engine ended", "err", err)
 			}
 			stop()
 			<-acks
+			<-nodes
 		}()
 	case !leads && running:
 		c.logger.Info("leadership lost: stopping the engine")
