@@ -39,6 +39,10 @@ func (e *Engine) commitNodes(ctx context.Context, obs Observation) error {
 	for _, n := range e.cfg.FSM.Nodes() {
 		known[n.GetId()] = n
 	}
+	// Every change of the pass goes into one entry: at fleet scale a
+	// pass that sees many nodes come or go commits once, not per node.
+	var batch []*clusterv1.Node
+	var ready, gone []string
 	for _, id := range sortedKeys(obs.Nodes) {
 		n := obs.Nodes[id]
 		want := &clusterv1.Node{Id: n.ID, Address: n.Addr, Labels: n.Labels, CpuMhz: int32(n.CPU), MemoryMb: int32(n.MemoryMB),
@@ -50,12 +54,11 @@ func (e *Engine) commitNodes(ctx context.Context, obs Observation) error {
 				continue
 			}
 		}
-		if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_UpsertNode{UpsertNode: &statev1.UpsertNodeOp{Node: want}}}); err != nil {
-			return fmt.Errorf("engine: record node %s: %w", id, err)
-		}
-		e.log.Info("node ready", "node", id, "addr", n.Addr)
+		batch = append(batch, want)
+		ready = append(ready, id)
 	}
-	for id, old := range known {
+	for _, id := range sortedKeys(known) {
+		old := known[id]
 		// Down only once missing for NodeGrace, as the migrations judge
 		// it: a node absent from one view (a new leader whose agents have
 		// not proved themselves yet, a leader that could not commit for a
@@ -65,12 +68,28 @@ func (e *Engine) commitNodes(ctx context.Context, obs Observation) error {
 		}
 		down := proto.CloneOf(old)
 		down.Status = clusterv1.NodeStatus_NODE_STATUS_DOWN
-		if _, err := e.apply(ctx, &statev1.Command{Op: &statev1.Command_UpsertNode{UpsertNode: &statev1.UpsertNodeOp{Node: down}}}); err != nil {
-			return fmt.Errorf("engine: mark node %s down: %w", id, err)
-		}
+		batch = append(batch, down)
+		gone = append(gone, id)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	if _, err := e.apply(ctx, nodesCommand(batch)); err != nil {
+		return fmt.Errorf("engine: record %d node changes (ready %v, down %v): %w", len(batch), ready, gone, err)
+	}
+	for _, id := range ready {
+		e.log.Info("node ready", "node", id, "addr", obs.Nodes[id].Addr)
+	}
+	for _, id := range gone {
 		e.log.Warn("node down", "node", id)
 	}
 	return nil
+}
+
+// nodesCommand is the one entry recording a pass's node changes (pure: a
+// pass with many changes is one raft entry).
+func nodesCommand(nodes []*clusterv1.Node) *statev1.Command {
+	return &statev1.Command{Op: &statev1.Command_UpsertNodes{UpsertNodes: &statev1.UpsertNodesOp{Nodes: nodes}}}
 }
 
 // commitMigrations commits the moves off lost and drained nodes, one entry

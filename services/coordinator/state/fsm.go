@@ -36,9 +36,13 @@ import (
 // intents), version 3 the ACL token entries and snapshot fields, version 4
 // starts a deploy's or rollback's rollout from the release that serves (the
 // one carrying most of the traffic intent in force) instead of the stable
-// release, version 5 the secret entries and snapshot field; older entries
+// release, version 5 the secret entries and snapshot field, version 6 the
+// batched node entry (upsert_nodes); older entries
 // and snapshots are still read, and replay as they did.
-const CurrentVersion = 5
+const CurrentVersion = 6
+
+// nodesVersion is the first schema version with the upsert_nodes entry.
+const nodesVersion = 6
 
 // versionFromServing is the first entry version whose deploys and rollbacks
 // start their rollout from the serving release (see rollout.Serving).
@@ -296,6 +300,11 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 		return IndexResult{Index: index}
 	case *statev1.Command_UpsertNode:
 		return f.applyUpsertNode(index, at, op.UpsertNode)
+	case *statev1.Command_UpsertNodes:
+		if cmd.GetVersion() < nodesVersion {
+			return fmt.Errorf("entry %d: an upsert_nodes entry needs schema version %d, it has %d: %w", index, nodesVersion, cmd.GetVersion(), ErrInvalid)
+		}
+		return f.applyUpsertNodes(index, at, op.UpsertNodes)
 	case *statev1.Command_DrainNode:
 		return f.applyDrainNode(index, at, op.DrainNode)
 	case *statev1.Command_PutAllocations:
@@ -570,6 +579,25 @@ func (f *FSM) applyUpsertNode(index uint64, at *timestamppb.Timestamp, op *state
 	}
 	f.nodes[n.GetId()] = nn
 	return NodeResult{Node: proto.CloneOf(nn)}
+}
+
+// applyUpsertNodes records every node of op as applyUpsertNode would, or
+// none when one is invalid (an empty or repeated id).
+func (f *FSM) applyUpsertNodes(index uint64, at *timestamppb.Timestamp, op *statev1.UpsertNodesOp) any {
+	seen := map[string]bool{}
+	for i, n := range op.GetNodes() {
+		if n.GetId() == "" {
+			return fmt.Errorf("upsert nodes: nodes[%d]: id is empty: %w", i, ErrInvalid)
+		}
+		if seen[n.GetId()] {
+			return fmt.Errorf("upsert nodes: nodes[%d]: node %s is named twice: %w", i, n.GetId(), ErrInvalid)
+		}
+		seen[n.GetId()] = true
+	}
+	for _, n := range op.GetNodes() {
+		f.applyUpsertNode(index, at, &statev1.UpsertNodeOp{Node: n})
+	}
+	return IndexResult{Index: index}
 }
 
 func (f *FSM) applyDrainNode(index uint64, at *timestamppb.Timestamp, op *statev1.DrainNodeOp) any {

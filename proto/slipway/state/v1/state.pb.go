@@ -32,10 +32,10 @@ const (
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the schema version the entry was written with; an FSM refuses
-	// entries newer than it understands (CURRENT_VERSION is 5: version 2
+	// entries newer than it understands (CURRENT_VERSION is 6: version 2
 	// added rollout_step and the engine's snapshot fields, version 3 the ACL
 	// token entries and snapshot fields, version 4 deploys starting from the
-	// serving release, version 5 the secret entries and snapshot field).
+	// serving release, version 5 the secret entries and snapshot field, version 6 upsert_nodes).
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// at is the leader's time when it proposed the entry.
 	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
@@ -58,6 +58,7 @@ type Command struct {
 	//	*Command_PutSecret
 	//	*Command_DeleteSecret
 	//	*Command_RekeySecrets
+	//	*Command_UpsertNodes
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -249,6 +250,15 @@ func (x *Command) GetRekeySecrets() *RekeySecretsOp {
 	return nil
 }
 
+func (x *Command) GetUpsertNodes() *UpsertNodesOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UpsertNodes); ok {
+			return x.UpsertNodes
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -329,6 +339,12 @@ type Command_RekeySecrets struct {
 	RekeySecrets *RekeySecretsOp `protobuf:"bytes,32,opt,name=rekey_secrets,json=rekeySecrets,proto3,oneof"`
 }
 
+type Command_UpsertNodes struct {
+	// upsert_nodes records the node changes of one engine pass (nodes
+	// ready, nodes down) in one entry.
+	UpsertNodes *UpsertNodesOp `protobuf:"bytes,33,opt,name=upsert_nodes,json=upsertNodes,proto3,oneof"`
+}
+
 func (*Command_Deploy) isCommand_Op() {}
 
 func (*Command_Rollback) isCommand_Op() {}
@@ -358,6 +374,8 @@ func (*Command_PutSecret) isCommand_Op() {}
 func (*Command_DeleteSecret) isCommand_Op() {}
 
 func (*Command_RekeySecrets) isCommand_Op() {}
+
+func (*Command_UpsertNodes) isCommand_Op() {}
 
 // DeployOp creates a release of spec and a pending rollout to it.
 type DeployOp struct {
@@ -748,6 +766,53 @@ func (x *UpsertNodeOp) GetNode() *v11.Node {
 	return nil
 }
 
+// UpsertNodesOp records several workload nodes at once, each as an
+// UpsertNodeOp would; all or none (schema version 6).
+type UpsertNodesOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// nodes are the nodes, each id once.
+	Nodes         []*v11.Node `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertNodesOp) Reset() {
+	*x = UpsertNodesOp{}
+	mi := &file_slipway_state_v1_state_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertNodesOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertNodesOp) ProtoMessage() {}
+
+func (x *UpsertNodesOp) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_state_v1_state_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertNodesOp.ProtoReflect.Descriptor instead.
+func (*UpsertNodesOp) Descriptor() ([]byte, []int) {
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpsertNodesOp) GetNodes() []*v11.Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 // DrainNodeOp sets or clears a node's drain flag.
 type DrainNodeOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -766,7 +831,7 @@ type DrainNodeOp struct {
 
 func (x *DrainNodeOp) Reset() {
 	*x = DrainNodeOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[6]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +843,7 @@ func (x *DrainNodeOp) String() string {
 func (*DrainNodeOp) ProtoMessage() {}
 
 func (x *DrainNodeOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[6]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +856,7 @@ func (x *DrainNodeOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeOp.ProtoReflect.Descriptor instead.
 func (*DrainNodeOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DrainNodeOp) GetNodeId() string {
@@ -835,7 +900,7 @@ type PutAllocationsOp struct {
 
 func (x *PutAllocationsOp) Reset() {
 	*x = PutAllocationsOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[7]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +912,7 @@ func (x *PutAllocationsOp) String() string {
 func (*PutAllocationsOp) ProtoMessage() {}
 
 func (x *PutAllocationsOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[7]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +925,7 @@ func (x *PutAllocationsOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAllocationsOp.ProtoReflect.Descriptor instead.
 func (*PutAllocationsOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutAllocationsOp) GetNodeId() string {
@@ -926,7 +991,7 @@ type RolloutStepOp struct {
 
 func (x *RolloutStepOp) Reset() {
 	*x = RolloutStepOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1003,7 @@ func (x *RolloutStepOp) String() string {
 func (*RolloutStepOp) ProtoMessage() {}
 
 func (x *RolloutStepOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[8]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1016,7 @@ func (x *RolloutStepOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutStepOp.ProtoReflect.Descriptor instead.
 func (*RolloutStepOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RolloutStepOp) GetService() string {
@@ -1081,7 +1146,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1158,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[9]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1171,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TokenRecord) GetToken() *v14.Token {
@@ -1135,7 +1200,7 @@ type AclBootstrapOp struct {
 
 func (x *AclBootstrapOp) Reset() {
 	*x = AclBootstrapOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1212,7 @@ func (x *AclBootstrapOp) String() string {
 func (*AclBootstrapOp) ProtoMessage() {}
 
 func (x *AclBootstrapOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[10]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1225,7 @@ func (x *AclBootstrapOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AclBootstrapOp.ProtoReflect.Descriptor instead.
 func (*AclBootstrapOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AclBootstrapOp) GetToken() *TokenRecord {
@@ -1181,7 +1246,7 @@ type CreateTokenOp struct {
 
 func (x *CreateTokenOp) Reset() {
 	*x = CreateTokenOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1258,7 @@ func (x *CreateTokenOp) String() string {
 func (*CreateTokenOp) ProtoMessage() {}
 
 func (x *CreateTokenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[11]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1271,7 @@ func (x *CreateTokenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenOp.ProtoReflect.Descriptor instead.
 func (*CreateTokenOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateTokenOp) GetToken() *TokenRecord {
@@ -1229,7 +1294,7 @@ type RevokeTokenOp struct {
 
 func (x *RevokeTokenOp) Reset() {
 	*x = RevokeTokenOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1306,7 @@ func (x *RevokeTokenOp) String() string {
 func (*RevokeTokenOp) ProtoMessage() {}
 
 func (x *RevokeTokenOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[12]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1319,7 @@ func (x *RevokeTokenOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenOp.ProtoReflect.Descriptor instead.
 func (*RevokeTokenOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeTokenOp) GetAccessorId() string {
@@ -1287,7 +1352,7 @@ type SecretVersionRecord struct {
 
 func (x *SecretVersionRecord) Reset() {
 	*x = SecretVersionRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1364,7 @@ func (x *SecretVersionRecord) String() string {
 func (*SecretVersionRecord) ProtoMessage() {}
 
 func (x *SecretVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[13]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1377,7 @@ func (x *SecretVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretVersionRecord.ProtoReflect.Descriptor instead.
 func (*SecretVersionRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SecretVersionRecord) GetMeta() *v1.SecretVersion {
@@ -1344,7 +1409,7 @@ type SecretRecord struct {
 
 func (x *SecretRecord) Reset() {
 	*x = SecretRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1421,7 @@ func (x *SecretRecord) String() string {
 func (*SecretRecord) ProtoMessage() {}
 
 func (x *SecretRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[14]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1434,7 @@ func (x *SecretRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretRecord.ProtoReflect.Descriptor instead.
 func (*SecretRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SecretRecord) GetKind() v1.SecretKind {
@@ -1409,7 +1474,7 @@ type PutSecretOp struct {
 
 func (x *PutSecretOp) Reset() {
 	*x = PutSecretOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1486,7 @@ func (x *PutSecretOp) String() string {
 func (*PutSecretOp) ProtoMessage() {}
 
 func (x *PutSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[15]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1499,7 @@ func (x *PutSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSecretOp.ProtoReflect.Descriptor instead.
 func (*PutSecretOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PutSecretOp) GetKind() v1.SecretKind {
@@ -1474,7 +1539,7 @@ type DeleteSecretOp struct {
 
 func (x *DeleteSecretOp) Reset() {
 	*x = DeleteSecretOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1551,7 @@ func (x *DeleteSecretOp) String() string {
 func (*DeleteSecretOp) ProtoMessage() {}
 
 func (x *DeleteSecretOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[16]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1564,7 @@ func (x *DeleteSecretOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretOp.ProtoReflect.Descriptor instead.
 func (*DeleteSecretOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteSecretOp) GetKind() v1.SecretKind {
@@ -1535,7 +1600,7 @@ type RekeySecretsOp struct {
 
 func (x *RekeySecretsOp) Reset() {
 	*x = RekeySecretsOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1612,7 @@ func (x *RekeySecretsOp) String() string {
 func (*RekeySecretsOp) ProtoMessage() {}
 
 func (x *RekeySecretsOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[17]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1625,7 @@ func (x *RekeySecretsOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RekeySecretsOp.ProtoReflect.Descriptor instead.
 func (*RekeySecretsOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RekeySecretsOp) GetSecrets() []*SecretRecord {
@@ -1585,7 +1650,7 @@ type StepEvent struct {
 
 func (x *StepEvent) Reset() {
 	*x = StepEvent{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1662,7 @@ func (x *StepEvent) String() string {
 func (*StepEvent) ProtoMessage() {}
 
 func (x *StepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[18]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1675,7 @@ func (x *StepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepEvent.ProtoReflect.Descriptor instead.
 func (*StepEvent) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StepEvent) GetKind() string {
@@ -1647,7 +1712,7 @@ type SupersedeRecord struct {
 
 func (x *SupersedeRecord) Reset() {
 	*x = SupersedeRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1724,7 @@ func (x *SupersedeRecord) String() string {
 func (*SupersedeRecord) ProtoMessage() {}
 
 func (x *SupersedeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[19]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1737,7 @@ func (x *SupersedeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SupersedeRecord.ProtoReflect.Descriptor instead.
 func (*SupersedeRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SupersedeRecord) GetRolloutId() string {
@@ -1702,7 +1767,7 @@ type MachineRecord struct {
 
 func (x *MachineRecord) Reset() {
 	*x = MachineRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1779,7 @@ func (x *MachineRecord) String() string {
 func (*MachineRecord) ProtoMessage() {}
 
 func (x *MachineRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[20]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1792,7 @@ func (x *MachineRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineRecord.ProtoReflect.Descriptor instead.
 func (*MachineRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MachineRecord) GetRolloutId() string {
@@ -1761,7 +1826,7 @@ type AllocationRecord struct {
 
 func (x *AllocationRecord) Reset() {
 	*x = AllocationRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1838,7 @@ func (x *AllocationRecord) String() string {
 func (*AllocationRecord) ProtoMessage() {}
 
 func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[21]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1851,7 @@ func (x *AllocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationRecord.ProtoReflect.Descriptor instead.
 func (*AllocationRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AllocationRecord) GetId() string {
@@ -1821,7 +1886,7 @@ type NoopOp struct {
 
 func (x *NoopOp) Reset() {
 	*x = NoopOp{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1898,7 @@ func (x *NoopOp) String() string {
 func (*NoopOp) ProtoMessage() {}
 
 func (x *NoopOp) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[22]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1911,7 @@ func (x *NoopOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoopOp.ProtoReflect.Descriptor instead.
 func (*NoopOp) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NoopOp) GetPayload() []byte {
@@ -1871,7 +1936,7 @@ type PeerAddress struct {
 
 func (x *PeerAddress) Reset() {
 	*x = PeerAddress{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1948,7 @@ func (x *PeerAddress) String() string {
 func (*PeerAddress) ProtoMessage() {}
 
 func (x *PeerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[23]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1961,7 @@ func (x *PeerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerAddress.ProtoReflect.Descriptor instead.
 func (*PeerAddress) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PeerAddress) GetId() string {
@@ -1933,7 +1998,7 @@ type ServiceRecord struct {
 
 func (x *ServiceRecord) Reset() {
 	*x = ServiceRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2010,7 @@ func (x *ServiceRecord) String() string {
 func (*ServiceRecord) ProtoMessage() {}
 
 func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[24]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2023,7 @@ func (x *ServiceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRecord.ProtoReflect.Descriptor instead.
 func (*ServiceRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ServiceRecord) GetService() *v1.Service {
@@ -1992,7 +2057,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2069,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[25]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2082,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RequestRecord) GetRequestId() string {
@@ -2104,7 +2169,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2181,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[26]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2194,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Snapshot) GetVersion() uint32 {
@@ -2274,7 +2339,7 @@ type GetPeerInfoRequest struct {
 
 func (x *GetPeerInfoRequest) Reset() {
 	*x = GetPeerInfoRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2351,7 @@ func (x *GetPeerInfoRequest) String() string {
 func (*GetPeerInfoRequest) ProtoMessage() {}
 
 func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[27]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2364,7 @@ func (x *GetPeerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 // GetPeerInfoResponse describes a coordinator.
@@ -2317,7 +2382,7 @@ type GetPeerInfoResponse struct {
 
 func (x *GetPeerInfoResponse) Reset() {
 	*x = GetPeerInfoResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[28]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2394,7 @@ func (x *GetPeerInfoResponse) String() string {
 func (*GetPeerInfoResponse) ProtoMessage() {}
 
 func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[28]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2407,7 @@ func (x *GetPeerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetPeerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{28}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetPeerInfoResponse) GetPeer() *PeerAddress {
@@ -2377,7 +2442,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[29]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2454,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[29]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2467,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{29}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinRequest) GetPeer() *PeerAddress {
@@ -2423,7 +2488,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[30]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2500,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[30]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2513,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{30}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -2469,7 +2534,7 @@ type ApplyNoopRequest struct {
 
 func (x *ApplyNoopRequest) Reset() {
 	*x = ApplyNoopRequest{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[31]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2546,7 @@ func (x *ApplyNoopRequest) String() string {
 func (*ApplyNoopRequest) ProtoMessage() {}
 
 func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[31]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2559,7 @@ func (x *ApplyNoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNoopRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{31}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ApplyNoopRequest) GetPayload() []byte {
@@ -2515,7 +2580,7 @@ type ApplyNoopResponse struct {
 
 func (x *ApplyNoopResponse) Reset() {
 	*x = ApplyNoopResponse{}
-	mi := &file_slipway_state_v1_state_proto_msgTypes[32]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2592,7 @@ func (x *ApplyNoopResponse) String() string {
 func (*ApplyNoopResponse) ProtoMessage() {}
 
 func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_state_v1_state_proto_msgTypes[32]
+	mi := &file_slipway_state_v1_state_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2605,7 @@ func (x *ApplyNoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNoopResponse.ProtoReflect.Descriptor instead.
 func (*ApplyNoopResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{32}
+	return file_slipway_state_v1_state_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ApplyNoopResponse) GetIndex() uint64 {
@@ -2554,7 +2619,7 @@ var File_slipway_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18slipway/acl/v1/acl.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1eslipway/deploy/v1/secret.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\xbb\b\n" +
+	"\x1cslipway/state/v1/state.proto\x12\x10slipway.state.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18slipway/acl/v1/acl.proto\x1a\x1cslipway/agent/v1/agent.proto\x1a slipway/cluster/v1/cluster.proto\x1a\x1eslipway/deploy/v1/deploy.proto\x1a\x1eslipway/deploy/v1/secret.proto\x1a\x1cslipway/deploy/v1/spec.proto\x1a\x1aslipway/edge/v1/edge.proto\"\x81\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x124\n" +
@@ -2576,7 +2641,8 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"put_secret\x18\x1e \x01(\v2\x1d.slipway.state.v1.PutSecretOpH\x00R\tputSecret\x12G\n" +
 	"\rdelete_secret\x18\x1f \x01(\v2 .slipway.state.v1.DeleteSecretOpH\x00R\fdeleteSecret\x12G\n" +
-	"\rrekey_secrets\x18  \x01(\v2 .slipway.state.v1.RekeySecretsOpH\x00R\frekeySecretsB\x04\n" +
+	"\rrekey_secrets\x18  \x01(\v2 .slipway.state.v1.RekeySecretsOpH\x00R\frekeySecrets\x12D\n" +
+	"\fupsert_nodes\x18! \x01(\v2\x1f.slipway.state.v1.UpsertNodesOpH\x00R\vupsertNodesB\x04\n" +
 	"\x02op\"\xd3\x01\n" +
 	"\bDeployOp\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
@@ -2615,7 +2681,9 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x0eRegisterPeerOp\x121\n" +
 	"\x04peer\x18\x01 \x01(\v2\x1d.slipway.state.v1.PeerAddressR\x04peer\"<\n" +
 	"\fUpsertNodeOp\x12,\n" +
-	"\x04node\x18\x01 \x01(\v2\x18.slipway.cluster.v1.NodeR\x04node\"o\n" +
+	"\x04node\x18\x01 \x01(\v2\x18.slipway.cluster.v1.NodeR\x04node\"?\n" +
+	"\rUpsertNodesOp\x12.\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x18.slipway.cluster.v1.NodeR\x05nodes\"o\n" +
 	"\vDrainNodeOp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06enable\x18\x02 \x01(\bR\x06enable\x12\x0e\n" +
@@ -2768,7 +2836,7 @@ func file_slipway_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_slipway_state_v1_state_proto_rawDescData
 }
 
-var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_slipway_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*Command)(nil),               // 0: slipway.state.v1.Command
 	(*DeployOp)(nil),              // 1: slipway.state.v1.DeployOp
@@ -2776,123 +2844,126 @@ var file_slipway_state_v1_state_proto_goTypes = []any{
 	(*OperatorOp)(nil),            // 3: slipway.state.v1.OperatorOp
 	(*RegisterPeerOp)(nil),        // 4: slipway.state.v1.RegisterPeerOp
 	(*UpsertNodeOp)(nil),          // 5: slipway.state.v1.UpsertNodeOp
-	(*DrainNodeOp)(nil),           // 6: slipway.state.v1.DrainNodeOp
-	(*PutAllocationsOp)(nil),      // 7: slipway.state.v1.PutAllocationsOp
-	(*RolloutStepOp)(nil),         // 8: slipway.state.v1.RolloutStepOp
-	(*TokenRecord)(nil),           // 9: slipway.state.v1.TokenRecord
-	(*AclBootstrapOp)(nil),        // 10: slipway.state.v1.AclBootstrapOp
-	(*CreateTokenOp)(nil),         // 11: slipway.state.v1.CreateTokenOp
-	(*RevokeTokenOp)(nil),         // 12: slipway.state.v1.RevokeTokenOp
-	(*SecretVersionRecord)(nil),   // 13: slipway.state.v1.SecretVersionRecord
-	(*SecretRecord)(nil),          // 14: slipway.state.v1.SecretRecord
-	(*PutSecretOp)(nil),           // 15: slipway.state.v1.PutSecretOp
-	(*DeleteSecretOp)(nil),        // 16: slipway.state.v1.DeleteSecretOp
-	(*RekeySecretsOp)(nil),        // 17: slipway.state.v1.RekeySecretsOp
-	(*StepEvent)(nil),             // 18: slipway.state.v1.StepEvent
-	(*SupersedeRecord)(nil),       // 19: slipway.state.v1.SupersedeRecord
-	(*MachineRecord)(nil),         // 20: slipway.state.v1.MachineRecord
-	(*AllocationRecord)(nil),      // 21: slipway.state.v1.AllocationRecord
-	(*NoopOp)(nil),                // 22: slipway.state.v1.NoopOp
-	(*PeerAddress)(nil),           // 23: slipway.state.v1.PeerAddress
-	(*ServiceRecord)(nil),         // 24: slipway.state.v1.ServiceRecord
-	(*RequestRecord)(nil),         // 25: slipway.state.v1.RequestRecord
-	(*Snapshot)(nil),              // 26: slipway.state.v1.Snapshot
-	(*GetPeerInfoRequest)(nil),    // 27: slipway.state.v1.GetPeerInfoRequest
-	(*GetPeerInfoResponse)(nil),   // 28: slipway.state.v1.GetPeerInfoResponse
-	(*JoinRequest)(nil),           // 29: slipway.state.v1.JoinRequest
-	(*JoinResponse)(nil),          // 30: slipway.state.v1.JoinResponse
-	(*ApplyNoopRequest)(nil),      // 31: slipway.state.v1.ApplyNoopRequest
-	(*ApplyNoopResponse)(nil),     // 32: slipway.state.v1.ApplyNoopResponse
-	nil,                           // 33: slipway.state.v1.RolloutStepOp.HealthyEntry
-	nil,                           // 34: slipway.state.v1.RolloutStepOp.WeightsEntry
-	nil,                           // 35: slipway.state.v1.RolloutStepOp.ReplacesEntry
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
-	(*v1.ServiceSpec)(nil),        // 37: slipway.deploy.v1.ServiceSpec
-	(v1.CommandKind)(0),           // 38: slipway.deploy.v1.CommandKind
-	(*v11.Node)(nil),              // 39: slipway.cluster.v1.Node
-	(*v12.Allocation)(nil),        // 40: slipway.agent.v1.Allocation
-	(*v13.TrafficIntent)(nil),     // 41: slipway.edge.v1.TrafficIntent
-	(v1.RolloutState)(0),          // 42: slipway.deploy.v1.RolloutState
-	(*v14.Token)(nil),             // 43: slipway.acl.v1.Token
-	(*v1.SecretVersion)(nil),      // 44: slipway.deploy.v1.SecretVersion
-	(v1.SecretKind)(0),            // 45: slipway.deploy.v1.SecretKind
-	(*v1.AnalysisVerdict)(nil),    // 46: slipway.deploy.v1.AnalysisVerdict
-	(*v1.Service)(nil),            // 47: slipway.deploy.v1.Service
-	(*v1.Release)(nil),            // 48: slipway.deploy.v1.Release
-	(*v1.Rollout)(nil),            // 49: slipway.deploy.v1.Rollout
-	(*v1.RolloutEvent)(nil),       // 50: slipway.deploy.v1.RolloutEvent
-	(*v1.AuditEvent)(nil),         // 51: slipway.deploy.v1.AuditEvent
+	(*UpsertNodesOp)(nil),         // 6: slipway.state.v1.UpsertNodesOp
+	(*DrainNodeOp)(nil),           // 7: slipway.state.v1.DrainNodeOp
+	(*PutAllocationsOp)(nil),      // 8: slipway.state.v1.PutAllocationsOp
+	(*RolloutStepOp)(nil),         // 9: slipway.state.v1.RolloutStepOp
+	(*TokenRecord)(nil),           // 10: slipway.state.v1.TokenRecord
+	(*AclBootstrapOp)(nil),        // 11: slipway.state.v1.AclBootstrapOp
+	(*CreateTokenOp)(nil),         // 12: slipway.state.v1.CreateTokenOp
+	(*RevokeTokenOp)(nil),         // 13: slipway.state.v1.RevokeTokenOp
+	(*SecretVersionRecord)(nil),   // 14: slipway.state.v1.SecretVersionRecord
+	(*SecretRecord)(nil),          // 15: slipway.state.v1.SecretRecord
+	(*PutSecretOp)(nil),           // 16: slipway.state.v1.PutSecretOp
+	(*DeleteSecretOp)(nil),        // 17: slipway.state.v1.DeleteSecretOp
+	(*RekeySecretsOp)(nil),        // 18: slipway.state.v1.RekeySecretsOp
+	(*StepEvent)(nil),             // 19: slipway.state.v1.StepEvent
+	(*SupersedeRecord)(nil),       // 20: slipway.state.v1.SupersedeRecord
+	(*MachineRecord)(nil),         // 21: slipway.state.v1.MachineRecord
+	(*AllocationRecord)(nil),      // 22: slipway.state.v1.AllocationRecord
+	(*NoopOp)(nil),                // 23: slipway.state.v1.NoopOp
+	(*PeerAddress)(nil),           // 24: slipway.state.v1.PeerAddress
+	(*ServiceRecord)(nil),         // 25: slipway.state.v1.ServiceRecord
+	(*RequestRecord)(nil),         // 26: slipway.state.v1.RequestRecord
+	(*Snapshot)(nil),              // 27: slipway.state.v1.Snapshot
+	(*GetPeerInfoRequest)(nil),    // 28: slipway.state.v1.GetPeerInfoRequest
+	(*GetPeerInfoResponse)(nil),   // 29: slipway.state.v1.GetPeerInfoResponse
+	(*JoinRequest)(nil),           // 30: slipway.state.v1.JoinRequest
+	(*JoinResponse)(nil),          // 31: slipway.state.v1.JoinResponse
+	(*ApplyNoopRequest)(nil),      // 32: slipway.state.v1.ApplyNoopRequest
+	(*ApplyNoopResponse)(nil),     // 33: slipway.state.v1.ApplyNoopResponse
+	nil,                           // 34: slipway.state.v1.RolloutStepOp.HealthyEntry
+	nil,                           // 35: slipway.state.v1.RolloutStepOp.WeightsEntry
+	nil,                           // 36: slipway.state.v1.RolloutStepOp.ReplacesEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*v1.ServiceSpec)(nil),        // 38: slipway.deploy.v1.ServiceSpec
+	(v1.CommandKind)(0),           // 39: slipway.deploy.v1.CommandKind
+	(*v11.Node)(nil),              // 40: slipway.cluster.v1.Node
+	(*v12.Allocation)(nil),        // 41: slipway.agent.v1.Allocation
+	(*v13.TrafficIntent)(nil),     // 42: slipway.edge.v1.TrafficIntent
+	(v1.RolloutState)(0),          // 43: slipway.deploy.v1.RolloutState
+	(*v14.Token)(nil),             // 44: slipway.acl.v1.Token
+	(*v1.SecretVersion)(nil),      // 45: slipway.deploy.v1.SecretVersion
+	(v1.SecretKind)(0),            // 46: slipway.deploy.v1.SecretKind
+	(*v1.AnalysisVerdict)(nil),    // 47: slipway.deploy.v1.AnalysisVerdict
+	(*v1.Service)(nil),            // 48: slipway.deploy.v1.Service
+	(*v1.Release)(nil),            // 49: slipway.deploy.v1.Release
+	(*v1.Rollout)(nil),            // 50: slipway.deploy.v1.Rollout
+	(*v1.RolloutEvent)(nil),       // 51: slipway.deploy.v1.RolloutEvent
+	(*v1.AuditEvent)(nil),         // 52: slipway.deploy.v1.AuditEvent
 }
 var file_slipway_state_v1_state_proto_depIdxs = []int32{
-	36, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
+	37, // 0: slipway.state.v1.Command.at:type_name -> google.protobuf.Timestamp
 	1,  // 1: slipway.state.v1.Command.deploy:type_name -> slipway.state.v1.DeployOp
 	2,  // 2: slipway.state.v1.Command.rollback:type_name -> slipway.state.v1.RollbackOp
 	3,  // 3: slipway.state.v1.Command.operator:type_name -> slipway.state.v1.OperatorOp
 	4,  // 4: slipway.state.v1.Command.register_peer:type_name -> slipway.state.v1.RegisterPeerOp
 	5,  // 5: slipway.state.v1.Command.upsert_node:type_name -> slipway.state.v1.UpsertNodeOp
-	6,  // 6: slipway.state.v1.Command.drain_node:type_name -> slipway.state.v1.DrainNodeOp
-	7,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
-	22, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
-	8,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
-	10, // 10: slipway.state.v1.Command.acl_bootstrap:type_name -> slipway.state.v1.AclBootstrapOp
-	11, // 11: slipway.state.v1.Command.create_token:type_name -> slipway.state.v1.CreateTokenOp
-	12, // 12: slipway.state.v1.Command.revoke_token:type_name -> slipway.state.v1.RevokeTokenOp
-	15, // 13: slipway.state.v1.Command.put_secret:type_name -> slipway.state.v1.PutSecretOp
-	16, // 14: slipway.state.v1.Command.delete_secret:type_name -> slipway.state.v1.DeleteSecretOp
-	17, // 15: slipway.state.v1.Command.rekey_secrets:type_name -> slipway.state.v1.RekeySecretsOp
-	37, // 16: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
-	38, // 17: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
-	23, // 18: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
-	39, // 19: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
-	40, // 20: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
-	40, // 21: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
-	41, // 22: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
-	18, // 23: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
-	33, // 24: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
-	42, // 25: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
-	34, // 26: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
-	35, // 27: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
-	43, // 28: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
-	9,  // 29: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
-	9,  // 30: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
-	44, // 31: slipway.state.v1.SecretVersionRecord.meta:type_name -> slipway.deploy.v1.SecretVersion
-	45, // 32: slipway.state.v1.SecretRecord.kind:type_name -> slipway.deploy.v1.SecretKind
-	13, // 33: slipway.state.v1.SecretRecord.versions:type_name -> slipway.state.v1.SecretVersionRecord
-	45, // 34: slipway.state.v1.PutSecretOp.kind:type_name -> slipway.deploy.v1.SecretKind
-	13, // 35: slipway.state.v1.PutSecretOp.version:type_name -> slipway.state.v1.SecretVersionRecord
-	45, // 36: slipway.state.v1.DeleteSecretOp.kind:type_name -> slipway.deploy.v1.SecretKind
-	14, // 37: slipway.state.v1.RekeySecretsOp.secrets:type_name -> slipway.state.v1.SecretRecord
-	46, // 38: slipway.state.v1.StepEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
-	36, // 39: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
-	47, // 40: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
-	48, // 41: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
-	24, // 42: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
-	49, // 43: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
-	39, // 44: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
-	40, // 45: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
-	25, // 46: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
-	50, // 47: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
-	51, // 48: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
-	23, // 49: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
-	20, // 50: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
-	21, // 51: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
-	41, // 52: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
-	9,  // 53: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
-	19, // 54: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
-	14, // 55: slipway.state.v1.Snapshot.secrets:type_name -> slipway.state.v1.SecretRecord
-	23, // 56: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
-	23, // 57: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
-	27, // 58: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
-	29, // 59: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
-	31, // 60: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
-	28, // 61: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
-	30, // 62: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
-	32, // 63: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
-	61, // [61:64] is the sub-list for method output_type
-	58, // [58:61] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	7,  // 6: slipway.state.v1.Command.drain_node:type_name -> slipway.state.v1.DrainNodeOp
+	8,  // 7: slipway.state.v1.Command.put_allocations:type_name -> slipway.state.v1.PutAllocationsOp
+	23, // 8: slipway.state.v1.Command.noop:type_name -> slipway.state.v1.NoopOp
+	9,  // 9: slipway.state.v1.Command.rollout_step:type_name -> slipway.state.v1.RolloutStepOp
+	11, // 10: slipway.state.v1.Command.acl_bootstrap:type_name -> slipway.state.v1.AclBootstrapOp
+	12, // 11: slipway.state.v1.Command.create_token:type_name -> slipway.state.v1.CreateTokenOp
+	13, // 12: slipway.state.v1.Command.revoke_token:type_name -> slipway.state.v1.RevokeTokenOp
+	16, // 13: slipway.state.v1.Command.put_secret:type_name -> slipway.state.v1.PutSecretOp
+	17, // 14: slipway.state.v1.Command.delete_secret:type_name -> slipway.state.v1.DeleteSecretOp
+	18, // 15: slipway.state.v1.Command.rekey_secrets:type_name -> slipway.state.v1.RekeySecretsOp
+	6,  // 16: slipway.state.v1.Command.upsert_nodes:type_name -> slipway.state.v1.UpsertNodesOp
+	38, // 17: slipway.state.v1.DeployOp.spec:type_name -> slipway.deploy.v1.ServiceSpec
+	39, // 18: slipway.state.v1.OperatorOp.kind:type_name -> slipway.deploy.v1.CommandKind
+	24, // 19: slipway.state.v1.RegisterPeerOp.peer:type_name -> slipway.state.v1.PeerAddress
+	40, // 20: slipway.state.v1.UpsertNodeOp.node:type_name -> slipway.cluster.v1.Node
+	40, // 21: slipway.state.v1.UpsertNodesOp.nodes:type_name -> slipway.cluster.v1.Node
+	41, // 22: slipway.state.v1.PutAllocationsOp.allocations:type_name -> slipway.agent.v1.Allocation
+	41, // 23: slipway.state.v1.RolloutStepOp.place:type_name -> slipway.agent.v1.Allocation
+	42, // 24: slipway.state.v1.RolloutStepOp.intent:type_name -> slipway.edge.v1.TrafficIntent
+	19, // 25: slipway.state.v1.RolloutStepOp.events:type_name -> slipway.state.v1.StepEvent
+	34, // 26: slipway.state.v1.RolloutStepOp.healthy:type_name -> slipway.state.v1.RolloutStepOp.HealthyEntry
+	43, // 27: slipway.state.v1.RolloutStepOp.phase:type_name -> slipway.deploy.v1.RolloutState
+	35, // 28: slipway.state.v1.RolloutStepOp.weights:type_name -> slipway.state.v1.RolloutStepOp.WeightsEntry
+	36, // 29: slipway.state.v1.RolloutStepOp.replaces:type_name -> slipway.state.v1.RolloutStepOp.ReplacesEntry
+	44, // 30: slipway.state.v1.TokenRecord.token:type_name -> slipway.acl.v1.Token
+	10, // 31: slipway.state.v1.AclBootstrapOp.token:type_name -> slipway.state.v1.TokenRecord
+	10, // 32: slipway.state.v1.CreateTokenOp.token:type_name -> slipway.state.v1.TokenRecord
+	45, // 33: slipway.state.v1.SecretVersionRecord.meta:type_name -> slipway.deploy.v1.SecretVersion
+	46, // 34: slipway.state.v1.SecretRecord.kind:type_name -> slipway.deploy.v1.SecretKind
+	14, // 35: slipway.state.v1.SecretRecord.versions:type_name -> slipway.state.v1.SecretVersionRecord
+	46, // 36: slipway.state.v1.PutSecretOp.kind:type_name -> slipway.deploy.v1.SecretKind
+	14, // 37: slipway.state.v1.PutSecretOp.version:type_name -> slipway.state.v1.SecretVersionRecord
+	46, // 38: slipway.state.v1.DeleteSecretOp.kind:type_name -> slipway.deploy.v1.SecretKind
+	15, // 39: slipway.state.v1.RekeySecretsOp.secrets:type_name -> slipway.state.v1.SecretRecord
+	47, // 40: slipway.state.v1.StepEvent.analysis:type_name -> slipway.deploy.v1.AnalysisVerdict
+	37, // 41: slipway.state.v1.AllocationRecord.created_at:type_name -> google.protobuf.Timestamp
+	48, // 42: slipway.state.v1.ServiceRecord.service:type_name -> slipway.deploy.v1.Service
+	49, // 43: slipway.state.v1.ServiceRecord.releases:type_name -> slipway.deploy.v1.Release
+	25, // 44: slipway.state.v1.Snapshot.services:type_name -> slipway.state.v1.ServiceRecord
+	50, // 45: slipway.state.v1.Snapshot.rollouts:type_name -> slipway.deploy.v1.Rollout
+	40, // 46: slipway.state.v1.Snapshot.nodes:type_name -> slipway.cluster.v1.Node
+	41, // 47: slipway.state.v1.Snapshot.allocations:type_name -> slipway.agent.v1.Allocation
+	26, // 48: slipway.state.v1.Snapshot.requests:type_name -> slipway.state.v1.RequestRecord
+	51, // 49: slipway.state.v1.Snapshot.events:type_name -> slipway.deploy.v1.RolloutEvent
+	52, // 50: slipway.state.v1.Snapshot.audit:type_name -> slipway.deploy.v1.AuditEvent
+	24, // 51: slipway.state.v1.Snapshot.peers:type_name -> slipway.state.v1.PeerAddress
+	21, // 52: slipway.state.v1.Snapshot.machines:type_name -> slipway.state.v1.MachineRecord
+	22, // 53: slipway.state.v1.Snapshot.allocation_records:type_name -> slipway.state.v1.AllocationRecord
+	42, // 54: slipway.state.v1.Snapshot.intents:type_name -> slipway.edge.v1.TrafficIntent
+	10, // 55: slipway.state.v1.Snapshot.tokens:type_name -> slipway.state.v1.TokenRecord
+	20, // 56: slipway.state.v1.Snapshot.supersessions:type_name -> slipway.state.v1.SupersedeRecord
+	15, // 57: slipway.state.v1.Snapshot.secrets:type_name -> slipway.state.v1.SecretRecord
+	24, // 58: slipway.state.v1.GetPeerInfoResponse.peer:type_name -> slipway.state.v1.PeerAddress
+	24, // 59: slipway.state.v1.JoinRequest.peer:type_name -> slipway.state.v1.PeerAddress
+	28, // 60: slipway.state.v1.InternalService.GetPeerInfo:input_type -> slipway.state.v1.GetPeerInfoRequest
+	30, // 61: slipway.state.v1.InternalService.Join:input_type -> slipway.state.v1.JoinRequest
+	32, // 62: slipway.state.v1.InternalService.ApplyNoop:input_type -> slipway.state.v1.ApplyNoopRequest
+	29, // 63: slipway.state.v1.InternalService.GetPeerInfo:output_type -> slipway.state.v1.GetPeerInfoResponse
+	31, // 64: slipway.state.v1.InternalService.Join:output_type -> slipway.state.v1.JoinResponse
+	33, // 65: slipway.state.v1.InternalService.ApplyNoop:output_type -> slipway.state.v1.ApplyNoopResponse
+	63, // [63:66] is the sub-list for method output_type
+	60, // [60:63] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_slipway_state_v1_state_proto_init() }
@@ -2916,6 +2987,7 @@ func file_slipway_state_v1_state_proto_init() {
 		(*Command_PutSecret)(nil),
 		(*Command_DeleteSecret)(nil),
 		(*Command_RekeySecrets)(nil),
+		(*Command_UpsertNodes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2923,7 +2995,7 @@ func file_slipway_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_state_v1_state_proto_rawDesc), len(file_slipway_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
