@@ -3,7 +3,13 @@ package consul_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,4 +246,56 @@ func TestWatchNodesFollowsAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "n1 back once it passes", want("n1", "n2"))
+}
+
+// TestNodesAnswersFromWatch: while WatchNodes runs, Nodes queries Consul no
+// more (requests are counted by a proxy in front of a real Consul agent).
+func TestNodesAnswersFromWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Consul agent")
+	}
+	c := testenv.StartConsul(t)
+	target, err := url.Parse("http://" + c.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lists atomic.Int64
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/health/service/") {
+			lists.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	cl, err := consul.New(strings.TrimPrefix(srv.URL, "http://"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = c.Addr()
+	raw, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerAgent(t, raw, "n1", api.HealthPassing, 7410)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() { cl.WatchNodes(ctx); close(done) }()
+	testenv.Eventually(t, 10*time.Second, "watch loaded", func() error {
+		if lists.Load() < 2 { // the first list answered, the blocking one waits
+			return fmt.Errorf("%d lists", lists.Load())
+		}
+		return nil
+	})
+	before := lists.Load()
+	for range 50 {
+		if nodes, err := cl.Nodes(ctx); err != nil || len(nodes) != 1 {
+			t.Fatalf("Nodes = %v, %v", nodes, err)
+		}
+	}
+	if n := lists.Load() - before; n > 1 {
+		t.Errorf("50 Nodes calls made %d Consul queries, want them answered from the watch", n)
+	}
 }
