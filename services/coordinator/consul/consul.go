@@ -103,18 +103,35 @@ func (c *Client) Nodes(ctx context.Context) ([]engine.Node, error) {
 // engine pass. A failed query falls back to direct queries until the watch
 // answers again.
 func (c *Client) WatchNodes(ctx context.Context) {
+	follow(ctx, c.listNodes, func(nodes []engine.Node) {
+		c.mu.Lock()
+		c.nodes, c.nodesLoaded = nodes, true
+		c.mu.Unlock()
+	}, func(err error) {
+		c.logger.Debug("node agents query failed", "err", err)
+		c.mu.Lock()
+		c.nodesLoaded = false // fall back to direct queries
+		c.mu.Unlock()
+	})
+	c.mu.Lock()
+	c.nodesLoaded = false
+	c.mu.Unlock()
+}
+
+// follow runs list as a Consul blocking query loop (WaitIndex, 30s waits)
+// until ctx ends, giving each answer to got. A failed query is given to
+// failed and retried from index 0 after a backoff (100ms doubling to 2s);
+// an index that went backwards (Consul restarted) starts over.
+func follow[T any](ctx context.Context, list func(context.Context, uint64, time.Duration) (T, uint64, error), got func(T), failed func(error)) {
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		nodes, next, err := c.listNodes(ctx, index, 30*time.Second)
+		v, next, err := list(ctx, index, 30*time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			c.logger.Debug("node agents query failed", "err", err)
-			c.mu.Lock()
-			c.nodesLoaded = false
-			c.mu.Unlock()
+			failed(err)
 			select {
 			case <-ctx.Done():
 				return
@@ -126,16 +143,11 @@ func (c *Client) WatchNodes(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		if next < index {
-			next = 0 // the index went backwards (Consul restarted): start over
+			next = 0
 		}
 		index = next
-		c.mu.Lock()
-		c.nodes, c.nodesLoaded = nodes, true
-		c.mu.Unlock()
+		got(v)
 	}
-	c.mu.Lock()
-	c.nodesLoaded = false
-	c.mu.Unlock()
 }
 
 // listNodes lists the node agents' passing instances, blocking until
@@ -290,38 +302,18 @@ func (c *Client) Changed() <-chan struct{} {
 // ctx ends, so that Acks answers from memory and Changed fires as soon as an
 // edge acknowledges.
 func (c *Client) WatchAcks(ctx context.Context) {
-	var index uint64
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		acks, next, err := c.listAcks(ctx, index, 30*time.Second)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.logger.Debug("edge acks query failed", "err", err)
-			c.mu.Lock()
-			c.loaded = false // fall back to direct queries
-			c.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 2*time.Second)
-			index = 0
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		if next < index {
-			next = 0 // the index went backwards (Consul restarted): start over
-		}
-		index = next
+	follow(ctx, c.listAcks, func(acks []*edgev1.EdgeAck) {
 		c.mu.Lock()
 		c.acks, c.loaded = acks, true
 		close(c.changed)
 		c.changed = make(chan struct{})
 		c.mu.Unlock()
-	}
+	}, func(err error) {
+		c.logger.Debug("edge acks query failed", "err", err)
+		c.mu.Lock()
+		c.loaded = false // fall back to direct queries
+		c.mu.Unlock()
+	})
 }
 
 func (c *Client) listAcks(ctx context.Context, index uint64, wait time.Duration) ([]*edgev1.EdgeAck, uint64, error) {
