@@ -17,23 +17,26 @@ import (
 )
 
 // BenchmarkEdgeFlips is the benchmark behind scripts/bench-edge-flips.sh:
-// blue/green flips under keep-alive load, counting every failed request,
-// for both Slipway modes beside the stack Slipway replaces (consul-template
-// rendering an nginx upstream from Consul and reloading nginx on each
-// change), in the same run:
+// blue/green flips and a full canary under keep-alive load, counting every
+// failed request, for both Slipway modes beside the stack Slipway replaces
+// (consul-template rendering a weighted nginx upstream from Consul and
+// reloading nginx on each change), in the same run:
 //
 //	go test -run '^$' -bench '^BenchmarkEdgeFlips$' -benchtime 1x ./services/edge/e2e
 //
 // Each system gets its own wrk run (-t2 -c64, keep-alive) against the same
 // two demo backends (release 1 blue, release 2 green) and, while it runs,
-// SLIPWAY_BENCH_FLIPS (default 20) flips of all traffic between them,
-// spread evenly over SLIPWAY_BENCH_FLIP_DURATION (default 70s): for Slipway
-// a new traffic intent in Consul KV (100/0 <-> 0/100), for the seed stack a
-// KV key naming the live release that the template reads. A flip is done
-// when a probe request is answered by the new release; the next waits for
-// its slot. Failed requests are wrk's socket errors (connect, read, write,
-// timeout) and non-2xx answers. SLIPWAY_BENCH_QUICK=1 is a smoke test (6s,
-// 4 flips): its figures are not results.
+// SLIPWAY_BENCH_FLIPS (default 20) flips of all traffic between them, then
+// a canary of the other release through the weights in canarySteps, all
+// spread evenly over SLIPWAY_BENCH_FLIP_DURATION (default 100s, over 2M
+// requests per system at the idle machine's rate): for Slipway a new
+// traffic intent in Consul KV, for the seed stack a KV key holding the two
+// weights that the template reads. A flip (and the canary's first step) is
+// done when a probe request is answered by the new release; the next
+// change waits for its slot. Failed requests are wrk's socket errors
+// (connect, read, write, timeout) and non-2xx answers.
+// SLIPWAY_BENCH_QUICK=1 is a smoke test (8s, 4 flips): its figures are not
+// results.
 func BenchmarkEdgeFlips(b *testing.B) {
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
@@ -44,9 +47,9 @@ func BenchmarkEdgeFlips(b *testing.B) {
 		b.Fatal("consul-template not built into SLIPWAY_BIN: SLIPWAY_TOOLS_BENCH=1 scripts/tools.sh (make bench does)")
 	}
 	quick := os.Getenv("SLIPWAY_BENCH_QUICK") == "1"
-	dur, flips := 70*time.Second, 20
+	dur, flips := 100*time.Second, 20
 	if quick {
-		dur, flips = 6*time.Second, 4
+		dur, flips = 8*time.Second, 4
 	}
 	if v := os.Getenv("SLIPWAY_BENCH_FLIP_DURATION"); v != "" {
 		if dur, err = time.ParseDuration(v); err != nil {
@@ -71,20 +74,26 @@ func BenchmarkEdgeFlips(b *testing.B) {
 
 	type system struct {
 		name, addr string
-		// flip routes all traffic to release rel.
-		flip func(rel uint64)
+		// weigh sends w1 percent of traffic to release 1, w2 to release 2.
+		weigh func(w1, w2 int32)
 	}
 	// Both edges follow the same intent key; each is measured on its own.
-	slipway := func(rel uint64) {
+	slipway := func(w1, w2 int32) {
 		gen++
-		w := map[uint64]int32{1: 0, 2: 0}
-		w[rel] = 100
-		e.writeIntent("web", intent{gen: gen, host: "web.test", weights: w})
+		e.writeIntent("web", intent{gen: gen, host: "web.test", weights: map[uint64]int32{1: w1, 2: w2}})
 	}
 	systems := []system{
-		{name: "Slipway built-in", addr: edges["proxy"].httpAddr, flip: slipway},
-		{name: "Slipway nginx mode", addr: edges["nginx"].httpAddr, flip: slipway},
-		{name: "consul-template+nginx", addr: seed.addr, flip: seed.flip},
+		{name: "Slipway built-in", addr: edges["proxy"].httpAddr, weigh: slipway},
+		{name: "Slipway nginx mode", addr: edges["nginx"].httpAddr, weigh: slipway},
+		{name: "consul-template+nginx", addr: seed.addr, weigh: seed.weigh},
+	}
+	// all routes every request to release rel.
+	all := func(sys system, rel uint64) {
+		if rel == 1 {
+			sys.weigh(100, 0)
+		} else {
+			sys.weigh(0, 100)
+		}
 	}
 	type result struct {
 		wrk     wrkResult
@@ -93,28 +102,45 @@ func BenchmarkEdgeFlips(b *testing.B) {
 	results := make([]result, len(systems))
 	probe := &http.Client{Timeout: 2 * time.Second}
 	defer probe.CloseIdleConnections()
-	slot := dur / time.Duration(flips+1)
+	slot := dur / time.Duration(flips+len(canarySteps)+1)
 	for i, sys := range systems {
 		// Every system starts on release 1.
-		sys.flip(1)
+		all(sys, 1)
 		waitServed(b, probe, sys.addr, "v1")
 		start := time.Now()
 		stop := backgroundWrk(b, wrk, "-t2", "-c64", "-d1h", "--latency", "-H", "Host: web.test", "http://"+sys.addr+"/")
-		rel := uint64(1)
-		for f := 1; f <= flips; f++ {
-			time.Sleep(time.Until(start.Add(time.Duration(f) * slot))) // the flips' schedule, not a synchronisation
+		rel, change := uint64(1), 0
+		next := func() { // the changes' schedule, not a synchronisation
+			change++
+			time.Sleep(time.Until(start.Add(time.Duration(change) * slot)))
+		}
+		for range flips {
+			next()
 			rel = 3 - rel
 			t0 := time.Now()
-			sys.flip(rel)
+			all(sys, rel)
 			waitServed(b, probe, sys.addr, "v"+strconv.FormatUint(rel, 10))
 			results[i].applied = append(results[i].applied, time.Since(t0))
+		}
+		// The canary: the other release takes each step's share.
+		canary := 3 - rel
+		for k, pct := range canarySteps {
+			next()
+			if canary == 1 {
+				sys.weigh(pct, 100-pct)
+			} else {
+				sys.weigh(100-pct, pct)
+			}
+			if k == 0 {
+				waitServed(b, probe, sys.addr, "v"+strconv.FormatUint(canary, 10))
+			}
 		}
 		time.Sleep(time.Until(start.Add(dur)))
 		results[i].wrk = stop()
 		probe.CloseIdleConnections()
 	}
 
-	fmt.Printf("\nblue/green flips under load: wrk -t2 -c64 keep-alive for %v per system, %d flips each (all traffic from one release to the other), same two demo backends\n", dur, flips)
+	fmt.Printf("\nblue/green flips and a canary under load: wrk -t2 -c64 keep-alive for %v per system, %d flips each (all traffic from one release to the other), then a canary at %v percent, same two demo backends\n", dur, flips, canarySteps)
 	fmt.Printf("%-22s %10s %8s %9s %8s %8s %10s %10s %12s\n", "system", "requests", "failed", "sock err", "non-2xx", "req/s", "p50", "p99", "flip->routed")
 	var seedFailed, worstSlipway int64
 	for i, sys := range systems {
@@ -134,13 +160,18 @@ func BenchmarkEdgeFlips(b *testing.B) {
 			fmt.Printf("  (%s: %d requests, under the 2M goal: raise SLIPWAY_BENCH_FLIP_DURATION)\n", sys.name, r.wrk.requests)
 		}
 	}
-	fmt.Printf("failed per flip: Slipway (worst mode) %.2f, consul-template+nginx %.2f (flip->routed is the median over the flips)\n",
-		float64(worstSlipway)/float64(flips), float64(seedFailed)/float64(flips))
+	changes := flips + len(canarySteps)
+	fmt.Printf("failed per traffic change: Slipway (worst mode) %.2f, consul-template+nginx %.2f (flip->routed is the median over the flips)\n",
+		float64(worstSlipway)/float64(changes), float64(seedFailed)/float64(changes))
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(results[0].wrk.failed()), "proxy_failed")
 	b.ReportMetric(float64(results[1].wrk.failed()), "nginx_mode_failed")
 	b.ReportMetric(float64(seedFailed), "consul_template_failed")
 }
+
+// canarySteps are the canary release's weights, in percent, after the
+// flips: a full canary, ending with all traffic on it.
+var canarySteps = []int32{10, 25, 50, 75, 100}
 
 // waitServed polls until a request through addr is answered by version.
 func waitServed(t testing.TB, client *http.Client, addr, version string) {
@@ -158,22 +189,30 @@ func waitServed(t testing.TB, client *http.Client, addr, version string) {
 	}
 }
 
-// seedStack is the stack Slipway replaces: consul-template rendering an
-// nginx upstream from Consul's passing instances of the release a KV key
-// names, reloading nginx on every change.
+// seedStack is the stack Slipway replaces: consul-template rendering a
+// weighted nginx upstream from Consul's passing instances of the two
+// releases and a KV key holding their weights, reloading nginx on every
+// change (the way such stacks do blue/green and canaries).
 type seedStack struct {
 	addr string
-	flip func(rel uint64)
+	// weigh writes the weights of releases 1 and 2 (percent; 0 leaves a
+	// release out of the upstream, as nginx has no weight 0).
+	weigh func(w1, w2 int32)
 }
 
-const seedKey = "bench/web/live-release"
+const seedKey = "bench/web/weights"
 
-// seedTemplate renders the upstream of the live release's passing
-// instances (release tag "release=N").
+// seedTemplate renders the upstream of the passing instances (release tag
+// "release=N") of the releases with a weight above 0, from one KV key
+// "w1,w2" so a change is one render.
 const seedTemplate = `upstream backend {
-{{- $rel := keyOrDefault "` + seedKey + `" "1" }}
-{{- range service "web" }}{{ if .Tags | contains (print "release=" $rel) }}
-    server {{ .Address }}:{{ .Port }};{{ end }}{{ end }}
+{{- $w := keyOrDefault "` + seedKey + `" "100,0" | split "," }}
+{{- range service "web" }}
+{{- if and (.Tags | contains "release=1") (ne (index $w 0) "0") }}
+    server {{ .Address }}:{{ .Port }} weight={{ index $w 0 }};{{ end }}
+{{- if and (.Tags | contains "release=2") (ne (index $w 1) "0") }}
+    server {{ .Address }}:{{ .Port }} weight={{ index $w 1 }};{{ end }}
+{{- end }}
     keepalive 256;
     keepalive_requests 100000;
 }
@@ -183,13 +222,13 @@ func startSeedStack(t testing.TB, e *env, ctBin string) seedStack {
 	t.Helper()
 	dir, addr := t.TempDir(), testenv.FreeAddr(t)
 	os.MkdirAll(filepath.Join(dir, "logs"), 0o755)
-	put := func(rel uint64) {
+	put := func(w1, w2 int32) {
 		t.Helper()
-		if _, err := e.client.KV().Put(&api.KVPair{Key: seedKey, Value: []byte(strconv.FormatUint(rel, 10))}, nil); err != nil {
+		if _, err := e.client.KV().Put(&api.KVPair{Key: seedKey, Value: fmt.Appendf(nil, "%d,%d", w1, w2)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	put(1)
+	put(100, 0)
 	t.Cleanup(func() { e.client.KV().Delete(seedKey, nil) })
 	tmpl, upstream, conf := filepath.Join(dir, "upstream.ctmpl"), filepath.Join(dir, "upstream.conf"), filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(tmpl, []byte(seedTemplate), 0o644); err != nil {
@@ -236,5 +275,5 @@ http {
 	waitListening(t, "seed nginx", addr)
 	reload := fmt.Sprintf("/usr/sbin/nginx -p %s -c %s -s reload", dir, conf)
 	startPeerProcess(t, "consul-template", ctBin, ctArgs(tmpl+":"+upstream+":"+reload))
-	return seedStack{addr: addr, flip: put}
+	return seedStack{addr: addr, weigh: put}
 }
