@@ -8,7 +8,7 @@
 # BenchmarkEdgeFlips (services/edge/e2e), which needs wrk, nginx and
 # consul-template (built into ./bin by scripts/tools.sh with
 # SLIPWAY_TOOLS_BENCH=1, as make bench does).
-# SLIPWAY_BENCH_FLIP_DURATION sets each system's run (default 100s: over 2M
+# SLIPWAY_BENCH_FLIP_DURATION sets each system's run (default 120s: over 2M
 # requests each at the idle machine's rate), SLIPWAY_BENCH_FLIPS the flips
 # per run (default 20). SLIPWAY_BENCH_QUICK=1 smoke-tests the script (8s,
 # 4 flips per system): its figures are not results.

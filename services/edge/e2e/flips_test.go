@@ -28,7 +28,7 @@ import (
 // two demo backends (release 1 blue, release 2 green) and, while it runs,
 // SLIPWAY_BENCH_FLIPS (default 20) flips of all traffic between them, then
 // a canary of the other release through the weights in canarySteps, all
-// spread evenly over SLIPWAY_BENCH_FLIP_DURATION (default 100s, over 2M
+// spread evenly over SLIPWAY_BENCH_FLIP_DURATION (default 120s, over 2M
 // requests per system at the idle machine's rate): for Slipway a new
 // traffic intent in Consul KV, for the seed stack a KV key holding the two
 // weights that the template reads. A flip (and the canary's first step) is
@@ -47,7 +47,7 @@ func BenchmarkEdgeFlips(b *testing.B) {
 		b.Fatal("consul-template not built into SLIPWAY_BIN: SLIPWAY_TOOLS_BENCH=1 scripts/tools.sh (make bench does)")
 	}
 	quick := os.Getenv("SLIPWAY_BENCH_QUICK") == "1"
-	dur, flips := 100*time.Second, 20
+	dur, flips := 120*time.Second, 20
 	if quick {
 		dur, flips = 8*time.Second, 4
 	}
