@@ -57,7 +57,7 @@ func Violations(err error) []FieldViolation {
 // ErrorDomain is the google.rpc.ErrorInfo domain of Slipway's error reasons.
 const ErrorDomain = "slipway.dev"
 
-// Reasons of the google.rpc.ErrorInfo on an UNAVAILABLE answer to a write
+// Reasons of the google.rpc.ErrorInfo on the answer to a write
 // (slipway.deploy.v1.ErrorReason without its prefix).
 const (
 	// ReasonNotCommitted: the write was not applied and will not be.
@@ -65,7 +65,15 @@ const (
 	// ReasonOutcomeUnknown: the write may still be applied; retry with the
 	// request id in the metadata.
 	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+	// ReasonReleaseChanged (on FAILED_PRECONDITION): a Deploy's
+	// expected_release is no longer the service's latest release, named in
+	// the metadata under MetaCurrentRelease.
+	ReasonReleaseChanged = "RELEASE_CHANGED"
 )
+
+// MetaCurrentRelease is the ErrorInfo metadata key naming the service's
+// latest release on a RELEASE_CHANGED answer.
+const MetaCurrentRelease = "current_release"
 
 // MetaRequestID is the ErrorInfo metadata key naming the request id to
 // retry an OUTCOME_UNKNOWN write with.

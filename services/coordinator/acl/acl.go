@@ -74,13 +74,30 @@ type Token struct {
 func (t Token) Has(p Policy) bool { return slices.Contains(t.Policies, p) }
 
 // matches reports whether one of the token's globs matches service.
-func (t Token) matches(service string) bool {
-	for _, g := range t.Services {
+func (t Token) matches(service string) bool { return MatchGlobs(t.Services, service) }
+
+// MatchGlobs reports whether one of globs (path.Match syntax, as a token's
+// service globs or a secret's scope) matches service. A malformed glob
+// matches nothing.
+func MatchGlobs(globs []string, service string) bool {
+	for _, g := range globs {
 		if ok, err := path.Match(g, service); err == nil && ok {
 			return true
 		}
 	}
 	return false
+}
+
+// GlobErrors describes each glob of globs that is not a valid service
+// pattern (empty, or not path.Match syntax), by its index.
+func GlobErrors(globs []string) map[int]string {
+	out := map[int]string{}
+	for i, g := range globs {
+		if _, err := path.Match(g, ""); err != nil || g == "" {
+			out[i] = fmt.Sprintf("service glob %q is not a valid pattern (path.Match syntax, e.g. web-*)", g)
+		}
+	}
+	return out
 }
 
 // Sees reports whether the token may read service: admin and read see
@@ -128,9 +145,10 @@ func (t Token) Grants() string {
 // a valid path.Match pattern, and deploy or operate need at least one.
 func ValidateGlobs(policies []Policy, globs []string) error {
 	var errs []error
-	for _, g := range globs {
-		if _, err := path.Match(g, ""); err != nil || g == "" {
-			errs = append(errs, fmt.Errorf("service glob %q is not a valid pattern (path.Match syntax, e.g. web-*)", g))
+	bad := GlobErrors(globs)
+	for i := range globs {
+		if d, ok := bad[i]; ok {
+			errs = append(errs, errors.New(d))
 		}
 	}
 	if len(globs) == 0 && (slices.Contains(policies, Deploy) || slices.Contains(policies, Operate)) {

@@ -146,11 +146,11 @@ func TestSecretMountedInContainerOnly(t *testing.T) {
 
 	v1, v2, conf := randomValue(t, "pw1"), randomValue(t, "pw2"), randomValue(t, "conf")
 	s.rpc("create secret", func(ctx context.Context) error {
-		_, err := secrets.CreateSecret(ctx, &deployv1.CreateSecretRequest{Name: "db-" + s.name, Data: []byte(v1)})
+		_, err := secrets.CreateSecret(ctx, &deployv1.CreateSecretRequest{Name: "db-" + s.name, Data: []byte(v1), Services: []string{s.name}})
 		return err
 	})
 	s.rpc("create config", func(ctx context.Context) error {
-		_, err := secrets.CreateSecret(ctx, &deployv1.CreateSecretRequest{Kind: deployv1.SecretKind_SECRET_KIND_CONFIG, Name: "app.conf", Data: []byte(conf)})
+		_, err := secrets.CreateSecret(ctx, &deployv1.CreateSecretRequest{Kind: deployv1.SecretKind_SECRET_KIND_CONFIG, Name: "app.conf", Data: []byte(conf), Services: []string{"*"}})
 		return err
 	})
 	spec := &deployv1.ServiceSpec{

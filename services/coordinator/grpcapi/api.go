@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -243,6 +244,15 @@ func toStatus(err error) error {
 	}
 	if errors.Is(err, raftnode.ErrOutcomeUnknown) {
 		return rpc.WithReason(codes.Unavailable, err.Error(), rpc.ReasonOutcomeUnknown, requestMeta(err))
+	}
+	var me *state.MountError
+	if errors.As(err, &me) {
+		return rpc.InvalidArgument("spec", []rpc.FieldViolation{{Field: me.Field, Description: me.Description}})
+	}
+	var rc *state.ReleaseChangedError
+	if errors.As(err, &rc) {
+		return rpc.WithReason(codes.FailedPrecondition, rc.Error(), rpc.ReasonReleaseChanged,
+			map[string]string{rpc.MetaCurrentRelease: strconv.FormatUint(rc.Current, 10)})
 	}
 	var c codes.Code
 	switch {

@@ -69,12 +69,20 @@ func (s *deployServer) Deploy(ctx context.Context, req *deployv1.DeployRequest) 
 			return nil, rpc.InvalidArgument("spec", vs)
 		}
 		normal := spec.Normalize(req.GetSpec())
-		if err := s.a.pinMounts(normal); err != nil {
-			return nil, err
+		// A retry of a recorded request is answered by the state (a
+		// replay, or a refusal of another spec under its id), whatever
+		// happened to its secrets since.
+		if !s.a.fsm.KnownRequest(rid) {
+			if err := s.a.checkMounts(normal); err != nil {
+				return nil, err
+			}
 		}
+		// The state pins the unversioned mounts and checks the scopes
+		// again when it applies the entry.
 		res, err := apply[state.DeployResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{
 			Spec: normal, RequestId: rid, Supersede: req.GetSupersede(),
 			CreatedBy: req.GetCreatedBy(), Reason: req.GetReason(), AccessorId: accessor(ctx),
+			ExpectedRelease: req.ExpectedRelease,
 		}}})
 		if err != nil {
 			return nil, withRequest(err, rid)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/secretstore"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/rpc"
@@ -38,12 +39,18 @@ func noKeyring() error {
 	return status.Error(codes.FailedPrecondition, secretstore.ErrNoKeyring.Error())
 }
 
-func validateSecretWrite(name string, data []byte, needData bool) error {
+func validateSecretWrite(name string, data []byte, needData bool, services ...string) error {
 	var vs []rpc.FieldViolation
 	if d := specrules.Identifier(name); d != "" {
 		vs = append(vs, rpc.FieldViolation{Field: "name", Description: fmt.Sprintf("%q %s", name, d)})
 	}
-	if needData {
+	bad := acl.GlobErrors(services)
+	for i := range services {
+		if d, ok := bad[i]; ok {
+			vs = append(vs, rpc.FieldViolation{Field: fmt.Sprintf("services[%d]", i), Description: d})
+		}
+	}
+	if needData || len(data) > 0 {
 		switch {
 		case len(data) == 0:
 			vs = append(vs, rpc.FieldViolation{Field: "data", Description: "must not be empty"})
@@ -58,7 +65,7 @@ func validateSecretWrite(name string, data []byte, needData bool) error {
 }
 
 func (s *secretServer) CreateSecret(ctx context.Context, req *deployv1.CreateSecretRequest) (*deployv1.CreateSecretResponse, error) {
-	if err := validateSecretWrite(req.GetName(), req.GetData(), true); err != nil {
+	if err := validateSecretWrite(req.GetName(), req.GetData(), true, req.GetServices()...); err != nil {
 		return nil, err
 	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.CreateSecretResponse, error) {
@@ -70,7 +77,8 @@ func (s *secretServer) CreateSecret(ctx context.Context, req *deployv1.CreateSec
 		if err != nil {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())
 		}
-		res, err := apply[state.SecretResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Kind: kind, Name: req.GetName(), Version: v}}})
+		res, err := apply[state.SecretResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Kind: kind, Name: req.GetName(), Version: v,
+			SetServices: true, Services: req.GetServices()}}})
 		if err != nil {
 			return nil, err
 		}
@@ -81,14 +89,29 @@ func (s *secretServer) CreateSecret(ctx context.Context, req *deployv1.CreateSec
 }
 
 func (s *secretServer) UpdateSecret(ctx context.Context, req *deployv1.UpdateSecretRequest) (*deployv1.UpdateSecretResponse, error) {
-	if err := validateSecretWrite(req.GetName(), req.GetData(), true); err != nil {
+	if err := validateSecretWrite(req.GetName(), req.GetData(), !req.GetSetServices(), req.GetServices()...); err != nil {
 		return nil, err
 	}
+	switch {
+	case len(req.GetServices()) > 0 && !req.GetSetServices():
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "services", Description: "needs set_services (which replaces the scope with them)"}})
+	case len(req.GetData()) == 0 && req.GetRedeploy():
+		return nil, rpc.InvalidArgument("request", []rpc.FieldViolation{{Field: "redeploy", Description: "needs data: a scope change alone makes no new version to roll out"}})
+	}
 	return onLeader(ctx, s.a, func(ctx context.Context) (*deployv1.UpdateSecretResponse, error) {
+		kind := state.NormalKind(req.GetKind())
+		if len(req.GetData()) == 0 {
+			// A scope change only: no value is sealed, no keyring needed.
+			res, err := apply[state.SecretResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{
+				Kind: kind, Name: req.GetName(), SetServices: true, Services: req.GetServices(), By: accessor(ctx)}}})
+			if err != nil {
+				return nil, err
+			}
+			return &deployv1.UpdateSecretResponse{Secret: res.Secret}, nil
+		}
 		if !s.a.secrets.Enabled() {
 			return nil, noKeyring()
 		}
-		kind := state.NormalKind(req.GetKind())
 		cur, err := s.a.fsm.Secret(kind, req.GetName())
 		if err != nil {
 			return nil, err
@@ -98,7 +121,8 @@ func (s *secretServer) UpdateSecret(ctx context.Context, req *deployv1.UpdateSec
 		if err != nil {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())
 		}
-		res, err := apply[state.SecretResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Kind: kind, Name: req.GetName(), Version: v}}})
+		res, err := apply[state.SecretResult](ctx, s.a, &statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Kind: kind, Name: req.GetName(), Version: v,
+			SetServices: req.GetSetServices(), Services: req.GetServices()}}})
 		if err != nil {
 			return nil, err
 		}
@@ -213,10 +237,12 @@ func (s *secretServer) RekeySecrets(ctx context.Context, req *deployv1.RekeySecr
 	})
 }
 
-// pinMounts checks, on the leader, that every secret and config a
-// normalized spec mounts exists (with the version it names) and pins the
-// unversioned ones to their latest version. Violations name the field.
-func (a *API) pinMounts(spec *deployv1.ServiceSpec) error {
+// checkMounts checks, on the leader, that every secret and config a
+// normalized spec mounts exists (with the version it names) and allows the
+// spec's service. Violations name the field. The state checks again, and
+// pins the unversioned mounts to the latest version, when it applies the
+// deploy.
+func (a *API) checkMounts(spec *deployv1.ServiceSpec) error {
 	if len(spec.GetSecrets())+len(spec.GetConfigs()) == 0 {
 		return nil
 	}
@@ -240,8 +266,11 @@ func (a *API) pinMounts(spec *deployv1.ServiceSpec) error {
 			if err != nil {
 				return err
 			}
+			if d := state.ScopeViolation(kind.kind, m.GetName(), sec.GetServices(), spec.GetName()); d != "" {
+				vs = append(vs, rpc.FieldViolation{Field: field + ".name", Description: d})
+				continue
+			}
 			if m.GetVersion() == 0 {
-				m.Version = sec.GetVersion()
 				continue
 			}
 			found := false

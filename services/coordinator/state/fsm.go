@@ -37,9 +37,11 @@ import (
 // starts a deploy's or rollback's rollout from the release that serves (the
 // one carrying most of the traffic intent in force) instead of the stable
 // release, version 5 the secret entries and snapshot field, version 6 the
-// batched node entry (upsert_nodes); older entries
+// batched node entry (upsert_nodes), version 7 secret scopes (checked at
+// deploy and rollback), mounts pinned when a deploy is applied and a
+// deploy's expected_release; older entries
 // and snapshots are still read, and replay as they did.
-const CurrentVersion = 6
+const CurrentVersion = 7
 
 // nodesVersion is the first schema version with the upsert_nodes entry.
 const nodesVersion = 6
@@ -340,7 +342,7 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 		}
 		switch op := op.(type) {
 		case *statev1.Command_PutSecret:
-			return f.applyPutSecret(index, at, op.PutSecret.GetVersion().GetMeta().GetCreatedBy(), op.PutSecret)
+			return f.applyPutSecret(index, uint64(cmd.GetVersion()), at, op.PutSecret)
 		case *statev1.Command_DeleteSecret:
 			return f.applyDeleteSecret(index, at, op.DeleteSecret)
 		default:
@@ -383,10 +385,29 @@ func (f *FSM) applyDeploy(index, version uint64, at *timestamppb.Timestamp, op *
 	if spec.GetName() == "" {
 		return fmt.Errorf("deploy: spec.name is empty: %w", ErrInvalid)
 	}
-	if err := f.checkMountsLocked(spec); err != nil {
+	if op.ExpectedRelease != nil {
+		var current uint64
+		if sr := f.services[spec.GetName()]; sr != nil {
+			current = uint64(len(sr.releases))
+		}
+		if current != op.GetExpectedRelease() {
+			return &ReleaseChangedError{Service: spec.GetName(), Expected: op.GetExpectedRelease(), Current: current}
+		}
+	}
+	if version >= scopeVersion {
+		spec = proto.CloneOf(spec) // pinned below: the entry's message stays as sent
+	}
+	pinned, err := f.checkMountsLocked(spec, version)
+	if err != nil {
 		return fmt.Errorf("deploy %s: %w", spec.GetName(), err)
 	}
-	return f.release(index, version, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetAccessorId(), op.GetReason(), "deploy")
+	res := f.release(index, version, at, spec, 0, op.GetRequestId(), op.GetSupersede(), op.GetCreatedBy(), op.GetAccessorId(), op.GetReason(), "deploy")
+	if rec := f.requests[op.GetRequestId()]; rec != nil {
+		if _, ok := res.(DeployResult); ok {
+			rec.UnpinnedSecrets, rec.UnpinnedConfigs = pinned[0], pinned[1]
+		}
+	}
+	return res
 }
 
 func (f *FSM) applyRollback(index, version uint64, at *timestamppb.Timestamp, op *statev1.RollbackOp) any {
@@ -411,8 +432,8 @@ func (f *FSM) applyRollback(index, version uint64, at *timestamppb.Timestamp, op
 	if target > latest {
 		return fmt.Errorf("release %d of service %q (latest is %d): %w", target, op.GetService(), latest, ErrNotFound)
 	}
-	spec := sr.releases[target-1].GetSpec()
-	if err := f.checkMountsLocked(spec); err != nil {
+	spec := proto.CloneOf(sr.releases[target-1].GetSpec())
+	if _, err := f.checkMountsLocked(spec, version); err != nil {
 		return fmt.Errorf("rollback %s to release %d: %w", op.GetService(), target, err)
 	}
 	reason := op.GetReason()
@@ -875,6 +896,10 @@ func (f *FSM) RestoreBytes(b []byte) error {
 		}
 	}
 	for _, r := range s.GetSecrets() {
+		if s.GetVersion() < scopeVersion {
+			// Written before scopes: every service could mount it.
+			r.Services = []string{"*"}
+		}
 		f.secrets[secretKey(NormalKind(r.GetKind()), r.GetName())] = r
 	}
 	// Snapshots written before final rollouts were cleared from their

@@ -61,7 +61,30 @@ func goldenHistory(t *testing.T) *log {
 	l.add(&statev1.Command{Op: &statev1.Command_UpsertNodes{UpsertNodes: &statev1.UpsertNodesOp{Nodes: []*clusterv1.Node{
 		{Id: "n1", Address: "10.0.0.1:7410", Status: clusterv1.NodeStatus_NODE_STATUS_READY},
 		{Id: "n9", Address: "10.0.0.9:7410", Status: clusterv1.NodeStatus_NODE_STATUS_DOWN}}}}})
+	addScopeEntries(t, l)
 	return l
+}
+
+// addScopeEntries adds the entries of schema version 7 (entries 26-28): a
+// config created scoped to api, its scope widened, and a conditional
+// deploy of api mounting it unversioned (pinned when applied).
+func addScopeEntries(t *testing.T, l *log) {
+	f := state.New()
+	for _, e := range l.entries {
+		f.Apply(e)
+	}
+	api, err := f.Service("api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := deployv1.SecretKind_SECRET_KIND_CONFIG
+	l.add(&statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Kind: cfg, Name: "app.conf", Services: []string{"api"},
+		Version: &statev1.SecretVersionRecord{Meta: &deployv1.SecretVersion{Version: 1, Digest: "hmac-sha256:c1", Size: 9, KeyId: "k2", CreatedBy: "acc-admin"}, Ciphertext: []byte("sealed-conf")}}}})
+	l.add(&statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Kind: cfg, Name: "app.conf", SetServices: true, Services: []string{"api", "web-*"}, By: "acc-admin"}}})
+	s := spec("api", "slipway/demo:v3")
+	s.Configs = []*deployv1.FileMount{{Name: "app.conf", Target: "/app.conf", Mode: 0o444}}
+	l.add(&statev1.Command{Op: &statev1.Command_Deploy{Deploy: &statev1.DeployOp{Spec: s, RequestId: "r-scoped", Supersede: true, CreatedBy: "ci",
+		ExpectedRelease: proto.Uint64(api.GetLatestRelease())}}})
 }
 
 // addSecretEntries adds the secret entries of schema version 4 (entries
@@ -172,8 +195,17 @@ func TestGoldenEntriesStillDecode(t *testing.T) {
 		if _, err := f.Secret(deployv1.SecretKind_SECRET_KIND_SECRET, "db"); err == nil {
 			t.Error("golden secret db still exists after its delete entry")
 		}
+		// The scope entries: created for api, widened, mounted by api.
+		conf, err := f.Secret(deployv1.SecretKind_SECRET_KIND_CONFIG, "app.conf")
+		if err != nil || !slices.Equal(conf.GetServices(), []string{"api", "web-*"}) || !slices.Equal(conf.GetUsedBy(), []string{"api"}) {
+			t.Errorf("golden config app.conf = %v, %v; want scoped to api, web-* and mounted by api", conf, err)
+		}
+		if rels, _, _ := f.Releases("api", 1); len(rels) != 1 || rels[0].GetRequestId() != "r-scoped" || rels[0].GetSpec().GetConfigs()[0].GetVersion() != 1 {
+			t.Errorf("golden scoped deploy: latest release of api %v, want r-scoped pinning app.conf version 1", rels)
+		}
 	}
-	if len(snapshotOf(t, f).GetSupersessions()) != 2 {
+	// web-1 and web-2, and api-1 by the scoped deploy of entry 28.
+	if len(snapshotOf(t, f).GetSupersessions()) != 3 {
 		t.Errorf("supersessions not recorded in the snapshot: %v", snapshotOf(t, f).GetSupersessions())
 	}
 	// The machine states held in the log still decode, field for field.

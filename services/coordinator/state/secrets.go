@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"slipway.dev/coordinator/acl"
 	"slipway.dev/platform/specrules"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -15,6 +16,14 @@ import (
 
 // secretsVersion is the first schema version with secret entries.
 const secretsVersion = 5
+
+// scopeVersion is the first schema version with secret scopes: a secret
+// created by an older entry (or read from an older snapshot) may be mounted
+// by every service ("*"), one created by a newer entry by the services its
+// entry names (none when it names none). Deploys and rollbacks of newer
+// entries are checked against the scope, and pin their unversioned mounts
+// when they are applied.
+const scopeVersion = 7
 
 // SecretResult is the Apply response of a secret entry.
 type SecretResult struct {
@@ -55,18 +64,39 @@ func SecretAAD(k deployv1.SecretKind, name string, version uint64) []byte {
 	return fmt.Appendf(nil, "%s/%s/%d", KindName(k), name, version)
 }
 
-func (f *FSM) applyPutSecret(index uint64, at *timestamppb.Timestamp, accessor string, op *statev1.PutSecretOp) any {
+func (f *FSM) applyPutSecret(index, version uint64, at *timestamppb.Timestamp, op *statev1.PutSecretOp) any {
 	kind := NormalKind(op.GetKind())
 	name := op.GetName()
 	v := op.GetVersion()
-	switch {
-	case specrules.Identifier(name) != "":
-		return fmt.Errorf("put %s: name %q: %s: %w", KindName(kind), name, specrules.Identifier(name), ErrInvalid)
-	case len(v.GetCiphertext()) == 0 || v.GetMeta().GetKeyId() == "":
-		return fmt.Errorf("put %s %s: no ciphertext or key id: %w", KindName(kind), name, ErrInvalid)
+	scoped := version >= scopeVersion
+	if d := specrules.Identifier(name); d != "" {
+		return fmt.Errorf("put %s: name %q: %s: %w", KindName(kind), name, d, ErrInvalid)
+	}
+	if op.GetSetServices() {
+		if !scoped {
+			return fmt.Errorf("put %s %s: set_services needs schema version %d, the entry has %d: %w", KindName(kind), name, scopeVersion, version, ErrInvalid)
+		}
+		bad := acl.GlobErrors(op.GetServices())
+		for i := range op.GetServices() {
+			if d, ok := bad[i]; ok {
+				return fmt.Errorf("put %s %s: services[%d]: %s: %w", KindName(kind), name, i, d, ErrInvalid)
+			}
+		}
 	}
 	key := secretKey(kind, name)
 	rec := f.secrets[key]
+	if v == nil && op.GetSetServices() {
+		// A scope change only.
+		if rec == nil {
+			return fmt.Errorf("%s %q: %w", KindName(kind), name, ErrNotFound)
+		}
+		rec.Services = slices.Clone(op.GetServices())
+		f.addAudit(index, at, "", op.GetBy(), KindName(kind)+" scope", "", fmt.Sprintf("%s %s may be mounted by %s", KindName(kind), name, ScopeText(rec.GetServices())))
+		return SecretResult{Secret: f.describeSecretLocked(rec)}
+	}
+	if len(v.GetCiphertext()) == 0 || v.GetMeta().GetKeyId() == "" {
+		return fmt.Errorf("put %s %s: no ciphertext or key id: %w", KindName(kind), name, ErrInvalid)
+	}
 	n := v.GetMeta().GetVersion()
 	switch {
 	case n == 1 && rec != nil:
@@ -80,15 +110,48 @@ func (f *FSM) applyPutSecret(index uint64, at *timestamppb.Timestamp, accessor s
 	v.Meta.CreatedAt = at
 	if rec == nil {
 		rec = &statev1.SecretRecord{Kind: kind, Name: name}
+		if !scoped {
+			// Created before scopes existed: every service could mount it.
+			rec.Services = []string{"*"}
+		}
 		f.secrets[key] = rec
+	}
+	if scoped && (n == 1 || op.GetSetServices()) {
+		rec.Services = slices.Clone(op.GetServices())
 	}
 	rec.Versions = append(rec.Versions, v)
 	action := KindName(kind) + " create"
 	if n > 1 {
 		action = KindName(kind) + " update"
 	}
-	f.addAudit(index, at, "", accessor, action, "", fmt.Sprintf("%s %s version %d (%s, %d bytes)", KindName(kind), name, n, v.GetMeta().GetDigest(), v.GetMeta().GetSize()))
+	detail := fmt.Sprintf("%s %s version %d (%s, %d bytes)", KindName(kind), name, n, v.GetMeta().GetDigest(), v.GetMeta().GetSize())
+	if scoped && (n == 1 || op.GetSetServices()) {
+		detail += ", may be mounted by " + ScopeText(rec.GetServices())
+	}
+	f.addAudit(index, at, "", v.GetMeta().GetCreatedBy(), action, "", detail)
 	return SecretResult{Secret: f.describeSecretLocked(rec)}
+}
+
+// ScopeText renders a secret's scope for messages: "no service",
+// "every service" or the globs.
+func ScopeText(globs []string) string {
+	switch {
+	case len(globs) == 0:
+		return "no service"
+	case slices.Contains(globs, "*"):
+		return "every service (*)"
+	}
+	return strings.Join(globs, ", ")
+}
+
+// ScopeViolation describes why the secret or config name, scoped to
+// globs, may not be mounted by service; "" when it may.
+func ScopeViolation(kind deployv1.SecretKind, name string, globs []string, service string) string {
+	if acl.MatchGlobs(globs, service) {
+		return ""
+	}
+	return fmt.Sprintf("%s %q may not be mounted by service %q: it allows %s (an admin allows it with 'slipctl %s update %s --service %s', repeating --service for each service or glob to keep)",
+		KindName(kind), name, service, ScopeText(globs), KindName(kind), name, service)
 }
 
 func (f *FSM) applyDeleteSecret(index uint64, at *timestamppb.Timestamp, op *statev1.DeleteSecretOp) any {
@@ -175,24 +238,59 @@ func (f *FSM) usersLocked(kind deployv1.SecretKind, name string) []string {
 }
 
 // checkMountsLocked refuses a spec that mounts a secret or version the
-// state does not hold.
-func (f *FSM) checkMountsLocked(spec *deployv1.ServiceSpec) error {
-	for _, kind := range []deployv1.SecretKind{deployv1.SecretKind_SECRET_KIND_SECRET, deployv1.SecretKind_SECRET_KIND_CONFIG} {
-		for _, m := range mounts(spec, kind) {
+// state does not hold. From schema version 7 on it also refuses a mount
+// whose secret's scope does not allow the spec's service (a *MountError
+// wrapping ErrSecretScope), and pins every unversioned mount to the
+// secret's latest version, in place: spec must be the entry's own copy.
+// It returns the indexes of the mounts it pinned.
+func (f *FSM) checkMountsLocked(spec *deployv1.ServiceSpec, version uint64) (pinned [2][]uint32, err error) {
+	scoped := version >= scopeVersion
+	for k, kind := range []deployv1.SecretKind{deployv1.SecretKind_SECRET_KIND_SECRET, deployv1.SecretKind_SECRET_KIND_CONFIG} {
+		for i, m := range mounts(spec, kind) {
 			rec := f.secrets[secretKey(kind, m.GetName())]
 			if rec == nil {
-				return fmt.Errorf("%s %q does not exist: %w", KindName(kind), m.GetName(), ErrNotFound)
+				return pinned, fmt.Errorf("%s %q does not exist: %w", KindName(kind), m.GetName(), ErrNotFound)
+			}
+			if scoped {
+				if d := ScopeViolation(kind, m.GetName(), rec.GetServices(), spec.GetName()); d != "" {
+					return pinned, &MountError{Field: fmt.Sprintf("spec.%ss[%d].name", KindName(kind), i), Description: d, Err: ErrSecretScope}
+				}
+				if m.GetVersion() == 0 {
+					m.Version = latestVersion(rec)
+					pinned[k] = append(pinned[k], uint32(i))
+				}
 			}
 			if !slices.ContainsFunc(rec.GetVersions(), func(v *statev1.SecretVersionRecord) bool { return v.GetMeta().GetVersion() == m.GetVersion() }) {
-				return fmt.Errorf("%s %q has no version %d (latest %d): %w", KindName(kind), m.GetName(), m.GetVersion(), latestVersion(rec), ErrNotFound)
+				return pinned, fmt.Errorf("%s %q has no version %d (latest %d): %w", KindName(kind), m.GetName(), m.GetVersion(), latestVersion(rec), ErrNotFound)
 			}
 		}
 	}
-	return nil
+	return pinned, nil
+}
+
+// unpinned returns a copy of spec with the versions of the mounts at the
+// given indexes (secrets, configs) cleared: the spec as a request sent it.
+func unpinned(spec *deployv1.ServiceSpec, secrets, configs []uint32) *deployv1.ServiceSpec {
+	if len(secrets)+len(configs) == 0 {
+		return spec
+	}
+	out := proto.CloneOf(spec)
+	for _, i := range secrets {
+		if int(i) < len(out.GetSecrets()) {
+			out.Secrets[i].Version = 0
+		}
+	}
+	for _, i := range configs {
+		if int(i) < len(out.GetConfigs()) {
+			out.Configs[i].Version = 0
+		}
+	}
+	return out
 }
 
 func (f *FSM) describeSecretLocked(rec *statev1.SecretRecord) *deployv1.Secret {
-	s := &deployv1.Secret{Kind: rec.GetKind(), Name: rec.GetName(), Version: latestVersion(rec), UsedBy: f.usersLocked(rec.GetKind(), rec.GetName())}
+	s := &deployv1.Secret{Kind: rec.GetKind(), Name: rec.GetName(), Version: latestVersion(rec), UsedBy: f.usersLocked(rec.GetKind(), rec.GetName()),
+		Services: slices.Clone(rec.GetServices())}
 	for _, v := range rec.GetVersions() {
 		s.Versions = append(s.Versions, proto.CloneOf(v.GetMeta()))
 	}

@@ -291,6 +291,11 @@ const (
 	// leader broke. The metadata key "request_id" holds the id to retry with;
 	// the retry settles it (replayed, or applied once).
 	ErrorReason_ERROR_REASON_OUTCOME_UNKNOWN ErrorReason = 2
+	// ERROR_REASON_RELEASE_CHANGED (FAILED_PRECONDITION): a Deploy's
+	// expected_release is not the service's latest release any more. The
+	// metadata key "current_release" holds the latest release number; read
+	// the service again, re-apply the change and retry.
+	ErrorReason_ERROR_REASON_RELEASE_CHANGED ErrorReason = 3
 )
 
 // Enum value maps for ErrorReason.
@@ -299,11 +304,13 @@ var (
 		0: "ERROR_REASON_UNSPECIFIED",
 		1: "ERROR_REASON_NOT_COMMITTED",
 		2: "ERROR_REASON_OUTCOME_UNKNOWN",
+		3: "ERROR_REASON_RELEASE_CHANGED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":     0,
 		"ERROR_REASON_NOT_COMMITTED":   1,
 		"ERROR_REASON_OUTCOME_UNKNOWN": 2,
+		"ERROR_REASON_RELEASE_CHANGED": 3,
 	}
 )
 
@@ -1503,9 +1510,16 @@ type DeployRequest struct {
 	// created_by names the caller for the audit trail.
 	CreatedBy string `protobuf:"bytes,4,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	// reason says why, for the audit trail.
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// expected_release, when set, makes the deploy conditional: it is
+	// refused with FAILED_PRECONDITION (reason RELEASE_CHANGED, metadata
+	// current_release) unless the service's latest release is this number
+	// (0: the service has no release yet). Checked when the leader commits
+	// the deploy, so a read-modify-deploy (slipctl scale, set-image) never
+	// overwrites a deploy that landed in between.
+	ExpectedRelease *uint64 `protobuf:"varint,6,opt,name=expected_release,json=expectedRelease,proto3,oneof" json:"expected_release,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DeployRequest) Reset() {
@@ -1571,6 +1585,13 @@ func (x *DeployRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *DeployRequest) GetExpectedRelease() uint64 {
+	if x != nil && x.ExpectedRelease != nil {
+		return *x.ExpectedRelease
+	}
+	return 0
 }
 
 // DeployResponse returns the release and rollout created (or found again).
@@ -3192,7 +3213,7 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\aservice\x18\x05 \x01(\tR\aservice\x12\x16\n" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1f\n" +
 	"\vaccessor_id\x18\a \x01(\tR\n" +
-	"accessorId\"\xb7\x01\n" +
+	"accessorId\"\xfc\x01\n" +
 	"\rDeployRequest\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
 	"\n" +
@@ -3200,7 +3221,9 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\tsupersede\x18\x03 \x01(\bR\tsupersede\x12\x1d\n" +
 	"\n" +
 	"created_by\x18\x04 \x01(\tR\tcreatedBy\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x98\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12.\n" +
+	"\x10expected_release\x18\x06 \x01(\x04H\x00R\x0fexpectedRelease\x88\x01\x01B\x13\n" +
+	"\x11_expected_release\"\x98\x01\n" +
 	"\x0eDeployResponse\x124\n" +
 	"\arelease\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.ReleaseR\arelease\x124\n" +
 	"\arollout\x18\x02 \x01(\v2\x1a.slipway.deploy.v1.RolloutR\arollout\x12\x1a\n" +
@@ -3320,11 +3343,12 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x1bANALYSIS_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ANALYSIS_RESULT_PASS\x10\x01\x12\x18\n" +
 	"\x14ANALYSIS_RESULT_FAIL\x10\x02\x12 \n" +
-	"\x1cANALYSIS_RESULT_INCONCLUSIVE\x10\x03*m\n" +
+	"\x1cANALYSIS_RESULT_INCONCLUSIVE\x10\x03*\x8f\x01\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_NOT_COMMITTED\x10\x01\x12 \n" +
-	"\x1cERROR_REASON_OUTCOME_UNKNOWN\x10\x022\xf1\t\n" +
+	"\x1cERROR_REASON_OUTCOME_UNKNOWN\x10\x02\x12 \n" +
+	"\x1cERROR_REASON_RELEASE_CHANGED\x10\x032\xf1\t\n" +
 	"\rDeployService\x12M\n" +
 	"\x06Deploy\x12 .slipway.deploy.v1.DeployRequest\x1a!.slipway.deploy.v1.DeployResponse\x12Y\n" +
 	"\n" +
@@ -3503,6 +3527,7 @@ func file_slipway_deploy_v1_deploy_proto_init() {
 		return
 	}
 	file_slipway_deploy_v1_spec_proto_init()
+	file_slipway_deploy_v1_deploy_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

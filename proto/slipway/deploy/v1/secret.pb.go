@@ -89,7 +89,14 @@ type Secret struct {
 	// versions describe every stored version, oldest first.
 	Versions []*SecretVersion `protobuf:"bytes,4,rep,name=versions,proto3" json:"versions,omitempty"`
 	// used_by lists the services whose latest release mounts it, sorted.
-	UsedBy        []string `protobuf:"bytes,5,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	UsedBy []string `protobuf:"bytes,5,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// services are the globs (path.Match syntax, as a token's service
+	// globs: "shop", "shop-*", "*") naming the services whose specs may
+	// mount it. Empty: no service may (the default of a secret created
+	// without services); "*": every service. Deploy refuses a spec that
+	// mounts a secret its service is not allowed, naming both. Secrets
+	// created before scoping existed read as "*".
+	Services      []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +162,13 @@ func (x *Secret) GetVersions() []*SecretVersion {
 func (x *Secret) GetUsedBy() []string {
 	if x != nil {
 		return x.UsedBy
+	}
+	return nil
+}
+
+func (x *Secret) GetServices() []string {
+	if x != nil {
+		return x.Services
 	}
 	return nil
 }
@@ -261,7 +275,10 @@ type CreateSecretRequest struct {
 	// name is letters, digits, '.', '_' and '-' (at most 128 bytes).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// data is the value, 1 byte to 64 KiB.
-	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// services are the globs of the services allowed to mount it (see
+	// Secret.services); none means no service until an update sets some.
+	Services      []string `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -313,6 +330,13 @@ func (x *CreateSecretRequest) GetName() string {
 func (x *CreateSecretRequest) GetData() []byte {
 	if x != nil {
 		return x.Data
+	}
+	return nil
+}
+
+func (x *CreateSecretRequest) GetServices() []string {
+	if x != nil {
+		return x.Services
 	}
 	return nil
 }
@@ -370,11 +394,17 @@ type UpdateSecretRequest struct {
 	Kind SecretKind `protobuf:"varint,1,opt,name=kind,proto3,enum=slipway.deploy.v1.SecretKind" json:"kind,omitempty"`
 	// name names an existing secret.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// data is the new value, 1 byte to 64 KiB.
+	// data is the new value, 1 byte to 64 KiB; empty with set_services
+	// changes the scope only (no new version).
 	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// redeploy rolls out a new release (pinned to the new version) of every
 	// service whose latest release mounts it, superseding active rollouts.
-	Redeploy      bool `protobuf:"varint,4,opt,name=redeploy,proto3" json:"redeploy,omitempty"`
+	Redeploy bool `protobuf:"varint,4,opt,name=redeploy,proto3" json:"redeploy,omitempty"`
+	// set_services replaces the secret's scope with services (an empty list
+	// then allows no service); without it the scope is kept.
+	SetServices bool `protobuf:"varint,5,opt,name=set_services,json=setServices,proto3" json:"set_services,omitempty"`
+	// services are the new globs, with set_services.
+	Services      []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +465,20 @@ func (x *UpdateSecretRequest) GetRedeploy() bool {
 		return x.Redeploy
 	}
 	return false
+}
+
+func (x *UpdateSecretRequest) GetSetServices() bool {
+	if x != nil {
+		return x.SetServices
+	}
+	return false
+}
+
+func (x *UpdateSecretRequest) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
 }
 
 // UpdateSecretResponse describes the new version and the rollouts started.
@@ -883,13 +927,14 @@ var File_slipway_deploy_v1_secret_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_secret_proto_rawDesc = "" +
 	"\n" +
-	"\x1eslipway/deploy/v1/secret.proto\x12\x11slipway.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eslipway/deploy/v1/deploy.proto\"\xc0\x01\n" +
+	"\x1eslipway/deploy/v1/secret.proto\x12\x11slipway.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eslipway/deploy/v1/deploy.proto\"\xdc\x01\n" +
 	"\x06Secret\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12<\n" +
 	"\bversions\x18\x04 \x03(\v2 .slipway.deploy.v1.SecretVersionR\bversions\x12\x17\n" +
-	"\aused_by\x18\x05 \x03(\tR\x06usedBy\"\xc6\x01\n" +
+	"\aused_by\x18\x05 \x03(\tR\x06usedBy\x12\x1a\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\"\xc6\x01\n" +
 	"\rSecretVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
@@ -898,18 +943,21 @@ const file_slipway_deploy_v1_secret_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\x06 \x01(\tR\tcreatedBy\"p\n" +
+	"created_by\x18\x06 \x01(\tR\tcreatedBy\"\x8c\x01\n" +
 	"\x13CreateSecretRequest\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"I\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
+	"\bservices\x18\x04 \x03(\tR\bservices\"I\n" +
 	"\x14CreateSecretResponse\x121\n" +
-	"\x06secret\x18\x01 \x01(\v2\x19.slipway.deploy.v1.SecretR\x06secret\"\x8c\x01\n" +
+	"\x06secret\x18\x01 \x01(\v2\x19.slipway.deploy.v1.SecretR\x06secret\"\xcb\x01\n" +
 	"\x13UpdateSecretRequest\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
-	"\bredeploy\x18\x04 \x01(\bR\bredeploy\"\x81\x01\n" +
+	"\bredeploy\x18\x04 \x01(\bR\bredeploy\x12!\n" +
+	"\fset_services\x18\x05 \x01(\bR\vsetServices\x12\x1a\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\"\x81\x01\n" +
 	"\x14UpdateSecretResponse\x121\n" +
 	"\x06secret\x18\x01 \x01(\v2\x19.slipway.deploy.v1.SecretR\x06secret\x126\n" +
 	"\breleases\x18\x02 \x03(\v2\x1a.slipway.deploy.v1.ReleaseR\breleases\"Y\n" +

@@ -32,10 +32,11 @@ const (
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version is the schema version the entry was written with; an FSM refuses
-	// entries newer than it understands (CURRENT_VERSION is 6: version 2
+	// entries newer than it understands (CURRENT_VERSION is 7: version 2
 	// added rollout_step and the engine's snapshot fields, version 3 the ACL
 	// token entries and snapshot fields, version 4 deploys starting from the
-	// serving release, version 5 the secret entries and snapshot field, version 6 upsert_nodes).
+	// serving release, version 5 the secret entries and snapshot field, version 6 upsert_nodes,
+	// version 7 secret scopes, pinning at apply and deploy's expected_release).
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// at is the leader's time when it proposed the entry.
 	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
@@ -393,9 +394,13 @@ type DeployOp struct {
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// accessor_id is the accessor of the caller's token (empty with ACLs
 	// disabled); recorded in the audit entry.
-	AccessorId    string `protobuf:"bytes,6,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AccessorId string `protobuf:"bytes,6,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	// expected_release, when set, is the release the caller based the spec
+	// on: the deploy is refused unless it is the service's latest release
+	// (0: the service has none). Version 7.
+	ExpectedRelease *uint64 `protobuf:"varint,7,opt,name=expected_release,json=expectedRelease,proto3,oneof" json:"expected_release,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DeployOp) Reset() {
@@ -468,6 +473,13 @@ func (x *DeployOp) GetAccessorId() string {
 		return x.AccessorId
 	}
 	return ""
+}
+
+func (x *DeployOp) GetExpectedRelease() uint64 {
+	if x != nil && x.ExpectedRelease != nil {
+		return *x.ExpectedRelease
+	}
+	return 0
 }
 
 // RollbackOp re-deploys an earlier release's spec as a new release.
@@ -1402,7 +1414,10 @@ type SecretRecord struct {
 	// name is the name.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// versions, oldest first.
-	Versions      []*SecretVersionRecord `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	Versions []*SecretVersionRecord `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	// services are the globs of the services allowed to mount it (empty:
+	// none). Version 7; secrets of older entries and snapshots read as "*".
+	Services      []string `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1458,8 +1473,17 @@ func (x *SecretRecord) GetVersions() []*SecretVersionRecord {
 	return nil
 }
 
+func (x *SecretRecord) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 // PutSecretOp stores version of a secret: 1 creates it (refused when it
-// exists), any other must be the latest plus one.
+// exists), any other must be the latest plus one. With set_services it
+// also replaces the secret's scope (version may then be absent: a scope
+// change only).
 type PutSecretOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// kind is secret or config.
@@ -1467,7 +1491,14 @@ type PutSecretOp struct {
 	// name is the name.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// version is the version stored.
-	Version       *SecretVersionRecord `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Version *SecretVersionRecord `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// set_services sets the scope to services (always, on a create).
+	// Version 7.
+	SetServices bool `protobuf:"varint,4,opt,name=set_services,json=setServices,proto3" json:"set_services,omitempty"`
+	// services are the globs of the services allowed to mount it.
+	Services []string `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
+	// by is the accessor of the caller's token, for a scope change only.
+	By            string `protobuf:"bytes,6,opt,name=by,proto3" json:"by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1521,6 +1552,27 @@ func (x *PutSecretOp) GetVersion() *SecretVersionRecord {
 		return x.Version
 	}
 	return nil
+}
+
+func (x *PutSecretOp) GetSetServices() bool {
+	if x != nil {
+		return x.SetServices
+	}
+	return false
+}
+
+func (x *PutSecretOp) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *PutSecretOp) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
 }
 
 // DeleteSecretOp removes a secret; refused while a service's latest
@@ -2050,9 +2102,15 @@ type RequestRecord struct {
 	// release is the release created.
 	Release uint64 `protobuf:"varint,3,opt,name=release,proto3" json:"release,omitempty"`
 	// rollout_id is the rollout created.
-	RolloutId     string `protobuf:"bytes,4,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RolloutId string `protobuf:"bytes,4,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// unpinned_secrets and unpinned_configs are the indexes of the spec's
+	// secret and config mounts that the request left unversioned (version
+	// 0: the latest), pinned when it was applied; a retry is compared with
+	// the request as sent, those versions left out. Version 7.
+	UnpinnedSecrets []uint32 `protobuf:"varint,5,rep,packed,name=unpinned_secrets,json=unpinnedSecrets,proto3" json:"unpinned_secrets,omitempty"`
+	UnpinnedConfigs []uint32 `protobuf:"varint,6,rep,packed,name=unpinned_configs,json=unpinnedConfigs,proto3" json:"unpinned_configs,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RequestRecord) Reset() {
@@ -2111,6 +2169,20 @@ func (x *RequestRecord) GetRolloutId() string {
 		return x.RolloutId
 	}
 	return ""
+}
+
+func (x *RequestRecord) GetUnpinnedSecrets() []uint32 {
+	if x != nil {
+		return x.UnpinnedSecrets
+	}
+	return nil
+}
+
+func (x *RequestRecord) GetUnpinnedConfigs() []uint32 {
+	if x != nil {
+		return x.UnpinnedConfigs
+	}
+	return nil
 }
 
 // Snapshot is the whole FSM state, with every list in a canonical order so
@@ -2643,7 +2715,7 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\rdelete_secret\x18\x1f \x01(\v2 .slipway.state.v1.DeleteSecretOpH\x00R\fdeleteSecret\x12G\n" +
 	"\rrekey_secrets\x18  \x01(\v2 .slipway.state.v1.RekeySecretsOpH\x00R\frekeySecrets\x12D\n" +
 	"\fupsert_nodes\x18! \x01(\v2\x1f.slipway.state.v1.UpsertNodesOpH\x00R\vupsertNodesB\x04\n" +
-	"\x02op\"\xd3\x01\n" +
+	"\x02op\"\x98\x02\n" +
 	"\bDeployOp\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.slipway.deploy.v1.ServiceSpecR\x04spec\x12\x1d\n" +
 	"\n" +
@@ -2653,7 +2725,9 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"created_by\x18\x04 \x01(\tR\tcreatedBy\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vaccessor_id\x18\x06 \x01(\tR\n" +
-	"accessorId\"\xcb\x01\n" +
+	"accessorId\x12.\n" +
+	"\x10expected_release\x18\a \x01(\x04H\x00R\x0fexpectedRelease\x88\x01\x01B\x13\n" +
+	"\x11_expected_release\"\xcb\x01\n" +
 	"\n" +
 	"RollbackOp\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
@@ -2736,15 +2810,19 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\x04meta\x18\x01 \x01(\v2 .slipway.deploy.v1.SecretVersionR\x04meta\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x02 \x01(\fR\n" +
-	"ciphertext\"\x98\x01\n" +
+	"ciphertext\"\xb4\x01\n" +
 	"\fSecretRecord\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12A\n" +
-	"\bversions\x18\x03 \x03(\v2%.slipway.state.v1.SecretVersionRecordR\bversions\"\x95\x01\n" +
+	"\bversions\x18\x03 \x03(\v2%.slipway.state.v1.SecretVersionRecordR\bversions\x12\x1a\n" +
+	"\bservices\x18\x04 \x03(\tR\bservices\"\xe4\x01\n" +
 	"\vPutSecretOp\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12?\n" +
-	"\aversion\x18\x03 \x01(\v2%.slipway.state.v1.SecretVersionRecordR\aversion\"g\n" +
+	"\aversion\x18\x03 \x01(\v2%.slipway.state.v1.SecretVersionRecordR\aversion\x12!\n" +
+	"\fset_services\x18\x04 \x01(\bR\vsetServices\x12\x1a\n" +
+	"\bservices\x18\x05 \x03(\tR\bservices\x12\x0e\n" +
+	"\x02by\x18\x06 \x01(\tR\x02by\"g\n" +
 	"\x0eDeleteSecretOp\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.slipway.deploy.v1.SecretKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
@@ -2776,14 +2854,16 @@ const file_slipway_state_v1_state_proto_rawDesc = "" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"}\n" +
 	"\rServiceRecord\x124\n" +
 	"\aservice\x18\x01 \x01(\v2\x1a.slipway.deploy.v1.ServiceR\aservice\x126\n" +
-	"\breleases\x18\x02 \x03(\v2\x1a.slipway.deploy.v1.ReleaseR\breleases\"\x81\x01\n" +
+	"\breleases\x18\x02 \x03(\v2\x1a.slipway.deploy.v1.ReleaseR\breleases\"\xd7\x01\n" +
 	"\rRequestRecord\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\arelease\x18\x03 \x01(\x04R\arelease\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x04 \x01(\tR\trolloutId\"\x95\b\n" +
+	"rollout_id\x18\x04 \x01(\tR\trolloutId\x12)\n" +
+	"\x10unpinned_secrets\x18\x05 \x03(\rR\x0funpinnedSecrets\x12)\n" +
+	"\x10unpinned_configs\x18\x06 \x03(\rR\x0funpinnedConfigs\"\x95\b\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -2989,6 +3069,7 @@ func file_slipway_state_v1_state_proto_init() {
 		(*Command_RekeySecrets)(nil),
 		(*Command_UpsertNodes)(nil),
 	}
+	file_slipway_state_v1_state_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
