@@ -101,7 +101,7 @@ type opts struct {
 	since                            string
 	follow                           bool
 	fromFile, fromLiteral            string
-	redeploy                         bool
+	redeploy, noServices             bool
 	out                              string
 	strict, force, keepPairs         bool
 }

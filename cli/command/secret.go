@@ -26,6 +26,13 @@ func valueFlags(fs *pflag.FlagSet, o *opts) {
 	fs.Var((*secretFlag)(&o.fromLiteral), "from-literal", "the value itself (it shows in ps and shell history: prefer --from-file)")
 }
 
+func scopeFlags(fs *pflag.FlagSet, o *opts) {
+	fs.Var(&o.services, "service", "service-name `glob` allowed to mount it (path.Match syntax, as token scopes: shop, 'shop-*', '*' for every service; repeatable, or comma-separated)")
+}
+
+// hasValue reports whether --from-file or --from-literal was given.
+func hasValue(o *opts) bool { return o.fromFile != "" || o.fromLiteral != "" }
+
 // value reads the value named by --from-file or --from-literal.
 func (a *app) value(what string, o *opts) ([]byte, error) {
 	switch {
@@ -63,40 +70,64 @@ target and mode defaulting as shown). The coordinator's leader encrypts
 each value with its keyring (-keyring-file) before it enters the raft log;
 no read returns a value, only names, versions, digests and sizes.
 
+Each %[1]s names the services allowed to mount it (--service, globs as a
+token's scope: shop, 'shop-*', '*' for every service); Deploy refuses a spec
+that mounts it for any other service. One created without --service may be
+mounted by no service until 'update --service' allows some.
+
 A release pins the version it was deployed with: 'update' stores a new
 version, and --redeploy rolls out a new release of every service mounting
-it (or deploy them again yourself). Writes need an admin token.`, name, target, mode),
-		examples: fmt.Sprintf(`  slipctl %[1]s create db --from-file ./db-password
+it (or deploy them again yourself). A narrowed scope refuses the next
+deploy of a service it no longer allows; releases made before keep their
+pinned version. Writes need an admin token.`, name, target, mode),
+		examples: fmt.Sprintf(`  slipctl %[1]s create db --from-file ./db-password --service shop --service 'shop-*'
   slipctl %[1]s update db --from-file ./new-password --redeploy
+  slipctl %[1]s update db --service shop                # the scope only: shop-* may no longer mount it
   slipctl %[1]s list
   slipctl %[1]s show db
   slipctl %[1]s delete db`, name),
 		subs: []*command{
 			{name: "create", args: "NAME", summary: "store version 1 of a new " + name, minArgs: 1, maxArgs: 1,
-				help:     "Store a new " + name + " (version 1). The value is 1 byte to 64 KiB.",
-				examples: fmt.Sprintf("  slipctl %[1]s create db --from-file ./db-password\n  printf hunter2 | slipctl %[1]s create db --from-file -", name),
-				flags:    valueFlags,
+				help: "Store a new " + name + " (version 1), mountable by the services --service names (none without it). The value is 1 byte to 64 KiB.",
+				examples: fmt.Sprintf("  slipctl %[1]s create db --from-file ./db-password --service shop\n  printf hunter2 | slipctl %[1]s create db --from-file - --service 'shop-*'", name),
+				flags: func(fs *pflag.FlagSet, o *opts) {
+					valueFlags(fs, o)
+					scopeFlags(fs, o)
+				},
 				run: func(ctx context.Context, a *app, o *opts, args []string) error {
 					v, err := a.value(name+" create", o)
 					if err != nil {
 						return err
 					}
-					return query(ctx, a, a.secrets, deployv1.SecretServiceClient.CreateSecret, &deployv1.CreateSecretRequest{Kind: kind, Name: args[0], Data: v},
+					if len(o.services) == 0 {
+						a.note("%s %s may be mounted by no service until an admin allows some: slipctl %s update %s --service NAME", name, args[0], name, args[0])
+					}
+					return query(ctx, a, a.secrets, deployv1.SecretServiceClient.CreateSecret, &deployv1.CreateSecretRequest{Kind: kind, Name: args[0], Data: v, Services: o.services},
 						func(w io.Writer, r *deployv1.CreateSecretResponse) error { return render.Secret(w, r.GetSecret()) })
 				}},
 			{name: "update", args: "NAME", summary: "store the next version (rotate)", minArgs: 1, maxArgs: 1,
-				help:     "Store the next version of a " + name + ". Running releases keep the version they pinned; --redeploy rolls out a new release of every service whose latest release mounts it.",
-				examples: fmt.Sprintf("  slipctl %[1]s update db --from-file ./new-password --redeploy", name),
+				help: "Store the next version of a " + name + " (--from-file, --from-literal), or change which services may mount it (--service replaces the list; --no-service allows none), or both. Running releases keep the version they pinned; --redeploy rolls out a new release of every service whose latest release mounts it.",
+				examples: fmt.Sprintf("  slipctl %[1]s update db --from-file ./new-password --redeploy\n  slipctl %[1]s update db --service shop --service 'shop-*'\n  slipctl %[1]s update db --no-service", name),
 				flags: func(fs *pflag.FlagSet, o *opts) {
 					valueFlags(fs, o)
+					scopeFlags(fs, o)
+					fs.BoolVar(&o.noServices, "no-service", false, "allow no service to mount it (its users' next deploys are refused)")
 					fs.BoolVar(&o.redeploy, "redeploy", false, "roll out a new release of every service mounting it (superseding active rollouts)")
 				},
 				run: func(ctx context.Context, a *app, o *opts, args []string) error {
-					v, err := a.value(name+" update", o)
-					if err != nil {
-						return err
+					scope := len(o.services) > 0 || o.noServices
+					if len(o.services) > 0 && o.noServices {
+						return exitcode.Usagef("%s update: give --service or --no-service, not both", name)
 					}
-					return query(ctx, a, a.secrets, deployv1.SecretServiceClient.UpdateSecret, &deployv1.UpdateSecretRequest{Kind: kind, Name: args[0], Data: v, Redeploy: o.redeploy},
+					var v []byte
+					if hasValue(o) || !scope {
+						var err error
+						if v, err = a.value(name+" update", o); err != nil {
+							return err
+						}
+					}
+					return query(ctx, a, a.secrets, deployv1.SecretServiceClient.UpdateSecret, &deployv1.UpdateSecretRequest{Kind: kind, Name: args[0], Data: v, Redeploy: o.redeploy,
+						SetServices: scope, Services: o.services},
 						func(w io.Writer, r *deployv1.UpdateSecretResponse) error {
 							if err := render.Secret(w, r.GetSecret()); err != nil {
 								return err

@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"io"
+	"path"
 	"strconv"
 	"strings"
 
@@ -13,7 +14,7 @@ import (
 // size, the services mounting it. Values are never known to slipctl.
 func Secrets(w io.Writer, ss []*deployv1.Secret) error {
 	tw := table(w)
-	row(tw, "NAME", "VERSION", "DIGEST", "SIZE", "KEY", "UPDATED", "USED BY")
+	row(tw, "NAME", "VERSION", "DIGEST", "SIZE", "KEY", "UPDATED", "SERVICES", "USED BY")
 	for _, s := range ss {
 		vs := s.GetVersions()
 		var last *deployv1.SecretVersion
@@ -21,7 +22,7 @@ func Secrets(w io.Writer, ss []*deployv1.Secret) error {
 			last = vs[len(vs)-1]
 		}
 		row(tw, s.GetName(), strconv.FormatUint(s.GetVersion(), 10), shortDigest(last.GetDigest()),
-			fmt.Sprintf("%dB", last.GetSize()), last.GetKeyId(), Time(last.GetCreatedAt()), strings.Join(s.GetUsedBy(), ","))
+			fmt.Sprintf("%dB", last.GetSize()), last.GetKeyId(), Time(last.GetCreatedAt()), orNone(strings.Join(s.GetServices(), ",")), strings.Join(s.GetUsedBy(), ","))
 	}
 	return tw.Flush()
 }
@@ -33,6 +34,16 @@ func Secret(w io.Writer, s *deployv1.Secret) error {
 		kind = "config"
 	}
 	fmt.Fprintf(w, "%s %s, version %d, used by: %s\n", kind, s.GetName(), s.GetVersion(), orNone(strings.Join(s.GetUsedBy(), ", ")))
+	fmt.Fprintf(w, "may be mounted by: %s\n", scope(s.GetServices()))
+	var outside []string
+	for _, u := range s.GetUsedBy() {
+		if !matchAny(s.GetServices(), u) {
+			outside = append(outside, u)
+		}
+	}
+	if len(outside) > 0 {
+		fmt.Fprintf(w, "outside its scope: %s (their releases keep the pinned version; their next deploy is refused)\n", strings.Join(outside, ", "))
+	}
 	tw := table(w)
 	row(tw, "VERSION", "DIGEST", "SIZE", "KEY", "CREATED", "BY")
 	for _, v := range s.GetVersions() {
@@ -53,4 +64,23 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// scope renders a secret's service globs.
+func scope(globs []string) string {
+	if len(globs) == 0 {
+		return "no service (an admin allows some with update --service)"
+	}
+	return strings.Join(globs, ", ")
+}
+
+// matchAny reports whether one of globs matches service, as the
+// coordinator matches a secret's scope.
+func matchAny(globs []string, service string) bool {
+	for _, g := range globs {
+		if ok, err := path.Match(g, service); err == nil && ok {
+			return true
+		}
+	}
+	return false
 }

@@ -150,8 +150,15 @@ func ScopeViolation(kind deployv1.SecretKind, name string, globs []string, servi
 	if acl.MatchGlobs(globs, service) {
 		return ""
 	}
-	return fmt.Sprintf("%s %q may not be mounted by service %q: it allows %s (an admin allows it with 'slipctl %s update %s --service %s', repeating --service for each service or glob to keep)",
-		KindName(kind), name, service, ScopeText(globs), KindName(kind), name, service)
+	var flags []string
+	for _, g := range append(slices.Clone(globs), service) {
+		if strings.ContainsAny(g, "*?[]\\") {
+			g = "'" + g + "'"
+		}
+		flags = append(flags, "--service "+g)
+	}
+	return fmt.Sprintf("%s %q may not be mounted by service %q: it allows %s (an admin allows it with 'slipctl %s update %s %s')",
+		KindName(kind), name, service, ScopeText(globs), KindName(kind), name, strings.Join(flags, " "))
 }
 
 func (f *FSM) applyDeleteSecret(index uint64, at *timestamppb.Timestamp, op *statev1.DeleteSecretOp) any {
