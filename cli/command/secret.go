@@ -88,7 +88,7 @@ pinned version. Writes need an admin token.`, name, target, mode),
   slipctl %[1]s delete db`, name),
 		subs: []*command{
 			{name: "create", args: "NAME", summary: "store version 1 of a new " + name, minArgs: 1, maxArgs: 1,
-				help: "Store a new " + name + " (version 1), mountable by the services --service names (none without it). The value is 1 byte to 64 KiB.",
+				help:     "Store a new " + name + " (version 1), mountable by the services --service names (none without it). The value is 1 byte to 64 KiB.",
 				examples: fmt.Sprintf("  slipctl %[1]s create db --from-file ./db-password --service shop\n  printf hunter2 | slipctl %[1]s create db --from-file - --service 'shop-*'", name),
 				flags: func(fs *pflag.FlagSet, o *opts) {
 					valueFlags(fs, o)
@@ -106,7 +106,7 @@ pinned version. Writes need an admin token.`, name, target, mode),
 						func(w io.Writer, r *deployv1.CreateSecretResponse) error { return render.Secret(w, r.GetSecret()) })
 				}},
 			{name: "update", args: "NAME", summary: "store the next version (rotate)", minArgs: 1, maxArgs: 1,
-				help: "Store the next version of a " + name + " (--from-file, --from-literal), or change which services may mount it (--service replaces the list; --no-service allows none), or both. Running releases keep the version they pinned; --redeploy rolls out a new release of every service whose latest release mounts it.",
+				help:     "Store the next version of a " + name + " (--from-file, --from-literal), or change which services may mount it (--service replaces the list; --no-service allows none), or both. Running releases keep the version they pinned; --redeploy rolls out a new release of every service whose latest release mounts it.",
 				examples: fmt.Sprintf("  slipctl %[1]s update db --from-file ./new-password --redeploy\n  slipctl %[1]s update db --service shop --service 'shop-*'\n  slipctl %[1]s update db --no-service", name),
 				flags: func(fs *pflag.FlagSet, o *opts) {
 					valueFlags(fs, o)
