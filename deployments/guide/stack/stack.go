@@ -165,6 +165,9 @@ type Stack struct {
 	// ConsulToken is the demo Consul's management token (for its UI), also
 	// in ConsulTokenFile (mode 0600).
 	ConsulToken, ConsulTokenFile string
+	// KeyringFile is the coordinator's keyring (secrets and configs), empty
+	// when none could be made.
+	KeyringFile string
 }
 
 // Start wipes StateDir, kills what a previous guide left behind, starts
@@ -228,6 +231,15 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	} else {
 		c.Logf("warning: slipway-coordinator has no -consul-addr flag: it cannot discover the node agent (rollout engine missing?)")
 	}
+	// A throwaway keyring, so that secrets and configs work in the demo
+	// (slipctl secret create ... --service web).
+	keyringFile := filepath.Join(c.StateDir, "keyring.json")
+	if out, err := exec.CommandContext(ctx, c.bin("slipway-coordinator"), "keyring", "init", "-file", keyringFile).CombinedOutput(); err != nil {
+		c.Logf("warning: no keyring for the coordinator (keyring init: %v: %s): secrets and configs are refused", err, strings.TrimSpace(string(out)))
+	} else {
+		coordArgs = append(coordArgs, "-keyring-file", keyringFile)
+		s.KeyringFile = keyringFile
+	}
 	dashboard := hasFlag(c.bin("slipway-coordinator"), "dashboard-addr")
 	if dashboard {
 		coordArgs = append(coordArgs, "-dashboard-addr", addr(c.Dashboard))
@@ -247,6 +259,9 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 	}
 	s.TokenFile = tokenFile
 	c.Logf("single-node coordinator on %s (raft %s, log .run/coordinator.log)", c.CoordinatorAddr(), addr(c.Coordinator+1))
+	if s.KeyringFile != "" {
+		c.Logf("secrets and configs sealed with a throwaway keyring (%s)", filepath.Join(filepath.Base(c.StateDir), filepath.Base(s.KeyringFile)))
+	}
 	if dashboard {
 		s.Dashboard = c.DashboardURL()
 		c.Logf("web dashboard on %s", s.Dashboard)

@@ -184,6 +184,7 @@ func run(args []string) int {
   bin/slipctl cluster nodes
   bin/slipctl rollback %[2]s --to 1 --wait          # back to v1, rolling
   bin/slipctl deploy -f deployments/examples/canary.yaml --wait   # service api, Host: api.local
+  printf s3cret | bin/slipctl secret create %[2]s-db --from-file - --service %[2]s   # a spec mounts it: secrets: [{name: %[2]s-db}]
   curl -s -H 'Host: %[4]s' %[5]s
   bin/grpcurl -cacert %[7]s -cert %[8]s -key %[9]s -H "authorization: Bearer $SLIPWAY_TOKEN" %[1]s slipway.deploy.v1.DeployService/ListServices
   Consul UI: http://%[6]s/ui (ACLs on: log in with the token in %[11]s)

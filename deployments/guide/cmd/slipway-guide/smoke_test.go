@@ -100,6 +100,7 @@ func TestGuideOnceEndToEnd(t *testing.T) {
 		"operator", "rollout promote", // the manual canary step and the blue/green switch were promoted
 		"canary v2", "succeeded", "blue/green v3", "bad v4", "reverted", "bad v5", "analysis of #5 failed (2/2)",
 		"stopped consul",
+		"secrets and configs sealed with a throwaway keyring",
 		// where to watch it, and how to log in
 		"watch the tour live in the web dashboard\x1b[0m: https://127.0.0.1:" + strconv.Itoa(dashboard) + "/", "log in with the management token",
 	} {
