@@ -50,7 +50,7 @@ stop_grace_period as kill_timeout; named volumes (read-only kept);
 absolute bind mounts as security.host_mounts (with a warning: nodes must
 allow the path); secrets and configs by name, target, mode, uid and gid.
 Their values are not imported: the slipctl secret/config create commands
-to run are printed.
+to run are printed, scoped (--service) to the services that mount them.
 
 A hand-made blue/green pair (services X-blue and X-green that differ only
 in image and a label or env value naming their colour) becomes one service

@@ -119,7 +119,7 @@ func TestImportComposeOutputs(t *testing.T) {
 			t.Errorf("document %d: %v, service %q, want %q", i, err, specName(f), want)
 		}
 	}
-	if !strings.Contains(errOut, "slipctl secret create db_password --from-file ./secrets/db_password.txt") {
+	if !strings.Contains(errOut, "slipctl secret create db_password --service db --service web --from-file ./secrets/db_password.txt") {
 		t.Errorf("--out -: the secret command is not on stderr:\n%s", errOut)
 	}
 

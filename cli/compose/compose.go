@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -206,7 +207,41 @@ func Import(ctx context.Context, path string, o Options) (*Result, error) {
 	if !o.KeepPairs {
 		res.Services = foldBlueGreen(res.Services)
 	}
+	scopeCommands(res.Services)
 	return res, nil
+}
+
+// scopeCommands adds to each create command the services allowed to mount
+// what it creates (--service, one per imported service whose spec mounts
+// it): a secret created without one may be mounted by no service.
+func scopeCommands(services []Service) {
+	users := map[string][]string{} // "secret db" -> spec names, sorted
+	for _, s := range services {
+		for kind, ms := range map[string][]*deployv1.FileMount{"secret": s.Spec.GetSecrets(), "config": s.Spec.GetConfigs()} {
+			for _, m := range ms {
+				k := kind + " create " + m.GetName()
+				if !slices.Contains(users[k], s.Spec.GetName()) {
+					users[k] = append(users[k], s.Spec.GetName())
+				}
+			}
+		}
+	}
+	for _, s := range services {
+		for i, c := range s.Commands {
+			for k, names := range users {
+				if !strings.Contains(c, " "+k+" --from-file") {
+					continue
+				}
+				slices.Sort(names)
+				var flags []string
+				for _, n := range names {
+					flags = append(flags, "--service "+n)
+				}
+				s.Commands[i] = strings.Replace(c, " "+k+" ", " "+k+" "+strings.Join(flags, " ")+" ", 1)
+				break
+			}
+		}
+	}
 }
 
 // selectServices returns the names to import, sorted: want (every one must
