@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/spec"
+	"slipway.dev/platform/specrules"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	"slipway.dev/slipctl/exitcode"
@@ -99,11 +102,12 @@ func planCmd() *command {
 	return &command{
 		name: "plan", summary: "show what deploy -f would do, without doing it", maxArgs: 0,
 		help: `A dry run of deploy: check the spec as the coordinator would (validate's
-rules, and that some ready node allows its image and security asks), then
+rules, that some ready node allows its image and security asks, and that
+every secret and config it mounts exists and allows the service), then
 print the release it would make, the fields that differ from the service's
 latest release (defaults filled in on both sides) and the steps the rollout
 would take, with the commands that move it on. Nothing is committed: plan
-only reads (GetService, ListNodes), so a token with the read policy is
+only reads (GetService, ListNodes, GetSecret), so a token with the read policy is
 enough. Exit 0 when a deploy would be accepted, 2 for an invalid spec, 4
 when the service has an active rollout (deploy would need --supersede).`,
 		examples: `  slipctl plan -f deployments/examples/canary.yaml
@@ -152,6 +156,12 @@ func runPlan(ctx context.Context, a *app, o *opts, _ []string) error {
 	} else if vs := spec.CheckNodes(f.Spec, nodes.GetNodes()); len(vs) > 0 {
 		return locate(f, vs)
 	}
+	// The rules that depend on the secrets: each exists and allows the service.
+	vs, notes := a.checkMounts(ctx, f.Spec)
+	if len(vs) > 0 {
+		return locate(f, vs)
+	}
+	p.Notes = append(p.Notes, notes...)
 	if active := svc.GetActiveRollout(); active != "" {
 		if o.supersede {
 			p.Notes = append(p.Notes, fmt.Sprintf("rollout %s is active; deploy --supersede would end it SUPERSEDED", active))
@@ -182,4 +192,41 @@ func (a *app) releaseImage(ctx context.Context, service string, number uint64) s
 		return s.GetImage()
 	}
 	return "?"
+}
+
+// checkMounts applies Deploy's rules on the secrets and configs spec
+// mounts (each exists, with the version it names, and its scope allows the
+// service), by reading them; a secret that cannot be read is a note, left
+// to deploy.
+func (a *app) checkMounts(ctx context.Context, s *deployv1.ServiceSpec) ([]rpc.FieldViolation, []string) {
+	var vs []rpc.FieldViolation
+	var notes []string
+	for _, k := range []struct {
+		kind  deployv1.SecretKind
+		name  string
+		mount []*deployv1.FileMount
+	}{{deployv1.SecretKind_SECRET_KIND_SECRET, "secret", s.GetSecrets()}, {deployv1.SecretKind_SECRET_KIND_CONFIG, "config", s.GetConfigs()}} {
+		for i, m := range k.mount {
+			field := fmt.Sprintf("spec.%ss[%d]", k.name, i)
+			resp, err := ask(ctx, a, a.secrets, deployv1.SecretServiceClient.GetSecret, &deployv1.GetSecretRequest{Kind: k.kind, Name: m.GetName()})
+			switch {
+			case status.Code(err) == codes.NotFound:
+				vs = append(vs, rpc.FieldViolation{Field: field + ".name", Description: fmt.Sprintf("%s %q does not exist (create it with 'slipctl %s create %s --from-file FILE --service %s')",
+					k.name, m.GetName(), k.name, m.GetName(), s.GetName())})
+				continue
+			case err != nil:
+				notes = append(notes, fmt.Sprintf("%s %s could not be read (%s): deploy checks it", k.name, m.GetName(), status.Convert(err).Message()))
+				continue
+			}
+			sec := resp.GetSecret()
+			if d := specrules.SecretScope(k.name, m.GetName(), sec.GetServices(), s.GetName()); d != "" {
+				vs = append(vs, rpc.FieldViolation{Field: field + ".name", Description: d})
+				continue
+			}
+			if v := m.GetVersion(); v != 0 && !slices.ContainsFunc(sec.GetVersions(), func(sv *deployv1.SecretVersion) bool { return sv.GetVersion() == v }) {
+				vs = append(vs, rpc.FieldViolation{Field: field + ".version", Description: fmt.Sprintf("%s %q has no version %d (latest %d)", k.name, m.GetName(), v, sec.GetVersion())})
+			}
+		}
+	}
+	return vs, notes
 }

@@ -3,10 +3,10 @@ package render
 import (
 	"fmt"
 	"io"
-	"path"
 	"strconv"
 	"strings"
 
+	"slipway.dev/platform/specrules"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -37,7 +37,7 @@ func Secret(w io.Writer, s *deployv1.Secret) error {
 	fmt.Fprintf(w, "may be mounted by: %s\n", scope(s.GetServices()))
 	var outside []string
 	for _, u := range s.GetUsedBy() {
-		if !matchAny(s.GetServices(), u) {
+		if !specrules.MatchServiceGlobs(s.GetServices(), u) {
 			outside = append(outside, u)
 		}
 	}
@@ -72,15 +72,4 @@ func scope(globs []string) string {
 		return "no service (an admin allows some with update --service)"
 	}
 	return strings.Join(globs, ", ")
-}
-
-// matchAny reports whether one of globs matches service, as the
-// coordinator matches a secret's scope.
-func matchAny(globs []string, service string) bool {
-	for _, g := range globs {
-		if ok, err := path.Match(g, service); err == nil && ok {
-			return true
-		}
-	}
-	return false
 }

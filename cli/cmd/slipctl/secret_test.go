@@ -12,9 +12,9 @@ import (
 
 // TestSlipctlSecretScopes drives slipctl secret against a real coordinator
 // with a keyring (made by slipway-coordinator keyring init): create with
-// --service globs, list and show display them, a deploy of a service the
-// scope does not allow is refused (exit 2) naming the secret and the
-// service, update --service alone widens the scope without a new version,
+// --service globs, list and show display them, a plan and a deploy of a
+// service the scope does not allow are refused (exit 2) naming the secret
+// and the service at the spec's line, update --service alone widens the scope without a new version,
 // and the deploy is then accepted.
 func TestSlipctlSecretScopes(t *testing.T) {
 	if testing.Short() {
@@ -50,12 +50,15 @@ func TestSlipctlSecretScopes(t *testing.T) {
 	if err := os.WriteFile(spec, []byte("name: web\nimage: slipway/demo:v1\ncount: 1\nport: 8080\nsecrets: [{name: db}]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	r = c.must(2, "plan", "-f", spec)
+	contains(t, "plan of a service outside the scope", r.stderr, "web.yaml:5: secrets[0].name", `secret "db" may not be mounted by service "web"`)
 	r = c.must(2, "deploy", "-f", spec)
 	contains(t, "deploy of a service outside the scope", r.stderr, "web.yaml:5: secrets[0].name", `secret "db" may not be mounted by service "web"`,
 		"it allows shop, shop-*", "slipctl secret update db --service shop --service 'shop-*' --service web")
 
 	r = c.must(0, "secret", "update", "db", "--service", "shop,web")
 	contains(t, "secret update --service", r.stdout, "version 1", "may be mounted by: shop, web")
+	c.must(0, "plan", "-f", spec)
 	c.must(0, "deploy", "-f", spec)
 	r = c.must(0, "secret", "show", "db")
 	contains(t, "secret show", r.stdout, "used by: web", "may be mounted by: shop, web")

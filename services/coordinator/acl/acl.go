@@ -14,6 +14,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"slipway.dev/platform/specrules"
 )
 
 // Domain errors of Evaluate; the gRPC adapter maps them to UNAUTHENTICATED
@@ -79,14 +81,7 @@ func (t Token) matches(service string) bool { return MatchGlobs(t.Services, serv
 // MatchGlobs reports whether one of globs (path.Match syntax, as a token's
 // service globs or a secret's scope) matches service. A malformed glob
 // matches nothing.
-func MatchGlobs(globs []string, service string) bool {
-	for _, g := range globs {
-		if ok, err := path.Match(g, service); err == nil && ok {
-			return true
-		}
-	}
-	return false
-}
+func MatchGlobs(globs []string, service string) bool { return specrules.MatchServiceGlobs(globs, service) }
 
 // GlobErrors describes each glob of globs that is not a valid service
 // pattern (empty, or not path.Match syntax), by its index.

@@ -132,33 +132,14 @@ func (f *FSM) applyPutSecret(index, version uint64, at *timestamppb.Timestamp, o
 	return SecretResult{Secret: f.describeSecretLocked(rec)}
 }
 
-// ScopeText renders a secret's scope for messages: "no service",
-// "every service" or the globs.
-func ScopeText(globs []string) string {
-	switch {
-	case len(globs) == 0:
-		return "no service"
-	case slices.Contains(globs, "*"):
-		return "every service (*)"
-	}
-	return strings.Join(globs, ", ")
-}
+// ScopeText renders a secret's scope for messages (specrules.ScopeText).
+func ScopeText(globs []string) string { return specrules.ScopeText(globs) }
 
 // ScopeViolation describes why the secret or config name, scoped to
-// globs, may not be mounted by service; "" when it may.
+// globs, may not be mounted by service; "" when it may. slipctl plan
+// applies the same rule (specrules.SecretScope).
 func ScopeViolation(kind deployv1.SecretKind, name string, globs []string, service string) string {
-	if acl.MatchGlobs(globs, service) {
-		return ""
-	}
-	var flags []string
-	for _, g := range append(slices.Clone(globs), service) {
-		if strings.ContainsAny(g, "*?[]\\") {
-			g = "'" + g + "'"
-		}
-		flags = append(flags, "--service "+g)
-	}
-	return fmt.Sprintf("%s %q may not be mounted by service %q: it allows %s (an admin allows it with 'slipctl %s update %s %s')",
-		KindName(kind), name, service, ScopeText(globs), KindName(kind), name, strings.Join(flags, " "))
+	return specrules.SecretScope(KindName(kind), name, globs, service)
 }
 
 func (f *FSM) applyDeleteSecret(index uint64, at *timestamppb.Timestamp, op *statev1.DeleteSecretOp) any {
