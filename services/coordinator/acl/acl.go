@@ -81,7 +81,9 @@ func (t Token) matches(service string) bool { return MatchGlobs(t.Services, serv
 // MatchGlobs reports whether one of globs (path.Match syntax, as a token's
 // service globs or a secret's scope) matches service. A malformed glob
 // matches nothing.
-func MatchGlobs(globs []string, service string) bool { return specrules.MatchServiceGlobs(globs, service) }
+func MatchGlobs(globs []string, service string) bool {
+	return specrules.MatchServiceGlobs(globs, service)
+}
 
 // GlobErrors describes each glob of globs that is not a valid service
 // pattern (empty, or not path.Match syntax), by its index.
