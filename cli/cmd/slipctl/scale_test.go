@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +109,44 @@ func TestScaleAndSetImage(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.Service.Spec.Count != 3 {
 		t.Errorf("service web after scale 3: %v %s", err, r.stdout)
 	}
+
+	// Concurrent scale and set-image: each deploy is conditional on the
+	// release it read, so whichever lands second is refused and re-applied
+	// to the first's release: both changes survive every round.
+	retried := 0
+	for i := range 6 {
+		count, image := strconv.Itoa(7+i), fmt.Sprintf("slipway/demo:c%d", i)
+		var wg sync.WaitGroup
+		var outs [2]bytes.Buffer
+		var errs [2]error
+		for j, args := range [][]string{{"scale", "web", count, "--supersede"}, {"set-image", "web", image, "--supersede"}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := c.command(args...)
+				cmd.Stdout, cmd.Stderr = &outs[j], &outs[j]
+				errs[j] = cmd.Run()
+			}()
+		}
+		wg.Wait()
+		for j := range errs {
+			if errs[j] != nil {
+				t.Fatalf("round %d: concurrent change %d: %v\n%s", i, j, errs[j], outs[j].String())
+			}
+			retried += strings.Count(outs[j].String(), "applying the change to it again")
+		}
+		var got struct {
+			Service struct {
+				Spec struct {
+					Count int    `json:"count"`
+					Image string `json:"image"`
+				} `json:"spec"`
+			} `json:"service"`
+		}
+		c.mustJSON(&got, "service", "web")
+		if strconv.Itoa(got.Service.Spec.Count) != count || got.Service.Spec.Image != image {
+			t.Fatalf("round %d: after concurrent scale %s and set-image %s the spec has %d instances of %s: a change was overwritten", i, count, image, got.Service.Spec.Count, got.Service.Spec.Image)
+		}
+	}
+	t.Logf("concurrent rounds: %d changes were re-applied after a deploy landed in between", retried)
 }
