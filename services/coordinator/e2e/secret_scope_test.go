@@ -169,7 +169,8 @@ func TestSecretScopeAtDeploy(t *testing.T) {
 // TestDeployRetryAfterSecretUpdateReplays: a deploy retried with its
 // request id after the secret it mounts (unversioned) got a new version
 // answers the original release (replayed, still pinned to version 1), not
-// ALREADY_EXISTS; another spec under the id still is refused.
+// ALREADY_EXISTS, and so does one after its scope was narrowed (while a
+// new deploy is refused); another spec under the id still is refused.
 func TestDeployRetryAfterSecretUpdateReplays(t *testing.T) {
 	co := apiCoordinator(t)
 	admin := deployv1.NewSecretServiceClient(co.Conn)
@@ -195,6 +196,19 @@ func TestDeployRetryAfterSecretUpdateReplays(t *testing.T) {
 	if !again.GetReplayed() || again.GetRelease().GetNumber() != first.GetRelease().GetNumber() || again.GetRelease().GetSpec().GetSecrets()[0].GetVersion() != 1 {
 		t.Fatalf("retry = replayed %v, release %d pinning %d; want the replay of release %d pinning 1",
 			again.GetReplayed(), again.GetRelease().GetNumber(), again.GetRelease().GetSpec().GetSecrets()[0].GetVersion(), first.GetRelease().GetNumber())
+	}
+	// Also after its scope no longer allows the service: the original
+	// deploy was committed, so its retry answers it.
+	if _, err := admin.UpdateSecret(ctx, &deployv1.UpdateSecretRequest{Name: "db-" + name, SetServices: true}); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := deploy.Deploy(ctx, req); err != nil || !again.GetReplayed() || again.GetRelease().GetNumber() != first.GetRelease().GetNumber() {
+		t.Fatalf("retry after the scope was narrowed: %v, %v; want the replay of release %d", again, err, first.GetRelease().GetNumber())
+	}
+	fresh := proto.CloneOf(req)
+	fresh.RequestId = name + "-2"
+	if _, err := deploy.Deploy(ctx, fresh); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a new deploy after the scope was narrowed: %v, want INVALID_ARGUMENT", err)
 	}
 	changed := proto.CloneOf(req)
 	changed.Spec.Image = "slipway/demo:v2"
