@@ -1,5 +1,5 @@
 -- slipway: the edge's route table inside nginx. The edge posts the table to
--- the control endpoint; rewrite() picks the release per request (pin, else
+-- the control endpoint; route() picks the release per request (pin, else
 -- smooth weighted round robin), balance() picks the instance.
 local balancer = require "ngx.balancer"
 
@@ -135,11 +135,15 @@ local function find_route(host, uri)
   return nil
 end
 
--- rewrite chooses the route and the release of a request.
-function M.rewrite()
+-- route chooses the route and the release of a request (set_by_lua: a
+-- plain call, no coroutine per request as rewrite_by_lua would make). It
+-- returns "" to proxy the request, or the status to answer with when
+-- there is no route (404) or no instance (503); a new sticky client's
+-- cookie goes into $slipway_cookie, which add_header sets on the response.
+function M.route()
   local host, uri = ngx.var.host, ngx.var.uri
   local route = find_route(host, uri)
-  if not route then return ngx.exit(404) end
+  if not route then return "404" end
   local chosen, pinned = nil, nil
   for _, p in ipairs(route.pins) do
     local v = ngx.var[p.var]
@@ -161,7 +165,7 @@ function M.rewrite()
     end
   end
   chosen = chosen or swrr(route)
-  if not chosen then return ngx.exit(503) end
+  if not chosen then return "503" end
   -- One table per request; the set of instances tried is made only when
   -- a connection fails (see balance).
   ngx.ctx.slipway = { service = route.service, backend = chosen, version = cached_version, host = host, uri = uri, pinned = pinned,
@@ -170,6 +174,8 @@ function M.rewrite()
     ngx.var.slipway_service = route.service
     ngx.var.slipway_release = chosen.release
   end
+  if cookie then ngx.var.slipway_cookie = cookie end
+  return ""
 end
 
 -- rechoose runs when a connection failed: if a newer table arrived since
@@ -226,22 +232,6 @@ function M.balance()
   local peer = b.peers[pick]
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
   if not ok then ngx.log(ngx.ERR, "slipway: set peer: ", err) return ngx.exit(502) end
-end
-
--- header adds the sticky cookie of a new client to the response
--- (header_filter_by_lua), beside any the upstream set.
-function M.header()
-  local c = ngx.ctx.slipway
-  if not c or not c.cookie then return end
-  local cur = ngx.header["Set-Cookie"]
-  if cur == nil then
-    ngx.header["Set-Cookie"] = c.cookie
-  elseif type(cur) == "table" then
-    cur[#cur + 1] = c.cookie
-    ngx.header["Set-Cookie"] = cur
-  else
-    ngx.header["Set-Cookie"] = { cur, c.cookie }
-  end
 end
 
 -- The latency histogram's layout (the platform's latency package, schema
