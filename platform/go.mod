@@ -12,6 +12,8 @@ require (
 
 require golang.org/x/crypto v0.57.0
 
+require github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

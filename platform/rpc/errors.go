@@ -75,6 +75,18 @@ const (
 // latest release on a RELEASE_CHANGED answer.
 const MetaCurrentRelease = "current_release"
 
+// ReasonNotLeader is the ErrorInfo reason (with FAILED_PRECONDITION) of a
+// call only the leader serves, refused by a coordinator that does not lead
+// (NodeHeartbeatService); MetaLeaderAddress and MetaLeaderID in its
+// metadata name the leader when the refusing coordinator knows it.
+const ReasonNotLeader = "NOT_LEADER"
+
+// ErrorInfo metadata keys naming the leader on a ReasonNotLeader answer.
+const (
+	MetaLeaderAddress = "leader_address"
+	MetaLeaderID      = "leader_id"
+)
+
 // MetaRequestID is the ErrorInfo metadata key naming the request id to
 // retry an OUTCOME_UNKNOWN write with.
 const MetaRequestID = "request_id"

@@ -191,6 +191,10 @@ type Need struct {
 	// Edge calls are the edges' reports (SignalService): authorised by the
 	// caller's edge or coordinator certificate, never by a token.
 	Edge bool
+	// NodeAgent calls are the node agents' heartbeat streams
+	// (NodeHeartbeatService): authorised by the caller's nodeagent
+	// certificate, whose name is the node, never by a token.
+	NodeAgent bool
 	// Any lists the policies each of which allows the call (admin always
 	// does); empty means any valid token.
 	Any []Policy

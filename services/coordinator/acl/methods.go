@@ -34,6 +34,7 @@ const (
 	reflectionPrefix = "grpc.reflection."
 	internalService  = "slipway.state.v1.InternalService"
 	signalService    = "slipway.edge.v1.SignalService"
+	heartbeatService = "slipway.cluster.v1.NodeHeartbeatService"
 )
 
 var (
@@ -128,7 +129,8 @@ var rules = map[string]rule{
 
 // Required returns what a call of fullMethod with req needs. Health,
 // reflection, AclService.Bootstrap and ClusterService.GetLeader are public,
-// InternalService is Internal, SignalService is Edge, and a method this
+// InternalService is Internal, SignalService is Edge, NodeHeartbeatService is
+// NodeAgent, and a method this
 // package does not know needs admin. req is the request message (nil for a
 // stream not yet read: the caller evaluates again once it arrives).
 func Required(fullMethod string, req any, r Rollouts) Need {
@@ -143,6 +145,9 @@ func Required(fullMethod string, req any, r Rollouts) Need {
 		return n
 	case svc == signalService:
 		n.Edge = true
+		return n
+	case svc == heartbeatService:
+		n.NodeAgent = true
 		return n
 	}
 	ru, ok := rules[fullMethod]

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"slipway.dev/coordinator/analysis"
+	"slipway.dev/coordinator/heartbeat"
 	"slipway.dev/coordinator/state"
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/specrules"
@@ -176,6 +177,15 @@ type Config struct {
 	// opened (such allocations are sent without their data, and their
 	// agents fail to start them until a leader that can open them syncs).
 	Secrets Secrets
+	// Heartbeats is the view the node agents' heartbeat streams feed
+	// (package heartbeat, one per leadership term); nil: none. A node the
+	// view judges (up or down by its heartbeats) is judged by it alone: a
+	// node up by its heartbeats is live even while its Consul check fails,
+	// one down by them is lost at once (its TTL elapsed), and the
+	// statuses of a node with an open stream are taken from it instead of
+	// asking its agent every pass. Every other node is judged by Nodes
+	// (Consul's check) and NodeGrace.
+	Heartbeats *heartbeat.View
 	// OnStatuses, when set, receives after each pass the last status every
 	// agent reported per allocation id (a fresh map; the statuses are not
 	// to be modified). The dashboard shows instance health with it.
@@ -258,9 +268,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	notifier, _ := e.cfg.Routes.(interface{ Changed() <-chan struct{} })
 	for {
 		changed := e.cfg.FSM.Changed()
-		var acked <-chan struct{}
+		var acked, beat <-chan struct{}
 		if notifier != nil {
 			acked = notifier.Changed()
+		}
+		if e.cfg.Heartbeats != nil {
+			beat = e.cfg.Heartbeats.Changed() // a streamed status changed
 		}
 		wake, err := e.Pass(ctx)
 		if errors.Is(err, ErrNotLeader) {
@@ -287,6 +300,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			return nil
 		case <-changed:
 		case <-acked:
+		case <-beat:
 		case <-t.C:
 		}
 		t.Stop()

@@ -19,10 +19,13 @@ import (
 	"time"
 
 	"slipway.dev/coordinator/analysis"
+	"slipway.dev/coordinator/heartbeat"
 	"slipway.dev/coordinator/prometheus"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/webhook"
+	"slipway.dev/platform/nodepolicy"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
@@ -56,15 +59,39 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 	if err != nil {
 		return Observation{}, fmt.Errorf("engine: discover nodes: %w", err)
 	}
+	hb := e.cfg.Heartbeats
+	if hb != nil {
+		hb.Tick() // the changes show in State; commitNodes records them
+	}
 	e.nodes = map[string]Node{}
 	for _, n := range nodes {
+		if hb != nil && hb.State(n.ID) == heartbeat.Down {
+			continue // silent past the TTL: Consul's check does not bring it back
+		}
 		e.nodes[n.ID] = n
+	}
+	if hb != nil {
+		// A node up by its heartbeats is live while its Consul check
+		// flaps: it is the node recorded (the check only found it).
+		for _, r := range e.cfg.FSM.Nodes() {
+			if _, ok := e.nodes[r.GetId()]; !ok && hb.State(r.GetId()) == heartbeat.Up && r.GetAddress() != "" {
+				e.nodes[r.GetId()] = nodeOfRecord(r)
+			}
+		}
 	}
 	// A node that left is sent its whole set at once when it returns (act
 	// stops its sync worker): its agent holds its instances out of
 	// traffic until a leader's sync confirms what it still owns.
 	obs.Nodes = e.nodes
 	obs.Lost = e.trackLost(obs.Now)
+	if hb != nil {
+		// Down by its heartbeats: the TTL was its grace.
+		for id := range e.lostSince {
+			if hb.State(id) == heartbeat.Down {
+				obs.Lost[id] = true
+			}
+		}
+	}
 	e.collectStatuses(ctx)
 	obs.Statuses = e.statuses
 	acks, err := call(ctx, e.cfg.CallTimeout, e.cfg.Routes.Acks)
@@ -237,6 +264,13 @@ func (e *Engine) collectStatuses(ctx context.Context) {
 	}
 	ch := make(chan result, len(e.nodes))
 	for _, n := range e.nodes {
+		if e.cfg.Heartbeats != nil {
+			if sts, ok := e.cfg.Heartbeats.Statuses(n.ID); ok {
+				// Streamed: only the node's own allocations count.
+				ch <- result{n.ID, ownStatuses(sts, byNode[n.ID]), nil}
+				continue
+			}
+		}
 		go func() {
 			sts, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) ([]*agentv1.AllocationStatus, error) { return e.cfg.Agents.Status(c, n) })
 			ch <- result{n.ID, sts, err}
@@ -262,4 +296,28 @@ func (e *Engine) collectStatuses(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ownStatuses are the statuses in sts of allocations stored on node (ids):
+// a stream reports for its own node only.
+func ownStatuses(sts []*agentv1.AllocationStatus, ids []string) []*agentv1.AllocationStatus {
+	own := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		own[id] = true
+	}
+	out := make([]*agentv1.AllocationStatus, 0, len(sts))
+	for _, s := range sts {
+		if own[s.GetAllocationId()] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// nodeOfRecord is the node recorded in the state, as discovery would
+// report it.
+func nodeOfRecord(r *clusterv1.Node) Node {
+	sec := r.GetSecurity()
+	return Node{ID: r.GetId(), Addr: r.GetAddress(), Labels: r.GetLabels(), CPU: int(r.GetCpuMhz()), MemoryMB: int(r.GetMemoryMb()),
+		Driver: r.GetDriver(), Security: nodepolicy.Policy{Privileged: sec.GetPrivileged(), Caps: sec.GetCaps(), HostPaths: sec.GetHostPaths(), Images: sec.GetImages()}}
 }

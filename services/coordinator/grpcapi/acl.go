@@ -159,6 +159,12 @@ func (a *API) authorize(ctx context.Context, method string, req any) (context.Co
 		}
 		return ctx, nil
 	}
+	if need.NodeAgent {
+		if id, ok := rpc.PeerIdentity(ctx); ok && id.Role != pki.RoleNodeAgent {
+			return nil, toStatus(fmt.Errorf("%s is for node agents only; the caller is %s: %w", method, id, acl.ErrPermissionDenied))
+		}
+		return ctx, nil
+	}
 	tok, err := a.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)

@@ -24,6 +24,7 @@ import (
 
 	"slipway.dev/coordinator/acl"
 	"slipway.dev/coordinator/analysis"
+	"slipway.dev/coordinator/heartbeat"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/secretstore"
 	"slipway.dev/coordinator/signals"
@@ -80,6 +81,7 @@ type API struct {
 	signals    *signals.Store
 	gateAllow  analysis.Allowlist
 	secrets    *secretstore.Store // nil: no keyring
+	heartbeats *heartbeat.View    // nil: not leading (SetHeartbeats)
 }
 
 // Access is who may call each of the coordinator's gRPC services, by the
@@ -94,6 +96,9 @@ var Access = map[string][]pki.Role{
 	"slipway.state.v1.InternalService":  {pki.RoleCoordinator},
 	// Edges report golden signals; a follower forwards them.
 	"slipway.edge.v1.SignalService": {pki.RoleEdge, pki.RoleCoordinator},
+	// Node agents stream heartbeats to the leader; the node is the
+	// certificate's name.
+	"slipway.cluster.v1.NodeHeartbeatService": {pki.RoleNodeAgent},
 }
 
 // New returns the API of the node r applying to fsm; grpcAddr is this node's
@@ -116,6 +121,7 @@ func (a *API) Register(s *rpc.Server) {
 	registerInternal(s, a)
 	registerSignals(s, a)
 	registerSecrets(s, a)
+	registerHeartbeats(s, a)
 }
 
 // Close closes the connections opened to forward requests.

@@ -26,6 +26,7 @@ import (
 	"slipway.dev/coordinator/dashboard"
 	"slipway.dev/coordinator/engine"
 	"slipway.dev/coordinator/grpcapi"
+	"slipway.dev/coordinator/heartbeat"
 	"slipway.dev/coordinator/keyring"
 	"slipway.dev/coordinator/notify"
 	"slipway.dev/coordinator/raftnode"
@@ -105,6 +106,11 @@ type Config struct {
 	// NodeGrace is how long a node may be missing from Consul before its
 	// allocations are replaced; default 10s.
 	NodeGrace time.Duration
+	// NodeTTL is how long a node whose agent streams heartbeats to the
+	// leader may send none before it is down (and, once down, how long it
+	// must send them steadily before it is up again); default 10s. Nodes
+	// that do not stream are judged by Consul and NodeGrace.
+	NodeTTL time.Duration
 	// DrainDeadline is how long an allocation on a draining node waits for
 	// its replacement to pass its health check before it is stopped anyway.
 	DrainDeadline time.Duration
@@ -152,6 +158,9 @@ func (c Config) validate() error {
 	}
 	if c.KeepEventRollouts < 0 {
 		errs = append(errs, fmt.Errorf("keep-events-rollouts: must not be negative, got %d", c.KeepEventRollouts))
+	}
+	if c.NodeTTL < 0 {
+		errs = append(errs, fmt.Errorf("node-ttl: must not be negative, got %s", c.NodeTTL))
 	}
 	if c.KeepAudit < 0 {
 		errs = append(errs, fmt.Errorf("keep-audit: must not be negative, got %d", c.KeepAudit))
@@ -360,6 +369,7 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		case <-c.engineDone: // exited by itself (leadership lost)
 			c.engineStop()
 			c.engineStop, c.engineDone = nil, nil
+			c.api.SetHeartbeats(nil)
 			running = false
 		default:
 		}
@@ -385,7 +395,10 @@ func (c *coordinator) runEngine(ctx context.Context) {
 		if c.verified == nil {
 			c.verified = agentclient.NewVerified(c.consul, c.agents, c.logger)
 		}
-		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals, GateAllow: c.cfg.GateAllow, Secrets: c.secrets,
+		// Node agents' heartbeat streams feed a view of this term.
+		hb := heartbeat.New(heartbeat.Config{TTL: c.cfg.NodeTTL})
+		c.api.SetHeartbeats(hb)
+		eng := engine.New(engine.Config{Raft: engineRaft{c.node}, FSM: c.fsm, Nodes: c.verified, Routes: c.consul, Agents: c.agents, Signals: c.signals, GateAllow: c.cfg.GateAllow, Secrets: c.secrets, Heartbeats: hb,
 			Logger: c.logger, Poll: c.cfg.EnginePoll, NodeGrace: c.cfg.NodeGrace, DrainDeadline: c.cfg.DrainDeadline,
 			OnStatuses: func(m map[string]*agentv1.AllocationStatus) { c.statuses.Store(&m) }})
 		go func() {
@@ -414,7 +427,8 @@ func (c *coordinator) stopEngine() {
 	c.engineStop()
 	<-c.engineDone
 	c.engineStop, c.engineDone = nil, nil
-	c.statuses.Store(nil) // a follower knows no instance health
+	c.api.SetHeartbeats(nil) // streams go to the next leader
+	c.statuses.Store(nil)    // a follower knows no instance health
 }
 
 func (c *coordinator) shutdown() {
