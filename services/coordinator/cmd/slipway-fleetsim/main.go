@@ -66,6 +66,7 @@ type options struct {
 	header       bool
 	keep         bool
 	coordArgs    string
+	stream       bool
 }
 
 func main() {
@@ -78,9 +79,10 @@ func main() {
 	flag.DurationVar(&o.startSpread, "start-spread", 5*time.Second, "the nodes start spread evenly over this long (the start delay)")
 	flag.Float64Var(&o.slow, "slow", 0, "fraction of nodes that answer every call after -slow-delay")
 	flag.DurationVar(&o.slowDelay, "slow-delay", 2*time.Second, "how late a slow node answers")
-	flag.Float64Var(&o.flap, "flapping", 0, "fraction of nodes whose Consul check turns critical for -flap-for every -flap-every")
+	flag.Float64Var(&o.flap, "flapping", 0, "fraction of nodes whose heartbeats stop for -flap-for every -flap-every (their Consul check turns critical and, with -stream, their heartbeat stream goes silent)")
+	flag.BoolVar(&o.stream, "stream", true, "the nodes stream heartbeats and statuses to the leader (NodeHeartbeatService), as agents started with -coordinators do; false: they only heartbeat Consul and the leader polls them (older agents)")
 	flag.DurationVar(&o.flapEvery, "flap-every", 10*time.Second, "how often a flapping node's check flaps")
-	flag.DurationVar(&o.flapFor, "flap-for", 2*time.Second, "how long a flapping node's check stays critical (below the coordinators' -node-grace: no replacement is needed)")
+	flag.DurationVar(&o.flapFor, "flap-for", 2*time.Second, "how long a flapping node's heartbeats stop (below the coordinators' -node-ttl and -node-grace: no replacement is needed)")
 	flag.IntVar(&o.stuck, "stuck", 0, "extra nodes that answer nothing but stay registered (drained before the first deploy, so they get no instances; the engine still calls them)")
 	flag.DurationVar(&o.allocStart, "alloc-start", 200*time.Millisecond, "from a sync to a new allocation running and passing")
 	flag.DurationVar(&o.minHealthy, "min-healthy", 500*time.Millisecond, "the rollouts' min_healthy_time")
@@ -177,6 +179,11 @@ func run(o options) error {
 	cfg := &nodeConfig{consul: consul.client, logger: logger, allocStart: o.allocStart, slowDelay: o.slowDelay,
 		flapEvery: o.flapEvery, flapFor: o.flapFor, ttl: o.ttl, cpuMHz: 100000, memoryMB: 100000,
 		started: &atomic.Int64{}, syncs: &atomic.Int64{}, statuses: &atomic.Int64{}}
+	if o.stream {
+		for _, p := range cl.Procs {
+			cfg.coordinators = append(cfg.coordinators, p.GRPCAddr)
+		}
+	}
 	kinds := behaviours(o.nodes, o.slow, o.flap)
 	var nodes []*node
 	var nmu sync.Mutex

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"slipway.dev/platform/catalog"
+	"slipway.dev/platform/nodestream"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -28,8 +29,8 @@ type behaviour int
 const (
 	healthy  behaviour = iota
 	slow               // answers every call after slowDelay
-	flapping           // its Consul check turns critical for flapFor every flapEvery
-	stuck              // answers nothing (calls hang until the caller gives up), keeps heartbeating
+	flapping           // its heartbeats (Consul check critical, stream silent) stop for flapFor every flapEvery
+	stuck              // answers nothing (calls hang until the caller gives up), keeps heartbeating and streaming
 )
 
 func (b behaviour) String() string {
@@ -53,6 +54,10 @@ type nodeConfig struct {
 	started  *atomic.Int64
 	syncs    *atomic.Int64 // SyncAllocations calls answered
 	statuses *atomic.Int64 // GetNodeStatus calls answered
+	// coordinators are the coordinators' gRPC addresses the nodes stream
+	// heartbeats to (NodeHeartbeatService); empty: no stream (the leader
+	// polls them and goes by Consul, as with older agents).
+	coordinators []string
 }
 
 // simAlloc is one allocation as the simulated agent holds it.
@@ -74,10 +79,14 @@ type node struct {
 	addr string
 	srv  *rpc.Server
 
+	born    time.Time
+	changed chan struct{} // a status changed (the stream sends it at once)
+
 	mu       sync.Mutex
 	token    *agentv1.FencingToken
 	allocs   map[string]*simAlloc
 	watchers map[chan *agentv1.AllocationStatus]struct{}
+	version  uint64 // grows with every status change
 }
 
 // Interface guard.
@@ -91,7 +100,7 @@ func startNode(ctx context.Context, id string, kind behaviour, cfg *nodeConfig, 
 		return nil, err
 	}
 	n := &node{id: id, kind: kind, cfg: cfg, addr: lis.Addr().String(), allocs: map[string]*simAlloc{},
-		watchers: map[chan *agentv1.AllocationStatus]struct{}{}}
+		watchers: map[chan *agentv1.AllocationStatus]struct{}{}, born: time.Now(), changed: make(chan struct{}, 1)}
 	n.srv = rpc.NewServer(rpc.ServerConfig{Name: "fleetsim", Logger: cfg.logger, Creds: creds,
 		Access: map[string][]pki.Role{agentv1.NodeAgentService_ServiceDesc.ServiceName: {pki.RoleCoordinator}}})
 	agentv1.RegisterNodeAgentServiceServer(n.srv, n)
@@ -103,7 +112,32 @@ func startNode(ctx context.Context, id string, kind behaviour, cfg *nodeConfig, 
 		return nil, err
 	}
 	go n.heartbeat(ctx)
+	if len(cfg.coordinators) > 0 {
+		st, err := nodestream.New(nodestream.Config{Coordinators: cfg.coordinators, Creds: creds, NodeID: id,
+			Statuses: n.streamStatuses, Changed: n.changed, Silent: n.flapped, Logger: cfg.logger})
+		if err != nil {
+			n.srv.Stop()
+			return nil, err
+		}
+		go st.Run(ctx)
+	}
 	return n, nil
+}
+
+// flapped says whether a flapping node is in one of its flaps now: for
+// flapFor at the end of every flapEvery since it started.
+func (n *node) flapped() bool {
+	if n.kind != flapping || n.cfg.flapEvery <= 0 {
+		return false
+	}
+	return time.Since(n.born)%n.cfg.flapEvery >= n.cfg.flapEvery-n.cfg.flapFor
+}
+
+// streamStatuses are what the heartbeat stream sends.
+func (n *node) streamStatuses() (uint64, []*agentv1.AllocationStatus) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.version, n.statusesLocked()
 }
 
 // register registers the agent as a real agent does (same service name,
@@ -127,16 +161,12 @@ func (n *node) register(ctx context.Context) error {
 }
 
 // heartbeat passes the TTL check every ttl/3, as the real agent does; a
-// flapping node reports it critical for flapFor every flapEvery.
+// flapping node reports it critical during its flaps.
 func (n *node) heartbeat(ctx context.Context) {
 	check := "service:" + catalog.AgentServiceID(n.id)
 	every := n.cfg.ttl / 3
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var flapAt time.Time
-	if n.kind == flapping {
-		flapAt = time.Now().Add(n.cfg.flapEvery)
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -144,15 +174,8 @@ func (n *node) heartbeat(ctx context.Context) {
 		case <-t.C:
 		}
 		st, note := api.HealthPassing, "node agent alive"
-		if n.kind == flapping {
-			now := time.Now()
-			if now.After(flapAt) {
-				st, note = api.HealthCritical, "simulated flap"
-				if now.After(flapAt.Add(n.cfg.flapFor)) {
-					flapAt = now.Add(n.cfg.flapEvery)
-					st, note = api.HealthPassing, "node agent alive"
-				}
-			}
+		if n.flapped() {
+			st, note = api.HealthCritical, "simulated flap"
 		}
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = n.cfg.consul.Agent().UpdateTTLOpts(check, note, st, (&api.QueryOptions{}).WithContext(c))
@@ -218,6 +241,7 @@ func (n *node) SyncAllocations(ctx context.Context, req *agentv1.SyncAllocations
 	for id := range n.allocs {
 		if !want[id] {
 			delete(n.allocs, id)
+			n.version++ // no longer reported
 		}
 	}
 	out := n.statusesLocked()
@@ -274,8 +298,13 @@ func (n *node) publish(sts []*agentv1.AllocationStatus) {
 	if len(sts) == 0 {
 		return
 	}
+	select {
+	case n.changed <- struct{}{}:
+	default:
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.version++
 	for ch := range n.watchers {
 		for _, s := range sts {
 			select {

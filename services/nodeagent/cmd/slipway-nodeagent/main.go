@@ -30,6 +30,7 @@ import (
 	"slipway.dev/platform/consulconf"
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/pki"
+	"slipway.dev/platform/nodestream"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/telemetry"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
@@ -38,7 +39,7 @@ import (
 type options struct {
 	nodeID, grpcAddr, driver, processDir, labels, advertise string
 	dataDir, metricsAddr, logLevel, logFormat               string
-	secretsDir                                              string
+	secretsDir, coordinators                                string
 	cpuMHz, memoryMB                                        int
 	sec                                                     rpc.Security
 	consul                                                  consulconf.Config
@@ -137,6 +138,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.processDir, "process-dir", "bin/images", "process driver: directory of executables; image a/b:c runs <dir>/a_b_c")
 	o.hard.register(fs)
 	fs.StringVar(&o.labels, "labels", "", "node labels k=v,k2=v2")
+	fs.StringVar(&o.coordinators, "coordinators", "", "gRPC addresses of coordinators, comma separated (any of them: the agent finds the leader), to stream heartbeats and statuses to the leader, which then judges this node by them (down after the coordinators' -node-ttl without one) instead of by its Consul check; empty: no stream, the leader polls this agent and goes by Consul")
 	fs.IntVar(&o.cpuMHz, "cpu-mhz", 4000, "CPU offered to allocations")
 	fs.IntVar(&o.memoryMB, "memory-mb", 4096, "memory offered to allocations")
 	fs.StringVar(&o.advertise, "advertise", "127.0.0.1", "address instances are reachable on (host ports bind there)")
@@ -291,6 +293,19 @@ func run(args []string) error {
 	runDone := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	go func() { runDone <- a.Run(ctx) }()
+	streamDone := make(chan struct{})
+	if addrs := splitList(o.coordinators); len(addrs) > 0 {
+		src := grpcapi.NewStreamSource(ctx, a)
+		st, err := nodestream.New(nodestream.Config{Coordinators: addrs, Creds: creds, NodeID: o.nodeID,
+			Statuses: src.Statuses, Changed: src.Changed(), Logger: logger})
+		if err != nil {
+			stop()
+			return err
+		}
+		go func() { st.Run(ctx); close(streamDone) }()
+	} else {
+		close(streamDone)
+	}
 	logger.Info("node agent up", "node", o.nodeID, "grpc", lis.Addr().String(), "driver", drv.Name(), "consul", o.consul.Endpoint())
 	var runErr error
 	select {
@@ -301,6 +316,7 @@ func run(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	<-streamDone
 	// Let operations in flight finish or give up (they see ctx end).
 	select {
 	case <-runDone:
@@ -312,6 +328,17 @@ func run(args []string) error {
 	}
 	logger.Info("node agent stopped; instances keep running and are adopted on restart")
 	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // advertisedAddr is the gRPC address registered in Consul: the listener's,
