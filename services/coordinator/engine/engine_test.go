@@ -15,6 +15,7 @@ import (
 
 	"slipway.dev/coordinator/analysis"
 	"slipway.dev/coordinator/engine"
+	"slipway.dev/coordinator/heartbeat"
 	"slipway.dev/coordinator/raftnode"
 	"slipway.dev/coordinator/rollout"
 	"slipway.dev/coordinator/state"
@@ -38,6 +39,8 @@ type harness struct {
 	gateAllow analysis.Allowlist
 	// signals is the next leader's signals store (nil: none).
 	signals engine.Signals
+	// hb is the next leader's heartbeat view (nil: none).
+	hb *heartbeat.View
 }
 
 func newHarness(t testing.TB, nodes ...string) *harness {
@@ -64,7 +67,7 @@ func (h *harness) newLeader() {
 		h.eng.Stop() // the old leader sends nothing more
 	}
 	h.eng = engine.New(engine.Config{Raft: h.raft, FSM: h.fsm, Nodes: h.nodes, Routes: h.routes, Agents: h.agents,
-		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute, GateAllow: h.gateAllow, Signals: h.signals})
+		Now: h.clock.Now, NodeGrace: 5 * time.Second, Logger: slog.New(slog.DiscardHandler), SyncWait: time.Minute, GateAllow: h.gateAllow, Signals: h.signals, Heartbeats: h.hb})
 }
 
 func (h *harness) pass() {

@@ -219,6 +219,7 @@ type fakeAgents struct {
 	failed     map[uint64]string // releases that fail to start, with the agent's error
 	sick       map[string]bool   // nodes where every check fails
 	violations []string
+	asked      map[string]int // node -> Status calls
 }
 
 func newAgents(fsm *state.FSM, c *clock) *fakeAgents {
@@ -262,7 +263,27 @@ func (f *fakeAgents) Sync(_ context.Context, n engine.Node, tok *agentv1.Fencing
 
 func (f *fakeAgents) Status(_ context.Context, n engine.Node) ([]*agentv1.AllocationStatus, error) {
 	f.mu.Lock()
+	if f.asked == nil {
+		f.asked = map[string]int{}
+	}
+	f.asked[n.ID]++
+	f.mu.Unlock()
+	return f.statusOf(n.ID), nil
+}
+
+// statusCalls counts the Status calls of node so far.
+func (f *fakeAgents) statusCalls(node string) int {
+	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.asked[node]
+}
+
+// statusOf is what the agent of node reports (on a Status call or in its
+// heartbeat stream).
+func (f *fakeAgents) statusOf(node string) []*agentv1.AllocationStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := engine.Node{ID: node}
 	var out []*agentv1.AllocationStatus
 	for _, a := range f.desired[n.ID] {
 		st := &agentv1.AllocationStatus{AllocationId: a.GetId(), Service: a.GetService(), Release: a.GetRelease(),
@@ -279,7 +300,7 @@ func (f *fakeAgents) Status(_ context.Context, n engine.Node) ([]*agentv1.Alloca
 		}
 		out = append(out, st)
 	}
-	return out, nil
+	return out
 }
 
 // syncs returns every Sync call so far, oldest first.
