@@ -54,6 +54,7 @@ type agentProc struct {
 	t                        testing.TB
 	bin, addr, nodeID        string
 	consulAddr, dir, dataDir string
+	args                     []string
 	logf                     *os.File
 	cmd                      *exec.Cmd
 	exited                   chan struct{}
@@ -65,7 +66,13 @@ type agentProc struct {
 // stops the agent.
 func startAgent(t testing.TB, consulAddr, processDir string) *agentProc {
 	t.Helper()
-	a := &agentProc{t: t, bin: testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent"), addr: testenv.FreeAddr(t),
+	return startAgentWith(t, consulAddr, processDir)
+}
+
+// startAgentWith is startAgent with extra flags (e.g. -coordinators).
+func startAgentWith(t testing.TB, consulAddr, processDir string, args ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{t: t, bin: testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent"), addr: testenv.FreeAddr(t), args: args,
 		consulAddr: consulAddr, dir: processDir, dataDir: t.TempDir(), nodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()%1e6)}
 	logPath := filepath.Join(t.TempDir(), "agent.log")
 	logf, err := os.Create(logPath)
@@ -101,6 +108,7 @@ func (a *agentProc) start() {
 		"-process-dir", a.dir, "-data-dir", a.dataDir, "-drain-window", "200ms", "-drain-timeout", "3s", "-advertise", "127.0.0.1")
 	cmd.Args = append(cmd.Args, testenv.TLSFlags(a.t, pki.RoleNodeAgent, a.nodeID)...)
 	cmd.Args = append(cmd.Args, testenv.ConsulFlagsFor(a.t, a.consulAddr, "nodeagent")...) // its token under ConsulACL
+	cmd.Args = append(cmd.Args, a.args...)
 	cmd.Stdout, cmd.Stderr = a.logf, a.logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

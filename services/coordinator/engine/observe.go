@@ -61,7 +61,14 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 	}
 	hb := e.cfg.Heartbeats
 	if hb != nil {
-		hb.Tick() // the changes show in State; commitNodes records them
+		// The changes show in State; commitNodes records them.
+		for _, c := range hb.Tick() {
+			if c.Up {
+				e.log.Info("node up by its heartbeats: judged by its stream from now on", "node", c.Node)
+			} else {
+				e.log.Warn("node sent no heartbeat for the TTL: down", "node", c.Node, "ttl", hb.Config().TTL)
+			}
+		}
 	}
 	e.nodes = map[string]Node{}
 	for _, n := range nodes {
