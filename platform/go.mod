@@ -12,7 +12,7 @@ require (
 
 require golang.org/x/crypto v0.57.0
 
-require github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+require github.com/cenkalti/backoff/v4 v4.3.0
 
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
