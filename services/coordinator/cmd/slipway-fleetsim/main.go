@@ -3,7 +3,10 @@
 // (engine on, mutual TLS, tokens required), and N simulated node agents in
 // this one process, each a real NodeAgentService gRPC server with its own
 // certificate naming its node id, registered in Consul with a TTL check as
-// real agents are. A fraction of the nodes can be slow, flapping or stuck.
+// real agents are, and (unless -stream=false) each keeps a heartbeat stream
+// to the leader (NodeHeartbeatService) as agents started with -coordinators
+// do. A fraction of the nodes can be slow, flapping (Consul check and
+// stream silent together) or stuck.
 // It deploys -per-node instances per node (services of at most 1,000
 // instances), waits for every rollout, then rolls every service to a new
 // release (max_parallel -max-parallel-pct of its count), idles, and prints
