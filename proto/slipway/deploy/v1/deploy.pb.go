@@ -296,6 +296,11 @@ const (
 	// metadata key "current_release" holds the latest release number; read
 	// the service again, re-apply the change and retry.
 	ErrorReason_ERROR_REASON_RELEASE_CHANGED ErrorReason = 3
+	// ERROR_REASON_NOT_LEADER (FAILED_PRECONDITION): a call only the leader
+	// serves (slipway.cluster.v1.NodeHeartbeatService) reached a coordinator
+	// that does not lead. The metadata keys "leader_address" and
+	// "leader_id" name the leader when it is known; call it there.
+	ErrorReason_ERROR_REASON_NOT_LEADER ErrorReason = 4
 )
 
 // Enum value maps for ErrorReason.
@@ -305,12 +310,14 @@ var (
 		1: "ERROR_REASON_NOT_COMMITTED",
 		2: "ERROR_REASON_OUTCOME_UNKNOWN",
 		3: "ERROR_REASON_RELEASE_CHANGED",
+		4: "ERROR_REASON_NOT_LEADER",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":     0,
 		"ERROR_REASON_NOT_COMMITTED":   1,
 		"ERROR_REASON_OUTCOME_UNKNOWN": 2,
 		"ERROR_REASON_RELEASE_CHANGED": 3,
+		"ERROR_REASON_NOT_LEADER":      4,
 	}
 )
 
@@ -3343,12 +3350,13 @@ const file_slipway_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x1bANALYSIS_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ANALYSIS_RESULT_PASS\x10\x01\x12\x18\n" +
 	"\x14ANALYSIS_RESULT_FAIL\x10\x02\x12 \n" +
-	"\x1cANALYSIS_RESULT_INCONCLUSIVE\x10\x03*\x8f\x01\n" +
+	"\x1cANALYSIS_RESULT_INCONCLUSIVE\x10\x03*\xac\x01\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_NOT_COMMITTED\x10\x01\x12 \n" +
 	"\x1cERROR_REASON_OUTCOME_UNKNOWN\x10\x02\x12 \n" +
-	"\x1cERROR_REASON_RELEASE_CHANGED\x10\x032\xf1\t\n" +
+	"\x1cERROR_REASON_RELEASE_CHANGED\x10\x03\x12\x1b\n" +
+	"\x17ERROR_REASON_NOT_LEADER\x10\x042\xf1\t\n" +
 	"\rDeployService\x12M\n" +
 	"\x06Deploy\x12 .slipway.deploy.v1.DeployRequest\x1a!.slipway.deploy.v1.DeployResponse\x12Y\n" +
 	"\n" +
