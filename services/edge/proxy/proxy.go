@@ -443,10 +443,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "slipway edge: no backend for "+r.rt.Service, http.StatusServiceUnavailable)
 		return
 	}
-	if fresh {
-		w.Header().Add("Set-Cookie", r.stickyCookie(bucket))
-	}
 	st := &state{pick: pick{table: t, route: r, backend: b, bucket: bucket, host: req.Host, path: req.URL.Path}, sw: statusWriter{ResponseWriter: w, code: http.StatusOK}}
+	if fresh {
+		// Added with the final response head, not now: relaying a 1xx
+		// (100 Continue, 103) clears the response header afterwards, and
+		// would take the cookie with it.
+		st.sw.cookie = r.stickyCookie(bucket)
+	}
 	pk, sw := &st.pick, &st.sw
 	st.rt = retrier{p: p, pk: pk}
 	if leanPath(req) {
@@ -673,25 +676,39 @@ type bufferPool struct{}
 func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
+// statusWriter records the final status code and adds the edge's own
+// response field (a sticky cookie) to the final response head: a 1xx
+// relayed before it (ReverseProxy's and relay1xx both clear the header
+// after writing one) cannot drop it.
 type statusWriter struct {
 	http.ResponseWriter
 	code int
 	done bool
+	// cookie, when not empty, is a Set-Cookie value for the final response.
+	cookie string
 }
 
 func (s *statusWriter) WriteHeader(code int) {
-	if !s.done && code >= 200 {
+	if !s.done && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		s.code, s.done = code, true
-	}
-	if code == http.StatusSwitchingProtocols {
-		s.code, s.done = code, true
+		s.addCookie()
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
-	s.done = true
+	if !s.done {
+		s.done = true
+		s.addCookie() // an implicit 200
+	}
 	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) addCookie() {
+	if s.cookie != "" {
+		s.ResponseWriter.Header().Add("Set-Cookie", s.cookie)
+		s.cookie = ""
+	}
 }
 
 // Unwrap lets http.ResponseController reach Hijack and Flush.
