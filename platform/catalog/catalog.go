@@ -34,6 +34,10 @@ const (
 	MetaMemory      = "memory_mb"
 	MetaDriver      = "driver"
 	MetaLabelPrefix = "label_"
+	// MetaBoot is the agent's boot id: random per agent process, so a
+	// leader sees an agent that restarted (and lost the secret values it
+	// holds in memory only) and sends it its whole desired set at once.
+	MetaBoot = "boot_id"
 
 	// RoutesPrefix is the KV prefix of traffic intents, one key per service
 	// holding a protojson slipway.edge.v1.TrafficIntent.

@@ -178,7 +178,7 @@ func NodeFromService(s *api.AgentService, node *api.Node) (engine.Node, error) {
 	if s == nil {
 		return engine.Node{}, errors.New("consul: no service")
 	}
-	n := engine.Node{ID: s.Meta[catalog.MetaNodeID], Driver: s.Meta[catalog.MetaDriver], Labels: map[string]string{}}
+	n := engine.Node{ID: s.Meta[catalog.MetaNodeID], Driver: s.Meta[catalog.MetaDriver], Boot: s.Meta[catalog.MetaBoot], Labels: map[string]string{}}
 	if n.ID == "" {
 		return engine.Node{}, fmt.Errorf("consul: instance %s: meta %s is empty", s.ID, catalog.MetaNodeID)
 	}

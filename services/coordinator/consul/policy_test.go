@@ -13,10 +13,14 @@ import (
 
 func TestNodeFromServicePolicy(t *testing.T) {
 	meta := map[string]string{catalog.MetaNodeID: "n1", catalog.MetaCPU: "1", catalog.MetaMemory: "1",
-		nodepolicy.MetaPrivileged: "true", nodepolicy.MetaCaps: "NET_ADMIN", nodepolicy.MetaHostPaths: "/data", nodepolicy.MetaImages: "slipway/*"}
+		nodepolicy.MetaPrivileged: "true", nodepolicy.MetaCaps: "NET_ADMIN", nodepolicy.MetaHostPaths: "/data", nodepolicy.MetaImages: "slipway/*",
+		catalog.MetaBoot: "b00t"}
 	n, err := consul.NodeFromService(&api.AgentService{ID: "x", Address: "h", Port: 1, Meta: meta}, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n.Boot != "b00t" {
+		t.Errorf("boot id = %q, want b00t (the engine resyncs a node whose boot id changed)", n.Boot)
 	}
 	if p := n.Security; !p.Privileged || !slices.Equal(p.Caps, []string{"NET_ADMIN"}) || !slices.Equal(p.HostPaths, []string{"/data"}) || !slices.Equal(p.Images, []string{"slipway/*"}) {
 		t.Errorf("policy = %+v", p)

@@ -58,6 +58,11 @@ type Node struct {
 	// Security is what the node's agent allows beyond the hardened
 	// container default.
 	Security nodepolicy.Policy
+	// Boot is the agent's boot id (catalog.MetaBoot), empty from an agent
+	// that reports none. A change means the agent restarted: it holds no
+	// secret values (they are in memory only), so it is sent its whole
+	// desired set, with them, at once.
+	Boot string
 }
 
 // NodeSource discovers the live workload nodes.

@@ -97,13 +97,15 @@ func (e *Engine) stopSyncers() {
 }
 
 // worker returns node's worker, starting it when there is none (or the
-// node's address changed).
+// node's address or boot id changed: a new worker sends the whole set at
+// once, so a restarted agent gets its secret values without waiting for
+// Resync).
 func (e *Engine) worker(node Node) *syncWorker {
 	s := e.sync
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if w := s.workers[node.ID]; w != nil {
-		if w.node.Addr == node.Addr {
+		if w.node.Addr == node.Addr && w.node.Boot == node.Boot {
 			return w
 		}
 		close(w.stop)

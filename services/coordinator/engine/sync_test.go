@@ -168,3 +168,59 @@ func setKey(allocs []*agentv1.Allocation) string {
 	}
 	return k
 }
+
+// TestRestartedAgentResyncedAtOnce: an agent that restarted (a new boot id
+// in its registration) holds no secret values, which live in its memory
+// only; its node is sent its whole desired set on the next pass, not at
+// the next anti-entropy Resync (30s). A node whose boot id stayed is sent
+// nothing, and neither is one whose agent reports no boot id at all.
+func TestRestartedAgentResyncedAtOnce(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	ns := h.nodes.get()
+	for i := range ns {
+		ns[i].Boot = "boot-a"
+	}
+	h.nodes.set(ns...)
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	for range 4 {
+		h.pass()
+		h.clock.Add(500 * time.Millisecond)
+	}
+	last := func(node string) (int, []*agentv1.Allocation) {
+		n, set := 0, []*agentv1.Allocation(nil)
+		for _, c := range h.agents.syncs() {
+			if c.node == node {
+				n, set = n+1, c.allocs
+			}
+		}
+		return n, set
+	}
+	n1Before, n1Set := last("n1")
+	n2Before, _ := last("n2")
+	if len(n1Set) == 0 {
+		t.Fatalf("n1 was sent no allocations")
+	}
+
+	ns[0].Boot = "boot-b" // n1's agent restarted
+	h.nodes.set(ns...)
+	h.pass()
+	n1After, n1Resent := last("n1")
+	n2After, _ := last("n2")
+	if n1After != n1Before+1 {
+		t.Fatalf("n1 (restarted) was synced %d times on the next pass, want once", n1After-n1Before)
+	}
+	if setKey(n1Resent) != setKey(n1Set) {
+		t.Errorf("n1 was resent %s, want its whole set %s", setKey(n1Resent), setKey(n1Set))
+	}
+	if n2After != n2Before {
+		t.Errorf("n2 (not restarted) was synced %d times, want none", n2After-n2Before)
+	}
+	for range 4 { // and once only
+		h.pass()
+		h.clock.Add(500 * time.Millisecond)
+	}
+	if n, _ := last("n1"); n != n1After {
+		t.Errorf("n1 was synced %d more times after its resync, want none", n-n1After)
+	}
+}

@@ -5,6 +5,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -166,6 +168,7 @@ type Agent struct {
 	instances  map[string]allocation.Instance
 	registered map[string]bool
 	ttlAt      time.Time // last refresh of the image health TTL checks
+	boot       string    // this process's boot id (Self.BootID)
 	selfReg    bool      // this process registered the agent itself (a restart with other flags refreshes the registration)
 	starting   map[string]*startWatch
 	dead       map[string]bool // instance ids known to have exited, until removed
@@ -230,6 +233,7 @@ func New(cfg Config, drv Driver, reg Registry) (*Agent, error) {
 		failures:   map[string]reconcile.Failure{},
 		changed:    make(chan struct{}),
 		subs:       map[chan Event]struct{}{},
+		boot:       newBootID(),
 	}
 	a.met = newMetrics(a, cfg.Registerer)
 	if p, ok := drv.(interface {
@@ -628,7 +632,7 @@ func (a *Agent) refresh(ctx context.Context) {
 	}
 	if needSelf && a.cfg.GRPCAddr != "" {
 		if err := a.reg.RegisterAgent(ctx, Self{ID: a.cfg.NodeID, GRPCAddr: a.cfg.GRPCAddr, Labels: a.cfg.Labels,
-			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name(), Policy: a.cfg.Policy}); err != nil {
+			CPUMHz: a.cfg.CPUMHz, MemoryMB: a.cfg.MemoryMB, Driver: a.drv.Name(), Policy: a.cfg.Policy, BootID: a.boot}); err != nil {
 			a.log.Warn("register node agent", "err", err)
 		} else {
 			a.mu.Lock()
@@ -788,4 +792,11 @@ func (a *Agent) step(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}()
 	}
+}
+
+// newBootID returns a random id for this agent process (catalog.MetaBoot).
+func newBootID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail (it panics first)
+	return hex.EncodeToString(b[:])
 }

@@ -88,7 +88,8 @@ type fakeRegistry struct {
 	rec    *recorder
 	mu     sync.Mutex
 	reg    map[string]bool
-	agents int // RegisterAgent calls
+	agents int      // RegisterAgent calls
+	boots  []string // the BootID of each
 }
 
 func (r *fakeRegistry) Register(_ context.Context, s allocation.Spec, _ allocation.Instance, _ string, _ bool) error {
@@ -124,9 +125,10 @@ func (r *fakeRegistry) WaitRoutes(_ context.Context, _, id string, _, _ time.Dur
 	return nil
 }
 
-func (r *fakeRegistry) RegisterAgent(context.Context, Self) error {
+func (r *fakeRegistry) RegisterAgent(_ context.Context, s Self) error {
 	r.mu.Lock()
 	r.agents++
+	r.boots = append(r.boots, s.BootID)
 	r.mu.Unlock()
 	return nil
 }
@@ -172,6 +174,18 @@ func TestRestartedAgentRegistersItself(t *testing.T) {
 	})
 	if n := calls(); n != 1 {
 		t.Errorf("RegisterAgent called %d times, want once", n)
+	}
+	// With its boot id, which the next process does not share: that is
+	// how a leader sees the restart and resends the secret values.
+	again, err := New(Config{NodeID: "n1", Address: "127.0.0.1", GRPCAddr: "127.0.0.1:7410", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, drv, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.mu.Lock()
+	boot := reg.boots[0]
+	reg.mu.Unlock()
+	if boot == "" || boot != a.boot || again.boot == "" || again.boot == boot {
+		t.Errorf("boot ids: registered %q, this process %q, the next %q; want one per process", boot, a.boot, again.boot)
 	}
 }
 

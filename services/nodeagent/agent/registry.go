@@ -34,6 +34,8 @@ type Self struct {
 	Driver string
 	// Policy is what the agent allows beyond the hardened default.
 	Policy nodepolicy.Policy
+	// BootID is random per agent process (see catalog.MetaBoot).
+	BootID string
 }
 
 // Registry is where the agent registers its instances and itself, and

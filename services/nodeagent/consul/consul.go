@@ -130,6 +130,9 @@ func (r *Registry) RegisterAgent(ctx context.Context, n Node) error {
 		catalog.MetaMemory: strconv.Itoa(n.MemoryMB),
 		catalog.MetaDriver: n.Driver,
 	}
+	if n.BootID != "" {
+		meta[catalog.MetaBoot] = n.BootID
+	}
 	for k, v := range n.Labels {
 		meta[catalog.MetaLabelPrefix+k] = v
 	}
