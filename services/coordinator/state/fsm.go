@@ -39,9 +39,10 @@ import (
 // release, version 5 the secret entries and snapshot field, version 6 the
 // batched node entry (upsert_nodes), version 7 secret scopes (checked at
 // deploy and rollback), mounts pinned when a deploy is applied and a
-// deploy's expected_release; older entries
-// and snapshots are still read, and replay as they did.
-const CurrentVersion = 7
+// deploy's expected_release, version 8 the pruning of old secret versions
+// (see SecretVersionsKept); older entries and snapshots are still read, and
+// replay as they did.
+const CurrentVersion = 8
 
 // nodesVersion is the first schema version with the upsert_nodes entry.
 const nodesVersion = 6

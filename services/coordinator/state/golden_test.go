@@ -62,6 +62,13 @@ func goldenHistory(t *testing.T) *log {
 		{Id: "n1", Address: "10.0.0.1:7410", Status: clusterv1.NodeStatus_NODE_STATUS_READY},
 		{Id: "n9", Address: "10.0.0.9:7410", Status: clusterv1.NodeStatus_NODE_STATUS_DOWN}}}}})
 	addScopeEntries(t, l)
+	// Schema version 8 (entries 29-34): six versions of a secret; the
+	// sixth prunes the first (no release pins it).
+	for n := uint64(1); n <= 6; n++ {
+		l.add(&statev1.Command{Op: &statev1.Command_PutSecret{PutSecret: &statev1.PutSecretOp{Name: "tok", Services: []string{"api"},
+			Version: &statev1.SecretVersionRecord{Meta: &deployv1.SecretVersion{Version: n, Digest: fmt.Sprintf("hmac-sha256:t%d", n), Size: 5, KeyId: "k2", CreatedBy: "acc-admin"},
+				Ciphertext: []byte(fmt.Sprintf("sealed-tok-%d", n))}}}})
+	}
 	return l
 }
 
@@ -202,6 +209,10 @@ func TestGoldenEntriesStillDecode(t *testing.T) {
 		}
 		if rels, _, _ := f.Releases("api", 1); len(rels) != 1 || rels[0].GetRequestId() != "r-scoped" || rels[0].GetSpec().GetConfigs()[0].GetVersion() != 1 {
 			t.Errorf("golden scoped deploy: latest release of api %v, want r-scoped pinning app.conf version 1", rels)
+		}
+		// The pruning entries: version 1 of tok pruned by the sixth.
+		if tok, err := f.Secret(deployv1.SecretKind_SECRET_KIND_SECRET, "tok"); err != nil || len(tok.GetVersions()) != state.SecretVersionsKept || tok.GetVersions()[0].GetVersion() != 2 {
+			t.Errorf("golden secret tok = %v, %v; want versions 2-6 (1 pruned)", tok, err)
 		}
 	}
 	// web-1 and web-2, and api-1 by the scoped deploy of entry 28.

@@ -25,6 +25,18 @@ const secretsVersion = 5
 // when they are applied.
 const scopeVersion = 7
 
+// pruneVersion is the first schema version whose secret entries prune old
+// versions (see SecretVersionsKept); older entries keep every version, as
+// they did when they were first applied.
+const pruneVersion = 8
+
+// SecretVersionsKept is how many of a secret's (or config's) newest
+// versions are kept when a new version is stored. Older versions are kept
+// only while a release of some service pins them (a rollback may go back
+// to it); the others are deleted by the same entry, on every coordinator
+// alike (it depends only on the state the entry applies to).
+const SecretVersionsKept = 5
+
 // SecretResult is the Apply response of a secret entry.
 type SecretResult struct {
 	// Secret describes the secret after the entry (as it was, for a
@@ -120,6 +132,10 @@ func (f *FSM) applyPutSecret(index, version uint64, at *timestamppb.Timestamp, o
 		rec.Services = slices.Clone(op.GetServices())
 	}
 	rec.Versions = append(rec.Versions, v)
+	var pruned []uint64
+	if version >= pruneVersion {
+		pruned = f.pruneVersionsLocked(rec)
+	}
 	action := KindName(kind) + " create"
 	if n > 1 {
 		action = KindName(kind) + " update"
@@ -127,6 +143,9 @@ func (f *FSM) applyPutSecret(index, version uint64, at *timestamppb.Timestamp, o
 	detail := fmt.Sprintf("%s %s version %d (%s, %d bytes)", KindName(kind), name, n, v.GetMeta().GetDigest(), v.GetMeta().GetSize())
 	if scoped && (n == 1 || op.GetSetServices()) {
 		detail += ", may be mounted by " + ScopeText(rec.GetServices())
+	}
+	if len(pruned) > 0 {
+		detail += fmt.Sprintf("; pruned version(s) %v (no release pins them, %d newer kept)", pruned, SecretVersionsKept)
 	}
 	f.addAudit(index, at, "", v.GetMeta().GetCreatedBy(), action, "", detail)
 	return SecretResult{Secret: f.describeSecretLocked(rec)}
@@ -192,6 +211,39 @@ func (f *FSM) applyRekeySecrets(op *statev1.RekeySecretsOp) any {
 		}
 	}
 	return RekeyResult{Rekeyed: len(changes)}
+}
+
+// pruneVersionsLocked deletes rec's versions that are neither among its
+// SecretVersionsKept newest nor pinned by a release of any service, and
+// returns their numbers (ascending). Versions are stored in ascending
+// order, so the result depends on the state only.
+func (f *FSM) pruneVersionsLocked(rec *statev1.SecretRecord) []uint64 {
+	vs := rec.GetVersions()
+	if len(vs) <= SecretVersionsKept {
+		return nil
+	}
+	pinned := map[uint64]bool{}
+	for _, svc := range sortedKeys(f.services) {
+		for _, rel := range f.services[svc].releases {
+			for _, m := range mounts(rel.GetSpec(), rec.GetKind()) {
+				if m.GetName() == rec.GetName() {
+					pinned[m.GetVersion()] = true // 0 (unpinned, older entries): the latest, always kept
+				}
+			}
+		}
+	}
+	var pruned []uint64
+	kept := vs[:0:0]
+	for i, v := range vs {
+		n := v.GetMeta().GetVersion()
+		if i < len(vs)-SecretVersionsKept && !pinned[n] {
+			pruned = append(pruned, n)
+			continue
+		}
+		kept = append(kept, v)
+	}
+	rec.Versions = kept
+	return pruned
 }
 
 func latestVersion(rec *statev1.SecretRecord) uint64 {

@@ -285,3 +285,59 @@ func TestSecretEntries(t *testing.T) {
 		t.Fatalf("secret entry of version 3: %v, want ErrInvalid", err)
 	}
 }
+
+// TestSecretVersionsPruned: storing a version keeps the newest
+// SecretVersionsKept versions and any older one a release pins (here
+// version 2, mounted by release 1 of shop); the rest are deleted by the
+// entry itself, so every replica agrees, and replaying the same entries
+// gives the same versions. Entries older than the pruning schema version
+// keep every version, as they did.
+func TestSecretVersionsPruned(t *testing.T) {
+	versions := func(f *state.FSM) []uint64 {
+		t.Helper()
+		s, err := f.Secret(deployv1.SecretKind_SECRET_KIND_SECRET, "db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, v := range s.GetVersions() {
+			out = append(out, v.GetVersion())
+		}
+		return out
+	}
+	l := &log{tb: t}
+	f := state.New()
+	apply(t, f, l.add(putSecret("db", 1, "shop")))
+	apply(t, f, l.add(putSecret("db", 2)))
+	apply(t, f, l.add(deploy(mounting("shop", "slipway/demo:v1"), "p1", false))) // pins version 2
+	for n := uint64(3); n <= 9; n++ {
+		apply(t, f, l.add(putSecret("db", n)))
+	}
+	want := []uint64{2, 5, 6, 7, 8, 9}
+	if got := versions(f); !slices.Equal(got, want) {
+		t.Fatalf("versions %v, want %v (the %d newest and the pinned 2)", got, want, state.SecretVersionsKept)
+	}
+	// Pruned versions are gone for deploys too, with a clear error.
+	s := mounting("shop", "slipway/demo:v2")
+	s.Secrets[0].Version = 3
+	if err := applyErr(f, l.add(deploy(s, "p2", true))); !errors.Is(err, state.ErrNotFound) || !strings.Contains(err.Error(), "no version 3") {
+		t.Fatalf("deploy pinning pruned version 3: %v, want ErrNotFound naming it", err)
+	}
+	// A replica replaying the log reaches the same versions.
+	g := state.New()
+	for _, e := range l.entries {
+		g.Apply(e)
+	}
+	if got := versions(g); !slices.Equal(got, want) {
+		t.Fatalf("replayed: versions %v, want %v", got, want)
+	}
+	// Older entries do not prune.
+	o := state.New()
+	ol := &log{tb: t}
+	for n := uint64(1); n <= 9; n++ {
+		apply(t, o, older(t, ol.add(putSecret("db", n, "shop")), 7))
+	}
+	if got := versions(o); len(got) != 9 {
+		t.Fatalf("version 7 entries: versions %v, want all 9 kept", got)
+	}
+}
