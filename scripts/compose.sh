@@ -19,6 +19,8 @@
 #   tls/<container>/                      mounted read-only at /etc/slipway/tls
 #                                         in that container only: ca.pem and
 #                                         its own <role>-<name>{,-key}.pem
+#   keyring.json                          the secrets keyring; a copy in each
+#                                         coordinator's tls/<container>/
 #   token                                 the bootstrap (admin) ACL token
 #   env                                   SLIPWAY_* exports for slipctl
 set -euo pipefail
@@ -105,6 +107,30 @@ make_tls() {
 	say "certificates: a throwaway CA and one certificate per container in $TLS"
 }
 
+# make_keyring: the keyring that encrypts secrets and configs in the raft
+# state, created once per cluster (.run/compose/keyring.json, kept like the
+# CA) with `slipway-coordinator keyring init`; every coordinator gets the
+# same keys, as a copy in its own directory (mounted read-only at
+# /etc/slipway/tls/keyring.json, -keyring-file through
+# SLIPWAY_KEYRING_FILE).
+make_keyring() {
+	if [ ! -s "$STATE/keyring.json" ]; then
+		bin/slipway-coordinator keyring init -file "$STATE/keyring.json" >/dev/null
+		chmod 0600 "$STATE/keyring.json"
+		say "keyring: created $STATE/keyring.json"
+	else
+		say "keyring: reusing $STATE/keyring.json"
+	fi
+	for c in coordinator-1 coordinator-2 coordinator-3; do
+		install -m 0600 "$STATE/keyring.json" "$TLS/$c/keyring.json"
+		if [ "$(id -u)" = 0 ]; then
+			chown 65534:65534 "$TLS/$c/keyring.json"
+		else
+			chmod 0644 "$TLS/$c/keyring.json" # as cert does for a non-root user
+		fi
+	done
+}
+
 # The operator's credentials for slipctl (and grpcurl).
 export SLIPWAY_ADDR=$ADDR
 export SLIPWAY_TLS_CA=$TLS/ca.pem SLIPWAY_TLS_CERT=$TLS/client-operator.pem SLIPWAY_TLS_KEY=$TLS/client-operator-key.pem
@@ -171,6 +197,7 @@ up)
 	bin/slipctl tls --help >/dev/null 2>&1 || make build
 	build_images
 	make_tls
+	make_keyring
 	"${COMPOSE[@]}" up -d
 	say "waiting for a raft leader that sees both node agents (through Consul)"
 	wait_ready
