@@ -45,6 +45,7 @@ var supported = []string{
 	"services.*.healthcheck.test",
 	"services.*.healthcheck.interval",
 	"services.*.healthcheck.timeout",
+	"services.*.healthcheck.start_period",
 	"services.*.healthcheck.disable",
 	"services.*.healthcheck.retries",
 	"services.*.deploy.mode",
@@ -365,6 +366,9 @@ func (m *mapper) check(spec *deployv1.ServiceSpec) {
 	}
 	if h.Timeout != nil {
 		c.Timeout = durationpb.New(time.Duration(*h.Timeout))
+	}
+	if h.StartPeriod != nil && *h.StartPeriod > 0 {
+		c.StartPeriod = durationpb.New(time.Duration(*h.StartPeriod))
 	}
 	if h.Retries != nil {
 		m.warn(Unsupported, "healthcheck.retries", "not imported: Slipway counts a check as failing after its own hysteresis")

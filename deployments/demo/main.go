@@ -5,7 +5,8 @@
 // Settings come from the environment: PORT (default 8080), VERSION and
 // COLOUR (defaults baked in at build time with -ldflags "-X main.version=v2"),
 // FAIL_HEALTH=1 to fail /healthz, HEALTH_FAIL_AFTER (a duration) to start
-// failing it that long after start, GREETING for the reply's first word,
+// failing it that long after start, HEALTH_FAIL_FOR (a duration) to fail
+// it for that long after start only (a slow starter), GREETING for the reply's first word,
 // ERROR_RATE (a percentage, e.g. 5) to answer that share of requests (every
 // 20th for 5) with 500 while /healthz keeps passing, LATENCY (a
 // duration) to delay every answer by that much, and LATENCY_FILE (a file
@@ -128,6 +129,7 @@ type config struct {
 	greeting        string
 	failHealth      bool
 	failAfter       time.Duration
+	failFor         time.Duration
 	errorRate       float64
 	latency         time.Duration
 	stateDir        string
@@ -159,6 +161,13 @@ func configFromEnv(getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("FAIL_HEALTH %q: want true or false", v)
 		}
 		c.failHealth = b
+	}
+	if v := getenv("HEALTH_FAIL_FOR"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return c, fmt.Errorf("HEALTH_FAIL_FOR %q: want a duration such as 10s", v)
+		}
+		c.failFor = d
 	}
 	if v := getenv("HEALTH_FAIL_AFTER"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -228,7 +237,8 @@ func newHandler(c config, started time.Time) http.Handler {
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		failing := c.failHealth || (c.failAfter > 0 && time.Since(started) > c.failAfter)
+		failing := c.failHealth || (c.failAfter > 0 && time.Since(started) > c.failAfter) ||
+			(c.failFor > 0 && time.Since(started) < c.failFor)
 		if failing {
 			http.Error(w, "unhealthy (FAIL_HEALTH)", http.StatusServiceUnavailable)
 			return

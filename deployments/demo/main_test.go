@@ -170,3 +170,25 @@ func TestServeFiles(t *testing.T) {
 		t.Error("a relative SERVE_FILES was accepted")
 	}
 }
+
+// TestHealthFailFor: with HEALTH_FAIL_FOR /healthz fails that long after
+// start only.
+func TestHealthFailFor(t *testing.T) {
+	cfg, err := configFromEnv(env(map[string]string{"HEALTH_FAIL_FOR": "1h"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		started time.Time
+		want    int
+	}{{time.Now(), http.StatusServiceUnavailable}, {time.Now().Add(-2 * time.Hour), http.StatusOK}} {
+		rec := httptest.NewRecorder()
+		newHandler(cfg, c.started).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		if rec.Code != c.want {
+			t.Errorf("healthz started %s ago = %d, want %d", time.Since(c.started).Round(time.Hour), rec.Code, c.want)
+		}
+	}
+	if _, err := configFromEnv(env(map[string]string{"HEALTH_FAIL_FOR": "soon"})); err == nil {
+		t.Error("HEALTH_FAIL_FOR=soon accepted")
+	}
+}

@@ -145,7 +145,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 		v.check("spec.resources.cpu_mhz", specrules.CPUMHz(int64(r.GetCpuMhz())))
 		v.check("spec.resources.memory_mb", specrules.MemoryMB(int64(r.GetMemoryMb())))
 	}
-	validateCheck(&v, s.GetCheck())
+	validateCheck(&v, s.GetCheck(), s.GetUpdate())
 	validateRoute(&v, s.GetRoute())
 	if n := len(s.GetConstraints()); n > specrules.MaxConstraints {
 		v.add("spec.constraints", "%d constraints, more than the %d allowed", n, specrules.MaxConstraints)
@@ -197,7 +197,7 @@ func validateImage(v *violations, image string) {
 	}
 }
 
-func validateCheck(v *violations, c *deployv1.HealthCheck) {
+func validateCheck(v *violations, c *deployv1.HealthCheck, u *deployv1.UpdateStrategy) {
 	if c == nil {
 		return
 	}
@@ -217,6 +217,18 @@ func validateCheck(v *violations, c *deployv1.HealthCheck) {
 		timeout := orDefault(c.GetTimeout(), DefaultCheckTimeout)
 		if compare(timeout, interval) > 0 {
 			v.add("spec.check.timeout", "%s must not exceed the interval (%s)", show(timeout), show(interval))
+		}
+	}
+	if sp := c.GetStartPeriod(); sp != nil && validDuration(v, "spec.check.start_period", sp) {
+		if d := specrules.StartPeriod(sp.AsDuration()); d != "" {
+			v.check("spec.check.start_period", d)
+		} else if h := u.GetHealthyDeadline(); h == nil || h.CheckValid() == nil {
+			// An instance in its start period is not healthy yet: the
+			// grace must end before the rollout gives up on it.
+			healthy := orDefault(h, DefaultHealthyDeadline)
+			if compare(sp, healthy) >= 0 {
+				v.add("spec.check.start_period", "%s must be less than update.healthy_deadline (%s)", show(sp), show(healthy))
+			}
 		}
 	}
 }

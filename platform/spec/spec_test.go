@@ -129,6 +129,27 @@ func TestValidate(t *testing.T) {
 			{Field: "spec.check.interval", Description: "must not be negative, got -1s"},
 			{Field: "spec.check.timeout", Description: "is not a valid duration (seconds 1, nanos -1: out of range or of different signs)"},
 		}},
+		{name: "check start period negative", mutate: func(s *deployv1.ServiceSpec) { s.Check.StartPeriod = dur(-time.Second) }, want: []rpc.FieldViolation{
+			{Field: "spec.check.start_period", Description: "must not be negative, got -1s"},
+		}},
+		{name: "check start period over the max", mutate: func(s *deployv1.ServiceSpec) {
+			s.Check.StartPeriod = dur(11 * time.Minute)
+			s.Update = &deployv1.UpdateStrategy{HealthyDeadline: dur(20 * time.Minute), ProgressDeadline: dur(30 * time.Minute)}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.check.start_period", Description: "must be at most 10m0s, got 11m0s"},
+		}},
+		{name: "check start period not under the default healthy deadline", mutate: func(s *deployv1.ServiceSpec) { s.Check.StartPeriod = dur(time.Minute) }, want: []rpc.FieldViolation{
+			{Field: "spec.check.start_period", Description: "1m0s must be less than update.healthy_deadline (1m0s)"},
+		}},
+		{name: "check start period over the healthy deadline", mutate: func(s *deployv1.ServiceSpec) {
+			s.Check.StartPeriod = dur(30 * time.Second)
+			s.Update = &deployv1.UpdateStrategy{HealthyDeadline: dur(20 * time.Second)}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.check.start_period", Description: "30s must be less than update.healthy_deadline (20s)"},
+		}},
+		{name: "check start period invalid", mutate: func(s *deployv1.ServiceSpec) { s.Check.StartPeriod = &durationpb.Duration{Seconds: 1, Nanos: -1} }, want: []rpc.FieldViolation{
+			{Field: "spec.check.start_period", Description: "is not a valid duration (seconds 1, nanos -1: out of range or of different signs)"},
+		}},
 		{name: "route host and path", mutate: func(s *deployv1.ServiceSpec) {
 			s.Route = &deployv1.Route{Host: "Web..local", Path: "api"}
 		}, want: []rpc.FieldViolation{

@@ -248,6 +248,22 @@ func MemoryMB(mb int64) string {
 	return ""
 }
 
+// MaxStartPeriod bounds a health check's start_period: a grace in which
+// failing probes do not count should not hide a broken instance for long.
+const MaxStartPeriod = 10 * time.Minute
+
+// StartPeriod checks a health check's start period: not negative, at most
+// MaxStartPeriod.
+func StartPeriod(d time.Duration) string {
+	switch {
+	case d < 0:
+		return fmt.Sprintf("must not be negative, got %s", d)
+	case d > MaxStartPeriod:
+		return fmt.Sprintf("must be at most %s, got %s", MaxStartPeriod, d)
+	}
+	return ""
+}
+
 // Duration checks a duration: not negative, at most MaxDuration.
 func Duration(d time.Duration) string {
 	switch {

@@ -195,6 +195,14 @@ func startAgent(t testing.TB, consulAddr string) string {
 // startAgentWith is startAgent with extra agent flags.
 func startAgentWith(t testing.TB, consulAddr string, extra ...string) string {
 	t.Helper()
+	node, _ := startAgentAt(t, consulAddr, extra...)
+	return node
+}
+
+// startAgentAt is startAgentWith that also returns the agent's gRPC
+// address.
+func startAgentAt(t testing.TB, consulAddr string, extra ...string) (string, string) {
+	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/nodeagent/cmd/slipway-nodeagent")
 	node, addr := unique("node"), testenv.FreeAddr(t)
 	// Registered first so that it runs last, after the agent stopped.
@@ -236,7 +244,7 @@ func startAgentWith(t testing.TB, consulAddr string, extra ...string) string {
 		}
 		p.stop(t)
 	})
-	return node
+	return node, addr
 }
 
 // live reports whether an allocation may still have a running instance.

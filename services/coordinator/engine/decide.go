@@ -595,7 +595,7 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 		DesiredState: agentv1.DesiredState_DESIRED_STATE_RUNNING, KillTimeout: spec.GetKillTimeout(), Args: spec.GetArgs(),
 	}
 	if c := spec.GetCheck(); c != nil {
-		a.Check = &agentv1.Check{Http: c.GetHttp(), Tcp: c.GetTcp(), Interval: c.GetInterval(), Timeout: c.GetTimeout()}
+		a.Check = &agentv1.Check{Http: c.GetHttp(), Tcp: c.GetTcp(), Interval: c.GetInterval(), Timeout: c.GetTimeout(), StartPeriod: c.GetStartPeriod()}
 	}
 	if r := spec.GetRestart(); r != nil {
 		a.Restart = &agentv1.RestartPolicy{Attempts: r.Attempts, Interval: r.GetInterval(), Delay: r.GetDelay(),

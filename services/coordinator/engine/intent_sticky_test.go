@@ -64,3 +64,13 @@ func TestTemplateCarriesContainerFields(t *testing.T) {
 		t.Fatalf("template %v", a)
 	}
 }
+
+// TestTemplateCarriesStartPeriod: the check's start period reaches the
+// allocation the agent runs.
+func TestTemplateCarriesStartPeriod(t *testing.T) {
+	a := engine.Template(&deployv1.ServiceSpec{Name: "web", Image: "demo:v1", Port: 80,
+		Check: &deployv1.HealthCheck{Http: "/healthz", StartPeriod: durationpb.New(7 * time.Second)}}, 1, "stable")
+	if got := a.GetCheck().GetStartPeriod().AsDuration(); got != 7*time.Second {
+		t.Fatalf("allocation check start period = %s, want 7s", got)
+	}
+}

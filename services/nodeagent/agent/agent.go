@@ -91,8 +91,11 @@ type Status struct {
 	// Progress is the last word on an image pull for the allocation
 	// ("pulling ...: 1.2 MB of 3.4 MB", "pulled ... in 2s"), kept until
 	// the next pull.
-	Progress  string
-	UpdatedAt time.Time
+	Progress string
+	// InStartPeriod is true while a started instance is in its check's
+	// start period and has not passed yet: failing probes do not count.
+	InStartPeriod bool
+	UpdatedAt     time.Time
 }
 
 // Event is one allocation change.

@@ -53,6 +53,19 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 		// passes now, so edges do not drop it while Consul's first check is
 		// still pending.
 		passing := probe.Once(ctx, spec, a.cfg.Address, inst.HostPort) == nil
+		if !passing && spec.InStartPeriod(inst.StartedAt, a.now()) {
+			// Adopted in its start period (the agent restarted): not
+			// registered critical while the grace lasts; the next pass
+			// plans the registration again.
+			a.mu.Lock()
+			if st := a.status[id]; st == nil || !st.InStartPeriod {
+				a.updateLocked(id, "in start period: failing probes do not count", func(s *Status) {
+					s.InStartPeriod, s.InstanceID, s.HostPort = true, inst.ID, inst.HostPort
+				})
+			}
+			a.mu.Unlock()
+			return true
+		}
 		if err := a.reg.Register(ctx, spec, inst, a.cfg.Address, passing); err != nil {
 			a.log.Warn("register", "alloc", id, "err", err)
 			return false
@@ -60,7 +73,7 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 		a.mu.Lock()
 		a.registered[id] = true
 		a.updateLocked(id, "registered in Consul", func(s *Status) {
-			s.State, s.Error, s.InstanceID, s.HostPort = Running, "", inst.ID, inst.HostPort
+			s.State, s.Error, s.InstanceID, s.HostPort, s.InStartPeriod = Running, "", inst.ID, inst.HostPort, false
 		})
 		a.mu.Unlock()
 	case reconcile.Deregister:
@@ -206,8 +219,18 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 	a.updateLocked(id, "instance started", func(s *Status) { s.InstanceID, s.HostPort = inst.ID, inst.HostPort })
 	a.mu.Unlock()
 	// Probe it ourselves so it is registered as soon as it is ready, unless
-	// it exits meanwhile.
-	pctx, pcancel := context.WithCancel(sctx)
+	// it exits meanwhile. In the check's start period failing probes do not
+	// count: the instance stays starting and out of Consul (so it is not
+	// critical there) until a probe passes or the grace is over. The grace
+	// is not bounded by the start timeout (which is for the pull and the
+	// start).
+	within := spec.ProbeWithin(a.cfg.ReadyWithin)
+	pparent := sctx
+	if spec.Check.StartPeriod > 0 {
+		pparent = ctx
+		a.update(id, "in start period "+spec.Check.StartPeriod.String()+": failing probes do not count", func(s *Status) { s.InStartPeriod = true })
+	}
+	pctx, pcancel := context.WithCancel(pparent)
 	go func() {
 		for {
 			select {
@@ -221,8 +244,22 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 			}
 		}
 	}()
-	passing := inst.Running && probe.Until(pctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond) == nil
+	passing := inst.Running && probe.Ready(pctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond, within) == nil
 	pcancel()
+	if spec.Check.StartPeriod > 0 {
+		msg := "start period over: the check passed"
+		if !passing {
+			msg = "start period over without a passing probe: the check counts from now"
+		}
+		a.update(id, msg, func(s *Status) { s.InStartPeriod = false })
+	}
+	if sctx.Err() != nil && ctx.Err() == nil {
+		// A long start period outlived the start timeout: register with a
+		// fresh bound.
+		var rcancel context.CancelFunc
+		sctx, rcancel = context.WithTimeout(ctx, opTimeout)
+		defer rcancel()
+	}
 	if !inst.Running && !w.hasExited(a, inst.ID) {
 		// Exited before the driver returned: its exit event (with the
 		// exit code and last output) follows; wait a little for it.

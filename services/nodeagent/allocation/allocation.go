@@ -29,6 +29,10 @@ type Check struct {
 	Interval time.Duration `json:"interval,omitempty"`
 	// Timeout of one probe.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// StartPeriod is the grace after a start in which failing probes do
+	// not count (Docker's HEALTHCHECK --start-period); a passing probe
+	// ends it early.
+	StartPeriod time.Duration `json:"start_period,omitempty"`
 }
 
 // Spec is one allocation as the coordinator wants it on this node.
@@ -192,6 +196,20 @@ func (s Spec) CheckTimeout() time.Duration {
 	return time.Second
 }
 
+// ProbeWithin is how long the agent probes a fresh instance itself before
+// registering it: readyWithin, or the check's start period when that is
+// longer (failing probes in it do not count, so the instance is
+// registered only once one passes or the grace is over).
+func (s Spec) ProbeWithin(readyWithin time.Duration) time.Duration {
+	return max(readyWithin, s.Check.StartPeriod)
+}
+
+// InStartPeriod reports whether an instance of s started at started is
+// still in its check's start period at now.
+func (s Spec) InStartPeriod(started, now time.Time) bool {
+	return s.Check.StartPeriod > 0 && !started.IsZero() && now.Sub(started) < s.Check.StartPeriod
+}
+
 // Fingerprint is a stable hash of everything that shapes the running
 // instance; two specs with the same fingerprint need no restart between them.
 // Stopped is not part of it.
@@ -268,6 +286,7 @@ func (s Spec) Validate(nodeID string) []Violation {
 	}
 	check("check.interval", specrules.Duration(s.Check.Interval))
 	check("check.timeout", specrules.Duration(s.Check.Timeout))
+	check("check.start_period", specrules.StartPeriod(s.Check.StartPeriod))
 	check("kill_timeout", specrules.Duration(s.KillTimeout))
 	if r := s.Restart; r != nil {
 		check("restart.attempts", specrules.RestartAttempts(int64(r.Attempts)))

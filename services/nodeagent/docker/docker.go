@@ -216,6 +216,12 @@ func ContainerConfig(s allocation.Spec, node string) *container.Config {
 	if len(s.Entrypoint) > 0 {
 		cfg.Entrypoint = s.Entrypoint
 	}
+	if s.Check.StartPeriod > 0 {
+		// The image's own HEALTHCHECK gets the same grace, so Docker does
+		// not call it unhealthy while the spec's check may still fail;
+		// Docker keeps the image's test, interval, timeout and retries.
+		cfg.Healthcheck = &container.HealthConfig{StartPeriod: s.Check.StartPeriod}
+	}
 	return cfg
 }
 

@@ -128,6 +128,7 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		Check: allocation.Check{
 			HTTP: a.GetCheck().GetHttp(), TCP: a.GetCheck().GetTcp(),
 			Interval: dur(a.GetCheck().GetInterval()), Timeout: dur(a.GetCheck().GetTimeout()),
+			StartPeriod: dur(a.GetCheck().GetStartPeriod()),
 		},
 		KillTimeout:   dur(a.GetKillTimeout()),
 		Stopped:       a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED,
@@ -220,7 +221,7 @@ func StatusToProto(s agent.Status) *agentv1.AllocationStatus {
 		AllocationId: s.AllocID, Service: s.Service, Release: s.Release, Track: s.Track,
 		State: states[s.State], Health: healths[string(s.Health)], ContainerId: s.InstanceID,
 		HostPort: int32(s.HostPort), Address: s.Address, Restarts: int32(s.Restarts), Error: s.Error,
-		Progress: s.Progress,
+		Progress: s.Progress, InStartPeriod: s.InStartPeriod,
 	}
 	if !s.HealthySince.IsZero() {
 		out.HealthySince = timestamppb.New(s.HealthySince)

@@ -43,6 +43,33 @@ func Once(ctx context.Context, s allocation.Spec, address string, port int) erro
 	return nil
 }
 
+// Ready probes a fresh instance until the check passes, ctx ends or within
+// passes: every fast while fastFor lasts, then every check interval (a
+// start period can be minutes long). It returns the last error when it
+// never passed.
+func Ready(ctx context.Context, s allocation.Spec, address string, port int, fastFor, fast, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	t0 := time.Now()
+	for {
+		err := Once(ctx, s, address, port)
+		if err == nil {
+			return nil
+		}
+		wait := fast
+		if time.Since(t0) >= fastFor {
+			wait = s.CheckInterval()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 // Until runs the check every interval until it passes, ctx ends or within
 // passes; it returns the last error when it never passed.
 func Until(ctx context.Context, s allocation.Spec, address string, port int, within, interval time.Duration) error {

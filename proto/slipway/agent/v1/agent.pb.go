@@ -326,7 +326,11 @@ type Check struct {
 	// interval between probes.
 	Interval *durationpb.Duration `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
 	// timeout of one probe.
-	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// start_period is the grace after a start in which failing probes do
+	// not count: the agent keeps probing and registers the instance in
+	// Consul once a probe passes or the grace is over.
+	StartPeriod   *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +389,13 @@ func (x *Check) GetInterval() *durationpb.Duration {
 func (x *Check) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Check) GetStartPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.StartPeriod
 	}
 	return nil
 }
@@ -1010,7 +1021,10 @@ type AllocationStatus struct {
 	// IMAGE from registry HOST", "pulling IMAGE: 1.2 MB of 3.4 MB, 0 of 2
 	// layers downloaded", "pulled IMAGE from registry HOST in 2.1s" or "pull
 	// failed: ..."; kept until the next pull.
-	Progress      string `protobuf:"bytes,14,opt,name=progress,proto3" json:"progress,omitempty"`
+	Progress string `protobuf:"bytes,14,opt,name=progress,proto3" json:"progress,omitempty"`
+	// in_start_period is true while a started instance is in its check's
+	// start period and has not passed yet: failing probes do not count.
+	InStartPeriod bool `protobuf:"varint,15,opt,name=in_start_period,json=inStartPeriod,proto3" json:"in_start_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1141,6 +1155,13 @@ func (x *AllocationStatus) GetProgress() string {
 		return x.Progress
 	}
 	return ""
+}
+
+func (x *AllocationStatus) GetInStartPeriod() bool {
+	if x != nil {
+		return x.InStartPeriod
+	}
+	return false
 }
 
 // SyncAllocationsRequest is the node's whole desired set.
@@ -1582,12 +1603,13 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x1cslipway/agent/v1/agent.proto\x12\x10slipway.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
 	"\fFencingToken\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x99\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd7\x01\n" +
 	"\x05Check\x12\x12\n" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xba\b\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12<\n" +
+	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\"\xba\b\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1649,7 +1671,7 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Mount\x12\x1b\n" +
 	"\thost_path\x18\x01 \x01(\tR\bhostPath\x12%\n" +
 	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
-	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\x90\x04\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xb8\x04\n" +
 	"\x10AllocationStatus\x12#\n" +
 	"\rallocation_id\x18\x01 \x01(\tR\fallocationId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -1666,7 +1688,8 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x05error\x18\f \x01(\tR\x05error\x129\n" +
 	"\n" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
-	"\bprogress\x18\x0e \x01(\tR\bprogress\"\xa7\x01\n" +
+	"\bprogress\x18\x0e \x01(\tR\bprogress\x12&\n" +
+	"\x0fin_start_period\x18\x0f \x01(\bR\rinStartPeriod\"\xa7\x01\n" +
 	"\x16SyncAllocationsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x124\n" +
 	"\x05token\x18\x02 \x01(\v2\x1e.slipway.agent.v1.FencingTokenR\x05token\x12>\n" +
@@ -1771,42 +1794,43 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
 	22, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
 	22, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	19, // 2: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
-	5,  // 3: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
-	0,  // 4: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	22, // 5: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
-	10, // 6: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
-	9,  // 7: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
-	22, // 8: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
-	7,  // 9: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
-	20, // 10: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
-	8,  // 11: slipway.agent.v1.Allocation.files:type_name -> slipway.agent.v1.File
-	22, // 12: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	22, // 13: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	1,  // 14: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
-	2,  // 15: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	3,  // 16: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	23, // 17: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	23, // 18: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 19: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	6,  // 20: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	11, // 21: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	21, // 22: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	4,  // 23: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	11, // 24: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	16, // 25: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
-	11, // 26: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	12, // 27: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	14, // 28: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	17, // 29: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	13, // 30: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	15, // 31: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	18, // 32: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	30, // [30:33] is the sub-list for method output_type
-	27, // [27:30] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	22, // 2: slipway.agent.v1.Check.start_period:type_name -> google.protobuf.Duration
+	19, // 3: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	5,  // 4: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
+	0,  // 5: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
+	22, // 6: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	10, // 7: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
+	9,  // 8: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
+	22, // 9: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
+	7,  // 10: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
+	20, // 11: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
+	8,  // 12: slipway.agent.v1.Allocation.files:type_name -> slipway.agent.v1.File
+	22, // 13: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	22, // 14: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	1,  // 15: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
+	2,  // 16: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	3,  // 17: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	23, // 18: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	23, // 19: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 20: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	6,  // 21: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	11, // 22: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	21, // 23: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	4,  // 24: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	11, // 25: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	16, // 26: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	11, // 27: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	12, // 28: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	14, // 29: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	17, // 30: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	13, // 31: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	15, // 32: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	18, // 33: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	31, // [31:34] is the sub-list for method output_type
+	28, // [28:31] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }

@@ -946,7 +946,14 @@ type HealthCheck struct {
 	// interval between probes; default 1s.
 	Interval *durationpb.Duration `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
 	// timeout of one probe; default 1s, and at most interval.
-	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// start_period is a grace after the instance starts, as Docker's
+	// HEALTHCHECK --start-period: failing probes in it do not count (the
+	// instance is reported starting, not critical, is not registered
+	// critical in Consul and is not restarted or failed for them); the first
+	// passing probe ends it early. Default 0 (none); at most 10m, and less
+	// than update.healthy_deadline.
+	StartPeriod   *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,6 +1012,13 @@ func (x *HealthCheck) GetInterval() *durationpb.Duration {
 func (x *HealthCheck) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetStartPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.StartPeriod
 	}
 	return nil
 }
@@ -2415,12 +2429,13 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\tread_only\x18\x03 \x01(\bR\breadOnly\"A\n" +
 	"\tResources\x12\x17\n" +
 	"\acpu_mhz\x18\x01 \x01(\x05R\x06cpuMhz\x12\x1b\n" +
-	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\"\x9f\x01\n" +
+	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\"\xdd\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"/\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12<\n" +
+	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\"/\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"\\\n" +
@@ -2616,44 +2631,45 @@ var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
 	9,  // 16: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
 	31, // 17: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
 	31, // 18: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	1,  // 19: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	31, // 20: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	31, // 21: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	31, // 22: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	31, // 23: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	18, // 24: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	28, // 25: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	31, // 26: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	16, // 27: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
-	17, // 28: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
-	15, // 29: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
-	2,  // 30: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
-	31, // 31: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
-	31, // 32: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
-	22, // 33: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	21, // 34: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	22, // 35: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	19, // 36: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	20, // 37: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	31, // 38: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	31, // 39: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	22, // 40: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	31, // 41: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	3,  // 42: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	25, // 43: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	26, // 44: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	27, // 45: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	24, // 46: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	23, // 47: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	31, // 48: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	31, // 49: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	31, // 50: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	22, // 51: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	31, // 19: slipway.deploy.v1.HealthCheck.start_period:type_name -> google.protobuf.Duration
+	1,  // 20: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	31, // 21: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	31, // 22: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	31, // 23: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	31, // 24: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	18, // 25: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	28, // 26: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	31, // 27: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	16, // 28: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
+	17, // 29: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
+	15, // 30: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
+	2,  // 31: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	31, // 32: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	31, // 33: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	22, // 34: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	21, // 35: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	22, // 36: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	19, // 37: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	20, // 38: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	31, // 39: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	31, // 40: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	22, // 41: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	31, // 42: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 43: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	25, // 44: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	26, // 45: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	27, // 46: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	24, // 47: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	23, // 48: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	31, // 49: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	31, // 50: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	31, // 51: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	22, // 52: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
