@@ -53,7 +53,9 @@ const versionFromServing = 4
 
 // DeployResult is the Apply response of a deploy or rollback entry.
 type DeployResult struct {
-	// Release is the release created, or found again on a replay.
+	// Release is the release created, or found again on a replay. A
+	// created release is the state's own (releases never change once
+	// made): read it, do not modify it.
 	Release *deployv1.Release
 	// Rollout is the rollout to it.
 	Rollout *deployv1.Rollout
@@ -268,11 +270,18 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.term, f.termFirstEvent = l.Term, 0
 	}
 	f.mu.Unlock()
-	return f.ApplyCommand(l.Index, cmd)
+	return f.applyCommand(l.Index, cmd, true)
 }
 
-// ApplyCommand applies a decoded entry committed at index.
+// ApplyCommand applies a decoded entry committed at index. cmd stays the
+// caller's: the state keeps copies of what it needs from it.
 func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
+	return f.applyCommand(index, cmd, false)
+}
+
+// applyCommand applies cmd; owned says the state may keep parts of cmd
+// itself (Apply decoded it for this call alone).
+func (f *FSM) applyCommand(index uint64, cmd *statev1.Command, owned bool) any {
 	f.mu.Lock()
 	defer func() {
 		f.lastIndex = index
@@ -289,7 +298,7 @@ func (f *FSM) ApplyCommand(index uint64, cmd *statev1.Command) any {
 	}
 	switch op := cmd.GetOp().(type) {
 	case *statev1.Command_Deploy:
-		return f.applyDeploy(index, uint64(cmd.GetVersion()), at, op.Deploy)
+		return f.applyDeploy(index, uint64(cmd.GetVersion()), at, op.Deploy, owned)
 	case *statev1.Command_Rollback:
 		return f.applyRollback(index, uint64(cmd.GetVersion()), at, op.Rollback)
 	case *statev1.Command_Operator:
@@ -375,7 +384,7 @@ func (f *FSM) replay(rid string) (DeployResult, bool) {
 	return res, true
 }
 
-func (f *FSM) applyDeploy(index, version uint64, at *timestamppb.Timestamp, op *statev1.DeployOp) any {
+func (f *FSM) applyDeploy(index, version uint64, at *timestamppb.Timestamp, op *statev1.DeployOp, owned bool) any {
 	if op.GetRequestId() == "" {
 		return fmt.Errorf("deploy: request_id is empty: %w", ErrInvalid)
 	}
@@ -395,8 +404,9 @@ func (f *FSM) applyDeploy(index, version uint64, at *timestamppb.Timestamp, op *
 			return &ReleaseChangedError{Service: spec.GetName(), Expected: op.GetExpectedRelease(), Current: current}
 		}
 	}
-	if version >= scopeVersion {
-		spec = proto.CloneOf(spec) // pinned below: the entry's message stays as sent
+	// Pinned below and kept by release: a caller's message stays as sent.
+	if !owned {
+		spec = proto.CloneOf(spec)
 	}
 	pinned, err := f.checkMountsLocked(spec, version)
 	if err != nil {
@@ -444,7 +454,8 @@ func (f *FSM) applyRollback(index, version uint64, at *timestamppb.Timestamp, op
 	return f.release(index, version, at, spec, target, op.GetRequestId(), op.GetSupersede(), op.GetBy(), op.GetAccessorId(), reason, "rollback")
 }
 
-// release creates release latest+1 of spec and a pending rollout to it.
+// release creates release latest+1 of spec and a pending rollout to it. It
+// keeps spec: the caller passes a copy of its own.
 // The rollout starts from the stable release, or (entries of version
 // versionFromServing on) from the release that serves.
 func (f *FSM) release(index, version uint64, at *timestamppb.Timestamp, spec *deployv1.ServiceSpec, rollbackOf uint64, rid string, supersede bool, by, accessor, reason, action string) any {
@@ -479,7 +490,7 @@ func (f *FSM) release(index, version uint64, at *timestamppb.Timestamp, spec *de
 		f.supersededBy[active.GetId()] = newID
 	}
 	rel := &deployv1.Release{
-		Service: name, Number: number, Spec: proto.CloneOf(spec), CreatedAt: at,
+		Service: name, Number: number, Spec: spec, CreatedAt: at,
 		CreatedBy: by, Reason: reason, RequestId: rid, RollbackOf: rollbackOf, AccessorId: accessor,
 	}
 	sr.releases = append(sr.releases, rel)
@@ -516,7 +527,7 @@ func (f *FSM) release(index, version uint64, at *timestamppb.Timestamp, spec *de
 		detail += ": " + reason
 	}
 	f.addAudit(index, at, by, accessor, action, name, detail)
-	return DeployResult{Release: proto.CloneOf(rel), Rollout: proto.CloneOf(ro)}
+	return DeployResult{Release: rel, Rollout: proto.CloneOf(ro)}
 }
 
 // servingRelease is the release a new rollout of service starts from (see
@@ -684,11 +695,18 @@ func (f *FSM) trimEvents(service string) {
 	if cutoff == 0 {
 		return
 	}
+	// The ids are in release order (a rollout's first event is made with
+	// it), so only a prefix can be at or below the cutoff.
 	ids := f.eventRolls[service]
 	kept := ids[:0]
-	for _, id := range ids {
+	for i, id := range ids {
+		ro := f.rollouts[id]
+		if ro.GetToRelease() > cutoff {
+			kept = append(kept, ids[i:]...)
+			break
+		}
 		// never the events of an active rollout
-		if ro := f.rollouts[id]; ro.GetToRelease() <= cutoff && rollout.Terminal(ro.GetState()) {
+		if rollout.Terminal(ro.GetState()) {
 			delete(f.events, id)
 			continue
 		}

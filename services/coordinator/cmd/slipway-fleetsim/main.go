@@ -41,6 +41,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/coordinator/internal/procstat"
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
 	"slipway.dev/platform/testenv"
@@ -278,8 +279,8 @@ func run(o options) error {
 	}
 	r := row{nodes: o.nodes, instances: o.nodes * o.perNode}
 	counts := serviceCounts(r.instances)
-	cpu0, _ := procCPU(pid)
-	consulCPU0, _ := procCPU(consul.pid())
+	cpu0, _ := procstat.CPU(pid)
+	consulCPU0, _ := procstat.CPU(consul.pid())
 	phaseStart := time.Now()
 	r.firstDeploy, r.firstState, err = deployAll(ctx, deploy, counts, "slipway/demo:v1", o, o.timeout)
 	if err != nil {
@@ -290,18 +291,18 @@ func run(o options) error {
 		return err
 	}
 	rollEnd := time.Now()
-	cpu1, _ := procCPU(pid)
+	cpu1, _ := procstat.CPU(pid)
 	r.leaderCPU = cpu1 - cpu0
-	r.leaderRSS, r.leaderHWM, _ = procMem(pid)
+	r.leaderRSS, r.leaderHWM, _ = procstat.Mem(pid)
 	idleStart := time.Now()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(o.idle):
 	}
-	cpu2, _ := procCPU(pid)
+	cpu2, _ := procstat.CPU(pid)
 	r.idleCores = (cpu2 - cpu1) / time.Since(idleStart).Seconds()
-	consulCPU1, _ := procCPU(consul.pid())
+	consulCPU1, _ := procstat.CPU(consul.pid())
 	r.consulCPU = consulCPU1 - consulCPU0
 	r.starts = cfg.started.Load()
 	r.needed = 2 * int64(r.instances)

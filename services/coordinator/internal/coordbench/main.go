@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/coordinator/internal/clusterproc"
+	"slipway.dev/coordinator/internal/procstat"
 	"slipway.dev/platform/spec"
 	aclv1 "slipway.dev/proto/slipway/acl/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
@@ -39,6 +40,10 @@ type result struct {
 	errs     int
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	// cpu is the CPU seconds the three coordinator processes used in
+	// the row (from /proc), so that a row's cost per operation can be
+	// read on a machine that is also busy with something else.
+	cpu float64
 }
 
 func run(bin string, dur time.Duration) error {
@@ -113,6 +118,22 @@ func measureCluster(bin string, dur time.Duration, secured bool) (map[int]result
 			return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+secret)
 		}
 	}
+	// clusterCPU is the CPU seconds the coordinator processes have used.
+	clusterCPU := func() float64 {
+		var sum float64
+		for _, p := range c.Procs {
+			if s, err := procstat.CPU(p.Pid()); err == nil {
+				sum += s
+			}
+		}
+		return sum
+	}
+	costed := func(clients int, dur time.Duration, op func(ctx context.Context, client, i int) error) result {
+		before := clusterCPU()
+		r := measure(clients, dur, op)
+		r.cpu = clusterCPU() - before
+		return r
+	}
 	dc := deployv1.NewDeployServiceClient(c.Conn(leader))
 	fc := deployv1.NewDeployServiceClient(c.Conn((leader + 1) % 3))
 	// The raw peer calls InternalService, which only coordinators may call.
@@ -151,19 +172,19 @@ func measureCluster(bin string, dur time.Duration, secured bool) (map[int]result
 		mode = "mutual TLS (raft too), a deploy token on every Deploy"
 	}
 	fmt.Printf("coordinator: 3 processes on loopback, %s; requests sent to the leader unless stated, %s per row, entry ~%d bytes\n", mode, dur, len(payload))
-	fmt.Printf("%-8s %-24s %10s %10s %10s %8s\n", "clients", "operation", "ops/s", "p50", "p99", "errors")
+	fmt.Printf("%-8s %-24s %10s %10s %10s %8s %12s\n", "clients", "operation", "ops/s", "p50", "p99", "errors", "CPU µs/op")
 	out := map[int]result{}
 	for _, clients := range []int{1, 32} {
-		d := measure(clients, dur, deploy)
+		d := costed(clients, dur, deploy)
 		if d.ops == 0 {
 			return nil, fmt.Errorf("no Deploy succeeded with %d clients (%d errors)", clients, d.errs)
 		}
-		r := measure(clients, dur, noop)
+		r := costed(clients, dur, noop)
 		row(clients, "Deploy (committed)", d)
 		row(clients, "raw raft apply (peer)", r)
-		row(clients, "Deploy via follower", measure(clients, dur, viaFollower))
-		fmt.Printf("%-8d %-24s %9.2fx %9.2fx %9.2fx\n", clients, "ratio Deploy/raw", rate(d)/rate(r),
-			float64(d.p50)/float64(r.p50), float64(d.p99)/float64(r.p99))
+		row(clients, "Deploy via follower", costed(clients, dur, viaFollower))
+		fmt.Printf("%-8d %-24s %9.2fx %9.2fx %9.2fx %8s %11.2fx\n", clients, "ratio Deploy/raw", rate(d)/rate(r),
+			float64(d.p50)/float64(r.p50), float64(d.p99)/float64(r.p99), "", perCPU(d)/perCPU(r))
 		out[clients] = d
 	}
 	return out, nil
@@ -171,9 +192,23 @@ func measureCluster(bin string, dur time.Duration, secured bool) (map[int]result
 
 func rate(r result) float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
+// perCPU is operations per CPU second of the coordinator processes; its
+// ratio (the last column of a ratio row) is the ratio of operations per
+// CPU second, which the machine's other load moves far less than ops/s.
+func perCPU(r result) float64 {
+	if r.cpu <= 0 {
+		return 0
+	}
+	return float64(r.ops) / r.cpu
+}
+
 func row(clients int, name string, r result) {
-	fmt.Printf("%-8d %-24s %10.0f %10s %10s %8d\n", clients, name, rate(r),
-		r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.errs)
+	us := 0.0
+	if r.ops > 0 {
+		us = r.cpu / float64(r.ops) * 1e6
+	}
+	fmt.Printf("%-8d %-24s %10.0f %10s %10s %8d %12.0f\n", clients, name, rate(r),
+		r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.errs, us)
 }
 
 // measure runs op from clients goroutines for dur and reports throughput
