@@ -135,7 +135,7 @@ func Validate(s *deployv1.ServiceSpec) []rpc.FieldViolation {
 	} else if size <= specrules.MaxSpecBytes {
 		v.check("spec.count", specrules.ReleaseSize(int64(s.GetCount()), size))
 	}
-	v.check("spec.port", specrules.Port(int64(s.GetPort())))
+	validatePorts(&v, s)
 	validateEnv(&v, s.GetEnv())
 	v.check("spec.args", specrules.ArgsTotal(s.GetArgs()))
 	for i, a := range s.GetArgs() {
@@ -628,6 +628,7 @@ func Normalize(s *deployv1.ServiceSpec) *deployv1.ServiceSpec {
 		n.Route.Path = DefaultRoutePath
 	}
 	n.KillTimeout = orDefault(n.KillTimeout, DefaultKillTimeout)
+	normalizePorts(n)
 	normalizeRestart(n)
 	normalizeFiles(n)
 	if n.Update == nil {

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +150,72 @@ func TestValidate(t *testing.T) {
 		}},
 		{name: "check start period invalid", mutate: func(s *deployv1.ServiceSpec) { s.Check.StartPeriod = &durationpb.Duration{Seconds: 1, Nanos: -1} }, want: []rpc.FieldViolation{
 			{Field: "spec.check.start_period", Description: "is not a valid duration (seconds 1, nanos -1: out of range or of different signs)"},
+		}},
+		{name: "named ports, one routed, checked on another", mutate: func(s *deployv1.ServiceSpec) {
+			s.Port = 0
+			s.Ports = []*deployv1.Port{{Name: "http", Port: 8080}, {Name: "metrics", Port: 9100, HostPort: 19100, Protocol: "tcp"}}
+			s.RoutePort = "http"
+			s.Check.Port = "metrics"
+		}},
+		{name: "named ports with the routed port repeated in port", mutate: func(s *deployv1.ServiceSpec) {
+			s.Ports = []*deployv1.Port{{Name: "admin", Port: 9000}, {Name: "http", Port: 8080}}
+			s.RoutePort = "http"
+		}},
+		{name: "named ports invalid", mutate: func(s *deployv1.ServiceSpec) {
+			s.Port = 0
+			s.Ports = []*deployv1.Port{
+				{Name: "http", Port: 8080, HostPort: 80},
+				{Name: "http", Port: 8080, HostPort: 80},
+				{Name: "Metrics_1", Port: 70000, HostPort: 65536, Protocol: "udp"},
+			}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.ports[1].name", Description: `"http" is the name of ports[0] too`},
+			{Field: "spec.ports[1].port", Description: "8080 is the container port of ports[0] too"},
+			{Field: "spec.ports[1].host_port", Description: "80 is the host port of ports[0] too"},
+			{Field: "spec.ports[2].name", Description: `"Metrics_1" is not a port name (lower-case letters, digits and '-', starting with a letter and not ending with '-')`},
+			{Field: "spec.ports[2].port", Description: "must be between 1 and 65535, got 70000"},
+			{Field: "spec.ports[2].host_port", Description: "must be 0 (ephemeral) or between 1 and 65535, got 65536"},
+			{Field: "spec.ports[2].protocol", Description: `"udp" is not supported (only tcp)`},
+		}},
+		{name: "route and check port name no port", mutate: func(s *deployv1.ServiceSpec) {
+			s.Port = 0
+			s.Ports = []*deployv1.Port{{Name: "http", Port: 8080}}
+			s.RoutePort = "web"
+			s.Check.Port = "metrics"
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.route_port", Description: `"web" is not the name of a port in spec.ports`},
+			{Field: "spec.check.port", Description: `"metrics" is not the name of a port in spec.ports`},
+		}},
+		{name: "route and check port without ports", mutate: func(s *deployv1.ServiceSpec) {
+			s.RoutePort = "http"
+			s.Check.Port = "http"
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.route_port", Description: `"http" names a port, and spec.ports is empty`},
+			{Field: "spec.check.port", Description: `"http" names a port, and spec.ports is empty`},
+		}},
+		{name: "port conflicting with the routed port", mutate: func(s *deployv1.ServiceSpec) {
+			s.Port = 8081
+			s.Ports = []*deployv1.Port{{Name: "http", Port: 8080}, {Name: "metrics", Port: 8081}}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.port", Description: `8081 conflicts with spec.ports: the routed port "http" is container port 8080 (leave port unset with ports, or set it to 8080)`},
+		}},
+		{name: "env sets a named port's variable", mutate: func(s *deployv1.ServiceSpec) {
+			s.Port = 0
+			s.Ports = []*deployv1.Port{{Name: "http", Port: 8080}, {Name: "grpc-web", Port: 8081}}
+			s.Env["PORT_GRPC_WEB"] = "1"
+		}, want: []rpc.FieldViolation{
+			{Field: `spec.env["PORT_GRPC_WEB"]`, Description: `is set by the node agent: the container port of the port "grpc-web"`},
+		}},
+		{name: "no port at all", mutate: func(s *deployv1.ServiceSpec) { s.Port = 0 }, want: []rpc.FieldViolation{
+			{Field: "spec.port", Description: "is required (1-65535)"},
+		}},
+		{name: "too many ports", mutate: func(s *deployv1.ServiceSpec) {
+			s.Port = 0
+			for i := range 17 {
+				s.Ports = append(s.Ports, &deployv1.Port{Name: fmt.Sprintf("p%d", i), Port: int32(9000 + i)})
+			}
+		}, want: []rpc.FieldViolation{
+			{Field: "spec.ports", Description: "17 ports, more than the 16 allowed"},
 		}},
 		{name: "route host and path", mutate: func(s *deployv1.ServiceSpec) {
 			s.Route = &deployv1.Route{Host: "Web..local", Path: "api"}
@@ -349,5 +416,27 @@ func TestDefaultsNotShared(t *testing.T) {
 	b := Normalize(&deployv1.ServiceSpec{Name: "a", Image: "a", Port: 1})
 	if b.GetKillTimeout().GetSeconds() != 5 {
 		t.Fatalf("mutating one normalized spec changed the defaults: kill_timeout %v", b.GetKillTimeout())
+	}
+}
+
+// TestNormalizePorts: with named ports, route_port defaults to the first
+// port and port to the routed one's container port; the normalized spec
+// still validates.
+func TestNormalizePorts(t *testing.T) {
+	in := &deployv1.ServiceSpec{Name: "web", Image: "slipway/demo:v2",
+		Ports: []*deployv1.Port{{Name: "metrics", Port: 9100}, {Name: "http", Port: 8080}}}
+	got := Normalize(in)
+	if got.GetRoutePort() != "metrics" || got.GetPort() != 9100 {
+		t.Errorf("normalized route_port %q port %d, want metrics 9100", got.GetRoutePort(), got.GetPort())
+	}
+	if in.GetPort() != 0 || in.GetRoutePort() != "" {
+		t.Errorf("Normalize changed its input")
+	}
+	if vs := Validate(got); vs != nil {
+		t.Errorf("normalized spec invalid: %v", vs)
+	}
+	in.RoutePort = "http"
+	if got := Normalize(in); got.GetPort() != 8080 || RoutedPort(got).GetName() != "http" {
+		t.Errorf("route_port http: port %d routed %v", got.GetPort(), RoutedPort(got))
 	}
 }

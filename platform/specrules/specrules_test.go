@@ -155,3 +155,48 @@ func TestAssumedMessageLimit(t *testing.T) {
 		t.Errorf("AssumedMaxMsgBytes = %d, more than rpc.MaxMsgSize = %d", AssumedMaxMsgBytes, rpc.MaxMsgSize)
 	}
 }
+
+// TestPorts: names, container ports and static host ports are valid and
+// unique; only tcp.
+func TestPorts(t *testing.T) {
+	ok := []NamedPort{{Name: "http", Port: 8080}, {Name: "metrics-2", Port: 9100, HostPort: 9100, Protocol: "tcp"}}
+	if vs := Ports(ok); len(vs) != 0 {
+		t.Fatalf("valid ports: %v", vs)
+	}
+	bad := []NamedPort{
+		{Name: "http", Port: 8080, HostPort: 80},
+		{Name: "http", Port: 8080, HostPort: 80},
+		{Name: "Metrics", Port: 0},
+		{Name: "a-very-long-port-name", Port: 70000, HostPort: -1, Protocol: "udp"},
+		{Name: "", Port: 1},
+		{Name: "x-", Port: 2},
+	}
+	want := []PortViolation{
+		{1, "name", `"http" is the name of ports[0] too`},
+		{1, "port", "8080 is the container port of ports[0] too"},
+		{1, "host_port", "80 is the host port of ports[0] too"},
+		{2, "name", `"Metrics" is not a port name (lower-case letters, digits and '-', starting with a letter and not ending with '-')`},
+		{2, "port", "is required (1-65535)"},
+		{3, "name", `"a-very-long-port-name" is longer than 15 characters`},
+		{3, "port", "must be between 1 and 65535, got 70000"},
+		{3, "host_port", "must be 0 (ephemeral) or between 1 and 65535, got -1"},
+		{3, "protocol", `"udp" is not supported (only tcp)`},
+		{4, "name", "is required"},
+		{5, "name", `"x-" is not a port name (lower-case letters, digits and '-', starting with a letter and not ending with '-')`},
+	}
+	got := Ports(bad)
+	if len(got) != len(want) {
+		t.Fatalf("got %d violations %v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("violation %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if vs := Ports(make([]NamedPort, MaxPorts+1)); len(vs) == 0 || vs[0].Index != -1 {
+		t.Errorf("too many ports: %v", vs)
+	}
+	if got := PortEnv("grpc-web"); got != "PORT_GRPC_WEB" {
+		t.Errorf("PortEnv = %s", got)
+	}
+}

@@ -330,7 +330,10 @@ type Check struct {
 	// start_period is the grace after a start in which failing probes do
 	// not count: the agent keeps probing and registers the instance in
 	// Consul once a probe passes or the grace is over.
-	StartPeriod   *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
+	StartPeriod *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
+	// port names the port the check probes: port_name's (empty: the routed
+	// port) or one of ports.
+	Port          string `protobuf:"bytes,6,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +403,13 @@ func (x *Check) GetStartPeriod() *durationpb.Duration {
 	return nil
 }
 
+func (x *Check) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
 // Allocation is one instance of one release of a service on this node.
 type Allocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -462,6 +472,13 @@ type Allocation struct {
 	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// stop_signal is the stop signal; empty: SIGTERM.
 	StopSignal string `protobuf:"bytes,24,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// port_name is the name of the routed port (port, host_port) when the
+	// service has named ports; empty for a single unnamed port.
+	PortName string `protobuf:"bytes,25,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	// ports are the service's other named ports, each published on the host
+	// (host_port when set, else an ephemeral one) and registered in Consul's
+	// service meta as port_<name>.
+	Ports []*NamedPort `protobuf:"bytes,26,rep,name=ports,proto3" json:"ports,omitempty"`
 	// files are the secrets and configs mounted into the instance. In the
 	// coordinator's state they carry no data; the leader fills data in from
 	// its encrypted store for the SyncAllocations of the node that runs the
@@ -670,11 +687,89 @@ func (x *Allocation) GetStopSignal() string {
 	return ""
 }
 
+func (x *Allocation) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+func (x *Allocation) GetPorts() []*NamedPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 func (x *Allocation) GetFiles() []*File {
 	if x != nil {
 		return x.Files
 	}
 	return nil
+}
+
+// NamedPort is a named container port besides the routed one.
+type NamedPort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the port's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// port is the container port.
+	Port int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// host_port, when set, is the static host port; 0 means ephemeral.
+	HostPort      int32 `protobuf:"varint,3,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamedPort) Reset() {
+	*x = NamedPort{}
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamedPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamedPort) ProtoMessage() {}
+
+func (x *NamedPort) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamedPort.ProtoReflect.Descriptor instead.
+func (*NamedPort) Descriptor() ([]byte, []int) {
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NamedPort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NamedPort) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *NamedPort) GetHostPort() int32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
 }
 
 // Volume mounts a service's named volume.
@@ -693,7 +788,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +800,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +813,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Volume) GetName() string {
@@ -765,7 +860,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +872,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +885,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *File) GetKind() string {
@@ -867,7 +962,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +974,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +987,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RestartPolicy) GetAttempts() int32 {
@@ -938,7 +1033,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1045,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1058,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Mount) GetHostPath() string {
@@ -1031,7 +1126,7 @@ type AllocationStatus struct {
 
 func (x *AllocationStatus) Reset() {
 	*x = AllocationStatus{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1138,7 @@ func (x *AllocationStatus) String() string {
 func (*AllocationStatus) ProtoMessage() {}
 
 func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1151,7 @@ func (x *AllocationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocationStatus.ProtoReflect.Descriptor instead.
 func (*AllocationStatus) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AllocationStatus) GetAllocationId() string {
@@ -1179,7 +1274,7 @@ type SyncAllocationsRequest struct {
 
 func (x *SyncAllocationsRequest) Reset() {
 	*x = SyncAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1286,7 @@ func (x *SyncAllocationsRequest) String() string {
 func (*SyncAllocationsRequest) ProtoMessage() {}
 
 func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1299,7 @@ func (x *SyncAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncAllocationsRequest) GetNodeId() string {
@@ -1240,7 +1335,7 @@ type SyncAllocationsResponse struct {
 
 func (x *SyncAllocationsResponse) Reset() {
 	*x = SyncAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1347,7 @@ func (x *SyncAllocationsResponse) String() string {
 func (*SyncAllocationsResponse) ProtoMessage() {}
 
 func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1360,7 @@ func (x *SyncAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*SyncAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SyncAllocationsResponse) GetAllocations() []*AllocationStatus {
@@ -1284,7 +1379,7 @@ type GetNodeStatusRequest struct {
 
 func (x *GetNodeStatusRequest) Reset() {
 	*x = GetNodeStatusRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1391,7 @@ func (x *GetNodeStatusRequest) String() string {
 func (*GetNodeStatusRequest) ProtoMessage() {}
 
 func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1404,7 @@ func (x *GetNodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 // GetNodeStatusResponse is the node's status.
@@ -1339,7 +1434,7 @@ type GetNodeStatusResponse struct {
 
 func (x *GetNodeStatusResponse) Reset() {
 	*x = GetNodeStatusResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1446,7 @@ func (x *GetNodeStatusResponse) String() string {
 func (*GetNodeStatusResponse) ProtoMessage() {}
 
 func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1459,7 @@ func (x *GetNodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetNodeStatusResponse) GetNodeId() string {
@@ -1448,7 +1543,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1555,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1568,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodePolicy) GetPrivileged() bool {
@@ -1513,7 +1608,7 @@ type WatchAllocationsRequest struct {
 
 func (x *WatchAllocationsRequest) Reset() {
 	*x = WatchAllocationsRequest{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1620,7 @@ func (x *WatchAllocationsRequest) String() string {
 func (*WatchAllocationsRequest) ProtoMessage() {}
 
 func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1633,7 @@ func (x *WatchAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 // WatchAllocationsResponse is one allocation change.
@@ -1554,7 +1649,7 @@ type WatchAllocationsResponse struct {
 
 func (x *WatchAllocationsResponse) Reset() {
 	*x = WatchAllocationsResponse{}
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1661,7 @@ func (x *WatchAllocationsResponse) String() string {
 func (*WatchAllocationsResponse) ProtoMessage() {}
 
 func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_slipway_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1674,7 @@ func (x *WatchAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_slipway_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchAllocationsResponse) GetAllocation() *AllocationStatus {
@@ -1603,13 +1698,14 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"\x1cslipway/agent/v1/agent.proto\x12\x10slipway.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
 	"\fFencingToken\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd7\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xeb\x01\n" +
 	"\x05Check\x12\x12\n" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12<\n" +
-	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\"\xba\b\n" +
+	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\tR\x04port\"\x8a\t\n" +
 	"\n" +
 	"Allocation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
@@ -1641,14 +1737,20 @@ const file_slipway_agent_v1_agent_proto_rawDesc = "" +
 	"entrypoint\x12@\n" +
 	"\x06labels\x18\x17 \x03(\v2(.slipway.agent.v1.Allocation.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vstop_signal\x18\x18 \x01(\tR\n" +
-	"stopSignal\x12,\n" +
+	"stopSignal\x12\x1b\n" +
+	"\tport_name\x18\x19 \x01(\tR\bportName\x121\n" +
+	"\x05ports\x18\x1a \x03(\v2\x1b.slipway.agent.v1.NamedPortR\x05ports\x12,\n" +
 	"\x05files\x18( \x03(\v2\x16.slipway.agent.v1.FileR\x05files\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\tNamedPort\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1b\n" +
+	"\thost_port\x18\x03 \x01(\x05R\bhostPort\"`\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0econtainer_path\x18\x02 \x01(\tR\rcontainerPath\x12\x1b\n" +
@@ -1764,7 +1866,7 @@ func file_slipway_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_slipway_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(DesiredState)(0),                // 0: slipway.agent.v1.DesiredState
 	(RestartMode)(0),                 // 1: slipway.agent.v1.RestartMode
@@ -1773,64 +1875,66 @@ var file_slipway_agent_v1_agent_proto_goTypes = []any{
 	(*FencingToken)(nil),             // 4: slipway.agent.v1.FencingToken
 	(*Check)(nil),                    // 5: slipway.agent.v1.Check
 	(*Allocation)(nil),               // 6: slipway.agent.v1.Allocation
-	(*Volume)(nil),                   // 7: slipway.agent.v1.Volume
-	(*File)(nil),                     // 8: slipway.agent.v1.File
-	(*RestartPolicy)(nil),            // 9: slipway.agent.v1.RestartPolicy
-	(*Mount)(nil),                    // 10: slipway.agent.v1.Mount
-	(*AllocationStatus)(nil),         // 11: slipway.agent.v1.AllocationStatus
-	(*SyncAllocationsRequest)(nil),   // 12: slipway.agent.v1.SyncAllocationsRequest
-	(*SyncAllocationsResponse)(nil),  // 13: slipway.agent.v1.SyncAllocationsResponse
-	(*GetNodeStatusRequest)(nil),     // 14: slipway.agent.v1.GetNodeStatusRequest
-	(*GetNodeStatusResponse)(nil),    // 15: slipway.agent.v1.GetNodeStatusResponse
-	(*NodePolicy)(nil),               // 16: slipway.agent.v1.NodePolicy
-	(*WatchAllocationsRequest)(nil),  // 17: slipway.agent.v1.WatchAllocationsRequest
-	(*WatchAllocationsResponse)(nil), // 18: slipway.agent.v1.WatchAllocationsResponse
-	nil,                              // 19: slipway.agent.v1.Allocation.EnvEntry
-	nil,                              // 20: slipway.agent.v1.Allocation.LabelsEntry
-	nil,                              // 21: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
+	(*NamedPort)(nil),                // 7: slipway.agent.v1.NamedPort
+	(*Volume)(nil),                   // 8: slipway.agent.v1.Volume
+	(*File)(nil),                     // 9: slipway.agent.v1.File
+	(*RestartPolicy)(nil),            // 10: slipway.agent.v1.RestartPolicy
+	(*Mount)(nil),                    // 11: slipway.agent.v1.Mount
+	(*AllocationStatus)(nil),         // 12: slipway.agent.v1.AllocationStatus
+	(*SyncAllocationsRequest)(nil),   // 13: slipway.agent.v1.SyncAllocationsRequest
+	(*SyncAllocationsResponse)(nil),  // 14: slipway.agent.v1.SyncAllocationsResponse
+	(*GetNodeStatusRequest)(nil),     // 15: slipway.agent.v1.GetNodeStatusRequest
+	(*GetNodeStatusResponse)(nil),    // 16: slipway.agent.v1.GetNodeStatusResponse
+	(*NodePolicy)(nil),               // 17: slipway.agent.v1.NodePolicy
+	(*WatchAllocationsRequest)(nil),  // 18: slipway.agent.v1.WatchAllocationsRequest
+	(*WatchAllocationsResponse)(nil), // 19: slipway.agent.v1.WatchAllocationsResponse
+	nil,                              // 20: slipway.agent.v1.Allocation.EnvEntry
+	nil,                              // 21: slipway.agent.v1.Allocation.LabelsEntry
+	nil,                              // 22: slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 24: google.protobuf.Timestamp
 }
 var file_slipway_agent_v1_agent_proto_depIdxs = []int32{
-	22, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
-	22, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
-	22, // 2: slipway.agent.v1.Check.start_period:type_name -> google.protobuf.Duration
-	19, // 3: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
+	23, // 0: slipway.agent.v1.Check.interval:type_name -> google.protobuf.Duration
+	23, // 1: slipway.agent.v1.Check.timeout:type_name -> google.protobuf.Duration
+	23, // 2: slipway.agent.v1.Check.start_period:type_name -> google.protobuf.Duration
+	20, // 3: slipway.agent.v1.Allocation.env:type_name -> slipway.agent.v1.Allocation.EnvEntry
 	5,  // 4: slipway.agent.v1.Allocation.check:type_name -> slipway.agent.v1.Check
 	0,  // 5: slipway.agent.v1.Allocation.desired_state:type_name -> slipway.agent.v1.DesiredState
-	22, // 6: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
-	10, // 7: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
-	9,  // 8: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
-	22, // 9: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
-	7,  // 10: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
-	20, // 11: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
-	8,  // 12: slipway.agent.v1.Allocation.files:type_name -> slipway.agent.v1.File
-	22, // 13: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	22, // 14: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	1,  // 15: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
-	2,  // 16: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
-	3,  // 17: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
-	23, // 18: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
-	23, // 19: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 20: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
-	6,  // 21: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
-	11, // 22: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	21, // 23: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
-	4,  // 24: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
-	11, // 25: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
-	16, // 26: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
-	11, // 27: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
-	12, // 28: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
-	14, // 29: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
-	17, // 30: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
-	13, // 31: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
-	15, // 32: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
-	18, // 33: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
-	31, // [31:34] is the sub-list for method output_type
-	28, // [28:31] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	23, // 6: slipway.agent.v1.Allocation.kill_timeout:type_name -> google.protobuf.Duration
+	11, // 7: slipway.agent.v1.Allocation.mounts:type_name -> slipway.agent.v1.Mount
+	10, // 8: slipway.agent.v1.Allocation.restart:type_name -> slipway.agent.v1.RestartPolicy
+	23, // 9: slipway.agent.v1.Allocation.start_deadline:type_name -> google.protobuf.Duration
+	8,  // 10: slipway.agent.v1.Allocation.volumes:type_name -> slipway.agent.v1.Volume
+	21, // 11: slipway.agent.v1.Allocation.labels:type_name -> slipway.agent.v1.Allocation.LabelsEntry
+	7,  // 12: slipway.agent.v1.Allocation.ports:type_name -> slipway.agent.v1.NamedPort
+	9,  // 13: slipway.agent.v1.Allocation.files:type_name -> slipway.agent.v1.File
+	23, // 14: slipway.agent.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	23, // 15: slipway.agent.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	1,  // 16: slipway.agent.v1.RestartPolicy.mode:type_name -> slipway.agent.v1.RestartMode
+	2,  // 17: slipway.agent.v1.AllocationStatus.state:type_name -> slipway.agent.v1.AllocationState
+	3,  // 18: slipway.agent.v1.AllocationStatus.health:type_name -> slipway.agent.v1.Health
+	24, // 19: slipway.agent.v1.AllocationStatus.healthy_since:type_name -> google.protobuf.Timestamp
+	24, // 20: slipway.agent.v1.AllocationStatus.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 21: slipway.agent.v1.SyncAllocationsRequest.token:type_name -> slipway.agent.v1.FencingToken
+	6,  // 22: slipway.agent.v1.SyncAllocationsRequest.allocations:type_name -> slipway.agent.v1.Allocation
+	12, // 23: slipway.agent.v1.SyncAllocationsResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	22, // 24: slipway.agent.v1.GetNodeStatusResponse.labels:type_name -> slipway.agent.v1.GetNodeStatusResponse.LabelsEntry
+	4,  // 25: slipway.agent.v1.GetNodeStatusResponse.token:type_name -> slipway.agent.v1.FencingToken
+	12, // 26: slipway.agent.v1.GetNodeStatusResponse.allocations:type_name -> slipway.agent.v1.AllocationStatus
+	17, // 27: slipway.agent.v1.GetNodeStatusResponse.policy:type_name -> slipway.agent.v1.NodePolicy
+	12, // 28: slipway.agent.v1.WatchAllocationsResponse.allocation:type_name -> slipway.agent.v1.AllocationStatus
+	13, // 29: slipway.agent.v1.NodeAgentService.SyncAllocations:input_type -> slipway.agent.v1.SyncAllocationsRequest
+	15, // 30: slipway.agent.v1.NodeAgentService.GetNodeStatus:input_type -> slipway.agent.v1.GetNodeStatusRequest
+	18, // 31: slipway.agent.v1.NodeAgentService.WatchAllocations:input_type -> slipway.agent.v1.WatchAllocationsRequest
+	14, // 32: slipway.agent.v1.NodeAgentService.SyncAllocations:output_type -> slipway.agent.v1.SyncAllocationsResponse
+	16, // 33: slipway.agent.v1.NodeAgentService.GetNodeStatus:output_type -> slipway.agent.v1.GetNodeStatusResponse
+	19, // 34: slipway.agent.v1.NodeAgentService.WatchAllocations:output_type -> slipway.agent.v1.WatchAllocationsResponse
+	32, // [32:35] is the sub-list for method output_type
+	29, // [29:32] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_slipway_agent_v1_agent_proto_init() }
@@ -1838,14 +1942,14 @@ func file_slipway_agent_v1_agent_proto_init() {
 	if File_slipway_agent_v1_agent_proto != nil {
 		return
 	}
-	file_slipway_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{}
+	file_slipway_agent_v1_agent_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_agent_v1_agent_proto_rawDesc), len(file_slipway_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

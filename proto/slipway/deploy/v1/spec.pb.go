@@ -281,7 +281,9 @@ type ServiceSpec struct {
 	// count is the number of instances to run; zero is allowed and stops all.
 	Count int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
 	// port is the container port the service listens on (1-65535); the node
-	// agent picks the host port.
+	// agent picks the host port. With ports, it may be left 0 (Normalize sets
+	// it to the routed port's container port) and, when set, must be that
+	// port.
 	Port int32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
 	// env is the environment given to every instance. Keys must be valid
 	// environment variable names.
@@ -328,6 +330,16 @@ type ServiceSpec struct {
 	// stop_signal is the signal that asks an instance to stop before
 	// kill_timeout's SIGKILL, e.g. "SIGINT"; default SIGTERM.
 	StopSignal string `protobuf:"bytes,18,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// ports are the service's named ports, for a service listening on more
+	// than one (e.g. "http" and "metrics"): each is published on the host of
+	// every instance (an ephemeral host port unless host_port is set) and
+	// registered in Consul's service meta as port_<name>. One of them,
+	// route_port, is the one the edges route to and the one Consul's service
+	// port is. Empty: the single unnamed port.
+	Ports []*Port `protobuf:"bytes,19,rep,name=ports,proto3" json:"ports,omitempty"`
+	// route_port names the port of ports the edges route to (and the health
+	// check probes, unless check.port names another); default the first.
+	RoutePort string `protobuf:"bytes,20,opt,name=route_port,json=routePort,proto3" json:"route_port,omitempty"`
 	// secrets are secrets (SecretService) mounted as files into every
 	// instance: on tmpfs (Docker) or a private 0700 directory (process
 	// driver), never in env. Deploy pins each to its latest version when
@@ -495,6 +507,20 @@ func (x *ServiceSpec) GetStopSignal() string {
 	return ""
 }
 
+func (x *ServiceSpec) GetPorts() []*Port {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetRoutePort() string {
+	if x != nil {
+		return x.RoutePort
+	}
+	return ""
+}
+
 func (x *ServiceSpec) GetSecrets() []*FileMount {
 	if x != nil {
 		return x.Secrets
@@ -507,6 +533,85 @@ func (x *ServiceSpec) GetConfigs() []*FileMount {
 		return x.Configs
 	}
 	return nil
+}
+
+// Port is one named port of a service.
+type Port struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name names the port: 1-15 lower-case letters, digits and '-',
+	// starting with a letter and not ending with '-' (as a Kubernetes port
+	// name), unique in the spec.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// port is the container port (1-65535), unique in the spec. The
+	// instance gets it in its env as PORT_<NAME> (name upper-cased, '-' as
+	// '_'); the routed port also as PORT.
+	Port int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// host_port, when set, is a static host port (1-65535) bound on every
+	// node the service runs on instead of an ephemeral one: placement never
+	// puts two instances needing the same static host port on one node.
+	HostPort int32 `protobuf:"varint,3,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
+	// protocol is "tcp" (the default, and the only one supported).
+	Protocol      string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Port) Reset() {
+	*x = Port{}
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Port) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Port) ProtoMessage() {}
+
+func (x *Port) ProtoReflect() protoreflect.Message {
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Port.ProtoReflect.Descriptor instead.
+func (*Port) Descriptor() ([]byte, []int) {
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Port) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Port) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Port) GetHostPort() int32 {
+	if x != nil {
+		return x.HostPort
+	}
+	return 0
+}
+
+func (x *Port) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
 }
 
 // VolumeMount mounts a named volume of the service.
@@ -525,7 +630,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +642,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[1]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +655,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{1}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *VolumeMount) GetName() string {
@@ -600,7 +705,7 @@ type FileMount struct {
 
 func (x *FileMount) Reset() {
 	*x = FileMount{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +717,7 @@ func (x *FileMount) String() string {
 func (*FileMount) ProtoMessage() {}
 
 func (x *FileMount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[2]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +730,7 @@ func (x *FileMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileMount.ProtoReflect.Descriptor instead.
 func (*FileMount) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{2}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FileMount) GetName() string {
@@ -691,7 +796,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +808,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[3]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +821,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{3}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RestartPolicy) GetAttempts() int32 {
@@ -767,7 +872,7 @@ type Security struct {
 
 func (x *Security) Reset() {
 	*x = Security{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +884,7 @@ func (x *Security) String() string {
 func (*Security) ProtoMessage() {}
 
 func (x *Security) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[4]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +897,7 @@ func (x *Security) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Security.ProtoReflect.Descriptor instead.
 func (*Security) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{4}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Security) GetPrivileged() bool {
@@ -831,7 +936,7 @@ type HostMount struct {
 
 func (x *HostMount) Reset() {
 	*x = HostMount{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +948,7 @@ func (x *HostMount) String() string {
 func (*HostMount) ProtoMessage() {}
 
 func (x *HostMount) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[5]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +961,7 @@ func (x *HostMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostMount.ProtoReflect.Descriptor instead.
 func (*HostMount) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{5}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HostMount) GetHostPath() string {
@@ -893,7 +998,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1010,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[6]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1023,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{6}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Resources) GetCpuMhz() int32 {
@@ -953,14 +1058,17 @@ type HealthCheck struct {
 	// critical in Consul and is not restarted or failed for them); the first
 	// passing probe ends it early. Default 0 (none); at most 10m, and less
 	// than update.healthy_deadline.
-	StartPeriod   *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
+	StartPeriod *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
+	// port names the port of spec.ports the check probes; default the routed
+	// one (route_port). Requires ports.
+	Port          string `protobuf:"bytes,6,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1080,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[7]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1093,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{7}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HealthCheck) GetHttp() string {
@@ -1023,6 +1131,13 @@ func (x *HealthCheck) GetStartPeriod() *durationpb.Duration {
 	return nil
 }
 
+func (x *HealthCheck) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
 // Route maps HTTP requests at the edges to the service.
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1037,7 +1152,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1164,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[8]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1177,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{8}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Route) GetHost() string {
@@ -1094,7 +1209,7 @@ type Constraint struct {
 
 func (x *Constraint) Reset() {
 	*x = Constraint{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1221,7 @@ func (x *Constraint) String() string {
 func (*Constraint) ProtoMessage() {}
 
 func (x *Constraint) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[9]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1234,7 @@ func (x *Constraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Constraint.ProtoReflect.Descriptor instead.
 func (*Constraint) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{9}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Constraint) GetAttribute() string {
@@ -1206,7 +1321,7 @@ type UpdateStrategy struct {
 
 func (x *UpdateStrategy) Reset() {
 	*x = UpdateStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1333,7 @@ func (x *UpdateStrategy) String() string {
 func (*UpdateStrategy) ProtoMessage() {}
 
 func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[10]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1346,7 @@ func (x *UpdateStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStrategy.ProtoReflect.Descriptor instead.
 func (*UpdateStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{10}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateStrategy) GetStrategy() Strategy {
@@ -1360,7 +1475,7 @@ type RollbackWindow struct {
 
 func (x *RollbackWindow) Reset() {
 	*x = RollbackWindow{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1487,7 @@ func (x *RollbackWindow) String() string {
 func (*RollbackWindow) ProtoMessage() {}
 
 func (x *RollbackWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[11]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1500,7 @@ func (x *RollbackWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackWindow.ProtoReflect.Descriptor instead.
 func (*RollbackWindow) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{11}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RollbackWindow) GetReleases() int32 {
@@ -1418,7 +1533,7 @@ type Hook struct {
 
 func (x *Hook) Reset() {
 	*x = Hook{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1545,7 @@ func (x *Hook) String() string {
 func (*Hook) ProtoMessage() {}
 
 func (x *Hook) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[12]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1558,7 @@ func (x *Hook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hook.ProtoReflect.Descriptor instead.
 func (*Hook) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{12}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Hook) GetName() string {
@@ -1502,7 +1617,7 @@ type RollingStrategy struct {
 
 func (x *RollingStrategy) Reset() {
 	*x = RollingStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1629,7 @@ func (x *RollingStrategy) String() string {
 func (*RollingStrategy) ProtoMessage() {}
 
 func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[13]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1642,7 @@ func (x *RollingStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollingStrategy.ProtoReflect.Descriptor instead.
 func (*RollingStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{13}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RollingStrategy) GetAnalysis() *Analysis {
@@ -1562,7 +1677,7 @@ type CanaryStrategy struct {
 
 func (x *CanaryStrategy) Reset() {
 	*x = CanaryStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1689,7 @@ func (x *CanaryStrategy) String() string {
 func (*CanaryStrategy) ProtoMessage() {}
 
 func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[14]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1702,7 @@ func (x *CanaryStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStrategy.ProtoReflect.Descriptor instead.
 func (*CanaryStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{14}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CanaryStrategy) GetSteps() []*CanaryStep {
@@ -1634,7 +1749,7 @@ type Stickiness struct {
 
 func (x *Stickiness) Reset() {
 	*x = Stickiness{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1761,7 @@ func (x *Stickiness) String() string {
 func (*Stickiness) ProtoMessage() {}
 
 func (x *Stickiness) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[15]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1774,7 @@ func (x *Stickiness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stickiness.ProtoReflect.Descriptor instead.
 func (*Stickiness) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{15}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Stickiness) GetEnabled() bool {
@@ -1698,7 +1813,7 @@ type HeaderRoute struct {
 
 func (x *HeaderRoute) Reset() {
 	*x = HeaderRoute{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1825,7 @@ func (x *HeaderRoute) String() string {
 func (*HeaderRoute) ProtoMessage() {}
 
 func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[16]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1838,7 @@ func (x *HeaderRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderRoute.ProtoReflect.Descriptor instead.
 func (*HeaderRoute) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{16}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeaderRoute) GetHeader() string {
@@ -1765,7 +1880,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1892,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[17]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1905,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{17}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CanaryStep) GetWeight() int32 {
@@ -1871,7 +1986,7 @@ type Analysis struct {
 
 func (x *Analysis) Reset() {
 	*x = Analysis{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1998,7 @@ func (x *Analysis) String() string {
 func (*Analysis) ProtoMessage() {}
 
 func (x *Analysis) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[18]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2011,7 @@ func (x *Analysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analysis.ProtoReflect.Descriptor instead.
 func (*Analysis) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{18}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Analysis) GetInterval() *durationpb.Duration {
@@ -2000,7 +2115,7 @@ type PrometheusGate struct {
 
 func (x *PrometheusGate) Reset() {
 	*x = PrometheusGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2127,7 @@ func (x *PrometheusGate) String() string {
 func (*PrometheusGate) ProtoMessage() {}
 
 func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[19]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2140,7 @@ func (x *PrometheusGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrometheusGate.ProtoReflect.Descriptor instead.
 func (*PrometheusGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{19}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PrometheusGate) GetName() string {
@@ -2088,7 +2203,7 @@ type WebhookGate struct {
 
 func (x *WebhookGate) Reset() {
 	*x = WebhookGate{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +2215,7 @@ func (x *WebhookGate) String() string {
 func (*WebhookGate) ProtoMessage() {}
 
 func (x *WebhookGate) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[20]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +2228,7 @@ func (x *WebhookGate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookGate.ProtoReflect.Descriptor instead.
 func (*WebhookGate) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{20}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WebhookGate) GetName() string {
@@ -2155,7 +2270,7 @@ type SuccessRateThreshold struct {
 
 func (x *SuccessRateThreshold) Reset() {
 	*x = SuccessRateThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2282,7 @@ func (x *SuccessRateThreshold) String() string {
 func (*SuccessRateThreshold) ProtoMessage() {}
 
 func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[21]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2295,7 @@ func (x *SuccessRateThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuccessRateThreshold.ProtoReflect.Descriptor instead.
 func (*SuccessRateThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{21}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SuccessRateThreshold) GetMin() float64 {
@@ -2201,7 +2316,7 @@ type LatencyThreshold struct {
 
 func (x *LatencyThreshold) Reset() {
 	*x = LatencyThreshold{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2328,7 @@ func (x *LatencyThreshold) String() string {
 func (*LatencyThreshold) ProtoMessage() {}
 
 func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[22]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2341,7 @@ func (x *LatencyThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyThreshold.ProtoReflect.Descriptor instead.
 func (*LatencyThreshold) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{22}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LatencyThreshold) GetMax() *durationpb.Duration {
@@ -2254,7 +2369,7 @@ type Comparison struct {
 
 func (x *Comparison) Reset() {
 	*x = Comparison{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2381,7 @@ func (x *Comparison) String() string {
 func (*Comparison) ProtoMessage() {}
 
 func (x *Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[23]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2394,7 @@ func (x *Comparison) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Comparison.ProtoReflect.Descriptor instead.
 func (*Comparison) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{23}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Comparison) GetMaxErrorRateIncrease() float64 {
@@ -2321,7 +2436,7 @@ type BlueGreenStrategy struct {
 
 func (x *BlueGreenStrategy) Reset() {
 	*x = BlueGreenStrategy{}
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[24]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2448,7 @@ func (x *BlueGreenStrategy) String() string {
 func (*BlueGreenStrategy) ProtoMessage() {}
 
 func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
-	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[24]
+	mi := &file_slipway_deploy_v1_spec_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2461,7 @@ func (x *BlueGreenStrategy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreenStrategy.ProtoReflect.Descriptor instead.
 func (*BlueGreenStrategy) Descriptor() ([]byte, []int) {
-	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{24}
+	return file_slipway_deploy_v1_spec_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BlueGreenStrategy) GetPreviewHeader() string {
@@ -2367,7 +2482,7 @@ var File_slipway_deploy_v1_spec_proto protoreflect.FileDescriptor
 
 const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\n" +
-	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa3\b\n" +
+	"\x1cslipway/deploy/v1/spec.proto\x12\x11slipway.deploy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf1\b\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x14\n" +
@@ -2390,7 +2505,10 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"entrypoint\x12B\n" +
 	"\x06labels\x18\x11 \x03(\v2*.slipway.deploy.v1.ServiceSpec.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vstop_signal\x18\x12 \x01(\tR\n" +
-	"stopSignal\x126\n" +
+	"stopSignal\x12-\n" +
+	"\x05ports\x18\x13 \x03(\v2\x17.slipway.deploy.v1.PortR\x05ports\x12\x1d\n" +
+	"\n" +
+	"route_port\x18\x14 \x01(\tR\troutePort\x126\n" +
 	"\asecrets\x18\x1e \x03(\v2\x1c.slipway.deploy.v1.FileMountR\asecrets\x126\n" +
 	"\aconfigs\x18\x1f \x03(\v2\x1c.slipway.deploy.v1.FileMountR\aconfigs\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
@@ -2398,7 +2516,12 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"g\n" +
+	"\x04Port\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1b\n" +
+	"\thost_port\x18\x03 \x01(\x05R\bhostPort\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"V\n" +
 	"\vVolumeMount\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1b\n" +
@@ -2429,13 +2552,14 @@ const file_slipway_deploy_v1_spec_proto_rawDesc = "" +
 	"\tread_only\x18\x03 \x01(\bR\breadOnly\"A\n" +
 	"\tResources\x12\x17\n" +
 	"\acpu_mhz\x18\x01 \x01(\x05R\x06cpuMhz\x12\x1b\n" +
-	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\"\xdd\x01\n" +
+	"\tmemory_mb\x18\x02 \x01(\x05R\bmemoryMb\"\xf1\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04http\x18\x01 \x01(\tR\x04http\x12\x10\n" +
 	"\x03tcp\x18\x02 \x01(\bR\x03tcp\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12<\n" +
-	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\"/\n" +
+	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\tR\x04port\"/\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\"\\\n" +
@@ -2576,100 +2700,102 @@ func file_slipway_deploy_v1_spec_proto_rawDescGZIP() []byte {
 }
 
 var file_slipway_deploy_v1_spec_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_slipway_deploy_v1_spec_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_slipway_deploy_v1_spec_proto_goTypes = []any{
 	(RestartMode)(0),             // 0: slipway.deploy.v1.RestartMode
 	(Strategy)(0),                // 1: slipway.deploy.v1.Strategy
 	(HookType)(0),                // 2: slipway.deploy.v1.HookType
 	(NoDataPolicy)(0),            // 3: slipway.deploy.v1.NoDataPolicy
 	(*ServiceSpec)(nil),          // 4: slipway.deploy.v1.ServiceSpec
-	(*VolumeMount)(nil),          // 5: slipway.deploy.v1.VolumeMount
-	(*FileMount)(nil),            // 6: slipway.deploy.v1.FileMount
-	(*RestartPolicy)(nil),        // 7: slipway.deploy.v1.RestartPolicy
-	(*Security)(nil),             // 8: slipway.deploy.v1.Security
-	(*HostMount)(nil),            // 9: slipway.deploy.v1.HostMount
-	(*Resources)(nil),            // 10: slipway.deploy.v1.Resources
-	(*HealthCheck)(nil),          // 11: slipway.deploy.v1.HealthCheck
-	(*Route)(nil),                // 12: slipway.deploy.v1.Route
-	(*Constraint)(nil),           // 13: slipway.deploy.v1.Constraint
-	(*UpdateStrategy)(nil),       // 14: slipway.deploy.v1.UpdateStrategy
-	(*RollbackWindow)(nil),       // 15: slipway.deploy.v1.RollbackWindow
-	(*Hook)(nil),                 // 16: slipway.deploy.v1.Hook
-	(*RollingStrategy)(nil),      // 17: slipway.deploy.v1.RollingStrategy
-	(*CanaryStrategy)(nil),       // 18: slipway.deploy.v1.CanaryStrategy
-	(*Stickiness)(nil),           // 19: slipway.deploy.v1.Stickiness
-	(*HeaderRoute)(nil),          // 20: slipway.deploy.v1.HeaderRoute
-	(*CanaryStep)(nil),           // 21: slipway.deploy.v1.CanaryStep
-	(*Analysis)(nil),             // 22: slipway.deploy.v1.Analysis
-	(*PrometheusGate)(nil),       // 23: slipway.deploy.v1.PrometheusGate
-	(*WebhookGate)(nil),          // 24: slipway.deploy.v1.WebhookGate
-	(*SuccessRateThreshold)(nil), // 25: slipway.deploy.v1.SuccessRateThreshold
-	(*LatencyThreshold)(nil),     // 26: slipway.deploy.v1.LatencyThreshold
-	(*Comparison)(nil),           // 27: slipway.deploy.v1.Comparison
-	(*BlueGreenStrategy)(nil),    // 28: slipway.deploy.v1.BlueGreenStrategy
-	nil,                          // 29: slipway.deploy.v1.ServiceSpec.EnvEntry
-	nil,                          // 30: slipway.deploy.v1.ServiceSpec.LabelsEntry
-	(*durationpb.Duration)(nil),  // 31: google.protobuf.Duration
+	(*Port)(nil),                 // 5: slipway.deploy.v1.Port
+	(*VolumeMount)(nil),          // 6: slipway.deploy.v1.VolumeMount
+	(*FileMount)(nil),            // 7: slipway.deploy.v1.FileMount
+	(*RestartPolicy)(nil),        // 8: slipway.deploy.v1.RestartPolicy
+	(*Security)(nil),             // 9: slipway.deploy.v1.Security
+	(*HostMount)(nil),            // 10: slipway.deploy.v1.HostMount
+	(*Resources)(nil),            // 11: slipway.deploy.v1.Resources
+	(*HealthCheck)(nil),          // 12: slipway.deploy.v1.HealthCheck
+	(*Route)(nil),                // 13: slipway.deploy.v1.Route
+	(*Constraint)(nil),           // 14: slipway.deploy.v1.Constraint
+	(*UpdateStrategy)(nil),       // 15: slipway.deploy.v1.UpdateStrategy
+	(*RollbackWindow)(nil),       // 16: slipway.deploy.v1.RollbackWindow
+	(*Hook)(nil),                 // 17: slipway.deploy.v1.Hook
+	(*RollingStrategy)(nil),      // 18: slipway.deploy.v1.RollingStrategy
+	(*CanaryStrategy)(nil),       // 19: slipway.deploy.v1.CanaryStrategy
+	(*Stickiness)(nil),           // 20: slipway.deploy.v1.Stickiness
+	(*HeaderRoute)(nil),          // 21: slipway.deploy.v1.HeaderRoute
+	(*CanaryStep)(nil),           // 22: slipway.deploy.v1.CanaryStep
+	(*Analysis)(nil),             // 23: slipway.deploy.v1.Analysis
+	(*PrometheusGate)(nil),       // 24: slipway.deploy.v1.PrometheusGate
+	(*WebhookGate)(nil),          // 25: slipway.deploy.v1.WebhookGate
+	(*SuccessRateThreshold)(nil), // 26: slipway.deploy.v1.SuccessRateThreshold
+	(*LatencyThreshold)(nil),     // 27: slipway.deploy.v1.LatencyThreshold
+	(*Comparison)(nil),           // 28: slipway.deploy.v1.Comparison
+	(*BlueGreenStrategy)(nil),    // 29: slipway.deploy.v1.BlueGreenStrategy
+	nil,                          // 30: slipway.deploy.v1.ServiceSpec.EnvEntry
+	nil,                          // 31: slipway.deploy.v1.ServiceSpec.LabelsEntry
+	(*durationpb.Duration)(nil),  // 32: google.protobuf.Duration
 }
 var file_slipway_deploy_v1_spec_proto_depIdxs = []int32{
-	29, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
-	10, // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
-	11, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
-	12, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
-	13, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
-	14, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
-	31, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
-	8,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
-	7,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
-	5,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
-	30, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
-	6,  // 11: slipway.deploy.v1.ServiceSpec.secrets:type_name -> slipway.deploy.v1.FileMount
-	6,  // 12: slipway.deploy.v1.ServiceSpec.configs:type_name -> slipway.deploy.v1.FileMount
-	31, // 13: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
-	31, // 14: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
-	0,  // 15: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
-	9,  // 16: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
-	31, // 17: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	31, // 18: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	31, // 19: slipway.deploy.v1.HealthCheck.start_period:type_name -> google.protobuf.Duration
-	1,  // 20: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
-	31, // 21: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
-	31, // 22: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
-	31, // 23: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
-	31, // 24: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
-	18, // 25: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
-	28, // 26: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
-	31, // 27: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
-	16, // 28: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
-	17, // 29: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
-	15, // 30: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
-	2,  // 31: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
-	31, // 32: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
-	31, // 33: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
-	22, // 34: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	21, // 35: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
-	22, // 36: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	19, // 37: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
-	20, // 38: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
-	31, // 39: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
-	31, // 40: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
-	22, // 41: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
-	31, // 42: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
-	3,  // 43: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
-	25, // 44: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
-	26, // 45: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
-	27, // 46: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
-	24, // 47: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
-	23, // 48: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
-	31, // 49: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
-	31, // 50: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
-	31, // 51: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
-	22, // 52: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	30, // 0: slipway.deploy.v1.ServiceSpec.env:type_name -> slipway.deploy.v1.ServiceSpec.EnvEntry
+	11, // 1: slipway.deploy.v1.ServiceSpec.resources:type_name -> slipway.deploy.v1.Resources
+	12, // 2: slipway.deploy.v1.ServiceSpec.check:type_name -> slipway.deploy.v1.HealthCheck
+	13, // 3: slipway.deploy.v1.ServiceSpec.route:type_name -> slipway.deploy.v1.Route
+	14, // 4: slipway.deploy.v1.ServiceSpec.constraints:type_name -> slipway.deploy.v1.Constraint
+	15, // 5: slipway.deploy.v1.ServiceSpec.update:type_name -> slipway.deploy.v1.UpdateStrategy
+	32, // 6: slipway.deploy.v1.ServiceSpec.kill_timeout:type_name -> google.protobuf.Duration
+	9,  // 7: slipway.deploy.v1.ServiceSpec.security:type_name -> slipway.deploy.v1.Security
+	8,  // 8: slipway.deploy.v1.ServiceSpec.restart:type_name -> slipway.deploy.v1.RestartPolicy
+	6,  // 9: slipway.deploy.v1.ServiceSpec.volumes:type_name -> slipway.deploy.v1.VolumeMount
+	31, // 10: slipway.deploy.v1.ServiceSpec.labels:type_name -> slipway.deploy.v1.ServiceSpec.LabelsEntry
+	5,  // 11: slipway.deploy.v1.ServiceSpec.ports:type_name -> slipway.deploy.v1.Port
+	7,  // 12: slipway.deploy.v1.ServiceSpec.secrets:type_name -> slipway.deploy.v1.FileMount
+	7,  // 13: slipway.deploy.v1.ServiceSpec.configs:type_name -> slipway.deploy.v1.FileMount
+	32, // 14: slipway.deploy.v1.RestartPolicy.interval:type_name -> google.protobuf.Duration
+	32, // 15: slipway.deploy.v1.RestartPolicy.delay:type_name -> google.protobuf.Duration
+	0,  // 16: slipway.deploy.v1.RestartPolicy.mode:type_name -> slipway.deploy.v1.RestartMode
+	10, // 17: slipway.deploy.v1.Security.host_mounts:type_name -> slipway.deploy.v1.HostMount
+	32, // 18: slipway.deploy.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	32, // 19: slipway.deploy.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	32, // 20: slipway.deploy.v1.HealthCheck.start_period:type_name -> google.protobuf.Duration
+	1,  // 21: slipway.deploy.v1.UpdateStrategy.strategy:type_name -> slipway.deploy.v1.Strategy
+	32, // 22: slipway.deploy.v1.UpdateStrategy.min_healthy_time:type_name -> google.protobuf.Duration
+	32, // 23: slipway.deploy.v1.UpdateStrategy.healthy_deadline:type_name -> google.protobuf.Duration
+	32, // 24: slipway.deploy.v1.UpdateStrategy.progress_deadline:type_name -> google.protobuf.Duration
+	32, // 25: slipway.deploy.v1.UpdateStrategy.scale_down_delay:type_name -> google.protobuf.Duration
+	19, // 26: slipway.deploy.v1.UpdateStrategy.canary:type_name -> slipway.deploy.v1.CanaryStrategy
+	29, // 27: slipway.deploy.v1.UpdateStrategy.blue_green:type_name -> slipway.deploy.v1.BlueGreenStrategy
+	32, // 28: slipway.deploy.v1.UpdateStrategy.stagger:type_name -> google.protobuf.Duration
+	17, // 29: slipway.deploy.v1.UpdateStrategy.hooks:type_name -> slipway.deploy.v1.Hook
+	18, // 30: slipway.deploy.v1.UpdateStrategy.rolling:type_name -> slipway.deploy.v1.RollingStrategy
+	16, // 31: slipway.deploy.v1.UpdateStrategy.rollback_window:type_name -> slipway.deploy.v1.RollbackWindow
+	2,  // 32: slipway.deploy.v1.Hook.type:type_name -> slipway.deploy.v1.HookType
+	32, // 33: slipway.deploy.v1.Hook.timeout:type_name -> google.protobuf.Duration
+	32, // 34: slipway.deploy.v1.Hook.interval:type_name -> google.protobuf.Duration
+	23, // 35: slipway.deploy.v1.RollingStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	22, // 36: slipway.deploy.v1.CanaryStrategy.steps:type_name -> slipway.deploy.v1.CanaryStep
+	23, // 37: slipway.deploy.v1.CanaryStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	20, // 38: slipway.deploy.v1.CanaryStrategy.sticky:type_name -> slipway.deploy.v1.Stickiness
+	21, // 39: slipway.deploy.v1.CanaryStrategy.header_routes:type_name -> slipway.deploy.v1.HeaderRoute
+	32, // 40: slipway.deploy.v1.Stickiness.max_age:type_name -> google.protobuf.Duration
+	32, // 41: slipway.deploy.v1.CanaryStep.pause:type_name -> google.protobuf.Duration
+	23, // 42: slipway.deploy.v1.CanaryStep.analysis:type_name -> slipway.deploy.v1.Analysis
+	32, // 43: slipway.deploy.v1.Analysis.interval:type_name -> google.protobuf.Duration
+	3,  // 44: slipway.deploy.v1.Analysis.no_data:type_name -> slipway.deploy.v1.NoDataPolicy
+	26, // 45: slipway.deploy.v1.Analysis.success_rate:type_name -> slipway.deploy.v1.SuccessRateThreshold
+	27, // 46: slipway.deploy.v1.Analysis.latency_p99:type_name -> slipway.deploy.v1.LatencyThreshold
+	28, // 47: slipway.deploy.v1.Analysis.compare:type_name -> slipway.deploy.v1.Comparison
+	25, // 48: slipway.deploy.v1.Analysis.webhooks:type_name -> slipway.deploy.v1.WebhookGate
+	24, // 49: slipway.deploy.v1.Analysis.prometheus:type_name -> slipway.deploy.v1.PrometheusGate
+	32, // 50: slipway.deploy.v1.PrometheusGate.timeout:type_name -> google.protobuf.Duration
+	32, // 51: slipway.deploy.v1.WebhookGate.timeout:type_name -> google.protobuf.Duration
+	32, // 52: slipway.deploy.v1.LatencyThreshold.max:type_name -> google.protobuf.Duration
+	23, // 53: slipway.deploy.v1.BlueGreenStrategy.analysis:type_name -> slipway.deploy.v1.Analysis
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_slipway_deploy_v1_spec_proto_init() }
@@ -2677,15 +2803,15 @@ func file_slipway_deploy_v1_spec_proto_init() {
 	if File_slipway_deploy_v1_spec_proto != nil {
 		return
 	}
-	file_slipway_deploy_v1_spec_proto_msgTypes[3].OneofWrappers = []any{}
-	file_slipway_deploy_v1_spec_proto_msgTypes[19].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[4].OneofWrappers = []any{}
+	file_slipway_deploy_v1_spec_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slipway_deploy_v1_spec_proto_rawDesc), len(file_slipway_deploy_v1_spec_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
