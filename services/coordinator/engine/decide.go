@@ -499,7 +499,8 @@ func (e *Engine) place(service string, asks []rollout.Placement, obs Observation
 			return nil, "", err
 		}
 		tmpl := Template(spec, p.Release, p.Track)
-		ask := placement.Ask{Service: service, Release: p.Release, CPU: int(tmpl.GetCpuMhz()), MemoryMB: int(tmpl.GetMemoryMb()), Security: migrate.SecurityAsk(tmpl)}
+		ask := placement.Ask{Service: service, Release: p.Release, CPU: int(tmpl.GetCpuMhz()), MemoryMB: int(tmpl.GetMemoryMb()),
+			HostPorts: migrate.HostPorts(tmpl), Security: migrate.SecurityAsk(tmpl)}
 		for _, c := range spec.GetConstraints() {
 			ask.Constraints = append(ask.Constraints, placement.Constraint{Attribute: c.GetAttribute(), Operator: c.GetOperator(), Value: c.GetValue()})
 		}
@@ -596,6 +597,19 @@ func Template(spec *deployv1.ServiceSpec, release uint64, track string) *agentv1
 	}
 	if c := spec.GetCheck(); c != nil {
 		a.Check = &agentv1.Check{Http: c.GetHttp(), Tcp: c.GetTcp(), Interval: c.GetInterval(), Timeout: c.GetTimeout(), StartPeriod: c.GetStartPeriod()}
+	}
+	if r := pspec.RoutedPort(spec); r != nil {
+		// The routed port stays in port and host_port (what the agent
+		// registers in Consul and the edges route to); the others follow.
+		a.Port, a.HostPort, a.PortName = r.GetPort(), r.GetHostPort(), r.GetName()
+		for _, p := range spec.GetPorts() {
+			if p != r {
+				a.Ports = append(a.Ports, &agentv1.NamedPort{Name: p.GetName(), Port: p.GetPort(), HostPort: p.GetHostPort()})
+			}
+		}
+		if a.Check != nil && spec.GetCheck().GetPort() != r.GetName() {
+			a.Check.Port = spec.GetCheck().GetPort()
+		}
 	}
 	if r := spec.GetRestart(); r != nil {
 		a.Restart = &agentv1.RestartPolicy{Attempts: r.Attempts, Interval: r.GetInterval(), Delay: r.GetDelay(),

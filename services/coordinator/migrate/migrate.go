@@ -176,7 +176,7 @@ func Decide(in Input) (Plan, error) {
 			id := fmt.Sprintf("%s-v%d-%d-%d", svc, a.GetRelease(), base, k)
 			old[id] = a
 			asks = append(asks, placement.Ask{Service: svc, Release: a.GetRelease(), IDs: []string{id}, CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb()),
-				Security: SecurityAsk(a)})
+				HostPorts: HostPorts(a), Security: SecurityAsk(a)})
 		}
 		if len(asks) > 0 {
 			plan, err := placement.Place(cluster, asks, base)
@@ -248,11 +248,23 @@ func apply(c placement.Snapshot, mv Move, links map[string]string) placement.Sna
 
 // ClusterAlloc is an allocation as placement counts it.
 func ClusterAlloc(a *agentv1.Allocation) placement.Allocation {
-	pa := placement.Allocation{ID: a.GetId(), Service: a.GetService(), NodeID: a.GetNodeId(), CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb())}
+	return placement.Allocation{ID: a.GetId(), Service: a.GetService(), NodeID: a.GetNodeId(), CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb()),
+		HostPorts: HostPorts(a)}
+}
+
+// HostPorts are the static host ports an allocation binds: its routed
+// port's and its other named ports' (nil when all are ephemeral).
+func HostPorts(a *agentv1.Allocation) []int {
+	var out []int
 	if a.GetHostPort() != 0 {
-		pa.HostPorts = []int{int(a.GetHostPort())}
+		out = append(out, int(a.GetHostPort()))
 	}
-	return pa
+	for _, p := range a.GetPorts() {
+		if p.GetHostPort() != 0 {
+			out = append(out, int(p.GetHostPort()))
+		}
+	}
+	return out
 }
 
 // SecurityAsk is what an allocation asks of a node's policy.
