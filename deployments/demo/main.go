@@ -17,7 +17,11 @@
 // directory, e.g. a volume), it appends "started <version>" to
 // STATE_DIR/starts at every start and serves that file at /state. SERVE_FILES (a directory,
 // e.g. /run/secrets) serves its files at GET /files/NAME, so that tests can
-// read the secrets and configs mounted into an instance.
+// read the secrets and configs mounted into an instance. METRICS_PORT (or,
+// without it, PORT_METRICS: what the node agent sets for a port named
+// "metrics") opens a second listener serving GET /metrics (the count of
+// requests served, in Prometheus' text format) and /healthz: a service
+// with two named ports.
 //
 // "demo -healthcheck" probes http://127.0.0.1:$PORT/healthz once and exits 0
 // when it passes, 1 otherwise: the HEALTHCHECK of the FROM-scratch image.
@@ -85,12 +89,23 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: newHandler(cfg, time.Now()), ReadHeaderTimeout: 5 * time.Second}
+	app, metrics := newHandlers(cfg, time.Now())
+	srv := &http.Server{Handler: app, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(lis) }()
 	log.Printf("demo %s (%s) listening on %s", cfg.version, cfg.colour, lis.Addr())
+	if cfg.metricsPort != 0 {
+		mlis, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.metricsPort))
+		if err != nil {
+			return fmt.Errorf("listen METRICS_PORT: %w", err)
+		}
+		msrv := &http.Server{Handler: metrics, ReadHeaderTimeout: 5 * time.Second}
+		defer msrv.Close()
+		go func() { errc <- msrv.Serve(mlis) }()
+		log.Printf("demo metrics listening on %s", mlis.Addr())
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -135,6 +150,7 @@ type config struct {
 	stateDir        string
 	latencyFile     string
 	filesDir        string
+	metricsPort     int
 }
 
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -193,6 +209,18 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		}
 		c.latency = d
 	}
+	for _, k := range []string{"METRICS_PORT", "PORT_METRICS"} {
+		v := getenv(k)
+		if v == "" {
+			continue
+		}
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 || p == c.port {
+			return c, fmt.Errorf("%s %q: want a port number 1-65535 other than PORT", k, v)
+		}
+		c.metricsPort = p
+		break
+	}
 	c.stateDir = getenv("STATE_DIR")
 	c.latencyFile = getenv("LATENCY_FILE")
 	if v := getenv("SERVE_FILES"); v != "" {
@@ -232,11 +260,18 @@ func (f *fileLatency) get(now time.Time) time.Duration {
 }
 
 func newHandler(c config, started time.Time) http.Handler {
+	app, _ := newHandlers(c, started)
+	return app
+}
+
+// newHandlers returns the app's handler and the metrics port's: GET
+// /metrics (requests served by the app) and /healthz.
+func newHandlers(c config, started time.Time) (http.Handler, http.Handler) {
 	var served atomic.Int64
 	extra := &fileLatency{path: c.latencyFile}
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	healthz := func(w http.ResponseWriter, r *http.Request) {
 		failing := c.failHealth || (c.failAfter > 0 && time.Since(started) > c.failAfter) ||
 			(c.failFor > 0 && time.Since(started) < c.failFor)
 		if failing {
@@ -244,6 +279,13 @@ func newHandler(c config, started time.Time) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	}
+	mux.HandleFunc("/healthz", healthz)
+	metrics := http.NewServeMux()
+	metrics.HandleFunc("/healthz", healthz)
+	metrics.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(w, "# TYPE demo_requests_total counter\ndemo_requests_total{version=%q,colour=%q} %d\n", c.version, c.colour, served.Load())
 	})
 	if c.stateDir != "" {
 		mux.HandleFunc("/state", func(w http.ResponseWriter, r *http.Request) {
@@ -285,7 +327,7 @@ func newHandler(c config, started time.Time) http.Handler {
 		w.Header().Set("X-Slipway-Colour", c.colour)
 		fmt.Fprintf(w, "%s from %s (%s) on %s, request %d\n", c.greeting, c.version, c.colour, host, n)
 	})
-	return mux
+	return mux, metrics
 }
 
 // failNth reports whether request n (from 1) is one of the rate percent

@@ -192,3 +192,41 @@ func TestHealthFailFor(t *testing.T) {
 		t.Error("HEALTH_FAIL_FOR=soon accepted")
 	}
 }
+
+// TestMetricsPort: METRICS_PORT (or PORT_METRICS) configures the second
+// port, whose handler counts the app's requests and serves /healthz; the
+// app port does not serve /metrics.
+func TestMetricsPort(t *testing.T) {
+	c, err := configFromEnv(env(map[string]string{"PORT_METRICS": "9100"}))
+	if err != nil || c.metricsPort != 9100 {
+		t.Fatalf("PORT_METRICS: port %d, %v", c.metricsPort, err)
+	}
+	c, err = configFromEnv(env(map[string]string{"METRICS_PORT": "9200", "PORT_METRICS": "9100"}))
+	if err != nil || c.metricsPort != 9200 {
+		t.Fatalf("METRICS_PORT first: port %d, %v", c.metricsPort, err)
+	}
+	for _, bad := range []string{"x", "0", "8080"} {
+		if _, err := configFromEnv(env(map[string]string{"METRICS_PORT": bad})); err == nil {
+			t.Errorf("METRICS_PORT=%s accepted", bad)
+		}
+	}
+	app, metrics := newHandlers(c, time.Now())
+	for range 3 {
+		app.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}
+	rec := httptest.NewRecorder()
+	metrics.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `demo_requests_total{version="dev",colour="none"} 3`; rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("/metrics = %d %q, want %s", rec.Code, rec.Body.String(), want)
+	}
+	rec = httptest.NewRecorder()
+	metrics.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 200 {
+		t.Errorf("metrics /healthz = %d", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	app.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if strings.Contains(rec.Body.String(), "demo_requests_total") {
+		t.Errorf("the app port serves metrics: %q", rec.Body.String())
+	}
+}

@@ -23,6 +23,9 @@ const (
 	MetaTrack      = "slipway_track"
 	MetaAllocation = "slipway_alloc"
 	MetaNode       = "slipway_node"
+	// MetaPortPrefix prefixes the service meta key of a named port of a
+	// managed instance: port_<name> holds its host port.
+	MetaPortPrefix = "port_"
 
 	// AgentService is the Consul service each node agent registers itself
 	// as; the coordinator discovers nodes from it.

@@ -11,10 +11,6 @@ const MaxPorts = 16
 // MaxPortNameBytes bounds a port name (a Kubernetes port name's limit).
 const MaxPortNameBytes = 15
 
-// PortMetaPrefix prefixes the Consul service meta key of a named port:
-// port_<name> holds the instance's host port for it.
-const PortMetaPrefix = "port_"
-
 // PortEnvPrefix prefixes the env variable naming a named port to the
 // instance: PORT_<NAME> (see PortEnv).
 const PortEnvPrefix = "PORT_"

@@ -52,7 +52,7 @@ func (a *Agent) execute(ctx context.Context, act reconcile.Action) bool {
 		// A running instance (adopted, or Consul lost it) keeps passing if it
 		// passes now, so edges do not drop it while Consul's first check is
 		// still pending.
-		passing := probe.Once(ctx, spec, a.cfg.Address, inst.HostPort) == nil
+		passing := probe.Once(ctx, spec, a.cfg.Address, spec.CheckHostPort(inst)) == nil
 		if !passing && spec.InStartPeriod(inst.StartedAt, a.now()) {
 			// Adopted in its start period (the agent restarted): not
 			// registered critical while the grace lasts; the next pass
@@ -244,7 +244,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 			}
 		}
 	}()
-	passing := inst.Running && probe.Ready(pctx, spec, a.cfg.Address, inst.HostPort, a.cfg.ReadyWithin, 20*time.Millisecond, within) == nil
+	passing := inst.Running && probe.Ready(pctx, spec, a.cfg.Address, spec.CheckHostPort(inst), a.cfg.ReadyWithin, 20*time.Millisecond, within) == nil
 	pcancel()
 	if spec.Check.StartPeriod > 0 {
 		msg := "start period over: the check passed"

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -33,6 +34,9 @@ type Check struct {
 	// not count (Docker's HEALTHCHECK --start-period); a passing probe
 	// ends it early.
 	StartPeriod time.Duration `json:"start_period,omitempty"`
+	// Port names the port probed: empty or Spec.PortName for the routed
+	// one, else one of Spec.Ports.
+	Port string `json:"port,omitempty"`
 }
 
 // Spec is one allocation as the coordinator wants it on this node.
@@ -47,6 +51,11 @@ type Spec struct {
 	Args        []string          `json:"args,omitempty"`
 	Port        int               `json:"port"`
 	HostPort    int               `json:"host_port,omitempty"`
+	// PortName names the routed port (Port, HostPort) of a service with
+	// named ports; empty for a single unnamed port.
+	PortName string `json:"port_name,omitempty"`
+	// Ports are the other named ports, each published on the host too.
+	Ports []Port `json:"ports,omitempty"`
 	CPUMHz      int               `json:"cpu_mhz,omitempty"`
 	MemoryMB    int               `json:"memory_mb,omitempty"`
 	Check       Check             `json:"check"`
@@ -79,6 +88,16 @@ type Spec struct {
 	// values (File.Data) are in memory only: never in the state file, the
 	// fingerprint or a label.
 	Files []File `json:"files,omitempty"`
+}
+
+// Port is a named container port besides the routed one.
+type Port struct {
+	Name string `json:"name"`
+	// Port is the container port (for the process driver, which has no
+	// mapping, only a key: the process listens on the host port).
+	Port int `json:"port"`
+	// HostPort is the static host port; 0 means ephemeral.
+	HostPort int `json:"host_port,omitempty"`
 }
 
 // Volume is a named volume of the service mounted into the instance.
@@ -210,6 +229,29 @@ func (s Spec) InStartPeriod(started, now time.Time) bool {
 	return s.Check.StartPeriod > 0 && !started.IsZero() && now.Sub(started) < s.Check.StartPeriod
 }
 
+// AllPorts are the spec's ports, the routed one first (named PortName,
+// empty for a single unnamed port), then Ports.
+func (s Spec) AllPorts() []Port {
+	return append([]Port{{Name: s.PortName, Port: s.Port, HostPort: s.HostPort}}, s.Ports...)
+}
+
+// HostPortOf is the host port inst binds for the spec's port named name
+// ("" or PortName: the routed one); 0 when it has none.
+func (s Spec) HostPortOf(inst Instance, name string) int {
+	if name == "" || name == s.PortName {
+		return inst.HostPort
+	}
+	for _, p := range s.Ports {
+		if p.Name == name {
+			return inst.HostPorts[p.Port]
+		}
+	}
+	return 0
+}
+
+// CheckHostPort is the host port the health check probes on inst.
+func (s Spec) CheckHostPort(inst Instance) int { return s.HostPortOf(inst, s.Check.Port) }
+
 // Fingerprint is a stable hash of everything that shapes the running
 // instance; two specs with the same fingerprint need no restart between them.
 // Stopped is not part of it.
@@ -251,9 +293,41 @@ func (s Spec) Validate(nodeID string) []Violation {
 	if s.Image == "" {
 		add("image", "must not be empty")
 	}
-	check("port", specrules.Port(int64(s.Port)))
-	if s.HostPort < 0 || s.HostPort > 65535 {
-		add("host_port", fmt.Sprintf("%d is not 0 (ephemeral) or a port number", s.HostPort))
+	if s.PortName == "" && len(s.Ports) == 0 {
+		check("port", specrules.Port(int64(s.Port)))
+		if s.HostPort < 0 || s.HostPort > 65535 {
+			add("host_port", fmt.Sprintf("%d is not 0 (ephemeral) or a port number", s.HostPort))
+		}
+		if s.Check.Port != "" {
+			add("check.port", fmt.Sprintf("%q names a port, and the allocation has no named ports", s.Check.Port))
+		}
+	} else {
+		// The routed port and the others, by the rule Deploy applies to
+		// spec.ports.
+		var ps []specrules.NamedPort
+		for _, p := range s.AllPorts() {
+			ps = append(ps, specrules.NamedPort{Name: p.Name, Port: int64(p.Port), HostPort: int64(p.HostPort)})
+		}
+		for _, pv := range specrules.Ports(ps) {
+			switch {
+			case pv.Index < 0:
+				add("ports", pv.Description)
+			case pv.Index == 0 && pv.Field == "name":
+				add("port_name", pv.Description)
+			case pv.Index == 0:
+				add(pv.Field, pv.Description)
+			default:
+				add(fmt.Sprintf("ports[%d].%s", pv.Index-1, pv.Field), pv.Description)
+			}
+		}
+		if n := s.Check.Port; n != "" && n != s.PortName && !slices.ContainsFunc(s.Ports, func(p Port) bool { return p.Name == n }) {
+			add("check.port", fmt.Sprintf("%q is not the name of a port of the allocation", n))
+		}
+		for _, p := range s.AllPorts() {
+			if _, ok := s.Env[specrules.PortEnv(p.Name)]; ok && p.Name != "" {
+				add("env["+specrules.PortEnv(p.Name)+"]", "is set by the node agent for the port "+p.Name)
+			}
+		}
 	}
 	check("cpu_mhz", specrules.CPUMHz(int64(s.CPUMHz)))
 	if s.MemoryMB == 0 {

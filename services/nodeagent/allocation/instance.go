@@ -25,6 +25,9 @@ type Instance struct {
 	Fingerprint string
 	// HostPort is the host port bound to the instance's port.
 	HostPort int
+	// HostPorts maps each published container port (the routed one and
+	// the spec's other named ports) to its host port.
+	HostPorts map[int]int
 	// Running is false once the instance exited.
 	Running bool
 	// ExitCode is set once it exited.

@@ -199,7 +199,7 @@ func (r *Registry) DeregisterAgent(ctx context.Context) error {
 // own checks. The coordinator meanwhile sees the node lost and replaces
 // its allocations.
 func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocation.Instance, address string, passing bool) error {
-	target := net.JoinHostPort(address, strconv.Itoa(inst.HostPort))
+	target := net.JoinHostPort(address, strconv.Itoa(s.CheckHostPort(inst)))
 	check := &api.AgentServiceCheck{
 		CheckID:                        s.ID + ":check",
 		Name:                           s.ID + " health",
@@ -228,6 +228,15 @@ func (r *Registry) Register(ctx context.Context, s allocation.Spec, inst allocat
 			catalog.MetaNode:       r.node,
 		},
 		Checks: api.AgentServiceChecks{check},
+	}
+	if s.PortName != "" {
+		// Named ports: port_<name> is the host port of each (the routed
+		// one is also the service's port).
+		for _, p := range s.AllPorts() {
+			if hp := s.HostPortOf(inst, p.Name); hp > 0 {
+				reg.Meta[catalog.MetaPortPrefix+p.Name] = strconv.Itoa(hp)
+			}
+		}
 	}
 	if r.agentRegistered.Load() {
 		alias := &api.AgentServiceCheck{

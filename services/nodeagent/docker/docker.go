@@ -28,6 +28,7 @@ import (
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/nodeagent/secretfs"
 	"slipway.dev/platform/nodepolicy"
+	"slipway.dev/platform/specrules"
 )
 
 // Labels the driver puts on every container it creates.
@@ -38,6 +39,9 @@ const (
 	LabelNode        = "slipway.node"
 	LabelTrack       = "slipway.track"
 	LabelFingerprint = "slipway.fingerprint"
+	// LabelPort is the routed container port: its host port is the
+	// instance's (the one registered in Consul).
+	LabelPort = "slipway.port"
 )
 
 // ErrImageMissing is returned when an image is neither present locally nor
@@ -134,22 +138,30 @@ func New(cli *client.Client, node, address string, logger *slog.Logger, opts ...
 	return d
 }
 
+// natPort is a container port as Docker names it.
+func natPort(p int) nat.Port { return nat.Port(strconv.Itoa(p) + "/tcp") }
+
 // HostConfig is the hardened host configuration of a spec's container:
 // no-new-privileges; every capability dropped but the spec's cap_add
 // (nodepolicy.DefaultCaps is empty); the pids limit; the spec's memory as
 // the limit of memory and swap together; the default bridge network, a
 // private IPC namespace and the container's own PID namespace; not
 // privileged unless the spec asks; no devices; no mounts but the spec's
-// host mounts. The caller checks the spec against the node's policy first.
+// host mounts; every port of the spec (the routed one and the named
+// others) published on bindIP, at its static host port or an ephemeral
+// one. The caller checks the spec against the node's policy first.
 func HostConfig(s allocation.Spec, pidsLimit int64, bindIP string) *container.HostConfig {
-	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")
-	hostPort := ""
-	if s.HostPort > 0 {
-		hostPort = strconv.Itoa(s.HostPort)
+	bindings := nat.PortMap{}
+	for _, p := range s.AllPorts() {
+		hostPort := ""
+		if p.HostPort > 0 {
+			hostPort = strconv.Itoa(p.HostPort)
+		}
+		bindings[natPort(p.Port)] = []nat.PortBinding{{HostIP: bindIP, HostPort: hostPort}}
 	}
 	mem := int64(s.MemoryMB) << 20
 	hc := &container.HostConfig{
-		PortBindings:  nat.PortMap{port: []nat.PortBinding{{HostIP: bindIP, HostPort: hostPort}}},
+		PortBindings:  bindings,
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		NetworkMode:   network.NetworkBridge,
 		IpcMode:       container.IPCModePrivate,
@@ -184,10 +196,17 @@ func HostConfig(s allocation.Spec, pidsLimit int64, bindIP string) *container.Ho
 
 // ContainerConfig is the container configuration of a spec on node: the
 // image, PORT and the spec's env, its entrypoint and args, its stop
-// signal, its labels and the driver's own (which win).
+// signal, its labels and the driver's own (which win). The env has PORT
+// (the routed container port) and, for named ports, PORT_<NAME> of each.
 func ContainerConfig(s allocation.Spec, node string) *container.Config {
-	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")
 	env := []string{"PORT=" + strconv.Itoa(s.Port)}
+	exposed := nat.PortSet{}
+	for _, p := range s.AllPorts() {
+		exposed[natPort(p.Port)] = struct{}{}
+		if p.Name != "" {
+			env = append(env, specrules.PortEnv(p.Name)+"="+strconv.Itoa(p.Port))
+		}
+	}
 	for k, v := range s.Env {
 		env = append(env, k+"="+v)
 	}
@@ -202,6 +221,7 @@ func ContainerConfig(s allocation.Spec, node string) *container.Config {
 		LabelNode:        node,
 		LabelTrack:       s.Track,
 		LabelFingerprint: s.Fingerprint(),
+		LabelPort:        strconv.Itoa(s.Port),
 	} {
 		labels[k] = v
 	}
@@ -209,7 +229,7 @@ func ContainerConfig(s allocation.Spec, node string) *container.Config {
 		Image:        s.Image,
 		Env:          env,
 		Cmd:          s.Args,
-		ExposedPorts: nat.PortSet{port: struct{}{}},
+		ExposedPorts: exposed,
 		Labels:       labels,
 		StopSignal:   s.StopSignal,
 	}
@@ -298,10 +318,11 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if err := d.ensureVolumes(ctx, s); err != nil {
 		return allocation.Instance{}, err
 	}
-	port := nat.Port(strconv.Itoa(s.Port) + "/tcp")
-	hostPort := ""
-	if s.HostPort > 0 {
-		hostPort = strconv.Itoa(s.HostPort)
+	var static []string
+	for _, p := range s.AllPorts() {
+		if p.HostPort > 0 {
+			static = append(static, d.address+":"+strconv.Itoa(p.HostPort))
+		}
 	}
 	cfg := ContainerConfig(s, d.node)
 	if s.KillTimeout > 0 {
@@ -338,7 +359,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if err := d.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		d.remove(created.ID)
 		if portInUse(err) {
-			return allocation.Instance{}, fmt.Errorf("docker: start %s: host port %s:%s already in use: %w", name, d.address, hostPort, err)
+			return allocation.Instance{}, fmt.Errorf("docker: start %s: host port %s already in use: %w", name, strings.Join(static, ", "), err)
 		}
 		return allocation.Instance{}, fmt.Errorf("docker: start %s: %w", name, err)
 	}
@@ -352,9 +373,11 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		started = true
 		return inst, nil // exited at once: the agent reports and restarts it
 	}
-	if inst.HostPort == 0 {
-		d.remove(created.ID)
-		return allocation.Instance{}, fmt.Errorf("docker: %s: no host port bound to %s", name, port)
+	for _, p := range s.AllPorts() {
+		if inst.HostPorts[p.Port] == 0 {
+			d.remove(created.ID)
+			return allocation.Instance{}, fmt.Errorf("docker: %s: no host port bound to %s", name, natPort(p.Port))
+		}
 	}
 	started = true
 	return inst, nil
@@ -405,10 +428,21 @@ func (d *Driver) List(ctx context.Context) ([]allocation.Instance, error) {
 			StartedAt:   time.Unix(c.Created, 0),
 			ImageHealth: healthFromStatus(c.Status),
 		}
+		routed, _ := strconv.Atoi(c.Labels[LabelPort])
 		for _, p := range c.Ports {
-			if p.PublicPort != 0 && p.Type == "tcp" {
+			if p.PublicPort == 0 || p.Type != "tcp" {
+				continue
+			}
+			if inst.HostPorts == nil {
+				inst.HostPorts = map[int]int{}
+			}
+			if _, ok := inst.HostPorts[int(p.PrivatePort)]; !ok {
+				inst.HostPorts[int(p.PrivatePort)] = int(p.PublicPort)
+			}
+			// The routed port's (a container from before LabelPort
+			// has one port only).
+			if inst.HostPort == 0 && (routed == 0 || int(p.PrivatePort) == routed) {
 				inst.HostPort = int(p.PublicPort)
-				break
 			}
 		}
 		if inst.AllocID == "" {
@@ -434,14 +468,24 @@ func fromInspect(c container.InspectResponse) allocation.Instance {
 		inst.ExitCode = c.State.ExitCode
 		inst.StartedAt, _ = time.Parse(time.RFC3339Nano, c.State.StartedAt)
 	}
+	routed := 0
+	if c.Config != nil {
+		routed, _ = strconv.Atoi(c.Config.Labels[LabelPort])
+	}
 	if c.NetworkSettings != nil {
-		for _, bs := range c.NetworkSettings.Ports {
+		for cp, bs := range c.NetworkSettings.Ports {
 			for _, b := range bs {
 				if p, err := strconv.Atoi(b.HostPort); err == nil && p > 0 {
 					if a, err := netip.ParseAddr(b.HostIP); err == nil && a.Is6() {
 						continue // prefer the IPv4 binding; same port anyway
 					}
-					inst.HostPort = p
+					if inst.HostPorts == nil {
+						inst.HostPorts = map[int]int{}
+					}
+					inst.HostPorts[cp.Int()] = p
+					if routed == 0 || cp.Int() == routed {
+						inst.HostPort = p
+					}
 				}
 			}
 		}

@@ -128,8 +128,10 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		Check: allocation.Check{
 			HTTP: a.GetCheck().GetHttp(), TCP: a.GetCheck().GetTcp(),
 			Interval: dur(a.GetCheck().GetInterval()), Timeout: dur(a.GetCheck().GetTimeout()),
-			StartPeriod: dur(a.GetCheck().GetStartPeriod()),
+			StartPeriod: dur(a.GetCheck().GetStartPeriod()), Port: a.GetCheck().GetPort(),
 		},
+		PortName:      a.GetPortName(),
+		Ports:         ports(a.GetPorts()),
 		KillTimeout:   dur(a.GetKillTimeout()),
 		Stopped:       a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED,
 		Privileged:    a.GetPrivileged(),
@@ -143,6 +145,14 @@ func SpecFromProto(a *agentv1.Allocation) allocation.Spec {
 		StopSignal:    a.GetStopSignal(),
 		Files:         files(a.GetFiles()),
 	}
+}
+
+func ports(ps []*agentv1.NamedPort) []allocation.Port {
+	var out []allocation.Port
+	for _, p := range ps {
+		out = append(out, allocation.Port{Name: p.GetName(), Port: int(p.GetPort()), HostPort: int(p.GetHostPort())})
+	}
+	return out
 }
 
 func volumes(vs []*agentv1.Volume) []allocation.Volume {

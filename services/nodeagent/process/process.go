@@ -4,7 +4,7 @@
 // Image to executable: every '/' and ':' of the image name becomes '_', so
 // "slipway/demo:v2" runs <dir>/slipway_demo_v2. The process gets the spec's
 // env plus PORT=<host port> (it must listen there: there is no port
-// mapping) and runs in its own process group, so it survives an agent
+// mapping) and, for named ports, PORT_<NAME>=<host port> of each, and runs in its own process group, so it survives an agent
 // restart and is adopted from the state file the driver keeps per
 // allocation in its state directory. An agent running as root runs its
 // children as another user (DefaultUser, "nobody", unless WithUser names
@@ -34,6 +34,7 @@ import (
 
 	"slipway.dev/nodeagent/allocation"
 	"slipway.dev/nodeagent/secretfs"
+	"slipway.dev/platform/specrules"
 )
 
 // ErrNoExecutable is returned when an image names no executable.
@@ -66,6 +67,9 @@ type record struct {
 	PID         int       `json:"pid"`
 	StartTicks  string    `json:"start_ticks"` // /proc/<pid>/stat field 22, against pid reuse
 	HostPort    int       `json:"host_port"`
+	// HostPorts maps the other named ports' container ports (keys only:
+	// there is no mapping) to the host ports they got.
+	HostPorts map[int]int `json:"host_ports,omitempty"`
 	StartedAt   time.Time `json:"started_at"`
 }
 
@@ -221,18 +225,30 @@ func (d *Driver) statePath(id string) string { return filepath.Join(d.stateDir, 
 // LogPath is where an allocation's output goes.
 func (d *Driver) LogPath(id string) string { return filepath.Join(d.stateDir, id+".log") }
 
-func (d *Driver) hostPort(s allocation.Spec) (int, error) {
-	addr := net.JoinHostPort(d.address, strconv.Itoa(s.HostPort))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		if s.HostPort > 0 {
-			return 0, fmt.Errorf("host port %s: %w", addr, ErrPortInUse)
+// hostPorts picks the host port of each of the spec's ports (the routed
+// one first): its static one when free, else an ephemeral one. Each is
+// held until all are picked, so two ephemeral picks never collide.
+func (d *Driver) hostPorts(s allocation.Spec) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
 		}
-		return 0, fmt.Errorf("process: pick a port on %s: %w", d.address, err)
+	}()
+	var out []int
+	for _, p := range s.AllPorts() {
+		addr := net.JoinHostPort(d.address, strconv.Itoa(p.HostPort))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			if p.HostPort > 0 {
+				return nil, fmt.Errorf("host port %s: %w", addr, ErrPortInUse)
+			}
+			return nil, fmt.Errorf("process: pick a port on %s: %w", d.address, err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
-	p := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return p, nil
+	return out, nil
 }
 
 // Start runs the allocation's executable.
@@ -244,9 +260,23 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	if err := d.runnable(exe); err != nil {
 		return allocation.Instance{}, err
 	}
-	port, err := d.hostPort(s)
+	hps, err := d.hostPorts(s)
 	if err != nil {
 		return allocation.Instance{}, err
+	}
+	port := hps[0]
+	portEnv := []string{}
+	var others map[int]int
+	for i, p := range s.AllPorts() {
+		if p.Name != "" {
+			portEnv = append(portEnv, specrules.PortEnv(p.Name)+"="+strconv.Itoa(hps[i]))
+		}
+		if i > 0 {
+			if others == nil {
+				others = map[int]int{}
+			}
+			others[p.Port] = hps[i]
+		}
 	}
 	var secretsEnv []string
 	if len(s.Files) > 0 {
@@ -274,7 +304,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, s.Args...)
-	cmd.Env = append([]string{"PORT=" + strconv.Itoa(port), "PATH=/usr/bin:/bin"}, secretsEnv...)
+	cmd.Env = append(append([]string{"PORT=" + strconv.Itoa(port), "PATH=/usr/bin:/bin"}, portEnv...), secretsEnv...)
 	for k, v := range s.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -284,7 +314,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 		return allocation.Instance{}, fmt.Errorf("process: start %s: %w", exe, err)
 	}
 	r := record{AllocID: s.ID, Service: s.Service, Release: s.Release, Track: s.Track, Fingerprint: s.Fingerprint(),
-		PID: cmd.Process.Pid, StartTicks: startTicks(cmd.Process.Pid), HostPort: port, StartedAt: time.Now()}
+		PID: cmd.Process.Pid, StartTicks: startTicks(cmd.Process.Pid), HostPort: port, HostPorts: others, StartedAt: time.Now()}
 	if err := d.write(r); err != nil {
 		_ = syscall.Kill(-r.PID, syscall.SIGKILL)
 		_ = cmd.Wait()
@@ -310,7 +340,7 @@ func (d *Driver) Start(ctx context.Context, s allocation.Spec) (allocation.Insta
 
 func (r record) instance(running bool) allocation.Instance {
 	return allocation.Instance{AllocID: r.AllocID, Service: r.Service, Release: r.Release, Track: r.Track,
-		ID: strconv.Itoa(r.PID), Fingerprint: r.Fingerprint, HostPort: r.HostPort, Running: running, StartedAt: r.StartedAt}
+		ID: strconv.Itoa(r.PID), Fingerprint: r.Fingerprint, HostPort: r.HostPort, HostPorts: r.HostPorts, Running: running, StartedAt: r.StartedAt}
 }
 
 func (d *Driver) write(r record) error {
