@@ -56,7 +56,7 @@ func validatePorts(v *violations, s *deployv1.ServiceSpec) {
 		}
 		return
 	}
-	for _, pv := range specrules.Ports(NamedPorts(s)) {
+	for _, pv := range specrules.Ports(NamedPorts(s), func(i int) string { return fmt.Sprintf("ports[%d]", i) }) {
 		if pv.Index < 0 {
 			v.add("spec.ports", "%s", pv.Description)
 			continue

@@ -55,8 +55,9 @@ func PortEnv(name string) string {
 
 // Ports checks a list of named ports: at most MaxPorts; valid names,
 // container ports and host ports (0: ephemeral); names, container ports
-// and static host ports each unique; protocol empty or "tcp".
-func Ports(ps []NamedPort) []PortViolation {
+// and static host ports each unique; protocol empty or "tcp". name(i)
+// names port i in the descriptions of clashes (e.g. "ports[0]").
+func Ports(ps []NamedPort, name func(i int) string) []PortViolation {
 	var vs []PortViolation
 	add := func(i int, f, d string) { vs = append(vs, PortViolation{i, f, d}) }
 	if len(ps) > MaxPorts {
@@ -69,14 +70,14 @@ func Ports(ps []NamedPort) []PortViolation {
 		if d := PortName(p.Name); d != "" {
 			add(i, "name", d)
 		} else if j, ok := names[p.Name]; ok {
-			add(i, "name", fmt.Sprintf("%q is the name of ports[%d] too", p.Name, j))
+			add(i, "name", fmt.Sprintf("%q is the name of %s too", p.Name, name(j)))
 		} else {
 			names[p.Name] = i
 		}
 		if d := Port(p.Port); d != "" {
 			add(i, "port", d)
 		} else if j, ok := ports[p.Port]; ok {
-			add(i, "port", fmt.Sprintf("%d is the container port of ports[%d] too", p.Port, j))
+			add(i, "port", fmt.Sprintf("%d is the container port of %s too", p.Port, name(j)))
 		} else {
 			ports[p.Port] = i
 		}
@@ -86,7 +87,7 @@ func Ports(ps []NamedPort) []PortViolation {
 			add(i, "host_port", fmt.Sprintf("must be 0 (ephemeral) or between 1 and 65535, got %d", p.HostPort))
 		default:
 			if j, ok := hosts[p.HostPort]; ok {
-				add(i, "host_port", fmt.Sprintf("%d is the host port of ports[%d] too", p.HostPort, j))
+				add(i, "host_port", fmt.Sprintf("%d is the host port of %s too", p.HostPort, name(j)))
 			} else {
 				hosts[p.HostPort] = i
 			}

@@ -1,6 +1,7 @@
 package specrules
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -156,11 +157,13 @@ func TestAssumedMessageLimit(t *testing.T) {
 	}
 }
 
+func portsIndex(i int) string { return fmt.Sprintf("ports[%d]", i) }
+
 // TestPorts: names, container ports and static host ports are valid and
 // unique; only tcp.
 func TestPorts(t *testing.T) {
 	ok := []NamedPort{{Name: "http", Port: 8080}, {Name: "metrics-2", Port: 9100, HostPort: 9100, Protocol: "tcp"}}
-	if vs := Ports(ok); len(vs) != 0 {
+	if vs := Ports(ok, portsIndex); len(vs) != 0 {
 		t.Fatalf("valid ports: %v", vs)
 	}
 	bad := []NamedPort{
@@ -184,7 +187,7 @@ func TestPorts(t *testing.T) {
 		{4, "name", "is required"},
 		{5, "name", `"x-" is not a port name (lower-case letters, digits and '-', starting with a letter and not ending with '-')`},
 	}
-	got := Ports(bad)
+	got := Ports(bad, portsIndex)
 	if len(got) != len(want) {
 		t.Fatalf("got %d violations %v, want %d", len(got), got, len(want))
 	}
@@ -193,7 +196,7 @@ func TestPorts(t *testing.T) {
 			t.Errorf("violation %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	if vs := Ports(make([]NamedPort, MaxPorts+1)); len(vs) == 0 || vs[0].Index != -1 {
+	if vs := Ports(make([]NamedPort, MaxPorts+1), portsIndex); len(vs) == 0 || vs[0].Index != -1 {
 		t.Errorf("too many ports: %v", vs)
 	}
 	if got := PortEnv("grpc-web"); got != "PORT_GRPC_WEB" {

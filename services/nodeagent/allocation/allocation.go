@@ -308,7 +308,13 @@ func (s Spec) Validate(nodeID string) []Violation {
 		for _, p := range s.AllPorts() {
 			ps = append(ps, specrules.NamedPort{Name: p.Name, Port: int64(p.Port), HostPort: int64(p.HostPort)})
 		}
-		for _, pv := range specrules.Ports(ps) {
+		other := func(i int) string {
+			if i == 0 {
+				return "the routed port"
+			}
+			return fmt.Sprintf("ports[%d]", i-1)
+		}
+		for _, pv := range specrules.Ports(ps, other) {
 			switch {
 			case pv.Index < 0:
 				add("ports", pv.Description)
@@ -323,10 +329,12 @@ func (s Spec) Validate(nodeID string) []Violation {
 		if n := s.Check.Port; n != "" && n != s.PortName && !slices.ContainsFunc(s.Ports, func(p Port) bool { return p.Name == n }) {
 			add("check.port", fmt.Sprintf("%q is not the name of a port of the allocation", n))
 		}
+		seen := map[string]bool{}
 		for _, p := range s.AllPorts() {
-			if _, ok := s.Env[specrules.PortEnv(p.Name)]; ok && p.Name != "" {
+			if _, ok := s.Env[specrules.PortEnv(p.Name)]; ok && p.Name != "" && !seen[p.Name] {
 				add("env["+specrules.PortEnv(p.Name)+"]", "is set by the node agent for the port "+p.Name)
 			}
+			seen[p.Name] = true
 		}
 	}
 	check("cpu_mhz", specrules.CPUMHz(int64(s.CPUMHz)))
