@@ -59,18 +59,18 @@ func Executable(dir, image string) (string, error) {
 
 // record is the state file of one allocation's process.
 type record struct {
-	AllocID     string    `json:"alloc_id"`
-	Service     string    `json:"service"`
-	Release     uint64    `json:"release"`
-	Track       string    `json:"track"`
-	Fingerprint string    `json:"fingerprint"`
-	PID         int       `json:"pid"`
-	StartTicks  string    `json:"start_ticks"` // /proc/<pid>/stat field 22, against pid reuse
-	HostPort    int       `json:"host_port"`
+	AllocID     string `json:"alloc_id"`
+	Service     string `json:"service"`
+	Release     uint64 `json:"release"`
+	Track       string `json:"track"`
+	Fingerprint string `json:"fingerprint"`
+	PID         int    `json:"pid"`
+	StartTicks  string `json:"start_ticks"` // /proc/<pid>/stat field 22, against pid reuse
+	HostPort    int    `json:"host_port"`
 	// HostPorts maps the other named ports' container ports (keys only:
 	// there is no mapping) to the host ports they got.
 	HostPorts map[int]int `json:"host_ports,omitempty"`
-	StartedAt   time.Time `json:"started_at"`
+	StartedAt time.Time   `json:"started_at"`
 }
 
 // DefaultUser is the user children run as when the agent runs as root.
