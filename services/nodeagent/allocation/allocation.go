@@ -41,25 +41,25 @@ type Check struct {
 
 // Spec is one allocation as the coordinator wants it on this node.
 type Spec struct {
-	ID       string            `json:"id"`
-	NodeID   string            `json:"node_id"`
-	Service  string            `json:"service"`
-	Release  uint64            `json:"release"`
-	Track    string            `json:"track,omitempty"`
-	Image    string            `json:"image"`
-	Env      map[string]string `json:"env,omitempty"`
-	Args     []string          `json:"args,omitempty"`
-	Port     int               `json:"port"`
-	HostPort int               `json:"host_port,omitempty"`
+	ID          string            `json:"id"`
+	NodeID      string            `json:"node_id"`
+	Service     string            `json:"service"`
+	Release     uint64            `json:"release"`
+	Track       string            `json:"track,omitempty"`
+	Image       string            `json:"image"`
+	Env         map[string]string `json:"env,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Port        int               `json:"port"`
+	HostPort    int               `json:"host_port,omitempty"`
+	CPUMHz      int               `json:"cpu_mhz,omitempty"`
+	MemoryMB    int               `json:"memory_mb,omitempty"`
+	Check       Check             `json:"check"`
+	KillTimeout time.Duration     `json:"kill_timeout,omitempty"`
 	// PortName names the routed port (Port, HostPort) of a service with
 	// named ports; empty for a single unnamed port.
 	PortName string `json:"port_name,omitempty"`
 	// Ports are the other named ports, each published on the host too.
-	Ports       []Port        `json:"ports,omitempty"`
-	CPUMHz      int           `json:"cpu_mhz,omitempty"`
-	MemoryMB    int           `json:"memory_mb,omitempty"`
-	Check       Check         `json:"check"`
-	KillTimeout time.Duration `json:"kill_timeout,omitempty"`
+	Ports []Port `json:"ports,omitempty"`
 	// Stopped is true when the coordinator wants the allocation drained and
 	// stopped while still naming it.
 	Stopped bool `json:"stopped,omitempty"`

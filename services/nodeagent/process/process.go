@@ -4,8 +4,8 @@
 // Image to executable: every '/' and ':' of the image name becomes '_', so
 // "slipway/demo:v2" runs <dir>/slipway_demo_v2. The process gets the spec's
 // env plus PORT=<host port> (it must listen there: there is no port
-// mapping) and, for named ports, PORT_<NAME>=<host port> of each, and runs in its own process group, so it survives an agent
-// restart and is adopted from the state file the driver keeps per
+// mapping) and, for named ports, PORT_<NAME>=<host port> of each. It runs
+// in its own process group, so it survives an agent restart and is adopted from the state file the driver keeps per
 // allocation in its state directory. An agent running as root runs its
 // children as another user (DefaultUser, "nobody", unless WithUser names
 // one), never as root; the executables and every directory above them must
@@ -59,18 +59,18 @@ func Executable(dir, image string) (string, error) {
 
 // record is the state file of one allocation's process.
 type record struct {
-	AllocID     string `json:"alloc_id"`
-	Service     string `json:"service"`
-	Release     uint64 `json:"release"`
-	Track       string `json:"track"`
-	Fingerprint string `json:"fingerprint"`
-	PID         int    `json:"pid"`
-	StartTicks  string `json:"start_ticks"` // /proc/<pid>/stat field 22, against pid reuse
-	HostPort    int    `json:"host_port"`
+	AllocID     string    `json:"alloc_id"`
+	Service     string    `json:"service"`
+	Release     uint64    `json:"release"`
+	Track       string    `json:"track"`
+	Fingerprint string    `json:"fingerprint"`
+	PID         int       `json:"pid"`
+	StartTicks  string    `json:"start_ticks"` // /proc/<pid>/stat field 22, against pid reuse
+	HostPort    int       `json:"host_port"`
+	StartedAt   time.Time `json:"started_at"`
 	// HostPorts maps the other named ports' container ports (keys only:
 	// there is no mapping) to the host ports they got.
 	HostPorts map[int]int `json:"host_ports,omitempty"`
-	StartedAt time.Time   `json:"started_at"`
 }
 
 // DefaultUser is the user children run as when the agent runs as root.
