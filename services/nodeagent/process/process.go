@@ -5,8 +5,9 @@
 // "slipway/demo:v2" runs <dir>/slipway_demo_v2. The process gets the spec's
 // env plus PORT=<host port> (it must listen there: there is no port
 // mapping) and, for named ports, PORT_<NAME>=<host port> of each. It runs
-// in its own process group, so it survives an agent restart and is adopted from the state file the driver keeps per
-// allocation in its state directory. An agent running as root runs its
+// in its own process group, so it survives an agent restart and is
+// adopted from the state file the driver keeps per allocation in its
+// state directory. An agent running as root runs its
 // children as another user (DefaultUser, "nobody", unless WithUser names
 // one), never as root; the executables and every directory above them must
 // be searchable and executable by that user, and a static host port below
