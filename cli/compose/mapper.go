@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/platform/specrules"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -283,28 +284,60 @@ func (m *mapper) env(spec *deployv1.ServiceSpec) {
 	}
 }
 
+// port maps ports (or expose): a single port is the service port as
+// before; several, or one with a fixed host port in host mode, become
+// named ports (spec.ports) with the first routed. A port's name is its
+// Compose name when that is a valid port name, else port-<target>.
 func (m *mapper) port(spec *deployv1.ServiceSpec) {
 	s := m.svc
+	var named []*deployv1.Port
+	seen := map[uint32]int{}
+	static := false
 	for i, p := range s.Ports {
 		key := fmt.Sprintf("ports[%d]", i)
-		if i == 0 {
-			spec.Port = int32(p.Target)
-		} else {
-			m.warn(Unsupported, key, "container port %d not imported: a Slipway service has one port, the first (%d)", p.Target, spec.Port)
+		if p.Protocol != "" && p.Protocol != "tcp" {
+			m.warn(Unsupported, key+".protocol", "%q not supported: Slipway publishes TCP ports only; container port %d not imported", p.Protocol, p.Target)
 			continue
 		}
-		if p.Published != "" {
-			m.warn(Unsupported, key+".published", "host port %s not imported: the node agent picks the host port and the edges route to it (add route: to publish the service)", p.Published)
+		if j, ok := seen[p.Target]; ok {
+			m.warn(Unsupported, key, "container port %d is published by ports[%d] too; imported once", p.Target, j)
+			continue
 		}
-		if p.Protocol != "" && p.Protocol != "tcp" {
-			m.warn(Unsupported, key+".protocol", "%q not supported: Slipway routes TCP (HTTP) only", p.Protocol)
+		if len(named) == specrules.MaxPorts {
+			m.warn(Unsupported, key, "container port %d not imported: at most %d ports", p.Target, specrules.MaxPorts)
+			continue
+		}
+		seen[p.Target] = i
+		np := &deployv1.Port{Name: portName(p.Name, p.Target), Port: int32(p.Target)}
+		if p.Name != "" && np.Name != p.Name {
+			m.warn(Unsupported, key+".name", "%q is not a port name (lower-case letters, digits and '-', at most %d): imported as %s", p.Name, specrules.MaxPortNameBytes, np.Name)
+		}
+		if p.Published != "" {
+			hp, err := strconv.Atoi(p.Published)
+			switch {
+			case p.Mode == "host" && err == nil && hp > 0 && hp <= 65535:
+				np.HostPort, static = int32(hp), true
+				m.warn(Unsupported, key+".published", "host mode port %d imported as a static host_port: every node binds it, so at most one instance runs per node", hp)
+			case p.Mode == "host":
+				m.warn(Unsupported, key+".published", "host port %s not imported: only a single fixed port can be a static host_port; the node agent picks one", p.Published)
+			default:
+				m.warn(Unsupported, key+".published", "host port %s not imported: the node agent picks the host port and the edges route to it (add route: to publish the service)", p.Published)
+			}
+		} else if p.Mode == "host" {
+			m.warn(Unsupported, key+".mode", "host mode without a published port: the node agent picks the host port")
 		}
 		if p.HostIP != "" {
 			m.warn(Unsupported, key+".host_ip", "%q not imported: the agent binds the host port", p.HostIP)
 		}
-		if p.Mode == "host" {
-			m.warn(Unsupported, key+".mode", "host mode not imported: instances are reached through the agent's host port")
-		}
+		named = append(named, np)
+	}
+	switch {
+	case len(named) == 1 && !static:
+		spec.Port = named[0].GetPort()
+	case len(named) > 0:
+		spec.Ports = named
+		m.warn(Unsupported, "ports", "imported as %d named ports, the first (%s, %d) routed by the edges (route_port); the others are published on each instance's host and registered in Consul as port_<name>",
+			len(named), named[0].GetName(), named[0].GetPort())
 	}
 	if len(s.Ports) == 0 {
 		for i, e := range s.Expose {
@@ -313,19 +346,46 @@ func (m *mapper) port(spec *deployv1.ServiceSpec) {
 				spec.Port = int32(n)
 				continue
 			}
-			m.warn(Unsupported, fmt.Sprintf("expose[%d]", i), "%q not imported: a Slipway service has one port", e)
+			m.warn(Unsupported, fmt.Sprintf("expose[%d]", i), "%q not imported: only ports carries several ports over", e)
 		}
 	} else if len(s.Expose) > 0 {
-		m.warn(Unsupported, "expose", "not imported: the service port is the first of ports (%d)", spec.Port)
+		m.warn(Unsupported, "expose", "not imported: the service's ports are those of ports")
 	}
-	if spec.Port == 0 {
+	if spec.Port == 0 && len(spec.Ports) == 0 {
 		m.warn(Unsupported, "ports", "the service has no ports or expose: a Slipway service needs the container port it listens on")
 	}
+}
+
+// portName is a Compose port's name when it is a valid port name, else
+// port-<target>.
+func portName(name string, target uint32) string {
+	if name != "" && specrules.PortName(name) == "" {
+		return name
+	}
+	return fmt.Sprintf("port-%d", target)
+}
+
+// routedPort is the container port the edges route to.
+func routedPort(spec *deployv1.ServiceSpec) int32 {
+	if len(spec.GetPorts()) > 0 {
+		return spec.GetPorts()[0].GetPort()
+	}
+	return spec.GetPort()
 }
 
 // probeURL finds an HTTP URL to this container in a healthcheck command
 // (curl, wget and similar probes).
 var probeURL = regexp.MustCompile(`https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:[0-9]+)?(/[^\s"'|;&]*)?`)
+
+// portOf is the named port whose container port is port, or nil.
+func portOf(spec *deployv1.ServiceSpec, port string) *deployv1.Port {
+	for _, p := range spec.GetPorts() {
+		if strconv.Itoa(int(p.GetPort())) == port {
+			return p
+		}
+	}
+	return nil
+}
 
 // tcpProbe matches a port probe such as "nc -z localhost 8080".
 var tcpProbe = regexp.MustCompile(`\bnc\b.*-z.*\b(localhost|127\.0\.0\.1)\s+([0-9]+)`)
@@ -349,14 +409,21 @@ func (m *mapper) check(spec *deployv1.ServiceSpec) {
 			}
 		}
 		c.Http = pth
-		if u[2] != "" && strings.TrimPrefix(u[2], ":") != strconv.Itoa(int(spec.Port)) {
-			m.warn(Unsupported, "healthcheck.test", "probes port %s, but Slipway probes the service port %d: imported as GET %s on port %d", strings.TrimPrefix(u[2], ":"), spec.Port, pth, spec.Port)
+		if probed := strings.TrimPrefix(u[2], ":"); probed != "" && probed != strconv.Itoa(int(routedPort(spec))) {
+			if p := portOf(spec, probed); p != nil {
+				c.Port = p.GetName() // a named port other than the routed one
+			} else {
+				m.warn(Unsupported, "healthcheck.test", "probes port %s, but Slipway probes one of the service's ports: imported as GET %s on port %d", probed, pth, routedPort(spec))
+			}
 		}
 		if strings.HasPrefix(u[0], "https") {
 			m.warn(Unsupported, "healthcheck.test", "probes HTTPS; Slipway's check is plain HTTP against the instance: imported as GET %s", pth)
 		}
 	} else if t := tcpProbe.FindStringSubmatch(cmd); t != nil {
 		c.Tcp = true
+		if p := portOf(spec, t[2]); p != nil && p.GetPort() != routedPort(spec) {
+			c.Port = p.GetName()
+		}
 	} else {
 		m.warn(Unsupported, "healthcheck.test", "%q is not an HTTP or TCP probe: Slipway probes instances from the agent (check.http or check.tcp), not by running a command in the container; imported without a check", cmd)
 		return

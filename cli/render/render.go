@@ -209,7 +209,11 @@ func Service(w io.Writer, s *deployv1.Service) error {
 	row(tw, "active rollout:", s.GetActiveRollout())
 	row(tw, "image:", sp.GetImage())
 	row(tw, "count:", strconv.Itoa(int(sp.GetCount())))
-	row(tw, "port:", strconv.Itoa(int(sp.GetPort())))
+	if len(sp.GetPorts()) == 0 {
+		row(tw, "port:", strconv.Itoa(int(sp.GetPort())))
+	} else {
+		row(tw, "ports:", Ports(sp))
+	}
 	route := sp.GetRoute().GetHost()
 	if route != "" {
 		route += sp.GetRoute().GetPath()
@@ -218,6 +222,31 @@ func Service(w io.Writer, s *deployv1.Service) error {
 	row(tw, "strategy:", Strategy(sp.GetUpdate().GetStrategy()))
 	row(tw, "updated:", Time(s.GetUpdatedAt()))
 	return tw.Flush()
+}
+
+// Ports renders a spec's named ports as "http=8080 (routed),
+// metrics=9100 (host 19100)".
+func Ports(sp *deployv1.ServiceSpec) string {
+	routed := sp.GetRoutePort()
+	if routed == "" && len(sp.GetPorts()) > 0 {
+		routed = sp.GetPorts()[0].GetName()
+	}
+	var parts []string
+	for _, p := range sp.GetPorts() {
+		part := p.GetName() + "=" + strconv.Itoa(int(p.GetPort()))
+		var notes []string
+		if p.GetName() == routed {
+			notes = append(notes, "routed")
+		}
+		if p.GetHostPort() != 0 {
+			notes = append(notes, "host "+strconv.Itoa(int(p.GetHostPort())))
+		}
+		if len(notes) > 0 {
+			part += " (" + strings.Join(notes, ", ") + ")"
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // History prints a service's releases and audit trail.

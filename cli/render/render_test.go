@@ -298,3 +298,20 @@ func TestStepsAndStepLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestServicePorts: a service with named ports shows each, the routed one
+// and static host ports marked.
+func TestServicePorts(t *testing.T) {
+	var b strings.Builder
+	err := Service(&b, &deployv1.Service{Name: "web", Spec: &deployv1.ServiceSpec{Name: "web", RoutePort: "http",
+		Ports: []*deployv1.Port{{Name: "metrics", Port: 9100, HostPort: 19100}, {Name: "http", Port: 8080}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ports:           metrics=9100 (host 19100), http=8080 (routed)"; !strings.Contains(b.String(), want) {
+		t.Errorf("service:\n%s\nwant a line %q", b.String(), want)
+	}
+	if strings.Contains(b.String(), "port: ") {
+		t.Errorf("a service with named ports shows port:\n%s", b.String())
+	}
+}

@@ -121,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 		want []string
 	}{
 		{name: "unknown fields named with their line", in: "name: web\nimgae: x\nupdate:\n  stratgy: canary\n  canary: {steps: [{weight: 10, paws: 3s}]}\n", want: []string{
-			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, configs, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, secrets, security, stop_signal, update, volumes)`,
+			`spec.yaml:2: imgae: unknown field "imgae" (known: args, check, configs, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, ports, resources, restart, route, route_port, secrets, security, stop_signal, update, volumes)`,
 			`spec.yaml:4: update.stratgy: unknown field "stratgy" (known: auto_promote, auto_revert, blue_green, canary, healthy_deadline, hooks, max_parallel, max_surge, max_unavailable, min_healthy_time, progress_deadline, rollback_window, rolling, scale_down_delay, stagger, strategy)`,
 			`spec.yaml:5: update.canary.steps[0].paws: unknown field "paws" (known: analysis, manual, pause, weight)`,
 		}},
@@ -153,7 +153,7 @@ func TestParseErrors(t *testing.T) {
 			`spec.yaml:3: env["A"]: is given twice`,
 		}},
 		{name: "json unknown field", in: "{\n  \"name\": \"a\",\n  \"Image\": \"b\"\n}", want: []string{
-			`spec.yaml:3: Image: unknown field "Image" (known: args, check, configs, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, resources, restart, route, secrets, security, stop_signal, update, volumes)`,
+			`spec.yaml:3: Image: unknown field "Image" (known: args, check, configs, constraints, count, entrypoint, env, image, kill_timeout, labels, name, port, ports, resources, restart, route, route_port, secrets, security, stop_signal, update, volumes)`,
 		}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{`spec.yaml:1: spec: must be a mapping of fields, got a list`}},
 		{name: "empty", in: "", want: []string{`spec.yaml: the file is empty; a spec needs at least name, image and port`}},
@@ -225,5 +225,25 @@ func TestFileModeIsOctal(t *testing.T) {
 	}
 	if _, err := Parse("spec.yaml", []byte("name: web\nsecrets: [{name: db, mode: 0999}]\n")); err == nil || !strings.Contains(err.Error(), "secrets[0].mode") {
 		t.Fatalf("mode 0999: %v, want an error naming secrets[0].mode", err)
+	}
+}
+
+// TestReadsNamedPorts: ports, route_port and check.port read from YAML
+// (proto names) and JSON (lowerCamelCase).
+func TestReadsNamedPorts(t *testing.T) {
+	want := &deployv1.ServiceSpec{Name: "web", Image: "demo", RoutePort: "http",
+		Ports: []*deployv1.Port{{Name: "http", Port: 8080}, {Name: "metrics", Port: 9100, HostPort: 19100, Protocol: "tcp"}},
+		Check: &deployv1.HealthCheck{Http: "/healthz", Port: "metrics"}}
+	for name, doc := range map[string]string{
+		"yaml": "name: web\nimage: demo\nports:\n  - {name: http, port: 8080}\n  - {name: metrics, port: 9100, host_port: 19100, protocol: tcp}\nroute_port: http\ncheck: {http: /healthz, port: metrics}\n",
+		"json": `{"name": "web", "image": "demo", "ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100, "hostPort": 19100, "protocol": "tcp"}], "routePort": "http", "check": {"http": "/healthz", "port": "metrics"}}`,
+	} {
+		got, err := Parse("spec."+name, []byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
 	}
 }
