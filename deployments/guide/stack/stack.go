@@ -267,11 +267,17 @@ func Start(ctx context.Context, c Config) (_ *Stack, err error) {
 		c.Logf("web dashboard on %s", s.Dashboard)
 	}
 
-	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), append([]string{
+	agentArgs := []string{
 		"-node-id", c.NodeID, "-grpc-addr", addr(c.Agent), "-consul-addr", c.ConsulAddr(), "-consul-token-file", consulTokens["nodeagent"],
 		"-driver", c.Driver, "-process-dir", c.ProcessDir, "-advertise", "127.0.0.1",
 		"-data-dir", filepath.Join(c.StateDir, "nodeagent"), "-labels", "zone=a", "-log-level", "warn",
-	}, s.TLS.flags(s.TLS.NodeAgent)...), nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), s.ConsulToken, c.NodeID) }); err != nil {
+	}
+	if hasFlag(c.bin("slipway-nodeagent"), "coordinators") {
+		// Heartbeats and statuses streamed to the leader, which judges
+		// the node by them (down after -node-ttl without one).
+		agentArgs = append(agentArgs, "-coordinators", c.CoordinatorAddr())
+	}
+	if err := s.start(ctx, "nodeagent", c.bin("slipway-nodeagent"), append(agentArgs, s.TLS.flags(s.TLS.NodeAgent)...), nil, func(ctx context.Context) error { return agentRegistered(ctx, c.ConsulAddr(), s.ConsulToken, c.NodeID) }); err != nil {
 		return nil, err
 	}
 	c.Logf("node agent %s (%s driver) on %s (log .run/nodeagent.log)", c.NodeID, c.Driver, addr(c.Agent))
