@@ -75,7 +75,15 @@
 // starts while instances a superseded rollout left still serve (the ones it
 // drained, Spec.Draining, and any of another release) drains them and
 // places nothing until they are stopped, so that never more than count +
-// max_parallel (or max_surge) instances serve. Terminal rollouts
+// max_parallel (or max_surge) instances serve. Instances no allocation
+// holds any more that their agent still runs registered
+// (Observation.Unowned: stopped while their agent was cut off, or left on
+// a node whose allocations were replaced) count the same way at every
+// placement: a rollout places nothing beside one that passes (a rolling
+// update bounded by max_surge counts it against its surge). Only strays
+// that can really serve count (passing; the caller drops what its agent
+// reports deregistered or stopped, and what is on a node down or lost),
+// and a rollout held by them for progress_deadline fails. Terminal rollouts
 // (Terminal) may still hold pending stops; Done reports when none remain.
 //
 // Operator commands: pause holds the rollout (paused time counts neither

@@ -307,12 +307,13 @@ func (r *run) advance() bool {
 			}
 			r.s.PreRolloutDone = true
 		}
-		if r.s.Ordered[r.s.To] == 0 && r.strays() > 0 {
+		if r.s.Ordered[r.s.To] == 0 && r.heldByStrays() {
 			// What a superseded rollout left serves until the edges
-			// acknowledge a generation without it (drainStrays): a first
-			// batch beside it would have more than count + max_parallel
-			// instances serving.
-			return false
+			// acknowledge a generation without it (drainStrays), and an
+			// unowned instance until its agent deregisters it or its node
+			// is down: a first batch beside them would have more than
+			// count + max_parallel instances serving.
+			return r.s.Stage == StageRestore
 		}
 		if r.s.From == 0 {
 			return r.firstDeploy()
@@ -373,12 +374,13 @@ func (r *run) rollingBatch() bool {
 			return failed
 		}
 	}
-	if newTarget > r.s.Ordered[r.s.To] && r.pending(r.s.From) > 0 {
+	if newTarget > r.s.Ordered[r.s.To] && (r.pending(r.s.From) > 0 || r.heldByStrays()) {
 		// The old instances the last batch drained serve until they are
-		// stopped (the edges acknowledged a generation without them):
-		// placing the next batch before would have more than count +
-		// max_parallel instances serving.
-		return false
+		// stopped (the edges acknowledged a generation without them), and
+		// strays until they are stopped or deregistered: placing the next
+		// batch before would have more than count + max_parallel
+		// instances serving.
+		return r.s.Stage == StageRestore
 	}
 	if newTarget > r.s.Ordered[r.s.To] && k > 0 && r.s.Config.Stagger > 0 {
 		// stagger: the next batch waits this long after the last one
@@ -511,7 +513,12 @@ func (r *run) rollingSurge() bool {
 				return progressed || failed
 			}
 		}
-		room := n + surge - (routed + r.pending(r.s.From) + ordered)
+		// Strays that may still serve take room too.
+		strays := r.strays()
+		room := n + surge - (routed + r.pending(r.s.From) + ordered + strays)
+		if ordered < n && room <= 0 && room+strays > 0 && r.heldByStrays() && r.s.Stage != StageDeploy {
+			return true // failed at progress_deadline
+		}
 		if k := min(n-ordered, room); k > 0 {
 			r.ensure(r.s.To, TrackStable, ordered+k)
 			r.s.Step++
@@ -537,6 +544,9 @@ func (r *run) canaryStep() bool {
 	}
 	st := steps[r.s.Step]
 	target := canaryCount(r.s.Count, st.Weight)
+	if target > r.s.Ordered[r.s.To] && r.heldByStrays() {
+		return r.s.Stage == StageRestore // the step's new instances wait for the strays to go
+	}
 	r.ensure(r.s.To, TrackCanary, target)
 	if !r.s.StepApplied {
 		if !r.waitHealthy(target) {
@@ -602,6 +612,9 @@ func (r *run) canaryFinal() bool {
 		}
 	}
 	r.running()
+	if r.s.Count > r.s.Ordered[r.s.To] && r.heldByStrays() {
+		return r.s.Stage == StageRestore
+	}
 	r.ensure(r.s.To, TrackCanary, r.s.Count)
 	if !r.waitHealthy(r.s.Count) {
 		return false
@@ -613,6 +626,9 @@ func (r *run) canaryFinal() bool {
 }
 
 func (r *run) blueGreenDeploy() bool {
+	if r.s.Count > r.s.Ordered[r.s.To] && r.heldByStrays() {
+		return r.s.Stage == StageRestore
+	}
 	r.ensure(r.s.To, TrackPreview, r.s.Count)
 	if !r.waitHealthy(r.s.Count) {
 		return false
@@ -846,6 +862,22 @@ func (r *run) waitHealthy(target int) bool {
 	return false
 }
 
+// heldByStrays reports whether strays may still serve (see strays), so
+// that new instances placed now could make more than count + max_parallel
+// serve. The wait is bounded: the caller lists no stray past its node's
+// grace, and a rollout held for progress_deadline without progress fails
+// (reverting where it may) rather than wait for ever.
+func (r *run) heldByStrays() bool {
+	n := r.strays()
+	if n == 0 {
+		return false
+	}
+	if d := r.s.Config.ProgressDeadline; r.now.Sub(r.s.ProgressAt) > d {
+		r.fail(fmt.Sprintf("no progress within progress_deadline %s: %d instances outside the rollout still serve", d, n))
+	}
+	return true
+}
+
 // ensure orders instances of release until target were ordered in all.
 func (r *run) ensure(release uint64, track string, target int) {
 	if n := target - r.s.Ordered[release]; n > 0 {
@@ -1009,13 +1041,15 @@ func (r *run) pending(release uint64) int {
 	return n
 }
 
-// strays counts the drained instances not stopped yet that a superseded
-// rollout left (the ones it had drained, Spec.Draining, and the ones of
-// releases other than From and To) and that may still serve: an instance
-// whose check is not passing is not in Consul's passing set, so no edge
-// routes to it (its agent may also have stopped it already), and waiting
-// for the edges to acknowledge its drain would hold the rollout on an edge
-// that does not apply the generation.
+// strays counts the instances this rollout does not count as its own
+// that may still serve: the drained instances not stopped yet that a
+// superseded rollout left (the ones it had drained, Spec.Draining, and the
+// ones of releases other than From and To), and the unowned instances
+// their agents still run registered (Observation.Unowned). Only passing
+// ones count: an instance whose check is not passing is not in Consul's
+// passing set, so no edge routes to it (its agent may also have stopped it
+// already), and waiting for the edges to acknowledge its drain would hold
+// the rollout on an edge that does not apply the generation.
 func (r *run) strays() int {
 	passing := map[string]bool{}
 	for _, in := range r.obs.Instances {
@@ -1032,7 +1066,26 @@ func (r *run) strays() int {
 			n++
 		}
 	}
+	seen := map[string]bool{}
+	for _, in := range r.obs.Unowned {
+		if in.Health != HealthPassing || seen[in.ID] || r.observed(in.ID) {
+			continue
+		}
+		seen[in.ID] = true
+		n++
+	}
 	return n
+}
+
+// observed reports whether id is one of the service's allocations (a
+// caller listing it as unowned too is ignored there).
+func (r *run) observed(id string) bool {
+	for _, in := range r.obs.Instances {
+		if in.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *run) isPending(id string) bool {

@@ -12,7 +12,8 @@ import (
 )
 
 // TestRandomScripts runs random sequences of deploys, health reports, ticks,
-// acknowledgements and operator commands through the script runner, whose
+// acknowledgements, lost and unowned instances and operator commands
+// through the script runner, whose
 // contract checks (determinism, JSON round trip, fixed point, weights, route
 // barrier before stops, nothing stopped twice, Wake) run after every Step.
 // Each run then lets the world cooperate (everything passing, edges
@@ -101,8 +102,16 @@ func TestRandomScripts(t *testing.T) {
 				}
 			case k < 18 && rng.IntN(3) == 0:
 				do("abort")
-			case k < 18 && len(ids) > 0:
+			case k < 18 && len(ids) > 0 && rng.IntN(2) == 0:
 				do("lose", ids[rng.IntN(len(ids))]) // its node went away
+			case k < 18:
+				// An allocation leaves the state while its agent still
+				// runs it: unowned, passing or not, until it is gone.
+				if un := slices.Sorted(maps.Keys(w.unowned)); len(un) > 0 && (len(ids) == 0 || rng.IntN(2) == 0) {
+					do("unowned", un[rng.IntN(len(un))], []string{"passing", "critical", "gone"}[rng.IntN(3)])
+				} else if len(ids) > 0 {
+					do("disown", ids[rng.IntN(len(ids))])
+				}
 			case k < 19:
 				deploy()
 			}
@@ -111,6 +120,9 @@ func TestRandomScripts(t *testing.T) {
 		for range 40 {
 			if Done(w.current()) {
 				break
+			}
+			for _, id := range slices.Sorted(maps.Keys(w.unowned)) {
+				do("unowned", id, "gone") // stopped by their agents
 			}
 			for _, id := range slices.Sorted(maps.Keys(w.instances)) {
 				do("report", id, "passing")

@@ -55,6 +55,12 @@ import (
 //	ack [gen=N]                   edges acknowledge generation N (default: latest)
 //	promote [full] | pause | resume | abort   operator commands
 //	lose <id>                     the instance vanishes (its node went away)
+//	disown <id>                   its allocation leaves the state (stopped, or
+//	                              replaced off its node) while its agent still
+//	                              runs it: an unowned instance, as it was
+//	unowned <id> <health>|gone    an unowned instance as its agent reports it
+//	                              (passing: registered, may be routed), or gone
+//	                              (stopped, or its node is down: not listed)
 //	step                          Step with nothing changed
 //
 // Assertions (on the last Step's plan, or on the state):
@@ -121,6 +127,9 @@ type world struct {
 	state     []byte // the State as committed: JSON
 	started   bool
 	instances map[string]*Instance
+	// unowned are the instances no allocation holds that the caller lists
+	// (Observation.Unowned).
+	unowned   map[string]*Instance
 	counter   map[uint64]int
 	acked     uint64
 	gen       uint64
@@ -144,6 +153,7 @@ func newWorld(t testing.TB) *world {
 		t:           t,
 		now:         time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		instances:   map[string]*Instance{},
+		unowned:     map[string]*Instance{},
 		counter:     map[uint64]int{},
 		issued:      map[uint64]*Traffic{},
 		lastPlace:   map[uint64]string{},
@@ -242,6 +252,15 @@ func (w *world) exec(f []string) error {
 		}
 		delete(w.instances, args[0])
 		return w.step()
+	case "disown":
+		if len(args) != 1 || w.instances[args[0]] == nil {
+			return fmt.Errorf("usage: disown <existing instance id>")
+		}
+		w.unowned[args[0]] = w.instances[args[0]]
+		delete(w.instances, args[0])
+		return w.step()
+	case "unowned":
+		return w.cmdUnowned(args)
 	case "step":
 		return w.step()
 	case "signals":
@@ -281,6 +300,44 @@ func parseRelease(s string) (uint64, error) {
 		return 0, fmt.Errorf("release %q: want vN", s)
 	}
 	return strconv.ParseUint(v, 10, 64)
+}
+
+func (w *world) cmdUnowned(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("usage: unowned <id> <health>|gone")
+	}
+	id := args[0]
+	if _, owned := w.instances[id]; owned {
+		return fmt.Errorf("unowned %s: an allocation holds it (disown it first)", id)
+	}
+	if args[1] == "gone" {
+		if w.unowned[id] == nil {
+			return fmt.Errorf("unowned %s: no such unowned instance", id)
+		}
+		delete(w.unowned, id)
+		return w.step()
+	}
+	h := Health(args[1])
+	switch h {
+	case HealthStarting, HealthPassing, HealthCritical, HealthDead:
+	default:
+		return fmt.Errorf("unknown health %q", args[1])
+	}
+	in := w.unowned[id]
+	if in == nil {
+		relText, _, _ := strings.Cut(id, "-")
+		rel, err := parseRelease(relText)
+		if err != nil {
+			return fmt.Errorf("unowned %s: want an id vN-K: %w", id, err)
+		}
+		in = &Instance{ID: id, Release: rel, CreatedAt: w.now.Add(-time.Hour)}
+		w.unowned[id] = in
+	}
+	in.Health, in.Since = h, w.now
+	if !w.started {
+		return nil // seen by the rollout deployed next
+	}
+	return w.step()
 }
 
 func (w *world) cmdStable(args []string) error {
@@ -637,6 +694,9 @@ func (w *world) observe() Observation {
 	}
 	for _, id := range slices.Sorted(maps.Keys(w.instances)) {
 		obs.Instances = append(obs.Instances, *w.instances[id])
+	}
+	for _, id := range slices.Sorted(maps.Keys(w.unowned)) {
+		obs.Unowned = append(obs.Unowned, *w.unowned[id])
 	}
 	return obs
 }
@@ -1011,6 +1071,9 @@ func (w *world) expect(what string, args []string) error {
 // included, stay within the update's ceiling. A stray whose check does not
 // pass is routed by no edge.
 func (w *world) checkStrays(s State, plan Plan) error {
+	if err := w.checkUnowned(s, plan); err != nil {
+		return err
+	}
 	placedTo := 0
 	for _, p := range plan.Place {
 		if p.Release == s.To {
@@ -1036,6 +1099,42 @@ func (w *world) checkStrays(s State, plan Plan) error {
 		return fmt.Errorf("placed %v while %s of a superseded rollout still serve (not drained, or the edges have not acknowledged it)", plan.Place, strings.Join(strays, " "))
 	}
 	return nil
+}
+
+// checkUnowned is the contract for unowned instances that may serve
+// (passing): a Step that places while any does keeps a rolling update
+// bounded by max_surge within count + max_surge with them counted (the
+// instances of its two releases that exist, as in checkBounds, plus
+// them), and any other rollout places nothing beside them.
+func (w *world) checkUnowned(s State, plan Plan) error {
+	var serving []string
+	for id, in := range w.unowned {
+		if in.Health == HealthPassing {
+			serving = append(serving, id)
+		}
+	}
+	if len(plan.Place) == 0 || len(serving) == 0 {
+		return nil
+	}
+	slices.Sort(serving)
+	if s.Config.Strategy == deployv1.Strategy_STRATEGY_ROLLING && s.Config.surgeMode() && s.Stage == StageDeploy && s.From != 0 {
+		total := len(serving)
+		for _, in := range w.instances {
+			if in.Release != s.From && in.Release != s.To {
+				continue
+			}
+			if slices.ContainsFunc(s.PendingStops, func(p PendingStop) bool { return p.ID == in.ID && p.Stray }) {
+				continue
+			}
+			total++
+		}
+		if surge, _ := s.Config.Bounds(s.Count); total > s.Count+surge {
+			return fmt.Errorf("placed %v: %d instances exist with the unowned %s serving, more than %d + max_surge %d",
+				plan.Place, total, strings.Join(serving, " "), s.Count, surge)
+		}
+		return nil
+	}
+	return fmt.Errorf("placed %v while the unowned %s may still serve", plan.Place, strings.Join(serving, " "))
 }
 
 // checkBounds is the contract of a rolling update: after every commit, at

@@ -366,6 +366,17 @@ type Observation struct {
 	// Hook is the answer to the gate DueHooks asked for, nil while none
 	// came.
 	Hook *HookAnswer
+	// Unowned are instances of the service that no allocation holds any
+	// more (a rollout stopped them, or their node's allocations were
+	// replaced) but that their agent still runs: they are strays, and
+	// those whose agent last reported them registered and passing
+	// (HealthPassing) may still be routed by the edges, so they count as
+	// serving (see the package doc). The caller lists only what can
+	// really serve: nothing its agent reports deregistered (draining),
+	// stopped or gone, and nothing on a node that is down or lost (its
+	// grace or TTL is the deadline after which its instances are taken
+	// as dead), so a stray never holds a rollout for longer than that.
+	Unowned []Instance
 }
 
 // Signals are the canary's and the stable release's golden signals over
