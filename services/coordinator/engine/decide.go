@@ -279,12 +279,15 @@ func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observa
 			leaving[sa.Replaces] = true
 		}
 	}
+	held := map[string]bool{}
 	for _, sa := range all {
+		held[sa.Allocation.GetId()] = true
 		if sa.Allocation.GetService() != ro.GetService() || leaving[sa.Allocation.GetId()] {
 			continue
 		}
 		mobs.Instances = append(mobs.Instances, Instance(sa, obs.Statuses[sa.Allocation.GetId()]))
 	}
+	mobs.Unowned = Unowned(ro.GetService(), obs.Unowned, func(id string) bool { return held[id] })
 	gen := st.Generation
 	in := e.cfg.FSM.Intent(ro.GetService())
 	if in != nil && in.GetGeneration() > gen {
@@ -340,6 +343,32 @@ func Instance(sa state.StoredAllocation, st *agentv1.AllocationStatus) rollout.I
 		in.Since = in.CreatedAt
 	}
 	return in
+}
+
+// Unowned is what the rollout machine sees of the unowned instances of a
+// service (Observation.Unowned, by node): the ones their agent reports
+// running (registered), with their health, nodes in id order; the ones it
+// reports draining (deregistered), stopped, failed or not started yet
+// cannot serve and are left out, as is any the state holds again by the
+// time of the decision (held).
+func Unowned(service string, byNode map[string][]*agentv1.AllocationStatus, held func(id string) bool) []rollout.Instance {
+	var out []rollout.Instance
+	for _, node := range slices.Sorted(maps.Keys(byNode)) {
+		for _, st := range byNode[node] {
+			if st.GetService() != service || st.GetState() != agentv1.AllocationState_ALLOCATION_STATE_RUNNING || held(st.GetAllocationId()) {
+				continue
+			}
+			in := rollout.Instance{ID: st.GetAllocationId(), Release: st.GetRelease(), Health: rollout.HealthCritical, Since: st.GetUpdatedAt().AsTime()}
+			if st.GetHealth() == agentv1.Health_HEALTH_PASSING {
+				in.Health = rollout.HealthPassing
+				if st.GetHealthySince() != nil {
+					in.Since = st.GetHealthySince().AsTime()
+				}
+			}
+			out = append(out, in)
+		}
+	}
+	return out
 }
 
 // AckedGeneration is the route barrier for a service: the lowest generation

@@ -216,9 +216,13 @@ type Engine struct {
 	signalsSince time.Time
 	failures     map[string]string                    // rollout id -> last placement failure reported
 	statuses     map[string]*agentv1.AllocationStatus // last status reported per allocation
-	nodes        map[string]Node
-	hooks        map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
-	gates        map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
+	// unowned are, per node, the statuses its agent last reported of
+	// allocations the state does not hold (instances it still runs or
+	// stops); see Observation.Unowned.
+	unowned map[string][]*agentv1.AllocationStatus
+	nodes   map[string]Node
+	hooks   map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
+	gates   map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
 }
 
 // New returns an engine; it does nothing until Run.
@@ -373,6 +377,7 @@ func (e *Engine) reset() {
 	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
 	e.lastErr = ""
 	e.statuses = map[string]*agentv1.AllocationStatus{}
+	e.unowned = map[string][]*agentv1.AllocationStatus{}
 	e.signalsSince = time.Time{}
 }
 

@@ -220,6 +220,11 @@ type fakeAgents struct {
 	sick       map[string]bool   // nodes where every check fails
 	violations []string
 	asked      map[string]int // node -> Status calls
+	// unowned are what a node's agent reports beside its desired set:
+	// instances it still runs or stops that no allocation holds.
+	unowned map[string][]*agentv1.AllocationStatus
+	// mute are the nodes whose agent answers no Status call.
+	mute map[string]bool
 }
 
 func newAgents(fsm *state.FSM, c *clock) *fakeAgents {
@@ -267,7 +272,11 @@ func (f *fakeAgents) Status(_ context.Context, n engine.Node) ([]*agentv1.Alloca
 		f.asked = map[string]int{}
 	}
 	f.asked[n.ID]++
+	mute := f.mute[n.ID]
 	f.mu.Unlock()
+	if mute {
+		return nil, errors.New("fake: agent does not answer")
+	}
 	return f.statusOf(n.ID), nil
 }
 
@@ -300,7 +309,21 @@ func (f *fakeAgents) statusOf(node string) []*agentv1.AllocationStatus {
 		}
 		out = append(out, st)
 	}
+	for _, st := range f.unowned[node] {
+		out = append(out, proto.CloneOf(st))
+	}
 	return out
+}
+
+// setUnowned sets what node's agent reports of the instances it runs that
+// no allocation holds, and whether it answers Status calls.
+func (f *fakeAgents) setUnowned(node string, mute bool, sts ...*agentv1.AllocationStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unowned == nil {
+		f.unowned, f.mute = map[string][]*agentv1.AllocationStatus{}, map[string]bool{}
+	}
+	f.unowned[node], f.mute[node] = sts, mute
 }
 
 // syncs returns every Sync call so far, oldest first.

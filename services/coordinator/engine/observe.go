@@ -43,6 +43,16 @@ type Observation struct {
 	Acks []*edgev1.EdgeAck
 	// Statuses are the last status each agent reported per allocation id.
 	Statuses map[string]*agentv1.AllocationStatus
+	// Unowned are, per node, the statuses its agent last reported of
+	// instances no allocation of the state holds (stopped while the agent
+	// was cut off, or left on a node whose allocations were replaced): the
+	// agent still runs or stops them, and one it reports running and
+	// passing is registered, so the edges may route to it (a stray for the
+	// rollout machine, rollout.Observation.Unowned). An agent that does not
+	// answer keeps its last report while its node is within its grace; a
+	// lost or down node's are dropped: past its grace (or heartbeat TTL) its
+	// instances are taken as dead, so a stray never holds a rollout longer.
+	Unowned map[string][]*agentv1.AllocationStatus
 	// Signals are the golden signals of the analysis window each rollout's
 	// machine asks for (rollout.AnalysisWindow), by rollout id.
 	Signals map[string]*rollout.Signals
@@ -101,6 +111,14 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 	}
 	e.collectStatuses(ctx)
 	obs.Statuses = e.statuses
+	for node := range e.unowned {
+		_, live := e.nodes[node]
+		_, missing := e.lostSince[node]
+		if !live && (!missing || obs.Lost[node]) {
+			delete(e.unowned, node)
+		}
+	}
+	obs.Unowned = e.unowned
 	acks, err := call(ctx, e.cfg.CallTimeout, e.cfg.Routes.Acks)
 	if err != nil {
 		return Observation{}, fmt.Errorf("engine: read edge acks: %w", err)
@@ -267,20 +285,22 @@ func (e *Engine) collectStatuses(ctx context.Context) {
 	type result struct {
 		node string
 		sts  []*agentv1.AllocationStatus
-		err  error
+		// unowned are the reported allocations the state does not hold.
+		unowned []*agentv1.AllocationStatus
+		err     error
 	}
 	ch := make(chan result, len(e.nodes))
 	for _, n := range e.nodes {
 		if e.cfg.Heartbeats != nil {
 			if sts, ok := e.cfg.Heartbeats.Statuses(n.ID); ok {
 				// Streamed: only the node's own allocations count.
-				ch <- result{n.ID, ownStatuses(sts, byNode[n.ID]), nil}
+				ch <- result{n.ID, ownStatuses(sts, byNode[n.ID]), unownedStatuses(sts, stored), nil}
 				continue
 			}
 		}
 		go func() {
 			sts, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) ([]*agentv1.AllocationStatus, error) { return e.cfg.Agents.Status(c, n) })
-			ch <- result{n.ID, sts, err}
+			ch <- result{n.ID, sts, unownedStatuses(sts, stored), err}
 		}()
 	}
 	for range e.nodes {
@@ -288,6 +308,11 @@ func (e *Engine) collectStatuses(ctx context.Context) {
 		if r.err != nil {
 			e.log.Warn("agent status", "node", r.node, "err", r.err)
 			continue
+		}
+		if len(r.unowned) > 0 {
+			e.unowned[r.node] = r.unowned
+		} else {
+			delete(e.unowned, r.node)
 		}
 		reported := map[string]bool{}
 		for _, s := range r.sts {
@@ -315,6 +340,18 @@ func ownStatuses(sts []*agentv1.AllocationStatus, ids []string) []*agentv1.Alloc
 	out := make([]*agentv1.AllocationStatus, 0, len(sts))
 	for _, s := range sts {
 		if own[s.GetAllocationId()] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// unownedStatuses are the statuses in sts of allocations the state does
+// not hold (stored), in the agent's order.
+func unownedStatuses(sts []*agentv1.AllocationStatus, stored map[string]bool) []*agentv1.AllocationStatus {
+	var out []*agentv1.AllocationStatus
+	for _, s := range sts {
+		if !stored[s.GetAllocationId()] {
 			out = append(out, s)
 		}
 	}
