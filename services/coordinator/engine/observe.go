@@ -109,12 +109,12 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 			}
 		}
 	}
-	e.collectStatuses(ctx)
+	fresh := e.collectStatuses(ctx)
 	obs.Statuses = e.statuses
 	for node := range e.unowned {
 		_, live := e.nodes[node]
 		_, missing := e.lostSince[node]
-		if !live && (!missing || obs.Lost[node]) {
+		if !live && !fresh[node] && (!missing || obs.Lost[node]) {
 			delete(e.unowned, node)
 		}
 	}
@@ -268,8 +268,13 @@ func (e *Engine) trackLost(now time.Time) map[string]bool {
 
 // collectStatuses collects the status of every allocation from the live
 // agents. The last status of an allocation whose agent does not answer (or
-// whose node is missing, within its grace period) is kept.
-func (e *Engine) collectStatuses(ctx context.Context) {
+// whose node is missing, within its grace period) is kept. It returns the
+// nodes not live whose agent streams again (down by its heartbeats until
+// heard from for the settle time): what they report of instances the
+// state does not hold is fresh, and counts as unowned whatever their
+// grace (a node back from a netsplit re-registers what it ran until a
+// leader's sync stops it).
+func (e *Engine) collectStatuses(ctx context.Context) map[string]bool {
 	stored := map[string]bool{}
 	byNode := map[string][]string{}
 	for _, sa := range e.cfg.FSM.AllAllocations() {
@@ -328,6 +333,23 @@ func (e *Engine) collectStatuses(ctx context.Context) {
 			}
 		}
 	}
+	fresh := map[string]bool{}
+	if hb := e.cfg.Heartbeats; hb != nil {
+		for _, id := range hb.Streaming() {
+			if _, live := e.nodes[id]; live {
+				continue
+			}
+			if sts, ok := hb.Statuses(id); ok {
+				fresh[id] = true
+				if un := unownedStatuses(sts, stored); len(un) > 0 {
+					e.unowned[id] = un
+				} else {
+					delete(e.unowned, id)
+				}
+			}
+		}
+	}
+	return fresh
 }
 
 // ownStatuses are the statuses in sts of allocations stored on node (ids):

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"slipway.dev/coordinator/engine"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
 
@@ -87,4 +89,29 @@ func TestUnownedInstanceOnSilentNodeHoldsUntilItsGrace(t *testing.T) {
 	h.clock.Add(2 * time.Second)
 	h.run(500*time.Millisecond, "v2 placed after the node's grace", func() bool { return len(h.allocs(2)) > 0 })
 	h.run(500*time.Millisecond, "v2 succeeded", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+}
+
+// TestStreamingNodeBackHoldsWhatItStillRuns: a node down by its
+// heartbeats whose allocation was replaced comes back (a netsplit heals):
+// until a leader's sync stops it, its agent still runs the old instance,
+// registered, and says so on its stream while the node is down for its
+// settle time. A rollout then places nothing beside it; once the node is
+// up and synced, the instance is gone and the rollout goes on.
+func TestStreamingNodeBackHoldsWhatItStillRuns(t *testing.T) {
+	h, s := streamedFleet(t)
+	s.close("n1")
+	s.until(500*time.Millisecond, "n1's allocation replaced", func() bool {
+		as := h.allocs(1)
+		return len(as) == 3 && !slices.ContainsFunc(as, func(a *agentv1.Allocation) bool { return a.GetNodeId() == "n1" })
+	})
+	s.open["n1"] = h.hb.Open("n1") // back, and streaming what it still runs
+	v2 := h.deploy(webSpec("slipway/demo:v2", 3, fast(&deployv1.UpdateStrategy{MaxParallel: 1})))
+	s.run(500*time.Millisecond, testTTL/2)
+	if st := h.nodeStatus("n1"); st != clusterv1.NodeStatus_NODE_STATUS_DOWN {
+		t.Fatalf("n1 is %s within its settle time, want DOWN", st)
+	}
+	if n := len(h.allocs(2)); n != 0 {
+		t.Fatalf("v2 placed %d instances while n1 still runs its replaced instance", n)
+	}
+	s.until(500*time.Millisecond, "v2 succeeded", h.phase(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
 }
