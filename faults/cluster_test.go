@@ -190,7 +190,7 @@ func startCluster(t testing.TB, withDocker bool) *cluster {
 		tok := c.writeFile(id+".consul-token", coordToken)
 		args := []string{"-id", id, "-data-dir", data, "-grpc-addr", h.ip + ":" + coordGRPC, "-raft-addr", h.ip + ":" + coordRaft,
 			"-bootstrap-expect", fmt.Sprint(coordinators), "-join", strings.Join(join, ","), "-log-format", "json",
-			"-node-grace", "4s", "-consul-token-file", tok}
+			"-node-grace", "4s", "-node-ttl", "4s", "-consul-token-file", tok}
 		args = append(args, c.consulFlags(pki.RoleCoordinator, id)...)
 		args = append(args, c.pki.Files(t, pki.RoleCoordinator, id).Flags()...)
 		p := &proc{name: id, h: h, bin: filepath.Join(c.bin, "slipway-coordinator"), args: args, logPath: filepath.Join(c.dir, id+".log")}
@@ -221,7 +221,10 @@ func startCluster(t testing.TB, withDocker bool) *cluster {
 		a := &agentProc{node: node, driver: "process", data: filepath.Join(c.dir, name)}
 		args := []string{"-node-id", node, "-grpc-addr", h.ip + ":" + agentGRPC, "-metrics-addr", h.ip + ":" + agentMetrics,
 			"-data-dir", a.data, "-drain-window", "300ms", "-drain-timeout", "5s", "-log-format", "json",
-			"-consul-token-file", c.writeFile(name+".consul-token", agentToken), "-advertise", h.ip}
+			"-consul-token-file", c.writeFile(name+".consul-token", agentToken),
+			// Heartbeats and statuses stream to the leader (any coordinator
+			// redirects there), which judges the node by them.
+			"-coordinators", strings.Join(join, ","), "-advertise", h.ip}
 		var env []string
 		if i < processAgents {
 			args = append(args, "-driver", "process", "-process-dir", c.imgs)

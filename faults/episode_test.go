@@ -105,13 +105,7 @@ func (c *cluster) episode(t *testing.T, p profile, s scenario, run int, rng *ran
 
 	var boundExcused []check.Window
 	for _, w := range e.windows {
-		// While Consul restarts the edges keep their last good routes and
-		// the agents re-register what they run, so for that window the
-		// edges route what the coordinator cannot see. A strict run once
-		// saw 5 serving for a bound of 4 there (1 run in about 8), during a
-		// superseding rollout: open work, excused here so the suite stays
-		// deterministic; it holds strictly in every other fault.
-		if !p.strictBound || consulOutage[w.Fault] {
+		if !p.strictBound {
 			boundExcused = append(boundExcused, w)
 		}
 	}
@@ -167,7 +161,3 @@ func (c *cluster) episode(t *testing.T, p profile, s scenario, run int, rng *ran
 		fmt.Sprint(e.notes), len(calls), nOK, requests, len(failed), excused, time.Since(began).Round(time.Second))
 	return v, requests, len(failed), excused
 }
-
-// consulOutage names the faults during which the serving bound is excused
-// even in a strict run (see where it is used).
-var consulOutage = map[string]bool{"consul-restart": true, "consul-data-loss": true}
