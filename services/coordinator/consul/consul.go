@@ -221,7 +221,11 @@ func metaInt(meta map[string]string, key string) (int, error) {
 }
 
 // WriteIntent writes the service's traffic intent as protojson under
-// catalog.RouteKey.
+// catalog.RouteKey, unless the key holds a higher generation: then it
+// returns an error wrapping engine.ErrNewerIntent. The write is a
+// check-and-set on the key as read, so a newer intent written in between
+// is not overwritten either (that write fails and the next pass looks
+// again).
 func (c *Client) WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) error {
 	if in.GetService() == "" {
 		return errors.New("consul: write intent: service is empty")
@@ -230,8 +234,27 @@ func (c *Client) WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) erro
 	if err != nil {
 		return fmt.Errorf("consul: encode intent of %s: %w", in.GetService(), err)
 	}
-	if _, err := c.api.KV().Put(&api.KVPair{Key: catalog.RouteKey(in.GetService()), Value: b}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	key := catalog.RouteKey(in.GetService())
+	kv, _, err := c.api.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("consul: write intent of %s: read it first: %w", in.GetService(), explain(err))
+	}
+	var index uint64 // 0: the key must not exist
+	if kv != nil {
+		index = kv.ModifyIndex
+		held := &edgev1.TrafficIntent{}
+		// An undecodable value is overwritten.
+		if protojson.Unmarshal(kv.Value, held) == nil && held.GetGeneration() > in.GetGeneration() {
+			return fmt.Errorf("consul: intent of %s: %s holds generation %d, above %d: %w",
+				in.GetService(), key, held.GetGeneration(), in.GetGeneration(), engine.ErrNewerIntent)
+		}
+	}
+	ok, _, err := c.api.KV().CAS(&api.KVPair{Key: key, Value: b, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
 		return fmt.Errorf("consul: write intent of %s: %w", in.GetService(), explain(err))
+	}
+	if !ok {
+		return fmt.Errorf("consul: write intent of %s: %s changed while it was written; the next pass compares again", in.GetService(), key)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package consul_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"slipway.dev/coordinator/consul"
+	"slipway.dev/coordinator/engine"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/testenv"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
@@ -114,6 +116,40 @@ func TestIntentRoundTrip(t *testing.T) {
 	}
 	if back, err := cl.ReadIntent(ctx, "web"); err != nil || back.GetGeneration() != 4 {
 		t.Errorf("ReadIntent = %v, %v", back, err)
+	}
+}
+
+// A deposed leader's last write cannot put a newer leader's routes back:
+// WriteIntent leaves a key of a higher generation as it is and says so
+// with engine.ErrNewerIntent; the same or a lower generation, or an
+// undecodable value, is overwritten.
+func TestWriteIntentRefusesLowerGeneration(t *testing.T) {
+	cl, raw := start(t)
+	ctx := context.Background()
+	newer := &edgev1.TrafficIntent{Service: "web", Generation: 7, Host: "web.test", Path: "/", Weights: map[string]int32{"3": 100}}
+	if err := cl.WriteIntent(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	older := &edgev1.TrafficIntent{Service: "web", Generation: 6, Host: "web.test", Path: "/", Weights: map[string]int32{"2": 100}}
+	if err := cl.WriteIntent(ctx, older); !errors.Is(err, engine.ErrNewerIntent) {
+		t.Fatalf("writing generation 6 over 7: %v, want ErrNewerIntent", err)
+	}
+	if back, err := cl.ReadIntent(ctx, "web"); err != nil || !proto.Equal(back, newer) {
+		t.Fatalf("after the refused write Consul holds %v (%v), want %v", back, err, newer)
+	}
+	same := proto.CloneOf(newer)
+	same.Weights = map[string]int32{"3": 50, "4": 50}
+	if err := cl.WriteIntent(ctx, same); err != nil {
+		t.Fatalf("rewriting generation 7: %v", err)
+	}
+	if _, err := raw.KV().Put(&api.KVPair{Key: catalog.RouteKey("web"), Value: []byte("{not json")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.WriteIntent(ctx, older); err != nil {
+		t.Fatalf("writing over an undecodable value: %v", err)
+	}
+	if back, err := cl.ReadIntent(ctx, "web"); err != nil || !proto.Equal(back, older) {
+		t.Errorf("Consul holds %v (%v), want %v", back, err, older)
 	}
 }
 

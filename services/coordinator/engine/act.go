@@ -140,7 +140,10 @@ type nodeSet struct {
 // query) and rewrites each one that is missing or differs from raft state,
 // whatever generation was last written. When the read fails, intents whose
 // generation moved since they were last written are still written, and the
-// comparison is made again on the next pass.
+// comparison is made again on the next pass. An intent of a higher
+// generation than the committed one is never overwritten: a leader being
+// deposed must not put a newer leader's routes back to older ones (the
+// store refuses such a write too, see Routes.WriteIntent).
 func (e *Engine) writeIntents(ctx context.Context) []error {
 	var errs []error
 	current, err := call(ctx, e.cfg.CallTimeout, e.cfg.Routes.Intents)
@@ -157,8 +160,15 @@ func (e *Engine) writeIntents(ctx context.Context) []error {
 		} else if proto.Equal(current[svc], in) {
 			e.written[svc] = in.GetGeneration()
 			continue
+		} else if held := current[svc].GetGeneration(); held > in.GetGeneration() {
+			e.newerIntent(svc, held, in.GetGeneration())
+			continue
 		}
 		if _, werr := call(ctx, e.cfg.CallTimeout, func(c context.Context) (struct{}, error) { return struct{}{}, e.cfg.Routes.WriteIntent(c, in) }); werr != nil {
+			if errors.Is(werr, ErrNewerIntent) {
+				e.newerIntent(svc, 0, in.GetGeneration())
+				continue
+			}
 			errs = append(errs, fmt.Errorf("engine: write intent of %s: %w", svc, werr))
 			continue
 		}
@@ -174,4 +184,16 @@ func (e *Engine) writeIntents(ctx context.Context) []error {
 		e.written[svc] = in.GetGeneration()
 	}
 	return errs
+}
+
+// newerIntent says, once per committed generation, that svc's intent was
+// left as Routes holds it: a higher generation than the committed one
+// (held; 0 when only the write said so).
+func (e *Engine) newerIntent(svc string, held, committed uint64) {
+	if e.newer[svc] == committed {
+		return
+	}
+	e.newer[svc] = committed
+	e.log.Warn("traffic intent not written: Routes holds a higher generation (a newer leader wrote it; after a restore of an older state, delete the key to let this leader write its own)",
+		"service", svc, "committed", committed, "held", held)
 }

@@ -76,7 +76,10 @@ type NodeSource interface {
 // method, Run wakes up as soon as an acknowledgement changes.
 type Routes interface {
 	// WriteIntent writes a service's traffic intent (idempotent: it
-	// overwrites).
+	// overwrites one of the same or a lower generation). When the store
+	// holds a higher generation of the service (a newer leader wrote it
+	// while this one was being deposed), it writes nothing and returns an
+	// error wrapping ErrNewerIntent.
 	WriteIntent(ctx context.Context, in *edgev1.TrafficIntent) error
 	// Intents reads back every intent held now, by service; one that
 	// cannot be decoded is present as nil. The engine compares them with
@@ -85,6 +88,12 @@ type Routes interface {
 	// Acks returns the acknowledgements of every live edge.
 	Acks(ctx context.Context) ([]*edgev1.EdgeAck, error)
 }
+
+// ErrNewerIntent is what Routes.WriteIntent returns (wrapped) when the
+// store holds a higher generation of the service's intent than the one to
+// write: generations only grow along the raft log, so it comes from a newer
+// leader (or, after a restore of an older state, from the state before).
+var ErrNewerIntent = errors.New("engine: the store holds a newer traffic intent")
 
 // ErrStaleToken is what Agents.Sync returns (wrapped) when the agent
 // refuses the fencing token: it has seen a newer leader's.
@@ -210,6 +219,7 @@ type Engine struct {
 	done      map[string]bool    // rollouts final and done: never stepped again
 	lastErr   string             // last pass error logged
 	written   map[string]uint64  // service -> generation written
+	newer     map[string]uint64  // service -> committed generation last found below what Routes holds (logged once)
 	lostSince map[string]time.Time
 	// signalsSince is the first whole second this engine has been leading:
 	// the signals store holds whole windows only from then on.
@@ -373,7 +383,7 @@ func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 
 // reset forgets what was acted: the next pass re-acts everything.
 func (e *Engine) reset() {
-	e.written, e.sets = map[string]uint64{}, map[string]nodeSet{}
+	e.written, e.sets, e.newer = map[string]uint64{}, map[string]nodeSet{}, map[string]uint64{}
 	e.lostSince, e.failures, e.done = map[string]time.Time{}, map[string]string{}, map[string]bool{}
 	e.lastErr = ""
 	e.statuses = map[string]*agentv1.AllocationStatus{}

@@ -131,6 +131,9 @@ type fakeRoutes struct {
 func (f *fakeRoutes) WriteIntent(_ context.Context, in *edgev1.TrafficIntent) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if held := f.held[in.GetService()]; held != nil && held.GetGeneration() > in.GetGeneration() {
+		return fmt.Errorf("fake routes: %s holds generation %d: %w", in.GetService(), held.GetGeneration(), engine.ErrNewerIntent)
+	}
 	f.intents = append(f.intents, proto.CloneOf(in))
 	if f.held == nil {
 		f.held = map[string]*edgev1.TrafficIntent{}

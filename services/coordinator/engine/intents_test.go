@@ -64,3 +64,30 @@ func TestIntentReassertedWhenLostOrChanged(t *testing.T) {
 		t.Fatalf("after Consul answered again, it holds %v, want %v", held["web"], want)
 	}
 }
+
+// A leader never puts a newer leader's routes back: an intent of a higher
+// generation than the committed one (written by the leader that replaced
+// this one, which still runs a last pass) is left as it is, without an
+// error (the store refuses such a write too: see the consul adapter's
+// TestWriteIntentRefusesLowerGeneration).
+func TestIntentOfHigherGenerationNotOverwritten(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	v1 := h.deploy(webSpec("slipway/demo:v1", 2, fast(&deployv1.UpdateStrategy{})))
+	h.run(500*time.Millisecond, "v1 succeeded", h.phase(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	want := h.fsm.Intent("web")
+	newer := proto.CloneOf(want)
+	newer.Generation++
+	newer.Weights = map[string]int32{"7": 100}
+	h.routes.lose("web", newer)
+	n := h.routes.writes("web")
+	if _, err := h.eng.Pass(t.Context()); err != nil {
+		t.Fatalf("pass: %v", err)
+	}
+	h.pass()
+	if held, _ := h.routes.Intents(t.Context()); !proto.Equal(held["web"], newer) {
+		t.Fatalf("Consul holds %v, want the newer leader's %v", held["web"], newer)
+	}
+	if got := h.routes.writes("web"); got != n {
+		t.Errorf("%d writes over a higher generation, want 0", got-n)
+	}
+}
