@@ -3,7 +3,8 @@
 //
 // Every certificate names its holder in one URI SAN,
 // spiffe://slipway/<role>/<name>, where role is one of coordinator,
-// nodeagent, edge or client. Peers authorise by that SAN, never by host name.
+// nodeagent, edge, client or metrics. Peers authorise by that SAN, never by
+// host name.
 package pki
 
 import (
@@ -33,10 +34,14 @@ const (
 	RoleNodeAgent   Role = "nodeagent"
 	RoleEdge        Role = "edge"
 	RoleClient      Role = "client"
+	// RoleMetrics is a scraper (Prometheus): accepted by the components'
+	// /metrics listeners and by no gRPC service, so a scraper's key grants
+	// nothing but reading metrics.
+	RoleMetrics Role = "metrics"
 )
 
 // Roles lists every role, in a stable order.
-var Roles = []Role{RoleCoordinator, RoleNodeAgent, RoleEdge, RoleClient}
+var Roles = []Role{RoleCoordinator, RoleNodeAgent, RoleEdge, RoleClient, RoleMetrics}
 
 // URIScheme and TrustDomain form the identity SAN: spiffe://slipway/<role>/<name>.
 const (
@@ -62,7 +67,7 @@ func ParseRole(s string) (Role, error) {
 			return r, nil
 		}
 	}
-	return "", fmt.Errorf("pki: unknown role %q: want one of coordinator, nodeagent, edge, client", s)
+	return "", fmt.Errorf("pki: unknown role %q: want one of coordinator, nodeagent, edge, client, metrics", s)
 }
 
 // Identity is who a certificate names.
@@ -242,7 +247,7 @@ func (ca *CA) CreateCert(o CertOptions) (certPEM, keyPEM []byte, err error) {
 		notAfter = ca.Cert.NotAfter
 	}
 	usage := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	if o.Identity.Role == RoleClient {
+	if o.Identity.Role == RoleClient || o.Identity.Role == RoleMetrics {
 		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	dns := appendUnique([]string{"localhost"}, o.DNS...)

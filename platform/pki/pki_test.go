@@ -34,15 +34,16 @@ func TestIssuedCertificateCarriesIdentity(t *testing.T) {
 		pool := x509.NewCertPool()
 		pool.AddCert(ca.Cert)
 		usage := x509.ExtKeyUsageServerAuth
-		if role == RoleClient {
+		clientOnly := role == RoleClient || role == RoleMetrics
+		if clientOnly {
 			usage = x509.ExtKeyUsageClientAuth
 		}
 		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}, DNSName: "web.internal"}); err != nil {
 			t.Errorf("%s: %v", role, err)
 		}
-		if role == RoleClient {
+		if clientOnly {
 			if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
-				t.Error("a client certificate verifies as a server")
+				t.Errorf("a %s certificate verifies as a server", role)
 			}
 		}
 	}

@@ -14,7 +14,8 @@ import (
 	"slipway.dev/platform/pki"
 )
 
-// Services open to every authenticated peer, whatever its role.
+// Services open to every authenticated peer, whatever its role, except a
+// scraper's (pki.RoleMetrics), which no gRPC service serves.
 var openServices = []string{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
 
 // access is the per-service role check: default deny.
@@ -27,8 +28,9 @@ func newAccess(m map[string][]pki.Role) *access {
 	for k, v := range m {
 		roles[k] = slices.Clone(v)
 	}
+	open := slices.DeleteFunc(slices.Clone(pki.Roles), func(r pki.Role) bool { return r == pki.RoleMetrics })
 	for _, s := range openServices {
-		roles[s] = pki.Roles
+		roles[s] = open
 	}
 	return &access{roles: roles}
 }

@@ -97,6 +97,12 @@ func TestRoleCheckPerService(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("a service missing from Access: got %v, want PermissionDenied (default deny)", err)
 	}
+	// A scraper's certificate reads /metrics and nothing else: not even the
+	// services open to every other role.
+	_, err = call(t, addr, p.Creds(t, pki.RoleMetrics, "prometheus"), any, "grpc.health.v1.Health")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "role metrics") {
+		t.Fatalf("metrics role calling health: got %v, want PermissionDenied naming the role", err)
+	}
 }
 
 func TestRefusedPeers(t *testing.T) {

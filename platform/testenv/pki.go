@@ -2,14 +2,17 @@ package testenv
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"slipway.dev/platform/pki"
 	"slipway.dev/platform/rpc"
+	"slipway.dev/platform/telemetry"
 )
 
 // PKI is a throwaway Slipway CA for one test, in a temporary directory, that
@@ -89,6 +92,21 @@ func Creds(tb testing.TB, role pki.Role, name string) *rpc.Creds {
 func ClientCreds(tb testing.TB) *rpc.Creds {
 	tb.Helper()
 	return Creds(tb, pki.RoleClient, "test")
+}
+
+// MetricsClient is an HTTPS client with a scraper's certificate (role
+// metrics) from ProcessPKI, for reading the /metrics of the components a
+// test started: get "https://" + addr + "/metrics".
+func MetricsClient(tb testing.TB) *http.Client {
+	tb.Helper()
+	return ProcessPKI(tb).MetricsClient(tb)
+}
+
+// MetricsClient is an HTTPS client with a scraper's certificate (role
+// metrics) from p; each request times out after 5s.
+func (p *PKI) MetricsClient(tb testing.TB) *http.Client {
+	tb.Helper()
+	return telemetry.ScrapeClient(p.Creds(tb, pki.RoleMetrics, "test-scraper"), 5*time.Second)
 }
 
 // NewPKIAt makes a CA in dir, for harnesses without a testing.TB.
