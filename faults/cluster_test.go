@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,8 @@ type cluster struct {
 	token  string // Slipway management token
 	conns  []*grpc.ClientConn
 	client *rpc.Creds
+	// scraper reads the agents' /metrics (HTTPS, a metrics-role certificate).
+	scraper *http.Client
 
 	mu sync.Mutex
 }
@@ -145,6 +148,7 @@ func startCluster(t testing.TB, withDocker bool) *cluster {
 	if c.client, err = rpc.NewCreds(files.Security(), nil); err != nil {
 		t.Fatal(err)
 	}
+	c.scraper = c.pki.MetricsClient(t)
 	c.imgs = filepath.Join(c.dir, "images")
 	buildImages(t, c.imgs)
 	// Each coordinator's data directory is a small tmpfs of its own, so

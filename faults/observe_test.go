@@ -130,12 +130,13 @@ func agentLog(path, node string) ([]check.AgentEvent, []check.Token) {
 	return events, tokens
 }
 
-// staleCount scrapes an agent's count of refused stale fencing tokens.
-func staleCount(addr string) (int, error) {
+// staleCount scrapes an agent's count of refused stale fencing tokens, over
+// mutual TLS with client.
+func staleCount(client *http.Client, addr string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/metrics", nil)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -404,7 +404,7 @@ func (c *cluster) scrapeStale() {
 		c.staleLast = map[string]int{}
 	}
 	for _, a := range c.agents {
-		n, err := staleCount(a.h.ip + ":" + agentMetrics)
+		n, err := staleCount(c.scraper, a.h.ip+":"+agentMetrics)
 		if err != nil {
 			continue
 		}

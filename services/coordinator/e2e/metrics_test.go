@@ -21,6 +21,7 @@ import (
 	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/coordinator/notify"
 	"slipway.dev/coordinator/server"
+	"slipway.dev/platform/pki"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -58,9 +59,10 @@ func namedMetrics(t *testing.T) []string {
 	return out
 }
 
-// scrape returns the metric families a /metrics endpoint exposes.
-func scrape(addr string) (map[string]bool, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
+// scrape returns the metric families a /metrics endpoint exposes, read over
+// mutual TLS with client (a scraper's certificate from the test CA).
+func scrape(client *http.Client, addr string) (map[string]bool, error) {
+	resp, err := client.Get("https://" + addr + "/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +129,11 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 		Analysis: &deployv1.Analysis{Interval: durationpb.New(2 * time.Second), MinRequests: 1, NoData: deployv1.NoDataPolicy_NO_DATA_POLICY_PASS},
 		Steps:    []*deployv1.CanaryStep{{Weight: 50, Pause: durationpb.New(2 * time.Second)}, {Weight: 100}}}}))
 	s.waitState(v2, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 120*time.Second)
+	client := testenv.MetricsClient(t)
 	testenv.Until(t, 60*time.Second, "every metric of the rules and the dashboard exported", func() string {
 		seen := map[string]bool{}
 		for _, ep := range endpoints {
-			got, err := scrape(ep)
+			got, err := scrape(client, ep)
 			if err != nil {
 				return fmt.Sprintf("scrape %s: %v", ep, err)
 			}
@@ -163,6 +166,30 @@ func TestAlertRulesAndDashboardAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
+	// The example scrape configuration passes promtool check config with
+	// its TLS files present: a CA and a metrics-role certificate, named as
+	// slipctl tls cert create names them.
+	conf, err := os.ReadFile(filepath.Join(root, "deployments/prometheus/prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.NewPKI(t)
+	p.Issue(t, pki.RoleMetrics, "prometheus")
+	if !strings.Contains(string(conf), "scheme: https") || !strings.Contains(string(conf), "/etc/slipway/tls/metrics-prometheus.pem") {
+		t.Fatalf("deployments/prometheus/prometheus.yml does not scrape over HTTPS with the metrics-prometheus certificate")
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{
+		"prometheus.yml":     []byte(strings.ReplaceAll(string(conf), "/etc/slipway/tls", p.Path)),
+		"slipway-alerts.yml": mustRead(t, filepath.Join(root, "deployments/prometheus/slipway-alerts.yml")),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command(promtool, "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check config deployments/prometheus/prometheus.yml: %v\n%s", err, out)
+	}
 	b, err := os.ReadFile(filepath.Join(root, "deployments/grafana/slipway-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -189,4 +216,13 @@ func TestAlertRulesAndDashboardAreValid(t *testing.T) {
 			}
 		}
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

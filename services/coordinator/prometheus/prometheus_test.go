@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,15 +12,19 @@ import (
 	"time"
 
 	promclient "github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"slipway.dev/coordinator/analysis"
+	"slipway.dev/platform/pki"
+	"slipway.dev/platform/telemetry"
 	"slipway.dev/platform/testenv"
 )
 
 // startPrometheus runs a real Prometheus (Debian's package) scraping
-// target every second and returns its base URL.
-func startPrometheus(t *testing.T, target string) string {
+// https://target/metrics every second over mutual TLS, as
+// deployments/prometheus/prometheus.yml does: tls_config with the CA and a
+// scraper's (role metrics) certificate and key from p. It returns its base
+// URL.
+func startPrometheus(t *testing.T, target string, p *testenv.PKI) string {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -29,7 +32,14 @@ func startPrometheus(t *testing.T, target string) string {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
-	conf := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: demo\n    static_configs: [{targets: [%q]}]\n", target)
+	scraper := p.Files(t, pki.RoleMetrics, "prometheus")
+	conf := fmt.Sprintf(`global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: demo
+    scheme: https
+    tls_config: {ca_file: %q, cert_file: %q, key_file: %q}
+    static_configs: [{targets: [%q]}]
+`, scraper.CA, scraper.Cert, scraper.Key, target)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -78,9 +88,15 @@ func TestAskAgainstRealPrometheus(t *testing.T) {
 	reg.MustRegister(ratio)
 	ratio.WithLabelValues("web", "2").Set(0.05)
 	ratio.WithLabelValues("web", "1").Set(0.001)
-	target := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	t.Cleanup(target.Close)
-	addr := startPrometheus(t, strings.TrimPrefix(target.URL, "http://"))
+	// The target is a Slipway metrics listener as every component runs it:
+	// HTTPS, a client certificate from the CA required.
+	p := testenv.NewPKI(t)
+	target, err := telemetry.ServeMetrics("127.0.0.1:0", reg, p.Creds(t, pki.RoleCoordinator, "c1"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Close(context.Background()) })
+	addr := startPrometheus(t, target.Addr(), p)
 
 	ctx := context.Background()
 	vars := Vars{Service: "web", Canary: 2, Stable: 1}

@@ -66,7 +66,8 @@ type Config struct {
 	BootstrapExpect int
 	// Join lists gRPC addresses of other coordinators.
 	Join []string
-	// MetricsAddr serves /metrics when set.
+	// MetricsAddr serves /metrics when set: HTTPS requiring a client
+	// certificate from the Slipway CA, plain HTTP with insecure Creds.
 	MetricsAddr string
 	// RaftTimeouts are raft's failure-detection timeouts; zero fields take
 	// raftnode.DefaultTimeouts.
@@ -209,7 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	reg := telemetry.NewRegistry()
-	ms, err := telemetry.ServeMetrics(cfg.MetricsAddr, reg, logger)
+	ms, err := telemetry.ServeMetrics(cfg.MetricsAddr, reg, cfg.Creds, logger)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

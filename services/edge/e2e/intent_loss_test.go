@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +28,10 @@ func TestIntentKeyLossKeepsRoutes(t *testing.T) {
 	if _, err := e.client.KV().Delete(catalog.RouteKey("web"), nil); err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := testenv.MetricsClient(t)
 	want := `slipway_edge_route_rejections_total{kind="missing_intent",service="web"} 1`
 	testenv.Eventually(t, 20*time.Second, "the edge saw the intent key disappear", func() error {
-		resp, err := client.Get("http://" + ed.metricsAddr + "/metrics")
+		resp, err := client.Get("https://" + ed.metricsAddr + "/metrics")
 		if err != nil {
 			return err
 		}

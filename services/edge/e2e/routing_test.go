@@ -122,8 +122,7 @@ func TestSafetyFloors(t *testing.T) {
 	if ack.GetGenerations()["web"] != 1 || ack.GetGenerations()["api"] != 1 {
 		t.Fatalf("ack generations %v: want web and api kept at 1", ack.GetGenerations())
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + ed.metricsAddr + "/metrics")
+	resp, err := testenv.MetricsClient(t).Get("https://" + ed.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +139,7 @@ func TestSafetyFloors(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	client := &http.Client{Timeout: 5 * time.Second}
 	for _, h := range []string{"web.test", "api.test", "other.test"} {
 		if code, _, v, err := get(client, ed, h, nil); err != nil || code != 200 || v != "v1" {
 			t.Fatalf("%s: %d %q %v", h, code, v, err)
@@ -234,7 +234,7 @@ func TestZeroDowntime(t *testing.T) {
 				t.Fatalf("%s: want 0 failures: %s errors=%v", mode, res, res.Errors)
 			}
 			if mode == "nginx" {
-				resp, err := http.Get("http://" + ed.metricsAddr + "/metrics")
+				resp, err := testenv.MetricsClient(t).Get("https://" + ed.metricsAddr + "/metrics")
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -130,7 +130,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.Bootstrap, "bootstrap", false, "bootstrap a single-node cluster when there is no state")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many servers (listed in -join) are up")
 	fs.StringVar(&join, "join", "", "comma-separated gRPC addresses of other coordinators")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (empty: off)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at https://ADDR/metrics, requiring a client certificate from -tls-ca (slipctl tls cert create --role metrics); plain http:// only with -insecure (empty: off)")
 	fs.StringVar(&cfg.DashboardAddr, "dashboard-addr", "", "serve the web dashboard at https://ADDR/ with this coordinator's certificate (plaintext only with -insecure); users log in with a Slipway token; e.g. 127.0.0.1:7402 (empty: off)")
 	fs.StringVar(&gateAllow, "analysis-gate-allow", "", "comma-separated http(s) URL prefixes every URL a spec names may reach (analysis webhooks, Prometheus servers, update hooks), e.g. https://ci.example.com/gates/,http://prometheus:9090: Deploy refuses a spec naming another, and the leader fails (without asking) a committed gate or hook outside it; scheme and host:port match exactly, the path by prefix (empty: any URL, as before); use the same value on every coordinator of a cluster")
 	fs.BoolVar(&cfg.Engine, "engine", true, "run the leader engine while leading (rollouts act on nodes and edges); -engine=false only records")

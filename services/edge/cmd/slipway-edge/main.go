@@ -68,7 +68,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "client HTTP listener")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7420", "RouteService gRPC listener (edges, coordinators and clients with a Slipway certificate)")
 	o.sec.RegisterFlags(fs)
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus /metrics listener (empty: off)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus metrics at https://ADDR/metrics, requiring a client certificate from -tls-ca (slipctl tls cert create --role metrics); plain http:// only with -insecure (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.accessLog, "access-log", false, "log every request (proxy: to the log; nginx: DIR/logs/access.log)")
@@ -162,7 +162,7 @@ func run(args []string) error {
 			logger.Info("consul token", "as", who)
 		}
 	}()
-	metrics, err := telemetry.ServeMetrics(o.metricsAddr, reg, logger)
+	metrics, err := telemetry.ServeMetrics(o.metricsAddr, reg, creds, logger)
 	if err != nil {
 		return err
 	}

@@ -148,7 +148,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.holdAfter, "hold-after", 10*time.Second, "after a heartbeat lapse longer than this (the agent restarted, hung or was cut off; set it to the coordinators' -node-grace, after which they replace a missing node's allocations) the agent keeps its instances out of traffic until a leader syncs it and stops those it no longer owns")
 	fs.DurationVar(&o.confirmGrace, "confirm-grace", 30*time.Second, "how long instances held after a lapse (see -hold-after) wait for a leader's sync; with no leader for this long, the last known desired set serves again")
 	fs.DurationVar(&o.drainWindow, "drain-window", 2*time.Second, "wait after deregistering when no edge is live")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus metrics listen address (empty: off)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "Prometheus metrics at https://ADDR/metrics, requiring a client certificate from -tls-ca (slipctl tls cert create --role metrics); plain http:// only with -insecure (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	var envErr error
@@ -260,7 +260,7 @@ func run(args []string) error {
 
 	reg := telemetry.NewRegistry()
 	if o.metricsAddr != "" {
-		ms, err := telemetry.ServeMetrics(o.metricsAddr, reg, logger)
+		ms, err := telemetry.ServeMetrics(o.metricsAddr, reg, creds, logger)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,7 +185,7 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 				return err == nil && len(es) == 1 && es[0].Service.ID == catalog.AgentServiceID(node)
 			})
 			nodetest.Eventually(t, 5*time.Second, "metrics show three running", func() bool {
-				resp, err := http.Get("http://" + metricsAddr + "/metrics")
+				resp, err := testenv.MetricsClient(t).Get("https://" + metricsAddr + "/metrics")
 				if err != nil {
 					return false
 				}
