@@ -176,6 +176,18 @@ func TestTLSCreateWritesAUsableCertificate(t *testing.T) {
 	if st, _ := os.Stat(sec.KeyFile); st.Mode().Perm() != 0o600 {
 		t.Errorf("key mode %v, want 0600", st.Mode().Perm())
 	}
+	// A scraper's certificate for the components' -metrics-addr.
+	code, out, errOut = run(t, nil, "tls", "cert", "create", "--dir", dir, "--role", "metrics", "--name", "prometheus")
+	if code != exitcode.OK || !strings.Contains(out, "spiffe://slipway/metrics/prometheus") {
+		t.Fatalf("cert create --role metrics: exit %d\n%s%s", code, out, errOut)
+	}
+	mcreds, err := rpc.NewCreds(rpc.Security{CAFile: sec.CAFile, CertFile: filepath.Join(dir, "metrics-prometheus.pem"), KeyFile: filepath.Join(dir, "metrics-prometheus-key.pem")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mcreds.Identity(); got != (pki.Identity{Role: pki.RoleMetrics, Name: "prometheus"}) {
+		t.Errorf("metrics identity %v", got)
+	}
 	code, _, errOut = run(t, nil, "tls", "cert", "create", "--dir", dir, "--role", "root", "--name", "a/b", "--ip", "x", "--days", "-1")
 	for _, want := range []string{"--role", "--name", "--ip", "--days"} {
 		if code != exitcode.Usage || !strings.Contains(errOut, want) {

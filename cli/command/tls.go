@@ -71,7 +71,9 @@ func tlsCmd() *command {
 certificate per component; each certificate names its holder's role and name
 in a URI SAN, spiffe://slipway/<role>/<name>, and peers authorise by it:
 node agents take orders only from coordinators, raft accepts only
-coordinators, and the API serves clients and coordinators.
+coordinators, the API serves clients and coordinators, and every
+component's -metrics-addr serves any certificate from the CA (a scraper's
+is role metrics, which no gRPC service accepts).
 
 Keys are ECDSA P-256. Files are written as PEM, keys with mode 0600.
 Nothing here talks to a coordinator.`,
@@ -100,20 +102,23 @@ overwrite an existing CA unless --force.`,
 
 Roles: coordinator (one per coordinator; name = its -id), nodeagent (name =
 the agent's -node-id: the coordinator only talks to the agent its
-certificate names), edge (name = its -id), client (slipctl, CI, grpcurl).
+certificate names), edge (name = its -id), client (slipctl, CI, grpcurl),
+metrics (a Prometheus scraping the components' -metrics-addr over HTTPS;
+accepted by no gRPC service).
 
 localhost, 127.0.0.1 and ::1 are always in the certificate; add the host
 names and addresses tools such as grpcurl will dial with --dns and --ip
 (Slipway's own components authorise by the role SAN, not by host name).`,
 					examples: `  slipctl tls cert create --role coordinator --name c1 --dns coord-1.internal --ip 10.0.0.11
   slipctl tls cert create --role nodeagent --name node-a
-  slipctl tls cert create --role client --name ci --days 90`,
+  slipctl tls cert create --role client --name ci --days 90
+  slipctl tls cert create --role metrics --name prometheus`,
 					flags: func(fs *pflag.FlagSet, o *opts) {
 						fs.StringVar(&o.tls.dir, "dir", ".", "`directory` to write into")
 						fs.StringVar(&o.tls.ca, "ca", "", "CA certificate `file` (default <dir>/ca.pem)")
 						fs.StringVar(&o.tls.caKey, "ca-key", "", "CA key `file` (default <dir>/ca-key.pem)")
-						fs.StringVar(&o.tls.role, "role", "", "coordinator, nodeagent, edge or client (required)")
-						fs.StringVar(&o.tls.name, "name", "", "the holder's name: coordinator id, node id, edge id or person (required)")
+						fs.StringVar(&o.tls.role, "role", "", "coordinator, nodeagent, edge, client or metrics (required)")
+						fs.StringVar(&o.tls.name, "name", "", "the holder's name: coordinator id, node id, edge id, person or scraper (required)")
 						fs.StringVar(&o.tls.dns, "dns", "", "extra DNS `names`, comma-separated")
 						fs.StringVar(&o.tls.ips, "ip", "", "extra IP `addresses`, comma-separated")
 						fs.IntVar(&o.tls.days, "days", pki.DefaultCertDays, "lifetime in days (capped at the CA's)")
@@ -146,7 +151,7 @@ func runCertCreate(_ context.Context, a *app, o *opts, _ []string) error {
 	var problems []string
 	role, err := pki.ParseRole(t.role)
 	if t.role == "" {
-		problems = append(problems, "--role is required (coordinator, nodeagent, edge or client)")
+		problems = append(problems, "--role is required (coordinator, nodeagent, edge, client or metrics)")
 	} else if err != nil {
 		problems = append(problems, "--role: "+strings.TrimPrefix(err.Error(), "pki: "))
 	}
