@@ -406,6 +406,9 @@ func (c *cluster) scrapeStale() {
 	for _, a := range c.agents {
 		n, err := staleCount(c.scraper, a.h.ip+":"+agentMetrics)
 		if err != nil {
+			// A down or partitioned agent does not answer; anything else
+			// (a TLS refusal) would silently zero the Refused column.
+			c.t.Logf("scrape %s's metrics: %v", a.node, err)
 			continue
 		}
 		last := c.staleLast[a.node]
