@@ -306,10 +306,11 @@ func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observa
 }
 
 // Instance turns a stored allocation and its agent status (nil when the
-// agent has not reported it) into what the rollout machine observes.
+// agent has not reported it: rollout.HealthUnknown) into what the rollout
+// machine observes.
 func Instance(sa state.StoredAllocation, st *agentv1.AllocationStatus) rollout.Instance {
 	a := sa.Allocation
-	in := rollout.Instance{ID: a.GetId(), Release: a.GetRelease(), Health: rollout.HealthStarting}
+	in := rollout.Instance{ID: a.GetId(), Release: a.GetRelease(), Health: rollout.HealthUnknown}
 	if sa.CreatedAt != nil {
 		in.CreatedAt = sa.CreatedAt.AsTime()
 	}
@@ -317,6 +318,7 @@ func Instance(sa state.StoredAllocation, st *agentv1.AllocationStatus) rollout.I
 	if st == nil {
 		return in
 	}
+	in.Health = rollout.HealthStarting
 	switch {
 	case st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_FAILED:
 		in.Health = rollout.HealthDead

@@ -535,7 +535,7 @@ func TestAckedGeneration(t *testing.T) {
 func TestInstanceHealth(t *testing.T) {
 	created := timestamppb.New(t0)
 	sa := state.StoredAllocation{Allocation: &agentv1.Allocation{Id: "a", Release: 2}, CreatedAt: created}
-	if in := engine.Instance(sa, nil); in.Health != rollout.HealthStarting || !in.Since.Equal(t0) || !in.CreatedAt.Equal(t0) {
+	if in := engine.Instance(sa, nil); in.Health != rollout.HealthUnknown || !in.Since.Equal(t0) || !in.CreatedAt.Equal(t0) {
 		t.Errorf("unreported = %+v", in)
 	}
 	passing := &agentv1.AllocationStatus{State: agentv1.AllocationState_ALLOCATION_STATE_RUNNING, Health: agentv1.Health_HEALTH_PASSING,

@@ -270,7 +270,7 @@ func (r *run) judgeHealth() {
 			r.fail(fmt.Sprintf("instance %s of #%d not healthy within healthy_deadline %s: %s", in.ID, in.Release, c.HealthyDeadline, in.Reason))
 		case !ever && r.now.Sub(in.CreatedAt) > c.HealthyDeadline:
 			r.fail(fmt.Sprintf("instance %s of #%d not healthy within healthy_deadline %s", in.ID, in.Release, c.HealthyDeadline))
-		case ever && in.Health != HealthPassing && r.now.Sub(in.Since) > c.FlapTolerance:
+		case ever && in.Health != HealthPassing && in.Health != HealthUnknown && r.now.Sub(in.Since) > c.FlapTolerance:
 			r.fail(fmt.Sprintf("instance %s of #%d %s for %s after being healthy (tolerance %s)", in.ID, in.Release, in.Health, r.now.Sub(in.Since), c.FlapTolerance))
 		}
 		if Terminal(r.s.Phase) || r.s.Stage == StageRestore {

@@ -319,7 +319,7 @@ func (w *world) cmdUnowned(args []string) error {
 	}
 	h := Health(args[1])
 	switch h {
-	case HealthStarting, HealthPassing, HealthCritical, HealthDead:
+	case HealthStarting, HealthPassing, HealthCritical, HealthDead, HealthUnknown:
 	default:
 		return fmt.Errorf("unknown health %q", args[1])
 	}
@@ -581,7 +581,7 @@ func (w *world) cmdReport(args []string) error {
 		h = HealthCritical
 	}
 	switch h {
-	case HealthStarting, HealthPassing, HealthCritical, HealthDead:
+	case HealthStarting, HealthPassing, HealthCritical, HealthDead, HealthUnknown:
 	default:
 		return fmt.Errorf("unknown health %q", args[1])
 	}

@@ -50,6 +50,13 @@ type Health string
 const (
 	// HealthStarting: allocated, no check result yet.
 	HealthStarting Health = "starting"
+	// HealthUnknown: its agent has not reported it (yet) to this leader:
+	// after a leader change, or while its node's first report is on its
+	// way. Not passing, so not counted healthy; but not judged either: an
+	// instance that was healthy does not fail the rollout for being
+	// unknown, however long (its node going down replaces it; the
+	// progress deadline bounds the wait).
+	HealthUnknown Health = "unknown"
 	// HealthPassing: container running and its check passing.
 	HealthPassing Health = "passing"
 	// HealthCritical: the check is failing.
