@@ -195,6 +195,16 @@ func TestAgentKilledAndRestartedAdoptsEverything(t *testing.T) {
 					strings.Contains(string(b), `slipway_nodeagent_syncs_total{result="ok"} 1`)
 			})
 
+			// The agent has recorded a heartbeat (its data dir's heartbeat
+			// file): restarted at once, it was not seen dead for longer
+			// than -hold-after, so it keeps its instances in traffic. A
+			// kill before the first one (a starved machine) would make the
+			// restart hold them out until a leader confirms.
+			nodetest.Eventually(t, 10*time.Second, "a heartbeat recorded", func() bool {
+				_, err := os.Stat(filepath.Join(dataDir, "heartbeat"))
+				return err == nil
+			})
+
 			// SIGKILL, then leave an orphan registration and a stray instance
 			// behind, as a crash mid-operation would.
 			p.kill()
