@@ -46,6 +46,13 @@ type Client struct {
 	nodesLoaded bool
 }
 
+// NodesEvery is the least time between two of WatchNodes' queries. Each
+// answer lists every node agent, and in a large fleet some agent's entry
+// changes all the time, so an unlimited blocking query would re-list the
+// fleet many times a second; liveness of streaming nodes does not come
+// from it, and a new or failed node is seen within this much.
+const NodesEvery = time.Second
+
 // Interface guards.
 var (
 	_ engine.NodeSource = (*Client)(nil)
@@ -103,7 +110,7 @@ func (c *Client) Nodes(ctx context.Context) ([]engine.Node, error) {
 // engine pass. A failed query falls back to direct queries until the watch
 // answers again.
 func (c *Client) WatchNodes(ctx context.Context) {
-	follow(ctx, c.listNodes, func(nodes []engine.Node) {
+	follow(ctx, NodesEvery, c.listNodes, func(nodes []engine.Node) {
 		c.mu.Lock()
 		c.nodes, c.nodesLoaded = nodes, true
 		c.mu.Unlock()
@@ -119,13 +126,23 @@ func (c *Client) WatchNodes(ctx context.Context) {
 }
 
 // follow runs list as a Consul blocking query loop (WaitIndex, 30s waits)
-// until ctx ends, giving each answer to got. A failed query is given to
-// failed and retried from index 0 after a backoff (100ms doubling to 2s);
-// an index that went backwards (Consul restarted) starts over.
-func follow[T any](ctx context.Context, list func(context.Context, uint64, time.Duration) (T, uint64, error), got func(T), failed func(error)) {
+// until ctx ends, giving each answer to got, and starting queries at most
+// once per every (0: as soon as the last answered). A failed query is
+// given to failed and retried from index 0 after a backoff (100ms doubling
+// to 2s); an index that went backwards (Consul restarted) starts over.
+func follow[T any](ctx context.Context, every time.Duration, list func(context.Context, uint64, time.Duration) (T, uint64, error), got func(T), failed func(error)) {
 	var index uint64
 	backoff := 100 * time.Millisecond
+	var last time.Time
 	for ctx.Err() == nil {
+		if wait := every - time.Since(last); every > 0 && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
 		v, next, err := list(ctx, index, 30*time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -325,7 +342,7 @@ func (c *Client) Changed() <-chan struct{} {
 // ctx ends, so that Acks answers from memory and Changed fires as soon as an
 // edge acknowledges.
 func (c *Client) WatchAcks(ctx context.Context) {
-	follow(ctx, c.listAcks, func(acks []*edgev1.EdgeAck) {
+	follow(ctx, 0, c.listAcks, func(acks []*edgev1.EdgeAck) {
 		c.mu.Lock()
 		c.acks, c.loaded = acks, true
 		close(c.changed)

@@ -160,6 +160,12 @@ type Config struct {
 	Now func() time.Time
 	// Poll is the longest time between two passes; default 500ms.
 	Poll time.Duration
+	// IdlePoll replaces Poll while the engine is idle: no rollout to
+	// step and no node lost within its grace (default 2s). A change of
+	// the state, an edge's acknowledgement or a streamed status still
+	// wakes it at once; what only a poll notices (a polled agent's
+	// status, a streaming node's silence) is seen within IdlePoll.
+	IdlePoll time.Duration
 	// NodeGrace is how long a node may be missing before its allocations
 	// are replaced; default 10s.
 	NodeGrace time.Duration
@@ -218,6 +224,7 @@ type Engine struct {
 	sets      map[string]nodeSet // node id -> its desired set, rebuilt when its allocations change
 	done      map[string]bool    // rollouts final and done: never stepped again
 	lastErr   string             // last pass error logged
+	idle      bool               // the last pass had no rollout to step and no node lost: Run waits IdlePoll
 	written   map[string]uint64  // service -> generation written
 	newer     map[string]uint64  // service -> committed generation last found below what Routes holds (logged once)
 	lostSince map[string]time.Time
@@ -242,6 +249,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.IdlePoll <= 0 {
+		cfg.IdlePoll = 2 * time.Second
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
@@ -307,6 +317,9 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Info("engine pass succeeded again")
 		}
 		d := e.cfg.Poll
+		if e.idle && err == nil {
+			d = max(d, e.cfg.IdlePoll)
+		}
 		if !wake.IsZero() {
 			if w := wake.Sub(e.cfg.Now()); w < d {
 				d = max(w, time.Millisecond)
@@ -366,7 +379,9 @@ func (e *Engine) Pass(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	var wake time.Time
-	for _, ro := range e.rolloutsToStep() {
+	steps := e.rolloutsToStep()
+	e.idle = len(steps) == 0 && len(e.lostSince) == 0
+	for _, ro := range steps {
 		p, w, err := e.decideRollout(ro, obs)
 		if err != nil {
 			return time.Time{}, err

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"slipway.dev/coordinator/internal/clusterproc"
@@ -65,6 +67,7 @@ type options struct {
 	minHealthy   time.Duration
 	maxParallel  int // percent
 	idle         time.Duration
+	settle       time.Duration
 	timeout      time.Duration
 	ttl          time.Duration
 	header       bool
@@ -92,6 +95,7 @@ func main() {
 	flag.DurationVar(&o.minHealthy, "min-healthy", 500*time.Millisecond, "the rollouts' min_healthy_time")
 	flag.IntVar(&o.maxParallel, "max-parallel-pct", 10, "the rolling update's max_parallel, in percent of each service's count")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "how long the idle leader is measured at the end")
+	flag.DurationVar(&o.settle, "settle", 30*time.Second, "before the idle measurement, wait until the leader's raft log has not grown for 3s (the final rollouts' drains and stops committed), at most this long")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on a phase after this long")
 	flag.DurationVar(&o.ttl, "ttl", 3*time.Second, "the simulated agents' TTL check (the real agent's is 3s; heartbeats every third of it)")
 	flag.BoolVar(&o.header, "header", true, "print the table header")
@@ -118,6 +122,7 @@ type row struct {
 	snapshot              int64
 	consulCPU             float64
 	starts, needed        int64
+	settled               time.Duration // from the last rollout final to a quiet raft log
 }
 
 func run(o options) error {
@@ -290,10 +295,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	rollEnd := time.Now()
 	cpu1, _ := procstat.CPU(pid)
 	r.leaderCPU = cpu1 - cpu0
 	r.leaderRSS, r.leaderHWM, _ = procstat.Mem(pid)
+	r.settled = settle(ctx, clusterc, o.settle)
+	cpu1, _ = procstat.CPU(pid)
 	idleStart := time.Now()
 	select {
 	case <-ctx.Done():
@@ -316,7 +322,7 @@ func run(o options) error {
 	}
 	for _, e := range lg.entries {
 		switch {
-		case !e.at.Before(phaseStart) && e.at.Before(rollEnd):
+		case !e.at.Before(phaseStart) && e.at.Before(idleStart): // the settling included
 			r.entries++
 			r.entryBytes += int64(e.size)
 		case !e.at.Before(idleStart) && !e.at.After(idleEnd):
@@ -331,6 +337,7 @@ func run(o options) error {
 	if lg.compacted {
 		fmt.Println("  (raft compacted its log during the run: entries before its snapshot are not counted)")
 	}
+	fmt.Printf("  raft quiet %.1fs after the last rollout was final (its drains and stops; counted in entries, not in the idle figures)\n", r.settled.Seconds())
 	fmt.Printf("  agent calls answered: %d syncs, %d status reads; coordinator logs in %s\n", cfg.syncs.Load(), cfg.statuses.Load(),
 		map[bool]string{true: filepath.Join(work, "coordinators"), false: "(removed; -keep keeps them)"}[o.keep])
 	return nil
@@ -392,6 +399,35 @@ func serviceCounts(instances int) []int {
 // deployAll deploys image to every service at once and waits until every
 // rollout is final; it returns the time from the first Deploy to the last
 // commit of a final state, and the final states seen.
+// settle waits until the leader's commit index has not moved for 3s, or
+// for at most limit, and returns how long it waited: what the rollouts
+// still commit after they are final (the old instances' drains and stops)
+// is not idle time.
+func settle(ctx context.Context, cc clusterv1.ClusterServiceClient, limit time.Duration) time.Duration {
+	start := time.Now()
+	var last uint64
+	quietSince := start
+	for time.Since(start) < limit {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := cc.ListPeers(c, &clusterv1.ListPeersRequest{})
+		cancel()
+		now := time.Now()
+		if err == nil {
+			if idx := resp.GetCommitIndex(); idx != last {
+				last, quietSince = idx, now
+			} else if now.Sub(quietSince) >= 3*time.Second {
+				return now.Sub(start)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return time.Since(start)
+}
+
 func deployAll(ctx context.Context, deploy deployv1.DeployServiceClient, counts []int, image string, o options, timeout time.Duration) (time.Duration, string, error) {
 	start := time.Now()
 	ids := make([]string, len(counts))
@@ -407,9 +443,23 @@ func deployAll(ctx context.Context, deploy deployv1.DeployServiceClient, counts 
 			Update: &deployv1.UpdateStrategy{MaxParallel: int32(mp), MinHealthyTime: durationpb.New(o.minHealthy),
 				HealthyDeadline: durationpb.New(timeout / 2), ProgressDeadline: durationpb.New(timeout)},
 		}
-		c, cancel := context.WithTimeout(ctx, time.Minute)
-		resp, err := deploy.Deploy(c, &deployv1.DeployRequest{Spec: spec, RequestId: name + "/" + image, CreatedBy: "fleetsim"})
-		cancel()
+		// Retried with the same request id while the answer is
+		// Unavailable (a leader change, an outcome unknown), as slipctl
+		// does: the coordinators apply it once.
+		var (
+			resp *deployv1.DeployResponse
+			derr error
+		)
+		err := waitFor(ctx, time.Minute, "deploy "+name, func(c context.Context) (bool, string, error) {
+			resp, derr = deploy.Deploy(c, &deployv1.DeployRequest{Spec: spec, RequestId: name + "/" + image, CreatedBy: "fleetsim"})
+			if status.Code(derr) == codes.Unavailable {
+				return false, derr.Error(), nil
+			}
+			return true, "", nil
+		})
+		if err == nil {
+			err = derr
+		}
 		if err != nil {
 			return 0, "", fmt.Errorf("deploy %s %s: %w", name, image, err)
 		}
