@@ -3,21 +3,30 @@ package procstat
 import (
 	"os"
 	"testing"
+	"time"
 )
 
+// sink keeps the CPU burn below from being optimised away.
+var sink uint64
+
 func TestSelf(t *testing.T) {
-	// Burn some CPU so the counter is past zero ticks.
-	x := 0
-	for i := 0; i < 50_000_000; i++ {
-		x += i
+	// Burn CPU until the kernel has counted at least one tick (10ms) of
+	// it, within a bound: CPU must see it.
+	var cpu float64
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		for i := range uint64(5_000_000) {
+			sink += i * i
+		}
+		if cpu, err = CPU(os.Getpid()); err != nil || cpu > 0 {
+			break
+		}
 	}
-	_ = x
-	cpu, err := CPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cpu <= 0 {
-		t.Fatalf("CPU of this process = %v, want > 0", cpu)
+		t.Fatalf("CPU of this process = %v after burning CPU, want > 0", cpu)
 	}
 	rss, hwm, err := Mem(os.Getpid())
 	if err != nil {
