@@ -67,6 +67,14 @@ func main() {
 	}
 }
 
+// listen listens on port on every interface: the demo is a workload, run
+// in a container whose published ports reach it on the container's own
+// interface (or by the process driver, which hands it a free host port);
+// it is not one of Slipway's links, which go through platform/rpc.
+func listen(port int) (net.Listener, error) {
+	return net.Listen("tcp", ":"+strconv.Itoa(port))
+}
+
 func run() error {
 	cfg, err := configFromEnv(os.Getenv)
 	if err != nil {
@@ -85,7 +93,7 @@ func run() error {
 			return fmt.Errorf("STATE_DIR: %w", err)
 		}
 	}
-	lis, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
+	lis, err := listen(cfg.port)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -97,7 +105,7 @@ func run() error {
 	go func() { errc <- srv.Serve(lis) }()
 	log.Printf("demo %s (%s) listening on %s", cfg.version, cfg.colour, lis.Addr())
 	if cfg.metricsPort != 0 {
-		mlis, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.metricsPort))
+		mlis, err := listen(cfg.metricsPort)
 		if err != nil {
 			return fmt.Errorf("listen METRICS_PORT: %w", err)
 		}

@@ -69,6 +69,20 @@ var (
 	demoImagesErr error
 )
 
+// buildDemoImage builds the demo from this tree's sources as
+// slipway/demo:<version> with the given colour (scripts/demo-images.sh
+// DEMO_VERSIONS), a tag of a test's own, so that the v1-v4 images other
+// tests share are left as they are.
+func buildDemoImage(t *testing.T, version, colour string) {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(t), "scripts", "demo-images.sh"))
+	cmd.Dir = testenv.RepoRoot(t)
+	cmd.Env = append(os.Environ(), "DEMO_VERSIONS="+version+":"+colour, "SLIPWAY_IMAGES_DIR="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/demo-images.sh: %v\n%s", err, out)
+	}
+}
+
 // removeContainers removes every container of a node (label
 // slipway.node=<id>), whatever state the test left them in.
 func removeContainers(t testing.TB, node string) {

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,19 +17,8 @@ import (
 )
 
 // portsImage is the demo built from this tree's sources (with its
-// METRICS_PORT) under a tag of its own, so that the v1-v4 images other
-// tests share are left as they are.
+// METRICS_PORT) by buildDemoImage.
 const portsImage = "slipway/demo:p1"
-
-func buildPortsImage(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(t), "scripts", "demo-images.sh"))
-	cmd.Dir = testenv.RepoRoot(t)
-	cmd.Env = append(os.Environ(), "DEMO_VERSIONS=p1:teal", "SLIPWAY_IMAGES_DIR="+t.TempDir())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/demo-images.sh: %v\n%s", err, out)
-	}
-}
 
 // hostGet GETs http://127.0.0.1:port/path from outside the containers.
 func hostGet(port int, path string) (string, error) {
@@ -59,10 +45,10 @@ func hostGet(port int, path string) (string, error) {
 // A spec whose route_port names no port is refused with a field error.
 func TestNamedPorts(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts Consul, a coordinator, a node agent with Docker containers and an edge")
+		t.Skip("starts Consul, a coordinator, a node agent with Docker containers and an edge; skipped by -short")
 	}
 	requireDocker(t)
-	buildPortsImage(t)
+	buildDemoImage(t, "p1", "teal")
 	c := testenv.StartConsul(t, testenv.ConsulACL())
 	ed := startEdge(t, c.Addr(), "proxy")
 	startAgent(t, c.Addr())

@@ -26,19 +26,8 @@ import (
 )
 
 // secretImage is the demo built from this tree's sources (with its
-// SERVE_FILES endpoint) under a tag of its own, so that the v1-v4 images
-// other tests share are left as they are.
+// SERVE_FILES endpoint) by buildDemoImage.
 const secretImage = "slipway/demo:s1"
-
-func buildSecretImage(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(t), "scripts", "demo-images.sh"))
-	cmd.Dir = testenv.RepoRoot(t)
-	cmd.Env = append(os.Environ(), "DEMO_VERSIONS=s1:purple", "SLIPWAY_IMAGES_DIR="+t.TempDir())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/demo-images.sh: %v\n%s", err, out)
-	}
-}
 
 func randomValue(t *testing.T, prefix string) string {
 	var b [12]byte
@@ -128,7 +117,7 @@ func TestSecretMountedInContainerOnly(t *testing.T) {
 		t.Skip("starts Consul, a coordinator and a node agent with Docker containers")
 	}
 	requireDocker(t)
-	buildSecretImage(t)
+	buildDemoImage(t, "s1", "purple")
 	c := testenv.StartConsul(t, testenv.ConsulACL())
 
 	secretsDir := filepath.Join("/dev/shm", unique("slipway-secrets"))

@@ -24,7 +24,7 @@ import (
 // them.
 func TestNamedPortsProcess(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the demo and runs it")
+		t.Skip("builds the demo and runs it; skipped by -short")
 	}
 	// A directory the children's user (nobody, when the agent runs as
 	// root) can reach.
