@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -28,14 +29,18 @@ func BenchmarkRollingFiveDocker(b *testing.B) {
 	const minHealthy = time.Second
 	c := testenv.StartConsul(b)
 	ed := startEdge(b, c.Addr(), "proxy")
-	startAgent(b, c.Addr())
+	coord := coordtest.Start(b, c.Addr(), nil)
+	// As deployed: the agent streams its heartbeats and statuses to the
+	// leader, which then hears of a passing instance at once instead of at
+	// its next poll.
+	startAgentWith(b, c.Addr(), "-coordinators", coord.Config.GRPCAddr)
 	cfg := api.DefaultConfig()
 	cfg.Address = c.Addr()
 	raw, err := api.NewClient(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &scenario{t: b, deploy: startCoordinator(b, c.Addr()), consul: raw, edge: ed, name: unique("roll")}
+	s := &scenario{t: b, deploy: coord.Deploy(), consul: raw, edge: ed, name: unique("roll")}
 	roll := func() *deployv1.UpdateStrategy {
 		return &deployv1.UpdateStrategy{MaxParallel: 1, MinHealthyTime: durationpb.New(minHealthy),
 			HealthyDeadline: durationpb.New(30 * time.Second)}

@@ -56,6 +56,7 @@ type opts struct {
 	// dataDir, when set, is kept across agents of one test (a restart).
 	dataDir                 string
 	holdAfter, confirmGrace time.Duration
+	healthPoll              time.Duration
 }
 
 func newHarness(t *testing.T, driver string, o opts) *harness {
@@ -110,7 +111,7 @@ func (h *harness) runAgent(o opts) (*agent.Agent, func()) {
 		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: dataDir,
 		DrainTimeout: 10 * time.Second, DrainWindow: window, CPUMHz: 1000, MemoryMB: 1024, Logger: h.log,
 		ReadyWithin: 20 * time.Second, // long, so that a start held by its probe shows
-		HoldAfter:   o.holdAfter, ConfirmGrace: o.confirmGrace,
+		HoldAfter:   o.holdAfter, ConfirmGrace: o.confirmGrace, HealthPoll: o.healthPoll,
 	}, h.drv, h.reg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -342,6 +343,33 @@ func TestLifecycle(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHealthyFromThePassingProbe: an instance registered after its probe
+// passed is reported passing, healthy since that probe, by the time the
+// sync that started it returns, not only once the agent next reads the
+// checks from Consul (here never: the read is an hour away). Every batch of
+// a rolling update would otherwise wait up to that read on top of its
+// min_healthy_time.
+func TestHealthyFromThePassingProbe(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "process", opts{healthPoll: time.Hour})
+	a := h.spec("a", "slipway/demo:v1")
+	began := time.Now()
+	st, err := h.sync(5, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st[a.ID]
+	if got.State != agent.Running || got.Health != consul.Passing {
+		t.Fatalf("after sync %s = %+v, want running and passing", a.ID, got)
+	}
+	if got.HealthySince.Before(began) || got.HealthySince.After(time.Now()) {
+		t.Errorf("healthy since %s, want within the sync (from %s)", got.HealthySince, began)
+	}
+	if !passing(h.instances()[a.ID]) {
+		t.Errorf("%s is not passing in Consul: %+v", a.ID, h.instances()[a.ID])
 	}
 }
 

@@ -245,6 +245,7 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 		}
 	}()
 	passing := inst.Running && probe.Ready(pctx, spec, a.cfg.Address, spec.CheckHostPort(inst), a.cfg.ReadyWithin, 20*time.Millisecond, within) == nil
+	passedAt := a.now()
 	pcancel()
 	if spec.Check.StartPeriod > 0 {
 		msg := "start period over: the check passed"
@@ -300,7 +301,17 @@ func (a *Agent) start(ctx context.Context, spec allocation.Spec, restarts int) b
 		f.StartFailures, f.FirstStartFailure = 0, time.Time{}
 		a.failures[id] = f
 	}
-	a.updateLocked(id, "running and registered", func(s *Status) { s.State, s.Error = Running, "" })
+	a.updateLocked(id, "running and registered", func(s *Status) {
+		s.State, s.Error = Running, ""
+		if passing {
+			// Registered passing, so its Consul check starts passing: the
+			// instance is healthy from the probe that passed, not from the
+			// next read of the checks (up to HealthPoll later, which every
+			// batch of a rolling update would wait on top of its
+			// min_healthy_time).
+			s.Health, s.HealthySince = HealthPassing, passedAt
+		}
+	})
 	a.mu.Unlock()
 	return true
 }
