@@ -11,6 +11,7 @@ import (
 	"slipway.dev/coordinator/internal/coordtest"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
 // searchableDir is a temporary directory that the process driver's
@@ -46,10 +47,15 @@ func TestEngineReassertsIntentAfterConsulLosesIt(t *testing.T) {
 	e := newE2E(t, co, c.Addr())
 	v1 := e.doDeploy("slipway/demo:v1", nil, quick(&deployv1.UpdateStrategy{}))
 	e.waitState(v1, deployv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, 60*time.Second)
-	want := e.intent()
-	if want == nil {
-		t.Fatal("no intent after the first deploy")
-	}
+	// The intent is written by the act stage of the pass that committed
+	// the verdict, so it may land just after SUCCEEDED is seen.
+	var want *edgev1.TrafficIntent
+	testenv.Until(t, 10*time.Second, "an intent after the first deploy", func() string {
+		if want = e.intent(); want == nil {
+			return "no intent"
+		}
+		return ""
+	})
 
 	c.Stop()
 	c.Start() // a dev agent: every key and registration is gone
