@@ -1,9 +1,11 @@
 // Command slipway-fleetsim measures the coordinator at fleet scale: it runs
-// a real Consul agent and a cluster of real slipway-coordinator processes
-// (engine on, mutual TLS, tokens required), and N simulated node agents in
-// this one process, each a real NodeAgentService gRPC server with its own
-// certificate naming its node id, registered in Consul with a TTL check as
-// real agents are, and (unless -stream=false) each keeps a heartbeat stream
+// a real Consul server agent and a cluster of real slipway-coordinator
+// processes (engine on, mutual TLS, tokens required), and N simulated node
+// agents in racks (child processes of -rack-size nodes, each with a real
+// Consul client agent of its own joined to the server: rack.go), each node
+// a real NodeAgentService gRPC server with its own certificate naming its
+// node id, registered in its rack's Consul agent with a TTL check as real
+// agents are, and (unless -stream=false) each keeps a heartbeat stream
 // to the leader (NodeHeartbeatService) as agents started with -coordinators
 // do. A fraction of the nodes can be slow, flapping (Consul check and
 // stream silent together) or stuck.
@@ -24,20 +26,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -45,8 +41,6 @@ import (
 	"slipway.dev/coordinator/internal/clusterproc"
 	"slipway.dev/coordinator/internal/procstat"
 	"slipway.dev/platform/pki"
-	"slipway.dev/platform/rpc"
-	"slipway.dev/platform/testenv"
 	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 )
@@ -74,6 +68,7 @@ type options struct {
 	keep         bool
 	coordArgs    string
 	stream       bool
+	rackSize     int
 }
 
 func main() {
@@ -90,7 +85,7 @@ func main() {
 	flag.BoolVar(&o.stream, "stream", true, "the nodes stream heartbeats and statuses to the leader (NodeHeartbeatService), as agents started with -coordinators do; false: they only heartbeat Consul and the leader polls them (older agents)")
 	flag.DurationVar(&o.flapEvery, "flap-every", 10*time.Second, "how often a flapping node's check flaps")
 	flag.DurationVar(&o.flapFor, "flap-for", 2*time.Second, "how long a flapping node's heartbeats stop (below the coordinators' -node-ttl and -node-grace: no replacement is needed)")
-	flag.IntVar(&o.stuck, "stuck", 0, "extra nodes that answer nothing but stay registered (drained before the first deploy, so they get no instances; the engine still calls them)")
+	flag.IntVar(&o.stuck, "stuck", 0, "extra nodes that answer the status read that records them, then nothing, but stay registered (drained before the first deploy, so they get no instances; the engine still calls them)")
 	flag.DurationVar(&o.allocStart, "alloc-start", 200*time.Millisecond, "from a sync to a new allocation running and passing")
 	flag.DurationVar(&o.minHealthy, "min-healthy", 500*time.Millisecond, "the rollouts' min_healthy_time")
 	flag.IntVar(&o.maxParallel, "max-parallel-pct", 10, "the rolling update's max_parallel, in percent of each service's count")
@@ -101,7 +96,16 @@ func main() {
 	flag.BoolVar(&o.header, "header", true, "print the table header")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (coordinator logs, raft data)")
 	flag.StringVar(&o.coordArgs, "coordinator-args", "", "extra flags for every coordinator, space separated")
+	flag.IntVar(&o.rackSize, "rack-size", 1000, "simulated nodes per rack: a child process with a Consul client agent of its own (a real fleet has one per host)")
+	rack := flag.Bool("rack", false, "run as a rack (internal: the config comes on stdin)")
 	flag.Parse()
+	if *rack {
+		if err := runRack(); err != nil {
+			fmt.Fprintln(os.Stderr, "slipway-fleetsim rack:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "slipway-fleetsim:", err)
 		os.Exit(1)
@@ -123,6 +127,7 @@ type row struct {
 	consulCPU             float64
 	starts, needed        int64
 	settled               time.Duration // from the last rollout final to a quiet raft log
+	leaderFDs             int           // most open files of the leader seen over both phases
 }
 
 func run(o options) error {
@@ -150,13 +155,30 @@ func run(o options) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-
-	consul, err := startConsul(filepath.Join(bin, "consul"), work)
+	if o.rackSize <= 0 {
+		return errors.New("-rack-size must be positive")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	consulBin := filepath.Join(bin, "consul")
+	consulData, cleanData, err := consulDataDir(work)
+	if err != nil {
+		return err
+	}
+	defer cleanData()
+	consul, err := startConsul(consulBin, work, consulData, "fleetsim-server", "")
 	if err != nil {
 		return err
 	}
 	defer consul.stop()
+	consuls := []*consulProc{consul}
+	defer func() {
+		for _, c := range consuls[1:] {
+			c.stop()
+		}
+	}()
 
 	cl, err := clusterproc.New(filepath.Join(bin, "slipway-coordinator"), filepath.Join(work, "coordinators"), o.coordinators)
 	if err != nil {
@@ -184,73 +206,63 @@ func run(o options) error {
 	}
 	pid := cl.Procs[leader].Pid()
 
-	// The nodes, each with its own certificate.
-	cfg := &nodeConfig{consul: consul.client, logger: logger, allocStart: o.allocStart, slowDelay: o.slowDelay,
-		flapEvery: o.flapEvery, flapFor: o.flapFor, ttl: o.ttl, cpuMHz: 100000, memoryMB: 100000,
-		started: &atomic.Int64{}, syncs: &atomic.Int64{}, statuses: &atomic.Int64{}}
+	// The nodes, each with its own certificate, in racks: a child process
+	// and a Consul client agent per -rack-size nodes (rack.go).
+	var coords []string
 	if o.stream {
 		for _, p := range cl.Procs {
-			cfg.coordinators = append(cfg.coordinators, p.GRPCAddr)
+			coords = append(coords, p.GRPCAddr)
 		}
 	}
 	kinds := behaviours(o.nodes, o.slow, o.flap)
-	var nodes []*node
-	var nmu sync.Mutex
-	stopAll := func() {
-		nmu.Lock()
-		ns := nodes
-		nodes = nil
-		nmu.Unlock()
-		var wg sync.WaitGroup
-		for _, n := range ns {
-			wg.Go(n.stop)
+	var all []rackNode
+	for i := range o.nodes {
+		all = append(all, rackNode{ID: fmt.Sprintf("sim-%05d", i), Kind: kinds[i], Delay: o.startSpread * time.Duration(i) / time.Duration(o.nodes)})
+	}
+	for i := range o.stuck {
+		all = append(all, rackNode{ID: fmt.Sprintf("stuck-%05d", i), Kind: stuck})
+	}
+	for i := range all {
+		files, err := cl.PKI.IssueFiles(pki.RoleNodeAgent, all[i].ID)
+		if err != nil {
+			return err
 		}
-		wg.Wait()
+		all[i].CA, all[i].Cert, all[i].Key = files.CA, files.Cert, files.Key
 	}
-	defer stopAll()
-	startNodes := func(prefix string, count int, kindOf func(int) behaviour, spread time.Duration) error {
-		errs := make(chan error, count)
-		var wg sync.WaitGroup
-		for i := range count {
-			wg.Go(func() {
-				if spread > 0 {
-					select {
-					case <-ctx.Done():
-						errs <- ctx.Err()
-						return
-					case <-time.After(spread * time.Duration(i) / time.Duration(count)):
-					}
-				}
-				id := fmt.Sprintf("%s%05d", prefix, i)
-				files, err := cl.PKI.IssueFiles(pki.RoleNodeAgent, id)
-				if err != nil {
-					errs <- err
-					return
-				}
-				creds, err := rpc.NewCreds(files.Security(), logger)
-				if err != nil {
-					errs <- err
-					return
-				}
-				n, err := startNode(ctx, id, kindOf(i), cfg, creds)
-				if err != nil {
-					errs <- err
-					return
-				}
-				nmu.Lock()
-				nodes = append(nodes, n)
-				nmu.Unlock()
-			})
+	var racks []*rackProc
+	finishRacks := func() (rackCounts, error) {
+		var sum rackCounts
+		var errs []error
+		for _, r := range racks {
+			errs = append(errs, r.finish())
+			sum.add(r.counts)
 		}
-		wg.Wait()
-		close(errs)
-		return <-errs
+		racks = nil
+		return sum, errors.Join(errs...)
 	}
-	if err := startNodes("sim-", o.nodes, func(i int) behaviour { return kinds[i] }, o.startSpread); err != nil {
-		return err
+	defer func() { _, _ = finishRacks() }()
+	for i := 0; i*o.rackSize < len(all); i++ {
+		nodes := all[i*o.rackSize : min(len(all), (i+1)*o.rackSize)]
+		agent, err := startConsul(consulBin, work, consulData, fmt.Sprintf("fleetsim-rack%d", i), consul.serfAddr)
+		if err != nil {
+			return err
+		}
+		consuls = append(consuls, agent)
+		r, err := startRack(self, work, i, rackConfig{Nodes: nodes, Consul: agent.addr, Coordinators: coords,
+			AllocStart: o.allocStart, SlowDelay: o.slowDelay, FlapEvery: o.flapEvery, FlapFor: o.flapFor, TTL: o.ttl,
+			CPUMHz: 100000, MemoryMB: 100000})
+		if err != nil {
+			return err
+		}
+		racks = append(racks, r)
 	}
-	if err := startNodes("stuck-", o.stuck, func(int) behaviour { return stuck }, 0); err != nil {
-		return err
+	for _, r := range racks {
+		rctx, cancel := context.WithTimeout(ctx, o.timeout)
+		err := r.waitReady(rctx)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	conn := cl.Conn(leader)
 	clusterc := clusterv1.NewClusterServiceClient(conn)
@@ -273,20 +285,28 @@ func run(o options) error {
 	}
 
 	// Stuck nodes are drained: they stay registered and synced (the engine
-	// still calls them every pass) but get no instances.
+	// still calls them every pass) but get no instances. One may not be
+	// recorded yet when the others are ready: drained once it is.
 	for i := range o.stuck {
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := clusterc.DrainNode(c, &clusterv1.DrainNodeRequest{Id: fmt.Sprintf("stuck-%05d", i), Enable: true, By: "fleetsim"})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("drain stuck node: %w", err)
+		id := fmt.Sprintf("stuck-%05d", i)
+		if err := waitFor(ctx, o.timeout, "drain of "+id, func(c context.Context) (bool, string, error) {
+			_, err := clusterc.DrainNode(c, &clusterv1.DrainNodeRequest{Id: id, Enable: true, By: "fleetsim"})
+			if status.Code(err) == codes.NotFound {
+				return false, err.Error(), nil
+			}
+			return err == nil, "", err
+		}); err != nil {
+			return err
 		}
 	}
 	r := row{nodes: o.nodes, instances: o.nodes * o.perNode}
 	counts := serviceCounts(r.instances)
 	cpu0, _ := procstat.CPU(pid)
-	consulCPU0, _ := procstat.CPU(consul.pid())
+	consulCPU0 := consulCPU(consuls)
 	phaseStart := time.Now()
+	fdsDone := make(chan int)
+	fdsStop := make(chan struct{})
+	go func() { fdsDone <- maxFDs(pid, fdsStop) }()
 	r.firstDeploy, r.firstState, err = deployAll(ctx, deploy, counts, "slipway/demo:v1", o, o.timeout)
 	if err != nil {
 		return err
@@ -296,6 +316,8 @@ func run(o options) error {
 		return err
 	}
 	cpu1, _ := procstat.CPU(pid)
+	close(fdsStop)
+	r.leaderFDs = <-fdsDone
 	r.leaderCPU = cpu1 - cpu0
 	r.leaderRSS, r.leaderHWM, _ = procstat.Mem(pid)
 	r.settled = settle(ctx, clusterc, o.settle)
@@ -308,13 +330,14 @@ func run(o options) error {
 	}
 	cpu2, _ := procstat.CPU(pid)
 	r.idleCores = (cpu2 - cpu1) / time.Since(idleStart).Seconds()
-	consulCPU1, _ := procstat.CPU(consul.pid())
-	r.consulCPU = consulCPU1 - consulCPU0
-	r.starts = cfg.started.Load()
-	r.needed = 2 * int64(r.instances)
+	r.consulCPU = consulCPU(consuls) - consulCPU0
 	idleEnd := time.Now()
-
-	stopAll()
+	sums, err := finishRacks()
+	if err != nil {
+		return err
+	}
+	r.starts = sums.Started
+	r.needed = 2 * int64(r.instances)
 	cl.Close()
 	lg, err := readRaft(cl.Procs[leader].DataDir)
 	if err != nil {
@@ -338,9 +361,41 @@ func run(o options) error {
 		fmt.Println("  (raft compacted its log during the run: entries before its snapshot are not counted)")
 	}
 	fmt.Printf("  raft quiet %.1fs after the last rollout was final (its drains and stops; counted in entries, not in the idle figures)\n", r.settled.Seconds())
-	fmt.Printf("  agent calls answered: %d syncs, %d status reads; coordinator logs in %s\n", cfg.syncs.Load(), cfg.statuses.Load(),
+	fmt.Printf("  leader: at most %d open files during both phases\n", r.leaderFDs)
+	fmt.Printf("  %d racks (a process and a Consul client agent each); Consul TTL updates failed or late: %d\n", len(consuls)-1, sums.TTLErrors)
+	fmt.Printf("  agent calls answered: %d syncs, %d status reads; coordinator logs in %s\n", sums.Syncs, sums.Statuses,
 		map[bool]string{true: filepath.Join(work, "coordinators"), false: "(removed; -keep keeps them)"}[o.keep])
 	return nil
+}
+
+// maxFDs samples the open files of pid every second until stop and
+// returns the most seen (each node holds the leader's connection to it and
+// its stream to the leader).
+func maxFDs(pid int, stop <-chan struct{}) int {
+	most := 0
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
+			most = max(most, len(fds))
+		}
+		select {
+		case <-stop:
+			return most
+		case <-t.C:
+		}
+	}
+}
+
+// consulCPU is the CPU seconds of every Consul agent (the server and the
+// racks' clients).
+func consulCPU(cs []*consulProc) float64 {
+	sum := 0.0
+	for _, c := range cs {
+		v, _ := procstat.CPU(c.pid())
+		sum += v
+	}
+	return sum
 }
 
 func allIndexes(n int) []int {
@@ -563,62 +618,3 @@ func printRow(r row, o options) {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
-
-// consulProc is a Consul dev agent on free loopback ports.
-type consulProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	client *api.Client
-	done   chan struct{}
-}
-
-func (c *consulProc) pid() int { return c.cmd.Process.Pid }
-
-func (c *consulProc) stop() {
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-	<-c.done
-}
-
-func startConsul(bin, work string) (*consulProc, error) {
-	ports, err := testenv.FreePorts(4)
-	if err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(work, "consul.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]), "-serf-wan-port", strconv.Itoa(ports[2]),
-		"-server-port", strconv.Itoa(ports[3]), "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn",
-		"-node", "fleetsim-"+strconv.Itoa(ports[0]),
-		// One process speaks for every simulated agent (each real agent
-		// has its own Consul agent): lift the per-client connection cap.
-		"-hcl", "limits { http_max_conns_per_client = 4096 }")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start consul: %w", err)
-	}
-	c := &consulProc{cmd: cmd, addr: "127.0.0.1:" + strconv.Itoa(ports[0]), done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(c.done) }()
-	conf := api.DefaultConfig()
-	conf.Address = c.addr
-	conf.Transport.MaxIdleConnsPerHost = 128
-	conf.Transport.MaxIdleConns = 128
-	conf.Transport.MaxConnsPerHost = 128
-	if c.client, err = api.NewClient(conf); err != nil {
-		c.stop()
-		return nil, err
-	}
-	err = waitFor(context.Background(), 30*time.Second, "consul leader", func(context.Context) (bool, string, error) {
-		l, err := c.client.Status().Leader()
-		return err == nil && l != "", "no leader", err
-	})
-	if err != nil {
-		c.stop()
-		return nil, err
-	}
-	return c, nil
-}

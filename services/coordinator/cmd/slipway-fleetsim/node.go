@@ -30,7 +30,7 @@ const (
 	healthy  behaviour = iota
 	slow               // answers every call after slowDelay
 	flapping           // its heartbeats (Consul check critical, stream silent) stop for flapFor every flapEvery
-	stuck              // answers nothing (calls hang until the caller gives up), keeps heartbeating and streaming
+	stuck              // answers its first status read (the leader's proof of its identity, so that it is recorded), then nothing (calls hang until the caller gives up); keeps heartbeating and streaming
 )
 
 func (b behaviour) String() string {
@@ -54,6 +54,9 @@ type nodeConfig struct {
 	started  *atomic.Int64
 	syncs    *atomic.Int64 // SyncAllocations calls answered
 	statuses *atomic.Int64 // GetNodeStatus calls answered
+	// ttlErrors counts TTL updates Consul failed or did not answer in
+	// time: each one brings the node's check closer to lapsing.
+	ttlErrors *atomic.Int64
 	// coordinators are the coordinators' gRPC addresses the nodes stream
 	// heartbeats to (NodeHeartbeatService); empty: no stream (the leader
 	// polls them and goes by Consul, as with older agents).
@@ -81,6 +84,7 @@ type node struct {
 
 	born    time.Time
 	changed chan struct{} // a status changed (the stream sends it at once)
+	proved  atomic.Bool   // a stuck node answered its first status read
 
 	mu       sync.Mutex
 	token    *agentv1.FencingToken
@@ -160,11 +164,17 @@ func (n *node) register(ctx context.Context) error {
 	return nil
 }
 
-// heartbeat passes the TTL check every ttl/3, as the real agent does; a
+// heartbeat passes the TTL check every ttl/3, as the real agent does
+// (at a random phase: a fleet's agents do not heartbeat in step); a
 // flapping node reports it critical during its flaps.
 func (n *node) heartbeat(ctx context.Context) {
 	check := "service:" + catalog.AgentServiceID(n.id)
 	every := n.cfg.ttl / 3
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(spreadOffset(every)):
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -178,7 +188,9 @@ func (n *node) heartbeat(ctx context.Context) {
 			st, note = api.HealthCritical, "simulated flap"
 		}
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = n.cfg.consul.Agent().UpdateTTLOpts(check, note, st, (&api.QueryOptions{}).WithContext(c))
+		if err := n.cfg.consul.Agent().UpdateTTLOpts(check, note, st, (&api.QueryOptions{}).WithContext(c)); err != nil {
+			n.cfg.ttlErrors.Add(1)
+		}
 		cancel()
 	}
 }
@@ -319,8 +331,10 @@ func (n *node) publish(sts []*agentv1.AllocationStatus) {
 
 // GetNodeStatus reports identity, capacity and allocations.
 func (n *node) GetNodeStatus(ctx context.Context, _ *agentv1.GetNodeStatusRequest) (*agentv1.GetNodeStatusResponse, error) {
-	if err := n.misbehave(ctx); err != nil {
-		return nil, err
+	if n.kind != stuck || !n.proved.CompareAndSwap(false, true) {
+		if err := n.misbehave(ctx); err != nil {
+			return nil, err
+		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
