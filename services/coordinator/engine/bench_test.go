@@ -31,3 +31,48 @@ func BenchmarkPassSteadyState(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/pass")
 }
+
+// BenchmarkPassFleet measures one idle engine pass at fleet scale: 10,000
+// nodes that stream their heartbeats (statuses from the heartbeat view, as
+// with agents started with -coordinators), running 100 services of 1,000
+// instances, every rollout done. It is the leader's cost per pass with
+// nothing to do (make bench-fleet measures the same through the real
+// processes):
+//
+//	go test -run XXX -bench PassFleet -benchtime 20x ./engine
+func BenchmarkPassFleet(b *testing.B) {
+	if testing.Short() {
+		b.Skip("fleet-size benchmark")
+	}
+	nodes := make([]string, 10000)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("n%05d", i)
+	}
+	h := newHarness(b, nodes...)
+	s := withStreams(h, nodes...)
+	for i := range 100 {
+		sp := webSpec("slipway/demo:v1", 1000, fast(&deployv1.UpdateStrategy{MaxParallel: 1000}))
+		sp.Name = fmt.Sprintf("svc%03d", i)
+		sp.Route.Host = sp.Name + ".test"
+		sp.Resources = &deployv1.Resources{CpuMhz: 10, MemoryMb: 16}
+		h.deploy(sp)
+	}
+	for range 200 {
+		h.clock.Add(time.Second)
+		s.beat()
+		h.pass()
+		if len(h.fsm.Rollouts("", true, 0)) == 0 {
+			break
+		}
+	}
+	if n := len(h.fsm.Rollouts("", true, 0)); n != 0 {
+		b.Fatalf("%d rollouts still active", n)
+	}
+	b.ResetTimer()
+	b.ReportAllocs()
+	for range b.N {
+		h.clock.Add(500 * time.Millisecond)
+		h.pass()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/pass")
+}

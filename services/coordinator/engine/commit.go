@@ -36,7 +36,7 @@ func (e *Engine) applyStep(ctx context.Context, op *statev1.RolloutStepOp) error
 // NodeGrace (obs.Lost).
 func (e *Engine) commitNodes(ctx context.Context, obs Observation) error {
 	known := map[string]*clusterv1.Node{}
-	for _, n := range e.cfg.FSM.Nodes() {
+	for _, n := range e.nodeRecords() {
 		known[n.GetId()] = n
 	}
 	// Every change of the pass goes into one entry: at fleet scale a

@@ -67,7 +67,7 @@ type Plan struct {
 // drained nodes, one entry per service.
 func (e *Engine) decideMigrations(obs Observation) (Plan, []migrate.Failure, error) {
 	in := migrate.Input{Now: obs.Now, Lost: obs.Lost, Draining: map[string]bool{}, DrainDeadline: e.cfg.DrainDeadline}
-	for _, n := range e.cfg.FSM.Nodes() {
+	for _, n := range e.nodeRecords() {
 		if n.GetDraining() {
 			in.Draining[n.GetId()] = true
 		}
@@ -75,7 +75,7 @@ func (e *Engine) decideMigrations(obs Observation) (Plan, []migrate.Failure, err
 	if len(in.Lost) == 0 && len(in.Draining) == 0 {
 		return Plan{}, nil, nil
 	}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
+	for _, sa := range e.allocs().all {
 		in.Allocations = append(in.Allocations, migrate.Alloc{Allocation: sa.Allocation, Replaces: sa.Replaces,
 			CreatedAt: createdAt(sa), Health: Instance(sa, obs.Statuses[sa.Allocation.GetId()]).Health})
 	}
@@ -203,17 +203,11 @@ func (e *Engine) machine(ro *deployv1.Rollout) (rollout.State, bool, error) {
 	}
 	fromCount := 0
 	var draining []rollout.PendingStop
-	all := e.cfg.FSM.AllAllocations()
-	leaving := map[string]bool{} // replaced on a draining node: migrate's
-	for _, sa := range all {
-		if sa.Replaces != "" {
-			leaving[sa.Replaces] = true
-		}
-	}
-	for _, sa := range all {
+	v := e.allocs()
+	leaving := v.leaving // replaced on a draining node: migrate's
+	for _, sa := range v.byService[ro.GetService()] {
 		a := sa.Allocation
 		switch {
-		case a.GetService() != ro.GetService():
 		case a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED:
 			if leaving[a.GetId()] {
 				continue // invisible to the machine (observation)
@@ -272,22 +266,15 @@ func FastRollback(number, rollbackOf uint64, window int) string {
 // observation builds what the machine sees of a rollout's service.
 func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observation) rollout.Observation {
 	mobs := rollout.Observation{Now: obs.Now}
-	all := e.cfg.FSM.AllAllocations()
-	leaving := map[string]bool{} // on a draining node, replaced: invisible to the machine
-	for _, sa := range all {
-		if sa.Replaces != "" {
-			leaving[sa.Replaces] = true
-		}
-	}
-	held := map[string]bool{}
-	for _, sa := range all {
-		held[sa.Allocation.GetId()] = true
-		if sa.Allocation.GetService() != ro.GetService() || leaving[sa.Allocation.GetId()] {
+	v := e.allocs()
+	leaving := v.leaving // on a draining node, replaced: invisible to the machine
+	for _, sa := range v.byService[ro.GetService()] {
+		if leaving[sa.Allocation.GetId()] {
 			continue
 		}
 		mobs.Instances = append(mobs.Instances, Instance(sa, obs.Statuses[sa.Allocation.GetId()]))
 	}
-	mobs.Unowned = Unowned(ro.GetService(), obs.Unowned, func(id string) bool { return held[id] })
+	mobs.Unowned = Unowned(ro.GetService(), obs.Unowned, func(id string) bool { return v.held[id] })
 	gen := st.Generation
 	in := e.cfg.FSM.Intent(ro.GetService())
 	if in != nil && in.GetGeneration() > gen {
@@ -497,7 +484,7 @@ func healthyCounts(ins []rollout.Instance) map[string]int32 {
 func (e *Engine) placementState(obs Observation) placement.Snapshot {
 	var snap placement.Snapshot
 	draining := map[string]bool{}
-	for _, n := range e.cfg.FSM.Nodes() {
+	for _, n := range e.nodeRecords() {
 		draining[n.GetId()] = n.GetDraining()
 	}
 	ids := make([]string, 0, len(obs.Nodes))
@@ -510,9 +497,7 @@ func (e *Engine) placementState(obs Observation) placement.Snapshot {
 		snap.NodeList = append(snap.NodeList, placement.Node{ID: n.ID, Ready: true, Draining: draining[n.ID], Labels: n.Labels,
 			Attributes: map[string]string{"node.driver": n.Driver}, CPU: n.CPU, MemoryMB: n.MemoryMB, Policy: n.Security})
 	}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
-		snap.AllocList = append(snap.AllocList, migrate.ClusterAlloc(sa.Allocation))
-	}
+	snap.AllocList = e.allocs().cluster // placement only reads it
 	return snap
 }
 
@@ -537,7 +522,7 @@ func (e *Engine) place(service string, asks []rollout.Placement, obs Observation
 		}
 		if len(tmpl.GetVolumes()) > 0 {
 			var all []*agentv1.Allocation
-			for _, sa := range e.cfg.FSM.AllAllocations() {
+			for _, sa := range e.allocs().all {
 				all = append(all, sa.Allocation)
 			}
 			ask.Constraints = append(ask.Constraints, VolumeConstraints(service, tmpl.GetVolumes(), all)...)

@@ -38,6 +38,7 @@ import (
 	"slipway.dev/platform/nodepolicy"
 	"slipway.dev/platform/specrules"
 	agentv1 "slipway.dev/proto/slipway/agent/v1"
+	clusterv1 "slipway.dev/proto/slipway/cluster/v1"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
 	edgev1 "slipway.dev/proto/slipway/edge/v1"
 	statev1 "slipway.dev/proto/slipway/state/v1"
@@ -238,8 +239,13 @@ type Engine struct {
 	// stops); see Observation.Unowned.
 	unowned map[string][]*agentv1.AllocationStatus
 	nodes   map[string]Node
-	hooks   map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
-	gates   map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
+	view    *allocView // the stored allocations as of an FSM index (allocs.go)
+	// records are the FSM's node records as of FSM index recordsAt
+	// (nodeRecords).
+	records   []*clusterv1.Node
+	recordsAt uint64
+	hooks     map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
+	gates     map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
 }
 
 // New returns an engine; it does nothing until Run.
@@ -404,6 +410,7 @@ func (e *Engine) reset() {
 	e.statuses = map[string]*agentv1.AllocationStatus{}
 	e.unowned = map[string][]*agentv1.AllocationStatus{}
 	e.signalsSince = time.Time{}
+	e.view, e.records = nil, nil
 }
 
 // Stop stops the sync workers a Pass called without Run started (Run

@@ -90,7 +90,7 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 	if hb != nil {
 		// A node up by its heartbeats is live while its Consul check
 		// flaps: it is the node recorded (the check only found it).
-		for _, r := range e.cfg.FSM.Nodes() {
+		for _, r := range e.nodeRecords() {
 			if _, ok := e.nodes[r.GetId()]; !ok && hb.State(r.GetId()) == heartbeat.Up && r.GetAddress() != "" {
 				e.nodes[r.GetId()] = nodeOfRecord(r)
 			}
@@ -249,12 +249,12 @@ func (e *Engine) trackLost(now time.Time) map[string]bool {
 			e.lostSince[id] = now
 		}
 	}
-	for _, n := range e.cfg.FSM.Nodes() {
+	for _, n := range e.nodeRecords() {
 		missing(n.GetId())
 	}
 	// Allocations on nodes never recorded (e.g. written before discovery)
 	// also start their grace period.
-	for _, sa := range e.cfg.FSM.AllAllocations() {
+	for _, sa := range e.allocs().all {
 		missing(sa.Allocation.GetNodeId())
 	}
 	lost := map[string]bool{}
@@ -275,11 +275,11 @@ func (e *Engine) trackLost(now time.Time) map[string]bool {
 // grace (a node back from a netsplit re-registers what it ran until a
 // leader's sync stops it).
 func (e *Engine) collectStatuses(ctx context.Context) map[string]bool {
-	stored := map[string]bool{}
+	v := e.allocs()
+	stored := v.held
 	byNode := map[string][]string{}
-	for _, sa := range e.cfg.FSM.AllAllocations() {
+	for _, sa := range v.all {
 		a := sa.Allocation
-		stored[a.GetId()] = true
 		byNode[a.GetNodeId()] = append(byNode[a.GetNodeId()], a.GetId())
 	}
 	for id := range e.statuses {

@@ -236,6 +236,12 @@ func Place(st State, asks []Ask, seed uint64) (Plan, error) {
 		}
 		return c
 	}
+	// Only the asked services' counts matter: at fleet scale counting
+	// every service would make a node-sized slice per service per call.
+	asked := make(map[string]bool, len(asks))
+	for _, ask := range asks {
+		asked[ask.Service] = true
+	}
 	for _, a := range st.Allocations() {
 		i, ok := index[a.NodeID]
 		if !ok {
@@ -250,7 +256,9 @@ func Place(st State, asks []Ask, seed uint64) (Plan, error) {
 			}
 			n.ports[p] = true
 		}
-		count(a.Service)[i]++
+		if asked[a.Service] {
+			count(a.Service)[i]++
+		}
 	}
 
 	var plan Plan
