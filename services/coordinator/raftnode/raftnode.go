@@ -48,6 +48,10 @@ var ErrOutcomeUnknown = errors.New("raftnode: outcome unknown")
 // defaultApplyTimeout bounds an Apply whose context has no deadline.
 const defaultApplyTimeout = 10 * time.Second
 
+// logCacheSize is how many of the latest raft entries are kept in memory in
+// front of the log store.
+const logCacheSize = 512
+
 // Config configures a Node.
 type Config struct {
 	// ID is the raft server id.
@@ -243,7 +247,15 @@ func New(cfg Config, fsm *state.FSM) (*Node, error) {
 			n.closeAll()
 			return nil, fmt.Errorf("raftnode: snapshot store: %w", err)
 		}
-		logs, stable, snaps = bolt, bolt, fss
+		// Recent entries are served from memory: the leader reads every
+		// entry back to replicate it, and a read from the store decodes
+		// it again (Consul and Nomad keep the same cache).
+		cache, err := raft.NewLogCache(logCacheSize, bolt)
+		if err != nil {
+			n.closeAll()
+			return nil, fmt.Errorf("raftnode: log cache: %w", err)
+		}
+		logs, stable, snaps = cache, bolt, fss
 	}
 
 	trans := cfg.Transport
