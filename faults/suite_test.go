@@ -201,6 +201,54 @@ var scenarios = []scenario{
 		e.notes = append(e.notes, fmt.Sprintf("partitioned %s for %s", a.name, time.Since(from).Round(time.Second)))
 		e.window("agent-netsplit", from, time.Now(), 10*time.Second, true)
 	}},
+	{name: "agent-coordinator-split", run: func(e *episode) {
+		// Cut off from the coordinators only: the agent still reaches
+		// Consul and the edges, so its instances stay passing and routed
+		// while the leader, its heartbeat stream silent past the TTL,
+		// replaces them. The serving bound holds (the leader places within
+		// it and fences the node at the edges once the replacements are
+		// ready), and no request fails: the node serves until then.
+		a := e.c.agents[e.rng.IntN(processAgents)]
+		from := time.Now()
+		if err := a.h.isolate(e.c.coordHosts...); err != nil {
+			e.t.Fatal(err)
+		}
+		hold := max(e.p.d(30*time.Second), 12*time.Second) // past the TTL, the replacements and the fence
+		cl := e.c.consulClient()
+		fenced := func() (bool, error) {
+			kv, _, err := cl.KV().Get(catalog.FenceKey(a.node), nil)
+			return kv != nil, err
+		}
+		var fencedAfter time.Duration
+		_ = testenv.Poll(hold, func() error {
+			if ok, err := fenced(); err != nil || !ok {
+				return fmt.Errorf("not fenced (%v)", err)
+			}
+			fencedAfter = time.Since(from)
+			return nil
+		})
+		time.Sleep(time.Until(from.Add(hold)))
+		if err := a.h.heal(); err != nil {
+			e.t.Fatal(err)
+		}
+		healed := time.Now()
+		if fencedAfter == 0 {
+			e.extra["converged"] = append(e.extra["converged"], fmt.Sprintf("%s was not fenced within %s of its split from the coordinators", a.node, hold))
+		}
+		// Back: the leader syncs it, its agent stops what was replaced, and
+		// the fence is lifted.
+		if err := testenv.Poll(60*time.Second, func() error {
+			if ok, err := fenced(); err != nil || ok {
+				return fmt.Errorf("%s still fenced %s after the heal (%v)", a.node, time.Since(healed).Round(time.Second), err)
+			}
+			return nil
+		}); err != nil {
+			e.extra["converged"] = append(e.extra["converged"], err.Error())
+		}
+		e.notes = append(e.notes, fmt.Sprintf("cut %s off from the coordinators (Consul and edges reachable) for %s; fenced after %s, unfenced %s after the heal",
+			a.name, healed.Sub(from).Round(time.Second), fencedAfter.Round(100*time.Millisecond), time.Since(healed).Round(100*time.Millisecond)))
+		e.window("agent-coordinator-split", from, time.Now(), 10*time.Second, false)
+	}},
 	{name: "agent-sigkill-restart", run: func(e *episode) {
 		a := e.c.agents[e.rng.IntN(processAgents)]
 		e.c.scrapeStale()

@@ -29,3 +29,11 @@ key_prefix "slipway/routes/" {
 key_prefix "slipway/edges/" {
   policy = "read"
 }
+
+# Node fences, one key per node (see catalog.FencesPrefix): KV List
+# (Fenced), Put (Fence) and Delete (Unfence). The edges stop routing a
+# fenced node's instances, so a node cut off from the coordinators alone
+# does not serve beside its replacements.
+key_prefix "slipway/fences/" {
+  policy = "write"
+}

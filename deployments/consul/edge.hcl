@@ -37,3 +37,9 @@ key_prefix "slipway/edges/" {
 session_prefix "" {
   policy = "write"
 }
+
+# The coordinator's node fences: KV List (blocking query). Read only. The
+# edge routes no instance of a fenced node.
+key_prefix "slipway/fences/" {
+  policy = "read"
+}

@@ -49,7 +49,19 @@ const (
 	// barrier), one session-bound key per edge holding a protojson
 	// slipway.edge.v1.EdgeAck.
 	EdgesPrefix = "slipway/edges/"
+	// FencesPrefix is the KV prefix of the nodes the coordinators' leader
+	// fences, one key per node id (its value says since when and why, for
+	// people): the edges route none of the instances such a node still
+	// registers (service meta MetaNode). The leader fences a node it lost
+	// (its stream silent past the heartbeat TTL, or its Consul check gone
+	// past the grace) once its allocations are replaced elsewhere, and
+	// lifts the fence once the node is back and runs nothing it no longer
+	// owns.
+	FencesPrefix = "slipway/fences/"
 )
+
+// FenceKey is the KV key of a node's fence.
+func FenceKey(node string) string { return FencesPrefix + node }
 
 // ReleaseTag returns the release tag for release n.
 func ReleaseTag(n uint64) string { return ReleaseTagPrefix + strconv.FormatUint(n, 10) }

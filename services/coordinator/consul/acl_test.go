@@ -58,6 +58,20 @@ func TestEngineCallsWithMinimalACLPolicy(t *testing.T) {
 		t.Fatalf("Intents = %v, %v", all, err)
 	}
 
+	// Node fences: written, listed and lifted with the coordinator token.
+	if err := cl.Fence(ctx, "n1", "lost"); err != nil {
+		t.Fatalf("Fence with the coordinator token: %v", err)
+	}
+	if f, err := cl.Fenced(ctx); err != nil || !f["n1"] || len(f) != 1 {
+		t.Fatalf("Fenced = %v, %v", f, err)
+	}
+	if err := cl.Unfence(ctx, "n1"); err != nil {
+		t.Fatalf("Unfence with the coordinator token: %v", err)
+	}
+	if f, err := cl.Fenced(ctx); err != nil || len(f) != 0 {
+		t.Fatalf("Fenced after Unfence = %v, %v", f, err)
+	}
+
 	// An edge acknowledges with its own token; the watch sees it.
 	go cl.WatchAcks(ctx)
 	edge := c.Client(t, c.ComponentToken(t, "edge"))

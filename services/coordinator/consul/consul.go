@@ -316,6 +316,41 @@ func (c *Client) Intents(ctx context.Context) (map[string]*edgev1.TrafficIntent,
 	return out, nil
 }
 
+// Fenced lists the nodes fenced under catalog.FencesPrefix.
+func (c *Client) Fenced(ctx context.Context) (map[string]bool, error) {
+	keys, _, err := c.api.KV().Keys(catalog.FencesPrefix, "", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: list %s: %w", catalog.FencesPrefix, explain(err))
+	}
+	out := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if node := strings.TrimPrefix(k, catalog.FencesPrefix); node != "" && !strings.Contains(node, "/") {
+			out[node] = true
+		}
+	}
+	return out, nil
+}
+
+// Fence fences a node (catalog.FenceKey): the edges stop routing the
+// instances it registers. why is stored with it, for people.
+func (c *Client) Fence(ctx context.Context, node, why string) error {
+	if node == "" {
+		return errors.New("consul: fence: node is empty")
+	}
+	if _, err := c.api.KV().Put(&api.KVPair{Key: catalog.FenceKey(node), Value: []byte(why)}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: fence node %s: %w", node, explain(err))
+	}
+	return nil
+}
+
+// Unfence lifts a node's fence.
+func (c *Client) Unfence(ctx context.Context, node string) error {
+	if _, err := c.api.KV().Delete(catalog.FenceKey(node), (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: unfence node %s: %w", node, explain(err))
+	}
+	return nil
+}
+
 // Acks returns the acknowledgements of the live edges as last seen by
 // WatchAcks; without a running watch it queries Consul directly.
 func (c *Client) Acks(ctx context.Context) ([]*edgev1.EdgeAck, error) {

@@ -84,7 +84,79 @@ func (e *Engine) act(ctx context.Context) error {
 		t.Stop()
 	}
 	errs = append(errs, e.writeIntents(ctx)...)
+	if err := e.writeFences(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// writeFences makes the node fences Routes holds (when it can fence, see
+// Fences) what this pass wants: the lost nodes migrate says to fence, and
+// every node fenced already that is not live again or still runs, as its
+// agent reports, an instance it no longer owns. A fence is lifted only then:
+// the node is back and its agent stopped what was replaced meanwhile.
+func (e *Engine) writeFences(ctx context.Context, now time.Time) error {
+	fx, ok := e.cfg.Routes.(Fences)
+	if !ok {
+		return nil
+	}
+	current, err := call(ctx, e.cfg.CallTimeout, fx.Fenced)
+	if err != nil {
+		return fmt.Errorf("engine: read node fences: %w", err)
+	}
+	want := map[string]bool{}
+	for _, n := range e.fenceDue {
+		want[n] = true
+	}
+	for n := range current {
+		if _, live := e.nodes[n]; !live || runsUnowned(e.unowned[n]) {
+			want[n] = true
+		}
+	}
+	var errs []error
+	for _, n := range sortedKeys(want) {
+		if current[n] {
+			if _, ok := e.fencedAt[n]; !ok {
+				e.fencedAt[n] = now // fenced before this engine started
+			}
+			continue
+		}
+		why := fmt.Sprintf("lost by the leader at %s: its allocations are replaced elsewhere", now.UTC().Format(time.RFC3339))
+		if _, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) (struct{}, error) { return struct{}{}, fx.Fence(c, n, why) }); err != nil {
+			errs = append(errs, fmt.Errorf("engine: fence node %s: %w", n, err))
+			continue
+		}
+		e.fencedAt[n] = now
+		e.log.Warn("node fenced: the edges stop routing its instances", "node", n)
+	}
+	for _, n := range sortedKeys(current) {
+		if want[n] {
+			continue
+		}
+		if _, err := call(ctx, e.cfg.CallTimeout, func(c context.Context) (struct{}, error) { return struct{}{}, fx.Unfence(c, n) }); err != nil {
+			errs = append(errs, fmt.Errorf("engine: unfence node %s: %w", n, err))
+			continue
+		}
+		delete(e.fencedAt, n)
+		e.log.Info("node fence lifted: it is back and runs nothing it no longer owns", "node", n)
+	}
+	for n := range e.fencedAt {
+		if !want[n] && !current[n] {
+			delete(e.fencedAt, n)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// runsUnowned reports whether an agent reports an instance it no longer
+// owns as running (registered, or about to be).
+func runsUnowned(sts []*agentv1.AllocationStatus) bool {
+	for _, st := range sts {
+		if st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_RUNNING || st.GetState() == agentv1.AllocationState_ALLOCATION_STATE_STARTING {
+			return true
+		}
+	}
+	return false
 }
 
 // withData returns a node's desired set with the values of the secrets and

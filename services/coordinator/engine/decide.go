@@ -72,12 +72,29 @@ func (e *Engine) decideMigrations(obs Observation) (Plan, []migrate.Failure, err
 			in.Draining[n.GetId()] = true
 		}
 	}
+	e.fenceDue = nil
 	if len(in.Lost) == 0 && len(in.Draining) == 0 {
 		return Plan{}, nil, nil
 	}
-	for _, sa := range e.allocs().all {
+	in.Routed, in.Bounds, in.Strays = obs.Routed, map[string]int{}, map[string]int{}
+	v := e.allocs()
+	for _, sa := range v.all {
 		in.Allocations = append(in.Allocations, migrate.Alloc{Allocation: sa.Allocation, Replaces: sa.Replaces,
 			CreatedAt: createdAt(sa), Health: Instance(sa, obs.Statuses[sa.Allocation.GetId()]).Health})
+	}
+	for _, a := range in.Allocations {
+		svc := a.Allocation.GetService()
+		if _, ok := in.Bounds[svc]; ok {
+			continue
+		}
+		if b, ok := e.servingBound(svc); ok {
+			in.Bounds[svc] = b
+		}
+		for _, u := range Unowned(svc, obs.Unowned, func(id string) bool { return v.held[id] }) {
+			if u.Health == rollout.HealthPassing {
+				in.Strays[svc]++
+			}
+		}
 	}
 	in.Cluster = e.placementState(obs)
 	in.Base = e.cfg.FSM.LastIndex()
@@ -85,6 +102,7 @@ func (e *Engine) decideMigrations(obs Observation) (Plan, []migrate.Failure, err
 	if err != nil {
 		return Plan{}, nil, fmt.Errorf("engine: %w", err)
 	}
+	e.fenceDue = mp.Fence
 	var p Plan
 	for _, mv := range mp.Moves {
 		op := &statev1.RolloutStepOp{Service: mv.Service, Replaces: mv.Replaces, Stop: mv.Stop, Place: mv.Place}
@@ -94,6 +112,22 @@ func (e *Engine) decideMigrations(obs Observation) (Plan, []migrate.Failure, err
 		p.Entries = append(p.Entries, op)
 	}
 	return p, mp.Failures, nil
+}
+
+// servingBound is the serving bound of a service (rollout.Config.
+// ServingBound) by the spec of its newest release; false when it has none
+// the machine could run.
+func (e *Engine) servingBound(service string) (int, bool) {
+	rels, _, err := e.cfg.FSM.Releases(service, 1)
+	if err != nil || len(rels) == 0 {
+		return 0, false
+	}
+	spec := rels[0].GetSpec()
+	cfg, err := rollout.ConfigFromSpec(spec.GetUpdate())
+	if err != nil {
+		return 0, false
+	}
+	return cfg.ServingBound(int(spec.GetCount())), true
 }
 
 func createdAt(sa state.StoredAllocation) (t time.Time) {
@@ -268,13 +302,19 @@ func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observa
 	mobs := rollout.Observation{Now: obs.Now}
 	v := e.allocs()
 	leaving := v.leaving // on a draining node, replaced: invisible to the machine
+	var moving []rollout.Instance // leaving, and may still serve: strays to the machine
 	for _, sa := range v.byService[ro.GetService()] {
+		in := Instance(sa, obs.Statuses[sa.Allocation.GetId()])
 		if leaving[sa.Allocation.GetId()] {
+			if _, live := obs.Nodes[sa.Allocation.GetNodeId()]; live && in.Health == rollout.HealthPassing || !live && obs.Routed[in.ID] {
+				in.Health = rollout.HealthPassing
+				moving = append(moving, in)
+			}
 			continue
 		}
-		mobs.Instances = append(mobs.Instances, Instance(sa, obs.Statuses[sa.Allocation.GetId()]))
+		mobs.Instances = append(mobs.Instances, in)
 	}
-	mobs.Unowned = Unowned(ro.GetService(), obs.Unowned, func(id string) bool { return v.held[id] })
+	mobs.Unowned = append(Unowned(ro.GetService(), obs.Unowned, func(id string) bool { return v.held[id] }), moving...)
 	gen := st.Generation
 	in := e.cfg.FSM.Intent(ro.GetService())
 	if in != nil && in.GetGeneration() > gen {

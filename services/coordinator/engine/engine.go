@@ -90,6 +90,22 @@ type Routes interface {
 	Acks(ctx context.Context) ([]*edgev1.EdgeAck, error)
 }
 
+// Fences is what a Routes that can fence nodes at the edges also
+// implements (the consul adapter does): a fenced node's instances are
+// routed by no edge, whatever Consul's checks say (catalog.FencesPrefix).
+// The leader fences a lost node once migrate says so (Plan.Fence in package
+// migrate) and lifts the fence once the node is live again and its agent
+// runs nothing it no longer owns. Without it, a lost node's instances that
+// the edges still route hold their replacements for FenceDeadline.
+type Fences interface {
+	// Fenced lists the fenced nodes.
+	Fenced(ctx context.Context) (map[string]bool, error)
+	// Fence fences a node; why is kept with it for people.
+	Fence(ctx context.Context, node, why string) error
+	// Unfence lifts a node's fence.
+	Unfence(ctx context.Context, node string) error
+}
+
 // ErrNewerIntent is what Routes.WriteIntent returns (wrapped) when the
 // store holds a higher generation of the service's intent than the one to
 // write: generations only grow along the raft log, so it comes from a newer
@@ -174,6 +190,11 @@ type Config struct {
 	// its replacement to pass its health check before it is stopped anyway;
 	// default 5m.
 	DrainDeadline time.Duration
+	// FenceDeadline bounds how long the edges' acknowledgements may still
+	// list the instances of a fenced node (an edge that does not know
+	// fences): past it, they no longer count as serving, and the node's
+	// allocations are replaced without waiting longer; default 30s.
+	FenceDeadline time.Duration
 	// CallTimeout bounds each call to an agent, Consul or raft; default 30s.
 	CallTimeout time.Duration
 	// SyncTimeout is each node's own deadline for one SyncAllocations
@@ -244,6 +265,11 @@ type Engine struct {
 	// (nodeRecords).
 	records   []*clusterv1.Node
 	recordsAt uint64
+	// fenceDue are the lost nodes migrate says to fence (this pass);
+	// fencedAt, since when each node fenced (as Routes holds them) is known
+	// to this engine.
+	fenceDue []string
+	fencedAt map[string]time.Time
 	hooks     map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
 	gates     map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
 }
@@ -270,6 +296,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.FenceDeadline <= 0 {
+		cfg.FenceDeadline = 30 * time.Second
 	}
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = cfg.CallTimeout
@@ -409,6 +438,7 @@ func (e *Engine) reset() {
 	e.lastErr = ""
 	e.statuses = map[string]*agentv1.AllocationStatus{}
 	e.unowned = map[string][]*agentv1.AllocationStatus{}
+	e.fenceDue, e.fencedAt = nil, map[string]time.Time{}
 	e.signalsSince = time.Time{}
 	e.view, e.records = nil, nil
 }

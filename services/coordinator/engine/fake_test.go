@@ -126,6 +126,51 @@ type fakeRoutes struct {
 	held    map[string]*edgev1.TrafficIntent // what the store holds now
 	readErr error                            // returned by Intents
 	acks    []*edgev1.EdgeAck
+	fenced  map[string]bool // node fences held (Fences)
+	fences  []string        // every fence and unfence, "+n1" / "-n1", in order
+}
+
+func (f *fakeRoutes) Fenced(context.Context) (map[string]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]bool{}
+	for n := range f.fenced {
+		out[n] = true
+	}
+	return out, nil
+}
+
+func (f *fakeRoutes) Fence(_ context.Context, node, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fenced == nil {
+		f.fenced = map[string]bool{}
+	}
+	f.fenced[node] = true
+	f.fences = append(f.fences, "+"+node)
+	return nil
+}
+
+func (f *fakeRoutes) Unfence(_ context.Context, node string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.fenced, node)
+	f.fences = append(f.fences, "-"+node)
+	return nil
+}
+
+// isFenced reports whether node is fenced now.
+func (f *fakeRoutes) isFenced(node string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fenced[node]
+}
+
+// setAcks sets the acknowledgements every later Acks returns.
+func (f *fakeRoutes) setAcks(acks ...*edgev1.EdgeAck) {
+	f.mu.Lock()
+	f.acks = acks
+	f.mu.Unlock()
 }
 
 func (f *fakeRoutes) WriteIntent(_ context.Context, in *edgev1.TrafficIntent) error {

@@ -53,6 +53,10 @@ type Observation struct {
 	// lost or down node's are dropped: past its grace (or heartbeat TTL) its
 	// instances are taken as dead, so a stray never holds a rollout longer.
 	Unowned map[string][]*agentv1.AllocationStatus
+	// Routed are the allocations some live edge routes now (listed in its
+	// acknowledgement), less those on a node fenced for longer than
+	// FenceDeadline (an edge that does not know fences).
+	Routed map[string]bool
 	// Signals are the golden signals of the analysis window each rollout's
 	// machine asks for (rollout.AnalysisWindow), by rollout id.
 	Signals map[string]*rollout.Signals
@@ -124,6 +128,7 @@ func (e *Engine) observe(ctx context.Context) (Observation, error) {
 		return Observation{}, fmt.Errorf("engine: read edge acks: %w", err)
 	}
 	obs.Acks = acks
+	obs.Routed = e.routed(acks, obs.Now)
 	obs.Signals = e.observeSignals(obs.Now)
 	obs.Hooks = e.observeHooks(obs.Now)
 	return obs, nil
@@ -386,4 +391,32 @@ func nodeOfRecord(r *clusterv1.Node) Node {
 	sec := r.GetSecurity()
 	return Node{ID: r.GetId(), Addr: r.GetAddress(), Labels: r.GetLabels(), CPU: int(r.GetCpuMhz()), MemoryMB: int(r.GetMemoryMb()),
 		Driver: r.GetDriver(), Security: nodepolicy.Policy{Privileged: sec.GetPrivileged(), Caps: sec.GetCaps(), HostPaths: sec.GetHostPaths(), Images: sec.GetImages()}}
+}
+
+// routed are the allocations the edges' acknowledgements list as routed,
+// less those of nodes fenced for longer than FenceDeadline.
+func (e *Engine) routed(acks []*edgev1.EdgeAck, now time.Time) map[string]bool {
+	out := map[string]bool{}
+	for _, a := range acks {
+		for _, l := range a.GetInstances() {
+			for _, id := range l.GetIds() {
+				out[id] = true
+			}
+		}
+	}
+	past := map[string]bool{}
+	for n, since := range e.fencedAt {
+		if now.Sub(since) > e.cfg.FenceDeadline {
+			past[n] = true
+		}
+	}
+	if len(out) == 0 || len(past) == 0 {
+		return out
+	}
+	for n := range past {
+		for _, a := range e.cfg.FSM.Allocations(n) {
+			delete(out, a.GetId())
+		}
+	}
+	return out
 }

@@ -26,10 +26,33 @@
 // Capacity never dips and traffic moves without a failed request. An
 // allocation already told to stop on a lost node is removed; on a drained
 // node it is left to the rollout that drains it.
+//
+// The serving bound. At no time may more than a service's bound (count +
+// max_surge or max_parallel, Input.Bounds) of its instances serve, and a
+// lost node may be lost to the leader only: cut off from the coordinators
+// while it still reaches Consul and the edges, its instances pass and are
+// routed beside their replacements. So a move places a replacement only
+// within the room the bound leaves: every allocation of the service on a
+// node not lost (running, or stopping while it passes), each one on a lost
+// node that an edge still routes (Input.Routed), and the strays (instances
+// no allocation holds that may still serve, Input.Strays) count as
+// serving. A lost node's allocation that no edge routes is replaced (and
+// removed) in one entry, as before. One that is still routed keeps serving
+// users while its replacement starts, exactly as a drained one does: the
+// replacement is linked to it, and once every such replacement of the node
+// is ready (or the service has no room left for one), the node is fenced
+// (Plan.Fence: the edges stop routing its instances); an old allocation is
+// removed when no edge routes it any more. A drained node's allocation
+// with no room for its replacement waits, unless nothing of the service's
+// is starting or stopping that could free room (a bound with no surge): it
+// then moves stop-first, its replacement placed in the entry that removes
+// it.
 package migrate
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -75,6 +98,17 @@ type Input struct {
 	DrainDeadline time.Duration
 	// Base is the raft index the first Move is based on.
 	Base uint64
+	// Routed are the allocations some live edge routes to now (its
+	// acknowledgement lists them): on a lost node, only these may still
+	// serve. Nil: none is routed.
+	Routed map[string]bool
+	// Bounds are, per service, the most of its instances that may serve at
+	// once (count + max_surge, or count + max_parallel); a service without
+	// one is not bounded.
+	Bounds map[string]int
+	// Strays are, per service, the instances no allocation holds that may
+	// still serve (their agent reports them registered and passing).
+	Strays map[string]int
 }
 
 // Move is one service's part of the plan: one raft entry.
@@ -109,6 +143,11 @@ type Plan struct {
 	Moves []Move
 	// Failures are the allocations that stay where they are for now.
 	Failures []Failure
+	// Fence are the lost nodes whose instances the edges are to stop
+	// routing, sorted: every allocation on them that an edge still routes
+	// has a ready replacement, or no room under its service's bound for
+	// one, or the node holds none.
+	Fence []string
 }
 
 // Decide is the reschedule step (see the package doc).
@@ -130,13 +169,25 @@ func Decide(in Input) (Plan, error) {
 		}
 	}
 	byService := map[string][]*agentv1.Allocation{}
+	serving := map[string]int{} // service -> instances that may serve now
 	for _, sa := range in.Allocations {
 		a := sa.Allocation
+		switch {
+		case in.Lost[a.GetNodeId()]:
+			if in.Routed[a.GetId()] {
+				serving[a.GetService()]++
+			}
+		case a.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED || sa.Health == rollout.HealthPassing:
+			serving[a.GetService()]++
+		}
 		onDrained := drained[a.GetNodeId()] && a.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED
 		if in.Lost[a.GetNodeId()] || onDrained {
 			byService[a.GetService()] = append(byService[a.GetService()], a)
 		}
 	}
+	// needed are the lost nodes whose routed instances still serve users
+	// that nothing replaces yet: they are not fenced.
+	needed := map[string]bool{}
 	services := make([]string, 0, len(byService))
 	for s := range byService {
 		services = append(services, s)
@@ -152,20 +203,41 @@ func Decide(in Input) (Plan, error) {
 	for _, svc := range services {
 		base := in.Base + uint64(len(out.Moves))
 		mv := Move{Service: svc, Replaces: map[string]string{}}
+		room := math.MaxInt
+		if b, ok := in.Bounds[svc]; ok {
+			room = b - serving[svc] - in.Strays[svc]
+		}
 		var asks []placement.Ask
 		old := map[string]*agentv1.Allocation{}
-		var replaced, migrated []string
+		linked := map[string]bool{} // ask id -> its replacement is linked (the old one stays)
+		var replaced, migrated, waiting []string
+		var blocked []*agentv1.Allocation // no room for a replacement
+		starting := false                 // a replacement of this service is not ready yet
+		for _, a := range byService[svc] {
+			if r, ok := replacement[a.GetId()]; ok && !ready(r, in.Now, in.DrainDeadline) {
+				starting = true
+			}
+		}
 		for k, a := range byService[svc] {
+			lost := in.Lost[a.GetNodeId()]
+			routed := lost && in.Routed[a.GetId()]
 			if a.GetDesiredState() == agentv1.DesiredState_DESIRED_STATE_STOPPED {
+				if routed {
+					continue // removed once no edge routes it
+				}
 				mv.Stop = append(mv.Stop, a.GetId()) // draining anyway: gone
 				continue
 			}
 			if r, ok := replacement[a.GetId()]; ok {
 				switch {
-				case in.Lost[a.GetNodeId()]:
+				case lost && !routed:
 					mv.Stop = append(mv.Stop, a.GetId())
 					replaced = append(replaced, fmt.Sprintf("%s on %s gone with its node; %s on %s replaces it", a.GetId(), a.GetNodeId(),
 						r.Allocation.GetId(), r.Allocation.GetNodeId()))
+				case lost:
+					if !ready(r, in.Now, in.DrainDeadline) {
+						needed[a.GetNodeId()] = true // it serves while its replacement starts
+					}
 				case ready(r, in.Now, in.DrainDeadline):
 					mv.Stop = append(mv.Stop, a.GetId())
 					migrated = append(migrated, fmt.Sprintf("%s on %s stopped: %s on %s %s", a.GetId(), a.GetNodeId(),
@@ -173,10 +245,33 @@ func Decide(in Input) (Plan, error) {
 				}
 				continue // its replacement is starting
 			}
+			if room <= 0 {
+				blocked = append(blocked, a)
+				continue
+			}
+			room--
 			id := fmt.Sprintf("%s-v%d-%d-%d", svc, a.GetRelease(), base, k)
 			old[id] = a
-			asks = append(asks, placement.Ask{Service: svc, Release: a.GetRelease(), IDs: []string{id}, CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb()),
-				HostPorts: HostPorts(a), Security: SecurityAsk(a)})
+			linked[id] = !lost || routed
+			starting = starting || linked[id]
+			asks = append(asks, ask(svc, id, a))
+		}
+		for _, a := range blocked {
+			switch {
+			case in.Lost[a.GetNodeId()]:
+				// No room while it is routed: its node is fenced, and it is
+				// replaced once no edge routes it.
+				waiting = append(waiting, fmt.Sprintf("%s on %s: no room under the serving bound %d while the edges route it; its node is fenced first",
+					a.GetId(), a.GetNodeId(), in.Bounds[svc]))
+			case !starting && len(mv.Stop) == 0:
+				// Nothing starting or stopping will free room: stop-first.
+				id := fmt.Sprintf("%s-v%d-%d-%d", svc, a.GetRelease(), base, slices.Index(byService[svc], a))
+				old[id] = a
+				asks = append(asks, ask(svc, id, a))
+			default:
+				waiting = append(waiting, fmt.Sprintf("%s on %s: no room under the serving bound %d until a replacement is ready",
+					a.GetId(), a.GetNodeId(), in.Bounds[svc]))
+			}
 		}
 		if len(asks) > 0 {
 			plan, err := placement.Place(cluster, asks, base)
@@ -186,19 +281,37 @@ func Decide(in Input) (Plan, error) {
 			for _, p := range plan.Placements {
 				a := proto.CloneOf(old[p.AllocID])
 				was := a.GetId()
-				if in.Lost[a.GetNodeId()] {
+				switch {
+				case linked[p.AllocID] && in.Lost[a.GetNodeId()]:
+					replaced = append(replaced, fmt.Sprintf("%s on %s (still routed) replaced by %s on %s; it is removed once no edge routes it",
+						was, a.GetNodeId(), p.AllocID, p.NodeID))
+					mv.Replaces[p.AllocID] = was
+					needed[a.GetNodeId()] = true
+				case in.Lost[a.GetNodeId()]:
 					replaced = append(replaced, fmt.Sprintf("%s on %s replaced by %s on %s", was, a.GetNodeId(), p.AllocID, p.NodeID))
 					mv.Stop = append(mv.Stop, was)
-				} else {
+				case linked[p.AllocID]:
 					migrated = append(migrated, fmt.Sprintf("%s on %s: replacement %s placed on %s; it stops once that one is healthy", was, a.GetNodeId(), p.AllocID, p.NodeID))
 					mv.Replaces[p.AllocID] = was
+				default:
+					migrated = append(migrated, fmt.Sprintf("%s on %s stopped first (no room under the serving bound %d): replacement %s placed on %s",
+						was, a.GetNodeId(), in.Bounds[svc], p.AllocID, p.NodeID))
+					mv.Stop = append(mv.Stop, was)
 				}
 				a.Id, a.NodeId = p.AllocID, p.NodeID
 				mv.Place = append(mv.Place, a)
 			}
 			for _, f := range plan.Failures {
-				out.Failures = append(out.Failures, Failure{Service: svc, Allocation: old[f.AllocID].GetId(), Reason: f.Reason})
+				a := old[f.AllocID]
+				if in.Lost[a.GetNodeId()] && in.Routed[a.GetId()] {
+					needed[a.GetNodeId()] = true // nowhere else to serve from
+				}
+				out.Failures = append(out.Failures, Failure{Service: svc, Allocation: a.GetId(), Reason: f.Reason})
 			}
+		}
+		for _, w := range waiting {
+			id, _, _ := strings.Cut(w, " ")
+			out.Failures = append(out.Failures, Failure{Service: svc, Allocation: id, Reason: w})
 		}
 		if len(mv.Stop) == 0 && len(mv.Place) == 0 {
 			continue
@@ -212,7 +325,19 @@ func Decide(in Input) (Plan, error) {
 		out.Moves = append(out.Moves, mv)
 		cluster = apply(cluster, mv, links)
 	}
+	for id, l := range in.Lost {
+		if l && !needed[id] {
+			out.Fence = append(out.Fence, id)
+		}
+	}
+	sort.Strings(out.Fence)
 	return out, nil
+}
+
+// ask is the placement ask of a replacement of a.
+func ask(svc, id string, a *agentv1.Allocation) placement.Ask {
+	return placement.Ask{Service: svc, Release: a.GetRelease(), IDs: []string{id}, CPU: int(a.GetCpuMhz()), MemoryMB: int(a.GetMemoryMb()),
+		HostPorts: HostPorts(a), Security: SecurityAsk(a)}
 }
 
 // apply returns the cluster as it is once mv is committed: its placements

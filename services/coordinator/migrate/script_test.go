@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,6 +38,11 @@ import (
 //	tick <duration>
 //	deadline <duration>                    the drain deadline (default 5m)
 //	base <n>                               the raft index decisions are based on
+//	route <id>... | unroute <id>...        an edge routes the allocation (or no edge does)
+//	edges                                  the edges apply the last plan's fence: nothing on
+//	                                       a fenced node is routed any more
+//	bound <service> <n>                    the service's serving bound (count + surge)
+//	stray <service> <n>                    instances no allocation holds that still serve
 //	decide                                 Decide once
 //	commit                                 apply the last plan's moves to the world,
 //	                                       one raft index each
@@ -48,6 +54,12 @@ import (
 //	expect stop <service> <ids...> | none  the move's stops, in order
 //	expect event <service> <kind> <text>   the move's event message, exactly
 //	expect failure <id> [text]             the allocation stays, text in its reason
+//	expect fence <nodes...> | none         the plan's fenced nodes, in order
+//
+// The bound contract: for a bounded service, the instances that may serve
+// once the plan is committed (every allocation not on a lost node, the
+// routed ones on lost nodes, the strays) are at most its bound, or at most
+// as many as before when it was already exceeded.
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
 	if err != nil {
@@ -93,11 +105,14 @@ type world struct {
 	deadline time.Duration
 	base     uint64
 	plan     *Plan
+	routed   map[string]bool
+	bounds   map[string]int
+	strays   map[string]int
 }
 
 func newWorld() *world {
 	return &world{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), lost: map[string]bool{}, draining: map[string]bool{},
-		deadline: 5 * time.Minute, base: 1}
+		deadline: 5 * time.Minute, base: 1, routed: map[string]bool{}, bounds: map[string]int{}, strays: map[string]int{}}
 }
 
 func (w *world) run(name, script string) error {
@@ -121,7 +136,8 @@ func (w *world) run(name, script string) error {
 }
 
 func (w *world) input() Input {
-	in := Input{Now: w.now, Lost: map[string]bool{}, Draining: map[string]bool{}, DrainDeadline: w.deadline, Base: w.base}
+	in := Input{Now: w.now, Lost: map[string]bool{}, Draining: map[string]bool{}, DrainDeadline: w.deadline, Base: w.base,
+		Routed: maps.Clone(w.routed), Bounds: maps.Clone(w.bounds), Strays: maps.Clone(w.strays)}
 	for k, v := range w.lost {
 		in.Lost[k] = v
 	}
@@ -215,6 +231,46 @@ func (w *world) exec(f []string) error {
 		n, err := strconv.ParseUint(args[0], 10, 64)
 		w.base = n
 		return err
+	case "route", "unroute":
+		if len(args) == 0 {
+			return fmt.Errorf("want: %s <id>...", cmd)
+		}
+		for _, id := range args {
+			if cmd == "route" {
+				w.routed[id] = true
+			} else {
+				delete(w.routed, id)
+			}
+		}
+		return nil
+	case "edges":
+		if w.plan == nil {
+			return errors.New("edges before decide")
+		}
+		fenced := map[string]bool{}
+		for _, n := range w.plan.Fence {
+			fenced[n] = true
+		}
+		for _, a := range w.allocs {
+			if fenced[a.Allocation.GetNodeId()] {
+				delete(w.routed, a.Allocation.GetId())
+			}
+		}
+		return nil
+	case "bound", "stray":
+		if len(args) != 2 {
+			return fmt.Errorf("want: %s <service> <n>", cmd)
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		if cmd == "bound" {
+			w.bounds[args[0]] = n
+		} else {
+			w.strays[args[0]] = n
+		}
+		return nil
 	case "decide":
 		return w.decide()
 	case "commit":
@@ -337,7 +393,53 @@ func (w *world) checkContracts(in Input, p Plan) error {
 			}
 		}
 	}
+	for svc, b := range in.Bounds {
+		before, after := w.serving(in, svc, nil), w.serving(in, svc, &p)
+		if after > b && after > before {
+			return fmt.Errorf("%s: %d instances may serve once the plan is committed, bound %d (%d before)", svc, after, b, before)
+		}
+	}
 	return nil
+}
+
+// serving counts the instances of svc that may serve, once p is committed
+// when p is not nil (placements serve; stops, and what they replace, do not).
+func (w *world) serving(in Input, svc string, p *Plan) int {
+	stop := map[string]bool{}
+	n := in.Strays[svc]
+	if p != nil {
+		for _, mv := range p.Moves {
+			for _, id := range mv.Stop {
+				stop[id] = true
+			}
+			for _, a := range mv.Place {
+				if a.GetService() == svc {
+					n++
+				}
+			}
+		}
+	}
+	for _, a := range in.Allocations {
+		if a.Replaces != "" && stop[a.Allocation.GetId()] {
+			stop[a.Replaces] = true // it leaves with its replacement
+		}
+	}
+	for _, a := range in.Allocations {
+		al := a.Allocation
+		if al.GetService() != svc || stop[al.GetId()] {
+			continue
+		}
+		if in.Lost[al.GetNodeId()] {
+			if in.Routed[al.GetId()] {
+				n++
+			}
+			continue
+		}
+		if al.GetDesiredState() != agentv1.DesiredState_DESIRED_STATE_STOPPED || a.Health == rollout.HealthPassing {
+			n++
+		}
+	}
+	return n
 }
 
 // commit applies the last plan as the state machine does: one raft index a
@@ -486,6 +588,15 @@ func (w *world) expect(args []string) error {
 			}
 		}
 		return fmt.Errorf("no %s event in %v", args[1], mv.Events)
+	case "fence":
+		want := args
+		if len(want) == 1 && want[0] == "none" {
+			want = nil
+		}
+		if !slices.Equal(w.plan.Fence, want) {
+			return fmt.Errorf("fence %v, want %v", w.plan.Fence, want)
+		}
+		return nil
 	case "failure":
 		if len(args) < 1 {
 			return errors.New("want: expect failure <id> [text]")

@@ -195,6 +195,20 @@ func (c Config) Bounds(count int) (surge, unavailable int) {
 	return c.MaxParallel, 0
 }
 
+// ServingBound is the most instances of a service of count instances that
+// may serve at once under c: count + max_surge (max_parallel) for a rolling
+// update; twice the count for a canary or blue/green (the new release runs
+// beside the old at up to full count by design). A rollout places nothing
+// beyond it (strays included); package migrate moves allocations within
+// it.
+func (c Config) ServingBound(count int) int {
+	if c.Strategy == deployv1.Strategy_STRATEGY_CANARY || c.Strategy == deployv1.Strategy_STRATEGY_BLUE_GREEN {
+		return 2 * count
+	}
+	surge, _ := c.Bounds(count)
+	return count + surge
+}
+
 // proto is c as the API's update strategy.
 func (c Config) proto() *deployv1.UpdateStrategy {
 	u := &deployv1.UpdateStrategy{

@@ -138,3 +138,26 @@ func TestStateJSONRoundTrip(t *testing.T) {
 		t.Fatalf("decoded state decides differently: %+v vs %+v", p1, p2)
 	}
 }
+
+func TestServingBound(t *testing.T) {
+	for _, c := range []struct {
+		u     *deployv1.UpdateStrategy
+		count int
+		want  int
+	}{
+		{&deployv1.UpdateStrategy{}, 4, 5}, // max_parallel defaults to 1
+		{&deployv1.UpdateStrategy{MaxParallel: 2}, 4, 6},
+		{&deployv1.UpdateStrategy{MaxSurge: "100%", MaxUnavailable: "0"}, 4, 8},
+		{&deployv1.UpdateStrategy{MaxSurge: "0", MaxUnavailable: "1"}, 4, 4},
+		{&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_CANARY, Canary: &deployv1.CanaryStrategy{Steps: []*deployv1.CanaryStep{{Weight: 100}}}}, 3, 6},
+		{&deployv1.UpdateStrategy{Strategy: deployv1.Strategy_STRATEGY_BLUE_GREEN}, 3, 6},
+	} {
+		cfg, err := ConfigFromSpec(c.u)
+		if err != nil {
+			t.Fatalf("%v: %v", c.u, err)
+		}
+		if got := cfg.ServingBound(c.count); got != c.want {
+			t.Errorf("%v, count %d: bound %d, want %d", c.u, c.count, got, c.want)
+		}
+	}
+}

@@ -36,7 +36,7 @@ func TestWatchAndAckWithMinimalACLPolicy(t *testing.T) {
 	agent := c.Client(t, c.ComponentToken(t, "nodeagent"))
 	if err := agent.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "w1", Name: "web", Port: 9001, Address: "127.0.0.1",
 		Tags:  []string{catalog.Tag, catalog.ReleaseTag(1), catalog.TrackTag("stable")},
-		Meta:  map[string]string{catalog.MetaRelease: "1", catalog.MetaTrack: "stable", catalog.MetaAllocation: "w1"},
+		Meta:  map[string]string{catalog.MetaRelease: "1", catalog.MetaTrack: "stable", catalog.MetaAllocation: "w1", catalog.MetaNode: "n1"},
 		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthPassing}}); err != nil {
 		t.Fatalf("register with the nodeagent token: %v", err)
 	}
@@ -57,11 +57,31 @@ func TestWatchAndAckWithMinimalACLPolicy(t *testing.T) {
 	}
 	testenv.Eventually(t, 20*time.Second, "web's instance and intent seen with the edge token", func() error {
 		in := w.Snapshot()
-		if len(in.Instances["web"]) != 1 || in.Instances["web"][0].Address != "127.0.0.1:9001" {
+		if len(in.Instances["web"]) != 1 || in.Instances["web"][0].Address != "127.0.0.1:9001" || in.Instances["web"][0].Node != "n1" {
 			return fmt.Errorf("instances %v", in.Instances)
 		}
 		if string(in.Intents["web"]) != `{"service":"web"}` {
 			return fmt.Errorf("intents %v", in.Intents)
+		}
+		return nil
+	})
+
+	// The coordinator fences a node: the edge token reads it.
+	if _, err := coord.KV().Put(&api.KVPair{Key: catalog.FenceKey("n1"), Value: []byte("lost")}, nil); err != nil {
+		t.Fatalf("fence with the coordinator token: %v", err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the fence seen with the edge token", func() error {
+		if in := w.Snapshot(); !in.Fenced["n1"] || len(in.Fenced) != 1 {
+			return fmt.Errorf("fenced %v, want n1", in.Fenced)
+		}
+		return nil
+	})
+	if _, err := coord.KV().Delete(catalog.FenceKey("n1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the fence lifted", func() error {
+		if in := w.Snapshot(); len(in.Fenced) != 0 {
+			return fmt.Errorf("fenced %v, want none", in.Fenced)
 		}
 		return nil
 	})

@@ -28,8 +28,9 @@ func explain(err error) error { return consulconf.Explain(err, "edge") }
 // waitTime is how long one blocking query may wait.
 const waitTime = 5 * time.Minute
 
-// Watcher keeps the latest passing instances of every Slipway-managed service
-// and every traffic intent, each through its own Consul blocking query.
+// Watcher keeps the latest passing instances of every Slipway-managed service,
+// every traffic intent and the fenced nodes, each through its own Consul
+// blocking query.
 type Watcher struct {
 	client  *api.Client
 	log     *slog.Logger
@@ -38,6 +39,7 @@ type Watcher struct {
 	mu        sync.Mutex
 	instances map[string][]routetable.Instance
 	intents   map[string][]byte
+	fenced    map[string]bool
 	watching  map[string]context.CancelFunc
 	pending   int // loops that have not answered once yet
 	ready     chan struct{}
@@ -52,8 +54,9 @@ func NewWatcher(client *api.Client, log *slog.Logger) *Watcher {
 		changes:   make(chan struct{}, 1),
 		instances: map[string][]routetable.Instance{},
 		intents:   map[string][]byte{},
+		fenced:    map[string]bool{},
 		watching:  map[string]context.CancelFunc{},
-		pending:   2,
+		pending:   2, // services and intents; fences do not hold readiness back
 		ready:     make(chan struct{}),
 	}
 }
@@ -68,7 +71,7 @@ func (w *Watcher) Ready() <-chan struct{} { return w.ready }
 func (w *Watcher) Snapshot() routetable.Input {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	in := routetable.Input{Instances: map[string][]routetable.Instance{}, Intents: maps.Clone(w.intents)}
+	in := routetable.Input{Instances: map[string][]routetable.Instance{}, Intents: maps.Clone(w.intents), Fenced: maps.Clone(w.fenced)}
 	for s, is := range w.instances {
 		in.Instances[s] = slices.Clone(is)
 	}
@@ -80,6 +83,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { w.watchServices(ctx) })
 	wg.Go(func() { w.watchIntents(ctx) })
+	wg.Go(func() { w.watchFences(ctx) })
 	<-ctx.Done()
 	wg.Wait()
 }
@@ -229,7 +233,7 @@ func instance(e *api.ServiceEntry) (routetable.Instance, error) {
 		}
 	}
 	return routetable.Instance{ID: s.ID, Service: s.Service, Address: net.JoinHostPort(addr, strconv.Itoa(s.Port)),
-		Release: rel, Track: track, Allocation: s.Meta[catalog.MetaAllocation]}, nil
+		Release: rel, Track: track, Allocation: s.Meta[catalog.MetaAllocation], Node: s.Meta[catalog.MetaNode]}, nil
 }
 
 func (w *Watcher) watchIntents(ctx context.Context) {
@@ -250,6 +254,30 @@ func (w *Watcher) watchIntents(ctx context.Context) {
 		defer w.mu.Unlock()
 		w.intents = intents
 		w.answered(&first)
+		w.notify()
+	})
+}
+
+// watchFences follows the node fences. They do not hold the edge's
+// readiness back: an edge whose Consul token cannot read them (a policy
+// from before fences) still routes, and logs the refused query.
+func (w *Watcher) watchFences(ctx context.Context) {
+	query := func(q *api.QueryOptions) ([]string, *api.QueryMeta, error) {
+		return w.client.KV().Keys(catalog.FencesPrefix, "", q)
+	}
+	block(ctx, w.log, "kv "+catalog.FencesPrefix, query, func(keys []string) {
+		fenced := map[string]bool{}
+		for _, k := range keys {
+			if node := strings.TrimPrefix(k, catalog.FencesPrefix); node != "" && !strings.Contains(node, "/") {
+				fenced[node] = true
+			}
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !maps.Equal(fenced, w.fenced) {
+			w.log.Info("fenced nodes changed: their instances are not routed", "fenced", slices.Sorted(maps.Keys(fenced)))
+		}
+		w.fenced = fenced
 		w.notify()
 	})
 }

@@ -36,6 +36,8 @@ type Instance struct {
 	Track string
 	// Allocation is the Slipway allocation id.
 	Allocation string
+	// Node is the Slipway node that runs it (empty when unknown).
+	Node string
 }
 
 // PinKind says what a pin matches on.
@@ -288,6 +290,13 @@ type Input struct {
 	Instances map[string][]Instance
 	// Intents maps service to its raw intent JSON.
 	Intents map[string][]byte
+	// Fenced are the nodes the coordinators' leader fenced: it lost them
+	// and replaced their allocations elsewhere, while they may still be
+	// registered and passing (cut off from the coordinators only). Their
+	// instances are not routed, unless a release with weight or a pin has
+	// no other instance (dropping them would only keep the last good
+	// route, fenced instances included).
+	Fenced map[string]bool
 }
 
 // Build computes the new table from in, keeping prev's route for any
@@ -330,7 +339,10 @@ func Build(prev Table, in Input) (Table, []Problem) {
 			keep(svc, ProblemInvalidIntent, err.Error())
 			continue
 		}
-		r, reason := route(intent, in.Instances[svc])
+		r, reason := route(intent, unfenced(in.Instances[svc], in.Fenced))
+		if reason != "" {
+			r, reason = route(intent, in.Instances[svc])
+		}
 		if reason != "" {
 			keep(svc, ProblemNoInstances, reason)
 			continue
@@ -372,6 +384,20 @@ func Build(prev Table, in Input) (Table, []Problem) {
 		owner[claim(r)] = svc
 	}
 	return next, problems
+}
+
+// unfenced are the instances not on a fenced node.
+func unfenced(instances []Instance, fenced map[string]bool) []Instance {
+	if len(fenced) == 0 {
+		return instances
+	}
+	out := make([]Instance, 0, len(instances))
+	for _, inst := range instances {
+		if inst.Node == "" || !fenced[inst.Node] {
+			out = append(out, inst)
+		}
+	}
+	return out
 }
 
 func route(in Intent, instances []Instance) (Route, string) {

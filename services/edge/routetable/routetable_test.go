@@ -305,3 +305,37 @@ func TestStickyIntent(t *testing.T) {
 		t.Fatal("Equal ignores Sticky")
 	}
 }
+
+// A fenced node's instances are not routed (the coordinator lost the node
+// and replaced them), unless a weighted release would be left without an
+// instance: then they stay, since the route could only keep its last good
+// state, fenced instances included.
+func TestBuildLeavesOutFencedNodes(t *testing.T) {
+	on := func(i Instance, node string) Instance { i.Node = node; return i }
+	in := Input{
+		Instances: map[string][]Instance{"web": {on(inst("web", "w1", 1), "n1"), on(inst("web", "w2", 1), "n2"), on(inst("web", "w3", 2), "n1"), inst("web", "w4", 1)}},
+		Intents:   map[string][]byte{"web": []byte(`{"generation":1,"host":"web.local","weights":{"1":100}}`)},
+		Fenced:    map[string]bool{"n1": true},
+	}
+	t1, probs := Build(Table{}, in)
+	if len(probs) != 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	if got := t1.Routes["web"].InstanceIDs(); !cmp.Equal(got, []string{"w2", "w4"}) {
+		t.Fatalf("routed %v, want w2 w4 (w1 is on fenced n1; w4's node is unknown)", got)
+	}
+	in.Intents["web"] = []byte(`{"generation":2,"host":"web.local","weights":{"1":50,"2":50}}`)
+	t2, probs := Build(t1, in)
+	if len(probs) != 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	if got := t2.Routes["web"].InstanceIDs(); !cmp.Equal(got, []string{"w1", "w2", "w3", "w4"}) {
+		t.Fatalf("routed %v, want every instance: release 2's only one is on the fenced node", got)
+	}
+	in.Fenced = nil
+	in.Intents["web"] = []byte(`{"generation":3,"host":"web.local","weights":{"1":100}}`)
+	t3, _ := Build(t2, in)
+	if got := t3.Routes["web"].InstanceIDs(); !cmp.Equal(got, []string{"w1", "w2", "w4"}) {
+		t.Fatalf("routed %v after the fence is lifted, want w1 w2 w4", got)
+	}
+}
