@@ -76,6 +76,8 @@ type Stream struct {
 	log    *slog.Logger
 	leader atomic.Pointer[string] // address of the coordinator streamed to now; nil: none
 	opened atomic.Int64           // streams the leader accepted
+	ttl    atomic.Int64           // the heartbeat TTL the last leader announced (ns)
+	closed atomic.Int64           // when the last accepted stream ended (unix ns); 0: never
 }
 
 // New returns a stream; it does nothing until Run.
@@ -102,6 +104,19 @@ func (s *Stream) Leader() string {
 		return *p
 	}
 	return ""
+}
+
+// Lapse reports how long no leader has held this node's stream, as of now
+// (0 while one does, or before any leader accepted one), and the heartbeat
+// TTL the last leader announced: past it, that leader judged the node down
+// and may have replaced its allocations.
+func (s *Stream) Lapse(now time.Time) (down, ttl time.Duration) {
+	ttl = time.Duration(s.ttl.Load())
+	c := s.closed.Load()
+	if s.leader.Load() != nil || c == 0 {
+		return 0, ttl
+	}
+	return now.Sub(time.Unix(0, c)), ttl
 }
 
 // Opened counts the streams a leader accepted so far.
@@ -188,8 +203,14 @@ func (s *Stream) session(ctx context.Context, addr string) (accepted bool, err e
 	interval.Store(int64(s.cfg.Interval))
 	setInterval(resp)
 	s.opened.Add(1)
+	if d := resp.GetTtl().AsDuration(); d > 0 {
+		s.ttl.Store(int64(d))
+	}
 	s.leader.Store(&addr)
-	defer s.leader.Store(nil)
+	defer func() {
+		s.closed.Store(time.Now().UnixNano())
+		s.leader.Store(nil)
+	}()
 	s.log.Info("heartbeat stream open", "coordinator", addr, "leader", resp.GetLeaderId(), "interval", time.Duration(interval.Load()), "ttl", resp.GetTtl().AsDuration())
 	ended := make(chan error, 1)
 	go func() {

@@ -122,6 +122,16 @@ type Config struct {
 	// instances out of traffic until a leader confirms its desired set
 	// (reconcile.Observed.Unconfirmed). Default 10s.
 	HoldAfter time.Duration
+	// LeaderLapse, when set, reports how long no leader has held the
+	// agent's heartbeat stream (0 while one does) and the heartbeat TTL
+	// the last leader announced (nodestream.Stream.Lapse). An agent whose
+	// Consul heartbeats fail while its stream is gone past that TTL was cut
+	// off from both: the leader judged its node down and may have replaced
+	// its allocations, so it holds its instances out of traffic, as after a
+	// lapse longer than HoldAfter, before its heartbeats pass again. Either
+	// lapse alone (a Consul restart, or the coordinators down) holds
+	// nothing.
+	LeaderLapse func(now time.Time) (down, ttl time.Duration)
 	// ConfirmGrace bounds how long an agent that was seen dead (see
 	// reconcile.Observed.Unconfirmed) keeps its instances out of traffic
 	// while no leader syncs it, counted from its first heartbeat since:

@@ -57,6 +57,8 @@ type opts struct {
 	dataDir                 string
 	holdAfter, confirmGrace time.Duration
 	healthPoll              time.Duration
+	// leaderLapse is agent.Config.LeaderLapse (nil: none).
+	leaderLapse func(time.Time) (time.Duration, time.Duration)
 }
 
 func newHarness(t *testing.T, driver string, o opts) *harness {
@@ -111,7 +113,7 @@ func (h *harness) runAgent(o opts) (*agent.Agent, func()) {
 		NodeID: h.node, Address: "127.0.0.1", GRPCAddr: o.grpcAddr, DataDir: dataDir,
 		DrainTimeout: 10 * time.Second, DrainWindow: window, CPUMHz: 1000, MemoryMB: 1024, Logger: h.log,
 		ReadyWithin: 20 * time.Second, // long, so that a start held by its probe shows
-		HoldAfter:   o.holdAfter, ConfirmGrace: o.confirmGrace, HealthPoll: o.healthPoll,
+		HoldAfter:   o.holdAfter, ConfirmGrace: o.confirmGrace, HealthPoll: o.healthPoll, LeaderLapse: o.leaderLapse,
 	}, h.drv, h.reg)
 	if err != nil {
 		h.t.Fatal(err)

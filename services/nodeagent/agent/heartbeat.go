@@ -26,6 +26,14 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if failing && a.cfg.LeaderLapse != nil {
+			// Cut off from Consul, and from the leader past its TTL: held
+			// before the heartbeat that makes its instances pass again.
+			if down, ttl := a.cfg.LeaderLapse(a.now()); ttl > 0 && down > ttl {
+				a.hold(fmt.Sprintf("heartbeats failing, and no leader holds the heartbeat stream for %s (past its TTL %s)",
+					down.Round(time.Millisecond), ttl))
+			}
+		}
 		hctx, cancel := context.WithTimeout(ctx, a.reg.HeartbeatTTL()/2)
 		err := a.reg.Heartbeat(hctx)
 		cancel()

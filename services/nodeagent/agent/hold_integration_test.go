@@ -135,3 +135,70 @@ func TestHeartbeatLapseHoldsInstancesUntilALeaderConfirms(t *testing.T) {
 	}
 	nodetest.Eventually(t, 20*time.Second, "a passing again after the leader's sync", func() bool { return passing(h.instances()[a.ID]) })
 }
+
+// An agent cut off from Consul and from the leader (its heartbeat stream
+// gone past the TTL the leader announced: the leader judged its node down
+// and may have replaced its allocations) holds its instances out of
+// Consul when it reaches Consul again, although the lapse is shorter than
+// HoldAfter, until a leader's sync says what it still owns. A plain
+// Consul restart (the stream to the leader stays up) holds nothing: the
+// instance is registered again at once.
+func TestConsulAndLeaderLapseHoldsInstancesUntilALeaderConfirms(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name      string
+		down      time.Duration // how long no leader held the stream
+		wantsHold bool
+	}{{"cut off from both", 10 * time.Second, true}, {"consul restart only", 0, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			lapse := func(time.Time) (time.Duration, time.Duration) { return c.down, 4 * time.Second }
+			o := opts{grpcAddr: testenv.FreeAddr(t), holdAfter: time.Hour, confirmGrace: time.Hour, leaderLapse: lapse}
+			h := newHarness(t, "process", o)
+			a := h.spec("a", "slipway/demo:v1")
+			if _, err := h.sync(1, a); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 20*time.Second, "a passing", func() bool { return passing(h.instances()[a.ID]) })
+			h.consul.Stop()
+			gone := time.Now()
+			// Heartbeats fail for a while (every quarter of the TTL).
+			nodetest.Eventually(t, 30*time.Second, "heartbeats failing", func() bool { return time.Since(gone) > consul.AgentTTL })
+			h.consul.Start() // a dev agent forgets everything: the agent registers itself again
+			registered := func() (self, inst bool) {
+				svcs, err := h.reg.Client().Agent().Services()
+				if err != nil {
+					return false, false
+				}
+				_, self = svcs[catalog.AgentServiceID(h.node)]
+				_, inst = svcs[a.ID]
+				return self, inst
+			}
+			if !c.wantsHold {
+				nodetest.Eventually(t, 30*time.Second, "the agent and its instance registered again", func() bool {
+					self, inst := registered()
+					return self && inst
+				})
+				return
+			}
+			nodetest.Eventually(t, 30*time.Second, "the agent registered again, its instance not", func() bool {
+				self, inst := registered()
+				return self && !inst
+			})
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-tick.C {
+				if _, inst := registered(); inst {
+					t.Fatal("the instance was registered again before a leader confirmed it")
+				}
+			}
+			if _, ok := h.running()[a.ID]; !ok {
+				t.Fatal("the held instance was stopped")
+			}
+			if _, err := h.sync(2, a); err != nil {
+				t.Fatal(err)
+			}
+			nodetest.Eventually(t, 20*time.Second, "a passing again after the leader's sync", func() bool { return passing(h.instances()[a.ID]) })
+		})
+	}
+}

@@ -104,6 +104,16 @@ func TestHeartbeatStreams(t *testing.T) {
 			}
 			return nil
 		})
+		// The agent asks how long no leader held its stream (0 while one
+		// does), with the TTL the leader announced.
+		if down, ttl := st.Lapse(time.Now()); down != 0 || ttl <= 0 {
+			t.Errorf("Lapse while streaming = %s, %s; want 0 and the leader's TTL", down, ttl)
+		}
+		stop()
+		<-done
+		if down, ttl := st.Lapse(time.Now().Add(time.Second)); down < time.Second || ttl <= 0 {
+			t.Errorf("Lapse a second after the stream ended = %s, %s; want at least 1s and the TTL", down, ttl)
+		}
 	})
 
 	// TestHeartbeatWrongIdentity: the node is the certificate's: a

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -275,8 +276,18 @@ func run(args []string) error {
 		return err
 	}
 	go logConsulToken(ctx, cons.CheckToken, logger)
+	// The heartbeat stream is made once the agent is (it streams the
+	// agent's statuses); the agent asks it how long no leader held it.
+	var stream atomic.Pointer[nodestream.Stream]
+	leaderLapse := func(now time.Time) (time.Duration, time.Duration) {
+		if st := stream.Load(); st != nil {
+			return st.Lapse(now)
+		}
+		return 0, 0
+	}
 	a, err := agent.New(agent.Config{
-		NodeID: o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
+		LeaderLapse: leaderLapse,
+		NodeID:      o.nodeID, Labels: labels, CPUMHz: o.cpuMHz, MemoryMB: o.memoryMB,
 		Address: o.advertise, GRPCAddr: advertisedAddr(lis.Addr(), o.advertise), DataDir: o.dataDir,
 		DrainTimeout: o.drainTimeout, ConfirmGrace: o.confirmGrace, HoldAfter: o.holdAfter, DrainWindow: o.drainWindow, Logger: logger, Registerer: reg,
 		Policy: o.hard.policy, StartTimeout: o.hard.pullTimeout + time.Minute,
@@ -302,6 +313,7 @@ func run(args []string) error {
 			stop()
 			return err
 		}
+		stream.Store(st)
 		go func() { st.Run(ctx); close(streamDone) }()
 	} else {
 		close(streamDone)
