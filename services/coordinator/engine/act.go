@@ -92,9 +92,10 @@ func (e *Engine) act(ctx context.Context) error {
 
 // writeFences makes the node fences Routes holds (when it can fence, see
 // Fences) what this pass wants: the lost nodes migrate says to fence, and
-// every node fenced already that is not live again or still runs, as its
-// agent reports, an instance it no longer owns. A fence is lifted only then:
-// the node is back and its agent stopped what was replaced meanwhile.
+// every node fenced already that is not live again, has not accepted a
+// desired set since it is back, or still runs, as its agent reports, an
+// instance it no longer owns. A fence is lifted only then: the node is back,
+// synced, and its agent stopped what was replaced meanwhile.
 func (e *Engine) writeFences(ctx context.Context, now time.Time) error {
 	fx, ok := e.cfg.Routes.(Fences)
 	if !ok {
@@ -109,7 +110,7 @@ func (e *Engine) writeFences(ctx context.Context, now time.Time) error {
 		want[n] = true
 	}
 	for n := range current {
-		if _, live := e.nodes[n]; !live || runsUnowned(e.unowned[n]) {
+		if _, live := e.nodes[n]; !live || !e.synced(n) || runsUnowned(e.unowned[n]) {
 			want[n] = true
 		}
 	}

@@ -121,6 +121,21 @@ func (e *Engine) worker(node Node) *syncWorker {
 }
 
 // retain stops the workers of nodes not in live.
+// synced reports whether the node's worker has had a desired set accepted
+// (since the node was last live: a returning node gets a new worker).
+func (e *Engine) synced(node string) bool {
+	s := e.sync
+	s.mu.Lock()
+	w := s.workers[node]
+	s.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sent
+}
+
 func (e *Engine) retain(live map[string]Node) {
 	s := e.sync
 	s.mu.Lock()
