@@ -213,7 +213,7 @@ var scenarios = []scenario{
 		if err := a.h.isolate(e.c.coordHosts...); err != nil {
 			e.t.Fatal(err)
 		}
-		hold := max(e.p.d(30*time.Second), 12*time.Second) // past the TTL, the replacements and the fence
+		hold := max(e.p.d(30*time.Second), 10*time.Second) // past the TTL (4s), the first replacements and the fence
 		cl := e.c.consulClient()
 		fenced := func() (bool, error) {
 			kv, _, err := cl.KV().Get(catalog.FenceKey(a.node), nil)
