@@ -82,9 +82,10 @@ func (e *Engine) decideMigrations(obs Observation) (Plan, []migrate.Failure, err
 		in.Allocations = append(in.Allocations, migrate.Alloc{Allocation: sa.Allocation, Replaces: sa.Replaces,
 			CreatedAt: createdAt(sa), Health: Instance(sa, obs.Statuses[sa.Allocation.GetId()]).Health})
 	}
+	// Bounds and strays of the services with something to move only.
 	for _, a := range in.Allocations {
 		svc := a.Allocation.GetService()
-		if _, ok := in.Bounds[svc]; ok {
+		if _, ok := in.Bounds[svc]; ok || !in.Lost[a.Allocation.GetNodeId()] && !in.Draining[a.Allocation.GetNodeId()] {
 			continue
 		}
 		if b, ok := e.servingBound(svc); ok {
