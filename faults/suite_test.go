@@ -7,16 +7,20 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"slipway.dev/faults/check"
 	"slipway.dev/platform/catalog"
 	"slipway.dev/platform/testenv"
 	deployv1 "slipway.dev/proto/slipway/deploy/v1"
+	edgev1 "slipway.dev/proto/slipway/edge/v1"
 )
 
 // profile is how long and how often the suite runs.
@@ -207,20 +211,30 @@ var scenarios = []scenario{
 		// while the leader, its heartbeat stream silent past the TTL,
 		// replaces them. The serving bound holds (the leader places within
 		// it and fences the node at the edges once the replacements are
-		// ready), and no request fails: the node serves until then.
+		// ready), and no request fails: the node serves until then. The
+		// workload's services run one or two instances per agent, which
+		// their surge absorbs; so the scenario also keeps a service of its
+		// own, cart (count 4, max_parallel 1: bound 5, two instances on
+		// each process agent), whose routed instances it samples: replaced
+		// at once, the cut agent's two would make 6 serve.
+		cart := e.c.splitService()
 		a := e.c.agents[e.rng.IntN(processAgents)]
+		onAgent := e.c.routedOn(cart, a.node)
 		from := time.Now()
 		if err := a.h.isolate(e.c.coordHosts...); err != nil {
 			e.t.Fatal(err)
 		}
+		smp := startSampler(e.c.consulClient(), []service{cart}, 200*time.Millisecond)
 		hold := max(e.p.d(30*time.Second), 10*time.Second) // past the TTL (4s), the first replacements and the fence
 		cl := e.c.consulClient()
 		fenced := func() (bool, error) {
 			kv, _, err := cl.KV().Get(catalog.FenceKey(a.node), nil)
 			return kv != nil, err
 		}
+		// The split lasts hold, and until the node is fenced (a loaded
+		// machine may take longer to start the replacements), at most 30s.
 		var fencedAfter time.Duration
-		_ = testenv.Poll(hold, func() error {
+		_ = testenv.Poll(max(hold, 30*time.Second), func() error {
 			if ok, err := fenced(); err != nil || !ok {
 				return fmt.Errorf("not fenced (%v)", err)
 			}
@@ -233,7 +247,7 @@ var scenarios = []scenario{
 		}
 		healed := time.Now()
 		if fencedAfter == 0 {
-			e.extra["converged"] = append(e.extra["converged"], fmt.Sprintf("%s was not fenced within %s of its split from the coordinators", a.node, hold))
+			e.extra["converged"] = append(e.extra["converged"], fmt.Sprintf("%s was not fenced within %s of its split from the coordinators", a.node, time.Since(from).Round(time.Second)))
 		}
 		// Back: the leader syncs it, its agent stops what was replaced, and
 		// the fence is lifted.
@@ -245,8 +259,14 @@ var scenarios = []scenario{
 		}); err != nil {
 			e.extra["converged"] = append(e.extra["converged"], err.Error())
 		}
-		e.notes = append(e.notes, fmt.Sprintf("cut %s off from the coordinators (Consul and edges reachable) for %s; fenced after %s, unfenced %s after the heal",
-			a.name, healed.Sub(from).Round(time.Second), fencedAfter.Round(100*time.Millisecond), time.Since(healed).Round(100*time.Millisecond)))
+		samples := smp.stop()
+		most := 0
+		for _, s := range samples {
+			most = max(most, s.Passing)
+		}
+		e.extra["serving-bound"] = append(e.extra["serving-bound"], check.ServingBound(samples, nil)...)
+		e.notes = append(e.notes, fmt.Sprintf("cut %s (%d of cart's instances routed on it) off from the coordinators (Consul and edges reachable) for %s; fenced after %s, unfenced %s after the heal; cart: at most %d routed (bound %d)",
+			a.name, onAgent, healed.Sub(from).Round(time.Second), fencedAfter.Round(100*time.Millisecond), time.Since(healed).Round(100*time.Millisecond), most, cart.bound()))
 		e.window("agent-coordinator-split", from, time.Now(), 10*time.Second, false)
 	}},
 	{name: "agent-sigkill-restart", run: func(e *episode) {
@@ -482,6 +502,60 @@ func (c *cluster) prepare(t *testing.T) {
 	if v := c.settle(120 * time.Second); len(v) > 0 {
 		t.Fatalf("first releases did not succeed: %v", v)
 	}
+}
+
+// splitService is agent-coordinator-split's own service, cart (count 4,
+// max_parallel 1, on the process agents), deployed once and left running:
+// none of the workload's clients touch it. It returns once all 4 instances
+// are routed.
+func (c *cluster) splitService() service {
+	cart := service{name: "cart", host: "cart.test", count: 4, maxParallel: 1, strategy: deployv1.Strategy_STRATEGY_ROLLING, driver: "process"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err := c.deploy(0).Deploy(ctx, &deployv1.DeployRequest{Spec: cart.spec(1), RequestId: c.topo.run + "/cart/init", CreatedBy: "faults"})
+	cancel()
+	if err != nil {
+		c.t.Fatalf("deploy cart: %v", err)
+	}
+	if err := testenv.Poll(120*time.Second, func() error {
+		if n := c.routedOn(cart, ""); n != 4 {
+			return fmt.Errorf("%d of cart's instances routed, want 4", n)
+		}
+		return nil
+	}); err != nil {
+		c.t.Fatal(err)
+	}
+	return cart
+}
+
+// routedOn counts svc's instances on node ("": any) that every edge's
+// acknowledgement lists, through Consul.
+func (c *cluster) routedOn(svc service, node string) int {
+	cl := c.consulClient()
+	entries, _, err := cl.Health().Service(svc.name, catalog.Tag, true, nil)
+	if err != nil {
+		return -1
+	}
+	kvs, _, err := cl.KV().List(catalog.EdgesPrefix, nil)
+	if err != nil || len(kvs) != len(c.edges) {
+		return -1
+	}
+	n := 0
+	for _, en := range entries {
+		if node != "" && en.Service.Meta[catalog.MetaNode] != node {
+			continue
+		}
+		all := true
+		for _, kv := range kvs {
+			ack := &edgev1.EdgeAck{}
+			if protojson.Unmarshal(kv.Value, ack) != nil || !slices.Contains(ack.GetInstances()[svc.name].GetIds(), en.Service.ID) {
+				all = false
+			}
+		}
+		if all {
+			n++
+		}
+	}
+	return n
 }
 
 // settle drives every service's active rollout to an end (a full promote
