@@ -302,7 +302,7 @@ func FastRollback(number, rollbackOf uint64, window int) string {
 func (e *Engine) observation(ro *deployv1.Rollout, st rollout.State, obs Observation) rollout.Observation {
 	mobs := rollout.Observation{Now: obs.Now}
 	v := e.allocs()
-	leaving := v.leaving // on a draining node, replaced: invisible to the machine
+	leaving := v.leaving          // on a draining node, replaced: invisible to the machine
 	var moving []rollout.Instance // leaving, and may still serve: strays to the machine
 	for _, sa := range v.byService[ro.GetService()] {
 		in := Instance(sa, obs.Statuses[sa.Allocation.GetId()])

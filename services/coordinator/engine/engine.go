@@ -270,8 +270,8 @@ type Engine struct {
 	// to this engine.
 	fenceDue []string
 	fencedAt map[string]time.Time
-	hooks     map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
-	gates     map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
+	hooks    map[string]*hookCall // rollout id -> analysis webhooks asked for its next window
+	gates    map[string]*gateCall // rollout id -> the hooks of the gate it waits at, being asked
 }
 
 // New returns an engine; it does nothing until Run.
