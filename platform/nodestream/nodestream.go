@@ -109,7 +109,12 @@ func (s *Stream) Leader() string {
 // Lapse reports how long no leader has held this node's stream, as of now
 // (0 while one does, or before any leader accepted one), and the heartbeat
 // TTL the last leader announced: past it, that leader judged the node down
-// and may have replaced its allocations.
+// and may have replaced its allocations. The leader answers only the first
+// heartbeat of a stream, so a stream whose packets are dropped (a netsplit)
+// is seen broken only by gRPC's keepalive (10s, then 5s for the answer):
+// a split shorter than that plus the TTL shows no lapse here (the leader's
+// node fence keeps such a node's replaced instances out of the edges'
+// routes anyway).
 func (s *Stream) Lapse(now time.Time) (down, ttl time.Duration) {
 	ttl = time.Duration(s.ttl.Load())
 	c := s.closed.Load()
