@@ -162,14 +162,31 @@ func TestRunnerTakesAnyAcceptedHost(t *testing.T) {
 // newer table and the agent stopped the old instance while the request was
 // on its way to it. Expect: 100-continue holds the request between routing
 // (nginx answers 100 after the rewrite phase) and connecting (after the
-// body), so the table changes exactly in that window.
+// body), so the table changes exactly in that window. Run with the host's
+// only route on "/" and with a second route on another path, where the
+// request is routed again by its path (read in the balancer).
 func TestRunnerRetriesOnNewerTable(t *testing.T) {
+	for _, withPaths := range []bool{false, true} {
+		t.Run(fmt.Sprintf("paths=%v", withPaths), func(t *testing.T) { testRetriesOnNewerTable(t, withPaths) })
+	}
+}
+
+func testRetriesOnNewerTable(t *testing.T, withPaths bool) {
 	r, listen := startRunner(t)
 	ctx := context.Background()
 	oldSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "old") }))
 	defer oldSrv.Close()
 	old := routetable.Upstream{ID: "old", Address: strings.TrimPrefix(oldSrv.URL, "http://")}
-	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": old})); err != nil {
+	other := backend(t, "other")
+	table := func(u routetable.Upstream) routetable.Table {
+		tb := tableFor(map[string]routetable.Upstream{"one.test": u})
+		if withPaths {
+			tb.Routes["other"] = routetable.Route{Service: "other", Host: "one.test", Path: "/other", Generation: 1,
+				Backends: []routetable.Backend{{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{other}}}}
+		}
+		return tb
+	}
+	if err := r.Apply(ctx, table(old)); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := net.DialTimeout("tcp", listen, 5*time.Second)
@@ -178,7 +195,7 @@ func TestRunnerRetriesOnNewerTable(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(15 * time.Second))
-	io.WriteString(conn, "PUT / HTTP/1.1\r\nHost: one.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	io.WriteString(conn, "PUT /app HTTP/1.1\r\nHost: one.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	br := bufio.NewReader(conn)
 	line, err := br.ReadString('\n')
 	if err != nil || !strings.Contains(line, " 100 ") {
@@ -187,7 +204,7 @@ func TestRunnerRetriesOnNewerTable(t *testing.T) {
 	br.ReadString('\n') // blank line after the interim response
 
 	oldSrv.Close() // the old instance is gone: connections to it are refused
-	if err := r.Apply(ctx, tableFor(map[string]routetable.Upstream{"one.test": backend(t, "new")})); err != nil {
+	if err := r.Apply(ctx, table(backend(t, "new"))); err != nil {
 		t.Fatal(err)
 	}
 	io.WriteString(conn, "hello")
@@ -356,4 +373,61 @@ func TestRunnerPassesUpgrade(t *testing.T) {
 	if line, err := br.ReadString('\n'); err != nil || line != "echo:ping\n" {
 		t.Fatalf("echo = %q, %v", line, err)
 	}
+}
+
+// TestRunnerRoutesByPath: a host with several routes sends each request to
+// the route of the longest matching path prefix (a prefix matches itself
+// and what follows a '/'), a host with a single "/" route takes every path,
+// a path no route of its host matches is 404, and the Host header's case
+// does not matter.
+func TestRunnerRoutesByPath(t *testing.T) {
+	r, listen := startRunner(t)
+	route := func(svc, host, path string, u routetable.Upstream) routetable.Route {
+		return routetable.Route{Service: svc, Host: host, Path: path, Generation: 1,
+			Backends: []routetable.Backend{{Release: 1, Weight: 100, Upstreams: []routetable.Upstream{u}}}}
+	}
+	tbl := routetable.Table{Routes: map[string]routetable.Route{
+		"root":   route("root", "paths.local", "/", backend(t, "root")),
+		"api":    route("api", "paths.local", "/api", backend(t, "api")),
+		"static": route("static", "paths.local", "/static/", backend(t, "static")),
+		"only":   route("only", "only.local", "/", backend(t, "only")),
+		"sub":    route("sub", "sub.local", "/sub", backend(t, "sub")),
+	}}
+	if err := r.Apply(context.Background(), tbl); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host, path string
+		code       int
+		body       string
+	}{
+		{"paths.local", "/", 200, "root"},
+		{"paths.local", "/api", 200, "api"},
+		{"paths.local", "/api/v1", 200, "api"},
+		{"paths.local", "/apix", 200, "root"},
+		{"paths.local", "/static/a.css", 200, "static"},
+		{"paths.local", "/static", 200, "root"},
+		{"PATHS.Local", "/api", 200, "api"},
+		{"only.local", "/any/path", 200, "only"},
+		{"sub.local", "/sub/x", 200, "sub"},
+		{"sub.local", "/", 404, ""},
+		{"sub.local", "/subway", 404, ""},
+	} {
+		code, body := fetchPath(listen, tc.host, tc.path)
+		if code != tc.code || (tc.body != "" && body != tc.body) {
+			t.Errorf("%s%s: got %d %q, want %d %q", tc.host, tc.path, code, body, tc.code, tc.body)
+		}
+	}
+}
+
+func fetchPath(listen, host, path string) (int, string) {
+	req, _ := http.NewRequest("GET", "http://"+listen+path, nil)
+	req.Host = host
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

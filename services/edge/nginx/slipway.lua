@@ -125,24 +125,28 @@ local function sticky(route)
   return math.random(0, 99), true
 end
 
--- find_route returns the route of host and uri in the current table.
-local function find_route(host, uri)
-  local list = load()[string.lower(host or "")]
+-- find_route returns the route of host and the request's path in the
+-- current table. A host with a single route on "/" needs no path: $uri is
+-- read (a variable lookup by name) only when a path decides.
+local function find_route(host)
+  local list = load()[host]
   if not list then return nil end
+  if #list == 1 and list[1].path == "/" then return list[1] end
+  local uri = ngx.var.uri
   for _, r in ipairs(list) do
     if path_match(r.path, uri) then return r end
   end
   return nil
 end
 
--- route chooses the route and the release of a request (set_by_lua: a
--- plain call, no coroutine per request as rewrite_by_lua would make). It
--- returns "" to proxy the request, or the status to answer with when
--- there is no route (404) or no instance (503); a new sticky client's
--- cookie goes into $slipway_cookie, which add_header sets on the response.
-function M.route()
-  local host, uri = ngx.var.host, ngx.var.uri
-  local route = find_route(host, uri)
+-- route chooses the route and the release of a request to host (the
+-- server block's name, lower case) (set_by_lua: a plain call, no coroutine
+-- per request as rewrite_by_lua would make). It returns "" to proxy the
+-- request, or the status to answer with when there is no route (404) or no
+-- instance (503); a new sticky client's cookie goes into $slipway_cookie,
+-- which add_header sets on the response.
+function M.route(host)
+  local route = find_route(host)
   if not route then return "404" end
   local chosen, pinned = nil, nil
   for _, p in ipairs(route.pins) do
@@ -168,7 +172,7 @@ function M.route()
   if not chosen then return "503" end
   -- One table per request; the set of instances tried is made only when
   -- a connection fails (see balance).
-  ngx.ctx.slipway = { service = route.service, backend = chosen, version = cached_version, host = host, uri = uri, pinned = pinned,
+  ngx.ctx.slipway = { service = route.service, backend = chosen, version = cached_version, host = host, pinned = pinned,
     bucket = b, cookie = cookie }
   if log_vars then
     ngx.var.slipway_service = route.service
@@ -186,7 +190,7 @@ local function rechoose(c)
   local v = dict:get("version")
   if v == c.version then return false end
   c.version = v
-  local route = find_route(c.host, c.uri)
+  local route = find_route(c.host)
   if not route then return false end
   local b = c.pinned and route.byrel[c.pinned]
   if (not b or #b.peers == 0) and c.bucket and route.sticky then b = bucket(route, c.bucket) end
