@@ -71,9 +71,14 @@ func BenchmarkEdge(b *testing.B) {
 		cpu    float64 // CPU-seconds of the target's processes during the run
 		perCPU float64 // requests per CPU-second of those processes
 		n      float64 // requests
+		edge   float64 // CPU-seconds of the slipway-edge process alone (nginx mode)
 	}
-	run := func(addr, host string, pids func() []int) result {
+	run := func(addr, host string, pids, edgePids func() []int) result {
 		cpu0 := cpuSeconds(pids())
+		var edge0 float64
+		if edgePids != nil {
+			edge0 = cpuSeconds(edgePids())
+		}
 		out, err := exec.Command(wrk, "-t2", "-c64", "-d"+dur, "--latency", "-H", "Host: "+host, "http://"+addr+"/").CombinedOutput()
 		if err != nil {
 			b.Fatalf("wrk: %v\n%s", err, out)
@@ -88,13 +93,17 @@ func BenchmarkEdge(b *testing.B) {
 			b.Logf("wrk %s: %s non-2xx responses", addr, non2xx[1])
 		}
 		cpu := cpuSeconds(pids()) - cpu0
+		var edge float64
+		if edgePids != nil {
+			edge = cpuSeconds(edgePids()) - edge0
+		}
 		total := regexp.MustCompile(`(\d+) requests in`).FindSubmatch(out)
 		v, _ := strconv.ParseFloat(string(rps[1]), 64)
 		d, err := time.ParseDuration(string(p99[1]))
 		if err != nil {
 			b.Fatalf("wrk p99 %q: %v", p99[1], err)
 		}
-		r := result{rps: v, p99: d, cpu: cpu}
+		r := result{rps: v, p99: d, cpu: cpu, edge: edge}
 		if n, err := strconv.ParseFloat(string(total[1]), 64); err == nil {
 			r.n = n
 			if cpu > 0 {
@@ -119,7 +128,8 @@ func BenchmarkEdge(b *testing.B) {
 		fmt.Println("Caddy not built into SLIPWAY_BIN (make tools): left out")
 	}
 	targets = append(targets,
-		peer{name: "nginx mode (lua)", addr: edges["nginx"].httpAddr, pids: func() []int { return withDescendants(pidsWithArg(edges["nginx"].id)) }},
+		peer{name: "nginx mode (lua)", addr: edges["nginx"].httpAddr, pids: func() []int { return withDescendants(pidsWithArg(edges["nginx"].id)) },
+			edgePids: func() []int { return pidsWithArg(edges["nginx"].id) }},
 		peer{name: "built-in proxy", addr: edges["proxy"].httpAddr, pids: func() []int { return withDescendants(pidsWithArg(edges["proxy"].id)) }})
 	// Rounds alternate the targets so that a noisy moment on the machine
 	// spreads over all of them; each target's row sums its rounds (req/s
@@ -127,17 +137,18 @@ func BenchmarkEdge(b *testing.B) {
 	results := map[string][]result{}
 	for round := 0; round < rounds; round++ {
 		for _, tg := range targets {
-			results[tg.name] = append(results[tg.name], run(tg.addr, "web.test", tg.pids))
+			results[tg.name] = append(results[tg.name], run(tg.addr, "web.test", tg.pids, tg.edgePids))
 		}
 	}
 	summary := func(rs []result) result {
 		byRPS := slices.Clone(rs)
 		slices.SortFunc(byRPS, func(x, y result) int { return cmp.Compare(x.rps, y.rps) })
 		out := byRPS[len(byRPS)/2]
-		out.cpu, out.n = 0, 0
+		out.cpu, out.n, out.edge = 0, 0, 0
 		for _, r := range rs {
 			out.cpu += r.cpu
 			out.n += r.n
+			out.edge += r.edge
 		}
 		out.perCPU = 0
 		if out.cpu > 0 {
@@ -166,6 +177,11 @@ func BenchmarkEdge(b *testing.B) {
 		}
 		fmt.Printf("%-18s %9.0f %9v %8.2fx %8.2fx %8.2f %11.0f %8.2fx %12.3f\n", tg.name, r.rps, r.p99.Round(10*time.Microsecond),
 			r.rps/nginx.rps, float64(r.p99)/float64(nginx.p99), r.cpu, r.perCPU, eff, per10k)
+	}
+	if nginxMode.cpu > 0 {
+		// The Go edge process beside nginx: what is not nginx's own cost.
+		fmt.Printf("nginx mode: the slipway-edge process itself used %.2f of its %.2f CPU-s (%.1f%%), nginx's master and workers the rest\n",
+			nginxMode.edge, nginxMode.cpu, 100*nginxMode.edge/nginxMode.cpu)
 	}
 
 	// (b) propagation: flip the intent and time the first request that

@@ -20,6 +20,9 @@ type peer struct {
 	name string
 	addr string
 	pids func() []int
+	// edgePids, when set, is the slipway-edge process alone among pids
+	// (nginx mode), whose CPU is also reported on its own.
+	edgePids func() []int
 }
 
 const peerWorkers = 2
