@@ -256,7 +256,11 @@ type edge struct {
 	stop, kill                                     func()
 }
 
-func (e *env) startEdge(mode string) *edge {
+func (e *env) startEdge(mode string) *edge { return e.startEdgeWith(mode, nil) }
+
+// startEdgeWith is startEdge with extra environment variables and
+// command-line flags.
+func (e *env) startEdgeWith(mode string, environ []string, extra ...string) *edge {
 	t := e.t
 	t.Helper()
 	bin := testenv.BuildBinary(t, "./services/edge/cmd/slipway-edge")
@@ -264,12 +268,13 @@ func (e *env) startEdge(mode string) *edge {
 	args := []string{"-id", ed.id, "-consul-addr", e.consul.Addr(), "-mode", mode, "-http-addr", ed.httpAddr,
 		"-grpc-addr", ed.grpcAddr, "-metrics-addr", ed.metricsAddr, "-log-level", "debug", "-session-ttl", "10s"}
 	args = append(args, testenv.TLSFlags(t, pki.RoleEdge, ed.id)...)
+	args = append(args, extra...)
 	if mode == "nginx" {
 		args = append(args, "-nginx-dir", ed.dir, "-nginx-control-addr", testenv.FreeAddr(t))
 	}
 	// Its Consul token (policy deployments/consul/edge.hcl) comes as
 	// Consul's own CONSUL_HTTP_TOKEN.
-	ed.stop, ed.kill = startProcessKill(t, ed.id, bin, args, e.consul.Env(e.consul.ComponentToken(t, "edge"))...)
+	ed.stop, ed.kill = startProcessKill(t, ed.id, bin, args, append(e.consul.Env(e.consul.ComponentToken(t, "edge")), environ...)...)
 	t.Cleanup(func() {
 		// Stop the edge (which stops its nginx gracefully), then, as a
 		// safety net, kill any nginx process group still there.

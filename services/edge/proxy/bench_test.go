@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"slipway.dev/edge/internal/h1server"
 	"slipway.dev/edge/routetable"
@@ -50,7 +52,10 @@ func BenchmarkProxy(b *testing.B) {
 // server and handler between a raw keep-alive client and a raw backend that
 // answer with fixed bytes, so allocs/op and a CPU profile
 // (-cpuprofile) are the proxy's. The request and response are shaped like
-// wrk's and the demo backend's.
+// wrk's and the demo backend's. cpu-ns/op is the process's CPU time
+// (getrusage, user+system) per request: the proxy's, the client's and the
+// backend's together, the figure to compare between variants on a machine
+// whose other load moves wall time.
 func BenchmarkProxyServer(b *testing.B) {
 	for _, c := range []struct {
 		name      string
@@ -89,6 +94,13 @@ func rawBackend(l net.Listener) {
 			}
 		}()
 	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // skipHead reads up to and including the blank line ending a message head
@@ -138,6 +150,7 @@ func benchProxyServer(b *testing.B, cfg Config, lean bool) {
 	b.SetParallelism(16) // 32 clients on 2 cores, as wrk -c64 keeps the proxy busy
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		c, err := net.Dial("tcp", pl.Addr().String())
 		if err != nil {
@@ -171,6 +184,7 @@ func benchProxyServer(b *testing.B, cfg Config, lean bool) {
 		}
 	})
 	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 	if failure != nil {
 		b.Fatal(failure)
 	}

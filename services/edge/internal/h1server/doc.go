@@ -6,7 +6,8 @@
 // timer), with one reused Request, header map and ResponseWriter per
 // connection; the only allocation per request in the server is the copy of
 // the request head its strings slice. Pipelined requests are answered in
-// order and their responses share writes.
+// order and their responses share writes; held responses are sent before
+// the server waits for the rest of a request head.
 //
 // Contract:
 //   - parseHead accepts only a strict subset of HTTP/1.1 (see its doc) and

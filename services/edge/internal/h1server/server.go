@@ -385,6 +385,11 @@ func (c *conn) readHead() (head, verdict) {
 			c.rdl = time.Now().Add(lim.ReadHeaderTimeout)
 			c.nc.SetReadDeadline(c.rdl)
 		}
+		// A response held for the pipelined request whose head is still
+		// arriving goes out first: the client may wait for it.
+		if !c.flushHeld() {
+			return head{}, incomplete
+		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				continue
@@ -392,6 +397,19 @@ func (c *conn) readHead() (head, verdict) {
 			return head{}, incomplete
 		}
 	}
+}
+
+// flushHeld sends what the writer holds (finish leaves pipelined responses
+// to the last one's flush, and the request after them may still be
+// arriving); false when that fails (the connection is done).
+func (c *conn) flushHeld() bool {
+	if c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			c.broken = true
+			return false
+		}
+	}
+	return true
 }
 
 // extendRead makes the read deadline at least 3/4 of d away (d <= 0: none).

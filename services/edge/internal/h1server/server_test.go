@@ -358,3 +358,76 @@ func TestWriteTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestReadsAcrossPackets: a head and a body arriving in pieces, a
+// pipelined request whose head is still arriving (the response before it
+// must not wait for it: a client may read that response before sending
+// the rest) and the next request on the same connection.
+func TestReadsAcrossPackets(t *testing.T) {
+	addr, _ := start(t, pathOf, Limits{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	read := func() string {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}
+	pause := func() { time.Sleep(20 * time.Millisecond) } // separate packets (not a synchronisation)
+	for _, part := range []string{"POST /p HTTP/1.1\r\nHo", "st: w\r\nContent-Length: 5\r\n\r\n", "he", "llo"} {
+		io.WriteString(c, part)
+		pause()
+	}
+	if got := read(); got != "200 lean POST /p hello" {
+		t.Fatalf("request in pieces: %q", got)
+	}
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: w\r\n\r\nGET /2 HTTP/1.1\r\n")
+	if got := read(); got != "200 lean GET /1 " {
+		t.Fatalf("first of a partial pipeline: %q", got)
+	}
+	io.WriteString(c, "Host: w\r\n\r\n")
+	if got := read(); got != "200 lean GET /2 " {
+		t.Fatalf("second of a partial pipeline: %q", got)
+	}
+	io.WriteString(c, "GET /3 HTTP/1.1\r\nHost: w\r\n\r\n")
+	if got := read(); got != "200 lean GET /3 " {
+		t.Fatalf("next request: %q", got)
+	}
+}
+
+// TestHalfCloseAfterRequest: a client that shuts its side down right after
+// a keep-alive request gets its response and then the connection's end
+// (the lean path's next read finds it), long before the idle timeout.
+func TestHalfCloseAfterRequest(t *testing.T) {
+	addr, _ := start(t, pathOf, Limits{IdleTimeout: time.Minute})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /h HTTP/1.1\r\nHost: w\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "lean GET /h " {
+		t.Fatalf("response %q", b)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after the response: read %d, %v; want the connection closed (EOF)", n, err)
+	}
+}
