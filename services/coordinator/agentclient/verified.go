@@ -26,8 +26,16 @@ type Verified struct {
 	// Timeout bounds one probe (default 2s); Retry spaces the probes of a
 	// node that failed one (default 1s).
 	Timeout, Retry time.Duration
+	// Parallel bounds the probes in flight (default 64); the others wait
+	// their turn, and a probe's Timeout starts with its turn. A fleet that
+	// appears at once (a new leader, a start of thousands of agents) made
+	// as many TLS handshakes at once: on a loaded leader they all ran
+	// past their timeout, were retried together a second later, and no
+	// node was ever proven.
+	Parallel int
 
 	mu      sync.Mutex
+	turns   chan struct{}        // capacity Parallel, made on first use
 	proven  map[string]bool      // by id@addr
 	probing map[string]bool      // by id@addr: a probe is in flight
 	failed  map[string]time.Time // by id@addr: when its last probe failed
@@ -41,7 +49,7 @@ func NewVerified(src engine.NodeSource, agents engine.Agents, log *slog.Logger) 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Verified{src: src, agents: agents, log: log, Timeout: 2 * time.Second, Retry: time.Second,
+	return &Verified{src: src, agents: agents, log: log, Timeout: 2 * time.Second, Retry: time.Second, Parallel: 64,
 		proven: map[string]bool{}, probing: map[string]bool{}, failed: map[string]time.Time{}}
 }
 
@@ -68,12 +76,17 @@ func (v *Verified) Nodes(ctx context.Context) ([]engine.Node, error) {
 			continue
 		}
 		v.probing[k] = true
-		go v.probe(n, k)
+		if v.turns == nil {
+			v.turns = make(chan struct{}, max(1, v.Parallel))
+		}
+		go v.probe(n, k, v.turns)
 	}
 	return out, nil
 }
 
-func (v *Verified) probe(n engine.Node, k string) {
+func (v *Verified) probe(n engine.Node, k string, turns chan struct{}) {
+	turns <- struct{}{}
+	defer func() { <-turns }()
 	ctx, cancel := context.WithTimeout(context.Background(), v.Timeout)
 	defer cancel()
 	_, err := v.agents.Status(ctx, n)

@@ -125,3 +125,69 @@ func TestVerifiedPassesOnlyProvenNodes(t *testing.T) {
 		t.Errorf("Nodes = %v, want none at an unproven address", ids(got))
 	}
 }
+
+// blockingAgents answers Status only when released, counting the probes
+// in flight.
+type blockingAgents struct {
+	probeAgents
+	release        chan struct{}
+	inFlight, most int
+}
+
+func (b *blockingAgents) Status(ctx context.Context, n engine.Node) ([]*agentv1.AllocationStatus, error) {
+	b.mu.Lock()
+	b.inFlight++
+	b.most = max(b.most, b.inFlight)
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.inFlight--
+		b.mu.Unlock()
+	}()
+	select {
+	case <-b.release:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestVerifiedBoundsProbesInFlight: a fleet that appears at once is probed
+// at most Parallel at a time (each within its own Timeout from its turn),
+// and every node is proven in the end.
+func TestVerifiedBoundsProbesInFlight(t *testing.T) {
+	var src staticNodes
+	for i := range 50 {
+		src = append(src, engine.Node{ID: fmt.Sprintf("n%02d", i), Addr: fmt.Sprintf("127.0.0.1:%d", 1000+i)})
+	}
+	agents := &blockingAgents{release: make(chan struct{})}
+	v := agentclient.NewVerified(src, agents, slog.New(slog.DiscardHandler))
+	v.Parallel, v.Timeout, v.Retry = 4, time.Minute, time.Hour
+	if _, err := v.Nodes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "4 probes in flight", func() error {
+		agents.mu.Lock()
+		defer agents.mu.Unlock()
+		if agents.inFlight != 4 {
+			return fmt.Errorf("%d in flight", agents.inFlight)
+		}
+		return nil
+	})
+	close(agents.release)
+	testenv.Eventually(t, 10*time.Second, "every node proven", func() error {
+		got, err := v.Nodes(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(got) != len(src) {
+			return fmt.Errorf("%d of %d proven", len(got), len(src))
+		}
+		return nil
+	})
+	agents.mu.Lock()
+	defer agents.mu.Unlock()
+	if agents.most > 4 {
+		t.Fatalf("%d probes were in flight at once, want at most 4", agents.most)
+	}
+}
