@@ -31,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -69,6 +70,7 @@ type options struct {
 	coordArgs    string
 	stream       bool
 	rackSize     int
+	consulSize   int
 }
 
 func main() {
@@ -78,7 +80,7 @@ func main() {
 	flag.IntVar(&o.nodes, "nodes", 1000, "simulated node agents")
 	flag.IntVar(&o.perNode, "per-node", 10, "instances per node")
 	flag.IntVar(&o.coordinators, "coordinators", 3, "coordinator processes")
-	flag.DurationVar(&o.startSpread, "start-spread", 5*time.Second, "the nodes start spread evenly over this long (the start delay)")
+	flag.DurationVar(&o.startSpread, "start-spread", 0, "the nodes start spread evenly over this long (the start delay); 0: 5ms per node (a fleet's agents do not all start in one instant, and thousands of TLS handshakes and Consul registrations at once only measure this machine's two cores)")
 	flag.Float64Var(&o.slow, "slow", 0, "fraction of nodes that answer every call after -slow-delay")
 	flag.DurationVar(&o.slowDelay, "slow-delay", 2*time.Second, "how late a slow node answers")
 	flag.Float64Var(&o.flap, "flapping", 0, "fraction of nodes whose heartbeats stop for -flap-for every -flap-every (their Consul check turns critical and, with -stream, their heartbeat stream goes silent)")
@@ -92,11 +94,12 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "how long the idle leader is measured at the end")
 	flag.DurationVar(&o.settle, "settle", 30*time.Second, "before the idle measurement, wait until the leader's raft log has not grown for 3s (the final rollouts' drains and stops committed), at most this long")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on a phase after this long")
-	flag.DurationVar(&o.ttl, "ttl", 3*time.Second, "the simulated agents' TTL check (the real agent's is 3s; heartbeats every third of it)")
+	flag.DurationVar(&o.ttl, "ttl", 30*time.Second, "the simulated agents' Consul TTL check, heartbeated every third of it. The real agent's is 3s; on one machine the fleet's TTL updates (a few thousand a second, each a real agent's local business) compete with the coordinators for the same cores and the Consul agents' state locks, so the default is 10x longer. Liveness of streaming nodes comes from their streams, not from Consul")
 	flag.BoolVar(&o.header, "header", true, "print the table header")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (coordinator logs, raft data)")
 	flag.StringVar(&o.coordArgs, "coordinator-args", "", "extra flags for every coordinator, space separated")
 	flag.IntVar(&o.rackSize, "rack-size", 1000, "simulated nodes per rack: a child process with a Consul client agent of its own (a real fleet has one per host)")
+	flag.IntVar(&o.consulSize, "consul-size", 1000, "simulated nodes per Consul client agent (a real fleet has one per host; an agent serialises its checks' TTL updates under its state lock, and one with changes to sync does it in the update's handler, one RPC to the servers per changed check; more agents cost gossip and CPU)")
 	rack := flag.Bool("rack", false, "run as a rack (internal: the config comes on stdin)")
 	flag.Parse()
 	if *rack {
@@ -155,8 +158,11 @@ func run(o options) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if o.rackSize <= 0 {
-		return errors.New("-rack-size must be positive")
+	if o.startSpread == 0 {
+		o.startSpread = time.Duration(o.nodes) * 5 * time.Millisecond
+	}
+	if o.rackSize <= 0 || o.consulSize <= 0 {
+		return errors.New("-rack-size and -consul-size must be positive")
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -243,12 +249,26 @@ func run(o options) error {
 	defer func() { _, _ = finishRacks() }()
 	for i := 0; i*o.rackSize < len(all); i++ {
 		nodes := all[i*o.rackSize : min(len(all), (i+1)*o.rackSize)]
-		agent, err := startConsul(consulBin, work, consulData, fmt.Sprintf("fleetsim-rack%d", i), consul.serfAddr)
-		if err != nil {
+		agents := make([]*consulProc, (len(nodes)+o.consulSize-1)/o.consulSize)
+		var wg sync.WaitGroup
+		errs := make([]error, len(agents))
+		for j := range agents {
+			wg.Go(func() {
+				agents[j], errs[j] = startConsul(consulBin, work, consulData, fmt.Sprintf("fleetsim-rack%d-%d", i, j), consul.serfAddr)
+			})
+		}
+		wg.Wait()
+		var addrs []string
+		for _, a := range agents {
+			if a != nil {
+				consuls = append(consuls, a)
+				addrs = append(addrs, a.addr)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		consuls = append(consuls, agent)
-		r, err := startRack(self, work, i, rackConfig{Nodes: nodes, Consul: agent.addr, Coordinators: coords,
+		r, err := startRack(self, work, i, rackConfig{Nodes: nodes, Consul: addrs, Coordinators: coords,
 			AllocStart: o.allocStart, SlowDelay: o.slowDelay, FlapEvery: o.flapEvery, FlapFor: o.flapFor, TTL: o.ttl,
 			CPUMHz: 100000, MemoryMB: 100000})
 		if err != nil {
@@ -362,7 +382,8 @@ func run(o options) error {
 	}
 	fmt.Printf("  raft quiet %.1fs after the last rollout was final (its drains and stops; counted in entries, not in the idle figures)\n", r.settled.Seconds())
 	fmt.Printf("  leader: at most %d open files during both phases\n", r.leaderFDs)
-	fmt.Printf("  %d racks (a process and a Consul client agent each); Consul TTL updates failed or late: %d\n", len(consuls)-1, sums.TTLErrors)
+	fmt.Printf("  %d racks (processes), %d Consul client agents (%d nodes each); Consul TTL updates failed or late: %d\n",
+		(len(all)+o.rackSize-1)/o.rackSize, len(consuls)-1, o.consulSize, sums.TTLErrors)
 	fmt.Printf("  agent calls answered: %d syncs, %d status reads; coordinator logs in %s\n", sums.Syncs, sums.Statuses,
 		map[bool]string{true: filepath.Join(work, "coordinators"), false: "(removed; -keep keeps them)"}[o.keep])
 	return nil

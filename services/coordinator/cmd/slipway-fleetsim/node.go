@@ -48,6 +48,15 @@ type nodeConfig struct {
 	ttl        time.Duration // the agent check's TTL (the real agent's is 3s)
 	cpuMHz     int
 	memoryMB   int
+	nodeCounts
+	// coordinators are the coordinators' gRPC addresses the nodes stream
+	// heartbeats to (NodeHeartbeatService); empty: no stream (the leader
+	// polls them and goes by Consul, as with older agents).
+	coordinators []string
+}
+
+// nodeCounts are what the nodes of a rack answered, shared by them.
+type nodeCounts struct {
 	// started counts allocations that turned running, over all nodes: a
 	// replacement the fleet did not need shows up as starts above the
 	// instances deployed.
@@ -57,10 +66,6 @@ type nodeConfig struct {
 	// ttlErrors counts TTL updates Consul failed or did not answer in
 	// time: each one brings the node's check closer to lapsing.
 	ttlErrors *atomic.Int64
-	// coordinators are the coordinators' gRPC addresses the nodes stream
-	// heartbeats to (NodeHeartbeatService); empty: no stream (the leader
-	// polls them and goes by Consul, as with older agents).
-	coordinators []string
 }
 
 // simAlloc is one allocation as the simulated agent holds it.

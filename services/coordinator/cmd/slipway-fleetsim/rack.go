@@ -1,15 +1,18 @@
 package main
 
 // Racks: the simulated nodes run in child processes of this binary (racks
-// of at most -rack-size nodes), each with a Consul client agent of its own
-// joined to the Consul server the coordinators ask, as a real fleet has a
-// Consul agent on every host. One process and one Consul agent for the
-// whole fleet was no model of one: the agent's HTTP server fell behind the
-// TTL updates of thousands of agents, their checks lapsed and their
-// allocations were replaced; and one process cannot hold the three sockets
-// a simulated node needs (its listener, the leader's connection to it, its
-// stream to the leader) for 10,000 nodes under the machine's open-file
-// limit.
+// of at most -rack-size nodes), each with Consul client agents of its own
+// (one per -consul-size nodes) joined to the Consul server the coordinators
+// ask, as a real fleet has a Consul agent on every host. One process and one
+// Consul agent for the whole fleet was no model of one: a Consul agent
+// handles each TTL update under its state lock, and while it has changes to
+// sync (fresh registrations, a lapsed check) the update's handler makes one
+// RPC to the servers per changed check before it answers, so thousands of
+// updates queued, the clients gave up (CLOSE-WAIT on Consul's side), TTLs
+// lapsed, which made more changes to sync. And one process cannot hold the
+// three sockets a simulated node needs (its listener, the leader's
+// connection to it, its stream to the leader) for 10,000 nodes under the
+// machine's open-file limit.
 //
 // The parent writes a rack its rackConfig as one JSON line on the rack's
 // stdin and keeps stdin open; the rack starts its nodes, prints "ready",
@@ -54,8 +57,10 @@ type rackNode struct {
 
 // rackConfig is what the parent tells a rack.
 type rackConfig struct {
-	Nodes        []rackNode    `json:"nodes"`
-	Consul       string        `json:"consul"` // HTTP address of the rack's Consul agent
+	Nodes []rackNode `json:"nodes"`
+	// Consul are the HTTP addresses of the rack's Consul client agents;
+	// node i registers in Consul[i%len(Consul)].
+	Consul       []string      `json:"consul"`
 	Coordinators []string      `json:"coordinators"`
 	AllocStart   time.Duration `json:"alloc_start"`
 	SlowDelay    time.Duration `json:"slow_delay"`
@@ -122,15 +127,22 @@ func runRack() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	// Up to one connection per node to the rack's own Consul agent: a
-	// heartbeat never waits for another's.
-	cc, err := consulClient(rc.Consul, max(64, len(rc.Nodes)))
-	if err != nil {
-		return err
+	if len(rc.Consul) == 0 {
+		return errors.New("rack: consul: no agent address")
 	}
-	cfg := &nodeConfig{consul: cc, logger: logger, allocStart: rc.AllocStart, slowDelay: rc.SlowDelay,
-		flapEvery: rc.FlapEvery, flapFor: rc.FlapFor, ttl: rc.TTL, cpuMHz: rc.CPUMHz, memoryMB: rc.MemoryMB,
-		coordinators: rc.Coordinators, started: &atomic.Int64{}, syncs: &atomic.Int64{}, statuses: &atomic.Int64{}, ttlErrors: &atomic.Int64{}}
+	// Up to one connection per node to its Consul agent: a heartbeat
+	// never waits for another's.
+	cfgs := make([]*nodeConfig, len(rc.Consul))
+	counts := nodeCounts{started: &atomic.Int64{}, syncs: &atomic.Int64{}, statuses: &atomic.Int64{}, ttlErrors: &atomic.Int64{}}
+	for i, addr := range rc.Consul {
+		cc, err := consulClient(addr, max(16, len(rc.Nodes)/len(rc.Consul)+1))
+		if err != nil {
+			return err
+		}
+		cfgs[i] = &nodeConfig{consul: cc, logger: logger, allocStart: rc.AllocStart, slowDelay: rc.SlowDelay,
+			flapEvery: rc.FlapEvery, flapFor: rc.FlapFor, ttl: rc.TTL, cpuMHz: rc.CPUMHz, memoryMB: rc.MemoryMB,
+			coordinators: rc.Coordinators, nodeCounts: counts}
+	}
 	var (
 		mu    sync.Mutex
 		nodes []*node
@@ -138,7 +150,8 @@ func runRack() error {
 	)
 	errs := make(chan error, len(rc.Nodes))
 	start := time.Now()
-	for _, rn := range rc.Nodes {
+	for i, rn := range rc.Nodes {
+		cfg := cfgs[i%len(cfgs)]
 		wg.Go(func() {
 			if d := rn.Delay - time.Since(start); d > 0 {
 				time.Sleep(d) // the fleet's start spread, not a synchronisation
@@ -165,8 +178,7 @@ func runRack() error {
 	}
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, in) // until the parent closes stdin
-	counts := rackCounts{Started: cfg.started.Load(), Syncs: cfg.syncs.Load(), Statuses: cfg.statuses.Load(), TTLErrors: cfg.ttlErrors.Load()}
-	b, _ := json.Marshal(counts)
+	b, _ := json.Marshal(rackCounts{Started: counts.started.Load(), Syncs: counts.syncs.Load(), Statuses: counts.statuses.Load(), TTLErrors: counts.ttlErrors.Load()})
 	fmt.Printf("counts %s\n", b)
 	cancel()
 	for _, n := range nodes {
@@ -345,10 +357,9 @@ func startConsul(bin, work, dataDir, name, join string) (*consulProc, error) {
 
 // consulDataDir is where the racks' Consul client agents keep their data:
 // a new directory on tmpfs (/dev/shm) when the machine has one, else in
-// work. A client agent persists every TTL update to a file with an fsync
-// while it holds its state lock, so on a disk a rack's thousand updates a
-// second queue behind each other (each host's agent in a real fleet
-// persists one node's); the returned cleanup removes the directory.
+// work. A client agent persists every TTL update to a file while it holds
+// its state lock (each host's agent in a real fleet persists one node's);
+// the returned cleanup removes the directory.
 func consulDataDir(work string) (string, func(), error) {
 	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
 		dir, err := os.MkdirTemp("/dev/shm", "fleetsim-consul-")
